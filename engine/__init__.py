@@ -1,0 +1,1 @@
+"""foliodiff's engine: executable models of Linux lazyfree reclaim, by kernel version."""

@@ -1,0 +1,1014 @@
+"""A total, structure-aware byte codec of programs, for byte-level fuzzers.
+
+:func:`decode` turns *every* byte string (``b""`` included) into a
+:class:`~engine.program.Program` that passes
+:func:`~engine.program.check_program`; :func:`encode` is its exact inverse on
+valid programs: ``decode(encode(p)) == p``.  Atheris mutates bytes, the
+engines run programs; this module sits between them.
+
+The format is shaped for reclaim fuzzing.  Most fields are *compact*: an
+address is a region index and an offset relative to the regions the program
+maps, counted in folios when a bit says so, so that most random bytes land
+inside a VMA and on a folio boundary; numbers are small unless an escape
+byte says otherwise.  A *raw* escape spells any valid operation exactly,
+which is what makes :func:`encode` total.  Where a decoded value would make
+the program invalid it is repaired by a fixed rule (modulo, clamp, rename,
+insert a fork, or drop the operation); a valid program never needs a repair,
+so repairs never break the inverse.
+
+Byte format, version 1 (the version is this module's, not in the bytes, so
+that every byte string stays decodable).  Reading past the end of the input
+yields zeros, so truncated input is still a program.  Field codes:
+
+``b``  one byte.
+``n``  a small number: a byte below 0xf0 is its low four bits (0-15); a byte
+       ``0xf0 | l`` is ``16 + (l | x << 4)`` with ``x`` the LEB128 varint that
+       follows (at most 10 bytes: the tenth ends it whatever its top bit).
+``v``  a number: a byte below 0xf8 is itself (0-247); ``0xf8 | l`` is
+       ``248 + (l | x << 3)``, ``x`` a varint as above.
+``s``  a name: ``b`` gives the length ``1 + b % 32``, then one byte per
+       character, the first from ``[A-Za-z_]`` (``b % 53``), the others from
+       ``[A-Za-z0-9_.-]`` (``b % 65``): every name is a valid program name.
+
+``header: b``
+    bits 0-3: the thread set, :data:`THREAD_MENU` ``[i % len]`` for 0-14, a
+    raw thread list for 15.  Bits 4-5: how many ``mmap`` bodies by the first
+    task thread follow (pre-mmaps, 0-3, no selector byte each).  Bits 6-7:
+    ignored (written as 0).
+``raw thread list: b, then per thread b s``
+    ``1 + b % 8`` threads.  The per-thread byte ``k``: kind
+    (task, kthread, device, task)[k & 3]; a task's mm is ``k >> 4``.  A thread
+    whose name repeats an earlier one is dropped.
+``records``, until the input ends
+    A selector byte picks ``kinds[b % len(kinds)]``: the schedule entry, then
+    for each thread in order its operation menu (:func:`thread_ops`,
+    weighted: an operation may appear more than once).  ``0xff`` escapes: the
+    next byte selects, and the record's fields use the raw form.  Operation
+    records beyond :data:`~engine.program.MAX_OPS` are read and ignored.
+
+Record bodies put the operation's own fields first, then an address group.
+The compact address group is ``K:n O:n N:n``: region ``K`` of the regions
+the mm may touch (those its ``mmap`` and ``mremap`` operations declare, in
+program order, then its parent's, and so on: the order
+:func:`~engine.program.check_program` sees them in); ``O`` even is the
+offset ``(O >> 1)`` folios of the region's mmap order, odd ``O >> 1`` pages,
+modulo the region's pages; ``N`` even is ``(N >> 1) + 1`` pages, odd that
+many folios, folded by modulo into the rest of the region.  The raw address
+group is ``page:v pages-1:v`` (modulo the address space and ``MAX_PAGES``);
+a raw range that no region covers is moved to the start of the first region
+and clamped to it.  An operation whose mm maps no region at all is dropped.
+
+=======================  ==========================  ========================
+operation                compact body                raw body
+=======================  ==========================  ========================
+mmap                     F:b A:v P:n                 (same)
+munmap, read             K O N                       page pages-1
+mprotect                 prot:b K O N                prot:b page pages-1
+madvise                  advice:b K O N              advice:b page pages-1
+write                    value:v K O N               value:v page pages-1
+pin                      flags:b K O N               flags:b name:s page pages-1
+mremap                   U:b A:v P:n K:n O:n         U:b A:v P:n page:v
+fork                     C:n                         (same)
+unpin                    X:n flags:b                 (same)
+dma_write                X:n value:v                 (same)
+reclaim, deferred_split  nr:v                        (same)
+folio_try_get            M:n K:n O:n                 M:n name:s page:v
+folio_put                X:n                         (same)
+lru_add_drain            (empty)                     (same)
+schedule entry           D:n T:n                     (same)
+=======================  ==========================  ========================
+
+- ``mmap``: ``F & 3`` picks the order from (9, 4, 0, 4), ``(F >> 2) & 3`` the
+  address unit from (2 MiB, 64 KiB, 4 KiB, 2 MiB), ``F >> 4`` the flags
+  (13: droppable and locked, 14: locked, 15: droppable, else none).  The
+  address is ``(A + 1)`` units modulo the address space; ``P`` even is
+  ``(P >> 1) + 1`` folios, odd ``(P >> 1) + 1`` pages.  A range that would
+  end beyond ``TASK_SIZE`` is moved down to end there.
+- ``mremap``: ``U & 3`` picks the destination's unit as for mmap, which is
+  also the folio ``P`` counts in; ``K O`` place the source (its length is
+  the destination's).  A source that no region covers becomes the
+  destination itself, which is always covered: it is a region of its mm.
+- ``fork``: the child is ``candidates[C % len]``, the mm ids 1-15 that no
+  earlier fork created, other than the forking task's own; none left: the
+  fork is dropped.  A task whose mm no fork creates gets a fork by the first
+  task of mm 0, inserted before the first operation of that mm; without
+  such a task (or room under ``MAX_OPS``) the task moves to mm 0.
+- ``pin``: ``flags`` bit 0 clear is FOLL_WRITE, bit 1 clear is gup-fast.
+  The compact name is ``p<number of pins so far>``; a name already taken is
+  replaced by the first free ``p<j>``.  ``folio_try_get`` names references
+  ``r<k>`` the same way.
+- ``unpin``, ``dma_write``, ``folio_put``: ``X`` indexes the pins (for
+  dma_write, the FOLL_WRITE pins) or references named so far, those not yet
+  released first; none: dropped.  Unpin ``flags`` bit 0 clear is dirty.
+- ``folio_try_get``: ``M`` indexes the existing mm ids (0 and every fork
+  child) in ascending order; its range is one page.
+- ``mprotect``: ``prot & 1`` picks (r, rw); ``madvise``: ``advice & 3``
+  picks (MADV_FREE, MADV_PAGEOUT, MADV_FREE, MADV_DONTNEED).
+- ``write``, ``dma_write``: the value modulo 2**32.  ``reclaim``:
+  ``nr_to_scan = 1 + (nr + 31) % 2**20`` (0 is the default, 32);
+  ``deferred_split_scan``: ``1 + (nr + 127) % 2**20`` (0 is 128).
+- schedule entry: ``[last + 1 + D, threads[T % len]]``, so steps increase by
+  construction.  The varint caps a step's distance from the previous one
+  below 2**74: :func:`encode` raises :class:`ValueError` on a schedule it
+  cannot spell.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Callable
+
+from pydantic import BaseModel
+
+from engine.program import (
+    MAX_OPS,
+    MAX_PAGES,
+    MAX_THREADS,
+    PAGE_SHIFT,
+    TASK_SIZE,
+    Advice,
+    DeferredSplitScan,
+    DmaWrite,
+    FolioPut,
+    FolioTryGet,
+    Fork,
+    LruAddDrain,
+    Madvise,
+    Mmap,
+    Mprotect,
+    Mremap,
+    Munmap,
+    Pin,
+    Program,
+    Prot,
+    Read,
+    Reclaim,
+    Thread,
+    ThreadKind,
+    Unpin,
+    Write,
+)
+
+__all__ = ["THREAD_MENU", "decode", "encode", "thread_ops"]
+
+_TASK_PAGES = TASK_SIZE >> PAGE_SHIFT
+_VALUE_MOD = 1 << 32
+_SCAN_MOD = 1 << 20
+_VARINT_BYTES = 10
+_RAW = 0xFF
+_SCHED = "schedule"
+
+_FIRST = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_"
+_REST = _FIRST + "0123456789.-"
+_FIRST_TABLE = bytes(ord(_FIRST[i % len(_FIRST)]) for i in range(256))
+_REST_TABLE = bytes(ord(_REST[i % len(_REST)]) for i in range(256))
+_FIRST_INDEX = {c: i for i, c in enumerate(_FIRST)}
+_REST_INDEX = {c: i for i, c in enumerate(_REST)}
+
+#: Zeros after the input, so that reads past its end need no bounds checks.
+#: Larger than anything read once the input has ended: the header, a raw
+#: thread list and the pre-mmaps (at most 1 + 1 + 8 * 34 + 3 * 23 bytes), or
+#: the rest of one record (at most 2 + 1 + 33 + 3 * 11 bytes).
+_PAD = bytes(512)
+
+#: mmap orders and address units (in pages) selected by two bits each.
+_ORDERS = (9, 4, 0, 4)
+_UNITS = (512, 16, 1, 512)
+#: ``F >> 4`` of an mmap body: (droppable, locked) for the rare flag values.
+_MMAP_FLAGS = {13: (True, True), 14: (False, True), 15: (True, False)}
+_MMAP_FLAG_CODES = {v: k for k, v in _MMAP_FLAGS.items()} | {(False, False): 0}
+_PROTS = (Prot.PROT_READ, Prot.PROT_READ_WRITE)
+#: MADV_FREE twice: it is what the models under test are about.
+_ADVICES = (Advice.MADV_FREE, Advice.MADV_PAGEOUT, Advice.MADV_FREE, Advice.MADV_DONTNEED)
+_KIND_CODES = (ThreadKind.TASK, ThreadKind.KTHREAD, ThreadKind.DEVICE, ThreadKind.TASK)
+
+
+def _thread(name: str, kind: ThreadKind = ThreadKind.TASK, mm: int | None = None) -> Thread:
+    return Thread(name=name, kind=kind, mm=mm)
+
+
+_T0 = _thread("T0", mm=0)
+_T1 = _thread("T1", mm=1)
+_RECLAIM = _thread("reclaim", ThreadKind.KTHREAD)
+_SHRINKER = _thread("shrinker", ThreadKind.KTHREAD)
+_WALKER = _thread("walker", ThreadKind.KTHREAD)
+_DMA = _thread("dma", ThreadKind.DEVICE)
+
+#: The thread sets a header selects.  T1 (mm 1) runs after a fork: the
+#: decoder inserts one by T0 when the operations have none.
+THREAD_MENU: tuple[tuple[Thread, ...], ...] = (
+    (_T0,),
+    (_T0, _RECLAIM),
+    (_T0, _RECLAIM, _SHRINKER),
+    (_T0, _RECLAIM, _DMA),
+    (_T0, _T1, _RECLAIM),
+    (_T0, _RECLAIM, _WALKER),
+    (_T0, _SHRINKER, _WALKER),
+    (_T0, _T1, _RECLAIM, _SHRINKER),
+    (_T0, _RECLAIM, _SHRINKER, _WALKER, _DMA),
+    (_T0, _T1, _RECLAIM, _DMA),
+    (_T0, _T1, _RECLAIM, _SHRINKER, _WALKER, _DMA),
+    (_T0, _SHRINKER),
+    (_T0, _DMA),
+    (_T0, _T1),
+    (_T0, _WALKER),
+)
+_RAW_THREADS = 15
+
+# Operation menus, weighted by repetition toward what lazyfree reclaim bugs
+# need: writes and MADV_FREE for tasks, each menu kthread's own job.
+_TASK_OPS = ("write", "madvise", "read", "mmap", "write", "madvise", "pin", "unpin",
+             "munmap", "mprotect", "mremap", "fork", "lru_add_drain")
+_KTHREAD_OPS = {
+    "reclaim": ("reclaim", "reclaim", "lru_add_drain", "folio_try_get", "folio_put",
+                "deferred_split_scan"),
+    "shrinker": ("deferred_split_scan", "deferred_split_scan", "reclaim", "lru_add_drain",
+                 "folio_try_get", "folio_put"),
+    "walker": ("folio_try_get", "folio_put", "folio_try_get", "folio_put", "reclaim",
+               "deferred_split_scan", "lru_add_drain"),
+}
+_ANY_KTHREAD_OPS = ("reclaim", "deferred_split_scan", "folio_try_get", "folio_put",
+                    "lru_add_drain")
+_DEVICE_OPS = ("dma_write", "dma_write", "unpin")
+
+
+def thread_ops(name: str, kind: ThreadKind) -> tuple[str, ...]:
+    """The weighted operation menu of a thread.
+
+    Return: operation names its kind may issue, every such one at least once
+    (so that any valid operation can be encoded).
+    """
+    if kind is ThreadKind.TASK:
+        return _TASK_OPS
+    if kind is ThreadKind.DEVICE:
+        return _DEVICE_OPS
+    return _KTHREAD_OPS.get(name, _ANY_KTHREAD_OPS)
+
+
+@lru_cache(maxsize=1024)
+def _menu_kinds(menus: tuple[tuple[str, ...], ...]) -> tuple[tuple, dict]:
+    """Record kinds of threads with these operation menus, and each kind's first selector."""
+    kinds: list[Any] = [_SCHED]
+    for ti, menu in enumerate(menus):
+        kinds += [(ti, op) for op in menu]
+    first: dict[Any, int] = {}
+    for sel, k in enumerate(kinds):
+        first.setdefault(k, sel)
+    return tuple(kinds), first
+
+
+def _kinds(threads: list[Thread] | tuple[Thread, ...]) -> tuple[tuple, dict]:
+    """Record kinds of a thread set (cached by the threads' menus, not their names)."""
+    return _menu_kinds(tuple(thread_ops(t.name, t.kind) for t in threads))
+
+
+# Field layouts of record bodies, compact and raw.  The parser and the
+# writer both follow them, so the two cannot drift apart.
+_LAYOUT: dict[tuple[str, bool], str] = {}
+for _op, _compact, _raw in (
+        ("mmap", "bvn", "bvn"),
+        ("munmap", "nnn", "vv"),
+        ("read", "nnn", "vv"),
+        ("mprotect", "bnnn", "bvv"),
+        ("madvise", "bnnn", "bvv"),
+        ("write", "vnnn", "vvv"),
+        ("pin", "bnnn", "bsvv"),
+        ("mremap", "bvnnn", "bvnv"),
+        ("fork", "n", "n"),
+        ("unpin", "nb", "nb"),
+        ("dma_write", "nv", "nv"),
+        ("reclaim", "v", "v"),
+        ("deferred_split_scan", "v", "v"),
+        ("folio_try_get", "nnn", "nsv"),
+        ("folio_put", "n", "n"),
+        ("lru_add_drain", "", ""),
+        (_SCHED, "nn", "nn")):
+    _LAYOUT[_op, False] = _compact
+    _LAYOUT[_op, True] = _raw
+del _op, _compact, _raw
+
+# BaseModel's slots, set the way model_construct() sets them.
+_new = object.__new__
+_set_dict = BaseModel.__dict__["__dict__"].__set__
+_set_fields_set = BaseModel.__pydantic_fields_set__.__set__  # type: ignore[attr-defined]
+_set_extra = BaseModel.__pydantic_extra__.__set__  # type: ignore[attr-defined]
+_set_private = BaseModel.__pydantic_private__.__set__  # type: ignore[attr-defined]
+
+
+def _construct(cls: type, fields: dict[str, Any]) -> Any:
+    """``cls.model_construct(**fields)`` for a model whose fields are all given.
+
+    Context: the caller guarantees the values are valid.  model_construct()
+    looks up aliases and defaults field by field; skipping that is most of a
+    decode's time.  The instance compares equal to a validated one (pydantic
+    compares ``__dict__``, extra and private state).
+    """
+    m = _new(cls)
+    _set_dict(m, fields)
+    _set_fields_set(m, set(fields))
+    _set_extra(m, None)
+    _set_private(m, None)
+    return m
+
+
+# --- reading and writing fields ----------------------------------------------
+
+
+def _varint(buf: bytes, p: int) -> tuple[int, int]:
+    """An LEB128 varint of at most 10 bytes at ``buf[p]``: (value, next position)."""
+    out = shift = 0
+    for p in range(p, p + _VARINT_BYTES):
+        b = buf[p]
+        out |= (b & 0x7F) << shift
+        if b < 0x80:
+            break
+        shift += 7
+    return out, p + 1
+
+
+def _fields(buf: bytes, p: int, layout: str) -> tuple[tuple, int]:
+    """The fields of ``layout`` at ``buf[p]``: (values, next position).
+
+    Context: ``buf`` is padded (see :data:`_PAD`).
+    """
+    out = []
+    for c in layout:
+        x = buf[p]
+        p += 1
+        if c == "n":
+            if x < 0xF0:
+                x &= 15
+            else:
+                v, p = _varint(buf, p)
+                x = 16 + ((x & 15) | v << 4)
+        elif c == "v":
+            if x >= 0xF8:
+                v, p = _varint(buf, p)
+                x = 0xF8 + ((x & 7) | v << 3)
+        elif c == "s":
+            n = 1 + x % 32
+            x = (buf[p:p + 1].translate(_FIRST_TABLE)
+                 + buf[p + 1:p + n].translate(_REST_TABLE)).decode("ascii")
+            p += n
+        out.append(x)
+    return tuple(out), p
+
+
+def _put_varint(out: bytearray, v: int) -> None:
+    if v >> (7 * _VARINT_BYTES):
+        raise ValueError(f"value too large for the byte format: {v}")
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+
+
+def _put_fields(out: bytearray, layout: str, fields: tuple) -> None:
+    """Write ``fields`` so that :func:`_fields` reads them back."""
+    for c, x in zip(layout, fields, strict=True):
+        if c == "b":
+            out.append(x)
+        elif c == "n":
+            if x < 16:
+                out.append(x)
+            else:
+                out.append(0xF0 | (x - 16) & 15)
+                _put_varint(out, (x - 16) >> 4)
+        elif c == "v":
+            if x < 0xF8:
+                out.append(x)
+            else:
+                out.append(0xF8 | (x - 0xF8) & 7)
+                _put_varint(out, (x - 0xF8) >> 3)
+        else:
+            out.append(len(x) - 1)
+            out.append(_FIRST_INDEX[x[0]])
+            out += bytes(_REST_INDEX[c] for c in x[1:])
+
+
+# --- numbers: decode side and its inverse ------------------------------------
+
+
+def _size(v: int, fp: int) -> int:
+    """Pages of a region (mmap, mremap): ``v`` even counts folios of ``fp`` pages."""
+    pages = (v >> 1) + 1
+    if not v & 1:
+        pages *= fp
+    return 1 + (pages - 1) % MAX_PAGES
+
+
+def _size_code(pages: int, fp: int) -> int:
+    return (pages // fp - 1) << 1 if pages % fp == 0 else ((pages - 1) << 1) | 1
+
+
+def _place(a: int, unit: int, pages: int) -> int:
+    """First page of a region ``a + 1`` units up, moved down to fit the address space."""
+    return min(((a + 1) * unit) % _TASK_PAGES, _TASK_PAGES - pages)
+
+
+def _unit_code(start: int) -> int:
+    return next(i for i, u in enumerate(_UNITS) if start % u == 0)
+
+
+def _place_code(start: int, unit: int) -> int:
+    return (start // unit - 1) % (_TASK_PAGES // unit)
+
+
+def _offset(o: int, fp: int, rp: int) -> int:
+    """Page offset into a region of ``rp`` pages: ``o`` even counts folios."""
+    return ((o >> 1) if o & 1 else (o >> 1) * fp) % rp
+
+
+def _offset_code(off: int, fp: int) -> int:
+    return (off // fp) << 1 if off % fp == 0 else (off << 1) | 1
+
+
+def _span(n: int, fp: int, avail: int) -> int:
+    """Pages of an operation's range: ``n`` odd counts folios; at most ``avail``."""
+    pages = (n >> 1) + 1
+    if n & 1:
+        pages *= fp
+    return pages if pages <= avail else 1 + (pages - 1) % avail
+
+
+def _span_code(pages: int, fp: int) -> int:
+    return ((pages // fp - 1) << 1) | 1 if fp > 1 and pages % fp == 0 else (pages - 1) << 1
+
+
+def _covered(start: int, end: int, regions: list[tuple[int, int, int]]) -> bool:
+    """True when pages [start, end) lie in the union of ``regions``."""
+    pos = start
+    for rs, re_, _ in sorted(regions):
+        if rs <= pos < re_:
+            pos = re_
+            if pos >= end:
+                return True
+    return pos >= end
+
+
+def _free_name(prefix: str, proposed: str, used: list[str]) -> str:
+    """``proposed`` unless taken, else the first free ``<prefix><j>``."""
+    if proposed not in used:
+        return proposed
+    j = 0
+    while f"{prefix}{j}" in used:
+        j += 1
+    return f"{prefix}{j}"
+
+
+def _released_last(names: list[str], released: set[str]) -> list[str]:
+    return [n for n in names if n not in released] + [n for n in names if n in released]
+
+
+# --- the context an operation's fields are read in ---------------------------
+
+
+class _Context:
+    """Regions, mms, pins and references: what compact fields are relative to.
+
+    :func:`decode` and :func:`encode` build it the same way, which is what
+    makes them inverse.  Regions are ``(first page, end page, folio pages)``.
+    """
+
+    __slots__ = ("names", "mms", "own", "parent", "_vis", "_existing",
+                 "pins", "write_pins", "unpinned", "refs", "put")
+
+    def __init__(self, threads: list[Thread], mms: list[int | None]) -> None:
+        self.names = [t.name for t in threads]
+        self.mms = mms
+        self.own: dict[int, list[tuple[int, int, int]]] = {}
+        self.parent: dict[int, int] = {}
+        self._vis: dict[int, list[tuple[int, int, int]]] = {}
+        self._existing: list[int] | None = None
+        self.pins: list[str] = []
+        self.write_pins: list[str] = []
+        self.unpinned: set[str] = set()
+        self.refs: list[str] = []
+        self.put: set[str] = set()
+
+    def add_region(self, mm: int, start: int, end: int, fp: int) -> None:
+        self.own.setdefault(mm, []).append((start, end, fp))
+
+    def visible(self, mm: int) -> list[tuple[int, int, int]]:
+        """The regions ``mm`` may touch, in check_program()'s order: its own, then its ancestors'."""
+        out = self._vis.get(mm)
+        if out is None:
+            out = self._vis[mm] = list(self.own.get(mm, ()))
+            seen = {mm}
+            while mm in self.parent and self.parent[mm] not in seen:
+                mm = self.parent[mm]
+                seen.add(mm)
+                out += self.own.get(mm, ())
+        return out
+
+    def existing(self) -> list[int]:
+        """The mm ids a folio_try_get may name, ascending: 0 and every fork child."""
+        if self._existing is None:
+            self._existing = sorted({0, *self.parent})
+        return self._existing
+
+    def observe(self, op: Any) -> None:
+        """Account for a pin, unpin, reference or put the program now holds."""
+        kind = op.op
+        if kind == "pin":
+            self.pins.append(op.pin)
+            if op.write:
+                self.write_pins.append(op.pin)
+        elif kind == "unpin":
+            self.unpinned.add(op.pin)
+        elif kind == "folio_try_get":
+            self.refs.append(op.ref)
+        elif kind == "folio_put":
+            self.put.add(op.ref)
+
+    def range(self, mm: int, raw: bool, f: tuple, i: int) -> tuple[int, int] | None:
+        """(first page, pages) of the address group at ``f[i:]``; None: mm maps nothing."""
+        regs = self.visible(mm)
+        if not regs:
+            return None
+        if raw:
+            start, pages = f[i] % _TASK_PAGES, 1 + f[i + 1] % MAX_PAGES
+            if _covered(start, start + pages, regs):
+                return start, pages
+            rs, re_, _ = regs[0]
+            return rs, min(pages, re_ - rs)
+        rs, re_, fp = regs[f[i] % len(regs)]
+        off = _offset(f[i + 1], fp, re_ - rs)
+        return rs + off, _span(f[i + 2], fp, re_ - rs - off)
+
+    def range_code(self, mm: int, start: int, pages: int) -> tuple[int, ...] | None:
+        """The compact address group of a range inside one region, if there is one."""
+        for k, (rs, re_, fp) in enumerate(self.visible(mm)):
+            if rs <= start and start + pages <= re_:
+                return k, _offset_code(start - rs, fp), _span_code(pages, fp)
+        return None
+
+    def page_code(self, mm: int, page: int) -> tuple[int, int] | None:
+        """Compact (region, offset) of a page inside a region, if there is one."""
+        for k, (rs, re_, fp) in enumerate(self.visible(mm)):
+            if rs <= page < re_:
+                return k, _offset_code(page - rs, fp)
+        return None
+
+    def pin_choices(self, write: bool) -> list[str]:
+        return _released_last(self.write_pins if write else self.pins, self.unpinned)
+
+    def ref_choices(self) -> list[str]:
+        return _released_last(self.refs, self.put)
+
+
+# --- record bodies to operations --------------------------------------------
+#
+# A resolver takes the context, the thread index, the raw flag and the
+# fields, and returns the operation, or None to drop it.  mmaps, mremap
+# destinations and forks are the structure the context is made of: they are
+# resolved before it.
+
+
+def _mmap(name: str, f: tuple) -> Mmap:
+    flags, a, p = f
+    order = _ORDERS[flags & 3]
+    pages = _size(p, 1 << order)
+    droppable, locked = _MMAP_FLAGS.get(flags >> 4, (False, False))
+    return _construct(Mmap, {"thread": name, "op": "mmap",
+                             "addr": _place(a, _UNITS[(flags >> 2) & 3], pages) << PAGE_SHIFT,
+                             "pages": pages, "order": order,
+                             "droppable": droppable, "locked": locked})
+
+
+def _mremap_dest(f: tuple) -> tuple[int, int]:
+    """(first page, pages) of an mremap's destination."""
+    unit = _UNITS[f[0] & 3]
+    pages = _size(f[2], unit)
+    return _place(f[1], unit, pages), pages
+
+
+def _mremap(ctx: _Context, ti: int, raw: bool, f: tuple) -> Mremap:
+    dest, pages = _mremap_dest(f)
+    regs = ctx.visible(ctx.mms[ti])       # never empty: it holds the destination
+    if raw:
+        src = f[3] % _TASK_PAGES
+    else:
+        rs, re_, fp = regs[f[3] % len(regs)]
+        src = rs + _offset(f[4], fp, re_ - rs)
+    if not _covered(src, src + pages, regs):
+        src = dest
+    return _construct(Mremap, {"thread": ctx.names[ti], "op": "mremap", "addr": src << PAGE_SHIFT,
+                               "pages": pages, "new_addr": dest << PAGE_SHIFT})
+
+
+def _munmap(ctx: _Context, ti: int, raw: bool, f: tuple) -> Munmap | None:
+    r = ctx.range(ctx.mms[ti], raw, f, 0)
+    if r is None:
+        return None
+    return _construct(Munmap, {"thread": ctx.names[ti], "op": "munmap",
+                               "addr": r[0] << PAGE_SHIFT, "pages": r[1]})
+
+
+def _read(ctx: _Context, ti: int, raw: bool, f: tuple) -> Read | None:
+    r = ctx.range(ctx.mms[ti], raw, f, 0)
+    if r is None:
+        return None
+    return _construct(Read, {"thread": ctx.names[ti], "op": "read",
+                             "addr": r[0] << PAGE_SHIFT, "pages": r[1]})
+
+
+def _mprotect(ctx: _Context, ti: int, raw: bool, f: tuple) -> Mprotect | None:
+    r = ctx.range(ctx.mms[ti], raw, f, 1)
+    if r is None:
+        return None
+    return _construct(Mprotect, {"thread": ctx.names[ti], "op": "mprotect",
+                                 "addr": r[0] << PAGE_SHIFT, "pages": r[1],
+                                 "prot": _PROTS[f[0] & 1]})
+
+
+def _madvise(ctx: _Context, ti: int, raw: bool, f: tuple) -> Madvise | None:
+    r = ctx.range(ctx.mms[ti], raw, f, 1)
+    if r is None:
+        return None
+    return _construct(Madvise, {"thread": ctx.names[ti], "op": "madvise",
+                                "addr": r[0] << PAGE_SHIFT, "pages": r[1],
+                                "advice": _ADVICES[f[0] & 3]})
+
+
+def _write(ctx: _Context, ti: int, raw: bool, f: tuple) -> Write | None:
+    r = ctx.range(ctx.mms[ti], raw, f, 1)
+    if r is None:
+        return None
+    return _construct(Write, {"thread": ctx.names[ti], "op": "write",
+                              "addr": r[0] << PAGE_SHIFT, "pages": r[1],
+                              "value": f[0] % _VALUE_MOD})
+
+
+def _pin(ctx: _Context, ti: int, raw: bool, f: tuple) -> Pin | None:
+    r = ctx.range(ctx.mms[ti], raw, f, 2 if raw else 1)
+    if r is None:
+        return None
+    name = _free_name("p", f[1] if raw else f"p{len(ctx.pins)}", ctx.pins)
+    return _construct(Pin, {"thread": ctx.names[ti], "op": "pin", "addr": r[0] << PAGE_SHIFT,
+                            "pages": r[1], "pin": name,
+                            "write": not f[0] & 1, "fast": not f[0] & 2})
+
+
+def _unpin(ctx: _Context, ti: int, raw: bool, f: tuple) -> Unpin | None:
+    pins = ctx.pin_choices(write=False)
+    if not pins:
+        return None
+    return _construct(Unpin, {"thread": ctx.names[ti], "op": "unpin",
+                              "pin": pins[f[0] % len(pins)], "dirty": not f[1] & 1})
+
+
+def _dma_write(ctx: _Context, ti: int, raw: bool, f: tuple) -> DmaWrite | None:
+    pins = ctx.pin_choices(write=True)
+    if not pins:
+        return None
+    return _construct(DmaWrite, {"thread": ctx.names[ti], "op": "dma_write",
+                                 "pin": pins[f[0] % len(pins)], "value": f[1] % _VALUE_MOD})
+
+
+def _reclaim(ctx: _Context, ti: int, raw: bool, f: tuple) -> Reclaim:
+    return _construct(Reclaim, {"thread": ctx.names[ti], "op": "reclaim",
+                                "nr_to_scan": 1 + (f[0] + 31) % _SCAN_MOD})
+
+
+def _deferred_split_scan(ctx: _Context, ti: int, raw: bool, f: tuple) -> DeferredSplitScan:
+    return _construct(DeferredSplitScan, {"thread": ctx.names[ti], "op": "deferred_split_scan",
+                                          "nr_to_scan": 1 + (f[0] + 127) % _SCAN_MOD})
+
+
+def _folio_try_get(ctx: _Context, ti: int, raw: bool, f: tuple) -> FolioTryGet | None:
+    mms = ctx.existing()
+    mm = mms[f[0] % len(mms)]
+    regs = ctx.visible(mm)
+    if not regs:
+        return None
+    if raw:
+        page = f[2] % _TASK_PAGES
+        if not _covered(page, page + 1, regs):
+            page = regs[0][0]
+    else:
+        rs, re_, fp = regs[f[1] % len(regs)]
+        page = rs + _offset(f[2], fp, re_ - rs)
+    name = _free_name("r", f[1] if raw else f"r{len(ctx.refs)}", ctx.refs)
+    return _construct(FolioTryGet, {"thread": ctx.names[ti], "op": "folio_try_get",
+                                    "mm": mm, "addr": page << PAGE_SHIFT, "ref": name})
+
+
+def _folio_put(ctx: _Context, ti: int, raw: bool, f: tuple) -> FolioPut | None:
+    refs = ctx.ref_choices()
+    if not refs:
+        return None
+    return _construct(FolioPut, {"thread": ctx.names[ti], "op": "folio_put",
+                                 "ref": refs[f[0] % len(refs)]})
+
+
+def _lru_add_drain(ctx: _Context, ti: int, raw: bool, f: tuple) -> LruAddDrain:
+    return _construct(LruAddDrain, {"thread": ctx.names[ti], "op": "lru_add_drain"})
+
+
+_RESOLVE: dict[str, Callable[[_Context, int, bool, tuple], Any]] = {
+    "munmap": _munmap,
+    "read": _read,
+    "mprotect": _mprotect,
+    "madvise": _madvise,
+    "write": _write,
+    "pin": _pin,
+    "mremap": _mremap,
+    "unpin": _unpin,
+    "dma_write": _dma_write,
+    "reclaim": _reclaim,
+    "deferred_split_scan": _deferred_split_scan,
+    "folio_try_get": _folio_try_get,
+    "folio_put": _folio_put,
+    "lru_add_drain": _lru_add_drain,
+}
+
+
+# --- decode -------------------------------------------------------------------
+
+
+#: Operations the structure pass resolves: regions and mms.
+_STRUCTURE = frozenset({"mmap", "mremap", "fork"})
+#: Operations that name or release a pin or a reference.
+_OBSERVED = frozenset({"pin", "unpin", "folio_try_get", "folio_put"})
+
+
+def _read_threads(buf: bytes, p: int, header: int) -> tuple[list[Thread], int]:
+    """The thread set the header selects: (threads, next position)."""
+    sel = header & 15
+    if sel != _RAW_THREADS:
+        return list(THREAD_MENU[sel % len(THREAD_MENU)]), p
+    threads: list[Thread] = []
+    names: set[str] = set()
+    count = 1 + buf[p] % MAX_THREADS
+    p += 1
+    for _ in range(count):
+        (k, name), p = _fields(buf, p, "bs")
+        if name in names:
+            continue          # repair: thread names are unique
+        names.add(name)
+        kind = _KIND_CODES[k & 3]
+        threads.append(_construct(Thread, {"name": name, "kind": kind,
+                                           "mm": k >> 4 if kind is ThreadKind.TASK else None}))
+    return threads, p
+
+
+def _first_task(threads: list[Thread]) -> int | None:
+    return next((i for i, t in enumerate(threads) if t.kind is ThreadKind.TASK), None)
+
+
+def _fork_candidates(used: list[int], mm: int | None) -> list[int]:
+    return [m for m in range(1, 16) if m not in used and m != mm]
+
+
+def decode(data: bytes) -> Program:
+    """Decode any byte string into a valid program.
+
+    Context: pure, deterministic.  Return: a program that passes
+    check_program(), of at most ``len(data) + 3 + MAX_THREADS`` operations
+    (pre-mmaps and repair forks).
+    """
+    end = len(data)
+    buf = bytes(data) + _PAD
+    header = buf[0]
+    threads, p = _read_threads(buf, 1, header)
+    kinds = _kinds(threads)[0]
+    nkinds = len(kinds)
+    first = _first_task(threads)
+    mms = [t.mm for t in threads]
+
+    # Pass 1: records, whose shapes depend on the threads only, and forks,
+    # whose children depend on the forks before them only.
+    plan: list[tuple[int, str, bool, Any]] = []
+    if first is not None:
+        for _ in range((header >> 4) & 3):
+            f, p = _fields(buf, p, "bvn")
+            plan.append((first, "mmap", False, f))
+    used: list[int] = []
+    steps: list[tuple] = []
+    while p < end:
+        b = buf[p]
+        p += 1
+        raw = b == _RAW
+        if raw:
+            b = buf[p]
+            p += 1
+        kind = kinds[b % nkinds]
+        if kind is _SCHED:
+            f, p = _fields(buf, p, "nn")
+            steps.append(f)
+            continue
+        ti, op = kind
+        f, p = _fields(buf, p, _LAYOUT[op, raw])
+        if len(plan) >= MAX_OPS:
+            continue
+        if op == "fork":
+            cands = _fork_candidates(used, mms[ti])
+            if not cands:
+                continue      # all 15 child ids taken
+            f = cands[f[0] % len(cands)]
+            used.append(f)
+        plan.append((ti, op, raw, f))
+    missing = list(dict.fromkeys(m for m in mms if m and m not in used))
+    if missing:
+        plan = _repair_mms(threads, mms, plan, missing)
+
+    # Pass 2: the structure every address is relative to.
+    ctx = _Context(threads, mms)
+    names = ctx.names
+    built: dict[int, Any] = {}
+    for i, (ti, op, raw, f) in enumerate(plan):
+        if op in _STRUCTURE:
+            if op == "mmap":
+                m = built[i] = _mmap(names[ti], f)
+                start = m.addr >> PAGE_SHIFT
+                ctx.add_region(mms[ti], start, start + m.pages, 1 << m.order)
+            elif op == "mremap":
+                start, pages = _mremap_dest(f)
+                ctx.add_region(mms[ti], start, start + pages, 1)
+            else:
+                ctx.parent[f] = mms[ti]
+                built[i] = _construct(Fork, {"thread": names[ti], "op": "fork", "child": f})
+
+    # Pass 3: everything else, in program order (pins before their uses).
+    ops: list[Any] = []
+    for i, (ti, op, raw, f) in enumerate(plan):
+        o = built.get(i)
+        if o is None:
+            o = _RESOLVE[op](ctx, ti, raw, f)
+            if o is None:
+                continue
+            if op in _OBSERVED:
+                ctx.observe(o)
+        ops.append(o)
+
+    schedule: list[tuple[int, str]] = []
+    last = -1
+    for d, t in steps:
+        last += 1 + d
+        schedule.append((last, names[t % len(names)]))
+    return _construct(Program, {"version": 1, "threads": threads, "ops": ops,
+                                "schedule": schedule})
+
+
+def _repair_mms(threads: list[Thread], mms: list[int | None], plan: list, missing: list[int]) -> list:
+    """Make every task's mm exist: fork it from mm 0, or move the task to mm 0.
+
+    Context: updates ``threads`` and ``mms`` in place.
+    Return: the plan, with the repair forks inserted.
+    """
+    host = next((i for i, t in enumerate(threads)
+                 if t.kind is ThreadKind.TASK and t.mm == 0), None)
+    if host is not None and len(plan) + len(missing) <= MAX_OPS:
+        # Before the first operation of the mm: its tasks wait for the fork anyway.
+        where = {m: next((i for i, rec in enumerate(plan) if mms[rec[0]] == m), len(plan))
+                 for m in missing}
+        out = []
+        for i in range(len(plan) + 1):
+            out += [(host, "fork", False, m) for m in missing if where[m] == i]
+            if i < len(plan):
+                out.append(plan[i])
+        return out
+    for i, t in enumerate(threads):
+        if t.mm in missing:
+            threads[i] = _construct(Thread, {"name": t.name, "kind": t.kind, "mm": 0})
+            mms[i] = 0
+    return plan
+
+
+# --- encode -------------------------------------------------------------------
+
+
+def _mmap_code(op: Mmap) -> tuple[int, int, int]:
+    start = op.addr >> PAGE_SHIFT
+    ui = _unit_code(start)
+    flags = _ORDERS.index(op.order) | ui << 2 | _MMAP_FLAG_CODES[op.droppable, op.locked] << 4
+    return flags, _place_code(start, _UNITS[ui]), _size_code(op.pages, 1 << op.order)
+
+
+#: The fields a range operation has before its address group.
+_RANGE_HEADS: dict[str, Callable[[Any], tuple]] = {
+    "munmap": lambda op: (),
+    "read": lambda op: (),
+    "mprotect": lambda op: (_PROTS.index(op.prot),),
+    "madvise": lambda op: (_ADVICES.index(op.advice),),
+    "write": lambda op: (op.value,),
+}
+
+
+def _bodies(ctx: _Context, ti: int, op: Any) -> tuple[tuple | None, tuple]:
+    """The compact fields (None if there are none) and the raw fields that could spell ``op``."""
+    kind = op.op
+    if kind in _RANGE_HEADS or kind == "pin":
+        page, pages = op.addr >> PAGE_SHIFT, op.pages
+        code = ctx.range_code(ctx.mms[ti], page, pages)
+        if kind == "pin":
+            flags = (not op.write) | (not op.fast) << 1
+            return (flags, *code) if code else None, (flags, op.pin, page, pages - 1)
+        head = _RANGE_HEADS[kind](op)
+        return (*head, *code) if code else None, (*head, page, pages - 1)
+    if kind == "mremap":
+        dest, src = op.new_addr >> PAGE_SHIFT, op.addr >> PAGE_SHIFT
+        ui = _unit_code(dest)
+        head = (ui, _place_code(dest, _UNITS[ui]), _size_code(op.pages, _UNITS[ui]))
+        code = ctx.page_code(ctx.mms[ti], src)
+        return (*head, *code) if code else None, (*head, src)
+    if kind == "folio_try_get":
+        m = ctx.existing().index(op.mm)
+        page = op.addr >> PAGE_SHIFT
+        code = ctx.page_code(op.mm, page)
+        return (m, *code) if code else None, (m, op.ref, page)
+    if kind == "fork":
+        raise AssertionError("forks are encoded by encode()")
+    if kind == "mmap":
+        body = _mmap_code(op)
+    elif kind == "unpin":
+        body = (ctx.pin_choices(write=False).index(op.pin), int(not op.dirty))
+    elif kind == "dma_write":
+        body = (ctx.pin_choices(write=True).index(op.pin), op.value)
+    elif kind == "reclaim":
+        body = ((op.nr_to_scan - 32) % _SCAN_MOD,)
+    elif kind == "deferred_split_scan":
+        body = ((op.nr_to_scan - 128) % _SCAN_MOD,)
+    elif kind == "folio_put":
+        body = (ctx.ref_choices().index(op.ref),)
+    else:
+        body = ()     # lru_add_drain
+    return body, body
+
+
+def _resolves(ctx: _Context, ti: int, raw: bool, fields: tuple, op: Any) -> bool:
+    """True when decoding ``fields`` in ``ctx`` gives back ``op`` exactly."""
+    if op.op == "mmap":
+        return _mmap(op.thread, fields) == op
+    return _RESOLVE[op.op](ctx, ti, raw, fields) == op
+
+
+def encode(p: Program) -> bytes:
+    """Encode a valid program so that ``decode(encode(p)) == p``.
+
+    Context: pure.  Return: the bytes.  Raises :class:`ValueError` if ``p``
+    is not valid (see check_program()) or a schedule step lies 2**74 or more
+    past the one before.
+    """
+    out = bytearray()
+    threads = list(p.threads)
+    index = {t.name: i for i, t in enumerate(threads)}
+    if len(index) != len(threads):
+        raise ValueError("threads: duplicate thread name")
+    first = _first_task(threads)
+    npre = 0
+    while (first is not None and npre < min(3, len(p.ops)) and p.ops[npre].op == "mmap"
+           and p.ops[npre].thread == threads[first].name):
+        npre += 1
+
+    menu = next((i for i, m in enumerate(THREAD_MENU) if list(m) == threads), _RAW_THREADS)
+    out.append(menu | npre << 4)
+    if menu == _RAW_THREADS:
+        out.append(len(threads) - 1)
+        for t in threads:
+            _put_fields(out, "bs", (_KIND_CODES.index(t.kind) | (t.mm or 0) << 4, t.name))
+    _, selector = _kinds(threads)
+
+    mms = [t.mm for t in threads]
+    ctx = _Context(threads, mms)
+    for op in p.ops:
+        mm = mms[index[op.thread]]
+        if op.op == "mmap":
+            start = op.addr >> PAGE_SHIFT
+            ctx.add_region(mm, start, start + op.pages, 1 << op.order)
+        elif op.op == "mremap":
+            start = op.new_addr >> PAGE_SHIFT
+            ctx.add_region(mm, start, start + op.pages, 1)
+        elif op.op == "fork":
+            ctx.parent[op.child] = mm
+
+    used: list[int] = []
+    for i, op in enumerate(p.ops):
+        ti = index[op.thread]
+        if op.op == "fork":
+            cands = _fork_candidates(used, mms[ti])
+            if op.child not in cands:
+                raise ValueError(f"ops[{i}].child: mm id {op.child} cannot be forked here")
+            fields, is_raw = (cands.index(op.child),), False
+            used.append(op.child)
+        else:
+            compact, raw = _bodies(ctx, ti, op)
+            if compact is not None and _resolves(ctx, ti, False, compact, op):
+                fields, is_raw = compact, False
+            elif _resolves(ctx, ti, True, raw, op):
+                fields, is_raw = raw, True
+            else:
+                raise ValueError(f"ops[{i}] cannot be encoded: the program is not valid")
+        if i >= npre:
+            sel = selector[ti, op.op]
+            out += bytes((_RAW, sel)) if is_raw else bytes((sel,))
+        _put_fields(out, _LAYOUT[op.op, is_raw], fields)
+        ctx.observe(op)
+
+    last = -1
+    for step, name in p.schedule:
+        out.append(selector[_SCHED])
+        _put_fields(out, "nn", (step - last - 1, index[name]))
+        last = step
+    return bytes(out)

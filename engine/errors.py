@@ -1,0 +1,42 @@
+"""Exceptions of the engine package: one small hierarchy, values in messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FoliodiffError(Exception):
+    """Base of every error foliodiff raises on purpose."""
+
+
+class ProgramError(FoliodiffError, ValueError):
+    """A program is malformed: names the offending field and its value."""
+
+    def __init__(self, field: str, value: Any, reason: str) -> None:
+        self.field = field
+        self.value = value
+        self.reason = reason
+        super().__init__(f"{field}: {reason} (got {value!r})")
+
+
+class UnknownEngineError(FoliodiffError, ValueError):
+    """An engine id that no kernel model answers to."""
+
+    def __init__(self, engine: str, known: list[str]) -> None:
+        self.engine = engine
+        super().__init__(f"engines: unknown engine {engine!r} (known: {', '.join(known)})")
+
+
+class KernelBug(Exception):
+    """Raised inside a kernel model where the kernel would BUG() or KASAN would report.
+
+    Not a harness error: the runner turns it into a CRASH outcome.
+    """
+
+
+class PageTableOutOfBounds(KernelBug):
+    """A page-table access outside its 512-entry table (what KASAN would report)."""
+
+    def __init__(self, index: int, table: str) -> None:
+        self.index = index
+        super().__init__(f"page-table access out of bounds: index {index} of {table}")

@@ -1,0 +1,79 @@
+"""Kernel flag sets, with the kernel's member names.
+
+The hot paths test plain ``int`` values (``TTU_BATCH_FLUSH & flags``); the
+``IntFlag`` classes exist so that outcomes and messages print kernel names.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class TTU(enum.IntFlag):
+    """enum ttu_flags (include/linux/rmap.h)."""
+
+    TTU_SPLIT_HUGE_PMD = 0x4
+    TTU_IGNORE_MLOCK = 0x8
+    TTU_SYNC = 0x10
+    TTU_HWPOISON = 0x20
+    TTU_BATCH_FLUSH = 0x40
+    TTU_RMAP_LOCKED = 0x80
+
+
+class VM(enum.IntFlag):
+    """vm_area_struct.vm_flags bits the model uses (include/linux/mm.h)."""
+
+    VM_READ = 0x1
+    VM_WRITE = 0x2
+    VM_MAYWRITE = 0x20
+    VM_LOCKED = 0x2000
+    VM_WIPEONFORK = 0x2000000
+    VM_DONTDUMP = 0x4000000
+    VM_NORESERVE = 0x200000
+    VM_DROPPABLE = 1 << 40
+
+
+class FOLL(enum.IntFlag):
+    """GUP flags (include/linux/mm_types.h, mm/internal.h)."""
+
+    FOLL_WRITE = 0x01
+    FOLL_GET = 0x04
+    FOLL_TOUCH = 0x80000
+    FOLL_PIN = 0x100000
+    FOLL_FAST_ONLY = 0x200000
+    FOLL_LONGTERM = 0x100
+
+
+class FolioRef(enum.Enum):
+    """enum folio_references (mm/vmscan.c)."""
+
+    FOLIOREF_RECLAIM = 0
+    FOLIOREF_RECLAIM_CLEAN = 1
+    FOLIOREF_KEEP = 2
+    FOLIOREF_ACTIVATE = 3
+
+
+class LruList(enum.IntEnum):
+    """enum lru_list (include/linux/mmzone.h)."""
+
+    LRU_INACTIVE_ANON = 0
+    LRU_ACTIVE_ANON = 1
+    LRU_INACTIVE_FILE = 2
+    LRU_ACTIVE_FILE = 3
+    LRU_UNEVICTABLE = 4
+
+
+# Plain-int copies for the hot paths.
+TTU_SPLIT_HUGE_PMD = int(TTU.TTU_SPLIT_HUGE_PMD)
+TTU_SYNC = int(TTU.TTU_SYNC)
+TTU_HWPOISON = int(TTU.TTU_HWPOISON)
+TTU_BATCH_FLUSH = int(TTU.TTU_BATCH_FLUSH)
+VM_READ = int(VM.VM_READ)
+VM_WRITE = int(VM.VM_WRITE)
+VM_LOCKED = int(VM.VM_LOCKED)
+VM_DROPPABLE = int(VM.VM_DROPPABLE)
+FOLL_WRITE = int(FOLL.FOLL_WRITE)
+FOLL_PIN = int(FOLL.FOLL_PIN)
+FOLL_TOUCH = int(FOLL.FOLL_TOUCH)
+
+GUP_PIN_COUNTING_BIAS = 1024

@@ -1,0 +1,353 @@
+"""Transparent huge pages (mm/huge_memory.c): PMD split, lazyfree PMD discard,
+the deferred-split queue and its shrinker, folio split, MADV_FREE of a PMD.
+"""
+
+from __future__ import annotations
+
+from engine.folio import Folio, folio_mapcount, folio_mapped, folio_test_pmd_mappable
+from engine.mm import MM_ANONPAGES, VmArea
+from engine.pgtable import (HPAGE_PMD_NR, PMD_SHIFT, PMD_SIZE, PageTable, mk_pte, pmd_dirty,
+                            pmd_mkclean, pmd_mkhuge, pmd_mkold, pmd_pfn, pmd_write, pmd_young,
+                            pte_pfn, pte_present)
+from engine.sched import spin_lock, spin_trylock, spin_unlock
+
+
+class HugeMemoryMixin:
+    """THP paths.  ``__discard_anon_folio_pmd_locked`` here is the v6.11–v6.14 form."""
+
+    # -- the deferred-split queue ---------------------------------------------
+    def deferred_split_folio(self, folio: Folio, partially_mapped: bool) -> None:
+        """deferred_split_folio(folio, partially_mapped) as in v6.12+.
+
+        Context: split_queue_lock (not a yield point: taken and released here).
+        """
+        if folio.order <= 1:
+            return
+        if not partially_mapped and not self.split_underused_thp:
+            return
+        if folio.swapcache:
+            return
+        if partially_mapped:
+            if not folio.partially_mapped:
+                folio.partially_mapped = True
+                folio.touched = True
+                if folio_test_pmd_mappable(folio):
+                    self.count("THP_DEFERRED_SPLIT_PAGE")
+                self.count_mthp("split_deferred", folio.order)
+                self.count_mthp("nr_anon_partially_mapped", folio.order)
+                self.event("deferred_split_partially_mapped", folio)
+        if not folio.on_deferred_list:
+            folio.on_deferred_list = True
+            self.deferred_split_queue[folio] = None
+
+    split_underused_thp = True
+
+    def folio_unqueue_deferred_split(self, folio: Folio) -> None:
+        """Take a folio off the queue (at free or split)."""
+        self.deferred_split_queue.pop(folio, None)
+        folio.on_deferred_list = False
+        if folio.partially_mapped:
+            folio.partially_mapped = False
+            self.count_mthp("nr_anon_partially_mapped", folio.order, -1)
+
+    def deferred_split_scan(self, nr_to_scan: int):
+        """The deferred-split shrinker's scan (list + ``prev`` form, v6.12–v6.18).
+
+        Context: takes a speculative reference on each queued folio, without
+        the folio lock or any PTL; yields while holding it.  Return: folios split.
+        """
+        batch: list[Folio] = []
+        for folio in list(self.deferred_split_queue)[:nr_to_scan]:
+            del self.deferred_split_queue[folio]
+            if self.speculative_get(folio):
+                batch.append(folio)          # stays "on a list": _deferred_list non-empty
+            else:
+                folio.on_deferred_list = False
+                if folio.partially_mapped:
+                    folio.partially_mapped = False
+                    self.count_mthp("nr_anon_partially_mapped", folio.order, -1)
+        split = 0
+        requeue = []
+        for folio in batch:
+            # Another CPU can act while the shrinker holds its speculative reference.
+            yield
+            did_split = False
+            if not folio.freed and (folio.partially_mapped or self.thp_underused(folio)):
+                if not folio.mlocked and spin_trylock_folio(self, folio):
+                    ok = yield from self.split_folio(folio)
+                    if ok:
+                        did_split = True
+                        split += 1
+                    folio_unlock(self, folio)
+            if not did_split and not folio.freed:
+                if folio.partially_mapped:
+                    requeue.append(folio)
+                else:
+                    folio.on_deferred_list = False
+            self.speculative_put(folio)
+        for folio in requeue:
+            if not folio.freed and folio.on_deferred_list:
+                self.deferred_split_queue[folio] = None
+        return split
+
+    def thp_underused(self, folio: Folio) -> bool:
+        """thp_underused(): false with the default max_ptes_none = HPAGE_PMD_NR - 1."""
+        return False
+
+    def speculative_get(self, folio: Folio) -> bool:
+        """folio_try_get() by a lockless walker; the reference is accounted as speculative."""
+        if folio.freed or folio.ref == 0:
+            return False
+        self.ref_get(folio, "spec")
+        return True
+
+    def speculative_put(self, folio: Folio) -> None:
+        self.ref_put(folio, "spec")
+
+    # -- splitting a PMD mapping ------------------------------------------------
+    def split_huge_pmd_locked(self, vma: VmArea, pmd_idx: int, folio: Folio) -> None:
+        """__split_huge_pmd_locked(): remap a huge PMD as 512 PTEs.
+
+        The dirty, write and young bits go to every PTE; a dirty PMD dirties the
+        folio; the folio gains HPAGE_PMD_NR - 1 references.  Context: PMD lock.
+        """
+        mm = vma.mm
+        word = mm.pmd_huge.pop(pmd_idx)
+        dirty = pmd_dirty(word)
+        if dirty:
+            folio.dirty = True
+        pt = mm.deposited.pop(pmd_idx, None)
+        if pt is None:
+            pt = PageTable(pmd_idx << PMD_SHIFT, mm.id, mm.ptl(pmd_idx))
+        mm.pte_tables[pmd_idx] = pt
+        write, young = pmd_write(word), pmd_young(word)
+        pfn = pmd_pfn(word)
+        entries = pt.entries
+        for i in range(HPAGE_PMD_NR):
+            entries[i] = mk_pte(pfn + i, write, dirty, young)
+        self.cost["pte_writes"] += HPAGE_PMD_NR
+        folio.ref += HPAGE_PMD_NR - 1
+        self.folio_add_anon_rmap_ptes(folio, 0, HPAGE_PMD_NR)
+        self.folio_remove_rmap_pmd(folio, vma)
+        self.count("THP_SPLIT_PMD")
+        self.event("split_huge_pmd", folio)
+
+    def split_huge_pmd(self, vma: VmArea, pmd_idx: int):
+        """__split_huge_pmd(): take the PMD lock and split if still huge."""
+        mm = vma.mm
+        lock = mm.ptl(pmd_idx)
+        yield from spin_lock(self, lock)
+        try:
+            word = mm.pmd_huge.get(pmd_idx)
+            if word is not None:
+                self.split_huge_pmd_locked(vma, pmd_idx, self.pfn_folio(pmd_pfn(word)))
+        finally:
+            spin_unlock(self, lock)
+
+    # -- discarding a lazyfree PMD-mapped THP ------------------------------------
+    def unmap_huge_pmd_locked(self, vma: VmArea, pmd_idx: int, folio: Folio) -> bool:
+        """unmap_huge_pmd_locked() (735ecdfaf4e8): only lazyfree anon folios."""
+        if folio.anon and not folio.swapbacked:
+            return self.discard_anon_folio_pmd_locked(vma, pmd_idx, folio)
+        return False
+
+    def _discard_anon_folio_pmd_finish(self, vma: VmArea, pmd_idx: int, folio: Folio) -> None:
+        mm = vma.mm
+        self.folio_remove_rmap_pmd(folio, vma)
+        mm.deposited.pop(pmd_idx, None)           # zap_deposited_table()
+        mm.rss[MM_ANONPAGES] -= HPAGE_PMD_NR
+        self.folio_put(folio)
+        self.event("discard_lazyfree_pmd", folio)
+
+    def discard_anon_folio_pmd_locked(self, vma: VmArea, pmd_idx: int, folio: Folio) -> bool:
+        """__discard_anon_folio_pmd_locked(), v6.11–v6.14 form.
+
+        A dirty folio or PMD is refused before the PMD is touched; no flag changes.
+        """
+        mm = vma.mm
+        orig = mm.pmd_huge[pmd_idx]
+        if folio.dirty or pmd_dirty(orig):
+            return False
+        cpmd = mm.pmd_huge.pop(pmd_idx)          # pmdp_huge_clear_flush()
+        self.cost["tlb_flushes"] += 1
+        # smp_mb(): clear PMD, then read the refcount (pairs with GUP-fast)
+        rc, mc = folio.ref, folio_mapcount(folio)
+        # smp_rmb(): read the refcount before PG_dirty
+        if folio.dirty or pmd_dirty(cpmd) or rc != mc + 1:
+            mm.pmd_huge[pmd_idx] = orig
+            return False
+        self._discard_anon_folio_pmd_finish(vma, pmd_idx, folio)
+        return True
+
+    # -- splitting a folio ----------------------------------------------------
+    def split_folio(self, folio: Folio, to_list: list | None = None):
+        """split_folio() / split_huge_page_to_list_to_order(folio, list, 0).
+
+        Context: folio locked; the caller holds one reference.  PMD mappings are
+        first remapped by PTEs.  Return: True when split (False = -EAGAIN).
+        """
+        if not folio.order:
+            return True
+        extra_pins = folio.nr if folio.swapcache else 0
+        if folio_mapcount(folio) != folio.ref - extra_pins - 1:
+            return False
+        # unmap_folio(): PMD mappings become PTE mappings first
+        for vma, address in self.rmap_targets(folio):
+            pmd_idx = address >> PMD_SHIFT
+            word = vma.mm.pmd_huge.get(pmd_idx)
+            if word is not None and pte_pfn(word) == folio.pfn:
+                yield from self.split_huge_pmd(vma, pmd_idx)
+        if folio_mapcount(folio) != folio.ref - extra_pins - 1:
+            return False
+        self.split_folio_to_order0(folio, to_list)
+        return True
+
+    def split_folio_to_order0(self, folio: Folio, to_list: list | None) -> None:
+        order = folio.order
+        if folio.on_deferred_list:
+            self.folio_unqueue_deferred_split(folio)
+        if folio_test_pmd_mappable(folio):
+            self.count("THP_SPLIT_PAGE")
+        self.count_mthp("split", order)
+        self.event("split_folio", folio)
+        nr = folio.nr
+        swap = folio.swap
+        tails = []
+        for i in range(1, nr):
+            t = Folio(folio.pfn + i, 0)
+            t.anon, t.swapbacked, t.dirty = folio.anon, folio.swapbacked, folio.dirty
+            t.active, t.referenced, t.mlocked = folio.active, folio.referenced, folio.mlocked
+            t.index, t.anon_vma = folio.index + i, folio.anon_vma
+            t.mapcount[0] = folio.mapcount[i]
+            t.data[0] = folio.data[i]
+            t.ref = folio.mapcount[i]
+            if folio.swapcache:
+                t.swapcache = True
+                t.swap = [swap[i]]
+                t.ref += 1
+                t.extra["swapcache"] = 1
+            self.folios[t.pfn] = t
+            tails.append(t)
+        head_extra = folio.extra
+        if folio.swapcache:
+            head_extra["swapcache"] = 1
+            folio.swap = [swap[0]]
+        folio.order, folio.nr = 0, 1
+        folio.mapcount = [folio.mapcount[0]]
+        folio.data = [folio.data[0]]
+        folio.entire_mapcount = 0
+        folio.pincount = 0
+        folio.ref = folio.mapcount[0] + sum(head_extra.values())
+        folio.touched = True
+        for t in tails:
+            if to_list is not None:
+                self.ref_get(t, "isolate")
+                to_list.append(t)
+            elif folio.lru and folio.lru_list is not None:
+                t.lru = True
+                self.lruvec_add_folio(t)
+            if t.ref == 0:
+                self.free_folio(t)
+
+    # -- MADV_FREE of a huge PMD ----------------------------------------------
+    def madvise_free_huge_pmd(self, vma: VmArea, pmd_idx: int, addr: int, next_: int):
+        """madvise_free_huge_pmd() (v6.10–v6.14 form).  Return: True if handled as a PMD."""
+        mm = vma.mm
+        lock = mm.ptl(pmd_idx)
+        yield from spin_lock(self, lock)
+        try:
+            word = mm.pmd_huge.get(pmd_idx)
+            if word is None:
+                return False
+            folio = self.pfn_folio(pmd_pfn(word))
+            if folio_mapcount(folio) != 1:        # folio_likely_mapped_shared()
+                return False
+            if not spin_trylock_folio(self, folio):
+                return False
+            if next_ - addr != PMD_SIZE:
+                self.temp_get(folio)
+                spin_unlock(self, lock)
+                lock = None
+                yield from self.split_folio(folio)
+                folio_unlock(self, folio)
+                self.temp_put(folio)
+                return False
+            if folio.dirty:
+                folio.dirty = False
+            folio_unlock(self, folio)
+            if pmd_young(word) or pmd_dirty(word):
+                mm.pmd_huge[pmd_idx] = pmd_mkold(pmd_mkclean(word))
+                self.cost["tlb_flushes"] += 1
+            self.folio_mark_lazyfree(folio)
+            return True
+        finally:
+            if lock is not None:
+                spin_unlock(self, lock)
+
+    # -- faulting a PMD THP ---------------------------------------------------
+    def do_huge_pmd_anonymous_page(self, vma: VmArea, pmd_idx: int):
+        """Fault in a PMD-mapped THP with a deposited page table."""
+        mm = vma.mm
+        folio = self.folio_alloc(9)
+        lock = mm.ptl(pmd_idx)
+        yield from spin_lock(self, lock)
+        try:
+            if pmd_idx in mm.pmd_huge or pmd_idx in mm.pte_tables:
+                self.folio_put(folio)
+                return
+            mm.deposited[pmd_idx] = PageTable(pmd_idx << PMD_SHIFT, mm.id, mm.ptl(pmd_idx))
+            mm.pmd_huge[pmd_idx] = pmd_mkhuge(folio.pfn, vma.writable, dirty=True, young=True)
+            self.folio_add_new_anon_rmap(folio, vma, pmd_idx << PMD_SHIFT, pmd=True)
+            mm.rss[MM_ANONPAGES] += HPAGE_PMD_NR
+            self.new_folio_mapped(folio, vma)
+            self.new_pmd_thp(folio)
+        finally:
+            spin_unlock(self, lock)
+
+    def new_pmd_thp(self, folio: Folio) -> None:
+        """v6.12+ (dafff3f4c850): a new PMD THP is queued as a possible underused THP."""
+        self.deferred_split_folio(folio, False)
+
+
+def spin_trylock_folio(k, folio: Folio) -> bool:
+    """folio_trylock()."""
+    if folio.locked:
+        return False
+    folio.locked = True
+    folio.lock_owner = k.current
+    return True
+
+
+def folio_lock(k, folio: Folio):
+    """folio_lock(): sleeps (here: not runnable) until PG_locked is free."""
+    t = k.current
+    while folio.locked:
+        t.blocked_on = FolioLockWait(folio)
+        yield t.blocked_on
+    t.blocked_on = None
+    folio.locked = True
+    folio.lock_owner = t
+
+
+def folio_unlock(k, folio: Folio) -> None:
+    folio.locked = False
+    folio.lock_owner = None
+
+
+class FolioLockWait:
+    """What a thread sleeping in folio_lock() waits for."""
+
+    __slots__ = ("folio",)
+
+    def __init__(self, folio: Folio) -> None:
+        self.folio = folio
+
+    def free_for(self, t) -> bool:
+        return not self.folio.locked
+
+    def __repr__(self) -> str:
+        return f"<PG_locked of folio pfn {self.folio.pfn:#x}>"
+
+
+__all__ = ["HugeMemoryMixin", "folio_lock", "folio_unlock", "spin_trylock_folio",
+           "folio_mapped", "pte_present"]

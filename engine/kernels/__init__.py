@@ -1,0 +1,28 @@
+"""Kernel versions the model implements, by engine id."""
+
+from __future__ import annotations
+
+from engine.errors import UnknownEngineError
+from engine.kernels.base import Kernel
+from engine.kernels.v5_17 import V5_17
+from engine.kernels.v5_18 import V5_18
+from engine.kernels.v6_14 import V6_14
+from engine.kernels.v6_15 import V6_15
+from engine.kernels.v6_16 import V6_16
+
+KERNELS: dict[str, type[Kernel]] = {k.VERSION: k for k in (V5_17, V5_18, V6_14, V6_15, V6_16)}
+ALIASES = {"old": "v6.14", "new": "v6.15"}
+#: Version order: adjacent pairs have intended-divergence rules.
+ORDER = ["v5.17", "v5.18", "v6.14", "v6.15", "v6.16"]
+
+
+def resolve_engine(name: str) -> str:
+    """Canonical engine id for ``name`` (an id or an alias)."""
+    name = ALIASES.get(name, name)
+    if name not in KERNELS:
+        raise UnknownEngineError(name, sorted(KERNELS) + sorted(ALIASES))
+    return name
+
+
+def kernel_class(name: str) -> type[Kernel]:
+    return KERNELS[resolve_engine(name)]

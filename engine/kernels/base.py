@@ -1,0 +1,163 @@
+"""The kernel model's shared state and the paths every version shares.
+
+A :class:`Kernel` is one booted machine running one program.  Version
+classes (``engine/kernels/v*.py``) subclass it and override only what that
+kernel did differently; each names its commit.  Concept mixins live in
+modules named after the kernel file they model (rmap, vmscan, huge_memory,
+madvise, gup, memory, lru).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from engine.errors import KernelBug
+from engine.folio import Folio, folio_mapcount
+from engine.gup import GupMixin
+from engine.huge_memory import HugeMemoryMixin
+from engine.lru import LruMixin
+from engine.madvise import MadviseMixin
+from engine.memory import MemoryMixin
+from engine.rmap import RmapMixin
+from engine.swapfile import SwapDevice
+from engine.vmscan import VmscanMixin
+
+#: Counters the kernel exports that outcomes report (vmstat / mTHP stats / reclaim_stat).
+EXPORTED_COUNTERS = ("PGLAZYFREE", "PGLAZYFREED", "nr_unmap_fail", "nr_lazyfree_fail",
+                     "THP_SPLIT_PMD", "THP_DEFERRED_SPLIT_PAGE", "THP_SPLIT_PAGE",
+                     "PSWPOUT", "PSWPIN", "nr_reclaimed")
+
+
+class Kernel(MemoryMixin, RmapMixin, HugeMemoryMixin, VmscanMixin, MadviseMixin, GupMixin,
+             LruMixin):
+    """One kernel instance.  Class attributes describe the version's features."""
+
+    VERSION = "base"
+    COMMIT = ""
+    #: anonymous multi-size THP faults (19eaf44954df, v6.8)
+    HAS_MTHP = True
+    #: MAP_DROPPABLE / VM_DROPPABLE (9651fcedf7b9, v6.11)
+    HAS_DROPPABLE = True
+    #: deferred_split_folio(folio, partially_mapped) and PG_partially_mapped (v6.12)
+    HAS_PARTIALLY_MAPPED = True
+    #: shrink_folio_list splits large lazyfree folios before unmapping (before 735ecdfaf4e8)
+    SPLITS_LAZYFREE_IN_RECLAIM = False
+
+    def __init__(self) -> None:
+        self.mms: dict[int, Any] = {}
+        self.folios: dict[int, Folio] = {}     # head pfn -> live folio
+        self.next_pfn = 0x10000
+        self.next_anon_vma = 0
+        self.swap = SwapDevice()
+        self.counters: Counter[str] = Counter()
+        self.mthp: Counter[str] = Counter()    # "split_deferred[4]" style keys
+        self.cost: Counter[str] = Counter()
+        self.deferred_split_queue: dict[Folio, None] = {}
+        self.pins: dict[str, list[tuple[Folio, int]]] = {}
+        self.spec_refs: dict[str, Folio | None] = {}
+        self.current = None
+        self.oracle = None
+        self.lru_init()
+
+    # -- counters -------------------------------------------------------
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] += n
+
+    def count_mthp(self, stat: str, order: int, n: int = 1) -> None:
+        self.mthp[f"{stat}[{order}]"] += n
+
+    # -- folio allocation and freeing -----------------------------------
+    def folio_alloc(self, order: int) -> Folio:
+        nr = 1 << order
+        pfn = (self.next_pfn + nr - 1) & ~(nr - 1)
+        self.next_pfn = pfn + nr
+        folio = Folio(pfn, order)
+        self.folios[pfn] = folio
+        return folio
+
+    def pfn_folio(self, pfn: int) -> Folio:
+        """The live folio containing ``pfn`` (page_folio(pfn_to_page(pfn)))."""
+        for mask in (0, 15, 511):
+            folio = self.folios.get(pfn & ~mask)
+            if folio is not None and folio.pfn <= pfn < folio.pfn + folio.nr:
+                return folio
+        raise KernelBug(f"pfn {pfn:#x} maps no live folio (page table points at freed memory)")
+
+    def free_folio(self, folio: Folio) -> None:
+        """Free a folio whose count reached zero (__folio_put / free_unref_folios)."""
+        if folio_mapcount(folio):
+            raise KernelBug(f"freeing mapped folio pfn {folio.pfn:#x} (mapcount {folio_mapcount(folio)})")
+        if folio.on_deferred_list:
+            self.folio_unqueue_deferred_split(folio)
+        self.lruvec_del_folio(folio)
+        folio.lru = False
+        folio.freed = True
+        folio.touched = True
+        self.folios.pop(folio.pfn, None)
+
+    # -- references with a named holder (what the refcount oracle accounts for) --
+    def ref_get(self, folio: Folio, why: str, n: int = 1) -> None:
+        if folio.freed:
+            raise KernelBug(f"reference ({why}) on freed folio pfn {folio.pfn:#x}")
+        folio.ref += n
+        folio.extra[why] = folio.extra.get(why, 0) + n
+        folio.touched = True
+
+    def ref_put(self, folio: Folio, why: str, n: int = 1) -> None:
+        held = folio.extra.get(why, 0)
+        if held < n:
+            raise KernelBug(f"dropping {n} {why} reference(s) of folio pfn {folio.pfn:#x} holding {held}")
+        if held == n:
+            del folio.extra[why]
+        else:
+            folio.extra[why] = held - n
+        self.folio_put_refs(folio, n)
+
+    def folio_put_refs(self, folio: Folio, n: int = 1) -> None:
+        """folio_put_refs(): drop ``n`` references, freeing the folio at zero."""
+        if folio.freed:
+            raise KernelBug(f"folio_put on freed folio pfn {folio.pfn:#x} (use-after-free)")
+        folio.ref -= n
+        folio.touched = True
+        if folio.ref < 0:
+            raise KernelBug(f"refcount of folio pfn {folio.pfn:#x} underflows to {folio.ref}")
+        if folio.ref == 0:
+            self.free_folio(folio)
+
+    def folio_put(self, folio: Folio) -> None:
+        self.folio_put_refs(folio, 1)
+
+    # -- the current thread's temporary references ------------------------
+    def temp_get(self, folio: Folio) -> None:
+        self.ref_get(folio, "temp")
+        held = self.current.held
+        held[folio] = held.get(folio, 0) + 1
+
+    def temp_put(self, folio: Folio) -> None:
+        held = self.current.held
+        held[folio] -= 1
+        if not held[folio]:
+            del held[folio]
+        self.ref_put(folio, "temp")
+
+    # -- lockless pfn walkers (the program's folio_try_get / folio_put) ------
+    def op_folio_try_get(self, op):
+        """A speculative folio_try_get() of whatever (mm, addr) maps, as a pfn
+        walker (compaction, page_idle) would do.  Return: 0, or -ENOENT."""
+        mm = self.mms.get(op.mm)
+        hit = self.folio_at(mm, op.addr) if mm is not None and mm.alive else None
+        if hit is None or not self.speculative_get(hit[0]):
+            self.spec_refs[op.ref] = None
+            return -2
+        self.spec_refs[op.ref] = hit[0]
+        return 0
+        yield  # pragma: no cover - a one-step operation
+
+    def op_folio_put(self, op):
+        folio = self.spec_refs.pop(op.ref, None)
+        if folio is None:
+            return -22
+        self.speculative_put(folio)
+        return 0
+        yield  # pragma: no cover

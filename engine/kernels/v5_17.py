@@ -1,0 +1,17 @@
+"""v5.17: before 6c8e2a256915.  A clean lazyfree page is discarded whatever
+references it has: a GUP pin taken for O_DIRECT or DMA does not stop it, and
+the device then writes into a page nobody maps any more (data loss).
+"""
+
+from __future__ import annotations
+
+from engine.kernels.v5_18 import V5_18
+
+
+class V5_17(V5_18):
+    VERSION = "v5.17"
+    COMMIT = "8cdf3792526a (mm/rmap.c before 6c8e2a256915)"
+
+    def lazyfree_can_discard(self, folio) -> bool:
+        """MADV_FREE page check: only PG_dirty counts."""
+        return not folio.dirty

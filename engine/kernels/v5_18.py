@@ -1,0 +1,104 @@
+"""v5.18 (stands for v5.18–v6.7): 6c8e2a256915 "mm: fix race between MADV_FREE
+reclaim and blkdev direct IO read" added the refcount check.
+
+Older than everything the series touched: no anonymous mTHP (faults of an
+order-4 VMA allocate small folios), no VM_DROPPABLE (MAP_DROPPABLE is
+-EINVAL), the PMD is split at function entry with split_huge_pmd_address(),
+shrink_folio_list splits lazyfree THPs before unmapping them, and every PTE
+unmap of a THP page queues it for deferred split (deferred_split_huge_page).
+"""
+
+from __future__ import annotations
+
+from engine.errors import KernelBug
+from engine.flags import TTU_SPLIT_HUGE_PMD
+from engine.folio import folio_mapcount, folio_test_pmd_mappable
+from engine.kernels.base import Kernel
+from engine.mm import MM_ANONPAGES
+from engine.pgtable import PMD_SHIFT, ptep_get, pte_pfn, set_pte_at
+from engine.rmap import Pvmw
+
+
+class V5_18(Kernel):
+    VERSION = "v5.18"
+    COMMIT = "6c8e2a256915"
+    HAS_MTHP = False
+    HAS_DROPPABLE = False
+    HAS_PARTIALLY_MAPPED = False
+    SPLITS_LAZYFREE_IN_RECLAIM = True
+    split_underused_thp = False
+
+    def deferred_split_on_rmap_removal(self, folio, unmapped, partially_mapped) -> None:
+        """page_remove_rmap(): a THP page that lost its last mapping queues the THP."""
+        if unmapped:
+            self.deferred_split_huge_page(folio)
+
+    def deferred_split_huge_page(self, folio) -> None:
+        if folio.swapcache or folio.on_deferred_list:
+            return
+        folio.on_deferred_list = True
+        self.deferred_split_queue[folio] = None
+        if folio_test_pmd_mappable(folio):
+            self.count("THP_DEFERRED_SPLIT_PAGE")
+        self.count_mthp("split_deferred", folio.order)
+        self.event("deferred_split_partially_mapped", folio)
+
+    def new_pmd_thp(self, folio) -> None:
+        """No underused-THP queueing before v6.12."""
+
+    def thp_underused(self, folio) -> bool:
+        return True           # before v6.12 every queued THP is split by the shrinker
+
+    def try_to_unmap_one(self, folio, vma, address, flags):
+        """try_to_unmap_one() of v5.18 (page-based in the kernel; folio names here)."""
+        if flags & TTU_SPLIT_HUGE_PMD:
+            # split_huge_pmd_address() at function entry
+            pmd_idx = address >> PMD_SHIFT
+            word = vma.mm.pmd_huge.get(pmd_idx)
+            if word is not None and pte_pfn(word) == folio.pfn:
+                yield from self.split_huge_pmd(vma, pmd_idx)
+        mm = vma.mm
+        pvmw = Pvmw(folio, vma, address)
+        ret = True
+        while (yield from self.page_vma_mapped_walk(pvmw)):
+            if self.ttu_vma_locked(folio, vma, flags):
+                ret = False
+                break
+            if not pvmw.pte:
+                raise KernelBug("try_to_unmap_one: unexpected PMD-mapped THP")
+            pt, idx = pvmw.pt, pvmw.idx
+            pteval = ptep_get(pt, idx)
+            page = pte_pfn(pteval) - folio.pfn
+            set_pte_at(pt, idx, 0)
+            self.cost["pte_clears"] += 1
+            self.ttu_flush_pte(flags)
+            self.ttu_harvest_dirty(folio, pteval)
+            if folio.anon and not folio.swapbacked:
+                yield
+                if self.lazyfree_can_discard(folio):
+                    mm.rss[MM_ANONPAGES] -= 1
+                    self.event("ttu_lazyfree_discard", folio)
+                else:
+                    set_pte_at(pt, idx, pteval)
+                    folio.swapbacked = True
+                    self.event("ttu_lazyfree_abort_dirty" if folio.dirty
+                               else "ttu_lazyfree_abort_ref_swapbacked", folio)
+                    ret = False
+                    break
+            elif folio.anon:
+                if not self.ttu_swap_pte(folio, vma, pvmw, page, pteval):
+                    ret = False
+                    break
+                yield
+                continue
+            self.folio_remove_rmap_pte(folio, page, 1, vma)
+            self.folio_put(folio)
+            yield
+        self.page_vma_mapped_walk_done(pvmw)
+        return ret
+
+    def lazyfree_can_discard(self, folio) -> bool:
+        """The only refs must be one from isolation plus the rmap(s) (6c8e2a256915)."""
+        ref_count = folio.ref
+        map_count = folio_mapcount(folio)
+        return ref_count == 1 + map_count and not folio.dirty

@@ -1,0 +1,86 @@
+"""v6.14 ("old"): try_to_unmap_one as in v6.11–v6.14, one PTE at a time.
+
+The lazyfree rules of 6c8e2a256915 (refcount check) and 9651fcedf7b9
+(VM_DROPPABLE), the PMD discard of 735ecdfaf4e8 with the PMD split moved
+into the walk loop by 29e847d2ade3, and the v6.12 deferred split with
+PG_partially_mapped.  This is the code Barry Song's series replaced.
+"""
+
+from __future__ import annotations
+
+from engine.errors import KernelBug
+from engine.flags import TTU_SPLIT_HUGE_PMD, VM_DROPPABLE
+from engine.folio import folio_mapcount
+from engine.kernels.base import Kernel
+from engine.mm import MM_ANONPAGES
+from engine.pgtable import ptep_get, pte_pfn, set_pte_at
+from engine.rmap import Pvmw
+
+
+class V6_14(Kernel):
+    VERSION = "v6.14"
+    COMMIT = "v6.14 (mm/rmap.c before faeb2831b517)"
+
+    def try_to_unmap_one(self, folio, vma, address, flags):
+        """try_to_unmap_one() of v6.11–v6.14.
+
+        Context: folio locked and isolated; takes the PTL of each table it
+        visits.  Return: False to stop the rmap walk (walk_abort).
+        """
+        mm = vma.mm
+        pvmw = Pvmw(folio, vma, address)
+        ret = True
+        while (yield from self.page_vma_mapped_walk(pvmw)):
+            if self.ttu_vma_locked(folio, vma, flags):
+                ret = False
+                break
+            if not pvmw.pte:
+                if self.unmap_huge_pmd_locked(vma, pvmw.pmd_idx, folio):
+                    break                                             # walk_done
+                if flags & TTU_SPLIT_HUGE_PMD:
+                    # drop the PTL and restart to process the PTE-mapped THP
+                    self.split_huge_pmd_locked(vma, pvmw.pmd_idx, folio)
+                    flags &= ~TTU_SPLIT_HUGE_PMD
+                    self.page_vma_mapped_walk_restart(pvmw)
+                    continue
+                raise KernelBug("try_to_unmap_one: unexpected PMD-mapped folio")
+            pt, idx = pvmw.pt, pvmw.idx
+            pteval = ptep_get(pt, idx)
+            page = pte_pfn(pteval) - folio.pfn
+            set_pte_at(pt, idx, 0)                                    # ptep_get_and_clear()
+            self.cost["pte_clears"] += 1
+            self.ttu_flush_pte(flags)
+            self.ttu_harvest_dirty(folio, pteval)
+            if folio.anon and not folio.swapbacked:
+                # Another CPU may act between the PTE clear and the refcount read.
+                yield
+                # smp_mb(): pairs with GUP-fast's "inc ref; mb; reread PTE"
+                ref_count = folio.ref
+                map_count = folio_mapcount(folio)
+                # smp_rmb(): read the refcount before PG_dirty
+                droppable = vma.vm_flags & VM_DROPPABLE
+                if ref_count == 1 + map_count and (not folio.dirty or droppable):
+                    mm.rss[MM_ANONPAGES] -= 1
+                    self.event("ttu_lazyfree_discard", folio)
+                else:
+                    set_pte_at(pt, idx, pteval)
+                    if not droppable:
+                        folio.swapbacked = True
+                        self.event("ttu_lazyfree_abort_dirty" if folio.dirty
+                                   else "ttu_lazyfree_abort_ref_swapbacked", folio)
+                    else:
+                        self.event("ttu_lazyfree_abort_ref", folio)
+                    ret = False
+                    break                                             # walk_abort
+            elif folio.anon:
+                if not self.ttu_swap_pte(folio, vma, pvmw, page, pteval):
+                    ret = False
+                    break
+                yield
+                continue
+            # discard:
+            self.folio_remove_rmap_pte(folio, page, 1, vma)
+            self.folio_put(folio)
+            yield                                                     # between PTEs
+        self.page_vma_mapped_walk_done(pvmw)
+        return ret

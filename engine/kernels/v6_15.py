@@ -1,0 +1,191 @@
+"""v6.15 ("new"): Barry Song's series "mm: batched unmap lazyfree large folios
+during reclamation", exactly as merged (S6):
+
+- faeb2831b517 (1/4) set swapbacked only when the folio is really dirty;
+- 2f4ab3ac10e1 (2/4) tlbbatch flush of a PTE range (no behaviour change);
+- 354dffd29575 (3/4) unmap a whole lazyfree large folio in one batch, found
+  by can_batch_unmap_folio_ptes() - which does not bound its scan by the
+  PMD or the VMA: the out-of-bounds read ddd05742b45b later fixed;
+- 2f9b43d617e2 (4/4) never split a lazyfree PMD-mapped THP in try_to_unmap.
+"""
+
+from __future__ import annotations
+
+from engine.errors import KernelBug
+from engine.flags import TTU_HWPOISON, TTU_SPLIT_HUGE_PMD, VM_DROPPABLE
+from engine.folio import folio_mapcount
+from engine.kernels.v6_14 import V6_14
+from engine.mm import MM_ANONPAGES
+from engine.pgtable import (PAGE_SIZE, PTE_BATCH_IGNORE, pmd_dirty, ptep_get, pte_pfn,
+                            set_pte_at)
+from engine.rmap import Pvmw
+
+
+class V6_15(V6_14):
+    VERSION = "v6.15"
+    COMMIT = "faeb2831b517 2f4ab3ac10e1 354dffd29575 2f9b43d617e2"
+
+    # -- 3/4: batching ----------------------------------------------------------
+    def folio_pte_batch(self, folio, pt, idx, pte, max_nr):
+        """folio_pte_batch(FPB_IGNORE_DIRTY|FPB_IGNORE_SOFT_DIRTY): how many PTEs
+        from ``idx`` map consecutive pages of ``folio`` (young and write ignored).
+
+        Reads through :func:`ptep_get`: a scan that runs off the table is caught.
+        """
+        max_nr = min(folio.pfn + folio.nr - pte_pfn(pte), max_nr)
+        expected = (pte & ~PTE_BATCH_IGNORE) + (1 << 12)
+        nr = 1
+        while nr < max_nr:
+            cur = ptep_get(pt, idx + nr) & ~PTE_BATCH_IGNORE
+            self.cost["pte_reads"] += 1
+            if cur != expected:
+                break
+            nr += 1
+            expected += 1 << 12
+        return nr
+
+    def can_batch_unmap_folio_ptes(self, pvmw, folio, pte):
+        """can_batch_unmap_folio_ptes(): the whole folio, from page 0, in one batch.
+
+        Not bounded by the end of the page table or of the VMA (fixed by ddd05742b45b).
+        """
+        if not folio.anon or folio.swapbacked:
+            return False
+        if pte_pfn(pte) != folio.pfn:
+            return False
+        return self.folio_pte_batch(folio, pvmw.pt, pvmw.idx, pte, folio.nr) == folio.nr
+
+    def unmap_pte_batch(self, folio, pvmw, flags, pte) -> int:
+        if folio.order and not flags & TTU_HWPOISON and self.can_batch_unmap_folio_ptes(pvmw, folio, pte):
+            return folio.nr
+        return 1
+
+    def batch_done(self, folio, nr_pages: int) -> bool:
+        """After a discard: "We have already batched the entire folio"."""
+        return nr_pages > 1
+
+    def get_and_clear_full_ptes(self, pt, idx: int, nr: int) -> int:
+        """Clear ``nr`` PTEs; return the first with dirty and young OR-ed in from all."""
+        pte = ptep_get(pt, idx)
+        set_pte_at(pt, idx, 0)
+        for i in range(1, nr):
+            w = ptep_get(pt, idx + i)
+            set_pte_at(pt, idx + i, 0)
+            pte |= w & 0x60
+        self.cost["pte_clears"] += nr
+        return pte
+
+    def set_ptes(self, pt, idx: int, pte: int, nr: int) -> None:
+        """Restore ``nr`` PTEs from one value, advancing the pfn (set_ptes)."""
+        for i in range(nr):
+            set_pte_at(pt, idx + i, pte + (i << 12))
+
+    # -- 4/4: the PMD path --------------------------------------------------------
+    def discard_anon_folio_pmd_locked(self, vma, pmd_idx, folio):
+        """__discard_anon_folio_pmd_locked() after 2f9b43d617e2: a redirtied folio is
+        made swapbacked here, and the PMD is left alone."""
+        mm = vma.mm
+        orig = mm.pmd_huge[pmd_idx]
+        droppable = vma.vm_flags & VM_DROPPABLE
+        if pmd_dirty(orig):
+            folio.dirty = True
+        if folio.dirty and not droppable:
+            folio.swapbacked = True
+            self.event("pmd_lazyfree_abort_dirty", folio)
+            return False
+        cpmd = mm.pmd_huge.pop(pmd_idx)
+        self.cost["tlb_flushes"] += 1
+        ref_count, map_count = folio.ref, folio_mapcount(folio)
+        if pmd_dirty(cpmd):
+            folio.dirty = True
+        if folio.dirty and not droppable:
+            folio.swapbacked = True
+            mm.pmd_huge[pmd_idx] = orig
+            self.event("pmd_lazyfree_abort_dirty", folio)
+            return False
+        if ref_count != map_count + 1:
+            mm.pmd_huge[pmd_idx] = orig
+            self.event("pmd_lazyfree_abort_ref", folio)
+            return False
+        self._discard_anon_folio_pmd_finish(vma, pmd_idx, folio)
+        return True
+
+    def try_to_unmap_one(self, folio, vma, address, flags):
+        """try_to_unmap_one() of v6.15.
+
+        Context: folio locked and isolated; PTL of each visited table.
+        Return: False to stop the rmap walk (walk_abort).
+        """
+        mm = vma.mm
+        pvmw = Pvmw(folio, vma, address)
+        ret = True
+        while (yield from self.page_vma_mapped_walk(pvmw)):
+            if self.ttu_vma_locked(folio, vma, flags):
+                ret = False
+                break
+            if not pvmw.pte:
+                if folio.anon and not folio.swapbacked:                # folio_test_lazyfree()
+                    if self.unmap_huge_pmd_locked(vma, pvmw.pmd_idx, folio):
+                        break                                         # walk_done
+                    # unmap_huge_pmd_locked() set swapbacked if it had to
+                    ret = False
+                    break                                             # walk_abort
+                if flags & TTU_SPLIT_HUGE_PMD:
+                    self.split_huge_pmd_locked(vma, pvmw.pmd_idx, folio)
+                    flags &= ~TTU_SPLIT_HUGE_PMD
+                    self.page_vma_mapped_walk_restart(pvmw)
+                    continue
+                raise KernelBug("try_to_unmap_one: unexpected PMD-mapped folio")
+            pt, idx = pvmw.pt, pvmw.idx
+            pte = ptep_get(pt, idx)
+            nr_pages = self.unmap_pte_batch(folio, pvmw, flags, pte)
+            page = pte_pfn(pte) - folio.pfn
+            pteval = self.get_and_clear_full_ptes(pt, idx, nr_pages)
+            self.ttu_flush_pte(flags, nr_pages)                       # range flush (2/4)
+            self.ttu_harvest_dirty(folio, pteval)
+            if nr_pages > 1:
+                self.event("ttu_batch", folio)
+            if folio.anon and not folio.swapbacked:
+                yield
+                ref_count = folio.ref
+                map_count = folio_mapcount(folio)
+                droppable = vma.vm_flags & VM_DROPPABLE
+                if folio.dirty and not droppable:
+                    # redirtied through a PTE or a GUP reference obtained earlier
+                    self.set_ptes(pt, idx, pteval, nr_pages)
+                    folio.swapbacked = True
+                    self.event("ttu_lazyfree_abort_dirty", folio)
+                    ret = False
+                    break
+                if ref_count != 1 + map_count:
+                    # An extra reference: GUP or speculative.  Act as if nothing
+                    # happened; the folio is looked at again once it is gone.
+                    self.set_ptes(pt, idx, pteval, nr_pages)
+                    self.event("ttu_lazyfree_abort_ref", folio)
+                    ret = False
+                    break
+                mm.rss[MM_ANONPAGES] -= nr_pages
+                self.event("ttu_lazyfree_discard", folio)
+            elif folio.anon:
+                if not self.ttu_swap_pte(folio, vma, pvmw, page, pteval):
+                    ret = False
+                    break
+                yield
+                continue
+            # discard:
+            self.folio_remove_rmap_ptes(folio, page, nr_pages, vma)
+            self.discard_put(folio, nr_pages)
+            if self.batch_done(folio, nr_pages):
+                break                                                 # walk_done
+            yield
+        self.page_vma_mapped_walk_done(pvmw)
+        return ret
+
+    def discard_put(self, folio, nr_pages: int) -> None:
+        """folio_ref_sub(folio, nr_pages - 1); folio_put(folio)."""
+        if nr_pages > 1:
+            folio.ref -= nr_pages - 1
+        self.folio_put(folio)
+
+
+__all__ = ["V6_15", "PAGE_SIZE"]

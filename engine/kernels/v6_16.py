@@ -1,0 +1,37 @@
+"""v6.16: ddd05742b45b "mm/rmap: fix potential out-of-bounds page table access
+during batched unmap" (Lance Yang; also sent to 6.15 stable).
+
+folio_unmap_pte_batch() replaces can_batch_unmap_folio_ptes(): the batch
+starts at any page, is capped by the end of the page table and of the VMA,
+and may be partial; the walk is done only after a full-folio batch.
+"""
+
+from __future__ import annotations
+
+from engine.flags import TTU_HWPOISON
+from engine.kernels.v6_15 import V6_15
+from engine.mm import pmd_addr_end
+from engine.pgtable import PAGE_SHIFT
+
+
+class V6_16(V6_15):
+    VERSION = "v6.16"
+    COMMIT = "ddd05742b45b"
+
+    def unmap_pte_batch(self, folio, pvmw, flags, pte) -> int:
+        """folio_unmap_pte_batch()."""
+        if flags & TTU_HWPOISON or not folio.order:
+            return 1
+        # We may only batch within a single VMA and a single page table.
+        end_addr = pmd_addr_end(pvmw.address, pvmw.vma.vm_end)
+        max_nr = (end_addr - pvmw.address) >> PAGE_SHIFT
+        if not folio.anon or folio.swapbacked:
+            return 1
+        return self.folio_pte_batch(folio, pvmw.pt, pvmw.idx, pte, max_nr)
+
+    def batch_done(self, folio, nr_pages: int) -> bool:
+        return nr_pages == folio.nr
+
+    def discard_put(self, folio, nr_pages: int) -> None:
+        """folio_put_refs(folio, nr_pages)."""
+        self.folio_put_refs(folio, nr_pages)

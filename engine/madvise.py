@@ -1,0 +1,259 @@
+"""madvise(2): MADV_FREE, MADV_PAGEOUT and MADV_DONTNEED (mm/madvise.c)."""
+
+from __future__ import annotations
+
+import errno
+
+from engine.flags import VM_LOCKED
+from engine.folio import Folio, folio_mapcount
+from engine.huge_memory import folio_unlock, spin_trylock_folio
+from engine.memory import ZERO_PFN
+from engine.mm import MM_SWAPENTS, VmArea, pmd_addr_end
+from engine.pgtable import (PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PMD_SIZE, PTE_BATCH_IGNORE,
+                            PTRS_PER_PTE, PageTable, is_swap_pte, pmd_pfn, pmd_young, pte_mkclean,
+                            pte_mkold, pte_pfn, pte_present, pte_swp_offset, pmd_mkold)
+from engine.program import Advice
+from engine.sched import down_read, spin_lock, spin_unlock, up_read
+
+
+def folio_maybe_mapped_shared(folio: Folio) -> bool:
+    """True when some page is mapped more than once (fork-shared)."""
+    return folio.entire_mapcount > 1 or any(m > 1 for m in folio.mapcount) or (
+        folio.entire_mapcount and any(folio.mapcount))
+
+
+def pte_batch_len(folio: Folio, pt: PageTable, idx: int, limit: int) -> int:
+    """folio_pte_batch() for madvise: consecutive PTEs mapping consecutive pages of
+    ``folio`` from ``idx``, dirty/young/write ignored, at most ``limit`` and never
+    past the folio or the table."""
+    e = pt.entries
+    first = e[idx]
+    expect = first & ~PTE_BATCH_IGNORE
+    max_nr = min(limit, folio.pfn + folio.nr - pte_pfn(first), PTRS_PER_PTE - idx)
+    nr = 1
+    while nr < max_nr:
+        expect += 1 << 12
+        if e[idx + nr] & ~PTE_BATCH_IGNORE != expect:
+            break
+        nr += 1
+    return nr
+
+
+class MadviseMixin:
+    """madvise() advice handlers."""
+
+    def sys_madvise(self, op):
+        mm = self.current_mm()
+        start, end = op.addr, op.addr + op.pages * PAGE_SIZE
+        yield from down_read(self, mm.mmap_lock)
+        try:
+            if not self.range_mapped(mm, start, end):
+                return -errno.ENOMEM
+            vmas = [v for v in mm.vmas if v.vm_start < end and start < v.vm_end]
+            if op.advice is not Advice.MADV_PAGEOUT and any(v.vm_flags & VM_LOCKED for v in vmas):
+                return -errno.EINVAL
+            if op.advice is Advice.MADV_FREE:
+                self.oracle.on_madv_free(mm.id, start, end)
+                self.lru_add_drain()
+            folios: list[Folio] = []
+            for vma in vmas:
+                lo, hi = max(start, vma.vm_start), min(end, vma.vm_end)
+                if op.advice is Advice.MADV_DONTNEED:
+                    yield from self.zap_page_range(vma, lo, hi)
+                    self.oracle.on_dontneed(mm.id, lo, hi)
+                elif op.advice is Advice.MADV_FREE:
+                    yield from self.madvise_free_range(vma, lo, hi)
+                elif not vma.vm_flags & VM_LOCKED:
+                    yield from self.madvise_pageout_range(vma, lo, hi, folios)
+            if folios:
+                yield from self.reclaim_pages(folios)
+            return 0
+        finally:
+            up_read(self, mm.mmap_lock)
+
+    # -- MADV_FREE --------------------------------------------------------
+    def madvise_free_range(self, vma: VmArea, addr: int, end: int):
+        """madvise_free_single_vma(): walk the PMDs of [addr, end)."""
+        mm = vma.mm
+        while addr < end:
+            next_ = pmd_addr_end(addr, end)
+            pmd_idx = addr >> PMD_SHIFT
+            if pmd_idx in mm.pmd_huge:
+                handled = yield from self.madvise_free_huge_pmd(vma, pmd_idx, addr, next_)
+                if handled:
+                    addr = next_
+                    continue
+            if pmd_idx in mm.pte_tables:
+                yield from self.madvise_free_pte_range(vma, mm.pte_tables[pmd_idx], addr, next_)
+            addr = next_
+
+    def madvise_free_pte_range(self, vma: VmArea, pt: PageTable, addr: int, end: int):
+        """madvise_free_pte_range(): lazyfree each folio wholly covered; split or skip
+        a large folio covered in part.  Context: PTL, dropped around a split."""
+        mm = vma.mm
+        e = pt.entries
+        yield from spin_lock(self, pt.ptl)
+        locked = True
+        try:
+            while addr < end:
+                idx = (addr >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+                pte = e[idx]
+                if not pte:
+                    addr += PAGE_SIZE
+                    continue
+                if is_swap_pte(pte):
+                    slot = pte_swp_offset(pte)
+                    e[idx] = 0
+                    mm.rss[MM_SWAPENTS] -= 1
+                    self.swap.free(slot)
+                    if not self.swap.count.get(slot) and self.swapcache_lookup(slot) is None:
+                        self.swap.release(slot)
+                    addr += PAGE_SIZE
+                    continue
+                pfn = pte_pfn(pte)
+                if pfn == ZERO_PFN:
+                    addr += PAGE_SIZE
+                    continue
+                folio = self.pfn_folio(pfn)
+                nr = 1
+                if folio.order:
+                    nr = pte_batch_len(folio, pt, idx, (end - addr) >> PAGE_SHIFT)
+                    if nr < folio.nr:
+                        if folio_maybe_mapped_shared(folio) or not spin_trylock_folio(self, folio):
+                            addr += nr * PAGE_SIZE
+                            continue
+                        self.temp_get(folio)
+                        spin_unlock(self, pt.ptl)
+                        locked = False
+                        ok = yield from self.split_folio(folio)
+                        folio_unlock(self, folio)
+                        self.temp_put(folio)
+                        yield from spin_lock(self, pt.ptl)
+                        locked = True
+                        if mm.pte_tables.get(addr >> PMD_SHIFT) is not pt:
+                            break
+                        if not ok:
+                            addr += nr * PAGE_SIZE
+                        continue                      # reprocess as small folios
+                if folio.swapcache or folio.dirty:
+                    if not spin_trylock_folio(self, folio):
+                        addr += nr * PAGE_SIZE
+                        continue
+                    if folio_mapcount(folio) != folio.nr or (folio.swapcache and not self.folio_free_swap(folio)):
+                        folio_unlock(self, folio)
+                        addr += nr * PAGE_SIZE
+                        continue
+                    folio.dirty = False
+                    folio_unlock(self, folio)
+                young_or_dirty = False
+                for i in range(idx, idx + nr):
+                    w = e[i]
+                    if w & 0x60:
+                        e[i] = pte_mkold(pte_mkclean(w))
+                        young_or_dirty = True
+                if young_or_dirty:
+                    self.cost["tlb_flushes"] += 1
+                self.folio_mark_lazyfree(folio)
+                addr += nr * PAGE_SIZE
+                if addr < end:
+                    yield                      # lock-free CPUs may act between folios
+        finally:
+            if locked:
+                spin_unlock(self, pt.ptl)
+
+    def folio_free_swap(self, folio: Folio) -> bool:
+        """folio_free_swap(): drop the swap copy if no swap PTE still needs it."""
+        if any(self.swap.count.get(s) for s in folio.swap):
+            return False
+        for s in folio.swap:
+            self.swap.release(s)
+        folio.swap = None
+        folio.swapcache = False
+        self.ref_put(folio, "swapcache", folio.nr)
+        return True
+
+    # -- MADV_PAGEOUT -------------------------------------------------------
+    def madvise_pageout_range(self, vma: VmArea, addr: int, end: int, out: list[Folio]):
+        """madvise_cold_or_pageout_pte_range(pageout=true): isolate what the range maps."""
+        mm = vma.mm
+        while addr < end:
+            next_ = pmd_addr_end(addr, end)
+            pmd_idx = addr >> PMD_SHIFT
+            if pmd_idx in mm.pmd_huge:
+                lock = mm.ptl(pmd_idx)
+                yield from spin_lock(self, lock)
+                word = mm.pmd_huge.get(pmd_idx)
+                if word is not None:
+                    folio = self.pfn_folio(pmd_pfn(word))
+                    if next_ - addr != PMD_SIZE:
+                        if not folio_maybe_mapped_shared(folio) and spin_trylock_folio(self, folio):
+                            self.temp_get(folio)
+                            spin_unlock(self, lock)
+                            yield from self.split_folio(folio)
+                            folio_unlock(self, folio)
+                            self.temp_put(folio)
+                        else:
+                            spin_unlock(self, lock)
+                            addr = next_
+                            continue
+                    else:
+                        if folio_mapcount(folio) == 1:
+                            if pmd_young(word):
+                                mm.pmd_huge[pmd_idx] = pmd_mkold(word)
+                            folio.referenced = False
+                            if self.folio_isolate_lru(folio):
+                                out.append(folio)
+                        spin_unlock(self, lock)
+                        addr = next_
+                        continue
+                else:
+                    spin_unlock(self, lock)
+            pt = mm.pte_tables.get(pmd_idx)
+            if pt is not None:
+                yield from self.madvise_pageout_pte_range(vma, pt, addr, next_, out)
+            addr = next_
+
+    def madvise_pageout_pte_range(self, vma: VmArea, pt: PageTable, addr: int, end: int,
+                                  out: list[Folio]):
+        e = pt.entries
+        yield from spin_lock(self, pt.ptl)
+        locked = True
+        try:
+            while addr < end:
+                idx = (addr >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+                pte = e[idx]
+                if not pte_present(pte) or pte_pfn(pte) == ZERO_PFN:
+                    addr += PAGE_SIZE
+                    continue
+                folio = self.pfn_folio(pte_pfn(pte))
+                nr = 1
+                if folio.order:
+                    nr = pte_batch_len(folio, pt, idx, (end - addr) >> PAGE_SHIFT)
+                    if nr < folio.nr:
+                        if folio_maybe_mapped_shared(folio) or not spin_trylock_folio(self, folio):
+                            addr += nr * PAGE_SIZE
+                            continue
+                        self.temp_get(folio)
+                        spin_unlock(self, pt.ptl)
+                        locked = False
+                        ok = yield from self.split_folio(folio)
+                        folio_unlock(self, folio)
+                        self.temp_put(folio)
+                        yield from spin_lock(self, pt.ptl)
+                        locked = True
+                        if vma.mm.pte_tables.get(addr >> PMD_SHIFT) is not pt:
+                            break
+                        if not ok:
+                            addr += nr * PAGE_SIZE
+                        continue
+                for i in range(idx, idx + nr):
+                    e[i] = pte_mkold(e[i])
+                folio.referenced = False
+                if folio.active:
+                    folio.active = False
+                if self.folio_isolate_lru(folio):
+                    out.append(folio)
+                addr += nr * PAGE_SIZE
+        finally:
+            if locked:
+                spin_unlock(self, pt.ptl)

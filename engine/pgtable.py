@@ -1,0 +1,158 @@
+"""Page-table words and tables, x86-64 shaped.
+
+A PTE is a 64-bit word.  A page table is a 512-entry ``array('Q')`` per PMD,
+the same memory the C batched path reads and writes through ctypes.  Every
+access made on behalf of a kernel path goes through :func:`ptep_get` /
+:func:`set_pte_at`, which refuse an index outside the table: the model's
+KASAN.  A huge PMD maps a 2 MiB folio with one word of the same format.
+"""
+
+from __future__ import annotations
+
+from array import array
+
+from engine.errors import PageTableOutOfBounds
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+PTRS_PER_PTE = 512
+PMD_SHIFT = 21
+PMD_SIZE = 1 << PMD_SHIFT
+HPAGE_PMD_ORDER = 9
+HPAGE_PMD_NR = 1 << HPAGE_PMD_ORDER
+
+_PAGE_PRESENT = 1 << 0
+_PAGE_RW = 1 << 1
+_PAGE_ACCESSED = 1 << 5
+_PAGE_DIRTY = 1 << 6
+_PAGE_PSE = 1 << 7
+#: A non-present, non-none PTE holding a swap entry (offset in the pfn field).
+_PAGE_SWP = 1 << 11
+_PFN_SHIFT = 12
+_PFN_MASK = ((1 << 40) - 1) << _PFN_SHIFT
+
+
+def mk_pte(pfn: int, write: bool, dirty: bool = False, young: bool = True) -> int:
+    """mk_pte() + pte_mkwrite/pte_mkdirty/pte_mkyoung as a fault would build it."""
+    w = (pfn << _PFN_SHIFT) | _PAGE_PRESENT
+    if write:
+        w |= _PAGE_RW
+    if dirty:
+        w |= _PAGE_DIRTY
+    if young:
+        w |= _PAGE_ACCESSED
+    return w
+
+
+def pte_none(pte: int) -> bool:
+    return pte == 0
+
+
+def pte_present(pte: int) -> bool:
+    return bool(pte & _PAGE_PRESENT)
+
+
+def pte_pfn(pte: int) -> int:
+    return (pte & _PFN_MASK) >> _PFN_SHIFT
+
+
+def pte_dirty(pte: int) -> bool:
+    return bool(pte & _PAGE_DIRTY)
+
+
+def pte_young(pte: int) -> bool:
+    return bool(pte & _PAGE_ACCESSED)
+
+
+def pte_write(pte: int) -> bool:
+    return bool(pte & _PAGE_RW)
+
+
+def pte_mkclean(pte: int) -> int:
+    return pte & ~_PAGE_DIRTY
+
+
+def pte_mkold(pte: int) -> int:
+    return pte & ~_PAGE_ACCESSED
+
+
+def pte_mkdirty(pte: int) -> int:
+    return pte | _PAGE_DIRTY
+
+
+def pte_mkyoung(pte: int) -> int:
+    return pte | _PAGE_ACCESSED
+
+
+def pte_wrprotect(pte: int) -> int:
+    return pte & ~_PAGE_RW
+
+
+def pte_mkwrite(pte: int) -> int:
+    return pte | _PAGE_RW
+
+
+def pte_advance_pfn(pte: int, nr: int) -> int:
+    return pte + (nr << _PFN_SHIFT)
+
+
+def swp_entry_to_pte(offset: int) -> int:
+    """A swap PTE for swap slot ``offset`` (swp_entry_to_pte)."""
+    return (offset << _PFN_SHIFT) | _PAGE_SWP
+
+
+def is_swap_pte(pte: int) -> bool:
+    return bool(pte & _PAGE_SWP) and not pte & _PAGE_PRESENT
+
+
+def pte_swp_offset(pte: int) -> int:
+    return (pte & _PFN_MASK) >> _PFN_SHIFT
+
+
+#: Bits folio_pte_batch() compares once dirty, young and write are masked out.
+PTE_BATCH_IGNORE = _PAGE_DIRTY | _PAGE_ACCESSED | _PAGE_RW
+
+
+def pmd_mkhuge(pfn: int, write: bool, dirty: bool = False, young: bool = True) -> int:
+    return mk_pte(pfn, write, dirty, young) | _PAGE_PSE
+
+
+pmd_pfn = pte_pfn
+pmd_dirty = pte_dirty
+pmd_young = pte_young
+pmd_write = pte_write
+pmd_mkclean = pte_mkclean
+pmd_mkold = pte_mkold
+pmd_mkdirty = pte_mkdirty
+
+
+class PageTable:
+    """One PTE table: 512 PTE words and the split page-table lock (PTL).
+
+    ``entries`` is an ``array('Q')``: its buffer is shared with the C path.
+    """
+
+    __slots__ = ("entries", "ptl", "base", "mm_id")
+
+    def __init__(self, base: int, mm_id: int, ptl) -> None:
+        self.entries = array("Q", bytes(PTRS_PER_PTE * 8))
+        self.base = base          # virtual address the table's entry 0 maps
+        self.mm_id = mm_id
+        self.ptl = ptl
+
+    def __repr__(self) -> str:
+        return f"<pte table mm{self.mm_id} {self.base:#x}>"
+
+
+def ptep_get(pt: PageTable, idx: int) -> int:
+    """Read PTE ``idx`` of ``pt``; an index outside the table is a KASAN report."""
+    if idx < 0 or idx >= PTRS_PER_PTE:
+        raise PageTableOutOfBounds(idx, repr(pt))
+    return pt.entries[idx]
+
+
+def set_pte_at(pt: PageTable, idx: int, pte: int) -> None:
+    """Write PTE ``idx`` of ``pt`` (set_pte_at); bounds-checked like :func:`ptep_get`."""
+    if idx < 0 or idx >= PTRS_PER_PTE:
+        raise PageTableOutOfBounds(idx, repr(pt))
+    pt.entries[idx] = pte

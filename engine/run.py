@@ -1,0 +1,207 @@
+"""Run a program on one kernel version: the scheduler loop, the oracles, the outcome.
+
+Every run is a pure function of (program, engine): no clock, no global RNG.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+from engine.kernels import kernel_class, resolve_engine
+from engine.mm import MmStruct
+from engine.oracle import Oracle, Verdict, Violation
+from engine.outcome import Crash, Outcome, observe
+from engine.program import Fork, Program, ThreadKind
+from engine.sched import Gate, KThread, wait_gate
+
+#: Frames of these modules are harness, not kernel model (dropped from crash stacks).
+_HARNESS = ("engine/run.py", "engine/sched.py", "engine/oracle.py")
+
+
+def _as_gen(value):
+    """Wrap the result of a non-yielding operation as a finished segment."""
+    return value
+    yield  # pragma: no cover
+
+
+def _dispatch(k, op):
+    """The kernel entry point an operation runs through (a generator)."""
+    kind = op.op
+    if kind == "read":
+        return k.cpu_access(op.addr, op.pages, None)
+    if kind == "write":
+        return k.cpu_access(op.addr, op.pages, op.value)
+    if kind == "mmap":
+        return k.sys_mmap(op)
+    if kind == "munmap":
+        return k.sys_munmap(op)
+    if kind == "mremap":
+        return k.sys_mremap(op)
+    if kind == "mprotect":
+        return k.sys_mprotect(op)
+    if kind == "fork":
+        return k.sys_fork(op)
+    if kind == "madvise":
+        return k.sys_madvise(op)
+    if kind == "pin":
+        return k.pin_user_pages(op)
+    if kind == "unpin":
+        return k.unpin_user_pages_dirty_lock(op)
+    if kind == "dma_write":
+        return k.dma_write(op)
+    if kind == "reclaim":
+        return k.shrink_inactive(op.nr_to_scan)
+    if kind == "deferred_split_scan":
+        return k.deferred_split_scan(op.nr_to_scan)
+    if kind == "folio_try_get":
+        return k.op_folio_try_get(op)
+    if kind == "folio_put":
+        return k.op_folio_put(op)
+    if kind == "lru_add_drain":
+        k.lru_add_drain_all()
+        return _as_gen(0)
+    raise AssertionError(f"unhandled operation {kind}")
+
+
+#: The kernel function each operation enters, for signatures.
+ENTRY_POINT = {
+    "read": "handle_mm_fault", "write": "handle_mm_fault", "mmap": "do_mmap",
+    "munmap": "do_vmi_munmap", "mremap": "move_vma", "mprotect": "mprotect_fixup",
+    "fork": "copy_page_range", "madvise": "madvise_vma_behavior", "pin": "pin_user_pages_fast",
+    "unpin": "unpin_user_pages_dirty_lock", "dma_write": "dma_write",
+    "reclaim": "shrink_folio_list", "deferred_split_scan": "deferred_split_scan",
+    "folio_try_get": "folio_try_get", "folio_put": "folio_put",
+    "lru_add_drain": "lru_add_drain_all",
+}
+
+
+def _model_frames(tb) -> list[str]:
+    frames = []
+    for fs in traceback.extract_tb(tb):
+        path = fs.filename.replace("\\", "/")
+        if "/engine/" not in path or path.endswith(_HARNESS):
+            continue
+        frames.append(f"{fs.name} ({path.rsplit('/engine/', 1)[1]}:{fs.lineno})")
+    return frames[::-1]          # innermost first, like a kernel stack
+
+
+class Runner:
+    """One run of ``program`` on kernel ``engine``."""
+
+    def __init__(self, program: Program, engine: str, *, trace: bool = False,
+                 per_step_oracles: bool = True) -> None:
+        self.program = program
+        self.engine = resolve_engine(engine)
+        self.trace = trace
+        k = self.k = kernel_class(self.engine)()
+        k.oracle = self.oracle = Oracle(k, per_step=per_step_oracles)
+        k.events = []
+        k.warnings = []
+        k.current_op = None
+        k.event = self._event
+        k.warn = k.warnings.append
+        gates: dict[int, Gate] = {}
+        k.mm_gate = lambda mm_id: gates.setdefault(mm_id, Gate(f"mm{mm_id} forked"))
+        k.mms[0] = MmStruct(0)
+        k.mms[0].alive = True
+        for op in program.ops:
+            if isinstance(op, Fork):
+                k.mms[op.child] = MmStruct(op.child)
+        by_thread: dict[str, list[int]] = {t.name: [] for t in program.threads}
+        for i, op in enumerate(program.ops):
+            by_thread[op.thread].append(i)
+        self.threads = [KThread(t.name, t.kind, t.mm, by_thread[t.name], cpu)
+                        for cpu, t in enumerate(program.threads)]
+        self.results: list[Any] = [None] * len(program.ops)
+
+    def _event(self, name: str, folio=None) -> None:
+        self.k.events.append((self.k.current_op, name))
+
+    def _pick(self, step: int, sched: dict[int, str]) -> KThread | None:
+        want = sched.get(step)
+        runnable = [t for t in self.threads if t.runnable()]
+        if not runnable:
+            return None
+        if want is not None:
+            for t in runnable:
+                if t.name == want:
+                    return t
+        return min(runnable, key=KThread.next_op)
+
+    def _start(self, t: KThread) -> None:
+        k = self.k
+        idx = t.next_op()
+        op = self.program.ops[idx]
+        gen = _dispatch(k, op)
+        if t.kind is ThreadKind.TASK and not k.mms[t.mm_id].alive:
+            gen = self._after_gate(k.mm_gate(t.mm_id), gen)
+        t.gen = gen
+
+    def _after_gate(self, gate, gen):
+        yield from wait_gate(self.k, gate)
+        return (yield from gen)
+
+    def run(self) -> Outcome:
+        k = self.k
+        ops = self.program.ops
+        sched = dict(self.program.schedule)
+        trace = [] if self.trace else None
+        step = 0
+        crash: Crash | None = None
+        verdict = Verdict.OK
+        t = None
+        try:
+            while True:
+                t = self._pick(step, sched)
+                if t is None:
+                    stuck = [x for x in self.threads if x.cursor < len(x.ops)]
+                    if stuck:
+                        waits = ", ".join(f"{x.name} on {x.blocked_on!r}" for x in stuck)
+                        raise Violation(Verdict.HANG, "threads", f"no thread can run: {waits}")
+                    break
+                k.current = t
+                if t.gen is None:
+                    self._start(t)
+                idx = t.next_op()
+                k.current_op = idx
+                try:
+                    next(t.gen)
+                except StopIteration as stop:
+                    self.results[idx] = stop.value
+                    t.gen = None
+                    t.cursor += 1
+                    if trace is not None:
+                        trace.append({"op": idx, "state": observe(k),
+                                      "results": list(self.results)})
+                step += 1
+                self.oracle.check_step()
+            k.current = None
+            self.oracle.check_end()
+        except Violation as v:
+            verdict = v.kind
+            crash = Crash(v.kind, v.field, v.message, k.current_op, t.name if t else None, step,
+                          function=ENTRY_POINT.get(ops[k.current_op].op) if k.current_op is not None else None)
+        except Exception as exc:  # noqa: BLE001 - any exception inside a model is a crash outcome
+            verdict = Verdict.CRASH
+            frames = _model_frames(exc.__traceback__)
+            crash = Crash(Verdict.CRASH, type(exc).__name__, str(exc), k.current_op,
+                          t.name if t else None, step,
+                          function=frames[0].split(" ")[0] if frames else None, stack=frames)
+        finally:
+            for x in self.threads:
+                if x.gen is not None:
+                    x.gen.close() if verdict is Verdict.OK else None
+        try:
+            state = observe(k)
+        except Exception as exc:  # noqa: BLE001 - a state too broken to print is still an outcome
+            state = {"unobservable": f"{type(exc).__name__}: {exc}"}
+        return Outcome(engine=self.engine, verdict=verdict, results=self.results, state=state,
+                       cost=dict(k.cost), steps=step, crash=crash, warnings=list(k.warnings),
+                       events=list(k.events), trace=trace)
+
+
+def run(program: Program, engine: str, *, trace: bool = False,
+        per_step_oracles: bool = True) -> Outcome:
+    """Run ``program`` on kernel version ``engine`` and return its :class:`Outcome`."""
+    return Runner(program, engine, trace=trace, per_step_oracles=per_step_oracles).run()
