@@ -47,16 +47,18 @@ yields zeros, so truncated input is still a program.  Field codes:
     records beyond :data:`~engine.program.MAX_OPS` are read and ignored.
 
 Record bodies put the operation's own fields first, then an address group.
-The compact address group is ``K:n O:n N:n``: region ``K`` of the regions
-the mm may touch (those its ``mmap`` and ``mremap`` operations declare, in
-program order, then its parent's, and so on: the order
-:func:`~engine.program.check_program` sees them in); ``O`` even is the
-offset ``(O >> 1)`` folios of the region's mmap order, odd ``O >> 1`` pages,
-modulo the region's pages; ``N`` even is ``(N >> 1) + 1`` pages, odd that
-many folios, folded by modulo into the rest of the region.  The raw address
-group is ``page:v pages-1:v`` (modulo the address space and ``MAX_PAGES``);
-a raw range that no region covers is moved to the start of the first region
-and clamped to it.  An operation whose mm maps no region at all is dropped.
+The compact address group is ``K:n O:n N:n``.  The regions an mm may touch
+are those its ``mmap`` and ``mremap`` operations declare and, through forks,
+its ancestors' (as :func:`~engine.program.check_program` counts them), in
+program order; ``K`` counts back from the last of them declared before the
+operation (0: the most recent one; past the first it wraps around to the
+regions declared later).  ``O`` even is the offset ``(O >> 1)`` folios of the
+region's mmap order, odd ``O >> 1`` pages, modulo the region's pages; ``N``
+even is ``(N >> 1) + 1`` pages, odd that many folios, folded by modulo into
+the rest of the region.  The raw address group is ``page:v pages-1:v``
+(modulo the address space and ``MAX_PAGES``); a raw range that no region
+covers is moved to the start of region ``K = 0`` and clamped to it.  An
+operation whose mm may touch no region at all is dropped.
 
 =======================  ==========================  ========================
 operation                compact body                raw body
@@ -115,6 +117,7 @@ schedule entry           D:n T:n                     (same)
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from functools import lru_cache
 from typing import Any, Callable
 
@@ -435,17 +438,6 @@ def _span_code(pages: int, fp: int) -> int:
     return ((pages // fp - 1) << 1) | 1 if fp > 1 and pages % fp == 0 else (pages - 1) << 1
 
 
-def _covered(start: int, end: int, regions: list[tuple[int, int, int]]) -> bool:
-    """True when pages [start, end) lie in the union of ``regions``."""
-    pos = start
-    for rs, re_, _ in sorted(regions):
-        if rs <= pos < re_:
-            pos = re_
-            if pos >= end:
-                return True
-    return pos >= end
-
-
 def _free_name(prefix: str, proposed: str, used: list[str]) -> str:
     """``proposed`` unless taken, else the first free ``<prefix><j>``."""
     if proposed not in used:
@@ -462,49 +454,83 @@ def _released_last(names: list[str], released: set[str]) -> list[str]:
 
 # --- the context an operation's fields are read in ---------------------------
 
+#: A region: (program position of its mmap or mremap, first page, end page, folio pages).
+Region = tuple[int, int, int, int]
+
 
 class _Context:
     """Regions, mms, pins and references: what compact fields are relative to.
 
     :func:`decode` and :func:`encode` build it the same way, which is what
-    makes them inverse.  Regions are ``(first page, end page, folio pages)``.
+    makes them inverse.  ``pos`` is the program position of the operation
+    being read.
     """
 
-    __slots__ = ("names", "mms", "own", "parent", "_vis", "_existing",
+    __slots__ = ("names", "mms", "own", "parent", "pos", "_vis", "_existing",
                  "pins", "write_pins", "unpinned", "refs", "put")
 
-    def __init__(self, threads: list[Thread], mms: list[int | None]) -> None:
-        self.names = [t.name for t in threads]
+    def __init__(self, names: list[str], mms: list[int | None],
+                 regions: list[tuple[int, Region]], forks: list[tuple[int, int]]) -> None:
+        """``regions``: (thread index, region) in program order; ``forks``: (thread index, child)."""
+        self.names = names
         self.mms = mms
-        self.own: dict[int, list[tuple[int, int, int]]] = {}
-        self.parent: dict[int, int] = {}
-        self._vis: dict[int, list[tuple[int, int, int]]] = {}
-        self._existing: list[int] | None = None
+        self.own: dict[int | None, list[Region]] = {}
+        for ti, region in regions:
+            self.own.setdefault(mms[ti], []).append(region)
+        self.parent = {child: mms[ti] for ti, child in forks}
+        self.pos = 0
+        self._existing = sorted({0, *self.parent})
+        self._vis = {mm: self._visible(mm) for mm in {*mms, *self._existing}}
         self.pins: list[str] = []
         self.write_pins: list[str] = []
         self.unpinned: set[str] = set()
         self.refs: list[str] = []
         self.put: set[str] = set()
 
-    def add_region(self, mm: int, start: int, end: int, fp: int) -> None:
-        self.own.setdefault(mm, []).append((start, end, fp))
+    def _visible(self, mm: int | None) -> tuple[list[Region], list[int], list[Region]]:
+        """The regions ``mm`` may touch: its own and its ancestors'.
 
-    def visible(self, mm: int) -> list[tuple[int, int, int]]:
-        """The regions ``mm`` may touch, in check_program()'s order: its own, then its ancestors'."""
-        out = self._vis.get(mm)
-        if out is None:
-            out = self._vis[mm] = list(self.own.get(mm, ()))
-            seen = {mm}
-            while mm in self.parent and self.parent[mm] not in seen:
-                mm = self.parent[mm]
-                seen.add(mm)
-                out += self.own.get(mm, ())
-        return out
+        Return: the regions in program order, their positions, and the
+        regions by address (for coverage checks).
+        """
+        regs = list(self.own.get(mm, ()))
+        seen = {mm}
+        while mm in self.parent and self.parent[mm] not in seen:
+            mm = self.parent[mm]
+            seen.add(mm)
+            regs += self.own.get(mm, ())
+        regs.sort()
+        return regs, [r[0] for r in regs], sorted(regs, key=_by_address)
+
+    def region(self, mm: int | None, k: int) -> Region | None:
+        """Region ``k`` counting back from the last one declared before ``pos``."""
+        regs, positions, _ = self._vis[mm]
+        if not regs:
+            return None
+        return regs[(bisect_left(positions, self.pos) - 1 - k) % len(regs)]
+
+    def region_code(self, mm: int | None, start: int, end: int) -> tuple[int, Region] | None:
+        """The first ``k`` (and its region) whose region holds pages [start, end)."""
+        regs, positions, _ = self._vis[mm]
+        last = bisect_left(positions, self.pos) - 1
+        for k in range(len(regs)):
+            r = regs[(last - k) % len(regs)]
+            if r[1] <= start and end <= r[2]:
+                return k, r
+        return None
+
+    def covered(self, mm: int | None, start: int, end: int) -> bool:
+        """True when pages [start, end) lie in the union of the regions ``mm`` may touch."""
+        pos = start
+        for _, rs, re_, _ in self._vis[mm][2]:
+            if rs <= pos < re_:
+                pos = re_
+                if pos >= end:
+                    return True
+        return pos >= end
 
     def existing(self) -> list[int]:
         """The mm ids a folio_try_get may name, ascending: 0 and every fork child."""
-        if self._existing is None:
-            self._existing = sorted({0, *self.parent})
         return self._existing
 
     def observe(self, op: Any) -> None:
@@ -521,34 +547,35 @@ class _Context:
         elif kind == "folio_put":
             self.put.add(op.ref)
 
-    def range(self, mm: int, raw: bool, f: tuple, i: int) -> tuple[int, int] | None:
-        """(first page, pages) of the address group at ``f[i:]``; None: mm maps nothing."""
-        regs = self.visible(mm)
-        if not regs:
+    def range(self, mm: int | None, raw: bool, f: tuple, i: int) -> tuple[int, int] | None:
+        """(first page, pages) of the address group at ``f[i:]``; None: mm may touch nothing."""
+        r = self.region(mm, 0 if raw else f[i])
+        if r is None:
             return None
+        _, rs, re_, fp = r
         if raw:
             start, pages = f[i] % _TASK_PAGES, 1 + f[i + 1] % MAX_PAGES
-            if _covered(start, start + pages, regs):
+            if self.covered(mm, start, start + pages):
                 return start, pages
-            rs, re_, _ = regs[0]
             return rs, min(pages, re_ - rs)
-        rs, re_, fp = regs[f[i] % len(regs)]
         off = _offset(f[i + 1], fp, re_ - rs)
         return rs + off, _span(f[i + 2], fp, re_ - rs - off)
 
-    def range_code(self, mm: int, start: int, pages: int) -> tuple[int, ...] | None:
+    def range_code(self, mm: int | None, start: int, pages: int) -> tuple[int, int, int] | None:
         """The compact address group of a range inside one region, if there is one."""
-        for k, (rs, re_, fp) in enumerate(self.visible(mm)):
-            if rs <= start and start + pages <= re_:
-                return k, _offset_code(start - rs, fp), _span_code(pages, fp)
-        return None
+        code = self.region_code(mm, start, start + pages)
+        if code is None:
+            return None
+        k, (_, rs, _, fp) = code
+        return k, _offset_code(start - rs, fp), _span_code(pages, fp)
 
-    def page_code(self, mm: int, page: int) -> tuple[int, int] | None:
+    def page_code(self, mm: int | None, page: int) -> tuple[int, int] | None:
         """Compact (region, offset) of a page inside a region, if there is one."""
-        for k, (rs, re_, fp) in enumerate(self.visible(mm)):
-            if rs <= page < re_:
-                return k, _offset_code(page - rs, fp)
-        return None
+        code = self.region_code(mm, page, page + 1)
+        if code is None:
+            return None
+        k, (_, rs, _, fp) = code
+        return k, _offset_code(page - rs, fp)
 
     def pin_choices(self, write: bool) -> list[str]:
         return _released_last(self.write_pins if write else self.pins, self.unpinned)
@@ -557,12 +584,16 @@ class _Context:
         return _released_last(self.refs, self.put)
 
 
+def _by_address(r: Region) -> tuple[int, int]:
+    return r[1], r[2]
+
+
 # --- record bodies to operations --------------------------------------------
 #
 # A resolver takes the context, the thread index, the raw flag and the
 # fields, and returns the operation, or None to drop it.  mmaps, mremap
 # destinations and forks are the structure the context is made of: they are
-# resolved before it.
+# resolved while the records are read.
 
 
 def _mmap(name: str, f: tuple) -> Mmap:
@@ -584,14 +615,14 @@ def _mremap_dest(f: tuple) -> tuple[int, int]:
 
 
 def _mremap(ctx: _Context, ti: int, raw: bool, f: tuple) -> Mremap:
+    mm = ctx.mms[ti]
     dest, pages = _mremap_dest(f)
-    regs = ctx.visible(ctx.mms[ti])       # never empty: it holds the destination
     if raw:
         src = f[3] % _TASK_PAGES
     else:
-        rs, re_, fp = regs[f[3] % len(regs)]
+        _, rs, re_, fp = ctx.region(mm, f[3])  # type: ignore[misc]  # the destination is one
         src = rs + _offset(f[4], fp, re_ - rs)
-    if not _covered(src, src + pages, regs):
+    if not ctx.covered(mm, src, src + pages):
         src = dest
     return _construct(Mremap, {"thread": ctx.names[ti], "op": "mremap", "addr": src << PAGE_SHIFT,
                                "pages": pages, "new_addr": dest << PAGE_SHIFT})
@@ -679,15 +710,15 @@ def _deferred_split_scan(ctx: _Context, ti: int, raw: bool, f: tuple) -> Deferre
 def _folio_try_get(ctx: _Context, ti: int, raw: bool, f: tuple) -> FolioTryGet | None:
     mms = ctx.existing()
     mm = mms[f[0] % len(mms)]
-    regs = ctx.visible(mm)
-    if not regs:
+    r = ctx.region(mm, 0 if raw else f[1])
+    if r is None:
         return None
+    _, rs, re_, fp = r
     if raw:
         page = f[2] % _TASK_PAGES
-        if not _covered(page, page + 1, regs):
-            page = regs[0][0]
+        if not ctx.covered(mm, page, page + 1):
+            page = rs
     else:
-        rs, re_, fp = regs[f[1] % len(regs)]
         page = rs + _offset(f[2], fp, re_ - rs)
     name = _free_name("r", f[1] if raw else f"r{len(ctx.refs)}", ctx.refs)
     return _construct(FolioTryGet, {"thread": ctx.names[ti], "op": "folio_try_get",
@@ -722,22 +753,23 @@ _RESOLVE: dict[str, Callable[[_Context, int, bool, tuple], Any]] = {
     "folio_put": _folio_put,
     "lru_add_drain": _lru_add_drain,
 }
+#: Operations that name or release a pin or a reference.
+_OBSERVED = frozenset({"pin", "unpin", "folio_try_get", "folio_put"})
 
 
 # --- decode -------------------------------------------------------------------
 
 
-#: Operations the structure pass resolves: regions and mms.
-_STRUCTURE = frozenset({"mmap", "mremap", "fork"})
-#: Operations that name or release a pin or a reference.
-_OBSERVED = frozenset({"pin", "unpin", "folio_try_get", "folio_put"})
+def _first_task(threads: list[Thread] | tuple[Thread, ...]) -> int | None:
+    return next((i for i, t in enumerate(threads) if t.kind is ThreadKind.TASK), None)
 
 
-def _read_threads(buf: bytes, p: int, header: int) -> tuple[list[Thread], int]:
-    """The thread set the header selects: (threads, next position)."""
-    sel = header & 15
-    if sel != _RAW_THREADS:
-        return list(THREAD_MENU[sel % len(THREAD_MENU)]), p
+#: Per menu entry: its threads, record kinds and first task.
+_MENU = tuple((m, _kinds(m)[0], _first_task(m)) for m in THREAD_MENU)
+
+
+def _read_threads(buf: bytes, p: int) -> tuple[list[Thread], int]:
+    """A raw thread list: (threads, next position)."""
     threads: list[Thread] = []
     names: set[str] = set()
     count = 1 + buf[p] % MAX_THREADS
@@ -751,10 +783,6 @@ def _read_threads(buf: bytes, p: int, header: int) -> tuple[list[Thread], int]:
         threads.append(_construct(Thread, {"name": name, "kind": kind,
                                            "mm": k >> 4 if kind is ThreadKind.TASK else None}))
     return threads, p
-
-
-def _first_task(threads: list[Thread]) -> int | None:
-    return next((i for i, t in enumerate(threads) if t.kind is ThreadKind.TASK), None)
 
 
 def _fork_candidates(used: list[int], mm: int | None) -> list[int]:
@@ -771,20 +799,29 @@ def decode(data: bytes) -> Program:
     end = len(data)
     buf = bytes(data) + _PAD
     header = buf[0]
-    threads, p = _read_threads(buf, 1, header)
-    kinds = _kinds(threads)[0]
+    if header & 15 == _RAW_THREADS:
+        threads, p = _read_threads(buf, 1)
+        kinds, first = _kinds(threads)[0], _first_task(threads)
+    else:
+        menu, kinds, first = _MENU[(header & 15) % len(_MENU)]
+        threads, p = list(menu), 1
     nkinds = len(kinds)
-    first = _first_task(threads)
+    names = [t.name for t in threads]
     mms = [t.mm for t in threads]
 
-    # Pass 1: records, whose shapes depend on the threads only, and forks,
-    # whose children depend on the forks before them only.
-    plan: list[tuple[int, str, bool, Any]] = []
+    # Pass 1: records, whose shapes depend on the threads only.  mmaps,
+    # mremap destinations and forks (whose children depend on the forks
+    # before them only) make the structure the other operations need.
+    plan: list[Any] = []          # operations, or (thread, op, raw, fields) to resolve
+    regions: list[tuple[int, Region]] = []
+    forks: list[tuple[int, int]] = []
     if first is not None:
         for _ in range((header >> 4) & 3):
             f, p = _fields(buf, p, "bvn")
-            plan.append((first, "mmap", False, f))
-    used: list[int] = []
+            m = _mmap(names[first], f)
+            start = m.addr >> PAGE_SHIFT
+            regions.append((first, (len(plan), start, start + m.pages, 1 << m.order)))
+            plan.append(m)
     steps: list[tuple] = []
     while p < end:
         b = buf[p]
@@ -802,39 +839,34 @@ def decode(data: bytes) -> Program:
         f, p = _fields(buf, p, _LAYOUT[op, raw])
         if len(plan) >= MAX_OPS:
             continue
-        if op == "fork":
-            cands = _fork_candidates(used, mms[ti])
+        if op == "mmap":
+            m = _mmap(names[ti], f)
+            start = m.addr >> PAGE_SHIFT
+            regions.append((ti, (len(plan), start, start + m.pages, 1 << m.order)))
+            plan.append(m)
+        elif op == "fork":
+            cands = _fork_candidates([c for _, c in forks], mms[ti])
             if not cands:
                 continue      # all 15 child ids taken
-            f = cands[f[0] % len(cands)]
-            used.append(f)
-        plan.append((ti, op, raw, f))
-    missing = list(dict.fromkeys(m for m in mms if m and m not in used))
-    if missing:
-        plan = _repair_mms(threads, mms, plan, missing)
-
-    # Pass 2: the structure every address is relative to.
-    ctx = _Context(threads, mms)
-    names = ctx.names
-    built: dict[int, Any] = {}
-    for i, (ti, op, raw, f) in enumerate(plan):
-        if op in _STRUCTURE:
-            if op == "mmap":
-                m = built[i] = _mmap(names[ti], f)
-                start = m.addr >> PAGE_SHIFT
-                ctx.add_region(mms[ti], start, start + m.pages, 1 << m.order)
-            elif op == "mremap":
+            forks.append((ti, cands[f[0] % len(cands)]))
+            plan.append(_construct(Fork, {"thread": names[ti], "op": "fork", "child": forks[-1][1]}))
+        else:
+            if op == "mremap":
                 start, pages = _mremap_dest(f)
-                ctx.add_region(mms[ti], start, start + pages, 1)
-            else:
-                ctx.parent[f] = mms[ti]
-                built[i] = _construct(Fork, {"thread": names[ti], "op": "fork", "child": f})
+                regions.append((ti, (len(plan), start, start + pages, 1)))
+            plan.append((ti, op, raw, f))
+    children = {c for _, c in forks}
+    missing = list(dict.fromkeys(m for m in mms if m and m not in children))
+    if missing:
+        plan, regions = _repair_mms(threads, names, mms, plan, regions, forks, missing)
 
-    # Pass 3: everything else, in program order (pins before their uses).
+    # Pass 2: everything else, in program order (pins before their uses).
+    ctx = _Context(names, mms, regions, forks)
     ops: list[Any] = []
-    for i, (ti, op, raw, f) in enumerate(plan):
-        o = built.get(i)
-        if o is None:
+    for i, o in enumerate(plan):
+        if type(o) is tuple:
+            ti, op, raw, f = o
+            ctx.pos = i
             o = _RESOLVE[op](ctx, ti, raw, f)
             if o is None:
                 continue
@@ -851,29 +883,35 @@ def decode(data: bytes) -> Program:
                                 "schedule": schedule})
 
 
-def _repair_mms(threads: list[Thread], mms: list[int | None], plan: list, missing: list[int]) -> list:
+def _repair_mms(threads: list[Thread], names: list[str], mms: list[int | None], plan: list,
+                regions: list[tuple[int, Region]], forks: list[tuple[int, int]],
+                missing: list[int]) -> tuple[list, list[tuple[int, Region]]]:
     """Make every task's mm exist: fork it from mm 0, or move the task to mm 0.
 
-    Context: updates ``threads`` and ``mms`` in place.
-    Return: the plan, with the repair forks inserted.
+    Context: updates ``threads``, ``mms`` and ``forks`` in place.
+    Return: the plan with the repair forks inserted, and the regions with
+    their positions moved accordingly.
     """
     host = next((i for i, t in enumerate(threads)
                  if t.kind is ThreadKind.TASK and t.mm == 0), None)
     if host is not None and len(plan) + len(missing) <= MAX_OPS:
+        index = {n: i for i, n in enumerate(names)}
+        owner = [index[o.thread] if type(o) is not tuple else o[0] for o in plan]
         # Before the first operation of the mm: its tasks wait for the fork anyway.
-        where = {m: next((i for i, rec in enumerate(plan) if mms[rec[0]] == m), len(plan))
-                 for m in missing}
-        out = []
-        for i in range(len(plan) + 1):
-            out += [(host, "fork", False, m) for m in missing if where[m] == i]
-            if i < len(plan):
-                out.append(plan[i])
-        return out
+        where = sorted((next((i for i, ti in enumerate(owner) if mms[ti] == m), len(plan)), m)
+                       for m in missing)
+        out = list(plan)
+        for n, (i, m) in enumerate(where):
+            out.insert(i + n, _construct(Fork, {"thread": names[host], "op": "fork", "child": m}))
+            forks.append((host, m))
+        moved = [(ti, (pos + sum(i <= pos for i, _ in where), *rest))
+                 for ti, (pos, *rest) in regions]
+        return out, moved
     for i, t in enumerate(threads):
         if t.mm in missing:
             threads[i] = _construct(Thread, {"name": t.name, "kind": t.kind, "mm": 0})
             mms[i] = 0
-    return plan
+    return plan, regions
 
 
 # --- encode -------------------------------------------------------------------
@@ -918,12 +956,8 @@ def _bodies(ctx: _Context, ti: int, op: Any) -> tuple[tuple | None, tuple]:
         page = op.addr >> PAGE_SHIFT
         code = ctx.page_code(op.mm, page)
         return (m, *code) if code else None, (m, op.ref, page)
-    if kind == "fork":
-        raise AssertionError("forks are encoded by encode()")
-    if kind == "mmap":
-        body = _mmap_code(op)
-    elif kind == "unpin":
-        body = (ctx.pin_choices(write=False).index(op.pin), int(not op.dirty))
+    if kind == "unpin":
+        body: tuple = (ctx.pin_choices(write=False).index(op.pin), int(not op.dirty))
     elif kind == "dma_write":
         body = (ctx.pin_choices(write=True).index(op.pin), op.value)
     elif kind == "reclaim":
@@ -937,13 +971,6 @@ def _bodies(ctx: _Context, ti: int, op: Any) -> tuple[tuple | None, tuple]:
     return body, body
 
 
-def _resolves(ctx: _Context, ti: int, raw: bool, fields: tuple, op: Any) -> bool:
-    """True when decoding ``fields`` in ``ctx`` gives back ``op`` exactly."""
-    if op.op == "mmap":
-        return _mmap(op.thread, fields) == op
-    return _RESOLVE[op.op](ctx, ti, raw, fields) == op
-
-
 def encode(p: Program) -> bytes:
     """Encode a valid program so that ``decode(encode(p)) == p``.
 
@@ -953,13 +980,14 @@ def encode(p: Program) -> bytes:
     """
     out = bytearray()
     threads = list(p.threads)
-    index = {t.name: i for i, t in enumerate(threads)}
+    names = [t.name for t in threads]
+    index = {n: i for i, n in enumerate(names)}
     if len(index) != len(threads):
         raise ValueError("threads: duplicate thread name")
     first = _first_task(threads)
     npre = 0
     while (first is not None and npre < min(3, len(p.ops)) and p.ops[npre].op == "mmap"
-           and p.ops[npre].thread == threads[first].name):
+           and p.ops[npre].thread == names[first]):
         npre += 1
 
     menu = next((i for i, m in enumerate(THREAD_MENU) if list(m) == threads), _RAW_THREADS)
@@ -971,35 +999,42 @@ def encode(p: Program) -> bytes:
     _, selector = _kinds(threads)
 
     mms = [t.mm for t in threads]
-    ctx = _Context(threads, mms)
-    for op in p.ops:
-        mm = mms[index[op.thread]]
-        if op.op == "mmap":
-            start = op.addr >> PAGE_SHIFT
-            ctx.add_region(mm, start, start + op.pages, 1 << op.order)
-        elif op.op == "mremap":
-            start = op.new_addr >> PAGE_SHIFT
-            ctx.add_region(mm, start, start + op.pages, 1)
-        elif op.op == "fork":
-            ctx.parent[op.child] = mm
-
-    used: list[int] = []
+    regions: list[tuple[int, Region]] = []
+    forks: list[tuple[int, int]] = []
     for i, op in enumerate(p.ops):
         ti = index[op.thread]
-        if op.op == "fork":
-            cands = _fork_candidates(used, mms[ti])
-            if op.child not in cands:
-                raise ValueError(f"ops[{i}].child: mm id {op.child} cannot be forked here")
-            fields, is_raw = (cands.index(op.child),), False
-            used.append(op.child)
+        if op.op == "mmap":
+            start = op.addr >> PAGE_SHIFT
+            regions.append((ti, (i, start, start + op.pages, 1 << op.order)))
+        elif op.op == "mremap":
+            start = op.new_addr >> PAGE_SHIFT
+            regions.append((ti, (i, start, start + op.pages, 1)))
+        elif op.op == "fork":
+            forks.append((ti, op.child))
+    ctx = _Context(names, mms, regions, forks)
+
+    for i, op in enumerate(p.ops):
+        ti = index[op.thread]
+        ctx.pos = i
+        if op.op == "mmap":
+            fields, is_raw = _mmap_code(op), False
+            ok = _mmap(op.thread, fields) == op
+        elif op.op == "fork":
+            cands = _fork_candidates([c for _, c in forks[:sum(o.op == "fork" for o in p.ops[:i])]],
+                                     mms[ti])
+            ok = op.child in cands
+            fields, is_raw = (cands.index(op.child) if ok else 0,), False
         else:
             compact, raw = _bodies(ctx, ti, op)
-            if compact is not None and _resolves(ctx, ti, False, compact, op):
+            resolve = _RESOLVE[op.op]
+            ok = True
+            if compact is not None and resolve(ctx, ti, False, compact) == op:
                 fields, is_raw = compact, False
-            elif _resolves(ctx, ti, True, raw, op):
-                fields, is_raw = raw, True
             else:
-                raise ValueError(f"ops[{i}] cannot be encoded: the program is not valid")
+                fields, is_raw = raw, True
+                ok = resolve(ctx, ti, True, raw) == op
+        if not ok:
+            raise ValueError(f"ops[{i}] cannot be encoded: the program is not valid")
         if i >= npre:
             sel = selector[ti, op.op]
             out += bytes((_RAW, sel)) if is_raw else bytes((sel,))

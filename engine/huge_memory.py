@@ -307,6 +307,7 @@ class HugeMemoryMixin:
     def new_pmd_thp(self, folio: Folio) -> None:
         """v6.12+ (dafff3f4c850): a new PMD THP is queued as a possible underused THP."""
         self.deferred_split_folio(folio, False)
+        self.event("deferred_split_underused", folio)
 
 
 def spin_trylock_folio(k, folio: Folio) -> bool:

@@ -54,6 +54,7 @@ class MadviseMixin:
                 return -errno.EINVAL
             if op.advice is Advice.MADV_FREE:
                 self.oracle.on_madv_free(mm.id, start, end)
+            if op.advice is not Advice.MADV_DONTNEED:
                 self.lru_add_drain()
             folios: list[Folio] = []
             for vma in vmas:

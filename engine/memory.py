@@ -209,6 +209,8 @@ class MemoryMixin:
             return
         order = self.anon_folio_order(vma, pt, addr)
         folio = self.folio_alloc(order)
+        if order:
+            self.event("alloc_mthp", folio)
         nr = folio.nr
         start = addr & ~(nr * PAGE_SIZE - 1)
         i0 = (start >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
@@ -381,6 +383,8 @@ class MemoryMixin:
         start, end = op.addr, op.addr + op.pages * PAGE_SIZE
         if op.droppable and (not self.HAS_DROPPABLE or op.locked):
             return -errno.EINVAL          # MAP_DROPPABLE unknown, or with MAP_LOCKED
+        if op.droppable:
+            self.event("mmap_droppable")
         yield from down_write(self, mm.mmap_lock)
         try:
             yield from self.do_munmap(mm, start, end)          # MAP_FIXED

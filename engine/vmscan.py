@@ -77,8 +77,8 @@ class VmscanMixin:
             if not spin_trylock_folio(self, folio):
                 ret.append(folio)
                 continue
-            nr = folio.nr
             outcome = yield from self._shrink_one(folio, ignore_references, folio_list)
+            nr = folio.nr                      # after any split in _shrink_one
             if outcome == "free":
                 folio_unlock(self, folio)
                 nr_reclaimed += nr
@@ -118,6 +118,7 @@ class VmscanMixin:
                 self.add_to_swap(folio)
         elif self.SPLITS_LAZYFREE_IN_RECLAIM and folio.order:
             # Before 735ecdfaf4e8: "Split file/lazyfree THP" ahead of the unmap.
+            self.event("reclaim_split_lazyfree", folio)
             if not (yield from self.split_folio(folio, folio_list)):
                 return "keep"
         nr = folio.nr

@@ -57,6 +57,7 @@ class V5_18(Kernel):
             word = vma.mm.pmd_huge.get(pmd_idx)
             if word is not None and pte_pfn(word) == folio.pfn:
                 yield from self.split_huge_pmd(vma, pmd_idx)
+                self.event("ttu_split_huge_pmd", folio)
         mm = vma.mm
         pvmw = Pvmw(folio, vma, address)
         ret = True

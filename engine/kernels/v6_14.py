@@ -40,6 +40,7 @@ class V6_14(Kernel):
                 if flags & TTU_SPLIT_HUGE_PMD:
                     # drop the PTL and restart to process the PTE-mapped THP
                     self.split_huge_pmd_locked(vma, pvmw.pmd_idx, folio)
+                    self.event("ttu_split_huge_pmd", folio)
                     flags &= ~TTU_SPLIT_HUGE_PMD
                     self.page_vma_mapped_walk_restart(pvmw)
                     continue

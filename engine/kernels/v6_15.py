@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from engine.errors import KernelBug
 from engine.flags import TTU_HWPOISON, TTU_SPLIT_HUGE_PMD, VM_DROPPABLE
-from engine.folio import folio_mapcount
+from engine.folio import folio_mapcount, folio_ref_sub
 from engine.kernels.v6_14 import V6_14
 from engine.mm import MM_ANONPAGES
 from engine.pgtable import (PAGE_SIZE, PTE_BATCH_IGNORE, pmd_dirty, ptep_get, pte_pfn,
@@ -132,6 +132,7 @@ class V6_15(V6_14):
                     break                                             # walk_abort
                 if flags & TTU_SPLIT_HUGE_PMD:
                     self.split_huge_pmd_locked(vma, pvmw.pmd_idx, folio)
+                    self.event("ttu_split_huge_pmd", folio)
                     flags &= ~TTU_SPLIT_HUGE_PMD
                     self.page_vma_mapped_walk_restart(pvmw)
                     continue
@@ -144,7 +145,7 @@ class V6_15(V6_14):
             self.ttu_flush_pte(flags, nr_pages)                       # range flush (2/4)
             self.ttu_harvest_dirty(folio, pteval)
             if nr_pages > 1:
-                self.event("ttu_batch", folio)
+                self.event("ttu_batch" if nr_pages == folio.nr else "ttu_batch_partial", folio)
             if folio.anon and not folio.swapbacked:
                 yield
                 ref_count = folio.ref
@@ -184,7 +185,7 @@ class V6_15(V6_14):
     def discard_put(self, folio, nr_pages: int) -> None:
         """folio_ref_sub(folio, nr_pages - 1); folio_put(folio)."""
         if nr_pages > 1:
-            folio.ref -= nr_pages - 1
+            folio_ref_sub(folio, nr_pages - 1)
         self.folio_put(folio)
 
 

@@ -1,0 +1,220 @@
+"""The differential runner: one program, two kernel versions, classified differences.
+
+Both runs are compared field by field (behaviour only, never cost).  When
+they differ, both are re-run with a per-operation trace to find, for every
+differing field, the first operation after which the runs disagreed on it;
+the earliest of those is where the runs parted, and the divergence is
+classified there (see :mod:`engine.rules`).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.kernels import resolve_engine
+from engine.oracle import Verdict
+from engine.outcome import Outcome
+from engine.program import Program
+from engine.rules import Rule, explain
+from engine.run import ENTRY_POINT, run
+
+
+class Kind(str, enum.Enum):
+    """What kind of difference a divergence is."""
+
+    DATA_LOSS = "data_loss"
+    CRASH = "crash"
+    INVARIANT = "invariant"
+    LEAK = "leak"
+    HANG = "hang"
+    STATE = "state"
+
+
+class Classification(str, enum.Enum):
+    INTENDED = "intended"
+    UNEXPECTED = "unexpected"
+
+
+_KIND_OF_VERDICT = {Verdict.DATA_LOSS: Kind.DATA_LOSS, Verdict.CRASH: Kind.CRASH,
+                    Verdict.INVARIANT: Kind.INVARIANT, Verdict.LEAK: Kind.LEAK,
+                    Verdict.HANG: Kind.HANG}
+
+
+@dataclass
+class FieldDiff:
+    """One field on which the runs disagree, and the first op after which they did."""
+
+    field: str
+    a: Any
+    b: Any
+    first_op: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"field": self.field, "a": self.a, "b": self.b, "first_op": self.first_op}
+
+
+@dataclass
+class Divergence:
+    kind: Kind
+    classification: Classification
+    field: str
+    function: str | None
+    first_op: int | None
+    signature: str
+    rules: list[Rule] = field(default_factory=list)
+    fields: list[FieldDiff] = field(default_factory=list)
+    detail: str = ""
+
+    @property
+    def signature_id(self) -> str:
+        return hashlib.sha1(self.signature.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind.value, "classification": self.classification.value,
+                "field": self.field, "function": self.function, "first_op": self.first_op,
+                "signature": self.signature, "signature_id": self.signature_id,
+                "rules": [{"name": r.name, "patch": r.patch} for r in self.rules],
+                "detail": self.detail, "fields": [f.to_dict() for f in self.fields]}
+
+
+@dataclass
+class Report:
+    """The result of running one program on two engines."""
+
+    program: Program
+    a: Outcome
+    b: Outcome
+    divergences: list[Divergence]
+
+    @property
+    def equal(self) -> bool:
+        return not self.divergences
+
+    @property
+    def unexpected(self) -> list[Divergence]:
+        return [d for d in self.divergences if d.classification is Classification.UNEXPECTED]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"engines": [self.a.engine, self.b.engine], "equal": self.equal,
+                "unexpected": bool(self.unexpected),
+                "divergences": [d.to_dict() for d in self.divergences],
+                "outcomes": [self.a.to_dict(), self.b.to_dict()]}
+
+
+_HEX = re.compile(r"0x[0-9a-f]+")
+_FOLIO = re.compile(r"\bf\d+\b")
+_IDX = re.compile(r"\[\d+\]")
+_MM = re.compile(r"\bmm\d+")
+
+
+def normalize_field(name: str) -> str:
+    """A field name without addresses, folio names or indices (mTHP orders stay)."""
+    if name.startswith("mthp."):
+        return name
+    name = _HEX.sub("", name)
+    name = _FOLIO.sub("", name).replace("..", ".")
+    name = _IDX.sub("", name)
+    name = _MM.sub("mm", name)
+    return name.replace("[]", "").strip(".")
+
+
+_PRIORITY = ("verdict", "crash", "counter.", "mthp.", "folio.flags", "folio.", "mm.pte",
+             "mm.pmd", "mm.", "result")
+
+
+def _main_field(fields: list[str]) -> str:
+    norm = sorted({normalize_field(f) for f in fields})
+    for prefix in _PRIORITY:
+        for f in norm:
+            if f.startswith(prefix):
+                return f
+    return norm[0] if norm else "-"
+
+
+def _first_ops(ta: list[dict], tb: list[dict], fields: set[str]) -> dict[str, int]:
+    """For each field, the first op whose completion left the runs disagreeing on it."""
+    sb = {e["op"]: e for e in tb}
+    first: dict[str, int] = {}
+    for entry in ta:
+        op = entry["op"]
+        other = sb.get(op)
+        if other is None:
+            continue
+        st_a, st_b = entry["state"], other["state"]
+        ra, rb = entry["results"], other["results"]
+        for f in fields:
+            if f in first:
+                continue
+            if f.startswith("result["):
+                i = int(f[7:-1])
+                if i <= op and ra[i] != rb[i]:
+                    first[f] = op
+            elif st_a.get(f) != st_b.get(f):
+                first[f] = op
+    return first
+
+
+def differential(program: Program, engine_a: str, engine_b: str) -> Report:
+    """Run ``program`` on two engines and classify every difference."""
+    ea, eb = resolve_engine(engine_a), resolve_engine(engine_b)
+    a, b = run(program, ea), run(program, eb)
+    ca, cb = a.comparable(), b.comparable()
+    differing = sorted(f for f in set(ca) | set(cb) if ca.get(f) != cb.get(f))
+    if not differing:
+        return Report(program, a, b, [])
+    ta_out, tb_out = run(program, ea, trace=True), run(program, eb, trace=True)
+    first = _first_ops(ta_out.trace or [], tb_out.trace or [], set(differing))
+    diffs = [FieldDiff(f, ca.get(f), cb.get(f), first.get(f)) for f in differing]
+    parted = _parting_op(ta_out.trace or [], tb_out.trace or [])
+    return Report(program, a, b, [_classify(program, a, b, diffs, parted)])
+
+
+def _parting_op(ta: list[dict], tb: list[dict]) -> int | None:
+    """The first op after which the two runs' states or results differ at all."""
+    sb = {e["op"]: e for e in tb}
+    for entry in ta:
+        other = sb.get(entry["op"])
+        if other is None or entry["state"] != other["state"] or entry["results"] != other["results"]:
+            return entry["op"]
+    return None
+
+
+def _op_events(o: Outcome, op: int | None) -> frozenset[str]:
+    return frozenset(name for i, name in o.events if i == op)
+
+
+def _classify(program: Program, a: Outcome, b: Outcome, diffs: list[FieldDiff],
+              parted: int | None) -> Divergence:
+    pair = f"{a.engine}..{b.engine}"
+    # A run that broke an oracle or crashed: never intended.
+    for o in (a, b):
+        if o.verdict is not Verdict.OK and (o.verdict != (b if o is a else a).verdict
+                                            or o.crash.field != (b if o is a else a).crash.field):
+            kind = _KIND_OF_VERDICT[o.verdict]
+            c = o.crash
+            fld = normalize_field(c.field)
+            sig = f"{pair}|{kind.value}|{fld}|{c.function}"
+            if kind is Kind.CRASH:
+                frames = [s.split(" ")[0] for s in c.stack[:3]]
+                sig += "|" + "<".join(frames)
+            return Divergence(kind, Classification.UNEXPECTED, fld, c.function, c.op_index, sig,
+                              fields=diffs, detail=f"{o.engine}: {c.message}")
+    if parted is None:
+        known = [d.first_op for d in diffs if d.first_op is not None]
+        parted = min(known) if known else None
+    at_parting = [d.field for d in diffs if d.first_op == parted] or [d.field for d in diffs]
+    main = _main_field(at_parting)
+    op_kind = program.ops[parted].op if parted is not None else None
+    function = ENTRY_POINT.get(op_kind) if op_kind else None
+    rules = explain(a.engine, b.engine, _op_events(a, parted), _op_events(b, parted), op_kind or "")
+    cls = Classification.INTENDED if rules else Classification.UNEXPECTED
+    sig = f"{pair}|{Kind.STATE.value}|{main}|{function}"
+    if rules:
+        sig += "|" + ",".join(r.name for r in rules)
+    return Divergence(Kind.STATE, cls, main, function, parted, sig, rules=rules, fields=diffs,
+                      detail=f"runs parted after op {parted} ({op_kind})" if parted is not None
+                      else "runs parted")

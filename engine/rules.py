@@ -1,0 +1,106 @@
+"""Intended divergences: one rule per kernel change, each naming its patch.
+
+A divergence is classified at the first operation where the two runs
+parted: it is intended when a rule for the pair of versions recognises, in
+what each kernel did during that operation (its events), the change the
+patch made.  Later differences are consequences of that first one.  A data
+loss, crash, broken invariant, leak or hang is never intended.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from engine.kernels import ORDER, resolve_engine
+
+Events = frozenset[str]
+
+_LAZYFREE_PER_PTE = frozenset({"ttu_lazyfree_discard", "ttu_lazyfree_abort_dirty",
+                               "ttu_lazyfree_abort_ref", "ttu_lazyfree_abort_ref_swapbacked",
+                               "deferred_split_partially_mapped"})
+
+
+@dataclass(frozen=True)
+class Rule:
+    """An intended difference between ``older`` and the next version ``newer``."""
+
+    name: str
+    older: str
+    newer: str
+    patch: str
+    explains: Callable[[Events, Events, str], bool]
+    description: str
+
+    def matches(self, old: Events, new: Events, op_kind: str) -> bool:
+        return self.explains(old, new, op_kind)
+
+
+RULES: list[Rule] = [
+    # -- v5.17 -> v5.18 -------------------------------------------------------
+    Rule("refcount-check-before-lazyfree-discard", "v5.17", "v5.18",
+         "6c8e2a256915 mm: fix race between MADV_FREE reclaim and blkdev direct IO read",
+         lambda o, n, k: "ttu_lazyfree_discard" in o and "ttu_lazyfree_abort_ref_swapbacked" in n,
+         "a clean lazyfree folio with an extra reference is kept (and made swapbacked), "
+         "not discarded"),
+    # -- v5.18 -> v6.14 -------------------------------------------------------
+    Rule("anon-mthp-faults", "v5.18", "v6.14",
+         "19eaf44954df mm: thp: support allocation of anonymous multi-size THP",
+         lambda o, n, k: "alloc_mthp" in n and "alloc_mthp" not in o,
+         "an order-4 VMA faults in 64 KiB mTHPs instead of small folios"),
+    Rule("map-droppable", "v5.18", "v6.14",
+         "9651fcedf7b9 mm: add MAP_DROPPABLE for designating always-droppable mappings",
+         lambda o, n, k: "mmap_droppable" in n,
+         "MAP_DROPPABLE is accepted"),
+    Rule("lazyfree-thp-not-split-in-reclaim", "v5.18", "v6.14",
+         "735ecdfaf4e8 mm/vmscan: avoid split lazyfree THP during shrink_folio_list()",
+         lambda o, n, k: "reclaim_split_lazyfree" in o or (
+             "ttu_split_huge_pmd" in o and "discard_lazyfree_pmd" in n),
+         "a lazyfree THP is unmapped (or discarded under the PMD lock) without a split"),
+    Rule("underused-thp-queued", "v5.18", "v6.14",
+         "dafff3f4c850 mm: split underused THPs",
+         lambda o, n, k: "deferred_split_underused" in n,
+         "a new PMD THP is queued for deferred split as a possible underused THP"),
+    Rule("deferred-split-partially-mapped", "v5.18", "v6.14",
+         "mm: introduce a pageflag for partially mapped folios (Usama Arif, v6.12; mainline id not verified)",
+         lambda o, n, k: k == "deferred_split_scan" or (
+             "deferred_split_partially_mapped" in o) != ("deferred_split_partially_mapped" in n),
+         "only partially mapped folios are queued (once) and split by the shrinker"),
+    # -- v6.14 -> v6.15: Barry Song's series ------------------------------------
+    Rule("swapbacked-only-if-dirty", "v6.14", "v6.15",
+         "faeb2831b517 mm: set folio swapbacked iff folios are dirty in try_to_unmap_one (1/4)",
+         lambda o, n, k: "ttu_lazyfree_abort_ref_swapbacked" in o
+         and "ttu_lazyfree_abort_ref_swapbacked" not in n,
+         "a clean lazyfree folio with an extra reference stays lazyfree"),
+    Rule("batched-lazyfree-unmap", "v6.14", "v6.15",
+         "354dffd29575 mm: support batched unmap for lazyfree large folios during reclamation (3/4)",
+         lambda o, n, k: "ttu_batch" in n and bool(o & _LAZYFREE_PER_PTE),
+         "a fully mapped lazyfree large folio is unmapped in one batch: no deferred split, "
+         "no partial discard of a redirtied folio, PTE bits merged on restore"),
+    Rule("no-pmd-split-for-lazyfree", "v6.14", "v6.15",
+         "2f9b43d617e2 mm: avoid splitting pmd for lazyfree pmd-mapped THP in try_to_unmap (4/4)",
+         lambda o, n, k: "ttu_split_huge_pmd" in o and bool(
+             n & {"pmd_lazyfree_abort_dirty", "pmd_lazyfree_abort_ref", "discard_lazyfree_pmd"}),
+         "a lazyfree PMD-mapped THP is never split by try_to_unmap_one"),
+    # -- v6.15 -> v6.16 ----------------------------------------------------------
+    Rule("bounded-partial-batches", "v6.15", "v6.16",
+         "ddd05742b45b mm/rmap: fix potential out-of-bounds page table access during batched unmap",
+         lambda o, n, k: "ttu_batch_partial" in n,
+         "batches are bounded by the page table and the VMA and may be partial"),
+]
+
+
+def rules_between(a: str, b: str) -> list[Rule]:
+    """The rules of every adjacent pair on the way from version ``a`` to ``b``."""
+    a, b = resolve_engine(a), resolve_engine(b)
+    lo, hi = sorted((ORDER.index(a), ORDER.index(b)))
+    span = set(ORDER[lo:hi + 1])
+    return [r for r in RULES if r.older in span and r.newer in span]
+
+
+def explain(a: str, b: str, events_a: Events, events_b: Events, op_kind: str) -> list[Rule]:
+    """Rules that explain a parting with these events (``a``, ``b`` in any order)."""
+    a, b = resolve_engine(a), resolve_engine(b)
+    if ORDER.index(a) > ORDER.index(b):
+        a, b, events_a, events_b = b, a, events_b, events_a
+    return [r for r in rules_between(a, b) if r.matches(events_a, events_b, op_kind)]
