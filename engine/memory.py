@@ -84,7 +84,7 @@ class MemoryMixin:
                 vma = mm.find_vma(a)
                 if vma is None or (write and not vma.writable):
                     return -errno.EFAULT
-                done = self.hw_access(mm, a, value, out)
+                done = self.hw_access(mm, a, value, out, self.HAS_DROPPABLE and vma.droppable)
                 if done:
                     break
                 ret = yield from self.handle_mm_fault(vma, a, write)
@@ -92,7 +92,8 @@ class MemoryMixin:
                     return ret
         return out if not write else 0
 
-    def hw_access(self, mm: MmStruct, a: int, value: int | None, out: list) -> bool:
+    def hw_access(self, mm: MmStruct, a: int, value: int | None, out: list,
+                  droppable: bool = False) -> bool:
         """One access through the MMU.  Return: False if it must fault."""
         pmd_idx = a >> PMD_SHIFT
         word = mm.pmd_huge.get(pmd_idx)
@@ -105,7 +106,7 @@ class MemoryMixin:
             if value is not None:
                 word = pte_mkdirty(word)
                 folio.data[page] = value
-                self.oracle.on_write(mm.id, a, value)
+                self.oracle.on_write(mm.id, a, value, droppable)
             else:
                 self.oracle.on_read(mm.id, a, folio.data[page])
                 out.append(folio.data[page])
@@ -125,7 +126,7 @@ class MemoryMixin:
             folio = self.pfn_folio(pfn)
             folio.data[pfn - folio.pfn] = value
             pt.entries[idx] = pte | 0x60       # hardware sets _PAGE_DIRTY | _PAGE_ACCESSED
-            self.oracle.on_write(mm.id, a, value)
+            self.oracle.on_write(mm.id, a, value, droppable)
             return True
         if pfn == ZERO_PFN:
             v = 0

@@ -57,6 +57,7 @@ class Oracle:
         self.epoch: dict[tuple[int, int], int] = {}
         self.pinned: dict[str, list[tuple[int, int, int]]] = {}
         self._pt_cache: dict[int, tuple[bytes, Counter, int]] = {}
+        self._last_seen: tuple | None = None
 
     # -- user-visible events -----------------------------------------------
     def on_map(self, mm: int, start: int, end: int) -> None:
@@ -101,8 +102,9 @@ class Oracle:
                 for vpn in range(vma.vm_start >> PAGE_SHIFT, vma.vm_end >> PAGE_SHIFT):
                     self.expect[(child, vpn)] = (0, False)
 
-    def on_write(self, mm: int, addr: int, value: int) -> None:
-        self.expect[(mm, addr >> PAGE_SHIFT)] = (value, False)
+    def on_write(self, mm: int, addr: int, value: int, droppable: bool = False) -> None:
+        """A CPU store.  A VM_DROPPABLE page may be dropped at any time: zero stays allowed."""
+        self.expect[(mm, addr >> PAGE_SHIFT)] = (value, droppable)
 
     def on_madv_free(self, mm: int, start: int, end: int) -> None:
         for vpn in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
@@ -143,8 +145,14 @@ class Oracle:
 
     # -- invariants -----------------------------------------------------------
     def check_step(self) -> None:
+        """After every scheduling step: the refcount and flag invariants."""
         if self.per_step:
             self.check_folios()
+
+    def check_op(self) -> None:
+        """After every completed operation: also the page-table invariants (a full
+        table scan is too dear for every step; a broken mapcount outlives the step)."""
+        if self.per_step:
             self.check_page_tables()
 
     def check_folios(self) -> None:
@@ -183,8 +191,27 @@ class Oracle:
         self._pt_cache[id(pt)] = (raw, counts, anon)
         return counts, anon
 
+    def _fingerprint(self) -> tuple:
+        """Everything check_page_tables() reads: when it is unchanged since the
+        last clean check, the check cannot fail now."""
+        k = self.k
+        parts: list = [k.cost["rmap_updates"], len(k.folios)]
+        for mm in k.mms.values():
+            parts.append(mm.rss[MM_ANONPAGES])
+            parts.extend(pt.entries.tobytes() for pt in mm.pte_tables.values())
+            parts.append(tuple(mm.pmd_huge.items()))
+        return tuple(parts)
+
     def check_page_tables(self) -> None:
         """Mapcounts against page tables, MM_ANONPAGES against present anon PTEs."""
+        fp = self._fingerprint()
+        if fp == self._last_seen:
+            return
+        if self._check_page_tables():
+            self._last_seen = fp
+
+    def _check_page_tables(self) -> bool:
+        """Return: False when some PTL was held and part of the check was skipped."""
         k = self.k
         per_pfn: Counter = Counter()
         pmd_maps: Counter = Counter()
@@ -211,7 +238,7 @@ class Oracle:
                                 f"mm{mm.id} MM_ANONPAGES {mm.rss[MM_ANONPAGES]} but {anon} "
                                 f"present anon pages mapped")
         if busy:
-            return
+            return False
         for folio in k.folios.values():
             mc = folio.mapcount
             base = folio.pfn
@@ -224,6 +251,7 @@ class Oracle:
                 raise Violation(Verdict.INVARIANT, "folio.entire_mapcount",
                                 f"folio pfn {base:#x}: entire mapcount {folio.entire_mapcount} "
                                 f"but {pmd_maps.get(base, 0)} PMDs map it")
+        return True
 
     def check_end(self) -> None:
         """After every thread finished: invariants, no stray references, no lost data."""

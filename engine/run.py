@@ -171,6 +171,7 @@ class Runner:
                     self.results[idx] = stop.value
                     t.gen = None
                     t.cursor += 1
+                    self.oracle.check_op()
                     if trace is not None:
                         trace.append({"op": idx, "state": observe(k),
                                       "results": list(self.results)})

@@ -1,0 +1,95 @@
+"""Benchmarks of the engine: commands that print measurements, never timed tests.
+
+Programs are built by a seeded generator (a local ``random.Random``, never
+the global one) so that every run of the benchmark measures the same work.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from typing import Any
+
+from engine.diff import differential
+from engine.program import PAGE_SIZE, Program, parse_program
+from engine.run import run
+
+_A = 0x200000
+
+
+def typical_program(rng: random.Random, max_ops: int = 32) -> Program:
+    """A program like the fuzzers make: one or two 16-page mTHP regions, user
+    stores and loads, MADV_FREE, pins and DMA, reclaim and the shrinker."""
+    regions = [(_A + i * 0x200000, 16 * rng.randint(1, 2)) for i in range(rng.randint(1, 2))]
+    ops: list[dict[str, Any]] = [dict(thread="T0", op="mmap", addr=a, pages=n, order=4)
+                                 for a, n in regions]
+    pins = 0
+    while len(ops) < rng.randint(8, max_ops):
+        a, n = rng.choice(regions)
+        page = rng.randrange(n)
+        addr = a + page * PAGE_SIZE
+        span = rng.randint(1, n - page)
+        kind = rng.random()
+        if kind < 0.25:
+            ops.append(dict(thread="T0", op="write", addr=addr, pages=span, value=rng.randint(1, 9)))
+        elif kind < 0.40:
+            ops.append(dict(thread="T0", op="madvise", addr=a, pages=n, advice="MADV_FREE"))
+        elif kind < 0.50:
+            ops.append(dict(thread="T0", op="read", addr=addr, pages=span))
+        elif kind < 0.60:
+            ops.append(dict(thread="R", op="reclaim"))
+        elif kind < 0.68:
+            ops.append(dict(thread="T0", op="madvise", addr=a, pages=n, advice="MADV_PAGEOUT"))
+        elif kind < 0.76:
+            ops.append(dict(thread="S", op="deferred_split_scan"))
+        elif kind < 0.88 and pins < 2:
+            name = f"p{pins}"
+            pins += 1
+            ops.append(dict(thread="T0", op="pin", addr=addr, pages=1, pin=name))
+            ops.append(dict(thread="D", op="dma_write", pin=name, value=rng.randint(10, 99)))
+            if rng.random() < 0.7:
+                ops.append(dict(thread="T0", op="unpin", pin=name, dirty=rng.random() < 0.8))
+        else:
+            ops.append(dict(thread="T0", op="lru_add_drain"))
+    ops = ops[:max_ops]
+    names = {o.get("pin") for o in ops if o["op"] == "pin"}
+    ops = [o for o in ops if o["op"] not in ("dma_write", "unpin") or o["pin"] in names]
+    schedule = sorted({rng.randrange(60) for _ in range(rng.randint(0, 3))})
+    threads = ["T0", "R", "S", "D"]
+    return parse_program({
+        "version": 1,
+        "threads": [{"name": "T0", "mm": 0}, {"name": "R", "kind": "kthread"},
+                    {"name": "S", "kind": "kthread"}, {"name": "D", "kind": "device"}],
+        "ops": ops,
+        "schedule": [[s, rng.choice(threads)] for s in schedule]})
+
+
+def bench_differential(a: str, b: str, programs: int = 200, repeat: int = 5,
+                       seed: int = 1) -> dict[str, Any]:
+    """Median differential executions per second over ``repeat`` passes."""
+    rng = random.Random(seed)
+    progs = [typical_program(rng) for _ in range(programs)]
+    diff_rates, single_rates = [], []
+    diverging = 0
+    for r in range(repeat):
+        t0 = time.perf_counter()
+        for p in progs:
+            rep = differential(p, a, b)
+            if r == 0 and not rep.equal:
+                diverging += 1
+        diff_rates.append(programs / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        for p in progs:
+            run(p, a)
+        single_rates.append(programs / (time.perf_counter() - t0))
+    ops = sum(len(p.ops) for p in progs) / programs
+    return {
+        "programs": programs,
+        "mean_ops_per_program": round(ops, 1),
+        "diverging_programs": diverging,
+        "differential_exec_per_s_median": statistics.median(diff_rates),
+        "differential_exec_per_s_min": min(diff_rates),
+        "differential_exec_per_s_max": max(diff_rates),
+        f"single_run_{a}_per_s_median": statistics.median(single_rates),
+    }

@@ -1,0 +1,166 @@
+"""The ``foliodiff`` command: a thin edge over the engine.
+
+Exit codes of ``run``: 0 equal or intended only, 1 an unexpected
+divergence, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from engine.errors import FoliodiffError
+from engine.kernels import ALIASES, KERNELS, ORDER, resolve_engine
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Differential fuzzing of Linux lazyfree reclaim models.")
+console = Console()
+err = Console(stderr=True)
+
+EXIT_OK, EXIT_UNEXPECTED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _engines(spec: str) -> list[str]:
+    names = [s.strip() for s in spec.split(",") if s.strip()]
+    if not 1 <= len(names) <= 2:
+        raise typer.BadParameter(f"give one or two engines, got {spec!r}", param_hint="--engines")
+    return [resolve_engine(n) for n in names]
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _outcome_table(outcomes) -> Table:
+    from engine.outcome import COUNTERS
+    t = Table(title="outcomes", show_lines=False)
+    t.add_column("field")
+    for o in outcomes:
+        t.add_column(o.engine)
+    rows = [("verdict", [o.verdict.value for o in outcomes])]
+    rows.append(("crash", [(o.crash.message[:70] if o.crash else "") for o in outcomes]))
+    for c in COUNTERS:
+        rows.append((c, [str(o.state.get(f"counter.{c}", "")) for o in outcomes]))
+    keys = sorted({k for o in outcomes for k in o.state
+                   if k.startswith("mthp.") or k.endswith(".flags") or k == "deferred_split_queue"})
+    for k in keys:
+        rows.append((k, [str(o.state.get(k, "")) for o in outcomes]))
+    for f, vals in rows:
+        if any(v not in ("", "0") for v in vals):
+            style = "bold yellow" if len(set(vals)) > 1 else None
+            t.add_row(f, *vals, style=style)
+    return t
+
+
+@app.command()
+def run(
+    program: Annotated[str, typer.Argument(help="program JSON file (or a corpus file)")],
+    engines: Annotated[str, typer.Option(help="one engine, or two to compare")] = "v6.14,v6.15",
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Run a program on one engine, or on two and classify the divergences."""
+    from engine.corpus import load_any
+    from engine.diff import differential
+    from engine.run import run as run_one
+    try:
+        names = _engines(engines)
+        prog = load_any(program)
+    except (FoliodiffError, typer.BadParameter) as exc:
+        _fail(str(exc))
+    if len(names) == 1:
+        outcome = run_one(prog, names[0])
+        if as_json:
+            print(json.dumps(outcome.to_dict(), default=str))
+        else:
+            console.print(_outcome_table([outcome]))
+        raise typer.Exit(EXIT_OK)
+    report = differential(prog, names[0], names[1])
+    if as_json:
+        print(json.dumps(report.to_dict(), default=str))
+    else:
+        console.print(_outcome_table([report.a, report.b]))
+        if report.equal:
+            console.print("[green]equal[/]: no divergence")
+        for d in report.divergences:
+            color = "green" if d.classification.value == "intended" else "bold red"
+            console.print(f"[{color}]{d.classification.value}[/] {d.kind.value} divergence "
+                          f"at op {d.first_op}: {d.detail}")
+            console.print(f"  signature {d.signature_id}: {d.signature}", highlight=False)
+            for r in d.rules:
+                console.print(f"  rule [cyan]{r.name}[/]: {r.patch}", highlight=False)
+            t = Table(show_header=True)
+            for col in ("field", report.a.engine, report.b.engine, "first op"):
+                t.add_column(col)
+            for f in d.fields[:40]:
+                t.add_row(f.field, str(f.a), str(f.b), str(f.first_op))
+            if len(d.fields) > 40:
+                t.add_row(f"... {len(d.fields) - 40} more", "", "", "")
+            console.print(t)
+    raise typer.Exit(EXIT_UNEXPECTED if report.unexpected else EXIT_OK)
+
+
+@app.command()
+def engines() -> None:
+    """List the kernel versions the model implements."""
+    t = Table(title="engines")
+    t.add_column("id")
+    t.add_column("aliases")
+    t.add_column("what it models")
+    for name in ORDER:
+        k = KERNELS[name]
+        aliases = ",".join(a for a, v in ALIASES.items() if v == name)
+        t.add_row(name, aliases, (sys.modules[k.__module__].__doc__ or "").strip().splitlines()[0])
+    console.print(t)
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of the program format."""
+    from engine.program import program_json_schema
+    print(json.dumps(program_json_schema(), indent=2, sort_keys=True))
+
+
+@app.command()
+def bench(
+    engines: Annotated[str, typer.Option(help="engine pair")] = "v6.14,v6.15",
+    programs: Annotated[int, typer.Option(help="distinct programs")] = 200,
+    repeat: Annotated[int, typer.Option(help="timed repetitions (the median is reported)")] = 5,
+    seed: Annotated[int, typer.Option(help="seed of the program generator")] = 1,
+    out: Annotated[Optional[str], typer.Option(help="write the figures as JSON here")] = None,
+) -> None:
+    """Differential executions per second on typical programs, one core."""
+    from engine.bench import bench_differential
+    try:
+        names = _engines(engines)
+    except (FoliodiffError, typer.BadParameter) as exc:
+        _fail(str(exc))
+    if len(names) != 2:
+        _fail("--engines: bench compares two engines")
+    res = bench_differential(names[0], names[1], programs=programs, repeat=repeat, seed=seed)
+    t = Table(title=f"differential executions, {names[0]} vs {names[1]}")
+    for col in ("measure", "value"):
+        t.add_column(col)
+    for k, v in res.items():
+        t.add_row(k, f"{v:,.1f}" if isinstance(v, float) else str(v))
+    console.print(t)
+    if out:
+        with open(out, "w") as fh:
+            json.dump(res, fh, indent=2)
+
+
+def main() -> None:
+    try:
+        app()
+    except FoliodiffError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(EXIT_BAD_INPUT)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Corpus files: a named program with its expected outcome per kernel version.
+
+A corpus file is JSON::
+
+    {"name": ..., "scenario": "H2", "description": ...,
+     "program": {...},
+     "expect": {"v6.14": {"verdict": "ok", "counter.nr_lazyfree_fail": 16, ...}, ...},
+     "divergences": {"v6.14..v6.15": {"classification": "intended",
+                                      "kind": "state", "rules": ["swapbacked-only-if-dirty"]}}}
+
+``expect`` lists, per engine, fields of the outcome (see
+:meth:`engine.outcome.Outcome.comparable`) with their exact values; fields not
+listed are not checked.  ``divergences`` lists engine pairs and what the
+differential runner must say of them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from engine.errors import ProgramError
+from engine.program import Program, load_program, parse_program
+
+
+def load_any(path: str) -> Program:
+    """A program from a program file or from a corpus file."""
+    try:
+        with open(path, "rb") as fh:
+            data = json.load(fh)
+    except OSError as exc:
+        raise ProgramError("path", path, exc.strerror or "cannot read") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ProgramError("program", str(exc)[:80], f"{path} is not valid JSON") from None
+    if isinstance(data, dict) and "program" in data:
+        return parse_program(data["program"])
+    return parse_program(data)
+
+
+def load_entry(path: str) -> dict[str, Any]:
+    with open(path, "rb") as fh:
+        entry = json.load(fh)
+    for key in ("name", "program", "expect"):
+        if key not in entry:
+            raise ProgramError(key, None, f"corpus file {path} lacks it")
+    entry["program"] = parse_program(entry["program"])
+    return entry
+
+
+def _norm(v: Any) -> Any:
+    if isinstance(v, tuple):
+        return [_norm(x) for x in v]
+    if isinstance(v, list):
+        return [_norm(x) for x in v]
+    return v
+
+
+def check_entry(entry: dict[str, Any]) -> list[str]:
+    """Replay one corpus entry.  Return: one line per mismatch (empty when it passes)."""
+    from engine.diff import differential
+    from engine.run import run
+    problems = []
+    program: Program = entry["program"]
+    for engine, fields in entry["expect"].items():
+        got = run(program, engine).comparable()
+        for f, want in fields.items():
+            have = _norm(got.get(f))
+            if have != _norm(want):
+                problems.append(f"{entry['name']} on {engine}: {f} is {have!r}, expected {want!r}")
+    for pair, want in entry.get("divergences", {}).items():
+        a, b = pair.split("..")
+        report = differential(program, a, b)
+        if want.get("classification") == "equal":
+            if not report.equal:
+                problems.append(f"{entry['name']} {pair}: expected equal, got "
+                                f"{[d.signature for d in report.divergences]}")
+            continue
+        if report.equal:
+            problems.append(f"{entry['name']} {pair}: expected a divergence, runs are equal")
+            continue
+        d = report.divergences[0]
+        if "classification" in want and d.classification.value != want["classification"]:
+            problems.append(f"{entry['name']} {pair}: classified {d.classification.value}, "
+                            f"expected {want['classification']} ({d.signature})")
+        if "kind" in want and d.kind.value != want["kind"]:
+            problems.append(f"{entry['name']} {pair}: kind {d.kind.value}, expected {want['kind']}")
+        names = {r.name for r in d.rules}
+        for r in want.get("rules", []):
+            if r not in names:
+                problems.append(f"{entry['name']} {pair}: rule {r} did not match ({sorted(names)})")
+    return problems

@@ -1,0 +1,300 @@
+"""Write corpus/*.json: the scenarios of kernel-semantics.md section H and more.
+
+Expectations are written here by hand from the kernel behaviour each
+scenario documents (section H of ../shared/kernel-semantics.md, section J
+for what real kernels showed), never copied from a model run.  Run:
+``python tools/make_corpus.py`` then ``pytest tests/corpus``.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+A = 0x200000            # 2 MiB aligned
+P = 4096
+TH = [{"name": "T0", "kind": "task", "mm": 0}, {"name": "R", "kind": "kthread", "mm": None},
+      {"name": "S", "kind": "kthread", "mm": None}, {"name": "D", "kind": "device", "mm": None}]
+ALL = ("v5.17", "v5.18", "v6.14", "v6.15", "v6.16")
+OUT = pathlib.Path(__file__).resolve().parent.parent / "corpus"
+
+
+def op(thread, kind, **kw):
+    return {"thread": thread, "op": kind, **kw}
+
+
+def mthp16(value=7):
+    return [op("T0", "mmap", addr=A, pages=16, order=4),
+            op("T0", "write", addr=A, pages=16, value=value),
+            op("T0", "madvise", addr=A, pages=16, advice="MADV_FREE")]
+
+
+def thp(value=7, droppable=False):
+    return [op("T0", "mmap", addr=A, pages=512, order=9, droppable=droppable),
+            op("T0", "write", addr=A, pages=512, value=value),
+            op("T0", "madvise", addr=A, pages=512, advice="MADV_FREE")]
+
+
+PAGEOUT16 = op("T0", "madvise", addr=A, pages=16, advice="MADV_PAGEOUT")
+PAGEOUT512 = op("T0", "madvise", addr=A, pages=512, advice="MADV_PAGEOUT")
+
+
+def each(versions, **fields):
+    return {v: dict(fields) for v in versions}
+
+
+def merge(*dicts):
+    out: dict = {}
+    for d in dicts:
+        for k, v in d.items():
+            out.setdefault(k, {}).update(v)
+    return out
+
+
+SCENARIOS = []
+
+
+def scenario(name, sid, description, ops, expect, divergences=None, schedule=()):
+    SCENARIOS.append({"name": name, "scenario": sid, "description": description,
+                      "program": {"version": 1, "threads": TH, "ops": ops,
+                                  "schedule": [list(s) for s in schedule]},
+                      "expect": expect, "divergences": divergences or {}})
+
+
+# H1: a clean fully mapped lazyfree mTHP, no other reference.
+scenario("h1-clean-mthp-reclaim", "H1",
+         "Clean 16-page lazyfree mTHP reclaimed: v6.14 unmaps it PTE by PTE and queues a "
+         "deferred split (split_deferred +1); v6.15 unmaps it in one batch (+0). Both free it.",
+         mthp16() + [PAGEOUT16, op("T0", "read", addr=A, pages=16)],
+         merge(each(ALL, **{"verdict": "ok", "counter.PGLAZYFREED": 16, "result[4]": [0] * 16,
+                            "mm0.MM_ANONPAGES": 0}),
+               each(("v6.14",), **{"mthp.split_deferred[4]": 1}),
+               each(("v6.15", "v6.16", "v5.17", "v5.18"), **{"mthp.split_deferred[4]": 0})),
+         {"v6.14..v6.15": {"classification": "intended", "kind": "state",
+                           "rules": ["batched-lazyfree-unmap"]},
+          "v6.15..v6.16": {"classification": "equal"}})
+
+# H2: the shrinker's speculative reference lands between two PTEs of the unmap.
+scenario("h2-shrinker-ref-between-ptes", "H2",
+         "The deferred-split shrinker takes its speculative reference after PTE0 was discarded "
+         "(v6.14 queued the folio on that discard). v6.14 then sees ref != 1 + mapcount at PTE1 and "
+         "makes the clean folio swapbacked (nr_lazyfree_fail +16); the shrinker later splits it. "
+         "v6.15 unmaps the whole folio in one batch: nothing is queued, the folio is freed.",
+         mthp16() + [PAGEOUT16, op("S", "deferred_split_scan")],
+         merge(each(ALL, verdict="ok"),
+               each(("v6.14",), **{"counter.nr_lazyfree_fail": 16, "counter.PGLAZYFREED": 0,
+                                   "mthp.split_deferred[4]": 1, "mthp.split[4]": 1}),
+               each(("v6.15", "v6.16"), **{"counter.nr_lazyfree_fail": 0, "counter.PGLAZYFREED": 16,
+                                           "mthp.split_deferred[4]": 0})),
+         {"v6.14..v6.15": {"classification": "intended", "kind": "state",
+                           "rules": ["swapbacked-only-if-dirty"]}},
+         schedule=[(20, "S"), (21, "T0")])
+
+# H3: redirtied through PTE k after MADV_FREE.
+for k in (0, 3):
+    reads = [7] * 16
+    reads[k] = 9
+    lost = [0] * k + reads[k:]
+    scenario(f"h3-redirty-pte{k}", "H3",
+             f"16-page lazyfree mTHP redirtied through PTE {k}. "
+             + ("Every version aborts at the first PTE, makes the folio swapbacked and discards "
+                "nothing; v6.15 restores all 16 PTEs with the merged dirty and young bits."
+                if k == 0 else
+                "v6.14 discards PTEs 0..k-1 (they read back as zero, allowed after MADV_FREE), "
+                "then aborts with swapbacked set and split_deferred +1; v6.15's batch sees the merged "
+                "dirty bit, restores all 16 PTEs dirty and discards nothing."),
+             mthp16() + [op("T0", "write", addr=A + k * P, value=9), PAGEOUT16,
+                         op("T0", "read", addr=A, pages=16)],
+             merge(each(ALL, verdict="ok"),
+                   each(("v6.15", "v6.16"), **{"folio.f0.flags": "anon,swapbacked,dirty,lru,active",
+                                               "mm0.pte[0x20f000]": "f0+15:dyw"}),
+                   each(("v6.14", "v6.15", "v6.16"), **{"counter.nr_lazyfree_fail": 16,
+                                                        "counter.PGLAZYFREED": 0}),
+                   each(("v6.14",), **{"result[5]": lost, "mthp.split_deferred[4]": 1 if k else 0,
+                                       "folio.f0.flags": "anon,swapbacked,dirty,lru,active"
+                                       + (",partially_mapped" if k else "")}),
+                   each(("v6.15", "v6.16"), **{"result[5]": reads, "mthp.split_deferred[4]": 0})),
+             {"v6.14..v6.15": {"classification": "intended", "rules": ["batched-lazyfree-unmap"]}})
+
+# H4: a small lazyfree folio written after MADV_FREE.
+scenario("h4-small-redirty", "H4",
+         "A small lazyfree folio written after MADV_FREE: every version restores the PTE, sets "
+         "swapbacked and aborts.",
+         [op("T0", "mmap", addr=A, pages=1), op("T0", "write", addr=A, value=7),
+          op("T0", "madvise", addr=A, pages=1, advice="MADV_FREE"), op("T0", "lru_add_drain"),
+          op("T0", "write", addr=A, value=8), op("T0", "madvise", addr=A, pages=1, advice="MADV_PAGEOUT"),
+          op("T0", "read", addr=A)],
+         each(ALL, **{"verdict": "ok", "counter.nr_lazyfree_fail": 1, "counter.PGLAZYFREED": 0,
+                      "result[6]": [8], "folio.f0.flags": "anon,swapbacked,dirty,lru,active"}),
+         {"v5.17..v6.16": {"classification": "equal"}})
+
+# H5: GUP pin + DMA on a clean small lazyfree folio, reclaim before unpin.
+scenario("h5-dma-into-lazyfree", "H5",
+         "pin_user_pages_fast(FOLL_WRITE) on a clean small lazyfree folio, reclaim before the device "
+         "writes and before unpin. v5.17 discards the PTE anyway: the device writes into an orphaned "
+         "page and the user reads zero (data loss, fixed by 6c8e2a256915). v5.18/v6.14 keep it and "
+         "make it swapbacked; v6.15 keeps it lazyfree until unpin dirties it, and the next reclaim "
+         "makes it swapbacked then.",
+         [op("T0", "mmap", addr=A, pages=1), op("T0", "write", addr=A, value=7),
+          op("T0", "madvise", addr=A, pages=1, advice="MADV_FREE"), op("T0", "lru_add_drain"),
+          op("T0", "pin", addr=A, pin="p0"), op("R", "reclaim"),
+          op("D", "dma_write", pin="p0", value=42), op("T0", "unpin", pin="p0", dirty=True),
+          op("T0", "madvise", addr=A, pages=1, advice="MADV_PAGEOUT"), op("T0", "read", addr=A)],
+         merge(each(("v5.17",), verdict="data_loss"),
+               each(("v5.18", "v6.14"), **{"verdict": "ok", "counter.nr_lazyfree_fail": 1,
+                                            "result[5]": 0, "result[9]": [42]}),
+               each(("v6.15", "v6.16"), **{"verdict": "ok", "counter.nr_lazyfree_fail": 1,
+                                            "counter.nr_unmap_fail": 2, "result[9]": [42]})),
+         {"v5.17..v5.18": {"classification": "unexpected", "kind": "data_loss"},
+          "v5.17..v6.14": {"classification": "unexpected", "kind": "data_loss"},
+          "v6.14..v6.15": {"classification": "intended", "rules": ["swapbacked-only-if-dirty"]}})
+
+# H7: VM_DROPPABLE, redirtied.
+scenario("h7-droppable-small-dirty", "H7",
+         "A dirty VM_DROPPABLE small folio is discarded by reclaim (never swapbacked) on v6.11+; "
+         "MAP_DROPPABLE does not exist before (-EINVAL).",
+         [op("T0", "mmap", addr=A, pages=1, droppable=True), op("T0", "write", addr=A, value=7),
+          op("T0", "madvise", addr=A, pages=1, advice="MADV_PAGEOUT"), op("T0", "read", addr=A)],
+         merge(each(("v6.14", "v6.15", "v6.16"), **{"verdict": "ok", "result[0]": 0, "result[3]": [0],
+                                                    "counter.nr_lazyfree_fail": 0,
+                                                    "mm0.MM_ANONPAGES": 0}),
+               each(("v5.17", "v5.18"), **{"verdict": "ok", "result[0]": -22, "result[1]": -14})),
+         {"v6.14..v6.15": {"classification": "equal"},
+          "v5.18..v6.14": {"classification": "intended", "rules": ["map-droppable"]}})
+
+scenario("h7-droppable-mthp-dirty", "H7",
+         "A dirty 16-page VM_DROPPABLE mTHP: v6.14 discards it PTE by PTE (split_deferred +1), "
+         "v6.15 in one batch (+0).",
+         [op("T0", "mmap", addr=A, pages=16, order=4, droppable=True),
+          op("T0", "write", addr=A, pages=16, value=7), PAGEOUT16,
+          op("T0", "read", addr=A, pages=16)],
+         merge(each(("v6.14", "v6.15", "v6.16"), **{"verdict": "ok", "result[3]": [0] * 16,
+                                                    "counter.nr_lazyfree_fail": 0}),
+               each(("v6.14",), **{"mthp.split_deferred[4]": 1}),
+               each(("v6.15", "v6.16"), **{"mthp.split_deferred[4]": 0})),
+         {"v6.14..v6.15": {"classification": "intended", "rules": ["batched-lazyfree-unmap"]}})
+
+# H8: PMD-mapped lazyfree THP, redirtied.
+scenario("h8-pmd-thp-redirty", "H8",
+         "A redirtied lazyfree PMD-mapped THP: v6.14 refuses the PMD discard, splits the PMD "
+         "(thp_split_pmd +1), finds PTE0 dirty and sets swapbacked; v6.15 sets swapbacked in "
+         "__discard_anon_folio_pmd_locked and leaves the PMD alone. Data is kept on both.",
+         thp() + [op("T0", "write", addr=A, value=8), PAGEOUT512, op("T0", "read", addr=A, pages=2)],
+         merge(each(("v6.14", "v6.15", "v6.16"), **{"verdict": "ok", "result[5]": [8, 7],
+                                                    "counter.PGLAZYFREED": 0}),
+               each(("v6.14",), **{"counter.THP_SPLIT_PMD": 1, "counter.nr_lazyfree_fail": 512,
+                                   "mm0.pmd[0x200000]": None}),
+               each(("v6.15", "v6.16"), **{"counter.THP_SPLIT_PMD": 0, "counter.nr_lazyfree_fail": 512,
+                                           "mm0.pmd[0x200000]": "f0:dyw"})),
+         {"v6.14..v6.15": {"classification": "intended", "rules": ["no-pmd-split-for-lazyfree"]}})
+
+# H9: PMD-mapped clean lazyfree THP with an extra reference (a GUP pin on one page).
+scenario("h9-pmd-thp-pinned", "H9",
+         "A clean lazyfree PMD-mapped THP with a GUP pin: v6.14 clears and restores the PMD, splits "
+         "it, then finds the extra reference at PTE0 and sets swapbacked; v6.15 restores the PMD and "
+         "aborts: no split, still lazyfree.",
+         thp() + [op("T0", "pin", addr=A, pin="p0"), PAGEOUT512, op("T0", "unpin", pin="p0", dirty=False)],
+         merge(each(("v6.14", "v6.15", "v6.16"), **{"verdict": "ok", "counter.PGLAZYFREED": 0}),
+               each(("v6.14",), **{"counter.THP_SPLIT_PMD": 1, "counter.nr_lazyfree_fail": 512,
+                                   "folio.f0.flags": "anon,swapbacked,lru,active"}),
+               each(("v6.15", "v6.16"), **{"counter.THP_SPLIT_PMD": 0, "counter.nr_lazyfree_fail": 0,
+                                           "folio.f0.flags": "anon,lru,active"})),
+         {"v6.14..v6.15": {"classification": "intended", "rules": ["no-pmd-split-for-lazyfree"]}})
+
+# H10: PMD-mapped clean lazyfree THP, no extra references.
+scenario("h10-pmd-thp-clean", "H10",
+         "A clean unreferenced lazyfree PMD-mapped THP is discarded whole under the PMD lock on "
+         "v6.11+ (no split, PGLAZYFREED +512). Before 735ecdfaf4e8 reclaim split it first. "
+         "(Debian's 6.12.117 build splits it too: kernel-semantics.md section J.)",
+         thp() + [PAGEOUT512, op("T0", "read", addr=A)],
+         merge(each(ALL, **{"verdict": "ok", "counter.PGLAZYFREED": 512, "result[4]": [0],
+                            "mm0.MM_ANONPAGES": 0}),
+               each(("v6.14", "v6.15", "v6.16"), **{"counter.THP_SPLIT_PMD": 0}),
+               each(("v5.17", "v5.18"), **{"counter.THP_SPLIT_PMD": 1})),
+         {"v6.14..v6.15": {"classification": "equal"}})
+
+# H11: PMD-mapped VM_DROPPABLE THP, dirty.
+scenario("h11-pmd-droppable-dirty", "H11",
+         "A dirty PMD-mapped VM_DROPPABLE THP: v6.14 refuses the dirty PMD, splits it and discards "
+         "page by page; v6.15 discards it whole.",
+         [op("T0", "mmap", addr=A, pages=512, order=9, droppable=True),
+          op("T0", "write", addr=A, pages=512, value=7), PAGEOUT512, op("T0", "read", addr=A)],
+         merge(each(("v6.14", "v6.15", "v6.16"), **{"verdict": "ok", "result[3]": [0]}),
+               each(("v6.14",), **{"counter.THP_SPLIT_PMD": 1}),
+               each(("v6.15", "v6.16"), **{"counter.THP_SPLIT_PMD": 0})),
+         {"v6.14..v6.15": {"classification": "intended", "rules": ["no-pmd-split-for-lazyfree"]}})
+
+# H12: a lazyfree mTHP moved by mremap so that it straddles two page tables.
+B = 0x40000000
+STRADDLE = B + 0x200000 - 8 * P
+scenario("h12-mremap-straddle", "H12",
+         "A lazyfree 16-page mTHP moved by mremap across a page-table boundary, then reclaimed by "
+         "kswapd: v6.15's can_batch_unmap_folio_ptes() scans past the end of the PTE table "
+         "(out-of-bounds, fixed by ddd05742b45b); v6.14 and v6.16 discard it.",
+         mthp16() + [op("T0", "mmap", addr=B, pages=1024),
+                     op("T0", "mremap", addr=A, pages=16, new_addr=STRADDLE), op("R", "reclaim")],
+         merge(each(("v6.14", "v6.16"), **{"verdict": "ok", "counter.PGLAZYFREED": 16}),
+               each(("v6.15",), **{"verdict": "crash", "crash.field": "PageTableOutOfBounds",
+                                   "crash.function": "ptep_get"})),
+         {"v6.14..v6.15": {"classification": "unexpected", "kind": "crash"},
+          "v6.15..v6.16": {"classification": "unexpected", "kind": "crash"}})
+
+# H13: MADV_FREE over part of a large folio.
+scenario("h13-partial-madv-free", "H13",
+         "MADV_FREE of pages 4-11 of a 16-page mTHP splits it (not shared, trylock succeeds) and "
+         "lazyfrees the 8 small folios in range.",
+         [op("T0", "mmap", addr=A, pages=16, order=4), op("T0", "write", addr=A, pages=16, value=7),
+          op("T0", "madvise", addr=A + 4 * P, pages=8, advice="MADV_FREE"), op("T0", "lru_add_drain")],
+         each(("v6.14", "v6.15", "v6.16"), **{"verdict": "ok", "mthp.split[4]": 1,
+                                              "counter.PGLAZYFREE": 8}),
+         {"v6.14..v6.15": {"classification": "equal"}})
+
+# H14: small folios reclaimed before the per-CPU lazyfree batch drains.
+scenario("h14-lazyfree-batch-not-drained", "H14",
+         "Small folios MADV_FREE'd sit in the per-CPU lazyfree batch: still swapbacked, off the "
+         "LRU, with the batch's reference, so kswapd cannot isolate them; after the drain it frees them.",
+         [op("T0", "mmap", addr=A, pages=4), op("T0", "write", addr=A, pages=4, value=7),
+          op("T0", "madvise", addr=A, pages=4, advice="MADV_FREE"), op("R", "reclaim"),
+          op("T0", "lru_add_drain"), op("R", "reclaim")],
+         each(ALL, **{"verdict": "ok", "result[3]": 0, "result[5]": 4, "counter.PGLAZYFREE": 4,
+                      "counter.PGLAZYFREED": 4}),
+         {"v5.17..v6.16": {"classification": "equal"}})
+
+# Real-kernel companions (issue 6 conformance list).
+scenario("fork-shared-mthp", "J",
+         "A 16-page mTHP shared with a forked child (its PTEs still dirty): the parent's MADV_FREE "
+         "cleans only the parent's PTEs; reclaim walks the child's mapping, finds it dirty, and sets "
+         "swapbacked. Nothing is lost in either process.",
+         [op("T0", "mmap", addr=A, pages=16, order=4), op("T0", "write", addr=A, pages=16, value=7),
+          op("T0", "fork", child=1), op("T0", "madvise", addr=A, pages=16, advice="MADV_FREE"),
+          op("T0", "madvise", addr=A, pages=16, advice="MADV_PAGEOUT"),
+          op("T1", "read", addr=A, pages=16)],
+         each(("v6.14", "v6.15", "v6.16"), **{"verdict": "ok", "result[5]": [7] * 16,
+                                              "counter.PGLAZYFREED": 0}),
+         {"v6.14..v6.15": {"classification": "equal"}})
+SCENARIOS[-1]["program"]["threads"] = TH + [{"name": "T1", "kind": "task", "mm": 1}]
+
+scenario("vmsplice-style-extra-ref", "J",
+         "A clean lazyfree 16-page mTHP with extra references held across reclaim (as vmsplice "
+         "or io_uring do): v6.14 makes it swapbacked and a later reclaim cannot free it; v6.15 "
+         "keeps it lazyfree and frees it once the references are gone (section J). The model has a "
+         "swap device, so v6.14's swapbacked folio is swapped out instead of staying resident.",
+         mthp16() + [op("T0", "pin", addr=A, pages=16, pin="p0"), PAGEOUT16,
+                     op("T0", "unpin", pin="p0", dirty=False), PAGEOUT16],
+         merge(each(("v6.14", "v6.15", "v6.16"), verdict="ok"),
+               each(("v6.14",), **{"counter.PGLAZYFREED": 0, "counter.nr_lazyfree_fail": 16,
+                                   "counter.PSWPOUT": 16}),
+               each(("v6.15", "v6.16"), **{"counter.PGLAZYFREED": 16, "mm0.MM_ANONPAGES": 0})),
+         {"v6.14..v6.15": {"classification": "intended", "rules": ["swapbacked-only-if-dirty"]}})
+
+
+def main() -> None:
+    OUT.mkdir(exist_ok=True)
+    for sc in SCENARIOS:
+        path = OUT / f"{sc['name']}.json"
+        path.write_text(json.dumps(sc, indent=2) + "\n")
+    print(f"wrote {len(SCENARIOS)} corpus files to {OUT}")
+
+
+if __name__ == "__main__":
+    main()
