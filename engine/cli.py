@@ -106,6 +106,36 @@ def run(
 
 
 @app.command()
+def corpus(
+    directory: Annotated[str, typer.Argument(help="folder of corpus files")] = "corpus",
+) -> None:
+    """Replay every corpus file against its expected outcome per version (regression run)."""
+    import glob
+    import os
+    from engine.corpus import check_entry, load_entry
+    paths = sorted(glob.glob(os.path.join(directory, "*.json")))
+    if not paths:
+        _fail(f"directory: no corpus files (*.json) in {directory!r}")
+    t = Table(title=f"corpus {directory}")
+    for col in ("scenario", "file", "engines", "result"):
+        t.add_column(col)
+    failed = 0
+    for path in paths:
+        try:
+            entry = load_entry(path)
+            problems = check_entry(entry)
+        except FoliodiffError as exc:
+            problems = [str(exc)]
+            entry = {"scenario": "?", "expect": {}}
+        failed += bool(problems)
+        t.add_row(entry.get("scenario", ""), os.path.basename(path), ",".join(entry["expect"]),
+                  "[green]pass[/]" if not problems else "[red]" + "; ".join(problems)[:200] + "[/]")
+    console.print(t)
+    console.print(f"{len(paths) - failed} passed, {failed} failed")
+    raise typer.Exit(EXIT_UNEXPECTED if failed else EXIT_OK)
+
+
+@app.command()
 def engines() -> None:
     """List the kernel versions the model implements."""
     t = Table(title="engines")

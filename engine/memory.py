@@ -84,7 +84,7 @@ class MemoryMixin:
                 vma = mm.find_vma(a)
                 if vma is None or (write and not vma.writable):
                     return -errno.EFAULT
-                done = self.hw_access(mm, a, value, out, self.HAS_DROPPABLE and vma.droppable)
+                done = self.hw_access(mm, a, value, out)
                 if done:
                     break
                 ret = yield from self.handle_mm_fault(vma, a, write)
@@ -92,8 +92,7 @@ class MemoryMixin:
                     return ret
         return out if not write else 0
 
-    def hw_access(self, mm: MmStruct, a: int, value: int | None, out: list,
-                  droppable: bool = False) -> bool:
+    def hw_access(self, mm: MmStruct, a: int, value: int | None, out: list) -> bool:
         """One access through the MMU.  Return: False if it must fault."""
         pmd_idx = a >> PMD_SHIFT
         word = mm.pmd_huge.get(pmd_idx)
@@ -106,7 +105,7 @@ class MemoryMixin:
             if value is not None:
                 word = pte_mkdirty(word)
                 folio.data[page] = value
-                self.oracle.on_write(mm.id, a, value, droppable)
+                self.oracle.on_write(mm.id, a, value)
             else:
                 self.oracle.on_read(mm.id, a, folio.data[page])
                 out.append(folio.data[page])
@@ -126,7 +125,7 @@ class MemoryMixin:
             folio = self.pfn_folio(pfn)
             folio.data[pfn - folio.pfn] = value
             pt.entries[idx] = pte | 0x60       # hardware sets _PAGE_DIRTY | _PAGE_ACCESSED
-            self.oracle.on_write(mm.id, a, value, droppable)
+            self.oracle.on_write(mm.id, a, value)
             return True
         if pfn == ZERO_PFN:
             v = 0
@@ -397,7 +396,7 @@ class MemoryMixin:
             self.next_anon_vma += 1
             vma = VmArea(mm, start, end, flags, start >> PAGE_SHIFT, AnonVma(self.next_anon_vma), op.order)
             mm.insert_vma(vma)
-            self.oracle.on_map(mm.id, start, end)
+            self.oracle.on_map(mm.id, start, end, bool(flags & VM_DROPPABLE))
         finally:
             up_write(self, mm.mmap_lock)
         if op.locked:                                          # mm_populate()

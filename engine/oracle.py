@@ -56,18 +56,25 @@ class Oracle:
         # (mm, vpn) -> generation, bumped when user space itself replaces the page
         self.epoch: dict[tuple[int, int], int] = {}
         self.pinned: dict[str, list[tuple[int, int, int]]] = {}
+        # pages of VM_DROPPABLE mappings: dropped at any time by design, zero always allowed
+        self.droppable: set[tuple[int, int]] = set()
         self._pt_cache: dict[int, tuple[bytes, Counter, int]] = {}
         self._last_seen: tuple | None = None
 
     # -- user-visible events -----------------------------------------------
-    def on_map(self, mm: int, start: int, end: int) -> None:
+    def on_map(self, mm: int, start: int, end: int, droppable: bool = False) -> None:
         for vpn in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
             self.expect[(mm, vpn)] = (0, False)
             self._bump((mm, vpn))
+            if droppable:
+                self.droppable.add((mm, vpn))
+            else:
+                self.droppable.discard((mm, vpn))
 
     def on_unmap(self, mm: int, start: int, end: int) -> None:
         for vpn in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
             self.expect.pop((mm, vpn), None)
+            self.droppable.discard((mm, vpn))
             self._bump((mm, vpn))
 
     def on_dontneed(self, mm: int, start: int, end: int) -> None:
@@ -84,6 +91,9 @@ class Oracle:
             val = self.expect.pop((mm, vpn), None)
             if val is not None:
                 self.expect[(mm, vpn + delta)] = val
+            if (mm, vpn) in self.droppable:
+                self.droppable.discard((mm, vpn))
+                self.droppable.add((mm, vpn + delta))
             self.epoch[(mm, vpn + delta)] = self.epoch.get((mm, vpn), 0)
         for name, pages in self.pinned.items():
             self.pinned[name] = [(m, v + delta, e) if m == mm and lo <= v < hi else (m, v, e)
@@ -95,6 +105,7 @@ class Oracle:
         for (mm, vpn), val in list(self.expect.items()):
             if mm == parent:
                 self.expect[(child, vpn)] = val
+        self.droppable |= {(child, vpn) for mm, vpn in self.droppable if mm == parent}
         mm = self.k.mms[child]
         from engine.flags import VM
         for vma in mm.vmas:
@@ -102,9 +113,13 @@ class Oracle:
                 for vpn in range(vma.vm_start >> PAGE_SHIFT, vma.vm_end >> PAGE_SHIFT):
                     self.expect[(child, vpn)] = (0, False)
 
-    def on_write(self, mm: int, addr: int, value: int, droppable: bool = False) -> None:
-        """A CPU store.  A VM_DROPPABLE page may be dropped at any time: zero stays allowed."""
-        self.expect[(mm, addr >> PAGE_SHIFT)] = (value, droppable)
+    def on_write(self, mm: int, addr: int, value: int) -> None:
+        """A CPU store."""
+        self._written(mm, addr >> PAGE_SHIFT, value)
+
+    def _written(self, mm: int, vpn: int, value: int) -> None:
+        """``value`` is what the page holds now; a VM_DROPPABLE page may still read zero."""
+        self.expect[(mm, vpn)] = (value, (mm, vpn) in self.droppable)
 
     def on_madv_free(self, mm: int, start: int, end: int) -> None:
         for vpn in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
@@ -124,7 +139,7 @@ class Oracle:
         unless user space has since replaced that page itself."""
         for mm, vpn, epoch in self.pinned.get(name, ()):
             if self.epoch.get((mm, vpn), 0) == epoch and (mm, vpn) in self.expect:
-                self.expect[(mm, vpn)] = (value, False)
+                self._written(mm, vpn, value)
 
     def on_read(self, mm: int, addr: int, value: int) -> None:
         self._check_value(mm, addr >> PAGE_SHIFT, value, "read")

@@ -1,0 +1,43 @@
+"""The foliodiff command as users run it: exit codes and output."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def foliodiff(*args):
+    return subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_intended_divergence_exits_0():
+    r = foliodiff("run", "corpus/h2-shrinker-ref-between-ptes.json", "--engines", "v6.14,v6.15")
+    assert r.returncode == 0, r.stderr
+    assert "intended" in r.stdout and "swapbacked-only-if-dirty" in r.stdout
+
+
+def test_unexpected_divergence_exits_1_and_json():
+    r = foliodiff("run", "corpus/h5-dma-into-lazyfree.json", "--engines", "v5.17,v6.14", "--json")
+    assert r.returncode == 1, r.stderr
+    report = json.loads(r.stdout)
+    assert report["unexpected"] is True
+    assert report["divergences"][0]["kind"] == "data_loss"
+    assert report["outcomes"][0]["verdict"] == "data_loss"
+
+
+def test_bad_inputs_exit_2_naming_the_problem(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"version": 1, "threads": [{"name": "T0", "mm": 0}],
+                               "ops": [{"thread": "T0", "op": "frobnicate"}]}))
+    r = foliodiff("run", str(bad), "--engines", "v6.14,v6.15")
+    assert r.returncode == 2
+    assert "ops[0].op" in r.stderr and "frobnicate" in r.stderr
+    r = foliodiff("run", "corpus/h1-clean-mthp-reclaim.json", "--engines", "v6.14,v9.9")
+    assert r.returncode == 2 and "v9.9" in r.stderr
+    r = foliodiff("run", str(tmp_path / "missing.json"))
+    assert r.returncode == 2 and "missing.json" in r.stderr
