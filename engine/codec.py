@@ -69,7 +69,7 @@ mprotect                 prot:b K O N                prot:b page pages-1
 madvise                  advice:b K O N              advice:b page pages-1
 write                    value:v K O N               value:v page pages-1
 pin                      flags:b K O N               flags:b name:s page pages-1
-mremap                   U:b A:v P:n K:n O:n         U:b A:v P:n page:v
+mremap                   U:b A:v P:n K:n O:n         (same)
 fork                     C:n                         (same)
 unpin                    X:n flags:b                 (same)
 dma_write                X:n value:v                 (same)
@@ -90,6 +90,8 @@ schedule entry           D:n T:n                     (same)
   also the folio ``P`` counts in; ``K O`` place the source (its length is
   the destination's).  A source that no region covers becomes the
   destination itself, which is always covered: it is a region of its mm.
+  No raw form is needed: a valid source starts inside some region.  The
+  region an mremap declares counts its folios as single pages.
 - ``fork``: the child is ``candidates[C % len]``, the mm ids 1-15 that no
   earlier fork created, other than the forking task's own; none left: the
   fork is dropped.  A task whose mm no fork creates gets a fork by the first
@@ -100,10 +102,14 @@ schedule entry           D:n T:n                     (same)
   replaced by the first free ``p<j>``.  ``folio_try_get`` names references
   ``r<k>`` the same way.
 - ``unpin``, ``dma_write``, ``folio_put``: ``X`` indexes the pins (for
-  dma_write, the FOLL_WRITE pins) or references named so far, those not yet
-  released first; none: dropped.  Unpin ``flags`` bit 0 clear is dirty.
+  dma_write, the FOLL_WRITE pins) or references named so far and not yet
+  released (unpinned, put); in the raw form, all of them, the released ones
+  after the others.  None to index: dropped.  Unpin ``flags`` bit 0 clear is
+  dirty.  So byte fuzzing releases a pin or reference twice only through
+  the rare raw escape.
 - ``folio_try_get``: ``M`` indexes the existing mm ids (0 and every fork
-  child) in ascending order; its range is one page.
+  child) in ascending order; its range is one page, placed like an address
+  group's.
 - ``mprotect``: ``prot & 1`` picks (r, rw); ``madvise``: ``advice & 3``
   picks (MADV_FREE, MADV_PAGEOUT, MADV_FREE, MADV_DONTNEED).
 - ``write``, ``dma_write``: the value modulo 2**32.  ``reclaim``:
@@ -117,7 +123,7 @@ schedule entry           D:n T:n                     (same)
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from functools import lru_cache
 from typing import Any, Callable
 
@@ -171,7 +177,7 @@ _REST_INDEX = {c: i for i, c in enumerate(_REST)}
 #: Zeros after the input, so that reads past its end need no bounds checks.
 #: Larger than anything read once the input has ended: the header, a raw
 #: thread list and the pre-mmaps (at most 1 + 1 + 8 * 34 + 3 * 23 bytes), or
-#: the rest of one record (at most 2 + 1 + 33 + 3 * 11 bytes).
+#: the rest of one record (at most 2 + 1 + 33 + 2 * 11 bytes: a raw pin).
 _PAD = bytes(512)
 
 #: mmap orders and address units (in pages) selected by two bits each.
@@ -250,13 +256,18 @@ def thread_ops(name: str, kind: ThreadKind) -> tuple[str, ...]:
 
 @lru_cache(maxsize=1024)
 def _menu_kinds(menus: tuple[tuple[str, ...], ...]) -> tuple[tuple, dict]:
-    """Record kinds of threads with these operation menus, and each kind's first selector."""
+    """Record kinds of threads with these operation menus, and each kind's first selector.
+
+    Return: the kinds, each the schedule entry or (thread index, operation,
+    (compact layout, raw layout)), and a map from the schedule entry or
+    (thread index, operation) to its first selector.
+    """
     kinds: list[Any] = [_SCHED]
     for ti, menu in enumerate(menus):
-        kinds += [(ti, op) for op in menu]
+        kinds += [(ti, op, (_LAYOUT[op, False], _LAYOUT[op, True])) for op in menu]
     first: dict[Any, int] = {}
     for sel, k in enumerate(kinds):
-        first.setdefault(k, sel)
+        first.setdefault(k if k is _SCHED else k[:2], sel)
     return tuple(kinds), first
 
 
@@ -276,7 +287,7 @@ for _op, _compact, _raw in (
         ("madvise", "bnnn", "bvv"),
         ("write", "vnnn", "vvv"),
         ("pin", "bnnn", "bsvv"),
-        ("mremap", "bvnnn", "bvnv"),
+        ("mremap", "bvnnn", "bvnnn"),
         ("fork", "n", "n"),
         ("unpin", "nb", "nb"),
         ("dma_write", "nv", "nv"),
@@ -386,7 +397,7 @@ def _put_fields(out: bytearray, layout: str, fields: tuple) -> None:
         else:
             out.append(len(x) - 1)
             out.append(_FIRST_INDEX[x[0]])
-            out += bytes(_REST_INDEX[c] for c in x[1:])
+            out += bytes(_REST_INDEX[ch] for ch in x[1:])
 
 
 # --- numbers: decode side and its inverse ------------------------------------
@@ -448,14 +459,16 @@ def _free_name(prefix: str, proposed: str, used: list[str]) -> str:
     return f"{prefix}{j}"
 
 
-def _released_last(names: list[str], released: set[str]) -> list[str]:
-    return [n for n in names if n not in released] + [n for n in names if n in released]
+def _choices(names: list[str], released: set[str], raw: bool) -> list[str]:
+    """The names a use may pick: those not yet released, and after them (raw) the others."""
+    live = [n for n in names if n not in released]
+    return live + [n for n in names if n in released] if raw else live
 
 
 # --- the context an operation's fields are read in ---------------------------
 
 #: A region: (program position of its mmap or mremap, first page, end page, folio pages).
-Region = tuple[int, int, int, int]
+_Region = tuple[int, int, int, int]
 
 
 class _Context:
@@ -466,52 +479,60 @@ class _Context:
     being read.
     """
 
-    __slots__ = ("names", "mms", "own", "parent", "pos", "_vis", "_existing",
+    __slots__ = ("names", "mms", "own", "parent", "pos", "_vis", "_by_address", "_existing",
                  "pins", "write_pins", "unpinned", "refs", "put")
 
     def __init__(self, names: list[str], mms: list[int | None],
-                 regions: list[tuple[int, Region]], forks: list[tuple[int, int]]) -> None:
-        """``regions``: (thread index, region) in program order; ``forks``: (thread index, child)."""
+                 regions: list[tuple[int, _Region]], forks: list[tuple[int, int]]) -> None:
+        """Index the structure.
+
+        ``regions``: (thread index, region) in program order; ``forks``:
+        (thread index, child).
+        """
         self.names = names
         self.mms = mms
-        self.own: dict[int | None, list[Region]] = {}
+        self.own: dict[int | None, list[_Region]] = {}
         for ti, region in regions:
             self.own.setdefault(mms[ti], []).append(region)
         self.parent = {child: mms[ti] for ti, child in forks}
         self.pos = 0
         self._existing = sorted({0, *self.parent})
-        self._vis = {mm: self._visible(mm) for mm in {*mms, *self._existing}}
+        self._vis: dict[int | None, tuple[list[_Region], list[int]]] = {}
+        self._by_address: dict[int | None, list[_Region]] = {}
         self.pins: list[str] = []
         self.write_pins: list[str] = []
         self.unpinned: set[str] = set()
         self.refs: list[str] = []
         self.put: set[str] = set()
 
-    def _visible(self, mm: int | None) -> tuple[list[Region], list[int], list[Region]]:
-        """The regions ``mm`` may touch: its own and its ancestors'.
+    def visible(self, mm: int | None) -> tuple[list[_Region], list[int]]:
+        """The regions ``mm`` may touch, its own and its ancestors', and their positions.
 
-        Return: the regions in program order, their positions, and the
-        regions by address (for coverage checks).
+        Return: both in program order.
         """
-        regs = list(self.own.get(mm, ()))
-        seen = {mm}
-        while mm in self.parent and self.parent[mm] not in seen:
-            mm = self.parent[mm]
-            seen.add(mm)
-            regs += self.own.get(mm, ())
-        regs.sort()
-        return regs, [r[0] for r in regs], sorted(regs, key=_by_address)
+        vis = self._vis.get(mm)
+        if vis is None:
+            regs = list(self.own.get(mm, ()))
+            seen = {mm}
+            cur = mm
+            while cur in self.parent and self.parent[cur] not in seen:
+                cur = self.parent[cur]
+                seen.add(cur)
+                regs += self.own.get(cur, ())
+            regs.sort()
+            vis = self._vis[mm] = (regs, [r[0] for r in regs])
+        return vis
 
-    def region(self, mm: int | None, k: int) -> Region | None:
-        """Region ``k`` counting back from the last one declared before ``pos``."""
-        regs, positions, _ = self._vis[mm]
+    def region(self, mm: int | None, k: int) -> _Region | None:
+        """_Region ``k`` counting back from the last one declared before ``pos``."""
+        regs, positions = self.visible(mm)
         if not regs:
             return None
         return regs[(bisect_left(positions, self.pos) - 1 - k) % len(regs)]
 
-    def region_code(self, mm: int | None, start: int, end: int) -> tuple[int, Region] | None:
+    def region_code(self, mm: int | None, start: int, end: int) -> tuple[int, _Region] | None:
         """The first ``k`` (and its region) whose region holds pages [start, end)."""
-        regs, positions, _ = self._vis[mm]
+        regs, positions = self.visible(mm)
         last = bisect_left(positions, self.pos) - 1
         for k in range(len(regs)):
             r = regs[(last - k) % len(regs)]
@@ -521,8 +542,11 @@ class _Context:
 
     def covered(self, mm: int | None, start: int, end: int) -> bool:
         """True when pages [start, end) lie in the union of the regions ``mm`` may touch."""
+        by_address = self._by_address.get(mm)
+        if by_address is None:
+            by_address = self._by_address[mm] = sorted(self.visible(mm)[0], key=_address_key)
         pos = start
-        for _, rs, re_, _ in self._vis[mm][2]:
+        for _, rs, re_, _ in by_address:
             if rs <= pos < re_:
                 pos = re_
                 if pos >= end:
@@ -577,14 +601,14 @@ class _Context:
         k, (_, rs, _, fp) = code
         return k, _offset_code(page - rs, fp)
 
-    def pin_choices(self, write: bool) -> list[str]:
-        return _released_last(self.write_pins if write else self.pins, self.unpinned)
+    def pin_choices(self, write: bool, raw: bool) -> list[str]:
+        return _choices(self.write_pins if write else self.pins, self.unpinned, raw)
 
-    def ref_choices(self) -> list[str]:
-        return _released_last(self.refs, self.put)
+    def ref_choices(self, raw: bool) -> list[str]:
+        return _choices(self.refs, self.put, raw)
 
 
-def _by_address(r: Region) -> tuple[int, int]:
+def _address_key(r: _Region) -> tuple[int, int]:
     return r[1], r[2]
 
 
@@ -617,11 +641,8 @@ def _mremap_dest(f: tuple) -> tuple[int, int]:
 def _mremap(ctx: _Context, ti: int, raw: bool, f: tuple) -> Mremap:
     mm = ctx.mms[ti]
     dest, pages = _mremap_dest(f)
-    if raw:
-        src = f[3] % _TASK_PAGES
-    else:
-        _, rs, re_, fp = ctx.region(mm, f[3])  # type: ignore[misc]  # the destination is one
-        src = rs + _offset(f[4], fp, re_ - rs)
+    _, rs, re_, fp = ctx.region(mm, f[3])  # type: ignore[misc]  # the destination is one
+    src = rs + _offset(f[4], fp, re_ - rs)
     if not ctx.covered(mm, src, src + pages):
         src = dest
     return _construct(Mremap, {"thread": ctx.names[ti], "op": "mremap", "addr": src << PAGE_SHIFT,
@@ -682,7 +703,7 @@ def _pin(ctx: _Context, ti: int, raw: bool, f: tuple) -> Pin | None:
 
 
 def _unpin(ctx: _Context, ti: int, raw: bool, f: tuple) -> Unpin | None:
-    pins = ctx.pin_choices(write=False)
+    pins = ctx.pin_choices(write=False, raw=raw)
     if not pins:
         return None
     return _construct(Unpin, {"thread": ctx.names[ti], "op": "unpin",
@@ -690,7 +711,7 @@ def _unpin(ctx: _Context, ti: int, raw: bool, f: tuple) -> Unpin | None:
 
 
 def _dma_write(ctx: _Context, ti: int, raw: bool, f: tuple) -> DmaWrite | None:
-    pins = ctx.pin_choices(write=True)
+    pins = ctx.pin_choices(write=True, raw=raw)
     if not pins:
         return None
     return _construct(DmaWrite, {"thread": ctx.names[ti], "op": "dma_write",
@@ -726,7 +747,7 @@ def _folio_try_get(ctx: _Context, ti: int, raw: bool, f: tuple) -> FolioTryGet |
 
 
 def _folio_put(ctx: _Context, ti: int, raw: bool, f: tuple) -> FolioPut | None:
-    refs = ctx.ref_choices()
+    refs = ctx.ref_choices(raw)
     if not refs:
         return None
     return _construct(FolioPut, {"thread": ctx.names[ti], "op": "folio_put",
@@ -764,8 +785,8 @@ def _first_task(threads: list[Thread] | tuple[Thread, ...]) -> int | None:
     return next((i for i, t in enumerate(threads) if t.kind is ThreadKind.TASK), None)
 
 
-#: Per menu entry: its threads, record kinds and first task.
-_MENU = tuple((m, _kinds(m)[0], _first_task(m)) for m in THREAD_MENU)
+#: Per menu entry: its threads, their names, record kinds and first task.
+_MENU = tuple((m, [t.name for t in m], _kinds(m)[0], _first_task(m)) for m in THREAD_MENU)
 
 
 def _read_threads(buf: bytes, p: int) -> tuple[list[Thread], int]:
@@ -801,20 +822,21 @@ def decode(data: bytes) -> Program:
     header = buf[0]
     if header & 15 == _RAW_THREADS:
         threads, p = _read_threads(buf, 1)
+        names = [t.name for t in threads]
         kinds, first = _kinds(threads)[0], _first_task(threads)
     else:
-        menu, kinds, first = _MENU[(header & 15) % len(_MENU)]
+        menu, names, kinds, first = _MENU[(header & 15) % len(_MENU)]
         threads, p = list(menu), 1
     nkinds = len(kinds)
-    names = [t.name for t in threads]
     mms = [t.mm for t in threads]
 
     # Pass 1: records, whose shapes depend on the threads only.  mmaps,
     # mremap destinations and forks (whose children depend on the forks
     # before them only) make the structure the other operations need.
     plan: list[Any] = []          # operations, or (thread, op, raw, fields) to resolve
-    regions: list[tuple[int, Region]] = []
+    regions: list[tuple[int, _Region]] = []
     forks: list[tuple[int, int]] = []
+    children: list[int] = []
     if first is not None:
         for _ in range((header >> 4) & 3):
             f, p = _fields(buf, p, "bvn")
@@ -835,8 +857,8 @@ def decode(data: bytes) -> Program:
             f, p = _fields(buf, p, "nn")
             steps.append(f)
             continue
-        ti, op = kind
-        f, p = _fields(buf, p, _LAYOUT[op, raw])
+        ti, op, layouts = kind
+        f, p = _fields(buf, p, layouts[raw])
         if len(plan) >= MAX_OPS:
             continue
         if op == "mmap":
@@ -845,18 +867,19 @@ def decode(data: bytes) -> Program:
             regions.append((ti, (len(plan), start, start + m.pages, 1 << m.order)))
             plan.append(m)
         elif op == "fork":
-            cands = _fork_candidates([c for _, c in forks], mms[ti])
+            cands = _fork_candidates(children, mms[ti])
             if not cands:
                 continue      # all 15 child ids taken
-            forks.append((ti, cands[f[0] % len(cands)]))
-            plan.append(_construct(Fork, {"thread": names[ti], "op": "fork", "child": forks[-1][1]}))
+            child = cands[f[0] % len(cands)]
+            forks.append((ti, child))
+            children.append(child)
+            plan.append(_construct(Fork, {"thread": names[ti], "op": "fork", "child": child}))
         else:
             if op == "mremap":
                 start, pages = _mremap_dest(f)
                 regions.append((ti, (len(plan), start, start + pages, 1)))
             plan.append((ti, op, raw, f))
-    children = {c for _, c in forks}
-    missing = list(dict.fromkeys(m for m in mms if m and m not in children))
+    missing = [m for m in dict.fromkeys(mms) if m and m not in children]
     if missing:
         plan, regions = _repair_mms(threads, names, mms, plan, regions, forks, missing)
 
@@ -884,8 +907,8 @@ def decode(data: bytes) -> Program:
 
 
 def _repair_mms(threads: list[Thread], names: list[str], mms: list[int | None], plan: list,
-                regions: list[tuple[int, Region]], forks: list[tuple[int, int]],
-                missing: list[int]) -> tuple[list, list[tuple[int, Region]]]:
+                regions: list[tuple[int, _Region]], forks: list[tuple[int, int]],
+                missing: list[int]) -> tuple[list, list[tuple[int, _Region]]]:
     """Make every task's mm exist: fork it from mm 0, or move the task to mm 0.
 
     Context: updates ``threads``, ``mms`` and ``forks`` in place.
@@ -896,16 +919,15 @@ def _repair_mms(threads: list[Thread], names: list[str], mms: list[int | None], 
                  if t.kind is ThreadKind.TASK and t.mm == 0), None)
     if host is not None and len(plan) + len(missing) <= MAX_OPS:
         index = {n: i for i, n in enumerate(names)}
-        owner = [index[o.thread] if type(o) is not tuple else o[0] for o in plan]
+        owners = [mms[o[0] if type(o) is tuple else index[o.thread]] for o in plan]
         # Before the first operation of the mm: its tasks wait for the fork anyway.
-        where = sorted((next((i for i, ti in enumerate(owner) if mms[ti] == m), len(plan)), m)
-                       for m in missing)
+        where = sorted((owners.index(m) if m in owners else len(plan), m) for m in missing)
         out = list(plan)
         for n, (i, m) in enumerate(where):
             out.insert(i + n, _construct(Fork, {"thread": names[host], "op": "fork", "child": m}))
             forks.append((host, m))
-        moved = [(ti, (pos + sum(i <= pos for i, _ in where), *rest))
-                 for ti, (pos, *rest) in regions]
+        points = [i for i, _ in where]
+        moved = [(ti, (pos + bisect_right(points, pos), *rest)) for ti, (pos, *rest) in regions]
         return out, moved
     for i, t in enumerate(threads):
         if t.mm in missing:
@@ -934,8 +956,22 @@ _RANGE_HEADS: dict[str, Callable[[Any], tuple]] = {
 }
 
 
-def _bodies(ctx: _Context, ti: int, op: Any) -> tuple[tuple | None, tuple]:
-    """The compact fields (None if there are none) and the raw fields that could spell ``op``."""
+def _use_codes(choices: Callable[[bool], list[str]], name: str,
+               tail: tuple) -> tuple[tuple | None, tuple | None]:
+    """Compact and raw fields of a use of ``name``: its index among the choices, then ``tail``.
+
+    Only the raw choices hold names already released, so only the raw form
+    can spell a second unpin or put.
+    """
+    codes = []
+    for raw in (False, True):
+        names = choices(raw)
+        codes.append((names.index(name), *tail) if name in names else None)
+    return codes[0], codes[1]
+
+
+def _bodies(ctx: _Context, ti: int, op: Any) -> tuple[tuple | None, tuple | None]:
+    """The compact and the raw fields that could spell ``op`` (None: none could)."""
     kind = op.op
     if kind in _RANGE_HEADS or kind == "pin":
         page, pages = op.addr >> PAGE_SHIFT, op.pages
@@ -950,22 +986,23 @@ def _bodies(ctx: _Context, ti: int, op: Any) -> tuple[tuple | None, tuple]:
         ui = _unit_code(dest)
         head = (ui, _place_code(dest, _UNITS[ui]), _size_code(op.pages, _UNITS[ui]))
         code = ctx.page_code(ctx.mms[ti], src)
-        return (*head, *code) if code else None, (*head, src)
+        body = (*head, *code) if code else None
+        return body, body
     if kind == "folio_try_get":
         m = ctx.existing().index(op.mm)
         page = op.addr >> PAGE_SHIFT
         code = ctx.page_code(op.mm, page)
         return (m, *code) if code else None, (m, op.ref, page)
     if kind == "unpin":
-        body: tuple = (ctx.pin_choices(write=False).index(op.pin), int(not op.dirty))
-    elif kind == "dma_write":
-        body = (ctx.pin_choices(write=True).index(op.pin), op.value)
-    elif kind == "reclaim":
+        return _use_codes(lambda raw: ctx.pin_choices(False, raw), op.pin, (int(not op.dirty),))
+    if kind == "dma_write":
+        return _use_codes(lambda raw: ctx.pin_choices(True, raw), op.pin, (op.value,))
+    if kind == "folio_put":
+        return _use_codes(ctx.ref_choices, op.ref, ())
+    if kind == "reclaim":
         body = ((op.nr_to_scan - 32) % _SCAN_MOD,)
     elif kind == "deferred_split_scan":
         body = ((op.nr_to_scan - 128) % _SCAN_MOD,)
-    elif kind == "folio_put":
-        body = (ctx.ref_choices().index(op.ref),)
     else:
         body = ()     # lru_add_drain
     return body, body
@@ -999,7 +1036,7 @@ def encode(p: Program) -> bytes:
     _, selector = _kinds(threads)
 
     mms = [t.mm for t in threads]
-    regions: list[tuple[int, Region]] = []
+    regions: list[tuple[int, _Region]] = []
     forks: list[tuple[int, int]] = []
     for i, op in enumerate(p.ops):
         ti = index[op.thread]
@@ -1032,7 +1069,7 @@ def encode(p: Program) -> bytes:
                 fields, is_raw = compact, False
             else:
                 fields, is_raw = raw, True
-                ok = resolve(ctx, ti, True, raw) == op
+                ok = raw is not None and resolve(ctx, ti, True, raw) == op
         if not ok:
             raise ValueError(f"ops[{i}] cannot be encoded: the program is not valid")
         if i >= npre:

@@ -67,15 +67,26 @@ class Prot(str, enum.Enum):
 
 _Model = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
 
-Addr = Annotated[int, Field(ge=0, lt=TASK_SIZE, multiple_of=PAGE_SIZE)]
-Pages = Annotated[int, Field(ge=1, le=MAX_PAGES)]
-Value = Annotated[int, Field(ge=0, le=MAX_VALUE)]
+# strict: "2097152", 2097152.0 or true are not addresses, as the JSON Schema says
+Addr = Annotated[int, Field(strict=True, ge=0, lt=TASK_SIZE, multiple_of=PAGE_SIZE)]
+Pages = Annotated[int, Field(strict=True, ge=1, le=MAX_PAGES)]
+Value = Annotated[int, Field(strict=True, ge=0, le=MAX_VALUE)]
 Name = Annotated[str, Field(pattern=_NAME)]
-MmId = Annotated[int, Field(ge=0, le=15)]
+MmId = Annotated[int, Field(strict=True, ge=0, le=15)]
+Flag = Annotated[bool, Field(strict=True)]
+Count = Annotated[int, Field(strict=True, ge=1, le=1 << 20)]
+Step = Annotated[int, Field(strict=True, ge=0, le=(1 << 63) - 1)]
+
+
+def _op_required(schema: dict[str, Any]) -> None:
+    """The discriminator has a default in Python but is required in JSON."""
+    req = schema.setdefault("required", [])
+    if "op" not in req:
+        req.insert(0, "op")
 
 
 class _Op(BaseModel):
-    model_config = _Model
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_op_required)
     thread: Name
 
 
@@ -91,8 +102,8 @@ class Mmap(_Op):
     addr: Addr
     pages: Pages
     order: Literal[0, 4, 9] = 0
-    droppable: bool = False
-    locked: bool = False
+    droppable: Flag = False
+    locked: Flag = False
 
 
 class Munmap(_Op):
@@ -159,8 +170,8 @@ class Pin(_Op):
     addr: Addr
     pages: Pages = 1
     pin: Name
-    write: bool = True
-    fast: bool = True
+    write: Flag = True
+    fast: Flag = True
 
 
 class Unpin(_Op):
@@ -168,7 +179,7 @@ class Unpin(_Op):
 
     op: Literal["unpin"] = "unpin"
     pin: Name
-    dirty: bool = True
+    dirty: Flag = True
 
 
 class DmaWrite(_Op):
@@ -183,14 +194,14 @@ class Reclaim(_Op):
     """kswapd-style reclaim: isolate from the inactive LRU tails and shrink."""
 
     op: Literal["reclaim"] = "reclaim"
-    nr_to_scan: Annotated[int, Field(ge=1, le=1 << 20)] = 32
+    nr_to_scan: Count = 32
 
 
 class DeferredSplitScan(_Op):
     """The deferred-split shrinker's scan callback."""
 
     op: Literal["deferred_split_scan"] = "deferred_split_scan"
-    nr_to_scan: Annotated[int, Field(ge=1, le=1 << 20)] = 128
+    nr_to_scan: Count = 128
 
 
 class FolioTryGet(_Op):
@@ -246,11 +257,12 @@ class Thread(BaseModel):
 class Program(BaseModel):
     """A foliodiff program (format version 1)."""
 
-    model_config = _Model
+    model_config = ConfigDict(extra="forbid", frozen=True,
+                              json_schema_extra=lambda s: s.setdefault("required", []).insert(0, "version"))
     version: Literal[1] = PROGRAM_VERSION
     threads: Annotated[list[Thread], Field(min_length=1, max_length=MAX_THREADS)]
     ops: Annotated[list[Op], Field(max_length=MAX_OPS)]
-    schedule: list[tuple[Annotated[int, Field(ge=0)], Name]] = []
+    schedule: list[tuple[Step, Name]] = []
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
@@ -400,7 +412,9 @@ def check_program(p: Program) -> None:
         if op.op not in OPS_BY_KIND[t.kind]:
             raise ProgramError(f"ops[{i}].op", op.op, f"a {t.kind.value} thread cannot issue it")
         if isinstance(op, Fork):
-            if op.child == 0 or op.child in parent:
+            if op.child == 0:
+                raise ProgramError(f"ops[{i}].child", op.child, "mm 0 is the initial process")
+            if op.child in parent:
                 raise ProgramError(f"ops[{i}].child", op.child, "mm id already in use")
             if op.child == t.mm:
                 raise ProgramError(f"ops[{i}].child", op.child, "a process cannot fork into itself")

@@ -119,15 +119,23 @@ class Runner:
         self.k.events.append((self.k.current_op, name))
 
     def _pick(self, step: int, sched: dict[int, str]) -> KThread | None:
-        want = sched.get(step)
-        runnable = [t for t in self.threads if t.runnable()]
-        if not runnable:
-            return None
-        if want is not None:
-            for t in runnable:
-                if t.name == want:
-                    return t
-        return min(runnable, key=KThread.next_op)
+        """The schedule's thread for this step if it can run, else the runnable
+        thread whose current or next operation comes first in ``ops``."""
+        want = sched.get(step) if sched else None
+        best = None
+        best_op = 0
+        for t in self.threads:
+            if t.cursor >= len(t.ops):
+                continue
+            b = t.blocked_on
+            if b is not None and not b.free_for(t):
+                continue
+            if t.name == want:
+                return t
+            op = t.ops[t.cursor]
+            if best is None or op < best_op:
+                best, best_op = t, op
+        return best
 
     def _start(self, t: KThread) -> None:
         k = self.k
