@@ -171,5 +171,5 @@ class GupMixin:
             if n:
                 yield
             folio.data[page] = op.value
-        self.oracle.on_dma_write(op.pin, op.value)
+            self.oracle.on_dma_write(op.pin, n, op.value)
         return 0

@@ -134,10 +134,12 @@ class Oracle:
     def on_unpin(self, name: str) -> None:
         self.pinned.pop(name, None)
 
-    def on_dma_write(self, name: str, value: int) -> None:
-        """A completed DMA write counts as a write to each page the pin was taken on,
-        unless user space has since replaced that page itself."""
-        for mm, vpn, epoch in self.pinned.get(name, ()):
+    def on_dma_write(self, name: str, index: int, value: int) -> None:
+        """The device wrote page ``index`` of pin ``name``: a write to the page the pin
+        was taken on, unless user space has since replaced that page itself."""
+        pages = self.pinned.get(name, ())
+        if index < len(pages):
+            mm, vpn, epoch = pages[index]
             if self.epoch.get((mm, vpn), 0) == epoch and (mm, vpn) in self.expect:
                 self._written(mm, vpn, value)
 

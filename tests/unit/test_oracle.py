@@ -1,0 +1,58 @@
+"""The oracles themselves: they must accept what the kernel may do and reject the rest."""
+
+from __future__ import annotations
+
+from engine.program import parse_program
+from engine.run import run
+
+A = 0x200000
+
+
+def fork_during_dma(step: int):
+    return parse_program({
+        "version": 1,
+        "threads": [{"name": "T0", "mm": 0}, {"name": "T1", "mm": 1}, {"name": "D", "kind": "device"}],
+        "ops": [dict(thread="T0", op="mmap", addr=A, pages=2),
+                dict(thread="T0", op="write", addr=A, pages=2, value=1),
+                dict(thread="T0", op="pin", addr=A, pages=2, pin="p0"),
+                dict(thread="D", op="dma_write", pin="p0", value=5),
+                dict(thread="T0", op="fork", child=1),
+                dict(thread="T1", op="read", addr=A, pages=2)],
+        "schedule": [[step, "T0"]]})
+
+
+def test_fork_in_the_middle_of_a_dma_write():
+    # At step 9 the device has written page 0 only when the fork copies the pinned
+    # pages for the child: the child sees the new page 0 and the old page 1.
+    out = run(fork_during_dma(9), "v6.15")
+    assert out.verdict.value == "ok", out.crash
+    assert out.results[5] == [5, 1]
+    assert run(fork_during_dma(8), "v6.15").results[5] == [1, 1]
+
+
+def test_reading_a_lost_write_is_data_loss():
+    p = parse_program({"version": 1,
+                       "threads": [{"name": "T0", "mm": 0}, {"name": "R", "kind": "kthread"},
+                                   {"name": "D", "kind": "device"}],
+                       "ops": [dict(thread="T0", op="mmap", addr=A, pages=1),
+                               dict(thread="T0", op="write", addr=A, value=7),
+                               dict(thread="T0", op="madvise", addr=A, pages=1, advice="MADV_FREE"),
+                               dict(thread="T0", op="lru_add_drain"),
+                               dict(thread="T0", op="pin", addr=A, pin="p0"),
+                               dict(thread="R", op="reclaim"),
+                               dict(thread="D", op="dma_write", pin="p0", value=42)]})
+    out = run(p, "v5.17")             # no read at all: the final-contents check sees it
+    assert out.verdict.value == "data_loss"
+    assert "allowed 42" in out.crash.message
+    assert run(p, "v5.18").verdict.value == "ok"
+
+
+def test_madv_free_allows_zero_but_not_other_values():
+    p = parse_program({"version": 1,
+                       "threads": [{"name": "T0", "mm": 0}],
+                       "ops": [dict(thread="T0", op="mmap", addr=A, pages=1),
+                               dict(thread="T0", op="write", addr=A, value=7),
+                               dict(thread="T0", op="madvise", addr=A, pages=1, advice="MADV_DONTNEED"),
+                               dict(thread="T0", op="read", addr=A)]})
+    out = run(p, "v6.14")
+    assert out.verdict.value == "ok" and out.results[3] == [0]
