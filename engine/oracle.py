@@ -58,6 +58,8 @@ class Oracle:
         self.pinned: dict[str, list[tuple[int, int, int]]] = {}
         # pages of VM_DROPPABLE mappings: dropped at any time by design, zero always allowed
         self.droppable: set[tuple[int, int]] = set()
+        # (pin, page index) -> (mm, vpn, value written, the page could read zero before)
+        self.dma_written: dict[tuple[str, int], tuple[int, int, int, bool]] = {}
         self._pt_cache: dict[int, tuple[bytes, Counter, int]] = {}
         self._last_seen: tuple | None = None
 
@@ -131,8 +133,17 @@ class Oracle:
         key = (mm, addr >> PAGE_SHIFT)
         self.pinned.setdefault(name, []).append((mm, key[1], self.epoch.get(key, 0)))
 
-    def on_unpin(self, name: str) -> None:
-        self.pinned.pop(name, None)
+    def on_unpin(self, name: str, dirty: bool) -> None:
+        """Unpin.  Without make_dirty the kernel never learns of the device's writes:
+        a page MADV_FREE'd before them may be discarded again ("GUP users must mark
+        the folio dirty if there was a modification", faeb2831b517)."""
+        for index in range(len(self.pinned.pop(name, ()))):
+            rec = self.dma_written.pop((name, index), None)
+            if rec is None or dirty:
+                continue
+            mm, vpn, value, may_zero_before = rec
+            if may_zero_before and self.expect.get((mm, vpn)) == (value, False):
+                self.expect[(mm, vpn)] = (value, True)
 
     def on_dma_write(self, name: str, index: int, value: int) -> None:
         """The device wrote page ``index`` of pin ``name``: a write to the page the pin
@@ -141,7 +152,10 @@ class Oracle:
         if index < len(pages):
             mm, vpn, epoch = pages[index]
             if self.epoch.get((mm, vpn), 0) == epoch and (mm, vpn) in self.expect:
+                before = self.dma_written.get((name, index))
+                may_zero = before[3] if before else self.expect[(mm, vpn)][1]
                 self._written(mm, vpn, value)
+                self.dma_written[(name, index)] = (mm, vpn, value, may_zero)
 
     def on_read(self, mm: int, addr: int, value: int) -> None:
         self._check_value(mm, addr >> PAGE_SHIFT, value, "read")

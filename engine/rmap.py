@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from engine.errors import KernelBug
 from engine.flags import TTU_BATCH_FLUSH, VM_LOCKED
-from engine.folio import Folio, folio_mapped
+from engine.folio import Folio, folio_mapped, folio_maybe_dma_pinned
 from engine.mm import MM_ANONPAGES, MM_SWAPENTS, VmArea, vma_address
 from engine.pgtable import (HPAGE_PMD_NR, PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PTRS_PER_PTE,
                             PageTable, pmd_young, pte_dirty, pte_pfn, pte_present, pte_young,
@@ -262,6 +262,11 @@ class RmapMixin:
         """
         if folio.swapbacked != folio.swapcache:
             self.warn(f"try_to_unmap_one: swapbacked {folio.swapbacked} != swapcache {folio.swapcache}")
+            set_pte_at(pvmw.pt, pvmw.idx, pteval)
+            return False
+        if self.PINNED_ANON_STAYS_MAPPED and folio_maybe_dma_pinned(folio):
+            # folio_try_share_anon_rmap_pte() fails on a possibly pinned exclusive
+            # page: it must stay mapped (6c287605fd56, PG_anon_exclusive, v5.19)
             set_pte_at(pvmw.pt, pvmw.idx, pteval)
             return False
         slot = folio.swap[page]

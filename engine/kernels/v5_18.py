@@ -6,6 +6,8 @@ order-4 VMA allocate small folios), no VM_DROPPABLE (MAP_DROPPABLE is
 -EINVAL), the PMD is split at function entry with split_huge_pmd_address(),
 shrink_folio_list splits lazyfree THPs before unmapping them, and every PTE
 unmap of a THP page queues it for deferred split (deferred_split_huge_page).
+As the engine stands for the whole range, it keeps a maybe-pinned anon page
+mapped instead of swapping it out (PG_anon_exclusive, 6c287605fd56, v5.19).
 """
 
 from __future__ import annotations

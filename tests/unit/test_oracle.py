@@ -56,3 +56,29 @@ def test_madv_free_allows_zero_but_not_other_values():
                                dict(thread="T0", op="read", addr=A)]})
     out = run(p, "v6.14")
     assert out.verdict.value == "ok" and out.results[3] == [0]
+
+
+def dma_then_unpin(dirty: bool):
+    return parse_program({
+        "version": 1,
+        "threads": [{"name": "T0", "mm": 0}, {"name": "D", "kind": "device"}],
+        "ops": [dict(thread="T0", op="mmap", addr=A, pages=16, order=4),
+                dict(thread="T0", op="write", addr=A, pages=16, value=7),
+                dict(thread="T0", op="madvise", addr=A, pages=16, advice="MADV_FREE"),
+                dict(thread="T0", op="pin", addr=A, pin="p0"),
+                dict(thread="D", op="dma_write", pin="p0", value=5),
+                dict(thread="T0", op="unpin", pin="p0", dirty=dirty),
+                dict(thread="T0", op="madvise", addr=A, pages=16, advice="MADV_PAGEOUT"),
+                dict(thread="T0", op="read", addr=A)]})
+
+
+def test_unpin_without_dirty_leaves_a_lazyfree_page_droppable():
+    # The driver never told the kernel about its write: the MADV_FREE'd folio is
+    # still clean and may be discarded (faeb2831b517: GUP users must dirty).
+    for engine in ("v6.14", "v6.15"):
+        out = run(dma_then_unpin(dirty=False), engine)
+        assert out.verdict.value == "ok", out.crash
+        assert out.results[7] == [0]
+        out = run(dma_then_unpin(dirty=True), engine)
+        assert out.verdict.value == "ok", out.crash
+        assert out.results[7] == [5]
