@@ -145,7 +145,8 @@ def engines() -> None:
     for name in ORDER:
         k = KERNELS[name]
         aliases = ",".join(a for a, v in ALIASES.items() if v == name)
-        t.add_row(name, aliases, (sys.modules[k.__module__].__doc__ or "").strip().splitlines()[0])
+        doc = " ".join((sys.modules[k.__module__].__doc__ or "").split("\n\n")[0].split())
+        t.add_row(name, aliases, doc)
     console.print(t)
 
 

@@ -20,7 +20,7 @@ import json
 from typing import Any
 
 from engine.errors import ProgramError
-from engine.program import Program, load_program, parse_program
+from engine.program import Program, parse_program
 
 
 def load_any(path: str) -> Program:

@@ -4,12 +4,12 @@ the deferred-split queue and its shrinker, folio split, MADV_FREE of a PMD.
 
 from __future__ import annotations
 
-from engine.folio import Folio, folio_mapcount, folio_mapped, folio_test_pmd_mappable
+from engine.folio import Folio, folio_mapcount, folio_test_pmd_mappable
 from engine.mm import MM_ANONPAGES, VmArea
 from engine.pgtable import (HPAGE_PMD_NR, PMD_SHIFT, PMD_SIZE, PageTable, mk_pte, pmd_dirty,
                             pmd_mkclean, pmd_mkhuge, pmd_mkold, pmd_pfn, pmd_write, pmd_young,
-                            pte_pfn, pte_present)
-from engine.sched import spin_lock, spin_trylock, spin_unlock
+                            pte_pfn)
+from engine.sched import spin_lock, spin_unlock
 
 
 class HugeMemoryMixin:
@@ -349,6 +349,3 @@ class FolioLockWait:
     def __repr__(self) -> str:
         return f"<PG_locked of folio pfn {self.folio.pfn:#x}>"
 
-
-__all__ = ["HugeMemoryMixin", "folio_lock", "folio_unlock", "spin_trylock_folio",
-           "folio_mapped", "pte_present"]

@@ -9,7 +9,7 @@ from engine.folio import Folio, folio_mapcount
 from engine.huge_memory import folio_unlock, spin_trylock_folio
 from engine.memory import ZERO_PFN
 from engine.mm import MM_SWAPENTS, VmArea, pmd_addr_end
-from engine.pgtable import (PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PMD_SIZE, PTE_BATCH_IGNORE,
+from engine.pgtable import (PTE_DIRTY_YOUNG, PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PMD_SIZE, PTE_BATCH_IGNORE,
                             PTRS_PER_PTE, PageTable, is_swap_pte, pmd_pfn, pmd_young, pte_mkclean,
                             pte_mkold, pte_pfn, pte_present, pte_swp_offset, pmd_mkold)
 from engine.program import Advice
@@ -149,7 +149,7 @@ class MadviseMixin:
                 young_or_dirty = False
                 for i in range(idx, idx + nr):
                     w = e[i]
-                    if w & 0x60:
+                    if w & PTE_DIRTY_YOUNG:
                         e[i] = pte_mkold(pte_mkclean(w))
                         young_or_dirty = True
                 if young_or_dirty:

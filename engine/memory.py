@@ -11,13 +11,12 @@ import errno
 
 from engine.flags import (VM, VM_DROPPABLE, VM_LOCKED, VM_READ, VM_WRITE)
 from engine.folio import Folio, folio_mapcount, folio_maybe_dma_pinned
-from engine.huge_memory import folio_lock, folio_unlock
 from engine.mm import MM_ANONPAGES, MM_SWAPENTS, AnonVma, MmStruct, VmArea
-from engine.pgtable import (HPAGE_PMD_NR, PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PMD_SIZE,
-                            PTRS_PER_PTE, PageTable, is_swap_pte, mk_pte, pmd_mkhuge, pte_dirty,
+from engine.pgtable import (PTE_DIRTY_YOUNG, pte_mkwrite, HPAGE_PMD_NR, PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PMD_SIZE,
+                            PTRS_PER_PTE, PageTable, is_swap_pte, mk_pte, pte_dirty,
                             pte_mkdirty, pte_mkold, pte_mkyoung, pte_pfn, pte_present,
-                            pte_swp_offset, pte_wrprotect, pte_write, pte_young, pmd_dirty,
-                            pmd_pfn, pmd_write, pmd_young)
+                            pte_swp_offset, pte_wrprotect, pte_write, pmd_dirty,
+                            pmd_pfn, pmd_write)
 from engine.sched import down_read, down_write, spin_lock, spin_unlock, up_read, up_write
 
 #: pfn of the shared zero page: read faults map it, it is no folio.
@@ -124,7 +123,7 @@ class MemoryMixin:
                 return False
             folio = self.pfn_folio(pfn)
             folio.data[pfn - folio.pfn] = value
-            pt.entries[idx] = pte | 0x60       # hardware sets _PAGE_DIRTY | _PAGE_ACCESSED
+            pt.entries[idx] = pte | PTE_DIRTY_YOUNG       # set by the MMU on a store
             self.oracle.on_write(mm.id, a, value)
             return True
         if pfn == ZERO_PFN:
@@ -237,7 +236,7 @@ class MemoryMixin:
                          and max(folio.mapcount) <= 1 and not folio.entire_mapcount
                          and self.mapped_only_in(folio, vma.mm))
             if exclusive:
-                pt.entries[idx] = pte_mkdirty(pte_mkyoung(pte)) | 0x2
+                pt.entries[idx] = pte_mkwrite(pte_mkdirty(pte_mkyoung(pte)))
                 return
             value = folio.data[pfn - folio.pfn]
         else:
@@ -621,6 +620,3 @@ class MemoryMixin:
                 spin_unlock(self, spt.ptl)
         self.cost["tlb_flushes"] += 1
 
-
-__all__ = ["MemoryMixin", "ZERO_PFN", "folio_lock", "folio_unlock", "pte_young", "pmd_young",
-           "pmd_mkhuge", "PTRS_PER_PTE"]

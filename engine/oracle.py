@@ -20,7 +20,7 @@ from collections import Counter
 
 from engine.memory import ZERO_PFN
 from engine.mm import MM_ANONPAGES
-from engine.pgtable import (HPAGE_PMD_NR, PAGE_SHIFT, PAGE_SIZE, is_swap_pte, pte_pfn,
+from engine.pgtable import (HPAGE_PMD_NR, PAGE_SHIFT, is_swap_pte, pte_pfn,
                             pte_present, pte_swp_offset)
 
 
@@ -330,5 +330,3 @@ class Oracle:
                     value = 0
             self._check_value(mm_id, vpn, value, "final contents")
 
-
-__all__ = ["Oracle", "Verdict", "Violation", "PAGE_SIZE"]

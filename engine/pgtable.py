@@ -109,6 +109,8 @@ def pte_swp_offset(pte: int) -> int:
     return (pte & _PFN_MASK) >> _PFN_SHIFT
 
 
+#: The bits hardware sets on access: get_and_clear_full_ptes() merges them.
+PTE_DIRTY_YOUNG = _PAGE_DIRTY | _PAGE_ACCESSED
 #: Bits folio_pte_batch() compares once dirty, young and write are masked out.
 PTE_BATCH_IGNORE = _PAGE_DIRTY | _PAGE_ACCESSED | _PAGE_RW
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import enum
 import json
-import re
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError

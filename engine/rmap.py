@@ -11,7 +11,7 @@ from engine.errors import KernelBug
 from engine.flags import TTU_BATCH_FLUSH, VM_LOCKED
 from engine.folio import Folio, folio_mapped, folio_maybe_dma_pinned
 from engine.mm import MM_ANONPAGES, MM_SWAPENTS, VmArea, vma_address
-from engine.pgtable import (HPAGE_PMD_NR, PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PTRS_PER_PTE,
+from engine.pgtable import (PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PTRS_PER_PTE,
                             PageTable, pmd_young, pte_dirty, pte_pfn, pte_present, pte_young,
                             pte_mkold, set_pte_at, swp_entry_to_pte)
 from engine.sched import spin_lock, spin_unlock
@@ -250,7 +250,7 @@ class RmapMixin:
             self.cost["tlb_flushes"] += 1
 
     def try_to_unmap_flush(self) -> None:
-        if getattr(self, "tlb_flush_pending", False):
+        if self.tlb_flush_pending:
             self.tlb_flush_pending = False
             self.cost["tlb_flushes"] += 1
 
@@ -294,5 +294,3 @@ class RmapMixin:
             return True
         return False
 
-
-__all__ = ["Pvmw", "RmapMixin", "HPAGE_PMD_NR"]

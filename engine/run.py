@@ -13,7 +13,7 @@ from engine.mm import MmStruct
 from engine.oracle import Oracle, Verdict, Violation
 from engine.outcome import Crash, Outcome, observe
 from engine.program import Fork, Program, ThreadKind
-from engine.sched import Gate, KThread, wait_gate
+from engine.sched import KThread, wait_gate
 
 #: Frames of these modules are harness, not kernel model (dropped from crash stacks).
 _HARNESS = ("engine/run.py", "engine/sched.py", "engine/oracle.py")
@@ -96,13 +96,6 @@ class Runner:
         self.trace = trace
         k = self.k = kernel_class(self.engine)()
         k.oracle = self.oracle = Oracle(k, per_step=per_step_oracles)
-        k.events = []
-        k.warnings = []
-        k.current_op = None
-        k.event = self._event
-        k.warn = k.warnings.append
-        gates: dict[int, Gate] = {}
-        k.mm_gate = lambda mm_id: gates.setdefault(mm_id, Gate(f"mm{mm_id} forked"))
         k.mms[0] = MmStruct(0)
         k.mms[0].alive = True
         for op in program.ops:
@@ -114,9 +107,6 @@ class Runner:
         self.threads = [KThread(t.name, t.kind, t.mm, by_thread[t.name], cpu)
                         for cpu, t in enumerate(program.threads)]
         self.results: list[Any] = [None] * len(program.ops)
-
-    def _event(self, name: str, folio=None) -> None:
-        self.k.events.append((self.k.current_op, name))
 
     def _pick(self, step: int, sched: dict[int, str]) -> KThread | None:
         """The schedule's thread for this step if it can run, else the runnable
@@ -198,9 +188,13 @@ class Runner:
                           t.name if t else None, step,
                           function=frames[0].split(" ")[0] if frames else None, stack=frames)
         finally:
+            # Threads stopped mid-operation: unwind them now, quietly, not at garbage collection.
             for x in self.threads:
                 if x.gen is not None:
-                    x.gen.close() if verdict is Verdict.OK else None
+                    try:
+                        x.gen.close()
+                    except Exception:  # noqa: BLE001 - the outcome is already decided
+                        pass
         try:
             state = observe(k)
         except Exception as exc:  # noqa: BLE001 - a state too broken to print is still an outcome

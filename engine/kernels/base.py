@@ -20,6 +20,7 @@ from engine.lru import LruMixin
 from engine.madvise import MadviseMixin
 from engine.memory import MemoryMixin
 from engine.rmap import RmapMixin
+from engine.sched import Gate
 from engine.swapfile import SwapDevice
 from engine.vmscan import VmscanMixin
 
@@ -58,9 +59,30 @@ class Kernel(MemoryMixin, RmapMixin, HugeMemoryMixin, VmscanMixin, MadviseMixin,
         self.deferred_split_queue: dict[Folio, None] = {}
         self.pins: dict[str, list[tuple[Folio, int]]] = {}
         self.spec_refs: dict[str, Folio | None] = {}
-        self.current = None
+        self.current = None           # the thread running now
+        self.current_op: int | None = None
         self.oracle = None
+        self.events: list[tuple[int | None, str]] = []
+        self.warnings: list[str] = []
+        self.tlb_flush_pending = False
+        self._gates: dict[int, Gate] = {}
         self.lru_init()
+
+    # -- what the run reports besides state ---------------------------------
+    def event(self, name: str, folio: Folio | None = None) -> None:
+        """Note that a kernel path took a version-specific branch (rules read these)."""
+        self.events.append((self.current_op, name))
+
+    def warn(self, message: str) -> None:
+        """WARN_ON_ONCE(): reported in the outcome."""
+        self.warnings.append(message)
+
+    def mm_gate(self, mm_id: int) -> Gate:
+        """What the tasks of mm ``mm_id`` wait on until fork creates it."""
+        gate = self._gates.get(mm_id)
+        if gate is None:
+            gate = self._gates[mm_id] = Gate(f"mm{mm_id} forked")
+        return gate
 
     # -- counters -------------------------------------------------------
     def count(self, name: str, n: int = 1) -> None:

@@ -16,7 +16,7 @@ from engine.flags import TTU_HWPOISON, TTU_SPLIT_HUGE_PMD, VM_DROPPABLE
 from engine.folio import folio_mapcount, folio_ref_sub
 from engine.kernels.v6_14 import V6_14
 from engine.mm import MM_ANONPAGES
-from engine.pgtable import (PAGE_SIZE, PTE_BATCH_IGNORE, pmd_dirty, ptep_get, pte_pfn,
+from engine.pgtable import (PTE_DIRTY_YOUNG, PTE_BATCH_IGNORE, pmd_dirty, ptep_get, pte_pfn,
                             set_pte_at)
 from engine.rmap import Pvmw
 
@@ -71,7 +71,7 @@ class V6_15(V6_14):
         for i in range(1, nr):
             w = ptep_get(pt, idx + i)
             set_pte_at(pt, idx + i, 0)
-            pte |= w & 0x60
+            pte |= w & PTE_DIRTY_YOUNG
         self.cost["pte_clears"] += nr
         return pte
 
@@ -188,5 +188,3 @@ class V6_15(V6_14):
             folio_ref_sub(folio, nr_pages - 1)
         self.folio_put(folio)
 
-
-__all__ = ["V6_15", "PAGE_SIZE"]
