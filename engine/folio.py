@@ -27,7 +27,7 @@ class Folio:
                  "anon", "swapbacked", "swapcache", "dirty", "lru", "active", "referenced",
                  "locked", "lock_owner", "partially_mapped", "mlocked", "unevictable",
                  "on_deferred_list", "lru_list", "data", "swap", "index", "anon_vma",
-                 "freed", "touched", "extra")
+                 "freed", "touched", "extra", "checked")
 
     def __init__(self, pfn: int, order: int) -> None:
         self.pfn = pfn
@@ -58,6 +58,7 @@ class Folio:
         self.freed = False
         self.touched = False
         self.extra: dict[str, int] = {}   # references held for a named reason
+        self.checked: tuple | None = None  # what the refcount oracle last verified
 
     def __repr__(self) -> str:
         return f"<folio pfn={self.pfn:#x} order={self.order} ref={self.ref}>"

@@ -239,6 +239,7 @@ class HugeMemoryMixin:
         folio.pincount = 0
         folio.ref = folio.mapcount[0] + sum(head_extra.values())
         folio.touched = True
+        self.cost["rmap_updates"] += 1
         for t in tails:
             if to_list is not None:
                 self.ref_get(t, "isolate")

@@ -77,6 +77,20 @@ class Outcome:
         return out
 
 
+_ZERO_CHUNK = bytes(64)
+
+
+def _present_slots(entries) -> list[int]:
+    """Indices of the non-zero entries of a PTE table, skipping empty 8-entry chunks."""
+    raw = entries.tobytes()
+    out = []
+    for c in range(0, PTRS_PER_PTE * 8, 64):
+        if raw[c:c + 64] != _ZERO_CHUNK:
+            base = c >> 3
+            out.extend(base + i for i in range(8) if entries[base + i])
+    return out
+
+
 def _flags(folio: Folio) -> str:
     return ",".join(n for n in FOLIO_FLAGS if getattr(folio, n)) or "-"
 
@@ -111,10 +125,8 @@ def observe(k) -> dict[str, Any]:
                 continue
             e = mm.pte_tables[pmd_idx].entries
             base = pmd_idx << PMD_SHIFT
-            for i in range(PTRS_PER_PTE):
+            for i in _present_slots(e):
                 w = e[i]
-                if not w:
-                    continue
                 key = f"{p}.pte[{base + (i << PAGE_SHIFT):#x}]"
                 if pte_present(w):
                     pfn = pte_pfn(w)
