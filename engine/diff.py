@@ -126,6 +126,16 @@ _PRIORITY = ("verdict", "crash", "counter.", "mthp.", "folio.flags", "folio.", "
              "mm.pmd", "mm.", "result")
 
 
+def _rank(name: str) -> int:
+    norm = normalize_field(name)
+    return next((i for i, p in enumerate(_PRIORITY) if norm.startswith(p)), len(_PRIORITY))
+
+
+def _field_order(d: FieldDiff) -> tuple:
+    """Where the runs parted first, then what a triager reads first."""
+    return (d.first_op is None, d.first_op or 0, _rank(d.field), d.field)
+
+
 def _main_field(fields: list[str]) -> str:
     norm = sorted({normalize_field(f) for f in fields})
     for prefix in _PRIORITY:
@@ -168,7 +178,8 @@ def differential(program: Program, engine_a: str, engine_b: str) -> Report:
         return Report(program, a, b, [])
     ta_out, tb_out = run(program, ea, trace=True), run(program, eb, trace=True)
     first = _first_ops(ta_out.trace or [], tb_out.trace or [], set(differing))
-    diffs = [FieldDiff(f, ca.get(f), cb.get(f), first.get(f)) for f in differing]
+    diffs = sorted((FieldDiff(f, ca.get(f), cb.get(f), first.get(f)) for f in differing),
+                   key=_field_order)
     parted = _parting_op(ta_out.trace or [], tb_out.trace or [])
     return Report(program, a, b, [_classify(program, a, b, diffs, parted)])
 
