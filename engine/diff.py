@@ -185,13 +185,17 @@ def differential(program: Program, engine_a: str, engine_b: str) -> Report:
 
 
 def _parting_op(ta: list[dict], tb: list[dict]) -> int | None:
-    """The first op after which the two runs' states or results differ at all."""
+    """The earliest op (in program order) after which the runs' states or results differ.
+
+    Program order, not completion order: when the runs interleave differently their
+    ops complete in different orders, and a later op may look different only because
+    an earlier one parted.
+    """
     sb = {e["op"]: e for e in tb}
-    for entry in ta:
-        other = sb.get(entry["op"])
-        if other is None or entry["state"] != other["state"] or entry["results"] != other["results"]:
-            return entry["op"]
-    return None
+    parted = [e["op"] for e in ta
+              if (o := sb.get(e["op"])) is None or e["state"] != o["state"]
+              or e["results"] != o["results"]]
+    return min(parted) if parted else None
 
 
 def _op_events(o: Outcome, op: int | None) -> frozenset[str]:

@@ -268,6 +268,7 @@ class RmapMixin:
             # folio_try_share_anon_rmap_pte() fails on a possibly pinned exclusive
             # page: it must stay mapped (6c287605fd56, PG_anon_exclusive, v5.19)
             set_pte_at(pvmw.pt, pvmw.idx, pteval)
+            self.event("ttu_pinned_anon_stays_mapped", folio)
             return False
         slot = folio.swap[page]
         self.swap.dup(slot)

@@ -43,6 +43,11 @@ RULES: list[Rule] = [
          lambda o, n, k: "ttu_lazyfree_discard" in o and "ttu_lazyfree_abort_ref_swapbacked" in n,
          "a clean lazyfree folio with an extra reference is kept (and made swapbacked), "
          "not discarded"),
+    Rule("pinned-anon-stays-mapped", "v5.17", "v5.18",
+         "6c287605fd56 mm: remember exclusively mapped anonymous pages with PG_anon_exclusive "
+         "(v5.19; the v5.18 engine stands for v5.18-v6.7)",
+         lambda o, n, k: "ttu_pinned_anon_stays_mapped" in n,
+         "a possibly pinned exclusive anon page is not unmapped to swap"),
     # -- v5.18 -> v6.14 -------------------------------------------------------
     Rule("anon-mthp-faults", "v5.18", "v6.14",
          "19eaf44954df mm: thp: support allocation of anonymous multi-size THP",
