@@ -180,30 +180,47 @@ def differential(program: Program, engine_a: str, engine_b: str) -> Report:
     first = _first_ops(ta_out.trace or [], tb_out.trace or [], set(differing))
     diffs = sorted((FieldDiff(f, ca.get(f), cb.get(f), first.get(f)) for f in differing),
                    key=_field_order)
-    parted = _parting_op(ta_out.trace or [], tb_out.trace or [])
-    return Report(program, a, b, [_classify(program, a, b, diffs, parted)])
+    parted, window = _parting_ops(ta_out.trace or [], tb_out.trace or [])
+    return Report(program, a, b, [_classify(program, a, b, diffs, parted, window)])
 
 
-def _parting_op(ta: list[dict], tb: list[dict]) -> int | None:
-    """The earliest op (in program order) after which the runs' states or results differ.
+def _parting_ops(ta: list[dict], tb: list[dict]) -> tuple[int | None, set[int]]:
+    """Where the runs parted.
 
-    Program order, not completion order: when the runs interleave differently their
-    ops complete in different orders, and a later op may look different only because
-    an earlier one parted.
+    When the runs interleave differently their ops complete in different orders: the
+    cause may be an op still in flight when a later one completed, or an op that
+    completed early.  So the window holds the earliest differing op in program order,
+    the first differing op in each run's completion order, and the ops in flight at
+    those snapshots.  Later ops are consequences.
+
+    Return: (the earliest differing op in program order, the ops whose events may
+    explain the parting).
     """
+    sa = {e["op"]: e for e in ta}
     sb = {e["op"]: e for e in tb}
-    parted = [e["op"] for e in ta
-              if (o := sb.get(e["op"])) is None or e["state"] != o["state"]
-              or e["results"] != o["results"]]
-    return min(parted) if parted else None
+    differ = {op for op in sa.keys() | sb.keys()
+              if op not in sa or op not in sb or sa[op]["state"] != sb[op]["state"]
+              or sa[op]["results"] != sb[op]["results"]}
+    if not differ:
+        return None, set()
+    first = min(differ)
+    window = {first}
+    for trace, snap in ((ta, sa), (tb, sb)):
+        if first in snap:
+            window.update(snap[first]["inflight"])
+        entry = next((e for e in trace if e["op"] in differ), None)
+        if entry is not None:
+            window.add(entry["op"])
+            window.update(entry["inflight"])
+    return first, window
 
 
-def _op_events(o: Outcome, op: int | None) -> frozenset[str]:
-    return frozenset(name for i, name in o.events if i == op)
+def _op_events(o: Outcome, ops: set[int]) -> frozenset[str]:
+    return frozenset(name for i, name in o.events if i in ops)
 
 
 def _classify(program: Program, a: Outcome, b: Outcome, diffs: list[FieldDiff],
-              parted: int | None) -> Divergence:
+              parted: int | None, window: set[int]) -> Divergence:
     pair = f"{a.engine}..{b.engine}"
     # A run that broke an oracle or crashed: never intended.
     for o in (a, b):
@@ -221,11 +238,17 @@ def _classify(program: Program, a: Outcome, b: Outcome, diffs: list[FieldDiff],
     if parted is None:
         known = [d.first_op for d in diffs if d.first_op is not None]
         parted = min(known) if known else None
+        window = {parted}
     at_parting = [d.field for d in diffs if d.first_op == parted] or [d.field for d in diffs]
     main = _main_field(at_parting)
     op_kind = program.ops[parted].op if parted is not None else None
     function = ENTRY_POINT.get(op_kind) if op_kind else None
-    rules = explain(a.engine, b.engine, _op_events(a, parted), _op_events(b, parted), op_kind or "")
+    kinds = {program.ops[i].op for i in window if i is not None}
+    rules = []
+    for kind in sorted(kinds) or [""]:
+        for r in explain(a.engine, b.engine, _op_events(a, window), _op_events(b, window), kind):
+            if r not in rules:
+                rules.append(r)
     cls = Classification.INTENDED if rules else Classification.UNEXPECTED
     sig = f"{pair}|{Kind.STATE.value}|{main}|{function}"
     if rules:

@@ -172,7 +172,9 @@ class Runner:
                     self.oracle.check_op()
                     if trace is not None:
                         trace.append({"op": idx, "state": observe(k),
-                                      "results": list(self.results)})
+                                      "results": list(self.results),
+                                      "inflight": [x.ops[x.cursor] for x in self.threads
+                                                   if x.gen is not None]})
                 step += 1
                 self.oracle.check_step()
             k.current = None
