@@ -70,7 +70,7 @@ def bench_differential(a: str, b: str, programs: int = 200, repeat: int = 5,
     """Median differential executions per second over ``repeat`` passes."""
     rng = random.Random(seed)
     progs = [typical_program(rng) for _ in range(programs)]
-    diff_rates, single_rates = [], []
+    diff_rates, single_rates, bare_rates = [], [], []
     diverging = 0
     for r in range(repeat):
         t0 = time.perf_counter()
@@ -83,13 +83,21 @@ def bench_differential(a: str, b: str, programs: int = 200, repeat: int = 5,
         for p in progs:
             run(p, a)
         single_rates.append(programs / (time.perf_counter() - t0))
+        # what the model alone costs: oracles only at the end of the run
+        t0 = time.perf_counter()
+        for p in progs:
+            run(p, a, per_step_oracles=False)
+        bare_rates.append(programs / (time.perf_counter() - t0))
     ops = sum(len(p.ops) for p in progs) / programs
+    steps = sum(run(p, a).steps for p in progs) / programs
     return {
         "programs": programs,
         "mean_ops_per_program": round(ops, 1),
+        "mean_scheduling_steps_per_run": round(steps, 1),
         "diverging_programs": diverging,
         "differential_exec_per_s_median": statistics.median(diff_rates),
         "differential_exec_per_s_min": min(diff_rates),
         "differential_exec_per_s_max": max(diff_rates),
         f"single_run_{a}_per_s_median": statistics.median(single_rates),
+        f"single_run_{a}_without_step_oracles_per_s_median": statistics.median(bare_rates),
     }
