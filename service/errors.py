@@ -1,0 +1,56 @@
+"""Exceptions of the service package: one small hierarchy, values in messages.
+
+Every error the store raises on purpose is a :class:`StoreError`, so that the
+thin edges (CLI, HTTP) can turn all of them into clean messages with one
+``except``; the subclasses say which kind of 4xx an edge should answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.errors import FoliodiffError
+
+
+class StoreError(FoliodiffError):
+    """Base of every error the store raises on purpose."""
+
+
+class NotFoundError(StoreError, LookupError):
+    """A row that was asked for by id does not exist."""
+
+    def __init__(self, what: str, ident: Any) -> None:
+        self.what = what
+        self.ident = ident
+        super().__init__(f"{what} {ident!r} not found")
+
+
+class InvalidValueError(StoreError, ValueError):
+    """A value handed to the store is malformed: names the field and the value."""
+
+    def __init__(self, field: str, value: Any, reason: str) -> None:
+        self.field = field
+        self.value = value
+        self.reason = reason
+        super().__init__(f"{field}: {reason} (got {value!r})")
+
+
+class IllegalTransitionError(StoreError):
+    """A triage or campaign state change the transition table does not allow."""
+
+    def __init__(self, what: str, ident: int, from_status: Any, to_status: Any,
+                 allowed: list[Any]) -> None:
+        self.ident = ident
+        self.from_status = from_status
+        self.to_status = to_status
+        names = ", ".join(a.value for a in allowed) or "none"
+        super().__init__(f"{what} {ident}: cannot go from {from_status.value!r} to "
+                         f"{to_status.value!r} (allowed from {from_status.value!r}: {names})")
+
+
+class BatchError(StoreError):
+    """A batched write failed as a whole; nothing of the batch was stored."""
+
+    def __init__(self, count: int, reason: str) -> None:
+        self.count = count
+        super().__init__(f"batch of {count} records rolled back, nothing stored: {reason}")

@@ -1,0 +1,214 @@
+"""SQLAlchemy 2.0 models of the divergence store.
+
+These are storage rows only; the pydantic schemas the API serves are kept
+apart and built from them.  Enums are stored as their string values (not
+native database enums) so that adding a state is a code change, not an
+``ALTER TYPE``, and SQLite and PostgreSQL hold the same text.
+
+The schema is created by the alembic migrations in :mod:`service.migrations`,
+never by ``metadata.create_all``; a test checks that the two agree.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Enum,
+    ForeignKey,
+    Index,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+from engine.diff import Classification, Kind
+
+
+class TriageStatus(str, enum.Enum):
+    """Where a divergence is in triage (the ClusterFuzz / syzbot states)."""
+
+    NEW = "new"
+    CONFIRMED = "confirmed"
+    INTENDED = "intended"
+    FIXED = "fixed"            # a fix is claimed, awaiting a replay that no longer reproduces
+    VERIFIED = "verified"      # replayed after the fix and no longer reproduces
+    INVALID = "invalid"
+    DUPLICATE = "duplicate"
+
+
+class CampaignStatus(str, enum.Enum):
+    """Life of a fuzzing campaign."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    PAUSED = "paused"
+    FINISHED = "finished"
+    FAILED = "failed"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored as UTC and always read back timezone-aware.
+
+    SQLite keeps no offset, so without this an aware datetime written would
+    come back naive and compare unequal to what the clock returned.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: the store clock must return aware times")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _enum(cls: type[enum.Enum], name: str) -> Enum:
+    # Values, not member names, go to the database: "data_loss", not "DATA_LOSS".
+    return Enum(cls, name=name, native_enum=False, create_constraint=False,
+                values_callable=lambda e: [m.value for m in e],
+                length=max(len(m.value) for m in cls))
+
+
+#: Deterministic constraint names, so that migrations can refer to them.
+NAMING = {"ix": "ix_%(table_name)s_%(column_0_N_name)s",
+          "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+          "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+          "pk": "pk_%(table_name)s"}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSON}
+
+
+class Campaign(Base):
+    """One fuzzing campaign: an engine pair, a fuzzer and its configuration.
+
+    ``intended`` counts intended divergences per rule instead of storing them:
+    ``{rule: {"count": n, "samples": [program_id, ...]}}`` with at most
+    :data:`service.store.INTENDED_SAMPLES` samples per rule.
+    """
+
+    __tablename__ = "campaign"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    engine_a: Mapped[str] = mapped_column(String(32))
+    engine_b: Mapped[str] = mapped_column(String(32))
+    fuzzer: Mapped[str] = mapped_column(String(64))
+    config: Mapped[dict[str, Any]]
+    status: Mapped[CampaignStatus] = mapped_column(_enum(CampaignStatus, "campaign_status"),
+                                                   index=True)
+    intended: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class StatsSnapshot(Base):
+    """A campaign's counters at ``t`` seconds after it started."""
+
+    __tablename__ = "stats_snapshot"
+    __table_args__ = (Index(None, "campaign_id", "t"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
+    t: Mapped[float]
+    execs: Mapped[int]
+    exec_per_s: Mapped[float]
+    corpus_size: Mapped[int]
+    signatures: Mapped[dict[str, Any]]       # unique signatures by kind
+    at: Mapped[datetime]
+
+
+class Program(Base):
+    """A program, stored once per content (sha256 of its compact JSON)."""
+
+    __tablename__ = "program"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    json: Mapped[str] = mapped_column(Text)
+
+
+class Divergence(Base):
+    """One unexpected divergence, deduplicated by signature.
+
+    ``seq`` numbers the records of one signature: 0 for the first, and one
+    more each time the signature comes back after its last record was
+    verified fixed (syzbot's ``Seq``); the new record points at the old one
+    through ``reopened_from``.  Only the record with the highest ``seq`` of a
+    signature receives hits.
+    """
+
+    __tablename__ = "divergence"
+    __table_args__ = (UniqueConstraint("signature_id", "seq"),
+                      Index(None, "engine_a", "engine_b"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    signature: Mapped[str] = mapped_column(String(512))
+    signature_id: Mapped[str] = mapped_column(String(16))
+    seq: Mapped[int]
+    engine_a: Mapped[str] = mapped_column(String(32))
+    engine_b: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[Kind] = mapped_column(_enum(Kind, "divergence_kind"), index=True)
+    classification: Mapped[Classification] = mapped_column(
+        _enum(Classification, "divergence_classification"), index=True)
+    field: Mapped[str] = mapped_column(String(256))
+    function: Mapped[str | None] = mapped_column(String(128))
+    first_op: Mapped[int | None]
+    detail: Mapped[str] = mapped_column(Text)
+    first_seen: Mapped[datetime]
+    last_seen: Mapped[datetime] = mapped_column(index=True)
+    hit_count: Mapped[int] = mapped_column(index=True)
+    original_program_id: Mapped[int] = mapped_column(ForeignKey("program.id"))
+    minimized_program_id: Mapped[int | None] = mapped_column(ForeignKey("program.id"))
+    outcome_a: Mapped[dict[str, Any]]
+    outcome_b: Mapped[dict[str, Any]]
+    status: Mapped[TriageStatus] = mapped_column(_enum(TriageStatus, "triage_status"),
+                                                 index=True)
+    duplicate_of: Mapped[int | None] = mapped_column(ForeignKey("divergence.id"))
+    reopened_from: Mapped[int | None] = mapped_column(ForeignKey("divergence.id"))
+
+
+class TriageEvent(Base):
+    """One triage state change of a divergence; ``from_status`` is None at a reopen."""
+
+    __tablename__ = "triage_event"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    divergence_id: Mapped[int] = mapped_column(
+        ForeignKey("divergence.id", ondelete="CASCADE"), index=True)
+    from_status: Mapped[TriageStatus | None] = mapped_column(
+        _enum(TriageStatus, "triage_status"))
+    to_status: Mapped[TriageStatus] = mapped_column(_enum(TriageStatus, "triage_status"))
+    note: Mapped[str] = mapped_column(Text)
+    author: Mapped[str] = mapped_column(String(128))
+    at: Mapped[datetime]
+
+
+class Note(Base):
+    """A free-text note on a divergence."""
+
+    __tablename__ = "note"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    divergence_id: Mapped[int] = mapped_column(
+        ForeignKey("divergence.id", ondelete="CASCADE"), index=True)
+    author: Mapped[str] = mapped_column(String(128))
+    text: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime]

@@ -1,0 +1,681 @@
+"""The divergence store: campaigns, programs, deduplicated divergences and triage.
+
+The one library the fuzzers and the API write through.  A SQLite file is the
+default; any SQLAlchemy URL works.  On SQLite every write transaction starts
+with ``BEGIN IMMEDIATE``: it takes the database's write lock up front, so a
+batch that reads which signatures exist and then inserts or counts them
+cannot interleave with another process doing the same (no lost divergence,
+no double count), and a second writer waits ``busy_timeout`` instead of
+failing half-way with ``SQLITE_BUSY`` on lock upgrade.  Reads start with a
+plain ``BEGIN``: in WAL mode they see a consistent snapshot without taking
+the write lock, so listing never waits behind a fuzzer's batch.
+
+Every method runs in its own transaction and returns detached rows
+(``expire_on_commit=False``): they stay readable after the session closed.
+"""
+
+from __future__ import annotations
+
+import copy
+import enum
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Self
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, Row, bindparam, create_engine, event, func, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, defer, sessionmaker
+
+from engine.diff import Classification, Kind, Report
+from engine.errors import UnknownEngineError
+from engine.kernels import resolve_engine
+from engine.program import Program as EngineProgram
+from service.errors import BatchError, IllegalTransitionError, InvalidValueError, NotFoundError
+from service.models import (
+    Campaign,
+    CampaignStatus,
+    Divergence,
+    Note,
+    Program,
+    StatsSnapshot,
+    TriageEvent,
+    TriageStatus,
+    UTCDateTime,
+)
+
+#: Sample programs kept per intended-divergence rule on a campaign.
+INTENDED_SAMPLES = 3
+#: Most rows one list call returns.
+MAX_LIMIT = 1000
+#: Columns a list may be sorted on ("-" in front for descending).
+SORT_KEYS = ("id", "first_seen", "last_seen", "hit_count", "kind", "status", "signature")
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+# Ids in one IN (...) list: SQLite before 3.32 allowed 999 host parameters.
+_CHUNK = 500
+# Execution option that makes the "begin" hook take the write lock.
+_WRITE = "foliodiff_write"
+_SIGNATURE_ID = re.compile(r"[0-9a-f]{16}")
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The default store clock."""
+    return datetime.now(UTC)
+
+
+#: Triage transitions: state -> states a triager may move it to.  Verified is
+#: final: when its signature is seen again, the upsert opens a new record.
+TRANSITIONS: dict[TriageStatus, tuple[TriageStatus, ...]] = {
+    TriageStatus.NEW: (TriageStatus.CONFIRMED, TriageStatus.INTENDED, TriageStatus.INVALID,
+                       TriageStatus.DUPLICATE),
+    TriageStatus.CONFIRMED: (TriageStatus.INTENDED, TriageStatus.FIXED, TriageStatus.INVALID,
+                             TriageStatus.DUPLICATE),
+    # Back to confirmed when the replay after the fix still reproduces.
+    TriageStatus.FIXED: (TriageStatus.CONFIRMED, TriageStatus.VERIFIED),
+    TriageStatus.VERIFIED: (),
+    TriageStatus.INTENDED: (TriageStatus.CONFIRMED,),
+    TriageStatus.INVALID: (TriageStatus.CONFIRMED,),
+    TriageStatus.DUPLICATE: (TriageStatus.CONFIRMED,),
+}
+
+CAMPAIGN_TRANSITIONS: dict[CampaignStatus, tuple[CampaignStatus, ...]] = {
+    CampaignStatus.PENDING: (CampaignStatus.RUNNING, CampaignStatus.FAILED),
+    CampaignStatus.RUNNING: (CampaignStatus.PAUSED, CampaignStatus.FINISHED,
+                             CampaignStatus.FAILED),
+    CampaignStatus.PAUSED: (CampaignStatus.RUNNING, CampaignStatus.FINISHED,
+                            CampaignStatus.FAILED),
+    CampaignStatus.FINISHED: (),
+    CampaignStatus.FAILED: (),
+}
+
+
+@dataclass(frozen=True)
+class DivergenceRecord:
+    """One divergence as a fuzzer hands it to :meth:`Store.upsert_divergences`.
+
+    Programs are their compact JSON text; outcomes are ``Outcome.to_dict()``.
+    """
+
+    signature: str
+    signature_id: str
+    engine_a: str
+    engine_b: str
+    kind: Kind
+    classification: Classification
+    field: str
+    function: str | None
+    first_op: int | None
+    detail: str
+    rules: tuple[str, ...]
+    outcome_a: dict[str, Any]
+    outcome_b: dict[str, Any]
+    original_program: str
+    minimized_program: str | None = None
+
+
+@dataclass
+class UpsertResult:
+    """What one batch did: rows inserted, hits counted, records reopened."""
+
+    inserted: int = 0
+    updated: int = 0
+    reopened: int = 0
+    intended: int = 0
+    ids: dict[str, int] = field(default_factory=dict)   # signature_id -> current record id
+
+
+def records_from_report(report: Report, original_program: EngineProgram,
+                        minimized_program: EngineProgram | None = None) -> list[DivergenceRecord]:
+    """Every divergence of ``report`` as a record, intended ones included.
+
+    Return: one record per divergence; :meth:`Store.upsert_divergences` stores
+    the unexpected ones and counts the intended ones on the campaign.
+    """
+    original = original_program.to_json(indent=None)
+    minimized = minimized_program.to_json(indent=None) if minimized_program is not None else None
+    outcome_a, outcome_b = report.a.to_dict(), report.b.to_dict()
+    return [DivergenceRecord(signature=d.signature, signature_id=d.signature_id,
+                             engine_a=report.a.engine, engine_b=report.b.engine, kind=d.kind,
+                             classification=d.classification, field=d.field,
+                             function=d.function, first_op=d.first_op, detail=d.detail,
+                             rules=tuple(r.name for r in d.rules), outcome_a=outcome_a,
+                             outcome_b=outcome_b, original_program=original,
+                             minimized_program=minimized)
+            for d in report.divergences]
+
+
+def _coerce(cls: type[enum.Enum], value: Any, name: str) -> Any:
+    """``value`` as a member of enum ``cls``, or an error naming ``name``."""
+    try:
+        return cls(value)
+    except ValueError:
+        raise InvalidValueError(name, value, "must be one of "
+                                + ", ".join(m.value for m in cls)) from None
+
+
+def _engine_id(value: Any, name: str) -> str:
+    try:
+        return resolve_engine(value)
+    except (UnknownEngineError, TypeError) as exc:
+        raise InvalidValueError(name, value, str(exc)) from None
+
+
+def _check_json(value: Any, name: str) -> None:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidValueError(name, value, f"not JSON: {exc}") from None
+
+
+def _check_record(i: int, r: Any) -> None:
+    """Reject a record whose shape cannot be stored, naming its index and field.
+
+    Outcomes are not serialised here: that would double the cost of every
+    insert; a bad one fails the batch in the database, which rolls it back.
+    """
+    where = f"records[{i}]"
+    if not isinstance(r, DivergenceRecord):
+        raise InvalidValueError(where, type(r).__name__, "must be a DivergenceRecord")
+    if not isinstance(r.signature, str) or not 0 < len(r.signature) <= 512:
+        raise InvalidValueError(f"{where}.signature", r.signature, "must be 1..512 characters")
+    if not isinstance(r.signature_id, str) or not _SIGNATURE_ID.fullmatch(r.signature_id):
+        raise InvalidValueError(f"{where}.signature_id", r.signature_id,
+                                "must be 16 lowercase hex digits")
+    for name in ("kind", "classification"):
+        cls = Kind if name == "kind" else Classification
+        if not isinstance(getattr(r, name), cls):
+            raise InvalidValueError(f"{where}.{name}", getattr(r, name),
+                                    f"must be an engine.diff.{cls.__name__}")
+    for name in ("engine_a", "engine_b", "original_program"):
+        if not isinstance(getattr(r, name), str) or not getattr(r, name):
+            raise InvalidValueError(f"{where}.{name}", getattr(r, name),
+                                    "must be a non-empty string")
+    if r.classification is Classification.INTENDED and not r.rules:
+        raise InvalidValueError(f"{where}.rules", r.rules,
+                                "an intended divergence names at least one rule")
+
+
+def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), _CHUNK):
+        yield items[i:i + _CHUNK]
+
+
+def _compact_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _sqlite_hooks(engine: Engine, busy_timeout_ms: int) -> None:
+    """WAL, foreign keys, busy timeout, and ``BEGIN IMMEDIATE`` for writes.
+
+    The pysqlite recipe from the SQLAlchemy SQLite dialect documentation:
+    the driver's own transaction handling is switched off (it would emit a
+    deferred BEGIN lazily, and not before DDL) and the "begin" event emits
+    BEGIN itself.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        # The timeout first: switching to WAL needs a lock another process may hold.
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        # In WAL mode NORMAL cannot corrupt the file; a power cut may lose the
+        # last commits, which a fuzzer finds again.  FULL costs an fsync per batch.
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE)
+                             else "BEGIN")
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema of ``engine``'s database to the newest migration.
+
+    Context: runs in one write transaction, so concurrent openers of a new
+    file migrate it once, one after the other.
+    """
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.execution_options(**{_WRITE: True}).begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
+
+
+class Store:
+    """Campaigns, programs, divergences and their triage, in one database."""
+
+    def __init__(self, engine: Engine, clock: Clock = utc_now) -> None:
+        self.engine = engine
+        self._clock = clock
+        self._reader = sessionmaker(engine, expire_on_commit=False)
+        self._writer = sessionmaker(engine.execution_options(**{_WRITE: True}),
+                                    expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str = "sqlite:///foliodiff.db", *, clock: Clock = utc_now,
+             busy_timeout_ms: int = 30_000) -> Store:
+        """Connect to ``url`` and migrate its schema to the newest version.
+
+        Return: a store; :meth:`close` it when done.
+        """
+        # Compact JSON: outcomes are most of a divergence row's bytes.
+        engine = create_engine(url, json_serializer=_compact_json)
+        if engine.dialect.name == "sqlite":
+            _sqlite_hooks(engine, busy_timeout_ms)
+        upgrade(engine)
+        return cls(engine, clock)
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        with self._writer() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        with self._reader() as session:
+            yield session
+
+    # -- campaigns -------------------------------------------------------------
+
+    def create_campaign(self, engine_a: str, engine_b: str, fuzzer: str,
+                        config: dict[str, Any] | None = None) -> Campaign:
+        """Record a new campaign of ``fuzzer`` on an engine pair, pending."""
+        a, b = _engine_id(engine_a, "engine_a"), _engine_id(engine_b, "engine_b")
+        if not isinstance(fuzzer, str) or not 0 < len(fuzzer) <= 64:
+            raise InvalidValueError("fuzzer", fuzzer, "must be 1..64 characters")
+        config = {} if config is None else config
+        if not isinstance(config, dict):
+            raise InvalidValueError("config", config, "must be a JSON object")
+        _check_json(config, "config")
+        now = self._clock()
+        campaign = Campaign(engine_a=a, engine_b=b, fuzzer=fuzzer, config=config,
+                            status=CampaignStatus.PENDING, intended={}, created_at=now,
+                            updated_at=now)
+        with self._write() as s:
+            s.add(campaign)
+        return campaign
+
+    def get_campaign(self, campaign_id: int) -> Campaign:
+        with self._read() as s:
+            return self._campaign(s, campaign_id)
+
+    def set_campaign_status(self, campaign_id: int, status: CampaignStatus | str) -> Campaign:
+        """Move a campaign along :data:`CAMPAIGN_TRANSITIONS`."""
+        to = _coerce(CampaignStatus, status, "status")
+        with self._write() as s:
+            campaign = self._campaign(s, campaign_id)
+            allowed = CAMPAIGN_TRANSITIONS[campaign.status]
+            if to not in allowed:
+                raise IllegalTransitionError("campaign", campaign_id, campaign.status, to,
+                                             list(allowed))
+            campaign.status = to
+            campaign.updated_at = self._clock()
+        return campaign
+
+    def add_stats_snapshot(self, campaign_id: int, t: float, execs: int, exec_per_s: float,
+                           corpus_size: int, signatures: dict[str, int]) -> StatsSnapshot:
+        """Record a campaign's counters ``t`` seconds after it started.
+
+        ``signatures`` counts unique signatures by kind (``engine.diff.Kind`` values).
+        """
+        for name, value in (("t", t), ("execs", execs), ("exec_per_s", exec_per_s),
+                            ("corpus_size", corpus_size)):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise InvalidValueError(name, value, "must be a non-negative number")
+        if not isinstance(signatures, dict):
+            raise InvalidValueError("signatures", signatures, "must map kind to count")
+        for kind, count in signatures.items():
+            _coerce(Kind, kind, "signatures")
+            if not isinstance(count, int) or count < 0:
+                raise InvalidValueError(f"signatures.{kind}", count, "must be a count")
+        snap = StatsSnapshot(campaign_id=campaign_id, t=float(t), execs=execs,
+                             exec_per_s=float(exec_per_s), corpus_size=corpus_size,
+                             signatures=dict(signatures), at=self._clock())
+        with self._write() as s:
+            self._campaign(s, campaign_id)
+            s.add(snap)
+        return snap
+
+    def stats(self, campaign_id: int) -> list[StatsSnapshot]:
+        """A campaign's snapshots, oldest first."""
+        with self._read() as s:
+            self._campaign(s, campaign_id)
+            return list(s.scalars(select(StatsSnapshot)
+                                  .where(StatsSnapshot.campaign_id == campaign_id)
+                                  .order_by(StatsSnapshot.t, StatsSnapshot.id)))
+
+    # -- divergences -------------------------------------------------------------
+
+    def upsert_divergences(self, records: Iterable[DivergenceRecord],
+                           campaign_id: int | None = None) -> UpsertResult:
+        """Store a batch of divergences in one transaction.
+
+        An unexpected signature seen for the first time becomes a new record;
+        one already stored gets its hit count raised by the number of times
+        the batch holds it and its last_seen moved; one whose newest record is
+        verified opens a new record linked by ``reopened_from``.  Intended
+        divergences are not stored: each of their rules is counted on campaign
+        ``campaign_id`` with up to :data:`INTENDED_SAMPLES` sample programs.
+
+        Context: one write transaction (``BEGIN IMMEDIATE`` on SQLite); on any
+        error nothing of the batch is stored.
+        Return: counts of what happened, and the record id of every signature.
+        """
+        records = list(records)
+        for i, r in enumerate(records):
+            _check_record(i, r)
+        intended = [r for r in records if r.classification is Classification.INTENDED]
+        if intended and campaign_id is None:
+            raise InvalidValueError("campaign_id", None, f"{len(intended)} intended "
+                                    "divergences need a campaign to be counted on")
+        groups: dict[str, tuple[DivergenceRecord, int]] = {}
+        for r in records:
+            if r.classification is Classification.UNEXPECTED:
+                first, hits = groups.get(r.signature_id, (r, 0))
+                if first.signature != r.signature:
+                    raise InvalidValueError("signature_id", r.signature_id,
+                                            f"shared by {first.signature!r} and {r.signature!r}")
+                groups[r.signature_id] = (first, hits + 1)
+        now = self._clock()
+        result = UpsertResult(intended=len(intended))
+        try:
+            with self._write() as s:
+                self._upsert(s, groups, now, result)
+                if intended:
+                    self._count_intended(s, campaign_id, intended, now)
+        except SQLAlchemyError as exc:
+            raise BatchError(len(records), str(getattr(exc, "orig", None) or exc)) from exc
+        return result
+
+    def _upsert(self, s: Session, groups: dict[str, tuple[DivergenceRecord, int]],
+                now: datetime, result: UpsertResult) -> None:
+        current = self._newest(s, list(groups))
+        bumps, new, reopen = [], [], []
+        for sid, (rec, hits) in groups.items():
+            cur = current.get(sid)
+            if cur is not None and cur.signature != rec.signature:
+                # 64 bits of sha1 collided; refuse rather than merge two bugs.
+                raise InvalidValueError("signature_id", sid, f"stored for {cur.signature!r}, "
+                                        f"not {rec.signature!r}")
+            if cur is None:
+                new.append((rec, hits))
+            elif cur.status is TriageStatus.VERIFIED:
+                reopen.append((rec, hits, cur))
+            else:
+                bumps.append({"b_id": cur.id, "b_hits": hits, "b_now": now})
+                result.ids[sid] = cur.id
+        table = Divergence.__table__
+        if bumps:
+            s.execute(update(table).where(table.c.id == bindparam("b_id"))
+                      .values(hit_count=table.c.hit_count + bindparam("b_hits"),
+                              last_seen=bindparam("b_now", type_=UTCDateTime())), bumps)
+            result.updated = len(bumps)
+        programs = self._programs(s, [p for rec, *_ in new + reopen
+                                      for p in (rec.original_program, rec.minimized_program)
+                                      if p is not None])
+        if new:
+            # Core, not ORM, bulk insert: no identity map to fill for rows nobody reads.
+            s.execute(insert(table), [self._row(rec, hits, now, programs, 0, None)
+                                      for rec, hits in new])
+            result.inserted = len(new)
+        for rec, hits, old in reopen:
+            d = Divergence(**self._row(rec, hits, now, programs, old.seq + 1, old.id))
+            s.add(d)
+            s.flush()
+            s.add(TriageEvent(divergence_id=d.id, from_status=None, to_status=TriageStatus.NEW,
+                              note=f"reopened: seen again after #{old.id} was verified fixed",
+                              author="store", at=now))
+            result.ids[rec.signature_id] = d.id
+        result.reopened = len(reopen)
+        if new:
+            result.ids.update((sid, row.id) for sid, row in self._newest(
+                s, [rec.signature_id for rec, _ in new]).items())
+
+    @staticmethod
+    def _row(rec: DivergenceRecord, hits: int, now: datetime, programs: dict[str, int],
+             seq: int, reopened_from: int | None) -> dict[str, Any]:
+        return {"signature": rec.signature, "signature_id": rec.signature_id, "seq": seq,
+                "engine_a": rec.engine_a, "engine_b": rec.engine_b, "kind": rec.kind,
+                "classification": rec.classification, "field": rec.field,
+                "function": rec.function, "first_op": rec.first_op, "detail": rec.detail,
+                "first_seen": now, "last_seen": now, "hit_count": hits,
+                "original_program_id": programs[rec.original_program],
+                "minimized_program_id": (programs[rec.minimized_program]
+                                         if rec.minimized_program is not None else None),
+                "outcome_a": rec.outcome_a, "outcome_b": rec.outcome_b,
+                "status": TriageStatus.NEW, "duplicate_of": None,
+                "reopened_from": reopened_from}
+
+    @staticmethod
+    def _newest(s: Session, signature_ids: list[str]) -> dict[str, Row[Any]]:
+        """The newest record (highest seq) of each signature that has one.
+
+        Return: signature_id -> row of (id, signature_id, seq, status, signature).
+        """
+        newest: dict[str, Row[Any]] = {}
+        for chunk in _chunks(signature_ids):
+            for row in s.execute(select(Divergence.id, Divergence.signature_id, Divergence.seq,
+                                        Divergence.status, Divergence.signature)
+                                 .where(Divergence.signature_id.in_(chunk))):
+                if row.signature_id not in newest or row.seq > newest[row.signature_id].seq:
+                    newest[row.signature_id] = row
+        return newest
+
+    @staticmethod
+    def _programs(s: Session, texts: list[str]) -> dict[str, int]:
+        """Store each program text once (by sha256). Return: text -> program id."""
+        by_sha = {_sha256(t): t for t in texts}
+        ids: dict[str, int] = {}
+
+        def known(shas: Sequence[str]) -> None:
+            for chunk in _chunks(shas):
+                for pid, sha in s.execute(select(Program.id, Program.sha256)
+                                          .where(Program.sha256.in_(chunk))):
+                    ids[by_sha[sha]] = pid
+
+        known(list(by_sha))
+        missing = [{"sha256": sha, "json": t} for sha, t in by_sha.items() if t not in ids]
+        if missing:
+            s.execute(insert(Program), missing)
+            known([m["sha256"] for m in missing])
+        return ids
+
+    def _count_intended(self, s: Session, campaign_id: int | None,
+                        records: list[DivergenceRecord], now: datetime) -> None:
+        campaign = self._campaign(s, campaign_id)
+        # A new dict, so that the JSON column is seen as changed.
+        counts = copy.deepcopy(campaign.intended)
+        need = [r for r in records for rule in r.rules
+                if len(counts.get(rule, {}).get("samples", [])) < INTENDED_SAMPLES]
+        programs = self._programs(s, [r.original_program for r in need])
+        for r in records:
+            for rule in r.rules:
+                entry = counts.setdefault(rule, {"count": 0, "samples": []})
+                entry["count"] += 1
+                pid = programs.get(r.original_program)
+                if (pid is not None and pid not in entry["samples"]
+                        and len(entry["samples"]) < INTENDED_SAMPLES):
+                    entry["samples"].append(pid)
+        campaign.intended = counts
+        campaign.updated_at = now
+
+    def get_divergence(self, divergence_id: int) -> Divergence:
+        """One divergence with both outcomes."""
+        with self._read() as s:
+            return self._divergence(s, divergence_id)
+
+    def get_program(self, program_id: int) -> Program:
+        with self._read() as s:
+            program = s.get(Program, program_id)
+            if program is None:
+                raise NotFoundError("program", program_id)
+            return program
+
+    def list_divergences(self, *, status: TriageStatus | str | None = None,
+                         kind: Kind | str | None = None,
+                         classification: Classification | str | None = None,
+                         engines: tuple[str, str] | None = None, text: str | None = None,
+                         sort: str = "-last_seen", limit: int = 50,
+                         offset: int = 0) -> tuple[list[Divergence], int]:
+        """A page of divergences matching every given filter, and how many match.
+
+        ``text`` matches anywhere in the signature, literally (``%`` and ``_``
+        are not wildcards).  ``sort`` is one of :data:`SORT_KEYS`, with ``-``
+        for descending; ties go by id in the same direction, so pages are stable.
+
+        Return: ``(items, total)``; the items' outcomes are not loaded (use
+        :meth:`get_divergence`), and reading them raises.
+        """
+        where = []
+        if status is not None:
+            where.append(Divergence.status == _coerce(TriageStatus, status, "status"))
+        if kind is not None:
+            where.append(Divergence.kind == _coerce(Kind, kind, "kind"))
+        if classification is not None:
+            where.append(Divergence.classification
+                         == _coerce(Classification, classification, "classification"))
+        if engines is not None:
+            if not isinstance(engines, (tuple, list)) or len(engines) != 2:
+                raise InvalidValueError("engines", engines, "must be a pair (engine_a, engine_b)")
+            where += [Divergence.engine_a == _engine_id(engines[0], "engines"),
+                      Divergence.engine_b == _engine_id(engines[1], "engines")]
+        if text:
+            where.append(Divergence.signature.contains(text, autoescape=True))
+        key = sort.removeprefix("-") if isinstance(sort, str) else sort
+        if key not in SORT_KEYS:
+            raise InvalidValueError("sort", sort, "must be one of " + ", ".join(SORT_KEYS)
+                                    + " (prefix - for descending)")
+        if not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+            raise InvalidValueError("limit", limit, f"must be 1..{MAX_LIMIT}")
+        if not isinstance(offset, int) or offset < 0:
+            raise InvalidValueError("offset", offset, "must be >= 0")
+        column, tie = getattr(Divergence, key), Divergence.id
+        order = (column.desc(), tie.desc()) if sort.startswith("-") else (column, tie)
+        with self._read() as s:
+            total = s.scalar(select(func.count()).select_from(Divergence).where(*where))
+            items = list(s.scalars(select(Divergence)
+                                   .options(defer(Divergence.outcome_a, raiseload=True),
+                                            defer(Divergence.outcome_b, raiseload=True))
+                                   .where(*where).order_by(*order).limit(limit).offset(offset)))
+        return items, total or 0
+
+    # -- triage ------------------------------------------------------------------
+
+    def transition(self, divergence_id: int, to_status: TriageStatus | str, note: str = "",
+                   author: str = "", duplicate_of: int | None = None) -> Divergence:
+        """Move a divergence along :data:`TRANSITIONS` and record it in its history.
+
+        ``duplicate_of`` names the record a duplicate duplicates; it is
+        required for, and only allowed with, the duplicate state.
+        """
+        to = _coerce(TriageStatus, to_status, "to_status")
+        self._check_author(author)
+        if not isinstance(note, str):
+            raise InvalidValueError("note", note, "must be text")
+        with self._write() as s:
+            d = self._divergence(s, divergence_id)
+            allowed = TRANSITIONS[d.status]
+            if to not in allowed:
+                raise IllegalTransitionError("divergence", divergence_id, d.status, to,
+                                             list(allowed))
+            if to is TriageStatus.DUPLICATE:
+                self._check_duplicate_of(s, divergence_id, duplicate_of)
+            elif duplicate_of is not None:
+                raise InvalidValueError("duplicate_of", duplicate_of,
+                                        f"only allowed with status 'duplicate', not {to.value!r}")
+            s.add(TriageEvent(divergence_id=divergence_id, from_status=d.status, to_status=to,
+                              note=note, author=author, at=self._clock()))
+            d.status = to
+            d.duplicate_of = duplicate_of
+        return d
+
+    def _check_duplicate_of(self, s: Session, divergence_id: int,
+                            duplicate_of: int | None) -> None:
+        if duplicate_of is None:
+            raise InvalidValueError("duplicate_of", None, "required when marking a duplicate")
+        if duplicate_of == divergence_id:
+            raise InvalidValueError("duplicate_of", duplicate_of,
+                                    "a divergence cannot duplicate itself")
+        target = s.get(Divergence, duplicate_of)
+        if target is None:
+            raise NotFoundError("divergence", duplicate_of)
+        # Point at the original, never at another duplicate: no chains, no cycles.
+        if target.status is TriageStatus.DUPLICATE:
+            raise InvalidValueError("duplicate_of", duplicate_of,
+                                    f"#{duplicate_of} is itself a duplicate of "
+                                    f"#{target.duplicate_of}")
+
+    def add_note(self, divergence_id: int, text: str, author: str) -> Note:
+        """Attach a note to a divergence."""
+        self._check_author(author)
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidValueError("text", text, "a note needs some text")
+        note = Note(divergence_id=divergence_id, author=author, text=text, at=self._clock())
+        with self._write() as s:
+            self._divergence(s, divergence_id)
+            s.add(note)
+        return note
+
+    def history(self, divergence_id: int) -> list[TriageEvent]:
+        """A divergence's triage events, oldest first."""
+        with self._read() as s:
+            self._divergence(s, divergence_id)
+            return list(s.scalars(select(TriageEvent)
+                                  .where(TriageEvent.divergence_id == divergence_id)
+                                  .order_by(TriageEvent.at, TriageEvent.id)))
+
+    def notes(self, divergence_id: int) -> list[Note]:
+        """A divergence's notes, oldest first."""
+        with self._read() as s:
+            self._divergence(s, divergence_id)
+            return list(s.scalars(select(Note).where(Note.divergence_id == divergence_id)
+                                  .order_by(Note.at, Note.id)))
+
+    # -- helpers -----------------------------------------------------------------
+
+    @staticmethod
+    def _check_author(author: Any) -> None:
+        if not isinstance(author, str) or not 0 < len(author) <= 128:
+            raise InvalidValueError("author", author, "must be 1..128 characters")
+
+    @staticmethod
+    def _campaign(s: Session, campaign_id: Any) -> Campaign:
+        campaign = s.get(Campaign, campaign_id) if isinstance(campaign_id, int) else None
+        if campaign is None:
+            raise NotFoundError("campaign", campaign_id)
+        return campaign
+
+    @staticmethod
+    def _divergence(s: Session, divergence_id: Any) -> Divergence:
+        d = s.get(Divergence, divergence_id) if isinstance(divergence_id, int) else None
+        if d is None:
+            raise NotFoundError("divergence", divergence_id)
+        return d

@@ -1,0 +1,393 @@
+"""The divergence store on a real SQLite file: dedup, batches, queries, triage, concurrency.
+
+Every test opens a fresh file under ``tmp_path`` with a ticking clock (one
+second per call from a fixed instant): no wall clock, no shared state.
+Records come from real differential runs of corpus programs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import multiprocessing
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import event
+
+from engine.corpus import load_any
+from engine.diff import Classification, Kind, differential
+from service.errors import BatchError, IllegalTransitionError, InvalidValueError, NotFoundError
+from service.models import Base, CampaignStatus, TriageStatus
+from service.store import INTENDED_SAMPLES, DivergenceRecord, Store, records_from_report
+
+CORPUS = Path(__file__).resolve().parents[2] / "corpus"
+T0 = datetime(2025, 3, 1, tzinfo=UTC)
+
+
+class Tick:
+    """A clock that advances one second per reading (picklable, for spawned workers)."""
+
+    def __init__(self) -> None:
+        self.now = T0 - timedelta(seconds=1)
+
+    def __call__(self) -> datetime:
+        self.now += timedelta(seconds=1)
+        return self.now
+
+
+def _records(name: str, a: str, b: str) -> list[DivergenceRecord]:
+    program = load_any(str(CORPUS / name))
+    return records_from_report(differential(program, a, b), program)
+
+
+@pytest.fixture(scope="module")
+def data_loss() -> DivergenceRecord:
+    (rec,) = _records("h5-dma-into-lazyfree.json", "v5.17", "v6.14")
+    assert (rec.kind, rec.classification) == (Kind.DATA_LOSS, Classification.UNEXPECTED)
+    return rec
+
+
+@pytest.fixture(scope="module")
+def crash() -> DivergenceRecord:
+    (rec,) = _records("h12-mremap-straddle.json", "v6.14", "v6.15")
+    assert (rec.kind, rec.classification) == (Kind.CRASH, Classification.UNEXPECTED)
+    return rec
+
+
+@pytest.fixture(scope="module")
+def intended() -> DivergenceRecord:
+    (rec,) = _records("h1-clean-mthp-reclaim.json", "v6.14", "v6.15")
+    assert rec.classification is Classification.INTENDED and rec.rules
+    return rec
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'store.db'}"
+
+
+@pytest.fixture
+def store(url: str):
+    with Store.open(url, clock=Tick()) as s:
+        yield s
+
+
+def variant(rec: DivergenceRecord, i: int) -> DivergenceRecord:
+    """``rec`` as if found as a different bug ``i`` with its own program."""
+    signature = f"{rec.signature}|v{i}"
+    return dataclasses.replace(rec, signature=signature,
+                               signature_id=hashlib.sha1(signature.encode()).hexdigest()[:16],
+                               # Another program text (stored as text, never parsed back).
+                               original_program=rec.original_program[:-1] + f',"_v":{i}}}')
+
+
+# -- schema -------------------------------------------------------------------------
+
+
+def test_migrated_schema_matches_models(store: Store, url: str) -> None:
+    with store.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}),
+                                Base.metadata)
+        assert diff == []
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0001"
+    # Opening an up-to-date file again migrates nothing and keeps the data.
+    store.create_campaign("v6.14", "v6.15", "hypothesis")
+    with Store.open(url, clock=Tick()) as again:
+        assert again.get_campaign(1).fuzzer == "hypothesis"
+
+
+# -- upsert -------------------------------------------------------------------------
+
+
+def test_upsert_dedups_and_counts_hits(store: Store, data_loss: DivergenceRecord) -> None:
+    first = store.upsert_divergences([data_loss] * 3)
+    assert (first.inserted, first.updated) == (1, 0)
+    second = store.upsert_divergences([data_loss, data_loss])
+    assert (second.inserted, second.updated) == (0, 1)
+    assert first.ids == second.ids == {data_loss.signature_id: 1}
+
+    d = store.get_divergence(1)
+    assert d.hit_count == 5
+    assert d.first_seen == T0 and d.last_seen == T0 + timedelta(seconds=1)
+    assert (d.signature, d.signature_id) == (data_loss.signature, data_loss.signature_id)
+    assert (d.engine_a, d.engine_b, d.kind, d.status) == ("v5.17", "v6.14", Kind.DATA_LOSS,
+                                                          TriageStatus.NEW)
+    assert d.outcome_a["verdict"] == "data_loss" and d.outcome_b["engine"] == "v6.14"
+    assert store.get_program(d.original_program_id).json == data_loss.original_program
+    assert d.minimized_program_id is None
+
+
+def test_batch_of_1000_in_one_transaction(store: Store, data_loss: DivergenceRecord) -> None:
+    records = [variant(data_loss, i % 500) for i in range(1000)]
+    commits = []
+    event.listen(store.engine, "commit", lambda conn: commits.append(conn))
+    result = store.upsert_divergences(records)
+    assert len(commits) == 1
+    assert (result.inserted, result.updated, len(result.ids)) == (500, 0, 500)
+    items, total = store.list_divergences(sort="id", limit=1000)
+    assert total == 500
+    assert {d.hit_count for d in items} == {2}
+    # Each program was stored once and is the one of its record.
+    assert store.get_program(items[7].original_program_id).json == records[7].original_program
+
+
+def test_minimized_program_is_stored(store: Store, crash: DivergenceRecord) -> None:
+    program = load_any(str(CORPUS / "h12-mremap-straddle.json"))
+    (rec,) = records_from_report(differential(program, "v6.14", "v6.15"), program,
+                                 minimized_program=program)
+    store.upsert_divergences([rec])
+    d = store.get_divergence(1)
+    # Same text, so the same program row.
+    assert d.minimized_program_id == d.original_program_id
+
+
+def test_failed_batch_leaves_stored_data_intact(store: Store, data_loss: DivergenceRecord,
+                                                crash: DivergenceRecord) -> None:
+    store.upsert_divergences([data_loss])
+    bad_kind = dataclasses.replace(crash, kind="oops")
+    with pytest.raises(InvalidValueError) as err:
+        store.upsert_divergences([data_loss, bad_kind])
+    assert err.value.field == "records[1].kind" and "'oops'" in str(err.value)
+
+    # Fails inside the transaction, after the hit on data_loss was counted.
+    unserialisable = dataclasses.replace(crash, outcome_a={"state": {1, 2}})
+    with pytest.raises(BatchError, match="nothing stored"):
+        store.upsert_divergences([data_loss, variant(data_loss, 1), unserialisable])
+
+    items, total = store.list_divergences()
+    assert total == 1
+    assert (items[0].hit_count, items[0].last_seen) == (1, T0)
+
+
+def test_intended_divergences_are_counted_per_rule_not_stored(
+        store: Store, intended: DivergenceRecord, data_loss: DivergenceRecord) -> None:
+    campaign = store.create_campaign("v6.14", "v6.15", "schedule")
+    records = [variant(intended, i) for i in range(5)] + [intended, data_loss]
+    result = store.upsert_divergences(records, campaign_id=campaign.id)
+    assert (result.inserted, result.intended) == (1, 6)
+    _, total = store.list_divergences()
+    assert total == 1
+
+    counts = store.get_campaign(campaign.id).intended
+    assert set(counts) == set(intended.rules)
+    entry = counts[intended.rules[0]]
+    assert entry["count"] == 6
+    assert len(entry["samples"]) == INTENDED_SAMPLES == len(set(entry["samples"]))
+    assert store.get_program(entry["samples"][0]).json == records[0].original_program
+
+    with pytest.raises(InvalidValueError) as err:
+        store.upsert_divergences([intended])
+    assert err.value.field == "campaign_id"
+
+
+# -- queries ------------------------------------------------------------------------
+
+
+def test_list_filters_sort_pagination(store: Store, data_loss: DivergenceRecord,
+                                      crash: DivergenceRecord) -> None:
+    # 12 data-loss signatures with 1..12 hits, 3 crash signatures with 1 hit.
+    for i in range(12):
+        store.upsert_divergences([variant(data_loss, i)] * (i + 1))
+    store.upsert_divergences([variant(crash, i) for i in range(3)])
+    store.transition(2, "confirmed", "real", "alice")
+
+    items, total = store.list_divergences(sort="-hit_count", limit=5)
+    assert total == 15 and [d.hit_count for d in items] == [12, 11, 10, 9, 8]
+    page3, total = store.list_divergences(sort="-hit_count", limit=5, offset=10)
+    assert total == 15 and [d.hit_count for d in page3] == [2, 1, 1, 1, 1]
+    beyond, total = store.list_divergences(offset=100)
+    assert (beyond, total) == ([], 15)
+
+    assert store.list_divergences(kind=Kind.CRASH)[1] == 3
+    assert store.list_divergences(kind="data_loss", status="new")[1] == 11
+    assert [d.id for d in store.list_divergences(status=TriageStatus.CONFIRMED)[0]] == [2]
+    assert store.list_divergences(engines=("old", "new"))[1] == 3
+    assert store.list_divergences(engines=("v5.17", "v6.14"), kind="crash")[1] == 0
+    assert store.list_divergences(classification="unexpected")[1] == 15
+    assert store.list_divergences(text="ptep_get<folio_pte_batch")[1] == 3
+    assert store.list_divergences(text="|v1")[1] == 3 + 1   # v1, v10, v11 and crash v1
+    assert store.list_divergences(text="%")[1] == 0         # literal, not a wildcard
+
+    ordered = [d.id for d in store.list_divergences(sort="first_seen", limit=1000)[0]]
+    assert ordered == sorted(ordered)
+    newest_first = store.list_divergences(sort="-last_seen", limit=1)[0][0]
+    assert newest_first.kind is Kind.CRASH
+
+    with pytest.raises(InvalidValueError, match="'colour'") as err:
+        store.list_divergences(sort="colour")
+    assert err.value.field == "sort"
+    with pytest.raises(InvalidValueError) as err:
+        store.list_divergences(status="open")
+    assert (err.value.field, err.value.value) == ("status", "open")
+    with pytest.raises(InvalidValueError) as err:
+        store.list_divergences(limit=0)
+    assert err.value.field == "limit"
+    with pytest.raises(InvalidValueError) as err:
+        store.list_divergences(engines=("v6.14", "v9.99"))
+    assert err.value.field == "engines" and "v9.99" in str(err.value)
+
+
+def test_get_missing_divergence(store: Store) -> None:
+    with pytest.raises(NotFoundError, match="divergence 42 not found"):
+        store.get_divergence(42)
+
+
+# -- triage -------------------------------------------------------------------------
+
+
+def test_transitions_legal_and_illegal(store: Store, data_loss: DivergenceRecord) -> None:
+    store.upsert_divergences([data_loss, variant(data_loss, 1), variant(data_loss, 2)])
+    with pytest.raises(IllegalTransitionError) as err:
+        store.transition(1, "verified", "", "alice")
+    assert "divergence 1" in str(err.value)
+    assert "'new' to 'verified'" in str(err.value)
+    assert (err.value.from_status, err.value.to_status) == (TriageStatus.NEW,
+                                                            TriageStatus.VERIFIED)
+
+    for to in ("confirmed", "fixed", "confirmed", "fixed", "verified"):
+        assert store.transition(1, to, f"-> {to}", "alice").status is TriageStatus(to)
+    with pytest.raises(IllegalTransitionError, match="'verified' to 'confirmed'"):
+        store.transition(1, "confirmed", "", "alice")
+
+    with pytest.raises(InvalidValueError) as err:
+        store.transition(2, "duplicate", "", "bob")
+    assert err.value.field == "duplicate_of"
+    with pytest.raises(NotFoundError, match="divergence 99"):
+        store.transition(2, "duplicate", "", "bob", duplicate_of=99)
+    with pytest.raises(InvalidValueError, match="itself"):
+        store.transition(2, "duplicate", "", "bob", duplicate_of=2)
+    assert store.transition(2, "duplicate", "", "bob", duplicate_of=1).duplicate_of == 1
+    with pytest.raises(InvalidValueError, match="#2 is itself a duplicate of #1"):
+        store.transition(3, "duplicate", "", "bob", duplicate_of=2)
+    with pytest.raises(InvalidValueError, match="only allowed with status 'duplicate'"):
+        store.transition(3, "invalid", "", "bob", duplicate_of=1)
+    assert store.transition(2, "confirmed", "not a dup", "bob").duplicate_of is None
+
+    with pytest.raises(InvalidValueError) as err:
+        store.transition(3, "wontfix", "", "bob")
+    assert (err.value.field, err.value.value) == ("to_status", "wontfix")
+    with pytest.raises(InvalidValueError) as err:
+        store.transition(3, "invalid", "", "")
+    assert err.value.field == "author"
+    # Refused transitions left no trace.
+    assert store.get_divergence(3).status is TriageStatus.NEW and store.history(3) == []
+
+
+def test_reopen_after_verified_creates_linked_record(store: Store,
+                                                    crash: DivergenceRecord) -> None:
+    store.upsert_divergences([crash, crash])
+    for to in ("confirmed", "fixed"):
+        store.transition(1, to, "", "alice")
+    # Fixed but not yet verified: a hit still counts on the same record.
+    assert store.upsert_divergences([crash]).updated == 1
+    store.transition(1, "verified", "replay no longer reproduces", "replay")
+
+    result = store.upsert_divergences([crash] * 2)
+    assert (result.inserted, result.updated, result.reopened) == (0, 0, 1)
+    new = store.get_divergence(result.ids[crash.signature_id])
+    assert (new.id, new.seq, new.reopened_from, new.hit_count) == (2, 1, 1, 2)
+    assert new.status is TriageStatus.NEW and new.signature == crash.signature
+    old = store.get_divergence(1)
+    assert (old.status, old.hit_count) == (TriageStatus.VERIFIED, 3)
+    (event_,) = store.history(2)
+    assert (event_.from_status, event_.to_status) == (None, TriageStatus.NEW)
+    assert "#1" in event_.note
+
+    # Later hits go to the newest record.
+    assert store.upsert_divergences([crash]).ids == {crash.signature_id: 2}
+    assert (store.get_divergence(2).hit_count, store.get_divergence(1).hit_count) == (3, 3)
+
+
+def test_history_and_notes(store: Store, data_loss: DivergenceRecord) -> None:
+    store.upsert_divergences([data_loss])
+    store.transition(1, "confirmed", "reproduces on v5.17", "alice")
+    store.add_note(1, "DMA lands after the discard", "bob")
+    store.transition(1, "fixed", "6c8e2a256915", "alice")
+
+    history = store.history(1)
+    assert [(e.from_status, e.to_status) for e in history] == [
+        (TriageStatus.NEW, TriageStatus.CONFIRMED), (TriageStatus.CONFIRMED, TriageStatus.FIXED)]
+    assert [(e.note, e.author) for e in history] == [("reproduces on v5.17", "alice"),
+                                                     ("6c8e2a256915", "alice")]
+    assert history[0].at < history[1].at
+    (note,) = store.notes(1)
+    assert (note.text, note.author) == ("DMA lands after the discard", "bob")
+    assert history[0].at < note.at < history[1].at
+
+    with pytest.raises(InvalidValueError) as err:
+        store.add_note(1, "  ", "bob")
+    assert err.value.field == "text"
+    with pytest.raises(NotFoundError):
+        store.add_note(7, "x", "bob")
+    with pytest.raises(NotFoundError):
+        store.history(7)
+
+
+# -- campaigns ----------------------------------------------------------------------
+
+
+def test_campaign_status_and_stats(store: Store) -> None:
+    c = store.create_campaign("old", "new", "atheris", {"seed": 1, "max_ops": 32})
+    assert (c.engine_a, c.engine_b, c.status, c.config) == ("v6.14", "v6.15",
+                                                            CampaignStatus.PENDING,
+                                                            {"seed": 1, "max_ops": 32})
+    assert store.set_campaign_status(c.id, "running").status is CampaignStatus.RUNNING
+    store.add_stats_snapshot(c.id, 20.0, 4000, 200.0, 31, {"state": 2})
+    store.add_stats_snapshot(c.id, 10.0, 2000, 200.0, 30, {"state": 1, "crash": 1})
+    assert [s.t for s in store.stats(c.id)] == [10.0, 20.0]
+    assert store.stats(c.id)[1].signatures == {"state": 2}
+    assert store.set_campaign_status(c.id, CampaignStatus.FINISHED).updated_at > c.created_at
+    with pytest.raises(IllegalTransitionError, match="campaign 1: cannot go from 'finished'"):
+        store.set_campaign_status(c.id, "running")
+
+    with pytest.raises(InvalidValueError) as err:
+        store.create_campaign("v6.14", "v7.0", "atheris")
+    assert (err.value.field, err.value.value) == ("engine_b", "v7.0")
+    with pytest.raises(InvalidValueError) as err:
+        store.add_stats_snapshot(c.id, 1.0, -1, 0.0, 0, {})
+    assert (err.value.field, err.value.value) == ("execs", -1)
+    with pytest.raises(InvalidValueError) as err:
+        store.add_stats_snapshot(c.id, 1.0, 1, 0.0, 0, {"bogus": 1})
+    assert err.value.field == "signatures"
+    with pytest.raises(NotFoundError, match="campaign 5"):
+        store.add_stats_snapshot(5, 1.0, 1, 0.0, 0, {})
+
+
+# -- concurrency --------------------------------------------------------------------
+
+
+def _worker(url: str, base: DivergenceRecord, start: int, barrier) -> None:
+    """Upsert signatures ``start .. start+199``, each twice, in batches of 50."""
+    records = [variant(base, start + i) for i in range(200)] * 2
+    with Store.open(url, clock=Tick(), busy_timeout_ms=60_000) as store:
+        barrier.wait()
+        for i in range(0, len(records), 50):
+            store.upsert_divergences(records[i:i + 50])
+
+
+def test_two_processes_lose_nothing_and_count_nothing_twice(
+        store: Store, url: str, data_loss: DivergenceRecord) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(2)
+    # Signatures 100..199 are written by both workers.
+    workers = [ctx.Process(target=_worker, args=(url, data_loss, start, barrier))
+               for start in (0, 100)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+    assert [w.exitcode for w in workers] == [0, 0]
+
+    items, total = store.list_divergences(sort="id", limit=1000)
+    assert total == 300
+    hits = {d.signature: d.hit_count for d in items}
+    assert len(hits) == 300 and sum(hits.values()) == 2 * 400
+    for i in range(300):
+        expected = 4 if 100 <= i < 200 else 2
+        assert hits[f"{data_loss.signature}|v{i}"] == expected, i
