@@ -232,9 +232,12 @@ class MemoryMixin:
         if pfn != ZERO_PFN:
             folio = self.pfn_folio(pfn)
             mapped = folio_mapcount(folio)
+            # a swap-cache folio whose slots other PTEs still use is shared too
+            # (folio_free_swap() fails, so wp_can_reuse_anon_folio() says no)
+            shared_swap = folio.swapcache and any(self.swap.count.get(s) for s in folio.swap)
             exclusive = (folio.ref - (folio.nr if folio.swapcache else 0) == mapped
                          and max(folio.mapcount) <= 1 and not folio.entire_mapcount
-                         and self.mapped_only_in(folio, vma.mm))
+                         and not shared_swap and self.mapped_only_in(folio, vma.mm))
             if exclusive:
                 pt.entries[idx] = pte_mkwrite(pte_mkdirty(pte_mkyoung(pte)))
                 return
@@ -270,9 +273,13 @@ class MemoryMixin:
         folio = self.swapcache_lookup(slot)
         mm = vma.mm
         if folio is not None:
-            # Still in the swap cache: map the cached page again.
+            # Still in the swap cache: map the cached page again, writable only if
+            # this PTE is the slot's last user (else a write must copy: a forked
+            # child still refers to the same slot).
             page = folio.swap.index(slot)
-            pt.entries[idx] = mk_pte(folio.pfn + page, vma.writable, dirty=False, young=True)
+            exclusive = self.swap.count.get(slot, 0) == 1 and not folio_mapcount(folio)
+            pt.entries[idx] = mk_pte(folio.pfn + page, vma.writable and exclusive, dirty=False,
+                                     young=True)
             folio.ref += 1
             self.folio_add_anon_rmap_ptes(folio, page, 1)
             self.swap.free(slot)

@@ -81,3 +81,25 @@ def test_fork_shares_folios_copy_on_write():
     assert out.verdict.value == "ok", out.crash
     assert out.results[4] == [1, 1] and out.results[5] == [2, 1]
     assert out.state["folio.f0.mapcount"] == 31                  # 16 in the parent, 15 in the child
+
+
+def test_swap_cache_folio_shared_with_a_child_is_copied_on_write():
+    # A speculative reference keeps the swapped-out folio in the swap cache; after
+    # fork the child's PTE refers to the same slot, so the parent's fault must map
+    # the cached folio read-only and copy it on write.
+    p = parse_program({"version": 1,
+                       "threads": [{"name": "T0", "mm": 0}, {"name": "T1", "mm": 1},
+                                   {"name": "W", "kind": "kthread"}],
+                       "ops": [dict(thread="T0", op="mmap", addr=A, pages=1),
+                               dict(thread="T0", op="write", addr=A, value=5),
+                               dict(thread="W", op="folio_try_get", addr=A, ref="r0"),
+                               dict(thread="T0", op="madvise", addr=A, pages=1, advice="MADV_PAGEOUT"),
+                               dict(thread="T0", op="fork", child=1),
+                               dict(thread="T0", op="write", addr=A, value=9),
+                               dict(thread="W", op="folio_put", ref="r0"),
+                               dict(thread="T1", op="read", addr=A),
+                               dict(thread="T0", op="read", addr=A)]})
+    for engine in ("v5.17", "v6.14", "v6.15"):
+        out = run(p, engine)
+        assert out.verdict.value == "ok", out.crash
+        assert out.results[7] == [5] and out.results[8] == [9]
