@@ -27,7 +27,7 @@ class Folio:
                  "anon", "swapbacked", "swapcache", "dirty", "lru", "active", "referenced",
                  "locked", "lock_owner", "partially_mapped", "mlocked", "unevictable",
                  "on_deferred_list", "lru_list", "data", "swap", "index", "anon_vma",
-                 "freed", "touched", "extra", "checked")
+                 "freed", "extra", "checked")
 
     def __init__(self, pfn: int, order: int) -> None:
         self.pfn = pfn
@@ -56,7 +56,6 @@ class Folio:
         self.index = 0                         # linear page index of page 0 (folio->index)
         self.anon_vma = None
         self.freed = False
-        self.touched = False
         self.extra: dict[str, int] = {}   # references held for a named reason
         self.checked: tuple | None = None  # what the refcount oracle last verified
 
@@ -86,12 +85,10 @@ def folio_test_swapbacked(folio: Folio) -> bool:
 
 def folio_set_swapbacked(folio: Folio) -> None:
     folio.swapbacked = True
-    folio.touched = True
 
 
 def folio_clear_swapbacked(folio: Folio) -> None:
     folio.swapbacked = False
-    folio.touched = True
 
 
 def folio_test_swapcache(folio: Folio) -> bool:
@@ -150,7 +147,6 @@ def folio_get(folio: Folio, n: int = 1) -> None:
     if folio.ref <= 0:
         raise KernelBug(f"folio_get on folio pfn {folio.pfn:#x} with refcount {folio.ref}")
     folio.ref += n
-    folio.touched = True
 
 
 folio_ref_add = folio_get
@@ -161,14 +157,12 @@ def folio_try_get(folio: Folio) -> bool:
     if folio.freed or folio.ref == 0:
         return False
     folio.ref += 1
-    folio.touched = True
     return True
 
 
 def folio_ref_sub(folio: Folio, n: int) -> None:
     _check_live(folio, "folio_ref_sub")
     folio.ref -= n
-    folio.touched = True
     if folio.ref <= 0:
         raise KernelBug(f"folio_ref_sub({n}) drops folio pfn {folio.pfn:#x} to {folio.ref}")
 
@@ -178,10 +172,8 @@ def folio_ref_freeze(folio: Folio, count: int) -> bool:
     if folio.ref != count:
         return False
     folio.ref = 0
-    folio.touched = True
     return True
 
 
 def folio_ref_unfreeze(folio: Folio, count: int) -> None:
     folio.ref = count
-    folio.touched = True

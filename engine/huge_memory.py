@@ -30,7 +30,6 @@ class HugeMemoryMixin:
         if partially_mapped:
             if not folio.partially_mapped:
                 folio.partially_mapped = True
-                folio.touched = True
                 if folio_test_pmd_mappable(folio):
                     self.count("THP_DEFERRED_SPLIT_PAGE")
                 self.count_mthp("split_deferred", folio.order)
@@ -238,7 +237,6 @@ class HugeMemoryMixin:
         folio.entire_mapcount = 0
         folio.pincount = 0
         folio.ref = folio.mapcount[0] + sum(head_extra.values())
-        folio.touched = True
         self.cost["rmap_updates"] += 1
         for t in tails:
             if to_list is not None:

@@ -70,7 +70,6 @@ class LruMixin:
         folio.active = False
         folio.referenced = False
         folio.swapbacked = False
-        folio.touched = True
         self.lruvec_add_folio(folio)
         self.count("PGLAZYFREE", folio.nr)
 

@@ -61,19 +61,16 @@ class RmapMixin:
             for i in range(folio.nr):
                 folio.mapcount[i] += 1
         self.cost["rmap_updates"] += 1
-        folio.touched = True
 
     def folio_add_anon_rmap_ptes(self, folio: Folio, first: int, nr: int) -> None:
         mc = folio.mapcount
         for i in range(first, first + nr):
             mc[i] += 1
         self.cost["rmap_updates"] += 1
-        folio.touched = True
 
     def folio_add_anon_rmap_pmd(self, folio: Folio) -> None:
         folio.entire_mapcount += 1
         self.cost["rmap_updates"] += 1
-        folio.touched = True
 
     def folio_remove_rmap_ptes(self, folio: Folio, first: int, nr: int, vma: VmArea) -> None:
         """__folio_remove_rmap(RMAP_LEVEL_PTE): drop ``nr`` PTE mappings from page ``first``."""
@@ -86,7 +83,6 @@ class RmapMixin:
             if mc[i] == 0 and not folio.entire_mapcount:
                 unmapped += 1
         self.cost["rmap_updates"] += 1
-        folio.touched = True
         if folio.order and folio.anon:
             partially_mapped = unmapped > 0 and folio_mapped(folio)
             self.deferred_split_on_rmap_removal(folio, unmapped, partially_mapped)
@@ -101,7 +97,6 @@ class RmapMixin:
         if folio.entire_mapcount < 0:
             raise KernelBug(f"entire mapcount of folio pfn {folio.pfn:#x} underflows")
         self.cost["rmap_updates"] += 1
-        folio.touched = True
         if not folio.entire_mapcount:
             still = sum(1 for m in folio.mapcount if m)
             partially_mapped = 0 < still < folio.nr
@@ -284,7 +279,6 @@ class RmapMixin:
         """Move the dirty bit from the cleared PTE to the folio."""
         if pte_dirty(pteval):
             folio.dirty = True
-            folio.touched = True
 
     def ttu_vma_locked(self, folio: Folio, vma: VmArea, flags: int) -> bool:
         """The mlock check at the top of the walk loop: True means walk_abort."""

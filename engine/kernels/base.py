@@ -24,12 +24,6 @@ from engine.sched import Gate
 from engine.swapfile import SwapDevice
 from engine.vmscan import VmscanMixin
 
-#: Counters the kernel exports that outcomes report (vmstat / mTHP stats / reclaim_stat).
-EXPORTED_COUNTERS = ("PGLAZYFREE", "PGLAZYFREED", "nr_unmap_fail", "nr_lazyfree_fail",
-                     "THP_SPLIT_PMD", "THP_DEFERRED_SPLIT_PAGE", "THP_SPLIT_PAGE",
-                     "PSWPOUT", "PSWPIN", "nr_reclaimed")
-
-
 class Kernel(MemoryMixin, RmapMixin, HugeMemoryMixin, VmscanMixin, MadviseMixin, GupMixin,
              LruMixin):
     """One kernel instance.  Class attributes describe the version's features."""
@@ -40,8 +34,6 @@ class Kernel(MemoryMixin, RmapMixin, HugeMemoryMixin, VmscanMixin, MadviseMixin,
     HAS_MTHP = True
     #: MAP_DROPPABLE / VM_DROPPABLE (9651fcedf7b9, v6.11)
     HAS_DROPPABLE = True
-    #: deferred_split_folio(folio, partially_mapped) and PG_partially_mapped (v6.12)
-    HAS_PARTIALLY_MAPPED = True
     #: shrink_folio_list splits large lazyfree folios before unmapping (before 735ecdfaf4e8)
     SPLITS_LAZYFREE_IN_RECLAIM = False
     #: a maybe-pinned exclusive anon page is never unmapped to swap (6c287605fd56, v5.19)
@@ -117,7 +109,6 @@ class Kernel(MemoryMixin, RmapMixin, HugeMemoryMixin, VmscanMixin, MadviseMixin,
         self.lruvec_del_folio(folio)
         folio.lru = False
         folio.freed = True
-        folio.touched = True
         self.folios.pop(folio.pfn, None)
 
     # -- references with a named holder (what the refcount oracle accounts for) --
@@ -126,7 +117,6 @@ class Kernel(MemoryMixin, RmapMixin, HugeMemoryMixin, VmscanMixin, MadviseMixin,
             raise KernelBug(f"reference ({why}) on freed folio pfn {folio.pfn:#x}")
         folio.ref += n
         folio.extra[why] = folio.extra.get(why, 0) + n
-        folio.touched = True
 
     def ref_put(self, folio: Folio, why: str, n: int = 1) -> None:
         held = folio.extra.get(why, 0)
@@ -143,7 +133,6 @@ class Kernel(MemoryMixin, RmapMixin, HugeMemoryMixin, VmscanMixin, MadviseMixin,
         if folio.freed:
             raise KernelBug(f"folio_put on freed folio pfn {folio.pfn:#x} (use-after-free)")
         folio.ref -= n
-        folio.touched = True
         if folio.ref < 0:
             raise KernelBug(f"refcount of folio pfn {folio.pfn:#x} underflows to {folio.ref}")
         if folio.ref == 0:

@@ -5,6 +5,7 @@ the device then writes into a page nobody maps any more (data loss).
 
 from __future__ import annotations
 
+from engine.folio import folio_test_dirty
 from engine.kernels.v5_18 import V5_18
 
 
@@ -15,4 +16,4 @@ class V5_17(V5_18):
 
     def lazyfree_can_discard(self, folio) -> bool:
         """MADV_FREE page check: only PG_dirty counts."""
-        return not folio.dirty
+        return not folio_test_dirty(folio)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from engine.errors import KernelBug
 from engine.flags import TTU_SPLIT_HUGE_PMD
-from engine.folio import folio_mapcount, folio_test_pmd_mappable
+from engine.folio import (folio_mapcount, folio_ref_count, folio_set_swapbacked, folio_test_anon,
+                          folio_test_dirty, folio_test_pmd_mappable, folio_test_swapbacked)
 from engine.kernels.base import Kernel
 from engine.mm import MM_ANONPAGES
 from engine.pgtable import PMD_SHIFT, ptep_get, pte_pfn, set_pte_at
@@ -26,7 +27,6 @@ class V5_18(Kernel):
     COMMIT = "6c8e2a256915"
     HAS_MTHP = False
     HAS_DROPPABLE = False
-    HAS_PARTIALLY_MAPPED = False
     SPLITS_LAZYFREE_IN_RECLAIM = True
     split_underused_thp = False
 
@@ -76,19 +76,19 @@ class V5_18(Kernel):
             self.cost["pte_clears"] += 1
             self.ttu_flush_pte(flags)
             self.ttu_harvest_dirty(folio, pteval)
-            if folio.anon and not folio.swapbacked:
+            if folio_test_anon(folio) and not folio_test_swapbacked(folio):
                 yield
                 if self.lazyfree_can_discard(folio):
                     mm.rss[MM_ANONPAGES] -= 1
                     self.event("ttu_lazyfree_discard", folio)
                 else:
                     set_pte_at(pt, idx, pteval)
-                    folio.swapbacked = True
-                    self.event("ttu_lazyfree_abort_dirty" if folio.dirty
+                    folio_set_swapbacked(folio)
+                    self.event("ttu_lazyfree_abort_dirty" if folio_test_dirty(folio)
                                else "ttu_lazyfree_abort_ref_swapbacked", folio)
                     ret = False
                     break
-            elif folio.anon:
+            elif folio_test_anon(folio):
                 if not self.ttu_swap_pte(folio, vma, pvmw, page, pteval):
                     ret = False
                     break
@@ -102,6 +102,6 @@ class V5_18(Kernel):
 
     def lazyfree_can_discard(self, folio) -> bool:
         """The only refs must be one from isolation plus the rmap(s) (6c8e2a256915)."""
-        ref_count = folio.ref
+        ref_count = folio_ref_count(folio)
         map_count = folio_mapcount(folio)
-        return ref_count == 1 + map_count and not folio.dirty
+        return ref_count == 1 + map_count and not folio_test_dirty(folio)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from engine.errors import KernelBug
 from engine.flags import TTU_SPLIT_HUGE_PMD, VM_DROPPABLE
-from engine.folio import folio_mapcount
+from engine.folio import (folio_mapcount, folio_ref_count, folio_set_swapbacked, folio_test_anon,
+                          folio_test_dirty, folio_test_swapbacked)
 from engine.kernels.base import Kernel
 from engine.mm import MM_ANONPAGES
 from engine.pgtable import ptep_get, pte_pfn, set_pte_at
@@ -52,28 +53,28 @@ class V6_14(Kernel):
             self.cost["pte_clears"] += 1
             self.ttu_flush_pte(flags)
             self.ttu_harvest_dirty(folio, pteval)
-            if folio.anon and not folio.swapbacked:
+            if folio_test_anon(folio) and not folio_test_swapbacked(folio):
                 # Another CPU may act between the PTE clear and the refcount read.
                 yield
                 # smp_mb(): pairs with GUP-fast's "inc ref; mb; reread PTE"
-                ref_count = folio.ref
+                ref_count = folio_ref_count(folio)
                 map_count = folio_mapcount(folio)
                 # smp_rmb(): read the refcount before PG_dirty
                 droppable = vma.vm_flags & VM_DROPPABLE
-                if ref_count == 1 + map_count and (not folio.dirty or droppable):
+                if ref_count == 1 + map_count and (not folio_test_dirty(folio) or droppable):
                     mm.rss[MM_ANONPAGES] -= 1
                     self.event("ttu_lazyfree_discard", folio)
                 else:
                     set_pte_at(pt, idx, pteval)
                     if not droppable:
-                        folio.swapbacked = True
-                        self.event("ttu_lazyfree_abort_dirty" if folio.dirty
+                        folio_set_swapbacked(folio)
+                        self.event("ttu_lazyfree_abort_dirty" if folio_test_dirty(folio)
                                    else "ttu_lazyfree_abort_ref_swapbacked", folio)
                     else:
                         self.event("ttu_lazyfree_abort_ref", folio)
                     ret = False
                     break                                             # walk_abort
-            elif folio.anon:
+            elif folio_test_anon(folio):
                 if not self.ttu_swap_pte(folio, vma, pvmw, page, pteval):
                     ret = False
                     break

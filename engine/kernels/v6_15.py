@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from engine.errors import KernelBug
 from engine.flags import TTU_HWPOISON, TTU_SPLIT_HUGE_PMD, VM_DROPPABLE
-from engine.folio import folio_mapcount, folio_ref_sub
+from engine.folio import (folio_mapcount, folio_ref_count, folio_ref_sub, folio_set_swapbacked,
+                          folio_test_anon, folio_test_dirty, folio_test_swapbacked)
 from engine.kernels.v6_14 import V6_14
 from engine.mm import MM_ANONPAGES
 from engine.pgtable import (PTE_DIRTY_YOUNG, PTE_BATCH_IGNORE, pmd_dirty, ptep_get, pte_pfn,
@@ -49,7 +50,7 @@ class V6_15(V6_14):
 
         Not bounded by the end of the page table or of the VMA (fixed by ddd05742b45b).
         """
-        if not folio.anon or folio.swapbacked:
+        if not folio_test_anon(folio) or folio_test_swapbacked(folio):
             return False
         if pte_pfn(pte) != folio.pfn:
             return False
@@ -89,7 +90,7 @@ class V6_15(V6_14):
         droppable = vma.vm_flags & VM_DROPPABLE
         if pmd_dirty(orig):
             folio.dirty = True
-        if folio.dirty and not droppable:
+        if folio_test_dirty(folio) and not droppable:
             folio.swapbacked = True
             self.event("pmd_lazyfree_abort_dirty", folio)
             return False
@@ -98,7 +99,7 @@ class V6_15(V6_14):
         ref_count, map_count = folio.ref, folio_mapcount(folio)
         if pmd_dirty(cpmd):
             folio.dirty = True
-        if folio.dirty and not droppable:
+        if folio_test_dirty(folio) and not droppable:
             folio.swapbacked = True
             mm.pmd_huge[pmd_idx] = orig
             self.event("pmd_lazyfree_abort_dirty", folio)
@@ -124,7 +125,7 @@ class V6_15(V6_14):
                 ret = False
                 break
             if not pvmw.pte:
-                if folio.anon and not folio.swapbacked:                # folio_test_lazyfree()
+                if folio_test_anon(folio) and not folio_test_swapbacked(folio):                # folio_test_lazyfree()
                     if self.unmap_huge_pmd_locked(vma, pvmw.pmd_idx, folio):
                         break                                         # walk_done
                     # unmap_huge_pmd_locked() set swapbacked if it had to
@@ -146,15 +147,15 @@ class V6_15(V6_14):
             self.ttu_harvest_dirty(folio, pteval)
             if nr_pages > 1:
                 self.event("ttu_batch" if nr_pages == folio.nr else "ttu_batch_partial", folio)
-            if folio.anon and not folio.swapbacked:
+            if folio_test_anon(folio) and not folio_test_swapbacked(folio):
                 yield
-                ref_count = folio.ref
+                ref_count = folio_ref_count(folio)
                 map_count = folio_mapcount(folio)
                 droppable = vma.vm_flags & VM_DROPPABLE
-                if folio.dirty and not droppable:
+                if folio_test_dirty(folio) and not droppable:
                     # redirtied through a PTE or a GUP reference obtained earlier
                     self.set_ptes(pt, idx, pteval, nr_pages)
-                    folio.swapbacked = True
+                    folio_set_swapbacked(folio)
                     self.event("ttu_lazyfree_abort_dirty", folio)
                     ret = False
                     break
@@ -167,7 +168,7 @@ class V6_15(V6_14):
                     break
                 mm.rss[MM_ANONPAGES] -= nr_pages
                 self.event("ttu_lazyfree_discard", folio)
-            elif folio.anon:
+            elif folio_test_anon(folio):
                 if not self.ttu_swap_pte(folio, vma, pvmw, page, pteval):
                     ret = False
                     break

@@ -9,6 +9,7 @@ and may be partial; the walk is done only after a full-folio batch.
 from __future__ import annotations
 
 from engine.flags import TTU_HWPOISON
+from engine.folio import folio_test_anon, folio_test_swapbacked
 from engine.kernels.v6_15 import V6_15
 from engine.mm import pmd_addr_end
 from engine.pgtable import PAGE_SHIFT
@@ -25,7 +26,7 @@ class V6_16(V6_15):
         # We may only batch within a single VMA and a single page table.
         end_addr = pmd_addr_end(pvmw.address, pvmw.vma.vm_end)
         max_nr = (end_addr - pvmw.address) >> PAGE_SHIFT
-        if not folio.anon or folio.swapbacked:
+        if not folio_test_anon(folio) or folio_test_swapbacked(folio):
             return 1
         return self.folio_pte_batch(folio, pvmw.pt, pvmw.idx, pte, max_nr)
 
