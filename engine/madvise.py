@@ -94,7 +94,6 @@ class MadviseMixin:
         mm = vma.mm
         e = pt.entries
         yield from spin_lock(self, pt.ptl)
-        locked = True
         try:
             while addr < end:
                 idx = (addr >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
@@ -120,20 +119,10 @@ class MadviseMixin:
                 if folio.order:
                     nr = pte_batch_len(folio, pt, idx, (end - addr) >> PAGE_SHIFT)
                     if nr < folio.nr:
-                        if folio_maybe_mapped_shared(folio) or not spin_trylock_folio(self, folio):
-                            addr += nr * PAGE_SIZE
-                            continue
-                        self.temp_get(folio)
-                        spin_unlock(self, pt.ptl)
-                        locked = False
-                        ok = yield from self.split_folio(folio)
-                        folio_unlock(self, folio)
-                        self.temp_put(folio)
-                        yield from spin_lock(self, pt.ptl)
-                        locked = True
-                        if mm.pte_tables.get(addr >> PMD_SHIFT) is not pt:
+                        split = yield from self.madvise_split_folio(folio, pt)
+                        if vma.mm.pte_tables.get(addr >> PMD_SHIFT) is not pt:
                             break
-                        if not ok:
+                        if not split:
                             addr += nr * PAGE_SIZE
                         continue                      # reprocess as small folios
                 if folio.swapcache or folio.dirty:
@@ -159,8 +148,24 @@ class MadviseMixin:
                 if addr < end:
                     yield                      # lock-free CPUs may act between folios
         finally:
-            if locked:
-                spin_unlock(self, pt.ptl)
+            spin_unlock(self, pt.ptl)
+
+    def madvise_split_folio(self, folio: Folio, pt: PageTable):
+        """Split a large folio the range covers only in part, as both PTE walkers do.
+
+        Context: PTL held on entry and on return; dropped around split_folio().
+        Return: True when split (reprocess the range as small folios); False when
+        the folio is shared, locked elsewhere or could not be split (skip it).
+        """
+        if folio_maybe_mapped_shared(folio) or not spin_trylock_folio(self, folio):
+            return False
+        self.temp_get(folio)
+        spin_unlock(self, pt.ptl)
+        ok = yield from self.split_folio(folio)
+        folio_unlock(self, folio)
+        self.temp_put(folio)
+        yield from spin_lock(self, pt.ptl)
+        return ok
 
     def folio_free_swap(self, folio: Folio) -> bool:
         """folio_free_swap(): drop the swap copy if no swap PTE still needs it."""
@@ -218,7 +223,6 @@ class MadviseMixin:
                                   out: list[Folio]):
         e = pt.entries
         yield from spin_lock(self, pt.ptl)
-        locked = True
         try:
             while addr < end:
                 idx = (addr >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
@@ -231,22 +235,12 @@ class MadviseMixin:
                 if folio.order:
                     nr = pte_batch_len(folio, pt, idx, (end - addr) >> PAGE_SHIFT)
                     if nr < folio.nr:
-                        if folio_maybe_mapped_shared(folio) or not spin_trylock_folio(self, folio):
-                            addr += nr * PAGE_SIZE
-                            continue
-                        self.temp_get(folio)
-                        spin_unlock(self, pt.ptl)
-                        locked = False
-                        ok = yield from self.split_folio(folio)
-                        folio_unlock(self, folio)
-                        self.temp_put(folio)
-                        yield from spin_lock(self, pt.ptl)
-                        locked = True
+                        split = yield from self.madvise_split_folio(folio, pt)
                         if vma.mm.pte_tables.get(addr >> PMD_SHIFT) is not pt:
                             break
-                        if not ok:
+                        if not split:
                             addr += nr * PAGE_SIZE
-                        continue
+                        continue                      # reprocess as small folios
                 for i in range(idx, idx + nr):
                     e[i] = pte_mkold(e[i])
                 folio.referenced = False
@@ -256,5 +250,4 @@ class MadviseMixin:
                     out.append(folio)
                 addr += nr * PAGE_SIZE
         finally:
-            if locked:
-                spin_unlock(self, pt.ptl)
+            spin_unlock(self, pt.ptl)
