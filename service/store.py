@@ -327,6 +327,25 @@ class Store:
         with self._read() as s:
             return self._campaign(s, campaign_id)
 
+    def list_campaigns(self, *, status: CampaignStatus | str | None = None, limit: int = 50,
+                       offset: int = 0) -> tuple[list[Campaign], int]:
+        """A page of campaigns, newest first, and how many match.
+
+        Return: ``(items, total)``.
+        """
+        where = []
+        if status is not None:
+            where.append(Campaign.status == _coerce(CampaignStatus, status, "status"))
+        if not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+            raise InvalidValueError("limit", limit, f"must be 1..{MAX_LIMIT}")
+        if not isinstance(offset, int) or offset < 0:
+            raise InvalidValueError("offset", offset, "must be >= 0")
+        with self._read() as s:
+            total = s.scalar(select(func.count()).select_from(Campaign).where(*where))
+            items = list(s.scalars(select(Campaign).where(*where)
+                                   .order_by(Campaign.id.desc()).limit(limit).offset(offset)))
+        return items, total or 0
+
     def set_campaign_status(self, campaign_id: int, status: CampaignStatus | str) -> Campaign:
         """Move a campaign along :data:`CAMPAIGN_TRANSITIONS`."""
         to = _coerce(CampaignStatus, status, "status")

@@ -11,7 +11,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def foliodiff(*args):
-    return subprocess.run([sys.executable, "-m", "engine.cli", *args], cwd=ROOT,
+    return subprocess.run([sys.executable, "-m", "service.cli", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
 
 

@@ -1,4 +1,4 @@
-"""The ``foliodiff`` command: a thin edge over the engine.
+"""The ``foliodiff`` command: a thin edge over the engine and the service.
 
 Exit codes of ``run``: 0 equal or intended only, 1 an unexpected
 divergence, 2 bad input.
@@ -183,6 +183,17 @@ def bench(
     if out:
         with open(out, "w") as fh:
             json.dump(res, fh, indent=2)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    db: Annotated[Optional[str], typer.Option(help="store URL (default $FOLIODIFF_DB_URL or sqlite:///foliodiff.db)")] = None,
+) -> None:
+    """Serve the triage API (uvicorn)."""
+    from service.api import serve as run_server
+    run_server(host=host, port=port, db_url=db)
 
 
 def main() -> None:

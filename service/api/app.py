@@ -1,0 +1,43 @@
+"""The app factory: routers, error handlers, body limit; no work at import time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from service.api import errors
+from service.api.routers import campaigns, divergences, run
+from service.api.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A triage API over the store at ``settings.db_url``.
+
+    The store is opened (and migrated) by the first request that needs it
+    and closed when the app shuts down.
+    Return: the ASGI app.
+    """
+    settings = settings if settings is not None else Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            store = getattr(app.state, "store", None)
+            if store is not None:
+                store.close()
+                app.state.store = None
+
+    app = FastAPI(title="foliodiff triage API", version="0.1.0", lifespan=lifespan,
+                  description="Divergences found by differential fuzzing of lazyfree reclaim "
+                              "models: triage, replay, corpus export.")
+    app.state.settings = settings
+    app.state.store = None
+    errors.install(app)
+    app.add_middleware(errors.BodyLimit, limit=settings.max_body_bytes)
+    for module in (divergences, campaigns, run):
+        app.include_router(module.router)
+    return app

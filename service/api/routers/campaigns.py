@@ -1,0 +1,36 @@
+"""``/campaigns``: fuzzing campaigns and their stats over time."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from service.api.deps import StoreDep
+from service.api.routers.common import READ, errors
+from service.api.schemas import MAX_ID, CampaignDetail, CampaignOut, CampaignPage
+from service.models import CampaignStatus
+from service.store import MAX_LIMIT
+
+router = APIRouter(prefix="/campaigns", tags=["campaigns"])
+
+
+@router.get("", response_model=CampaignPage, responses=READ, summary="List campaigns, newest first")
+def list_campaigns(
+    store: StoreDep,
+    status: Annotated[CampaignStatus | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+) -> CampaignPage:
+    items, total = store.list_campaigns(status=status, limit=limit, offset=offset)
+    return CampaignPage(items=[CampaignOut.model_validate(c) for c in items], total=total,
+                        limit=limit, offset=offset)
+
+
+@router.get("/{campaign_id}", response_model=CampaignDetail, responses=READ | errors(404),
+            summary="One campaign with its stats snapshots over time")
+def get_campaign(store: StoreDep,
+                 campaign_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> CampaignDetail:
+    campaign = store.get_campaign(campaign_id)
+    return CampaignDetail(**CampaignOut.model_validate(campaign).model_dump(),
+                          stats=store.stats(campaign_id))

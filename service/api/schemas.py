@@ -1,0 +1,189 @@
+"""Pydantic schemas the API reads and serves, kept apart from the storage rows.
+
+Built from :mod:`service.models` rows with ``from_attributes``; the rows never
+leave the store layer as such.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from engine.diff import Classification, Kind
+from service.models import CampaignStatus, TriageStatus
+from service.store import SORT_KEYS
+
+#: Largest id or offset a request may name: ids are INTEGER columns, 32-bit
+#: on PostgreSQL, so a larger one would fail in the driver instead of a 404.
+MAX_ID = (1 << 31) - 1
+
+Sort = Literal[tuple(SORT_KEYS) + tuple(f"-{k}" for k in SORT_KEYS)]  # type: ignore[valid-type]
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx: which field was wrong, the value sent, and why."""
+
+    field: str
+    value: Any = None
+    detail: str
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class DivergenceSummary(_Row):
+    """One divergence in a list (no outcomes, no programs)."""
+
+    id: int
+    signature: str
+    signature_id: str
+    seq: int
+    engine_a: str
+    engine_b: str
+    kind: Kind
+    classification: Classification
+    field: str
+    function: str | None
+    first_op: int | None
+    detail: str
+    first_seen: datetime
+    last_seen: datetime
+    hit_count: int
+    status: TriageStatus
+    duplicate_of: int | None
+    reopened_from: int | None
+
+
+class DivergencePage(BaseModel):
+    items: list[DivergenceSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+class FieldRow(BaseModel):
+    """One outcome field of both runs, side by side."""
+
+    field: str
+    a: Any = None
+    b: Any = None
+    differs: bool
+
+
+class DivergenceDetail(DivergenceSummary):
+    """One divergence with both outcomes, its programs and how to replay it."""
+
+    outcome_a: dict[str, Any]
+    outcome_b: dict[str, Any]
+    side_by_side: list[FieldRow]
+    original_program: dict[str, Any]
+    minimized_program: dict[str, Any] | None
+    corpus_file: str
+    replay_command: str
+
+
+class TransitionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    to: TriageStatus
+    note: str = Field(default="", max_length=10_000)
+    author: str = Field(min_length=1, max_length=128)
+    duplicate_of: int | None = Field(default=None, ge=1, le=MAX_ID)
+
+
+class NoteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=10_000, pattern=r"\S")
+    author: str = Field(min_length=1, max_length=128)
+
+
+class NoteOut(_Row):
+    id: int
+    divergence_id: int
+    author: str
+    text: str
+    at: datetime
+
+
+class TriageEventOut(_Row):
+    id: int
+    divergence_id: int
+    from_status: TriageStatus | None
+    to_status: TriageStatus
+    note: str
+    author: str
+    at: datetime
+
+
+class History(BaseModel):
+    """A divergence's triage events and notes, oldest first."""
+
+    divergence_id: int
+    status: TriageStatus
+    events: list[TriageEventOut]
+    notes: list[NoteOut]
+
+
+class ReplayIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    author: str = Field(default="replay", min_length=1, max_length=128)
+
+
+class ReplayOut(BaseModel):
+    """What a replay of the stored reproducer found, and what it did to the record."""
+
+    divergence_id: int
+    engines: list[str]
+    reproduces: bool
+    signatures: list[str] = Field(description="unexpected signatures the replay produced")
+    status_before: TriageStatus
+    status_after: TriageStatus
+    reopened_as: int | None = Field(
+        default=None, description="new record opened because a verified divergence came back")
+    report: dict[str, Any]
+
+
+class RunIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    program: dict[str, Any] = Field(description="a program (format version 1), "
+                                                "see `foliodiff schema`")
+    engines: str = Field(default="v6.14,v6.15", max_length=64,
+                         description="two engines, comma separated", examples=["v6.14,v6.15"])
+
+
+class CampaignOut(_Row):
+    id: int
+    engine_a: str
+    engine_b: str
+    fuzzer: str
+    config: dict[str, Any]
+    status: CampaignStatus
+    intended: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class CampaignPage(BaseModel):
+    items: list[CampaignOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class StatsSnapshotOut(_Row):
+    t: float
+    execs: int
+    exec_per_s: float
+    corpus_size: int
+    signatures: dict[str, Any]
+    at: datetime
+
+
+class CampaignDetail(CampaignOut):
+    stats: list[StatsSnapshotOut]

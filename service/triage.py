@@ -1,0 +1,150 @@
+"""Triage work on stored divergences: replay, corpus export, bounded runs.
+
+Library functions the HTTP edge calls; each takes a :class:`Store` or a
+program and raises the package's own errors (with field and value).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.diff import Classification, Report, differential
+from engine.kernels import resolve_engine
+from engine.program import Fork, Mmap, Mremap, Program, parse_program
+from service.errors import InvalidValueError
+from service.models import Divergence, TriageStatus
+from service.store import Store, records_from_report
+
+
+def engine_pair(spec: str, sep: str, field_name: str) -> tuple[str, str]:
+    """``"v6.14<sep>v6.15"`` as a pair of canonical engine ids.
+
+    Return: (engine_a, engine_b); raises :class:`InvalidValueError` naming
+    ``field_name`` for anything but two known engines.
+    """
+    parts = [p.strip() for p in spec.split(sep)] if isinstance(spec, str) else []
+    if len(parts) != 2 or not all(parts):
+        raise InvalidValueError(field_name, spec, f"give two engines as 'a{sep}b'")
+    out = []
+    for p in parts:
+        try:
+            out.append(resolve_engine(p))
+        except ValueError as exc:   # UnknownEngineError
+            raise InvalidValueError(field_name, spec, str(exc)) from None
+    return out[0], out[1]
+
+
+def run_cost(program: Program) -> tuple[int, int]:
+    """Pages a program maps (each fork copies every mapping so far) and its work estimate.
+
+    The model's reclaim scans every mapped page for each page it isolates,
+    so a run costs about pages^2 per op (measured: 4096 pages, 40 ops take a
+    minute on v5.17).
+    Return: (pages, pages^2 * ops).
+    """
+    pages, copies = 0, 1
+    for op in program.ops:
+        if isinstance(op, (Mmap, Mremap)):
+            pages += op.pages
+        elif isinstance(op, Fork):
+            copies += 1
+    pages *= copies
+    return pages, pages * pages * max(1, len(program.ops))
+
+
+def check_run_budget(program: Program, max_pages: int, max_work: int) -> None:
+    """Refuse a program whose run would take too long for a request."""
+    pages, work = run_cost(program)
+    if pages > max_pages:
+        raise InvalidValueError("program.ops", pages, f"maps {pages} pages (counting forked "
+                                f"copies); at most {max_pages} per request")
+    if work > max_work:
+        raise InvalidValueError("program.ops", len(program.ops),
+                                f"{len(program.ops)} ops over {pages} pages is too much work "
+                                f"for a request (pages^2 * ops = {work} > {max_work})")
+
+
+def reproducer(store: Store, d: Divergence) -> Program:
+    """The stored program to replay: the minimized one when there is one."""
+    pid = d.minimized_program_id if d.minimized_program_id is not None else d.original_program_id
+    return parse_program(json.loads(store.get_program(pid).json))
+
+
+@dataclass
+class ReplayResult:
+    divergence_id: int
+    reproduces: bool
+    signatures: list[str]
+    status_before: TriageStatus
+    status_after: TriageStatus
+    report: Report
+    reopened_as: int | None = None
+    engines: list[str] = field(default_factory=list)
+
+
+def replay(store: Store, divergence_id: int, author: str = "replay") -> ReplayResult:
+    """Re-run a divergence's reproducer on its engine pair and record the answer.
+
+    It reproduces when the report holds an unexpected divergence with the
+    same signature.  A fixed record moves to verified when it no longer
+    reproduces and back to confirmed when it does; a verified one that does
+    comes back as a new record (the store's reopen).  Any other state only
+    gets a note.
+
+    Return: what the replay found and the record's state after it.
+    """
+    d = store.get_divergence(divergence_id)
+    program = reproducer(store, d)
+    report = differential(program, d.engine_a, d.engine_b)
+    signatures = [x.signature for x in report.divergences
+                  if x.classification is Classification.UNEXPECTED]
+    same = d.signature in signatures
+    verdict = ("still reproduces" if same else
+               "no longer reproduces" + (f" (now: {', '.join(signatures)})" if signatures else ""))
+    note = f"replay on {d.engine_a},{d.engine_b}: {verdict}"
+    result = ReplayResult(divergence_id, same, signatures, d.status, d.status, report,
+                          engines=[d.engine_a, d.engine_b])
+    if d.status is TriageStatus.FIXED:
+        to = TriageStatus.CONFIRMED if same else TriageStatus.VERIFIED
+        result.status_after = store.transition(divergence_id, to, note=note, author=author).status
+        return result
+    store.add_note(divergence_id, note, author)
+    if d.status is TriageStatus.VERIFIED and same:
+        records = [r for r in records_from_report(report, program)
+                   if r.signature == d.signature]
+        upserted = store.upsert_divergences(records)
+        result.reopened_as = upserted.ids.get(d.signature_id)
+    return result
+
+
+
+
+def corpus_file_name(d: Divergence) -> str:
+    return f"fuzz-{d.id}-{d.signature_id}.json"
+
+
+def corpus_entry(store: Store, d: Divergence) -> dict[str, Any]:
+    """A corpus file (see :mod:`engine.corpus`) pinning this divergence.
+
+    ``expect`` holds each engine's verdict and, for a crash or oracle
+    failure, where it happened; ``divergences`` the pair's classification
+    and kind, which ``foliodiff corpus`` checks on every replay.
+    """
+    program = reproducer(store, d)
+    expect: dict[str, dict[str, Any]] = {}
+    for engine, outcome in ((d.engine_a, d.outcome_a), (d.engine_b, d.outcome_b)):
+        fields: dict[str, Any] = {"verdict": outcome.get("verdict")}
+        crash = outcome.get("crash")
+        if isinstance(crash, dict):
+            fields["crash.field"] = crash.get("field")
+            fields["crash.function"] = crash.get("function")
+        expect[engine] = fields
+    return {"name": corpus_file_name(d).removesuffix(".json"),
+            "scenario": "fuzz",
+            "description": f"divergence #{d.id} ({d.status.value}): {d.signature}. {d.detail}",
+            "program": program.to_dict(),
+            "expect": expect,
+            "divergences": {f"{d.engine_a}..{d.engine_b}": {
+                "classification": d.classification.value, "kind": d.kind.value}}}

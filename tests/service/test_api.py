@@ -1,0 +1,370 @@
+"""The triage API over a real SQLite file: listing, triage, replay, export, runs, errors.
+
+Every test gets a fresh store file under ``tmp_path`` seeded through the
+Store with records of real differential runs of corpus programs, and a fresh
+app on it.  One test serves the app with a real uvicorn on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import socket
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+with warnings.catch_warnings():
+    # starlette deprecates its httpx-based client in favour of httpx2; same API.
+    warnings.simplefilter("ignore")
+    from fastapi.testclient import TestClient
+
+from engine.corpus import check_entry, load_any, load_entry
+from engine.diff import Classification, Kind, differential
+from engine.program import Program
+from service.api import Settings, create_app
+from service.store import DivergenceRecord, Store, records_from_report
+
+CORPUS = Path(__file__).resolve().parents[2] / "corpus"
+TOKEN = "s3cret-token"
+
+
+def _record(name: str, a: str, b: str) -> DivergenceRecord:
+    program = load_any(str(CORPUS / name))
+    (rec,) = records_from_report(differential(program, a, b), program)
+    assert rec.classification is Classification.UNEXPECTED
+    return rec
+
+
+@pytest.fixture(scope="module")
+def data_loss() -> DivergenceRecord:
+    rec = _record("h5-dma-into-lazyfree.json", "v5.17", "v6.14")
+    assert rec.kind is Kind.DATA_LOSS
+    return rec
+
+
+@pytest.fixture(scope="module")
+def crash() -> DivergenceRecord:
+    rec = _record("h12-mremap-straddle.json", "v6.14", "v6.15")
+    assert rec.kind is Kind.CRASH
+    return rec
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'api.db'}"
+
+
+@pytest.fixture
+def seeded(url: str, data_loss: DivergenceRecord, crash: DivergenceRecord) -> dict[str, int]:
+    """Store the two divergences (data loss seen twice) and a campaign with two snapshots."""
+    with Store.open(url) as store:
+        ids = store.upsert_divergences([data_loss, data_loss, crash]).ids
+        campaign = store.create_campaign("v6.14", "v6.15", "random", {"seed": 1})
+        store.add_stats_snapshot(campaign.id, 10.0, 1000, 100.0, 12, {"crash": 1})
+        store.add_stats_snapshot(campaign.id, 20.0, 2100, 110.0, 15, {"crash": 1, "state": 2})
+    return {"data_loss": ids[data_loss.signature_id], "crash": ids[crash.signature_id],
+            "campaign": campaign.id}
+
+
+def _client(url: str, **settings: object):
+    return TestClient(create_app(Settings(db_url=url, **settings)))
+
+
+@pytest.fixture
+def client(url: str, seeded: dict[str, int]):
+    with _client(url) as c:
+        yield c
+
+
+def _program(name: str) -> dict:
+    return load_any(str(CORPUS / name)).to_dict()
+
+
+# -- listing ---------------------------------------------------------------------------
+
+
+def test_list_filters_and_paginates(client: TestClient, seeded: dict[str, int]) -> None:
+    page = client.get("/divergences").json()
+    assert page["total"] == 2 and len(page["items"]) == 2
+    by_kind = client.get("/divergences", params={"kind": "data_loss"}).json()
+    assert [d["id"] for d in by_kind["items"]] == [seeded["data_loss"]]
+    assert by_kind["items"][0]["hit_count"] == 2
+    pair = client.get("/divergences", params={"engines": "v6.14..v6.15"}).json()
+    assert [d["id"] for d in pair["items"]] == [seeded["crash"]]
+    text = client.get("/divergences", params={"q": "data_loss", "status": "new",
+                                              "classification": "unexpected"}).json()
+    assert [d["id"] for d in text["items"]] == [seeded["data_loss"]]
+    assert client.get("/divergences", params={"status": "fixed"}).json()["total"] == 0
+    first = client.get("/divergences", params={"sort": "id", "limit": 1}).json()
+    second = client.get("/divergences", params={"sort": "id", "limit": 1, "offset": 1}).json()
+    assert first["total"] == second["total"] == 2
+    assert first["items"][0]["id"] < second["items"][0]["id"]
+
+
+@pytest.mark.parametrize("params, field", [({"engines": "v6.14..nope"}, "engines"),
+                                           ({"engines": "v6.14"}, "engines"),
+                                           ({"kind": "boom"}, "kind"),
+                                           ({"sort": "outcome_a"}, "sort"),
+                                           ({"limit": 0}, "limit")])
+def test_list_rejects_bad_filters_naming_the_field(client: TestClient, params: dict,
+                                                   field: str) -> None:
+    r = client.get("/divergences", params=params)
+    assert r.status_code == 422
+    assert r.json()["field"] == field
+
+
+# -- one divergence ----------------------------------------------------------------------
+
+
+def test_get_shows_both_outcomes_programs_and_replay_command(
+        client: TestClient, seeded: dict[str, int], data_loss: DivergenceRecord) -> None:
+    d = client.get(f"/divergences/{seeded['data_loss']}").json()
+    assert (d["engine_a"], d["engine_b"]) == ("v5.17", "v6.14")
+    assert d["outcome_a"]["verdict"] == "data_loss" and d["outcome_b"]["verdict"] == "ok"
+    verdict = next(row for row in d["side_by_side"] if row["field"] == "verdict")
+    assert verdict == {"field": "verdict", "a": "data_loss", "b": "ok", "differs": True}
+    assert d["side_by_side"][0]["differs"]
+    assert d["original_program"] == json.loads(data_loss.original_program)
+    assert d["minimized_program"] is None
+    assert d["replay_command"] == f"foliodiff run {d['corpus_file']} --engines v5.17,v6.14"
+
+
+def test_unknown_id_is_404(client: TestClient) -> None:
+    for path in ("/divergences/999", "/divergences/999/history", "/divergences/999/corpus",
+                 "/campaigns/999"):
+        r = client.get(path)
+        assert r.status_code == 404, path
+        assert r.json()["value"] == 999
+    r = client.post("/divergences/999/transitions", json={"to": "confirmed", "author": "me"})
+    assert r.status_code == 404
+
+
+# -- triage ----------------------------------------------------------------------------
+
+
+def test_transitions_legal_illegal_and_history(client: TestClient,
+                                                seeded: dict[str, int]) -> None:
+    did = seeded["crash"]
+    r = client.post(f"/divergences/{did}/transitions",
+                    json={"to": "confirmed", "note": "real bug", "author": "ann"})
+    assert r.status_code == 200 and r.json()["status"] == "confirmed"
+    r = client.post(f"/divergences/{did}/transitions", json={"to": "verified", "author": "ann"})
+    assert r.status_code == 409
+    assert r.json()["field"] == "to" and r.json()["value"] == "verified"
+    r = client.post(f"/divergences/{did}/notes", json={"text": "bisected", "author": "bob"})
+    assert r.status_code == 201
+    h = client.get(f"/divergences/{did}/history").json()
+    assert h["status"] == "confirmed"
+    assert [(e["from_status"], e["to_status"], e["note"]) for e in h["events"]] == [
+        ("new", "confirmed", "real bug")]
+    assert [n["text"] for n in h["notes"]] == ["bisected"]
+
+
+def test_duplicate_needs_an_existing_target(client: TestClient, seeded: dict[str, int]) -> None:
+    did = seeded["crash"]
+    r = client.post(f"/divergences/{did}/transitions",
+                    json={"to": "duplicate", "author": "ann", "duplicate_of": 12345})
+    assert r.status_code == 422 and r.json()["field"] == "duplicate_of"
+    r = client.post(f"/divergences/{did}/transitions",
+                    json={"to": "duplicate", "author": "ann", "duplicate_of": seeded["data_loss"]})
+    assert r.status_code == 200 and r.json()["duplicate_of"] == seeded["data_loss"]
+
+
+def test_bad_transition_body_names_the_field(client: TestClient, seeded: dict[str, int]) -> None:
+    r = client.post(f"/divergences/{seeded['crash']}/transitions",
+                    json={"to": "sideways", "author": "ann"})
+    assert r.status_code == 422 and r.json()["field"] == "to"
+    r = client.post(f"/divergences/{seeded['crash']}/transitions", json={"to": "confirmed"})
+    assert r.status_code == 422 and r.json()["field"] == "author"
+
+
+def test_token_required_on_writes_when_set(url: str, seeded: dict[str, int]) -> None:
+    did = seeded["crash"]
+    body = {"to": "confirmed", "author": "ann"}
+    with _client(url, token=TOKEN) as c:
+        assert c.get("/divergences").status_code == 200       # reads stay open
+        r = c.post(f"/divergences/{did}/transitions", json=body)
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        r = c.post(f"/divergences/{did}/transitions", json=body,
+                   headers={"Authorization": "Bearer wrong"})
+        assert r.status_code == 401
+        assert c.post("/run", json={"program": {}}).status_code == 401
+        r = c.post(f"/divergences/{did}/transitions", json=body,
+                   headers={"Authorization": f"Bearer {TOKEN}"})
+        assert r.status_code == 200
+
+
+# -- replay ----------------------------------------------------------------------------
+
+
+def _to_fixed(client: TestClient, did: int) -> None:
+    for to in ("confirmed", "fixed"):
+        assert client.post(f"/divergences/{did}/transitions",
+                           json={"to": to, "author": "ann"}).status_code == 200
+
+
+def test_replay_reopens_a_fix_that_still_reproduces(client: TestClient,
+                                                    seeded: dict[str, int]) -> None:
+    did = seeded["data_loss"]
+    _to_fixed(client, did)
+    r = client.post(f"/divergences/{did}/replay", json={"author": "ci"})
+    assert r.status_code == 200
+    out = r.json()
+    assert out["reproduces"] and (out["status_before"], out["status_after"]) == (
+        "fixed", "confirmed")
+    assert out["report"]["engines"] == ["v5.17", "v6.14"]
+    events = client.get(f"/divergences/{did}/history").json()["events"]
+    assert events[-1]["to_status"] == "confirmed" and events[-1]["author"] == "ci"
+    assert "still reproduces" in events[-1]["note"]
+
+
+def test_replay_verifies_a_fix_that_no_longer_reproduces(url: str,
+                                                         data_loss: DivergenceRecord) -> None:
+    # The same signature stored with a reproducer on which both engines agree:
+    # as if the engine had been fixed since it was found.
+    quiet = Program.model_validate({"version": 1, "threads": [{"name": "T0", "mm": 0}],
+                                    "ops": [{"thread": "T0", "op": "mmap", "addr": 2097152,
+                                             "pages": 1}]})
+    assert differential(quiet, "v5.17", "v6.14").equal
+    rec = dataclasses.replace(data_loss, original_program=quiet.to_json(indent=None))
+    with Store.open(url) as store:
+        did = store.upsert_divergences([rec]).ids[rec.signature_id]
+    with _client(url) as client:
+        _to_fixed(client, did)
+        out = client.post(f"/divergences/{did}/replay").json()
+        assert not out["reproduces"]
+        assert (out["status_before"], out["status_after"]) == ("fixed", "verified")
+        assert client.get(f"/divergences/{did}").json()["status"] == "verified"
+
+
+def test_replay_of_a_new_record_only_notes(client: TestClient, seeded: dict[str, int]) -> None:
+    did = seeded["crash"]
+    out = client.post(f"/divergences/{did}/replay").json()
+    assert out["reproduces"] and out["status_after"] == "new"
+    notes = client.get(f"/divergences/{did}/history").json()["notes"]
+    assert "still reproduces" in notes[-1]["text"]
+
+
+# -- corpus export -----------------------------------------------------------------------
+
+
+def test_corpus_export_round_trips(client: TestClient, seeded: dict[str, int],
+                                   tmp_path: Path) -> None:
+    for did in (seeded["data_loss"], seeded["crash"]):
+        entry = client.get(f"/divergences/{did}/corpus").json()
+        assert entry["scenario"] == "fuzz"
+        path = tmp_path / f"{entry['name']}.json"
+        path.write_text(json.dumps(entry, indent=2))
+        loaded = load_entry(str(path))
+        d = client.get(f"/divergences/{did}").json()
+        assert loaded["program"].to_dict() == d["original_program"]
+        assert set(loaded["expect"]) == {d["engine_a"], d["engine_b"]}
+        assert loaded["divergences"] == {f"{d['engine_a']}..{d['engine_b']}": {
+            "classification": "unexpected", "kind": d["kind"]}}
+        assert check_entry(loaded) == []
+
+
+# -- runs ----------------------------------------------------------------------------------
+
+
+def test_run_returns_the_report(client: TestClient) -> None:
+    r = client.post("/run", json={"program": _program("h5-dma-into-lazyfree.json"),
+                                  "engines": "v5.17,v6.14"})
+    assert r.status_code == 200
+    report = r.json()
+    assert report["engines"] == ["v5.17", "v6.14"] and report["unexpected"]
+    assert report["divergences"][0]["kind"] == "data_loss"
+
+
+def test_run_bad_op_names_the_field(client: TestClient) -> None:
+    program = {"version": 1, "threads": [{"name": "T0", "mm": 0}],
+               "ops": [{"thread": "T0", "op": "explode"}]}
+    r = client.post("/run", json={"program": program})
+    assert r.status_code == 422
+    assert r.json()["field"] == "ops[0].op" and r.json()["value"] == "explode"
+
+
+@pytest.mark.parametrize("engines", ["v6.14", "v6.14,v9.99", "v6.14,v6.15,v5.17"])
+def test_run_bad_engines_is_422(client: TestClient, engines: str) -> None:
+    r = client.post("/run", json={"program": _program("h4-small-redirty.json"),
+                                  "engines": engines})
+    assert r.status_code == 422 and r.json()["field"] == "engines"
+
+
+def test_run_refuses_programs_too_costly_to_run(client: TestClient) -> None:
+    ops = [{"thread": "T0", "op": "mmap", "addr": 2097152, "pages": 4096}]
+    program = {"version": 1, "threads": [{"name": "T0", "mm": 0}], "ops": ops}
+    started = time.monotonic()
+    r = client.post("/run", json={"program": program, "engines": "v5.17,v6.15"})
+    assert r.status_code == 422 and r.json()["field"] == "program.ops"
+    assert time.monotonic() - started < 5
+
+
+def test_oversized_body_is_413(client: TestClient) -> None:
+    big = json.dumps({"program": {"pad": "x" * (1 << 20)}})
+    r = client.post("/run", content=big, headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and r.json()["field"] == "body"
+
+    def chunks():   # no Content-Length: counted as it arrives
+        for _ in range(20):
+            yield b"x" * (64 << 10)
+
+    r = client.post("/run", content=chunks(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_malformed_json_is_4xx_with_a_json_body(client: TestClient) -> None:
+    r = client.post("/run", content=b"{not json", headers={"Content-Type": "application/json"})
+    assert r.status_code == 422 and "field" in r.json()
+
+
+# -- campaigns -----------------------------------------------------------------------------
+
+
+def test_campaigns_and_stats_over_time(client: TestClient, seeded: dict[str, int]) -> None:
+    page = client.get("/campaigns").json()
+    assert page["total"] == 1 and page["items"][0]["fuzzer"] == "random"
+    c = client.get(f"/campaigns/{seeded['campaign']}").json()
+    assert [s["t"] for s in c["stats"]] == [10.0, 20.0]
+    assert c["stats"][1]["signatures"] == {"crash": 1, "state": 2}
+
+
+def test_openapi_documents_error_codes(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    codes = set(paths["/divergences/{divergence_id}/transitions"]["post"]["responses"])
+    assert {"200", "401", "404", "409", "413", "422"} <= codes
+    assert {"200", "401", "413", "422"} <= set(paths["/run"]["post"]["responses"])
+
+
+# -- a real server -------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_real_uvicorn_server(url: str, seeded: dict[str, int]) -> None:
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(Settings(db_url=url)), host="127.0.0.1",
+                                           port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.02)
+        r = httpx.get(f"http://127.0.0.1:{port}/divergences", timeout=5)
+        assert r.status_code == 200 and r.json()["total"] == 2
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+    assert not thread.is_alive()
