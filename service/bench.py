@@ -11,6 +11,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -77,6 +83,70 @@ def bench_ingest(n: int = 100_000, batch: int = 1_000, path: str | None = None) 
                 rates[f"{phase}_upserts_per_s"] = n / (time.perf_counter() - t0)
             _, total = store.list_divergences(limit=1)
     result = {"divergences": total, "batch": batch, **{k: round(v) for k, v in rates.items()}}
+    for key, value in result.items():
+        print(f"{key}: {value}")
+    return result
+
+
+#: Query shapes a triager's list view sends (a fixed mix, drawn with a seeded RNG).
+_LIST_QUERIES = (
+    {"limit": 50},
+    {"limit": 50, "sort": "-last_seen"},
+    {"limit": 50, "status": "new", "sort": "-hit_count"},
+    {"limit": 50, "kind": "data_loss"},
+    {"limit": 50, "engines": "v5.17..v6.14", "classification": "unexpected"},
+    {"limit": 50, "q": "bench4242"},
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bench_list_latency(db_path: str, requests: int = 1_000, seed: int = 1) -> dict[str, Any]:
+    """p50/p99 latency of GET /divergences from a real uvicorn server on loopback.
+
+    The server is ``foliodiff serve`` in a subprocess on the store file
+    ``db_path``; requests are sequential, with offsets and filters drawn from a
+    seeded RNG.  Return: the latencies in milliseconds, also printed.
+    """
+    import httpx  # an HTTP client is needed only to measure the server
+
+    port = _free_port()
+    env = {**os.environ, "FOLIODIFF_DB_URL": f"sqlite:///{db_path}"}
+    server = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    rng = random.Random(seed)
+    try:
+        with httpx.Client(base_url=base, timeout=10) as client:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    client.get("/divergences", params={"limit": 1}).raise_for_status()
+                    break
+                except httpx.TransportError:
+                    if time.monotonic() > deadline or server.poll() is not None:
+                        raise RuntimeError(f"server did not start: {server.stderr.read()[:500]!r}")
+                    time.sleep(0.1)
+            total = client.get("/divergences", params={"limit": 1}).json()["total"]
+            times = []
+            for _ in range(requests):
+                params = dict(rng.choice(_LIST_QUERIES))
+                params["offset"] = rng.randrange(0, max(1, total - 50))
+                t0 = time.perf_counter()
+                r = client.get("/divergences", params=params)
+                times.append((time.perf_counter() - t0) * 1000)
+                r.raise_for_status()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    q = statistics.quantiles(times, n=100)
+    result = {"stored_divergences": total, "requests": requests,
+              "list_p50_ms": round(q[49], 2), "list_p99_ms": round(q[98], 2),
+              "list_max_ms": round(max(times), 2)}
     for key, value in result.items():
         print(f"{key}: {value}")
     return result

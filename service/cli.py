@@ -185,6 +185,25 @@ def bench(
             json.dump(res, fh, indent=2)
 
 
+@app.command("bench-store")
+def bench_store(
+    n: Annotated[int, typer.Option(help="divergences to store")] = 100_000,
+    batch: Annotated[int, typer.Option(help="records per upsert batch")] = 1_000,
+    requests: Annotated[int, typer.Option(help="list requests to time")] = 1_000,
+    out: Annotated[Optional[str], typer.Option(help="write the figures as JSON here")] = None,
+) -> None:
+    """Store benchmark: batched upserts/s, then list latency from a real server."""
+    import tempfile
+    from service.bench import bench_ingest, bench_list_latency
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/bench.db"
+        res = {**bench_ingest(n=n, batch=batch, path=path),
+               **bench_list_latency(path, requests=requests)}
+    if out:
+        with open(out, "w") as fh:
+            json.dump(res, fh, indent=2)
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
