@@ -10,6 +10,12 @@ failing half-way with ``SQLITE_BUSY`` on lock upgrade.  Reads start with a
 plain ``BEGIN``: in WAL mode they see a consistent snapshot without taking
 the write lock, so listing never waits behind a fuzzer's batch.
 
+On PostgreSQL every write transaction first takes one transaction-level
+advisory lock (``pg_advisory_xact_lock``), released at commit or rollback:
+writers run one at a time, as on SQLite, so the same read-then-write upsert
+stays correct with many processes and machines writing; readers take no
+lock and see a committed snapshot per statement (READ COMMITTED).
+
 Every method runs in its own transaction and returns detached rows
 (``expire_on_commit=False``): they stay readable after the session closed.
 """
@@ -63,6 +69,10 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 _CHUNK = 500
 # Execution option that makes the "begin" hook take the write lock.
 _WRITE = "foliodiff_write"
+# Key of the PostgreSQL advisory lock every write transaction holds ("foliodif").
+# Advisory locks are per database, so stores in different databases never wait
+# on each other.
+_PG_WRITE_LOCK = 0x666F6C696F646966
 _SIGNATURE_ID = re.compile(r"[0-9a-f]{16}")
 
 Clock = Callable[[], datetime]
@@ -177,6 +187,15 @@ def _check_json(value: Any, name: str) -> None:
         raise InvalidValueError(name, value, f"not JSON: {exc}") from None
 
 
+def _check_no_nul(name: str, value: Any) -> None:
+    """Refuse a NUL character in text: PostgreSQL text cannot hold one.
+
+    SQLite could, but a store must keep the same data whatever its database.
+    """
+    if isinstance(value, str) and "\x00" in value:
+        raise InvalidValueError(name, value, "must not contain a NUL character")
+
+
 def _check_record(i: int, r: Any) -> None:
     """Reject a record whose shape cannot be stored, naming its index and field.
 
@@ -200,6 +219,9 @@ def _check_record(i: int, r: Any) -> None:
         if not isinstance(getattr(r, name), str) or not getattr(r, name):
             raise InvalidValueError(f"{where}.{name}", getattr(r, name),
                                     "must be a non-empty string")
+    for name in ("signature", "engine_a", "engine_b", "field", "function", "detail",
+                 "original_program", "minimized_program"):
+        _check_no_nul(f"{where}.{name}", getattr(r, name))
     if r.classification is Classification.INTENDED and not r.rules:
         raise InvalidValueError(f"{where}.rules", r.rules,
                                 "an intended divergence names at least one rule")
@@ -210,8 +232,17 @@ def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
         yield items[i:i + _CHUNK]
 
 
+class _UnstorableJSON(TypeError):
+    """A value of a JSON column that cannot be serialised."""
+
+
 def _compact_json(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    # psycopg serialises inside the driver, where SQLAlchemy does not wrap the
+    # error as it does for SQLite's bind processors: one type, caught as such.
+    try:
+        return json.dumps(value, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise _UnstorableJSON(str(exc)) from exc
 
 
 def _sha256(text: str) -> str:
@@ -244,6 +275,23 @@ def _sqlite_hooks(engine: Engine, busy_timeout_ms: int) -> None:
     def _begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get(_WRITE)
                              else "BEGIN")
+
+
+def _postgresql_hooks(engine: Engine) -> None:
+    """The PostgreSQL counterpart of ``BEGIN IMMEDIATE``: one advisory lock per write.
+
+    Every write transaction takes the same transaction-level advisory lock as
+    its first statement, so writers are serialised exactly as on SQLite: an
+    upsert's read of which signatures exist cannot be overtaken by another
+    writer's insert (no unique-key failure, no lost or double-counted hit),
+    and two processes migrating a new database do it one after the other.
+    The lock goes with the transaction; reads never take it.
+    """
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        if conn.get_execution_options().get(_WRITE):
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_WRITE_LOCK})")
 
 
 def upgrade(engine: Engine) -> None:
@@ -280,6 +328,8 @@ class Store:
         engine = create_engine(url, json_serializer=_compact_json)
         if engine.dialect.name == "sqlite":
             _sqlite_hooks(engine, busy_timeout_ms)
+        elif engine.dialect.name == "postgresql":
+            _postgresql_hooks(engine)
         upgrade(engine)
         return cls(engine, clock)
 
@@ -311,6 +361,7 @@ class Store:
         a, b = _engine_id(engine_a, "engine_a"), _engine_id(engine_b, "engine_b")
         if not isinstance(fuzzer, str) or not 0 < len(fuzzer) <= 64:
             raise InvalidValueError("fuzzer", fuzzer, "must be 1..64 characters")
+        _check_no_nul("fuzzer", fuzzer)
         config = {} if config is None else config
         if not isinstance(config, dict):
             raise InvalidValueError("config", config, "must be a JSON object")
@@ -404,8 +455,9 @@ class Store:
         divergences are not stored: each of their rules is counted on campaign
         ``campaign_id`` with up to :data:`INTENDED_SAMPLES` sample programs.
 
-        Context: one write transaction (``BEGIN IMMEDIATE`` on SQLite); on any
-        error nothing of the batch is stored.
+        Context: one write transaction (``BEGIN IMMEDIATE`` on SQLite, the
+        write advisory lock on PostgreSQL); on any error nothing of the batch
+        is stored.
         Return: counts of what happened, and the record id of every signature.
         """
         records = list(records)
@@ -430,7 +482,7 @@ class Store:
                 self._upsert(s, groups, now, result)
                 if intended:
                     self._count_intended(s, campaign_id, intended, now)
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, _UnstorableJSON) as exc:
             raise BatchError(len(records), str(getattr(exc, "orig", None) or exc)) from exc
         return result
 
@@ -596,6 +648,10 @@ class Store:
             raise InvalidValueError("limit", limit, f"must be 1..{MAX_LIMIT}")
         if not isinstance(offset, int) or offset < 0:
             raise InvalidValueError("offset", offset, "must be >= 0")
+        if isinstance(text, str) and "\x00" in text:
+            # No stored signature holds a NUL (the upsert refuses them), and
+            # PostgreSQL cannot even be asked: nothing matches.
+            return [], 0
         column, tie = getattr(Divergence, key), Divergence.id
         order = (column.desc(), tie.desc()) if sort.startswith("-") else (column, tie)
         with self._read() as s:
@@ -619,6 +675,7 @@ class Store:
         self._check_author(author)
         if not isinstance(note, str):
             raise InvalidValueError("note", note, "must be text")
+        _check_no_nul("note", note)
         with self._write() as s:
             d = self._divergence(s, divergence_id)
             allowed = TRANSITIONS[d.status]
@@ -657,6 +714,7 @@ class Store:
         self._check_author(author)
         if not isinstance(text, str) or not text.strip():
             raise InvalidValueError("text", text, "a note needs some text")
+        _check_no_nul("text", text)
         note = Note(divergence_id=divergence_id, author=author, text=text, at=self._clock())
         with self._write() as s:
             self._divergence(s, divergence_id)
@@ -684,6 +742,7 @@ class Store:
     def _check_author(author: Any) -> None:
         if not isinstance(author, str) or not 0 < len(author) <= 128:
             raise InvalidValueError("author", author, "must be 1..128 characters")
+        _check_no_nul("author", author)
 
     @staticmethod
     def _campaign(s: Session, campaign_id: Any) -> Campaign:

@@ -1,6 +1,7 @@
-"""The triage API over a real SQLite file: listing, triage, replay, export, runs, errors.
+"""The triage API over a real SQLite file and a real PostgreSQL database.
 
-Every test gets a fresh store file under ``tmp_path`` seeded through the
+Listing, triage, replay, export, runs, errors.  Every test runs on both
+backends (``url`` in conftest.py) and gets a fresh, empty database seeded through the
 Store with records of real differential runs of corpus programs, and a fresh
 app on it.  One test serves the app with a real uvicorn on a free loopback port.
 """
@@ -53,11 +54,6 @@ def crash() -> DivergenceRecord:
     rec = _record("h12-mremap-straddle.json", "v6.14", "v6.15")
     assert rec.kind is Kind.CRASH
     return rec
-
-
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'api.db'}"
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """schemathesis over the API's OpenAPI schema: no 5xx, no undocumented status code.
 
 Generated requests (valid and invalid bodies, parameters and paths) go to
-the ASGI app in-process, on a fresh seeded store; the example budget keeps
+the ASGI app in-process, on a fresh seeded store of each backend (``url``
+in conftest.py: a SQLite file and a PostgreSQL database); the example budget keeps
 the whole run within a few seconds.
 """
 
@@ -28,8 +29,7 @@ CORPUS = Path(__file__).resolve().parents[2] / "corpus"
 
 
 @pytest.fixture
-def api_schema(tmp_path: Path):
-    url = f"sqlite:///{tmp_path / 'schema.db'}"
+def api_schema(url: str):
     program = load_any(str(CORPUS / "h12-mremap-straddle.json"))
     with Store.open(url) as store:
         store.upsert_divergences(records_from_report(differential(program, "v6.14", "v6.15"),

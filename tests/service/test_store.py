@@ -1,7 +1,9 @@
-"""The divergence store on a real SQLite file: dedup, batches, queries, triage, concurrency.
+"""The divergence store on a real SQLite file and a real PostgreSQL database.
 
-Every test opens a fresh file under ``tmp_path`` with a ticking clock (one
-second per call from a fixed instant): no wall clock, no shared state.
+Dedup, batches, queries, triage, concurrency.  Every test runs on both
+backends (``url`` in conftest.py), on a fresh, empty database, with a
+ticking clock (one second per call from a fixed instant): no wall clock, no
+shared state.
 Records come from real differential runs of corpus programs.
 """
 
@@ -66,11 +68,6 @@ def intended() -> DivergenceRecord:
 
 
 @pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'store.db'}"
-
-
-@pytest.fixture
 def store(url: str):
     with Store.open(url, clock=Tick()) as s:
         yield s
@@ -93,8 +90,16 @@ def test_migrated_schema_matches_models(store: Store, url: str) -> None:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}),
                                 Base.metadata)
         assert diff == []
-        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        if conn.dialect.name == "sqlite":
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        else:
+            # Timestamps with time zone, JSON and enums as bounded strings.
+            types = dict(conn.exec_driver_sql(
+                "SELECT column_name, data_type FROM information_schema.columns"
+                " WHERE table_name = 'divergence'").all())
+            assert (types["first_seen"], types["outcome_a"], types["kind"]) == (
+                "timestamp with time zone", "json", "character varying")
         assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0001"
     # Opening an up-to-date file again migrates nothing and keeps the data.
     store.create_campaign("v6.14", "v6.15", "hypothesis")
@@ -184,6 +189,23 @@ def test_intended_divergences_are_counted_per_rule_not_stored(
     with pytest.raises(InvalidValueError) as err:
         store.upsert_divergences([intended])
     assert err.value.field == "campaign_id"
+
+
+def test_nul_characters_are_refused_on_every_backend(store: Store,
+                                                    data_loss: DivergenceRecord) -> None:
+    # PostgreSQL text cannot hold NUL; SQLite could, but both stores keep the same data.
+    with pytest.raises(InvalidValueError) as err:
+        store.upsert_divergences([dataclasses.replace(data_loss, detail="a\x00b")])
+    assert err.value.field == "records[0].detail"
+    store.upsert_divergences([data_loss])
+    with pytest.raises(InvalidValueError) as err:
+        store.add_note(1, "x\x00", "bob")
+    assert err.value.field == "text"
+    with pytest.raises(InvalidValueError) as err:
+        store.transition(1, "confirmed", "", "al\x00ice")
+    assert err.value.field == "author"
+    assert store.list_divergences(text="\x00") == ([], 0)
+    assert store.notes(1) == [] and store.history(1) == []
 
 
 # -- queries ------------------------------------------------------------------------
@@ -363,8 +385,13 @@ def test_campaign_status_and_stats(store: Store) -> None:
 
 
 def _worker(url: str, base: DivergenceRecord, start: int, barrier) -> None:
-    """Upsert signatures ``start .. start+199``, each twice, in batches of 50."""
-    records = [variant(base, start + i) for i in range(200)] * 2
+    """Upsert signatures ``start .. start+199``, each twice, in batches of 50.
+
+    The ones shared with the other worker (100..199) go first, so that both
+    workers read and write the same signatures at the same time.
+    """
+    order = sorted(range(start, start + 200), key=lambda i: not 100 <= i < 200)
+    records = [variant(base, i) for i in order] * 2
     with Store.open(url, clock=Tick(), busy_timeout_ms=60_000) as store:
         barrier.wait()
         for i in range(0, len(records), 50):
