@@ -429,3 +429,43 @@ def test_two_processes_lose_nothing_and_count_nothing_twice(
     for i in range(300):
         expected = 4 if 100 <= i < 200 else 2
         assert hits[f"{data_loss.signature}|v{i}"] == expected, i
+
+
+def test_two_workers_and_the_api_writing_at_once(
+        store: Store, url: str, data_loss: DivergenceRecord) -> None:
+    """Two fuzz workers upsert while a triager writes through the API: no divergence
+    is lost, no hit is counted twice, and every note and transition is kept."""
+    from fastapi.testclient import TestClient
+
+    from service.api import Settings, create_app
+
+    # Records the triager works on, there before the workers start.
+    store.upsert_divergences([variant(data_loss, i) for i in range(1000, 1010)])
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(3)
+    workers = [ctx.Process(target=_worker, args=(url, data_loss, start, barrier))
+               for start in (0, 100)]
+    for w in workers:
+        w.start()
+    with TestClient(create_app(Settings(db_url=url))) as api:
+        barrier.wait()
+        for did in range(1, 11):
+            for n in range(3):
+                r = api.post(f"/divergences/{did}/notes", json={"text": f"note {n}", "author": "t"})
+                assert r.status_code == 201, r.text
+            r = api.post(f"/divergences/{did}/transitions",
+                         json={"to": "confirmed", "note": "seen", "author": "t"})
+            assert r.status_code == 200, r.text
+    for w in workers:
+        w.join(timeout=120)
+    assert [w.exitcode for w in workers] == [0, 0]
+
+    items, total = store.list_divergences(sort="id", limit=1000)
+    assert total == 310
+    hits = {d.signature: d.hit_count for d in items}
+    assert sum(hits.values()) == 10 + 2 * 400
+    for i in range(300):
+        assert hits[f"{data_loss.signature}|v{i}"] == (4 if 100 <= i < 200 else 2), i
+    for did in range(1, 11):
+        assert len(store.notes(did)) == 3
+        assert [e.to_status.value for e in store.history(did)][-1] == "confirmed"
