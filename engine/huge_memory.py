@@ -72,7 +72,7 @@ class HugeMemoryMixin:
             yield
             did_split = False
             if not folio.freed and (folio.partially_mapped or self.thp_underused(folio)):
-                if not folio.mlocked and spin_trylock_folio(self, folio):
+                if not folio.mlocked and folio_trylock(self, folio):
                     ok = yield from self.split_folio(folio)
                     if ok:
                         did_split = True
@@ -261,7 +261,7 @@ class HugeMemoryMixin:
             folio = self.pfn_folio(pmd_pfn(word))
             if folio_mapcount(folio) != 1:        # folio_likely_mapped_shared()
                 return False
-            if not spin_trylock_folio(self, folio):
+            if not folio_trylock(self, folio):
                 return False
             if next_ - addr != PMD_SIZE:
                 self.temp_get(folio)
@@ -309,7 +309,7 @@ class HugeMemoryMixin:
         self.event("deferred_split_underused", folio)
 
 
-def spin_trylock_folio(k, folio: Folio) -> bool:
+def folio_trylock(k, folio: Folio) -> bool:
     """folio_trylock()."""
     if folio.locked:
         return False

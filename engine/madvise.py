@@ -6,7 +6,7 @@ import errno
 
 from engine.flags import VM_LOCKED
 from engine.folio import Folio, folio_mapcount
-from engine.huge_memory import folio_unlock, spin_trylock_folio
+from engine.huge_memory import folio_unlock, folio_trylock
 from engine.memory import ZERO_PFN
 from engine.mm import MM_SWAPENTS, VmArea, pmd_addr_end
 from engine.pgtable import (PTE_DIRTY_YOUNG, PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PMD_SIZE, PTE_BATCH_IGNORE,
@@ -126,7 +126,7 @@ class MadviseMixin:
                             addr += nr * PAGE_SIZE
                         continue                      # reprocess as small folios
                 if folio.swapcache or folio.dirty:
-                    if not spin_trylock_folio(self, folio):
+                    if not folio_trylock(self, folio):
                         addr += nr * PAGE_SIZE
                         continue
                     if folio_mapcount(folio) != folio.nr or (folio.swapcache and not self.folio_free_swap(folio)):
@@ -157,7 +157,7 @@ class MadviseMixin:
         Return: True when split (reprocess the range as small folios); False when
         the folio is shared, locked elsewhere or could not be split (skip it).
         """
-        if folio_maybe_mapped_shared(folio) or not spin_trylock_folio(self, folio):
+        if folio_maybe_mapped_shared(folio) or not folio_trylock(self, folio):
             return False
         self.temp_get(folio)
         spin_unlock(self, pt.ptl)
@@ -192,7 +192,7 @@ class MadviseMixin:
                 if word is not None:
                     folio = self.pfn_folio(pmd_pfn(word))
                     if next_ - addr != PMD_SIZE:
-                        if not folio_maybe_mapped_shared(folio) and spin_trylock_folio(self, folio):
+                        if not folio_maybe_mapped_shared(folio) and folio_trylock(self, folio):
                             self.temp_get(folio)
                             spin_unlock(self, lock)
                             yield from self.split_folio(folio)

@@ -51,7 +51,7 @@ def _dispatch(k, op):
     if kind == "dma_write":
         return k.dma_write(op)
     if kind == "reclaim":
-        return k.shrink_inactive(op.nr_to_scan)
+        return k.shrink_inactive_list(op.nr_to_scan)
     if kind == "deferred_split_scan":
         return k.deferred_split_scan(op.nr_to_scan)
     if kind == "folio_try_get":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from engine.flags import (TTU_BATCH_FLUSH, TTU_SPLIT_HUGE_PMD, TTU_SYNC, VM_LOCKED, FolioRef,
                           LruList)
 from engine.folio import Folio, folio_mapped, folio_maybe_dma_pinned, folio_ref_freeze
-from engine.huge_memory import folio_unlock, spin_trylock_folio
+from engine.huge_memory import folio_unlock, folio_trylock
 
 
 class VmscanMixin:
@@ -74,7 +74,7 @@ class VmscanMixin:
             i += 1
             if i > 1:
                 yield                              # between two folios
-            if not spin_trylock_folio(self, folio):
+            if not folio_trylock(self, folio):
                 ret.append(folio)
                 continue
             outcome = yield from self._shrink_one(folio, ignore_references, folio_list)
@@ -182,7 +182,7 @@ class VmscanMixin:
                     out.append(folio)
         return out
 
-    def shrink_inactive(self, nr_to_scan: int):
+    def shrink_inactive_list(self, nr_to_scan: int):
         """kswapd's pass: drain this CPU, isolate, shrink, put back.  Return: nr_reclaimed."""
         self.lru_add_drain()
         folios = self.isolate_lru_folios(nr_to_scan)

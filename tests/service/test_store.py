@@ -411,24 +411,37 @@ def _worker(url: str, base: DivergenceRecord, start: int, barrier) -> None:
 
 def test_two_processes_lose_nothing_and_count_nothing_twice(
         store: Store, url: str, data_loss: DivergenceRecord) -> None:
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(2)
-    # Signatures 100..199 are written by both workers.
-    workers = [ctx.Process(target=_worker, args=(url, data_loss, start, barrier))
-               for start in (0, 100)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join(timeout=120)
-    assert [w.exitcode for w in workers] == [0, 0]
+    workers, barrier = _start_workers(url, data_loss, parties=2)
+    _join(workers)
 
     items, total = store.list_divergences(sort="id", limit=1000)
     assert total == 300
     hits = {d.signature: d.hit_count for d in items}
     assert len(hits) == 300 and sum(hits.values()) == 2 * 400
+    _assert_worker_hits(hits, data_loss)
+
+
+def _start_workers(url: str, base: DivergenceRecord, parties: int):
+    """Start the two upsert workers (signatures 100..199 are written by both);
+    they begin once ``parties`` processes, them included, wait on the barrier."""
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(parties)
+    workers = [ctx.Process(target=_worker, args=(url, base, start, barrier))
+               for start in (0, 100)]
+    for w in workers:
+        w.start()
+    return workers, barrier
+
+
+def _join(workers) -> None:
+    for w in workers:
+        w.join(timeout=120)
+    assert [w.exitcode for w in workers] == [0, 0]
+
+
+def _assert_worker_hits(hits: dict[str, int], base: DivergenceRecord) -> None:
     for i in range(300):
-        expected = 4 if 100 <= i < 200 else 2
-        assert hits[f"{data_loss.signature}|v{i}"] == expected, i
+        assert hits[f"{base.signature}|v{i}"] == (4 if 100 <= i < 200 else 2), i
 
 
 def test_two_workers_and_the_api_writing_at_once(
@@ -441,12 +454,7 @@ def test_two_workers_and_the_api_writing_at_once(
 
     # Records the triager works on, there before the workers start.
     store.upsert_divergences([variant(data_loss, i) for i in range(1000, 1010)])
-    ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(3)
-    workers = [ctx.Process(target=_worker, args=(url, data_loss, start, barrier))
-               for start in (0, 100)]
-    for w in workers:
-        w.start()
+    workers, barrier = _start_workers(url, data_loss, parties=3)
     with TestClient(create_app(Settings(db_url=url))) as api:
         barrier.wait()
         for did in range(1, 11):
@@ -456,16 +464,13 @@ def test_two_workers_and_the_api_writing_at_once(
             r = api.post(f"/divergences/{did}/transitions",
                          json={"to": "confirmed", "note": "seen", "author": "t"})
             assert r.status_code == 200, r.text
-    for w in workers:
-        w.join(timeout=120)
-    assert [w.exitcode for w in workers] == [0, 0]
+    _join(workers)
 
     items, total = store.list_divergences(sort="id", limit=1000)
     assert total == 310
     hits = {d.signature: d.hit_count for d in items}
     assert sum(hits.values()) == 10 + 2 * 400
-    for i in range(300):
-        assert hits[f"{data_loss.signature}|v{i}"] == (4 if 100 <= i < 200 else 2), i
+    _assert_worker_hits(hits, data_loss)
     for did in range(1, 11):
         assert len(store.notes(did)) == 3
         assert [e.to_status.value for e in store.history(did)][-1] == "confirmed"
