@@ -24,7 +24,7 @@ from typing import Any
 
 from engine.diff import differential
 from engine.program import parse_program
-from service.store import DivergenceRecord, Store, records_from_report
+from service.store import DivergenceRecord, PackedOutcome, Store, records_from_report
 
 #: Corpus H5 (DMA into a lazyfree page): data loss between v5.17 and v6.14.
 _BASE_PROGRAM: dict[str, Any] = {
@@ -47,9 +47,17 @@ _BASE_PROGRAM: dict[str, Any] = {
 
 
 def _records(n: int) -> list[DivergenceRecord]:
-    """``n`` records with distinct signatures and programs, built from one real report."""
+    """``n`` records with distinct signatures, programs and outcomes, built from one real report.
+
+    Each record's two outcomes differ from every other record's (its run is
+    given its own step count), so the store stores 2n outcomes, as it would for
+    n divergences found by n different programs; a fuzz worker packs them, as
+    :func:`service.store.records_from_report` does, before handing them over.
+    """
     program = parse_program(_BASE_PROGRAM)
-    (base,) = records_from_report(differential(program, "v5.17", "v6.14"), program)
+    report = differential(program, "v5.17", "v6.14")
+    (base,) = records_from_report(report, program)
+    outcome_a, outcome_b = report.a.to_dict(), report.b.to_dict()
     out = []
     for i in range(n):
         signature = f"{base.signature}|bench{i}"
@@ -57,16 +65,28 @@ def _records(n: int) -> list[DivergenceRecord]:
         out.append(dataclasses.replace(
             base, signature=signature,
             signature_id=hashlib.sha1(signature.encode()).hexdigest()[:16],
-            original_program=text))
+            original_program=text,
+            outcome_a=PackedOutcome.pack({**outcome_a, "steps": i}),
+            outcome_b=PackedOutcome.pack({**outcome_b, "steps": i})))
     return out
+
+
+def _pack_cost(outcome: dict[str, Any], repeat: int = 2_000) -> float:
+    """Microseconds a producer spends packing one outcome (serialise, hash, compress)."""
+    t0 = time.perf_counter()
+    for i in range(repeat):
+        PackedOutcome.pack({**outcome, "steps": i})
+    return (time.perf_counter() - t0) / repeat * 1e6
 
 
 def bench_ingest(n: int = 100_000, batch: int = 1_000, path: str | None = None) -> dict[str, Any]:
     """Batched divergence upserts per second into a SQLite file.
 
     Two passes over ``n`` distinct signatures in batches of ``batch``: the
-    first inserts every one (a new divergence and its program), the second
-    counts a hit on every one (what a long campaign mostly does).  The file
+    first inserts every one (a new divergence, its program and its two
+    outcomes), the second counts a hit on every one (what a long campaign
+    mostly does).  Outcomes come packed, as fuzz workers hand them over; what
+    packing costs a worker is printed apart (``producer_pack_us_per_outcome``).  The file
     is a fresh one under a temporary directory unless ``path`` is given.
 
     Return: the rates, also printed one per line.
@@ -82,7 +102,11 @@ def bench_ingest(n: int = 100_000, batch: int = 1_000, path: str | None = None) 
                     store.upsert_divergences(records[i:i + batch])
                 rates[f"{phase}_upserts_per_s"] = n / (time.perf_counter() - t0)
             _, total = store.list_divergences(limit=1)
-    result = {"divergences": total, "batch": batch, **{k: round(v) for k, v in rates.items()}}
+            size = Path(url.removeprefix("sqlite:///")).stat().st_size
+    pack_us = _pack_cost(store.get_divergence(1).outcome_a)
+    result = {"divergences": total, "batch": batch, **{k: round(v) for k, v in rates.items()},
+              "db_mib": round(size / 2**20, 1),
+              "producer_pack_us_per_outcome": round(pack_us, 1)}
     for key, value in result.items():
         print(f"{key}: {value}")
     return result

@@ -12,6 +12,8 @@ never by ``metadata.create_all``; a test checks that the two agree.
 from __future__ import annotations
 
 import enum
+import json
+import zlib
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,13 +23,14 @@ from sqlalchemy import (
     Enum,
     ForeignKey,
     Index,
+    LargeBinary,
     MetaData,
     String,
     Text,
     UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 from engine.diff import Classification, Kind
@@ -93,9 +96,21 @@ NAMING = {"ix": "ix_%(table_name)s_%(column_0_N_name)s",
 
 
 #: Columns the list view filters on, and the sort keys it pages through
-#: (see 0002_list_indexes.py).
-LIST_FILTERS = ("status", "kind", "classification")
+#: (see 0002_list_indexes.py and 0003_outcome_table.py).
+#: Classification is not one: every stored divergence is unexpected (intended ones
+#: are counted on their campaign), so the store answers that filter without SQL.
+LIST_FILTERS: tuple[tuple[str, ...], ...] = (("status",), ("kind",), ("engine_a", "engine_b"))
 LIST_SORTS = ("last_seen", "hit_count")
+
+
+#: Signature search structures the migrations make outside the models (an FTS5
+#: table and its shadow tables on SQLite, a trigram index on PostgreSQL).
+SEARCH_OBJECTS = ("divergence_fts", "ix_divergence_signature_trgm")
+
+
+def in_models(name: str | None, type_: str, parent_names: Any) -> bool:
+    """Alembic ``include_name`` hook: compare everything but :data:`SEARCH_OBJECTS`."""
+    return name is None or not name.startswith(SEARCH_OBJECTS)
 
 
 class Base(DeclarativeBase):
@@ -151,6 +166,26 @@ class Program(Base):
     json: Mapped[str] = mapped_column(Text)
 
 
+class OutcomeBlob(Base):
+    """One run's outcome (``Outcome.to_dict()``), stored once per content.
+
+    Outcomes are most of a divergence's bytes and nobody filters on them, so
+    they live here, compressed, and the divergence table stays narrow: list
+    pages, counts and signature searches scan ~300-byte rows, not 2 KiB ones.
+    The divergences of one report share their two outcomes.
+    """
+
+    __tablename__ = "outcome"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)   # of the compact JSON
+    packed: Mapped[bytes] = mapped_column(LargeBinary)              # zlib of the compact JSON
+
+    @property
+    def value(self) -> dict[str, Any]:
+        return json.loads(zlib.decompress(self.packed))
+
+
 class Divergence(Base):
     """One unexpected divergence, deduplicated by signature.
 
@@ -165,8 +200,7 @@ class Divergence(Base):
     # The list view filters on one column and sorts on another: composite indexes
     # let it walk one index in order instead of sorting every matching row.
     __table_args__ = (UniqueConstraint("signature_id", "seq"),
-                      Index(None, "engine_a", "engine_b"),
-                      *(Index(None, f, s) for f in LIST_FILTERS for s in LIST_SORTS))
+                      *(Index(None, *f, s) for f in LIST_FILTERS for s in LIST_SORTS))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     signature: Mapped[str] = mapped_column(String(512))
@@ -174,9 +208,9 @@ class Divergence(Base):
     seq: Mapped[int]
     engine_a: Mapped[str] = mapped_column(String(32))
     engine_b: Mapped[str] = mapped_column(String(32))
-    kind: Mapped[Kind] = mapped_column(_enum(Kind, "divergence_kind"), index=True)
+    kind: Mapped[Kind] = mapped_column(_enum(Kind, "divergence_kind"))
     classification: Mapped[Classification] = mapped_column(
-        _enum(Classification, "divergence_classification"), index=True)
+        _enum(Classification, "divergence_classification"))
     field: Mapped[str] = mapped_column(String(256))
     function: Mapped[str | None] = mapped_column(String(128))
     first_op: Mapped[int | None]
@@ -186,12 +220,22 @@ class Divergence(Base):
     hit_count: Mapped[int] = mapped_column(index=True)
     original_program_id: Mapped[int] = mapped_column(ForeignKey("program.id"))
     minimized_program_id: Mapped[int | None] = mapped_column(ForeignKey("program.id"))
-    outcome_a: Mapped[dict[str, Any]]
-    outcome_b: Mapped[dict[str, Any]]
-    status: Mapped[TriageStatus] = mapped_column(_enum(TriageStatus, "triage_status"),
-                                                 index=True)
+    outcome_a_id: Mapped[int] = mapped_column(ForeignKey("outcome.id"))
+    outcome_b_id: Mapped[int] = mapped_column(ForeignKey("outcome.id"))
+    status: Mapped[TriageStatus] = mapped_column(_enum(TriageStatus, "triage_status"))
     duplicate_of: Mapped[int | None] = mapped_column(ForeignKey("divergence.id"))
     reopened_from: Mapped[int | None] = mapped_column(ForeignKey("divergence.id"))
+    # Loaded only where asked for (Store.get_divergence); anywhere else reading raises.
+    outcome_a_blob: Mapped[OutcomeBlob] = relationship(foreign_keys=[outcome_a_id], lazy="raise")
+    outcome_b_blob: Mapped[OutcomeBlob] = relationship(foreign_keys=[outcome_b_id], lazy="raise")
+
+    @property
+    def outcome_a(self) -> dict[str, Any]:
+        return self.outcome_a_blob.value
+
+    @property
+    def outcome_b(self) -> dict[str, Any]:
+        return self.outcome_b_blob.value
 
 
 class TriageEvent(Base):

@@ -27,6 +27,7 @@ import enum
 import hashlib
 import json
 import re
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -36,9 +37,21 @@ from typing import Any, Self
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, Row, bindparam, create_engine, event, func, insert, select, update
+from sqlalchemy import (
+    Engine,
+    Row,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    insert,
+    literal_column,
+    select,
+    table,
+    update,
+)
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, defer, sessionmaker
+from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from engine.diff import Classification, Kind, Report
 from engine.errors import UnknownEngineError
@@ -50,6 +63,7 @@ from service.models import (
     CampaignStatus,
     Divergence,
     Note,
+    OutcomeBlob,
     Program,
     StatsSnapshot,
     TriageEvent,
@@ -65,6 +79,8 @@ MAX_LIMIT = 1000
 SORT_KEYS = ("id", "first_seen", "last_seen", "hit_count", "kind", "status", "signature")
 MIGRATIONS = Path(__file__).with_name("migrations")
 
+# Trigram hits above which a signature search scans instead of using the index.
+_DENSE = 2000
 # Ids in one IN (...) list: SQLite before 3.32 allowed 999 host parameters.
 _CHUNK = 500
 # Execution option that makes the "begin" hook take the write lock.
@@ -110,10 +126,34 @@ CAMPAIGN_TRANSITIONS: dict[CampaignStatus, tuple[CampaignStatus, ...]] = {
 
 
 @dataclass(frozen=True)
+class PackedOutcome:
+    """An outcome serialised, hashed and compressed once, by its producer.
+
+    A fuzz worker packs a report's two outcomes once, outside the store's
+    write lock, and every divergence of that report shares them; the store's
+    serialised section then only moves bytes.
+    """
+
+    sha256: str
+    packed: bytes
+
+    @classmethod
+    def pack(cls, value: dict[str, Any]) -> PackedOutcome:
+        """``value`` as compact JSON, hashed and compressed.
+
+        Raise: ``TypeError`` or ``ValueError`` if ``value`` is not JSON.
+        """
+        text = json.dumps(value, separators=(",", ":")).encode()
+        # Level 6 halves an outcome; level 9 costs 3x the time for 2% less.
+        return cls(hashlib.sha256(text).hexdigest(), zlib.compress(text, 6))
+
+
+@dataclass(frozen=True)
 class DivergenceRecord:
     """One divergence as a fuzzer hands it to :meth:`Store.upsert_divergences`.
 
-    Programs are their compact JSON text; outcomes are ``Outcome.to_dict()``.
+    Programs are their compact JSON text; outcomes are ``Outcome.to_dict()``,
+    or that dict already packed (:func:`records_from_report` packs them).
     """
 
     signature: str
@@ -127,8 +167,8 @@ class DivergenceRecord:
     first_op: int | None
     detail: str
     rules: tuple[str, ...]
-    outcome_a: dict[str, Any]
-    outcome_b: dict[str, Any]
+    outcome_a: dict[str, Any] | PackedOutcome
+    outcome_b: dict[str, Any] | PackedOutcome
     original_program: str
     minimized_program: str | None = None
 
@@ -153,7 +193,8 @@ def records_from_report(report: Report, original_program: EngineProgram,
     """
     original = original_program.to_json(indent=None)
     minimized = minimized_program.to_json(indent=None) if minimized_program is not None else None
-    outcome_a, outcome_b = report.a.to_dict(), report.b.to_dict()
+    outcome_a, outcome_b = (PackedOutcome.pack(report.a.to_dict()),
+                            PackedOutcome.pack(report.b.to_dict()))
     return [DivergenceRecord(signature=d.signature, signature_id=d.signature_id,
                              engine_a=report.a.engine, engine_b=report.b.engine, kind=d.kind,
                              classification=d.classification, field=d.field,
@@ -294,8 +335,8 @@ def _postgresql_hooks(engine: Engine) -> None:
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_WRITE_LOCK})")
 
 
-def upgrade(engine: Engine) -> None:
-    """Bring the schema of ``engine``'s database to the newest migration.
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema of ``engine``'s database to migration ``revision`` (the newest).
 
     Context: runs in one write transaction, so concurrent openers of a new
     file migrate it once, one after the other.
@@ -304,7 +345,7 @@ def upgrade(engine: Engine) -> None:
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.execution_options(**{_WRITE: True}).begin() as conn:
         config.attributes["connection"] = conn
-        command.upgrade(config, "head")
+        command.upgrade(config, revision)
 
 
 class Store:
@@ -509,16 +550,23 @@ class Store:
                       .values(hit_count=table.c.hit_count + bindparam("b_hits"),
                               last_seen=bindparam("b_now", type_=UTCDateTime())), bumps)
             result.updated = len(bumps)
-        programs = self._programs(s, [p for rec, *_ in new + reopen
+        fresh = new + [(rec, hits) for rec, hits, _ in reopen]
+        programs = self._programs(s, [p for rec, _ in fresh
                                       for p in (rec.original_program, rec.minimized_program)
                                       if p is not None])
+        outcomes = self._outcomes(s, [o for rec, _ in fresh
+                                      for o in (rec.outcome_a, rec.outcome_b)])
         if new:
-            # Core, not ORM, bulk insert: no identity map to fill for rows nobody reads.
-            s.execute(insert(table), [self._row(rec, hits, now, programs, 0, None)
-                                      for rec, hits in new])
+            # Core, not ORM, bulk insert: no identity map to fill for rows nobody
+            # reads.  With RETURNING, SQLAlchemy sends multi-row VALUES batches
+            # ("insertmanyvalues"); rows come back keyed, so in any order.
+            rows = s.execute(insert(table).returning(table.c.id, table.c.signature_id),
+                             [self._row(rec, hits, now, programs, outcomes, 0, None)
+                              for rec, hits in new])
+            result.ids.update((sid, rid) for rid, sid in rows)
             result.inserted = len(new)
         for rec, hits, old in reopen:
-            d = Divergence(**self._row(rec, hits, now, programs, old.seq + 1, old.id))
+            d = Divergence(**self._row(rec, hits, now, programs, outcomes, old.seq + 1, old.id))
             s.add(d)
             s.flush()
             s.add(TriageEvent(divergence_id=d.id, from_status=None, to_status=TriageStatus.NEW,
@@ -526,13 +574,10 @@ class Store:
                               author="store", at=now))
             result.ids[rec.signature_id] = d.id
         result.reopened = len(reopen)
-        if new:
-            result.ids.update((sid, row.id) for sid, row in self._newest(
-                s, [rec.signature_id for rec, _ in new]).items())
 
     @staticmethod
     def _row(rec: DivergenceRecord, hits: int, now: datetime, programs: dict[str, int],
-             seq: int, reopened_from: int | None) -> dict[str, Any]:
+             outcomes: dict[int, int], seq: int, reopened_from: int | None) -> dict[str, Any]:
         return {"signature": rec.signature, "signature_id": rec.signature_id, "seq": seq,
                 "engine_a": rec.engine_a, "engine_b": rec.engine_b, "kind": rec.kind,
                 "classification": rec.classification, "field": rec.field,
@@ -541,7 +586,8 @@ class Store:
                 "original_program_id": programs[rec.original_program],
                 "minimized_program_id": (programs[rec.minimized_program]
                                          if rec.minimized_program is not None else None),
-                "outcome_a": rec.outcome_a, "outcome_b": rec.outcome_b,
+                "outcome_a_id": outcomes[id(rec.outcome_a)],
+                "outcome_b_id": outcomes[id(rec.outcome_b)],
                 "status": TriageStatus.NEW, "duplicate_of": None,
                 "reopened_from": reopened_from}
 
@@ -561,23 +607,46 @@ class Store:
         return newest
 
     @staticmethod
-    def _programs(s: Session, texts: list[str]) -> dict[str, int]:
-        """Store each program text once (by sha256). Return: text -> program id."""
-        by_sha = {_sha256(t): t for t in texts}
+    def _intern(s: Session, model: type[Program] | type[OutcomeBlob], payload: str,
+                rows: dict[str, Any]) -> dict[str, int]:
+        """Store each payload of ``rows`` (sha256 -> payload) once, in ``model``.
+
+        Return: sha256 -> row id, for every row, stored before or now.
+        """
+        table = model.__table__
         ids: dict[str, int] = {}
-
-        def known(shas: Sequence[str]) -> None:
-            for chunk in _chunks(shas):
-                for pid, sha in s.execute(select(Program.id, Program.sha256)
-                                          .where(Program.sha256.in_(chunk))):
-                    ids[by_sha[sha]] = pid
-
-        known(list(by_sha))
-        missing = [{"sha256": sha, "json": t} for sha, t in by_sha.items() if t not in ids]
+        for chunk in _chunks(list(rows)):
+            ids.update((sha, rid) for rid, sha in s.execute(
+                select(table.c.id, table.c.sha256).where(table.c.sha256.in_(chunk))))
+        missing = [{"sha256": sha, payload: p} for sha, p in rows.items() if sha not in ids]
         if missing:
-            s.execute(insert(Program), missing)
-            known([m["sha256"] for m in missing])
+            # Under the write lock nobody else inserts: every missing one is new.
+            ids.update((sha, rid) for rid, sha in s.execute(
+                insert(table).returning(table.c.id, table.c.sha256), missing))
         return ids
+
+    def _programs(self, s: Session, texts: list[str]) -> dict[str, int]:
+        """Store each program text once. Return: text -> program id."""
+        shas = {t: _sha256(t) for t in texts}
+        ids = self._intern(s, Program, "json", {sha: t for t, sha in shas.items()})
+        return {t: ids[sha] for t, sha in shas.items()}
+
+    def _outcomes(self, s: Session, values: list[dict[str, Any] | PackedOutcome]
+                  ) -> dict[int, int]:
+        """Store each outcome once, packing those not packed yet.
+
+        Return: ``id()`` of each value -> outcome row id.
+        """
+        packed = {}
+        for v in values:
+            if id(v) not in packed:
+                try:
+                    packed[id(v)] = v if isinstance(v, PackedOutcome) else PackedOutcome.pack(v)
+                except (TypeError, ValueError) as exc:
+                    raise _UnstorableJSON(str(exc)) from exc
+        ids = self._intern(s, OutcomeBlob, "packed",
+                           {p.sha256: p.packed for p in packed.values()})
+        return {key: ids[p.sha256] for key, p in packed.items()}
 
     def _count_intended(self, s: Session, campaign_id: int | None,
                         records: list[DivergenceRecord], now: datetime) -> None:
@@ -601,7 +670,7 @@ class Store:
     def get_divergence(self, divergence_id: int) -> Divergence:
         """One divergence with both outcomes."""
         with self._read() as s:
-            return self._divergence(s, divergence_id)
+            return self._divergence(s, divergence_id, outcomes=True)
 
     def get_program(self, program_id: int) -> Program:
         with self._read() as s:
@@ -618,8 +687,8 @@ class Store:
                          offset: int = 0) -> tuple[list[Divergence], int]:
         """A page of divergences matching every given filter, and how many match.
 
-        ``text`` matches anywhere in the signature, literally (``%`` and ``_``
-        are not wildcards).  ``sort`` is one of :data:`SORT_KEYS`, with ``-``
+        ``text`` matches anywhere in the signature, literally (no character
+        is a wildcard) and case-sensitively, on every backend.  ``sort`` is one of :data:`SORT_KEYS`, with ``-``
         for descending; ties go by id in the same direction, so pages are stable.
 
         Return: ``(items, total)``; the items' outcomes are not loaded (use
@@ -630,16 +699,16 @@ class Store:
             where.append(Divergence.status == _coerce(TriageStatus, status, "status"))
         if kind is not None:
             where.append(Divergence.kind == _coerce(Kind, kind, "kind"))
-        if classification is not None:
-            where.append(Divergence.classification
-                         == _coerce(Classification, classification, "classification"))
+        # Every stored divergence is unexpected: intended ones are only counted
+        # on their campaign (upsert_divergences), so this filter is all or nothing.
+        stored_class = (classification is None or _coerce(Classification, classification,
+                                                           "classification")
+                        is Classification.UNEXPECTED)
         if engines is not None:
             if not isinstance(engines, (tuple, list)) or len(engines) != 2:
                 raise InvalidValueError("engines", engines, "must be a pair (engine_a, engine_b)")
             where += [Divergence.engine_a == _engine_id(engines[0], "engines"),
                       Divergence.engine_b == _engine_id(engines[1], "engines")]
-        if text:
-            where.append(Divergence.signature.contains(text, autoescape=True))
         key = sort.removeprefix("-") if isinstance(sort, str) else sort
         if key not in SORT_KEYS:
             raise InvalidValueError("sort", sort, "must be one of " + ", ".join(SORT_KEYS)
@@ -648,19 +717,42 @@ class Store:
             raise InvalidValueError("limit", limit, f"must be 1..{MAX_LIMIT}")
         if not isinstance(offset, int) or offset < 0:
             raise InvalidValueError("offset", offset, "must be >= 0")
-        if isinstance(text, str) and "\x00" in text:
-            # No stored signature holds a NUL (the upsert refuses them), and
-            # PostgreSQL cannot even be asked: nothing matches.
+        if not stored_class or isinstance(text, str) and "\x00" in text:
+            # Nothing matches.  No stored signature holds a NUL either (the
+            # upsert refuses them), and PostgreSQL cannot even be asked.
             return [], 0
         column, tie = getattr(Divergence, key), Divergence.id
         order = (column.desc(), tie.desc()) if sort.startswith("-") else (column, tie)
         with self._read() as s:
+            if text:
+                where += self._signature_search(s, text)
             total = s.scalar(select(func.count()).select_from(Divergence).where(*where))
             items = list(s.scalars(select(Divergence)
-                                   .options(defer(Divergence.outcome_a, raiseload=True),
-                                            defer(Divergence.outcome_b, raiseload=True))
                                    .where(*where).order_by(*order).limit(limit).offset(offset)))
         return items, total or 0
+
+    @staticmethod
+    def _signature_search(s: Session, text: str) -> list[Any]:
+        """Conditions for signatures that contain ``text``, using the trigram index.
+
+        SQLite cannot weigh an FTS5 match against a scan, so the store does:
+        a probe of at most :data:`_DENSE` trigram hits tells a rare text (its
+        ids come from the index) from a common one (a scan in the list's
+        order finds a page of it at once).  Texts shorter than a trigram
+        always scan.  The GLOB on the signature itself is what decides a
+        match either way.  PostgreSQL's planner makes the same choice for the
+        ``pg_trgm`` index by itself.
+        """
+        if s.get_bind().dialect.name != "sqlite":
+            return [Divergence.signature.contains(text, autoescape=True)]
+        pattern = "*" + re.sub(r"([*?\[])", r"[\1]", text) + "*"
+        conditions = [Divergence.signature.op("GLOB")(pattern)]
+        if len(text) >= 3:
+            fts = (select(literal_column("rowid")).select_from(table("divergence_fts"))
+                   .where(literal_column("signature").op("GLOB")(pattern)))
+            if s.scalar(select(func.count()).select_from(fts.limit(_DENSE).subquery())) < _DENSE:
+                conditions.append(Divergence.id.in_(fts))
+        return conditions
 
     # -- triage ------------------------------------------------------------------
 
@@ -752,8 +844,11 @@ class Store:
         return campaign
 
     @staticmethod
-    def _divergence(s: Session, divergence_id: Any) -> Divergence:
-        d = s.get(Divergence, divergence_id) if isinstance(divergence_id, int) else None
+    def _divergence(s: Session, divergence_id: Any, outcomes: bool = False) -> Divergence:
+        options = ((selectinload(Divergence.outcome_a_blob),
+                    selectinload(Divergence.outcome_b_blob)) if outcomes else ())
+        d = (s.get(Divergence, divergence_id, options=options)
+             if isinstance(divergence_id, int) else None)
         if d is None:
             raise NotFoundError("divergence", divergence_id)
         return d

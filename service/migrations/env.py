@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from service.models import Base
+from service.models import Base, in_models
 
 
 def run_migrations() -> None:
@@ -19,7 +19,8 @@ def run_migrations() -> None:
     # Batch mode lets later migrations ALTER tables on SQLite, which cannot
     # drop or change a column in place.
     context.configure(connection=connection, target_metadata=Base.metadata,
-                      render_as_batch=connection.dialect.name == "sqlite")
+                      render_as_batch=connection.dialect.name == "sqlite",
+                      include_name=in_models)
     with context.begin_transaction():
         context.run_migrations()
 

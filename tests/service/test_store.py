@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import multiprocessing
+import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,8 +25,14 @@ from sqlalchemy import event
 from engine.corpus import load_any
 from engine.diff import Classification, Kind, differential
 from service.errors import BatchError, IllegalTransitionError, InvalidValueError, NotFoundError
-from service.models import Base, CampaignStatus, TriageStatus
-from service.store import INTENDED_SAMPLES, DivergenceRecord, Store, records_from_report
+from service.models import Base, CampaignStatus, TriageStatus, in_models
+from service.store import (
+    INTENDED_SAMPLES,
+    DivergenceRecord,
+    Store,
+    records_from_report,
+    upgrade,
+)
 
 CORPUS = Path(__file__).resolve().parents[2] / "corpus"
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
@@ -87,24 +95,61 @@ def variant(rec: DivergenceRecord, i: int) -> DivergenceRecord:
 
 def test_migrated_schema_matches_models(store: Store, url: str) -> None:
     with store.engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}),
-                                Base.metadata)
+        diff = compare_metadata(MigrationContext.configure(
+            conn, opts={"compare_type": True, "include_name": in_models}), Base.metadata)
         assert diff == []
         if conn.dialect.name == "sqlite":
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
             assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         else:
-            # Timestamps with time zone, JSON and enums as bounded strings.
+            # Timestamps with time zone, enums as bounded strings, JSON, packed outcomes.
             types = dict(conn.exec_driver_sql(
-                "SELECT column_name, data_type FROM information_schema.columns"
-                " WHERE table_name = 'divergence'").all())
-            assert (types["first_seen"], types["outcome_a"], types["kind"]) == (
-                "timestamp with time zone", "json", "character varying")
+                "SELECT table_name || '.' || column_name, data_type"
+                " FROM information_schema.columns").all())
+            assert (types["divergence.first_seen"], types["divergence.kind"],
+                    types["campaign.config"], types["outcome.packed"]) == (
+                "timestamp with time zone", "character varying", "json", "bytea")
         assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == _head()
     # Opening an up-to-date file again migrates nothing and keeps the data.
     store.create_campaign("v6.14", "v6.15", "hypothesis")
     with Store.open(url, clock=Tick()) as again:
         assert again.get_campaign(1).fuzzer == "hypothesis"
+
+
+def test_upgrade_from_0002_moves_outcomes_into_their_table(url: str, data_loss: DivergenceRecord,
+                                                           crash: DivergenceRecord) -> None:
+    """Divergences stored before 0003 keep both outcomes, each stored once."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    upgrade(engine, "0002")
+    meta = sa.MetaData()
+    meta.reflect(engine, only=["program", "divergence"])
+    program, divergence = meta.tables["program"], meta.tables["divergence"]
+    a, b = data_loss.outcome_a, crash.outcome_b
+    values = [(a, b), (a, b), (b, a)]
+    with engine.begin() as conn:
+        conn.execute(sa.insert(program).values(id=1, sha256="0" * 64, json="{}"))
+        for i, (oa, ob) in enumerate(values, start=1):
+            conn.execute(sa.insert(divergence).values(
+                id=i, signature=f"s{i}", signature_id=f"{i:016x}", seq=0, engine_a="v5.17",
+                engine_b="v6.14", kind="data_loss", classification="unexpected", field="f",
+                function=None, first_op=None, detail="", first_seen=T0, last_seen=T0,
+                hit_count=1, original_program_id=1, minimized_program_id=None,
+                outcome_a=_plain(oa), outcome_b=_plain(ob),
+                status="new", duplicate_of=None, reopened_from=None))
+    engine.dispose()
+    with Store.open(url, clock=Tick()) as store:
+        for i, (oa, ob) in enumerate(values, start=1):
+            d = store.get_divergence(i)
+            assert (d.outcome_a, d.outcome_b) == (_plain(oa), _plain(ob))
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT count(*) FROM outcome").scalar() == 2
+
+
+def _plain(outcome):
+    """An outcome of a record as the dict it stands for."""
+    return json.loads(zlib.decompress(outcome.packed)) if hasattr(outcome, "packed") else outcome
 
 
 def _head() -> str:
@@ -243,9 +288,13 @@ def test_list_filters_sort_pagination(store: Store, data_loss: DivergenceRecord,
     assert store.list_divergences(engines=("old", "new"))[1] == 3
     assert store.list_divergences(engines=("v5.17", "v6.14"), kind="crash")[1] == 0
     assert store.list_divergences(classification="unexpected")[1] == 15
+    # Intended divergences are counted on campaigns, never stored.
+    assert store.list_divergences(classification="intended") == ([], 0)
     assert store.list_divergences(text="ptep_get<folio_pte_batch")[1] == 3
     assert store.list_divergences(text="|v1")[1] == 3 + 1   # v1, v10, v11 and crash v1
-    assert store.list_divergences(text="%")[1] == 0         # literal, not a wildcard
+    assert store.list_divergences(text="PTEP_GET")[1] == 0  # case-sensitive everywhere
+    for wildcard in ("%", "d_ta", "*", "?", "[v]", "v[1]"):  # literal, never a wildcard
+        assert store.list_divergences(text=wildcard)[1] == 0, wildcard
 
     ordered = [d.id for d in store.list_divergences(sort="first_seen", limit=1000)[0]]
     assert ordered == sorted(ordered)
@@ -264,6 +313,23 @@ def test_list_filters_sort_pagination(store: Store, data_loss: DivergenceRecord,
     with pytest.raises(InvalidValueError) as err:
         store.list_divergences(engines=("v6.14", "v9.99"))
     assert err.value.field == "engines" and "v9.99" in str(err.value)
+
+
+@pytest.mark.parametrize("dense", [2, 10_000])
+def test_signature_search_uses_index_or_scan_with_the_same_answer(
+        store: Store, data_loss: DivergenceRecord, dense: int,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Common texts (more trigram hits than ``_DENSE``) scan; rare ones use the index."""
+    import service.store
+
+    monkeypatch.setattr(service.store, "_DENSE", dense)
+    store.upsert_divergences([variant(data_loss, i) for i in range(30)])
+    store.transition(5, "confirmed", "real", "alice")
+    assert store.list_divergences(text="|v2")[1] == 1 + 10           # v2, v20..v29
+    assert store.list_divergences(text="|v")[1] == 30
+    assert store.list_divergences(text="v2", status="confirmed")[1] == 0
+    assert [d.id for d in store.list_divergences(text="|v1", sort="id", limit=3,
+                                                 offset=1)[0]] == [11, 12, 13]
 
 
 def test_get_missing_divergence(store: Store) -> None:
