@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from engine.errors import FoliodiffError
-from engine.kernels import ALIASES, KERNELS, ORDER, resolve_engine
+from engine.kernels import ALIASES, C_TWINS, KERNELS, ORDER, resolve_engine
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Differential fuzzing of Linux lazyfree reclaim models.")
@@ -142,10 +142,12 @@ def engines() -> None:
     t.add_column("id")
     t.add_column("aliases")
     t.add_column("what it models")
-    for name in ORDER:
+    for name in [*ORDER, *C_TWINS]:
         k = KERNELS[name]
         aliases = ",".join(a for a, v in ALIASES.items() if v == name)
         doc = " ".join((sys.modules[k.__module__].__doc__ or "").split("\n\n")[0].split())
+        if name in C_TWINS:
+            doc = f"{k.__doc__.rstrip('.')} (C twin of {C_TWINS[name]})"
         t.add_row(name, aliases, doc)
     console.print(t)
 
