@@ -22,7 +22,7 @@
 #include <stdint.h>
 
 /* Bump on any change of a signature, a struct or an enum below. */
-#define FOLIODIFF_CPATH_ABI 1
+#define FOLIODIFF_CPATH_ABI 2
 
 #define EFAULT 14
 
@@ -456,4 +456,85 @@ int32_t discard_anon_folio_pmd_locked(uint64_t *pmdp, int64_t ref_count, int64_t
 		return PMD_LAZYFREE_ABORT_REF;
 	}
 	return PMD_LAZYFREE_DISCARD;
+}
+
+/** enum cpath_call_op - which entry point a recorded call went to. */
+enum cpath_call_op {
+	CPATH_CALL_CLEAR = 0,
+	CPATH_CALL_DECIDE = 1,
+	CPATH_CALL_PMD = 2,
+};
+
+/**
+ * struct cpath_call - one call the engine made, as recorded by the benchmark.
+ * @table: the PTE table's buffer, or the PMD word's for CPATH_CALL_PMD.
+ * @pmd: for CPATH_CALL_PMD, the word the PMD held when the call was made.
+ *
+ * The other fields are the arguments of ttu_clear(), ttu_decide() or
+ * discard_anon_folio_pmd_locked() of the same names.
+ */
+struct cpath_call {
+	uint64_t table;
+	int64_t nr_entries;
+	int64_t idx;
+	int64_t folio_nr;
+	int64_t vma_nr;
+	int64_t nr;
+	int64_t ref_count;
+	int64_t map_count;
+	uint64_t folio_pfn;
+	uint64_t pteval;
+	uint64_t pmd;
+	uint32_t folio_flags;
+	uint32_t ttu_flags;
+	int32_t kernel;
+	int32_t op;
+	int32_t folio_dirty;
+	int32_t droppable;
+};
+
+/**
+ * cpath_replay() - make @n recorded calls again, in order, without leaving C.
+ *
+ * For foliodiff bench-c only: it measures the unmap work of the C code
+ * without the ctypes crossing of each call.  The caller restores the tables
+ * to their state before the recorded calls first.
+ *
+ * Return: a checksum of what the calls returned (nr, pteval, actions), to be
+ * compared with the engine's run.
+ */
+int64_t cpath_replay(const struct cpath_call *calls, int64_t n)
+{
+	struct ttu_clear_out clear_out;
+	struct ttu_decide_out decide_out;
+	struct pmd_discard_out pmd_out;
+	uint64_t sum = 0;
+	int64_t i;
+
+	for (i = 0; i < n; i++) {
+		const struct cpath_call *c = &calls[i];
+		uint64_t *table = (uint64_t *)(uintptr_t)c->table;
+
+		switch (c->op) {
+		case CPATH_CALL_CLEAR:
+			sum += (uint64_t)ttu_clear(table, c->nr_entries, c->idx, c->folio_pfn,
+						   c->folio_nr, c->folio_flags, c->vma_nr,
+						   c->ttu_flags, c->kernel, &clear_out);
+			sum += clear_out.pteval;
+			break;
+		case CPATH_CALL_DECIDE:
+			sum += (uint64_t)ttu_decide(table, c->nr_entries, c->idx, c->nr, c->pteval,
+						    c->ref_count, c->map_count, c->folio_dirty,
+						    c->droppable, c->kernel, &decide_out);
+			break;
+		case CPATH_CALL_PMD:
+			*table = c->pmd;
+			sum += (uint64_t)discard_anon_folio_pmd_locked(table, c->ref_count,
+								       c->map_count, c->folio_dirty,
+								       c->droppable, c->kernel,
+								       &pmd_out);
+			break;
+		}
+	}
+	return (int64_t)sum;
 }

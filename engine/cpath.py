@@ -26,7 +26,7 @@ from ctypes import POINTER, c_int32, c_int64, c_uint32, c_uint64, c_void_p
 from engine.errors import CPathError
 
 #: The ABI version this loader speaks; engine/cpath.c's FOLIODIFF_CPATH_ABI.
-CPATH_ABI = 1
+CPATH_ABI = 2
 #: Environment variable naming the library to load instead of the built one.
 CPATH_LIB_ENV = "FOLIODIFF_CPATH_LIB"
 
@@ -38,6 +38,8 @@ SANITIZE_FLAGS = ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,un
                   "-fno-sanitize-recover=all"]
 
 EFAULT = 14
+#: One PTE table's buffer: 512 words.
+PTE_TABLE_BYTES = 512 * 8
 
 
 class CPathKernel(enum.IntEnum):
@@ -92,6 +94,25 @@ class PmdDiscardOut(ctypes.Structure):
     _fields_ = [("set_dirty", c_int32), ("set_swapbacked", c_int32), ("tlb_flushes", c_int32)]
 
 
+class CPathCallOp(enum.IntEnum):
+    """enum cpath_call_op: the entry point a recorded call went to (bench-c)."""
+
+    CPATH_CALL_CLEAR = 0
+    CPATH_CALL_DECIDE = 1
+    CPATH_CALL_PMD = 2
+
+
+class CPathCall(ctypes.Structure):
+    """struct cpath_call: one recorded call, replayed by cpath_replay() (bench-c)."""
+
+    _fields_ = [("table", c_uint64), ("nr_entries", c_int64), ("idx", c_int64),
+                ("folio_nr", c_int64), ("vma_nr", c_int64), ("nr", c_int64),
+                ("ref_count", c_int64), ("map_count", c_int64), ("folio_pfn", c_uint64),
+                ("pteval", c_uint64), ("pmd", c_uint64), ("folio_flags", c_uint32),
+                ("ttu_flags", c_uint32), ("kernel", c_int32), ("op", c_int32),
+                ("folio_dirty", c_int32), ("droppable", c_int32)]
+
+
 #: symbol -> (restype, argtypes): every function the library exports.
 _SIGNATURES = {
     "foliodiff_cpath_abi": (c_uint32, []),
@@ -101,6 +122,7 @@ _SIGNATURES = {
                              c_int32, c_int32, c_int32, POINTER(TtuDecideOut)]),
     "discard_anon_folio_pmd_locked": (c_int32, [c_void_p, c_int64, c_int64, c_int32, c_int32,
                                                 c_int32, POINTER(PmdDiscardOut)]),
+    "cpath_replay": (c_int64, [POINTER(CPathCall), c_int64]),
 }
 
 

@@ -187,6 +187,30 @@ def bench(
             json.dump(res, fh, indent=2)
 
 
+@app.command("bench-c")
+def bench_c(
+    repeat: Annotated[int, typer.Option(help="timed passes (medians are reported)")] = 5,
+    mthp_mib: Annotated[int, typer.Option(help="MiB of 64 KiB lazyfree mTHPs (3/4 workload)")] = 128,
+    pmd_thps: Annotated[int, typer.Option(help="redirtied lazyfree PMD THPs (4/4 workload)")] = 64,
+    out: Annotated[Optional[str], typer.Option(help="write the figures as JSON here")] = None,
+) -> None:
+    """The C batched path: v6.14 per PTE against v6.15 batched, and C against Python."""
+    from engine.bench_c import bench_c as run_bench
+    res = run_bench(repeat=repeat, mthp_mib=mthp_mib, pmd_thps=pmd_thps)
+    t = Table(title=f"lazyfree unmap, medians of {repeat} passes (ms; ratios from this run)")
+    for col in ("measure", "value"):
+        t.add_column(col)
+    for k, v in res.items():
+        if k != "timed":
+            t.add_row(k, f"{v:,.3f}" if isinstance(v, float) else str(v))
+    console.print(t)
+    for k, v in res["timed"].items():
+        console.print(f"[bold]{k}[/]: {v}", highlight=False)
+    if out:
+        with open(out, "w") as fh:
+            json.dump(res, fh, indent=2)
+
+
 @app.command("bench-store")
 def bench_store(
     n: Annotated[int, typer.Option(help="divergences to store")] = 100_000,
