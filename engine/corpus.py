@@ -47,6 +47,23 @@ def load_entry(path: str) -> dict[str, Any]:
     return entry
 
 
+def c_twin_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """The same entry for the C twins: each twin is held to its Python version's
+    expectations, and each divergence pair is expected again with twins put in
+    for the versions that have one (a twin beside its own version: equal)."""
+    from engine.kernels import C_TWINS
+    twin_of = {base: twin for twin, base in C_TWINS.items()}
+    expect = {twin_of[e]: fields for e, fields in entry["expect"].items() if e in twin_of}
+    divergences = {}
+    for pair, want in entry.get("divergences", {}).items():
+        a, b = pair.split("..")
+        if a in twin_of or b in twin_of:
+            divergences[f"{twin_of.get(a, a)}..{twin_of.get(b, b)}"] = want
+    divergences.update({f"{base}..{twin}": {"classification": "equal"}
+                        for base, twin in twin_of.items() if base in entry["expect"]})
+    return {**entry, "expect": expect, "divergences": divergences}
+
+
 def _norm(v: Any) -> Any:
     if isinstance(v, tuple):
         return [_norm(x) for x in v]

@@ -40,3 +40,12 @@ class PageTableOutOfBounds(KernelBug):
     def __init__(self, index: int, table: str) -> None:
         self.index = index
         super().__init__(f"page-table access out of bounds: index {index} of {table}")
+
+
+class CPathError(FoliodiffError):
+    """The C batched path's library is missing, unloadable or stale: names its path."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"C path library {path}: {reason}")

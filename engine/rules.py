@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from engine.kernels import ORDER, resolve_engine
+from engine.kernels import ORDER, base_version
 
 Events = frozenset[str]
 
@@ -97,7 +97,7 @@ RULES: list[Rule] = [
 
 def rules_between(a: str, b: str) -> list[Rule]:
     """The rules of every adjacent pair on the way from version ``a`` to ``b``."""
-    a, b = resolve_engine(a), resolve_engine(b)
+    a, b = base_version(a), base_version(b)
     lo, hi = sorted((ORDER.index(a), ORDER.index(b)))
     span = set(ORDER[lo:hi + 1])
     return [r for r in RULES if r.older in span and r.newer in span]
@@ -105,7 +105,7 @@ def rules_between(a: str, b: str) -> list[Rule]:
 
 def explain(a: str, b: str, events_a: Events, events_b: Events, op_kind: str) -> list[Rule]:
     """Rules that explain a parting with these events (``a``, ``b`` in any order)."""
-    a, b = resolve_engine(a), resolve_engine(b)
+    a, b = base_version(a), base_version(b)
     if ORDER.index(a) > ORDER.index(b):
         a, b, events_a, events_b = b, a, events_b, events_a
     return [r for r in rules_between(a, b) if r.matches(events_a, events_b, op_kind)]

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from engine.errors import FoliodiffError
-from engine.kernels import ALIASES, KERNELS, ORDER, resolve_engine
+from engine.kernels import ALIASES, C_TWINS, KERNELS, ORDER, resolve_engine
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Differential fuzzing of Linux lazyfree reclaim models.")
@@ -142,10 +142,12 @@ def engines() -> None:
     t.add_column("id")
     t.add_column("aliases")
     t.add_column("what it models")
-    for name in ORDER:
+    for name in [*ORDER, *C_TWINS]:
         k = KERNELS[name]
         aliases = ",".join(a for a, v in ALIASES.items() if v == name)
         doc = " ".join((sys.modules[k.__module__].__doc__ or "").split("\n\n")[0].split())
+        if name in C_TWINS:
+            doc = f"{k.__doc__.rstrip('.')} (C twin of {C_TWINS[name]})"
         t.add_row(name, aliases, doc)
     console.print(t)
 
@@ -180,6 +182,30 @@ def bench(
     for k, v in res.items():
         t.add_row(k, f"{v:,.1f}" if isinstance(v, float) else str(v))
     console.print(t)
+    if out:
+        with open(out, "w") as fh:
+            json.dump(res, fh, indent=2)
+
+
+@app.command("bench-c")
+def bench_c(
+    repeat: Annotated[int, typer.Option(help="timed passes (medians are reported)")] = 5,
+    mthp_mib: Annotated[int, typer.Option(help="MiB of 64 KiB lazyfree mTHPs (3/4 workload)")] = 128,
+    pmd_thps: Annotated[int, typer.Option(help="redirtied lazyfree PMD THPs (4/4 workload)")] = 64,
+    out: Annotated[Optional[str], typer.Option(help="write the figures as JSON here")] = None,
+) -> None:
+    """The C batched path: v6.14 per PTE against v6.15 batched, and C against Python."""
+    from engine.bench_c import bench_c as run_bench
+    res = run_bench(repeat=repeat, mthp_mib=mthp_mib, pmd_thps=pmd_thps)
+    t = Table(title=f"lazyfree unmap, medians of {repeat} passes (ms; ratios from this run)")
+    for col in ("measure", "value"):
+        t.add_column(col)
+    for k, v in res.items():
+        if k != "timed":
+            t.add_row(k, f"{v:,.3f}" if isinstance(v, float) else str(v))
+    console.print(t)
+    for k, v in res["timed"].items():
+        console.print(f"[bold]{k}[/]: {v}", highlight=False)
     if out:
         with open(out, "w") as fh:
             json.dump(res, fh, indent=2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from engine.errors import UnknownEngineError
 from engine.kernels.base import Kernel
+from engine.kernels.cpath import V6_14C, V6_15C, V6_16C
 from engine.kernels.v5_17 import V5_17
 from engine.kernels.v5_18 import V5_18
 from engine.kernels.v6_14 import V6_14
@@ -14,6 +15,9 @@ KERNELS: dict[str, type[Kernel]] = {k.VERSION: k for k in (V5_17, V5_18, V6_14, 
 ALIASES = {"old": "v6.14", "new": "v6.15"}
 #: Version order: adjacent pairs have intended-divergence rules.
 ORDER = ["v5.17", "v5.18", "v6.14", "v6.15", "v6.16"]
+#: The C twins (engine/kernels/cpath.py): engine id -> the version each is the twin of.
+C_TWINS: dict[str, str] = {k.VERSION: k.BASE_VERSION for k in (V6_14C, V6_15C, V6_16C)}
+KERNELS.update({k.VERSION: k for k in (V6_14C, V6_15C, V6_16C)})
 
 
 def resolve_engine(name: str) -> str:
@@ -26,3 +30,10 @@ def resolve_engine(name: str) -> str:
 
 def kernel_class(name: str) -> type[Kernel]:
     return KERNELS[resolve_engine(name)]
+
+
+def base_version(name: str) -> str:
+    """The kernel version engine ``name`` models: a C twin answers as its Python version
+    (rules, ``ORDER`` and corpus expectations are per kernel version)."""
+    name = resolve_engine(name)
+    return C_TWINS.get(name, name)

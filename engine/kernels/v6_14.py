@@ -22,13 +22,51 @@ class V6_14(Kernel):
     VERSION = "v6.14"
     COMMIT = "v6.14 (mm/rmap.c before faeb2831b517)"
 
+    # -- the PTE leg of try_to_unmap_one (the C twins override these two) ------
+    def ttu_clear(self, folio, pvmw, flags) -> tuple[int, int]:
+        """ptep_get_and_clear() of the PTE the walk stopped at, one PTE at a time.
+
+        Context: PTL held.  Return: (nr_pages, pteval), here always (1, the old PTE).
+        """
+        pt, idx = pvmw.pt, pvmw.idx
+        pteval = ptep_get(pt, idx)
+        set_pte_at(pt, idx, 0)
+        self.cost["pte_clears"] += 1
+        return 1, pteval
+
+    def ttu_lazyfree(self, folio, vma, pvmw, nr_pages: int, pteval: int) -> bool:
+        """The lazyfree decision of v6.11–v6.14, after the PTE is cleared.
+
+        A clean folio with only the isolation and mapping references is
+        discarded (VM_DROPPABLE ones even when dirty); otherwise the PTE is
+        restored and, unless droppable, the folio made swapbacked whatever the
+        reason (faeb2831b517 later narrowed that to dirty folios).
+        Context: PTL held, after the yield.  Return: True to discard.
+        """
+        # smp_mb(): pairs with GUP-fast's "inc ref; mb; reread PTE"
+        ref_count = folio_ref_count(folio)
+        map_count = folio_mapcount(folio)
+        # smp_rmb(): read the refcount before PG_dirty
+        droppable = vma.vm_flags & VM_DROPPABLE
+        if ref_count == 1 + map_count and (not folio_test_dirty(folio) or droppable):
+            vma.mm.rss[MM_ANONPAGES] -= 1
+            self.event("ttu_lazyfree_discard", folio)
+            return True
+        set_pte_at(pvmw.pt, pvmw.idx, pteval)
+        if not droppable:
+            folio_set_swapbacked(folio)
+            self.event("ttu_lazyfree_abort_dirty" if folio_test_dirty(folio)
+                       else "ttu_lazyfree_abort_ref_swapbacked", folio)
+        else:
+            self.event("ttu_lazyfree_abort_ref", folio)
+        return False
+
     def try_to_unmap_one(self, folio, vma, address, flags):
         """try_to_unmap_one() of v6.11–v6.14.
 
         Context: folio locked and isolated; takes the PTL of each table it
         visits.  Return: False to stop the rmap walk (walk_abort).
         """
-        mm = vma.mm
         pvmw = Pvmw(folio, vma, address)
         ret = True
         while (yield from self.page_vma_mapped_walk(pvmw)):
@@ -46,32 +84,14 @@ class V6_14(Kernel):
                     self.page_vma_mapped_walk_restart(pvmw)
                     continue
                 raise KernelBug("try_to_unmap_one: unexpected PMD-mapped folio")
-            pt, idx = pvmw.pt, pvmw.idx
-            pteval = ptep_get(pt, idx)
+            nr_pages, pteval = self.ttu_clear(folio, pvmw, flags)
             page = pte_pfn(pteval) - folio.pfn
-            set_pte_at(pt, idx, 0)                                    # ptep_get_and_clear()
-            self.cost["pte_clears"] += 1
             self.ttu_flush_pte(flags)
             self.ttu_harvest_dirty(folio, pteval)
             if folio_test_anon(folio) and not folio_test_swapbacked(folio):
                 # Another CPU may act between the PTE clear and the refcount read.
                 yield
-                # smp_mb(): pairs with GUP-fast's "inc ref; mb; reread PTE"
-                ref_count = folio_ref_count(folio)
-                map_count = folio_mapcount(folio)
-                # smp_rmb(): read the refcount before PG_dirty
-                droppable = vma.vm_flags & VM_DROPPABLE
-                if ref_count == 1 + map_count and (not folio_test_dirty(folio) or droppable):
-                    mm.rss[MM_ANONPAGES] -= 1
-                    self.event("ttu_lazyfree_discard", folio)
-                else:
-                    set_pte_at(pt, idx, pteval)
-                    if not droppable:
-                        folio_set_swapbacked(folio)
-                        self.event("ttu_lazyfree_abort_dirty" if folio_test_dirty(folio)
-                                   else "ttu_lazyfree_abort_ref_swapbacked", folio)
-                    else:
-                        self.event("ttu_lazyfree_abort_ref", folio)
+                if not self.ttu_lazyfree(folio, vma, pvmw, nr_pages, pteval):
                     ret = False
                     break                                             # walk_abort
             elif folio_test_anon(folio):

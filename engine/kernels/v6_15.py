@@ -81,6 +81,42 @@ class V6_15(V6_14):
         for i in range(nr):
             set_pte_at(pt, idx + i, pte + (i << 12))
 
+    # -- the PTE leg of try_to_unmap_one (the C twins override these two) ------
+    def ttu_clear(self, folio, pvmw, flags) -> tuple[int, int]:
+        """Pick the batch (unmap_pte_batch) and clear it with get_and_clear_full_ptes().
+
+        Context: PTL held.  Return: (nr_pages, the first PTE with dirty and young
+        merged in from the whole batch).
+        """
+        pt, idx = pvmw.pt, pvmw.idx
+        pte = ptep_get(pt, idx)
+        nr_pages = self.unmap_pte_batch(folio, pvmw, flags, pte)
+        return nr_pages, self.get_and_clear_full_ptes(pt, idx, nr_pages)
+
+    def ttu_lazyfree(self, folio, vma, pvmw, nr_pages: int, pteval: int) -> bool:
+        """The lazyfree decision after 1/4 (faeb2831b517), for a batch of ``nr_pages``.
+
+        Context: PTL held, after the yield.  Return: True to discard the batch.
+        """
+        ref_count = folio_ref_count(folio)
+        map_count = folio_mapcount(folio)
+        droppable = vma.vm_flags & VM_DROPPABLE
+        if folio_test_dirty(folio) and not droppable:
+            # redirtied through a PTE or a GUP reference obtained earlier
+            self.set_ptes(pvmw.pt, pvmw.idx, pteval, nr_pages)
+            folio_set_swapbacked(folio)
+            self.event("ttu_lazyfree_abort_dirty", folio)
+            return False
+        if ref_count != 1 + map_count:
+            # An extra reference: GUP or speculative.  Act as if nothing
+            # happened; the folio is looked at again once it is gone.
+            self.set_ptes(pvmw.pt, pvmw.idx, pteval, nr_pages)
+            self.event("ttu_lazyfree_abort_ref", folio)
+            return False
+        vma.mm.rss[MM_ANONPAGES] -= nr_pages
+        self.event("ttu_lazyfree_discard", folio)
+        return True
+
     # -- 4/4: the PMD path --------------------------------------------------------
     def discard_anon_folio_pmd_locked(self, vma, pmd_idx, folio):
         """__discard_anon_folio_pmd_locked() after 2f9b43d617e2: a redirtied folio is
@@ -117,7 +153,6 @@ class V6_15(V6_14):
         Context: folio locked and isolated; PTL of each visited table.
         Return: False to stop the rmap walk (walk_abort).
         """
-        mm = vma.mm
         pvmw = Pvmw(folio, vma, address)
         ret = True
         while (yield from self.page_vma_mapped_walk(pvmw)):
@@ -138,36 +173,17 @@ class V6_15(V6_14):
                     self.page_vma_mapped_walk_restart(pvmw)
                     continue
                 raise KernelBug("try_to_unmap_one: unexpected PMD-mapped folio")
-            pt, idx = pvmw.pt, pvmw.idx
-            pte = ptep_get(pt, idx)
-            nr_pages = self.unmap_pte_batch(folio, pvmw, flags, pte)
-            page = pte_pfn(pte) - folio.pfn
-            pteval = self.get_and_clear_full_ptes(pt, idx, nr_pages)
+            nr_pages, pteval = self.ttu_clear(folio, pvmw, flags)
+            page = pte_pfn(pteval) - folio.pfn
             self.ttu_flush_pte(flags, nr_pages)                       # range flush (2/4)
             self.ttu_harvest_dirty(folio, pteval)
             if nr_pages > 1:
                 self.event("ttu_batch" if nr_pages == folio.nr else "ttu_batch_partial", folio)
             if folio_test_anon(folio) and not folio_test_swapbacked(folio):
                 yield
-                ref_count = folio_ref_count(folio)
-                map_count = folio_mapcount(folio)
-                droppable = vma.vm_flags & VM_DROPPABLE
-                if folio_test_dirty(folio) and not droppable:
-                    # redirtied through a PTE or a GUP reference obtained earlier
-                    self.set_ptes(pt, idx, pteval, nr_pages)
-                    folio_set_swapbacked(folio)
-                    self.event("ttu_lazyfree_abort_dirty", folio)
+                if not self.ttu_lazyfree(folio, vma, pvmw, nr_pages, pteval):
                     ret = False
                     break
-                if ref_count != 1 + map_count:
-                    # An extra reference: GUP or speculative.  Act as if nothing
-                    # happened; the folio is looked at again once it is gone.
-                    self.set_ptes(pt, idx, pteval, nr_pages)
-                    self.event("ttu_lazyfree_abort_ref", folio)
-                    ret = False
-                    break
-                mm.rss[MM_ANONPAGES] -= nr_pages
-                self.event("ttu_lazyfree_discard", folio)
             elif folio_test_anon(folio):
                 if not self.ttu_swap_pte(folio, vma, pvmw, page, pteval):
                     ret = False
