@@ -230,6 +230,97 @@ def bench_store(
             json.dump(res, fh, indent=2)
 
 
+def _progress_table(c) -> Table:
+    """The live progress of a campaign (``c`` is a fuzz.campaign.Campaign)."""
+    p, cfg = c.progress, c.config
+    t = Table(title=f"campaign {c.campaign_id}: {cfg.fuzzer.value} on "
+              f"{cfg.engine_a} vs {cfg.engine_b}, {cfg.workers} worker(s)", show_header=False)
+    t.add_column("what")
+    t.add_column("value", justify="right")
+    execs = p.total_execs()
+    t.add_row("time", f"{p.elapsed:.0f} / {cfg.seconds:.0f} s")
+    t.add_row("executions", f"{execs:,}")
+    t.add_row("exec/s", f"{execs / max(p.elapsed, 1e-9):,.0f}")
+    t.add_row("coverage", f"{sum(p.coverage.values()):,}")
+    t.add_row("corpus", f"{sum(p.corpus.values()):,}")
+    t.add_row("stored findings", str(len(p.stored)))
+    for kind, n in sorted(p.by_kind().items()):
+        t.add_row(f"signatures: {kind}", str(n))
+    return t
+
+
+@app.command()
+def fuzz(
+    fuzzer: Annotated[str, typer.Option(help="atheris, hypothesis, pct, exhaustive or random")] = "pct",
+    engines: Annotated[str, typer.Option(help="the engine pair")] = "v6.14,v6.15",
+    time_limit: Annotated[float, typer.Option("--time", help="seconds to run (over resumes)")] = 600,
+    workers: Annotated[int, typer.Option(help="worker processes")] = 1,
+    db: Annotated[Optional[str], typer.Option(help="store URL (default $FOLIODIFF_DB_URL or sqlite:///foliodiff.db)")] = None,
+    corpus: Annotated[Optional[str], typer.Option(help="directory for kept inputs")] = None,
+    seed: Annotated[int, typer.Option(help="campaign seed")] = 0,
+    resume: Annotated[Optional[int], typer.Option(help="resume the stopped campaign with this id")] = None,
+    minimize: Annotated[bool, typer.Option(help="minimize new unexpected divergences")] = True,
+    pct_depth: Annotated[int, typer.Option(help="PCT bug depth d")] = 3,
+    preemption_bound: Annotated[int, typer.Option(help="exhaustive search preemption bound")] = 2,
+    live: Annotated[bool, typer.Option(help="live progress table (else a line every 5 s)")] = True,
+) -> None:
+    """Run a fuzzing campaign on an engine pair; findings go to the store."""
+    import os
+
+    from pydantic import ValidationError
+    from rich.live import Live
+
+    from fuzz.campaign import Campaign, CampaignConfig, create
+    from service.store import Store
+    url = db or os.environ.get("FOLIODIFF_DB_URL", "sqlite:///foliodiff.db")
+    try:
+        if resume is None:
+            names = _engines(engines)
+            if len(names) != 2:
+                raise typer.BadParameter("a campaign needs two engines", param_hint="--engines")
+            config = CampaignConfig(fuzzer=fuzzer, engine_a=names[0], engine_b=names[1],
+                                    seconds=time_limit, workers=workers, corpus=corpus,
+                                    seed=seed, pct_depth=pct_depth, minimize=minimize,
+                                    preemption_bound=preemption_bound)
+            with Store.open(url) as store:
+                campaign_id = create(store, config)
+        else:
+            campaign_id = resume
+        c = Campaign(url, campaign_id,
+                     on_stored=lambda f: console.print(
+                         f"stored #{f['divergence_id']} {f['kind']}: {f['signature']} "
+                         f"({f['ops_original']} -> {f['ops_minimized']} ops)", highlight=False))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        _fail(f"{'.'.join(map(str, first['loc']))}: {first['msg']} (got {first.get('input')!r})")
+    except (FoliodiffError, typer.BadParameter) as exc:
+        _fail(str(exc))
+    console.print(f"campaign {campaign_id}: {c.config.fuzzer.value} on {c.config.engine_a} vs "
+                  f"{c.config.engine_b}, {c.remaining():.0f} s to run; store {url}")
+    if live and console.is_terminal:
+        with Live(_progress_table(c), console=console, refresh_per_second=2) as view:
+            c.on_progress = lambda camp: view.update(_progress_table(camp))
+            status = c.run()
+    else:
+        last = [0.0]
+
+        def line(camp) -> None:
+            if camp.progress.elapsed - last[0] >= 5:
+                last[0] = camp.progress.elapsed
+                p = camp.progress
+                console.print(f"[{p.elapsed:5.0f}s] execs {p.total_execs():,} "
+                              f"({p.total_execs() / max(p.elapsed, 1e-9):,.0f}/s) "
+                              f"corpus {sum(p.corpus.values())} cov {sum(p.coverage.values())} "
+                              f"stored {len(p.stored)} signatures {p.by_kind()}", highlight=False)
+        c.on_progress = line
+        status = c.run()
+    p = c.progress
+    console.print(f"campaign {campaign_id} {status}: {p.total_execs():,} executions in "
+                  f"{p.elapsed:.0f} s, {len(p.stored)} new findings stored; "
+                  f"see `foliodiff serve --db {url}` then GET /campaigns/{campaign_id} "
+                  f"and /divergences", highlight=False)
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",

@@ -451,6 +451,33 @@ class Store:
             campaign.updated_at = self._clock()
         return campaign
 
+    def save_progress(self, campaign_id: int, progress: dict[str, Any]) -> Campaign:
+        """Record where a campaign's workers are, for a resume: ``config["progress"]``."""
+        if not isinstance(progress, dict):
+            raise InvalidValueError("progress", progress, "must be a JSON object")
+        _check_json(progress, "progress")
+        with self._write() as s:
+            campaign = self._campaign(s, campaign_id)
+            campaign.config = {**campaign.config, "progress": progress}
+            campaign.updated_at = self._clock()
+        return campaign
+
+    def known_signature_ids(self, engine_a: str, engine_b: str) -> set[str]:
+        """Signature ids of every divergence stored for an engine pair."""
+        a, b = _engine_id(engine_a, "engine_a"), _engine_id(engine_b, "engine_b")
+        with self._read() as s:
+            return set(s.scalars(select(Divergence.signature_id)
+                                 .where(Divergence.engine_a == a, Divergence.engine_b == b)))
+
+    def count_by_kind(self, engine_a: str, engine_b: str) -> dict[str, int]:
+        """How many divergences of each kind are stored for an engine pair."""
+        a, b = _engine_id(engine_a, "engine_a"), _engine_id(engine_b, "engine_b")
+        with self._read() as s:
+            return {kind.value: n for kind, n in s.execute(
+                select(Divergence.kind, func.count()).where(
+                    Divergence.engine_a == a, Divergence.engine_b == b)
+                .group_by(Divergence.kind))}
+
     def add_stats_snapshot(self, campaign_id: int, t: float, execs: int, exec_per_s: float,
                            corpus_size: int, signatures: dict[str, int]) -> StatsSnapshot:
         """Record a campaign's counters ``t`` seconds after it started.

@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""The atheris (libFuzzer) target: bytes -> program -> differential run -> store.
+
+libFuzzer runs this script and, with ``-fork=N`` or ``-jobs=N``, runs it
+again in child processes, so it is a standalone executable.  The engine
+modules are imported under atheris' instrumentation, so libFuzzer's coverage
+is the model's own branch coverage.  Every input decodes to a valid program
+(the decoder is total); a differential report never raises, so libFuzzer
+only stops at its time limit: findings go to the store through a
+:class:`fuzz.sink.FindingSink`, not through crashes.
+
+Environment: ``FOLIODIFF_DB_URL`` (the store) and ``FOLIODIFF_CAMPAIGN``
+(the campaign id, whose config names the engine pair).  After each commit
+that stored a new finding the target prints ``foliodiff-stored {json}`` on
+stderr, which ``foliodiff fuzz`` reads.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import sys
+
+import atheris
+
+with atheris.instrument_imports(include=["engine"]):
+    from engine.codec import decode
+    from engine.diff import differential
+
+from fuzz.campaign import CampaignConfig
+from fuzz.sink import FindingSink
+from service.store import Store
+
+
+def _setup() -> tuple[FindingSink, CampaignConfig]:
+    store = Store.open(os.environ["FOLIODIFF_DB_URL"])
+    row = store.get_campaign(int(os.environ["FOLIODIFF_CAMPAIGN"]))
+    config = CampaignConfig.model_validate({k: v for k, v in row.config.items()
+                                            if k != "progress"})
+
+    def stored(found: list) -> None:
+        for f in found:
+            print("foliodiff-stored " + json.dumps(vars(f)), file=sys.stderr, flush=True)
+
+    sink = FindingSink(store, row.id, minimize=config.minimize,
+                       max_minimize_runs=config.max_minimize_runs, on_stored=stored,
+                       known=store.known_signature_ids(config.engine_a, config.engine_b),
+                       flush_every=0.5)
+    atexit.register(sink.flush)
+    return sink, config
+
+
+SINK, CONFIG = _setup()
+
+
+def TestOneInput(data: bytes) -> None:  # noqa: N802 - the name libFuzzer looks for
+    program = decode(data)
+    SINK.add(program, differential(program, CONFIG.engine_a, CONFIG.engine_b))
+
+
+def main() -> None:
+    atheris.Setup(sys.argv, TestOneInput)
+    atheris.Fuzz()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,357 @@
+"""Fuzzing campaigns: N worker processes, one store, live progress, stop and resume.
+
+A campaign is a row in the store (:class:`service.models.Campaign`) whose
+``config`` holds a :class:`CampaignConfig` and, under ``progress``, where
+each worker was and how many seconds the campaign has run.  ``foliodiff
+fuzz`` creates one and runs it; ``foliodiff fuzz --resume ID`` runs a
+paused (Ctrl-C), or killed, campaign on from there for what is left of its
+time.
+
+Each worker is its own process with its own store connection: it draws
+programs from its source (:mod:`fuzz.sources`, or Hypothesis, or libFuzzer
+through :mod:`fuzz.atheris_target`), runs each through the engine pair, and
+hands every report to a :class:`fuzz.sink.FindingSink`, which minimizes new
+unexpected divergences and writes in batches.  Workers tell the parent what
+they did through a queue; the parent draws the progress table and stores a
+stats snapshot and the workers' positions every few seconds.  A finding is
+reported as stored only after the transaction that holds it committed.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from engine.kernels import resolve_engine
+from fuzz.sources import Fuzzer
+
+#: Seconds between stats snapshots and progress saves.
+SNAPSHOT_EVERY = 5.0
+#: Seconds between a worker's progress messages.
+REPORT_EVERY = 0.5
+
+
+class CampaignConfig(BaseModel):
+    """Everything a campaign needs to run, and to run on after a stop."""
+
+    model_config = ConfigDict(extra="forbid", use_enum_values=False)
+
+    fuzzer: Fuzzer
+    engine_a: str
+    engine_b: str
+    seconds: float = Field(gt=0)
+    workers: int = Field(default=1, ge=1, le=64)
+    corpus: str | None = None          # directory of kept inputs (and the hypothesis database)
+    seed: int = 0
+    pct_depth: int = Field(default=3, ge=1, le=10)
+    preemption_bound: int = Field(default=2, ge=0, le=8)
+    minimize: bool = True
+    max_minimize_runs: int = Field(default=500, ge=1)
+
+    @field_validator("engine_a", "engine_b")
+    @classmethod
+    def _engine(cls, value: str) -> str:
+        return resolve_engine(value)
+
+    def corpus_dir(self, worker: int | str) -> Path | None:
+        return None if self.corpus is None else Path(self.corpus) / f"{self.fuzzer.value}-{worker}"
+
+
+@dataclass
+class Progress:
+    """The parent's view of a running campaign."""
+
+    elapsed: float = 0.0                 # seconds run, over every resume
+    execs: dict[int, int] = field(default_factory=dict)
+    corpus: dict[int, int] = field(default_factory=dict)
+    coverage: dict[int, int] = field(default_factory=dict)
+    signatures: dict[int, dict[str, int]] = field(default_factory=dict)
+    positions: dict[int, Any] = field(default_factory=dict)
+    stored: list[dict[str, Any]] = field(default_factory=list)
+    minimize_runs: dict[int, int] = field(default_factory=dict)
+
+    def total_execs(self) -> int:
+        return sum(self.execs.values())
+
+    def by_kind(self) -> dict[str, int]:
+        # Workers count their own unique signatures: the sum is an upper bound;
+        # the store's count of the pair is exact and is what the snapshot keeps.
+        out: dict[str, int] = {}
+        for kinds in self.signatures.values():
+            for kind, n in kinds.items():
+                out[kind] = max(out.get(kind, 0), n)
+        return out
+
+
+# -- workers -----------------------------------------------------------------------
+
+
+def _worker(db_url: str, campaign_id: int, worker: int, deadline: float, position: Any,
+            stop: Any, messages: Any) -> None:
+    """A worker process: generate, run, sink, report, until stopped or out of time."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent decides when to stop
+    from engine.diff import differential
+    from fuzz.sink import FindingSink
+    from fuzz.sources import Corpus, Source
+    from service.store import Store
+
+    parent = os.getppid()
+    store = Store.open(db_url)
+    campaign = store.get_campaign(campaign_id)
+    config = CampaignConfig.model_validate({k: v for k, v in campaign.config.items()
+                                            if k != "progress"})
+
+    def stored(found: list[Any]) -> None:
+        messages.put(("stored", worker, [vars(f) for f in found]))
+
+    sink = FindingSink(store, campaign_id, minimize=config.minimize,
+                       max_minimize_runs=config.max_minimize_runs, on_stored=stored,
+                       known=store.known_signature_ids(config.engine_a, config.engine_b))
+    execs = 0
+    last = 0.0
+
+    def report(source: Any, final: bool = False) -> None:
+        messages.put(("stats", worker, {
+            "execs": execs, "corpus": len(source.corpus.inputs) if source else 0,
+            "coverage": len(source.corpus.seen) if source else 0,
+            "signatures": sink.stats.by_kind(), "position": getattr(source, "position", None),
+            "minimize_runs": sink.stats.minimize_runs, "final": final}))
+
+    def go_on() -> bool:
+        return not stop.is_set() and time.monotonic() < deadline and os.getppid() == parent
+
+    source = None
+    try:
+        if config.fuzzer is Fuzzer.HYPOTHESIS:
+            from fuzz.hypothesis_fuzzer import fuzz_with_hypothesis
+
+            def each(program: Any, rep: Any) -> None:
+                nonlocal execs, last
+                execs += 1
+                sink.add(program, rep)
+                if time.monotonic() - last > REPORT_EVERY:
+                    last = time.monotonic()
+                    report(None)
+
+            fuzz_with_hypothesis(config, worker, go_on, each)
+        else:
+            source = Source(config.fuzzer, config.engine_a, config.seed, worker,
+                            Corpus(config.corpus_dir(worker)), position,
+                            pct_depth=config.pct_depth,
+                            preemption_bound=config.preemption_bound)
+            for program in source:
+                if not go_on():
+                    break
+                rep = differential(program, config.engine_a, config.engine_b)
+                execs += 1
+                sink.add(program, rep)
+                source.learn(program, rep)
+                if time.monotonic() - last > REPORT_EVERY:
+                    last = time.monotonic()
+                    report(source)
+    finally:
+        sink.flush()
+        report(source, final=True)
+        store.close()
+
+
+# -- the parent --------------------------------------------------------------------
+
+
+def create(store: Any, config: CampaignConfig) -> int:
+    """Record a new campaign of ``config``; return its id."""
+    campaign = store.create_campaign(config.engine_a, config.engine_b, config.fuzzer.value,
+                                     config.model_dump(mode="json"))
+    return campaign.id
+
+
+_LIBFUZZER_STATS = re.compile(r"#(\d+)\s+\w+\s+cov: (\d+).*?corp: (\d+)")
+
+
+class Campaign:
+    """Runs campaign ``campaign_id`` of the store at ``db_url`` to its time limit.
+
+    @on_progress: called about every :data:`REPORT_EVERY` seconds with the
+    :class:`Progress` (the CLI draws it); @on_stored with each finding the
+    moment its commit is known.
+    """
+
+    def __init__(self, db_url: str, campaign_id: int, *, on_progress: Any = None,
+                 on_stored: Any = None) -> None:
+        from service.store import Store
+
+        self.db_url = db_url
+        self.campaign_id = campaign_id
+        self.store = Store.open(db_url)
+        row = self.store.get_campaign(campaign_id)
+        saved = dict(row.config)
+        progress = saved.pop("progress", {})
+        self.config = CampaignConfig.model_validate(saved)
+        self.status = row.status
+        self.progress = Progress(elapsed=float(progress.get("elapsed", 0.0)),
+                                 positions={int(k): v for k, v in
+                                            progress.get("positions", {}).items()})
+        self.on_progress = on_progress
+        self.on_stored = on_stored
+
+    def remaining(self) -> float:
+        return max(0.0, self.config.seconds - self.progress.elapsed)
+
+    def run(self) -> str:
+        """Run until the time limit or Ctrl-C. Return: the campaign's final status."""
+        from service.models import CampaignStatus
+
+        if self.status is not CampaignStatus.RUNNING:        # RUNNING: killed, resumed now
+            self.store.set_campaign_status(self.campaign_id, CampaignStatus.RUNNING)
+        started = time.monotonic()
+        base_elapsed = self.progress.elapsed
+        interrupted = False
+        try:
+            if self.config.fuzzer is Fuzzer.ATHERIS:
+                self._run_atheris(started, base_elapsed)
+            else:
+                self._run_workers(started, base_elapsed)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            self.progress.elapsed = base_elapsed + time.monotonic() - started
+            self._snapshot()
+        done = not interrupted and self.remaining() <= 0.5
+        status = CampaignStatus.FINISHED if done else CampaignStatus.PAUSED
+        self.store.set_campaign_status(self.campaign_id, status)
+        self.store.close()
+        return status.value
+
+    def _run_workers(self, started: float, base_elapsed: float) -> None:
+        ctx = mp.get_context("spawn")
+        stop, messages = ctx.Event(), ctx.Queue()
+        deadline_in = self.remaining()
+        procs = [ctx.Process(target=_worker, daemon=True,
+                             args=(self.db_url, self.campaign_id, w,
+                                   time.monotonic() + deadline_in,
+                                   self.progress.positions.get(w), stop, messages))
+                 for w in range(self.config.workers)]
+        for p in procs:
+            p.start()
+        # CLOCK_MONOTONIC is system-wide on Linux: the workers' deadline is the parent's.
+        last_snap = time.monotonic()
+        try:
+            while any(p.is_alive() for p in procs) or not messages.empty():
+                self._drain(messages, timeout=0.2)
+                self.progress.elapsed = base_elapsed + time.monotonic() - started
+                if self.on_progress:
+                    self.on_progress(self)
+                if time.monotonic() - last_snap > SNAPSHOT_EVERY:
+                    last_snap = time.monotonic()
+                    self._snapshot()
+        except KeyboardInterrupt:
+            stop.set()
+            for p in procs:
+                p.join(timeout=60)
+            self._drain(messages, timeout=0.2)
+            raise
+        finally:
+            for p in procs:
+                p.join(timeout=5)
+                if p.is_alive():
+                    p.kill()
+
+    def _drain(self, messages: Any, timeout: float) -> None:
+        try:
+            kind, worker, body = messages.get(timeout=timeout)
+        except queue.Empty:
+            return
+        while True:
+            self._take(kind, worker, body)
+            try:
+                kind, worker, body = messages.get_nowait()
+            except queue.Empty:
+                return
+
+    def _take(self, kind: str, worker: int, body: Any) -> None:
+        p = self.progress
+        if kind == "stored":
+            p.stored.extend(body)
+            if self.on_stored:
+                for found in body:
+                    self.on_stored(found)
+            return
+        p.execs[worker] = body["execs"]
+        p.corpus[worker] = body["corpus"]
+        p.coverage[worker] = body["coverage"]
+        p.signatures[worker] = body["signatures"]
+        p.minimize_runs[worker] = body["minimize_runs"]
+        if body["position"] is not None:
+            p.positions[worker] = body["position"]
+
+    def _snapshot(self) -> None:
+        p = self.progress
+        t = max(p.elapsed, 1e-9)
+        # Unique signatures by kind: the store's count of the pair is exact for
+        # unexpected ones; the workers' own counts (each a lower bound of the
+        # union) cover intended ones, which are not stored one by one.
+        kinds = p.by_kind()
+        for kind, n in self.store.count_by_kind(self.config.engine_a,
+                                                self.config.engine_b).items():
+            kinds[kind] = max(kinds.get(kind, 0), n)
+        self.store.add_stats_snapshot(self.campaign_id, t=p.elapsed, execs=p.total_execs(),
+                                      exec_per_s=p.total_execs() / t,
+                                      corpus_size=sum(p.corpus.values()), signatures=kinds)
+        self.store.save_progress(self.campaign_id, {
+            "elapsed": p.elapsed, "positions": {str(k): v for k, v in p.positions.items()}})
+
+    # -- atheris: libFuzzer drives, in its own process(es) --------------------------
+
+    def _run_atheris(self, started: float, base_elapsed: float) -> None:
+        cfg = self.config
+        corpus = cfg.corpus_dir("atheris")
+        args = [sys.executable, str(Path(__file__).with_name("atheris_target.py"))]
+        if corpus is not None:
+            corpus.mkdir(parents=True, exist_ok=True)
+            args.append(str(corpus))
+        args += [f"-max_total_time={max(1, int(self.remaining()))}", f"-seed={cfg.seed + 1}",
+                 "-print_final_stats=1", f"-max_len={256}"]
+        if cfg.workers > 1:
+            args.append(f"-fork={cfg.workers}")
+        env = {**os.environ, "FOLIODIFF_DB_URL": self.db_url,
+               "FOLIODIFF_CAMPAIGN": str(self.campaign_id)}
+        proc = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True,
+                                start_new_session=False)
+        last_snap = time.monotonic()
+        try:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                m = _LIBFUZZER_STATS.search(line)
+                if m:
+                    self.progress.execs[0] = int(m.group(1))
+                    self.progress.coverage[0] = int(m.group(2))
+                    self.progress.corpus[0] = int(m.group(3))
+                elif line.startswith("foliodiff-stored "):
+                    self._take("stored", 0, [_parse_stored(line)])
+                self.progress.elapsed = base_elapsed + time.monotonic() - started
+                if self.on_progress:
+                    self.on_progress(self)
+                if time.monotonic() - last_snap > SNAPSHOT_EVERY:
+                    last_snap = time.monotonic()
+                    self._snapshot()
+            proc.wait()
+        except KeyboardInterrupt:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=30)
+            raise
+
+
+def _parse_stored(line: str) -> dict[str, Any]:
+    import json
+    return json.loads(line.split(" ", 1)[1])

@@ -1,0 +1,55 @@
+"""Hypothesis as a campaign fuzzer: the program strategies, steered by new behaviour.
+
+Hypothesis draws programs from :func:`fuzz.strategies.programs`; each runs
+through the engine pair and goes to the campaign's sink.  ``target()`` is
+told how many behaviours (:func:`fuzz.sources.features`) a program showed
+that this worker had not seen, so Hypothesis' targeted search leans towards
+inputs that reach new kernel paths.  Nothing fails inside the test: the sink
+minimizes and stores what is found, and the test runs in batches until the
+campaign says stop.  The example database lives in the campaign's corpus
+directory, so a resumed or later campaign starts from what was kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings, target
+from hypothesis.database import DirectoryBasedExampleDatabase, InMemoryExampleDatabase
+
+from engine.diff import Report, differential
+from engine.program import Program
+from fuzz.sources import features
+from fuzz.strategies import programs
+
+#: Programs per Hypothesis run; the stop condition is checked between runs.
+BATCH = 100
+
+
+def fuzz_with_hypothesis(config: Any, worker: int, go_on: Callable[[], bool],
+                         each: Callable[[Program, Report], None]) -> None:
+    """Run Hypothesis over the pair of ``config`` until ``go_on()`` is false."""
+    directory = config.corpus_dir(worker)
+    db = (InMemoryExampleDatabase() if directory is None
+          else DirectoryBasedExampleDatabase(str(directory / "hypothesis")))
+    seen: set[str] = set()
+    conf = settings(max_examples=BATCH, database=db, deadline=None, verbosity=Verbosity.quiet,
+                    suppress_health_check=list(HealthCheck), print_blob=False,
+                    phases=[Phase.reuse, Phase.generate, Phase.target])
+    run = 0
+    while go_on():
+        @seed(config.seed * 1_000_003 + worker * 7919 + run)
+        @conf
+        @given(programs())
+        def explore(program: Program) -> None:
+            if not go_on():
+                return
+            report = differential(program, config.engine_a, config.engine_b)
+            each(program, report)
+            new = features(program, report) - seen
+            seen.update(new)
+            target(float(len(new)), label="new behaviours")
+
+        explore()
+        run += 1

@@ -1,0 +1,139 @@
+"""Where a fuzz worker's results go: dedup, minimization, batched store writes.
+
+Every fuzzer, whatever generates its programs, hands each differential
+report to a :class:`FindingSink`.  An unexpected divergence whose signature
+the campaign has not stored yet is minimized first (delta debugging that
+keeps the signature) and stored with its minimized and its original
+program; one already known only counts a hit.  Intended divergences are
+counted per rule on the campaign with a few sample programs, never stored
+one by one (the store does that part).
+
+Writes are batched: the sink flushes when its batch is full, when
+``flush_every`` seconds passed since the last flush, and when the worker
+stops.  Only a flush that committed reports anything as stored, so a
+campaign killed at any instant never claims a finding it did not keep.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from engine.diff import Classification, Report
+from engine.program import Program
+from fuzz.minimize import minimize_divergence
+from service.store import DivergenceRecord, Store, records_from_report
+
+
+@dataclass
+class Stored:
+    """One unexpected divergence a flush stored for the first time by this worker."""
+
+    divergence_id: int
+    signature: str
+    kind: str
+    ops_original: int
+    ops_minimized: int
+
+
+@dataclass
+class SinkStats:
+    """What a sink saw: reports, unique signatures by kind, minimization cost."""
+
+    reports: int = 0
+    intended: int = 0
+    unexpected: int = 0
+    signatures: dict[str, set[str]] = field(default_factory=dict)   # kind -> signature ids
+    minimize_runs: int = 0
+    stored: int = 0
+
+    def by_kind(self) -> dict[str, int]:
+        return {kind: len(ids) for kind, ids in sorted(self.signatures.items())}
+
+
+class FindingSink:
+    """Collects one worker's divergences and writes them to the store in batches.
+
+    @store: the campaign's store.
+    @campaign_id: where intended divergences are counted.
+    @known: signature ids already stored for the pair (not minimized again).
+    @minimize: minimize new unexpected divergences (budget ``max_minimize_runs``).
+    @on_stored: called after each commit with what it stored for the first time.
+    """
+
+    def __init__(self, store: Store, campaign_id: int, *, known: set[str],
+                 minimize: bool = True, max_minimize_runs: int = 500, batch: int = 200,
+                 flush_every: float = 1.0,
+                 on_stored: Callable[[list[Stored]], None] | None = None) -> None:
+        self.store = store
+        self.campaign_id = campaign_id
+        self.known = set(known)
+        self.minimize = minimize
+        self.max_minimize_runs = max_minimize_runs
+        self.batch = batch
+        self.flush_every = flush_every
+        self.on_stored = on_stored
+        self.stats = SinkStats()
+        self._pending: list[DivergenceRecord] = []
+        self._fresh: dict[str, Stored] = {}          # signature id -> not yet committed
+        self._last_flush = time.monotonic()
+
+    def add(self, program: Program, report: Report) -> list[str]:
+        """Take ``report`` of ``program``; return the signature ids new to this sink."""
+        self.stats.reports += 1
+        if not report.divergences:
+            self._maybe_flush()
+            return []
+        new = []
+        records = records_from_report(report, program)
+        for d, rec in zip(report.divergences, records):
+            seen = self.stats.signatures.setdefault(d.kind.value, set())
+            if d.signature_id not in seen:
+                seen.add(d.signature_id)
+                new.append(d.signature_id)
+            if d.classification is Classification.INTENDED:
+                self.stats.intended += 1
+            else:
+                self.stats.unexpected += 1
+                if d.signature_id not in self.known:
+                    rec = self._minimized(program, report, rec)
+                    self.known.add(d.signature_id)
+            self._pending.append(rec)
+        self._maybe_flush()
+        return new
+
+    def _minimized(self, program: Program, report: Report,
+                   rec: DivergenceRecord) -> DivergenceRecord:
+        small = program
+        if self.minimize:
+            res = minimize_divergence(program, report.a.engine, report.b.engine,
+                                      rec.signature_id, max_runs=self.max_minimize_runs)
+            self.stats.minimize_runs += res.runs
+            small = res.program
+        self._fresh[rec.signature_id] = Stored(0, rec.signature, rec.kind.value,
+                                               len(program.ops), len(small.ops))
+        return dataclasses.replace(rec, minimized_program=small.to_json(indent=None))
+
+    def _maybe_flush(self) -> None:
+        if (len(self._pending) >= self.batch
+                or self._pending and time.monotonic() - self._last_flush >= self.flush_every):
+            self.flush()
+
+    def flush(self) -> list[Stored]:
+        """Write the pending records in one transaction; return what it stored first."""
+        self._last_flush = time.monotonic()
+        if not self._pending:
+            return []
+        result = self.store.upsert_divergences(self._pending, campaign_id=self.campaign_id)
+        self._pending = []
+        stored = []
+        for sid, found in self._fresh.items():
+            found.divergence_id = result.ids[sid]
+            stored.append(found)
+        self._fresh = {}
+        self.stats.stored += len(stored)
+        if stored and self.on_stored is not None:
+            self.on_stored(stored)
+        return stored

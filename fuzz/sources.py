@@ -1,0 +1,177 @@
+"""Program sources of the in-process fuzzers: random bytes, PCT and bounded-exhaustive schedules.
+
+Each source is an iterator of ``(position, program)``.  ``position`` is a
+JSON value from which :func:`make_source` starts the same source again at
+the same place, so a stopped campaign resumes where each worker was.  Every
+program depends only on (campaign seed, worker, position) and on the
+worker's corpus at that moment; whatever it is, the stored program replays
+by itself.
+
+Behavioural coverage guides them: a program whose runs show a kernel event
+not seen before in this worker (per engine and operation, as
+``engine:op:event``), a new verdict or a new divergence signature joins the
+corpus, and later inputs are often mutations of corpus entries.  (The
+atheris fuzzer gets real code coverage from libFuzzer instead.)
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from engine.codec import decode, encode
+from engine.diff import Report
+from engine.errors import ProgramError
+from engine.program import Program, parse_program
+from fuzz.schedule import Exhaustive, pct_schedule
+
+#: Longest random input, in bytes (programs of up to ~30 operations).
+MAX_INPUT = 256
+#: Schedules tried per program by PCT, and at most by the exhaustive search.
+PCT_RUNS = 8
+EXHAUSTIVE_CAP = 64
+#: Operations of a program the exhaustive search takes (longer ones are cut).
+EXHAUSTIVE_OPS = 10
+
+
+class Fuzzer(str, enum.Enum):
+    """How a campaign generates programs."""
+
+    ATHERIS = "atheris"          # libFuzzer over the byte decoder, code coverage
+    HYPOTHESIS = "hypothesis"    # Hypothesis strategies, example database
+    PCT = "pct"                  # random programs, PCT schedules of depth d
+    EXHAUSTIVE = "exhaustive"    # small programs, every schedule up to a preemption bound
+    RANDOM = "random"            # random and mutated byte inputs, default schedule
+
+
+def features(program: Program, report: Report) -> set[str]:
+    """What a run pair showed, for behavioural coverage."""
+    out = {f"verdict:{report.a.verdict.value}:{report.b.verdict.value}"}
+    for outcome in (report.a, report.b):
+        for idx, event in outcome.events:
+            op = program.ops[idx].op if 0 <= idx < len(program.ops) else "?"
+            out.add(f"{outcome.engine}:{op}:{event}")
+    out.update(f"sig:{d.signature_id}" for d in report.divergences)
+    return out
+
+
+class Corpus:
+    """A worker's inputs that showed new behaviour, kept as files in ``directory``."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory
+        self.inputs: list[bytes] = []
+        self.seen: set[str] = set()
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+            self.inputs = [p.read_bytes() for p in sorted(directory.glob("*.bin"))]
+
+    def offer(self, data: bytes, feats: set[str]) -> bool:
+        """Keep ``data`` if it shows a feature not seen yet. Return: whether it was kept."""
+        if feats <= self.seen:
+            return False
+        self.seen |= feats
+        self.inputs.append(data)
+        if self.directory is not None:
+            name = hashlib.sha1(data).hexdigest()[:20]
+            (self.directory / f"{name}.bin").write_bytes(data)
+        return True
+
+
+def mutate(data: bytes, rng: random.Random, corpus: Corpus) -> bytes:
+    """A libFuzzer-style mutation of ``data``: flip, insert, erase, or splice."""
+    buf = bytearray(data or b"\0")
+    for _ in range(rng.randint(1, 4)):
+        kind = rng.randrange(5)
+        pos = rng.randrange(len(buf) + 1)
+        if kind == 0 and buf:
+            buf[pos % len(buf)] ^= 1 << rng.randrange(8)
+        elif kind == 1 and buf:
+            buf[pos % len(buf)] = rng.randrange(256)
+        elif kind == 2:
+            buf[pos:pos] = rng.randbytes(rng.randint(1, 8))
+        elif kind == 3 and len(buf) > 1:
+            del buf[pos:pos + rng.randint(1, 8)]
+        elif corpus.inputs:
+            other = rng.choice(corpus.inputs)
+            cut = rng.randrange(len(other) + 1)
+            buf[pos:] = other[cut:]
+    return bytes(buf[:MAX_INPUT])
+
+
+def _input(rng: random.Random, corpus: Corpus) -> bytes:
+    if corpus.inputs and rng.random() < 0.6:
+        return mutate(rng.choice(corpus.inputs), rng, corpus)
+    return rng.randbytes(rng.randint(8, MAX_INPUT))
+
+
+def _rng(seed: int, worker: int, i: int, salt: str = "") -> random.Random:
+    return random.Random(f"{seed}/{worker}/{i}/{salt}")
+
+
+class Source:
+    """Programs for one worker; :meth:`learn` feeds back what each one showed."""
+
+    def __init__(self, fuzzer: Fuzzer, engine: str, seed: int, worker: int, corpus: Corpus,
+                 position: Any = None, *, pct_depth: int = 3, preemption_bound: int = 2) -> None:
+        self.fuzzer = fuzzer
+        self.engine = engine
+        self.seed = seed
+        self.worker = worker
+        self.corpus = corpus
+        self.pct_depth = pct_depth
+        self.preemption_bound = preemption_bound
+        self.position: Any = position or {"i": 0}
+        self._data: bytes = b""
+
+    def _base(self, i: int) -> Program:
+        self._data = _input(_rng(self.seed, self.worker, i), self.corpus)
+        return decode(self._data)
+
+    def __iter__(self) -> Iterator[Program]:
+        if self.fuzzer is Fuzzer.RANDOM:
+            while True:
+                i = self.position["i"]
+                self.position = {"i": i + 1}
+                yield self._base(i)
+        elif self.fuzzer is Fuzzer.PCT:
+            while True:
+                i = self.position["i"]
+                base = self._base(i)
+                rng = _rng(self.seed, self.worker, i, "pct")
+                for _ in range(PCT_RUNS):
+                    yield pct_schedule(base, self.engine, self.pct_depth, rng)
+                self.position = {"i": i + 1}
+        elif self.fuzzer is Fuzzer.EXHAUSTIVE:
+            yield from self._exhaustive()
+        else:
+            raise ValueError(f"fuzzer {self.fuzzer.value!r} has no in-process source")
+
+    def _exhaustive(self) -> Iterator[Program]:
+        while True:
+            i = self.position["i"]
+            data = self._base(i).to_dict()
+            state = self.position.get("state")
+            try:
+                base = parse_program({**data, "ops": data["ops"][:EXHAUSTIVE_OPS],
+                                      "schedule": []})
+            except ProgramError:            # cut before an operation it needs
+                self.position = {"i": i + 1}
+                continue
+            search = (Exhaustive.from_state(base, self.engine, state) if state
+                      else Exhaustive(base, self.engine, self.preemption_bound))
+            for n, program in enumerate(search):
+                self.position = {"i": i, "state": search.state()}
+                yield program
+                if n + 1 >= EXHAUSTIVE_CAP:
+                    break
+            self.position = {"i": i + 1}
+
+    def learn(self, program: Program, report: Report) -> bool:
+        """Keep the input of ``program`` if its runs showed something new."""
+        data = self._data if self.fuzzer is not Fuzzer.EXHAUSTIVE else encode(program)
+        return self.corpus.offer(data, features(program, report))
