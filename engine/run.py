@@ -6,8 +6,9 @@ Every run is a pure function of (program, engine): no clock, no global RNG.
 from __future__ import annotations
 
 import traceback
-from typing import Any
+from typing import Any, Callable
 
+from engine.errors import FoliodiffError
 from engine.kernels import kernel_class, resolve_engine
 from engine.mm import MmStruct
 from engine.oracle import Oracle, Verdict, Violation
@@ -76,6 +77,24 @@ ENTRY_POINT = {
 }
 
 
+#: ``chooser(step, runnable thread names, default) -> thread name``; see :class:`Runner`.
+Chooser = Callable[[int, list[str], str], str]
+
+
+class ChooserError(FoliodiffError, ValueError):
+    """A chooser failed or returned a thread that cannot run at that step.
+
+    A harness bug, never an outcome of the run: it propagates out of :meth:`Runner.run`.
+    """
+
+    def __init__(self, step: int, chosen: Any, runnable: list[str],
+                 reason: str = "is not runnable") -> None:
+        self.step = step
+        self.chosen = chosen
+        super().__init__(f"chooser: step {step}: {chosen!r} {reason} "
+                         f"(runnable: {', '.join(runnable)})")
+
+
 def _model_frames(tb) -> list[str]:
     frames = []
     for fs in traceback.extract_tb(tb):
@@ -87,13 +106,28 @@ def _model_frames(tb) -> list[str]:
 
 
 class Runner:
-    """One run of ``program`` on kernel ``engine``."""
+    """One run of ``program`` on kernel ``engine``.
+
+    @chooser: optional; called at every step where more than one thread is
+        runnable, as ``chooser(step, runnable, default)`` with the runnable
+        thread names in program order and the thread plain :func:`run` would
+        pick (the program's schedule included).  It returns the thread to run.
+        Every step whose chosen thread differs from the op-order policy's pick
+        is recorded in :attr:`schedule_taken`, a sparse schedule with which
+        ``program.model_copy(update={"schedule": schedule_taken})`` replays the
+        identical run through plain :func:`run`.  :attr:`ran` then lists, per
+        step, the thread that ran and the operation it ran a segment of.
+        Without a chooser both stay ``None`` and the loop pays nothing for them.
+    """
 
     def __init__(self, program: Program, engine: str, *, trace: bool = False,
-                 per_step_oracles: bool = True) -> None:
+                 per_step_oracles: bool = True, chooser: Chooser | None = None) -> None:
         self.program = program
         self.engine = resolve_engine(engine)
         self.trace = trace
+        self.chooser = chooser
+        self.schedule_taken: list[tuple[int, str]] | None = [] if chooser else None
+        self.ran: list[tuple[str, int]] | None = [] if chooser else None
         k = self.k = kernel_class(self.engine)()
         k.oracle = self.oracle = Oracle(k, per_step=per_step_oracles)
         k.mms[0] = MmStruct(0)
@@ -127,6 +161,29 @@ class Runner:
                 best, best_op = t, op
         return best
 
+    def _pick_chosen(self, step: int, sched: dict[int, str]) -> KThread | None:
+        """:meth:`_pick` with the chooser's say; records deviations from the op-order pick."""
+        runnable = [t for t in self.threads if t.runnable()]
+        if not runnable:
+            return None
+        base = min(runnable, key=lambda t: t.ops[t.cursor])
+        t = base
+        if len(runnable) > 1:
+            want = sched.get(step) if sched else None
+            default = next((x for x in runnable if x.name == want), base)
+            names = [x.name for x in runnable]
+            try:
+                chosen = self.chooser(step, names, default.name)  # type: ignore[misc]
+            except Exception as exc:  # noqa: BLE001 - not the model's crash: say whose it is
+                raise ChooserError(step, exc, names, "raised by the chooser") from exc
+            t = next((x for x in runnable if x.name == chosen), None)
+            if t is None:
+                raise ChooserError(step, chosen, names)
+            if t is not base:
+                self.schedule_taken.append((step, t.name))  # type: ignore[union-attr]
+        self.ran.append((t.name, t.ops[t.cursor]))  # type: ignore[union-attr]
+        return t
+
     def _start(self, t: KThread) -> None:
         k = self.k
         idx = t.next_op()
@@ -149,9 +206,11 @@ class Runner:
         crash: Crash | None = None
         verdict = Verdict.OK
         t = None
+        # Chosen once, so that the default path's loop is what it always was.
+        pick = self._pick if self.chooser is None else self._pick_chosen
         try:
             while True:
-                t = self._pick(step, sched)
+                t = pick(step, sched)
                 if t is None:
                     stuck = [x for x in self.threads if x.cursor < len(x.ops)]
                     if stuck:
@@ -179,6 +238,8 @@ class Runner:
                 self.oracle.check_step()
             k.current = None
             self.oracle.check_end()
+        except ChooserError:
+            raise
         except Violation as v:
             verdict = v.kind
             crash = Crash(v.kind, v.field, v.message, k.current_op, t.name if t else None, step,
@@ -207,6 +268,10 @@ class Runner:
 
 
 def run(program: Program, engine: str, *, trace: bool = False,
-        per_step_oracles: bool = True) -> Outcome:
-    """Run ``program`` on kernel version ``engine`` and return its :class:`Outcome`."""
-    return Runner(program, engine, trace=trace, per_step_oracles=per_step_oracles).run()
+        per_step_oracles: bool = True, chooser: Chooser | None = None) -> Outcome:
+    """Run ``program`` on kernel version ``engine`` and return its :class:`Outcome`.
+
+    With ``chooser``, see :class:`Runner` (use a Runner to read the schedule taken).
+    """
+    return Runner(program, engine, trace=trace, per_step_oracles=per_step_oracles,
+                  chooser=chooser).run()

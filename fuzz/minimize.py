@@ -1,0 +1,391 @@
+"""Delta debugging of programs: the smallest program that is still interesting.
+
+:func:`minimize` runs five passes until none of them makes progress:
+
+1. **threads**: remove a whole thread with its operations;
+2. **hoist**: replace an operation by a later one, moved into its place
+   (deletion cannot reorder, and a smaller program sometimes needs it);
+3. **ops**: Zeller's ddmin (Zeller and Hildebrandt, TSE 2002) over operations;
+4. **schedule**: ddmin over the schedule's preemptions;
+5. **simplify**: one field of one operation at a time towards a simpler
+   value (fewer pages, value 1, the smallest ``nr_to_scan``, no ``dirty``,
+   small folios, not droppable or locked, mm 0).
+
+A candidate the program format rejects (:class:`engine.errors.ProgramError`:
+an unpin whose pin was removed, an access outside every mapping) is
+uninteresting, never an error.  Every candidate is asked about once (results
+are cached by its JSON), so the minimization is deterministic and its cost is
+the number of distinct candidates asked.
+
+Removing operations shifts the global step numbers a schedule is written in.
+Given an ``engine``, the candidates of the threads and ops passes carry the
+*projection* of the current interleaving instead: the current program's
+run, step by step (which operation's segment ran), with the removed
+operations left out, re-recorded as a schedule of the candidate.  A race the
+schedule set up then survives the removal of operations that ran before it.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from engine.diff import differential
+from engine.errors import FoliodiffError, ProgramError
+from engine.program import Program, parse_program
+from engine.run import Runner
+
+__all__ = ["MinimizeResult", "NotInterestingError", "Pass", "Reduction", "ddmin",
+           "minimize", "minimize_divergence"]
+
+Interesting = Callable[[Program], bool]
+
+
+class Pass(str, enum.Enum):
+    """The reduction passes, in the order each round runs them."""
+
+    THREADS = "threads"
+    HOIST = "hoist"
+    OPS = "ops"
+    SCHEDULE = "schedule"
+    SIMPLIFY = "simplify"
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """One accepted step: which pass, and what it removed or simplified."""
+
+    pass_: Pass
+    what: str
+
+
+@dataclass
+class MinimizeResult:
+    """The smallest interesting program found, and what it cost.
+
+    @runs: calls of ``interesting`` (distinct valid candidates, the input included).
+    @projections: engine runs spent re-recording schedules of candidates.
+    @exhausted: ``max_runs`` stopped the search before a fixpoint.
+    """
+
+    program: Program
+    runs: int
+    reductions: list[Reduction] = field(default_factory=list)
+    projections: int = 0
+    invalid: int = 0
+    exhausted: bool = False
+
+    def removed(self, pass_: Pass) -> list[str]:
+        return [r.what for r in self.reductions if r.pass_ is pass_]
+
+
+class NotInterestingError(FoliodiffError, ValueError):
+    """The program to minimize is not interesting to begin with."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"program: not interesting to begin with ({what})")
+
+
+class _Budget(Exception):
+    """max_runs reached: unwinds out of whichever pass is running."""
+
+
+def ddmin(items: Sequence[Any], test: Callable[[list[Any]], bool]) -> list[Any]:
+    """Zeller's ddmin: a 1-minimal sublist of ``items`` for which ``test`` holds.
+
+    ``test(items)`` is assumed to hold.  Tries each of n chunks, then each
+    complement; on success restarts from the smaller list (n = 2 for a
+    chunk, n - 1 for a complement), else doubles n up to ``len(items)``.
+    The empty list is tried first, since a pass may remove everything.
+    """
+    items = list(items)
+    if items and test([]):
+        return []
+    n = 2
+    while len(items) >= 2:
+        size = len(items) / n
+        chunks = [items[round(i * size):round((i + 1) * size)] for i in range(n)]
+        chunks = [c for c in chunks if c]
+        for c in chunks:
+            if len(c) < len(items) and test(c):
+                items, n = c, 2
+                break
+        else:
+            for i in range(len(chunks)):
+                rest = [x for j, c in enumerate(chunks) if j != i for x in c]
+                # with two chunks the complements are the chunks, tried already
+                if len(chunks) > 2 and test(rest):
+                    items, n = rest, max(n - 1, 2)
+                    break
+            else:
+                if n >= len(items):
+                    break
+                n = min(2 * n, len(items))
+    return items
+
+
+#: Simpler values per field, tried in order (only those smaller than the current one).
+def _simpler(op: dict[str, Any]) -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    kind = op["op"]
+    if "pages" in op and op["pages"] > 1:
+        out += [("pages", 1)] + ([("pages", op["pages"] // 2)] if op["pages"] > 2 else [])
+    if "value" in op and op["value"] > 1:
+        out.append(("value", 1))
+    if "nr_to_scan" in op and op["nr_to_scan"] > 1:
+        n = op["nr_to_scan"]
+        out += [("nr_to_scan", v) for v in (1, n // 2) if 0 < v < n]
+    for flag in ("dirty", "droppable", "locked"):
+        if op.get(flag):
+            out.append((flag, False))
+    if kind == "pin" and not op.get("fast", True):
+        out.append(("fast", True))
+    if kind == "mmap" and op.get("order", 0):
+        out += [("order", o) for o in (0, 4) if o < op["order"]]
+    if kind == "folio_try_get" and op.get("mm", 0):
+        out.append(("mm", 0))
+    if kind == "madvise" and op["advice"] != "MADV_FREE":
+        out.append(("advice", "MADV_FREE"))
+    return out
+
+
+class _Minimizer:
+    def __init__(self, interesting: Interesting, max_runs: int, engine: str | None) -> None:
+        self.interesting = interesting
+        self.max_runs = max_runs
+        self.engine = engine
+        self.cache: dict[str, bool] = {}
+        self.result: MinimizeResult | None = None
+        self.runs = 0
+        self.projections = 0
+        self.invalid = 0
+        self._trail: tuple[str, list[int]] | None = None
+
+    # -- candidates ------------------------------------------------------------
+    def build(self, data: dict[str, Any]) -> Program | None:
+        try:
+            return parse_program(data)
+        except ProgramError:
+            self.invalid += 1
+            return None
+
+    def ask(self, program: Program | None) -> bool:
+        if program is None:
+            return False
+        key = program.to_json(None)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return hit
+        if self.runs >= self.max_runs:
+            raise _Budget
+        self.runs += 1
+        verdict = self.cache[key] = bool(self.interesting(program))
+        return verdict
+
+    def trail(self, program: Program) -> list[int]:
+        """The operation whose segment ran at each step of ``program``'s run."""
+        key = program.to_json(None)
+        if self._trail is None or self._trail[0] != key:
+            runner = Runner(program, self.engine, chooser=lambda s, n, d: d)  # type: ignore[arg-type]
+            runner.run()
+            self.projections += 1
+            self._trail = (key, [op for _, op in runner.ran or []])
+        return self._trail[1]
+
+    def project(self, current: Program, kept_ops: list[int], data: dict[str, Any]) -> Program | None:
+        """Candidate ``data`` (ops ``kept_ops`` of ``current``) with a schedule.
+
+        Without an engine or a schedule: the surviving entries as they are.
+        Otherwise the current interleaving projected onto the kept operations.
+        """
+        names = {t["name"] for t in data["threads"]}
+        data["schedule"] = [list(e) for e in current.schedule if e[1] in names]
+        if self.engine is None or not current.schedule:
+            return self.build(data)
+        new_index = {old: new for new, old in enumerate(kept_ops)}
+        target = [new_index[o] for o in self.trail(current) if o in new_index]
+        data["schedule"] = []
+        candidate = self.build(data)
+        if candidate is None:
+            return None
+        runner: Runner
+        # op index -> (its thread, its position in that thread's operations)
+        pos: dict[int, tuple[str, int]] = {}
+        seen: dict[str, int] = {}
+        for i, op in enumerate(candidate.ops):
+            pos[i] = (op.thread, seen.get(op.thread, 0))
+            seen[op.thread] = pos[i][1] + 1
+        p = 0
+        synced = 0
+
+        def follow(step: int, runnable: list[str], default: str) -> str:
+            nonlocal p, synced
+            ran = runner.ran or []
+            for _, op in ran[synced:]:
+                if p < len(target) and target[p] == op:
+                    p += 1
+            synced = len(ran)
+            while p < len(target) and threads[pos[target[p]][0]].cursor > pos[target[p]][1]:
+                p += 1          # that operation has already completed here
+            if p < len(target):
+                name, i = pos[target[p]]
+                if name in runnable and threads[name].cursor == i:
+                    return name
+            return default
+
+        runner = Runner(candidate, self.engine, chooser=follow)
+        threads = {t.name: t for t in runner.threads}
+        runner.run()
+        self.projections += 1
+        return candidate.model_copy(update={"schedule": list(runner.schedule_taken or [])})
+
+    def rebuild(self, current: Program, order: list[int],
+                drop_threads: frozenset[str] = frozenset()) -> Program | None:
+        """``current`` with operations ``order`` (old indices, in their new order)."""
+        data = current.to_dict()
+        ops = data["ops"]
+        data["ops"] = [ops[i] for i in order]
+        data["threads"] = [t for t in data["threads"] if t["name"] not in drop_threads]
+        return self.project(current, order, data)
+
+    # -- passes ----------------------------------------------------------------
+    def pass_threads(self, current: Program) -> Program:
+        for t in list(current.threads):
+            if len(current.threads) == 1:
+                break
+            keep = [i for i, op in enumerate(current.ops) if op.thread != t.name]
+            candidate = self.rebuild(current, keep, frozenset({t.name}))
+            if self.ask(candidate):
+                n = len(current.ops) - len(keep)
+                self.note(Pass.THREADS, f"thread {t.name} and its {n} ops")
+                current = candidate  # type: ignore[assignment]
+        return current
+
+    def pass_ops(self, current: Program) -> Program:
+        base = current
+        keep = ddmin(range(len(base.ops)), lambda sub: self.ask(self.rebuild(base, sorted(sub))))
+        if len(keep) == len(base.ops):
+            return current
+        dropped = [i for i in range(len(base.ops)) if i not in set(keep)]
+        self.note(Pass.OPS, "ops " + ", ".join(f"{i} ({base.ops[i].op})" for i in dropped))
+        return self.rebuild(base, sorted(keep))  # type: ignore[return-value]
+
+    def pass_hoist(self, current: Program) -> Program:
+        """Replace an operation by a later one of any thread (one op fewer).
+
+        Deletion alone cannot reorder: a pin that populates a page can stand in
+        for the write before it only if it moves there, and an early
+        MADV_PAGEOUT can stand in for an LRU drain and a reclaim.  With the
+        later op moved right after, this is plain deletion of op ``k``.
+        """
+        k = 0
+        while k < len(current.ops):
+            n = len(current.ops)
+            for m in range(k + 1, n):
+                order = list(range(k)) + [m] + [i for i in range(k + 1, n) if i != m]
+                candidate = self.rebuild(current, order)
+                if self.ask(candidate):
+                    what = (f"op {k} ({current.ops[k].op})" if m == k + 1 else
+                            f"op {k} ({current.ops[k].op}) by op {m} ({current.ops[m].op})")
+                    self.note(Pass.HOIST, what)
+                    current = candidate  # type: ignore[assignment]
+                    break
+            else:
+                k += 1
+        return current
+
+    def pass_schedule(self, current: Program) -> Program:
+        if not current.schedule:
+            return current
+        base = current
+
+        def with_entries(sub: list[int]) -> Program | None:
+            data = base.to_dict()
+            data["schedule"] = [list(base.schedule[i]) for i in sorted(sub)]
+            return self.build(data)
+
+        keep = ddmin(range(len(base.schedule)), lambda sub: self.ask(with_entries(sub)))
+        if len(keep) == len(base.schedule):
+            return current
+        dropped = [base.schedule[i] for i in range(len(base.schedule)) if i not in set(keep)]
+        self.note(Pass.SCHEDULE, "preemptions " + ", ".join(f"[{s}, {t}]" for s, t in dropped))
+        return with_entries(keep)  # type: ignore[return-value]
+
+    def pass_simplify(self, current: Program) -> Program:
+        for i in range(len(current.ops)):
+            done: set[str] = set()
+            for fld, value in _simpler(current.ops[i].model_dump(mode="json")):
+                if fld in done:
+                    continue    # simplest first: the rest are for the next round
+                data = current.to_dict()
+                old = data["ops"][i].get(fld)
+                data["ops"][i][fld] = value
+                candidate = self.build(data)
+                if self.ask(candidate):
+                    self.note(Pass.SIMPLIFY, f"op {i} ({current.ops[i].op}): {fld} {old!r} -> {value!r}")
+                    current = candidate  # type: ignore[assignment]
+                    done.add(fld)
+        return current
+
+    def note(self, pass_: Pass, what: str) -> None:
+        self.result.reductions.append(Reduction(pass_, what))  # type: ignore[union-attr]
+
+    def run(self, program: Program) -> MinimizeResult:
+        self.result = MinimizeResult(program, 0)
+        current = program
+        try:
+            if not self.ask(program):
+                raise NotInterestingError("interesting() is false for it")
+            while True:
+                before = current.to_json(None)
+                for p in (self.pass_threads, self.pass_hoist, self.pass_ops, self.pass_schedule,
+                          self.pass_simplify):
+                    current = p(current)
+                    self.result.program = current
+                if current.to_json(None) == before:
+                    break
+        except _Budget:
+            self.result.exhausted = True
+        self.result.runs = self.runs
+        self.result.projections = self.projections
+        self.result.invalid = self.invalid
+        return self.result
+
+
+def minimize(program: Program, interesting: Interesting, *, max_runs: int = 2000,
+             engine: str | None = None) -> MinimizeResult:
+    """Delta-debug ``program`` down to a smaller one for which ``interesting`` holds.
+
+    @interesting: deterministic predicate; called once per distinct valid candidate.
+    @max_runs: at most this many calls of ``interesting``; when reached, the
+        smallest interesting program so far is returned with ``exhausted`` set.
+    @engine: kernel version whose interleaving the threads and ops passes
+        project onto their candidates (see the module docstring); without
+        one, schedule entries keep their step numbers.
+    Return: a :class:`MinimizeResult`.  Raises :class:`NotInterestingError`
+    when ``program`` itself is not interesting.
+    """
+    return _Minimizer(interesting, max_runs, engine).run(program)
+
+
+def divergence_signatures(program: Program, engine_a: str, engine_b: str) -> set[str]:
+    return {d.signature_id for d in differential(program, engine_a, engine_b).divergences}
+
+
+def minimize_divergence(program: Program, engine_a: str, engine_b: str, signature_id: str,
+                        **kw: Any) -> MinimizeResult:
+    """Minimize ``program`` keeping a divergence with ``signature_id`` between the engines.
+
+    Keyword arguments go to :func:`minimize`; ``engine`` defaults to ``engine_a``.
+    """
+    kw.setdefault("engine", engine_a)
+
+    def interesting(candidate: Program) -> bool:
+        return signature_id in divergence_signatures(candidate, engine_a, engine_b)
+
+    try:
+        return minimize(program, interesting, **kw)
+    except NotInterestingError:
+        raise NotInterestingError(f"no divergence with signature {signature_id} between "
+                                  f"{engine_a} and {engine_b}") from None
