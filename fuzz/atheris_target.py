@@ -30,6 +30,7 @@ with atheris.instrument_imports(include=["engine"]):
 
 from fuzz.campaign import CampaignConfig
 from fuzz.sink import FindingSink
+from fuzz.sources import affordable
 from service.store import Store
 
 
@@ -56,6 +57,8 @@ SINK, CONFIG = _setup()
 
 def TestOneInput(data: bytes) -> None:  # noqa: N802 - the name libFuzzer looks for
     program = decode(data)
+    if not affordable(program):
+        return
     SINK.add(program, differential(program, CONFIG.engine_a, CONFIG.engine_b))
 
 

@@ -40,6 +40,8 @@ from fuzz.sources import Fuzzer
 SNAPSHOT_EVERY = 5.0
 #: Seconds between a worker's progress messages.
 REPORT_EVERY = 0.5
+#: Seconds a worker gets after the time limit to finish its program and flush.
+GRACE = 30.0
 
 
 class CampaignConfig(BaseModel):
@@ -115,7 +117,9 @@ def _worker(db_url: str, campaign_id: int, worker: int, deadline: float, positio
     def stored(found: list[Any]) -> None:
         messages.put(("stored", worker, [vars(f) for f in found]))
 
+    # A finding made just before the time limit is still minimized, in the grace period.
     sink = FindingSink(store, campaign_id, minimize=config.minimize,
+                       deadline=deadline + GRACE / 2,
                        max_minimize_runs=config.max_minimize_runs, on_stored=stored,
                        known=store.known_signature_ids(config.engine_a, config.engine_b))
     execs = 0
@@ -187,8 +191,8 @@ class Campaign:
     moment its commit is known.
     """
 
-    def __init__(self, db_url: str, campaign_id: int, *, on_progress: Any = None,
-                 on_stored: Any = None) -> None:
+    def __init__(self, db_url: str, campaign_id: int, *, run_for: float | None = None,
+                 on_progress: Any = None, on_stored: Any = None) -> None:
         from service.store import Store
 
         self.db_url = db_url
@@ -204,9 +208,12 @@ class Campaign:
                                             progress.get("positions", {}).items()})
         self.on_progress = on_progress
         self.on_stored = on_stored
+        self.run_for = run_for
 
     def remaining(self) -> float:
-        return max(0.0, self.config.seconds - self.progress.elapsed)
+        """Seconds this run may take: what is left of the campaign, or ``run_for``."""
+        left = max(0.0, self.config.seconds - self.progress.elapsed)
+        return left if self.run_for is None else max(0.0, self.run_for)
 
     def run(self) -> str:
         """Run until the time limit or Ctrl-C. Return: the campaign's final status."""
@@ -227,7 +234,7 @@ class Campaign:
         finally:
             self.progress.elapsed = base_elapsed + time.monotonic() - started
             self._snapshot()
-        done = not interrupted and self.remaining() <= 0.5
+        done = not interrupted and self.config.seconds - self.progress.elapsed <= 0.5
         status = CampaignStatus.FINISHED if done else CampaignStatus.PAUSED
         self.store.set_campaign_status(self.campaign_id, status)
         self.store.close()
@@ -246,8 +253,13 @@ class Campaign:
             p.start()
         # CLOCK_MONOTONIC is system-wide on Linux: the workers' deadline is the parent's.
         last_snap = time.monotonic()
+        deadline = time.monotonic() + deadline_in
         try:
             while any(p.is_alive() for p in procs) or not messages.empty():
+                if time.monotonic() > deadline:
+                    stop.set()                      # workers check it between programs
+                if time.monotonic() > deadline + GRACE:
+                    break                           # one stuck in a program: killed below
                 self._drain(messages, timeout=0.2)
                 self.progress.elapsed = base_elapsed + time.monotonic() - started
                 if self.on_progress:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from engine.diff import Classification, Report
 from engine.program import Program
-from fuzz.minimize import minimize_divergence
+from fuzz.minimize import NotInterestingError, divergence_signatures, minimize
 from service.store import DivergenceRecord, Store, records_from_report
 
 
@@ -59,19 +59,23 @@ class FindingSink:
     @store: the campaign's store.
     @campaign_id: where intended divergences are counted.
     @known: signature ids already stored for the pair (not minimized again).
-    @minimize: minimize new unexpected divergences (budget ``max_minimize_runs``).
+    @minimize: minimize new unexpected divergences, within ``max_minimize_runs``
+        runs, ``minimize_seconds`` and the campaign's ``deadline`` (monotonic).
     @on_stored: called after each commit with what it stored for the first time.
     """
 
     def __init__(self, store: Store, campaign_id: int, *, known: set[str],
-                 minimize: bool = True, max_minimize_runs: int = 500, batch: int = 200,
-                 flush_every: float = 1.0,
+                 minimize: bool = True, max_minimize_runs: int = 500,
+                 minimize_seconds: float = 30.0, deadline: float | None = None,
+                 batch: int = 200, flush_every: float = 1.0,
                  on_stored: Callable[[list[Stored]], None] | None = None) -> None:
         self.store = store
         self.campaign_id = campaign_id
         self.known = set(known)
         self.minimize = minimize
         self.max_minimize_runs = max_minimize_runs
+        self.minimize_seconds = minimize_seconds
+        self.deadline = deadline
         self.batch = batch
         self.flush_every = flush_every
         self.on_stored = on_stored
@@ -108,10 +112,23 @@ class FindingSink:
                    rec: DivergenceRecord) -> DivergenceRecord:
         small = program
         if self.minimize:
-            res = minimize_divergence(program, report.a.engine, report.b.engine,
-                                      rec.signature_id, max_runs=self.max_minimize_runs)
-            self.stats.minimize_runs += res.runs
-            small = res.program
+            a, b, sid = report.a.engine, report.b.engine, rec.signature_id
+            until = time.monotonic() + self.minimize_seconds
+            if self.deadline is not None:
+                until = min(until, self.deadline)
+
+            def interesting(candidate: Program) -> bool:
+                # Out of time, every candidate is uninteresting: delta debugging
+                # then ends at once with the smallest program found so far.
+                return (time.monotonic() < until
+                        and sid in divergence_signatures(candidate, a, b))
+
+            try:
+                res = minimize(program, interesting, max_runs=self.max_minimize_runs, engine=a)
+                self.stats.minimize_runs += res.runs
+                small = res.program
+            except NotInterestingError:       # out of time before the first check
+                pass
         self._fresh[rec.signature_id] = Stored(0, rec.signature, rec.kind.value,
                                                len(program.ops), len(small.ops))
         return dataclasses.replace(rec, minimized_program=small.to_json(indent=None))

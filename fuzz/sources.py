@@ -36,6 +36,16 @@ PCT_RUNS = 8
 EXHAUSTIVE_CAP = 64
 #: Operations of a program the exhaustive search takes (longer ones are cut).
 EXHAUSTIVE_OPS = 10
+#: Most pages a fuzzed program may map, over all its mmaps (two PMD-sized THPs).
+#: The decoder is total and maps up to MAX_PAGES per region: a program that
+#: maps 200 MiB spends seconds in per-step oracles over folios the lazyfree
+#: paths never touch; fuzzers skip it, as libFuzzer skips a slow unit.
+MAX_FUZZ_PAGES = 1024
+
+
+def affordable(program: Program) -> bool:
+    """Whether ``program`` is cheap enough to run in a campaign (:data:`MAX_FUZZ_PAGES`)."""
+    return sum(op.pages for op in program.ops if op.op == "mmap") <= MAX_FUZZ_PAGES
 
 
 class Fuzzer(str, enum.Enum):
@@ -137,13 +147,15 @@ class Source:
             while True:
                 i = self.position["i"]
                 self.position = {"i": i + 1}
-                yield self._base(i)
+                program = self._base(i)
+                if affordable(program):
+                    yield program
         elif self.fuzzer is Fuzzer.PCT:
             while True:
                 i = self.position["i"]
                 base = self._base(i)
                 rng = _rng(self.seed, self.worker, i, "pct")
-                for _ in range(PCT_RUNS):
+                for _ in range(PCT_RUNS if affordable(base) else 0):
                     yield pct_schedule(base, self.engine, self.pct_depth, rng)
                 self.position = {"i": i + 1}
         elif self.fuzzer is Fuzzer.EXHAUSTIVE:
@@ -160,6 +172,9 @@ class Source:
                 base = parse_program({**data, "ops": data["ops"][:EXHAUSTIVE_OPS],
                                       "schedule": []})
             except ProgramError:            # cut before an operation it needs
+                self.position = {"i": i + 1}
+                continue
+            if not affordable(base):
                 self.position = {"i": i + 1}
                 continue
             search = (Exhaustive.from_state(base, self.engine, state) if state

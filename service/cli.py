@@ -253,7 +253,7 @@ def _progress_table(c) -> Table:
 def fuzz(
     fuzzer: Annotated[str, typer.Option(help="atheris, hypothesis, pct, exhaustive or random")] = "pct",
     engines: Annotated[str, typer.Option(help="the engine pair")] = "v6.14,v6.15",
-    time_limit: Annotated[float, typer.Option("--time", help="seconds to run (over resumes)")] = 600,
+    time_limit: Annotated[Optional[float], typer.Option("--time", help="seconds the campaign runs, over resumes (default 600); with --resume, seconds to run now")] = None,
     workers: Annotated[int, typer.Option(help="worker processes")] = 1,
     db: Annotated[Optional[str], typer.Option(help="store URL (default $FOLIODIFF_DB_URL or sqlite:///foliodiff.db)")] = None,
     corpus: Annotated[Optional[str], typer.Option(help="directory for kept inputs")] = None,
@@ -279,14 +279,15 @@ def fuzz(
             if len(names) != 2:
                 raise typer.BadParameter("a campaign needs two engines", param_hint="--engines")
             config = CampaignConfig(fuzzer=fuzzer, engine_a=names[0], engine_b=names[1],
-                                    seconds=time_limit, workers=workers, corpus=corpus,
+                                    seconds=600 if time_limit is None else time_limit,
+                                    workers=workers, corpus=corpus,
                                     seed=seed, pct_depth=pct_depth, minimize=minimize,
                                     preemption_bound=preemption_bound)
             with Store.open(url) as store:
                 campaign_id = create(store, config)
         else:
             campaign_id = resume
-        c = Campaign(url, campaign_id,
+        c = Campaign(url, campaign_id, run_for=time_limit if resume is not None else None,
                      on_stored=lambda f: console.print(
                          f"stored #{f['divergence_id']} {f['kind']}: {f['signature']} "
                          f"({f['ops_original']} -> {f['ops_minimized']} ops)", highlight=False))
