@@ -11,10 +11,14 @@ program so far runs on both engines of the pair through
 - every divergence between them is classified intended.
 
 How it runs incrementally: the whole program is re-run after each step.  A
-Runner is a pure function of a frozen program and cannot be fed operations
-(the schedule and the op-order policy look ahead), and re-running is cheap
-next to everything else: measured on programs of 30 steps, re-running is
-about 1-2 ms per step and engine, and the machine makes ~10 machines/s.
+Runner is a pure function of a frozen program and cannot honestly be fed
+operations: an appended operation of another thread may run before earlier
+ones (the op-order policy picks the first *runnable* operation, and a
+preemption may name any step), so a kept Runner would answer for a
+different interleaving.  Measured (2-core VM, up to 30 steps): v6.14 vs
+v6.15, ~100 checks/s (~10 ms per step, two runs plus two traced runs when
+the kernels part), ~4.6 machines/s; v5.17 vs v6.14, whose runs part on
+almost every program, ~18 checks/s.
 
 A failure raises :class:`FindingError` naming the program (JSON) and the
 signature; Hypothesis shrinks the steps first.  Signatures in the machine's
@@ -39,14 +43,14 @@ from hypothesis.database import DirectoryBasedExampleDatabase, ExampleDatabase
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition, rule,
                                  run_state_machine_as_test)
 
-from engine.diff import Classification, differential
+from engine.diff import differential
 from engine.kernels import resolve_engine
 from engine.oracle import Verdict
 from engine.program import PAGE_SIZE, Program, parse_program
 from fuzz.minimize import minimize
 
-__all__ = ["CampaignStats", "Finding", "FindingError", "LazyfreeMachine", "make_machine",
-           "run_campaign"]
+__all__ = ["CampaignStats", "Finding", "FindingError", "LazyfreeMachine", "check_pair",
+           "make_machine", "run_campaign"]
 
 _SLOT = 0x200000            # regions live in distinct 2 MiB slots
 _MAX_REGIONS = 3
