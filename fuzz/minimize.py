@@ -125,8 +125,8 @@ def ddmin(items: Sequence[Any], test: Callable[[list[Any]], bool]) -> list[Any]:
     return items
 
 
-#: Simpler values per field, tried in order (only those smaller than the current one).
 def _simpler(op: dict[str, Any]) -> list[tuple[str, Any]]:
+    """(field, simpler value) candidates for one op, simplest first per field."""
     out: list[tuple[str, Any]] = []
     kind = op["op"]
     if "pages" in op and op["pages"] > 1:
