@@ -19,6 +19,7 @@ reported as stored only after the transaction that holds it committed.
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import os
 import queue
@@ -87,8 +88,9 @@ class Progress:
         return sum(self.execs.values())
 
     def by_kind(self) -> dict[str, int]:
-        # Workers count their own unique signatures: the sum is an upper bound;
-        # the store's count of the pair is exact and is what the snapshot keeps.
+        # Workers count their own unique signatures; the largest is a lower bound
+        # of the union.  The snapshot raises it to the store's exact count where
+        # the store has one (unexpected divergences).
         out: dict[str, int] = {}
         for kinds in self.signatures.values():
             for kind, n in kinds.items():
@@ -365,5 +367,4 @@ class Campaign:
 
 
 def _parse_stored(line: str) -> dict[str, Any]:
-    import json
     return json.loads(line.split(" ", 1)[1])
