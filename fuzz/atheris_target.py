@@ -28,7 +28,7 @@ with atheris.instrument_imports(include=["engine"]):
     from engine.codec import decode
     from engine.diff import differential
 
-from fuzz.campaign import CampaignConfig
+from fuzz.campaign import CampaignConfig, open_sink
 from fuzz.sink import FindingSink
 from fuzz.sources import affordable
 from service.store import Store
@@ -36,18 +36,13 @@ from service.store import Store
 
 def _setup() -> tuple[FindingSink, CampaignConfig]:
     store = Store.open(os.environ["FOLIODIFF_DB_URL"])
-    row = store.get_campaign(int(os.environ["FOLIODIFF_CAMPAIGN"]))
-    config = CampaignConfig.model_validate({k: v for k, v in row.config.items()
-                                            if k != "progress"})
 
     def stored(found: list) -> None:
         for f in found:
             print("foliodiff-stored " + json.dumps(vars(f)), file=sys.stderr, flush=True)
 
-    sink = FindingSink(store, row.id, minimize=config.minimize,
-                       max_minimize_runs=config.max_minimize_runs, on_stored=stored,
-                       known=store.known_signature_ids(config.engine_a, config.engine_b),
-                       flush_every=0.5)
+    sink, config = open_sink(store, int(os.environ["FOLIODIFF_CAMPAIGN"]), stored,
+                             flush_every=0.5)
     atexit.register(sink.flush)
     return sink, config
 

@@ -67,6 +67,11 @@ class CampaignConfig(BaseModel):
     def _engine(cls, value: str) -> str:
         return resolve_engine(value)
 
+    @classmethod
+    def stored(cls, config: dict[str, Any]) -> CampaignConfig:
+        """The config of a campaign row (its ``progress`` is not config)."""
+        return cls.model_validate({k: v for k, v in config.items() if k != "progress"})
+
     def corpus_dir(self, worker: int | str) -> Path | None:
         return None if self.corpus is None else Path(self.corpus) / f"{self.fuzzer.value}-{worker}"
 
@@ -106,24 +111,17 @@ def _worker(db_url: str, campaign_id: int, worker: int, deadline: float, positio
     """A worker process: generate, run, sink, report, until stopped or out of time."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent decides when to stop
     from engine.diff import differential
-    from fuzz.sink import FindingSink
     from fuzz.sources import Corpus, Source
     from service.store import Store
 
     parent = os.getppid()
     store = Store.open(db_url)
-    campaign = store.get_campaign(campaign_id)
-    config = CampaignConfig.model_validate({k: v for k, v in campaign.config.items()
-                                            if k != "progress"})
 
     def stored(found: list[Any]) -> None:
         messages.put(("stored", worker, [vars(f) for f in found]))
 
     # A finding made just before the time limit is still minimized, in the grace period.
-    sink = FindingSink(store, campaign_id, minimize=config.minimize,
-                       deadline=deadline + GRACE / 2,
-                       max_minimize_runs=config.max_minimize_runs, on_stored=stored,
-                       known=store.known_signature_ids(config.engine_a, config.engine_b))
+    sink, config = open_sink(store, campaign_id, stored, deadline=deadline + GRACE / 2)
     execs = 0
     last = 0.0
 
@@ -138,18 +136,20 @@ def _worker(db_url: str, campaign_id: int, worker: int, deadline: float, positio
         return not stop.is_set() and time.monotonic() < deadline and os.getppid() == parent
 
     source = None
+
+    def each(program: Any, rep: Any) -> None:
+        nonlocal execs, last
+        execs += 1
+        sink.add(program, rep)
+        if source is not None:
+            source.learn(program, rep)
+        if time.monotonic() - last > REPORT_EVERY:
+            last = time.monotonic()
+            report(source)
+
     try:
         if config.fuzzer is Fuzzer.HYPOTHESIS:
             from fuzz.hypothesis_fuzzer import fuzz_with_hypothesis
-
-            def each(program: Any, rep: Any) -> None:
-                nonlocal execs, last
-                execs += 1
-                sink.add(program, rep)
-                if time.monotonic() - last > REPORT_EVERY:
-                    last = time.monotonic()
-                    report(None)
-
             fuzz_with_hypothesis(config, worker, go_on, each)
         else:
             source = Source(config.fuzzer, config.engine_a, config.seed, worker,
@@ -159,17 +159,26 @@ def _worker(db_url: str, campaign_id: int, worker: int, deadline: float, positio
             for program in source:
                 if not go_on():
                     break
-                rep = differential(program, config.engine_a, config.engine_b)
-                execs += 1
-                sink.add(program, rep)
-                source.learn(program, rep)
-                if time.monotonic() - last > REPORT_EVERY:
-                    last = time.monotonic()
-                    report(source)
+                each(program, differential(program, config.engine_a, config.engine_b))
     finally:
         sink.flush()
         report(source, final=True)
         store.close()
+
+
+def open_sink(store: Any, campaign_id: int, on_stored: Any, **kw: Any) -> tuple[Any, CampaignConfig]:
+    """The finding sink of one worker of campaign ``campaign_id``, and the campaign's config.
+
+    Signatures the store already holds for the pair are not minimized again.
+    Keyword arguments go to :class:`fuzz.sink.FindingSink`.
+    """
+    from fuzz.sink import FindingSink
+
+    config = CampaignConfig.stored(store.get_campaign(campaign_id).config)
+    sink = FindingSink(store, campaign_id, minimize=config.minimize,
+                       max_minimize_runs=config.max_minimize_runs, on_stored=on_stored,
+                       known=store.known_signature_ids(config.engine_a, config.engine_b), **kw)
+    return sink, config
 
 
 # -- the parent --------------------------------------------------------------------
@@ -201,9 +210,8 @@ class Campaign:
         self.campaign_id = campaign_id
         self.store = Store.open(db_url)
         row = self.store.get_campaign(campaign_id)
-        saved = dict(row.config)
-        progress = saved.pop("progress", {})
-        self.config = CampaignConfig.model_validate(saved)
+        progress = row.config.get("progress", {})
+        self.config = CampaignConfig.stored(row.config)
         self.status = row.status
         self.progress = Progress(elapsed=float(progress.get("elapsed", 0.0)),
                                  positions={int(k): v for k, v in
@@ -211,6 +219,7 @@ class Campaign:
         self.on_progress = on_progress
         self.on_stored = on_stored
         self.run_for = run_for
+        self._last_snapshot = time.monotonic()
 
     def remaining(self) -> float:
         """Seconds this run may take: what is left of the campaign, or ``run_for``."""
@@ -254,7 +263,6 @@ class Campaign:
         for p in procs:
             p.start()
         # CLOCK_MONOTONIC is system-wide on Linux: the workers' deadline is the parent's.
-        last_snap = time.monotonic()
         deadline = time.monotonic() + deadline_in
         try:
             while any(p.is_alive() for p in procs) or not messages.empty():
@@ -263,12 +271,7 @@ class Campaign:
                 if time.monotonic() > deadline + GRACE:
                     break                           # one stuck in a program: killed below
                 self._drain(messages, timeout=0.2)
-                self.progress.elapsed = base_elapsed + time.monotonic() - started
-                if self.on_progress:
-                    self.on_progress(self)
-                if time.monotonic() - last_snap > SNAPSHOT_EVERY:
-                    last_snap = time.monotonic()
-                    self._snapshot()
+                self._tick(base_elapsed + time.monotonic() - started)
         except KeyboardInterrupt:
             stop.set()
             for p in procs:
@@ -280,6 +283,14 @@ class Campaign:
                 p.join(timeout=5)
                 if p.is_alive():
                     p.kill()
+
+    def _tick(self, elapsed: float) -> None:
+        """Show progress; store a snapshot every :data:`SNAPSHOT_EVERY` seconds."""
+        self.progress.elapsed = elapsed
+        if self.on_progress:
+            self.on_progress(self)
+        if time.monotonic() - self._last_snapshot > SNAPSHOT_EVERY:
+            self._snapshot()
 
     def _drain(self, messages: Any, timeout: float) -> None:
         try:
@@ -310,6 +321,7 @@ class Campaign:
             p.positions[worker] = body["position"]
 
     def _snapshot(self) -> None:
+        self._last_snapshot = time.monotonic()
         p = self.progress
         t = max(p.elapsed, 1e-9)
         # Unique signatures by kind: the store's count of the pair is exact for
@@ -342,7 +354,6 @@ class Campaign:
                "FOLIODIFF_CAMPAIGN": str(self.campaign_id)}
         proc = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True,
                                 start_new_session=False)
-        last_snap = time.monotonic()
         try:
             assert proc.stderr is not None
             for line in proc.stderr:
@@ -353,12 +364,7 @@ class Campaign:
                     self.progress.corpus[0] = int(m.group(3))
                 elif line.startswith("foliodiff-stored "):
                     self._take("stored", 0, [_parse_stored(line)])
-                self.progress.elapsed = base_elapsed + time.monotonic() - started
-                if self.on_progress:
-                    self.on_progress(self)
-                if time.monotonic() - last_snap > SNAPSHOT_EVERY:
-                    last_snap = time.monotonic()
-                    self._snapshot()
+                self._tick(base_elapsed + time.monotonic() - started)
             proc.wait()
         except KeyboardInterrupt:
             proc.send_signal(signal.SIGINT)

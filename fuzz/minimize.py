@@ -28,6 +28,7 @@ schedule set up then survives the removal of operations that ran before it.
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -374,15 +375,20 @@ def divergence_signatures(program: Program, engine_a: str, engine_b: str) -> set
 
 
 def minimize_divergence(program: Program, engine_a: str, engine_b: str, signature_id: str,
-                        **kw: Any) -> MinimizeResult:
+                        *, until: float | None = None, **kw: Any) -> MinimizeResult:
     """Minimize ``program`` keeping a divergence with ``signature_id`` between the engines.
 
-    Keyword arguments go to :func:`minimize`; ``engine`` defaults to ``engine_a``.
+    @until: a ``time.monotonic()`` instant after which every candidate counts
+        as uninteresting, so delta debugging ends at once with the smallest
+        program found so far (a campaign's time budget; the result then
+        depends on timing, the stored program does not).
+    Other keyword arguments go to :func:`minimize`; ``engine`` defaults to ``engine_a``.
     """
     kw.setdefault("engine", engine_a)
 
     def interesting(candidate: Program) -> bool:
-        return signature_id in divergence_signatures(candidate, engine_a, engine_b)
+        return ((until is None or time.monotonic() < until)
+                and signature_id in divergence_signatures(candidate, engine_a, engine_b))
 
     try:
         return minimize(program, interesting, **kw)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from engine.diff import Classification, Report
 from engine.program import Program
-from fuzz.minimize import NotInterestingError, divergence_signatures, minimize
+from fuzz.minimize import NotInterestingError, minimize_divergence
 from service.store import DivergenceRecord, Store, records_from_report
 
 
@@ -112,19 +112,13 @@ class FindingSink:
                    rec: DivergenceRecord) -> DivergenceRecord:
         small = program
         if self.minimize:
-            a, b, sid = report.a.engine, report.b.engine, rec.signature_id
             until = time.monotonic() + self.minimize_seconds
             if self.deadline is not None:
                 until = min(until, self.deadline)
-
-            def interesting(candidate: Program) -> bool:
-                # Out of time, every candidate is uninteresting: delta debugging
-                # then ends at once with the smallest program found so far.
-                return (time.monotonic() < until
-                        and sid in divergence_signatures(candidate, a, b))
-
             try:
-                res = minimize(program, interesting, max_runs=self.max_minimize_runs, engine=a)
+                res = minimize_divergence(program, report.a.engine, report.b.engine,
+                                          rec.signature_id, until=until,
+                                          max_runs=self.max_minimize_runs)
                 self.stats.minimize_runs += res.runs
                 small = res.program
             except NotInterestingError:       # out of time before the first check

@@ -159,6 +159,27 @@ def schema() -> None:
     print(json.dumps(program_json_schema(), indent=2, sort_keys=True))
 
 
+def _figures(title: str, res: dict, digits: int, out: str | None) -> None:
+    """Print benchmark figures as a table (nested dicts as lines) and save them as JSON."""
+    t = Table(title=title)
+    for col in ("measure", "value"):
+        t.add_column(col)
+    nested = {k: v for k, v in res.items() if isinstance(v, dict)}
+    for k, v in res.items():
+        if k not in nested:
+            t.add_row(k, f"{v:,.{digits}f}" if isinstance(v, float) else str(v))
+    console.print(t)
+    for k, v in nested.items():
+        console.print(f"[bold]{k}[/]: {v}", highlight=False)
+    _save(res, out)
+
+
+def _save(res: dict, out: str | None) -> None:
+    if out:
+        with open(out, "w") as fh:
+            json.dump(res, fh, indent=2)
+
+
 @app.command()
 def bench(
     engines: Annotated[str, typer.Option(help="engine pair")] = "v6.14,v6.15",
@@ -176,15 +197,7 @@ def bench(
     if len(names) != 2:
         _fail("--engines: bench compares two engines")
     res = bench_differential(names[0], names[1], programs=programs, repeat=repeat, seed=seed)
-    t = Table(title=f"differential executions, {names[0]} vs {names[1]}")
-    for col in ("measure", "value"):
-        t.add_column(col)
-    for k, v in res.items():
-        t.add_row(k, f"{v:,.1f}" if isinstance(v, float) else str(v))
-    console.print(t)
-    if out:
-        with open(out, "w") as fh:
-            json.dump(res, fh, indent=2)
+    _figures(f"differential executions, {names[0]} vs {names[1]}", res, 1, out)
 
 
 @app.command("bench-c")
@@ -197,18 +210,8 @@ def bench_c(
     """The C batched path: v6.14 per PTE against v6.15 batched, and C against Python."""
     from engine.bench_c import bench_c as run_bench
     res = run_bench(repeat=repeat, mthp_mib=mthp_mib, pmd_thps=pmd_thps)
-    t = Table(title=f"lazyfree unmap, medians of {repeat} passes (ms; ratios from this run)")
-    for col in ("measure", "value"):
-        t.add_column(col)
-    for k, v in res.items():
-        if k != "timed":
-            t.add_row(k, f"{v:,.3f}" if isinstance(v, float) else str(v))
-    console.print(t)
-    for k, v in res["timed"].items():
-        console.print(f"[bold]{k}[/]: {v}", highlight=False)
-    if out:
-        with open(out, "w") as fh:
-            json.dump(res, fh, indent=2)
+    _figures(f"lazyfree unmap, medians of {repeat} passes (ms; ratios from this run)", res, 3,
+             out)
 
 
 @app.command("bench-store")
@@ -225,9 +228,7 @@ def bench_store(
         path = f"{tmp}/bench.db"
         res = {**bench_ingest(n=n, batch=batch, path=path),
                **bench_list_latency(path, requests=requests)}
-    if out:
-        with open(out, "w") as fh:
-            json.dump(res, fh, indent=2)
+    _save(res, out)
 
 
 def _progress_table(c) -> Table:

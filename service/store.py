@@ -47,9 +47,9 @@ from sqlalchemy import (
     insert,
     literal_column,
     select,
-    table,
     update,
 )
+from sqlalchemy import table as sql_table
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
@@ -775,7 +775,7 @@ class Store:
         pattern = "*" + re.sub(r"([*?\[])", r"[\1]", text) + "*"
         conditions = [Divergence.signature.op("GLOB")(pattern)]
         if len(text) >= 3:
-            fts = (select(literal_column("rowid")).select_from(table("divergence_fts"))
+            fts = (select(literal_column("rowid")).select_from(sql_table("divergence_fts"))
                    .where(literal_column("signature").op("GLOB")(pattern)))
             if s.scalar(select(func.count()).select_from(fts.limit(_DENSE).subquery())) < _DENSE:
                 conditions.append(Divergence.id.in_(fts))
