@@ -13,6 +13,10 @@ Environment: ``FOLIODIFF_DB_URL`` (the store) and ``FOLIODIFF_CAMPAIGN``
 (the campaign id, whose config names the engine pair).  After each commit
 that stored a new finding the target prints ``foliodiff-stored {json}`` on
 stderr, which ``foliodiff fuzz`` reads.
+
+With ``FOLIODIFF_BENCH_TARGET`` (and ``FOLIODIFF_BENCH_CAP``) set instead,
+the target times one search for a :class:`fuzz.bench.Target` and exits at
+its first detection (``foliodiff bench-fuzz``).
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ import atexit
 import json
 import os
 import sys
+from collections.abc import Callable
 
 import atheris
 
 with atheris.instrument_imports(include=["engine"]):
     from engine.codec import decode
-    from engine.diff import differential
+    from engine.diff import Report, differential
+    from engine.program import Program
 
 from fuzz.campaign import CampaignConfig, open_sink
 from fuzz.sink import FindingSink
@@ -47,14 +53,26 @@ def _setup() -> tuple[FindingSink, CampaignConfig]:
     return sink, config
 
 
-SINK, CONFIG = _setup()
+def _setup_bench(target: str) -> tuple[Callable[[Program, Report], None], str, str]:
+    from fuzz.bench import TARGETS, Target, atheris_bench_hook
+    spec = TARGETS[Target(target)]
+    return (atheris_bench_hook(target, float(os.environ["FOLIODIFF_BENCH_CAP"])),
+            spec.engine_a, spec.engine_b)
+
+
+if "FOLIODIFF_BENCH_TARGET" in os.environ:
+    # ``foliodiff bench-fuzz``: no store; stop at the first detection.
+    TAKE, ENGINE_A, ENGINE_B = _setup_bench(os.environ["FOLIODIFF_BENCH_TARGET"])
+else:
+    _sink, _config = _setup()
+    TAKE, ENGINE_A, ENGINE_B = _sink.add, _config.engine_a, _config.engine_b
 
 
 def TestOneInput(data: bytes) -> None:  # noqa: N802 - the name libFuzzer looks for
     program = decode(data)
     if not affordable(program):
         return
-    SINK.add(program, differential(program, CONFIG.engine_a, CONFIG.engine_b))
+    TAKE(program, differential(program, ENGINE_A, ENGINE_B))
 
 
 def main() -> None:

@@ -20,11 +20,14 @@ from hypothesis.database import DirectoryBasedExampleDatabase, InMemoryExampleDa
 
 from engine.diff import Report, differential
 from engine.program import Program
-from fuzz.sources import features
+from fuzz.sources import affordable, features
 from fuzz.strategies import programs
 
 #: Programs per Hypothesis run; the stop condition is checked between runs.
 BATCH = 100
+#: Operations per program: Hypothesis tries small examples first anyway, and
+#: a 32-operation program over two PMD THPs costs ~100 ms of engine time.
+MAX_OPS = 16
 
 
 def fuzz_with_hypothesis(config: Any, worker: int, go_on: Callable[[], bool],
@@ -41,9 +44,9 @@ def fuzz_with_hypothesis(config: Any, worker: int, go_on: Callable[[], bool],
     while go_on():
         @seed(config.seed * 1_000_003 + worker * 7919 + run)
         @conf
-        @given(programs())
+        @given(programs(max_ops=MAX_OPS))
         def explore(program: Program) -> None:
-            if not go_on():
+            if not go_on() or not affordable(program):
                 return
             report = differential(program, config.engine_a, config.engine_b)
             each(program, report)

@@ -6,7 +6,9 @@ the campaign has not stored yet is minimized first (delta debugging that
 keeps the signature) and stored with its minimized and its original
 program; one already known only counts a hit.  Intended divergences are
 counted per rule on the campaign with a few sample programs, never stored
-one by one (the store does that part).
+one by one (the store does that part); the first sample of each intended
+signature this sink sees is minimized the same way, so a triager reads a
+small program for every rule too.
 
 Writes are batched: the sink flushes when its batch is full, when
 ``flush_every`` seconds passed since the last flush, and when the worker
@@ -101,31 +103,31 @@ class FindingSink:
                 self.stats.intended += 1
             else:
                 self.stats.unexpected += 1
-                if d.signature_id not in self.known:
-                    rec = self._minimized(program, report, rec)
-                    self.known.add(d.signature_id)
+            if d.signature_id not in self.known:
+                self.known.add(d.signature_id)
+                small = self._minimize(program, report, d.signature_id)
+                rec = dataclasses.replace(rec, minimized_program=small.to_json(indent=None))
+                if d.classification is Classification.UNEXPECTED:
+                    self._fresh[d.signature_id] = Stored(0, rec.signature, rec.kind.value,
+                                                         len(program.ops), len(small.ops))
             self._pending.append(rec)
         self._maybe_flush()
         return new
 
-    def _minimized(self, program: Program, report: Report,
-                   rec: DivergenceRecord) -> DivergenceRecord:
-        small = program
-        if self.minimize:
-            until = time.monotonic() + self.minimize_seconds
-            if self.deadline is not None:
-                until = min(until, self.deadline)
-            try:
-                res = minimize_divergence(program, report.a.engine, report.b.engine,
-                                          rec.signature_id, until=until,
-                                          max_runs=self.max_minimize_runs)
-                self.stats.minimize_runs += res.runs
-                small = res.program
-            except NotInterestingError:       # out of time before the first check
-                pass
-        self._fresh[rec.signature_id] = Stored(0, rec.signature, rec.kind.value,
-                                               len(program.ops), len(small.ops))
-        return dataclasses.replace(rec, minimized_program=small.to_json(indent=None))
+    def _minimize(self, program: Program, report: Report, signature_id: str) -> Program:
+        """``program`` delta-debugged within the sink's budgets, keeping ``signature_id``."""
+        if not self.minimize:
+            return program
+        until = time.monotonic() + self.minimize_seconds
+        if self.deadline is not None:
+            until = min(until, self.deadline)
+        try:
+            res = minimize_divergence(program, report.a.engine, report.b.engine, signature_id,
+                                      until=until, max_runs=self.max_minimize_runs)
+        except NotInterestingError:       # out of time before the first check
+            return program
+        self.stats.minimize_runs += res.runs
+        return res.program
 
     def _maybe_flush(self) -> None:
         if (len(self._pending) >= self.batch

@@ -231,6 +231,56 @@ def bench_store(
     _save(res, out)
 
 
+def _enum_list(option: str, text: str, cls):
+    """Comma-separated members of enum ``cls``, or a clean error naming ``option``."""
+    try:
+        return [cls(v.strip()) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        _fail(f"{option}: {exc} (known: {', '.join(m.value for m in cls)})")
+
+
+@app.command("bench-fuzz")
+def bench_fuzz(
+    fuzzers: Annotated[str, typer.Option(help="comma-separated fuzzers")] = "atheris,hypothesis,pct,exhaustive,random",
+    targets: Annotated[str, typer.Option(help="comma-separated targets")] = "dma-data-loss,shrinker-swapbacked,pmd-redirty-split",
+    seeds: Annotated[int, typer.Option(min=1, help="trials per (fuzzer, target), seeds 0..N-1")] = 5,
+    cap: Annotated[float, typer.Option(min=1, help="seconds before a trial counts as not found")] = 60.0,
+    reduce: Annotated[bool, typer.Option(help="minimize, store and replay each detection")] = True,
+    out: Annotated[Optional[str], typer.Option(help="write the figures and trials as JSON here")] = None,
+) -> None:
+    """Time to first detection of three known divergences, per fuzzer, one trial at a time."""
+    from fuzz.bench import Target, bench_fuzz as run_bench
+    from fuzz.sources import Fuzzer
+    fz, tg = _enum_list("--fuzzers", fuzzers, Fuzzer), _enum_list("--targets", targets, Target)
+
+    def show(t) -> None:
+        what = (f"found in {t.seconds:.1f} s, {t.execs:,} execs" if t.found
+                else f"not found in {t.seconds:.0f} s ({t.execs:,} execs)")
+        if t.ops_minimized is not None:
+            what += (f"; {t.ops_found} -> {t.ops_minimized} ops, replay "
+                     f"{'same signature' if t.replay_same_signature else 'DIFFERS'}")
+        if t.error:
+            what += f"; error: {t.error}"
+        console.print(f"{t.target:20} {t.fuzzer:10} seed {t.seed}: {what}", highlight=False)
+
+    res = run_bench(fz, tg, list(range(seeds)), cap, reduce=reduce, on_trial=show)
+    t = Table(title=f"time to first detection, {seeds} seeds, one trial at a time, cap {cap:g} s")
+    for col in ("target", "fuzzer", "found", "median s", "min s", "max s", "execs (median)",
+                "minimized ops (median)", "replays"):
+        t.add_column(col)
+    for target, rows in res["summary"].items():
+        for fuzzer, row in rows.items():
+            t.add_row(target, fuzzer, row["found"], str(row["median_s"]), str(row["min_s"]),
+                      str(row["max_s"]), f"{row['execs_median']:,.0f}",
+                      str(row.get("minimized_ops_median", "-")),
+                      row.get("replays_same_signature", "-"))
+    console.print(t)
+    console.print(f"median minimized reproducer over all detections: "
+                  f"{res['minimized_ops_median_all']} ops; replays with the same signature: "
+                  f"{res['replays_same_signature_all']}", highlight=False)
+    _save(res, out)
+
+
 def _progress_table(c) -> Table:
     """The live progress of a campaign (``c`` is a fuzz.campaign.Campaign)."""
     p, cfg = c.progress, c.config

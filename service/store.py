@@ -682,12 +682,13 @@ class Store:
         counts = copy.deepcopy(campaign.intended)
         need = [r for r in records for rule in r.rules
                 if len(counts.get(rule, {}).get("samples", [])) < INTENDED_SAMPLES]
-        programs = self._programs(s, [r.original_program for r in need])
+        # A sample is the smallest program the worker has for it.
+        programs = self._programs(s, [r.minimized_program or r.original_program for r in need])
         for r in records:
             for rule in r.rules:
                 entry = counts.setdefault(rule, {"count": 0, "samples": []})
                 entry["count"] += 1
-                pid = programs.get(r.original_program)
+                pid = programs.get(r.minimized_program or r.original_program)
                 if (pid is not None and pid not in entry["samples"]
                         and len(entry["samples"]) < INTENDED_SAMPLES):
                     entry["samples"].append(pid)

@@ -1,0 +1,348 @@
+"""Time to first detection: how fast each fuzzer finds three known divergences.
+
+The benchmark ClusterFuzz and the Hypothesis/atheris papers report: for each
+(fuzzer, target) pair, several independent trials from different seeds, one
+at a time on one core, each stopped at its first detection or at a cap.  A
+trial that reaches the cap is *censored*: it counts as "not found within the
+cap", and the median is only reported when more than half the trials found
+the target.
+
+The targets are the divergences the project was built to find:
+
+1. :attr:`Target.DMA_DATA_LOSS`: v5.17 discards a clean lazyfree page that a
+   device is writing through a GUP pin (kernel-semantics H5), against v6.14;
+2. :attr:`Target.SHRINKER_SWAPBACKED`: v6.14 sets swapbacked on a clean
+   lazyfree mTHP because the deferred-split shrinker's speculative reference
+   showed up mid-walk (H2), against v6.15 (intended, rule
+   ``swapbacked-only-if-dirty``);
+3. :attr:`Target.PMD_REDIRTY_SPLIT`: v6.14 splits a redirtied lazyfree
+   PMD-mapped THP (H8), against v6.15 (intended, rule
+   ``no-pmd-split-for-lazyfree``).
+
+Each detection then goes through a :class:`fuzz.sink.FindingSink` into a
+real SQLite store, minimized as a campaign minimizes (delta debugging that
+keeps the signature), is read back from the store and replayed: the replay
+must show the same signature and still be the target.
+
+The in-process fuzzers (hypothesis, pct, exhaustive, random) time from their
+first execution; atheris runs as its own libFuzzer process (as in a
+campaign), which reports the time from its first execution too, so the
+figures compare search speed, and atheris' start-up (instrumenting the
+engine) is reported on its own.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.diff import Classification, Divergence, Kind, Report, differential
+from engine.program import Program, parse_program
+from fuzz.sources import Corpus, Fuzzer, Source
+
+#: Seconds a trial may search before it counts as not found.
+DEFAULT_CAP = 60.0
+#: Delta-debugging budget of each detection (a campaign's defaults are 500 and 30 s).
+MINIMIZE_RUNS = 800
+MINIMIZE_SECONDS = 60.0
+#: What the atheris target prints when its bench target is found.
+DETECTED = "foliodiff-detected "
+
+
+class Target(str, enum.Enum):
+    """A divergence the benchmark times the fuzzers on."""
+
+    DMA_DATA_LOSS = "dma-data-loss"
+    SHRINKER_SWAPBACKED = "shrinker-swapbacked"
+    PMD_REDIRTY_SPLIT = "pmd-redirty-split"
+
+
+def _ops(program: Program) -> set[str]:
+    return {op.op for op in program.ops}
+
+
+def _dma_data_loss(program: Program, report: Report) -> Divergence | None:
+    # The loss must be v5.17's (engine a) and come through a device write.
+    if "dma_write" not in _ops(program) or report.a.verdict.value != "data_loss":
+        return None
+    return next((d for d in report.unexpected if d.kind is Kind.DATA_LOSS), None)
+
+
+def _intended(report: Report, rule: str) -> Divergence | None:
+    return next((d for d in report.divergences if d.classification is Classification.INTENDED
+                 and any(r.name == rule for r in d.rules)), None)
+
+
+def _shrinker_swapbacked(program: Program, report: Report) -> Divergence | None:
+    # The shrinker's speculative reference must be the only extra one: no GUP
+    # pin, no explicit folio_try_get (the pfn-walker stand-in).
+    ops = _ops(program)
+    if "deferred_split_scan" not in ops or ops & {"pin", "folio_try_get"}:
+        return None
+    return _intended(report, "swapbacked-only-if-dirty")
+
+
+def _pmd_redirty_split(program: Program, report: Report) -> Divergence | None:
+    # v6.15 must have refused the PMD discard because the THP was dirty
+    # (not because of an extra reference, which is H9).
+    if not any(ev == "pmd_lazyfree_abort_dirty" for _, ev in report.b.events):
+        return None
+    return _intended(report, "no-pmd-split-for-lazyfree")
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """The engine pair a target shows on, and the predicate that recognises it."""
+
+    engine_a: str
+    engine_b: str
+    match: Callable[[Program, Report], Divergence | None]
+    description: str
+
+
+TARGETS: dict[Target, TargetSpec] = {
+    Target.DMA_DATA_LOSS: TargetSpec(
+        "v5.17", "v6.14", _dma_data_loss,
+        "v5.17 loses a device write into a pinned lazyfree page (H5), unexpected"),
+    Target.SHRINKER_SWAPBACKED: TargetSpec(
+        "v6.14", "v6.15", _shrinker_swapbacked,
+        "v6.14 sets swapbacked under the shrinker's speculative reference (H2), intended"),
+    Target.PMD_REDIRTY_SPLIT: TargetSpec(
+        "v6.14", "v6.15", _pmd_redirty_split,
+        "v6.14 splits a redirtied lazyfree PMD-mapped THP (H8), intended"),
+}
+
+
+@dataclass
+class Trial:
+    """One search for one target by one fuzzer from one seed.
+
+    @seconds: from the first execution to the detection, or the cap when
+        ``found`` is false (censored).
+    @startup: seconds before the first execution (atheris: process start and
+        instrumentation; in-process fuzzers: 0).
+    """
+
+    fuzzer: str
+    target: str
+    seed: int
+    found: bool
+    seconds: float
+    execs: int
+    startup: float = 0.0
+    ops_found: int | None = None
+    ops_minimized: int | None = None
+    minimize_runs: int | None = None
+    replay_same_signature: bool | None = None
+    signature: str | None = None
+    program: dict[str, Any] | None = field(default=None, repr=False)
+    error: str | None = None
+
+
+def search(fuzzer: Fuzzer, target: Target, seed: int, cap: float) -> Trial:
+    """Run ``fuzzer`` from ``seed`` until it finds ``target`` or ``cap`` seconds passed."""
+    if fuzzer is Fuzzer.ATHERIS:
+        return _search_atheris(target, seed, cap)
+    spec = TARGETS[target]
+    trial = Trial(fuzzer.value, target.value, seed, False, cap, 0)
+    start = time.monotonic()
+    deadline = start + cap
+
+    def each(program: Program, report: Report) -> None:
+        trial.execs += 1
+        if not trial.found and spec.match(program, report) is not None:
+            trial.found = True
+            trial.seconds = time.monotonic() - start
+            trial.program = program.to_dict()
+
+    def go_on() -> bool:
+        return not trial.found and time.monotonic() < deadline
+
+    if fuzzer is Fuzzer.HYPOTHESIS:
+        from fuzz.hypothesis_fuzzer import fuzz_with_hypothesis
+        fuzz_with_hypothesis(_HypothesisConfig(seed, spec.engine_a, spec.engine_b), 0, go_on,
+                             each)
+        return trial
+    source = Source(fuzzer, spec.engine_a, seed, 0, Corpus(None))
+    for program in source:
+        if not go_on():
+            break
+        report = differential(program, spec.engine_a, spec.engine_b)
+        each(program, report)
+        source.learn(program, report)
+    return trial
+
+
+@dataclass(frozen=True)
+class _HypothesisConfig:
+    """What :func:`fuzz.hypothesis_fuzzer.fuzz_with_hypothesis` reads of a campaign config."""
+
+    seed: int
+    engine_a: str
+    engine_b: str
+
+    def corpus_dir(self, worker: int) -> None:
+        return None        # in-memory example database: every trial starts cold
+
+
+def _search_atheris(target: Target, seed: int, cap: float) -> Trial:
+    """One libFuzzer process on the atheris target, in bench mode, from ``seed``."""
+    trial = Trial(Fuzzer.ATHERIS.value, target.value, seed, False, cap, 0)
+    script = Path(__file__).with_name("atheris_target.py")
+    # libFuzzer's own limit is whole seconds from its start; the target
+    # itself stops at ``cap`` seconds after its first execution.
+    args = [sys.executable, str(script), f"-seed={seed + 1}", "-max_len=256",
+            f"-max_total_time={int(cap) + 60}", "-print_final_stats=1"]
+    env = {**os.environ, "FOLIODIFF_BENCH_TARGET": target.value,
+           "FOLIODIFF_BENCH_CAP": str(cap)}
+    launched = time.monotonic()
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=cap + 120)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith(DETECTED)]
+    if not lines:
+        trial.error = f"atheris exited {proc.returncode} without a bench line: " \
+                      + proc.stderr[-400:]
+        return trial
+    got = json.loads(lines[-1][len(DETECTED):])
+    trial.found = got["found"]
+    trial.execs = got["execs"]
+    trial.seconds = got["seconds"] if trial.found else cap
+    trial.startup = (time.monotonic() - launched) - got["since_first"]
+    trial.program = got.get("program")
+    return trial
+
+
+def atheris_bench_hook(target_name: str, cap: float) -> Callable[[Program, Report], None]:
+    """The atheris target's per-input check in bench mode (see :mod:`fuzz.atheris_target`).
+
+    Prints one :data:`DETECTED` line and exits the process at the first
+    detection, or when ``cap`` seconds passed since the first input.
+    """
+    spec = TARGETS[Target(target_name)]
+    state = {"execs": 0, "first": None}
+
+    def done(found: bool, program: Program | None) -> None:
+        now = time.monotonic()
+        line = {"found": found, "execs": state["execs"], "seconds": now - state["first"],
+                "since_first": now - state["first"],
+                "program": program.to_dict() if program is not None else None}
+        print(DETECTED + json.dumps(line), file=sys.stderr, flush=True)
+        os._exit(0)      # libFuzzer would otherwise go on fuzzing
+
+    def check(program: Program, report: Report) -> None:
+        if state["first"] is None:
+            state["first"] = time.monotonic()
+        state["execs"] += 1
+        if spec.match(program, report) is not None:
+            done(True, program)
+        elif time.monotonic() - state["first"] >= cap:
+            done(False, None)
+
+    return check
+
+
+def reduce_and_replay(trial: Trial, store_url: str) -> None:
+    """Store the trial's detection as a campaign would, read it back, replay it.
+
+    The detection goes through a :class:`fuzz.sink.FindingSink` with a
+    campaign's minimization (delta debugging that keeps the signature;
+    intended divergences keep the result as their rule's sample program).
+    The reproducer read back from the store must show the same signature
+    and still be the target.
+    """
+    from fuzz.sink import FindingSink
+    from service.store import Store
+
+    spec = TARGETS[Target(trial.target)]
+    program = parse_program(trial.program)
+    report = differential(program, spec.engine_a, spec.engine_b)
+    found = spec.match(program, report)
+    if found is None:
+        trial.error = "the detected program does not replay to the target"
+        return
+    store = Store.open(store_url)
+    try:
+        campaign = store.create_campaign(spec.engine_a, spec.engine_b, trial.fuzzer,
+                                         {"bench": trial.target, "seed": trial.seed})
+        sink = FindingSink(store, campaign.id, known=set(), max_minimize_runs=MINIMIZE_RUNS,
+                           minimize_seconds=MINIMIZE_SECONDS)
+        sink.add(program, report)
+        sink.flush()
+        trial.minimize_runs = sink.stats.minimize_runs
+        stored = _stored_reproducer(store, campaign.id, found)
+    finally:
+        store.close()
+    rep = differential(stored, spec.engine_a, spec.engine_b)
+    again = spec.match(stored, rep)
+    trial.ops_found, trial.ops_minimized = len(program.ops), len(stored.ops)
+    trial.signature = found.signature
+    trial.replay_same_signature = again is not None and again.signature_id == found.signature_id
+
+
+def _stored_reproducer(store: Any, campaign_id: int, found: Divergence) -> Program:
+    """The program the store kept for ``found``: its minimized reproducer or rule sample."""
+    if found.classification is Classification.UNEXPECTED:
+        items, _ = store.list_divergences(text=found.signature, limit=1)
+        pid = items[0].minimized_program_id or items[0].original_program_id
+        return parse_program(json.loads(store.get_program(pid).json))
+    rule = found.rules[0].name
+    pid = store.get_campaign(campaign_id).intended[rule]["samples"][0]
+    return parse_program(json.loads(store.get_program(pid).json))
+
+
+def summarize(trials: Iterable[Trial], cap: float) -> dict[str, Any]:
+    """Median and spread of time to first detection per (target, fuzzer)."""
+    groups: dict[tuple[str, str], list[Trial]] = {}
+    for t in trials:
+        groups.setdefault((t.target, t.fuzzer), []).append(t)
+    out: dict[str, Any] = {}
+    for (target, fuzzer), ts in groups.items():
+        times = sorted(t.seconds if t.found else float("inf") for t in ts)
+        found = sum(t.found for t in ts)
+        med = statistics.median(times)
+        row = {"found": f"{found}/{len(ts)}",
+               "median_s": round(med, 2) if med != float("inf") else f"> {cap:g}",
+               "min_s": round(times[0], 2) if times[0] != float("inf") else None,
+               "max_s": round(times[-1], 2) if times[-1] != float("inf") else f"> {cap:g}",
+               "execs_median": statistics.median(t.execs for t in ts)}
+        mins = [t.ops_minimized for t in ts if t.ops_minimized is not None]
+        if mins:
+            row["minimized_ops_median"] = statistics.median(mins)
+            row["replays_same_signature"] = f"{sum(bool(t.replay_same_signature) for t in ts if t.found)}/{found}"
+        if fuzzer == Fuzzer.ATHERIS.value:
+            row["startup_s_median"] = round(statistics.median(t.startup for t in ts), 2)
+        out.setdefault(target, {})[fuzzer] = row
+    return out
+
+
+def bench_fuzz(fuzzers: list[Fuzzer], targets: list[Target], seeds: list[int], cap: float,
+               *, reduce: bool = True,
+               on_trial: Callable[[Trial], None] | None = None) -> dict[str, Any]:
+    """Every (target, fuzzer, seed) trial, one at a time; the summary and the trials."""
+    trials: list[Trial] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/bench.db"
+        for target in targets:
+            for fuzzer in fuzzers:
+                for seed in seeds:
+                    trial = search(fuzzer, target, seed, cap)
+                    if trial.found and reduce:
+                        reduce_and_replay(trial, url)
+                    trials.append(trial)
+                    if on_trial is not None:
+                        on_trial(trial)
+    all_min = [t.ops_minimized for t in trials if t.ops_minimized is not None]
+    return {"cap_s": cap, "seeds": seeds,
+            "minimized_ops_median_all": statistics.median(all_min) if all_min else None,
+            "replays_same_signature_all": f"{sum(bool(t.replay_same_signature) for t in trials if t.found)}/{sum(t.found for t in trials)}",
+            "summary": summarize(trials, cap),
+            "trials": [{k: v for k, v in asdict(t).items() if k != "program"} for t in trials]}
