@@ -1,8 +1,10 @@
-"""v6.12: Debian's 6.12.117 build (trixie, linux-image-6.12.117+deb13-amd64), the
-"OLD" kernel the real-kernel conformance runs boot.
+"""v6.12: Debian's 6.12.117 (trixie), v6.14 but a lazyfree PMD-mapped THP is always split.
 
-It is v6.14 except for one thing: try_to_unmap_one() does not call
-unmap_huge_pmd_locked().  A PMD-mapped lazyfree THP reached by reclaim with
+This is the "OLD" kernel the real-kernel conformance runs boot
+(linux-image-6.12.117+deb13-amd64-unsigned 6.12.117-1).  It is v6.14 except
+for one thing: try_to_unmap_one() does not call unmap_huge_pmd_locked(),
+the stable commit "mm/rmap: don't discard lazyfree THPs at PMD level"
+removed the call.  A PMD-mapped lazyfree THP reached by reclaim with
 TTU_SPLIT_HUGE_PMD is always split (split_huge_pmd_locked(), thp_split_pmd
 +1), then unmapped PTE by PTE with the v6.11-v6.14 lazyfree rule.  A clean
 unreferenced THP is therefore discarded page by page: the first discard
