@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from engine.diff import Classification, differential
-from engine.kernels import ORDER, KERNELS, base_version, resolve_engine
+from engine.kernels import KERNELS, ORDER, base_version, resolve_engine
 from engine.kernels.v6_12 import V6_12
 from engine.kernels.v6_14 import V6_14
 from engine.program import parse_program
@@ -24,28 +24,29 @@ SERIES = {"swapbacked-only-if-dirty", "batched-lazyfree-unmap", "no-pmd-split-fo
 
 def thp_program(*, redirty=False, droppable=False, pin=False, read_back=False):
     """A 2 MiB THP written, MADV_FREE'd, optionally redirtied or pinned, then MADV_PAGEOUT."""
-    ops = [dict(thread="T0", op="mmap", addr=A, pages=512, order=9, droppable=droppable),
-           dict(thread="T0", op="write", addr=A, pages=512, value=7)]
+    ops = [{"thread": "T0", "op": "mmap", "addr": A, "pages": 512, "order": 9,
+            "droppable": droppable},
+           {"thread": "T0", "op": "write", "addr": A, "pages": 512, "value": 7}]
     if not droppable:
-        ops.append(dict(thread="T0", op="madvise", addr=A, pages=512, advice="MADV_FREE"))
+        ops.append({"thread": "T0", "op": "madvise", "addr": A, "pages": 512, "advice": "MADV_FREE"})
     if redirty:
-        ops.append(dict(thread="T0", op="write", addr=A, value=8))
+        ops.append({"thread": "T0", "op": "write", "addr": A, "value": 8})
     if pin:
-        ops.append(dict(thread="T0", op="pin", addr=A, pin="p0"))
-    ops.append(dict(thread="T0", op="madvise", addr=A, pages=512, advice="MADV_PAGEOUT"))
+        ops.append({"thread": "T0", "op": "pin", "addr": A, "pin": "p0"})
+    ops.append({"thread": "T0", "op": "madvise", "addr": A, "pages": 512, "advice": "MADV_PAGEOUT"})
     if pin:
-        ops.append(dict(thread="T0", op="unpin", pin="p0", dirty=False))
+        ops.append({"thread": "T0", "op": "unpin", "pin": "p0", "dirty": False})
     if read_back:
-        ops.append(dict(thread="T0", op="read", addr=A, pages=2))
+        ops.append({"thread": "T0", "op": "read", "addr": A, "pages": 2})
     return parse_program({"version": 1, "threads": [{"name": "T0", "mm": 0}], "ops": ops})
 
 
 def mthp_program():
     """A clean 16-page lazyfree mTHP reclaimed (H1)."""
-    ops = [dict(thread="T0", op="mmap", addr=A, pages=16, order=4),
-           dict(thread="T0", op="write", addr=A, pages=16, value=7),
-           dict(thread="T0", op="madvise", addr=A, pages=16, advice="MADV_FREE"),
-           dict(thread="T0", op="madvise", addr=A, pages=16, advice="MADV_PAGEOUT")]
+    ops = [{"thread": "T0", "op": "mmap", "addr": A, "pages": 16, "order": 4},
+           {"thread": "T0", "op": "write", "addr": A, "pages": 16, "value": 7},
+           {"thread": "T0", "op": "madvise", "addr": A, "pages": 16, "advice": "MADV_FREE"},
+           {"thread": "T0", "op": "madvise", "addr": A, "pages": 16, "advice": "MADV_PAGEOUT"}]
     return parse_program({"version": 1, "threads": [{"name": "T0", "mm": 0}], "ops": ops})
 
 
