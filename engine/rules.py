@@ -48,29 +48,39 @@ RULES: list[Rule] = [
          "(v5.19; the v5.18 engine stands for v5.18-v6.7)",
          lambda o, n, k: "ttu_pinned_anon_stays_mapped" in n,
          "a possibly pinned exclusive anon page is not unmapped to swap"),
-    # -- v5.18 -> v6.14 -------------------------------------------------------
-    Rule("anon-mthp-faults", "v5.18", "v6.14",
+    # -- v5.18 -> v6.12 -------------------------------------------------------
+    Rule("anon-mthp-faults", "v5.18", "v6.12",
          "19eaf44954df mm: thp: support allocation of anonymous multi-size THP",
          lambda o, n, k: "alloc_mthp" in n and "alloc_mthp" not in o,
          "an order-4 VMA faults in 64 KiB mTHPs instead of small folios"),
-    Rule("map-droppable", "v5.18", "v6.14",
+    Rule("map-droppable", "v5.18", "v6.12",
          "9651fcedf7b9 mm: add MAP_DROPPABLE for designating always-droppable mappings",
          lambda o, n, k: "mmap_droppable" in n,
          "MAP_DROPPABLE is accepted"),
-    Rule("lazyfree-thp-not-split-in-reclaim", "v5.18", "v6.14",
+    Rule("lazyfree-thp-not-split-in-reclaim", "v5.18", "v6.12",
          "735ecdfaf4e8 mm/vmscan: avoid split lazyfree THP during shrink_folio_list()",
-         lambda o, n, k: "reclaim_split_lazyfree" in o or (
-             "ttu_split_huge_pmd" in o and "discard_lazyfree_pmd" in n),
-         "a lazyfree THP is unmapped (or discarded under the PMD lock) without a split"),
-    Rule("underused-thp-queued", "v5.18", "v6.14",
+         lambda o, n, k: "reclaim_split_lazyfree" in o,
+         "a lazyfree THP is unmapped without a folio split"),
+    Rule("underused-thp-queued", "v5.18", "v6.12",
          "dafff3f4c850 mm: split underused THPs",
          lambda o, n, k: "deferred_split_underused" in n,
          "a new PMD THP is queued for deferred split as a possible underused THP"),
-    Rule("deferred-split-partially-mapped", "v5.18", "v6.14",
+    Rule("deferred-split-partially-mapped", "v5.18", "v6.12",
          "mm: introduce a pageflag for partially mapped folios (Usama Arif, v6.12; mainline id not verified)",
          lambda o, n, k: k == "deferred_split_scan" or (
              "deferred_split_partially_mapped" in o) != ("deferred_split_partially_mapped" in n),
          "only partially mapped folios are queued (once) and split by the shrinker"),
+    # -- v6.12 -> v6.14 -------------------------------------------------------
+    # Not a mainline commit between the two: mainline has discarded at PMD level
+    # since v6.11, and the 6.12.y stable series took the call out of 6.12.117
+    # (engine/kernels/v6_12.py), which the v6.12 engine models.
+    Rule("lazyfree-pmd-discard", "v6.12", "v6.14",
+         "735ecdfaf4e8 mm/vmscan: avoid split lazyfree THP during shrink_folio_list() (its "
+         "unmap_huge_pmd_locked() call in try_to_unmap_one, which the 6.12.117 stable commit "
+         "\"mm/rmap: don't discard lazyfree THPs at PMD level\" removed from 6.12.y)",
+         lambda o, n, k: "ttu_split_huge_pmd" in o and "discard_lazyfree_pmd" in n,
+         "a clean, unreferenced lazyfree PMD-mapped THP is discarded whole under the PMD lock "
+         "instead of split and discarded page by page"),
     # -- v6.14 -> v6.15: Barry Song's series ------------------------------------
     Rule("swapbacked-only-if-dirty", "v6.14", "v6.15",
          "faeb2831b517 mm: set folio swapbacked iff folios are dirty in try_to_unmap_one (1/4)",

@@ -15,7 +15,10 @@ A = 0x200000            # 2 MiB aligned
 P = 4096
 TH = [{"name": "T0", "kind": "task", "mm": 0}, {"name": "R", "kind": "kthread", "mm": None},
       {"name": "S", "kind": "kthread", "mm": None}, {"name": "D", "kind": "device", "mm": None}]
-ALL = ("v5.17", "v5.18", "v6.14", "v6.15", "v6.16")
+ALL = ("v5.17", "v5.18", "v6.12", "v6.14", "v6.15", "v6.16")
+#: v6.12 (Debian 6.12.117) and v6.14 unmap PTE by PTE alike; only a lazyfree PMD-mapped THP
+#: that v6.14 would discard whole under the PMD lock tells them apart (engine/kernels/v6_12.py).
+OLD = ("v6.12", "v6.14")
 OUT = pathlib.Path(__file__).resolve().parent.parent / "corpus"
 
 
@@ -68,9 +71,10 @@ scenario("h1-clean-mthp-reclaim", "H1",
          mthp16() + [PAGEOUT16, op("T0", "read", addr=A, pages=16)],
          merge(each(ALL, **{"verdict": "ok", "counter.PGLAZYFREED": 16, "result[4]": [0] * 16,
                             "mm0.MM_ANONPAGES": 0}),
-               each(("v6.14",), **{"mthp.split_deferred[4]": 1}),
+               each(OLD, **{"mthp.split_deferred[4]": 1}),
                each(("v6.15", "v6.16", "v5.17", "v5.18"), **{"mthp.split_deferred[4]": 0})),
-         {"v6.14..v6.15": {"classification": "intended", "kind": "state",
+         {"v6.12..v6.14": {"classification": "equal"},
+          "v6.14..v6.15": {"classification": "intended", "kind": "state",
                            "rules": ["batched-lazyfree-unmap"]},
           "v6.15..v6.16": {"classification": "equal"}})
 
@@ -82,11 +86,12 @@ scenario("h2-shrinker-ref-between-ptes", "H2",
          "v6.15 unmaps the whole folio in one batch: nothing is queued, the folio is freed.",
          mthp16() + [PAGEOUT16, op("S", "deferred_split_scan")],
          merge(each(ALL, verdict="ok"),
-               each(("v6.14",), **{"counter.nr_lazyfree_fail": 16, "counter.PGLAZYFREED": 0,
-                                   "mthp.split_deferred[4]": 1, "mthp.split[4]": 1}),
+               each(OLD, **{"counter.nr_lazyfree_fail": 16, "counter.PGLAZYFREED": 0,
+                            "mthp.split_deferred[4]": 1, "mthp.split[4]": 1}),
                each(("v6.15", "v6.16"), **{"counter.nr_lazyfree_fail": 0, "counter.PGLAZYFREED": 16,
                                            "mthp.split_deferred[4]": 0})),
-         {"v6.14..v6.15": {"classification": "intended", "kind": "state",
+         {"v6.12..v6.14": {"classification": "equal"},
+          "v6.14..v6.15": {"classification": "intended", "kind": "state",
                            "rules": ["swapbacked-only-if-dirty"]}},
          schedule=[(20, "S"), (21, "T0")])
 
@@ -108,13 +113,14 @@ for k in (0, 3):
              merge(each(ALL, verdict="ok"),
                    each(("v6.15", "v6.16"), **{"folio.f0.flags": "anon,swapbacked,dirty,lru,active",
                                                "mm0.pte[0x20f000]": "f0+15:dyw"}),
-                   each(("v6.14", "v6.15", "v6.16"), **{"counter.nr_lazyfree_fail": 16,
-                                                        "counter.PGLAZYFREED": 0}),
-                   each(("v6.14",), **{"result[5]": lost, "mthp.split_deferred[4]": 1 if k else 0,
-                                       "folio.f0.flags": "anon,swapbacked,dirty,lru,active"
-                                       + (",partially_mapped" if k else "")}),
+                   each(OLD + ("v6.15", "v6.16"), **{"counter.nr_lazyfree_fail": 16,
+                                                     "counter.PGLAZYFREED": 0}),
+                   each(OLD, **{"result[5]": lost, "mthp.split_deferred[4]": 1 if k else 0,
+                                "folio.f0.flags": "anon,swapbacked,dirty,lru,active"
+                                + (",partially_mapped" if k else "")}),
                    each(("v6.15", "v6.16"), **{"result[5]": reads, "mthp.split_deferred[4]": 0})),
-             {"v6.14..v6.15": {"classification": "intended", "rules": ["batched-lazyfree-unmap"]}})
+             {"v6.12..v6.14": {"classification": "equal"},
+              "v6.14..v6.15": {"classification": "intended", "rules": ["batched-lazyfree-unmap"]}})
 
 # H4: a small lazyfree folio written after MADV_FREE.
 scenario("h4-small-redirty", "H4",
@@ -141,12 +147,13 @@ scenario("h5-dma-into-lazyfree", "H5",
           op("D", "dma_write", pin="p0", value=42), op("T0", "unpin", pin="p0", dirty=True),
           op("T0", "madvise", addr=A, pages=1, advice="MADV_PAGEOUT"), op("T0", "read", addr=A)],
          merge(each(("v5.17",), verdict="data_loss"),
-               each(("v5.18", "v6.14"), **{"verdict": "ok", "counter.nr_lazyfree_fail": 1,
-                                            "result[5]": 0, "result[9]": [42]}),
+               each(("v5.18",) + OLD, **{"verdict": "ok", "counter.nr_lazyfree_fail": 1,
+                                          "result[5]": 0, "result[9]": [42]}),
                each(("v6.15", "v6.16"), **{"verdict": "ok", "counter.nr_lazyfree_fail": 1,
                                             "counter.nr_unmap_fail": 2, "result[9]": [42]})),
          {"v5.17..v5.18": {"classification": "unexpected", "kind": "data_loss"},
           "v5.17..v6.14": {"classification": "unexpected", "kind": "data_loss"},
+          "v6.12..v6.14": {"classification": "equal"},
           "v6.14..v6.15": {"classification": "intended", "rules": ["swapbacked-only-if-dirty"]}})
 
 # H7: VM_DROPPABLE, redirtied.
@@ -155,11 +162,13 @@ scenario("h7-droppable-small-dirty", "H7",
          "MAP_DROPPABLE does not exist before (-EINVAL).",
          [op("T0", "mmap", addr=A, pages=1, droppable=True), op("T0", "write", addr=A, value=7),
           op("T0", "madvise", addr=A, pages=1, advice="MADV_PAGEOUT"), op("T0", "read", addr=A)],
-         merge(each(("v6.14", "v6.15", "v6.16"), **{"verdict": "ok", "result[0]": 0, "result[3]": [0],
-                                                    "counter.nr_lazyfree_fail": 0,
-                                                    "mm0.MM_ANONPAGES": 0}),
+         merge(each(OLD + ("v6.15", "v6.16"), **{"verdict": "ok", "result[0]": 0, "result[3]": [0],
+                                                 "counter.nr_lazyfree_fail": 0,
+                                                 "mm0.MM_ANONPAGES": 0}),
                each(("v5.17", "v5.18"), **{"verdict": "ok", "result[0]": -22, "result[1]": -14})),
          {"v6.14..v6.15": {"classification": "equal"},
+          "v6.12..v6.14": {"classification": "equal"},
+          "v5.18..v6.12": {"classification": "intended", "rules": ["map-droppable"]},
           "v5.18..v6.14": {"classification": "intended", "rules": ["map-droppable"]}})
 
 scenario("h7-droppable-mthp-dirty", "H7",
@@ -168,61 +177,78 @@ scenario("h7-droppable-mthp-dirty", "H7",
          [op("T0", "mmap", addr=A, pages=16, order=4, droppable=True),
           op("T0", "write", addr=A, pages=16, value=7), PAGEOUT16,
           op("T0", "read", addr=A, pages=16)],
-         merge(each(("v6.14", "v6.15", "v6.16"), **{"verdict": "ok", "result[3]": [0] * 16,
-                                                    "counter.nr_lazyfree_fail": 0}),
-               each(("v6.14",), **{"mthp.split_deferred[4]": 1}),
+         merge(each(OLD + ("v6.15", "v6.16"), **{"verdict": "ok", "result[3]": [0] * 16,
+                                                 "counter.nr_lazyfree_fail": 0}),
+               each(OLD, **{"mthp.split_deferred[4]": 1}),
                each(("v6.15", "v6.16"), **{"mthp.split_deferred[4]": 0})),
-         {"v6.14..v6.15": {"classification": "intended", "rules": ["batched-lazyfree-unmap"]}})
+         {"v6.12..v6.14": {"classification": "equal"},
+          "v6.14..v6.15": {"classification": "intended", "rules": ["batched-lazyfree-unmap"]}})
 
 # H8: PMD-mapped lazyfree THP, redirtied.
 scenario("h8-pmd-thp-redirty", "H8",
          "A redirtied lazyfree PMD-mapped THP: v6.14 refuses the PMD discard, splits the PMD "
-         "(thp_split_pmd +1), finds PTE0 dirty and sets swapbacked; v6.15 sets swapbacked in "
-         "__discard_anon_folio_pmd_locked and leaves the PMD alone. Data is kept on both.",
+         "(thp_split_pmd +1), finds PTE0 dirty and sets swapbacked; v6.12 (Debian 6.12.117) splits "
+         "without trying the PMD discard and ends the same; v6.15 sets swapbacked in "
+         "__discard_anon_folio_pmd_locked and leaves the PMD alone. Data is kept on all.",
          thp() + [op("T0", "write", addr=A, value=8), PAGEOUT512, op("T0", "read", addr=A, pages=2)],
-         merge(each(("v6.14", "v6.15", "v6.16"), **{"verdict": "ok", "result[5]": [8, 7],
-                                                    "counter.PGLAZYFREED": 0}),
-               each(("v6.14",), **{"counter.THP_SPLIT_PMD": 1, "counter.nr_lazyfree_fail": 512,
-                                   "mm0.pmd[0x200000]": None}),
+         merge(each(OLD + ("v6.15", "v6.16"), **{"verdict": "ok", "result[5]": [8, 7],
+                                                 "counter.PGLAZYFREED": 0}),
+               each(OLD, **{"counter.THP_SPLIT_PMD": 1, "counter.nr_lazyfree_fail": 512,
+                            "mm0.pmd[0x200000]": None}),
                each(("v6.15", "v6.16"), **{"counter.THP_SPLIT_PMD": 0, "counter.nr_lazyfree_fail": 512,
                                            "mm0.pmd[0x200000]": "f0:dyw"})),
-         {"v6.14..v6.15": {"classification": "intended", "rules": ["no-pmd-split-for-lazyfree"]}})
+         {"v6.12..v6.14": {"classification": "equal"},
+          "v6.12..v6.15": {"classification": "intended", "rules": ["no-pmd-split-for-lazyfree"]},
+          "v6.14..v6.15": {"classification": "intended", "rules": ["no-pmd-split-for-lazyfree"]}})
 
 # H9: PMD-mapped clean lazyfree THP with an extra reference (a GUP pin on one page).
 scenario("h9-pmd-thp-pinned", "H9",
          "A clean lazyfree PMD-mapped THP with a GUP pin: v6.14 clears and restores the PMD, splits "
-         "it, then finds the extra reference at PTE0 and sets swapbacked; v6.15 restores the PMD and "
-         "aborts: no split, still lazyfree.",
+         "it, then finds the extra reference at PTE0 and sets swapbacked; v6.12 splits at once and "
+         "ends the same; v6.15 restores the PMD and aborts: no split, still lazyfree.",
          thp() + [op("T0", "pin", addr=A, pin="p0"), PAGEOUT512, op("T0", "unpin", pin="p0", dirty=False)],
-         merge(each(("v6.14", "v6.15", "v6.16"), **{"verdict": "ok", "counter.PGLAZYFREED": 0}),
-               each(("v6.14",), **{"counter.THP_SPLIT_PMD": 1, "counter.nr_lazyfree_fail": 512,
-                                   "folio.f0.flags": "anon,swapbacked,lru,active"}),
+         merge(each(OLD + ("v6.15", "v6.16"), **{"verdict": "ok", "counter.PGLAZYFREED": 0}),
+               each(OLD, **{"counter.THP_SPLIT_PMD": 1, "counter.nr_lazyfree_fail": 512,
+                            "folio.f0.flags": "anon,swapbacked,lru,active"}),
                each(("v6.15", "v6.16"), **{"counter.THP_SPLIT_PMD": 0, "counter.nr_lazyfree_fail": 0,
                                            "folio.f0.flags": "anon,lru,active"})),
-         {"v6.14..v6.15": {"classification": "intended", "rules": ["no-pmd-split-for-lazyfree"]}})
+         {"v6.12..v6.14": {"classification": "equal"},
+          "v6.14..v6.15": {"classification": "intended", "rules": ["no-pmd-split-for-lazyfree"]}})
 
 # H10: PMD-mapped clean lazyfree THP, no extra references.
 scenario("h10-pmd-thp-clean", "H10",
          "A clean unreferenced lazyfree PMD-mapped THP is discarded whole under the PMD lock on "
-         "v6.11+ (no split, PGLAZYFREED +512). Before 735ecdfaf4e8 reclaim split it first. "
-         "(Debian's 6.12.117 build splits it too: kernel-semantics.md section J.)",
+         "mainline v6.11+ (no split, PGLAZYFREED +512). Before 735ecdfaf4e8 reclaim split it first. "
+         "v6.12 (Debian 6.12.117, whose stable update dropped the PMD discard from "
+         "try_to_unmap_one) splits the PMD (thp_split_pmd +1), discards page by page, which "
+         "queues a deferred split once (thp_deferred_split_page +1), and frees the folio "
+         "(PGLAZYFREED +512), as the real kernel did (kernel-semantics.md section J).",
          thp() + [PAGEOUT512, op("T0", "read", addr=A)],
          merge(each(ALL, **{"verdict": "ok", "counter.PGLAZYFREED": 512, "result[4]": [0],
                             "mm0.MM_ANONPAGES": 0}),
-               each(("v6.14", "v6.15", "v6.16"), **{"counter.THP_SPLIT_PMD": 0}),
+               each(("v6.14", "v6.15", "v6.16"), **{"counter.THP_SPLIT_PMD": 0,
+                                                    "counter.THP_DEFERRED_SPLIT_PAGE": 0,
+                                                    "mthp.split_deferred[9]": 0}),
+               each(("v6.12",), **{"counter.THP_SPLIT_PMD": 1, "counter.THP_DEFERRED_SPLIT_PAGE": 1,
+                                   "mthp.split_deferred[9]": 1, "counter.nr_lazyfree_fail": 0,
+                                   "mm0.pmd[0x200000]": None}),
                each(("v5.17", "v5.18"), **{"counter.THP_SPLIT_PMD": 1})),
-         {"v6.14..v6.15": {"classification": "equal"}})
+         {"v6.12..v6.14": {"classification": "intended", "kind": "state",
+                           "rules": ["lazyfree-pmd-discard"]},
+          "v6.12..v6.15": {"classification": "intended", "rules": ["lazyfree-pmd-discard"]},
+          "v6.14..v6.15": {"classification": "equal"}})
 
 # H11: PMD-mapped VM_DROPPABLE THP, dirty.
 scenario("h11-pmd-droppable-dirty", "H11",
          "A dirty PMD-mapped VM_DROPPABLE THP: v6.14 refuses the dirty PMD, splits it and discards "
-         "page by page; v6.15 discards it whole.",
+         "page by page; v6.12 splits it at once and ends the same; v6.15 discards it whole.",
          [op("T0", "mmap", addr=A, pages=512, order=9, droppable=True),
           op("T0", "write", addr=A, pages=512, value=7), PAGEOUT512, op("T0", "read", addr=A)],
-         merge(each(("v6.14", "v6.15", "v6.16"), **{"verdict": "ok", "result[3]": [0]}),
-               each(("v6.14",), **{"counter.THP_SPLIT_PMD": 1}),
+         merge(each(OLD + ("v6.15", "v6.16"), **{"verdict": "ok", "result[3]": [0]}),
+               each(OLD, **{"counter.THP_SPLIT_PMD": 1}),
                each(("v6.15", "v6.16"), **{"counter.THP_SPLIT_PMD": 0})),
-         {"v6.14..v6.15": {"classification": "intended", "rules": ["no-pmd-split-for-lazyfree"]}})
+         {"v6.12..v6.14": {"classification": "equal"},
+          "v6.14..v6.15": {"classification": "intended", "rules": ["no-pmd-split-for-lazyfree"]}})
 
 # H12: a lazyfree mTHP moved by mremap so that it straddles two page tables.
 B = 0x40000000
@@ -230,13 +256,14 @@ STRADDLE = B + 0x200000 - 8 * P
 scenario("h12-mremap-straddle", "H12",
          "A lazyfree 16-page mTHP moved by mremap across a page-table boundary, then reclaimed by "
          "kswapd: v6.15's can_batch_unmap_folio_ptes() scans past the end of the PTE table "
-         "(out-of-bounds, fixed by ddd05742b45b); v6.14 and v6.16 discard it.",
+         "(out-of-bounds, fixed by ddd05742b45b); v6.12, v6.14 and v6.16 discard it.",
          mthp16() + [op("T0", "mmap", addr=B, pages=1024),
                      op("T0", "mremap", addr=A, pages=16, new_addr=STRADDLE), op("R", "reclaim")],
-         merge(each(("v6.14", "v6.16"), **{"verdict": "ok", "counter.PGLAZYFREED": 16}),
+         merge(each(OLD + ("v6.16",), **{"verdict": "ok", "counter.PGLAZYFREED": 16}),
                each(("v6.15",), **{"verdict": "crash", "crash.field": "PageTableOutOfBounds",
                                    "crash.function": "ptep_get"})),
-         {"v6.14..v6.15": {"classification": "unexpected", "kind": "crash"},
+         {"v6.12..v6.14": {"classification": "equal"},
+          "v6.14..v6.15": {"classification": "unexpected", "kind": "crash"},
           "v6.15..v6.16": {"classification": "unexpected", "kind": "crash"}})
 
 # H13: MADV_FREE over part of a large folio.
@@ -245,8 +272,8 @@ scenario("h13-partial-madv-free", "H13",
          "lazyfrees the 8 small folios in range.",
          [op("T0", "mmap", addr=A, pages=16, order=4), op("T0", "write", addr=A, pages=16, value=7),
           op("T0", "madvise", addr=A + 4 * P, pages=8, advice="MADV_FREE"), op("T0", "lru_add_drain")],
-         each(("v6.14", "v6.15", "v6.16"), **{"verdict": "ok", "mthp.split[4]": 1,
-                                              "counter.PGLAZYFREE": 8}),
+         each(OLD + ("v6.15", "v6.16"), **{"verdict": "ok", "mthp.split[4]": 1,
+                                           "counter.PGLAZYFREE": 8}),
          {"v6.14..v6.15": {"classification": "equal"}})
 
 # H14: small folios reclaimed before the per-CPU lazyfree batch drains.
@@ -269,21 +296,21 @@ scenario("fork-shared-mthp", "J",
           op("T0", "fork", child=1), op("T0", "madvise", addr=A, pages=16, advice="MADV_FREE"),
           op("T0", "madvise", addr=A, pages=16, advice="MADV_PAGEOUT"),
           op("T1", "read", addr=A, pages=16)],
-         each(("v6.14", "v6.15", "v6.16"), **{"verdict": "ok", "result[5]": [7] * 16,
-                                              "counter.PGLAZYFREED": 0}),
+         each(OLD + ("v6.15", "v6.16"), **{"verdict": "ok", "result[5]": [7] * 16,
+                                           "counter.PGLAZYFREED": 0}),
          {"v6.14..v6.15": {"classification": "equal"}})
 SCENARIOS[-1]["program"]["threads"] = TH + [{"name": "T1", "kind": "task", "mm": 1}]
 
 scenario("vmsplice-style-extra-ref", "J",
          "A clean lazyfree 16-page mTHP with extra references held across reclaim (as vmsplice "
-         "or io_uring do): v6.14 makes it swapbacked and a later reclaim cannot free it; v6.15 "
+         "or io_uring do): v6.12 and v6.14 make it swapbacked and a later reclaim cannot free it; v6.15 "
          "keeps it lazyfree and frees it once the references are gone (section J). The model has a "
-         "swap device, so v6.14's swapbacked folio is swapped out instead of staying resident.",
+         "swap device, so the swapbacked folio is swapped out instead of staying resident.",
          mthp16() + [op("T0", "pin", addr=A, pages=16, pin="p0"), PAGEOUT16,
                      op("T0", "unpin", pin="p0", dirty=False), PAGEOUT16],
-         merge(each(("v6.14", "v6.15", "v6.16"), verdict="ok"),
-               each(("v6.14",), **{"counter.PGLAZYFREED": 0, "counter.nr_lazyfree_fail": 16,
-                                   "counter.PSWPOUT": 16}),
+         merge(each(OLD + ("v6.15", "v6.16"), verdict="ok"),
+               each(OLD, **{"counter.PGLAZYFREED": 0, "counter.nr_lazyfree_fail": 16,
+                            "counter.PSWPOUT": 16}),
                each(("v6.15", "v6.16"), **{"counter.PGLAZYFREED": 16, "mm0.MM_ANONPAGES": 0})),
          {"v6.14..v6.15": {"classification": "intended", "rules": ["swapbacked-only-if-dirty"]}})
 

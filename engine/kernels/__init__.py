@@ -7,14 +7,18 @@ from engine.kernels.base import Kernel
 from engine.kernels.cpath import V6_14C, V6_15C, V6_16C
 from engine.kernels.v5_17 import V5_17
 from engine.kernels.v5_18 import V5_18
+from engine.kernels.v6_12 import V6_12
 from engine.kernels.v6_14 import V6_14
 from engine.kernels.v6_15 import V6_15
 from engine.kernels.v6_16 import V6_16
 
-KERNELS: dict[str, type[Kernel]] = {k.VERSION: k for k in (V5_17, V5_18, V6_14, V6_15, V6_16)}
+KERNELS: dict[str, type[Kernel]] = {k.VERSION: k for k in (V5_17, V5_18, V6_12, V6_14, V6_15,
+                                                             V6_16)}
 ALIASES = {"old": "v6.14", "new": "v6.15"}
-#: Version order: adjacent pairs have intended-divergence rules.
-ORDER = ["v5.17", "v5.18", "v6.14", "v6.15", "v6.16"]
+#: Version order: adjacent pairs have intended-divergence rules.  v6.12 (Debian's
+#: 6.12.117) sits by its number although its one difference from v6.14 came later,
+#: in the 6.12.y stable series (engine/kernels/v6_12.py).
+ORDER = ["v5.17", "v5.18", "v6.12", "v6.14", "v6.15", "v6.16"]
 #: The C twins (engine/kernels/cpath.py): engine id -> the version each is the twin of.
 C_TWINS: dict[str, str] = {k.VERSION: k.BASE_VERSION for k in (V6_14C, V6_15C, V6_16C)}
 KERNELS.update({k.VERSION: k for k in (V6_14C, V6_15C, V6_16C)})

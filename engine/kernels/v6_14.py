@@ -21,6 +21,10 @@ from engine.rmap import Pvmw
 class V6_14(Kernel):
     VERSION = "v6.14"
     COMMIT = "v6.14 (mm/rmap.c before faeb2831b517)"
+    #: try_to_unmap_one() offers a PMD mapping to unmap_huge_pmd_locked() before it
+    #: splits the PMD (735ecdfaf4e8, v6.11).  The 6.12.117 stable update took the
+    #: call out again (engine/kernels/v6_12.py).  Read by this try_to_unmap_one only.
+    DISCARDS_LAZYFREE_PMD = True
 
     # -- the PTE leg of try_to_unmap_one (the C twins override these two) ------
     def ttu_clear(self, folio, pvmw, flags) -> tuple[int, int]:
@@ -74,7 +78,8 @@ class V6_14(Kernel):
                 ret = False
                 break
             if not pvmw.pte:
-                if self.unmap_huge_pmd_locked(vma, pvmw.pmd_idx, folio):
+                if self.DISCARDS_LAZYFREE_PMD and self.unmap_huge_pmd_locked(vma, pvmw.pmd_idx,
+                                                                             folio):
                     break                                             # walk_done
                 if flags & TTU_SPLIT_HUGE_PMD:
                     # drop the PTL and restart to process the PTE-mapped THP

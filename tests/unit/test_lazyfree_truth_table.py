@@ -2,7 +2,7 @@
 for a small folio, a PTE-mapped 16-page folio and a PMD-mapped THP.
 
 Expected values follow the seed's diff (faeb2831b517) and kernel-semantics.md
-A.1-A.4 and F.  Each case runs a real program: mmap, write, MADV_FREE,
+A.1-A.4 and F; v6.12 is Debian's 6.12.117 (section J, engine/kernels/v6_12.py).  Each case runs a real program: mmap, write, MADV_FREE,
 optionally a second write (redirty) and a speculative folio_try_get held
 across MADV_PAGEOUT, then looks at what reclaim did.
 """
@@ -46,10 +46,12 @@ def decide(version: str, shape: str, dirty: bool, droppable: bool, extra_ref: bo
     if version == "v5.18":
         ok = not dirty and not extra_ref
         return (ok, not ok, split)
-    if version == "v6.14":
+    if version in ("v6.12", "v6.14"):
         if shape == "pmd_thp":
-            if not dirty and not extra_ref:
+            if version == "v6.14" and not dirty and not extra_ref:
                 return (True, False, False)           # discarded whole under the PMD lock
+            # v6.14 when the PMD discard refuses; v6.12 (6.12.117) always: its
+            # try_to_unmap_one no longer calls unmap_huge_pmd_locked()
             split = True                              # then decided PTE by PTE, as below
         ok = not extra_ref and (not dirty or droppable)
         return (ok, not ok and not droppable, split)
@@ -62,7 +64,7 @@ def decide(version: str, shape: str, dirty: bool, droppable: bool, extra_ref: bo
 
 
 CASES = [(v, s, d, dr, r)
-         for v in ("v5.17", "v5.18", "v6.14", "v6.15", "v6.16")
+         for v in ("v5.17", "v5.18", "v6.12", "v6.14", "v6.15", "v6.16")
          for s in SHAPES
          for d, dr, r in itertools.product((False, True), repeat=3)
          # no MAP_DROPPABLE before v6.11; no anonymous mTHP before v6.8 and lazyfree THPs are
