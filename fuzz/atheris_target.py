@@ -24,6 +24,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import random
 import sys
 from collections.abc import Callable
 
@@ -36,7 +37,7 @@ with atheris.instrument_imports(include=["engine"]):
 
 from fuzz.campaign import CampaignConfig, open_sink
 from fuzz.sink import FindingSink
-from fuzz.sources import affordable
+from fuzz.sources import affordable, program_mutant
 from service.store import Store
 
 
@@ -75,8 +76,18 @@ def TestOneInput(data: bytes) -> None:  # noqa: N802 - the name libFuzzer looks 
     TAKE(program, differential(program, ENGINE_A, ENGINE_B))
 
 
+def CustomMutator(data: bytes, max_size: int, seed: int) -> bytes:  # noqa: N802
+    """Half of the mutations work on operations (:mod:`fuzz.mutate`), half on bytes."""
+    rng = random.Random(seed)
+    if rng.random() < 0.5:
+        mutant = program_mutant(data, rng)
+        if mutant is not None and len(mutant) <= max_size:
+            return mutant
+    return atheris.Mutate(data, max_size)
+
+
 def main() -> None:
-    atheris.Setup(sys.argv, TestOneInput)
+    atheris.Setup(sys.argv, TestOneInput, custom_mutator=CustomMutator)
     atheris.Fuzz()
 
 

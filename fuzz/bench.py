@@ -19,10 +19,10 @@ The targets are the divergences the project was built to find:
    PMD-mapped THP (H8), against v6.15 (intended, rule
    ``no-pmd-split-for-lazyfree``).
 
-Each detection then goes through a :class:`fuzz.sink.FindingSink` into a
-real SQLite store, minimized as a campaign minimizes (delta debugging that
-keeps the signature), is read back from the store and replayed: the replay
-must show the same signature and still be the target.
+Each detection is then minimized (delta debugging that keeps the target and
+the signature), stored through a :class:`fuzz.sink.FindingSink` into a real
+SQLite store, read back from the store and replayed: the replay must show
+the same signature and still be the target.
 
 The in-process fuzzers (hypothesis, pct, exhaustive, random) time from their
 first execution; atheris runs as its own libFuzzer process (as in a
@@ -47,14 +47,15 @@ from pathlib import Path
 from typing import Any
 
 from engine.diff import Classification, Divergence, Kind, Report, differential
+from engine.oracle import Verdict
 from engine.program import Program, parse_program
-from fuzz.sources import Corpus, Fuzzer, Source
+from fuzz.minimize import minimize
+from fuzz.sources import Corpus, Fuzzer, Source, seed_inputs
 
 #: Seconds a trial may search before it counts as not found.
 DEFAULT_CAP = 60.0
-#: Delta-debugging budget of each detection (a campaign's defaults are 500 and 30 s).
+#: Delta-debugging checks spent on each detection.
 MINIMIZE_RUNS = 800
-MINIMIZE_SECONDS = 60.0
 #: What the atheris target prints when its bench target is found.
 DETECTED = "foliodiff-detected "
 
@@ -72,8 +73,12 @@ def _ops(program: Program) -> set[str]:
 
 
 def _dma_data_loss(program: Program, report: Report) -> Divergence | None:
-    # The loss must be v5.17's (engine a) and come through a device write.
-    if "dma_write" not in _ops(program) or report.a.verdict.value != "data_loss":
+    # The loss must be v5.17's (engine a), come through a device write, and
+    # follow a lazyfree discard: v5.17 also loses DMA data when reclaim
+    # unmaps a pinned page that is not lazyfree (fixed by PG_anon_exclusive,
+    # 6c287605fd56), which is another bug than H5.
+    if ("dma_write" not in _ops(program) or report.a.verdict is not Verdict.DATA_LOSS
+            or not any(ev == "ttu_lazyfree_discard" for _, ev in report.a.events)):
         return None
     return next((d for d in report.unexpected if d.kind is Kind.DATA_LOSS), None)
 
@@ -149,10 +154,24 @@ class Trial:
     error: str | None = None
 
 
-def search(fuzzer: Fuzzer, target: Target, seed: int, cap: float) -> Trial:
-    """Run ``fuzzer`` from ``seed`` until it finds ``target`` or ``cap`` seconds passed."""
+def target_seeds(target: Target, directory: str | Path | None) -> list[bytes]:
+    """The seed corpus in ``directory`` without any program that already shows ``target``."""
+    if directory is None:
+        return []
+    spec = TARGETS[target]
+    return seed_inputs(directory, keep=lambda p: spec.match(
+        p, differential(p, spec.engine_a, spec.engine_b)) is None)
+
+
+def search(fuzzer: Fuzzer, target: Target, seed: int, cap: float,
+           seeds: list[bytes] = ()) -> Trial:
+    """Run ``fuzzer`` from ``seed`` until it finds ``target`` or ``cap`` seconds passed.
+
+    @seeds: the seed corpus (:func:`target_seeds`); Hypothesis draws from its
+        strategies and takes none.
+    """
     if fuzzer is Fuzzer.ATHERIS:
-        return _search_atheris(target, seed, cap)
+        return _search_atheris(target, seed, cap, seeds)
     spec = TARGETS[target]
     trial = Trial(fuzzer.value, target.value, seed, False, cap, 0)
     start = time.monotonic()
@@ -173,7 +192,7 @@ def search(fuzzer: Fuzzer, target: Target, seed: int, cap: float) -> Trial:
         fuzz_with_hypothesis(_HypothesisConfig(seed, spec.engine_a, spec.engine_b), 0, go_on,
                              each)
         return trial
-    source = Source(fuzzer, spec.engine_a, seed, 0, Corpus(None))
+    source = Source(fuzzer, spec.engine_a, seed, 0, Corpus(None, seeds))
     for program in source:
         if not go_on():
             break
@@ -195,18 +214,22 @@ class _HypothesisConfig:
         return None        # in-memory example database: every trial starts cold
 
 
-def _search_atheris(target: Target, seed: int, cap: float) -> Trial:
+def _search_atheris(target: Target, seed: int, cap: float, seeds: list[bytes]) -> Trial:
     """One libFuzzer process on the atheris target, in bench mode, from ``seed``."""
     trial = Trial(Fuzzer.ATHERIS.value, target.value, seed, False, cap, 0)
     script = Path(__file__).with_name("atheris_target.py")
-    # libFuzzer's own limit is whole seconds from its start; the target
-    # itself stops at ``cap`` seconds after its first execution.
-    args = [sys.executable, str(script), f"-seed={seed + 1}", "-max_len=256",
-            f"-max_total_time={int(cap) + 60}", "-print_final_stats=1"]
-    env = {**os.environ, "FOLIODIFF_BENCH_TARGET": target.value,
-           "FOLIODIFF_BENCH_CAP": str(cap)}
-    launched = time.monotonic()
-    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=cap + 120)
+    with tempfile.TemporaryDirectory() as corpus:
+        for i, data in enumerate(seeds):
+            Path(corpus, f"seed-{i}").write_bytes(data)
+        # libFuzzer's own limit is whole seconds from its start; the target
+        # itself stops at ``cap`` seconds after its first execution.
+        args = [sys.executable, str(script), corpus, f"-seed={seed + 1}", "-max_len=256",
+                f"-max_total_time={int(cap) + 60}", "-print_final_stats=1"]
+        env = {**os.environ, "FOLIODIFF_BENCH_TARGET": target.value,
+               "FOLIODIFF_BENCH_CAP": str(cap)}
+        launched = time.monotonic()
+        proc = subprocess.run(args, env=env, capture_output=True, text=True,
+                              timeout=cap + 120)
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith(DETECTED)]
     if not lines:
         trial.error = f"atheris exited {proc.returncode} without a bench line: " \
@@ -216,7 +239,7 @@ def _search_atheris(target: Target, seed: int, cap: float) -> Trial:
     trial.found = got["found"]
     trial.execs = got["execs"]
     trial.seconds = got["seconds"] if trial.found else cap
-    trial.startup = (time.monotonic() - launched) - got["since_first"]
+    trial.startup = (time.monotonic() - launched) - got["seconds"]
     trial.program = got.get("program")
     return trial
 
@@ -233,7 +256,6 @@ def atheris_bench_hook(target_name: str, cap: float) -> Callable[[Program, Repor
     def done(found: bool, program: Program | None) -> None:
         now = time.monotonic()
         line = {"found": found, "execs": state["execs"], "seconds": now - state["first"],
-                "since_first": now - state["first"],
                 "program": program.to_dict() if program is not None else None}
         print(DETECTED + json.dumps(line), file=sys.stderr, flush=True)
         os._exit(0)      # libFuzzer would otherwise go on fuzzing
@@ -251,13 +273,14 @@ def atheris_bench_hook(target_name: str, cap: float) -> Callable[[Program, Repor
 
 
 def reduce_and_replay(trial: Trial, store_url: str) -> None:
-    """Store the trial's detection as a campaign would, read it back, replay it.
+    """Minimize the trial's detection, store it as a campaign would, read it back, replay it.
 
-    The detection goes through a :class:`fuzz.sink.FindingSink` with a
-    campaign's minimization (delta debugging that keeps the signature;
-    intended divergences keep the result as their rule's sample program).
-    The reproducer read back from the store must show the same signature
-    and still be the target.
+    Delta debugging keeps both the divergence's signature and the target
+    predicate (a signature names a field and a function, and a smaller
+    program could show the same ones through another bug).  The result goes
+    through a :class:`fuzz.sink.FindingSink` into the store (intended
+    divergences keep it as their rule's sample program); the reproducer read
+    back from the store must show the same signature and still be the target.
     """
     from fuzz.sink import FindingSink
     from service.store import Store
@@ -269,23 +292,28 @@ def reduce_and_replay(trial: Trial, store_url: str) -> None:
     if found is None:
         trial.error = "the detected program does not replay to the target"
         return
+    sid = found.signature_id
+
+    def interesting(candidate: Program) -> bool:
+        d = spec.match(candidate, differential(candidate, spec.engine_a, spec.engine_b))
+        return d is not None and d.signature_id == sid
+
+    res = minimize(program, interesting, max_runs=MINIMIZE_RUNS, engine=spec.engine_a)
+    trial.minimize_runs = res.runs
     store = Store.open(store_url)
     try:
         campaign = store.create_campaign(spec.engine_a, spec.engine_b, trial.fuzzer,
                                          {"bench": trial.target, "seed": trial.seed})
-        sink = FindingSink(store, campaign.id, known=set(), max_minimize_runs=MINIMIZE_RUNS,
-                           minimize_seconds=MINIMIZE_SECONDS)
-        sink.add(program, report)
+        sink = FindingSink(store, campaign.id, known=set())
+        sink.add(program, report, minimized=res.program)
         sink.flush()
-        trial.minimize_runs = sink.stats.minimize_runs
         stored = _stored_reproducer(store, campaign.id, found)
     finally:
         store.close()
-    rep = differential(stored, spec.engine_a, spec.engine_b)
-    again = spec.match(stored, rep)
+    again = spec.match(stored, differential(stored, spec.engine_a, spec.engine_b))
     trial.ops_found, trial.ops_minimized = len(program.ops), len(stored.ops)
     trial.signature = found.signature
-    trial.replay_same_signature = again is not None and again.signature_id == found.signature_id
+    trial.replay_same_signature = again is not None and again.signature_id == sid
 
 
 def _stored_reproducer(store: Any, campaign_id: int, found: Divergence) -> Program:
@@ -325,23 +353,28 @@ def summarize(trials: Iterable[Trial], cap: float) -> dict[str, Any]:
 
 
 def bench_fuzz(fuzzers: list[Fuzzer], targets: list[Target], seeds: list[int], cap: float,
-               *, reduce: bool = True,
+               *, seed_corpus: str | Path | None = None, reduce: bool = True,
                on_trial: Callable[[Trial], None] | None = None) -> dict[str, Any]:
-    """Every (target, fuzzer, seed) trial, one at a time; the summary and the trials."""
+    """Every (target, fuzzer, seed) trial, one at a time; the summary and the trials.
+
+    @seed_corpus: a directory of seed programs (``corpus/``), each target's
+        own detections left out; None starts every fuzzer cold.
+    """
     trials: list[Trial] = []
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/bench.db"
         for target in targets:
+            inputs = target_seeds(target, seed_corpus)
             for fuzzer in fuzzers:
                 for seed in seeds:
-                    trial = search(fuzzer, target, seed, cap)
+                    trial = search(fuzzer, target, seed, cap, inputs)
                     if trial.found and reduce:
                         reduce_and_replay(trial, url)
                     trials.append(trial)
                     if on_trial is not None:
                         on_trial(trial)
     all_min = [t.ops_minimized for t in trials if t.ops_minimized is not None]
-    return {"cap_s": cap, "seeds": seeds,
+    return {"cap_s": cap, "seeds": seeds, "seed_corpus": str(seed_corpus),
             "minimized_ops_median_all": statistics.median(all_min) if all_min else None,
             "replays_same_signature_all": f"{sum(bool(t.replay_same_signature) for t in trials if t.found)}/{sum(t.found for t in trials)}",
             "summary": summarize(trials, cap),

@@ -27,6 +27,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,7 @@ class CampaignConfig(BaseModel):
     seconds: float = Field(gt=0)
     workers: int = Field(default=1, ge=1, le=64)
     corpus: str | None = None          # directory of kept inputs (and the hypothesis database)
+    seeds: str | None = None           # directory of seed programs (*.json) for the byte fuzzers
     seed: int = 0
     pct_depth: int = Field(default=3, ge=1, le=10)
     preemption_bound: int = Field(default=2, ge=0, le=8)
@@ -71,6 +73,17 @@ class CampaignConfig(BaseModel):
     def stored(cls, config: dict[str, Any]) -> CampaignConfig:
         """The config of a campaign row (its ``progress`` is not config)."""
         return cls.model_validate({k: v for k, v in config.items() if k != "progress"})
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value: str | None) -> str | None:
+        if value is not None and not any(Path(value).glob("*.json")):
+            raise ValueError(f"no seed programs (*.json) in {value!r}")
+        return value
+
+    def seed_inputs(self) -> list[bytes]:
+        from fuzz.sources import seed_inputs
+        return [] if self.seeds is None else seed_inputs(self.seeds)
 
     def corpus_dir(self, worker: int | str) -> Path | None:
         return None if self.corpus is None else Path(self.corpus) / f"{self.fuzzer.value}-{worker}"
@@ -153,7 +166,7 @@ def _worker(db_url: str, campaign_id: int, worker: int, deadline: float, positio
             fuzz_with_hypothesis(config, worker, go_on, each)
         else:
             source = Source(config.fuzzer, config.engine_a, config.seed, worker,
-                            Corpus(config.corpus_dir(worker)), position,
+                            Corpus(config.corpus_dir(worker), config.seed_inputs()), position,
                             pct_depth=config.pct_depth,
                             preemption_bound=config.preemption_bound)
             for program in source:
@@ -346,6 +359,19 @@ class Campaign:
         if corpus is not None:
             corpus.mkdir(parents=True, exist_ok=True)
             args.append(str(corpus))
+        seeds = cfg.seed_inputs()
+        if seeds:
+            # libFuzzer reads every corpus directory and writes only to the
+            # first; the seeds go in a later one, removed with the campaign.
+            self._scratch = tempfile.TemporaryDirectory(prefix="foliodiff-atheris-")
+            scratch = Path(self._scratch.name)
+            if corpus is None:
+                (scratch / "corpus").mkdir()
+                args.append(str(scratch / "corpus"))
+            (scratch / "seeds").mkdir()
+            for i, data in enumerate(seeds):
+                (scratch / "seeds" / f"seed-{i}").write_bytes(data)
+            args.append(str(scratch / "seeds"))
         args += [f"-max_total_time={max(1, int(self.remaining()))}", f"-seed={cfg.seed + 1}",
                  "-print_final_stats=1", f"-max_len={256}"]
         if cfg.workers > 1:

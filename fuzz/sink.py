@@ -86,8 +86,13 @@ class FindingSink:
         self._fresh: dict[str, Stored] = {}          # signature id -> not yet committed
         self._last_flush = time.monotonic()
 
-    def add(self, program: Program, report: Report) -> list[str]:
-        """Take ``report`` of ``program``; return the signature ids new to this sink."""
+    def add(self, program: Program, report: Report, minimized: Program | None = None) -> list[str]:
+        """Take ``report`` of ``program``; return the signature ids new to this sink.
+
+        @minimized: a reproducer of ``report``'s divergences the caller already
+            minimized (under a stricter predicate); the sink then spends no
+            minimization of its own on them.
+        """
         self.stats.reports += 1
         if not report.divergences:
             self._maybe_flush()
@@ -105,7 +110,7 @@ class FindingSink:
                 self.stats.unexpected += 1
             if d.signature_id not in self.known:
                 self.known.add(d.signature_id)
-                small = self._minimize(program, report, d.signature_id)
+                small = minimized or self._minimize(program, report, d.signature_id)
                 rec = dataclasses.replace(rec, minimized_program=small.to_json(indent=None))
                 if d.classification is Classification.UNEXPECTED:
                     self._fresh[d.signature_id] = Stored(0, rec.signature, rec.kind.value,

@@ -20,14 +20,16 @@ import enum
 import hashlib
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from engine.codec import decode, encode
+from engine.corpus import load_any
 from engine.diff import Report
 from engine.errors import ProgramError
 from engine.program import Program, parse_program
+from fuzz.mutate import mutate_program
 from fuzz.schedule import Exhaustive, pct_schedule
 
 #: Shortest and longest random input, in bytes (programs of ~1 to ~30 operations).
@@ -72,16 +74,36 @@ def features(program: Program, report: Report) -> set[str]:
     return out
 
 
-class Corpus:
-    """A worker's inputs that showed new behaviour, kept as files in ``directory``."""
+def seed_inputs(directory: str | Path, *,
+                keep: Callable[[Program], bool] = lambda program: True) -> list[bytes]:
+    """The programs of a seed corpus (``*.json``, as in ``corpus/``) as byte inputs.
 
-    def __init__(self, directory: Path | None) -> None:
+    Like a ClusterFuzz seed corpus: the fuzzers start by mutating these.
+    @keep: which programs to take (the fuzz benchmark leaves out any that
+        already shows the divergence it times).
+    Return: each kept program's :func:`engine.codec.encode`, in file-name order.
+    """
+    out = []
+    for path in sorted(Path(directory).glob("*.json")):
+        program = load_any(str(path))
+        if keep(program):
+            out.append(encode(program))
+    return out
+
+
+class Corpus:
+    """A worker's inputs that showed new behaviour, kept as files in ``directory``.
+
+    @seeds: inputs to start from (:func:`seed_inputs`); not written to ``directory``.
+    """
+
+    def __init__(self, directory: Path | None, seeds: Iterable[bytes] = ()) -> None:
         self.directory = directory
-        self.inputs: list[bytes] = []
+        self.inputs: list[bytes] = list(seeds)
         self.seen: set[str] = set()
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
-            self.inputs = [p.read_bytes() for p in sorted(directory.glob("*.bin"))]
+            self.inputs += [p.read_bytes() for p in sorted(directory.glob("*.bin"))]
 
     def offer(self, data: bytes, feats: set[str]) -> bool:
         """Keep ``data`` if it shows a feature not seen yet. Return: whether it was kept."""
@@ -116,9 +138,25 @@ def mutate(data: bytes, rng: random.Random, corpus: Corpus) -> bytes:
     return bytes(buf[:MAX_INPUT])
 
 
+def program_mutant(data: bytes, rng: random.Random) -> bytes | None:
+    """``data`` mutated operation by operation (:mod:`fuzz.mutate`), re-encoded."""
+    program = mutate_program(decode(data), rng)
+    if program is None:
+        return None
+    try:
+        return encode(program)
+    except ValueError:          # a schedule the byte format cannot spell
+        return None
+
+
 def _input(rng: random.Random, corpus: Corpus) -> bytes:
     if corpus.inputs and rng.random() < 0.6:
-        return mutate(rng.choice(corpus.inputs), rng, corpus)
+        data = rng.choice(corpus.inputs)
+        if rng.random() < 0.5:
+            mutant = program_mutant(data, rng)
+            if mutant is not None:
+                return mutant
+        return mutate(data, rng, corpus)
     # Log-uniform lengths: most inputs are short (a median of ~8 operations),
     # as libFuzzer's -len_control keeps them early on.  A reclaim bug needs a
     # handful of operations in order; thirty others mostly get in its way,

@@ -245,13 +245,18 @@ def bench_fuzz(
     targets: Annotated[str, typer.Option(help="comma-separated targets")] = "dma-data-loss,shrinker-swapbacked,pmd-redirty-split",
     seeds: Annotated[int, typer.Option(min=1, help="trials per (fuzzer, target), seeds 0..N-1")] = 5,
     cap: Annotated[float, typer.Option(min=1, help="seconds before a trial counts as not found")] = 60.0,
+    seed_corpus: Annotated[str, typer.Option(help="seed programs (*.json), each target's own detections left out; 'none' starts cold")] = "corpus",
     reduce: Annotated[bool, typer.Option(help="minimize, store and replay each detection")] = True,
     out: Annotated[Optional[str], typer.Option(help="write the figures and trials as JSON here")] = None,
 ) -> None:
     """Time to first detection of three known divergences, per fuzzer, one trial at a time."""
+    from pathlib import Path
     from fuzz.bench import Target, bench_fuzz as run_bench
     from fuzz.sources import Fuzzer
     fz, tg = _enum_list("--fuzzers", fuzzers, Fuzzer), _enum_list("--targets", targets, Target)
+    seed_dir = None if seed_corpus == "none" else Path(seed_corpus)
+    if seed_dir is not None and not any(seed_dir.glob("*.json")):
+        _fail(f"--seed-corpus: no seed programs (*.json) in {seed_corpus!r}")
 
     def show(t) -> None:
         what = (f"found in {t.seconds:.1f} s, {t.execs:,} execs" if t.found
@@ -263,8 +268,10 @@ def bench_fuzz(
             what += f"; error: {t.error}"
         console.print(f"{t.target:20} {t.fuzzer:10} seed {t.seed}: {what}", highlight=False)
 
-    res = run_bench(fz, tg, list(range(seeds)), cap, reduce=reduce, on_trial=show)
-    t = Table(title=f"time to first detection, {seeds} seeds, one trial at a time, cap {cap:g} s")
+    res = run_bench(fz, tg, list(range(seeds)), cap, seed_corpus=seed_dir, reduce=reduce,
+                    on_trial=show)
+    t = Table(title=f"time to first detection, {seeds} seeds, one trial at a time, cap {cap:g} s, "
+              f"seed corpus {seed_corpus}")
     for col in ("target", "fuzzer", "found", "median s", "min s", "max s", "execs (median)",
                 "minimized ops (median)", "replays"):
         t.add_column(col)
@@ -308,6 +315,7 @@ def fuzz(
     workers: Annotated[int, typer.Option(help="worker processes")] = 1,
     db: Annotated[Optional[str], typer.Option(help="store URL (default $FOLIODIFF_DB_URL or sqlite:///foliodiff.db)")] = None,
     corpus: Annotated[Optional[str], typer.Option(help="directory for kept inputs")] = None,
+    seeds: Annotated[Optional[str], typer.Option(help="seed programs (*.json, e.g. corpus) the byte fuzzers start from")] = None,
     seed: Annotated[int, typer.Option(help="campaign seed")] = 0,
     resume: Annotated[Optional[int], typer.Option(help="resume the stopped campaign with this id")] = None,
     minimize: Annotated[bool, typer.Option(help="minimize new unexpected divergences")] = True,
@@ -331,7 +339,7 @@ def fuzz(
                 raise typer.BadParameter("a campaign needs two engines", param_hint="--engines")
             config = CampaignConfig(fuzzer=fuzzer, engine_a=names[0], engine_b=names[1],
                                     seconds=600 if time_limit is None else time_limit,
-                                    workers=workers, corpus=corpus,
+                                    workers=workers, corpus=corpus, seeds=seeds,
                                     seed=seed, pct_depth=pct_depth, minimize=minimize,
                                     preemption_bound=preemption_bound)
             with Store.open(url) as store:

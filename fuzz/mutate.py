@@ -1,0 +1,120 @@
+"""Program-level mutations, as syzkaller mutates programs call by call.
+
+A byte mutation of an encoded program mostly shifts record boundaries: it
+rarely turns "mmap, write, MADV_FREE, PAGEOUT" into "mmap, write,
+MADV_FREE, write, PAGEOUT", which is one operation copied one place later.
+These mutations work on the operations themselves: copy one elsewhere,
+remove one, swap two neighbours, widen a range to its whole mapping, change
+an madvise advice, add a kthread operation (reclaim, the deferred-split
+shrinker) or a device's DMA write through a pin.  A result the program format rejects is dropped, never repaired.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Callable
+
+from engine.errors import ProgramError
+from engine.program import Advice, Program, parse_program
+
+Ops = list[dict[str, Any]]
+
+
+def _fresh(data: dict[str, Any], op: dict[str, Any]) -> dict[str, Any]:
+    """``op`` with a new pin or reference name, when it creates one."""
+    op = dict(op)
+    for key in ("pin", "ref"):
+        if key in op and op["op"] in ("pin", "folio_try_get"):
+            used = {o.get(key) for o in data["ops"]}
+            op[key] = next(f"{key[0]}{i}" for i in range(len(used) + 1) if f"{key[0]}{i}" not in used)
+    return op
+
+
+def _copy(data: dict[str, Any], rng: random.Random) -> None:
+    ops = data["ops"]
+    i = rng.randrange(len(ops))
+    ops.insert(rng.randint(i + 1, len(ops)), _fresh(data, ops[i]))
+
+
+def _remove(data: dict[str, Any], rng: random.Random) -> None:
+    del data["ops"][rng.randrange(len(data["ops"]))]
+
+
+def _swap(data: dict[str, Any], rng: random.Random) -> None:
+    ops = data["ops"]
+    if len(ops) > 1:
+        i = rng.randrange(len(ops) - 1)
+        ops[i], ops[i + 1] = ops[i + 1], ops[i]
+
+
+def _widen(data: dict[str, Any], rng: random.Random) -> None:
+    """Make a ranged operation cover the whole mapping it starts in."""
+    maps = [(o["addr"], o["pages"]) for o in data["ops"] if o["op"] == "mmap"]
+    ranged = [o for o in data["ops"] if o["op"] in ("write", "read", "madvise", "pin")]
+    if not maps or not ranged:
+        return
+    op = rng.choice(ranged)
+    for addr, pages in maps:
+        if addr <= op["addr"] < addr + (pages << 12):
+            op["addr"], op["pages"] = addr, pages
+            return
+
+
+def _advice(data: dict[str, Any], rng: random.Random) -> None:
+    ops = [o for o in data["ops"] if o["op"] == "madvise"]
+    if ops:
+        rng.choice(ops)["advice"] = rng.choice([a.value for a in Advice])
+
+
+def _kthread_op(data: dict[str, Any], rng: random.Random) -> None:
+    """Add a reclaim or deferred-split scan by a kthread (a new one if there is none)."""
+    kthreads = [t["name"] for t in data["threads"] if t.get("kind") == "kthread"]
+    if not kthreads:
+        name = next(f"K{i}" for i in range(9) if all(t["name"] != f"K{i}" for t in data["threads"]))
+        data["threads"].append({"name": name, "kind": "kthread", "mm": None})
+        kthreads = [name]
+    op = rng.choice(("reclaim", "deferred_split_scan"))
+    data["ops"].insert(rng.randint(0, len(data["ops"])),
+                       {"thread": rng.choice(kthreads), "op": op})
+
+
+def _device_op(data: dict[str, Any], rng: random.Random) -> None:
+    """Add a DMA write through a FOLL_WRITE pin, after the pin, by a device thread."""
+    pins = [i for i, o in enumerate(data["ops"]) if o["op"] == "pin" and o.get("write", True)]
+    if not pins:
+        return
+    i = rng.choice(pins)
+    devices = [t["name"] for t in data["threads"] if t.get("kind") == "device"]
+    if not devices:
+        name = next(f"D{j}" for j in range(9) if all(t["name"] != f"D{j}" for t in data["threads"]))
+        data["threads"].append({"name": name, "kind": "device", "mm": None})
+        devices = [name]
+    data["ops"].insert(rng.randint(i + 1, len(data["ops"])),
+                       {"thread": rng.choice(devices), "op": "dma_write",
+                        "pin": data["ops"][i]["pin"], "value": rng.randint(1, 255)})
+
+
+MUTATIONS: tuple[Callable[[dict[str, Any], random.Random], None], ...] = (
+    _copy, _copy, _remove, _swap, _widen, _advice, _kthread_op, _device_op)
+
+
+def mutate_program(program: Program, rng: random.Random, rounds: int = 2) -> Program | None:
+    """Up to ``rounds`` operation-level mutations of ``program``.
+
+    Return: the mutated program, or None when the format rejects it (an
+    unpin of a pin that is gone, a range no mapping covers, too many
+    threads).
+    """
+    data = program.to_dict()
+    data["threads"] = [dict(t) for t in data["threads"]]
+    data["ops"] = [dict(o) for o in data["ops"]]
+    for _ in range(rng.randint(1, rounds)):
+        if not data["ops"]:
+            return None
+        rng.choice(MUTATIONS)(data, rng)
+    if data["schedule"] and rng.random() < 0.5:
+        data["schedule"] = []       # the steps no longer line up with the operations
+    try:
+        return parse_program(data)
+    except ProgramError:
+        return None
