@@ -16,17 +16,53 @@ Host packages: qemu-system-x86, busybox-static, gcc and libc6-dev, apt and dpkg.
 """
 
 from service.conform.console import BootStatus, CaseResult, CaseStatus, parse_console
-from service.conform.errors import (BenchmarkError, BootError, BuildError, ConformError, FetchError,
-                                    InvalidTestError, ToolMissingError, UnknownKernelError)
-from service.conform.fetch import CACHE_ENV, KernelImage, cache_root, fetch
+from service.conform.errors import (
+                                    BenchmarkError,
+                                    BootError,
+                                    BuildError,
+                                    ConformError,
+                                    FetchError,
+                                    InvalidTestError,
+                                    ToolMissingError,
+                                    UnknownKernelError,
+)
+from service.conform.images import CACHE_ENV, KernelImage, cache_root, fetch
 from service.conform.kernels import KERNELS, AptSource, KernelSpec, kernel_spec
-from service.conform.seed import SeedFigure, SeedWorkload, seed_benchmarks, seed_figures, seed_sources
+from service.conform.seed import (
+                                    SeedFigure,
+                                    SeedWorkload,
+                                    seed_benchmarks,
+                                    seed_figures,
+                                    seed_sources,
+)
 from service.conform.suite import SuiteResult, run_suite
 
 __all__ = [
-    "AptSource", "BenchmarkError", "BootError", "BootStatus", "BuildError", "CACHE_ENV",
-    "CaseResult", "CaseStatus", "ConformError", "FetchError", "InvalidTestError", "KERNELS",
-    "KernelImage", "KernelSpec", "SeedFigure", "SeedWorkload", "SuiteResult", "ToolMissingError",
-    "UnknownKernelError", "cache_root", "fetch", "kernel_spec", "parse_console", "run_suite",
-    "seed_benchmarks", "seed_figures", "seed_sources",
+                                    "CACHE_ENV",
+                                    "KERNELS",
+                                    "AptSource",
+                                    "BenchmarkError",
+                                    "BootError",
+                                    "BootStatus",
+                                    "BuildError",
+                                    "CaseResult",
+                                    "CaseStatus",
+                                    "ConformError",
+                                    "FetchError",
+                                    "InvalidTestError",
+                                    "KernelImage",
+                                    "KernelSpec",
+                                    "SeedFigure",
+                                    "SeedWorkload",
+                                    "SuiteResult",
+                                    "ToolMissingError",
+                                    "UnknownKernelError",
+                                    "cache_root",
+                                    "fetch",
+                                    "kernel_spec",
+                                    "parse_console",
+                                    "run_suite",
+                                    "seed_benchmarks",
+                                    "seed_figures",
+                                    "seed_sources",
 ]

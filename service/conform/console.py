@@ -131,7 +131,7 @@ def parse_record(line: str, lineno: int) -> tuple[Any, str | None]:
         return json.loads(payload), None
     except json.JSONDecodeError as e:
         return None, (f"console line {lineno}: malformed JSON after 'FOLIODIFF ' "
-                      f"({e.msg} at column {e.colno}): {payload!r}")
+                      f"({e}): {payload!r}")
 
 
 def _case(name: str, end: int | None, lines: list[str], first: int) -> CaseResult:

@@ -62,12 +62,12 @@ class BuildError(ConformError):
 
 
 class BootError(ConformError):
-    """A kernel did not run a suite to its end: names the kernel, the status and the console's tail."""
+    """A kernel did not run a suite to its end: names the kernel, the status, and shows why."""
 
-    def __init__(self, kernel: str, status: str, tail: str) -> None:
+    def __init__(self, kernel: str, status: str, detail: str) -> None:
         self.kernel = kernel
         self.status = status
-        super().__init__(f"kernel {kernel}: {status}; console ends with:\n{tail}")
+        super().__init__(f"kernel {kernel}: {status}; the console ends with:\n{detail}")
 
 
 class BenchmarkError(ConformError):

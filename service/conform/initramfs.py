@@ -25,15 +25,11 @@ import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 
-from service.conform.errors import BuildError, ConformError, InvalidTestError, ToolMissingError
-from service.conform.fetch import require_tool
+from service.conform.errors import BuildError, ConformError, InvalidTestError
+from service.conform.host import BUSYBOX, require_tool, static_busybox
 
-#: Where Debian's busybox-static installs its binary.
-BUSYBOX = "/bin/busybox"
 #: Test names become file names and marker words: keep them plain.
 _TEST_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-#: ELF program header type of the dynamic loader's path: present iff dynamically linked.
-_PT_INTERP = 3
 
 
 def check_test_name(name: str) -> str:
@@ -44,29 +40,6 @@ def check_test_name(name: str) -> str:
     return name
 
 
-def _is_static_elf(path: Path) -> bool:
-    """Whether @path is an x86-64 ELF executable without a PT_INTERP header."""
-    data = path.read_bytes()
-    if data[:5] != b"\x7fELF\x02" or data[5] != 1:  # 64-bit little-endian
-        return False
-    phoff = int.from_bytes(data[32:40], "little")
-    phentsize = int.from_bytes(data[54:56], "little")
-    phnum = int.from_bytes(data[56:58], "little")
-    return all(int.from_bytes(data[phoff + i * phentsize:phoff + i * phentsize + 4], "little")
-               != _PT_INTERP for i in range(phnum))
-
-
-def static_busybox(path: str = BUSYBOX) -> Path:
-    """The static busybox binary; raises :class:`ToolMissingError` if absent or dynamic."""
-    p = Path(path)
-    if not p.is_file():
-        raise ToolMissingError(path, "busybox-static")
-    if not _is_static_elf(p):
-        raise ToolMissingError(path, "busybox-static",
-                               "is not a static x86-64 executable (the busybox package is dynamic)")
-    return p
-
-
 def compile_test(name: str, source: str, out_dir: Path) -> Path:
     """Build the C program @source as the static executable ``out_dir/name``.
 
@@ -74,10 +47,14 @@ def compile_test(name: str, source: str, out_dir: Path) -> Path:
     message when it does not compile or link (no libc.a: install libc6-dev).
     """
     check_test_name(name)
-    gcc = require_tool("gcc", "gcc")
+    gcc = require_tool("gcc")
     out = out_dir / name
-    r = subprocess.run([gcc, "-static", "-O2", "-o", str(out), "-x", "c", "-"],
-                       input=source, capture_output=True, text=True)
+    src = out_dir / f"{name}.c"  # gcc's messages then point at "<name>.c:line:col"
+    src.write_text(source)
+    r = subprocess.run([gcc, "-static", "-O2", "-o", name, src.name], cwd=out_dir,
+                       capture_output=True, text=True, check=False,
+                       env={**os.environ, "LC_ALL": "C"})
+    src.unlink()
     if r.returncode != 0:
         raise BuildError(name, r.stderr or f"gcc exited with {r.returncode}")
     return out
@@ -144,7 +121,8 @@ def build_initramfs(tests: Mapping[str, str], out: Path, *, busybox: str = BUSYB
         rel = Path(dirpath).relative_to(root)
         files += [str(rel)] + [str(rel / f) for f in sorted(filenames)]
     cpio = subprocess.run([str(bb), "cpio", "-o", "-H", "newc"], cwd=root,
-                          input="\n".join(files).encode() + b"\n", capture_output=True)
+                          input="\n".join(files).encode() + b"\n", capture_output=True,
+                          check=False)
     if cpio.returncode != 0:
         raise ConformError(f"{bb} cpio -o -H newc exited with {cpio.returncode}: "
                            f"{cpio.stderr.decode(errors='replace').strip()}")

@@ -122,7 +122,7 @@ def _count(values: list[Any]) -> int | None:
 
 
 def _time(values: list[Any]) -> float | None:
-    return float(statistics.median(values)) if values and None not in values else None
+    return round(float(statistics.median(values)), 3) if values and None not in values else None
 
 
 def seed_figures(result: SuiteResult) -> list[SeedFigure]:

@@ -20,9 +20,10 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from service.conform.console import BootStatus, CaseResult, parse_console
+from service.conform.console import BootStatus, CaseResult, console_lines, parse_console
 from service.conform.errors import BootError, InvalidTestError
-from service.conform.fetch import KernelImage, fetch, require_tool
+from service.conform.host import require_tool
+from service.conform.images import KernelImage, fetch
 from service.conform.initramfs import build_initramfs
 from service.conform.kernels import KernelSpec
 
@@ -79,13 +80,29 @@ class SuiteResult:
         raise InvalidTestError(name, f"not in the suite booted on {self.image.name} "
                                      f"(tests: {', '.join(c.name for c in self.tests)})")
 
+    @classmethod
+    def read(cls, image: KernelImage, console: str, names: list[str], *, timed_out: bool = False,
+             qemu_stderr: str = "", seconds: float = 0.0) -> SuiteResult:
+        """The result of a boot of @image that was to run the tests @names and printed @console.
+
+        @timed_out: qemu was killed at the time limit.
+        """
+        parsed = parse_console(console, names, timed_out=timed_out)
+        return cls(image=image, uname=parsed.uname, status=parsed.status, tests=parsed.cases,
+                   console=console, qemu_stderr=qemu_stderr, seconds=seconds,
+                   init_uptime=parsed.init_uptime, done_uptime=parsed.done_uptime,
+                   kernel_reports=parsed.kernel_reports)
+
     def require_ok(self) -> SuiteResult:
         """Return self if the suite ran to its end; raise :class:`BootError` otherwise."""
         if self.status is not BootStatus.OK:
-            tail = "\n".join(self.console.replace("\r", "").strip().splitlines()[-15:])
+            lines = [line for line in console_lines(self.console) if line.strip()]
+            panics = [r for r in self.kernel_reports if "Kernel panic" in r]
+            headline = panics[:1] or list(self.kernel_reports[:1])
+            detail = "\n".join([*(f"first kernel report: {h}" for h in headline), *lines[-10:]])
             if self.qemu_stderr.strip():
-                tail += "\nqemu: " + self.qemu_stderr.strip()
-            raise BootError(self.image.name, self.status.value, tail)
+                detail += "\nqemu: " + self.qemu_stderr.strip()
+            raise BootError(self.image.name, self.status.value, detail)
         return self
 
 
@@ -115,7 +132,7 @@ def run_suite(kernel: KernelSpec | KernelImage | str, tests: Mapping[str, str], 
     if timeout <= 0:
         raise InvalidTestError("(suite)", f"timeout must be positive (got {timeout!r})")
     image = kernel if isinstance(kernel, KernelImage) else fetch(kernel)
-    qemu = require_tool(QEMU, "qemu-system-x86")
+    qemu = require_tool(QEMU)
     with tempfile.TemporaryDirectory(prefix="foliodiff-suite-") as tmp:
         tmpdir = Path(tmp)
         initrd = build_initramfs(tests, tmpdir / "initrd.gz")
@@ -138,9 +155,5 @@ def run_suite(kernel: KernelSpec | KernelImage | str, tests: Mapping[str, str], 
         seconds = time.monotonic() - t0
         console = out_path.read_bytes().decode("utf-8", errors="replace")
         qemu_stderr = err_path.read_bytes().decode("utf-8", errors="replace")
-    parsed = parse_console(console, list(tests), timed_out=timed_out)
-    return SuiteResult(image=image, uname=parsed.uname, status=parsed.status, tests=parsed.cases,
-                       console=console, qemu_stderr=qemu_stderr, seconds=seconds,
-                       init_uptime=parsed.init_uptime, done_uptime=parsed.done_uptime,
-                       kernel_reports=parsed.kernel_reports)
-
+    return SuiteResult.read(image, console, list(tests), timed_out=timed_out,
+                            qemu_stderr=qemu_stderr, seconds=seconds)

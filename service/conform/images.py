@@ -35,14 +35,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from service.conform.errors import FetchError, ToolMissingError
+from service.conform.errors import FetchError
+from service.conform.host import require_tool
 from service.conform.kernels import KernelSpec, kernel_spec
 
 #: Environment variable naming the cache directory.
 CACHE_ENV = "FOLIODIFF_KERNEL_CACHE"
 
-#: The host programs fetching needs, and the Debian packages that carry them.
-_TOOLS = {"apt-get": "apt", "apt-cache": "apt", "dpkg-deb": "dpkg", "dpkg": "dpkg"}
+#: Attempts apt makes per file after the first (its own default): a flaky mirror costs seconds, not a CI run.
+APT_RETRIES = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,14 +86,6 @@ def cache_root() -> Path:
     return Path("~/.cache/foliodiff/kernels").expanduser()
 
 
-def require_tool(tool: str, package: str) -> str:
-    """The path of host program @tool; raises :class:`ToolMissingError` naming @package."""
-    path = shutil.which(tool)
-    if path is None:
-        raise ToolMissingError(tool, package)
-    return path
-
-
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -122,6 +115,7 @@ class _PrivateApt:
     def __init__(self, spec: KernelSpec, root: Path) -> None:
         self.spec = spec
         self.dir = root / "apt" / spec.name
+        self.warnings: list[str] = []
         for sub in ("lists/partial", "cache/archives/partial"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         (self.dir / "status").touch()
@@ -145,26 +139,32 @@ Dir::Cache::srcpkgcache "srcpkgcache.bin";
 APT::Architecture "amd64";
 APT::Architectures {{ "amd64"; }};
 Acquire::Languages "none";
+Acquire::Retries "{APT_RETRIES}";
 APT::Sandbox::User "root";
 #clear APT::Update::Pre-Invoke;
 #clear APT::Update::Post-Invoke;
 #clear APT::Update::Post-Invoke-Success;
 """)
 
-    def _run(self, argv: list[str], what: str, cwd: Path | None = None) -> str:
+    def _run(self, argv: list[str], what: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
         tool = argv[0]
-        require_tool(tool, _TOOLS[tool])
+        require_tool(tool)
         r = subprocess.run([tool, "-c", str(self.dir / "apt.conf"), *argv[1:]],
-                           cwd=cwd, capture_output=True, text=True,
+                           cwd=cwd, capture_output=True, text=True, check=False,
                            env={**os.environ, "LC_ALL": "C", "DEBIAN_FRONTEND": "noninteractive"})
         if r.returncode != 0:
             raise FetchError(what, f"{' '.join(argv)} exited with {r.returncode}: "
                                    f"{_tail(r.stderr or r.stdout)}")
-        return r.stdout
+        return r
 
     def update(self) -> None:
-        """Download the package lists of the spec's sources."""
-        self._run(["apt-get", "-q", "update"], self.spec.package_regex)
+        """Download the package lists of the spec's sources.
+
+        apt-get update exits 0 when a source cannot be reached, with a
+        warning; the warnings are kept for the message of a failed lookup.
+        """
+        r = self._run(["apt-get", "-q", "update"], self.spec.package_regex)
+        self.warnings = [line for line in r.stderr.splitlines() if line.startswith(("W:", "E:"))]
 
     def newest(self) -> tuple[str, str]:
         """The newest package matching the spec, and its version.
@@ -172,14 +172,16 @@ APT::Sandbox::User "root";
         Return: ``(package, version)``.  Raises :class:`FetchError` when none matches.
         """
         names = [n for n in self._run(["apt-cache", "pkgnames", self.spec.name_prefix],
-                                      self.spec.package_regex).split()
+                                      self.spec.package_regex).stdout.split()
                  if self.spec.matches(n)]
         if not names:
+            why = "".join(f"\n{w}" for w in self.warnings[-4:])
             raise FetchError(self.spec.package_regex,
-                             f"no package of that name in {self.spec.suites}")
+                             f"no package of that name in {self.spec.suites}{why}")
         # madison: "pkg | version | uri suite/component arch Packages", one line per source.
         found: list[tuple[str, str]] = []
-        for line in self._run(["apt-cache", "madison", *names], self.spec.package_regex).splitlines():
+        for line in self._run(["apt-cache", "madison", *names],
+                              self.spec.package_regex).stdout.splitlines():
             fields = [f.strip() for f in line.split("|")]
             if len(fields) >= 3 and fields[0] in names:
                 found.append((fields[0], fields[1]))
@@ -199,8 +201,8 @@ APT::Sandbox::User "root";
 
 def _compare_versions(a: str, b: str) -> int:
     """Debian version order (dpkg --compare-versions): -1, 0 or 1."""
-    dpkg = require_tool("dpkg", _TOOLS["dpkg"])
-    if subprocess.run([dpkg, "--compare-versions", a, "lt", b]).returncode == 0:
+    dpkg = require_tool("dpkg")
+    if subprocess.run([dpkg, "--compare-versions", a, "lt", b], check=False).returncode == 0:
         return -1
     return 0 if a == b else 1
 
@@ -211,9 +213,10 @@ def _tail(text: str, lines: int = 8) -> str:
 
 def _unpack(package: str, deb: Path, dest: Path) -> tuple[Path, Path | None]:
     """Unpack @deb with ``dpkg-deb -x`` and keep only /boot/vmlinuz-* and /boot/config-* in @dest."""
-    dpkg_deb = require_tool("dpkg-deb", _TOOLS["dpkg-deb"])
+    dpkg_deb = require_tool("dpkg-deb")
     tree = deb.parent / "tree"
-    r = subprocess.run([dpkg_deb, "-x", str(deb), str(tree)], capture_output=True, text=True)
+    r = subprocess.run([dpkg_deb, "-x", str(deb), str(tree)], capture_output=True, text=True,
+                       check=False)
     if r.returncode != 0:
         raise FetchError(package, f"dpkg-deb -x {deb.name} exited with {r.returncode}: {_tail(r.stderr)}")
     kernels = sorted((tree / "boot").glob("vmlinuz-*"))
