@@ -35,9 +35,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from service.conform.errors import FetchError
+from service.conform.errors import FetchError, ToolMissingError
 from service.conform.host import require_tool
-from service.conform.kernels import KernelSpec, kernel_spec
+from service.conform.kernels import DEBIAN_KEYRING, KernelSpec, kernel_spec
 
 #: Environment variable naming the cache directory.
 CACHE_ENV = "FOLIODIFF_KERNEL_CACHE"
@@ -116,6 +116,9 @@ class _PrivateApt:
         self.spec = spec
         self.dir = root / "apt" / spec.name
         self.warnings: list[str] = []
+        if not Path(DEBIAN_KEYRING).is_file():
+            # Without it apt only warns ("not signed") and finds no package.
+            raise ToolMissingError(DEBIAN_KEYRING, "debian-archive-keyring", "not found")
         for sub in ("lists/partial", "cache/archives/partial"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         (self.dir / "status").touch()

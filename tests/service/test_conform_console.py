@@ -67,6 +67,24 @@ def test_marker_after_a_screen_clear_on_the_same_line():
     assert "FOLIODIFF-INIT 6.16.12+deb13-amd64 3.50" in console_lines(raw)
 
 
+def test_marker_behind_a_bios_progress_dot():
+    # One boot in a few dozen: SeaBIOS's last "." lands after the screen clear, then a CR, then
+    # /init's marker.
+    raw = _log("dot-deb-6.16.log")
+    assert "\x1b[0m.\rFOLIODIFF-INIT 6.16.12+deb13-amd64 3.31\r\n" in raw
+    assert "FOLIODIFF-INIT 6.16.12+deb13-amd64 3.31" in console_lines(raw)
+    c = parse_console(raw, ["hello", "segv", "exit3"])
+    assert (c.status, c.uname, c.init_uptime) == (BootStatus.OK, "6.16.12+deb13-amd64", 3.31)
+    assert [t.status for t in c.cases] == [CaseStatus.OK, CaseStatus.CRASHED, CaseStatus.CRASHED]
+    # A record, unlike a marker, must start its line.
+    assert c.cases[0].records == ({"x": 1},)
+    shifted = raw.replace('FOLIODIFF {"x": 1}', 'x FOLIODIFF {"x": 1}')
+    assert parse_console(shifted, ["hello"]).cases[0].records == ()
+    # Nor a CR: the marker is found even when the dot shares its line.
+    joined = raw.replace(".\rFOLIODIFF-INIT", ".FOLIODIFF-INIT")
+    assert parse_console(joined, ["hello"]).uname == "6.16.12+deb13-amd64"
+
+
 def test_panic_mid_suite():
     c = parse_console(_log("panic-deb-6.16.log"), ["hello", "crash", "after"])
     assert c.status is BootStatus.PANIC
