@@ -2,7 +2,8 @@
 
 qemu runs under TCG: on the machines this was built on ``/dev/kvm`` exists
 but the CPU has no vmx/svm, and KVM dies in the kernel's decompressor
-(real-kernel-probe.md).  One boot with a few tests takes 5-7 s.
+(real-kernel-probe.md).  One boot with a few tests takes 3-6 s on two
+cores, of which 2-2.5 s of guest time reach /init.
 
 A boot that does not reach the end of the suite is reported by its
 :class:`~service.conform.console.BootStatus`, never as test results: the
@@ -31,7 +32,9 @@ QEMU = "qemu-system-x86_64"
 #: Guest memory: the seed workloads map up to 256 MiB at once.
 MEMORY_MIB = 1024
 #: The kernel command line: serial console, reboot at once on panic (which
-#: -no-reboot turns into qemu's exit), and only warnings on the console.
+#: -no-reboot turns into qemu's exit), and only warnings on the console.  No
+#: transparent_hugepage=: Debian builds default to "always", and the tests set
+#: the per-size policies they need through sysfs.
 APPEND = "console=ttyS0 panic=-1 quiet"
 
 
