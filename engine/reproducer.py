@@ -77,7 +77,7 @@ SHRINK_BATCH = 64
 #: ... and repeats while a pass frees more than this many objects.
 DROP_SLAB_REPEAT = 10
 
-CFLAGS = ("-static", "-O2", "-Wall")
+CFLAGS = ("-static", "-O2", "-std=c99", "-Wall", "-Wextra")
 _RUNTIME = pathlib.Path(__file__).resolve().parent / "reproducer_runtime.c"
 _PMD_PAGES = 512
 _MTHP_PAGES = 16
@@ -159,7 +159,9 @@ class Fault:
     """A page fault of a model run that allocated (or mapped the zero page).
 
     ``pmd`` is the PMD entry before the fault: 'none', 'empty' (a PTE table
-    with no entry: Linux may have freed it) or 'table'.  ``model`` is what the
+    left empty by munmap, mremap or MADV_DONTNEED: Linux may have freed it, in
+    free_pgtables() or with CONFIG_PT_RECLAIM) or 'table' (reclaim never frees
+    page tables).  ``model`` is what the
     model mapped: 9 (PMD THP), 4, 0, or 'zero'.
     """
 
@@ -183,7 +185,9 @@ class Fault:
         """
         if 9 in allowed and self.suitable9 and self.pmd in ("none", "empty"):
             if self.pmd == "empty":
-                return "a PMD THP if the empty page table was freed, small folios if not"
+                return ("a PMD THP if the emptied page table was freed, a small folio if not"
+                        if self.write else
+                        "the huge zero page if the emptied page table was freed, the zero page if not")
             return 9 if self.write else "huge zero page"
         if not self.write:
             return "zero"
@@ -213,6 +217,7 @@ class _Probe:
         self.faults: list[Fault] = []
         self.problems: list[tuple[int, str]] = []
         self.pin_mm: dict[str, int] = {}
+        self.zapped: set[tuple[int, int]] = set()     # (mm, pmd index) ranges unmapped or zapped
         self._pending: tuple | None = None
         self._install()
 
@@ -287,8 +292,10 @@ class _Probe:
             pmd = "huge"
         elif pt is None:
             pmd = "none"
+        elif any(pt.entries) or (mm.id, pmd_idx) not in self.zapped:
+            pmd = "table"
         else:
-            pmd = "table" if any(pt.entries) else "empty"
+            pmd = "empty"
         start = pmd_idx << 21
         suitable9 = vma.vm_start <= start and start + (2 << 20) <= vma.vm_end
         b = addr & ~(_MTHP_PAGES * PAGE_SIZE - 1)
@@ -321,12 +328,20 @@ class _Probe:
                     self.problem(i, f"{op.advice.value} drains this CPU's folio batches; the model keeps "
                                  f"{sum(other.values())} folio(s) in the lru_{which} batch of "
                                  f"another thread's CPU, which the one-CPU real run would drain too")
-        drains = isinstance(op, Munmap | Mremap) or (
-            isinstance(op, Madvise) and op.advice is Advice.MADV_DONTNEED)
-        if isinstance(op, Mmap | Munmap) and mm is not None:
+        # Linux drains this CPU's batches where the model does not: when VMAs are
+        # unmapped (munmap, mremap's old range, a MAP_FIXED mmap over VMAs) and
+        # in zap_page_range_single() (MADV_DONTNEED).
+        if isinstance(op, Mremap) or (isinstance(op, Madvise) and op.advice is Advice.MADV_DONTNEED):
+            drains = True
+        elif isinstance(op, Mmap | Munmap) and mm is not None:
             end = op.addr + op.pages * PAGE_SIZE
-            overlapping = any(v.vm_start < end and op.addr < v.vm_end for v in mm.vmas)
-            drains = overlapping if isinstance(op, Munmap) or isinstance(op, Mmap) else drains
+            drains = any(v.vm_start < end and op.addr < v.vm_end for v in mm.vmas)
+        else:
+            drains = False
+        if drains and mm is not None:
+            for start, pages in ((op.addr, op.pages),) + (((op.new_addr, op.pages),) if isinstance(op, Mremap) else ()):
+                for pmd_idx in range(start >> 21, ((start + pages * PAGE_SIZE - 1) >> 21) + 1):
+                    self.zapped.add((mm.id, pmd_idx))
         if drains and self._batches("lazyfree"):
             what = ("MADV_DONTNEED (zap_page_range_single())" if isinstance(op, Madvise)
                     else f"{op.op} (vms_clear_ptes() when VMAs go)")
@@ -364,8 +379,8 @@ class _Probe:
                              f"in batches of {SHRINK_BATCH} (one scan call each), this op in one call")
 
     def run(self):
-        outcome = self.runner.run()
-        return outcome
+        """Run the program.  Return: its Outcome (problems and faults are on self)."""
+        return self.runner.run()
 
 
 _NO_TRIGGER = {

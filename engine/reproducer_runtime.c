@@ -244,20 +244,23 @@ static int nsaved;
 static int selected(const char *path, char *out, size_t cap)
 {
 	char buf[256];
-	char *l, *r;
+	char *l, *r, *word = buf;
+	size_t n;
 
 	if (read_file(path, buf, sizeof(buf)) < 0)
 		return -1;
 	l = strchr(buf, '[');
 	r = l ? strchr(l, ']') : NULL;
-	if (!l || !r) {
-		/* a plain number */
-		buf[strcspn(buf, "\n")] = 0;
-		snprintf(out, cap, "%s", buf);
-		return 0;
+	if (l && r) {
+		*r = 0;
+		word = l + 1;
+	} else {
+		buf[strcspn(buf, "\n")] = 0;	/* a plain number */
 	}
-	*r = 0;
-	snprintf(out, cap, "%s", l + 1);
+	n = strlen(word);
+	if (n >= cap)
+		return -1;
+	memcpy(out, word, n + 1);
 	return 0;
 }
 
@@ -283,7 +286,7 @@ static void restore_knobs(void)
 
 static void set_thp_policy(void)
 {
-	char path[256], mode[32];
+	char path[512], mode[32];
 	struct dirent *de;
 	DIR *d;
 	int i;
@@ -375,19 +378,19 @@ static int cpu_access(uint64_t addr, int pages, int write, uint32_t value, uint3
 	return 0;
 }
 
-static void do_read(int op, uint64_t addr, int pages, int voff)
+static __attribute__((unused)) void do_read(int op, uint64_t addr, int pages, int voff)
 {
 	sh->status[op] = cpu_access(addr, pages, 0, 0, &sh->values[voff]);
 }
 
-static void do_write(int op, uint64_t addr, int pages, uint32_t value)
+static __attribute__((unused)) void do_write(int op, uint64_t addr, int pages, uint32_t value)
 {
 	sh->status[op] = cpu_access(addr, pages, 1, value, NULL);
 }
 
 /* ---- address-space syscalls --------------------------------------------- */
 
-static void do_mmap(int op, uint64_t addr, int pages, int droppable, int locked, int advice,
+static __attribute__((unused)) void do_mmap(int op, uint64_t addr, int pages, int droppable, int locked, int advice,
 		    const char *advice_name)
 {
 	size_t len = (size_t)pages * PAGE_SIZE;
@@ -407,13 +410,13 @@ static void do_mmap(int op, uint64_t addr, int pages, int droppable, int locked,
 		fail_errno(op, "mlock");
 }
 
-static void do_munmap(int op, uint64_t addr, int pages)
+static __attribute__((unused)) void do_munmap(int op, uint64_t addr, int pages)
 {
 	if (munmap((void *)(uintptr_t)addr, (size_t)pages * PAGE_SIZE))
 		fail_errno(op, "munmap");
 }
 
-static void do_mremap(int op, uint64_t addr, int pages, uint64_t new_addr)
+static __attribute__((unused)) void do_mremap(int op, uint64_t addr, int pages, uint64_t new_addr)
 {
 	size_t len = (size_t)pages * PAGE_SIZE;
 	long r = syscall(SYS_mremap, addr, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, new_addr);
@@ -422,13 +425,13 @@ static void do_mremap(int op, uint64_t addr, int pages, uint64_t new_addr)
 		fail_errno(op, "mremap");
 }
 
-static void do_mprotect(int op, uint64_t addr, int pages, int prot)
+static __attribute__((unused)) void do_mprotect(int op, uint64_t addr, int pages, int prot)
 {
 	if (mprotect((void *)(uintptr_t)addr, (size_t)pages * PAGE_SIZE, prot))
 		fail_errno(op, "mprotect");
 }
 
-static void do_madvise(int op, uint64_t addr, int pages, int advice, const char *name)
+static __attribute__((unused)) void do_madvise(int op, uint64_t addr, int pages, int advice, const char *name)
 {
 	if (madvise((void *)(uintptr_t)addr, (size_t)pages * PAGE_SIZE, advice))
 		fail(op, "madvise(%s): %s (errno %d)", name, strerror(errno), errno);
@@ -436,14 +439,14 @@ static void do_madvise(int op, uint64_t addr, int pages, int advice, const char 
 
 /* lru_add_drain(): madvise_pageout() drains this CPU's folio batches before
  * walking the range; the range is one page nothing ever touched. */
-static void drain_lru(int op)
+static __attribute__((unused)) void drain_lru(int op)
 {
 	if (madvise((void *)(uintptr_t)dummy_page, PAGE_SIZE, MADV_PAGEOUT))
 		fail_errno(op, "madvise(MADV_PAGEOUT) of the drain page");
 }
 
 /* deferred_split_scan(): drop_slab() runs every shrinker, the deferred split one included. */
-static void drop_slab(int op)
+static __attribute__((unused)) void drop_slab(int op)
 {
 	if (write_file("/proc/sys/vm/drop_caches", "2"))
 		fail_errno(op, "write 2 to /proc/sys/vm/drop_caches");
@@ -506,7 +509,7 @@ static void ring_init(struct ring *r)
 }
 
 /* pin_user_pages_fast(FOLL_WRITE | FOLL_LONGTERM) of the range, held until unregistered. */
-static void pin_io_uring(int op, int ring, uint64_t addr, int pages)
+static __attribute__((unused)) void pin_io_uring(int op, int ring, uint64_t addr, int pages)
 {
 	struct iovec iov = { (void *)(uintptr_t)addr, (size_t)pages * PAGE_SIZE };
 
@@ -515,7 +518,7 @@ static void pin_io_uring(int op, int ring, uint64_t addr, int pages)
 }
 
 /* Unpins synchronously (closing the ring would free the buffers later, from a worker). */
-static void unpin_io_uring(int op, int ring)
+static __attribute__((unused)) void unpin_io_uring(int op, int ring)
 {
 	if (syscall(__NR_io_uring_register, rings[ring].fd, IORING_UNREGISTER_BUFFERS, NULL, 0))
 		fail_errno(op, "io_uring_register(IORING_UNREGISTER_BUFFERS)");
@@ -523,7 +526,7 @@ static void unpin_io_uring(int op, int ring)
 
 /* The kernel writes @value into each page through the pin, not through the
  * user PTE: IORING_OP_READ_FIXED of 4 bytes from a memfd into the registered buffer. */
-static void dma_write(int op, int ring, uint64_t addr, int pages, uint32_t value)
+static __attribute__((unused)) void dma_write(int op, int ring, uint64_t addr, int pages, uint32_t value)
 {
 	struct ring *r = &rings[ring];
 	int i;
@@ -566,7 +569,7 @@ static int pin_pipe[NPINS_ALLOC][2];
 
 /* get_user_pages_fast() without FOLL_WRITE: one folio reference per page,
  * held by the pipe's buffers until the pipe is closed. */
-static void pin_vmsplice(int op, int pin, uint64_t addr, int pages)
+static __attribute__((unused)) void pin_vmsplice(int op, int pin, uint64_t addr, int pages)
 {
 	size_t want = (size_t)pages * PAGE_SIZE, size = 16 * PAGE_SIZE;
 	struct iovec iov = { (void *)(uintptr_t)addr, want };
@@ -587,7 +590,7 @@ static void pin_vmsplice(int op, int pin, uint64_t addr, int pages)
 	}
 }
 
-static void unpin_vmsplice(int op, int pin)
+static __attribute__((unused)) void unpin_vmsplice(int op, int pin)
 {
 	if (close(pin_pipe[pin][0]) || close(pin_pipe[pin][1]))
 		fail_errno(op, "close the vmsplice pipe");
@@ -599,7 +602,7 @@ static void unpin_vmsplice(int op, int pin)
 static void run_ops(int first);
 static void child_end(void) __attribute__((noreturn));
 
-static void do_fork(int op, int child)
+static __attribute__((unused)) void do_fork(int op, int child)
 {
 	pid_t parent = getpid();
 	pid_t pid = fork();
