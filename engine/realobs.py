@@ -30,13 +30,15 @@ from __future__ import annotations
 
 import json
 import pathlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from engine.errors import FoliodiffError
 from engine.memory import ZERO_PFN
 from engine.oracle import Verdict
-from engine.pgtable import PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PTRS_PER_PTE, pte_dirty, pte_pfn, pte_present
+from engine.pgtable import (PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PTRS_PER_PTE, pte_dirty, pte_pfn,
+                            pte_present)
 from engine.program import Program, parse_program
 
 #: /proc/vmstat counter -> the model counter it is predicted from.
@@ -294,7 +296,8 @@ _conformance_cache: dict[str, Scenario] = {}
 
 
 def __getattr__(name: str) -> Any:
-    """``CONFORMANCE``: name -> :class:`Scenario`, read from corpus/ on first use.
+    """``CONFORMANCE``: name -> :class:`Scenario`, read from corpus/ on first use
+    (a module attribute computed lazily, PEP 562; so not listed in ``__all__``).
 
     The section-H scenarios user space can express, clean discard (H1), a
     redirtied 16-page folio (H3), extra references by vmsplice and by
@@ -307,6 +310,6 @@ def __getattr__(name: str) -> Any:
         return _conformance_cache
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-__all__ = ["ABSENT", "CONFORMANCE", "COUNTER_KEYS", "FieldDifference", "MTHP_SIZES", "MTHP_STATS",
-           "PredictionError", "SMAPS_FIELDS", "Scenario", "VMSTAT", "compare", "model_observables",
+__all__ = ["ABSENT", "COUNTER_KEYS", "MTHP_SIZES", "MTHP_STATS", "SMAPS_FIELDS", "VMSTAT",
+           "FieldDifference", "PredictionError", "Scenario", "compare", "model_observables",
            "parse_output", "predict", "present_rle", "vma_runs"]

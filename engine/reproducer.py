@@ -52,8 +52,9 @@ import json
 import os
 import pathlib
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from engine.errors import NotTranslatable
 from engine.kernels import KERNELS
@@ -552,10 +553,11 @@ def analyse(program: Program, *, pin: PinMechanism | str = PinMechanism.IO_URING
             for f in probe.faults:
                 linux = f.linux(policy.orders(f.order))
                 if linux != f.model:
-                    failures[c] = (f.op, f"a {'write' if f.write else 'read'} fault at {f.addr:#x} "
-                                         f"in an order-{f.order} region maps {_folio_desc(f.model)} "
-                                         f"in the model ({engine}); with {policy.describe()} Linux "
-                                         f"would map {_folio_desc(linux)}")
+                    reason = (f"a {'write' if f.write else 'read'} fault at {f.addr:#x} in an "
+                              f"order-{f.order} region maps {_folio_desc(f.model)} in the model "
+                              f"({engine}); with {policy.describe()} Linux would map "
+                              f"{_folio_desc(linux)}")
+                    failures[c] = (f.op, reason)
                     break
     good = [p for c, p in enumerate(candidates) if c not in failures]
     if not good:
@@ -737,5 +739,5 @@ def translate(program: Program, *, name: str, pin: PinMechanism | str = PinMecha
     return Reproducer(name, source, a)
 
 
-__all__ = ["Analysis", "CFLAGS", "Fault", "PinMechanism", "Reproducer", "ThpPolicy", "analyse",
+__all__ = ["CFLAGS", "Analysis", "Fault", "PinMechanism", "Reproducer", "ThpPolicy", "analyse",
            "candidate_policies", "translate"]
