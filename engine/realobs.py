@@ -310,6 +310,7 @@ def __getattr__(name: str) -> Any:
         return _conformance_cache
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
+
 __all__ = ["ABSENT", "COUNTER_KEYS", "MTHP_SIZES", "MTHP_STATS", "SMAPS_FIELDS", "VMSTAT",
            "FieldDifference", "PredictionError", "Scenario", "compare", "model_observables",
            "parse_output", "predict", "present_rle", "vma_runs"]
