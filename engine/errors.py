@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 
@@ -17,6 +18,23 @@ class ProgramError(FoliodiffError, ValueError):
         self.value = value
         self.reason = reason
         super().__init__(f"{field}: {reason} (got {value!r})")
+
+
+class NotTranslatable(FoliodiffError, ValueError):
+    """A valid program that a user-space C reproducer cannot run faithfully.
+
+    Names the operation (its index and JSON) and why: a fine-grained schedule
+    user space cannot force, an operation with no user-space trigger, or a
+    model behaviour a real kernel would not reproduce (see engine/reproducer.py).
+    ``index`` is None when the reason is the program as a whole.
+    """
+
+    def __init__(self, index: int | None, op: dict[str, Any] | None, reason: str) -> None:
+        self.index = index
+        self.op = op
+        self.reason = reason
+        where = f"ops[{index}] {json.dumps(op, sort_keys=True)}" if index is not None else "program"
+        super().__init__(f"{where}: not translatable: {reason}")
 
 
 class UnknownEngineError(FoliodiffError, ValueError):

@@ -118,10 +118,13 @@ class Runner:
         identical run through plain :func:`run`.  :attr:`ran` then lists, per
         step, the thread that ran and the operation it ran a segment of.
         Without a chooser both stay ``None`` and the loop pays nothing for them.
+    @swap: False runs the kernel with no swap area (:meth:`Kernel.swapoff`),
+        like the real kernels booted for conformance runs.
     """
 
     def __init__(self, program: Program, engine: str, *, trace: bool = False,
-                 per_step_oracles: bool = True, chooser: Chooser | None = None) -> None:
+                 per_step_oracles: bool = True, chooser: Chooser | None = None,
+                 swap: bool = True) -> None:
         self.program = program
         self.engine = resolve_engine(engine)
         self.trace = trace
@@ -129,6 +132,8 @@ class Runner:
         self.schedule_taken: list[tuple[int, str]] | None = [] if chooser else None
         self.ran: list[tuple[str, int]] | None = [] if chooser else None
         k = self.k = kernel_class(self.engine)()
+        if not swap:
+            k.swapoff()
         k.oracle = self.oracle = Oracle(k, per_step=per_step_oracles)
         k.mms[0] = MmStruct(0)
         k.mms[0].alive = True
@@ -268,10 +273,12 @@ class Runner:
 
 
 def run(program: Program, engine: str, *, trace: bool = False,
-        per_step_oracles: bool = True, chooser: Chooser | None = None) -> Outcome:
+        per_step_oracles: bool = True, chooser: Chooser | None = None,
+        swap: bool = True) -> Outcome:
     """Run ``program`` on kernel version ``engine`` and return its :class:`Outcome`.
 
-    With ``chooser``, see :class:`Runner` (use a Runner to read the schedule taken).
+    With ``chooser``, see :class:`Runner` (use a Runner to read the schedule taken);
+    ``swap=False`` runs without a swap area.
     """
     return Runner(program, engine, trace=trace, per_step_oracles=per_step_oracles,
-                  chooser=chooser).run()
+                  chooser=chooser, swap=swap).run()

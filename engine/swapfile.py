@@ -6,6 +6,9 @@ from __future__ import annotations
 class SwapDevice:
     """One swap area: slot -> (stored value, swap count)."""
 
+    #: total_swap_pages while the area is on: large enough never to fill.
+    PAGES = 1 << 30
+
     def __init__(self) -> None:
         self.next_offset = 1
         self.data: dict[int, int] = {}

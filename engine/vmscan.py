@@ -111,6 +111,8 @@ class VmscanMixin:
                 return "keep"
         if folio.anon and folio.swapbacked:
             if not folio.swapcache:
+                if not self.total_swap_pages:
+                    return (yield from self.shrink_anon_without_swap(folio, folio_list))
                 if folio.order:
                     # no contiguous swap cluster in the model: THP_SWPOUT_FALLBACK
                     if not (yield from self.split_folio(folio, folio_list)):
@@ -160,15 +162,50 @@ class VmscanMixin:
             return "free"
         return "keep"
 
+    def shrink_anon_without_swap(self, folio: Folio, folio_list: list[Folio]):
+        """The swap block of shrink_folio_list() for a swapbacked anon folio
+        when no swap area is on (``!total_swap_pages``).
+
+        mm/vmscan.c, as read at gregkh/linux 029c9408049f (~v6.8) and in a
+        v6.18.38 copy (same shape in between; v6.16 renamed add_to_swap() to
+        folio_alloc_swap()): a maybe-pinned folio is kept
+        (``goto keep_locked``); a large folio that cannot be split is
+        activated; a partially mapped one is split first.  Then the slot
+        allocation fails - get_swap_pages() finds no swap area - so a small
+        folio goes to ``activate_locked_split``, and a large one takes the
+        "Fallback to swap normal pages" path: split_folio_to_list() (tails
+        onto @folio_list, each activated in turn when its own allocation
+        fails) and ``activate_locked_split`` for the head.  Nothing is
+        swapped: the folio stays mapped and resident, but a large folio is
+        split.
+
+        Context: folio locked and isolated.  Return: 'keep' or 'activate'.
+        """
+        if folio_maybe_dma_pinned(folio):
+            return "keep"
+        if folio.order:
+            # can_split_folio() / the partially-mapped split / the fallback split:
+            # whichever runs, an unsplittable folio is activated whole.
+            if not (yield from self.split_folio(folio, folio_list)):
+                return "activate"
+            self.event("reclaim_split_no_swap", folio)
+        return "activate"
+
     def isolate_lru_folios(self, nr_to_scan: int) -> list[Folio]:
         """isolate_lru_folios() from the inactive tails, file LRU first.
 
         When both inactive lists are empty, shrink_active_list() deactivates
-        the oldest active folios first.
+        the oldest active folios first.  Without swap only the file lists
+        (where lazyfree folios live) are scanned.
         """
         lists = (LruList.LRU_INACTIVE_FILE, LruList.LRU_INACTIVE_ANON)
+        active = (LruList.LRU_ACTIVE_FILE, LruList.LRU_ACTIVE_ANON)
+        if not self.total_swap_pages:
+            # get_scan_count(): SCAN_FILE when !can_reclaim_anon_pages(), and
+            # can_age_anon_pages() keeps shrink_active_list() off the anon lists.
+            lists, active = lists[:1], active[:1]
         if not any(self.lruvec[l] for l in lists):
-            for src in (LruList.LRU_ACTIVE_FILE, LruList.LRU_ACTIVE_ANON):
+            for src in active:
                 for folio in list(self.lruvec[src])[:nr_to_scan]:
                     self.lruvec_del_folio(folio)
                     folio.active = False

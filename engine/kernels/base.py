@@ -45,6 +45,9 @@ class Kernel(MemoryMixin, RmapMixin, HugeMemoryMixin, VmscanMixin, MadviseMixin,
         self.next_pfn = 0x10000
         self.next_anon_vma = 0
         self.swap = SwapDevice()
+        #: total_swap_pages: nonzero while a swap area is on.  The model's swap
+        #: device never fills; :meth:`swapoff` models a machine with no swap.
+        self.total_swap_pages = SwapDevice.PAGES
         self.counters: Counter[str] = Counter()
         self.mthp: Counter[str] = Counter()    # "split_deferred[4]" style keys
         self.cost: Counter[str] = Counter()
@@ -59,6 +62,17 @@ class Kernel(MemoryMixin, RmapMixin, HugeMemoryMixin, VmscanMixin, MadviseMixin,
         self.tlb_flush_pending = False
         self._gates: dict[int, Gate] = {}
         self.lru_init()
+
+    def swapoff(self) -> None:
+        """Run without any swap area, as the qemu-booted kernels of the
+        conformance runs do: folio_alloc_swap() finds no slot, so swapbacked
+        anon folios stay resident (see VmscanMixin.shrink_anon_without_swap).
+
+        Context: before the first operation; the swap device is still empty.
+        """
+        if self.swap.in_use():
+            raise KernelBug(f"swapoff with {self.swap.in_use()} swap slots in use")
+        self.total_swap_pages = 0
 
     # -- what the run reports besides state ---------------------------------
     def event(self, name: str, folio: Folio | None = None) -> None:

@@ -1,0 +1,217 @@
+"""Predicted real-kernel observables, the no-swap model, compare() and the conformance suite."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from engine.corpus import load_entry
+from engine.errors import NotTranslatable
+from engine.program import parse_program
+from engine.realobs import (ABSENT, CONFORMANCE, COUNTER_KEYS, FieldDifference, PredictionError,
+                            compare, parse_output, predict, present_rle, vma_runs)
+from engine.reproducer import translate
+from engine.run import Runner, run
+
+CORPUS = pathlib.Path(__file__).resolve().parents[2] / "corpus"
+
+
+def corpus(name):
+    return load_entry(str(CORPUS / f"{name}.json"))["program"]
+
+
+def truncated(p, n):
+    """The first ``n`` operations of program ``p``."""
+    d = p.to_dict()
+    d["ops"] = d["ops"][:n]
+    return parse_program(d)
+
+
+# -- helpers -------------------------------------------------------------------------
+
+def test_present_rle():
+    assert present_rle("1" * 16) == "1x16"
+    assert present_rle("1110") == "1x3,0x1"
+    assert present_rle("0101") == "0x1,1x1,0x1,1x1"
+    assert present_rle("") == ""
+
+
+def test_vma_runs_merge_contiguous_vmas_of_one_protection():
+    assert vma_runs([(0x3000, 0x4000, "rw"), (0x1000, 0x3000, "rw"), (0x4000, 0x5000, "r"),
+                     (0x6000, 0x7000, "r")]) == [(0x1000, 0x4000, "rw"), (0x4000, 0x5000, "r"),
+                                                 (0x6000, 0x7000, "r")]
+
+
+# -- section J, predicted ---------------------------------------------------------------
+
+def test_h1_split_deferred_one_per_folio_before_v6_15_none_after():
+    p = corpus("h1-clean-mthp-reclaim")
+    old, new = predict(p, "v6.14"), predict(p, "v6.15")
+    assert old["mthp.64kB.split_deferred"] == 1 and new["mthp.64kB.split_deferred"] == 0
+    for obs in (old, new):
+        assert obs["vmstat.pglazyfreed"] == 16 and obs["vmstat.pglazyfree"] == 16
+        assert obs["mm0.smaps[0x200000].Rss_kB"] == 0
+        assert obs["mm0.present[0x200000]"] == "1x16"   # the read mapped the zero page
+        assert obs["result[4]"] == [0] * 16
+    eight = corpus("conform-h1-eight-mthp")
+    assert predict(eight, "v6.14")["mthp.64kB.split_deferred"] == 8
+    assert predict(eight, "v6.16")["mthp.64kB.split_deferred"] == 0
+
+
+@pytest.mark.parametrize("pin", ["io_uring", "vmsplice"])
+def test_extra_references_lazyfree_kept_from_v6_15_dropped_before(pin):
+    p = corpus("vmsplice-style-extra-ref")
+    held = truncated(p, 5)                 # MADV_PAGEOUT while the references are held
+    old, new = predict(held, "v6.14", pin=pin), predict(held, "v6.15", pin=pin)
+    assert old["mm0.smaps[0x200000].LazyFree_kB"] == 0 and old["mm0.smaps[0x200000].Rss_kB"] == 64
+    assert new["mm0.smaps[0x200000].LazyFree_kB"] == 64 and new["mm0.smaps[0x200000].Rss_kB"] == 64
+    # references dropped, second MADV_PAGEOUT: v6.14's folio is swapbacked and, without swap,
+    # stays (split by vmscan's fallback); v6.15 frees it
+    old, new = predict(p, "v6.14", pin=pin), predict(p, "v6.15", pin=pin)
+    assert old["vmstat.pglazyfreed"] == 0 and old["mm0.smaps[0x200000].Rss_kB"] == 64
+    assert old["mthp.64kB.split"] == 1
+    assert new["vmstat.pglazyfreed"] == 16 and new["mm0.smaps[0x200000].Rss_kB"] == 0
+
+
+def test_redirtied_pmd_thp_split_before_v6_15_kept_after():
+    p = corpus("h8-pmd-thp-redirty")
+    old, new = predict(p, "v6.14"), predict(p, "v6.15")
+    assert old["vmstat.thp_split_pmd"] == 1 and old["mm0.smaps[0x200000].AnonHugePages_kB"] == 0
+    assert new["vmstat.thp_split_pmd"] == 0 and new["mm0.smaps[0x200000].AnonHugePages_kB"] == 2048
+    for obs in (old, new):
+        assert obs["result[5]"] == [8, 7]
+        assert obs["mm0.smaps[0x200000].LazyFree_kB"] == 0     # redirtied: smaps leaves it out
+        assert obs["mm0.present[0x200000]"] == "1x512"
+
+
+def test_clean_pmd_thp_discarded_whole():
+    p = corpus("conform-h10-pmd-thp-clean")
+    for engine in ("v6.14", "v6.15", "v6.16"):
+        obs = predict(p, engine)
+        assert obs["vmstat.thp_split_pmd"] == 0 and obs["vmstat.pglazyfreed"] == 512
+        assert obs["mm0.present[0x200000]"] == "0x512"
+
+
+def test_dma_into_a_pinned_lazyfree_page_kept_on_v6_14_discarded_on_v6_15():
+    p = corpus("conform-h5-dma-pageout")
+    assert predict(p, "v6.14")["result[9]"] == [42]
+    assert predict(p, "v6.15")["result[9]"] == [0]
+
+
+def test_fork_shared_mthp_observes_both_processes():
+    obs = predict(corpus("fork-shared-mthp"), "v6.16")
+    assert obs["mm1.maps"] == ["0x200000-0x210000:rw"]
+    assert obs["result[5]"] == [7] * 16
+    assert {k.split(".")[0] for k in obs if k.startswith("mm")} == {"mm0", "mm1"}
+
+
+def test_keys():
+    obs = predict(corpus("h3-redirty-pte3"), "v6.15")
+    assert set(COUNTER_KEYS) <= set(obs)
+    assert set(obs) - set(COUNTER_KEYS) == {
+        "mm0.maps", "mm0.smaps[0x200000].Rss_kB", "mm0.smaps[0x200000].LazyFree_kB",
+        "mm0.smaps[0x200000].AnonHugePages_kB", "mm0.present[0x200000]",
+        "result[1]", "result[3]", "result[5]"}
+
+
+def test_write_fault_result_is_efault():
+    p = parse_program({"version": 1, "threads": [{"name": "T0", "kind": "task", "mm": 0}], "ops": [
+        {"thread": "T0", "op": "mmap", "addr": 0x200000, "pages": 1},
+        {"thread": "T0", "op": "mprotect", "addr": 0x200000, "pages": 1, "prot": "r"},
+        {"thread": "T0", "op": "write", "addr": 0x200000, "value": 1},
+        {"thread": "T0", "op": "read", "addr": 0x200000}]})
+    obs = predict(p, "v6.16")
+    assert obs["result[2]"] == -14 and obs["result[3]"] == [0]
+    assert obs["mm0.maps"] == ["0x200000-0x201000:r"]
+
+
+def test_predict_checks_translatability_unless_told_not_to():
+    p = corpus("h12-mremap-straddle")
+    with pytest.raises(NotTranslatable):
+        predict(p, "v6.14")
+    assert predict(p, "v6.14", check=False)["vmstat.pglazyfreed"] == 16
+    with pytest.raises(PredictionError, match="v6.15.*crash"):
+        predict(p, "v6.15", check=False)       # the out-of-bounds scan
+
+
+# -- the no-swap model ---------------------------------------------------------------------
+
+def test_no_swap_keeps_swapbacked_folios_resident_and_leaves_the_default_alone():
+    p = corpus("vmsplice-style-extra-ref")
+    swap = run(p, "v6.14").state
+    noswap = run(p, "v6.14", swap=False).state
+    assert swap["counter.PSWPOUT"] == 16 and swap["swap.slots"] == 16
+    assert noswap["counter.PSWPOUT"] == 0 and noswap["swap.slots"] == 0
+    assert noswap["mm0.MM_ANONPAGES"] == 16 and noswap["mthp.split[4]"] == 1
+    assert noswap["folio.f0.flags"] == "anon,swapbacked,lru,active"
+
+
+def test_no_swap_small_folio_is_activated():
+    p = parse_program({"version": 1, "threads": [{"name": "T0", "kind": "task", "mm": 0}], "ops": [
+        {"thread": "T0", "op": "mmap", "addr": 0x200000, "pages": 1},
+        {"thread": "T0", "op": "write", "addr": 0x200000, "value": 5},
+        {"thread": "T0", "op": "madvise", "addr": 0x200000, "pages": 1, "advice": "MADV_PAGEOUT"},
+        {"thread": "T0", "op": "read", "addr": 0x200000}]})
+    r = Runner(p, "v6.15", swap=False)
+    out = r.run()
+    assert out.results[3] == [5] and out.state["counter.nr_reclaimed"] == 0
+    assert r.k.total_swap_pages == 0
+    assert out.state["folio.f0.lru"] == "LRU_ACTIVE_ANON"
+    assert run(p, "v6.15").state["counter.PSWPOUT"] == 1
+
+
+def test_no_swap_kswapd_scans_only_the_file_lru():
+    threads = [{"name": "T0", "kind": "task", "mm": 0}, {"name": "R", "kind": "kthread"}]
+    p = parse_program({"version": 1, "threads": threads, "ops": [
+        {"thread": "T0", "op": "mmap", "addr": 0x200000, "pages": 1},
+        {"thread": "T0", "op": "write", "addr": 0x200000, "value": 5},
+        {"thread": "R", "op": "lru_add_drain"}] + [{"thread": "R", "op": "reclaim"}] * 4})
+    swapped = run(p, "v6.16")
+    assert swapped.results[4] == 1 and swapped.state["counter.PSWPOUT"] == 1
+    kept = run(p, "v6.16", swap=False)
+    assert kept.results[3:] == [0, 0, 0, 0] and kept.state["counter.PSWPOUT"] == 0
+    assert kept.state["folio.f0.lru"] == "LRU_INACTIVE_ANON"      # never isolated
+
+
+# -- compare and the reproducer's output -------------------------------------------------
+
+def test_compare():
+    a = {"vmstat.pglazyfreed": 16, "result[4]": [0, 0], "mm0.maps": ("0x0-0x1000:rw",)}
+    assert compare(a, {"vmstat.pglazyfreed": 16, "result[4]": [0, 0], "mm0.maps": ["0x0-0x1000:rw"]}) == []
+    diff = compare(a, {"vmstat.pglazyfreed": 0, "result[4]": [0, 0], "extra": 1})
+    assert diff == [FieldDifference("extra", ABSENT, 1),
+                    FieldDifference("mm0.maps", ["0x0-0x1000:rw"], ABSENT),
+                    FieldDifference("vmstat.pglazyfreed", 16, 0)]
+    assert diff[2].to_dict() == {"field": "vmstat.pglazyfreed", "predicted": 16, "observed": 0}
+
+
+def test_parse_output():
+    text = 'boot noise\nFOLIODIFF {"observables": {"vmstat.pglazyfree": 1}}\n'
+    assert parse_output(text) == {"observables": {"vmstat.pglazyfree": 1}}
+    assert parse_output('FOLIODIFF {"error": "mmap: x", "op": 0}')["op"] == 0
+    with pytest.raises(ValueError, match="no FOLIODIFF"):
+        parse_output("kernel panic")
+    with pytest.raises(ValueError, match="not JSON"):
+        parse_output("FOLIODIFF {oops")
+
+
+# -- the conformance suite ----------------------------------------------------------------
+
+def test_conformance_covers_what_the_issue_asks():
+    names = set(CONFORMANCE)
+    for want in ("h1-clean-mthp-reclaim", "h3-redirty-pte3", "vmsplice-style-extra-ref+vmsplice",
+                 "vmsplice-style-extra-ref+io_uring", "h8-pmd-thp-redirty", "conform-h10-pmd-thp-clean",
+                 "fork-shared-mthp"):
+        assert want in names
+    assert len(names) >= 15
+
+
+@pytest.mark.parametrize("name", sorted(CONFORMANCE))
+def test_conformance_scenario_translates_and_predicts(name):
+    scenario = CONFORMANCE[name]
+    r = translate(scenario.program, name=name, **scenario.options)
+    assert r.name == name
+    for engine in ("v6.14", "v6.15", "v6.16"):
+        obs = predict(scenario.program, engine, **scenario.options)
+        assert set(COUNTER_KEYS) <= set(obs)
