@@ -288,6 +288,88 @@ def bench_fuzz(
     _save(res, out)
 
 
+@app.command()
+def conform(
+    kernels: Annotated[str, typer.Option(help="comma-separated catalogue kernels (deb-6.1, deb-6.12, deb-6.16 ... deb-6.19)")] = "deb-6.12,deb-6.16",
+    scenarios: Annotated[Optional[str], typer.Option(help="comma-separated scenario names (default: all)")] = None,
+    timeout: Annotated[float, typer.Option(min=1, help="seconds per boot")] = 300.0,
+    out: Annotated[Optional[str], typer.Option(help="write the results as JSON here")] = None,
+) -> None:
+    """Boot real Debian kernels under qemu and compare each scenario with the kernel's model."""
+    from engine.realobs import CONFORMANCE
+    from service.conform.check import Verdict, conform as run_conform
+    chosen = dict(CONFORMANCE)
+    if scenarios:
+        names = [n.strip() for n in scenarios.split(",") if n.strip()]
+        unknown = [n for n in names if n not in chosen]
+        if unknown:
+            _fail(f"--scenarios: unknown scenario {unknown[0]!r} (known: {', '.join(chosen)})")
+        chosen = {n: chosen[n] for n in names}
+    try:
+        results = run_conform([k.strip() for k in kernels.split(",") if k.strip()], chosen,
+                              timeout=timeout)
+    except FoliodiffError as exc:
+        _fail(str(exc))
+    for kc in results:
+        title = (f"{kc.kernel} ({kc.package_version}, uname {kc.uname}) against {kc.engine}: "
+                 f"boot {kc.boot.value}, {kc.seconds:.1f} s")
+        if not kc.results:
+            console.print(f"[bold red]{title}[/]: no conformance results ({kc.boot_detail})",
+                          highlight=False)
+            continue
+        t = Table(title=title)
+        for col in ("scenario", "verdict", "differences (field: model -> kernel)"):
+            t.add_column(col)
+        for r in kc.results:
+            diffs = "; ".join(f"{d.field}: {d.predicted} -> {d.observed}" for d in r.differences)
+            colour = "green" if r.verdict is Verdict.EQUAL else "red"
+            t.add_row(r.scenario, f"[{colour}]{r.verdict.value}[/]", diffs or r.detail)
+        console.print(t)
+    _save({"kernels": [kc.to_dict() for kc in results]}, out)
+    if not all(kc.conforms for kc in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def reproducer(
+    program: Annotated[Optional[str], typer.Argument(help="program JSON file (or a corpus file)")] = None,
+    divergence: Annotated[Optional[int], typer.Option(help="a stored divergence's id (its minimized program)")] = None,
+    db: Annotated[Optional[str], typer.Option(help="store URL (default $FOLIODIFF_DB_URL or sqlite:///foliodiff.db)")] = None,
+    pin: Annotated[str, typer.Option(help="how pins are taken: io_uring or vmsplice")] = "io_uring",
+    out: Annotated[Optional[str], typer.Option(help="write the C file here (default: stdout)")] = None,
+) -> None:
+    """Export a program, or a stored divergence, as a static C reproducer for a real kernel."""
+    import json as _json
+    import os
+    from engine.corpus import load_any
+    from engine.program import parse_program
+    from engine.reproducer import PinMechanism, translate
+    mechanism = _enum_list("--pin", pin, PinMechanism)[0]
+    if (program is None) == (divergence is None):
+        _fail("program: give a program file or --divergence ID (one of them)")
+    try:
+        if program is not None:
+            prog, name = load_any(program), os.path.splitext(os.path.basename(program))[0]
+        else:
+            from service.store import Store
+            store = Store.open(db or os.environ.get("FOLIODIFF_DB_URL", "sqlite:///foliodiff.db"))
+            try:
+                d = store.get_divergence(divergence)
+                pid = d.minimized_program_id or d.original_program_id
+                prog = parse_program(_json.loads(store.get_program(pid).json))
+            finally:
+                store.close()
+            name = f"divergence-{divergence}"
+        source = translate(prog, name=name, pin=mechanism).source
+    except FoliodiffError as exc:
+        _fail(str(exc))
+    if out:
+        with open(out, "w") as fh:
+            fh.write(source)
+    else:
+        sys.stdout.write(source)
+
+
 def _progress_table(c) -> Table:
     """The live progress of a campaign (``c`` is a fuzz.campaign.Campaign)."""
     p, cfg = c.progress, c.config

@@ -1,0 +1,122 @@
+"""Conformance: a real kernel's observables against its model's prediction, field by field.
+
+For each kernel of the catalogue, every scenario of
+:data:`engine.realobs.CONFORMANCE` is translated to a C reproducer
+(:func:`engine.reproducer.translate`), all of them run in one boot
+(:func:`service.conform.run_suite`), and what each printed is compared with
+:func:`engine.realobs.predict` for the engine that models that kernel
+(:attr:`KernelSpec.engine`).  A kernel that does not boot, panics or times
+out gives a boot status and no scenario verdicts: it is never a
+conformance result.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.realobs import FieldDifference, PredictionError, compare, predict
+from engine.reproducer import translate
+from service.conform.console import BootStatus, CaseStatus
+from service.conform.kernels import KernelSpec, kernel_spec
+from service.conform.suite import run_suite
+
+
+class Verdict(str, enum.Enum):
+    """What one scenario showed on one kernel."""
+
+    EQUAL = "equal"                  # every observable as predicted
+    DIFFERENT = "different"          # at least one observable differs
+    UNSUPPORTED = "unsupported"      # the kernel lacks a feature the program needs (exit 2)
+    FAILED = "failed"                # the reproducer failed, crashed or printed no observables
+    NO_PREDICTION = "no-prediction"  # the model run crashed: nothing to compare
+
+
+@dataclass
+class ScenarioResult:
+    """One scenario on one kernel."""
+
+    scenario: str
+    verdict: Verdict
+    differences: list[FieldDifference] = field(default_factory=list)
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scenario": self.scenario, "verdict": self.verdict.value, "detail": self.detail,
+                "differences": [d.to_dict() for d in self.differences]}
+
+
+@dataclass
+class KernelConformance:
+    """One kernel's boot and, when it booted, its scenario results."""
+
+    kernel: str
+    engine: str
+    package_version: str
+    uname: str | None
+    boot: BootStatus
+    seconds: float
+    results: list[ScenarioResult] = field(default_factory=list)
+    boot_detail: str = ""
+
+    @property
+    def conforms(self) -> bool:
+        """Booted, and every scenario equal (or unsupported by this kernel)."""
+        return self.boot is BootStatus.OK and all(
+            r.verdict in (Verdict.EQUAL, Verdict.UNSUPPORTED) for r in self.results)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kernel": self.kernel, "engine": self.engine,
+                "package_version": self.package_version, "uname": self.uname,
+                "boot": self.boot.value, "boot_detail": self.boot_detail,
+                "seconds": round(self.seconds, 2), "conforms": self.conforms,
+                "results": [r.to_dict() for r in self.results]}
+
+
+def test_name(scenario: str) -> str:
+    """The initramfs test name of a scenario (``+`` is not allowed there)."""
+    return scenario.replace("+", ".")
+
+
+def _judge(scenario: Any, engine: str, case: Any) -> ScenarioResult:
+    name = scenario.name
+    record = next((r for r in reversed(case.records) if isinstance(r, dict)), None)
+    if record is not None and record.get("unsupported"):
+        return ScenarioResult(name, Verdict.UNSUPPORTED, detail=str(record["unsupported"]))
+    if case.status is not CaseStatus.OK or record is None or "observables" not in record:
+        what = (f"exit {case.exit_status}" if case.exit_status is not None else case.status.value)
+        if record is not None and "error" in record:
+            what += f": {record['error']} (op {record.get('op')})"
+        return ScenarioResult(name, Verdict.FAILED, detail=what)
+    try:
+        predicted = predict(scenario.program, engine, **scenario.options)
+    except PredictionError as exc:
+        return ScenarioResult(name, Verdict.NO_PREDICTION, detail=str(exc))
+    diffs = compare(predicted, record["observables"])
+    return ScenarioResult(name, Verdict.DIFFERENT if diffs else Verdict.EQUAL, diffs)
+
+
+def conform(kernels: Iterable[str | KernelSpec], scenarios: dict[str, Any], *,
+            timeout: float = 300.0) -> list[KernelConformance]:
+    """Run ``scenarios`` (name -> :class:`engine.realobs.Scenario`) on each kernel.
+
+    Raises :class:`engine.errors.NotTranslatable` for a scenario that does
+    not translate, before any boot.
+    """
+    sources = {test_name(s.name): translate(s.program, name=s.name, **s.options).source
+               for s in scenarios.values()}
+    out = []
+    for k in kernels:
+        spec = kernel_spec(k)
+        suite = run_suite(spec, sources, timeout=timeout)
+        kc = KernelConformance(spec.name, spec.engine, suite.package_version, suite.uname,
+                               suite.status, suite.seconds)
+        if suite.status is not BootStatus.OK:
+            kc.boot_detail = "; ".join(suite.kernel_reports) or suite.console[-400:]
+        else:
+            kc.results = [_judge(s, spec.engine, suite.test(test_name(s.name)))
+                          for s in scenarios.values()]
+        out.append(kc)
+    return out
