@@ -6,9 +6,11 @@ the campaign has not stored yet is minimized first (delta debugging that
 keeps the signature) and stored with its minimized and its original
 program; one already known only counts a hit.  Intended divergences are
 counted per rule on the campaign with a few sample programs, never stored
-one by one (the store does that part); the first sample of each intended
-signature this sink sees is minimized the same way, so a triager reads a
-small program for every rule too.
+one by one (the store does that part).  Intended divergences are not
+minimized here: a pair of distant versions shows dozens of intended
+signatures, and minimizing each would take a short campaign's whole time;
+a caller that minimized a program itself hands it in (``minimized``) and
+the store keeps it as the rule's sample.
 
 Writes are batched: the sink flushes when its batch is full, when
 ``flush_every`` seconds passed since the last flush, and when the worker
@@ -108,13 +110,14 @@ class FindingSink:
                 self.stats.intended += 1
             else:
                 self.stats.unexpected += 1
-            if d.signature_id not in self.known:
+            if minimized is not None:
+                rec = dataclasses.replace(rec, minimized_program=minimized.to_json(indent=None))
+            if d.classification is Classification.UNEXPECTED and d.signature_id not in self.known:
                 self.known.add(d.signature_id)
                 small = minimized or self._minimize(program, report, d.signature_id)
                 rec = dataclasses.replace(rec, minimized_program=small.to_json(indent=None))
-                if d.classification is Classification.UNEXPECTED:
-                    self._fresh[d.signature_id] = Stored(0, rec.signature, rec.kind.value,
-                                                         len(program.ops), len(small.ops))
+                self._fresh[d.signature_id] = Stored(0, rec.signature, rec.kind.value,
+                                                     len(program.ops), len(small.ops))
             self._pending.append(rec)
         self._maybe_flush()
         return new
