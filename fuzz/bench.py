@@ -228,7 +228,7 @@ def _search_atheris(target: Target, seed: int, cap: float, seeds: list[bytes]) -
         env = {**os.environ, "FOLIODIFF_BENCH_TARGET": target.value,
                "FOLIODIFF_BENCH_CAP": str(cap)}
         launched = time.monotonic()
-        proc = subprocess.run(args, env=env, capture_output=True, text=True,
+        proc = subprocess.run(args, env=env, capture_output=True, text=True, check=False,
                               timeout=cap + 120)
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith(DETECTED)]
     if not lines:

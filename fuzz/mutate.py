@@ -12,7 +12,8 @@ shrinker) or a device's DMA write through a pin.  A result the program format re
 from __future__ import annotations
 
 import random
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from engine.errors import ProgramError
 from engine.program import Advice, Program, parse_program
