@@ -114,6 +114,11 @@ class TargetSpec:
     match: Callable[[Program, Report], Divergence | None]
     description: str
 
+    def shows(self, program: Program) -> tuple[Report, Divergence | None]:
+        """Run ``program`` on the pair: the report, and the target's divergence in it."""
+        report = differential(program, self.engine_a, self.engine_b)
+        return report, self.match(program, report)
+
 
 TARGETS: dict[Target, TargetSpec] = {
     Target.DMA_DATA_LOSS: TargetSpec(
@@ -159,8 +164,7 @@ def target_seeds(target: Target, directory: str | Path | None) -> list[bytes]:
     if directory is None:
         return []
     spec = TARGETS[target]
-    return seed_inputs(directory, keep=lambda p: spec.match(
-        p, differential(p, spec.engine_a, spec.engine_b)) is None)
+    return seed_inputs(directory, keep=lambda p: spec.shows(p)[1] is None)
 
 
 def search(fuzzer: Fuzzer, target: Target, seed: int, cap: float,
@@ -287,15 +291,14 @@ def reduce_and_replay(trial: Trial, store_url: str) -> None:
 
     spec = TARGETS[Target(trial.target)]
     program = parse_program(trial.program)
-    report = differential(program, spec.engine_a, spec.engine_b)
-    found = spec.match(program, report)
+    report, found = spec.shows(program)
     if found is None:
         trial.error = "the detected program does not replay to the target"
         return
     sid = found.signature_id
 
     def interesting(candidate: Program) -> bool:
-        d = spec.match(candidate, differential(candidate, spec.engine_a, spec.engine_b))
+        d = spec.shows(candidate)[1]
         return d is not None and d.signature_id == sid
 
     res = minimize(program, interesting, max_runs=MINIMIZE_RUNS, engine=spec.engine_a)
@@ -310,7 +313,7 @@ def reduce_and_replay(trial: Trial, store_url: str) -> None:
         stored = _stored_reproducer(store, campaign.id, found)
     finally:
         store.close()
-    again = spec.match(stored, differential(stored, spec.engine_a, spec.engine_b))
+    again = spec.shows(stored)[1]
     trial.ops_found, trial.ops_minimized = len(program.ops), len(stored.ops)
     trial.signature = found.signature
     trial.replay_same_signature = again is not None and again.signature_id == sid
@@ -318,10 +321,10 @@ def reduce_and_replay(trial: Trial, store_url: str) -> None:
 
 def _stored_reproducer(store: Any, campaign_id: int, found: Divergence) -> Program:
     """The program the store kept for ``found``: its minimized reproducer or rule sample."""
+    from service.triage import reproducer
     if found.classification is Classification.UNEXPECTED:
         items, _ = store.list_divergences(text=found.signature, limit=1)
-        pid = items[0].minimized_program_id or items[0].original_program_id
-        return parse_program(json.loads(store.get_program(pid).json))
+        return reproducer(store, items[0])
     rule = found.rules[0].name
     pid = store.get_campaign(campaign_id).intended[rule]["samples"][0]
     return parse_program(json.loads(store.get_program(pid).json))

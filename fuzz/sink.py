@@ -110,14 +110,14 @@ class FindingSink:
                 self.stats.intended += 1
             else:
                 self.stats.unexpected += 1
-            if minimized is not None:
-                rec = dataclasses.replace(rec, minimized_program=minimized.to_json(indent=None))
+            small = minimized
             if d.classification is Classification.UNEXPECTED and d.signature_id not in self.known:
                 self.known.add(d.signature_id)
                 small = minimized or self._minimize(program, report, d.signature_id)
-                rec = dataclasses.replace(rec, minimized_program=small.to_json(indent=None))
                 self._fresh[d.signature_id] = Stored(0, rec.signature, rec.kind.value,
                                                      len(program.ops), len(small.ops))
+            if small is not None:
+                rec = dataclasses.replace(rec, minimized_program=small.to_json(indent=None))
             self._pending.append(rec)
         self._maybe_flush()
         return new

@@ -339,10 +339,8 @@ def reproducer(
     out: Annotated[Optional[str], typer.Option(help="write the C file here (default: stdout)")] = None,
 ) -> None:
     """Export a program, or a stored divergence, as a static C reproducer for a real kernel."""
-    import json as _json
     import os
     from engine.corpus import load_any
-    from engine.program import parse_program
     from engine.reproducer import PinMechanism, translate
     mechanism = _enum_list("--pin", pin, PinMechanism)[0]
     if (program is None) == (divergence is None):
@@ -352,11 +350,10 @@ def reproducer(
             prog, name = load_any(program), os.path.splitext(os.path.basename(program))[0]
         else:
             from service.store import Store
+            from service.triage import reproducer as stored_program
             store = Store.open(db or os.environ.get("FOLIODIFF_DB_URL", "sqlite:///foliodiff.db"))
             try:
-                d = store.get_divergence(divergence)
-                pid = d.minimized_program_id or d.original_program_id
-                prog = parse_program(_json.loads(store.get_program(pid).json))
+                prog = stored_program(store, store.get_divergence(divergence))
             finally:
                 store.close()
             name = f"divergence-{divergence}"
