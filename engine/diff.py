@@ -1,8 +1,9 @@
 """The differential runner: one program, two kernel versions, classified differences.
 
-Both runs are compared field by field (behaviour only, never cost).  When
-they differ, both are re-run with a per-operation trace to find, for every
-differing field, the first operation after which the runs disagreed on it;
+Both runs are compared field by field (behaviour only, never cost).  Both
+are traced (a state snapshot per completed operation), so that when they
+differ the traces tell, for every differing field, the first operation
+after which the runs disagreed on it;
 the earliest of those is where the runs parted, and the divergence is
 classified there (see :mod:`engine.rules`).
 """
@@ -169,18 +170,24 @@ def _first_ops(ta: list[dict], tb: list[dict], fields: set[str]) -> dict[str, in
 
 
 def differential(program: Program, engine_a: str, engine_b: str) -> Report:
-    """Run ``program`` on two engines and classify every difference."""
+    """Run ``program`` on two engines and classify every difference.
+
+    Both runs are traced from the start: re-running a pair that differs, to
+    learn where it parted, cost more than tracing every pair (a trace is a
+    state snapshot per completed operation).  The traces are dropped once read.
+    """
     ea, eb = resolve_engine(engine_a), resolve_engine(engine_b)
-    a, b = run(program, ea), run(program, eb)
+    a, b = run(program, ea, trace=True), run(program, eb, trace=True)
+    ta, tb = a.trace or [], b.trace or []
+    a.trace = b.trace = None
     ca, cb = a.comparable(), b.comparable()
     differing = sorted(f for f in set(ca) | set(cb) if ca.get(f) != cb.get(f))
     if not differing:
         return Report(program, a, b, [])
-    ta_out, tb_out = run(program, ea, trace=True), run(program, eb, trace=True)
-    first = _first_ops(ta_out.trace or [], tb_out.trace or [], set(differing))
+    first = _first_ops(ta, tb, set(differing))
     diffs = sorted((FieldDiff(f, ca.get(f), cb.get(f), first.get(f)) for f in differing),
                    key=_field_order)
-    parted, window = _parting_ops(ta_out.trace or [], tb_out.trace or [])
+    parted, window = _parting_ops(ta, tb)
     return Report(program, a, b, [_classify(program, a, b, diffs, parted, window)])
 
 

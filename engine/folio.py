@@ -57,7 +57,7 @@ class Folio:
         self.anon_vma = None
         self.freed = False
         self.extra: dict[str, int] = {}   # references held for a named reason
-        self.checked: tuple | None = None  # what the refcount oracle last verified
+        self.checked: int | None = None  # the refcount the oracle last verified
 
     def __repr__(self) -> str:
         return f"<folio pfn={self.pfn:#x} order={self.order} ref={self.ref}>"

@@ -237,6 +237,7 @@ class HugeMemoryMixin:
         folio.entire_mapcount = 0
         folio.pincount = 0
         folio.ref = folio.mapcount[0] + sum(head_extra.values())
+        folio.checked = None
         self.cost["rmap_updates"] += 1
         for t in tails:
             if to_list is not None:

@@ -60,16 +60,19 @@ class RmapMixin:
         else:
             for i in range(folio.nr):
                 folio.mapcount[i] += 1
+        folio.checked = None
         self.cost["rmap_updates"] += 1
 
     def folio_add_anon_rmap_ptes(self, folio: Folio, first: int, nr: int) -> None:
         mc = folio.mapcount
         for i in range(first, first + nr):
             mc[i] += 1
+        folio.checked = None
         self.cost["rmap_updates"] += 1
 
     def folio_add_anon_rmap_pmd(self, folio: Folio) -> None:
         folio.entire_mapcount += 1
+        folio.checked = None
         self.cost["rmap_updates"] += 1
 
     def folio_remove_rmap_ptes(self, folio: Folio, first: int, nr: int, vma: VmArea) -> None:
@@ -82,6 +85,7 @@ class RmapMixin:
                 raise KernelBug(f"mapcount of page {i} of folio pfn {folio.pfn:#x} underflows")
             if mc[i] == 0 and not folio.entire_mapcount:
                 unmapped += 1
+        folio.checked = None
         self.cost["rmap_updates"] += 1
         if folio.order and folio.anon:
             partially_mapped = unmapped > 0 and folio_mapped(folio)
@@ -96,6 +100,7 @@ class RmapMixin:
         folio.entire_mapcount -= 1
         if folio.entire_mapcount < 0:
             raise KernelBug(f"entire mapcount of folio pfn {folio.pfn:#x} underflows")
+        folio.checked = None
         self.cost["rmap_updates"] += 1
         if not folio.entire_mapcount:
             still = sum(1 for m in folio.mapcount if m)

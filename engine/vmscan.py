@@ -57,6 +57,7 @@ class VmscanMixin:
         folio.swap = None
         folio.swapcache = False
         folio.extra.pop("swapcache", None)
+        folio.checked = None
         return True
 
     def shrink_folio_list(self, folio_list: list[Folio], ignore_references: bool):
@@ -93,6 +94,7 @@ class VmscanMixin:
         self.try_to_unmap_flush()
         for folio in freed:
             folio.extra.pop("isolate", None)
+            folio.checked = None
             if folio.on_deferred_list:
                 self.folio_unqueue_deferred_split(folio)
             self.free_folio(folio)

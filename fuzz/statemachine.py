@@ -15,10 +15,10 @@ Runner is a pure function of a frozen program and cannot honestly be fed
 operations: an appended operation of another thread may run before earlier
 ones (the op-order policy picks the first *runnable* operation, and a
 preemption may name any step), so a kept Runner would answer for a
-different interleaving.  Measured (2-core VM, up to 30 steps): v6.14 vs
-v6.15, ~100 checks/s (~10 ms per step, two runs plus two traced runs when
-the kernels part), ~4.6 machines/s; v5.17 vs v6.14, whose runs part on
-almost every program, ~18 checks/s.
+different interleaving.  Measured (2-core VM, up to 30 steps, before the
+differential traced every run): v6.14 vs v6.15, ~100 checks/s, ~4.6
+machines/s; v5.17 vs v6.14, whose runs part on almost every program, ~18
+checks/s (tracing from the start made such pairs ~1.8x faster).
 
 A failure raises :class:`FindingError` naming the program (JSON) and the
 signature; Hypothesis shrinks the steps first.  Signatures in the machine's

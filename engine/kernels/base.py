@@ -131,6 +131,7 @@ class Kernel(MemoryMixin, RmapMixin, HugeMemoryMixin, VmscanMixin, MadviseMixin,
             raise KernelBug(f"reference ({why}) on freed folio pfn {folio.pfn:#x}")
         folio.ref += n
         folio.extra[why] = folio.extra.get(why, 0) + n
+        folio.checked = None
 
     def ref_put(self, folio: Folio, why: str, n: int = 1) -> None:
         held = folio.extra.get(why, 0)
@@ -140,6 +141,7 @@ class Kernel(MemoryMixin, RmapMixin, HugeMemoryMixin, VmscanMixin, MadviseMixin,
             del folio.extra[why]
         else:
             folio.extra[why] = held - n
+        folio.checked = None
         self.folio_put_refs(folio, n)
 
     def folio_put_refs(self, folio: Folio, n: int = 1) -> None:
