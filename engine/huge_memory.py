@@ -59,6 +59,9 @@ class HugeMemoryMixin:
         for folio in list(self.deferred_split_queue)[:nr_to_scan]:
             del self.deferred_split_queue[folio]
             if self.speculative_get(folio):
+                # An event, so that coverage tells a scan that caught a folio from one
+                # that found the queue empty.
+                self.event("deferred_split_ref", folio)
                 batch.append(folio)          # stays "on a list": _deferred_list non-empty
             else:
                 folio.on_deferred_list = False

@@ -30,7 +30,7 @@ from engine.diff import Report
 from engine.errors import ProgramError
 from engine.program import Program, parse_program
 from fuzz.mutate import mutate_program
-from fuzz.schedule import Exhaustive, pct_schedule
+from fuzz.schedule import Exhaustive, decision_count, pct_schedule
 
 #: Shortest and longest random input, in bytes (programs of ~1 to ~30 operations).
 MIN_INPUT = 4
@@ -38,6 +38,8 @@ MAX_INPUT = 256
 _LOG_MIN_INPUT, _LOG_MAX_INPUT = math.log(MIN_INPUT), math.log(MAX_INPUT + 1)
 #: Schedules tried per program by PCT, and at most by the exhaustive search.
 PCT_RUNS = 8
+#: How often PCT takes one of the newest corpus inputs again, unmutated.
+PCT_AGAIN = 0.25
 EXHAUSTIVE_CAP = 64
 #: Operations of a program the exhaustive search takes (longer ones are cut).
 EXHAUSTIVE_OPS = 10
@@ -104,6 +106,7 @@ class Corpus:
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
             self.inputs += [p.read_bytes() for p in sorted(directory.glob("*.bin"))]
+        self.started = len(self.inputs)     # inputs before this run's first offer
 
     def offer(self, data: bytes, feats: set[str]) -> bool:
         """Keep ``data`` if it shows a feature not seen yet. Return: whether it was kept."""
@@ -132,7 +135,7 @@ def mutate(data: bytes, rng: random.Random, corpus: Corpus) -> bytes:
         elif kind == 3 and len(buf) > 1:
             del buf[pos:pos + rng.randint(1, 8)]
         elif corpus.inputs:
-            other = rng.choice(corpus.inputs)
+            other = _pick(rng, corpus)
             cut = rng.randrange(len(other) + 1)
             buf[pos:] = other[cut:]
     return bytes(buf[:MAX_INPUT])
@@ -149,9 +152,27 @@ def program_mutant(data: bytes, rng: random.Random) -> bytes | None:
         return None
 
 
+#: How many of the newest corpus inputs get half of the picks.
+RECENT = 8
+
+
+def _pick(rng: random.Random, corpus: Corpus) -> bytes:
+    """A corpus input to mutate: half the time one of the :data:`RECENT` newest.
+
+    An input joins the corpus because it showed something new; its mutants are
+    the likeliest to show more (AFL's and libFuzzer's entropic schedules give
+    such inputs more energy).  Picking uniformly instead dilutes it among the
+    whole seed corpus.
+    """
+    inputs = corpus.inputs
+    if len(inputs) > corpus.started and rng.random() < 0.5:
+        return rng.choice(inputs[max(corpus.started, len(inputs) - RECENT):])
+    return rng.choice(inputs)
+
+
 def _input(rng: random.Random, corpus: Corpus) -> bytes:
     if corpus.inputs and rng.random() < 0.6:
-        data = rng.choice(corpus.inputs)
+        data = _pick(rng, corpus)
         if rng.random() < 0.5:
             mutant = program_mutant(data, rng)
             if mutant is not None:
@@ -184,7 +205,15 @@ class Source:
         self._data: bytes = b""
 
     def _base(self, i: int) -> Program:
-        self._data = _input(_rng(self.seed, self.worker, i), self.corpus)
+        rng = _rng(self.seed, self.worker, i)
+        corpus = self.corpus
+        if (self.fuzzer is Fuzzer.PCT and len(corpus.inputs) > corpus.started
+                and rng.random() < PCT_AGAIN):
+            # Schedules, not operations: a base that just showed something new
+            # runs again as it is, under new PCT draws.
+            self._data = rng.choice(corpus.inputs[max(corpus.started, len(corpus.inputs) - RECENT):])
+        else:
+            self._data = _input(rng, corpus)
         return decode(self._data)
 
     def __iter__(self) -> Iterator[Program]:
@@ -200,8 +229,14 @@ class Source:
                 i = self.position["i"]
                 base = self._base(i)
                 rng = _rng(self.seed, self.worker, i, "pct")
-                for _ in range(PCT_RUNS if affordable(base) else 0):
-                    yield pct_schedule(base, self.engine, self.pct_depth, rng)
+                runs = 0
+                if affordable(base):
+                    # k once per base; a base in which no step ever has two runnable
+                    # threads has one schedule, so one run of it is enough.
+                    steps, decisions = decision_count(base, self.engine)
+                    runs = PCT_RUNS if decisions else 1
+                for _ in range(runs):
+                    yield pct_schedule(base, self.engine, self.pct_depth, rng, max_steps=steps)
                 self.position = {"i": i + 1}
         elif self.fuzzer is Fuzzer.EXHAUSTIVE:
             yield from self._exhaustive()

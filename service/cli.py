@@ -19,8 +19,10 @@ from engine.kernels import ALIASES, C_TWINS, KERNELS, ORDER, resolve_engine
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Differential fuzzing of Linux lazyfree reclaim models.")
-console = Console()
-err = Console(stderr=True)
+# Piped output (a log, CI) gets 140 columns, not rich's 80: the figure tables
+# have up to nine columns and are unreadable folded.
+console = Console(width=None if sys.stdout.isatty() else 140)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_BAD_INPUT = 0, 1, 2
 
