@@ -29,11 +29,11 @@ the scenarios the real-kernel conformance suite runs.
 from __future__ import annotations
 
 import json
-import pathlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.corpus import CORPUS_DIR
 from engine.errors import FoliodiffError
 from engine.memory import ZERO_PFN
 from engine.oracle import Verdict
@@ -254,11 +254,8 @@ class Scenario:
     description: str = ""
 
 
-_CORPUS = pathlib.Path(__file__).resolve().parent.parent / "corpus"
-
-
 def _corpus(name: str) -> tuple[Program, str]:
-    data = json.loads((_CORPUS / f"{name}.json").read_text())
+    data = json.loads((CORPUS_DIR / f"{name}.json").read_text())
     return parse_program(data["program"]), data.get("description", "")
 
 

@@ -334,30 +334,34 @@ def conform(
 def reproducer(
     program: Annotated[Optional[str], typer.Argument(help="program JSON file (or a corpus file)")] = None,
     divergence: Annotated[Optional[int], typer.Option(help="a stored divergence's id (its minimized program)")] = None,
+    corpus: Annotated[str | None, typer.Option(help="a corpus program's name (see --corpus-dir)")] = None,
+    corpus_dir: Annotated[str | None, typer.Option(help="where --corpus looks (default: the seed corpus)")] = None,
     db: Annotated[Optional[str], typer.Option(help="store URL (default $FOLIODIFF_DB_URL or sqlite:///foliodiff.db)")] = None,
     pin: Annotated[str, typer.Option(help="how pins are taken: io_uring or vmsplice")] = "io_uring",
     out: Annotated[Optional[str], typer.Option(help="write the C file here (default: stdout)")] = None,
 ) -> None:
-    """Export a program, or a stored divergence, as a static C reproducer for a real kernel."""
+    """Export a program, a stored divergence or a corpus program as a static C reproducer."""
     import os
-    from engine.corpus import load_any
+    from engine.corpus import CORPUS_DIR, load_any
     from engine.reproducer import PinMechanism, translate
-    mechanism = _enum_list("--pin", pin, PinMechanism)[0]
-    if (program is None) == (divergence is None):
-        _fail("program: give a program file or --divergence ID (one of them)")
+    mechanisms = _enum_list("--pin", pin, PinMechanism)
+    if len(mechanisms) != 1:
+        _fail(f"--pin: give one of io_uring, vmsplice (got {pin!r})")
+    mechanism = mechanisms[0]
+    if sum(x is not None for x in (program, divergence, corpus)) != 1:
+        _fail("program: give a program file, --divergence ID or --corpus NAME (one of them)")
     try:
         if program is not None:
-            prog, name = load_any(program), os.path.splitext(os.path.basename(program))[0]
+            name = os.path.splitext(os.path.basename(program))[0]
+            source = translate(load_any(program), name=name, pin=mechanism).source
+        elif corpus is not None:
+            from service.triage import corpus_c
+            source = corpus_c(corpus, mechanism, corpus_dir or CORPUS_DIR).source
         else:
             from service.store import Store
-            from service.triage import reproducer as stored_program
-            store = Store.open(db or os.environ.get("FOLIODIFF_DB_URL", "sqlite:///foliodiff.db"))
-            try:
-                prog = stored_program(store, store.get_divergence(divergence))
-            finally:
-                store.close()
-            name = f"divergence-{divergence}"
-        source = translate(prog, name=name, pin=mechanism).source
+            from service.triage import divergence_c
+            with Store.open(db or os.environ.get("FOLIODIFF_DB_URL", "sqlite:///foliodiff.db")) as store:
+                source = divergence_c(store, divergence, mechanism).source
     except FoliodiffError as exc:
         _fail(str(exc))
     if out:
