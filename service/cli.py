@@ -330,6 +330,83 @@ def conform(
         raise typer.Exit(1)
 
 
+def _seed_table(bench, workload) -> Table:
+    """One workload of a ``seed-bench``: a row per kernel, its figures beside its model's."""
+    rows = {r.real.kernel: r for r in bench.rows[workload]}
+    c = workload.counter
+    t = Table(title=f"{workload.value} ({c}), medians of {bench.repeat} run(s): the real kernel, "
+                    f"then the model of that kernel", title_justify="left")
+    for col in ("kernel", "engine", "folios", f"{c}\nΔ", "pglazy-\nfreed Δ",
+                "PAGEOUT ms\nwall (TCG)", "PAGEOUT ms\ncpu (TCG)", "old/new\nwall/cpu",
+                f"model\n{c} Δ", "model\npglazy-\nfreed Δ", "model\nbench-c\nms",
+                "model\nold/new"):
+        t.add_column(col, justify="left" if col in ("kernel", "engine") else "right",
+                     no_wrap=col in ("kernel", "engine"))
+
+    def num(v, fmt="{:,}"):
+        return "-" if v is None else fmt.format(v)
+
+    for k in bench.kernels:
+        r = rows.get(k.kernel)
+        if r is None:
+            status = f"boot {k.boot.value}" if k.boot.value != "ok" else "benchmark failed"
+            t.add_row(k.kernel, k.engine, f"[red]{status}[/]", *["-"] * 9)
+            continue
+        f, m = r.real, r.model
+        if f.unsupported:
+            t.add_row(k.kernel, k.engine, "[yellow]unsupported[/]", *["-"] * 9)
+            continue
+        colour = {True: "green", False: "bold red", None: "yellow"}[r.counter_matches]
+        ratio = ("-" if r.real_ratio is None else
+                 f"{r.real_ratio:.2f}×/{num(r.real_cpu_ratio, '{:.2f}×')}")
+        t.add_row(k.kernel, k.engine, num(f.folios), f"[{colour}]{num(f.counter)}[/]",
+                  num(f.pglazyfreed), num(f.pageout_ms, "{:.3f}"), num(f.pageout_cpu_ms, "{:.3f}"),
+                  ratio, f"[{colour}]{num(m and m.counter)}[/]", num(m and m.pglazyfreed),
+                  num(m and m.unmap_ms, "{:.3f}"), num(r.model_ratio, "{:.2f}×"))
+    return t
+
+
+@app.command("seed-bench")
+def seed_bench(
+    kernels: Annotated[str, typer.Option(help="comma-separated catalogue kernels, oldest first (old/new ratios are over the first)")] = "deb-6.12,deb-6.16",
+    repeat: Annotated[int, typer.Option(min=1, max=100, help="runs of each workload per boot, and bench-c passes of the model (medians are reported)")] = 5,
+    mthp_mib: Annotated[int, typer.Option(min=1, max=256, help="MiB of 64 KiB lazyfree mTHPs (3/4 workload)")] = 128,
+    pmd_thps: Annotated[int, typer.Option(min=1, max=128, help="redirtied lazyfree PMD THPs (4/4 workload)")] = 64,
+    timeout: Annotated[float, typer.Option(min=1, help="seconds per boot")] = 600.0,
+    out: Annotated[str | None, typer.Option(help="write the figures as JSON here")] = None,
+) -> None:
+    """The seed series' benchmarks on real Debian kernels under qemu, beside each kernel's model.
+
+    Exit 1 when a kernel's counter differs from its model's prediction, or a
+    kernel gave no figures (it did not boot, or a workload failed).
+    """
+    from service.conform.seed import SeedWorkload
+    from service.conform.seedbench import TIMES_NOTE
+    from service.conform.seedbench import seed_bench as run_bench
+    try:
+        bench = run_bench([k.strip() for k in kernels.split(",") if k.strip()], repeat=repeat,
+                          mthp_mib=mthp_mib, pmd_thps=pmd_thps, timeout=timeout)
+    except FoliodiffError as exc:
+        _fail(str(exc))
+    for k in bench.kernels:
+        console.print(f"{k.kernel} ({k.package_version}, uname {k.uname}) modelled by {k.engine}: "
+                      f"boot {k.boot.value}, {k.seconds:.1f} s", highlight=False)
+    for w in SeedWorkload:
+        # wide tables: a file or a pipe gets them whole, a terminal at its width
+        console.print(_seed_table(bench, w), width=None if console.is_terminal else 160)
+    console.print(f"[bold]Times:[/] {TIMES_NOTE}", highlight=False)
+    for k in bench.kernels:
+        if k.detail:
+            console.print(f"[bold red]{k.kernel}: no figures[/]: {k.detail}", highlight=False)
+    for r in bench.mismatches:
+        console.print(f"[bold red]{r.real.kernel} {r.real.workload.value}: {r.real.workload.counter} "
+                      f"is {r.real.counter}, the model ({r.model.engine}) predicts "
+                      f"{r.model.counter}[/]", highlight=False)
+    _save(bench.to_dict(), out)
+    if bench.mismatches or not bench.complete:
+        raise typer.Exit(EXIT_UNEXPECTED)
+
+
 @app.command()
 def reproducer(
     program: Annotated[Optional[str], typer.Argument(help="program JSON file (or a corpus file)")] = None,
