@@ -50,6 +50,24 @@ def corpus_paths(directory: str | os.PathLike = CORPUS_DIR) -> dict[str, pathlib
     return {p.stem: p for p in sorted(pathlib.Path(directory).glob("*.json"))}
 
 
+def corpus_index(directory: str | os.PathLike = CORPUS_DIR) -> list[dict[str, str | None]]:
+    """Each corpus file of @directory: its name, and its ``scenario`` and ``description``
+    where the file has them as text (None in a file that is not a readable corpus file).
+
+    Return: one dict per file, sorted by name; the programs are not parsed.
+    """
+    out = []
+    for name, path in corpus_paths(directory).items():
+        try:
+            entry = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            entry = None
+        fields = entry if isinstance(entry, dict) else {}
+        out.append({"name": name, **{k: fields[k] if isinstance(fields.get(k), str) else None
+                                     for k in ("scenario", "description")}})
+    return out
+
+
 def corpus_program(name: str, directory: str | os.PathLike = CORPUS_DIR) -> Program:
     """The program of corpus file @name in @directory.
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path as FilePath
 from typing import Annotated
 
 from fastapi import APIRouter, Path
 
-from engine.corpus import corpus_paths
+from engine.corpus import corpus_index
 from engine.reproducer import PinMechanism
 from service.api.deps import SettingsDep
 from service.api.routers.common import (
@@ -28,21 +26,10 @@ CorpusName = Annotated[str, Path(max_length=200, description="corpus file name w
 _NOT_FOUND = {404: {"model": ErrorBody, "description": "No corpus program with that name"}}
 
 
-def _describe(name: str, path: FilePath) -> CorpusProgram:
-    """@name with its file's scenario and description, where the file has them as text."""
-    try:
-        entry = json.loads(path.read_bytes())
-    except (OSError, ValueError):
-        entry = None
-    fields = entry if isinstance(entry, dict) else {}
-    return CorpusProgram(name=name, **{k: fields[k] for k in ("scenario", "description")
-                                       if isinstance(fields.get(k), str)})
-
-
 @router.get("", response_model=CorpusList, responses=READ,
             summary="The corpus programs, by name")
 def list_corpus(settings: SettingsDep) -> CorpusList:
-    items = [_describe(name, path) for name, path in corpus_paths(settings.corpus_dir).items()]
+    items = [CorpusProgram(**entry) for entry in corpus_index(settings.corpus_dir)]
     return CorpusList(items=items, total=len(items))
 
 
