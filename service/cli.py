@@ -391,9 +391,10 @@ def seed_bench(
     for k in bench.kernels:
         console.print(f"{k.kernel} ({k.package_version}, uname {k.uname}) modelled by {k.engine}: "
                       f"boot {k.boot.value}, {k.seconds:.1f} s", highlight=False)
+    # wide tables: a file or a pipe gets them whole, a terminal at its width
+    wide = console if console.is_terminal else Console(width=160)
     for w in SeedWorkload:
-        # wide tables: a file or a pipe gets them whole, a terminal at its width
-        console.print(_seed_table(bench, w), width=None if console.is_terminal else 160)
+        wide.print(_seed_table(bench, w))
     console.print(f"[bold]Times:[/] {TIMES_NOTE}", highlight=False)
     for k in bench.kernels:
         if k.detail:
