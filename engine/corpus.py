@@ -17,10 +17,15 @@ differential runner must say of them.
 from __future__ import annotations
 
 import json
+import os
+import pathlib
 from typing import Any
 
-from engine.errors import ProgramError
+from engine.errors import ProgramError, UnknownCorpusProgramError
 from engine.program import Program, parse_program
+
+#: The seed corpus: ``corpus/`` at the top of the source tree.
+CORPUS_DIR = pathlib.Path(__file__).resolve().parent.parent / "corpus"
 
 
 def load_any(path: str) -> Program:
@@ -35,6 +40,46 @@ def load_any(path: str) -> Program:
     if isinstance(data, dict) and "program" in data:
         return parse_program(data["program"])
     return parse_program(data)
+
+
+def corpus_paths(directory: str | os.PathLike = CORPUS_DIR) -> dict[str, pathlib.Path]:
+    """The corpus files of @directory by program name (the file name without ``.json``).
+
+    Return: name -> path, sorted by name; empty for a missing directory.
+    """
+    return {p.stem: p for p in sorted(pathlib.Path(directory).glob("*.json"))}
+
+
+def corpus_index(directory: str | os.PathLike = CORPUS_DIR) -> list[dict[str, str | None]]:
+    """Each corpus file of @directory: its name, and its ``scenario`` and ``description``
+    where the file has them as text (None in a file that is not a readable corpus file).
+
+    Return: one dict per file, sorted by name; the programs are not parsed.
+    """
+    out = []
+    for name, path in corpus_paths(directory).items():
+        try:
+            entry = json.loads(path.read_bytes())
+        except (OSError, ValueError):
+            entry = None
+        fields = entry if isinstance(entry, dict) else {}
+        out.append({"name": name, **{k: fields[k] if isinstance(fields.get(k), str) else None
+                                     for k in ("scenario", "description")}})
+    return out
+
+
+def corpus_program(name: str, directory: str | os.PathLike = CORPUS_DIR) -> Program:
+    """The program of corpus file @name in @directory.
+
+    Names are looked up among the files :func:`corpus_paths` lists, never
+    joined into a path, so no name reaches outside @directory.
+    Return: the :class:`Program`.  Raises :class:`UnknownCorpusProgramError`
+    for a name no file carries, :class:`ProgramError` for a malformed file.
+    """
+    paths = corpus_paths(directory)
+    if name not in paths:
+        raise UnknownCorpusProgramError(name, str(directory), list(paths))
+    return load_any(str(paths[name]))
 
 
 def load_entry(path: str) -> dict[str, Any]:

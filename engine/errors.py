@@ -45,6 +45,16 @@ class UnknownEngineError(FoliodiffError, ValueError):
         super().__init__(f"engines: unknown engine {engine!r} (known: {', '.join(known)})")
 
 
+class UnknownCorpusProgramError(FoliodiffError, LookupError):
+    """A corpus program name that no file of the corpus directory carries."""
+
+    def __init__(self, name: str, directory: str, known: list[str]) -> None:
+        self.name = name
+        self.directory = directory
+        super().__init__(f"corpus: no program {name!r} in {directory} "
+                         f"(known: {', '.join(known) or 'none'})")
+
+
 class KernelBug(Exception):
     """Raised inside a kernel model where the kernel would BUG() or KASAN would report.
 

@@ -29,11 +29,11 @@ the scenarios the real-kernel conformance suite runs.
 from __future__ import annotations
 
 import json
-import pathlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.corpus import CORPUS_DIR
 from engine.errors import FoliodiffError
 from engine.memory import ZERO_PFN
 from engine.oracle import Verdict
@@ -163,7 +163,7 @@ def model_observables(k, program: Program, results: list[Any]) -> dict[str, Any]
 
 
 def predict(program: Program, engine_id: str, *, swap: bool = False, check: bool = True,
-            **translate_options: Any) -> dict[str, Any]:
+            per_step_oracles: bool = True, **translate_options: Any) -> dict[str, Any]:
     """The observables kernel ``engine_id`` predicts for ``program`` on a real kernel.
 
     @swap: whether the real machine has a swap area (the qemu conformance
@@ -171,6 +171,9 @@ def predict(program: Program, engine_id: str, *, swap: bool = False, check: bool
     @check: first check that the program translates with ``translate_options``
         (as :func:`engine.reproducer.translate` takes them), so that a
         prediction is only made for what a reproducer can observe.
+    @per_step_oracles: False skips the invariant checks after each step and
+        operation (the data and end-of-run oracles still hold the run to
+        account): what a benchmark-sized program needs, as bench-c runs them.
     Return: key -> value, with the keys the reproducer prints.  Raises
     :class:`NotTranslatable` (when checking) or :class:`PredictionError` when
     the model run ends in a crash or a broken oracle.
@@ -179,7 +182,7 @@ def predict(program: Program, engine_id: str, *, swap: bool = False, check: bool
     from engine.run import Runner
     if check:
         analyse(program, **translate_options)
-    runner = Runner(program, engine_id, swap=swap)
+    runner = Runner(program, engine_id, swap=swap, per_step_oracles=per_step_oracles)
     outcome = runner.run()
     if outcome.verdict is not Verdict.OK:
         crash = outcome.crash
@@ -254,11 +257,8 @@ class Scenario:
     description: str = ""
 
 
-_CORPUS = pathlib.Path(__file__).resolve().parent.parent / "corpus"
-
-
 def _corpus(name: str) -> tuple[Program, str]:
-    data = json.loads((_CORPUS / f"{name}.json").read_text())
+    data = json.loads((CORPUS_DIR / f"{name}.json").read_text())
     return parse_program(data["program"]), data.get("description", "")
 
 

@@ -332,34 +332,116 @@ def conform(
         raise typer.Exit(1)
 
 
+def _seed_table(bench, workload) -> Table:
+    """One workload of a ``seed-bench``: a row per kernel, its figures beside its model's."""
+    rows = {r.real.kernel: r for r in bench.rows[workload]}
+    c = workload.counter
+    t = Table(title=f"{workload.value} ({c}), medians of {bench.repeat} run(s): the real kernel, "
+                    f"then the model of that kernel", title_justify="left")
+    for col in ("kernel", "engine", "folios", f"{c}\nΔ", "pglazy-\nfreed Δ",
+                "PAGEOUT ms\nwall (TCG)", "PAGEOUT ms\ncpu (TCG)", "old/new\nwall/cpu",
+                f"model\n{c} Δ", "model\npglazy-\nfreed Δ", "model\nbench-c\nms",
+                "model\nold/new"):
+        t.add_column(col, justify="left" if col in ("kernel", "engine") else "right",
+                     no_wrap=col in ("kernel", "engine"))
+
+    def num(v, fmt="{:,}"):
+        return "-" if v is None else fmt.format(v)
+
+    for k in bench.kernels:
+        r = rows.get(k.kernel)
+        if r is None:
+            status = f"boot {k.boot.value}" if k.boot.value != "ok" else "benchmark failed"
+            t.add_row(k.kernel, k.engine, f"[red]{status}[/]", *["-"] * 9)
+            continue
+        f, m = r.real, r.model
+        if f.unsupported:
+            t.add_row(k.kernel, k.engine, "[yellow]unsupported[/]", *["-"] * 9)
+            continue
+        colour = {True: "green", False: "bold red", None: "yellow"}[r.counter_matches]
+        ratio = ("-" if r.real_ratio is None else
+                 f"{r.real_ratio:.2f}×/{num(r.real_cpu_ratio, '{:.2f}×')}")
+        t.add_row(k.kernel, k.engine, num(f.folios), f"[{colour}]{num(f.counter)}[/]",
+                  num(f.pglazyfreed), num(f.pageout_ms, "{:.3f}"), num(f.pageout_cpu_ms, "{:.3f}"),
+                  ratio, f"[{colour}]{num(m and m.counter)}[/]", num(m and m.pglazyfreed),
+                  num(m and m.unmap_ms, "{:.3f}"), num(r.model_ratio, "{:.2f}×"))
+    return t
+
+
+@app.command("seed-bench")
+def seed_bench(
+    kernels: Annotated[str, typer.Option(help="comma-separated catalogue kernels, oldest first (old/new ratios are over the first)")] = "deb-6.12,deb-6.16",
+    repeat: Annotated[int, typer.Option(min=1, max=100, help="runs of each workload per boot, and bench-c passes of the model (medians are reported)")] = 5,
+    mthp_mib: Annotated[int, typer.Option(min=1, max=256, help="MiB of 64 KiB lazyfree mTHPs (3/4 workload)")] = 128,
+    pmd_thps: Annotated[int, typer.Option(min=1, max=128, help="redirtied lazyfree PMD THPs (4/4 workload)")] = 64,
+    timeout: Annotated[float, typer.Option(min=1, help="seconds per boot")] = 600.0,
+    out: Annotated[str | None, typer.Option(help="write the figures as JSON here")] = None,
+) -> None:
+    """The seed series' benchmarks on real Debian kernels under qemu, beside each kernel's model.
+
+    Exit 1 when a kernel's counter differs from its model's prediction, or a
+    kernel gave no figures (it did not boot, or a workload failed).
+    """
+    from service.conform.seed import SeedWorkload
+    from service.conform.seedbench import TIMES_NOTE
+    from service.conform.seedbench import seed_bench as run_bench
+    try:
+        bench = run_bench([k.strip() for k in kernels.split(",") if k.strip()], repeat=repeat,
+                          mthp_mib=mthp_mib, pmd_thps=pmd_thps, timeout=timeout)
+    except FoliodiffError as exc:
+        _fail(str(exc))
+    for k in bench.kernels:
+        console.print(f"{k.kernel} ({k.package_version}, uname {k.uname}) modelled by {k.engine}: "
+                      f"boot {k.boot.value}, {k.seconds:.1f} s", highlight=False)
+    # wide tables: a file or a pipe gets them whole, a terminal at its width
+    wide = console if console.is_terminal else Console(width=160)
+    for w in SeedWorkload:
+        wide.print(_seed_table(bench, w))
+    console.print(f"[bold]Times:[/] {TIMES_NOTE}", highlight=False)
+    for k in bench.kernels:
+        if k.detail:
+            console.print(f"[bold red]{k.kernel}: no figures[/]: {k.detail}", highlight=False)
+    for r in bench.mismatches:
+        console.print(f"[bold red]{r.real.kernel} {r.real.workload.value}: {r.real.workload.counter} "
+                      f"is {r.real.counter}, the model ({r.model.engine}) predicts "
+                      f"{r.model.counter}[/]", highlight=False)
+    _save(bench.to_dict(), out)
+    if bench.mismatches or not bench.complete:
+        raise typer.Exit(EXIT_UNEXPECTED)
+
+
 @app.command()
 def reproducer(
     program: Annotated[Optional[str], typer.Argument(help="program JSON file (or a corpus file)")] = None,
     divergence: Annotated[Optional[int], typer.Option(help="a stored divergence's id (its minimized program)")] = None,
+    corpus: Annotated[str | None, typer.Option(help="a corpus program's name (see --corpus-dir)")] = None,
+    corpus_dir: Annotated[str | None, typer.Option(help="where --corpus looks (default: the seed corpus)")] = None,
     db: Annotated[Optional[str], typer.Option(help="store URL (default $FOLIODIFF_DB_URL or sqlite:///foliodiff.db)")] = None,
     pin: Annotated[str, typer.Option(help="how pins are taken: io_uring or vmsplice")] = "io_uring",
     out: Annotated[Optional[str], typer.Option(help="write the C file here (default: stdout)")] = None,
 ) -> None:
-    """Export a program, or a stored divergence, as a static C reproducer for a real kernel."""
+    """Export a program, a stored divergence or a corpus program as a static C reproducer."""
     import os
-    from engine.corpus import load_any
+    from engine.corpus import CORPUS_DIR, load_any
     from engine.reproducer import PinMechanism, translate
-    mechanism = _enum_list("--pin", pin, PinMechanism)[0]
-    if (program is None) == (divergence is None):
-        _fail("program: give a program file or --divergence ID (one of them)")
+    mechanisms = _enum_list("--pin", pin, PinMechanism)
+    if len(mechanisms) != 1:
+        _fail(f"--pin: give one of io_uring, vmsplice (got {pin!r})")
+    mechanism = mechanisms[0]
+    if sum(x is not None for x in (program, divergence, corpus)) != 1:
+        _fail("program: give a program file, --divergence ID or --corpus NAME (one of them)")
     try:
         if program is not None:
-            prog, name = load_any(program), os.path.splitext(os.path.basename(program))[0]
+            name = os.path.splitext(os.path.basename(program))[0]
+            source = translate(load_any(program), name=name, pin=mechanism).source
+        elif corpus is not None:
+            from service.triage import corpus_c
+            source = corpus_c(corpus, mechanism, corpus_dir or CORPUS_DIR).source
         else:
             from service.store import Store
-            from service.triage import reproducer as stored_program
-            store = Store.open(db or os.environ.get("FOLIODIFF_DB_URL", "sqlite:///foliodiff.db"))
-            try:
-                prog = stored_program(store, store.get_divergence(divergence))
-            finally:
-                store.close()
-            name = f"divergence-{divergence}"
-        source = translate(prog, name=name, pin=mechanism).source
+            from service.triage import divergence_c
+            with Store.open(db or os.environ.get("FOLIODIFF_DB_URL", "sqlite:///foliodiff.db")) as store:
+                source = divergence_c(store, divergence, mechanism).source
     except FoliodiffError as exc:
         _fail(str(exc))
     if out:

@@ -1,4 +1,4 @@
-"""Triage work on stored divergences: replay, corpus export, bounded runs.
+"""Triage work on stored divergences: replay, corpus and C export, bounded runs.
 
 Library functions the HTTP edge calls; each takes a :class:`Store` or a
 program and raises the package's own errors (with field and value).
@@ -7,12 +7,15 @@ program and raises the package's own errors (with field and value).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.corpus import CORPUS_DIR, corpus_program
 from engine.diff import Classification, Report, differential
 from engine.kernels import resolve_engine
 from engine.program import Fork, Mmap, Mremap, Program, parse_program
+from engine.reproducer import PinMechanism, Reproducer, translate
 from service.errors import InvalidValueError
 from service.models import Divergence, TriageStatus
 from service.store import Store, records_from_report
@@ -70,6 +73,31 @@ def reproducer(store: Store, d: Divergence) -> Program:
     """The stored program to replay: the minimized one when there is one."""
     pid = d.minimized_program_id if d.minimized_program_id is not None else d.original_program_id
     return parse_program(json.loads(store.get_program(pid).json))
+
+
+def divergence_c(store: Store, divergence_id: int,
+                 pin: PinMechanism | str = PinMechanism.IO_URING) -> Reproducer:
+    """A stored divergence's reproducer (:func:`reproducer`) as C, named ``divergence-<id>``.
+
+    @pin: how its ``pin`` operations take references.
+    Return: the :class:`Reproducer`.  Raises :class:`NotFoundError` for an
+    unknown id and :class:`NotTranslatable` naming the operation user space
+    cannot express.
+    """
+    d = store.get_divergence(divergence_id)
+    return translate(reproducer(store, d), name=f"divergence-{d.id}", pin=pin)
+
+
+def corpus_c(name: str, pin: PinMechanism | str = PinMechanism.IO_URING,
+             directory: str | os.PathLike = CORPUS_DIR) -> Reproducer:
+    """Corpus program @name of @directory as C, named after it.
+
+    @pin: how its ``pin`` operations take references.
+    Return: the :class:`Reproducer`.  Raises :class:`UnknownCorpusProgramError`
+    for a name no corpus file carries and :class:`NotTranslatable` naming the
+    operation user space cannot express.
+    """
+    return translate(corpus_program(name, directory), name=name, pin=pin)
 
 
 @dataclass

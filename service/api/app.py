@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service.api import errors
-from service.api.routers import campaigns, divergences, run
+from service.api.routers import campaigns, corpus, divergences, run
 from service.api.settings import Settings
 
 
@@ -38,6 +38,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = None
     errors.install(app)
     app.add_middleware(errors.BodyLimit, limit=settings.max_body_bytes)
-    for module in (divergences, campaigns, run):
+    for module in (divergences, campaigns, corpus, run):
         app.include_router(module.router)
     return app

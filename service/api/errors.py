@@ -17,7 +17,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engine.errors import ProgramError, UnknownEngineError
+from engine.errors import (
+    NotTranslatable,
+    ProgramError,
+    UnknownCorpusProgramError,
+    UnknownEngineError,
+)
 from service.errors import IllegalTransitionError, InvalidValueError, NotFoundError
 
 #: Longest rendering of an offending value echoed back (a 1 MiB program is not).
@@ -84,6 +89,17 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(UnknownEngineError)
     async def _engine(_: Request, exc: UnknownEngineError) -> JSONResponse:
         return error_response(422, "engines", exc.engine, str(exc))
+
+    @app.exception_handler(NotTranslatable)
+    async def _not_translatable(_: Request, exc: NotTranslatable) -> JSONResponse:
+        # A valid program user space cannot run: name the operation and why.
+        field = f"ops[{exc.index}]" if exc.index is not None else "program"
+        return error_response(422, field, exc.op, str(exc))
+
+    @app.exception_handler(UnknownCorpusProgramError)
+    async def _unknown_corpus(_: Request, exc: UnknownCorpusProgramError) -> JSONResponse:
+        return error_response(404, "name", exc.name,
+                              "no corpus program of that name (GET /corpus lists them)")
 
     @app.exception_handler(InvalidValueError)
     async def _invalid(_: Request, exc: InvalidValueError) -> JSONResponse:

@@ -187,3 +187,17 @@ class StatsSnapshotOut(_Row):
 
 class CampaignDetail(CampaignOut):
     stats: list[StatsSnapshotOut]
+
+
+class CorpusProgram(BaseModel):
+    """One corpus file: its name, and what its scenario and description say
+    (None when the file is not a readable corpus file)."""
+
+    name: str
+    scenario: str | None = None
+    description: str | None = None
+
+
+class CorpusList(BaseModel):
+    items: list[CorpusProgram]
+    total: int

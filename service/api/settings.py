@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from engine.corpus import CORPUS_DIR
 
 
 class Settings(BaseSettings):
@@ -19,6 +23,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FOLIODIFF_", extra="ignore")
 
     db_url: str = "sqlite:///foliodiff.db"
+    #: The corpus files ``/corpus`` serves (default: the seed corpus, corpus/).
+    corpus_dir: Path = CORPUS_DIR
     token: SecretStr | None = None
     #: Largest request body, in bytes (checked on Content-Length and on the bytes read).
     max_body_bytes: int = Field(default=1 << 20, ge=1)

@@ -10,7 +10,9 @@ what it predicts about real kernels; this package runs programs on them:
   :class:`BootStatus`, and per test a :class:`CaseResult` with its status
   and the JSON of its ``FOLIODIFF {...}`` lines;
 - :func:`seed_benchmarks` runs the seed series' 3/4 and 4/4 workloads on
-  real kernels and returns :class:`SeedFigure` s.
+  real kernels and returns :class:`SeedFigure` s;
+  :func:`service.conform.seedbench.seed_bench` puts each kernel's model
+  beside them (``foliodiff seed-bench``).
 
 Host packages: qemu-system-x86, busybox-static, gcc and libc6-dev, apt and dpkg.
 """

@@ -49,6 +49,12 @@ class SeedWorkload(enum.Enum):
         """The counter whose delta the patch changes."""
         return {SeedWorkload.MTHP: "split_deferred", SeedWorkload.PMD: "thp_split_pmd"}[self]
 
+    @property
+    def observable(self) -> str:
+        """That counter as :mod:`engine.realobs` names it (the key the model predicts)."""
+        return {SeedWorkload.MTHP: "mthp.64kB.split_deferred",
+                SeedWorkload.PMD: "vmstat.thp_split_pmd"}[self]
+
 
 @dataclasses.dataclass(frozen=True)
 class SeedFigure:

@@ -15,6 +15,11 @@ def foliodiff(*args):
                           capture_output=True, text=True, timeout=300)
 
 
+def said(r) -> str:
+    """stderr with rich's line wrapping undone."""
+    return " ".join(r.stderr.split())
+
+
 def test_intended_divergence_exits_0():
     r = foliodiff("run", "corpus/h2-shrinker-ref-between-ptes.json", "--engines", "v6.14,v6.15")
     assert r.returncode == 0, r.stderr
@@ -41,3 +46,36 @@ def test_bad_inputs_exit_2_naming_the_problem(tmp_path):
     assert r.returncode == 2 and "v9.9" in r.stderr
     r = foliodiff("run", str(tmp_path / "missing.json"))
     assert r.returncode == 2 and "missing.json" in r.stderr
+
+
+def test_reproducer_of_a_corpus_name_a_file_and_a_stored_divergence(tmp_path):
+    from engine.corpus import load_any
+    from engine.diff import differential
+    from service.store import Store, records_from_report
+    r = foliodiff("reproducer", "--corpus", "h8-pmd-thp-redirty", "--out", str(tmp_path / "a.c"))
+    assert r.returncode == 0, r.stderr
+    r = foliodiff("reproducer", "corpus/h8-pmd-thp-redirty.json")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == (tmp_path / "a.c").read_text()
+    assert "foliodiff reproducer h8-pmd-thp-redirty:" in r.stdout
+    program = load_any(str(ROOT / "corpus" / "conform-h5-dma-pageout.json"))
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    with Store.open(url) as store:
+        (ident,) = store.upsert_divergences(
+            records_from_report(differential(program, "v5.17", "v6.15"), program)).ids.values()
+    r = foliodiff("reproducer", "--divergence", str(ident), "--db", url)
+    assert r.returncode == 0, r.stderr
+    assert f"foliodiff reproducer divergence-{ident}:" in r.stdout
+
+
+def test_reproducer_bad_inputs_exit_2_naming_them(tmp_path):
+    r = foliodiff("reproducer", "--corpus", "no-such-program")
+    assert r.returncode == 2 and "'no-such-program'" in said(r)
+    r = foliodiff("reproducer", "--corpus", "h8-pmd-thp-redirty", "--corpus-dir", str(tmp_path))
+    assert r.returncode == 2 and str(tmp_path) in said(r)
+    r = foliodiff("reproducer", "--corpus", "h2-shrinker-ref-between-ptes")
+    assert r.returncode == 2 and "ops[4]" in said(r) and "not translatable" in said(r)
+    r = foliodiff("reproducer", "--corpus", "h8-pmd-thp-redirty", "--divergence", "1")
+    assert r.returncode == 2 and "one of them" in said(r)
+    r = foliodiff("reproducer", "--corpus", "h8-pmd-thp-redirty", "--pin", "splice")
+    assert r.returncode == 2 and "--pin" in said(r) and "splice" in said(r)

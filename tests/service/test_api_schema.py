@@ -50,3 +50,14 @@ schema = schemathesis.pytest.from_fixture("api_schema")
           suppress_health_check=list(HealthCheck))
 def test_no_server_error_and_no_undocumented_status(case) -> None:
     case.call_and_validate(checks=[not_a_server_error, status_code_conformance])
+
+
+def test_c_reproducer_routes_are_documented_as_c_source(tmp_path: Path) -> None:
+    paths = create_app(Settings(db_url=f"sqlite:///{tmp_path / 'store.db'}")).openapi()["paths"]
+    for path in ("/divergences/{divergence_id}/reproducer.c", "/corpus/{name}/reproducer.c"):
+        responses = paths[path]["get"]["responses"]
+        assert list(responses["200"]["content"]) == ["text/x-csrc"], path
+        assert {"404", "422"} <= set(responses), path
+        params = {p["name"]: p for p in paths[path]["get"]["parameters"]}
+        assert params["pin"]["in"] == "query"
+    assert "/corpus" in paths

@@ -1,9 +1,15 @@
-"""OpenAPI ``responses=`` shared by the routers: every status a route can answer."""
+"""What the routers share: OpenAPI ``responses=`` for every status a route can answer,
+and the response of a C reproducer."""
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Annotated, Any
 
+from fastapi import Query
+from fastapi.responses import PlainTextResponse
+
+from engine.reproducer import PinMechanism, Reproducer
 from service.api.schemas import ErrorBody
 
 _TEXT = {
@@ -25,3 +31,32 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 #: parameters, for a bad value.
 READ = errors(400, 413, 422)
 WRITE = errors(400, 401, 413, 422)
+
+
+class CSourceResponse(PlainTextResponse):
+    """A C source file."""
+
+    media_type = "text/x-csrc"
+
+
+#: The query parameter of a C reproducer: how its ``pin`` operations take references.
+PinQuery = Annotated[PinMechanism, Query(description="io_uring (FOLL_PIN | FOLL_LONGTERM) or "
+                                                     "vmsplice (plain references)")]
+
+#: ``responses=`` of a route that answers a C reproducer: the source, or a 422
+#: naming the operation user space cannot express (or the bad parameter).
+C_SOURCE: dict[int | str, dict[str, Any]] = {
+    200: {"description": "a static C reproducer (engine.reproducer): build with "
+                         "gcc -static -O2, run as root on the kernel under test",
+          "content": {CSourceResponse.media_type: {"schema": {"type": "string"}}}},
+    422: {"model": ErrorBody,
+          "description": "A parameter is invalid, or the program does not translate: "
+                         "the body names the operation (ops[i]) and why"},
+}
+
+
+def c_source(r: Reproducer) -> CSourceResponse:
+    """@r's source as a download called ``<name>.c``."""
+    filename = re.sub(r"[^A-Za-z0-9._-]", "_", r.name) + ".c"
+    return CSourceResponse(r.source,
+                           headers={"Content-Disposition": f'attachment; filename="{filename}"'})

@@ -1,4 +1,4 @@
-"""``/divergences``: list, inspect, triage, replay and export divergences."""
+"""``/divergences``: list, inspect, triage, replay and export divergences (corpus file, C)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,17 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Query
 
 from engine.diff import Classification, Kind
+from engine.reproducer import PinMechanism
 from service.api.deps import StoreDep, WriteAccess
-from service.api.routers.common import READ, WRITE, errors
+from service.api.routers.common import (
+    C_SOURCE,
+    READ,
+    WRITE,
+    CSourceResponse,
+    PinQuery,
+    c_source,
+    errors,
+)
 from service.api.schemas import (
     MAX_ID,
     DivergenceDetail,
@@ -27,7 +36,13 @@ from service.api.schemas import (
 from service.errors import InvalidValueError, NotFoundError
 from service.models import Divergence, TriageStatus
 from service.store import MAX_LIMIT
-from service.triage import corpus_entry, corpus_file_name, engine_pair, replay
+from service.triage import (
+    corpus_entry,
+    corpus_file_name,
+    divergence_c,
+    engine_pair,
+    replay,
+)
 
 router = APIRouter(prefix="/divergences", tags=["divergences"])
 
@@ -147,3 +162,11 @@ def replay_divergence(store: StoreDep, divergence_id: DivergenceId,
             response_description="a corpus file (see engine.corpus)")
 def export_corpus(store: StoreDep, divergence_id: DivergenceId) -> dict[str, Any]:
     return corpus_entry(store, store.get_divergence(divergence_id))
+
+
+@router.get("/{divergence_id}/reproducer.c", response_class=CSourceResponse,
+            responses=READ | errors(404) | C_SOURCE,
+            summary="The divergence's reproducer (minimized if any) as a static C program")
+def export_c(store: StoreDep, divergence_id: DivergenceId,
+             pin: PinQuery = PinMechanism.IO_URING) -> CSourceResponse:
+    return c_source(divergence_c(store, divergence_id, pin))
