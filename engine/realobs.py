@@ -285,7 +285,6 @@ def _conformance() -> dict[str, Scenario]:
         ("fork-shared-mthp", "", {}),
         ("conform-pmd-thp-swapbacked-pageout", "", {}),
         ("conform-split-zero-filled", "", {}),
-        ("conform-pmd-split-zero-filled", "", {}),
         ("conform-split-dirty-harvest", "", {}),
         ("conform-mprotect-same-prot-thp", "", {}),
         ("conform-dma-unregister-pageout", "", {"pin": "io_uring"}),
