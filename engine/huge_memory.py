@@ -4,11 +4,15 @@ the deferred-split queue and its shrinker, folio split, MADV_FREE of a PMD.
 
 from __future__ import annotations
 
+from engine.flags import VM_LOCKED
 from engine.folio import Folio, folio_mapcount, folio_test_pmd_mappable
+from engine.memory import ZERO_PFN
 from engine.mm import MM_ANONPAGES, VmArea
-from engine.pgtable import (HPAGE_PMD_NR, PMD_SHIFT, PMD_SIZE, PageTable, mk_pte, pmd_dirty,
-                            pmd_mkclean, pmd_mkhuge, pmd_mkold, pmd_pfn, pmd_write, pmd_young,
-                            pte_pfn)
+from engine.pgtable import (HPAGE_PMD_NR, PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PMD_SIZE,
+                            PTRS_PER_PTE, PageTable, mk_pte, pmd_dirty, pmd_mkclean, pmd_mkhuge,
+                            pmd_mkold, pmd_pfn, pmd_write, pmd_young, pte_dirty, pte_pfn,
+                            pte_present)
+from engine.rmap import folio_end_in_vma
 from engine.sched import spin_lock, spin_unlock
 
 
@@ -107,11 +111,18 @@ class HugeMemoryMixin:
         self.ref_put(folio, "spec")
 
     # -- splitting a PMD mapping ------------------------------------------------
-    def split_huge_pmd_locked(self, vma: VmArea, pmd_idx: int, folio: Folio) -> None:
+    def split_huge_pmd_locked(self, vma: VmArea, pmd_idx: int, folio: Folio,
+                              freeze: bool = False) -> PageTable:
         """__split_huge_pmd_locked(): remap a huge PMD as 512 PTEs.
 
         The dirty, write and young bits go to every PTE; a dirty PMD dirties the
-        folio; the folio gains HPAGE_PMD_NR - 1 references.  Context: PMD lock.
+        folio.  Without @freeze the folio gains HPAGE_PMD_NR - 1 references and
+        a PTE mapping of every page.  With @freeze (unmap_folio() before a
+        split) the PTEs are migration entries: no PTE mapping is added and the
+        PMD's reference is dropped, so the folio goes from entirely mapped to
+        not mapped here, never partially mapped; the model writes the PTEs
+        remap_page() will restore and keeps the list of them (see
+        :meth:`unmap_folio`).  Context: PMD lock.  Return: the new page table.
         """
         mm = vma.mm
         word = mm.pmd_huge.pop(pmd_idx)
@@ -128,11 +139,16 @@ class HugeMemoryMixin:
         for i in range(HPAGE_PMD_NR):
             entries[i] = mk_pte(pfn + i, write, dirty, young)
         self.cost["pte_writes"] += HPAGE_PMD_NR
-        folio.ref += HPAGE_PMD_NR - 1
-        self.folio_add_anon_rmap_ptes(folio, 0, HPAGE_PMD_NR)
-        self.folio_remove_rmap_pmd(folio, vma)
+        if freeze:
+            self.folio_drop_rmap_pmd(folio)
+            folio.ref -= 1                        # put_page() of the PMD's reference
+        else:
+            folio.ref += HPAGE_PMD_NR - 1
+            self.folio_add_anon_rmap_ptes(folio, 0, HPAGE_PMD_NR)
+            self.folio_remove_rmap_pmd(folio, vma)
         self.count("THP_SPLIT_PMD")
         self.event("split_huge_pmd", folio)
+        return pt
 
     def split_huge_pmd(self, vma: VmArea, pmd_idx: int):
         """__split_huge_pmd(): take the PMD lock and split if still huge."""
@@ -182,29 +198,136 @@ class HugeMemoryMixin:
         return True
 
     # -- splitting a folio ----------------------------------------------------
+    #: remap_page() after a successful split maps every zero-filled page to the
+    #: shared zero page instead of its new small folio (RMP_USE_SHARED_ZEROPAGE,
+    #: b1f202060afe "mm: remap unused subpages to shared zeropage when splitting
+    #: isolated thp", v6.12).  The v5.18 engine clears it.
+    SPLIT_MAPS_UNUSED_TO_ZEROPAGE = True
+
     def split_folio(self, folio: Folio, to_list: list | None = None):
         """split_folio() / split_huge_page_to_list_to_order(folio, list, 0).
 
-        Context: folio locked; the caller holds one reference.  PMD mappings are
-        first remapped by PTEs.  Return: True when split (False = -EAGAIN).
+        can_split_folio(), then unmap_folio() (:meth:`unmap_folio`), then
+        folio_ref_freeze() at the caller's reference plus the swap cache's;
+        if that fails, remap_page() maps the large folio again (-EAGAIN),
+        else __split_huge_page() splits it and remap_page() maps the small
+        folios (:meth:`remap_page`).
+
+        The kernel replaces the mappings by migration entries, which make any
+        other CPU that touches them wait for the split to finish.  The model
+        has no migration entries: it waits until no other thread holds a page
+        table lock unmap_folio() needs, then unmaps, splits and remaps without
+        yielding, so no other thread sees the folio unmapped.
+
+        Context: folio locked; the caller holds one reference.  Return: True
+        when split (False = -EAGAIN).
         """
         if not folio.order:
             return True
         extra_pins = folio.nr if folio.swapcache else 0
-        if folio_mapcount(folio) != folio.ref - extra_pins - 1:
+        if folio_mapcount(folio) != folio.ref - extra_pins - 1:     # can_split_folio()
             return False
-        # unmap_folio(): PMD mappings become PTE mappings first
-        for vma, address in self.rmap_targets(folio):
-            pmd_idx = address >> PMD_SHIFT
-            word = vma.mm.pmd_huge.get(pmd_idx)
-            if word is not None and pte_pfn(word) == folio.pfn:
-                yield from self.split_huge_pmd(vma, pmd_idx)
-        if folio_mapcount(folio) != folio.ref - extra_pins - 1:
+        yield from self.unmap_folio_wait(folio)
+        migrations = self.unmap_folio(folio)
+        if folio.ref != 1 + extra_pins:                             # folio_ref_freeze()
+            self.remap_page(migrations, use_zeropage=False)
             return False
-        self.split_folio_to_order0(folio, to_list)
+        tails = self.split_folio_to_order0(folio)
+        self.remap_page(migrations, use_zeropage=self.SPLIT_MAPS_UNUSED_TO_ZEROPAGE)
+        self.split_folio_tails_done(folio, tails, to_list)
         return True
 
-    def split_folio_to_order0(self, folio: Folio, to_list: list | None) -> None:
+    def unmap_folio_wait(self, folio: Folio):
+        """Wait until no other thread holds a page table lock of a mapping of
+        @folio: try_to_migrate() takes each one in turn."""
+        while (busy := self._folio_busy_ptl(folio)) is not None:
+            yield from spin_lock(self, busy)
+            spin_unlock(self, busy)
+
+    def _folio_busy_ptl(self, folio: Folio):
+        for vma, address in self.rmap_targets(folio):
+            end = folio_end_in_vma(folio, vma)
+            for pmd_idx in range(address >> PMD_SHIFT, ((end - 1) >> PMD_SHIFT) + 1):
+                lock = vma.mm.pmd_ptl.get(pmd_idx)
+                if lock is not None and lock.owner is not None:
+                    return lock
+        return None
+
+    def unmap_folio(self, folio: Folio) -> list[tuple[VmArea, PageTable, int, int]]:
+        """unmap_folio(): try_to_migrate(folio, TTU_RMAP_LOCKED | TTU_SPLIT_HUGE_PMD |
+        TTU_SYNC | TTU_BATCH_FLUSH) for an anon folio.
+
+        try_to_migrate_one() freezes a PMD mapping whole (split_huge_pmd_address()
+        with freeze, :meth:`split_huge_pmd_locked`), and replaces PTE mappings
+        one at a time: each folio_remove_rmap_pte() that leaves a page unmapped
+        while others stay mapped finds the folio partially mapped, so
+        __folio_remove_rmap() queues it with deferred_split_folio(folio, true)
+        (split_deferred +1, once: unless PG_partially_mapped is already set).
+        A dirty PTE dirties the folio (folio_mark_dirty() "now the pte is
+        gone"), so every small folio of the split inherits PG_dirty.
+        mm/huge_memory.c and mm/rmap.c of v6.12 and v6.16; real 6.12.117 and
+        6.16.12 count split_deferred +1 when they split a PTE-mapped mTHP.
+
+        The PTE words stay as they are (they are what remap_page() restores).
+        Context: folio locked; nothing yields until :meth:`remap_page`.
+        Return: the unmapped PTEs, as (vma, page table, index, pfn).
+        """
+        migrations: list[tuple[VmArea, PageTable, int, int]] = []
+        lo, hi = folio.pfn, folio.pfn + folio.nr
+        for vma, address in self.rmap_targets(folio):
+            mm = vma.mm
+            pmd_idx = address >> PMD_SHIFT
+            word = mm.pmd_huge.get(pmd_idx)
+            if word is not None and lo <= pmd_pfn(word) < hi:
+                pt = self.split_huge_pmd_locked(vma, pmd_idx, folio, freeze=True)
+                migrations.extend((vma, pt, i, pmd_pfn(word) + i) for i in range(HPAGE_PMD_NR))
+                continue
+            for a in range(address, folio_end_in_vma(folio, vma), PAGE_SIZE):
+                pt = mm.pte_tables.get(a >> PMD_SHIFT)
+                if pt is None:
+                    continue
+                idx = (a >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+                pte = pt.entries[idx]
+                self.cost["pte_reads"] += 1
+                if not pte_present(pte) or not lo <= pte_pfn(pte) < hi:
+                    continue
+                if pte_dirty(pte):
+                    folio.dirty = True                # folio_mark_dirty()
+                self.folio_drop_rmap_ptes(folio, pte_pfn(pte) - lo, 1)
+                folio.ref -= 1                        # folio_put(): the entry holds none
+                migrations.append((vma, pt, idx, pte_pfn(pte)))
+        self.cost["tlb_flushes"] += 1                 # try_to_unmap_flush()
+        return migrations
+
+    def remap_page(self, migrations: list[tuple[VmArea, PageTable, int, int]],
+                   use_zeropage: bool) -> None:
+        """remap_page(): remove_migration_ptes() maps each page again, in the
+        folio that now holds it (the large one after a failed split).
+
+        With @use_zeropage, try_to_map_unused_to_zeropage() maps a page whose
+        contents are all zero to the shared zero page instead, unless the
+        folio or the VMA is mlocked, and drops MM_ANONPAGES: the small folio
+        loses that mapping (and is freed with no other reference).
+        Context: folio(s) locked.
+        """
+        for vma, pt, idx, pfn in migrations:
+            folio = self.pfn_folio(pfn)
+            page = pfn - folio.pfn
+            if (use_zeropage and not folio.data[page] and not folio.mlocked
+                    and not vma.vm_flags & VM_LOCKED):
+                pt.entries[idx] = mk_pte(ZERO_PFN, False)
+                vma.mm.rss[MM_ANONPAGES] -= 1
+                self.event("split_remap_zeropage", folio)
+                continue
+            folio.ref += 1
+            self.folio_add_anon_rmap_ptes(folio, page, 1)
+
+    def split_folio_to_order0(self, folio: Folio) -> list[Folio]:
+        """__split_huge_page() of an unmapped, frozen folio into small folios.
+
+        Context: after :meth:`unmap_folio`; the mappings come back with
+        :meth:`remap_page`.  Return: the new tail folios.
+        """
         order = folio.order
         if folio.on_deferred_list:
             self.folio_unqueue_deferred_split(folio)
@@ -220,9 +343,8 @@ class HugeMemoryMixin:
             t.anon, t.swapbacked, t.dirty = folio.anon, folio.swapbacked, folio.dirty
             t.active, t.referenced, t.mlocked = folio.active, folio.referenced, folio.mlocked
             t.index, t.anon_vma = folio.index + i, folio.anon_vma
-            t.mapcount[0] = folio.mapcount[i]
             t.data[0] = folio.data[i]
-            t.ref = folio.mapcount[i]
+            t.ref = 0
             if folio.swapcache:
                 t.swapcache = True
                 t.swap = [swap[i]]
@@ -235,13 +357,19 @@ class HugeMemoryMixin:
             head_extra["swapcache"] = 1
             folio.swap = [swap[0]]
         folio.order, folio.nr = 0, 1
-        folio.mapcount = [folio.mapcount[0]]
+        folio.mapcount = [0]
         folio.data = [folio.data[0]]
         folio.entire_mapcount = 0
         folio.pincount = 0
-        folio.ref = folio.mapcount[0] + sum(head_extra.values())
+        folio.ref = sum(head_extra.values())
         folio.checked = None
         self.cost["rmap_updates"] += 1
+        return tails
+
+    def split_folio_tails_done(self, folio: Folio, tails: list[Folio], to_list: list | None) -> None:
+        """The end of __split_huge_page(): each tail goes to @to_list (isolated,
+        for reclaim) or to the head's LRU list, and one that nothing maps or
+        holds is freed."""
         for t in tails:
             if to_list is not None:
                 self.ref_get(t, "isolate")

@@ -221,6 +221,18 @@ class MadviseMixin:
 
     def madvise_pageout_pte_range(self, vma: VmArea, pt: PageTable, addr: int, end: int,
                                   out: list[Folio]):
+        """The PTE part of madvise_cold_or_pageout_pte_range(pageout=true).
+
+        A large folio the range covers in part is split (if not shared);
+        then a folio not on an LRU list, or mapped anywhere but here, is
+        skipped: ``folio_mapcount(folio) != folio_nr_pages(folio)`` since
+        "mm: madvise: avoid split during MADV_PAGEOUT and MADV_COLD" (v6.10),
+        ``!= 1`` for small folios since "mm: do not allow MADV_PAGEOUT for CoW
+        pages" (v5.6); read in v6.12- and v6.16-era mm/madvise.c.  So a
+        fork-shared folio is neither aged nor isolated: real 6.12.117 and
+        6.16.12 keep a fork-shared mTHP mapped.
+        Context: mmap_lock (read); takes the PTL, dropped around a split.
+        """
         e = pt.entries
         yield from spin_lock(self, pt.ptl)
         try:
@@ -241,6 +253,13 @@ class MadviseMixin:
                         if not split:
                             addr += nr * PAGE_SIZE
                         continue                      # reprocess as small folios
+                if not folio.lru or folio_mapcount(folio) != folio.nr:
+                    # "Do not interfere with other mappings of this folio and
+                    # non-LRU folio": a folio mapped anywhere else (fork) is
+                    # left alone; the large folio is fully mapped here, so a
+                    # mapcount of nr pages means exclusive.
+                    addr += nr * PAGE_SIZE
+                    continue
                 for i in range(idx, idx + nr):
                     e[i] = pte_mkold(e[i])
                 folio.referenced = False

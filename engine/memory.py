@@ -423,24 +423,37 @@ class MemoryMixin:
         return 0
 
     def sys_mprotect(self, op):
+        """mprotect(2): mprotect_fixup() on each VMA of the range.
+
+        mprotect_fixup() returns at once for a VMA that already has the new
+        flags (``newflags == oldflags``; mm/mprotect.c, the same from v5.17 to
+        v6.16): no VMA split, no change_protection(), so no huge PMD split.
+        Real 6.12.117 and 6.16.12 keep a THP PMD-mapped through an mprotect()
+        of part of it to the protection it has.  A VMA that changes is split
+        at the range (a huge PMD it covers in part is split first:
+        vma_adjust_trans_huge(), change_pmd_range()) and write-protected when
+        made read-only.
+        Context: takes mmap_lock for writing.  Return: 0 or -ENOMEM.
+        """
         mm = self.current_mm()
         start, end = op.addr, op.addr + op.pages * PAGE_SIZE
+        newbits = _FLAG_MAP[op.prot.value]
         yield from down_write(self, mm.mmap_lock)
         try:
             if not self.range_mapped(mm, start, end):
                 return -errno.ENOMEM
-            # A huge PMD partly covered is split first (change_pmd_range).
-            for pmd_idx in sorted({a >> PMD_SHIFT for a in (start, end - 1)}):
-                if pmd_idx in mm.pmd_huge:
-                    lo, hi = pmd_idx << PMD_SHIFT, (pmd_idx + 1) << PMD_SHIFT
-                    if start > lo or end < hi:
-                        vma = mm.find_vma(lo if lo >= start else start)
+            for vma in [v for v in mm.vmas if v.vm_start < end and start < v.vm_end]:
+                if vma.vm_flags & (VM_READ | VM_WRITE) == newbits:
+                    continue                            # newflags == oldflags
+                lo, hi = max(start, vma.vm_start), min(end, vma.vm_end)
+                for pmd_idx in sorted({lo >> PMD_SHIFT, (hi - 1) >> PMD_SHIFT}):
+                    if pmd_idx in mm.pmd_huge and (lo > pmd_idx << PMD_SHIFT
+                                                   or hi < (pmd_idx + 1) << PMD_SHIFT):
                         yield from self.split_huge_pmd(vma, pmd_idx)
-            write = op.prot.value == "rw"
-            for vma in mm.isolate_range(start, end):
-                vma.vm_flags = (vma.vm_flags & ~(VM_READ | VM_WRITE)) | _FLAG_MAP[op.prot.value]
-                if not write:
-                    yield from self.change_protection(vma)
+                for part in mm.isolate_range(lo, hi):
+                    part.vm_flags = (part.vm_flags & ~(VM_READ | VM_WRITE)) | newbits
+                    if not newbits & VM_WRITE:
+                        yield from self.change_protection(part)
         finally:
             up_write(self, mm.mmap_lock)
         return 0

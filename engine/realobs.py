@@ -284,6 +284,10 @@ def _conformance() -> dict[str, Scenario]:
         ("vmsplice-style-extra-ref", "+vmsplice", {"pin": "vmsplice"}),
         ("fork-shared-mthp", "", {}),
         ("conform-pmd-thp-swapbacked-pageout", "", {}),
+        ("conform-split-zero-filled", "", {}),
+        ("conform-split-dirty-harvest", "", {}),
+        ("conform-mprotect-same-prot-thp", "", {}),
+        ("conform-dma-unregister-pageout", "", {"pin": "io_uring"}),
     ]
     out = {}
     for name, suffix, options in table:
@@ -302,7 +306,10 @@ def __getattr__(name: str) -> Any:
     The section-H scenarios user space can express, clean discard (H1), a
     redirtied 16-page folio (H3), extra references by vmsplice and by
     io_uring, redirtied and clean PMD-mapped THPs (H8, H10) and a fork-shared
-    mTHP.  Every one translates with its options.
+    mTHP; and what folio splits do (split_deferred, the dirty bit, zero-filled
+    pages to the zero page), mprotect() to the same protection and a DMA
+    write lost after IORING_UNREGISTER_BUFFERS.  Every one translates with
+    its options.
     """
     if name == "CONFORMANCE":
         if not _conformance_cache:

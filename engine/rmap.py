@@ -17,6 +17,11 @@ from engine.pgtable import (PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PTRS_PER_PTE,
 from engine.sched import spin_lock, spin_unlock
 
 
+def folio_end_in_vma(folio: Folio, vma: VmArea) -> int:
+    """Where the folio's range in @vma ends: past its last page, or at vm_end."""
+    return min(vma_address(vma, folio.index) + folio.nr * PAGE_SIZE, vma.vm_end)
+
+
 class Pvmw:
     """struct page_vma_mapped_walk: where the walk is and which PTL it holds.
 
@@ -31,8 +36,7 @@ class Pvmw:
         self.vma = vma
         self.start = address
         self.address = address - PAGE_SIZE     # advanced before the first look
-        first = vma_address(vma, folio.index)
-        self.end = min(first + folio.nr * PAGE_SIZE, vma.vm_end)
+        self.end = folio_end_in_vma(folio, vma)
         self.pt: PageTable | None = None
         self.idx = 0
         self.pte = True
@@ -77,6 +81,16 @@ class RmapMixin:
 
     def folio_remove_rmap_ptes(self, folio: Folio, first: int, nr: int, vma: VmArea) -> None:
         """__folio_remove_rmap(RMAP_LEVEL_PTE): drop ``nr`` PTE mappings from page ``first``."""
+        self.folio_drop_rmap_ptes(folio, first, nr)
+        if vma.vm_flags & VM_LOCKED and not folio_mapped(folio):
+            self.munlock_folio(folio)
+
+    folio_remove_rmap_pte = folio_remove_rmap_ptes
+
+    def folio_drop_rmap_ptes(self, folio: Folio, first: int, nr: int) -> None:
+        """The mapcount and deferred-split part of __folio_remove_rmap(RMAP_LEVEL_PTE),
+        without munlock_vma_folio(): what unmap_folio() does before a split, whose
+        remap_page() mlocks the folio again (the munlock and mlock cancel out)."""
         mc = folio.mapcount
         unmapped = 0
         for i in range(first, first + nr):
@@ -90,13 +104,16 @@ class RmapMixin:
         if folio.order and folio.anon:
             partially_mapped = unmapped > 0 and folio_mapped(folio)
             self.deferred_split_on_rmap_removal(folio, unmapped, partially_mapped)
-        if vma.vm_flags & VM_LOCKED and not folio_mapped(folio):
-            self.munlock_folio(folio)
-
-    folio_remove_rmap_pte = folio_remove_rmap_ptes
 
     def folio_remove_rmap_pmd(self, folio: Folio, vma: VmArea) -> None:
         """__folio_remove_rmap(RMAP_LEVEL_PMD)."""
+        self.folio_drop_rmap_pmd(folio)
+        if vma.vm_flags & VM_LOCKED and not folio_mapped(folio):
+            self.munlock_folio(folio)
+
+    def folio_drop_rmap_pmd(self, folio: Folio) -> None:
+        """__folio_remove_rmap(RMAP_LEVEL_PMD) without munlock_vma_folio()
+        (see :meth:`folio_drop_rmap_ptes`)."""
         folio.entire_mapcount -= 1
         if folio.entire_mapcount < 0:
             raise KernelBug(f"entire mapcount of folio pfn {folio.pfn:#x} underflows")
@@ -106,8 +123,6 @@ class RmapMixin:
             still = sum(1 for m in folio.mapcount if m)
             partially_mapped = 0 < still < folio.nr
             self.deferred_split_on_rmap_removal(folio, folio.nr - still, partially_mapped)
-        if vma.vm_flags & VM_LOCKED and not folio_mapped(folio):
-            self.munlock_folio(folio)
 
     def deferred_split_on_rmap_removal(self, folio: Folio, unmapped: int, partially_mapped: bool) -> None:
         """v6.12+: queue a partially mapped anon folio once (PG_partially_mapped)."""

@@ -70,6 +70,11 @@ RULES: list[Rule] = [
          lambda o, n, k: k == "deferred_split_scan" or (
              "deferred_split_partially_mapped" in o) != ("deferred_split_partially_mapped" in n),
          "only partially mapped folios are queued (once) and split by the shrinker"),
+    Rule("split-maps-unused-to-zeropage", "v5.18", "v6.12",
+         "b1f202060afe mm: remap unused subpages to shared zeropage when splitting isolated thp",
+         lambda o, n, k: "split_remap_zeropage" in n,
+         "a folio split maps each zero-filled page to the shared zero page (its small folio "
+         "is freed)"),
     # -- v6.12 -> v6.14 -------------------------------------------------------
     # Not a mainline commit between the two: mainline has discarded at PMD level
     # since v6.11, and the 6.12.y stable series took the call out of 6.12.117

@@ -29,6 +29,8 @@ class V5_18(Kernel):
     HAS_DROPPABLE = False
     SPLITS_LAZYFREE_IN_RECLAIM = True
     split_underused_thp = False
+    # remap_page() maps zero-filled pages to the zero page only from v6.12 (b1f202060afe)
+    SPLIT_MAPS_UNUSED_TO_ZEROPAGE = False
 
     def deferred_split_on_rmap_removal(self, folio, unmapped, partially_mapped) -> None:
         """page_remove_rmap(): a THP page that lost its last mapping queues the THP."""

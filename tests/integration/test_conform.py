@@ -2,10 +2,7 @@
 
 ``foliodiff conform`` boots Debian's 6.12 and 6.16 under qemu once each with
 every scenario of :data:`engine.realobs.CONFORMANCE` and compares each with
-the kernel's model.  Issue 6 is open while the model differs from the real
-kernels on the scenarios of :data:`KNOWN_GAPS`; the test pins that set, so a
-new difference fails it, and so does a gap that closes without the set
-being updated.
+the kernel's model: every scenario must be equal on both kernels.
 """
 
 from __future__ import annotations
@@ -18,23 +15,10 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
+from engine.realobs import CONFORMANCE
 from service.cli import app
 
 CORPUS = pathlib.Path(__file__).resolve().parents[2] / "corpus"
-
-#: Scenario -> why the model differs there (to be fixed in the model).
-KNOWN_GAPS = {
-    # Linux unmaps a PTE-mapped large folio page by page in unmap_folio() before
-    # splitting it, so the folio is briefly partially mapped and queued:
-    # split_deferred +1.  The model splits it in place.
-    "conform-mremap-straddle-pageout": "split of a PTE-mapped mTHP counts split_deferred",
-    "h13-partial-madv-free": "split of a PTE-mapped mTHP counts split_deferred",
-    # madvise_cold_or_pageout_pte_range() skips folios that are not mapped
-    # exclusively; the model reclaims the fork-shared folio.
-    "fork-shared-mthp": "MADV_PAGEOUT skips a shared folio",
-}
-#: On 6.12 only: the no-swap fallback split of a swapbacked mTHP (the same split_deferred gap).
-KNOWN_GAPS_612 = {"vmsplice-style-extra-ref+io_uring", "vmsplice-style-extra-ref+vmsplice"}
 
 
 @pytest.fixture(scope="module")
@@ -51,14 +35,12 @@ def conformance(tmp_path_factory) -> dict:
 
 @pytest.mark.realkernel
 @pytest.mark.parametrize("kernel, engine", [("deb-6.12", "v6.12"), ("deb-6.16", "v6.16")])
-def test_every_scenario_but_the_known_gaps_conforms(conformance: dict, kernel: str,
-                                                    engine: str) -> None:
+def test_every_scenario_conforms(conformance: dict, kernel: str, engine: str) -> None:
     k = conformance[kernel]
     assert k["boot"] == "ok" and k["engine"] == engine
-    assert len(k["results"]) == 19
-    differing = {r["scenario"] for r in k["results"] if r["verdict"] != "equal"}
-    expected = set(KNOWN_GAPS) | (KNOWN_GAPS_612 if kernel == "deb-6.12" else set())
-    assert differing == expected
+    assert len(k["results"]) == len(CONFORMANCE)
+    differing = {r["scenario"]: r["differences"] for r in k["results"] if r["verdict"] != "equal"}
+    assert differing == {}
 
 
 @pytest.mark.realkernel

@@ -121,7 +121,8 @@ def test_rules_between_v6_12_and_v6_14_are_the_pmd_discard_only():
 def test_rules_between_v5_18_and_v6_12_are_the_v6_8_to_v6_12_features():
     names = {r.name for r in rules_between("v5.18", "v6.12")}
     assert names == {"anon-mthp-faults", "map-droppable", "lazyfree-thp-not-split-in-reclaim",
-                     "underused-thp-queued", "deferred-split-partially-mapped"}
+                     "underused-thp-queued", "deferred-split-partially-mapped",
+                     "split-maps-unused-to-zeropage"}
 
 
 @pytest.mark.parametrize("newer", ["v6.15", "v6.16", "v6.15-c", "v6.16-c"])
