@@ -204,7 +204,9 @@ def create(store: Any, config: CampaignConfig) -> int:
     return campaign.id
 
 
-_LIBFUZZER_STATS = re.compile(r"#(\d+)\s+\w+\s+cov: (\d+).*?corp: (\d+)")
+#: libFuzzer's status lines: "#1865\tNEW    cov: 779 ft: 1604 corp: 65/..." and,
+#: under -fork=N, "#1865: cov: 779 ft: 1604 corp: 65 exec/s 409 ...".
+_LIBFUZZER_STATS = re.compile(r"#(\d+):?\s+(?:\w+\s+)?cov: (\d+).*?corp: (\d+)")
 
 
 class Campaign:
