@@ -38,9 +38,11 @@ MAX_INPUT = 256
 _LOG_MIN_INPUT, _LOG_MAX_INPUT = math.log(MIN_INPUT), math.log(MAX_INPUT + 1)
 #: Schedules tried per program by PCT, and at most by the exhaustive search.
 PCT_RUNS = 8
+EXHAUSTIVE_CAP = 64
+#: How many of the newest corpus inputs get half of the picks.
+RECENT = 8
 #: How often PCT takes one of the newest corpus inputs again, unmutated.
 PCT_AGAIN = 0.25
-EXHAUSTIVE_CAP = 64
 #: Operations of a program the exhaustive search takes (longer ones are cut).
 EXHAUSTIVE_OPS = 10
 #: Most pages a fuzzed program may map, over all its mmaps (two PMD-sized THPs).
@@ -108,6 +110,10 @@ class Corpus:
             self.inputs += [p.read_bytes() for p in sorted(directory.glob("*.bin"))]
         self.started = len(self.inputs)     # inputs before this run's first offer
 
+    def recent(self) -> list[bytes]:
+        """The :data:`RECENT` newest inputs this run added (none before its first)."""
+        return self.inputs[max(self.started, len(self.inputs) - RECENT):]
+
     def offer(self, data: bytes, feats: set[str]) -> bool:
         """Keep ``data`` if it shows a feature not seen yet. Return: whether it was kept."""
         if feats <= self.seen:
@@ -152,10 +158,6 @@ def program_mutant(data: bytes, rng: random.Random) -> bytes | None:
         return None
 
 
-#: How many of the newest corpus inputs get half of the picks.
-RECENT = 8
-
-
 def _pick(rng: random.Random, corpus: Corpus) -> bytes:
     """A corpus input to mutate: half the time one of the :data:`RECENT` newest.
 
@@ -164,10 +166,10 @@ def _pick(rng: random.Random, corpus: Corpus) -> bytes:
     such inputs more energy).  Picking uniformly instead dilutes it among the
     whole seed corpus.
     """
-    inputs = corpus.inputs
-    if len(inputs) > corpus.started and rng.random() < 0.5:
-        return rng.choice(inputs[max(corpus.started, len(inputs) - RECENT):])
-    return rng.choice(inputs)
+    recent = corpus.recent()
+    if recent and rng.random() < 0.5:
+        return rng.choice(recent)
+    return rng.choice(corpus.inputs)
 
 
 def _input(rng: random.Random, corpus: Corpus) -> bytes:
@@ -206,14 +208,13 @@ class Source:
 
     def _base(self, i: int) -> Program:
         rng = _rng(self.seed, self.worker, i)
-        corpus = self.corpus
-        if (self.fuzzer is Fuzzer.PCT and len(corpus.inputs) > corpus.started
-                and rng.random() < PCT_AGAIN):
+        recent = self.corpus.recent()
+        if self.fuzzer is Fuzzer.PCT and recent and rng.random() < PCT_AGAIN:
             # Schedules, not operations: a base that just showed something new
             # runs again as it is, under new PCT draws.
-            self._data = rng.choice(corpus.inputs[max(corpus.started, len(corpus.inputs) - RECENT):])
+            self._data = rng.choice(recent)
         else:
-            self._data = _input(rng, corpus)
+            self._data = _input(rng, self.corpus)
         return decode(self._data)
 
     def __iter__(self) -> Iterator[Program]:

@@ -21,7 +21,7 @@ from engine.realobs import FieldDifference, PredictionError, compare, predict
 from engine.reproducer import translate
 from service.conform.console import BootStatus, CaseStatus
 from service.conform.kernels import KernelSpec, kernel_spec
-from service.conform.suite import run_suite
+from service.conform.suite import KernelBoot, run_suite
 
 
 class Verdict(str, enum.Enum):
@@ -49,15 +49,9 @@ class ScenarioResult:
 
 
 @dataclass
-class KernelConformance:
+class KernelConformance(KernelBoot):
     """One kernel's boot and, when it booted, its scenario results."""
 
-    kernel: str
-    engine: str
-    package_version: str
-    uname: str | None
-    boot: BootStatus
-    seconds: float
     results: list[ScenarioResult] = field(default_factory=list)
     boot_detail: str = ""
 
@@ -68,11 +62,8 @@ class KernelConformance:
             r.verdict in (Verdict.EQUAL, Verdict.UNSUPPORTED) for r in self.results)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kernel": self.kernel, "engine": self.engine,
-                "package_version": self.package_version, "uname": self.uname,
-                "boot": self.boot.value, "boot_detail": self.boot_detail,
-                "seconds": round(self.seconds, 2), "conforms": self.conforms,
-                "results": [r.to_dict() for r in self.results]}
+        return {**self.boot_dict(), "boot_detail": self.boot_detail,
+                "conforms": self.conforms, "results": [r.to_dict() for r in self.results]}
 
 
 def test_name(scenario: str) -> str:
@@ -111,8 +102,7 @@ def conform(kernels: Iterable[str | KernelSpec], scenarios: dict[str, Any], *,
     for k in kernels:
         spec = kernel_spec(k)
         suite = run_suite(spec, sources, timeout=timeout)
-        kc = KernelConformance(spec.name, spec.engine, suite.package_version, suite.uname,
-                               suite.status, suite.seconds)
+        kc = KernelConformance.of(spec, suite)
         if suite.status is not BootStatus.OK:
             kc.boot_detail = "; ".join(suite.kernel_reports) or suite.console[-400:]
         else:

@@ -33,7 +33,7 @@ from service.conform.console import BootStatus
 from service.conform.errors import BenchmarkError, BootError
 from service.conform.kernels import KernelSpec, kernel_spec
 from service.conform.seed import SeedFigure, SeedWorkload, seed_figures, seed_sources
-from service.conform.suite import run_suite
+from service.conform.suite import KernelBoot, run_suite
 
 #: Printed with every table, saved with every result.
 TIMES_NOTE = ("PAGEOUT times are measured under qemu TCG (an emulated CPU): indicative only. "
@@ -147,28 +147,19 @@ class SeedRow:
                 "model_ratio": self.model_ratio}
 
 
-@dataclasses.dataclass(frozen=True)
-class SeedKernel:
+@dataclasses.dataclass
+class SeedKernel(KernelBoot):
     """One kernel's boot for the seed benchmarks.
 
     @boot: how the boot ended; @detail: why there are no figures (the boot
     did not complete, or a workload failed), else empty.
     """
 
-    kernel: str
-    engine: str
-    package_version: str
-    uname: str | None
-    boot: BootStatus
-    seconds: float
     figures: tuple[SeedFigure, ...] = ()
     detail: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kernel": self.kernel, "engine": self.engine,
-                "package_version": self.package_version, "uname": self.uname,
-                "boot": self.boot.value, "seconds": round(self.seconds, 2),
-                "detail": self.detail}
+        return {**self.boot_dict(), "detail": self.detail}
 
 
 def _ratio(old: float | None, new: float | None) -> float | None:
@@ -210,8 +201,7 @@ class SeedBench:
 
 def _boot(spec: KernelSpec, sources: dict[str, str], timeout: float) -> SeedKernel:
     suite = run_suite(spec, sources, timeout=timeout)
-    kernel = SeedKernel(spec.name, spec.engine, suite.package_version, suite.uname, suite.status,
-                        suite.seconds)
+    kernel = SeedKernel.of(spec, suite)
     try:
         return dataclasses.replace(kernel, figures=tuple(seed_figures(suite)))
     except (BootError, BenchmarkError) as exc:

@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from service.conform.console import BootStatus, CaseResult, console_lines, parse_console
 from service.conform.errors import BootError, InvalidTestError
@@ -36,6 +37,33 @@ MEMORY_MIB = 1024
 #: transparent_hugepage=: Debian builds default to "always", and the tests set
 #: the per-size policies they need through sysfs.
 APPEND = "console=ttyS0 panic=-1 quiet"
+
+
+@dataclasses.dataclass
+class KernelBoot:
+    """One kernel's boot as a result reports it: which kernel, the engine that
+    models it, and how the boot ended.  :class:`KernelConformance` and
+    :class:`SeedKernel` add what the boot gave.
+    """
+
+    kernel: str
+    engine: str
+    package_version: str
+    uname: str | None
+    boot: BootStatus
+    seconds: float
+
+    @classmethod
+    def of(cls, spec: KernelSpec, suite: SuiteResult, **fields: Any):
+        """The result of booting @spec, as @suite ran; @fields: the subclass's own."""
+        return cls(spec.name, spec.engine, suite.package_version, suite.uname, suite.status,
+                   suite.seconds, **fields)
+
+    def boot_dict(self) -> dict[str, Any]:
+        """The boot's fields as JSON values."""
+        return {"kernel": self.kernel, "engine": self.engine,
+                "package_version": self.package_version, "uname": self.uname,
+                "boot": self.boot.value, "seconds": round(self.seconds, 2)}
 
 
 @dataclasses.dataclass(frozen=True)
