@@ -56,6 +56,11 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)
     events: list[tuple[int, str]] = field(default_factory=list)
     trace: list[dict[str, Any]] | None = None     # state after each op, when traced
+    #: The scheduling step each event happened in, and the step each operation
+    #: finished in (None: it never did).  Where a race could cut in, for
+    #: :mod:`fuzz.hints`; neither is behaviour, so neither is compared or stored.
+    event_steps: list[int] = field(default_factory=list)
+    op_ends: list[int | None] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"engine": self.engine, "verdict": self.verdict.value, "results": self.results,

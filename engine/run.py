@@ -211,6 +211,7 @@ class Runner:
         crash: Crash | None = None
         verdict = Verdict.OK
         t = None
+        op_ends: list[int | None] = [None] * len(ops)
         # Chosen once, so that the default path's loop is what it always was.
         pick = self._pick if self.chooser is None else self._pick_chosen
         try:
@@ -227,10 +228,12 @@ class Runner:
                     self._start(t)
                 idx = t.next_op()
                 k.current_op = idx
+                k.current_step = step
                 try:
                     next(t.gen)
                 except StopIteration as stop:
                     self.results[idx] = stop.value
+                    op_ends[idx] = step
                     t.gen = None
                     t.cursor += 1
                     self.oracle.check_op()
@@ -269,7 +272,8 @@ class Runner:
             state = {"unobservable": f"{type(exc).__name__}: {exc}"}
         return Outcome(engine=self.engine, verdict=verdict, results=self.results, state=state,
                        cost=dict(k.cost), steps=step, crash=crash, warnings=list(k.warnings),
-                       events=list(k.events), trace=trace)
+                       events=list(k.events), trace=trace, event_steps=list(k.event_steps),
+                       op_ends=op_ends)
 
 
 def run(program: Program, engine: str, *, trace: bool = False,

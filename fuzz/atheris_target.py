@@ -22,10 +22,12 @@ its first detection (``foliodiff bench-fuzz``).
 from __future__ import annotations
 
 import atexit
+import hashlib
 import json
 import os
 import random
 import sys
+from collections import OrderedDict
 from collections.abc import Callable
 
 import atheris
@@ -39,11 +41,12 @@ import atheris
 with atheris.instrument_imports(include=["engine"],
                                 exclude=["engine.codec", "engine.program", "engine.oracle",
                                          "engine.outcome", "engine.diff"]):
-    from engine.codec import decode
+    from engine.codec import decode, encode
     from engine.diff import Report, differential
     from engine.program import Program
 
 from fuzz.campaign import CampaignConfig, open_sink
+from fuzz.hints import handoffs, hinted
 from fuzz.sink import FindingSink
 from fuzz.sources import affordable, program_mutant
 from service.store import Store
@@ -77,16 +80,59 @@ else:
     TAKE, ENGINE_A, ENGINE_B = _sink.add, _config.engine_a, _config.engine_b
 
 
+#: Hand-off mutants (:mod:`fuzz.hints`) per input, for the inputs run last; and
+#: the mutants handed out last, whose own hand-offs give no hints (as in
+#: :meth:`fuzz.sources.Source.learn`: hints would crowd out the rest).
+HINTS: OrderedDict[bytes, list[bytes]] = OrderedDict()
+HANDED: OrderedDict[bytes, None] = OrderedDict()
+HINTS_KEPT = 256
+HINT_TRIES = 3
+
+
+def _remember_hints(data: bytes, program: Program, report: Report) -> None:
+    """Keep the hand-off mutants of ``data``'s run for when libFuzzer mutates ``data``.
+
+    libFuzzer only mutates inputs it kept for new coverage (and the seeds),
+    which it ran just before; so the hints this custom mutator hands out are
+    those of kept inputs, as in the in-process sources.
+    """
+    found = handoffs(program, report)
+    if not found or data in HANDED:
+        return
+    rng = random.Random(hashlib.sha1(data).digest())
+    mutants = []
+    for handoff in found:
+        for mutant in hinted(program, handoff, rng, HINT_TRIES):
+            try:
+                mutants.append(encode(mutant))
+            except ValueError:      # a schedule the byte format cannot spell
+                pass
+    HINTS[data] = mutants
+    HINTS.move_to_end(data)
+    while len(HINTS) > HINTS_KEPT:
+        HINTS.popitem(last=False)
+
+
 def TestOneInput(data: bytes) -> None:  # noqa: N802 - the name libFuzzer looks for
     program = decode(data)
     if not affordable(program):
         return
-    TAKE(program, differential(program, ENGINE_A, ENGINE_B))
+    report = differential(program, ENGINE_A, ENGINE_B)
+    _remember_hints(data, program, report)
+    TAKE(program, report)
 
 
 def CustomMutator(data: bytes, max_size: int, seed: int) -> bytes:  # noqa: N802
-    """Half of the mutations work on operations (:mod:`fuzz.mutate`), half on bytes."""
+    """A hand-off hint of ``data`` while it has one; else half on operations, half on bytes."""
     rng = random.Random(seed)
+    pending = HINTS.get(data)
+    while pending:
+        mutant = pending.pop()
+        if len(mutant) <= max_size:
+            HANDED[mutant] = None
+            while len(HANDED) > HINTS_KEPT:
+                HANDED.popitem(last=False)
+            return mutant
     if rng.random() < 0.5:
         mutant = program_mutant(data, rng)
         if mutant is not None and len(mutant) <= max_size:

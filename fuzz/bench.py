@@ -171,8 +171,7 @@ def search(fuzzer: Fuzzer, target: Target, seed: int, cap: float,
            seeds: list[bytes] = ()) -> Trial:
     """Run ``fuzzer`` from ``seed`` until it finds ``target`` or ``cap`` seconds passed.
 
-    @seeds: the seed corpus (:func:`target_seeds`); Hypothesis draws from its
-        strategies and takes none.
+    @seeds: the seed corpus (:func:`target_seeds`).
     """
     if fuzzer is Fuzzer.ATHERIS:
         return _search_atheris(target, seed, cap, seeds)
@@ -193,8 +192,8 @@ def search(fuzzer: Fuzzer, target: Target, seed: int, cap: float,
 
     if fuzzer is Fuzzer.HYPOTHESIS:
         from fuzz.hypothesis_fuzzer import fuzz_with_hypothesis
-        fuzz_with_hypothesis(_HypothesisConfig(seed, spec.engine_a, spec.engine_b), 0, go_on,
-                             each)
+        fuzz_with_hypothesis(_HypothesisConfig(seed, spec.engine_a, spec.engine_b, tuple(seeds)),
+                             0, go_on, each)
         return trial
     source = Source(fuzzer, spec.engine_a, seed, 0, Corpus(None, seeds))
     for program in source:
@@ -213,9 +212,13 @@ class _HypothesisConfig:
     seed: int
     engine_a: str
     engine_b: str
+    seeds: tuple[bytes, ...] = ()
 
     def corpus_dir(self, worker: int) -> None:
         return None        # in-memory example database: every trial starts cold
+
+    def seed_inputs(self) -> list[bytes]:
+        return list(self.seeds)
 
 
 def _search_atheris(target: Target, seed: int, cap: float, seeds: list[bytes]) -> Trial:

@@ -1,10 +1,14 @@
 """Hypothesis as a campaign fuzzer: the program strategies, steered by new behaviour.
 
-Hypothesis draws programs from :func:`fuzz.strategies.programs`; each runs
+Hypothesis draws programs from :func:`fuzz.strategies.programs` and, with a
+seed corpus, :func:`fuzz.strategies.seeded_programs`; each runs
 through the engine pair and goes to the campaign's sink.  ``target()`` is
 told how many behaviours (:func:`fuzz.sources.features`) a program showed
 that this worker had not seen, so Hypothesis' targeted search leans towards
-inputs that reach new kernel paths.  Nothing fails inside the test: the sink
+inputs that reach new kernel paths.  A program that showed something new
+also runs its hand-off mutants (:mod:`fuzz.hints`), as the other fuzzers'
+kept inputs do: Hypothesis draws operations, not the step at which a
+kernel thread should cut in.  Nothing fails inside the test: the sink
 minimizes and stores what is found, and the test runs in batches until the
 campaign says stop.  The example database lives in the campaign's corpus
 directory, so a resumed or later campaign starts from what was kept.
@@ -12,16 +16,21 @@ directory, so a resumed or later campaign starts from what was kept.
 
 from __future__ import annotations
 
+import hashlib
+import random
 from collections.abc import Callable
 from typing import Any
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings, target
+from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase, InMemoryExampleDatabase
 
 from engine.diff import Report, differential
 from engine.program import Program
-from fuzz.sources import affordable, features
-from fuzz.strategies import programs
+from fuzz.hints import handoffs, hinted
+from fuzz.sources import HINT_TRIES, affordable, features
+from engine.codec import decode
+from fuzz.strategies import programs, seeded_programs
 
 #: Programs per Hypothesis run; the stop condition is checked between runs.
 BATCH = 100
@@ -40,11 +49,26 @@ def fuzz_with_hypothesis(config: Any, worker: int, go_on: Callable[[], bool],
     conf = settings(max_examples=BATCH, database=db, deadline=None, verbosity=Verbosity.quiet,
                     suppress_health_check=list(HealthCheck), print_blob=False,
                     phases=[Phase.reuse, Phase.generate, Phase.target])
+
+    def run_hints(program: Program, report: Report) -> None:
+        rng = random.Random(hashlib.sha1(program.to_json().encode()).digest())
+        for handoff in handoffs(program, report):
+            for mutant in hinted(program, handoff, rng, HINT_TRIES):
+                if not go_on():
+                    return
+                hreport = differential(mutant, config.engine_a, config.engine_b)
+                each(mutant, hreport)
+                seen.update(features(mutant, hreport))
+
+    seeds = [decode(data) for data in config.seed_inputs()]
+    drawn = programs(max_ops=MAX_OPS)
+    if seeds:
+        drawn = st.one_of(drawn, seeded_programs(seeds))
     run = 0
     while go_on():
         @seed(config.seed * 1_000_003 + worker * 7919 + run)
         @conf
-        @given(programs(max_ops=MAX_OPS))
+        @given(drawn)
         def explore(program: Program) -> None:
             if not go_on() or not affordable(program):
                 return
@@ -53,6 +77,8 @@ def fuzz_with_hypothesis(config: Any, worker: int, go_on: Callable[[], bool],
             new = features(program, report) - seen
             seen.update(new)
             target(float(len(new)), label="new behaviours")
+            if new:
+                run_hints(program, report)
 
         explore()
         run += 1

@@ -6,7 +6,10 @@ MADV_FREE, write, PAGEOUT", which is one operation copied one place later.
 These mutations work on the operations themselves: copy one elsewhere,
 remove one, swap two neighbours, widen a range to its whole mapping, change
 an madvise advice, add a kthread operation (reclaim, the deferred-split
-shrinker) or a device's DMA write through a pin.  A result the program format rejects is dropped, never repaired.
+shrinker) or a device's DMA write through a pin, or preempt the thread in an
+operation for one step of another (a schedule entry: syzkaller's
+programs cannot say where a race happens, ours can).  A result the program
+format rejects is dropped, never repaired.
 """
 
 from __future__ import annotations
@@ -95,6 +98,47 @@ def _device_op(data: dict[str, Any], rng: random.Random) -> None:
                         "pin": data["ops"][i]["pin"], "value": rng.randint(1, 255)})
 
 
+#: Scheduling steps an operation of each kind takes per page it covers, and
+#: besides (measured on the seed corpus: PAGEOUT walks, then unmaps each PTE).
+#: Only an estimate for where a preemption lands; a step past the run's end is a
+#: schedule entry that never applies.
+_STEPS_PER_PAGE = {"read": (1, 0), "write": (1, 0), "madvise": (2, 2), "pin": (2, 1)}
+_STEPS_OTHER = {"mmap": 1, "fork": 1, "mprotect": 1, "mremap": 1, "lru_add_drain": 1,
+                "folio_try_get": 1, "folio_put": 1, "deferred_split_scan": 2}
+_STEPS_UNKNOWN = 16     # reclaim, dma_write, unpin: they depend on what is mapped
+
+
+def estimated_steps(op: dict[str, Any]) -> int:
+    """Scheduling steps an operation (as in :meth:`Program.to_dict`) is likely to take."""
+    if op["op"] in _STEPS_PER_PAGE:
+        per, extra = _STEPS_PER_PAGE[op["op"]]
+        return per * op.get("pages", 1) + extra
+    return _STEPS_OTHER.get(op["op"], _STEPS_UNKNOWN)
+
+
+def _preempt(data: dict[str, Any], rng: random.Random) -> None:
+    """Let another thread run one step inside an operation: a new schedule entry.
+
+    The op-order policy hands the CPU back once that step is done, so one
+    entry is one preemption; it lands on a step drawn uniformly over the
+    steps the operations are estimated to take, so long kernel paths (a
+    PAGEOUT over a large folio) get most of them, as they should.
+    """
+    ops = data["ops"]
+    busy = {o["thread"] for o in ops}
+    if len(busy) < 2:
+        return
+    ends, total = [], 0
+    for op in ops:
+        total += estimated_steps(op)
+        ends.append(total)
+    step = rng.randrange(total)
+    running = ops[next(i for i, end in enumerate(ends) if step < end)]["thread"]
+    other = rng.choice(sorted(busy - {running}))
+    data["schedule"] = sorted([[at, name] for at, name in data["schedule"] if at != step]
+                              + [[step, other]])
+
+
 MUTATIONS: tuple[Callable[[dict[str, Any], random.Random], None], ...] = (
     _copy, _copy, _remove, _swap, _widen, _advice, _kthread_op, _device_op)
 
@@ -109,12 +153,16 @@ def mutate_program(program: Program, rng: random.Random, rounds: int = 2) -> Pro
     data = program.to_dict()
     data["threads"] = [dict(t) for t in data["threads"]]
     data["ops"] = [dict(o) for o in data["ops"]]
-    for _ in range(rng.randint(1, rounds)):
+    chosen = [rng.choice(MUTATIONS + (_preempt,)) for _ in range(rng.randint(1, rounds))]
+    for mutation in chosen:
         if not data["ops"]:
             return None
-        rng.choice(MUTATIONS)(data, rng)
-    if data["schedule"] and rng.random() < 0.5:
+        if mutation is not _preempt:
+            mutation(data, rng)
+    if data["schedule"] and len(chosen) > chosen.count(_preempt) and rng.random() < 0.5:
         data["schedule"] = []       # the steps no longer line up with the operations
+    for _ in range(chosen.count(_preempt)):
+        _preempt(data, rng)         # after the operations changed, so the aim fits them
     try:
         return parse_program(data)
     except ProgramError:

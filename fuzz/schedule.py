@@ -7,6 +7,9 @@ run exactly through plain :func:`engine.run.run`:
 - :func:`random_schedule`: a uniformly random runnable thread at every step
   (shuttle's and Coyote's ``random``).
 - :func:`pct_schedule`: Burckhardt et al.'s probabilistic concurrency testing.
+- :func:`delay_schedule`: Emmi, Qadeer and Rakamarić's delay-bounded
+  scheduling, randomised: the op-order policy with a few steps where it is
+  overruled.
 - :class:`Exhaustive`: CHESS-style iterative preemption bounding, a resumable
   depth-first enumeration of every schedule with at most ``preemption_bound``
   preemptions.
@@ -28,7 +31,8 @@ from engine.outcome import Outcome
 from engine.program import Program
 from engine.run import ChooserError, Runner
 
-__all__ = ["Exhaustive", "ExhaustiveStateError", "pct_schedule", "random_schedule"]
+__all__ = ["Exhaustive", "ExhaustiveStateError", "delay_schedule", "pct_schedule",
+           "random_schedule"]
 
 
 def _unscheduled(program: Program) -> Program:
@@ -67,6 +71,12 @@ def decision_count(program: Program, engine: str) -> tuple[int, int]:
     return out.steps, decisions
 
 
+def _base_and_steps(program: Program, engine: str, max_steps: int | None) -> tuple[Program, int]:
+    """``program`` without its schedule, and k: ``max_steps`` or its default run's steps."""
+    base = _unscheduled(program)
+    return base, max_steps if max_steps is not None else decision_count(base, engine)[0]
+
+
 def pct_schedule(program: Program, engine: str, depth: int, rng: random.Random,
                  max_steps: int | None = None) -> Program:
     """One run under PCT (Burckhardt, Kothari, Musuvathi, Nagarakatte, ASPLOS 2010).
@@ -92,8 +102,7 @@ def pct_schedule(program: Program, engine: str, depth: int, rng: random.Random,
     """
     if depth < 1:
         raise ValueError(f"depth: a bug depth is at least 1 (got {depth!r})")
-    base = _unscheduled(program)
-    k = max_steps if max_steps is not None else decision_count(base, engine)[0]
+    base, k = _base_and_steps(program, engine, max_steps)
     names = [t.name for t in base.threads]
     shuffled = rng.sample(names, len(names))
     priority = {name: depth + i for i, name in enumerate(shuffled)}
@@ -112,6 +121,51 @@ def pct_schedule(program: Program, engine: str, depth: int, rng: random.Random,
             at = pending.pop(0)
             priority[ran[at - 1][0]] = change[at]  # type: ignore[index]
         return max(runnable, key=priority.__getitem__)
+
+    runner = Runner(base, engine, chooser=choose)
+    runner.run()
+    return _explored(base, runner)
+
+
+def delay_schedule(program: Program, engine: str, delays: int, rng: random.Random,
+                   max_steps: int | None = None) -> Program:
+    """One run of the op-order policy with ``delays`` delays (delay-bounded scheduling).
+
+    Emmi, Qadeer and Rakamarić (POPL 2011) bound the times a deterministic
+    scheduler is overruled rather than the preemptions.  Here the
+    deterministic scheduler is the op-order policy (the thread whose
+    operation comes first in ``ops`` runs, so a thread finishes the kernel
+    path it is in before a later operation starts), and a delay at step s
+    runs another runnable thread, drawn uniformly, for that one step; the
+    policy then resumes, which usually hands the CPU straight back.  Delay
+    points are ``delays`` distinct steps drawn uniformly among ``0 .. k-1``.
+
+    This is the schedule a reclaim race needs: a path that runs in program
+    order except for one other thread's step at one point inside it (the
+    shrinker taking its reference between two PTEs of a batch).  PCT starts
+    from random priorities instead, which reorder whole operations as often
+    as not, and needs two adjacent change points to give one step away.
+
+    Guarantee: a bug shown by overruling the policy at d given steps, each
+    time in favour of a given thread, is found by each run with ``delays=d``
+    with probability at least ``1 / (C(k, d) * (n-1)**d)`` for n threads and
+    k steps (``k / (n-1)`` runs for one delay).
+
+    @delays: d >= 0; 0 is the default run.
+    @rng: the only source of randomness (delay points and the threads run).
+    @max_steps: k; by default the step count of the program's default run.
+    Return: ``program`` with the sparse schedule that replays the run.
+    Raises ValueError for ``delays < 0``.
+    """
+    if delays < 0:
+        raise ValueError(f"delays: a delay bound is at least 0 (got {delays!r})")
+    base, k = _base_and_steps(program, engine, max_steps)
+    points = set(rng.sample(range(k), min(delays, k)))
+
+    def choose(step: int, runnable: list[str], default: str) -> str:
+        if step not in points:
+            return default
+        return rng.choice([n for n in runnable if n != default])
 
     runner = Runner(base, engine, chooser=choose)
     runner.run()

@@ -20,6 +20,7 @@ import enum
 import hashlib
 import math
 import random
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,20 +30,30 @@ from engine.corpus import load_any
 from engine.diff import Report
 from engine.errors import ProgramError
 from engine.program import Program, parse_program
+from fuzz.hints import handoffs, hinted
 from fuzz.mutate import mutate_program
-from fuzz.schedule import Exhaustive, decision_count, pct_schedule
+from fuzz.schedule import Exhaustive, decision_count, delay_schedule, pct_schedule
 
 #: Shortest and longest random input, in bytes (programs of ~1 to ~30 operations).
 MIN_INPUT = 4
 MAX_INPUT = 256
 _LOG_MIN_INPUT, _LOG_MAX_INPUT = math.log(MIN_INPUT), math.log(MAX_INPUT + 1)
-#: Schedules tried per program by PCT, and at most by the exhaustive search.
+#: Schedules tried per program by the pct fuzzer (its own run, then PCT and
+#: delay-bounded by turns), and at most by the exhaustive search: for a base
+#: whose default run showed something new or that a hint made, and for any other.
 PCT_RUNS = 8
+PCT_RUNS_PLAIN = 3
 EXHAUSTIVE_CAP = 64
+EXHAUSTIVE_CAP_PLAIN = 8
 #: How many of the newest corpus inputs get half of the picks.
 RECENT = 8
 #: How often PCT takes one of the newest corpus inputs again, unmutated.
 PCT_AGAIN = 0.25
+#: Hand-off mutants (:mod:`fuzz.hints`) waiting at most, and how often a base is one.
+HINTS_PENDING = 64
+HINT_RATE = 0.15
+#: Preemption steps tried per hand-off by the random fuzzer (it keeps schedules).
+HINT_TRIES = 3
 #: Operations of a program the exhaustive search takes (longer ones are cut).
 EXHAUSTIVE_OPS = 10
 #: Most pages a fuzzed program may map, over all its mmaps (two PMD-sized THPs).
@@ -62,7 +73,7 @@ class Fuzzer(str, enum.Enum):
 
     ATHERIS = "atheris"          # libFuzzer over the byte decoder, code coverage
     HYPOTHESIS = "hypothesis"    # Hypothesis strategies, example database
-    PCT = "pct"                  # random programs, PCT schedules of depth d
+    PCT = "pct"                  # random programs, PCT and delay-bounded schedules
     EXHAUSTIVE = "exhaustive"    # small programs, every schedule up to a preemption bound
     RANDOM = "random"            # random and mutated byte inputs, default schedule
 
@@ -205,11 +216,19 @@ class Source:
         self.preemption_bound = preemption_bound
         self.position: Any = position or {"i": 0}
         self._data: bytes = b""
+        self.hints: deque[bytes] = deque(maxlen=HINTS_PENDING)
+        self._initial_run = False           # the program yielded last is a corpus input
+        self._hinted_base = False           # the current base is a hint's mutant
+        self._kept = False                  # learn() kept the program yielded last
+        self._hint_draws = 0
 
     def _base(self, i: int) -> Program:
         rng = _rng(self.seed, self.worker, i)
         recent = self.corpus.recent()
-        if self.fuzzer is Fuzzer.PCT and recent and rng.random() < PCT_AGAIN:
+        self._hinted_base = bool(self.hints) and rng.random() < HINT_RATE
+        if self._hinted_base:
+            self._data = self.hints.popleft()
+        elif self.fuzzer is Fuzzer.PCT and recent and rng.random() < PCT_AGAIN:
             # Schedules, not operations: a base that just showed something new
             # runs again as it is, under new PCT draws.
             self._data = rng.choice(recent)
@@ -217,7 +236,31 @@ class Source:
             self._data = _input(rng, self.corpus)
         return decode(self._data)
 
+    def _initial(self) -> Iterator[Program]:
+        """Each input the corpus started with, once, as it is (libFuzzer's INITED pass).
+
+        Their hand-offs are the first hints.  Unlike libFuzzer's, their
+        features do not count as seen: a mutant that shows what a seed showed
+        is still this run's first to, joins the newest inputs and gets their
+        share of the picks, which keeps the search near the seeds.  (Counting
+        them dropped pmd-redirty-split from 10/10 found, median 5.1 s, to
+        6/10, median 11.6 s, over ten seeds.)  A source resumed past its
+        first base does not run them again.
+        """
+        if self.position.get("i", 0) or "state" in self.position:
+            return
+        start = self.corpus.inputs[:self.corpus.started]
+        while (j := self.position.get("init", 0)) < len(start):
+            self.position = {"i": 0, "init": j + 1}
+            self._data = start[j]
+            program = decode(self._data)
+            if affordable(program):
+                self._initial_run = True
+                yield program
+        self._initial_run = False
+
     def __iter__(self) -> Iterator[Program]:
+        yield from self._initial()
         if self.fuzzer is Fuzzer.RANDOM:
             while True:
                 i = self.position["i"]
@@ -230,19 +273,34 @@ class Source:
                 i = self.position["i"]
                 base = self._base(i)
                 rng = _rng(self.seed, self.worker, i, "pct")
-                runs = 0
                 if affordable(base):
-                    # k once per base; a base in which no step ever has two runnable
-                    # threads has one schedule, so one run of it is enough.
+                    # The base's own run first (its schedule, as the random fuzzer
+                    # runs it); k once per base; a base in which no step ever has
+                    # two runnable threads has one schedule: that run is enough.
                     steps, decisions = decision_count(base, self.engine)
-                    runs = PCT_RUNS if decisions else 1
-                for _ in range(runs):
-                    yield pct_schedule(base, self.engine, self.pct_depth, rng, max_steps=steps)
+                    yield base
+                    runs = self._energy(PCT_RUNS, PCT_RUNS_PLAIN) if decisions else 1
+                    for run in range(1, runs):
+                        yield self._schedule(base, run, rng, steps)
                 self.position = {"i": i + 1}
         elif self.fuzzer is Fuzzer.EXHAUSTIVE:
             yield from self._exhaustive()
         else:
             raise ValueError(f"fuzzer {self.fuzzer.value!r} has no in-process source")
+
+    def _schedule(self, base: Program, run: int, rng: random.Random, steps: int) -> Program:
+        """The pct fuzzer's ``run``-th schedule (``run >= 1``) of ``base``: PCT and delay-bounding by turns.
+
+        A portfolio, as Coyote and shuttle offer one: PCT of depth d finds
+        orderings of whole operations that program order never shows; delay
+        bounding with 1 .. d-1 delays finds a step of another thread inside
+        an operation that otherwise runs in program order, which PCT needs
+        two adjacent change points for (see :func:`fuzz.schedule.delay_schedule`).
+        """
+        if run % 2:
+            return pct_schedule(base, self.engine, self.pct_depth, rng, max_steps=steps)
+        delays = rng.randint(1, max(1, self.pct_depth - 1))
+        return delay_schedule(base, self.engine, delays, rng, max_steps=steps)
 
     def _exhaustive(self) -> Iterator[Program]:
         while True:
@@ -260,14 +318,47 @@ class Source:
                 continue
             search = (Exhaustive.from_state(base, self.engine, state) if state
                       else Exhaustive(base, self.engine, self.preemption_bound))
+            cap = EXHAUSTIVE_CAP
             for n, program in enumerate(search):
                 self.position = {"i": i, "state": search.state()}
                 yield program
-                if n + 1 >= EXHAUSTIVE_CAP:
+                if n == 0 and search.level == 0 and not state:
+                    cap = self._energy(EXHAUSTIVE_CAP, EXHAUSTIVE_CAP_PLAIN)
+                if n + 1 >= cap:
                     break
             self.position = {"i": i + 1}
 
+    def _energy(self, full: int, plain: int) -> int:
+        """Schedules for the current base, once its default run was learnt from.
+
+        AFL's power schedules, for schedules: a base whose default run showed
+        something new, or that a hint aimed at a race, is worth the full
+        search; most bases are near-copies of ones already explored.
+        """
+        return full if self._kept or self._hinted_base else plain
+
     def learn(self, program: Program, report: Report) -> bool:
-        """Keep the input of ``program`` if its runs showed something new."""
+        """Keep the input of ``program`` if its runs showed something new.
+
+        The hand-offs (:mod:`fuzz.hints`) of an input kept, or of one the
+        corpus started with, each suggest a mutant: those inputs get the
+        mutation energy anyway, and a hint per run would flood the source
+        with the hand-offs of one big program's many near-copies.
+        """
         data = self._data if self.fuzzer is not Fuzzer.EXHAUSTIVE else encode(program)
-        return self.corpus.offer(data, features(program, report))
+        kept = self._kept = (not self._initial_run
+                             and self.corpus.offer(data, features(program, report)))
+        # Not from a hint's own mutants: their hand-offs elsewhere in the
+        # program would hint again, and hints would crowd out the rest.
+        if (kept or self._initial_run) and not self._hinted_base:
+            self._hint_draws += 1
+            rng = _rng(self.seed, self.worker, self._hint_draws, "hint")
+            # The explorers drop a base's schedule: one mutant is enough for them.
+            tries = HINT_TRIES if self.fuzzer is Fuzzer.RANDOM else 1
+            for handoff in handoffs(program, report):
+                for mutant in hinted(program, handoff, rng, tries):
+                    try:
+                        self.hints.append(encode(mutant))
+                    except ValueError:      # a schedule the byte format cannot spell
+                        pass
+        return kept

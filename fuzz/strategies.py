@@ -14,6 +14,9 @@ Two shapes of valid program (every one passes
   adjacent regions, unaligned addresses, large values and schedule steps.
   It is for properties of the format itself (codecs, JSON, the schema).
 
+:func:`seeded_programs` draws mutants of a seed corpus, so that a Hypothesis
+campaign starts from the same programs as the other fuzzers.
+
 :func:`program_bytes` draws inputs for :func:`engine.codec.decode`: random
 bytes and encodings of drawn programs, the way a byte fuzzer's corpus looks.
 """
@@ -25,6 +28,7 @@ from typing import Any, Callable
 from hypothesis import strategies as st
 
 from engine.codec import encode
+from fuzz.mutate import mutate_program
 from engine.program import (
     MAX_PAGES,
     MAX_THREADS,
@@ -36,7 +40,7 @@ from engine.program import (
     parse_program,
 )
 
-__all__ = ["any_programs", "names", "program_bytes", "programs"]
+__all__ = ["any_programs", "names", "program_bytes", "programs", "seeded_programs"]
 
 _TASK_PAGES = TASK_SIZE >> PAGE_SHIFT
 _2M = 512         # pages
@@ -372,3 +376,20 @@ def program_bytes(max_size: int = 256) -> st.SearchStrategy[bytes]:
     """Inputs of :func:`engine.codec.decode`: random bytes and encodings of programs."""
     return st.one_of(st.binary(max_size=max_size), programs().map(encode),
                      any_programs(max_ops=16).map(encode))
+
+
+def _mutant(program: Program, rng: Any) -> Program:
+    return mutate_program(program, rng) or program
+
+
+def seeded_programs(seeds: list[Program]) -> st.SearchStrategy[Program]:
+    """A seed program, as it is or through :func:`fuzz.mutate.mutate_program`.
+
+    The mutations draw from a Hypothesis-controlled ``Random``, so Hypothesis
+    steers and shrinks them like any other draw: which seed, which
+    mutations, where.  Raises ValueError for an empty ``seeds``.
+    """
+    if not seeds:
+        raise ValueError("seeds: a seeded strategy needs at least one program (got none)")
+    return st.one_of(st.sampled_from(seeds),
+                     st.builds(_mutant, st.sampled_from(seeds), st.randoms(use_true_random=False)))

@@ -56,8 +56,10 @@ class Kernel(MemoryMixin, RmapMixin, HugeMemoryMixin, VmscanMixin, MadviseMixin,
         self.spec_refs: dict[str, Folio | None] = {}
         self.current = None           # the thread running now
         self.current_op: int | None = None
+        self.current_step = 0          # the scheduling step running now
         self.oracle = None
         self.events: list[tuple[int | None, str]] = []
+        self.event_steps: list[int] = []
         self.warnings: list[str] = []
         self.tlb_flush_pending = False
         self._gates: dict[int, Gate] = {}
@@ -78,6 +80,7 @@ class Kernel(MemoryMixin, RmapMixin, HugeMemoryMixin, VmscanMixin, MadviseMixin,
     def event(self, name: str, folio: Folio | None = None) -> None:
         """Note that a kernel path took a version-specific branch (rules read these)."""
         self.events.append((self.current_op, name))
+        self.event_steps.append(self.current_step)
 
     def warn(self, message: str) -> None:
         """WARN_ON_ONCE(): reported in the outcome."""

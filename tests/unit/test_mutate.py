@@ -8,7 +8,7 @@ import random
 from engine.corpus import load_any
 from engine.diff import differential
 from fuzz.bench import TARGETS, Target
-from fuzz.mutate import mutate_program
+from fuzz.mutate import _preempt, estimated_steps, mutate_program
 
 CORPUS = pathlib.Path(__file__).resolve().parents[2] / "corpus"
 
@@ -38,3 +38,30 @@ def test_a_clean_pmd_thp_is_a_few_mutations_from_a_redirtied_one() -> None:
         if "MADV_FREE" in kinds and "write" in kinds[kinds.index("MADV_FREE"):]:
             hits += spec.match(m, differential(m, spec.engine_a, spec.engine_b)) is not None
     assert hits > 0
+
+
+def test_a_preemption_lands_inside_an_operation_of_another_thread() -> None:
+    data = load_any(str(CORPUS / "h2-shrinker-ref-between-ptes.json")).to_dict()
+    data["schedule"] = [[3, "S"]]
+    ends, total = [], 0
+    for op in data["ops"]:
+        total += estimated_steps(op)
+        ends.append(total)
+    for i in range(50):
+        d = {**data, "schedule": [list(e) for e in data["schedule"]]}
+        _preempt(d, random.Random(i))
+        assert [e[0] for e in d["schedule"]] == sorted({e[0] for e in d["schedule"]})
+        new = [e for e in d["schedule"] if e != [3, "S"]]
+        if not new:          # drawn on step 3 itself: replaced
+            continue
+        (step, thread), = new
+        running = data["ops"][next(j for j, end in enumerate(ends) if step < end)]["thread"]
+        assert thread != running and thread in {o["thread"] for o in data["ops"]}
+
+
+def test_a_one_thread_program_gets_no_preemption() -> None:
+    data = load_any(str(CORPUS / "h10-pmd-thp-clean.json")).to_dict()
+    data["ops"] = [o for o in data["ops"] if o["thread"] == "T0"]
+    before = list(data["schedule"])
+    _preempt(data, random.Random(0))
+    assert data["schedule"] == before

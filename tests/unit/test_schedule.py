@@ -1,5 +1,5 @@
-"""Schedule search: random, PCT and bounded-exhaustive runs replay exactly; the
-exhaustive enumeration resumes where it stopped."""
+"""Schedule search: random, PCT, delay-bounded and bounded-exhaustive runs replay
+exactly; the exhaustive enumeration resumes where it stopped."""
 
 from __future__ import annotations
 
@@ -12,7 +12,13 @@ import pytest
 from engine.corpus import load_any
 from engine.diff import differential
 from engine.run import run
-from fuzz.schedule import Exhaustive, ExhaustiveStateError, pct_schedule, random_schedule
+from fuzz.schedule import (
+    Exhaustive,
+    ExhaustiveStateError,
+    delay_schedule,
+    pct_schedule,
+    random_schedule,
+)
 
 CORPUS = pathlib.Path(__file__).resolve().parents[2] / "corpus"
 
@@ -68,6 +74,32 @@ def test_pct_depth_three_finds_the_shrinker_reference_race():
 def test_pct_rejects_depth_zero():
     with pytest.raises(ValueError, match="depth"):
         pct_schedule(H2, "v6.14", 0, random.Random(0))
+
+
+def test_zero_delays_is_the_default_run():
+    assert delay_schedule(H2, "v6.14", 0, random.Random(0)).schedule == []
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_delay_schedules_are_seeded_and_replay(seed):
+    a = delay_schedule(H2, "v6.14", 2, random.Random(seed))
+    assert a == delay_schedule(H2, "v6.14", 2, random.Random(seed))
+    assert 1 <= len(a.schedule) <= 2 * 2     # a delay and the hand-back after it
+    assert run(a, "v6.14").to_dict() == run(a, "v6.14").to_dict()
+
+
+def test_one_delay_finds_the_shrinker_race_far_more_often_than_pct():
+    # The race is one step of the shrinker anywhere inside T0's PAGEOUT after PTE0
+    # (30 of the 53 steps): one delay lands there about half the time, while PCT
+    # needs two adjacent change points (a few runs in a hundred).
+    delay = sum(h2_found(delay_schedule(H2, "v6.14", 1, random.Random(s))) for s in range(60))
+    pct = sum(h2_found(pct_schedule(H2, "v6.14", 3, random.Random(s))) for s in range(60))
+    assert delay >= 15 and delay > 3 * pct
+
+
+def test_delay_rejects_a_negative_bound():
+    with pytest.raises(ValueError, match="delays"):
+        delay_schedule(H2, "v6.14", -1, random.Random(0))
 
 
 def test_bound_zero_is_the_default_run():
