@@ -48,7 +48,7 @@ with atheris.instrument_imports(include=["engine"],
 from fuzz.campaign import CampaignConfig, open_sink
 from fuzz.hints import handoffs, hinted
 from fuzz.sink import FindingSink
-from fuzz.sources import affordable, program_mutant
+from fuzz.sources import HINT_RATE, affordable, program_mutant
 from service.store import Store
 
 
@@ -123,9 +123,10 @@ def TestOneInput(data: bytes) -> None:  # noqa: N802 - the name libFuzzer looks 
 
 
 def CustomMutator(data: bytes, max_size: int, seed: int) -> bytes:  # noqa: N802
-    """A hand-off hint of ``data`` while it has one; else half on operations, half on bytes."""
+    """A hand-off hint of ``data`` at the sources' hint rate while it has one; else half
+    on operations, half on bytes."""
     rng = random.Random(seed)
-    pending = HINTS.get(data)
+    pending = HINTS.get(data) if rng.random() < HINT_RATE else None
     while pending:
         mutant = pending.pop()
         if len(mutant) <= max_size:
