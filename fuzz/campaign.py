@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -374,29 +375,49 @@ class Campaign:
             for i, data in enumerate(seeds):
                 (scratch / "seeds" / f"seed-{i}").write_bytes(data)
             args.append(str(scratch / "seeds"))
-        args += [f"-max_total_time={max(1, int(self.remaining()))}", f"-seed={cfg.seed + 1}",
+        args += [f"-max_total_time={max(1, int(self.remaining()))}",
                  "-print_final_stats=1", f"-max_len={256}"]
-        if cfg.workers > 1:
-            args.append(f"-fork={cfg.workers}")
         env = {**os.environ, "FOLIODIFF_DB_URL": self.db_url,
                "FOLIODIFF_CAMPAIGN": str(self.campaign_id)}
-        proc = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True,
-                                start_new_session=False)
+        # One libFuzzer process per worker, all on the same corpus directory
+        # (libFuzzer's -jobs=N -workers=N: each reloads what the others add),
+        # not -fork=N: a fork job lives for as many seconds as its number, and
+        # every job starts Python and instruments the engine again, so two
+        # forked workers ran fewer executions than one.
+        procs = [subprocess.Popen(args + [f"-seed={cfg.seed + 1 + w}"], env=env,
+                                  stderr=subprocess.PIPE, text=True)
+                 for w in range(cfg.workers)]
+        lines: queue.Queue[tuple[int, str | None]] = queue.Queue()
+
+        def pump(worker: int, stream: Any) -> None:
+            for line in stream:
+                lines.put((worker, line))
+            lines.put((worker, None))
+
+        for w, proc in enumerate(procs):
+            threading.Thread(target=pump, args=(w, proc.stderr), daemon=True).start()
         try:
-            assert proc.stderr is not None
-            for line in proc.stderr:
+            running = len(procs)
+            while running:
+                w, line = lines.get()
+                if line is None:
+                    running -= 1
+                    continue
                 m = _LIBFUZZER_STATS.search(line)
                 if m:
-                    self.progress.execs[0] = int(m.group(1))
-                    self.progress.coverage[0] = int(m.group(2))
-                    self.progress.corpus[0] = int(m.group(3))
+                    self.progress.execs[w] = int(m.group(1))
+                    self.progress.coverage[w] = int(m.group(2))
+                    self.progress.corpus[w] = int(m.group(3))
                 elif line.startswith("foliodiff-stored "):
-                    self._take("stored", 0, [_parse_stored(line)])
+                    self._take("stored", w, [_parse_stored(line)])
                 self._tick(base_elapsed + time.monotonic() - started)
-            proc.wait()
+            for proc in procs:
+                proc.wait()
         except KeyboardInterrupt:
-            proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=30)
+            for proc in procs:
+                proc.send_signal(signal.SIGINT)
+            for proc in procs:
+                proc.wait(timeout=30)
             raise
 
 
