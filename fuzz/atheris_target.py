@@ -41,14 +41,14 @@ import atheris
 with atheris.instrument_imports(include=["engine"],
                                 exclude=["engine.codec", "engine.program", "engine.oracle",
                                          "engine.outcome", "engine.diff"]):
-    from engine.codec import decode, encode
+    from engine.codec import decode
     from engine.diff import Report, differential
     from engine.program import Program
 
 from fuzz.campaign import CampaignConfig, open_sink
-from fuzz.hints import handoffs, hinted
+from fuzz.hints import HINT_RATE, HINT_TRIES, mutant_inputs
 from fuzz.sink import FindingSink
-from fuzz.sources import HINT_RATE, affordable, program_mutant
+from fuzz.sources import affordable, program_mutant
 from service.store import Store
 
 
@@ -86,7 +86,14 @@ else:
 HINTS: OrderedDict[bytes, list[bytes]] = OrderedDict()
 HANDED: OrderedDict[bytes, None] = OrderedDict()
 HINTS_KEPT = 256
-HINT_TRIES = 3
+
+
+def _keep_last(kept: OrderedDict, key: bytes, value: object) -> None:
+    """``kept[key] = value``, forgetting the oldest beyond :data:`HINTS_KEPT`."""
+    kept[key] = value
+    kept.move_to_end(key)
+    while len(kept) > HINTS_KEPT:
+        kept.popitem(last=False)
 
 
 def _remember_hints(data: bytes, program: Program, report: Report) -> None:
@@ -96,21 +103,12 @@ def _remember_hints(data: bytes, program: Program, report: Report) -> None:
     which it ran just before; so the hints this custom mutator hands out are
     those of kept inputs, as in the in-process sources.
     """
-    found = handoffs(program, report)
-    if not found or data in HANDED:
+    if data in HANDED:
         return
     rng = random.Random(hashlib.sha1(data).digest())
-    mutants = []
-    for handoff in found:
-        for mutant in hinted(program, handoff, rng, HINT_TRIES):
-            try:
-                mutants.append(encode(mutant))
-            except ValueError:      # a schedule the byte format cannot spell
-                pass
-    HINTS[data] = mutants
-    HINTS.move_to_end(data)
-    while len(HINTS) > HINTS_KEPT:
-        HINTS.popitem(last=False)
+    found = mutant_inputs(program, report, rng, HINT_TRIES)
+    if found:
+        _keep_last(HINTS, data, found)
 
 
 def TestOneInput(data: bytes) -> None:  # noqa: N802 - the name libFuzzer looks for
@@ -130,9 +128,7 @@ def CustomMutator(data: bytes, max_size: int, seed: int) -> bytes:  # noqa: N802
     while pending:
         mutant = pending.pop()
         if len(mutant) <= max_size:
-            HANDED[mutant] = None
-            while len(HANDED) > HINTS_KEPT:
-                HANDED.popitem(last=False)
+            _keep_last(HANDED, mutant, None)
             return mutant
     if rng.random() < 0.5:
         mutant = program_mutant(data, rng)

@@ -25,11 +25,11 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings, tar
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase, InMemoryExampleDatabase
 
+from engine.codec import decode
 from engine.diff import Report, differential
 from engine.program import Program
-from fuzz.hints import handoffs, hinted
-from fuzz.sources import HINT_TRIES, affordable, features
-from engine.codec import decode
+from fuzz.hints import HINT_TRIES, mutants
+from fuzz.sources import affordable, features
 from fuzz.strategies import programs, seeded_programs
 
 #: Programs per Hypothesis run; the stop condition is checked between runs.
@@ -52,13 +52,12 @@ def fuzz_with_hypothesis(config: Any, worker: int, go_on: Callable[[], bool],
 
     def run_hints(program: Program, report: Report) -> None:
         rng = random.Random(hashlib.sha1(program.to_json().encode()).digest())
-        for handoff in handoffs(program, report):
-            for mutant in hinted(program, handoff, rng, HINT_TRIES):
-                if not go_on():
-                    return
-                hreport = differential(mutant, config.engine_a, config.engine_b)
-                each(mutant, hreport)
-                seen.update(features(mutant, hreport))
+        for mutant in mutants(program, report, rng, HINT_TRIES):
+            if not go_on():
+                return
+            hreport = differential(mutant, config.engine_a, config.engine_b)
+            each(mutant, hreport)
+            seen.update(features(mutant, hreport))
 
     seeds = [decode(data) for data in config.seed_inputs()]
     drawn = programs(max_ops=MAX_OPS)

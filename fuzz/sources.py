@@ -30,7 +30,7 @@ from engine.corpus import load_any
 from engine.diff import Report
 from engine.errors import ProgramError
 from engine.program import Program, parse_program
-from fuzz.hints import handoffs, hinted
+from fuzz.hints import HINT_RATE, HINT_TRIES, mutant_inputs
 from fuzz.mutate import mutate_program
 from fuzz.schedule import Exhaustive, decision_count, delay_schedule, pct_schedule
 
@@ -49,11 +49,8 @@ EXHAUSTIVE_CAP_PLAIN = 8
 RECENT = 8
 #: How often PCT takes one of the newest corpus inputs again, unmutated.
 PCT_AGAIN = 0.25
-#: Hand-off mutants (:mod:`fuzz.hints`) waiting at most, and how often a base is one.
+#: Hand-off mutants (:mod:`fuzz.hints`) waiting at most.
 HINTS_PENDING = 64
-HINT_RATE = 0.15
-#: Preemption steps tried per hand-off by the random fuzzer (it keeps schedules).
-HINT_TRIES = 3
 #: Operations of a program the exhaustive search takes (longer ones are cut).
 EXHAUSTIVE_OPS = 10
 #: Most pages a fuzzed program may map, over all its mmaps (two PMD-sized THPs).
@@ -355,10 +352,5 @@ class Source:
             rng = _rng(self.seed, self.worker, self._hint_draws, "hint")
             # The explorers drop a base's schedule: one mutant is enough for them.
             tries = HINT_TRIES if self.fuzzer is Fuzzer.RANDOM else 1
-            for handoff in handoffs(program, report):
-                for mutant in hinted(program, handoff, rng, tries):
-                    try:
-                        self.hints.append(encode(mutant))
-                    except ValueError:      # a schedule the byte format cannot spell
-                        pass
+            self.hints.extend(mutant_inputs(program, report, rng, tries))
         return kept

@@ -28,7 +28,6 @@ from typing import Any, Callable
 from hypothesis import strategies as st
 
 from engine.codec import encode
-from fuzz.mutate import mutate_program
 from engine.program import (
     MAX_PAGES,
     MAX_THREADS,
@@ -39,6 +38,7 @@ from engine.program import (
     Program,
     parse_program,
 )
+from fuzz.mutate import mutate_program
 
 __all__ = ["any_programs", "names", "program_bytes", "programs", "seeded_programs"]
 
