@@ -13,7 +13,8 @@ from typing import Any
 
 from engine.diff import differential
 from engine.program import PAGE_SIZE, Program, parse_program
-from engine.run import run
+from engine.run import YIELD_POINTS, run
+from engine.sched import YieldPoint
 
 _A = 0x200000
 
@@ -55,14 +56,20 @@ def typical_program(rng: random.Random, max_ops: int = 32) -> Program:
     ops = ops[:max_ops]
     names = {o.get("pin") for o in ops if o["op"] == "pin"}
     ops = [o for o in ops if o["op"] not in ("dma_write", "unpin") or o["pin"] in names]
-    schedule = sorted({rng.randrange(60) for _ in range(rng.randint(0, 3))})
     threads = ["T0", "R", "S", "D"]
+    schedule = {}
+    for _ in range(rng.randint(0, 3)):
+        i = rng.randrange(len(ops))
+        at = rng.choice(YIELD_POINTS.get(ops[i]["op"], ()) + (YieldPoint.OP_END,))
+        nth = 1 if at is YieldPoint.OP_END else rng.randint(1, 3)
+        schedule[i, at, nth] = rng.choice(threads)
     return parse_program({
-        "version": 1,
+        "version": 2,
         "threads": [{"name": "T0", "mm": 0}, {"name": "R", "kind": "kthread"},
                     {"name": "S", "kind": "kthread"}, {"name": "D", "kind": "device"}],
         "ops": ops,
-        "schedule": [[s, rng.choice(threads)] for s in schedule]})
+        "schedule": [{"op": i, "at": at.value, "nth": nth, "thread": t}
+                     for (i, at, nth), t in schedule.items()]})
 
 
 def bench_differential(a: str, b: str, programs: int = 200, repeat: int = 5,

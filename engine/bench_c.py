@@ -59,7 +59,7 @@ def _workload_program(pages: int, order: int, redirty: bool):
            dict(thread="T0", op="madvise", addr=BASE, pages=pages, advice="MADV_FREE")]
     if redirty:
         ops.append(dict(thread="T0", op="write", addr=BASE, pages=pages, value=8))
-    return parse_program({"version": 1, "threads": [{"name": "T0", "mm": 0}], "ops": ops,
+    return parse_program({"version": 2, "threads": [{"name": "T0", "mm": 0}], "ops": ops,
                           "schedule": []})
 
 

@@ -22,14 +22,16 @@ import pathlib
 from typing import Any
 
 from engine.errors import ProgramError, UnknownCorpusProgramError
-from engine.program import Program, parse_program
+from engine.program import Program
+from engine.upgrade import DEFAULT_READING, read_program
 
 #: The seed corpus: ``corpus/`` at the top of the source tree.
 CORPUS_DIR = pathlib.Path(__file__).resolve().parent.parent / "corpus"
 
 
-def load_any(path: str) -> Program:
-    """A program from a program file or from a corpus file."""
+def load_any(path: str, reading: str = DEFAULT_READING) -> Program:
+    """A program from a program file or from a corpus file, of either format (a
+    format-1 schedule is read on engine @reading: see :mod:`engine.upgrade`)."""
     try:
         with open(path, "rb") as fh:
             data = json.load(fh)
@@ -38,8 +40,8 @@ def load_any(path: str) -> Program:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ProgramError("program", str(exc)[:80], f"{path} is not valid JSON") from None
     if isinstance(data, dict) and "program" in data:
-        return parse_program(data["program"])
-    return parse_program(data)
+        return read_program(data["program"], reading)
+    return read_program(data, reading)
 
 
 def corpus_paths(directory: str | os.PathLike = CORPUS_DIR) -> dict[str, pathlib.Path]:
@@ -82,13 +84,13 @@ def corpus_program(name: str, directory: str | os.PathLike = CORPUS_DIR) -> Prog
     return load_any(str(paths[name]))
 
 
-def load_entry(path: str) -> dict[str, Any]:
+def load_entry(path: str, reading: str = DEFAULT_READING) -> dict[str, Any]:
     with open(path, "rb") as fh:
         entry = json.load(fh)
     for key in ("name", "program", "expect"):
         if key not in entry:
             raise ProgramError(key, None, f"corpus file {path} lacks it")
-    entry["program"] = parse_program(entry["program"])
+    entry["program"] = read_program(entry["program"], reading)
     return entry
 
 

@@ -92,8 +92,14 @@ class Report:
     divergences: list[Divergence]
 
     @property
+    def harness(self) -> list[Outcome]:
+        """The runs that ended in a defect of foliodiff (Verdict.HARNESS): such a
+        report has no divergences, since it says nothing about either kernel."""
+        return [o for o in (self.a, self.b) if o.verdict is Verdict.HARNESS]
+
+    @property
     def equal(self) -> bool:
-        return not self.divergences
+        return not self.divergences and not self.harness
 
     @property
     def unexpected(self) -> list[Divergence]:
@@ -102,6 +108,7 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         return {"engines": [self.a.engine, self.b.engine], "equal": self.equal,
                 "unexpected": bool(self.unexpected),
+                "harness": [o.crash.to_dict() for o in self.harness if o.crash is not None],
                 "divergences": [d.to_dict() for d in self.divergences],
                 "outcomes": [self.a.to_dict(), self.b.to_dict()]}
 
@@ -180,6 +187,8 @@ def differential(program: Program, engine_a: str, engine_b: str) -> Report:
     a, b = run(program, ea, trace=True), run(program, eb, trace=True)
     ta, tb = a.trace or [], b.trace or []
     a.trace = b.trace = None
+    if a.verdict is Verdict.HARNESS or b.verdict is Verdict.HARNESS:
+        return Report(program, a, b, [])
     ca, cb = a.comparable(), b.comparable()
     differing = sorted(f for f in set(ca) | set(cb) if ca.get(f) != cb.get(f))
     if not differing:

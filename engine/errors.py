@@ -56,9 +56,22 @@ class UnknownCorpusProgramError(FoliodiffError, LookupError):
 
 
 class KernelBug(Exception):
-    """Raised inside a kernel model where the kernel would BUG() or KASAN would report.
+    """A kernel report the model makes on purpose: where the kernel would BUG(),
+    VM_BUG_ON() or WARN and stop, or where KASAN or lockdep would report.
 
-    Not a harness error: the runner turns it into a CRASH outcome.
+    The runner turns these, and only these, into a CRASH outcome.  Every other
+    exception inside a model is a defect of foliodiff (:class:`HarnessError`
+    and the rest), never a kernel finding.  The reports:
+
+    - ``KernelBug`` itself: BUG()/VM_BUG_ON() on an impossible state (a
+      PMD-mapped folio where try_to_unmap_one() cannot take one, swapoff
+      with slots in use, freeing a mapped folio);
+    - :class:`PageTableOutOfBounds`: KASAN, an access outside a PTE table;
+    - :class:`UseAfterFree`: KASAN, a reference taken or dropped on a freed
+      folio, a page table pointing at freed memory;
+    - :class:`RefcountUnderflow`: VM_BUG_ON_FOLIO on a refcount or mapcount
+      below zero, or a named holder dropping references it does not hold;
+    - :class:`RecursiveLocking`: lockdep, a thread taking a lock it holds.
     """
 
 
@@ -68,6 +81,27 @@ class PageTableOutOfBounds(KernelBug):
     def __init__(self, index: int, table: str) -> None:
         self.index = index
         super().__init__(f"page-table access out of bounds: index {index} of {table}")
+
+
+class UseAfterFree(KernelBug):
+    """A folio used after it was freed (what KASAN would report)."""
+
+
+class RefcountUnderflow(KernelBug):
+    """A refcount or mapcount below zero (VM_BUG_ON_FOLIO, page_ref underflow)."""
+
+
+class RecursiveLocking(KernelBug):
+    """A thread taking a lock it already holds (what lockdep would report)."""
+
+
+class HarnessError(FoliodiffError):
+    """An inconsistency foliodiff found in itself while a model ran: a yield
+    point without a name, the C and Python paths disagreeing on a bound.
+
+    Like any other exception that is not a :class:`KernelBug`, the runner
+    gives it the HARNESS verdict, never a kernel finding.
+    """
 
 
 class CPathError(FoliodiffError):

@@ -7,7 +7,7 @@ the hot loop stays cheap.
 
 from __future__ import annotations
 
-from engine.errors import KernelBug
+from engine.errors import RefcountUnderflow, UseAfterFree
 from engine.flags import LruList
 
 #: Flag names in the order outcomes print them.
@@ -139,13 +139,13 @@ def folio_ref_count(folio: Folio) -> int:
 
 def _check_live(folio: Folio, what: str) -> None:
     if folio.freed:
-        raise KernelBug(f"{what} on freed folio pfn {folio.pfn:#x} (use-after-free)")
+        raise UseAfterFree(f"{what} on freed folio pfn {folio.pfn:#x} (use-after-free)")
 
 
 def folio_get(folio: Folio, n: int = 1) -> None:
     _check_live(folio, "folio_get")
     if folio.ref <= 0:
-        raise KernelBug(f"folio_get on folio pfn {folio.pfn:#x} with refcount {folio.ref}")
+        raise RefcountUnderflow(f"folio_get on folio pfn {folio.pfn:#x} with refcount {folio.ref}")
     folio.ref += n
 
 
@@ -164,7 +164,7 @@ def folio_ref_sub(folio: Folio, n: int) -> None:
     _check_live(folio, "folio_ref_sub")
     folio.ref -= n
     if folio.ref <= 0:
-        raise KernelBug(f"folio_ref_sub({n}) drops folio pfn {folio.pfn:#x} to {folio.ref}")
+        raise RefcountUnderflow(f"folio_ref_sub({n}) drops folio pfn {folio.pfn:#x} to {folio.ref}")
 
 
 def folio_ref_freeze(folio: Folio, count: int) -> bool:

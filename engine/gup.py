@@ -17,7 +17,7 @@ from engine.huge_memory import folio_lock, folio_unlock
 from engine.memory import ZERO_PFN
 from engine.pgtable import (HPAGE_PMD_NR, PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PTRS_PER_PTE,
                             pmd_pfn, pmd_write, pte_dirty, pte_pfn, pte_present, pte_write)
-from engine.sched import down_read, spin_lock, spin_unlock, up_read
+from engine.sched import YieldPoint, down_read, spin_lock, spin_unlock, up_read
 
 
 class GupMixin:
@@ -85,10 +85,10 @@ class GupMixin:
             if write and not pmd_write(word):
                 return None
             folio = self.pfn_folio(pmd_pfn(word))
-            yield
+            yield YieldPoint.GUP_FAST_READ
             if not self.try_grab_folio(folio):
                 return None
-            yield
+            yield YieldPoint.GUP_FAST_GRABBED
             if mm.pmd_huge.get(pmd_idx) != word:
                 self.gup_put_folio(folio)
                 return None
@@ -102,10 +102,10 @@ class GupMixin:
         if not pte_present(pte) or pte_pfn(pte) == ZERO_PFN or (write and not pte_write(pte)):
             return None
         folio = self.pfn_folio(pte_pfn(pte))
-        yield                                   # lockless read ... grab
+        yield YieldPoint.GUP_FAST_READ          # lockless read ... grab
         if not self.try_grab_folio(folio):
             return None
-        yield                                   # grab (full barrier) ... recheck the PTE
+        yield YieldPoint.GUP_FAST_GRABBED       # grab (full barrier) ... recheck the PTE
         if pt.entries[idx] != pte or mm.pte_tables.get(pmd_idx) is not pt:
             self.gup_put_folio(folio)
             return None
@@ -153,7 +153,7 @@ class GupMixin:
             return -errno.EINVAL
         for n, (folio, page) in enumerate(got):
             if n:
-                yield
+                yield YieldPoint.BETWEEN_PAGES
             if op.dirty and not folio.dirty:
                 yield from folio_lock(self, folio)
                 folio.dirty = True
@@ -169,7 +169,7 @@ class GupMixin:
             return -errno.EINVAL
         for n, (folio, page) in enumerate(got):
             if n:
-                yield
+                yield YieldPoint.BETWEEN_PAGES
             folio.data[page] = op.value
             self.oracle.on_dma_write(op.pin, n, op.value)
         return 0

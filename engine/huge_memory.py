@@ -13,7 +13,7 @@ from engine.pgtable import (HPAGE_PMD_NR, PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PMD_
                             pmd_mkold, pmd_pfn, pmd_write, pmd_young, pte_dirty, pte_pfn,
                             pte_present)
 from engine.rmap import folio_end_in_vma
-from engine.sched import spin_lock, spin_unlock
+from engine.sched import YieldPoint, spin_lock, spin_unlock
 
 
 class HugeMemoryMixin:
@@ -76,7 +76,7 @@ class HugeMemoryMixin:
         requeue = []
         for folio in batch:
             # Another CPU can act while the shrinker holds its speculative reference.
-            yield
+            yield YieldPoint.SHRINKER_REF_HELD
             did_split = False
             if not folio.freed and (folio.partially_mapped or self.thp_underused(folio)):
                 if not folio.mlocked and folio_trylock(self, folio):

@@ -13,7 +13,7 @@ from engine.pgtable import (PTE_DIRTY_YOUNG, PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, P
                             PTRS_PER_PTE, PageTable, is_swap_pte, pmd_pfn, pmd_young, pte_mkclean,
                             pte_mkold, pte_pfn, pte_present, pte_swp_offset, pmd_mkold)
 from engine.program import Advice
-from engine.sched import down_read, spin_lock, spin_unlock, up_read
+from engine.sched import YieldPoint, down_read, spin_lock, spin_unlock, up_read
 
 
 def folio_maybe_mapped_shared(folio: Folio) -> bool:
@@ -146,7 +146,7 @@ class MadviseMixin:
                 self.folio_mark_lazyfree(folio)
                 addr += nr * PAGE_SIZE
                 if addr < end:
-                    yield                      # lock-free CPUs may act between folios
+                    yield YieldPoint.BETWEEN_FOLIOS    # lock-free CPUs may act between folios
         finally:
             spin_unlock(self, pt.ptl)
 

@@ -17,7 +17,8 @@ from engine.pgtable import (PTE_DIRTY_YOUNG, pte_mkwrite, HPAGE_PMD_NR, PAGE_SHI
                             pte_mkdirty, pte_mkold, pte_mkyoung, pte_pfn, pte_present,
                             pte_swp_offset, pte_wrprotect, pte_write, pmd_dirty,
                             pmd_pfn, pmd_write)
-from engine.sched import down_read, down_write, spin_lock, spin_unlock, up_read, up_write
+from engine.sched import (YieldPoint, down_read, down_write, spin_lock, spin_unlock, up_read,
+                          up_write)
 
 #: pfn of the shared zero page: read faults map it, it is no folio.
 ZERO_PFN = 1
@@ -78,7 +79,7 @@ class MemoryMixin:
         for i in range(pages):
             a = addr + i * PAGE_SIZE
             if i:
-                yield               # another CPU may act between two pages
+                yield YieldPoint.BETWEEN_PAGES      # another CPU may act between two pages
             while True:
                 vma = mm.find_vma(a)
                 if vma is None or (write and not vma.writable):

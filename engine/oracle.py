@@ -33,6 +33,8 @@ class Verdict(str, enum.Enum):
     CRASH = "crash"
     HANG = "hang"
     LEAK = "leak"
+    #: An exception that is no modelled kernel report: foliodiff's defect, not the kernel's.
+    HARNESS = "harness"
 
 
 class Violation(Exception):

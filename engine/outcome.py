@@ -16,6 +16,10 @@ from engine.memory import ZERO_PFN
 from engine.oracle import Verdict
 from engine.pgtable import (PAGE_SHIFT, PMD_SHIFT, PTRS_PER_PTE, is_swap_pte, pte_dirty, pte_pfn,
                             pte_present, pte_write, pte_young)
+from engine.sched import YieldPoint
+
+#: A place of a run: (operation, kind of yield point, its occurrence in the operation).
+Place = tuple[int | None, YieldPoint, int]
 
 #: Exported counters every outcome reports, present or not.
 COUNTERS = ("PGLAZYFREE", "PGLAZYFREED", "nr_unmap_fail", "nr_lazyfree_fail", "nr_reclaimed",
@@ -61,6 +65,8 @@ class Outcome:
     #: :mod:`fuzz.hints`; neither is behaviour, so neither is compared or stored.
     event_steps: list[int] = field(default_factory=list)
     op_ends: list[int | None] = field(default_factory=list)
+    #: The place each step ended at (what a schedule names; see engine.program.Preemption).
+    places: list[Place] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"engine": self.engine, "verdict": self.verdict.value, "results": self.results,

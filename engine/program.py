@@ -11,23 +11,42 @@ destination) of the same process declares; whether the VMA still exists when
 the operation runs is a question for the engine (it answers ``-EFAULT`` or
 ``-ENOMEM`` like the kernel).
 
-The schedule is a sparse list of preemptions ``[step, thread]``: at global
-scheduling step ``step`` the named thread runs one atomic segment instead of
-the default choice.  The default choice is the runnable thread whose current
-(or next) operation comes first in ``ops``.  See :mod:`engine.sched`.
+The schedule is a sparse list of preemptions, each naming a *place* and a
+thread: when the thread running operation ``op`` reaches its ``nth`` yield
+point of kind ``at`` (:class:`~engine.sched.YieldPoint`), the named thread
+runs the next atomic segment instead of the default choice.  The default
+choice is the runnable thread whose current (or next) operation comes first
+in ``ops``.  A kernel version in which operation ``op`` ends before that
+place (a window a patch closed) takes the preemption when the operation
+ends.  See :mod:`engine.sched` and :mod:`engine.run`.
+
+Format 1 named global step numbers instead, which two kernel versions that
+yield a different number of times count differently: the same schedule then
+preempted two different interleavings.  A format-1 program without a
+schedule means the same in format 2 and loads as it is; one with a schedule
+is read on one engine by :func:`engine.upgrade.upgrade_program`.
+
+A device's DMA goes through a pin that is held: a ``dma_write`` comes after
+the ``pin`` it names in ``ops`` and before any ``unpin`` of it.  At run time
+the device waits until the pin is taken, and the unpin until every DMA
+through the pin listed before it has finished, as a driver completes its
+DMA before it unpins.
 """
 
 from __future__ import annotations
 
 import enum
 import json
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Callable, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from engine.errors import ProgramError
+from engine.sched import YieldPoint
 
-PROGRAM_VERSION = 1
+PROGRAM_VERSION = 2
+#: Program format versions :func:`parse_program` reads (1: without a schedule only).
+READABLE_VERSIONS = (1, 2)
 PAGE_SIZE = 4096
 PAGE_SHIFT = 12
 #: Largest user address the model accepts (x86-64 4-level paging, 128 TiB).
@@ -74,7 +93,9 @@ Name = Annotated[str, Field(pattern=_NAME)]
 MmId = Annotated[int, Field(strict=True, ge=0, le=15)]
 Flag = Annotated[bool, Field(strict=True)]
 Count = Annotated[int, Field(strict=True, ge=1, le=1 << 20)]
-Step = Annotated[int, Field(strict=True, ge=0, le=(1 << 63) - 1)]
+OpIndex = Annotated[int, Field(strict=True, ge=0, lt=MAX_OPS)]
+#: A yield point's occurrence within its operation (a run has far fewer steps).
+Nth = Annotated[int, Field(strict=True, ge=1, le=1 << 20)]
 
 
 def _op_required(schema: dict[str, Any]) -> None:
@@ -246,6 +267,27 @@ OPS_BY_KIND: dict[ThreadKind, frozenset[str]] = {
 }
 
 
+class Preemption(BaseModel):
+    """At a place of the run, thread ``thread`` runs the next segment.
+
+    The place is the ``nth`` yield point of kind ``at`` of operation ``op``
+    (``op`` is None for :attr:`~engine.sched.YieldPoint.START`, the
+    program's first segment; ``nth`` is 1 for START and OP_END).  The
+    preempting thread may be the one running ``op``: it then goes on where
+    the default policy would have let an earlier operation's thread in.
+    """
+
+    model_config = _Model
+    op: OpIndex | None = None
+    at: YieldPoint
+    nth: Nth = 1
+    thread: Name
+
+    @property
+    def place(self) -> tuple[int | None, YieldPoint, int]:
+        return self.op, self.at, self.nth
+
+
 class Thread(BaseModel):
     model_config = _Model
     name: Name
@@ -254,14 +296,14 @@ class Thread(BaseModel):
 
 
 class Program(BaseModel):
-    """A foliodiff program (format version 1)."""
+    """A foliodiff program (format version 2)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True,
                               json_schema_extra=lambda s: s.setdefault("required", []).insert(0, "version"))
-    version: Literal[1] = PROGRAM_VERSION
+    version: Literal[2] = PROGRAM_VERSION
     threads: Annotated[list[Thread], Field(min_length=1, max_length=MAX_THREADS)]
     ops: Annotated[list[Op], Field(max_length=MAX_OPS)]
-    schedule: list[tuple[Step, Name]] = []
+    schedule: Annotated[list[Preemption], Field(max_length=MAX_OPS)] = []
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
@@ -329,8 +371,16 @@ def parse_program(data: Any) -> Program:
     if not isinstance(data, dict):
         raise ProgramError("program", type(data).__name__, "a program is a JSON object")
     version = data.get("version")
-    if version != PROGRAM_VERSION:
-        raise ProgramError("version", version, f"unsupported program version (expected {PROGRAM_VERSION})")
+    if version == 1:
+        if data.get("schedule"):
+            raise ProgramError("schedule", data["schedule"],
+                               "a format-1 schedule counts global steps, which mean different "
+                               "places on different engines: read it on one engine with "
+                               "engine.upgrade.upgrade_program (the CLI and the store do)")
+        data = {**data, "version": PROGRAM_VERSION}
+    elif version != PROGRAM_VERSION:
+        raise ProgramError("version", version,
+                           f"unsupported program version (readable: {READABLE_VERSIONS})")
     try:
         program = _PROGRAM_ADAPTER.validate_python(data)
     except ValidationError as err:
@@ -361,7 +411,7 @@ def program_json_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of the program format."""
     schema = _PROGRAM_ADAPTER.json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = "https://foliodiff.invalid/schema/program-v1.json"
+    schema["$id"] = f"https://foliodiff.invalid/schema/program-v{PROGRAM_VERSION}.json"
     return schema
 
 
@@ -441,6 +491,7 @@ def check_program(p: Program) -> None:
         return out
 
     pins: dict[str, Pin] = {}
+    unpinned: dict[str, int] = {}       # pin -> the op that released it
     refs: set[str] = set()
     for i, op in enumerate(p.ops):
         if isinstance(op, Mmap | Mremap):
@@ -465,8 +516,14 @@ def check_program(p: Program) -> None:
         elif isinstance(op, Unpin | DmaWrite):
             if op.pin not in pins:
                 raise ProgramError(f"ops[{i}].pin", op.pin, "unknown pin (no earlier pin op names it)")
+            if op.pin in unpinned:
+                what = "DMA through" if isinstance(op, DmaWrite) else "second unpin of"
+                raise ProgramError(f"ops[{i}].pin", op.pin,
+                                   f"{what} a pin that is not held (ops[{unpinned[op.pin]}] unpins it)")
             if isinstance(op, DmaWrite) and not pins[op.pin].write:
                 raise ProgramError(f"ops[{i}].pin", op.pin, "DMA write into a pin taken without FOLL_WRITE")
+            if isinstance(op, Unpin):
+                unpinned[op.pin] = i
         elif isinstance(op, FolioTryGet):
             if op.ref in refs:
                 raise ProgramError(f"ops[{i}].ref", op.ref, "duplicate reference name")
@@ -474,10 +531,49 @@ def check_program(p: Program) -> None:
         elif isinstance(op, FolioPut) and op.ref not in refs:
             raise ProgramError(f"ops[{i}].ref", op.ref, "unknown reference (no earlier folio_try_get names it)")
 
-    last = -1
-    for i, (step, name) in enumerate(p.schedule):
-        if step <= last:
-            raise ProgramError(f"schedule[{i}][0]", step, "schedule steps must strictly increase")
-        if name not in threads:
-            raise ProgramError(f"schedule[{i}][1]", name, "unknown thread")
-        last = step
+    check_schedule(p.schedule, len(p.ops), threads)
+
+
+def renumber_schedule(schedule: list[dict[str, Any]],
+                      new_index: Callable[[int], int | None]) -> list[dict[str, Any]]:
+    """Schedule entries (as in :meth:`Program.to_dict`) after the operations moved.
+
+    @new_index: an operation's old index -> its new one, or None when it is
+        gone (its preemptions go with it).  START entries name no operation.
+    Return: the entries that survive, in their order, each a new dict.
+    """
+    out = []
+    for e in schedule:
+        op = e.get("op")
+        if op is None:
+            out.append(dict(e))
+            continue
+        new = new_index(op)
+        if new is not None:
+            out.append({**e, "op": new})
+    return out
+
+
+def check_schedule(schedule: list[Preemption], nr_ops: int, threads: dict[str, Any]) -> None:
+    """Each preemption names an operation of the program (none at START), a known
+    thread, occurrence 1 at START and OP_END, and a place no other one names.
+
+    Context: pure.  Raises :class:`ProgramError` naming the entry's field.
+    """
+    seen: dict[tuple, int] = {}
+    for i, e in enumerate(schedule):
+        if e.at is YieldPoint.START:
+            if e.op is not None:
+                raise ProgramError(f"schedule[{i}].op", e.op, "the start place names no operation")
+        elif e.op is None:
+            raise ProgramError(f"schedule[{i}].op", None, f"a place at {e.at.value} names its operation")
+        elif e.op >= nr_ops:
+            raise ProgramError(f"schedule[{i}].op", e.op, f"no such operation ({nr_ops} in the program)")
+        if e.at in (YieldPoint.START, YieldPoint.OP_END) and e.nth != 1:
+            raise ProgramError(f"schedule[{i}].nth", e.nth, f"{e.at.value} happens once")
+        if e.thread not in threads:
+            raise ProgramError(f"schedule[{i}].thread", e.thread, "unknown thread")
+        if e.place in seen:
+            raise ProgramError(f"schedule[{i}]", e.model_dump(mode="json"),
+                               f"the same place as schedule[{seen[e.place]}]")
+        seen[e.place] = i

@@ -7,14 +7,14 @@ swap-entry path of an unmap and the TLB-flush accounting.
 
 from __future__ import annotations
 
-from engine.errors import KernelBug
+from engine.errors import RefcountUnderflow
 from engine.flags import TTU_BATCH_FLUSH, VM_LOCKED
 from engine.folio import Folio, folio_mapped, folio_maybe_dma_pinned
 from engine.mm import MM_ANONPAGES, MM_SWAPENTS, VmArea, vma_address
 from engine.pgtable import (PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PTRS_PER_PTE,
                             PageTable, pmd_young, pte_dirty, pte_pfn, pte_present, pte_young,
                             pte_mkold, set_pte_at, swp_entry_to_pte)
-from engine.sched import spin_lock, spin_unlock
+from engine.sched import YieldPoint, spin_lock, spin_unlock
 
 
 def folio_end_in_vma(folio: Folio, vma: VmArea) -> int:
@@ -96,7 +96,7 @@ class RmapMixin:
         for i in range(first, first + nr):
             mc[i] -= 1
             if mc[i] < 0:
-                raise KernelBug(f"mapcount of page {i} of folio pfn {folio.pfn:#x} underflows")
+                raise RefcountUnderflow(f"mapcount of page {i} of folio pfn {folio.pfn:#x} underflows")
             if mc[i] == 0 and not folio.entire_mapcount:
                 unmapped += 1
         folio.checked = None
@@ -116,7 +116,7 @@ class RmapMixin:
         (see :meth:`folio_drop_rmap_ptes`)."""
         folio.entire_mapcount -= 1
         if folio.entire_mapcount < 0:
-            raise KernelBug(f"entire mapcount of folio pfn {folio.pfn:#x} underflows")
+            raise RefcountUnderflow(f"entire mapcount of folio pfn {folio.pfn:#x} underflows")
         folio.checked = None
         self.cost["rmap_updates"] += 1
         if not folio.entire_mapcount:
@@ -294,6 +294,20 @@ class RmapMixin:
         self.folio_remove_rmap_pte(folio, page, 1, vma)
         self.folio_put(folio)
         return True
+
+    def ttu_between_ptes(self, pvmw: Pvmw, nr_pages: int):
+        """The point between two PTEs (batches) of try_to_unmap_one()'s walk, where
+        lock-free actors (CPU stores, gup-fast, speculative references) may act.
+
+        Only where the folio's range in this VMA goes on past the @nr_pages just
+        unmapped: after the last one the walk ends, and what another CPU could do
+        there it can as well at the caller's next yield.  So a small folio's walk
+        yields nowhere here, whether the version ``continue``s to the walk (v6.15)
+        or stops at once (v6.16).
+        Context: PTL held.
+        """
+        if pvmw.address + (nr_pages << PAGE_SHIFT) < pvmw.end:
+            yield YieldPoint.BETWEEN_PTES
 
     def ttu_harvest_dirty(self, folio: Folio, pteval: int) -> None:
         """Move the dirty bit from the cleared PTE to the folio."""

@@ -1,23 +1,37 @@
 """Run a program on one kernel version: the scheduler loop, the oracles, the outcome.
 
 Every run is a pure function of (program, engine): no clock, no global RNG.
+
+What ends a run early, and who is to blame:
+
+- an oracle :class:`~engine.oracle.Violation` (data loss, a broken
+  invariant, a leak, a hang): a finding about the kernel model;
+- a modelled kernel report, :class:`~engine.errors.KernelBug` and its
+  subclasses (BUG, KASAN out-of-bounds and use-after-free, refcount and
+  mapcount underflow, recursive locking): a CRASH, a finding too;
+- any other exception raised while the model runs (an IndexError, a
+  KeyError, an inconsistency between the C and Python paths): a defect of
+  foliodiff itself, the HARNESS verdict.  It is never a kernel divergence.
 """
 
 from __future__ import annotations
 
 import traceback
+from collections import deque
 from typing import Any, Callable
 
-from engine.errors import FoliodiffError
+from engine.errors import FoliodiffError, HarnessError, KernelBug
 from engine.kernels import kernel_class, resolve_engine
 from engine.mm import MmStruct
 from engine.oracle import Oracle, Verdict, Violation
-from engine.outcome import Crash, Outcome, observe
-from engine.program import Fork, Program, ThreadKind
-from engine.sched import KThread, wait_gate
+from engine.outcome import Crash, Outcome, Place, observe
+from engine.program import DmaWrite, Fork, Preemption, Program, ThreadKind, Unpin
+from engine.sched import KThread, YieldPoint, wait_gate
 
 #: Frames of these modules are harness, not kernel model (dropped from crash stacks).
 _HARNESS = ("engine/run.py", "engine/sched.py", "engine/oracle.py")
+#: Where every run begins.
+START: Place = (None, YieldPoint.START, 1)
 
 
 def _as_gen(value):
@@ -77,6 +91,24 @@ ENTRY_POINT = {
 }
 
 
+#: The yield points each operation's kernel path can reach, besides OP_END and
+#: WAIT (any operation that takes a sleeping lock or waits for another may
+#: block): where a fuzzer can aim a preemption without running the program.
+YIELD_POINTS: dict[str, tuple[YieldPoint, ...]] = {
+    "read": (YieldPoint.BETWEEN_PAGES,),
+    "write": (YieldPoint.BETWEEN_PAGES,),
+    # MADV_FREE walks folios; MADV_PAGEOUT reclaims them as well
+    "madvise": (YieldPoint.BETWEEN_FOLIOS, YieldPoint.PTE_CLEARED, YieldPoint.BETWEEN_PTES,
+                YieldPoint.BEFORE_FREEZE),
+    "pin": (YieldPoint.GUP_FAST_READ, YieldPoint.GUP_FAST_GRABBED),
+    "unpin": (YieldPoint.BETWEEN_PAGES,),
+    "dma_write": (YieldPoint.BETWEEN_PAGES,),
+    "reclaim": (YieldPoint.ISOLATED, YieldPoint.BETWEEN_FOLIOS, YieldPoint.PTE_CLEARED,
+                YieldPoint.BETWEEN_PTES, YieldPoint.BEFORE_FREEZE),
+    "deferred_split_scan": (YieldPoint.SHRINKER_REF_HELD,),
+}
+
+
 #: ``chooser(step, runnable thread names, default) -> thread name``; see :class:`Runner`.
 Chooser = Callable[[int, list[str], str], str]
 
@@ -95,14 +127,90 @@ class ChooserError(FoliodiffError, ValueError):
                          f"(runnable: {', '.join(runnable)})")
 
 
-def _model_frames(tb) -> list[str]:
+def _model_frames(tb, harness: bool = False) -> list[str]:
+    """The engine frames of a traceback, innermost first like a kernel stack;
+    without the scheduler's and oracles' own frames unless @harness."""
     frames = []
     for fs in traceback.extract_tb(tb):
         path = fs.filename.replace("\\", "/")
-        if "/engine/" not in path or path.endswith(_HARNESS):
+        if "/engine/" not in path or (path.endswith(_HARNESS) and not harness):
             continue
         frames.append(f"{fs.name} ({path.rsplit('/engine/', 1)[1]}:{fs.lineno})")
-    return frames[::-1]          # innermost first, like a kernel stack
+    return frames[::-1]
+
+
+class OpsDone:
+    """What a thread waits for before it starts an operation that needs others
+    finished: a device's DMA needs its pin taken, an unpin the DMA through the
+    pin done (a driver completes its DMA before it unpins)."""
+
+    __slots__ = ("done", "ops", "name")
+
+    def __init__(self, done: list[bool], ops: list[int], name: str) -> None:
+        self.done = done
+        self.ops = ops
+        self.name = name
+
+    def free_for(self, t: KThread) -> bool:
+        done = self.done
+        return all(done[i] for i in self.ops)
+
+    def __repr__(self) -> str:
+        return f"<{self.name}: ops {self.ops} done>"
+
+
+def op_prerequisites(program: Program) -> dict[int, list[int]]:
+    """Operation -> the earlier operations it waits for: the pin of a DMA or an
+    unpin, and the DMA writes through the pin listed before an unpin."""
+    pins: dict[str, int] = {}
+    dmas: dict[str, list[int]] = {}
+    out: dict[int, list[int]] = {}
+    for i, op in enumerate(program.ops):
+        if op.op == "pin":
+            pins[op.pin] = i
+            dmas[op.pin] = []
+        elif isinstance(op, DmaWrite | Unpin) and op.pin in pins:
+            need = [pins[op.pin]]
+            if isinstance(op, Unpin):
+                need += dmas[op.pin]
+            else:
+                dmas[op.pin].append(i)
+            mine = [j for j in need if program.ops[j].thread != op.thread]
+            if mine:
+                out[i] = mine
+    return out
+
+
+class _Preemptions:
+    """Which of a schedule's preemptions fire at each place of a run.
+
+    A preemption fires when its place is reached, or, when its operation
+    ends before reaching it (a version without that window), at the
+    operation's end.  Fired preemptions queue, and each decision takes the
+    first whose thread can run then.
+    """
+
+    __slots__ = ("at", "by_op", "fired", "queue")
+
+    def __init__(self, schedule: list[Preemption]) -> None:
+        self.at = {e.place: e.thread for e in schedule}
+        self.by_op: dict[int | None, list[tuple[Place, str]]] = {}
+        for e in schedule:
+            self.by_op.setdefault(e.op, []).append((e.place, e.thread))
+        self.fired: set[Place] = set()
+        self.queue: deque[str] = deque()
+
+    def reached(self, place: Place) -> None:
+        if place[1] is YieldPoint.OP_END:
+            for p, thread in self.by_op.get(place[0], ()):
+                if p not in self.fired:
+                    self.fired.add(p)
+                    self.queue.append(thread)
+            return
+        thread = self.at.get(place)
+        if thread is not None:
+            self.fired.add(place)
+            self.queue.append(thread)
 
 
 class Runner:
@@ -113,11 +221,13 @@ class Runner:
         thread names in program order and the thread plain :func:`run` would
         pick (the program's schedule included).  It returns the thread to run.
         Every step whose chosen thread differs from the op-order policy's pick
-        is recorded in :attr:`schedule_taken`, a sparse schedule with which
-        ``program.model_copy(update={"schedule": schedule_taken})`` replays the
-        identical run through plain :func:`run`.  :attr:`ran` then lists, per
-        step, the thread that ran and the operation it ran a segment of.
-        Without a chooser both stay ``None`` and the loop pays nothing for them.
+        is recorded in :attr:`schedule_taken` as a preemption at the place the
+        run stood at (:class:`~engine.program.Preemption`), a sparse schedule
+        with which ``program.model_copy(update={"schedule": schedule_taken})``
+        replays the identical run through plain :func:`run`.  :attr:`ran` then
+        lists, per step, the thread that ran and the operation it ran a
+        segment of.  Without a chooser both stay ``None`` and the loop pays
+        nothing for them.
     @swap: False runs the kernel with no swap area (:meth:`Kernel.swapoff`),
         like the real kernels booted for conformance runs.
     """
@@ -129,7 +239,7 @@ class Runner:
         self.engine = resolve_engine(engine)
         self.trace = trace
         self.chooser = chooser
-        self.schedule_taken: list[tuple[int, str]] | None = [] if chooser else None
+        self.schedule_taken: list[Preemption] | None = [] if chooser else None
         self.ran: list[tuple[str, int]] | None = [] if chooser else None
         k = self.k = kernel_class(self.engine)()
         if not swap:
@@ -146,11 +256,28 @@ class Runner:
         self.threads = [KThread(t.name, t.kind, t.mm, by_thread[t.name], cpu)
                         for cpu, t in enumerate(program.threads)]
         self.results: list[Any] = [None] * len(program.ops)
+        self.done = [False] * len(program.ops)
+        self.prereq = op_prerequisites(program)
+        self.preemptions = _Preemptions(program.schedule) if program.schedule else None
 
-    def _pick(self, step: int, sched: dict[int, str]) -> KThread | None:
-        """The schedule's thread for this step if it can run, else the runnable
+    def _wanted(self, runnable: list[KThread]) -> KThread | None:
+        """The first fired preemption's thread that can run now, if any."""
+        queue = self.preemptions.queue if self.preemptions is not None else None
+        while queue:
+            want = queue.popleft()
+            for t in runnable:
+                if t.name == want:
+                    return t
+        return None
+
+    def _pick(self, step: int, place: Place) -> KThread | None:
+        """The thread a fired preemption names, if it can run; else the runnable
         thread whose current or next operation comes first in ``ops``."""
-        want = sched.get(step) if sched else None
+        pre = self.preemptions
+        if pre is not None and pre.queue:
+            wanted = self._wanted([t for t in self.threads if t.runnable()])
+            if wanted is not None:
+                return wanted
         best = None
         best_op = 0
         for t in self.threads:
@@ -159,23 +286,21 @@ class Runner:
             b = t.blocked_on
             if b is not None and not b.free_for(t):
                 continue
-            if t.name == want:
-                return t
             op = t.ops[t.cursor]
             if best is None or op < best_op:
                 best, best_op = t, op
         return best
 
-    def _pick_chosen(self, step: int, sched: dict[int, str]) -> KThread | None:
+    def _pick_chosen(self, step: int, place: Place) -> KThread | None:
         """:meth:`_pick` with the chooser's say; records deviations from the op-order pick."""
         runnable = [t for t in self.threads if t.runnable()]
         if not runnable:
             return None
         base = min(runnable, key=lambda t: t.ops[t.cursor])
         t = base
+        wanted = self._wanted(runnable)
         if len(runnable) > 1:
-            want = sched.get(step) if sched else None
-            default = next((x for x in runnable if x.name == want), base)
+            default = wanted or base
             names = [x.name for x in runnable]
             try:
                 chosen = self.chooser(step, names, default.name)  # type: ignore[misc]
@@ -185,7 +310,8 @@ class Runner:
             if t is None:
                 raise ChooserError(step, chosen, names)
             if t is not base:
-                self.schedule_taken.append((step, t.name))  # type: ignore[union-attr]
+                self.schedule_taken.append(Preemption.model_construct(  # type: ignore[union-attr]
+                    op=place[0], at=place[1], nth=place[2], thread=t.name))
         self.ran.append((t.name, t.ops[t.cursor]))  # type: ignore[union-attr]
         return t
 
@@ -194,6 +320,9 @@ class Runner:
         idx = t.next_op()
         op = self.program.ops[idx]
         gen = _dispatch(k, op)
+        need = self.prereq.get(idx)
+        if need is not None and not all(self.done[i] for i in need):
+            gen = self._after_gate(OpsDone(self.done, need, f"{op.op} {op.pin} waits"), gen)
         if t.kind is ThreadKind.TASK and not k.mms[t.mm_id].alive:
             gen = self._after_gate(k.mm_gate(t.mm_id), gen)
         t.gen = gen
@@ -205,18 +334,24 @@ class Runner:
     def run(self) -> Outcome:
         k = self.k
         ops = self.program.ops
-        sched = dict(self.program.schedule)
+        preemptions = self.preemptions
         trace = [] if self.trace else None
         step = 0
         crash: Crash | None = None
         verdict = Verdict.OK
         t = None
         op_ends: list[int | None] = [None] * len(ops)
+        done = self.done
+        place: Place = START
+        places: list[Place] = []
+        counts: dict[tuple[int, YieldPoint], int] = {}
+        if preemptions is not None:
+            preemptions.reached(place)
         # Chosen once, so that the default path's loop is what it always was.
         pick = self._pick if self.chooser is None else self._pick_chosen
         try:
             while True:
-                t = pick(step, sched)
+                t = pick(step, place)
                 if t is None:
                     stuck = [x for x in self.threads if x.cursor < len(x.ops)]
                     if stuck:
@@ -230,18 +365,33 @@ class Runner:
                 k.current_op = idx
                 k.current_step = step
                 try:
-                    next(t.gen)
+                    point = next(t.gen)
                 except StopIteration as stop:
                     self.results[idx] = stop.value
                     op_ends[idx] = step
+                    done[idx] = True
                     t.gen = None
                     t.cursor += 1
+                    place = (idx, YieldPoint.OP_END, 1)
                     self.oracle.check_op()
                     if trace is not None:
                         trace.append({"op": idx, "state": observe(k),
                                       "results": list(self.results),
                                       "inflight": [x.ops[x.cursor] for x in self.threads
                                                    if x.gen is not None]})
+                else:
+                    if t.blocked_on is not None:
+                        point = YieldPoint.WAIT
+                    elif type(point) is not YieldPoint:
+                        raise HarnessError(f"ops[{idx}] ({ops[idx].op}) yielded {point!r}, "
+                                           f"not a YieldPoint: an unnamed place")
+                    key = (idx, point)
+                    n = counts.get(key, 0) + 1
+                    counts[key] = n
+                    place = (idx, point, n)
+                places.append(place)
+                if preemptions is not None:
+                    preemptions.reached(place)
                 step += 1
                 self.oracle.check_step()
             k.current = None
@@ -252,10 +402,16 @@ class Runner:
             verdict = v.kind
             crash = Crash(v.kind, v.field, v.message, k.current_op, t.name if t else None, step,
                           function=ENTRY_POINT.get(ops[k.current_op].op) if k.current_op is not None else None)
-        except Exception as exc:  # noqa: BLE001 - any exception inside a model is a crash outcome
+        except KernelBug as exc:
             verdict = Verdict.CRASH
             frames = _model_frames(exc.__traceback__)
             crash = Crash(Verdict.CRASH, type(exc).__name__, str(exc), k.current_op,
+                          t.name if t else None, step,
+                          function=frames[0].split(" ")[0] if frames else None, stack=frames)
+        except Exception as exc:  # noqa: BLE001 - not the kernel's: foliodiff's own defect
+            verdict = Verdict.HARNESS
+            frames = _model_frames(exc.__traceback__, harness=True)
+            crash = Crash(Verdict.HARNESS, type(exc).__name__, str(exc), k.current_op,
                           t.name if t else None, step,
                           function=frames[0].split(" ")[0] if frames else None, stack=frames)
         finally:
@@ -273,7 +429,7 @@ class Runner:
         return Outcome(engine=self.engine, verdict=verdict, results=self.results, state=state,
                        cost=dict(k.cost), steps=step, crash=crash, warnings=list(k.warnings),
                        events=list(k.events), trace=trace, event_steps=list(k.event_steps),
-                       op_ends=op_ends)
+                       op_ends=op_ends, places=places)
 
 
 def run(program: Program, engine: str, *, trace: bool = False,

@@ -1,18 +1,64 @@
 """Threads, locks and the deterministic scheduler.
 
 Every kernel path that another CPU could interleave with is a generator: a
-``yield`` is a point where another thread may run.  A thread that wants a
+``yield`` is a point where another thread may run, and it yields the
+:class:`YieldPoint` that names the kind of place it is.  A thread that wants a
 held lock yields the lock and is not runnable until the lock is free.
 
 Default policy: run the runnable thread whose current (or next) operation
-comes first in ``program.ops``.  A schedule entry ``[step, name]`` makes
-thread ``name`` run the segment at global step ``step`` instead (ignored if
-that thread cannot run then).  Nothing here reads a clock or a global RNG.
+comes first in ``program.ops``.  A preemption of the program's schedule names
+a *place*: an operation, the kind of yield point inside it and its
+occurrence (:class:`engine.program.Preemption`).  When the thread running
+that operation reaches that place, the preemption's thread runs the next
+segment instead (ignored if it cannot run then).  Places, not global step
+counts, so that two kernel versions that yield a different number of times
+elsewhere still preempt at the same point of the same operation.  Nothing
+here reads a clock or a global RNG.
 """
 
 from __future__ import annotations
 
+import enum
 from typing import Any, Generator
+
+
+class YieldPoint(str, enum.Enum):
+    """The kind of place where a thread stopped and another may run.
+
+    The values are what programs spell in their schedule.  A kernel path
+    yields one of the kinds between ``BETWEEN_PAGES`` and ``ISOLATED``;
+    ``START``, ``OP_END`` and ``WAIT`` are the scheduler's own places.
+    """
+
+    #: before the first segment of the program (no operation)
+    START = "start"
+    #: the operation finished; its thread has not begun its next one
+    OP_END = "op_end"
+    #: the thread blocked: on a lock, a folio lock, or a gate (a fork, a pin, a DMA)
+    WAIT = "wait"
+    #: a CPU access, a GUP, a DMA or an unpin between two pages
+    BETWEEN_PAGES = "between_pages"
+    #: shrink_folio_list() or a madvise page-table walk between two folios
+    BETWEEN_FOLIOS = "between_folios"
+    #: gup-fast read the PTE (PMD) locklessly and has not grabbed the folio yet
+    GUP_FAST_READ = "gup_fast_read"
+    #: gup-fast grabbed the folio (a full barrier) and has not rechecked the PTE
+    GUP_FAST_GRABBED = "gup_fast_grabbed"
+    #: try_to_unmap_one() cleared the PTE(s) and has not read the refcount
+    PTE_CLEARED = "pte_cleared"
+    #: try_to_unmap_one() unmapped a PTE (batch) and more of the folio stays mapped
+    BETWEEN_PTES = "between_ptes"
+    #: deferred_split_scan() holds its speculative reference on a folio
+    SHRINKER_REF_HELD = "shrinker_ref_held"
+    #: shrink_folio_list() unmapped the folio and has not frozen its refcount
+    BEFORE_FREEZE = "before_freeze"
+    #: shrink_inactive_list() isolated its folios and has not shrunk them
+    ISOLATED = "isolated"
+
+
+#: The yield points a kernel path may yield (what a schedule can name inside an operation).
+KERNEL_YIELD_POINTS = tuple(y for y in YieldPoint
+                            if y not in (YieldPoint.START, YieldPoint.OP_END, YieldPoint.WAIT))
 
 Segment = Generator[Any, None, Any]
 
@@ -157,5 +203,5 @@ def wait_gate(k, gate: Gate) -> Segment:
 
 
 def raise_deadlock(lock, t) -> None:
-    from engine.errors import KernelBug
-    raise KernelBug(f"recursive locking of {lock!r} by thread {t.name}")
+    from engine.errors import RecursiveLocking
+    raise RecursiveLocking(f"recursive locking of {lock!r} by thread {t.name}")

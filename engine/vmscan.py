@@ -6,6 +6,7 @@ from engine.flags import (TTU_BATCH_FLUSH, TTU_SPLIT_HUGE_PMD, TTU_SYNC, VM_LOCK
                           LruList)
 from engine.folio import Folio, folio_mapped, folio_maybe_dma_pinned, folio_ref_freeze
 from engine.huge_memory import folio_unlock, folio_trylock
+from engine.sched import YieldPoint
 
 
 class VmscanMixin:
@@ -74,7 +75,7 @@ class VmscanMixin:
             folio = folio_list[i]
             i += 1
             if i > 1:
-                yield                              # between two folios
+                yield YieldPoint.BETWEEN_FOLIOS    # between two folios
             if not folio_trylock(self, folio):
                 ret.append(folio)
                 continue
@@ -140,7 +141,7 @@ class VmscanMixin:
                     self.count("nr_lazyfree_fail", nr)
                 return "activate"
         # GUP-fast and speculative references can land before the freeze below.
-        yield
+        yield YieldPoint.BEFORE_FREEZE
         if folio_maybe_dma_pinned(folio):
             return "activate"
         if folio.dirty:
@@ -227,7 +228,7 @@ class VmscanMixin:
         folios = self.isolate_lru_folios(nr_to_scan)
         if not folios:
             return 0
-        yield
+        yield YieldPoint.ISOLATED
         nr, ret = yield from self.shrink_folio_list(folios, ignore_references=False)
         for folio in ret:
             self.folio_putback_lru(folio)

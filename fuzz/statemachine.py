@@ -148,7 +148,7 @@ class LazyfreeMachine(RuleBasedStateMachine):
 
     # -- helpers -----------------------------------------------------------
     def program(self) -> Program:
-        return parse_program({"version": 1, "threads": self.threads, "ops": self.ops,
+        return parse_program({"version": 2, "threads": self.threads, "ops": self.ops,
                               "schedule": self.schedule})
 
     def fresh(self, prefix: str) -> str:

@@ -28,7 +28,7 @@ from service.store import DivergenceRecord, PackedOutcome, Store, records_from_r
 
 #: Corpus H5 (DMA into a lazyfree page): data loss between v5.17 and v6.14.
 _BASE_PROGRAM: dict[str, Any] = {
-    "version": 1,
+    "version": 2,
     "threads": [{"name": "T0", "mm": 0}, {"name": "R", "kind": "kthread"},
                 {"name": "D", "kind": "device"}],
     "ops": [{"thread": "T0", "op": "mmap", "addr": 0x200000, "pages": 1},

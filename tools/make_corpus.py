@@ -58,9 +58,11 @@ SCENARIOS = []
 
 
 def scenario(name, sid, description, ops, expect, divergences=None, schedule=()):
+    """One corpus file; @schedule holds (op, yield point, occurrence, thread) places."""
     SCENARIOS.append({"name": name, "scenario": sid, "description": description,
-                      "program": {"version": 1, "threads": TH, "ops": ops,
-                                  "schedule": [list(s) for s in schedule]},
+                      "program": {"version": 2, "threads": TH, "ops": ops,
+                                  "schedule": [dict(zip(("op", "at", "nth", "thread"), s))
+                                               for s in schedule]},
                       "expect": expect, "divergences": divergences or {}})
 
 
@@ -93,7 +95,8 @@ scenario("h2-shrinker-ref-between-ptes", "H2",
          {"v6.12..v6.14": {"classification": "equal"},
           "v6.14..v6.15": {"classification": "intended", "kind": "state",
                            "rules": ["swapbacked-only-if-dirty"]}},
-         schedule=[(20, "S"), (21, "T0")])
+         # the shrinker runs once the PAGEOUT's try_to_unmap_one() is between PTE0 and PTE1
+         schedule=[(3, "between_ptes", 1, "S")])
 
 # H3: redirtied through PTE k after MADV_FREE.
 for k in (0, 3):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from engine.errors import KernelBug
+from engine.errors import KernelBug, RefcountUnderflow, UseAfterFree
 from engine.folio import Folio, folio_mapcount
 from engine.gup import GupMixin
 from engine.huge_memory import HugeMemoryMixin
@@ -115,7 +115,7 @@ class Kernel(MemoryMixin, RmapMixin, HugeMemoryMixin, VmscanMixin, MadviseMixin,
             folio = self.folios.get(pfn & ~mask)
             if folio is not None and folio.pfn <= pfn < folio.pfn + folio.nr:
                 return folio
-        raise KernelBug(f"pfn {pfn:#x} maps no live folio (page table points at freed memory)")
+        raise UseAfterFree(f"pfn {pfn:#x} maps no live folio (page table points at freed memory)")
 
     def free_folio(self, folio: Folio) -> None:
         """Free a folio whose count reached zero (__folio_put / free_unref_folios)."""
@@ -131,7 +131,7 @@ class Kernel(MemoryMixin, RmapMixin, HugeMemoryMixin, VmscanMixin, MadviseMixin,
     # -- references with a named holder (what the refcount oracle accounts for) --
     def ref_get(self, folio: Folio, why: str, n: int = 1) -> None:
         if folio.freed:
-            raise KernelBug(f"reference ({why}) on freed folio pfn {folio.pfn:#x}")
+            raise UseAfterFree(f"reference ({why}) on freed folio pfn {folio.pfn:#x}")
         folio.ref += n
         folio.extra[why] = folio.extra.get(why, 0) + n
         folio.checked = None
@@ -139,7 +139,7 @@ class Kernel(MemoryMixin, RmapMixin, HugeMemoryMixin, VmscanMixin, MadviseMixin,
     def ref_put(self, folio: Folio, why: str, n: int = 1) -> None:
         held = folio.extra.get(why, 0)
         if held < n:
-            raise KernelBug(f"dropping {n} {why} reference(s) of folio pfn {folio.pfn:#x} holding {held}")
+            raise RefcountUnderflow(f"dropping {n} {why} reference(s) of folio pfn {folio.pfn:#x} holding {held}")
         if held == n:
             del folio.extra[why]
         else:
@@ -150,10 +150,10 @@ class Kernel(MemoryMixin, RmapMixin, HugeMemoryMixin, VmscanMixin, MadviseMixin,
     def folio_put_refs(self, folio: Folio, n: int = 1) -> None:
         """folio_put_refs(): drop ``n`` references, freeing the folio at zero."""
         if folio.freed:
-            raise KernelBug(f"folio_put on freed folio pfn {folio.pfn:#x} (use-after-free)")
+            raise UseAfterFree(f"folio_put on freed folio pfn {folio.pfn:#x} (use-after-free)")
         folio.ref -= n
         if folio.ref < 0:
-            raise KernelBug(f"refcount of folio pfn {folio.pfn:#x} underflows to {folio.ref}")
+            raise RefcountUnderflow(f"refcount of folio pfn {folio.pfn:#x} underflows to {folio.ref}")
         if folio.ref == 0:
             self.free_folio(folio)
 

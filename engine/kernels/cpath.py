@@ -16,7 +16,7 @@ from array import array
 
 from engine.cpath import (CPathFolioFlags, CPathKernel, PmdDiscardOut, PmdLazyfreeAction,
                           TtuClearOut, TtuDecideOut, TtuLazyfreeAction, load)
-from engine.errors import KernelBug
+from engine.errors import HarnessError
 from engine.flags import VM_DROPPABLE
 from engine.folio import folio_mapcount, folio_set_swapbacked
 from engine.kernels.v6_14 import V6_14
@@ -45,11 +45,11 @@ _PMD_EVENT = {
 }
 
 
-def _fault(pt, idx: int) -> KernelBug:
+def _fault(pt, idx: int) -> HarnessError:
     """The PageTableOutOfBounds the Python model raises for ``idx``: the C code
     stopped before the access, the model's own ptep_get() makes the report."""
     ptep_get(pt, idx)
-    return KernelBug(f"C path reported a fault at index {idx} of {pt!r}, which is inside it")
+    return HarnessError(f"C path reported a fault at index {idx} of {pt!r}, which is inside it")
 
 
 class CPathMixin:

@@ -20,6 +20,7 @@ from engine.kernels.base import Kernel
 from engine.mm import MM_ANONPAGES
 from engine.pgtable import PMD_SHIFT, ptep_get, pte_pfn, set_pte_at
 from engine.rmap import Pvmw
+from engine.sched import YieldPoint
 
 
 class V5_18(Kernel):
@@ -79,7 +80,7 @@ class V5_18(Kernel):
             self.ttu_flush_pte(flags)
             self.ttu_harvest_dirty(folio, pteval)
             if folio_test_anon(folio) and not folio_test_swapbacked(folio):
-                yield
+                yield YieldPoint.PTE_CLEARED
                 if self.lazyfree_can_discard(folio):
                     mm.rss[MM_ANONPAGES] -= 1
                     self.event("ttu_lazyfree_discard", folio)
@@ -94,11 +95,11 @@ class V5_18(Kernel):
                 if not self.ttu_swap_pte(folio, vma, pvmw, page, pteval):
                     ret = False
                     break
-                yield
+                yield from self.ttu_between_ptes(pvmw, 1)
                 continue
             self.folio_remove_rmap_pte(folio, page, 1, vma)
             self.folio_put(folio)
-            yield
+            yield from self.ttu_between_ptes(pvmw, 1)
         self.page_vma_mapped_walk_done(pvmw)
         return ret
 

@@ -16,6 +16,7 @@ from engine.kernels.base import Kernel
 from engine.mm import MM_ANONPAGES
 from engine.pgtable import ptep_get, pte_pfn, set_pte_at
 from engine.rmap import Pvmw
+from engine.sched import YieldPoint
 
 
 class V6_14(Kernel):
@@ -95,7 +96,7 @@ class V6_14(Kernel):
             self.ttu_harvest_dirty(folio, pteval)
             if folio_test_anon(folio) and not folio_test_swapbacked(folio):
                 # Another CPU may act between the PTE clear and the refcount read.
-                yield
+                yield YieldPoint.PTE_CLEARED
                 if not self.ttu_lazyfree(folio, vma, pvmw, nr_pages, pteval):
                     ret = False
                     break                                             # walk_abort
@@ -103,11 +104,11 @@ class V6_14(Kernel):
                 if not self.ttu_swap_pte(folio, vma, pvmw, page, pteval):
                     ret = False
                     break
-                yield
+                yield from self.ttu_between_ptes(pvmw, 1)
                 continue
             # discard:
             self.folio_remove_rmap_pte(folio, page, 1, vma)
             self.folio_put(folio)
-            yield                                                     # between PTEs
+            yield from self.ttu_between_ptes(pvmw, 1)
         self.page_vma_mapped_walk_done(pvmw)
         return ret

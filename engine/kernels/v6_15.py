@@ -20,6 +20,7 @@ from engine.mm import MM_ANONPAGES
 from engine.pgtable import (PTE_DIRTY_YOUNG, PTE_BATCH_IGNORE, pmd_dirty, ptep_get, pte_pfn,
                             set_pte_at)
 from engine.rmap import Pvmw
+from engine.sched import YieldPoint
 
 
 class V6_15(V6_14):
@@ -180,7 +181,7 @@ class V6_15(V6_14):
             if nr_pages > 1:
                 self.event("ttu_batch" if nr_pages == folio.nr else "ttu_batch_partial", folio)
             if folio_test_anon(folio) and not folio_test_swapbacked(folio):
-                yield
+                yield YieldPoint.PTE_CLEARED
                 if not self.ttu_lazyfree(folio, vma, pvmw, nr_pages, pteval):
                     ret = False
                     break
@@ -188,14 +189,14 @@ class V6_15(V6_14):
                 if not self.ttu_swap_pte(folio, vma, pvmw, page, pteval):
                     ret = False
                     break
-                yield
+                yield from self.ttu_between_ptes(pvmw, 1)
                 continue
             # discard:
             self.folio_remove_rmap_ptes(folio, page, nr_pages, vma)
             self.discard_put(folio, nr_pages)
             if self.batch_done(folio, nr_pages):
                 break                                                 # walk_done
-            yield
+            yield from self.ttu_between_ptes(pvmw, nr_pages)
         self.page_vma_mapped_walk_done(pvmw)
         return ret
 

@@ -62,7 +62,7 @@ def workload_program(workload: SeedWorkload, *, mthp_mib: int, pmd_thps: int) ->
                  "pages": 1, "value": 2} for i in range(pmd_thps)]
     ops.append({"thread": "T0", "op": "madvise", "addr": BASE, "pages": pages,
                 "advice": "MADV_PAGEOUT"})
-    return parse_program({"version": 1, "threads": [{"name": "T0", "kind": "task", "mm": 0}],
+    return parse_program({"version": 2, "threads": [{"name": "T0", "kind": "task", "mm": 0}],
                           "ops": ops, "schedule": []})
 
 
