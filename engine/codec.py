@@ -10,15 +10,17 @@ The format is shaped for reclaim fuzzing.  Most fields are *compact*: an
 address is a region index and an offset relative to the regions the program
 maps, counted in folios when a bit says so, so that most random bytes land
 inside a VMA and on a folio boundary; numbers are small unless an escape
-byte says otherwise.  A *raw* escape spells any valid operation exactly,
-which is what makes :func:`encode` total.  Where a decoded value would make
-the program invalid it is repaired by a fixed rule (modulo, clamp, rename,
-insert a fork, or drop the operation); a valid program never needs a repair,
-so repairs never break the inverse.
+byte says otherwise.  A *raw* escape spells any valid operation or
+preemption exactly, which is what makes :func:`encode` total.  Where a
+decoded value would make the program invalid it is repaired by a fixed rule
+(modulo, clamp, rename, insert a fork, or drop the operation or schedule
+entry); a valid program never needs a repair, so repairs never break the
+inverse.
 
-Byte format, version 1 (the version is this module's, not in the bytes, so
-that every byte string stays decodable).  Reading past the end of the input
-yields zeros, so truncated input is still a program.  Field codes:
+Byte format, version 2 (the version is this module's, not in the bytes, so
+that every byte string stays decodable; version 1 spelled the global steps of
+program format 1's schedules).  Reading past the end of the input yields
+zeros, so truncated input is still a program.  Field codes:
 
 ``b``  one byte.
 ``n``  a small number: a byte below 0xf0 is its low four bits (0-15); a byte
@@ -44,7 +46,8 @@ yields zeros, so truncated input is still a program.  Field codes:
     for each thread in order its operation menu (:func:`thread_ops`,
     weighted: an operation may appear more than once).  ``0xff`` escapes: the
     next byte selects, and the record's fields use the raw form.  Operation
-    records beyond :data:`~engine.program.MAX_OPS` are read and ignored.
+    records beyond :data:`~engine.program.MAX_OPS`, and schedule entries
+    beyond as many, are read and ignored.
 
 Record bodies put the operation's own fields first, then an address group.
 The compact address group is ``K:n O:n N:n``.  The regions an mm may touch
@@ -77,7 +80,7 @@ reclaim, deferred_split  nr:v                        (same)
 folio_try_get            M:n K:n O:n                 M:n name:s page:v
 folio_put                X:n                         (same)
 lru_add_drain            (empty)                     (same)
-schedule entry           D:n T:n                     (same)
+schedule entry           K:n Y:b N:n T:n             (same)
 =======================  ==========================  ========================
 
 - ``mmap``: ``F & 3`` picks the order from (9, 4, 0, 4), ``(F >> 2) & 3`` the
@@ -101,12 +104,15 @@ schedule entry           D:n T:n                     (same)
   The compact name is ``p<number of pins so far>``; a name already taken is
   replaced by the first free ``p<j>``.  ``folio_try_get`` names references
   ``r<k>`` the same way.
-- ``unpin``, ``dma_write``, ``folio_put``: ``X`` indexes the pins (for
-  dma_write, the FOLL_WRITE pins) or references named so far and not yet
-  released (unpinned, put); in the raw form, all of them, the released ones
-  after the others.  None to index: dropped.  Unpin ``flags`` bit 0 clear is
-  dirty.  So byte fuzzing releases a pin or reference twice only through
-  the rare raw escape.
+- ``unpin``, ``dma_write``: ``X`` indexes the pins held at that point of
+  the operations (for dma_write, the FOLL_WRITE ones): named by an earlier
+  ``pin`` and not released by an earlier ``unpin``, in the raw form too,
+  since check_program() refuses a DMA or an unpin through a pin that is not
+  held.  None to index: dropped.  Unpin ``flags`` bit 0 clear is dirty.
+- ``folio_put``: ``X`` indexes the references named so far and not yet put;
+  in the raw form, all of them, the put ones after the others.  None to
+  index: dropped.  So byte fuzzing puts a reference twice (which the
+  engines answer with -EINVAL) only through the rare raw escape.
 - ``folio_try_get``: ``M`` indexes the existing mm ids (0 and every fork
   child) in ascending order; its range is one page, placed like an address
   group's.
@@ -115,10 +121,24 @@ schedule entry           D:n T:n                     (same)
 - ``write``, ``dma_write``: the value modulo 2**32.  ``reclaim``:
   ``nr_to_scan = 1 + (nr + 31) % 2**20`` (0 is the default, 32);
   ``deferred_split_scan``: ``1 + (nr + 127) % 2**20`` (0 is 128).
-- schedule entry: ``[last + 1 + D, threads[T % len]]``, so steps increase by
-  construction.  The varint caps a step's distance from the previous one
-  below 2**74: :func:`encode` raises :class:`ValueError` on a schedule it
-  cannot spell.
+- schedule entry: a preemption by ``threads[T % len]`` at a place, resolved
+  against the final operations (after drops and repair forks).  ``K``
+  counts back from the last operation decoded before the record, as an
+  address group's ``K`` counts regions (0: that one; past the first it
+  wraps around to the later ones, so that before every operation 0 is the
+  last).  The compact ``Y`` picks the yield-point kind from the operation's
+  menu ``YIELD_POINTS[op] + (op_end, wait)``
+  (:data:`engine.run.YIELD_POINTS`, modulo), so that most bytes name a kind
+  the operation really reaches; the raw ``Y`` picks any
+  :class:`~engine.sched.YieldPoint` in declaration order (``start``
+  first), modulo, so that every valid preemption has a spelling.  The
+  occurrence is ``1 + N % 2**20``.  Repairs: ``start`` names no operation
+  (``K`` is ignored), ``start`` and ``op_end`` have occurrence 1 (``N`` is
+  ignored), and an entry naming a place an earlier one names, or an
+  operation when there is none, is dropped.  :func:`encode` writes each
+  record right after the operation it names (``K = 0``) unless the
+  schedule's order puts it later, so that byte mutations elsewhere leave
+  it naming the same operation.
 """
 
 from __future__ import annotations
@@ -133,6 +153,7 @@ from engine.program import (
     MAX_OPS,
     MAX_PAGES,
     MAX_THREADS,
+    OP_TYPES,
     PAGE_SHIFT,
     TASK_SIZE,
     Advice,
@@ -148,6 +169,7 @@ from engine.program import (
     Mremap,
     Munmap,
     Pin,
+    Preemption,
     Program,
     Prot,
     Read,
@@ -156,7 +178,10 @@ from engine.program import (
     ThreadKind,
     Unpin,
     Write,
+    check_schedule,
 )
+from engine.run import YIELD_POINTS
+from engine.sched import YieldPoint
 
 __all__ = ["THREAD_MENU", "decode", "encode", "thread_ops"]
 
@@ -166,6 +191,21 @@ _SCAN_MOD = 1 << 20
 _VARINT_BYTES = 10
 _RAW = 0xFF
 _SCHED = "schedule"
+#: Occurrences a schedule entry can name: Preemption.nth is at most this.
+_NTH_MOD = 1 << 20
+
+#: The yield-point kinds a compact schedule entry picks from, per operation:
+#: first those its kernel path reaches, then the scheduler's own.
+_PLACE_MENUS: dict[str, tuple[YieldPoint, ...]] = {
+    op: YIELD_POINTS.get(op, ()) + (YieldPoint.OP_END, YieldPoint.WAIT)
+    for op in OP_TYPES
+}
+_PLACE_CODES = {op: {y: i for i, y in enumerate(m)} for op, m in _PLACE_MENUS.items()}
+#: The raw schedule entry's kinds: every one, START first.
+_ALL_POINTS = tuple(YieldPoint)
+_ALL_POINT_CODES = {y: i for i, y in enumerate(_ALL_POINTS)}
+#: Places that happen once per run (START) or per operation (OP_END).
+_ONCE = (YieldPoint.START, YieldPoint.OP_END)
 
 _FIRST = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_"
 _REST = _FIRST + "0123456789.-"
@@ -296,7 +336,7 @@ for _op, _compact, _raw in (
         ("folio_try_get", "nnn", "nsv"),
         ("folio_put", "n", "n"),
         ("lru_add_drain", "", ""),
-        (_SCHED, "nn", "nn")):
+        (_SCHED, "nbnn", "nbnn")):
     _LAYOUT[_op, False] = _compact
     _LAYOUT[_op, True] = _raw
 del _op, _compact, _raw
@@ -459,10 +499,9 @@ def _free_name(prefix: str, proposed: str, used: list[str]) -> str:
     return f"{prefix}{j}"
 
 
-def _choices(names: list[str], released: set[str], raw: bool) -> list[str]:
-    """The names a use may pick: those not yet released, and after them (raw) the others."""
-    live = [n for n in names if n not in released]
-    return live + [n for n in names if n in released] if raw else live
+def _live(names: list[str], released: set[str]) -> list[str]:
+    """The names not yet released, in the order they were named."""
+    return [n for n in names if n not in released]
 
 
 # --- the context an operation's fields are read in ---------------------------
@@ -601,11 +640,17 @@ class _Context:
         k, (_, rs, _, fp) = code
         return k, _offset_code(page - rs, fp)
 
-    def pin_choices(self, write: bool, raw: bool) -> list[str]:
-        return _choices(self.write_pins if write else self.pins, self.unpinned, raw)
+    def pin_choices(self, write: bool) -> list[str]:
+        """The pins an unpin (a DMA write: FOLL_WRITE only) may name: those held now.
+
+        The same in both forms: check_program() refuses a use of a released pin.
+        """
+        return _live(self.write_pins if write else self.pins, self.unpinned)
 
     def ref_choices(self, raw: bool) -> list[str]:
-        return _choices(self.refs, self.put, raw)
+        """The references a put may name: those not yet put, then (raw) the put ones."""
+        live = _live(self.refs, self.put)
+        return live + [n for n in self.refs if n in self.put] if raw else live
 
 
 def _address_key(r: _Region) -> tuple[int, int]:
@@ -703,7 +748,7 @@ def _pin(ctx: _Context, ti: int, raw: bool, f: tuple) -> Pin | None:
 
 
 def _unpin(ctx: _Context, ti: int, raw: bool, f: tuple) -> Unpin | None:
-    pins = ctx.pin_choices(write=False, raw=raw)
+    pins = ctx.pin_choices(write=False)
     if not pins:
         return None
     return _construct(Unpin, {"thread": ctx.names[ti], "op": "unpin",
@@ -711,7 +756,7 @@ def _unpin(ctx: _Context, ti: int, raw: bool, f: tuple) -> Unpin | None:
 
 
 def _dma_write(ctx: _Context, ti: int, raw: bool, f: tuple) -> DmaWrite | None:
-    pins = ctx.pin_choices(write=True, raw=raw)
+    pins = ctx.pin_choices(write=True)
     if not pins:
         return None
     return _construct(DmaWrite, {"thread": ctx.names[ti], "op": "dma_write",
@@ -844,7 +889,7 @@ def decode(data: bytes) -> Program:
             start = m.addr >> PAGE_SHIFT
             regions.append((first, (len(plan), start, start + m.pages, 1 << m.order)))
             plan.append(m)
-    steps: list[tuple] = []
+    entries: list[tuple] = []     # schedule records: (len(plan) then, raw, fields)
     while p < end:
         b = buf[p]
         p += 1
@@ -854,8 +899,9 @@ def decode(data: bytes) -> Program:
             p += 1
         kind = kinds[b % nkinds]
         if kind is _SCHED:
-            f, p = _fields(buf, p, "nn")
-            steps.append(f)
+            f, p = _fields(buf, p, "nbnn")
+            if len(entries) < MAX_OPS:
+                entries.append((len(plan), raw, f))
             continue
         ti, op, layouts = kind
         f, p = _fields(buf, p, layouts[raw])
@@ -881,39 +927,75 @@ def decode(data: bytes) -> Program:
             plan.append((ti, op, raw, f))
     missing = [m for m in dict.fromkeys(mms) if m and m not in children]
     if missing:
-        plan, regions = _repair_mms(threads, names, mms, plan, regions, forks, missing)
+        plan, points = _repair_mms(threads, names, mms, plan, forks, missing)
+        if points:
+            # A region's operation comes after a fork inserted at its position,
+            # a schedule entry before it: the fork precedes the next operation.
+            regions = [(ti, (pos + bisect_right(points, pos), *rest))
+                       for ti, (pos, *rest) in regions]
+            entries = [(pos + bisect_left(points, pos), *rest) for pos, *rest in entries]
 
     # Pass 2: everything else, in program order (pins before their uses).
     ctx = _Context(names, mms, regions, forks)
     ops: list[Any] = []
+    dropped: list[int] = []       # plan positions that resolved to no operation
     for i, o in enumerate(plan):
         if type(o) is tuple:
             ti, op, raw, f = o
             ctx.pos = i
             o = _RESOLVE[op](ctx, ti, raw, f)
             if o is None:
+                dropped.append(i)
                 continue
             if op in _OBSERVED:
                 ctx.observe(o)
         ops.append(o)
 
-    schedule: list[tuple[int, str]] = []
-    last = -1
-    for d, t in steps:
-        last += 1 + d
-        schedule.append((last, names[t % len(names)]))
-    return _construct(Program, {"version": 1, "threads": threads, "ops": ops,
+    schedule = _schedule(entries, ops, dropped, names) if entries else []
+    return _construct(Program, {"version": 2, "threads": threads, "ops": ops,
                                 "schedule": schedule})
 
 
+def _schedule(entries: list[tuple], ops: list[Any], dropped: list[int],
+              names: list[str]) -> list[Preemption]:
+    """Resolve schedule records against the final operations.
+
+    @entries: (plan entries before the record, raw, fields) in record order.
+    @dropped: the plan positions that resolved to no operation, ascending.
+    Return: the preemptions, without the entries the format drops.
+    """
+    nops = len(ops)
+    out: list[Preemption] = []
+    taken: set[tuple] = set()
+    for before, raw, (k, y, n, t) in entries:
+        at = _ALL_POINTS[y % len(_ALL_POINTS)] if raw else None
+        if at is YieldPoint.START:
+            index = None      # repair: the start names no operation
+        elif not nops:
+            continue          # repair: the place names an operation, and there is none
+        else:
+            # the last operation decoded before the record is the one K = 0 names
+            index = (before - bisect_left(dropped, before) - 1 - k) % nops
+            if not raw:
+                menu = _PLACE_MENUS[ops[index].op]
+                at = menu[y % len(menu)]
+        nth = 1 if at in _ONCE else 1 + n % _NTH_MOD
+        place = (index, at, nth)
+        if place in taken:
+            continue          # repair: one preemption per place
+        taken.add(place)
+        out.append(_construct(Preemption, {"op": index, "at": at, "nth": nth,
+                                           "thread": names[t % len(names)]}))
+    return out
+
+
 def _repair_mms(threads: list[Thread], names: list[str], mms: list[int | None], plan: list,
-                regions: list[tuple[int, _Region]], forks: list[tuple[int, int]],
-                missing: list[int]) -> tuple[list, list[tuple[int, _Region]]]:
+                forks: list[tuple[int, int]], missing: list[int]) -> tuple[list, list[int]]:
     """Make every task's mm exist: fork it from mm 0, or move the task to mm 0.
 
     Context: updates ``threads``, ``mms`` and ``forks`` in place.
-    Return: the plan with the repair forks inserted, and the regions with
-    their positions moved accordingly.
+    Return: the plan with the repair forks inserted, and the positions in
+    the old plan before which they were inserted, ascending (one per fork).
     """
     host = next((i for i, t in enumerate(threads)
                  if t.kind is ThreadKind.TASK and t.mm == 0), None)
@@ -926,14 +1008,12 @@ def _repair_mms(threads: list[Thread], names: list[str], mms: list[int | None], 
         for n, (i, m) in enumerate(where):
             out.insert(i + n, _construct(Fork, {"thread": names[host], "op": "fork", "child": m}))
             forks.append((host, m))
-        points = [i for i, _ in where]
-        moved = [(ti, (pos + bisect_right(points, pos), *rest)) for ti, (pos, *rest) in regions]
-        return out, moved
+        return out, [i for i, _ in where]
     for i, t in enumerate(threads):
         if t.mm in missing:
             threads[i] = _construct(Thread, {"name": t.name, "kind": t.kind, "mm": 0})
             mms[i] = 0
-    return plan, regions
+    return plan, []
 
 
 # --- encode -------------------------------------------------------------------
@@ -954,20 +1034,6 @@ _RANGE_HEADS: dict[str, Callable[[Any], tuple]] = {
     "madvise": lambda op: (_ADVICES.index(op.advice),),
     "write": lambda op: (op.value,),
 }
-
-
-def _use_codes(choices: Callable[[bool], list[str]], name: str,
-               tail: tuple) -> tuple[tuple | None, tuple | None]:
-    """Compact and raw fields of a use of ``name``: its index among the choices, then ``tail``.
-
-    Only the raw choices hold names already released, so only the raw form
-    can spell a second unpin or put.
-    """
-    codes = []
-    for raw in (False, True):
-        names = choices(raw)
-        codes.append((names.index(name), *tail) if name in names else None)
-    return codes[0], codes[1]
 
 
 def _bodies(ctx: _Context, ti: int, op: Any) -> tuple[tuple | None, tuple | None]:
@@ -993,13 +1059,17 @@ def _bodies(ctx: _Context, ti: int, op: Any) -> tuple[tuple | None, tuple | None
         page = op.addr >> PAGE_SHIFT
         code = ctx.page_code(op.mm, page)
         return (m, *code) if code else None, (m, op.ref, page)
-    if kind == "unpin":
-        return _use_codes(lambda raw: ctx.pin_choices(False, raw), op.pin, (int(not op.dirty),))
-    if kind == "dma_write":
-        return _use_codes(lambda raw: ctx.pin_choices(True, raw), op.pin, (op.value,))
-    if kind == "folio_put":
-        return _use_codes(ctx.ref_choices, op.ref, ())
-    if kind == "reclaim":
+    if kind in ("unpin", "dma_write"):
+        # one form: a use of a pin that is not held is no valid program
+        held = ctx.pin_choices(write=kind == "dma_write")
+        tail = (int(not op.dirty),) if kind == "unpin" else (op.value,)
+        body = (held.index(op.pin), *tail) if op.pin in held else None
+    elif kind == "folio_put":
+        # a second put of a reference: only the raw choices hold the ones put
+        compact, raw = (ctx.ref_choices(r) for r in (False, True))
+        return ((compact.index(op.ref),) if op.ref in compact else None,
+                (raw.index(op.ref),) if op.ref in raw else None)
+    elif kind == "reclaim":
         body = ((op.nr_to_scan - 32) % _SCAN_MOD,)
     elif kind == "deferred_split_scan":
         body = ((op.nr_to_scan - 128) % _SCAN_MOD,)
@@ -1012,8 +1082,7 @@ def encode(p: Program) -> bytes:
     """Encode a valid program so that ``decode(encode(p)) == p``.
 
     Context: pure.  Return: the bytes.  Raises :class:`ValueError` if ``p``
-    is not valid (see check_program()) or a schedule step lies 2**74 or more
-    past the one before.
+    is not valid (see check_program()); every valid program has a spelling.
     """
     out = bytearray()
     threads = list(p.threads)
@@ -1034,6 +1103,9 @@ def encode(p: Program) -> bytes:
         for t in threads:
             _put_fields(out, "bs", (_KIND_CODES.index(t.kind) | (t.mm or 0) << 4, t.name))
     _, selector = _kinds(threads)
+    check_schedule(p.schedule, len(p.ops), index)     # a ProgramError is a ValueError
+    entries = _entry_positions(p.schedule, npre)
+    _put_entries(out, entries.get(-1, []), -1, p.ops, index, selector[_SCHED])
 
     mms = [t.mm for t in threads]
     regions: list[tuple[int, _Region]] = []
@@ -1077,10 +1149,37 @@ def encode(p: Program) -> bytes:
             out += bytes((_RAW, sel)) if is_raw else bytes((sel,))
         _put_fields(out, _LAYOUT[op.op, is_raw], fields)
         ctx.observe(op)
-
-    last = -1
-    for step, name in p.schedule:
-        out.append(selector[_SCHED])
-        _put_fields(out, "nn", (step - last - 1, index[name]))
-        last = step
+        if i in entries:
+            _put_entries(out, entries[i], i, p.ops, index, selector[_SCHED])
     return bytes(out)
+
+
+def _entry_positions(schedule: list[Preemption], npre: int) -> dict[int, list[Preemption]]:
+    """Where each schedule record goes: after which operation's record (-1: before all).
+
+    Right after the operation it names, so that byte mutations elsewhere
+    leave it naming the same one, unless an earlier entry went later: the
+    records keep the schedule's order.  Never among the pre-mmaps, which
+    the header counts and the records follow.
+    """
+    out: dict[int, list[Preemption]] = {}
+    pos = npre - 1
+    for e in schedule:
+        if e.op is not None and e.op > pos:
+            pos = e.op
+        out.setdefault(pos, []).append(e)
+    return out
+
+
+def _put_entries(out: bytearray, entries: list[Preemption], pos: int, ops: list[Any],
+                 index: dict[str, int], sel: int) -> None:
+    """Write schedule records that follow operation ``pos`` (each names it or one before)."""
+    for e in entries:
+        if e.at is YieldPoint.START:
+            raw, k, y = True, 0, _ALL_POINT_CODES[e.at]
+        else:
+            k = pos - e.op  # type: ignore[operator]  # only START names no operation
+            code = _PLACE_CODES[ops[e.op].op].get(e.at)  # type: ignore[index]
+            raw, y = (True, _ALL_POINT_CODES[e.at]) if code is None else (False, code)
+        out += bytes((_RAW, sel)) if raw else bytes((sel,))
+        _put_fields(out, "nbnn", (k, y, e.nth - 1, index[e.thread]))

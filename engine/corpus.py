@@ -29,9 +29,12 @@ from engine.upgrade import DEFAULT_READING, read_program
 CORPUS_DIR = pathlib.Path(__file__).resolve().parent.parent / "corpus"
 
 
-def load_any(path: str, reading: str = DEFAULT_READING) -> Program:
-    """A program from a program file or from a corpus file, of either format (a
-    format-1 schedule is read on engine @reading: see :mod:`engine.upgrade`)."""
+def program_data(path: str) -> Any:
+    """The decoded JSON of the program in a program file or a corpus file.
+
+    Raises :class:`ProgramError` naming the path when it cannot be read or is
+    not JSON.
+    """
     try:
         with open(path, "rb") as fh:
             data = json.load(fh)
@@ -40,8 +43,14 @@ def load_any(path: str, reading: str = DEFAULT_READING) -> Program:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ProgramError("program", str(exc)[:80], f"{path} is not valid JSON") from None
     if isinstance(data, dict) and "program" in data:
-        return read_program(data["program"], reading)
-    return read_program(data, reading)
+        return data["program"]
+    return data
+
+
+def load_any(path: str, reading: str = DEFAULT_READING) -> Program:
+    """A program from a program file or from a corpus file, of either format (a
+    format-1 schedule is read on engine @reading: see :mod:`engine.upgrade`)."""
+    return read_program(program_data(path), reading)
 
 
 def corpus_paths(directory: str | os.PathLike = CORPUS_DIR) -> dict[str, pathlib.Path]:

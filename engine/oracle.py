@@ -1,8 +1,9 @@
 """Oracles: what must hold after every step, whatever the kernel version.
 
-- No lost data: a page reads what MADV_FREE semantics allow: before a write
-  its old contents or zero, after a CPU store or a completed DMA write into a
-  pin taken on it exactly what was written.
+- No lost data: a page reads what MADV_FREE semantics allow, from its own
+  history (:class:`PageShadow`): its last write, or zero while it is
+  MADV_FREE'd, written by nobody the kernel hears of since, and holding no
+  device write through a pin still held.
 - Every folio's refcount equals what its mappings, swap cache and named
   holders (isolation, pins, batches, speculative and temporary references)
   account for; swapcache implies swapbacked.
@@ -47,131 +48,140 @@ class Violation(Exception):
         super().__init__(message)
 
 
+class PageShadow:
+    """What user space may read from one page of one mm, from that page's own history.
+
+    ``value`` is its last write, by a CPU or by a device through a pin (0 for a
+    page never written).  ``lazy``: MADV_FREE'd and not written since in a way
+    the kernel hears of (a CPU store dirties the PTE; a DMA write only through
+    an unpin with make_dirty).  ``dma_held``: the pins still held through which
+    a device wrote the page; while one is, the kernel (v5.18 on) must keep the
+    data, whatever MADV_FREE said.  ``droppable``: a VM_DROPPABLE page, which
+    may read zero at any time.
+
+    A pin refers to the shadows of the pages it was taken on, not to addresses:
+    mremap moves the shadow objects, so the pin follows its page; munmap, a new
+    mmap or MADV_DONTNEED replace them, so a later DMA writes a page user space
+    no longer sees.
+    """
+
+    __slots__ = ("value", "lazy", "droppable", "dma_held")
+
+    def __init__(self, value: int = 0, lazy: bool = False, droppable: bool = False) -> None:
+        self.value = value
+        self.lazy = lazy
+        self.droppable = droppable
+        self.dma_held: set[str] = set()
+
+    def may_read_zero(self) -> bool:
+        return self.droppable or (self.lazy and not self.dma_held)
+
+    def copy(self) -> "PageShadow":
+        """The child's page after fork: same contents, no pin of the parent's."""
+        return PageShadow(self.value, self.lazy, self.droppable)
+
+
 class Oracle:
     """Shadow of what user space may observe, plus the kernel-state invariants."""
 
     def __init__(self, kernel, per_step: bool = True) -> None:
         self.k = kernel
         self.per_step = per_step
-        # (mm, vpn) -> (value, may_read_zero)
-        self.expect: dict[tuple[int, int], tuple[int, bool]] = {}
-        # (mm, vpn) -> generation, bumped when user space itself replaces the page
-        self.epoch: dict[tuple[int, int], int] = {}
-        self.pinned: dict[str, list[tuple[int, int, int]]] = {}
-        # pages of VM_DROPPABLE mappings: dropped at any time by design, zero always allowed
-        self.droppable: set[tuple[int, int]] = set()
-        # (pin, page index) -> (mm, vpn, value written, the page could read zero before)
-        self.dma_written: dict[tuple[str, int], tuple[int, int, int, bool]] = {}
+        # (mm, vpn) -> the page user space sees there
+        self.pages: dict[tuple[int, int], PageShadow] = {}
+        # pin -> the shadow of each page it holds, in the kernel's order (None: unmapped)
+        self.pinned: dict[str, list[PageShadow | None]] = {}
         self._pt_cache: dict[int, tuple[bytes, Counter, int]] = {}
         self._last_seen: tuple | None = None
 
     # -- user-visible events -----------------------------------------------
     def on_map(self, mm: int, start: int, end: int, droppable: bool = False) -> None:
+        pages = self.pages
         for vpn in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
-            self.expect[(mm, vpn)] = (0, False)
-            self._bump((mm, vpn))
-            if droppable:
-                self.droppable.add((mm, vpn))
-            else:
-                self.droppable.discard((mm, vpn))
+            pages[(mm, vpn)] = PageShadow(droppable=droppable)
 
     def on_unmap(self, mm: int, start: int, end: int) -> None:
         for vpn in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
-            self.expect.pop((mm, vpn), None)
-            self.droppable.discard((mm, vpn))
-            self._bump((mm, vpn))
+            self.pages.pop((mm, vpn), None)
 
     def on_dontneed(self, mm: int, start: int, end: int) -> None:
+        """A new zero page replaces each one: what a pin still holds is no longer seen."""
+        pages = self.pages
         for vpn in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
-            if (mm, vpn) in self.expect:
-                self.expect[(mm, vpn)] = (0, False)
-            self._bump((mm, vpn))
+            old = pages.get((mm, vpn))
+            if old is not None:
+                pages[(mm, vpn)] = PageShadow(droppable=old.droppable)
 
     def on_move(self, mm: int, old: int, new: int, length: int) -> None:
-        """mremap: contents, generations and pins follow the pages to ``new``."""
+        """mremap: each page, with its contents and the pins on it, moves to ``new``."""
+        pages = self.pages
         delta = (new - old) >> PAGE_SHIFT
         lo, hi = old >> PAGE_SHIFT, (old + length) >> PAGE_SHIFT
-        for vpn in range(lo, hi):
-            val = self.expect.pop((mm, vpn), None)
-            if val is not None:
-                self.expect[(mm, vpn + delta)] = val
-            if (mm, vpn) in self.droppable:
-                self.droppable.discard((mm, vpn))
-                self.droppable.add((mm, vpn + delta))
-            self.epoch[(mm, vpn + delta)] = self.epoch.get((mm, vpn), 0)
-        for name, pages in self.pinned.items():
-            self.pinned[name] = [(m, v + delta, e) if m == mm and lo <= v < hi else (m, v, e)
-                                 for m, v, e in pages]
-        for vpn in range(lo, hi):
-            self._bump((mm, vpn))
+        moved = [(vpn + delta, pages.pop((mm, vpn), None)) for vpn in range(lo, hi)]
+        for vpn, shadow in moved:
+            if shadow is None:
+                pages.pop((mm, vpn), None)
+            else:
+                pages[(mm, vpn)] = shadow
 
     def on_fork(self, parent: int, child: int) -> None:
-        for (mm, vpn), val in list(self.expect.items()):
+        pages = self.pages
+        for (mm, vpn), shadow in list(pages.items()):
             if mm == parent:
-                self.expect[(child, vpn)] = val
-        self.droppable |= {(child, vpn) for mm, vpn in self.droppable if mm == parent}
-        mm = self.k.mms[child]
+                pages[(child, vpn)] = shadow.copy()
         from engine.flags import VM
-        for vma in mm.vmas:
+        for vma in self.k.mms[child].vmas:
             if vma.vm_flags & int(VM.VM_WIPEONFORK):
                 for vpn in range(vma.vm_start >> PAGE_SHIFT, vma.vm_end >> PAGE_SHIFT):
-                    self.expect[(child, vpn)] = (0, False)
+                    pages[(child, vpn)] = PageShadow(droppable=pages[(child, vpn)].droppable)
 
     def on_write(self, mm: int, addr: int, value: int) -> None:
-        """A CPU store."""
-        self._written(mm, addr >> PAGE_SHIFT, value)
-
-    def _written(self, mm: int, vpn: int, value: int) -> None:
-        """``value`` is what the page holds now; a VM_DROPPABLE page may still read zero."""
-        self.expect[(mm, vpn)] = (value, (mm, vpn) in self.droppable)
+        """A CPU store: the PTE is dirty now, so the kernel knows of it."""
+        shadow = self.pages.get((mm, addr >> PAGE_SHIFT))
+        if shadow is not None:
+            shadow.value = value
+            shadow.lazy = False
 
     def on_madv_free(self, mm: int, start: int, end: int) -> None:
+        pages = self.pages
         for vpn in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
-            val = self.expect.get((mm, vpn))
-            if val is not None:
-                self.expect[(mm, vpn)] = (val[0], True)
+            shadow = pages.get((mm, vpn))
+            if shadow is not None:
+                shadow.lazy = True
 
     def on_pin(self, name: str, mm: int, addr: int) -> None:
-        key = (mm, addr >> PAGE_SHIFT)
-        self.pinned.setdefault(name, []).append((mm, key[1], self.epoch.get(key, 0)))
-
-    def on_unpin(self, name: str, dirty: bool) -> None:
-        """Unpin.  Without make_dirty the kernel never learns of the device's writes:
-        a page MADV_FREE'd before them may be discarded again ("GUP users must mark
-        the folio dirty if there was a modification", faeb2831b517)."""
-        for index in range(len(self.pinned.pop(name, ()))):
-            rec = self.dma_written.pop((name, index), None)
-            if rec is None or dirty:
-                continue
-            mm, vpn, value, may_zero_before = rec
-            if may_zero_before and self.expect.get((mm, vpn)) == (value, False):
-                self.expect[(mm, vpn)] = (value, True)
+        self.pinned.setdefault(name, []).append(self.pages.get((mm, addr >> PAGE_SHIFT)))
 
     def on_dma_write(self, name: str, index: int, value: int) -> None:
-        """The device wrote page ``index`` of pin ``name``: a write to the page the pin
-        was taken on, unless user space has since replaced that page itself."""
-        pages = self.pinned.get(name, ())
-        if index < len(pages):
-            mm, vpn, epoch = pages[index]
-            if self.epoch.get((mm, vpn), 0) == epoch and (mm, vpn) in self.expect:
-                before = self.dma_written.get((name, index))
-                may_zero = before[3] if before else self.expect[(mm, vpn)][1]
-                self._written(mm, vpn, value)
-                self.dma_written[(name, index)] = (mm, vpn, value, may_zero)
+        """The device wrote page ``index`` of pin ``name``: the page the pin was taken
+        on, wherever it is mapped now (or nowhere user space looks)."""
+        held = self.pinned.get(name, ())
+        shadow = held[index] if index < len(held) else None
+        if shadow is not None:
+            shadow.value = value
+            shadow.dma_held.add(name)
+
+    def on_unpin(self, name: str, dirty: bool) -> None:
+        """Unpin.  With make_dirty the kernel learns of the device's writes: a page
+        the device wrote is no longer lazyfree.  Without it the kernel never does:
+        a page MADV_FREE'd before them may be discarded again ("GUP users must mark
+        the folio dirty if there was a modification", faeb2831b517)."""
+        for shadow in self.pinned.pop(name, ()):
+            if shadow is not None and name in shadow.dma_held:
+                shadow.dma_held.discard(name)
+                if dirty:
+                    shadow.lazy = False
 
     def on_read(self, mm: int, addr: int, value: int) -> None:
         self._check_value(mm, addr >> PAGE_SHIFT, value, "read")
 
-    def _bump(self, key: tuple[int, int]) -> None:
-        self.epoch[key] = self.epoch.get(key, 0) + 1
-
     def _check_value(self, mm: int, vpn: int, value: int, how: str) -> None:
-        exp = self.expect.get((mm, vpn))
-        if exp is None:
+        shadow = self.pages.get((mm, vpn))
+        if shadow is None:
             return
-        want, may_zero = exp
-        if value != want and not (may_zero and value == 0):
-            allowed = f"{want} or 0" if may_zero else f"{want}"
+        want = shadow.value
+        if value != want and not (value == 0 and shadow.may_read_zero()):
+            allowed = f"{want} or 0" if shadow.may_read_zero() else f"{want}"
             raise Violation(Verdict.DATA_LOSS, f"mm{mm}.data[{vpn << PAGE_SHIFT:#x}]",
                             f"{how} of mm{mm} page {vpn << PAGE_SHIFT:#x} returned {value}, "
                             f"allowed {allowed}")
@@ -310,7 +320,7 @@ class Oracle:
     def check_contents(self) -> None:
         """Every page user space could read holds an allowed value (read without faulting)."""
         k = self.k
-        for (mm_id, vpn) in sorted(self.expect):
+        for (mm_id, vpn) in sorted(self.pages):
             mm = k.mms.get(mm_id)
             if mm is None or not mm.alive:
                 continue

@@ -434,16 +434,6 @@ def _static_checks(program: Program, pin: PinMechanism) -> None:
             raise _fail(program, i, "MAP_DROPPABLE with MAP_LOCKED: the model refuses it (-EINVAL)")
 
 
-def _schedule_op(program: Program, engine: str) -> int | None:
-    """The operation the first schedule entry preempts in (on ``engine``)."""
-    from engine.run import Runner
-    runner = Runner(program, engine, chooser=lambda step, runnable, default: default)
-    runner.run()
-    step = program.schedule[0][0]
-    ran = runner.ran or []
-    return ran[step][1] if step < len(ran) else None
-
-
 def _owners(program: Program) -> tuple[tuple[int, ...], dict[str, int]]:
     threads = {t.name: t for t in program.threads}
     pin_owner: dict[str, int] = {}
@@ -506,11 +496,11 @@ def analyse(program: Program, *, pin: PinMechanism | str = PinMechanism.IO_URING
     program.check()
     engines = tuple(engines or [e for e in DEFAULT_ENGINES if e in KERNELS])
     if program.schedule:
-        step, thread = program.schedule[0]
-        i = _schedule_op(program, engines[-1])
-        raise NotTranslatable(i, _op_json(program, i) if i is not None else None,
-                              f"the schedule preempts with thread {thread} at step {step}: "
-                              f"user space cannot force a preemption between two kernel steps")
+        e = program.schedule[0]
+        raise NotTranslatable(e.op, _op_json(program, e.op) if e.op is not None else None,
+                              f"the schedule preempts it with thread {e.thread} at its "
+                              f"{e.at.value} point #{e.nth}: user space cannot force a "
+                              f"preemption between two kernel steps")
     _static_checks(program, pin)
     regions = _regions(program)
     base = min((s for s, _ in regions), default=0) & ~(RELOC_ALIGN - 1)

@@ -91,7 +91,10 @@ RULES: list[Rule] = [
          "faeb2831b517 mm: set folio swapbacked iff folios are dirty in try_to_unmap_one (1/4)",
          lambda o, n, k: "ttu_lazyfree_abort_ref_swapbacked" in o
          and "ttu_lazyfree_abort_ref_swapbacked" not in n,
-         "a clean lazyfree folio with an extra reference stays lazyfree"),
+         "a clean lazyfree folio with an extra reference stays lazyfree: the reference "
+         "holder, not reclaim, says whether it wrote (\"GUP users must mark the folio dirty "
+         "if there was a modification\"), so a device write followed by an unpin without "
+         "dirty may be discarded"),
     Rule("batched-lazyfree-unmap", "v6.14", "v6.15",
          "354dffd29575 mm: support batched unmap for lazyfree large folios during reclamation (3/4)",
          lambda o, n, k: "ttu_batch" in n and bool(o & _LAZYFREE_PER_PTE),

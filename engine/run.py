@@ -359,11 +359,11 @@ class Runner:
                         raise Violation(Verdict.HANG, "threads", f"no thread can run: {waits}")
                     break
                 k.current = t
-                if t.gen is None:
-                    self._start(t)
                 idx = t.next_op()
                 k.current_op = idx
                 k.current_step = step
+                if t.gen is None:
+                    self._start(t)
                 try:
                     point = next(t.gen)
                 except StopIteration as stop:

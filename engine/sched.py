@@ -194,9 +194,10 @@ def up_write(k, sem: RwSem) -> None:
     sem.writer = None
 
 
-def wait_gate(k, gate: Gate) -> Segment:
+def wait_gate(k, gate) -> Segment:
+    """Wait (not runnable) until ``gate`` lets the current thread through."""
     t = k.current
-    while not gate.open:
+    while not gate.free_for(t):
         t.blocked_on = gate
         yield gate
     t.blocked_on = None

@@ -106,7 +106,8 @@ def upgrade_program(data: dict[str, Any], reading: str = DEFAULT_READING) -> Upg
         return Upgrade(parse_program(data), None, (), "")
     ops = data.get("ops")
     dropped = _not_held(ops) if isinstance(ops, list) else []
-    keep = [op for i, op in enumerate(ops or []) if i not in set(dropped)]
+    # not a list: the validation below names the field
+    keep = [op for i, op in enumerate(ops) if i not in dropped] if isinstance(ops, list) else ops
     schedule_v1 = data.get("schedule") or []
     if not schedule_v1:
         program = parse_program({**data, "version": PROGRAM_VERSION, "ops": keep})

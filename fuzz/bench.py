@@ -160,11 +160,13 @@ class Trial:
 
 
 def target_seeds(target: Target, directory: str | Path | None) -> list[bytes]:
-    """The seed corpus in ``directory`` without any program that already shows ``target``."""
+    """The seed corpus in ``directory`` without any program that already shows ``target``
+    (format-1 files read on the target's first engine)."""
     if directory is None:
         return []
     spec = TARGETS[target]
-    return seed_inputs(directory, keep=lambda p: spec.shows(p)[1] is None)
+    return seed_inputs(directory, keep=lambda p: spec.shows(p)[1] is None,
+                       reading=spec.engine_a)
 
 
 def search(fuzzer: Fuzzer, target: Target, seed: int, cap: float,
@@ -304,7 +306,7 @@ def reduce_and_replay(trial: Trial, store_url: str) -> None:
         d = spec.shows(candidate)[1]
         return d is not None and d.signature_id == sid
 
-    res = minimize(program, interesting, max_runs=MINIMIZE_RUNS, engine=spec.engine_a)
+    res = minimize(program, interesting, max_runs=MINIMIZE_RUNS)
     trial.minimize_runs = res.runs
     store = Store.open(store_url)
     try:

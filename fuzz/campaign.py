@@ -15,6 +15,11 @@ unexpected divergences and writes in batches.  Workers tell the parent what
 they did through a queue; the parent draws the progress table and stores a
 stats snapshot and the workers' positions every few seconds.  A finding is
 reported as stored only after the transaction that holds it committed.
+
+A run that ended in a harness error (an exception of foliodiff itself) is
+no finding: the sink keeps it in the store's harness-error table, and the
+campaign says so loudly, once per signature, apart from the findings
+(:func:`harness_message`).
 """
 
 from __future__ import annotations
@@ -83,8 +88,10 @@ class CampaignConfig(BaseModel):
         return value
 
     def seed_inputs(self) -> list[bytes]:
+        """The seed programs as byte inputs; a format-1 seed's schedule is read on
+        ``engine_a``, the engine whose interleaving the campaign explores first."""
         from fuzz.sources import seed_inputs
-        return [] if self.seeds is None else seed_inputs(self.seeds)
+        return [] if self.seeds is None else seed_inputs(self.seeds, reading=self.engine_a)
 
     def corpus_dir(self, worker: int | str) -> Path | None:
         return None if self.corpus is None else Path(self.corpus) / f"{self.fuzzer.value}-{worker}"
@@ -102,6 +109,8 @@ class Progress:
     positions: dict[int, Any] = field(default_factory=dict)
     stored: list[dict[str, Any]] = field(default_factory=list)
     minimize_runs: dict[int, int] = field(default_factory=dict)
+    #: Harness errors by their row id in the store (one row per signature).
+    harness: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def total_execs(self) -> int:
         return sum(self.execs.values())
@@ -134,8 +143,12 @@ def _worker(db_url: str, campaign_id: int, worker: int, deadline: float, positio
     def stored(found: list[Any]) -> None:
         messages.put(("stored", worker, [vars(f) for f in found]))
 
+    def harness(found: list[Any]) -> None:
+        messages.put(("harness", worker, [vars(f) for f in found]))
+
     # A finding made just before the time limit is still minimized, in the grace period.
-    sink, config = open_sink(store, campaign_id, stored, deadline=deadline + GRACE / 2)
+    sink, config = open_sink(store, campaign_id, stored, on_harness=harness,
+                             deadline=deadline + GRACE / 2)
     execs = 0
     last = 0.0
 
@@ -180,17 +193,28 @@ def _worker(db_url: str, campaign_id: int, worker: int, deadline: float, positio
         store.close()
 
 
-def open_sink(store: Any, campaign_id: int, on_stored: Any, **kw: Any) -> tuple[Any, CampaignConfig]:
+def harness_to_stderr(found: list[Any]) -> None:
+    """Write each harness error as a ``foliodiff-harness {json}`` line on stderr,
+    which the parent of a fuzzer process that is not a worker (atheris) reads."""
+    for f in found:
+        print("foliodiff-harness " + json.dumps(vars(f)), file=sys.stderr, flush=True)
+
+
+def open_sink(store: Any, campaign_id: int, on_stored: Any, *,
+              on_harness: Any = harness_to_stderr, **kw: Any) -> tuple[Any, CampaignConfig]:
     """The finding sink of one worker of campaign ``campaign_id``, and the campaign's config.
 
     Signatures the store already holds for the pair are not minimized again.
-    Keyword arguments go to :class:`fuzz.sink.FindingSink`.
+    @on_harness: told of each new harness error after its commit (default:
+    :func:`harness_to_stderr`).  Other keyword arguments go to
+    :class:`fuzz.sink.FindingSink`.
     """
     from fuzz.sink import FindingSink
 
     config = CampaignConfig.stored(store.get_campaign(campaign_id).config)
     sink = FindingSink(store, campaign_id, minimize=config.minimize,
                        max_minimize_runs=config.max_minimize_runs, on_stored=on_stored,
+                       on_harness=on_harness,
                        known=store.known_signature_ids(config.engine_a, config.engine_b), **kw)
     return sink, config
 
@@ -205,6 +229,19 @@ def create(store: Any, config: CampaignConfig) -> int:
     return campaign.id
 
 
+def harness_message(found: dict[str, Any], db_url: str) -> str:
+    """The line a campaign prints for a harness error: what it is, and how to see it."""
+    where = " ".join(x for x in (found["op"], found["function"] and f"in {found['function']}")
+                     if x)
+    seen = "new" if found["new"] else "already stored"
+    return (f"HARNESS ERROR #{found['harness_error_id']} ({seen}): a defect of foliodiff itself, "
+            f"NOT a kernel finding: {found['exception']} on {found['engine']}"
+            f"{' at ' + where if where else ''}: {found['message']}\n"
+            f"  signature {found['signature']}\n"
+            f"  see it: foliodiff serve --db {db_url}, then "
+            f"GET /harness-errors/{found['harness_error_id']} (stack and program)")
+
+
 #: libFuzzer's status lines: "#1865\tNEW    cov: 779 ft: 1604 corp: 65/..." and,
 #: under -fork=N, "#1865: cov: 779 ft: 1604 corp: 65 exec/s 409 ...".
 _LIBFUZZER_STATS = re.compile(r"#(\d+):?\s+(?:\w+\s+)?cov: (\d+).*?corp: (\d+)")
@@ -215,11 +252,14 @@ class Campaign:
 
     @on_progress: called about every :data:`REPORT_EVERY` seconds with the
     :class:`Progress` (the CLI draws it); @on_stored with each finding the
-    moment its commit is known.
+    moment its commit is known; @on_harness with each harness error (a
+    dict of :class:`fuzz.sink.HarnessStored`), once per signature, the moment
+    its commit is known (default: :func:`harness_message` on stderr).
     """
 
     def __init__(self, db_url: str, campaign_id: int, *, run_for: float | None = None,
-                 on_progress: Any = None, on_stored: Any = None) -> None:
+                 on_progress: Any = None, on_stored: Any = None,
+                 on_harness: Any = None) -> None:
         from service.store import Store
 
         self.db_url = db_url
@@ -234,6 +274,8 @@ class Campaign:
                                             progress.get("positions", {}).items()})
         self.on_progress = on_progress
         self.on_stored = on_stored
+        self.on_harness = on_harness or (
+            lambda found: print(harness_message(found, db_url), file=sys.stderr, flush=True))
         self.run_for = run_for
         self._last_snapshot = time.monotonic()
 
@@ -328,6 +370,13 @@ class Campaign:
                 for found in body:
                     self.on_stored(found)
             return
+        if kind == "harness":
+            for found in body:
+                # Each worker reports a signature once; the campaign says it once.
+                if found["harness_error_id"] not in p.harness:
+                    p.harness[found["harness_error_id"]] = found
+                    self.on_harness(found)
+            return
         p.execs[worker] = body["execs"]
         p.corpus[worker] = body["corpus"]
         p.coverage[worker] = body["coverage"]
@@ -410,6 +459,8 @@ class Campaign:
                     self.progress.corpus[w] = int(m.group(3))
                 elif line.startswith("foliodiff-stored "):
                     self._take("stored", w, [_parse_stored(line)])
+                elif line.startswith("foliodiff-harness "):
+                    self._take("harness", w, [_parse_stored(line)])
                 self._tick(base_elapsed + time.monotonic() - started)
             for proc in procs:
                 proc.wait()
@@ -422,4 +473,5 @@ class Campaign:
 
 
 def _parse_stored(line: str) -> dict[str, Any]:
+    """The JSON of a ``foliodiff-stored`` or ``foliodiff-harness`` line."""
     return json.loads(line.split(" ", 1)[1])

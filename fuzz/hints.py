@@ -11,9 +11,11 @@ needs both to land right at once; the run itself says where to aim.
 So, like syzkaller's hints (which mutate a program with the comparison
 operands its run showed), a run that shows a hand-off event in operation i
 suggests mutants: the consumer operation, on a kernel thread, right after
-i in program order, with one preemption that gives it the CPU at a step
-between the hand-off and the end of i (the run says which steps those
-are: :attr:`engine.outcome.Outcome.event_steps`).  Schedule explorers drop
+i in program order, with one preemption that gives it the CPU at a place of
+i between the hand-off and the end of i.  The run says which places those
+are (:attr:`engine.outcome.Outcome.places`, ``event_steps``, ``op_ends``),
+and a place, unlike a step, means the same point of i on every engine and
+in the mutant, whatever other operations it runs.  Schedule explorers drop
 the preemption and search the interleavings of the placed operation
 themselves.
 """
@@ -27,7 +29,9 @@ from typing import Any
 from engine.codec import encode
 from engine.diff import Report
 from engine.errors import ProgramError
-from engine.program import Program, ThreadKind, parse_program
+from engine.outcome import Place
+from engine.program import Program, ThreadKind, parse_program, renumber_schedule
+from engine.sched import YieldPoint
 
 #: Kernel event -> the operation of the kernel thread that consumes what it handed off.
 HANDOFFS: dict[str, str] = {
@@ -37,7 +41,7 @@ HANDOFFS: dict[str, str] = {
 }
 #: How often a fuzzer's next input is a pending hint rather than its own
 #: choice (at 0.5, hint mutants crowded out the rest: the random fuzzer found
-#: dma-data-loss 5/10 against 9/10 without hints), and the preemption steps
+#: dma-data-loss 5/10 against 9/10 without hints), and the preemption places
 #: tried per hand-off by a fuzzer that keeps a program's schedule.
 HINT_RATE = 0.15
 HINT_TRIES = 3
@@ -45,25 +49,34 @@ HINT_TRIES = 3
 
 @dataclass(frozen=True)
 class Handoff:
-    """Operation ``at`` handed a folio to ``consumer`` at a step before ``first``.
+    """Operation ``at`` handed a folio to ``consumer``.
 
-    ``first .. last`` are the steps of the run, after the hand-off, in which
-    ``at`` was still going on: a preemption there lets the consumer in while
-    the path is half done.
+    ``window`` holds the places of ``at`` the run reached after the hand-off,
+    its end left out, in the order reached: a preemption there lets the
+    consumer in while the path is half done.
     """
 
     at: int
     consumer: str
-    first: int
-    last: int
+    window: tuple[Place, ...]
+
+
+def _placed(program: Program, at: int, consumer: str) -> str | None:
+    """The thread of the operation right after ``at`` when it is ``consumer`` on
+    another thread than ``at``'s (the placement a hint would make), else None."""
+    nxt = program.ops[at + 1] if at + 1 < len(program.ops) else None
+    if nxt is None or nxt.op != consumer or nxt.thread == program.ops[at].thread:
+        return None
+    return nxt.thread
 
 
 def handoffs(program: Program, report: Report) -> list[Handoff]:
     """The first hand-off to each consumer per operation, over both runs, in operation order.
 
-    An operation whose consumer already runs on a kernel thread right after
-    it gives no hint (that placement is what a hint would make), nor one
-    that ended in the step of its hand-off.
+    No hint where the program already has what the hint would make: the
+    consumer on a kernel thread right after the operation and a preemption
+    of the operation for that thread.  Nor where the operation reached no
+    place after the hand-off but its end.
     """
     out: dict[tuple[int, str], Handoff] = {}
     for outcome in (report.a, report.b):
@@ -71,11 +84,17 @@ def handoffs(program: Program, report: Report) -> list[Handoff]:
             consumer = HANDOFFS.get(event)
             if consumer is None or idx is None or (idx, consumer) in out:
                 continue
-            nxt = program.ops[idx + 1] if idx + 1 < len(program.ops) else None
+            placed = _placed(program, idx, consumer)
+            if placed is not None and any(e.op == idx and e.thread == placed
+                                          for e in program.schedule):
+                continue
             end = outcome.op_ends[idx] if idx < len(outcome.op_ends) else None
-            last = outcome.steps - 1 if end is None else end
-            if (nxt is None or nxt.op != consumer) and last > step:
-                out[idx, consumer] = Handoff(idx, consumer, step + 1, last)
+            last = len(outcome.places) - 1 if end is None else end
+            # The step of the event ends at a place after the event.
+            window = tuple(p for p in outcome.places[step:last + 1]
+                           if p[0] == idx and p[1] is not YieldPoint.OP_END)
+            if window:
+                out[idx, consumer] = Handoff(idx, consumer, window)
     return [out[key] for key in sorted(out)]
 
 
@@ -84,31 +103,40 @@ def hinted(program: Program, handoff: Handoff, rng: random.Random,
     """Up to ``tries`` mutants of ``program`` with ``handoff``'s consumer run inside its operation.
 
     The consumer goes right after the operation in ``ops``, on a kernel
-    thread other than the operation's (a new one if there is none); each
-    mutant preempts the operation's thread for it at a different step of
-    the hand-off's window, drawn uniformly.  Schedule entries from that step
-    on are dropped, since their steps no longer line up.
+    thread other than the operation's (a new one if there is none), unless
+    it is there already (:func:`handoffs`); each mutant preempts the
+    operation's thread for it at a different place of the hand-off's
+    window, drawn uniformly.  The program's own preemptions stay, their
+    places renumbered past the inserted operation (one at the hinted place
+    gives way).
     Return: the mutants the format accepts (none with too many threads).
     """
     data: dict[str, Any] = program.to_dict()
     threads = [dict(t) for t in data["threads"]]
-    running = program.ops[handoff.at].thread
-    kthreads = [t["name"] for t in threads
-                if t.get("kind") == ThreadKind.KTHREAD.value and t["name"] != running]
-    if kthreads:
-        name = rng.choice(kthreads)
-    else:
-        name = next(f"K{i}" for i in range(9) if all(t["name"] != f"K{i}" for t in threads))
-        threads.append({"name": name, "kind": ThreadKind.KTHREAD.value, "mm": None})
     ops = [dict(o) for o in data["ops"]]
-    ops.insert(handoff.at + 1, {"thread": name, "op": handoff.consumer})
-    window = range(handoff.first, handoff.last + 1)
+    schedule = data["schedule"]
+    at = handoff.at
+    name = _placed(program, at, handoff.consumer)
+    if name is None:
+        running = program.ops[at].thread
+        kthreads = [t["name"] for t in threads
+                    if t.get("kind") == ThreadKind.KTHREAD.value and t["name"] != running]
+        if kthreads:
+            name = rng.choice(kthreads)
+        else:
+            name = next(f"K{i}" for i in range(9) if all(t["name"] != f"K{i}" for t in threads))
+            threads.append({"name": name, "kind": ThreadKind.KTHREAD.value, "mm": None})
+        ops.insert(at + 1, {"thread": name, "op": handoff.consumer})
+        schedule = renumber_schedule(schedule, lambda i: i + 1 if i > at else i)
+    window = handoff.window
     out = []
-    for step in sorted(rng.sample(window, min(tries, len(window)))):
-        schedule = [[s, t] for s, t in data["schedule"] if s < step] + [[step, name]]
+    for k in sorted(rng.sample(range(len(window)), min(tries, len(window)))):
+        _, kind, nth = window[k]
+        entries = [e for e in schedule if (e["op"], e["at"], e["nth"]) != (at, kind.value, nth)]
+        entries.append({"op": at, "at": kind.value, "nth": nth, "thread": name})
         try:
             out.append(parse_program({**data, "threads": threads, "ops": ops,
-                                      "schedule": schedule}))
+                                      "schedule": entries}))
         except ProgramError:
             return []
     return out
@@ -121,11 +149,5 @@ def mutants(program: Program, report: Report, rng: random.Random, tries: int) ->
 
 def mutant_inputs(program: Program, report: Report, rng: random.Random,
                   tries: int) -> list[bytes]:
-    """:func:`mutants` as byte inputs, leaving out any whose schedule bytes cannot spell."""
-    out = []
-    for mutant in mutants(program, report, rng, tries):
-        try:
-            out.append(encode(mutant))
-        except ValueError:
-            pass
-    return out
+    """:func:`mutants` as byte inputs (the codec spells every valid program)."""
+    return [encode(mutant) for mutant in mutants(program, report, rng, tries)]

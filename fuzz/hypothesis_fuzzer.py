@@ -7,11 +7,12 @@ told how many behaviours (:func:`fuzz.sources.features`) a program showed
 that this worker had not seen, so Hypothesis' targeted search leans towards
 inputs that reach new kernel paths.  A program that showed something new
 also runs its hand-off mutants (:mod:`fuzz.hints`), as the other fuzzers'
-kept inputs do: Hypothesis draws operations, not the step at which a
-kernel thread should cut in.  Nothing fails inside the test: the sink
-minimizes and stores what is found, and the test runs in batches until the
-campaign says stop.  The example database lives in the campaign's corpus
-directory, so a resumed or later campaign starts from what was kept.
+kept inputs do: Hypothesis draws its preemptions' places blind, and only
+the run says which places of an operation follow a hand-off.  Nothing
+fails inside the test: the sink minimizes and stores what is found, and
+the test runs in batches until the campaign says stop.  The example
+database lives in the campaign's corpus directory, so a resumed or later
+campaign starts from what was kept.
 """
 
 from __future__ import annotations

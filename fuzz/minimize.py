@@ -17,12 +17,12 @@ uninteresting, never an error.  Every candidate is asked about once (results
 are cached by its JSON), so the minimization is deterministic and its cost is
 the number of distinct candidates asked.
 
-Removing operations shifts the global step numbers a schedule is written in.
-Given an ``engine``, the candidates of the threads and ops passes carry the
-*projection* of the current interleaving instead: the current program's
-run, step by step (which operation's segment ran), with the removed
-operations left out, re-recorded as a schedule of the candidate.  A race the
-schedule set up then survives the removal of operations that ran before it.
+A preemption names a place of an operation (:class:`engine.program.Preemption`),
+not a global step: a candidate's schedule is the current one renumbered for
+the operations it keeps, in their new order (:func:`engine.program.renumber_schedule`);
+the entries of a removed operation or naming a removed thread go with it.
+A race the schedule set up so survives the removal of any operation it
+does not need, without an engine run to re-record the interleaving.
 """
 
 from __future__ import annotations
@@ -34,8 +34,7 @@ from typing import Any, Callable, Sequence
 
 from engine.diff import differential
 from engine.errors import FoliodiffError, ProgramError
-from engine.program import Program, parse_program
-from engine.run import Runner
+from engine.program import Preemption, Program, parse_program, renumber_schedule
 
 __all__ = ["MinimizeResult", "NotInterestingError", "Pass", "Reduction", "ddmin",
            "minimize", "minimize_divergence"]
@@ -66,14 +65,13 @@ class MinimizeResult:
     """The smallest interesting program found, and what it cost.
 
     @runs: calls of ``interesting`` (distinct valid candidates, the input included).
-    @projections: engine runs spent re-recording schedules of candidates.
+    @invalid: candidates the program format refused (never asked).
     @exhausted: ``max_runs`` stopped the search before a fixpoint.
     """
 
     program: Program
     runs: int
     reductions: list[Reduction] = field(default_factory=list)
-    projections: int = 0
     invalid: int = 0
     exhausted: bool = False
 
@@ -126,6 +124,12 @@ def ddmin(items: Sequence[Any], test: Callable[[list[Any]], bool]) -> list[Any]:
     return items
 
 
+def _describe(e: Preemption) -> str:
+    """A preemption as a reduction note: ``S at ops[3] between_ptes #1``."""
+    where = "start" if e.op is None else f"ops[{e.op}] {e.at.value} #{e.nth}"
+    return f"{e.thread} at {where}"
+
+
 def _simpler(op: dict[str, Any]) -> list[tuple[str, Any]]:
     """(field, simpler value) candidates for one op, simplest first per field."""
     out: list[tuple[str, Any]] = []
@@ -152,16 +156,13 @@ def _simpler(op: dict[str, Any]) -> list[tuple[str, Any]]:
 
 
 class _Minimizer:
-    def __init__(self, interesting: Interesting, max_runs: int, engine: str | None) -> None:
+    def __init__(self, interesting: Interesting, max_runs: int) -> None:
         self.interesting = interesting
         self.max_runs = max_runs
-        self.engine = engine
         self.cache: dict[str, bool] = {}
         self.result: MinimizeResult | None = None
         self.runs = 0
-        self.projections = 0
         self.invalid = 0
-        self._trail: tuple[str, list[int]] | None = None
 
     # -- candidates ------------------------------------------------------------
     def build(self, data: dict[str, Any]) -> Program | None:
@@ -184,71 +185,18 @@ class _Minimizer:
         verdict = self.cache[key] = bool(self.interesting(program))
         return verdict
 
-    def trail(self, program: Program) -> list[int]:
-        """The operation whose segment ran at each step of ``program``'s run."""
-        key = program.to_json(None)
-        if self._trail is None or self._trail[0] != key:
-            runner = Runner(program, self.engine, chooser=lambda s, n, d: d)  # type: ignore[arg-type]
-            runner.run()
-            self.projections += 1
-            self._trail = (key, [op for _, op in runner.ran or []])
-        return self._trail[1]
-
-    def project(self, current: Program, kept_ops: list[int], data: dict[str, Any]) -> Program | None:
-        """Candidate ``data`` (ops ``kept_ops`` of ``current``) with a schedule.
-
-        Without an engine or a schedule: the surviving entries as they are.
-        Otherwise the current interleaving projected onto the kept operations.
-        """
-        names = {t["name"] for t in data["threads"]}
-        data["schedule"] = [list(e) for e in current.schedule if e[1] in names]
-        if self.engine is None or not current.schedule:
-            return self.build(data)
-        new_index = {old: new for new, old in enumerate(kept_ops)}
-        target = [new_index[o] for o in self.trail(current) if o in new_index]
-        data["schedule"] = []
-        candidate = self.build(data)
-        if candidate is None:
-            return None
-        runner: Runner
-        # op index -> (its thread, its position in that thread's operations)
-        pos: dict[int, tuple[str, int]] = {}
-        seen: dict[str, int] = {}
-        for i, op in enumerate(candidate.ops):
-            pos[i] = (op.thread, seen.get(op.thread, 0))
-            seen[op.thread] = pos[i][1] + 1
-        p = 0
-        synced = 0
-
-        def follow(step: int, runnable: list[str], default: str) -> str:
-            nonlocal p, synced
-            ran = runner.ran or []
-            for _, op in ran[synced:]:
-                if p < len(target) and target[p] == op:
-                    p += 1
-            synced = len(ran)
-            while p < len(target) and threads[pos[target[p]][0]].cursor > pos[target[p]][1]:
-                p += 1          # that operation has already completed here
-            if p < len(target):
-                name, i = pos[target[p]]
-                if name in runnable and threads[name].cursor == i:
-                    return name
-            return default
-
-        runner = Runner(candidate, self.engine, chooser=follow)
-        threads = {t.name: t for t in runner.threads}
-        runner.run()
-        self.projections += 1
-        return candidate.model_copy(update={"schedule": list(runner.schedule_taken or [])})
-
     def rebuild(self, current: Program, order: list[int],
                 drop_threads: frozenset[str] = frozenset()) -> Program | None:
-        """``current`` with operations ``order`` (old indices, in their new order)."""
+        """``current`` with operations ``order`` (old indices, in their new order),
+        without threads ``drop_threads``; the schedule's places follow the operations."""
         data = current.to_dict()
         ops = data["ops"]
         data["ops"] = [ops[i] for i in order]
         data["threads"] = [t for t in data["threads"] if t["name"] not in drop_threads]
-        return self.project(current, order, data)
+        new_index = {old: new for new, old in enumerate(order)}
+        data["schedule"] = renumber_schedule(
+            [e for e in data["schedule"] if e["thread"] not in drop_threads], new_index.get)
+        return self.build(data)
 
     # -- passes ----------------------------------------------------------------
     def pass_threads(self, current: Program) -> Program:
@@ -303,14 +251,14 @@ class _Minimizer:
 
         def with_entries(sub: list[int]) -> Program | None:
             data = base.to_dict()
-            data["schedule"] = [list(base.schedule[i]) for i in sorted(sub)]
+            data["schedule"] = [data["schedule"][i] for i in sorted(sub)]
             return self.build(data)
 
         keep = ddmin(range(len(base.schedule)), lambda sub: self.ask(with_entries(sub)))
         if len(keep) == len(base.schedule):
             return current
         dropped = [base.schedule[i] for i in range(len(base.schedule)) if i not in set(keep)]
-        self.note(Pass.SCHEDULE, "preemptions " + ", ".join(f"[{s}, {t}]" for s, t in dropped))
+        self.note(Pass.SCHEDULE, "preemptions " + ", ".join(map(_describe, dropped)))
         return with_entries(keep)  # type: ignore[return-value]
 
     def pass_simplify(self, current: Program) -> Program:
@@ -349,25 +297,21 @@ class _Minimizer:
         except _Budget:
             self.result.exhausted = True
         self.result.runs = self.runs
-        self.result.projections = self.projections
         self.result.invalid = self.invalid
         return self.result
 
 
-def minimize(program: Program, interesting: Interesting, *, max_runs: int = 2000,
-             engine: str | None = None) -> MinimizeResult:
+def minimize(program: Program, interesting: Interesting, *,
+             max_runs: int = 2000) -> MinimizeResult:
     """Delta-debug ``program`` down to a smaller one for which ``interesting`` holds.
 
     @interesting: deterministic predicate; called once per distinct valid candidate.
     @max_runs: at most this many calls of ``interesting``; when reached, the
         smallest interesting program so far is returned with ``exhausted`` set.
-    @engine: kernel version whose interleaving the threads and ops passes
-        project onto their candidates (see the module docstring); without
-        one, schedule entries keep their step numbers.
     Return: a :class:`MinimizeResult`.  Raises :class:`NotInterestingError`
     when ``program`` itself is not interesting.
     """
-    return _Minimizer(interesting, max_runs, engine).run(program)
+    return _Minimizer(interesting, max_runs).run(program)
 
 
 def divergence_signatures(program: Program, engine_a: str, engine_b: str) -> set[str]:
@@ -382,9 +326,8 @@ def minimize_divergence(program: Program, engine_a: str, engine_b: str, signatur
         as uninteresting, so delta debugging ends at once with the smallest
         program found so far (a campaign's time budget; the result then
         depends on timing, the stored program does not).
-    Other keyword arguments go to :func:`minimize`; ``engine`` defaults to ``engine_a``.
+    Other keyword arguments go to :func:`minimize`.
     """
-    kw.setdefault("engine", engine_a)
 
     def interesting(candidate: Program) -> bool:
         return ((until is None or time.monotonic() < until)

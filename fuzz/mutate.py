@@ -7,9 +7,20 @@ These mutations work on the operations themselves: copy one elsewhere,
 remove one, swap two neighbours, widen a range to its whole mapping, change
 an madvise advice, add a kthread operation (reclaim, the deferred-split
 shrinker) or a device's DMA write through a pin, or preempt the thread in an
-operation for one step of another (a schedule entry: syzkaller's
-programs cannot say where a race happens, ours can).  A result the program
-format rejects is dropped, never repaired.
+operation for one segment of another (a schedule entry: syzkaller's
+programs cannot say where a race happens, ours can).
+
+A preemption names a place of an operation (:class:`engine.program.Preemption`),
+so the schedule follows the operations through every mutation: entries are
+renumbered when operations move (:func:`engine.program.renumber_schedule`)
+and go with the operation they name when it is removed.
+
+Mutations keep the pin rules of the format by construction: a DMA write
+goes between its pin and that pin's unpin, an unpin is never copied (a pin
+is released once), neighbours that name the same pin or reference are not
+swapped, and a removed pin or reference takes the operations that use it
+along.  Any other result the program format rejects (a range no mapping
+covers after a removal, too many threads) is dropped, never repaired.
 """
 
 from __future__ import annotations
@@ -19,7 +30,9 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.errors import ProgramError
-from engine.program import Advice, Program, parse_program
+from engine.program import Advice, Program, parse_program, renumber_schedule
+from engine.run import YIELD_POINTS
+from engine.sched import YieldPoint
 
 Ops = list[dict[str, Any]]
 
@@ -34,21 +47,68 @@ def _fresh(data: dict[str, Any], op: dict[str, Any]) -> dict[str, Any]:
     return op
 
 
+def _insert(data: dict[str, Any], j: int, op: dict[str, Any]) -> None:
+    """Insert ``op`` at index ``j``; the schedule's places follow the operations after it."""
+    data["ops"].insert(j, op)
+    data["schedule"] = renumber_schedule(data["schedule"], lambda i: i + 1 if i >= j else i)
+
+
+def _held_until(ops: Ops, i: int, pin: str) -> int:
+    """The index of the first unpin of ``pin`` after op ``i``, or ``len(ops)``: a DMA
+    through the pin inserted at any index from ``i + 1`` up to it is through a held pin."""
+    return next((j for j in range(i + 1, len(ops))
+                 if ops[j]["op"] == "unpin" and ops[j]["pin"] == pin), len(ops))
+
+
 def _copy(data: dict[str, Any], rng: random.Random) -> None:
+    """Copy an operation to a later index.
+
+    Not an unpin (its pin is released by then) nor a fork (its child mm
+    exists by then); a DMA write goes no later than its pin's unpin.
+    """
     ops = data["ops"]
-    i = rng.randrange(len(ops))
-    ops.insert(rng.randint(i + 1, len(ops)), _fresh(data, ops[i]))
+    copyable = [i for i, o in enumerate(ops) if o["op"] not in ("unpin", "fork")]
+    if not copyable:
+        return
+    i = rng.choice(copyable)
+    last = _held_until(ops, i, ops[i]["pin"]) if ops[i]["op"] == "dma_write" else len(ops)
+    _insert(data, rng.randint(i + 1, last), _fresh(data, ops[i]))
 
 
 def _remove(data: dict[str, Any], rng: random.Random) -> None:
-    del data["ops"][rng.randrange(len(data["ops"]))]
+    """Remove an operation; a pin or a speculative reference takes the operations naming it along."""
+    ops = data["ops"]
+    i = rng.randrange(len(ops))
+    gone = {i}
+    if ops[i]["op"] == "pin":
+        gone |= {j for j, o in enumerate(ops)
+                 if o["op"] in ("dma_write", "unpin") and o["pin"] == ops[i]["pin"]}
+    elif ops[i]["op"] == "folio_try_get":
+        gone |= {j for j, o in enumerate(ops) if o["op"] == "folio_put" and o["ref"] == ops[i]["ref"]}
+    index: dict[int, int] = {}
+    for j in range(len(ops)):
+        if j not in gone:
+            index[j] = len(index)
+    data["ops"] = [o for j, o in enumerate(ops) if j not in gone]
+    data["schedule"] = renumber_schedule(data["schedule"], index.get)
+
+
+def _related(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two operations name the same pin or speculative reference."""
+    return any(key in a and a[key] == b.get(key) for key in ("pin", "ref"))
 
 
 def _swap(data: dict[str, Any], rng: random.Random) -> None:
+    """Swap two neighbours that do not name the same pin or reference (swapped,
+    a use would come before its pin, or a DMA after its unpin)."""
     ops = data["ops"]
-    if len(ops) > 1:
-        i = rng.randrange(len(ops) - 1)
-        ops[i], ops[i + 1] = ops[i + 1], ops[i]
+    apart = [i for i in range(len(ops) - 1) if not _related(ops[i], ops[i + 1])]
+    if not apart:
+        return
+    i = rng.choice(apart)
+    ops[i], ops[i + 1] = ops[i + 1], ops[i]
+    data["schedule"] = renumber_schedule(
+        data["schedule"], lambda j: i + 1 if j == i else i if j == i + 1 else j)
 
 
 def _widen(data: dict[str, Any], rng: random.Random) -> None:
@@ -78,13 +138,14 @@ def _kthread_op(data: dict[str, Any], rng: random.Random) -> None:
         data["threads"].append({"name": name, "kind": "kthread", "mm": None})
         kthreads = [name]
     op = rng.choice(("reclaim", "deferred_split_scan"))
-    data["ops"].insert(rng.randint(0, len(data["ops"])),
-                       {"thread": rng.choice(kthreads), "op": op})
+    _insert(data, rng.randint(0, len(data["ops"])), {"thread": rng.choice(kthreads), "op": op})
 
 
 def _device_op(data: dict[str, Any], rng: random.Random) -> None:
-    """Add a DMA write through a FOLL_WRITE pin, after the pin, by a device thread."""
-    pins = [i for i, o in enumerate(data["ops"]) if o["op"] == "pin" and o.get("write", True)]
+    """Add a DMA write by a device thread through a FOLL_WRITE pin, while the pin is held:
+    after the pin and no later than its unpin."""
+    ops = data["ops"]
+    pins = [i for i, o in enumerate(ops) if o["op"] == "pin" and o.get("write", True)]
     if not pins:
         return
     i = rng.choice(pins)
@@ -93,15 +154,15 @@ def _device_op(data: dict[str, Any], rng: random.Random) -> None:
         name = next(f"D{j}" for j in range(9) if all(t["name"] != f"D{j}" for t in data["threads"]))
         data["threads"].append({"name": name, "kind": "device", "mm": None})
         devices = [name]
-    data["ops"].insert(rng.randint(i + 1, len(data["ops"])),
-                       {"thread": rng.choice(devices), "op": "dma_write",
-                        "pin": data["ops"][i]["pin"], "value": rng.randint(1, 255)})
+    pin = ops[i]["pin"]
+    _insert(data, rng.randint(i + 1, _held_until(ops, i, pin)),
+            {"thread": rng.choice(devices), "op": "dma_write", "pin": pin,
+             "value": rng.randint(1, 255)})
 
 
 #: Scheduling steps an operation of each kind takes per page it covers, and
 #: besides (measured on the seed corpus: PAGEOUT walks, then unmaps each PTE).
-#: Only an estimate for where a preemption lands; a step past the run's end is a
-#: schedule entry that never applies.
+#: Only an estimate of where preemptions are worth aiming.
 _STEPS_PER_PAGE = {"read": (1, 0), "write": (1, 0), "madvise": (2, 2), "pin": (2, 1)}
 _STEPS_OTHER = {"mmap": 1, "fork": 1, "mprotect": 1, "mremap": 1, "lru_add_drain": 1,
                 "folio_try_get": 1, "folio_put": 1, "deferred_split_scan": 2}
@@ -116,13 +177,68 @@ def estimated_steps(op: dict[str, Any]) -> int:
     return _STEPS_OTHER.get(op["op"], _STEPS_UNKNOWN)
 
 
-def _preempt(data: dict[str, Any], rng: random.Random) -> None:
-    """Let another thread run one step inside an operation: a new schedule entry.
+def _extent(data: dict[str, Any], i: int) -> tuple[int, int, int]:
+    """(pages, folios, large folios) operation ``i`` plausibly walks.
 
-    The op-order policy hands the CPU back once that step is done, so one
-    entry is one preemption; it lands on a step drawn uniformly over the
-    steps the operations are estimated to take, so long kernel paths (a
-    PAGEOUT over a large folio) get most of them, as they should.
+    A ranged operation covers its own pages, in folios of the order of the
+    mmap its address lies in; a DMA or unpin the pages of its pin; reclaim
+    and the shrinker whatever the program maps, up to ``nr_to_scan`` folios.
+    An estimate: which folios exist when the operation runs is the run's
+    business.
+    """
+    ops = data["ops"]
+    op = ops[i]
+    maps = [o for o in ops if o["op"] == "mmap"]
+    if op["op"] in ("reclaim", "deferred_split_scan"):
+        pages = sum(o["pages"] for o in maps)
+        folios = sum(-(-o["pages"] // (1 << o.get("order", 0))) for o in maps)
+        large = sum(o["pages"] >> o.get("order", 0) for o in maps if o.get("order", 0))
+        scan = op.get("nr_to_scan", 32)
+        return pages, min(folios, scan), min(large, scan)
+    if op["op"] in ("dma_write", "unpin"):
+        op = next((o for o in ops if o["op"] == "pin" and o["pin"] == op["pin"]), op)
+    pages = op.get("pages", 1)
+    addr = op.get("addr")
+    order = next((o.get("order", 0) for o in maps
+                  if addr is not None and o["addr"] <= addr < o["addr"] + (o["pages"] << 12)), 0)
+    folios = -(-pages // (1 << order))
+    return pages, folios, folios if order else 0
+
+
+def occurrences(data: dict[str, Any], i: int, at: YieldPoint) -> int:
+    """How many yield points of kind ``at`` operation ``i`` of ``data`` plausibly reaches (at least 1).
+
+    One per page for the per-page windows, one fewer for the windows between
+    two pages, PTEs or folios (v6.14 counts its PTEs one by one; a batched
+    version reaches fewer, and an occurrence it does not reach preempts at
+    the operation's end).
+    """
+    pages, folios, large = _extent(data, i)
+    per_kind = {
+        YieldPoint.BETWEEN_PAGES: pages - 1,
+        YieldPoint.GUP_FAST_READ: pages,
+        YieldPoint.GUP_FAST_GRABBED: pages,
+        YieldPoint.PTE_CLEARED: pages,
+        YieldPoint.BETWEEN_PTES: pages - 1,
+        YieldPoint.BETWEEN_FOLIOS: folios - 1,
+        YieldPoint.BEFORE_FREEZE: folios,
+        YieldPoint.SHRINKER_REF_HELD: large,
+    }
+    return max(1, per_kind.get(at, 1))
+
+
+def _preempt(data: dict[str, Any], rng: random.Random) -> None:
+    """Let another thread run one segment at a place inside an operation: a schedule entry.
+
+    The op-order policy hands the CPU back once that segment is done, so one
+    entry is one preemption.  The operation is drawn weighted by the steps
+    it is estimated to take, so long kernel paths (a PAGEOUT over a large
+    folio) get most preemptions, as they should; the kind of place uniformly
+    among those its kernel path can reach and its end (each kind is another
+    window, and the rare ones are the interesting ones); the occurrence
+    uniformly over those it plausibly reaches (:func:`occurrences`); the
+    thread among those of the other operations.  An entry at the same place
+    is replaced.
     """
     ops = data["ops"]
     busy = {o["thread"] for o in ops}
@@ -133,10 +249,13 @@ def _preempt(data: dict[str, Any], rng: random.Random) -> None:
         total += estimated_steps(op)
         ends.append(total)
     step = rng.randrange(total)
-    running = ops[next(i for i, end in enumerate(ends) if step < end)]["thread"]
-    other = rng.choice(sorted(busy - {running}))
-    data["schedule"] = sorted([[at, name] for at, name in data["schedule"] if at != step]
-                              + [[step, other]])
+    i = next(j for j, end in enumerate(ends) if step < end)
+    at = rng.choice(YIELD_POINTS.get(ops[i]["op"], ()) + (YieldPoint.OP_END,))
+    nth = rng.randint(1, occurrences(data, i, at)) if at is not YieldPoint.OP_END else 1
+    other = rng.choice(sorted(busy - {ops[i]["thread"]}))
+    place = (i, at.value, nth)
+    data["schedule"] = [e for e in data["schedule"] if (e["op"], e["at"], e["nth"]) != place]
+    data["schedule"].append({"op": i, "at": at.value, "nth": nth, "thread": other})
 
 
 MUTATIONS: tuple[Callable[[dict[str, Any], random.Random], None], ...] = (
@@ -144,11 +263,12 @@ MUTATIONS: tuple[Callable[[dict[str, Any], random.Random], None], ...] = (
 
 
 def mutate_program(program: Program, rng: random.Random, rounds: int = 2) -> Program | None:
-    """Up to ``rounds`` operation-level mutations of ``program``.
+    """Up to ``rounds`` operation-level mutations of ``program``; its schedule follows.
 
-    Return: the mutated program, or None when the format rejects it (an
-    unpin of a pin that is gone, a range no mapping covers, too many
-    threads).
+    Preemptions are added after the operations changed, so that they aim at
+    the operations as they end up.
+    Return: the mutated program, or None when the format rejects it (a range
+    no mapping covers, too many threads).
     """
     data = program.to_dict()
     data["threads"] = [dict(t) for t in data["threads"]]
@@ -159,10 +279,8 @@ def mutate_program(program: Program, rng: random.Random, rounds: int = 2) -> Pro
             return None
         if mutation is not _preempt:
             mutation(data, rng)
-    if data["schedule"] and len(chosen) > chosen.count(_preempt) and rng.random() < 0.5:
-        data["schedule"] = []       # the steps no longer line up with the operations
     for _ in range(chosen.count(_preempt)):
-        _preempt(data, rng)         # after the operations changed, so the aim fits them
+        _preempt(data, rng)
     try:
         return parse_program(data)
     except ProgramError:

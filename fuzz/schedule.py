@@ -1,8 +1,14 @@
 """Schedule search: other interleavings of a program's fixed set of operations.
 
-Three explorers, each driving :class:`engine.run.Runner` through its chooser
-hook and returning programs whose sparse ``schedule`` replays the explored
-run exactly through plain :func:`engine.run.run`:
+The explorers drive :class:`engine.run.Runner` through its chooser hook,
+which decides step by step, and return programs whose ``schedule`` replays
+the explored run exactly through plain :func:`engine.run.run`: the places
+(operation, kind of yield point, occurrence) at which the run left the
+op-order policy, and the thread it ran there
+(:attr:`engine.run.Runner.schedule_taken`).  A place means the same point
+of an operation on every engine, so on another engine the program preempts
+where that engine reaches those places (or, for a window its version does
+not have, where the operation ends):
 
 - :func:`random_schedule`: a uniformly random runnable thread at every step
   (shuttle's and Coyote's ``random``).
@@ -40,7 +46,7 @@ def _unscheduled(program: Program) -> Program:
 
 
 def _explored(program: Program, runner: Runner) -> Program:
-    """``program`` with the schedule ``runner`` took (after its run)."""
+    """``program`` with the places at which ``runner``'s run (done) left the op-order policy."""
     return program.model_copy(update={"schedule": list(runner.schedule_taken or [])})
 
 
@@ -48,7 +54,7 @@ def random_schedule(program: Program, engine: str, rng: random.Random) -> Progra
     """Run ``program`` choosing a uniformly random runnable thread at every step.
 
     @rng: the only source of randomness; the same seed gives the same schedule.
-    Return: ``program`` with the sparse schedule that replays that run.
+    Return: ``program`` with the schedule (places) that replays that run.
     """
     base = _unscheduled(program)
     runner = Runner(base, engine, chooser=lambda step, names, default: rng.choice(names))
@@ -97,7 +103,7 @@ def pct_schedule(program: Program, engine: str, depth: int, rng: random.Random,
     @rng: the only source of randomness (priorities and change points).
     @max_steps: k; by default the step count of the program's default run
         (an estimate: other schedules may take a few steps more or fewer).
-    Return: ``program`` with the sparse schedule that replays the run.
+    Return: ``program`` with the schedule (places) that replays the run.
     Raises ValueError for ``depth < 1``.
     """
     if depth < 1:
@@ -154,7 +160,7 @@ def delay_schedule(program: Program, engine: str, delays: int, rng: random.Rando
     @delays: d >= 0; 0 is the default run.
     @rng: the only source of randomness (delay points and the threads run).
     @max_steps: k; by default the step count of the program's default run.
-    Return: ``program`` with the sparse schedule that replays the run.
+    Return: ``program`` with the schedule (places) that replays the run.
     Raises ValueError for ``delays < 0``.
     """
     if delays < 0:
@@ -206,7 +212,9 @@ class _Choice:
         return cls(int(step), [str(o) for o in options], [int(c) for c in costs], int(index))
 
 
-STATE_VERSION = 1
+#: 2: program format 2 (place schedules, devices that wait for their pin and
+#: DMA), whose runs take other steps than the choices a version-1 state recorded.
+STATE_VERSION = 2
 
 
 class Exhaustive:
@@ -228,8 +236,11 @@ class Exhaustive:
     its operation first); bound 1 holds every point where one other thread
     cuts in, and for how many of its segments.
 
-    Iterate to get programs (each with the sparse schedule that replays its
-    run; distinct choices give distinct schedules, so none is yielded twice).
+    Iterate to get programs (each with the schedule of places that replays
+    its run; two runs part at a first differing choice, made at the same
+    place, so distinct choices give distinct schedules and none is yielded
+    twice).  The state records choices by thread name and step, not places:
+    a resumed search re-runs its prefix to stand where it stood.
     :meth:`state` after any yield is JSON-serialisable, and
     :meth:`from_state` continues right after the last program yielded.
     Bookkeeping: :attr:`runs` executions so far (schedules with fewer

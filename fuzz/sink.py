@@ -12,6 +12,13 @@ signatures, and minimizing each would take a short campaign's whole time;
 a caller that minimized a program itself hands it in (``minimized``) and
 the store keeps it as the rule's sample.
 
+A report with a run that ended in a harness error (``Verdict.HARNESS``: an
+exception of foliodiff itself, not a kernel report) holds no divergence
+and says nothing about either kernel: it never reaches the divergence
+store.  It goes to the store's harness-error table, as the run had it (not
+minimized: a defect of the harness is fixed in the harness), and the sink
+counts it apart from the kernel findings.
+
 Writes are batched: the sink flushes when its batch is full, when
 ``flush_every`` seconds passed since the last flush, and when the worker
 stops.  Only a flush that committed reports anything as stored, so a
@@ -28,7 +35,13 @@ from dataclasses import dataclass, field
 from engine.diff import Classification, Report
 from engine.program import Program
 from fuzz.minimize import NotInterestingError, minimize_divergence
-from service.store import DivergenceRecord, Store, records_from_report
+from service.store import (
+    DivergenceRecord,
+    HarnessRecord,
+    Store,
+    harness_records_from_report,
+    records_from_report,
+)
 
 
 @dataclass
@@ -43,8 +56,29 @@ class Stored:
 
 
 @dataclass
+class HarnessStored:
+    """A harness error a flush stored, the first time this worker stored its signature.
+
+    @new: the store held no record of the signature before (else its hits grew).
+    """
+
+    harness_error_id: int
+    signature: str
+    engine: str
+    exception: str
+    message: str
+    op: str | None
+    function: str | None
+    new: bool
+
+
+@dataclass
 class SinkStats:
-    """What a sink saw: reports, unique signatures by kind, minimization cost."""
+    """What a sink saw: reports, unique signatures by kind, minimization cost.
+
+    Harness errors are no kind of divergence: ``harness`` counts the runs
+    that ended in one, ``harness_signatures`` their signature ids.
+    """
 
     reports: int = 0
     intended: int = 0
@@ -52,13 +86,16 @@ class SinkStats:
     signatures: dict[str, set[str]] = field(default_factory=dict)   # kind -> signature ids
     minimize_runs: int = 0
     stored: int = 0
+    harness: int = 0
+    harness_signatures: set[str] = field(default_factory=set)
 
     def by_kind(self) -> dict[str, int]:
         return {kind: len(ids) for kind, ids in sorted(self.signatures.items())}
 
 
 class FindingSink:
-    """Collects one worker's divergences and writes them to the store in batches.
+    """Collects one worker's divergences and harness errors and writes them to the
+    store in batches.
 
     @store: the campaign's store.
     @campaign_id: where intended divergences are counted.
@@ -66,13 +103,16 @@ class FindingSink:
     @minimize: minimize new unexpected divergences, within ``max_minimize_runs``
         runs, ``minimize_seconds`` and the campaign's ``deadline`` (monotonic).
     @on_stored: called after each commit with what it stored for the first time.
+    @on_harness: called after each commit with the harness errors whose
+        signatures this sink stored for the first time.
     """
 
     def __init__(self, store: Store, campaign_id: int, *, known: set[str],
                  minimize: bool = True, max_minimize_runs: int = 500,
                  minimize_seconds: float = 30.0, deadline: float | None = None,
                  batch: int = 200, flush_every: float = 1.0,
-                 on_stored: Callable[[list[Stored]], None] | None = None) -> None:
+                 on_stored: Callable[[list[Stored]], None] | None = None,
+                 on_harness: Callable[[list[HarnessStored]], None] | None = None) -> None:
         self.store = store
         self.campaign_id = campaign_id
         self.known = set(known)
@@ -83,8 +123,10 @@ class FindingSink:
         self.batch = batch
         self.flush_every = flush_every
         self.on_stored = on_stored
+        self.on_harness = on_harness
         self.stats = SinkStats()
         self._pending: list[DivergenceRecord] = []
+        self._harness: list[HarnessRecord] = []
         self._fresh: dict[str, Stored] = {}          # signature id -> not yet committed
         self._last_flush = time.monotonic()
 
@@ -94,8 +136,17 @@ class FindingSink:
         @minimized: a reproducer of ``report``'s divergences the caller already
             minimized (under a stricter predicate); the sink then spends no
             minimization of its own on them.
+
+        A report with a harness error has no divergences: its runs go to the
+        harness-error table, and no signature id comes back.
         """
         self.stats.reports += 1
+        if report.harness:
+            for rec in harness_records_from_report(report, program):
+                self.stats.harness += 1
+                self._harness.append(rec)
+            self._maybe_flush()
+            return []
         if not report.divergences:
             self._maybe_flush()
             return []
@@ -138,13 +189,16 @@ class FindingSink:
         return res.program
 
     def _maybe_flush(self) -> None:
-        if (len(self._pending) >= self.batch
-                or self._pending and time.monotonic() - self._last_flush >= self.flush_every):
+        waiting = len(self._pending) + len(self._harness)
+        if (waiting >= self.batch
+                or waiting and time.monotonic() - self._last_flush >= self.flush_every):
             self.flush()
 
     def flush(self) -> list[Stored]:
-        """Write the pending records in one transaction; return what it stored first."""
+        """Write the pending records, divergences and harness errors each in one
+        transaction; return the divergences it stored first."""
         self._last_flush = time.monotonic()
+        self._flush_harness()
         if not self._pending:
             return []
         result = self.store.upsert_divergences(self._pending, campaign_id=self.campaign_id)
@@ -158,3 +212,18 @@ class FindingSink:
         if stored and self.on_stored is not None:
             self.on_stored(stored)
         return stored
+
+    def _flush_harness(self) -> None:
+        if not self._harness:
+            return
+        result = self.store.upsert_harness_errors(self._harness, campaign_id=self.campaign_id)
+        found = []
+        for rec in self._harness:
+            if rec.signature_id not in self.stats.harness_signatures:
+                self.stats.harness_signatures.add(rec.signature_id)
+                found.append(HarnessStored(result.ids[rec.signature_id], rec.signature,
+                                           rec.engine, rec.exception, rec.message, rec.op,
+                                           rec.function, rec.signature_id in result.new))
+        self._harness = []
+        if found and self.on_harness is not None:
+            self.on_harness(found)

@@ -30,9 +30,11 @@ from engine.corpus import load_any
 from engine.diff import Report
 from engine.errors import ProgramError
 from engine.program import Program, parse_program
+from engine.upgrade import DEFAULT_READING
 from fuzz.hints import HINT_RATE, HINT_TRIES, mutant_inputs
 from fuzz.mutate import mutate_program
-from fuzz.schedule import Exhaustive, decision_count, delay_schedule, pct_schedule
+from fuzz.schedule import (Exhaustive, ExhaustiveStateError, decision_count, delay_schedule,
+                           pct_schedule)
 
 #: Shortest and longest random input, in bytes (programs of ~1 to ~30 operations).
 MIN_INPUT = 4
@@ -87,17 +89,21 @@ def features(program: Program, report: Report) -> set[str]:
 
 
 def seed_inputs(directory: str | Path, *,
-                keep: Callable[[Program], bool] = lambda program: True) -> list[bytes]:
+                keep: Callable[[Program], bool] = lambda program: True,
+                reading: str = DEFAULT_READING) -> list[bytes]:
     """The programs of a seed corpus (``*.json``, as in ``corpus/``) as byte inputs.
 
     Like a ClusterFuzz seed corpus: the fuzzers start by mutating these.
     @keep: which programs to take (the fuzz benchmark leaves out any that
         already shows the divergence it times).
+    @reading: the engine a format-1 file's schedule is read on
+        (:mod:`engine.upgrade`): a campaign's first engine, whose
+        interleaving its seeds were written for.
     Return: each kept program's :func:`engine.codec.encode`, in file-name order.
     """
     out = []
     for path in sorted(Path(directory).glob("*.json")):
-        program = load_any(str(path))
+        program = load_any(str(path), reading)
         if keep(program):
             out.append(encode(program))
     return out
@@ -158,12 +164,7 @@ def mutate(data: bytes, rng: random.Random, corpus: Corpus) -> bytes:
 def program_mutant(data: bytes, rng: random.Random) -> bytes | None:
     """``data`` mutated operation by operation (:mod:`fuzz.mutate`), re-encoded."""
     program = mutate_program(decode(data), rng)
-    if program is None:
-        return None
-    try:
-        return encode(program)
-    except ValueError:          # a schedule the byte format cannot spell
-        return None
+    return None if program is None else encode(program)
 
 
 def _pick(rng: random.Random, corpus: Corpus) -> bytes:
@@ -313,8 +314,14 @@ class Source:
             if not affordable(base):
                 self.position = {"i": i + 1}
                 continue
-            search = (Exhaustive.from_state(base, self.engine, state) if state
-                      else Exhaustive(base, self.engine, self.preemption_bound))
+            search = None
+            if state:
+                try:
+                    search = Exhaustive.from_state(base, self.engine, state)
+                except ExhaustiveStateError:
+                    state = None            # saved by an older format: start this base again
+            if search is None:
+                search = Exhaustive(base, self.engine, self.preemption_bound)
             cap = EXHAUSTIVE_CAP
             for n, program in enumerate(search):
                 self.position = {"i": i, "state": search.state()}

@@ -1,10 +1,11 @@
 """A Hypothesis state machine that grows a program and checks two kernels after every step.
 
 Each rule appends one operation (or one preemption) to a program that only
-ever makes sense: regions are mapped before use, pins are unpinned at most
-once, the child process exists before its task acts.  After every step the
-program so far runs on both engines of the pair through
-:func:`engine.diff.differential`, and the invariant holds when
+ever makes sense: regions are mapped before use, a pin is unpinned at most
+once and DMA goes only through pins still held, the child process exists
+before its task acts.  After every step the program so far runs on both
+engines of the pair through :func:`engine.diff.differential`, and the
+invariant holds when
 
 - each engine's oracle verdict is OK (no crash, data loss, broken invariant,
   leak or hang), and
@@ -14,8 +15,8 @@ How it runs incrementally: the whole program is re-run after each step.  A
 Runner is a pure function of a frozen program and cannot honestly be fed
 operations: an appended operation of another thread may run before earlier
 ones (the op-order policy picks the first *runnable* operation, and a
-preemption may name any step), so a kept Runner would answer for a
-different interleaving.  Measured (2-core VM, up to 30 steps, before the
+preemption may name a place of any earlier operation), so a kept Runner
+would answer for a different interleaving.  Measured (2-core VM, up to 30 steps, before the
 differential traced every run): v6.14 vs v6.15, ~100 checks/s, ~4.6
 machines/s; v5.17 vs v6.14, whose runs part on almost every program, ~18
 checks/s (tracing from the start made such pairs ~1.8x faster).
@@ -47,6 +48,8 @@ from engine.diff import differential
 from engine.kernels import resolve_engine
 from engine.oracle import Verdict
 from engine.program import PAGE_SIZE, Program, parse_program
+from engine.run import YIELD_POINTS
+from engine.sched import YieldPoint
 from fuzz.minimize import minimize
 
 __all__ = ["CampaignStats", "Finding", "FindingError", "LazyfreeMachine", "check_pair",
@@ -134,7 +137,7 @@ class LazyfreeMachine(RuleBasedStateMachine):
         super().__init__()
         self.threads = [dict(t) for t in _THREADS]
         self.ops: list[dict[str, Any]] = []
-        self.schedule: list[list[Any]] = []
+        self.schedule: dict[tuple[int, str, int], str] = {}    # place -> thread
         # (mm that may touch it, first address, pages, order)
         self.regions: list[tuple[int, int, int, int]] = []
         self.slots = 0
@@ -149,7 +152,8 @@ class LazyfreeMachine(RuleBasedStateMachine):
     # -- helpers -----------------------------------------------------------
     def program(self) -> Program:
         return parse_program({"version": 2, "threads": self.threads, "ops": self.ops,
-                              "schedule": self.schedule})
+                              "schedule": [{"op": op, "at": at, "nth": nth, "thread": thread}
+                                           for (op, at, nth), thread in self.schedule.items()]})
 
     def fresh(self, prefix: str) -> str:
         self.names += 1
@@ -294,12 +298,16 @@ class LazyfreeMachine(RuleBasedStateMachine):
         self.regions.append((0, new, pages, 0))
         self.add(thread="T0", op="mremap", addr=addr, pages=pages, new_addr=new)
 
-    @rule(data=st.data(), ahead=st.integers(1, 48))
-    def preempt(self, data, ahead):
-        """Let a thread cut in at a step after the last preemption."""
-        step = (self.schedule[-1][0] if self.schedule else -1) + ahead
+    @rule(data=st.data(), nth=st.integers(1, 4))
+    def preempt(self, data, nth):
+        """Let a thread cut in at a place of an operation so far (shrinking towards the
+        latest): a kind of yield point its kernel path reaches, or its end, and one of
+        its first occurrences.  A later preemption at the same place replaces it."""
+        i = len(self.ops) - 1 - data.draw(st.integers(0, len(self.ops) - 1), label="ops back")
+        kinds = YIELD_POINTS.get(self.ops[i]["op"], ()) + (YieldPoint.OP_END,)
+        at = data.draw(st.sampled_from(kinds), label="at")
         name = data.draw(st.sampled_from([t["name"] for t in self.threads]), label="thread")
-        self.schedule.append([step, name])
+        self.schedule[i, at.value, 1 if at is YieldPoint.OP_END else nth] = name
 
     # -- the oracles ---------------------------------------------------------
     @invariant()
@@ -345,7 +353,7 @@ def _shrunk(finding: Finding, known: frozenset[str], max_runs: int,
             return True
         return False
 
-    res = minimize(finding.program, same, max_runs=max_runs, engine=a)
+    res = minimize(finding.program, same, max_runs=max_runs)
     stats.minimize_runs += res.runs
     return last.get(res.program.to_json(None), finding)
 

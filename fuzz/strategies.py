@@ -8,10 +8,13 @@ Two shapes of valid program (every one passes
   0, 4 or 9), then writes, MADV_FREEs, reads, pins and unmaps inside them;
   optionally a child ``T1`` forked part-way through, kthreads that reclaim,
   run the deferred-split shrinker or take speculative folio references, a
-  DMA device writing through pins, and a short schedule of preemptions.
+  DMA device writing through pins, and a short schedule of preemptions,
+  each at a place the operation's kernel path can reach
+  (:data:`engine.run.YIELD_POINTS`, or its end) and a small occurrence.
 - :func:`any_programs` draws anything the format allows: arbitrary names,
   mm ids and fork graphs, regions declared after their use, ranges across
-  adjacent regions, unaligned addresses, large values and schedule steps.
+  adjacent regions, unaligned addresses, large values, and preemptions at
+  any kind of place of any operation (or the start), any occurrence.
   It is for properties of the format itself (codecs, JSON, the schema).
 
 :func:`seeded_programs` draws mutants of a seed corpus, so that a Hypothesis
@@ -38,6 +41,8 @@ from engine.program import (
     Program,
     parse_program,
 )
+from engine.run import YIELD_POINTS
+from engine.sched import YieldPoint
 from fuzz.mutate import mutate_program
 
 __all__ = ["any_programs", "names", "program_bytes", "programs", "seeded_programs"]
@@ -202,14 +207,10 @@ class _Builder:
         return op
 
     def releasable_pins(self, write: bool) -> list[str]:
-        """Pins an unpin (or, ``write``, a DMA write) may name.
-
-        Reclaim-shaped programs only use pins still held: a second unpin or
-        DMA after unpin is a driver bug the models need not survive.  Wild
-        programs use any pin named before, as the format allows.
-        """
-        names = [n for n, w in self.pins if w or not write]
-        return names if self.wild else [n for n in names if n not in self.unpinned]
+        """Pins an unpin (or, ``write``, a DMA write) may name: the ones still
+        held, since the format refuses a second unpin or a DMA after the unpin
+        (a driver completes its DMA before it unpins)."""
+        return [n for n, w in self.pins if (w or not write) and n not in self.unpinned]
 
     def unpin(self, thread: str) -> dict[str, Any]:
         pin = self.draw(st.sampled_from(self.releasable_pins(write=False)))
@@ -259,13 +260,40 @@ class _Builder:
             return self.kthread_op(thread["name"])
         return self.device_op(thread["name"])
 
-    def schedule(self, max_step: int) -> list[list[Any]]:
-        draw = self.draw
-        steps = draw(st.lists(st.integers(0, max_step), max_size=6 if self.wild else 3,
-                              unique=True).map(sorted))
-        return [[s, draw(st.sampled_from(self.threads))["name"]] for s in steps]
+    def place(self) -> tuple[int | None, YieldPoint, int] | None:
+        """A place of the operations drawn so far; None when there is none.
 
-    def program(self, schedule: list[list[Any]]) -> Program:
+        Reclaim-shaped: a kind of yield point the operation's kernel path
+        reaches, or its end, and one of its first occurrences (the windows
+        of the reclaim races open at the first PTEs).  Wild: any kind, the
+        start included, and any occurrence the format allows.
+        """
+        draw = self.draw
+        if self.wild:
+            at = draw(st.sampled_from(list(YieldPoint) if self.ops else [YieldPoint.START]))
+            if at is YieldPoint.START:
+                return None, at, 1
+            op = draw(st.integers(0, len(self.ops) - 1))
+            nth = 1 if at is YieldPoint.OP_END else draw(st.integers(1, 1 << 20))
+            return op, at, nth
+        if not self.ops:
+            return None
+        op = draw(st.integers(0, len(self.ops) - 1))
+        at = draw(st.sampled_from(YIELD_POINTS.get(self.ops[op]["op"], ()) + (YieldPoint.OP_END,)))
+        return op, at, 1 if at is YieldPoint.OP_END else draw(st.integers(1, 4))
+
+    def schedule(self) -> list[dict[str, Any]]:
+        """Preemptions at distinct places (:meth:`place`), each naming any thread."""
+        draw = self.draw
+        out: dict[tuple[int | None, YieldPoint, int], str] = {}
+        for _ in range(draw(st.integers(0, 6 if self.wild else 3))):
+            place = self.place()
+            if place is not None:
+                out[place] = draw(st.sampled_from(self.threads))["name"]
+        return [{"op": op, "at": at.value, "nth": nth, "thread": thread}
+                for (op, at, nth), thread in out.items()]
+
+    def program(self, schedule: list[dict[str, Any]]) -> Program:
         return parse_program({"version": PROGRAM_VERSION, "threads": self.threads,
                               "ops": self.ops, "schedule": schedule})
 
@@ -309,7 +337,7 @@ def programs(draw: Callable[[st.SearchStrategy], Any], max_ops: int = 32,
         op = b.op(draw(st.sampled_from(actors)))
         if op is not None:
             b.ops.append(op)
-    return b.program(b.schedule(4 * len(b.ops) + 8))
+    return b.program(b.schedule())
 
 
 @st.composite
@@ -369,7 +397,7 @@ def any_programs(draw: Callable[[st.SearchStrategy], Any], max_ops: int = 32) ->
     for op in structure:
         body.insert(draw(st.integers(0, len(body))), op)
     b.ops = body
-    return b.program(b.schedule(1 << 60))
+    return b.program(b.schedule())
 
 
 def program_bytes(max_size: int = 256) -> st.SearchStrategy[bytes]:

@@ -61,7 +61,9 @@ def _records(n: int) -> list[DivergenceRecord]:
     out = []
     for i in range(n):
         signature = f"{base.signature}|bench{i}"
-        text = json.dumps({**_BASE_PROGRAM, "schedule": [[i, "T0"]]}, separators=(",", ":"))
+        # A program of its own: T0 preempts reclaim (ops[5]) at its (i+1)-th folio.
+        schedule = [{"op": 5, "at": "between_folios", "nth": i + 1, "thread": "T0"}]
+        text = json.dumps({**_BASE_PROGRAM, "schedule": schedule}, separators=(",", ":"))
         out.append(dataclasses.replace(
             base, signature=signature,
             signature_id=hashlib.sha1(signature.encode()).hexdigest()[:16],
@@ -103,7 +105,9 @@ def bench_ingest(n: int = 100_000, batch: int = 1_000, path: str | None = None) 
                 rates[f"{phase}_upserts_per_s"] = n / (time.perf_counter() - t0)
             _, total = store.list_divergences(limit=1)
             size = Path(url.removeprefix("sqlite:///")).stat().st_size
-    pack_us = _pack_cost(store.get_divergence(1).outcome_a)
+            # Read back while the file is there: without ``path`` it goes with ``tmp``.
+            outcome = store.get_divergence(1).outcome_a
+    pack_us = _pack_cost(outcome)
     result = {"divergences": total, "batch": batch, **{k: round(v) for k, v in rates.items()},
               "db_mib": round(size / 2**20, 1),
               "producer_pack_us_per_outcome": round(pack_us, 1)}

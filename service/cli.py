@@ -1,7 +1,8 @@
 """The ``foliodiff`` command: a thin edge over the engine and the service.
 
 Exit codes of ``run``: 0 equal or intended only, 1 an unexpected
-divergence, 2 bad input.
+divergence, 2 bad input, 3 a run ended in a harness error (an exception of
+foliodiff itself, not a kernel report: printed with its stack).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from engine.errors import FoliodiffError
 from engine.kernels import ALIASES, C_TWINS, KERNELS, ORDER, resolve_engine
@@ -24,7 +26,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 console = Console(width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
-EXIT_OK, EXIT_UNEXPECTED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_UNEXPECTED, EXIT_BAD_INPUT, EXIT_HARNESS = 0, 1, 2, 3
 
 
 def _engines(spec: str) -> list[str]:
@@ -37,6 +39,37 @@ def _engines(spec: str) -> list[str]:
 def _fail(message: str) -> None:
     err.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _load(path: str, reading: str):
+    """The program in file @path; a format-1 schedule is read on @reading, and the
+    user told what the upgrade did (on stderr: stdout may be JSON or C)."""
+    from service.triage import load_program_file
+    up = load_program_file(path, reading)
+    if up.note:
+        err.print(f"{path}: program format 1, upgraded: {up.note}", highlight=False,
+                  markup=False)
+    return up.program
+
+
+def _exit_on_harness(outcomes) -> None:
+    """Exit 3 when a run ended in a harness error, printing each exception and its stack."""
+    from engine.oracle import Verdict
+    broken = [o for o in outcomes if o.verdict is Verdict.HARNESS]
+    if not broken:
+        return
+    for o in broken:
+        err.print(Text(f"harness error on {o.engine}: a defect of foliodiff itself, not a "
+                       f"finding about the kernel", style="bold red"))
+        c = o.crash
+        if c is not None:
+            where = f" at ops[{c.op_index}]" if c.op_index is not None else ""
+            err.print(f"  {c.field}{where} (thread {c.thread}, step {c.step}): {c.message}",
+                      highlight=False, markup=False)
+            err.print("  stack, innermost first:", highlight=False)
+            for frame in c.stack:
+                err.print(f"    {frame}", highlight=False, markup=False)
+    raise typer.Exit(EXIT_HARNESS)
 
 
 def _outcome_table(outcomes) -> Table:
@@ -66,13 +99,15 @@ def run(
     engines: Annotated[str, typer.Option(help="one engine, or two to compare")] = "v6.14,v6.15",
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
 ) -> None:
-    """Run a program on one engine, or on two and classify the divergences."""
-    from engine.corpus import load_any
+    """Run a program on one engine, or on two and classify the divergences.
+
+    A format-1 program's schedule is read on the first engine.
+    """
     from engine.diff import differential
     from engine.run import run as run_one
     try:
         names = _engines(engines)
-        prog = load_any(program)
+        prog = _load(program, names[0])
     except (FoliodiffError, typer.BadParameter) as exc:
         _fail(str(exc))
     if len(names) == 1:
@@ -81,6 +116,7 @@ def run(
             print(json.dumps(outcome.to_dict(), default=str))
         else:
             console.print(_outcome_table([outcome]))
+        _exit_on_harness([outcome])
         raise typer.Exit(EXIT_OK)
     report = differential(prog, names[0], names[1])
     if as_json:
@@ -104,6 +140,7 @@ def run(
             if len(d.fields) > 40:
                 t.add_row(f"... {len(d.fields) - 40} more", "", "", "")
             console.print(t)
+    _exit_on_harness([report.a, report.b])
     raise typer.Exit(EXIT_UNEXPECTED if report.unexpected else EXIT_OK)
 
 
@@ -422,8 +459,9 @@ def reproducer(
 ) -> None:
     """Export a program, a stored divergence or a corpus program as a static C reproducer."""
     import os
-    from engine.corpus import CORPUS_DIR, load_any
+    from engine.corpus import CORPUS_DIR
     from engine.reproducer import PinMechanism, translate
+    from engine.upgrade import DEFAULT_READING
     mechanisms = _enum_list("--pin", pin, PinMechanism)
     if len(mechanisms) != 1:
         _fail(f"--pin: give one of io_uring, vmsplice (got {pin!r})")
@@ -433,7 +471,8 @@ def reproducer(
     try:
         if program is not None:
             name = os.path.splitext(os.path.basename(program))[0]
-            source = translate(load_any(program), name=name, pin=mechanism).source
+            # No engine runs here: a format-1 schedule is read on the default engine.
+            source = translate(_load(program, DEFAULT_READING), name=name, pin=mechanism).source
         elif corpus is not None:
             from service.triage import corpus_c
             source = corpus_c(corpus, mechanism, corpus_dir or CORPUS_DIR).source
@@ -467,6 +506,8 @@ def _progress_table(c) -> Table:
     t.add_row("stored findings", str(len(p.stored)))
     for kind, n in sorted(p.by_kind().items()):
         t.add_row(f"signatures: {kind}", str(n))
+    t.add_row("harness errors (foliodiff defects)", str(len(p.harness)),
+              style="bold red" if p.harness else None)
     return t
 
 
@@ -492,7 +533,7 @@ def fuzz(
     from pydantic import ValidationError
     from rich.live import Live
 
-    from fuzz.campaign import Campaign, CampaignConfig, create
+    from fuzz.campaign import Campaign, CampaignConfig, create, harness_message
     from service.store import Store
     url = db or os.environ.get("FOLIODIFF_DB_URL", "sqlite:///foliodiff.db")
     try:
@@ -512,7 +553,9 @@ def fuzz(
         c = Campaign(url, campaign_id, run_for=time_limit if resume is not None else None,
                      on_stored=lambda f: console.print(
                          f"stored #{f['divergence_id']} {f['kind']}: {f['signature']} "
-                         f"({f['ops_original']} -> {f['ops_minimized']} ops)", highlight=False))
+                         f"({f['ops_original']} -> {f['ops_minimized']} ops)", highlight=False),
+                     on_harness=lambda f: err.print(Text(harness_message(f, url),
+                                                         style="bold red")))
     except ValidationError as exc:
         first = exc.errors()[0]
         _fail(f"{'.'.join(map(str, first['loc']))}: {first['msg']} (got {first.get('input')!r})")
@@ -534,14 +577,17 @@ def fuzz(
                 console.print(f"[{p.elapsed:5.0f}s] execs {p.total_execs():,} "
                               f"({p.total_execs() / max(p.elapsed, 1e-9):,.0f}/s) "
                               f"corpus {sum(p.corpus.values())} cov {sum(p.coverage.values())} "
-                              f"stored {len(p.stored)} signatures {p.by_kind()}", highlight=False)
+                              f"stored {len(p.stored)} signatures {p.by_kind()} "
+                              f"harness errors {len(p.harness)}", highlight=False)
         c.on_progress = line
         status = c.run()
     p = c.progress
-    console.print(f"campaign {campaign_id} {status}: {p.total_execs():,} executions in "
-                  f"{p.elapsed:.0f} s, {len(p.stored)} new findings stored; "
-                  f"see `foliodiff serve --db {url}` then GET /campaigns/{campaign_id} "
-                  f"and /divergences", highlight=False)
+    harness = (f"{len(p.harness)} harness errors (defects of foliodiff, not kernel findings: "
+               f"GET /harness-errors)" if p.harness else "no harness errors")
+    console.print(Text(f"campaign {campaign_id} {status}: {p.total_execs():,} executions in "
+                       f"{p.elapsed:.0f} s, {len(p.stored)} new findings stored, {harness}; "
+                       f"see `foliodiff serve --db {url}` then GET /campaigns/{campaign_id} "
+                       f"and /divergences", style="bold red" if p.harness else ""))
 
 
 @app.command()

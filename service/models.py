@@ -265,3 +265,34 @@ class Note(Base):
     author: Mapped[str] = mapped_column(String(128))
     text: Mapped[str] = mapped_column(Text)
     at: Mapped[datetime]
+
+
+class HarnessError(Base):
+    """One defect of foliodiff itself, by signature: a run that ended in ``Verdict.HARNESS``.
+
+    An exception inside a model run that is no modelled kernel report says
+    nothing about any kernel, so it is not a divergence: it has one engine
+    (the run that raised), no triage state, and its program is kept as the
+    run had it, never minimized.  The team fixes foliodiff; the signature
+    groups the runs that hit the same defect (see
+    :func:`service.store.harness_records_from_report`).  ``campaign_id`` is
+    the campaign that saw it first, if a campaign did.
+    """
+
+    __tablename__ = "harness_error"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    signature: Mapped[str] = mapped_column(String(512))
+    signature_id: Mapped[str] = mapped_column(String(16), unique=True)
+    engine: Mapped[str] = mapped_column(String(32))
+    exception: Mapped[str] = mapped_column(String(128))
+    op: Mapped[str | None] = mapped_column(String(32))
+    op_index: Mapped[int | None]
+    function: Mapped[str | None] = mapped_column(String(128))
+    message: Mapped[str] = mapped_column(Text)
+    stack: Mapped[list[str]] = mapped_column(JSON)
+    program_id: Mapped[int] = mapped_column(ForeignKey("program.id"))
+    campaign_id: Mapped[int | None] = mapped_column(ForeignKey("campaign.id"))
+    first_seen: Mapped[datetime]
+    last_seen: Mapped[datetime] = mapped_column(index=True)
+    hit_count: Mapped[int] = mapped_column(index=True)

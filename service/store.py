@@ -1,4 +1,5 @@
-"""The divergence store: campaigns, programs, deduplicated divergences and triage.
+"""The divergence store: campaigns, programs, deduplicated divergences and triage,
+and apart from them the harness errors (defects of foliodiff itself) runs hit.
 
 The one library the fuzzers and the API write through.  A SQLite file is the
 default; any SQLAlchemy URL works.  On SQLite every write transaction starts
@@ -62,6 +63,7 @@ from service.models import (
     Campaign,
     CampaignStatus,
     Divergence,
+    HarnessError,
     Note,
     OutcomeBlob,
     Program,
@@ -77,6 +79,9 @@ INTENDED_SAMPLES = 3
 MAX_LIMIT = 1000
 #: Columns a list may be sorted on ("-" in front for descending).
 SORT_KEYS = ("id", "first_seen", "last_seen", "hit_count", "kind", "status", "signature")
+#: Columns the list of harness errors may be sorted on ("-" in front for descending).
+HARNESS_SORT_KEYS = ("id", "first_seen", "last_seen", "hit_count", "engine", "exception",
+                     "signature")
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 # Trigram hits above which a signature search scans instead of using the index.
@@ -205,6 +210,76 @@ def records_from_report(report: Report, original_program: EngineProgram,
             for d in report.divergences]
 
 
+@dataclass(frozen=True)
+class HarnessRecord:
+    """One run that ended in a harness error, as :meth:`Store.upsert_harness_errors` takes it.
+
+    ``program`` is the program's compact JSON text, as the run had it.
+    """
+
+    signature: str
+    signature_id: str
+    engine: str
+    exception: str
+    op: str | None
+    op_index: int | None
+    function: str | None
+    message: str
+    stack: tuple[str, ...]
+    program: str
+
+
+@dataclass
+class HarnessUpsertResult:
+    """What one batch of harness errors did: rows inserted, rows whose hits were counted."""
+
+    inserted: int = 0
+    updated: int = 0
+    ids: dict[str, int] = field(default_factory=dict)   # signature_id -> row id
+    new: set[str] = field(default_factory=set)          # signature ids stored for the first time
+
+
+#: Stack frames of a harness error's signature (innermost first), like a crash's.
+HARNESS_FRAMES = 3
+
+
+def _text(value: str, limit: int | None = None) -> str:
+    """@value storable on every backend: NUL spelled out (PostgreSQL text holds
+    none), cut to @limit characters."""
+    value = value.replace("\x00", "\\x00")
+    return value if limit is None else value[:limit]
+
+
+def harness_records_from_report(report: Report, program: EngineProgram) -> list[HarnessRecord]:
+    """Every run of ``report`` that ended in ``Verdict.HARNESS``, as a record.
+
+    The signature groups by what went wrong in foliodiff, not by kernel:
+    the engine, the exception type, the operation kind and the function it
+    was in, and the names of the top :data:`HARNESS_FRAMES` frames (no line
+    numbers, which move with every edit).  Exception texts come from
+    arbitrary code, so they are made storable here rather than refused by
+    the store.
+    Return: one record per such run (none for a report without one).
+    """
+    text = program.to_json(indent=None)
+    out = []
+    for o in report.harness:
+        c = o.crash
+        if c is None:
+            continue
+        op = (program.ops[c.op_index].op
+              if c.op_index is not None and 0 <= c.op_index < len(program.ops) else None)
+        frames = "<".join(f.split(" ")[0] for f in c.stack[:HARNESS_FRAMES])
+        signature = _text(f"{o.engine}|harness|{c.field}|{op}|{c.function}|{frames}", 512)
+        out.append(HarnessRecord(
+            signature=signature,
+            signature_id=hashlib.sha1(signature.encode()).hexdigest()[:16],
+            engine=o.engine, exception=_text(c.field, 128), op=op, op_index=c.op_index,
+            function=_text(c.function, 128) if c.function is not None else None,
+            message=_text(c.message), stack=tuple(_text(f) for f in c.stack), program=text))
+    return out
+
+
 def _coerce(cls: type[enum.Enum], value: Any, name: str) -> Any:
     """``value`` as a member of enum ``cls``, or an error naming ``name``."""
     try:
@@ -237,20 +312,43 @@ def _check_no_nul(name: str, value: Any) -> None:
         raise InvalidValueError(name, value, "must not contain a NUL character")
 
 
+def _page_key(sort: Any, keys: Sequence[str], limit: Any, offset: Any) -> str:
+    """Check a listing's ``sort`` (one of @keys, ``-`` for descending), ``limit`` and
+    ``offset``.  Return: the column name to sort on."""
+    key = sort.removeprefix("-") if isinstance(sort, str) else sort
+    if key not in keys:
+        raise InvalidValueError("sort", sort, "must be one of " + ", ".join(keys)
+                                + " (prefix - for descending)")
+    if not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+        raise InvalidValueError("limit", limit, f"must be 1..{MAX_LIMIT}")
+    if not isinstance(offset, int) or offset < 0:
+        raise InvalidValueError("offset", offset, "must be >= 0")
+    return key
+
+
+def _check_signed(i: int, r: Any, cls: type) -> str:
+    """Check that record @i is a @cls with a storable signature and signature id.
+
+    Return: the record's place in messages (``records[i]``).
+    """
+    where = f"records[{i}]"
+    if not isinstance(r, cls):
+        raise InvalidValueError(where, type(r).__name__, f"must be a {cls.__name__}")
+    if not isinstance(r.signature, str) or not 0 < len(r.signature) <= 512:
+        raise InvalidValueError(f"{where}.signature", r.signature, "must be 1..512 characters")
+    if not isinstance(r.signature_id, str) or not _SIGNATURE_ID.fullmatch(r.signature_id):
+        raise InvalidValueError(f"{where}.signature_id", r.signature_id,
+                                "must be 16 lowercase hex digits")
+    return where
+
+
 def _check_record(i: int, r: Any) -> None:
     """Reject a record whose shape cannot be stored, naming its index and field.
 
     Outcomes are not serialised here: that would double the cost of every
     insert; a bad one fails the batch in the database, which rolls it back.
     """
-    where = f"records[{i}]"
-    if not isinstance(r, DivergenceRecord):
-        raise InvalidValueError(where, type(r).__name__, "must be a DivergenceRecord")
-    if not isinstance(r.signature, str) or not 0 < len(r.signature) <= 512:
-        raise InvalidValueError(f"{where}.signature", r.signature, "must be 1..512 characters")
-    if not isinstance(r.signature_id, str) or not _SIGNATURE_ID.fullmatch(r.signature_id):
-        raise InvalidValueError(f"{where}.signature_id", r.signature_id,
-                                "must be 16 lowercase hex digits")
+    where = _check_signed(i, r, DivergenceRecord)
     for name in ("kind", "classification"):
         cls = Kind if name == "kind" else Classification
         if not isinstance(getattr(r, name), cls):
@@ -266,6 +364,29 @@ def _check_record(i: int, r: Any) -> None:
     if r.classification is Classification.INTENDED and not r.rules:
         raise InvalidValueError(f"{where}.rules", r.rules,
                                 "an intended divergence names at least one rule")
+
+
+def _check_harness_record(i: int, r: Any) -> None:
+    """Reject a harness record whose shape cannot be stored, naming its index and field."""
+    where = _check_signed(i, r, HarnessRecord)
+    for name, limit in (("engine", 32), ("exception", 128), ("program", None)):
+        value = getattr(r, name)
+        if not isinstance(value, str) or not value or limit is not None and len(value) > limit:
+            raise InvalidValueError(f"{where}.{name}", value, "must be a non-empty string"
+                                    + (f" of at most {limit} characters" if limit else ""))
+    for name, limit in (("op", 32), ("function", 128)):
+        value = getattr(r, name)
+        if value is not None and (not isinstance(value, str) or len(value) > limit):
+            raise InvalidValueError(f"{where}.{name}", value,
+                                    f"must be None or at most {limit} characters")
+    if not isinstance(r.message, str):
+        raise InvalidValueError(f"{where}.message", r.message, "must be text")
+    if not isinstance(r.stack, (tuple, list)) or not all(isinstance(f, str) for f in r.stack):
+        raise InvalidValueError(f"{where}.stack", r.stack, "must be a list of frames (text)")
+    for name in ("signature", "engine", "exception", "op", "function", "message", "program"):
+        _check_no_nul(f"{where}.{name}", getattr(r, name))
+    for k, frame in enumerate(r.stack):
+        _check_no_nul(f"{where}.stack[{k}]", frame)
 
 
 def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
@@ -349,7 +470,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 
 class Store:
-    """Campaigns, programs, divergences and their triage, in one database."""
+    """Campaigns, programs, divergences and their triage, and harness errors, in one database."""
 
     def __init__(self, engine: Engine, clock: Clock = utc_now) -> None:
         self.engine = engine
@@ -737,14 +858,7 @@ class Store:
                 raise InvalidValueError("engines", engines, "must be a pair (engine_a, engine_b)")
             where += [Divergence.engine_a == _engine_id(engines[0], "engines"),
                       Divergence.engine_b == _engine_id(engines[1], "engines")]
-        key = sort.removeprefix("-") if isinstance(sort, str) else sort
-        if key not in SORT_KEYS:
-            raise InvalidValueError("sort", sort, "must be one of " + ", ".join(SORT_KEYS)
-                                    + " (prefix - for descending)")
-        if not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
-            raise InvalidValueError("limit", limit, f"must be 1..{MAX_LIMIT}")
-        if not isinstance(offset, int) or offset < 0:
-            raise InvalidValueError("offset", offset, "must be >= 0")
+        key = _page_key(sort, SORT_KEYS, limit, offset)
         if not stored_class or isinstance(text, str) and "\x00" in text:
             # Nothing matches.  No stored signature holds a NUL either (the
             # upsert refuses them), and PostgreSQL cannot even be asked.
@@ -781,6 +895,112 @@ class Store:
             if s.scalar(select(func.count()).select_from(fts.limit(_DENSE).subquery())) < _DENSE:
                 conditions.append(Divergence.id.in_(fts))
         return conditions
+
+    # -- harness errors ----------------------------------------------------------
+
+    def upsert_harness_errors(self, records: Iterable[HarnessRecord],
+                              campaign_id: int | None = None) -> HarnessUpsertResult:
+        """Store a batch of harness errors in one transaction, one row per signature.
+
+        A signature seen for the first time becomes a row, with its program
+        (stored once, like every program) and ``campaign_id`` as the campaign
+        that saw it first; one already stored gets its hit count raised by
+        the number of times the batch holds it and its last_seen moved.
+
+        Context: one write transaction; on any error nothing of the batch is stored.
+        Return: counts, the row id of every signature, and which ones are new.
+        """
+        records = list(records)
+        for i, r in enumerate(records):
+            _check_harness_record(i, r)
+        if campaign_id is not None and (not isinstance(campaign_id, int)
+                                        or isinstance(campaign_id, bool)):
+            raise InvalidValueError("campaign_id", campaign_id, "must be a campaign id or None")
+        groups: dict[str, tuple[HarnessRecord, int]] = {}
+        for r in records:
+            first, hits = groups.get(r.signature_id, (r, 0))
+            if first.signature != r.signature:
+                raise InvalidValueError("signature_id", r.signature_id,
+                                        f"shared by {first.signature!r} and {r.signature!r}")
+            groups[r.signature_id] = (first, hits + 1)
+        now = self._clock()
+        result = HarnessUpsertResult()
+        table = HarnessError.__table__
+        try:
+            with self._write() as s:
+                if campaign_id is not None:
+                    self._campaign(s, campaign_id)
+                current: dict[str, Row[Any]] = {}
+                for chunk in _chunks(list(groups)):
+                    current.update((row.signature_id, row) for row in s.execute(
+                        select(table.c.id, table.c.signature_id, table.c.signature)
+                        .where(table.c.signature_id.in_(chunk))))
+                bumps = []
+                for sid, (rec, hits) in groups.items():
+                    cur = current.get(sid)
+                    if cur is not None and cur.signature != rec.signature:
+                        raise InvalidValueError("signature_id", sid, f"stored for "
+                                                f"{cur.signature!r}, not {rec.signature!r}")
+                    if cur is not None:
+                        bumps.append({"b_id": cur.id, "b_hits": hits, "b_now": now})
+                        result.ids[sid] = cur.id
+                if bumps:
+                    s.execute(update(table).where(table.c.id == bindparam("b_id"))
+                              .values(hit_count=table.c.hit_count + bindparam("b_hits"),
+                                      last_seen=bindparam("b_now", type_=UTCDateTime())), bumps)
+                    result.updated = len(bumps)
+                new = [(rec, hits) for sid, (rec, hits) in groups.items() if sid not in current]
+                if new:
+                    programs = self._programs(s, [rec.program for rec, _ in new])
+                    rows = s.execute(insert(table).returning(table.c.id, table.c.signature_id), [
+                        {"signature": rec.signature, "signature_id": rec.signature_id,
+                         "engine": rec.engine, "exception": rec.exception, "op": rec.op,
+                         "op_index": rec.op_index, "function": rec.function,
+                         "message": rec.message, "stack": list(rec.stack),
+                         "program_id": programs[rec.program], "campaign_id": campaign_id,
+                         "first_seen": now, "last_seen": now, "hit_count": hits}
+                        for rec, hits in new])
+                    for rid, sid in rows:
+                        result.ids[sid] = rid
+                        result.new.add(sid)
+                    result.inserted = len(new)
+        except (SQLAlchemyError, _UnstorableJSON) as exc:
+            raise BatchError(len(records), str(getattr(exc, "orig", None) or exc)) from exc
+        return result
+
+    def list_harness_errors(self, *, engine: str | None = None,
+                            campaign_id: int | None = None, sort: str = "-last_seen",
+                            limit: int = 50, offset: int = 0) -> tuple[list[HarnessError], int]:
+        """A page of harness errors matching every given filter, and how many match.
+
+        ``sort`` is one of :data:`HARNESS_SORT_KEYS`, with ``-`` for
+        descending; ties go by id in the same direction, so pages are stable.
+        Return: ``(items, total)``.
+        """
+        where = []
+        if engine is not None:
+            where.append(HarnessError.engine == _engine_id(engine, "engine"))
+        if campaign_id is not None:
+            if not isinstance(campaign_id, int) or isinstance(campaign_id, bool):
+                raise InvalidValueError("campaign_id", campaign_id, "must be a campaign id")
+            where.append(HarnessError.campaign_id == campaign_id)
+        key = _page_key(sort, HARNESS_SORT_KEYS, limit, offset)
+        column, tie = getattr(HarnessError, key), HarnessError.id
+        order = (column.desc(), tie.desc()) if sort.startswith("-") else (column, tie)
+        with self._read() as s:
+            total = s.scalar(select(func.count()).select_from(HarnessError).where(*where))
+            items = list(s.scalars(select(HarnessError).where(*where)
+                                   .order_by(*order).limit(limit).offset(offset)))
+        return items, total or 0
+
+    def get_harness_error(self, harness_error_id: int) -> HarnessError:
+        """One harness error."""
+        with self._read() as s:
+            row = (s.get(HarnessError, harness_error_id)
+                   if isinstance(harness_error_id, int) else None)
+            if row is None:
+                raise NotFoundError("harness error", harness_error_id)
+            return row
 
     # -- triage ------------------------------------------------------------------
 

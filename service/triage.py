@@ -1,7 +1,10 @@
 """Triage work on stored divergences: replay, corpus and C export, bounded runs.
 
-Library functions the HTTP edge calls; each takes a :class:`Store` or a
-program and raises the package's own errors (with field and value).
+Library functions the HTTP and command-line edges call; each takes a
+:class:`Store`, a program or a path, and raises the package's own errors
+(with field and value).  Programs of format 1 are read into format 2 where
+they come in (:mod:`engine.upgrade`): on the engine the caller runs first
+when there is one, on :data:`engine.upgrade.DEFAULT_READING` otherwise.
 """
 
 from __future__ import annotations
@@ -11,14 +14,18 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.corpus import CORPUS_DIR, corpus_program
+from engine.corpus import CORPUS_DIR, corpus_program, program_data
 from engine.diff import Classification, Report, differential
 from engine.kernels import resolve_engine
-from engine.program import Fork, Mmap, Mremap, Program, parse_program
+from engine.program import Program
 from engine.reproducer import PinMechanism, Reproducer, translate
+from engine.upgrade import DEFAULT_READING, Upgrade, read_program, upgrade_program
 from service.errors import InvalidValueError
 from service.models import Divergence, TriageStatus
-from service.store import Store, records_from_report
+from service.store import Store, harness_records_from_report, records_from_report
+
+#: Characters of an exception message a replay's note quotes.
+NOTE_MESSAGE_CHARS = 500
 
 
 def engine_pair(spec: str, sep: str, field_name: str) -> tuple[str, str]:
@@ -39,40 +46,68 @@ def engine_pair(spec: str, sep: str, field_name: str) -> tuple[str, str]:
     return out[0], out[1]
 
 
-def run_cost(program: Program) -> tuple[int, int]:
-    """Pages a program maps (each fork copies every mapping so far) and its work estimate.
+def run_cost(ops: list[Any]) -> tuple[int, int]:
+    """Pages a program's operations map (each fork copies every mapping so far) and
+    its work estimate.
 
-    The model's reclaim scans every mapped page for each page it isolates,
-    so a run costs about pages^2 per op (measured: 4096 pages, 40 ops take a
-    minute on v5.17).
+    @ops: the operations as JSON, as submitted: the cost is known before the
+    program is validated or a format-1 schedule is read (which runs it
+    once).  A page count that is no count adds nothing here; validation
+    refuses it.  The model's reclaim scans every mapped page for each page
+    it isolates, so a run costs about pages^2 per op (measured: 4096 pages,
+    40 ops take a minute on v5.17).
     Return: (pages, pages^2 * ops).
     """
     pages, copies = 0, 1
-    for op in program.ops:
-        if isinstance(op, (Mmap, Mremap)):
-            pages += op.pages
-        elif isinstance(op, Fork):
+    for op in ops:
+        kind = op.get("op") if isinstance(op, dict) else None
+        if kind in ("mmap", "mremap") and type(op.get("pages")) is int and op["pages"] > 0:
+            pages += op["pages"]
+        elif kind == "fork":
             copies += 1
     pages *= copies
-    return pages, pages * pages * max(1, len(program.ops))
+    return pages, pages * pages * max(1, len(ops))
 
 
-def check_run_budget(program: Program, max_pages: int, max_work: int) -> None:
-    """Refuse a program whose run would take too long for a request."""
-    pages, work = run_cost(program)
+def check_run_budget(ops: Any, max_pages: int, max_work: int) -> None:
+    """Refuse a program whose run would take too long for a request.
+
+    @ops: the program's ``ops`` as submitted (JSON); see :func:`run_cost`.
+    """
+    if not isinstance(ops, list):
+        raise InvalidValueError("program.ops", ops, "must be a list of operations")
+    pages, work = run_cost(ops)
     if pages > max_pages:
         raise InvalidValueError("program.ops", pages, f"maps {pages} pages (counting forked "
                                 f"copies); at most {max_pages} per request")
     if work > max_work:
-        raise InvalidValueError("program.ops", len(program.ops),
-                                f"{len(program.ops)} ops over {pages} pages is too much work "
+        raise InvalidValueError("program.ops", len(ops),
+                                f"{len(ops)} ops over {pages} pages is too much work "
                                 f"for a request (pages^2 * ops = {work} > {max_work})")
 
 
+def load_program_file(path: str, reading: str = DEFAULT_READING) -> Upgrade:
+    """A program file or a corpus file, of either format, and what reading it took.
+
+    As :func:`engine.corpus.load_any`, but the caller also learns what the
+    upgrade did to a format-1 program, which a user should be told: which
+    engine's reading its schedule keeps, which operations it dropped.
+    @reading: the engine a format-1 schedule is read on.
+    Return: the :class:`engine.upgrade.Upgrade` (its ``note`` is empty for
+    format 2).  Raises :class:`ProgramError` naming the path, or the field.
+    """
+    return upgrade_program(program_data(path), reading)
+
+
 def reproducer(store: Store, d: Divergence) -> Program:
-    """The stored program to replay: the minimized one when there is one."""
+    """The stored program to replay: the minimized one when there is one.
+
+    Stored programs are format 2 since migration 0004; a format-1 one (from
+    a worker of an older foliodiff writing to a shared store) is read on the
+    divergence's first engine, as the migration reads them.
+    """
     pid = d.minimized_program_id if d.minimized_program_id is not None else d.original_program_id
-    return parse_program(json.loads(store.get_program(pid).json))
+    return read_program(json.loads(store.get_program(pid).json), d.engine_a)
 
 
 def divergence_c(store: Store, divergence_id: int,
@@ -110,6 +145,7 @@ class ReplayResult:
     report: Report
     reopened_as: int | None = None
     engines: list[str] = field(default_factory=list)
+    harness_errors: list[int] = field(default_factory=list)   # their ids in the store
 
 
 def replay(store: Store, divergence_id: int, author: str = "replay") -> ReplayResult:
@@ -119,13 +155,17 @@ def replay(store: Store, divergence_id: int, author: str = "replay") -> ReplayRe
     same signature.  A fixed record moves to verified when it no longer
     reproduces and back to confirmed when it does; a verified one that does
     comes back as a new record (the store's reopen).  Any other state only
-    gets a note.
+    gets a note.  A replay that ends in a harness error (a defect of
+    foliodiff) says nothing about the kernels: the record keeps its state,
+    gets a note, and the error goes to the store's harness-error table.
 
     Return: what the replay found and the record's state after it.
     """
     d = store.get_divergence(divergence_id)
     program = reproducer(store, d)
     report = differential(program, d.engine_a, d.engine_b)
+    if report.harness:
+        return _replay_harness(store, d, program, report, author)
     signatures = [x.signature for x in report.divergences
                   if x.classification is Classification.UNEXPECTED]
     same = d.signature in signatures
@@ -147,6 +187,19 @@ def replay(store: Store, divergence_id: int, author: str = "replay") -> ReplayRe
     return result
 
 
+def _replay_harness(store: Store, d: Divergence, program: Program, report: Report,
+                    author: str) -> ReplayResult:
+    """A replay that hit a harness error: noted, kept as such, the record's state unchanged."""
+    records = harness_records_from_report(report, program)
+    stored = store.upsert_harness_errors(records)
+    ids = list(dict.fromkeys(stored.ids[r.signature_id] for r in records))
+    what = "; ".join(f"#{stored.ids[r.signature_id]} on {r.engine}: {r.exception}: "
+                     f"{r.message[:NOTE_MESSAGE_CHARS]}" for r in records)
+    store.add_note(d.id, f"replay on {d.engine_a},{d.engine_b}: a harness error, a defect of "
+                         f"foliodiff that says nothing about either kernel (state unchanged; "
+                         f"GET /harness-errors): {what}", author)
+    return ReplayResult(d.id, False, [], d.status, d.status, report,
+                        engines=[d.engine_a, d.engine_b], harness_errors=ids)
 
 
 def corpus_file_name(d: Divergence) -> str:

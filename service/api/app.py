@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service.api import errors
-from service.api.routers import campaigns, corpus, divergences, run
+from service.api.routers import campaigns, corpus, divergences, harness, run
 from service.api.settings import Settings
 
 
@@ -33,11 +33,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="foliodiff triage API", version="0.1.0", lifespan=lifespan,
                   description="Divergences found by differential fuzzing of lazyfree reclaim "
-                              "models: triage, replay, corpus export.")
+                              "models: triage, replay, corpus export; apart from them, the "
+                              "harness errors (defects of foliodiff itself) runs hit.")
     app.state.settings = settings
     app.state.store = None
     errors.install(app)
     app.add_middleware(errors.BodyLimit, limit=settings.max_body_bytes)
-    for module in (divergences, campaigns, corpus, run):
+    for module in (divergences, campaigns, harness, corpus, run):
         app.include_router(module.router)
     return app

@@ -13,13 +13,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine.diff import Classification, Kind
 from service.models import CampaignStatus, TriageStatus
-from service.store import SORT_KEYS
+from service.store import HARNESS_SORT_KEYS, SORT_KEYS
 
 #: Largest id or offset a request may name: ids are INTEGER columns, 32-bit
 #: on PostgreSQL, so a larger one would fail in the driver instead of a 404.
 MAX_ID = (1 << 31) - 1
 
 Sort = Literal[tuple(SORT_KEYS) + tuple(f"-{k}" for k in SORT_KEYS)]  # type: ignore[valid-type]
+HarnessSort = Literal[tuple(HARNESS_SORT_KEYS)  # type: ignore[valid-type]
+                      + tuple(f"-{k}" for k in HARNESS_SORT_KEYS)]
 
 
 class ErrorBody(BaseModel):
@@ -145,16 +147,53 @@ class ReplayOut(BaseModel):
     status_after: TriageStatus
     reopened_as: int | None = Field(
         default=None, description="new record opened because a verified divergence came back")
+    harness_errors: list[int] = Field(
+        default=[], description="harness errors the replay hit (GET /harness-errors/{id}): "
+                                "defects of foliodiff, which leave the record's state as it was")
     report: dict[str, Any]
 
 
 class RunIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    program: dict[str, Any] = Field(description="a program (format version 1), "
-                                                "see `foliodiff schema`")
+    program: dict[str, Any] = Field(description="a program (format version 2, see "
+                                                "`foliodiff schema`; format 1 is read on the "
+                                                "first engine)")
     engines: str = Field(default="v6.14,v6.15", max_length=64,
                          description="two engines, comma separated", examples=["v6.14,v6.15"])
+
+
+class HarnessErrorSummary(_Row):
+    """One harness error in a list: a defect of foliodiff, not a kernel finding."""
+
+    id: int
+    signature: str
+    signature_id: str
+    engine: str
+    exception: str = Field(description="the exception's type")
+    op: str | None = Field(description="the kind of the operation that was running")
+    op_index: int | None
+    function: str | None = Field(description="the innermost function of the model or harness")
+    message: str
+    campaign_id: int | None = Field(description="the campaign that saw it first")
+    first_seen: datetime
+    last_seen: datetime
+    hit_count: int
+
+
+class HarnessErrorPage(BaseModel):
+    items: list[HarnessErrorSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+class HarnessErrorDetail(HarnessErrorSummary):
+    """One harness error with its stack and the program whose run raised it."""
+
+    stack: list[str] = Field(description="model and harness frames, innermost first")
+    program: dict[str, Any]
+    replay_command: str
 
 
 class CampaignOut(_Row):

@@ -15,7 +15,7 @@ class Settings(BaseSettings):
 
     ``token``: when set, every write endpoint requires ``Authorization:
     Bearer <token>``; reads stay open.  The run limits bound the engine work
-    one request may ask for (see :func:`service.api.runs.check_run_budget`):
+    one request may ask for (see :func:`service.triage.check_run_budget`):
     the model's reclaim is quadratic in the pages mapped, so an unbounded
     program would hold a worker for minutes.
     """

@@ -1,10 +1,12 @@
-"""A real campaign process: killed with SIGKILL it loses no finding it reported stored, and resumes.
+"""A real campaign process: killed with SIGKILL it loses no finding it reported stored, and
+resumes; a harness error is kept apart from the findings and said loudly.
 
 Runs ``python -m service.cli fuzz`` (the ``foliodiff fuzz`` command) on a
 SQLite file: a random-input campaign on v5.17 against v6.14, whose DMA data
 loss it finds within seconds.  The test waits for the first "stored" line,
 kills the whole process group with SIGKILL, and checks the store holds every
-finding the campaign printed, then resumes the campaign.
+finding the campaign printed, then resumes the campaign.  Another campaign
+runs a model broken on purpose (an IndexError in MADV_FREE's walk).
 """
 
 from __future__ import annotations
@@ -18,13 +20,37 @@ import sys
 import time
 from pathlib import Path
 
+from engine.codec import decode
 from engine.diff import differential
 from engine.program import parse_program
+from engine.upgrade import upgrade_program
+from fuzz.campaign import CampaignConfig
 from service.models import CampaignStatus
 from service.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 STORED = re.compile(r"stored #(\d+) (\w+): (\S+)")
+
+# `foliodiff` whose MADV_FREE page-table walk raises IndexError on every engine.
+# Patched at import, outside the main guard, so that the campaign's spawned
+# workers (which import this file again) run the broken model too.
+BROKEN = """
+from engine.madvise import MadviseMixin
+
+def madvise_free_range(self, vma, addr, end):
+    raise IndexError("list index out of range")
+    yield
+
+MadviseMixin.madvise_free_range = madvise_free_range
+
+if __name__ == "__main__":
+    import sys
+    import service.cli
+    sys.argv[0] = "foliodiff"
+    service.cli.main()
+"""
+# Corpus H2 as format 1 stored it: a schedule of global steps.
+H2_V1 = json.loads((ROOT / "tests" / "data" / "format1" / "h2.json").read_text())
 
 
 def _fuzz(*args: str, cwd: Path) -> subprocess.Popen[str]:
@@ -72,3 +98,40 @@ def test_sigkill_loses_no_stored_finding_and_the_campaign_resumes(tmp_path: Path
         assert after[-1].t > (before[-1].t if before else 0) and after[-1].execs > 0
         # Known signatures are hits now, never second records.
         assert all(store.get_divergence(i).seq == 0 for i in reported)
+
+
+def test_harness_errors_are_kept_apart_and_said_loudly(tmp_path: Path) -> None:
+    script = tmp_path / "broken_foliodiff.py"
+    script.write_text(BROKEN)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    r = subprocess.run([sys.executable, str(script), "fuzz", "--no-live", "--fuzzer", "random",
+                        "--engines", "v6.14,v6.15", "--time", "8", "--db", url,
+                        "--seeds", str(ROOT / "corpus"), "--no-minimize"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=240,
+                       env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "400"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    said = " ".join(r.stderr.split())
+    with Store.open(url) as store:
+        errors, total = store.list_harness_errors(limit=100)
+        assert total == len(errors) >= 2             # one signature per engine at least
+        for h in errors:
+            assert (h.exception, h.op, h.function, h.campaign_id) == (
+                "IndexError", "madvise", "sys_madvise", 1)
+            assert f"HARNESS ERROR #{h.id} (new): a defect of foliodiff itself, NOT a kernel " \
+                   f"finding: IndexError on {h.engine}" in said
+            assert f"signature {h.signature}" in said and f"GET /harness-errors/{h.id}" in said
+        # A run that hit the defect is no divergence.
+        divergences, _ = store.list_divergences(limit=1000)
+        assert not any("harness" in d.signature for d in divergences)
+    out = " ".join(r.stdout.split())
+    final = out[out.rindex("campaign 1 finished:"):]      # rich wraps it at 140 columns
+    assert f"{total} harness errors (defects of foliodiff, not kernel findings" in final
+
+
+def test_format_1_seeds_are_read_on_the_campaign_s_first_engine(tmp_path: Path) -> None:
+    (tmp_path / "h2.json").write_text(json.dumps(H2_V1))
+    for engine_a in ("v6.14", "v6.15"):
+        config = CampaignConfig(fuzzer="random", engine_a=engine_a, engine_b="v6.16",
+                                seconds=1, seeds=str(tmp_path))
+        (seed,) = config.seed_inputs()
+        assert decode(seed) == upgrade_program(H2_V1, engine_a).program

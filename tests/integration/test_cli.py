@@ -3,16 +3,49 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
 
+from engine.run import run
+from engine.upgrade import upgrade_program
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+# Corpus H2 as format 1 stored it (before 0c031c9): a schedule of global steps.
+H2_V1 = json.loads((ROOT / "tests" / "data" / "format1" / "h2.json").read_text())
+
+# `foliodiff` with MADV_FREE's page-table walk broken (IndexError) on every
+# engine, or on v6.15 and later only: a defect of the harness, not of a kernel.
+BROKEN = """
+import sys
+from engine.kernels.v6_15 import V6_15
+from engine.madvise import MadviseMixin
+
+def madvise_free_range(self, vma, addr, end):
+    raise IndexError("list index out of range")
+    yield
+
+setattr(V6_15 if sys.argv.pop(1) == "v6.15" else MadviseMixin, "madvise_free_range",
+        madvise_free_range)
+import service.cli
+sys.argv[0] = "foliodiff"
+service.cli.main()
+"""
 
 
 def foliodiff(*args):
     return subprocess.run([sys.executable, "-m", "service.cli", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
+
+
+def broken_foliodiff(tmp_path, where, *args):
+    script = tmp_path / "broken_foliodiff.py"
+    script.write_text(BROKEN)
+    return subprocess.run([sys.executable, str(script), where, *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
 def said(r) -> str:
@@ -37,7 +70,7 @@ def test_unexpected_divergence_exits_1_and_json():
 
 def test_bad_inputs_exit_2_naming_the_problem(tmp_path):
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"version": 1, "threads": [{"name": "T0", "mm": 0}],
+    bad.write_text(json.dumps({"version": 2, "threads": [{"name": "T0", "mm": 0}],
                                "ops": [{"thread": "T0", "op": "frobnicate"}]}))
     r = foliodiff("run", str(bad), "--engines", "v6.14,v6.15")
     assert r.returncode == 2
@@ -46,6 +79,64 @@ def test_bad_inputs_exit_2_naming_the_problem(tmp_path):
     assert r.returncode == 2 and "v9.9" in r.stderr
     r = foliodiff("run", str(tmp_path / "missing.json"))
     assert r.returncode == 2 and "missing.json" in r.stderr
+
+
+def test_harness_error_exits_3_with_the_exception_and_its_stack(tmp_path):
+    r = broken_foliodiff(tmp_path, "all", "run", "corpus/h1-clean-mthp-reclaim.json",
+                         "--engines", "v6.14,v6.15")
+    assert r.returncode == 3, r.stderr
+    for engine in ("v6.14", "v6.15"):
+        assert f"harness error on {engine}: a defect of foliodiff itself" in said(r)
+    assert "IndexError at ops[2]" in said(r) and "list index out of range" in said(r)
+    assert "stack, innermost first: sys_madvise (madvise.py:" in said(r)
+    assert "unexpected" not in r.stdout       # never classified as a kernel divergence
+
+
+def test_harness_error_of_one_engine_exits_3_alone_or_in_a_pair_and_in_json(tmp_path):
+    r = broken_foliodiff(tmp_path, "v6.15", "run", "corpus/h1-clean-mthp-reclaim.json",
+                         "--engines", "v6.15")
+    assert r.returncode == 3 and "harness error on v6.15" in said(r)
+    r = broken_foliodiff(tmp_path, "v6.15", "run", "corpus/h1-clean-mthp-reclaim.json",
+                         "--engines", "v6.14")
+    assert r.returncode == 0, r.stderr
+    r = broken_foliodiff(tmp_path, "v6.15", "run", "corpus/h5-dma-into-lazyfree.json",
+                         "--engines", "v6.14,v6.15", "--json")
+    assert r.returncode == 3, r.stderr
+    report = json.loads(r.stdout)
+    assert report["divergences"] == [] and not report["equal"]
+    assert [h["field"] for h in report["harness"]] == ["IndexError"]
+    assert "harness error on v6.15" in said(r) and "harness error on v6.14" not in said(r)
+
+
+def test_a_format_1_file_is_read_on_the_first_engine(tmp_path):
+    path = tmp_path / "h2-v1.json"
+    path.write_text(json.dumps(H2_V1))
+    # On v6.14,v6.15 the old schedule keeps H2's window, read on v6.14: intended.
+    r = foliodiff("run", str(path), "--engines", "v6.14,v6.15")
+    assert r.returncode == 0, r.stderr
+    assert "intended" in r.stdout and "swapbacked-only-if-dirty" in r.stdout
+    assert "program format 1, upgraded: format-1 schedule of 2 step entries read on v6.14" \
+        in said(r)
+    # Read on v6.16: the same outcome as the upgrade read there gives.
+    r = foliodiff("run", str(path), "--engines", "v6.16", "--json")
+    assert r.returncode == 0, r.stderr
+    assert "read on v6.16" in said(r)
+    want = run(upgrade_program(H2_V1, "v6.16").program, "v6.16").to_dict()
+    assert json.loads(r.stdout) == json.loads(json.dumps(want, default=str))
+    r = foliodiff("run", str(path), "--engines", "v6.99")
+    assert r.returncode == 2 and "v6.99" in said(r)
+
+
+def test_reproducer_of_a_format_1_file_without_a_schedule(tmp_path):
+    entry = json.loads((ROOT / "corpus" / "h8-pmd-thp-redirty.json").read_text())
+    assert entry["program"]["schedule"] == []
+    entry["program"]["version"] = 1           # as format 1 wrote it
+    (tmp_path / "h8-pmd-thp-redirty.json").write_text(json.dumps(entry))
+    old = foliodiff("reproducer", str(tmp_path / "h8-pmd-thp-redirty.json"))
+    assert old.returncode == 0, old.stderr
+    assert "format 1 without a schedule: the same program" in said(old)
+    new = foliodiff("reproducer", "corpus/h8-pmd-thp-redirty.json")
+    assert new.returncode == 0 and old.stdout == new.stdout
 
 
 def test_reproducer_of_a_corpus_name_a_file_and_a_stored_divergence(tmp_path):
@@ -74,7 +165,7 @@ def test_reproducer_bad_inputs_exit_2_naming_them(tmp_path):
     r = foliodiff("reproducer", "--corpus", "h8-pmd-thp-redirty", "--corpus-dir", str(tmp_path))
     assert r.returncode == 2 and str(tmp_path) in said(r)
     r = foliodiff("reproducer", "--corpus", "h2-shrinker-ref-between-ptes")
-    assert r.returncode == 2 and "ops[4]" in said(r) and "not translatable" in said(r)
+    assert r.returncode == 2 and "ops[3]" in said(r) and "not translatable" in said(r)
     r = foliodiff("reproducer", "--corpus", "h8-pmd-thp-redirty", "--divergence", "1")
     assert r.returncode == 2 and "one of them" in said(r)
     r = foliodiff("reproducer", "--corpus", "h8-pmd-thp-redirty", "--pin", "splice")

@@ -15,6 +15,8 @@ from typing import Any, Callable
 from hypothesis import strategies as st
 
 from engine.program import PAGE_SHIFT, Program, parse_program
+from engine.run import YIELD_POINTS
+from engine.sched import YieldPoint
 
 _2M = 512
 THREADS = [{"name": "T0", "kind": "task", "mm": 0}, {"name": "R", "kind": "kthread"},
@@ -97,6 +99,11 @@ def lazyfree_programs(draw: Callable[[st.SearchStrategy], Any], max_body: int = 
             op = {"thread": "T0", "op": "lru_add_drain"}
         ops.append(op)
     ops.append({"thread": "R", "op": "reclaim"})
-    steps = draw(st.lists(st.integers(0, 4 * len(ops) + 8), max_size=4, unique=True).map(sorted))
-    schedule = [[s, draw(st.sampled_from(THREADS))["name"]] for s in steps]
-    return parse_program({"version": 1, "threads": THREADS, "ops": ops, "schedule": schedule})
+    schedule: dict[tuple[int, str, int], str] = {}
+    for i in draw(st.lists(st.integers(0, len(ops) - 1), max_size=4)):
+        at = draw(st.sampled_from(YIELD_POINTS.get(ops[i]["op"], ()) + (YieldPoint.OP_END,)))
+        nth = 1 if at is YieldPoint.OP_END else draw(st.integers(1, 3))
+        schedule[i, at.value, nth] = draw(st.sampled_from(THREADS))["name"]
+    return parse_program({"version": 2, "threads": THREADS, "ops": ops,
+                          "schedule": [{"op": i, "at": at, "nth": nth, "thread": t}
+                                       for (i, at, nth), t in schedule.items()]})

@@ -6,9 +6,12 @@ import pathlib
 
 import pytest
 from hypothesis import HealthCheck, settings
+from hypothesis.stateful import invariant, run_state_machine_as_test
 
 from engine.corpus import load_any
 from engine.diff import differential
+from engine.run import YIELD_POINTS
+from engine.sched import YieldPoint
 from fuzz.statemachine import FindingError, check_pair, make_machine, run_campaign
 
 pytestmark = pytest.mark.property
@@ -69,3 +72,24 @@ def test_a_campaign_finding_is_delta_debugged_before_it_is_reported():
     assert len(small.program.ops) <= 6 < len(h5.ops)
     assert 0 < stats.minimize_runs <= 500
     assert check_pair(small.program, "v5.17", "v6.14").signature_id == finding.signature_id
+
+
+def test_preemptions_name_places_their_operations_reach():
+    """The machine's schedule is format 2: each entry a kind of yield point its
+    operation's kernel path reaches (or its end) and an early occurrence."""
+    seen = []
+
+    class Places(make_machine("v6.14", "v6.15")):
+        @invariant()
+        def both_engines_agree_or_differ_as_intended(self):    # replaced: no engine runs
+            program = self.program()
+            assert program.version == 2
+            for e in program.schedule:
+                assert e.at in YIELD_POINTS.get(program.ops[e.op].op, ()) + (YieldPoint.OP_END,)
+                assert 1 <= e.nth <= (1 if e.at is YieldPoint.OP_END else 4)
+            seen.extend(program.schedule)
+
+    run_state_machine_as_test(Places, settings=settings(
+        max_examples=30, stateful_step_count=15, deadline=None, database=None,
+        suppress_health_check=list(HealthCheck)))
+    assert {e.at for e in seen} - {YieldPoint.OP_END}, "no preemption inside an operation"

@@ -28,6 +28,8 @@ with warnings.catch_warnings():
 from engine.corpus import check_entry, load_any, load_entry
 from engine.diff import Classification, Kind, differential
 from engine.program import Program
+from engine.upgrade import upgrade_program
+from programs_v1 import H2
 from service.api import Settings, create_app
 from service.store import DivergenceRecord, Store, records_from_report
 
@@ -224,7 +226,7 @@ def test_replay_verifies_a_fix_that_no_longer_reproduces(url: str,
                                                          data_loss: DivergenceRecord) -> None:
     # The same signature stored with a reproducer on which both engines agree:
     # as if the engine had been fixed since it was found.
-    quiet = Program.model_validate({"version": 1, "threads": [{"name": "T0", "mm": 0}],
+    quiet = Program.model_validate({"version": 2, "threads": [{"name": "T0", "mm": 0}],
                                     "ops": [{"thread": "T0", "op": "mmap", "addr": 2097152,
                                              "pages": 1}]})
     assert differential(quiet, "v5.17", "v6.14").equal
@@ -278,8 +280,34 @@ def test_run_returns_the_report(client: TestClient) -> None:
     assert report["divergences"][0]["kind"] == "data_loss"
 
 
+def test_run_reads_a_format_1_program_on_the_first_engine(client: TestClient) -> None:
+    r = client.post("/run", json={"program": H2, "engines": "v6.15,v6.16"})
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert report["upgrade"]["reading"] == "v6.15" and report["upgrade"]["dropped"] == []
+    assert "read on v6.15" in report["upgrade"]["note"]
+    want = differential(upgrade_program(H2, "v6.15").program, "v6.15", "v6.16").to_dict()
+    assert report["outcomes"] == json.loads(json.dumps(want["outcomes"]))
+    # The same program read on v6.14 keeps H2's window: the intended divergence.
+    report = client.post("/run", json={"program": H2, "engines": "v6.14,v6.15"}).json()
+    assert report["upgrade"]["reading"] == "v6.14"
+    assert [d["classification"] for d in report["divergences"]] == ["intended"]
+    # Format 2 needs no reading.
+    r = client.post("/run", json={"program": _program("h4-small-redirty.json")})
+    assert r.status_code == 200 and r.json()["upgrade"] is None
+
+
+def test_run_bad_format_1_program_names_the_field(client: TestClient) -> None:
+    for program, field in (({**H2, "schedule": [[20, "Z"]]}, "schedule[0][1]"),
+                           ({**H2, "ops": 5}, "program.ops"),
+                           ({**H2, "schedule": "soon"}, "schedule")):
+        r = client.post("/run", json={"program": program})
+        assert r.status_code == 422, r.text
+        assert r.json()["field"] == field
+
+
 def test_run_bad_op_names_the_field(client: TestClient) -> None:
-    program = {"version": 1, "threads": [{"name": "T0", "mm": 0}],
+    program = {"version": 2, "threads": [{"name": "T0", "mm": 0}],
                "ops": [{"thread": "T0", "op": "explode"}]}
     r = client.post("/run", json={"program": program})
     assert r.status_code == 422
@@ -294,12 +322,16 @@ def test_run_bad_engines_is_422(client: TestClient, engines: str) -> None:
 
 
 def test_run_refuses_programs_too_costly_to_run(client: TestClient) -> None:
-    ops = [{"thread": "T0", "op": "mmap", "addr": 2097152, "pages": 4096}]
-    program = {"version": 1, "threads": [{"name": "T0", "mm": 0}], "ops": ops}
-    started = time.monotonic()
-    r = client.post("/run", json={"program": program, "engines": "v5.17,v6.15"})
-    assert r.status_code == 422 and r.json()["field"] == "program.ops"
-    assert time.monotonic() - started < 5
+    ops = [{"thread": "T0", "op": "mmap", "addr": 2097152, "pages": 4096},
+           {"thread": "T0", "op": "write", "addr": 2097152, "pages": 4096, "value": 1}]
+    program = {"version": 2, "threads": [{"name": "T0", "mm": 0}], "ops": ops}
+    # Format 1 with a schedule too: refused before the run that would read it.
+    old = {**program, "version": 1, "schedule": [[1, "T0"]]}
+    for body in (program, old):
+        started = time.monotonic()
+        r = client.post("/run", json={"program": body, "engines": "v5.17,v6.15"})
+        assert r.status_code == 422 and r.json()["field"] == "program.ops"
+        assert time.monotonic() - started < 5
 
 
 def test_oversized_body_is_413(client: TestClient) -> None:

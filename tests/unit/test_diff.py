@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 from engine.diff import differential, normalize_field
-from engine.program import parse_program
+from engine.upgrade import upgrade_program
 
-# Found by sweeping random programs: the schedule makes the two versions complete
-# their operations in different orders.
+# Found by sweeping random programs: the schedule leaves an operation in flight
+# while a later one completes.  Format-1 programs, read on the older engine of
+# each test's pair.
 # The reclaim (op 10) is still in flight when op 12 completes differently.
 PREEMPTED_RECLAIM = json.loads('{"version": 1, "threads": [{"name": "T0", "kind": "task", "mm": 0}, {"name": "shrinker", "kind": "kthread", "mm": null}], "ops": [{"thread": "T0", "op": "mmap", "addr": 339738624, "pages": 96, "order": 4, "droppable": false, "locked": false}, {"thread": "T0", "op": "mmap", "addr": 341835776, "pages": 3, "order": 0, "droppable": false, "locked": false}, {"thread": "T0", "op": "munmap", "addr": 339804160, "pages": 32}, {"thread": "T0", "op": "pin", "addr": 340000768, "pages": 32, "pin": "p0", "write": true, "fast": false}, {"thread": "shrinker", "op": "folio_try_get", "mm": 0, "addr": 340066304, "ref": "r0"}, {"thread": "shrinker", "op": "lru_add_drain"}, {"thread": "T0", "op": "lru_add_drain"}, {"thread": "T0", "op": "write", "addr": 339853312, "pages": 38, "value": 115}, {"thread": "shrinker", "op": "folio_try_get", "mm": 0, "addr": 340000768, "ref": "r1"}, {"thread": "shrinker", "op": "reclaim", "nr_to_scan": 175}, {"thread": "shrinker", "op": "reclaim", "nr_to_scan": 32}, {"thread": "shrinker", "op": "folio_try_get", "mm": 0, "addr": 339935232, "ref": "r2"}, {"thread": "T0", "op": "lru_add_drain"}, {"thread": "shrinker", "op": "folio_put", "ref": "r2"}], "schedule": [[45, "T0"], [64, "T0"]]}')
 # One segment of the mTHP fault (op 6) runs before op 5 completes.
@@ -16,14 +17,14 @@ EARLY_FAULT = json.loads('{"version": 1, "threads": [{"name": "T0", "kind": "tas
 
 
 def test_cause_still_in_flight_is_found():
-    report = differential(parse_program(PREEMPTED_RECLAIM), "v5.17", "v5.18")
+    report = differential(upgrade_program(PREEMPTED_RECLAIM, "v5.17").program, "v5.17", "v5.18")
     [d] = report.divergences
     assert d.classification.value == "intended"
     assert [r.name for r in d.rules] == ["pinned-anon-stays-mapped"]
 
 
 def test_cause_that_ran_early_is_found():
-    report = differential(parse_program(EARLY_FAULT), "v5.18", "v6.14")
+    report = differential(upgrade_program(EARLY_FAULT, "v5.18").program, "v5.18", "v6.14")
     [d] = report.divergences
     assert d.classification.value == "intended"
     assert "anon-mthp-faults" in [r.name for r in d.rules]
@@ -34,13 +35,13 @@ def test_signatures_are_stable_and_free_of_addresses():
     assert normalize_field("folio.f12.flags") == "folio.flags"
     assert normalize_field("result[7]") == "result"
     assert normalize_field("mthp.split_deferred[4]") == "mthp.split_deferred[4]"
-    a = differential(parse_program(EARLY_FAULT), "v5.18", "v6.14").divergences[0]
-    b = differential(parse_program(EARLY_FAULT), "v5.18", "v6.14").divergences[0]
+    a = differential(upgrade_program(EARLY_FAULT, "v5.18").program, "v5.18", "v6.14").divergences[0]
+    b = differential(upgrade_program(EARLY_FAULT, "v5.18").program, "v5.18", "v6.14").divergences[0]
     assert a.signature == b.signature and a.signature_id == b.signature_id
 
 
 def test_every_differing_field_has_its_first_op():
-    report = differential(parse_program(PREEMPTED_RECLAIM), "v5.17", "v5.18")
+    report = differential(upgrade_program(PREEMPTED_RECLAIM, "v5.17").program, "v5.17", "v5.18")
     [d] = report.divergences
     assert d.fields and all(f.first_op is not None for f in d.fields)
     assert d.first_op == min(f.first_op for f in d.fields)

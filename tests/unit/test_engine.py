@@ -9,15 +9,16 @@ from engine.kernels import resolve_engine
 from engine.pgtable import PageTable, ptep_get, set_pte_at
 from engine.program import parse_program
 from engine.run import run
+from engine.sched import YieldPoint
 
 A = 0x200000
 
 
 def prog(ops, threads=None, schedule=()):
-    return parse_program({"version": 1,
+    return parse_program({"version": 2,
                           "threads": threads or [{"name": "T0", "mm": 0},
                                                  {"name": "R", "kind": "kthread"}],
-                          "ops": ops, "schedule": [list(s) for s in schedule]})
+                          "ops": ops, "schedule": list(schedule)})
 
 
 def test_aliases():
@@ -40,10 +41,13 @@ def test_same_program_same_outcome():
     p = prog([dict(thread="T0", op="mmap", addr=A, pages=16, order=4),
               dict(thread="T0", op="write", addr=A, pages=16, value=3),
               dict(thread="T0", op="madvise", addr=A, pages=16, advice="MADV_FREE"),
-              dict(thread="R", op="reclaim")], schedule=[(5, "R")])
+              dict(thread="R", op="reclaim")],
+             schedule=[{"op": 1, "at": "between_pages", "nth": 5, "thread": "R"}])
     for engine in ("v5.17", "v6.14", "v6.15"):
         a, b = run(p, engine), run(p, engine)
-        assert a.to_dict() == b.to_dict()
+        assert a.to_dict() == b.to_dict() and a.places == b.places
+        assert a.places[5] == (1, YieldPoint.BETWEEN_PAGES, 5)   # R ran there: a step of op 3
+        assert a.places[6][0] == 3
 
 
 def test_segv_is_a_result_not_a_crash():
@@ -74,18 +78,19 @@ def test_out_of_bounds_scan_is_a_crash_outcome_with_the_model_stack():
 
 def test_deadlock_is_a_hang_outcome():
     # T1's mm is never forked: its operations can never start
-    p = parse_program({"version": 1,
+    p = parse_program({"version": 2,
                        "threads": [{"name": "T0", "mm": 0}, {"name": "T1", "mm": 1}],
                        "ops": [dict(thread="T0", op="mmap", addr=A, pages=1),
                                dict(thread="T1", op="read", addr=A),
                                dict(thread="T0", op="fork", child=1)],
-                       "schedule": [[0, "T1"]]})
+                       "schedule": [{"at": "start", "thread": "T1"}]})
     out = run(p, "v6.14")
     assert out.verdict.value == "ok"       # T1 waits for the fork, then reads
+    assert out.places[0] == (1, YieldPoint.WAIT, 1)
 
 
 def test_fork_child_reads_parent_data():
-    p = parse_program({"version": 1,
+    p = parse_program({"version": 2,
                        "threads": [{"name": "T0", "mm": 0}, {"name": "T1", "mm": 1}],
                        "ops": [dict(thread="T0", op="mmap", addr=A, pages=2),
                                dict(thread="T0", op="write", addr=A, pages=2, value=5),

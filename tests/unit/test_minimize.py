@@ -8,7 +8,8 @@ import pytest
 
 from engine.corpus import load_any
 from engine.diff import differential
-from engine.program import Program, parse_program
+from engine.program import Preemption, Program, parse_program, renumber_schedule
+from engine.sched import YieldPoint
 from fuzz.minimize import NotInterestingError, Pass, ddmin, minimize, minimize_divergence
 from fuzz.schedule import Exhaustive
 
@@ -21,7 +22,8 @@ def corpus(name: str) -> Program:
 
 
 def pad(program: Program) -> Program:
-    """``program`` with two more threads and ten operations it does not need, spread through it."""
+    """``program`` with two more threads and ten operations it does not need, spread through
+    it; its preemptions stay on their operations."""
     data = program.to_dict()
     data["threads"] += [{"name": "Y", "kind": "task", "mm": 0}, {"name": "X", "kind": "kthread"}]
     filler = [dict(thread="Y", op="mmap", addr=PAD, pages=4, order=0),
@@ -36,13 +38,15 @@ def pad(program: Program) -> Program:
               dict(thread="Y", op="munmap", addr=PAD + 12288, pages=1)]
     ops = list(data["ops"])
     out = []
+    index = {}
     for i, op in enumerate(ops):
         out += filler[i::len(ops)][:1] if i < len(filler) else []
+        index[i] = len(out)
         out.append(op)
     used = {id(o) for o in out}
     out += [f for f in filler if id(f) not in used]
     data["ops"] = out
-    data["schedule"] = []
+    data["schedule"] = renumber_schedule(data["schedule"], index.get)
     return parse_program(data)
 
 
@@ -73,18 +77,56 @@ def test_v5_17_dma_data_loss():
     assert "Y" not in {t.name for t in res.program.threads}
 
 
+H2_RACE = Preemption(op=3, at=YieldPoint.BETWEEN_PTES, nth=1, thread="S")
+
+
 def test_spurious_swapbacked_under_the_shrinkers_reference():
     h2 = corpus("h2-shrinker-ref-between-ptes")
+    assert h2.schedule == [H2_RACE]
     [d] = differential(h2, "v6.14", "v6.15").divergences
     assert "swapbacked-only-if-dirty" in d.signature
     padded = pad(h2)
-    # The race needs a preemption; padding moved its step, so find it again the way a
-    # campaign would: bounded exhaustive schedule search.
+    # padding moved the PAGEOUT; its preemption moved with it, and the minimizer
+    # moves it back as it removes the padding
+    (e,) = padded.schedule
+    assert e.op > 3 and padded.ops[e.op] == h2.ops[3]
+    res = check(padded, "v6.14", "v6.15", d.signature_id)
+    assert res.program.schedule, "the race cannot happen without its preemption"
+    (e,) = res.program.schedule
+    assert res.program.ops[e.op] == h2.ops[3] and (e.at, e.nth, e.thread) == (
+        H2_RACE.at, H2_RACE.nth, H2_RACE.thread)
+    assert any(op.op == "deferred_split_scan" for op in res.program.ops)
+
+
+def test_a_race_a_schedule_search_found_is_minimized_to_its_preemption():
+    """From the schedule an explorer recorded (every place where its run left the
+    op-order policy), delta debugging keeps the race and little else."""
+    h2 = corpus("h2-shrinker-ref-between-ptes")
+    [d] = differential(h2, "v6.14", "v6.15").divergences
+    padded = pad(h2.model_copy(update={"schedule": []}))
+    assert d.signature_id not in signature_ids(padded, "v6.14", "v6.15")
     found = next(p for p in Exhaustive(padded, "v6.14", 1)
                  if d.signature_id in signature_ids(p, "v6.14", "v6.15"))
     res = check(found, "v6.14", "v6.15", d.signature_id)
-    assert res.program.schedule, "the race cannot happen without its preemption"
-    assert any(op.op == "deferred_split_scan" for op in res.program.ops)
+    assert 1 <= len(res.program.schedule) <= 2
+    e = res.program.schedule[0]
+    assert res.program.ops[e.op].op == "madvise" and e.thread == "S"
+
+
+def test_removing_operations_and_threads_renumbers_the_schedule():
+    """Entries follow their operations; a removed thread's entries go with it."""
+    h2 = corpus("h2-shrinker-ref-between-ptes")
+    data = pad(h2).to_dict()
+    # a preemption for a thread the race does not need, at the end of the mmap it needs
+    mmap = next(i for i, op in enumerate(data["ops"]) if op == h2.ops[0].model_dump(mode="json"))
+    data["schedule"].append({"op": mmap, "at": "op_end", "nth": 1, "thread": "X"})
+    padded = parse_program(data)
+    race = [d.signature_id for d in differential(h2, "v6.14", "v6.15").divergences]
+    res = minimize(padded, lambda p: signature_ids(p, "v6.14", "v6.15") == set(race))
+    assert res.removed(Pass.THREADS) and not res.removed(Pass.SCHEDULE)
+    assert {t.name for t in res.program.threads} <= {"T0", "R", "S", "D"}
+    (e,) = res.program.schedule
+    assert e.thread == "S" and res.program.ops[e.op] == h2.ops[3]
 
 
 def test_split_of_a_redirtied_lazyfree_pmd_thp():
@@ -104,8 +146,8 @@ def test_minimization_is_deterministic_and_cached():
         asked.append(p.to_json(None))
         return sig in signature_ids(p, "v5.17", "v6.14")
 
-    a = minimize(h5, interesting, engine="v5.17")
-    b = minimize(h5, interesting, engine="v5.17")
+    a = minimize(h5, interesting)
+    b = minimize(h5, interesting)
     assert a.program == b.program and a.runs == b.runs and a.reductions == b.reductions
     assert len(asked) == 2 * a.runs
     assert len(set(asked)) == a.runs       # never the same candidate twice

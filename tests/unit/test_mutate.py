@@ -1,16 +1,41 @@
-"""Operation-level mutations: valid programs, deterministic, and able to reach a neighbour."""
+"""Operation-level mutations: valid programs, deterministic, able to reach a neighbour,
+and schedules whose places follow their operations."""
 
 from __future__ import annotations
 
 import pathlib
 import random
 
+import pytest
+
 from engine.corpus import load_any
 from engine.diff import differential
+from engine.errors import ProgramError
+from engine.program import Preemption, parse_program
+from engine.run import YIELD_POINTS, run
+from engine.sched import YieldPoint
 from fuzz.bench import TARGETS, Target
-from fuzz.mutate import _preempt, estimated_steps, mutate_program
+from fuzz.mutate import (
+    _copy,
+    _device_op,
+    _kthread_op,
+    _preempt,
+    _remove,
+    _swap,
+    mutate_program,
+    occurrences,
+)
 
 CORPUS = pathlib.Path(__file__).resolve().parents[2] / "corpus"
+H2 = load_any(str(CORPUS / "h2-shrinker-ref-between-ptes.json"))
+H5 = load_any(str(CORPUS / "h5-dma-into-lazyfree.json"))
+
+
+def as_data(program):
+    data = program.to_dict()
+    data["threads"] = [dict(t) for t in data["threads"]]
+    data["ops"] = [dict(o) for o in data["ops"]]
+    return data
 
 
 def test_mutants_are_valid_and_reproducible() -> None:
@@ -40,28 +65,119 @@ def test_a_clean_pmd_thp_is_a_few_mutations_from_a_redirtied_one() -> None:
     assert hits > 0
 
 
-def test_a_preemption_lands_inside_an_operation_of_another_thread() -> None:
-    data = load_any(str(CORPUS / "h2-shrinker-ref-between-ptes.json")).to_dict()
-    data["schedule"] = [[3, "S"]]
-    ends, total = [], 0
-    for op in data["ops"]:
-        total += estimated_steps(op)
-        ends.append(total)
-    for i in range(50):
-        d = {**data, "schedule": [list(e) for e in data["schedule"]]}
+def test_a_preemption_names_a_place_the_operation_can_reach() -> None:
+    data = as_data(H2)
+    seen = set()
+    for i in range(200):
+        d = {**data, "schedule": [dict(e) for e in data["schedule"]]}
         _preempt(d, random.Random(i))
-        assert [e[0] for e in d["schedule"]] == sorted({e[0] for e in d["schedule"]})
-        new = [e for e in d["schedule"] if e != [3, "S"]]
-        if not new:          # drawn on step 3 itself: replaced
+        program = parse_program(d)                      # a valid schedule: distinct places
+        new = [e for e in program.schedule if e not in H2.schedule]
+        if not new:                  # drawn on H2's own place, thread S: the same entry again
             continue
-        (step, thread), = new
-        running = data["ops"][next(j for j, end in enumerate(ends) if step < end)]["thread"]
-        assert thread != running and thread in {o["thread"] for o in data["ops"]}
+        (e,) = new
+        op = H2.ops[e.op]
+        assert e.at in YIELD_POINTS.get(op.op, ()) + (YieldPoint.OP_END,)
+        assert 1 <= e.nth <= occurrences(data, e.op, e.at)
+        assert e.nth == 1 or e.at is not YieldPoint.OP_END
+        assert e.thread != op.thread and e.thread in {o.thread for o in H2.ops}
+        seen.add((op.op, e.at))
+    # the 16-page PAGEOUT gets its PTE windows, the 16-page write its page gaps
+    assert {("madvise", YieldPoint.BETWEEN_PTES), ("madvise", YieldPoint.PTE_CLEARED),
+            ("write", YieldPoint.BETWEEN_PAGES)} <= seen
+
+
+def test_occurrences_follow_pages_and_folios() -> None:
+    data = as_data(H2)       # ops[1] writes 16 pages of a 64 KiB mTHP; ops[3] pages them out
+    assert occurrences(data, 1, YieldPoint.BETWEEN_PAGES) == 15
+    assert occurrences(data, 3, YieldPoint.PTE_CLEARED) == 16
+    assert occurrences(data, 3, YieldPoint.BETWEEN_PTES) == 15
+    assert occurrences(data, 3, YieldPoint.BEFORE_FREEZE) == 1
+    assert occurrences(data, 4, YieldPoint.SHRINKER_REF_HELD) == 1
+    assert occurrences(data, 0, YieldPoint.OP_END) == 1
 
 
 def test_a_one_thread_program_gets_no_preemption() -> None:
-    data = load_any(str(CORPUS / "h10-pmd-thp-clean.json")).to_dict()
+    data = as_data(load_any(str(CORPUS / "h10-pmd-thp-clean.json")))
     data["ops"] = [o for o in data["ops"] if o["thread"] == "T0"]
     before = list(data["schedule"])
     _preempt(data, random.Random(0))
     assert data["schedule"] == before
+
+
+def places_by_op(program) -> dict[tuple, str]:
+    """Each preemption keyed by its operation's content, not its index."""
+    return {(program.ops[e.op].model_dump_json(), e.at, e.nth): e.thread for e in program.schedule}
+
+
+@pytest.mark.parametrize("mutation", [_copy, _remove, _swap, _kthread_op, _device_op],
+                         ids=lambda m: m.__name__)
+def test_operation_mutations_keep_the_schedule_on_its_operations(mutation) -> None:
+    # H5 with a preemption on every operation: wherever the operations move, each
+    # surviving entry still names the operation it named before.
+    base = H5.model_copy(update={"schedule": [
+        Preemption(op=i, at=YieldPoint.OP_END, thread=next(
+            t.name for t in H5.threads if t.name != op.thread and t.name in {o.thread for o in H5.ops}))
+        for i, op in enumerate(H5.ops)]})
+    base = parse_program(base.to_dict())
+    before = places_by_op(base)
+    changed = 0
+    for i in range(40):
+        data = as_data(base)
+        mutation(data, random.Random(i))
+        try:
+            mutant = parse_program(data)
+        except ProgramError as err:          # a removed mmap: a region no longer declared
+            assert mutation is _remove and "outside every VMA" in str(err)
+            continue
+        after = places_by_op(mutant)
+        assert after.items() <= before.items()
+        kept = {base.ops[j].model_dump_json() for j in range(len(base.ops))} & \
+            {op.model_dump_json() for op in mutant.ops}
+        # an operation that survives keeps its preemption (copies do not take one along)
+        assert len(after) == len(kept)
+        changed += [e.op for e in mutant.schedule] != [e.op for e in base.schedule]
+    assert changed, "the mutation never moved an operation: the test proves nothing"
+
+
+def test_the_renumbered_race_still_happens() -> None:
+    """H2's preemption follows PAGEOUT past a shrinker scan inserted before it: the race
+    is still there (a reclaim inserted after MADV_FREE would take the folio first)."""
+    spec = TARGETS[Target.SHRINKER_SWAPBACKED]
+    moved = 0
+    for i in range(30):
+        data = as_data(H2)
+        _kthread_op(data, random.Random(i))
+        mutant = parse_program(data)
+        (e,) = mutant.schedule
+        assert mutant.ops[e.op] == H2.ops[3] and (e.at, e.nth, e.thread) == \
+            (YieldPoint.BETWEEN_PTES, 1, "S")
+        new = next(j for j, op in enumerate(mutant.ops) if j >= len(H2.ops) or op != H2.ops[j])
+        if new <= 3 and mutant.ops[new].op == "deferred_split_scan":
+            moved += 1
+            assert e.op == 4 and spec.shows(mutant)[1] is not None
+            assert run(mutant, "v6.14").state["counter.nr_lazyfree_fail"] == 16
+    assert moved
+
+
+def test_dma_goes_between_its_pin_and_that_pins_unpin() -> None:
+    ops = as_data(H5)["ops"]
+    pin = next(i for i, o in enumerate(ops) if o["op"] == "pin")
+    unpin = next(i for i, o in enumerate(ops) if o["op"] == "unpin")
+    at = set()
+    for i in range(40):
+        d = as_data(H5)
+        _device_op(d, random.Random(i))
+        new = next(j for j, o in enumerate(d["ops"]) if j >= len(ops) or o != ops[j])
+        assert d["ops"][new]["op"] == "dma_write" and pin < new <= unpin
+        parse_program(d)
+        at.add(new)
+    assert len(at) > 1
+
+
+def test_copies_and_swaps_never_use_a_released_pin() -> None:
+    for i in range(200):
+        for mutation in (_copy, _swap):
+            d = as_data(H5)
+            mutation(d, random.Random(i))
+            parse_program(d)      # raises on a DMA or unpin through a pin no longer held

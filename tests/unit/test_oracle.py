@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from engine.program import parse_program
+from engine.program import Preemption, parse_program
+from engine.sched import YieldPoint
 from engine.run import run
 
 A = 0x200000
 
 
-def fork_during_dma(step: int):
+def fork_during_dma(pages_before_fork: int):
+    """The device writes 2 pinned pages; T0 forks after ``pages_before_fork`` of them."""
+    at = ({"at": "start"} if pages_before_fork == 0
+          else {"op": 3, "at": "between_pages", "nth": pages_before_fork})
     return parse_program({
-        "version": 1,
+        "version": 2,
         "threads": [{"name": "T0", "mm": 0}, {"name": "T1", "mm": 1}, {"name": "D", "kind": "device"}],
         "ops": [dict(thread="T0", op="mmap", addr=A, pages=2),
                 dict(thread="T0", op="write", addr=A, pages=2, value=1),
@@ -18,20 +22,25 @@ def fork_during_dma(step: int):
                 dict(thread="D", op="dma_write", pin="p0", value=5),
                 dict(thread="T0", op="fork", child=1),
                 dict(thread="T1", op="read", addr=A, pages=2)],
-        "schedule": [[step, "T0"]]})
+        "schedule": [at | {"thread": "T0"}] if pages_before_fork else []})
 
 
 def test_fork_in_the_middle_of_a_dma_write():
-    # At step 9 the device has written page 0 only when the fork copies the pinned
-    # pages for the child: the child sees the new page 0 and the old page 1.
-    out = run(fork_during_dma(9), "v6.15")
+    # The device has written page 0 only when the fork copies the pinned pages for
+    # the child: the child sees the new page 0 and the old page 1.
+    out = run(fork_during_dma(1), "v6.15")
     assert out.verdict.value == "ok", out.crash
     assert out.results[5] == [5, 1]
-    assert run(fork_during_dma(8), "v6.15").results[5] == [1, 1]
+    assert run(fork_during_dma(0), "v6.15").results[5] == [5, 5]
+    # forked before the device starts: the child keeps what the CPU wrote
+    first = fork_during_dma(0).model_copy(update={"schedule": [
+        Preemption(op=2, at=YieldPoint.OP_END, thread="T0")]})
+    out = run(first, "v6.15")
+    assert out.verdict.value == "ok" and out.results[5] == [1, 1]
 
 
 def test_reading_a_lost_write_is_data_loss():
-    p = parse_program({"version": 1,
+    p = parse_program({"version": 2,
                        "threads": [{"name": "T0", "mm": 0}, {"name": "R", "kind": "kthread"},
                                    {"name": "D", "kind": "device"}],
                        "ops": [dict(thread="T0", op="mmap", addr=A, pages=1),
@@ -48,7 +57,7 @@ def test_reading_a_lost_write_is_data_loss():
 
 
 def test_madv_free_allows_zero_but_not_other_values():
-    p = parse_program({"version": 1,
+    p = parse_program({"version": 2,
                        "threads": [{"name": "T0", "mm": 0}],
                        "ops": [dict(thread="T0", op="mmap", addr=A, pages=1),
                                dict(thread="T0", op="write", addr=A, value=7),
@@ -60,7 +69,7 @@ def test_madv_free_allows_zero_but_not_other_values():
 
 def dma_then_unpin(dirty: bool):
     return parse_program({
-        "version": 1,
+        "version": 2,
         "threads": [{"name": "T0", "mm": 0}, {"name": "D", "kind": "device"}],
         "ops": [dict(thread="T0", op="mmap", addr=A, pages=16, order=4),
                 dict(thread="T0", op="write", addr=A, pages=16, value=7),

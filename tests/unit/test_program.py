@@ -14,6 +14,7 @@ import jsonschema
 import pytest
 
 from engine.errors import ProgramError
+from engine.sched import YieldPoint
 from engine.program import (
     MAX_THREADS,
     TASK_SIZE,
@@ -32,7 +33,7 @@ from engine.program import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-SCHEMA_PATH = REPO / "engine" / "schema" / "program-v1.json"
+SCHEMA_PATH = REPO / "engine" / "schema" / "program-v2.json"
 
 THP = 0x200000          # a 2 MiB-aligned address
 T0 = {"name": "T0", "kind": "task", "mm": 0}
@@ -45,7 +46,7 @@ MMAP = {"thread": "T0", "op": "mmap", "addr": THP, "pages": 512, "order": 9}
 def program(ops: list[dict[str, Any]], threads: list[dict[str, Any]] | None = None,
             **top: Any) -> dict[str, Any]:
     """A program as decoded JSON: T0 alone unless ``threads`` says otherwise."""
-    return {"version": 1, "threads": threads or [T0], "ops": ops} | top
+    return {"version": 2, "threads": threads or [T0], "ops": ops} | top
 
 
 #: Every operation kind, in a program that is valid as a whole.
@@ -72,7 +73,9 @@ FULL = program(
         {"thread": "T0", "op": "munmap", "addr": THP, "pages": 512},
         {"thread": "T1", "op": "lru_add_drain"},
     ],
-    schedule=[[3, "reclaim"], [7, "T1"], [20, "walker"]],
+    schedule=[{"op": None, "at": "start", "nth": 1, "thread": "reclaim"},
+              {"op": 4, "at": "between_folios", "nth": 2, "thread": "T1"},
+              {"op": 10, "at": "pte_cleared", "nth": 1, "thread": "walker"}],
 )
 
 
@@ -95,7 +98,10 @@ def test_full_program_loads_with_defaults_filled_in() -> None:
     assert isinstance(pin, Pin) and pin.write and pin.fast          # defaults
     assert isinstance(p.ops[7], DmaWrite)
     assert p.ops[11].nr_to_scan == 128                                # default
-    assert p.schedule == [(3, "reclaim"), (7, "T1"), (20, "walker")]
+    assert [e.place for e in p.schedule] == [(None, YieldPoint.START, 1),
+                                             (4, YieldPoint.BETWEEN_FOLIOS, 2),
+                                             (10, YieldPoint.PTE_CLEARED, 1)]
+    assert [e.thread for e in p.schedule] == ["reclaim", "T1", "walker"]
 
 
 def test_json_round_trip() -> None:
@@ -220,11 +226,41 @@ BAD: dict[str, tuple[dict[str, Any], str, Any]] = {
         program(threads=[T0, T1], ops=[{"thread": "T1", "op": "fork", "child": 1},
                                        {"thread": "T0", "op": "fork", "child": 1}]),
         "ops[0].child", 1),
-    "non-increasing schedule step": (program([MMAP], schedule=[[3, "T0"], [3, "T0"]]),
-                                     "schedule[1][0]", 3),
-    "negative schedule step": (program([MMAP], schedule=[[-1, "T0"]]), "schedule[0][0]", -1),
-    "schedule names unknown thread": (program([MMAP], schedule=[[0, "T9"]]), "schedule[0][1]", "T9"),
-    "wrong version": (program([]) | {"version": 2}, "version", 2),
+    "schedule place taken twice": (
+        program([MMAP], schedule=[{"op": 0, "at": "op_end", "thread": "T0"},
+                                  {"op": 0, "at": "op_end", "nth": 1, "thread": "T0"}]),
+        "schedule[1]", {"op": 0, "at": "op_end", "nth": 1, "thread": "T0"}),
+    "schedule op out of range": (program([MMAP], schedule=[{"op": 1, "at": "wait", "thread": "T0"}]),
+                                 "schedule[0].op", 1),
+    "negative schedule op": (program([MMAP], schedule=[{"op": -1, "at": "wait", "thread": "T0"}]),
+                             "schedule[0].op", -1),
+    "schedule occurrence zero": (program([MMAP], schedule=[{"op": 0, "at": "wait", "nth": 0,
+                                                            "thread": "T0"}]), "schedule[0].nth", 0),
+    "start with an operation": (program([MMAP], schedule=[{"op": 0, "at": "start", "thread": "T0"}]),
+                                "schedule[0].op", 0),
+    "place without its operation": (program([MMAP], schedule=[{"at": "between_ptes",
+                                                               "thread": "T0"}]),
+                                    "schedule[0].op", None),
+    "op end twice": (program([MMAP], schedule=[{"op": 0, "at": "op_end", "nth": 2, "thread": "T0"}]),
+                     "schedule[0].nth", 2),
+    "unknown yield point": (program([MMAP], schedule=[{"op": 0, "at": "anywhere", "thread": "T0"}]),
+                            "schedule[0].at", "anywhere"),
+    "schedule names unknown thread": (program([MMAP], schedule=[{"op": 0, "at": "op_end",
+                                                                 "thread": "T9"}]),
+                                      "schedule[0].thread", "T9"),
+    "format-1 step schedule": (program([MMAP], schedule=[[3, "T0"]]) | {"version": 1},
+                               "schedule", [[3, "T0"]]),
+    "DMA through a released pin": (
+        program(threads=[T0, DMA], ops=[MMAP, {"thread": "T0", "op": "pin", "addr": THP, "pin": "p0"},
+                                        {"thread": "T0", "op": "unpin", "pin": "p0"},
+                                        {"thread": "dma", "op": "dma_write", "pin": "p0", "value": 1}]),
+        "ops[3].pin", "p0"),
+    "second unpin": (
+        program([MMAP, {"thread": "T0", "op": "pin", "addr": THP, "pin": "p0"},
+                 {"thread": "T0", "op": "unpin", "pin": "p0"},
+                 {"thread": "T0", "op": "unpin", "pin": "p0", "dirty": False}]),
+        "ops[3].pin", "p0"),
+    "wrong version": (program([]) | {"version": 3}, "version", 3),
     "missing version": ({"threads": [T0], "ops": []}, "version", None),
     "op not allowed for a kthread": (
         program(threads=[T0, RECLAIM], ops=[MMAP, {"thread": "reclaim", "op": "write",
@@ -293,10 +329,10 @@ def test_check_program_rejects_a_constructed_program() -> None:
 
 
 def test_committed_schema_is_the_generated_one() -> None:
-    """engine/schema/program-v1.json is program_json_schema(), pretty-printed with sorted keys."""
+    """engine/schema/program-v2.json is program_json_schema(), pretty-printed with sorted keys."""
     expected = json.dumps(program_json_schema(), indent=2, sort_keys=True) + "\n"
     assert SCHEMA_PATH.read_text() == expected, (
-        "regenerate engine/schema/program-v1.json from program_json_schema()")
+        "regenerate engine/schema/program-v2.json from program_json_schema()")
 
 
 @pytest.fixture(scope="module")
@@ -320,7 +356,8 @@ def test_schema_accepts_good_programs(validator: jsonschema.protocols.Validator)
 
 @pytest.mark.parametrize("name", ["unknown operation", "bad order", "unaligned address",
                                   "unknown field in an operation", "wrong version",
-                                  "bad thread kind", "zero pages", "negative schedule step"])
+                                  "bad thread kind", "zero pages", "negative schedule op",
+                                  "unknown yield point", "schedule occurrence zero"])
 def test_schema_rejects_what_the_model_rejects(validator: jsonschema.protocols.Validator,
                                                name: str) -> None:
     assert not validator.is_valid(BAD[name][0])

@@ -22,7 +22,7 @@ GCC = shutil.which("gcc")
 
 #: corpus programs that do not translate: (operation index, words of the reason)
 NOT_TRANSLATABLE = {
-    "h2-shrinker-ref-between-ptes": (4, "schedule preempts"),
+    "h2-shrinker-ref-between-ptes": (3, "schedule preempts"),
     "h5-dma-into-lazyfree": (5, "kswapd-style reclaim"),
     "h10-pmd-thp-clean": (4, "huge zero page"),
     "h11-pmd-droppable-dirty": (3, "huge zero page"),
@@ -34,8 +34,8 @@ T0 = {"name": "T0", "kind": "task", "mm": 0}
 
 
 def program(*ops, threads=None, schedule=()):
-    return parse_program({"version": 1, "threads": threads or [T0], "ops": list(ops),
-                          "schedule": [list(s) for s in schedule]})
+    return parse_program({"version": 2, "threads": threads or [T0], "ops": list(ops),
+                          "schedule": list(schedule)})
 
 
 def op(name, **fields):
@@ -126,7 +126,7 @@ def test_dma_write_needs_io_uring():
 def test_schedule_is_not_translatable():
     entry = load_entry(str(next(p for p in CORPUS if p.stem == "h2-shrinker-ref-between-ptes")))
     err = not_translatable(entry["program"])
-    assert "step 20" in err.reason and "thread S" in err.reason
+    assert err.index == 3 and "between_ptes point #1" in err.reason and "thread S" in err.reason
 
 
 def test_ops_that_do_not_run_one_after_the_other_are_not_translatable():

@@ -8,7 +8,10 @@ import random
 import pytest
 
 from engine.corpus import load_any
+from engine.oracle import Verdict
+from engine.program import Preemption
 from engine.run import ChooserError, Runner, run
+from engine.sched import YieldPoint
 
 CORPUS = sorted(glob.glob("corpus/*.json"))
 
@@ -21,10 +24,13 @@ def test_recorded_schedule_replays_the_identical_run(path):
         rng = random.Random(seed)
         runner = Runner(program, "v6.15", chooser=lambda step, names, default: rng.choice(names))
         out = runner.run()
+        assert out.verdict is not Verdict.HARNESS, out.crash
         replay = program.model_copy(update={"schedule": runner.schedule_taken})
         again = run(replay, "v6.15")
         assert again.to_dict() == out.to_dict()
         assert again.steps == out.steps == len(runner.ran)
+        # the places the replay went through are the recorded run's, step by step
+        assert again.places == out.places
         deviated += bool(runner.schedule_taken)
     if len({t.name for t in program.threads if any(o.thread == t.name for o in program.ops)}) > 1:
         assert deviated, "random choices never left the default order: the hook did nothing"
@@ -42,9 +48,10 @@ def test_a_chooser_that_keeps_the_default_reproduces_the_programs_own_schedule()
     out = runner.run()
     assert calls and all(len(names) > 1 and d in names for _, names, d in calls)
     assert out.to_dict() == run(program, "v6.14").to_dict()
-    # Recorded relative to the op-order policy: only the entries that changed a pick.
-    assert set(runner.schedule_taken) <= {tuple(e) for e in program.schedule}
-    assert (20, "S") in runner.schedule_taken
+    # Recorded relative to the op-order policy: only the entries that changed a pick,
+    # at the places the program names.
+    assert set(runner.schedule_taken) <= set(program.schedule)
+    assert Preemption(op=3, at=YieldPoint.BETWEEN_PTES, nth=1, thread="S") in runner.schedule_taken
     assert run(program.model_copy(update={"schedule": runner.schedule_taken}),
                "v6.14").to_dict() == out.to_dict()
 

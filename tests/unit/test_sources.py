@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import itertools
+import json
 import pathlib
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from engine.codec import encode
+from engine.codec import decode, encode
 from engine.corpus import load_any
 from engine.diff import differential
+from engine.program import Preemption
+from engine.run import YIELD_POINTS
+from engine.sched import YieldPoint
 from fuzz.bench import TARGETS, Target
-from fuzz.strategies import seeded_programs
 from fuzz.sources import (
     PCT_RUNS,
     PCT_RUNS_PLAIN,
     Corpus,
     Fuzzer,
     Source,
+    seed_inputs,
 )
+from fuzz.strategies import programs, seeded_programs
 
 CORPUS = pathlib.Path(__file__).resolve().parents[2] / "corpus"
 H2 = load_any(str(CORPUS / "h2-shrinker-ref-between-ptes.json"))
@@ -95,6 +100,32 @@ def test_seeded_strategies_draw_valid_seeds_and_mutants(program) -> None:
     assert program.check() is program
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(programs(max_ops=12))
+def test_drawn_programs_preempt_at_places_their_operations_reach(program) -> None:
+    assert program.version == 2
+    for e in program.schedule:
+        assert e.at in YIELD_POINTS.get(program.ops[e.op].op, ()) + (YieldPoint.OP_END,)
+        assert 1 <= e.nth <= (1 if e.at is YieldPoint.OP_END else 4)
+
+
 def test_a_seeded_strategy_needs_seeds() -> None:
     with pytest.raises(ValueError, match="seeds"):
         seeded_programs([])
+
+
+def test_a_format_1_seed_is_read_on_the_engine_given(tmp_path) -> None:
+    """Step 20 of H2 is inside PAGEOUT's PTE walk on v6.14, at its freeze on v6.15 (one batch)."""
+    data = H2.to_dict() | {"version": 1, "schedule": [[20, "S"]]}
+    (tmp_path / "a-h2-v1.json").write_text(json.dumps({"program": data}))
+    (tmp_path / "b-h10.json").write_text(H10.to_json())
+    at = {}
+    for engine in ("v6.14", "v6.15"):
+        inputs = seed_inputs(tmp_path, reading=engine)
+        assert decode(inputs[1]) == H10
+        (e,) = decode(inputs[0]).schedule
+        assert (e.op, e.nth, e.thread) == (3, 1, "S")
+        at[engine] = e.at
+    assert at == {"v6.14": YieldPoint.BETWEEN_PTES, "v6.15": YieldPoint.BEFORE_FREEZE}
+    assert decode(seed_inputs(tmp_path)[0]).schedule == H2.schedule     # v6.14 by default
+    assert H2.schedule == [Preemption(op=3, at=YieldPoint.BETWEEN_PTES, thread="S")]

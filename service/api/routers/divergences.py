@@ -154,7 +154,7 @@ def replay_divergence(store: StoreDep, divergence_id: DivergenceId,
     return ReplayOut(divergence_id=r.divergence_id, engines=r.engines, reproduces=r.reproduces,
                      signatures=r.signatures, status_before=r.status_before,
                      status_after=r.status_after, reopened_as=r.reopened_as,
-                     report=r.report.to_dict())
+                     harness_errors=r.harness_errors, report=r.report.to_dict())
 
 
 @router.get("/{divergence_id}/corpus", responses=READ | errors(404),

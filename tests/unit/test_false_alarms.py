@@ -1,0 +1,174 @@
+"""Issue 13's false alarms: each a defect of the harness, the oracles or the schedule.
+
+Every test below failed before its fix; tests/data/format1/defects.json holds
+the format-1 programs and what the code before the fix made of them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine.diff import differential
+from engine.errors import ProgramError
+from engine.oracle import Verdict
+from engine.program import parse_program
+from engine.run import run
+from engine.sched import YieldPoint
+from engine.upgrade import upgrade_program
+
+DEFECTS = json.loads((Path(__file__).resolve().parents[1] / "data" / "format1"
+                      / "defects.json").read_text())
+A, B, P = 0x200000, 0x600000, 4096
+ENGINES = ("v6.14", "v6.15", "v6.16")
+T0, D, R, S = ({"name": "T0", "kind": "task", "mm": 0}, {"name": "D", "kind": "device"},
+               {"name": "R", "kind": "kthread"}, {"name": "S", "kind": "kthread"})
+
+
+def op(thread: str, kind: str, **kw) -> dict:
+    return {"thread": thread, "op": kind, **kw}
+
+
+def program(*ops: dict, threads=(T0, D, R), schedule=()) -> object:
+    return parse_program({"version": 2, "threads": list(threads), "ops": list(ops),
+                          "schedule": list(schedule)})
+
+
+@pytest.mark.parametrize("name", sorted(DEFECTS))
+def test_the_format_1_program_runs_clean_now(name: str) -> None:
+    """Each false alarm's own program, read on each engine: no harness error, no data
+    loss, and the differentials the campaigns stored are gone."""
+    data = DEFECTS[name]["program"]
+    for reading in ENGINES:
+        p = upgrade_program(data, reading).program
+        for engine in ENGINES:
+            out = run(p, engine)
+            assert out.verdict is Verdict.OK, (name, reading, engine, out.crash)
+        for a, b in (("v6.14", "v6.15"), ("v6.15", "v6.16")):
+            assert not differential(p, a, b).unexpected, (name, reading, a, b)
+
+
+def mthp_pinned() -> list[dict]:
+    return [op("T0", "mmap", addr=A, pages=16, order=4),
+            op("T0", "write", addr=A, pages=16, value=7),
+            op("T0", "madvise", addr=A, pages=16, advice="MADV_FREE"),
+            op("T0", "pin", addr=A, pages=16, pin="p0")]
+
+
+def test_unpin_waits_for_the_dma_through_its_pin() -> None:
+    """crash|IndexError|dma_write: the unpin (and a split after it) ran while the
+    device's DMA was still writing the pinned pages.  A driver completes its DMA
+    before it unpins: a preemption in the middle of the DMA cannot let the unpin in."""
+    p = program(*mthp_pinned(), op("D", "dma_write", pin="p0", value=9),
+                op("T0", "unpin", pin="p0", dirty=False),
+                op("T0", "madvise", addr=A + 5 * P, pages=1, advice="MADV_FREE"),
+                op("R", "reclaim"),
+                schedule=[{"op": 4, "at": "between_pages", "nth": 1, "thread": "T0"}])
+    for engine in ENGINES:
+        out = run(p, engine)
+        assert out.verdict is Verdict.OK, (engine, out.crash)
+        # T0 got the CPU at the DMA's first page and waited there for it to end
+        at = out.places.index((4, YieldPoint.BETWEEN_PAGES, 1))
+        assert out.places[at + 1] == (5, YieldPoint.WAIT, 1)
+        assert out.op_ends[4] < out.op_ends[5]
+
+
+def test_a_dma_waits_for_its_pin() -> None:
+    """Listed after the pin but scheduled first, the DMA waits until the pin is taken."""
+    p = program(op("T0", "mmap", addr=A, pages=2), op("T0", "pin", addr=A, pages=2, pin="p0"),
+                op("D", "dma_write", pin="p0", value=4), op("T0", "read", addr=A, pages=2),
+                schedule=[{"op": None, "at": "start", "thread": "D"}])
+    out = run(p, "v6.15")
+    assert out.verdict is Verdict.OK and out.results[2] == 0 and out.results[3] == [4, 4]
+    assert out.places[0] == (2, YieldPoint.WAIT, 1)
+
+
+def test_dma_through_a_released_pin_is_refused_at_load() -> None:
+    with pytest.raises(ProgramError) as info:
+        program(*mthp_pinned(), op("T0", "unpin", pin="p0", dirty=False),
+                op("D", "dma_write", pin="p0", value=9))
+    assert (info.value.field, info.value.value) == ("ops[5].pin", "p0")
+    assert "not held" in str(info.value)
+
+
+def two_pins(dirty: bool):
+    return program(op("T0", "mmap", addr=A, pages=1), op("T0", "write", addr=A, value=7),
+                   op("T0", "madvise", addr=A, pages=1, advice="MADV_FREE"),
+                   op("T0", "pin", addr=A, pin="p0"), op("T0", "pin", addr=A, pin="p1"),
+                   op("D", "dma_write", pin="p0", value=5), op("D", "dma_write", pin="p1", value=6),
+                   op("T0", "unpin", pin="p0", dirty=False), op("T0", "unpin", pin="p1", dirty=dirty),
+                   op("T0", "madvise", addr=A, pages=1, advice="MADV_PAGEOUT"),
+                   op("T0", "read", addr=A))
+
+
+def test_two_pins_on_one_page_both_unpinned_clean() -> None:
+    """The second pin's DMA took "may read zero" from the first DMA's write.  Neither
+    unpin tells the kernel of the writes: the lazyfree page may be discarded."""
+    for engine in ENGINES:
+        out = run(two_pins(dirty=False), engine)
+        assert out.verdict is Verdict.OK, (engine, out.crash)
+        assert out.results[10] == [0]
+    # one dirty unpin is enough to keep the device's data: the oracle still holds it
+    for engine in ENGINES:
+        out = run(two_pins(dirty=True), engine)
+        assert out.verdict is Verdict.OK and out.results[10] == [6], (engine, out.crash)
+
+
+def test_the_dma_record_moves_with_the_page() -> None:
+    """mremap moved the page but not what the device wrote into it."""
+    def moved(dirty: bool):
+        return program(op("T0", "mmap", addr=A, pages=1), op("T0", "write", addr=A, value=7),
+                       op("T0", "madvise", addr=A, pages=1, advice="MADV_FREE"),
+                       op("T0", "pin", addr=A, pin="p0"), op("D", "dma_write", pin="p0", value=5),
+                       op("T0", "mremap", addr=A, pages=1, new_addr=B),
+                       op("T0", "unpin", pin="p0", dirty=dirty),
+                       op("T0", "madvise", addr=B, pages=1, advice="MADV_PAGEOUT"),
+                       op("T0", "read", addr=B))
+    for engine in ENGINES:
+        clean, dirty = run(moved(False), engine), run(moved(True), engine)
+        assert clean.verdict is Verdict.OK and clean.results[8] == [0], (engine, clean.crash)
+        assert dirty.verdict is Verdict.OK and dirty.results[8] == [5], (engine, dirty.crash)
+
+
+def test_a_lost_device_write_is_still_data_loss() -> None:
+    """The oracle did not go blind: v5.17 discards a pinned lazyfree page (the bug
+    6c8e2a256915 fixed), and the device's write is lost."""
+    p = program(op("T0", "mmap", addr=A, pages=1), op("T0", "write", addr=A, value=7),
+                op("T0", "madvise", addr=A, pages=1, advice="MADV_FREE"),
+                op("T0", "lru_add_drain"), op("T0", "pin", addr=A, pin="p0"),
+                op("R", "reclaim"), op("D", "dma_write", pin="p0", value=42),
+                op("T0", "read", addr=A))
+    out = run(p, "v5.17")
+    assert out.verdict is Verdict.DATA_LOSS and "allowed 42" in out.crash.message
+    assert run(p, "v5.18").verdict is Verdict.OK
+
+
+def test_one_schedule_one_interleaving_on_small_folios() -> None:
+    """v6.15 yielded once more than v6.16 after discarding a small folio's only PTE,
+    so a global step fell in different operations.  A place is the same on both."""
+    p = program(op("T0", "mmap", addr=A, pages=4), op("T0", "write", addr=A, pages=4, value=7),
+                op("T0", "madvise", addr=A, pages=4, advice="MADV_FREE"),
+                op("T0", "lru_add_drain"),
+                op("T0", "madvise", addr=A, pages=4, advice="MADV_PAGEOUT"),
+                op("R", "reclaim"), op("S", "folio_try_get", addr=A, ref="r0"),
+                op("T0", "write", addr=A, value=9),
+                threads=(T0, R, S),
+                schedule=[{"op": 4, "at": "between_folios", "nth": 2, "thread": "S"}])
+    assert differential(p, "v6.15", "v6.16").equal
+    a, b = run(p, "v6.15"), run(p, "v6.16")
+    assert a.places == b.places
+
+
+def test_h2_keeps_its_intended_divergence() -> None:
+    """Where only one version has the place (v6.14's window between two PTEs of the
+    unmap, which v6.15's batch closed), the other runs on to the operation's end."""
+    from engine.corpus import CORPUS_DIR, load_entry
+    entry = load_entry(str(CORPUS_DIR / "h2-shrinker-ref-between-ptes.json"))
+    report = differential(entry["program"], "v6.14", "v6.15")
+    [d] = report.divergences
+    assert d.classification.value == "intended"
+    assert "swapbacked-only-if-dirty" in [r.name for r in d.rules]
+    assert (3, YieldPoint.BETWEEN_PTES, 1) in report.a.places
+    assert (3, YieldPoint.BETWEEN_PTES, 1) not in report.b.places
