@@ -159,7 +159,6 @@ class GupMixin:
                 folio.dirty = True
                 folio_unlock(self, folio)
             self.gup_put_folio(folio)
-        self.oracle.on_unpin(op.pin, op.dirty)
         return 0
 
     def dma_write(self, op):

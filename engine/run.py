@@ -320,12 +320,23 @@ class Runner:
         idx = t.next_op()
         op = self.program.ops[idx]
         gen = _dispatch(k, op)
+        if isinstance(op, Unpin):
+            gen = self._driver_unpins(op, gen)
         need = self.prereq.get(idx)
         if need is not None and not all(self.done[i] for i in need):
             gen = self._after_gate(OpsDone(self.done, need, f"{op.op} {op.pin} waits"), gen)
         if t.kind is ThreadKind.TASK and not k.mms[t.mm_id].alive:
             gen = self._after_gate(k.mm_gate(t.mm_id), gen)
         t.gen = gen
+
+    def _driver_unpins(self, op: Unpin, gen):
+        """The oracle hears what the driver asked of the unpin (make_dirty or not)
+        from the program, not from the kernel path that carries it out: a kernel
+        that dropped make_dirty must not take the oracle along.  Told as the
+        unpin begins (after its waits), so that while the kernel releases the
+        pages one by one the oracle allows what a released page may do."""
+        self.oracle.on_unpin(op.pin, op.dirty)
+        return (yield from gen)
 
     def _after_gate(self, gate, gen):
         yield from wait_gate(self.k, gate)
