@@ -226,7 +226,12 @@ class MemoryMixin:
 
         Context: PTL.  A large folio is reused only if this is its only mapping
         user (the model's stand-in for PageAnonExclusive); else the page is
-        copied into a new small folio (wp_page_copy).
+        copied into a new small folio (wp_page_copy).  A pinned folio's other
+        references do not count against reuse: GUP pins only exclusive anon
+        pages (unsharing first), and do_wp_page() reuses a PageAnonExclusive
+        page "without further checks" (mm/memory.c since 6c287605fd56), so a
+        pinned page is never copied away from its pin.  Before it (v5.17) the
+        page count decided, and a write fault copied a pinned page.
         """
         pte = pt.entries[idx]
         pfn = pte_pfn(pte)
@@ -236,10 +241,14 @@ class MemoryMixin:
             # a swap-cache folio whose slots other PTEs still use is shared too
             # (folio_free_swap() fails, so wp_can_reuse_anon_folio() says no)
             shared_swap = folio.swapcache and any(self.swap.count.get(s) for s in folio.swap)
-            exclusive = (folio.ref - (folio.nr if folio.swapcache else 0) == mapped
-                         and max(folio.mapcount) <= 1 and not folio.entire_mapcount
-                         and not shared_swap and self.mapped_only_in(folio, vma.mm))
-            if exclusive:
+            mine = (max(folio.mapcount) <= 1 and not folio.entire_mapcount
+                    and not shared_swap and self.mapped_only_in(folio, vma.mm))
+            only_mappings = folio.ref - (folio.nr if folio.swapcache else 0) == mapped
+            # pinned, hence PageAnonExclusive: whatever other references it has
+            pinned = self.HAS_ANON_EXCLUSIVE and "pin" in folio.extra
+            if mine and (only_mappings or pinned):
+                if not only_mappings:
+                    self.event("wp_reuse_pinned", folio)       # v5.17 copied it
                 pt.entries[idx] = pte_mkwrite(pte_mkdirty(pte_mkyoung(pte)))
                 return
             value = folio.data[pfn - folio.pfn]

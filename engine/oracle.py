@@ -143,11 +143,14 @@ class Oracle:
             shadow.lazy = False
 
     def on_madv_free(self, mm: int, start: int, end: int) -> None:
+        """User space gives up the contents, whoever wrote them: a device write
+        before the MADV_FREE no longer holds the page (one after it does)."""
         pages = self.pages
         for vpn in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
             shadow = pages.get((mm, vpn))
             if shadow is not None:
                 shadow.lazy = True
+                shadow.dma_held.clear()
 
     def on_pin(self, name: str, mm: int, addr: int) -> None:
         self.pinned.setdefault(name, []).append(self.pages.get((mm, addr >> PAGE_SHIFT)))

@@ -279,7 +279,7 @@ class RmapMixin:
             self.warn(f"try_to_unmap_one: swapbacked {folio.swapbacked} != swapcache {folio.swapcache}")
             set_pte_at(pvmw.pt, pvmw.idx, pteval)
             return False
-        if self.PINNED_ANON_STAYS_MAPPED and folio_maybe_dma_pinned(folio):
+        if self.HAS_ANON_EXCLUSIVE and folio_maybe_dma_pinned(folio):
             # folio_try_share_anon_rmap_pte() fails on a possibly pinned exclusive
             # page: it must stay mapped (6c287605fd56, PG_anon_exclusive, v5.19)
             set_pte_at(pvmw.pt, pvmw.idx, pteval)

@@ -46,8 +46,9 @@ RULES: list[Rule] = [
     Rule("pinned-anon-stays-mapped", "v5.17", "v5.18",
          "6c287605fd56 mm: remember exclusively mapped anonymous pages with PG_anon_exclusive "
          "(v5.19; the v5.18 engine stands for v5.18-v6.7)",
-         lambda o, n, k: "ttu_pinned_anon_stays_mapped" in n,
-         "a possibly pinned exclusive anon page is not unmapped to swap"),
+         lambda o, n, k: "ttu_pinned_anon_stays_mapped" in n or "wp_reuse_pinned" in n,
+         "a possibly pinned exclusive anon page is not unmapped to swap, and a write fault "
+         "reuses it rather than copying it away from its pin"),
     # -- v5.18 -> v6.12 -------------------------------------------------------
     Rule("anon-mthp-faults", "v5.18", "v6.12",
          "19eaf44954df mm: thp: support allocation of anonymous multi-size THP",
@@ -108,8 +109,10 @@ RULES: list[Rule] = [
     # -- v6.15 -> v6.16 ----------------------------------------------------------
     Rule("bounded-partial-batches", "v6.15", "v6.16",
          "ddd05742b45b mm/rmap: fix potential out-of-bounds page table access during batched unmap",
-         lambda o, n, k: "ttu_batch_partial" in n,
-         "batches are bounded by the page table and the VMA and may be partial"),
+         lambda o, n, k: "ttu_batch_partial" in n or "ttu_batch_past_vma" in o,
+         "batches are bounded by the page table and the VMA and may be partial: a v6.15 "
+         "batch no longer runs into the next VMA, clearing its PTEs and restoring them "
+         "with the first PTE's bits (or reading past the page table)"),
 ]
 
 

@@ -310,6 +310,27 @@ scenario("fork-shared-mthp", "J",
          {"v6.14..v6.15": {"classification": "equal"}})
 SCENARIOS[-1]["program"]["threads"] = TH + [{"name": "T1", "kind": "task", "mm": 1}]
 
+# H12 without the out-of-bounds read: the folio crosses a VMA end inside one page table.
+scenario("h12-vma-boundary-pinned-mthp", "H12",
+         "A pinned clean lazyfree 16-page mTHP whose page 0 mprotect() made read-only: page 0 "
+         "is in one VMA, pages 1-15 in the next. v6.15's can_batch_unmap_folio_ptes() batches "
+         "from page 0 over all 16 PTEs (folio_pte_batch ignores the write bit and is not bounded "
+         "by the VMA), the pin makes the refcount check fail, and set_ptes() restores all 16 from "
+         "PTE 0's value: pages 1-15 lose their write bit. v6.16 bounds the batch by the VMA end "
+         "(one PTE), v6.14 goes PTE by PTE; both abort on page 0 and leave pages 1-15 writable. "
+         "v6.14 also makes the folio swapbacked (nr_lazyfree_fail +16); v6.15 and v6.16 do not.",
+         [op("T0", "mmap", addr=A, pages=16, order=4), op("T0", "pin", addr=A, pin="p0"),
+          op("T0", "madvise", addr=A, pages=16, advice="MADV_FREE"),
+          op("T0", "mprotect", addr=A, pages=1, prot="r"), op("R", "reclaim")],
+         merge(each(OLD + ("v6.15", "v6.16"), **{"verdict": "ok", "mm0.pte[0x200000]": "f0+0:"}),
+               each(OLD + ("v6.16",), **{"mm0.pte[0x201000]": "f0+1:w", "mm0.pte[0x20f000]": "f0+15:w"}),
+               each(("v6.15",), **{"mm0.pte[0x201000]": "f0+1:", "mm0.pte[0x20f000]": "f0+15:"}),
+               each(OLD, **{"counter.nr_lazyfree_fail": 16}),
+               each(("v6.15", "v6.16"), **{"counter.nr_lazyfree_fail": 0})),
+         {"v6.14..v6.15": {"classification": "intended", "rules": ["swapbacked-only-if-dirty"]},
+          "v6.15..v6.16": {"classification": "intended", "kind": "state",
+                           "rules": ["bounded-partial-batches"]}})
+
 scenario("vmsplice-style-extra-ref", "J",
          "A clean lazyfree 16-page mTHP with extra references held across reclaim (as vmsplice "
          "or io_uring do): v6.12 and v6.14 make it swapbacked and a later reclaim cannot free it; v6.15 "

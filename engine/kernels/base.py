@@ -36,8 +36,9 @@ class Kernel(MemoryMixin, RmapMixin, HugeMemoryMixin, VmscanMixin, MadviseMixin,
     HAS_DROPPABLE = True
     #: shrink_folio_list splits large lazyfree folios before unmapping (before 735ecdfaf4e8)
     SPLITS_LAZYFREE_IN_RECLAIM = False
-    #: a maybe-pinned exclusive anon page is never unmapped to swap (6c287605fd56, v5.19)
-    PINNED_ANON_STAYS_MAPPED = True
+    #: PG_anon_exclusive (6c287605fd56, v5.19): a maybe-pinned exclusive anon page is
+    #: never unmapped to swap, and a write fault reuses a pinned page instead of copying it
+    HAS_ANON_EXCLUSIVE = True
 
     def __init__(self) -> None:
         self.mms: dict[int, Any] = {}

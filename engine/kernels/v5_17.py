@@ -12,7 +12,7 @@ from engine.kernels.v5_18 import V5_18
 class V5_17(V5_18):
     VERSION = "v5.17"
     COMMIT = "8cdf3792526a (mm/rmap.c before 6c8e2a256915)"
-    PINNED_ANON_STAYS_MAPPED = False
+    HAS_ANON_EXCLUSIVE = False
 
     def lazyfree_can_discard(self, folio) -> bool:
         """MADV_FREE page check: only PG_dirty counts."""

@@ -17,8 +17,8 @@ from engine.folio import (folio_mapcount, folio_ref_count, folio_ref_sub, folio_
                           folio_test_anon, folio_test_dirty, folio_test_swapbacked)
 from engine.kernels.v6_14 import V6_14
 from engine.mm import MM_ANONPAGES
-from engine.pgtable import (PTE_DIRTY_YOUNG, PTE_BATCH_IGNORE, pmd_dirty, ptep_get, pte_pfn,
-                            set_pte_at)
+from engine.pgtable import (PAGE_SHIFT, PTE_DIRTY_YOUNG, PTE_BATCH_IGNORE, pmd_dirty, ptep_get,
+                            pte_pfn, set_pte_at)
 from engine.rmap import Pvmw
 from engine.sched import YieldPoint
 
@@ -180,6 +180,10 @@ class V6_15(V6_14):
             self.ttu_harvest_dirty(folio, pteval)
             if nr_pages > 1:
                 self.event("ttu_batch" if nr_pages == folio.nr else "ttu_batch_partial", folio)
+                if pvmw.address + (nr_pages << PAGE_SHIFT) > pvmw.vma.vm_end:
+                    # can_batch_unmap_folio_ptes() ran into the next VMA: its PTEs are
+                    # cleared, and restored with this VMA's bits (ddd05742b45b)
+                    self.event("ttu_batch_past_vma", folio)
             if folio_test_anon(folio) and not folio_test_swapbacked(folio):
                 yield YieldPoint.PTE_CLEARED
                 if not self.ttu_lazyfree(folio, vma, pvmw, nr_pages, pteval):

@@ -172,3 +172,47 @@ def test_h2_keeps_its_intended_divergence() -> None:
     assert "swapbacked-only-if-dirty" in [r.name for r in d.rules]
     assert (3, YieldPoint.BETWEEN_PTES, 1) in report.a.places
     assert (3, YieldPoint.BETWEEN_PTES, 1) not in report.b.places
+
+
+def test_a_write_fault_does_not_copy_a_pinned_page_away() -> None:
+    """pct on v6.15,v6.16 stored data_loss in pin_user_pages_fast: v6.15's batch had
+    restored pages 1-15 read-only, the write fault then copied each pinned page
+    (the model decided reuse from the refcount), MADV_FREE freed a copy.  A
+    pinned page is PageAnonExclusive since 6c287605fd56: do_wp_page() reuses it."""
+    def pinned_then_written(version: int = 2) -> dict:
+        return {"version": version, "threads": [T0, D],
+                "ops": [op("T0", "mmap", addr=A, pages=1), op("T0", "write", addr=A, value=7),
+                        op("T0", "pin", addr=A, pin="p0"),
+                        op("T0", "mprotect", addr=A, pages=1, prot="r"),
+                        op("T0", "mprotect", addr=A, pages=1, prot="rw"),
+                        op("T0", "write", addr=A, value=8),
+                        op("D", "dma_write", pin="p0", value=9), op("T0", "read", addr=A)],
+                "schedule": []}
+    p = parse_program(pinned_then_written())
+    for engine in ("v5.18", "v6.14", "v6.15", "v6.16"):
+        out = run(p, engine)
+        assert out.verdict is Verdict.OK and out.results[7] == [9], (engine, out.crash)
+        assert ("wp_reuse_pinned" in {e for _, e in out.events})
+    # v5.17 copied it: the device's write went to the page the pin still held
+    old = run(p, "v5.17")
+    assert old.verdict is Verdict.DATA_LOSS and "allowed 9" in old.crash.message
+    [d] = differential(p, "v5.17", "v5.18").divergences
+    assert d.kind.value == "data_loss"
+
+
+def test_madv_free_after_a_device_write_gives_the_contents_up() -> None:
+    """What the device wrote before a MADV_FREE is given up with the rest."""
+    from engine.oracle import Oracle
+
+    class Kernel:
+        mms: dict = {}
+    oracle = Oracle(Kernel())
+    oracle.on_map(0, A, A + P)
+    oracle.on_pin("p0", 0, A)
+    oracle.on_dma_write("p0", 0, 9)
+    shadow = oracle.pages[(0, A >> 12)]
+    assert shadow.value == 9 and not shadow.may_read_zero()
+    oracle.on_madv_free(0, A, A + P)
+    assert shadow.may_read_zero()
+    oracle.on_dma_write("p0", 0, 10)          # a device write after it holds the page again
+    assert not shadow.may_read_zero()
