@@ -52,20 +52,31 @@ class MadviseMixin:
             vmas = [v for v in mm.vmas if v.vm_start < end and start < v.vm_end]
             if op.advice is not Advice.MADV_PAGEOUT and any(v.vm_flags & VM_LOCKED for v in vmas):
                 return -errno.EINVAL
-            if op.advice is Advice.MADV_FREE:
-                self.oracle.on_madv_free(mm.id, start, end)
             if op.advice is not Advice.MADV_DONTNEED:
                 self.lru_add_drain()
-            folios: list[Folio] = []
-            for vma in vmas:
-                lo, hi = max(start, vma.vm_start), min(end, vma.vm_end)
-                if op.advice is Advice.MADV_DONTNEED:
-                    yield from self.zap_page_range(vma, lo, hi)
-                    self.oracle.on_dontneed(mm.id, lo, hi)
-                elif op.advice is Advice.MADV_FREE:
-                    yield from self.madvise_free_range(vma, lo, hi)
-                elif not vma.vm_flags & VM_LOCKED:
-                    yield from self.madvise_pageout_range(vma, lo, hi, folios)
+            # The oracle hears the advice for the whole range and the whole call:
+            # another thread's store may land before or after the page is done.
+            if op.advice is Advice.MADV_FREE:
+                self.oracle.on_madv_free(mm.id, start, end)
+                done = self.oracle.on_madv_free_done
+            elif op.advice is Advice.MADV_DONTNEED:
+                self.oracle.on_dontneed(mm.id, start, end)
+                done = self.oracle.on_dontneed_done
+            else:
+                done = None
+            try:
+                folios: list[Folio] = []
+                for vma in vmas:
+                    lo, hi = max(start, vma.vm_start), min(end, vma.vm_end)
+                    if op.advice is Advice.MADV_DONTNEED:
+                        yield from self.zap_page_range(vma, lo, hi)
+                    elif op.advice is Advice.MADV_FREE:
+                        yield from self.madvise_free_range(vma, lo, hi)
+                    elif not vma.vm_flags & VM_LOCKED:
+                        yield from self.madvise_pageout_range(vma, lo, hi, folios)
+            finally:
+                if done is not None:
+                    done(mm.id, start, end)
             if folios:
                 yield from self.reclaim_pages(folios)
             return 0

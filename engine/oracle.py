@@ -59,26 +59,32 @@ class PageShadow:
     data, whatever MADV_FREE said.  ``droppable``: a VM_DROPPABLE page, which
     may read zero at any time.
 
+    ``racing``: a MADV_DONTNEED ran while the page was written by another
+    thread, so the write may have landed before the zap (and be gone) or after.
+
     A pin refers to the shadows of the pages it was taken on, not to addresses:
     mremap moves the shadow objects, so the pin follows its page; munmap, a new
     mmap or MADV_DONTNEED replace them, so a later DMA writes a page user space
     no longer sees.
     """
 
-    __slots__ = ("value", "lazy", "droppable", "dma_held")
+    __slots__ = ("value", "lazy", "droppable", "dma_held", "racing", "written_in_zap")
 
-    def __init__(self, value: int = 0, lazy: bool = False, droppable: bool = False) -> None:
+    def __init__(self, value: int = 0, lazy: bool = False, droppable: bool = False,
+                 racing: bool = False) -> None:
         self.value = value
         self.lazy = lazy
         self.droppable = droppable
         self.dma_held: set[str] = set()
+        self.racing = racing
+        self.written_in_zap = False
 
     def may_read_zero(self) -> bool:
-        return self.droppable or (self.lazy and not self.dma_held)
+        return self.droppable or self.racing or (self.lazy and not self.dma_held)
 
     def copy(self) -> "PageShadow":
         """The child's page after fork: same contents, no pin of the parent's."""
-        return PageShadow(self.value, self.lazy, self.droppable)
+        return PageShadow(self.value, self.lazy, self.droppable, self.racing)
 
 
 class Oracle:
@@ -91,6 +97,10 @@ class Oracle:
         self.pages: dict[tuple[int, int], PageShadow] = {}
         # pin -> the shadow of each page it holds, in the kernel's order (None: unmapped)
         self.pinned: dict[str, list[PageShadow | None]] = {}
+        # pages a MADV_FREE or MADV_DONTNEED in progress covers (how many of them):
+        # another thread's store there may land before or after the page is done
+        self.freeing: Counter = Counter()
+        self.zapping: Counter = Counter()
         self._pt_cache: dict[int, tuple[bytes, Counter, int]] = {}
         self._last_seen: tuple | None = None
 
@@ -105,12 +115,31 @@ class Oracle:
             self.pages.pop((mm, vpn), None)
 
     def on_dontneed(self, mm: int, start: int, end: int) -> None:
-        """A new zero page replaces each one: what a pin still holds is no longer seen."""
-        pages = self.pages
+        """MADV_DONTNEED begins: until it ends a page reads its contents or zero."""
+        pages, zapping = self.pages, self.zapping
         for vpn in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
-            old = pages.get((mm, vpn))
-            if old is not None:
-                pages[(mm, vpn)] = PageShadow(droppable=old.droppable)
+            shadow = pages.get((mm, vpn))
+            if shadow is not None:
+                zapping[(mm, vpn)] += 1
+                shadow.racing = True
+
+    def on_dontneed_done(self, mm: int, start: int, end: int) -> None:
+        """MADV_DONTNEED ended: a new zero page replaces each one (what a pin still
+        holds is no longer seen), unless another thread stored to it meanwhile,
+        maybe after its zap: then that value or zero."""
+        pages, zapping = self.pages, self.zapping
+        for vpn in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
+            key = (mm, vpn)
+            old = pages.get(key)
+            if old is None:
+                continue
+            zapping[key] -= 1
+            if not zapping[key]:
+                del zapping[key]
+            if old.written_in_zap:
+                pages[key] = PageShadow(old.value, droppable=old.droppable, racing=True)
+            else:
+                pages[key] = PageShadow(droppable=old.droppable)
 
     def on_move(self, mm: int, old: int, new: int, length: int) -> None:
         """mremap: each page, with its contents and the pins on it, moves to ``new``."""
@@ -136,21 +165,39 @@ class Oracle:
                     pages[(child, vpn)] = PageShadow(droppable=pages[(child, vpn)].droppable)
 
     def on_write(self, mm: int, addr: int, value: int) -> None:
-        """A CPU store: the PTE is dirty now, so the kernel knows of it."""
-        shadow = self.pages.get((mm, addr >> PAGE_SHIFT))
+        """A CPU store: the PTE is dirty now, so the kernel knows of it.  A MADV_FREE
+        of the page still in progress may clear that dirty bit after the store (the
+        free then comes last), and a MADV_DONTNEED may zap the page after it."""
+        key = (mm, addr >> PAGE_SHIFT)
+        shadow = self.pages.get(key)
         if shadow is not None:
             shadow.value = value
-            shadow.lazy = False
+            shadow.lazy = key in self.freeing
+            if key in self.zapping:
+                shadow.written_in_zap = True
+            else:
+                shadow.racing = False
 
     def on_madv_free(self, mm: int, start: int, end: int) -> None:
-        """User space gives up the contents, whoever wrote them: a device write
-        before the MADV_FREE no longer holds the page (one after it does)."""
-        pages = self.pages
+        """MADV_FREE begins: user space gives up the contents, whoever wrote them (a
+        device write before it no longer holds the page; one after it does)."""
+        pages, freeing = self.pages, self.freeing
         for vpn in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
             shadow = pages.get((mm, vpn))
             if shadow is not None:
+                freeing[(mm, vpn)] += 1
                 shadow.lazy = True
                 shadow.dma_held.clear()
+
+    def on_madv_free_done(self, mm: int, start: int, end: int) -> None:
+        """MADV_FREE ended: a store from now on keeps the page."""
+        freeing = self.freeing
+        for vpn in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
+            key = (mm, vpn)
+            if key in freeing:
+                freeing[key] -= 1
+                if not freeing[key]:
+                    del freeing[key]
 
     def on_pin(self, name: str, mm: int, addr: int) -> None:
         self.pinned.setdefault(name, []).append(self.pages.get((mm, addr >> PAGE_SHIFT)))
