@@ -60,4 +60,4 @@ def test_reproducer_exports_c_and_names_the_untranslatable_op(tmp_path) -> None:
     assert "int main" in (tmp_path / "h8.c").read_text()
     res = runner.invoke(app, ["reproducer", str(CORPUS / "h2-shrinker-ref-between-ptes.json")])
     assert res.exit_code != 0
-    assert "ops[4]" in res.output and "not translatable" in res.output
+    assert "ops[3]" in res.output and "not translatable" in res.output
