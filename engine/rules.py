@@ -68,9 +68,11 @@ RULES: list[Rule] = [
          "a new PMD THP is queued for deferred split as a possible underused THP"),
     Rule("deferred-split-partially-mapped", "v5.18", "v6.12",
          "mm: introduce a pageflag for partially mapped folios (Usama Arif, v6.12; mainline id not verified)",
-         lambda o, n, k: k == "deferred_split_scan" or (
-             "deferred_split_partially_mapped" in o) != ("deferred_split_partially_mapped" in n),
-         "only partially mapped folios are queued (once) and split by the shrinker"),
+         lambda o, n, k: k == "deferred_split_scan" or bool(
+             {"deferred_split_partially_mapped"} & (o | n)),
+         "only partially mapped folios are queued (once) and split by the shrinker; such a "
+         "folio is flagged PG_partially_mapped and counted in the mTHP stat "
+         "nr_anon_partially_mapped, which older kernels do not have"),
     Rule("split-maps-unused-to-zeropage", "v5.18", "v6.12",
          "b1f202060afe mm: remap unused subpages to shared zeropage when splitting isolated thp",
          lambda o, n, k: "split_remap_zeropage" in n,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from engine.diff import differential, normalize_field
+from engine.program import parse_program
 from engine.upgrade import upgrade_program
 
 # Found by sweeping random programs: the schedule leaves an operation in flight
@@ -45,3 +46,26 @@ def test_every_differing_field_has_its_first_op():
     [d] = report.divergences
     assert d.fields and all(f.first_op is not None for f in d.fields)
     assert d.first_op == min(f.first_op for f in d.fields)
+
+
+# The README's campaign (random, v5.17,v6.14) stored this as unexpected: v6.14
+# flags the THP it queued (underused, at its fault) PG_partially_mapped when
+# mremap moves one page away, and counts it in nr_anon_partially_mapped, a stat
+# v5.17 does not have.  Both runs queue the folio as partially mapped.
+PARTIAL_THP = {"version": 2,
+               "threads": [{"name": "T0", "kind": "task", "mm": 0},
+                           {"name": "S", "kind": "kthread", "mm": None}],
+               "ops": [{"thread": "T0", "op": "mmap", "addr": 2097152, "pages": 512, "order": 9},
+                       {"thread": "T0", "op": "write", "addr": 2101248, "pages": 7, "value": 1},
+                       {"thread": "S", "op": "deferred_split_scan", "nr_to_scan": 1},
+                       {"thread": "T0", "op": "mremap", "addr": 2097152, "pages": 1,
+                        "new_addr": 3014656}],
+               "schedule": [{"op": 1, "at": "between_pages", "nth": 1, "thread": "S"},
+                            {"op": 1, "at": "between_pages", "nth": 5, "thread": "S"}]}
+
+
+def test_a_stat_the_older_kernel_lacks_is_intended():
+    [d] = differential(parse_program(PARTIAL_THP), "v5.17", "v6.14").divergences
+    assert d.field == "mthp.nr_anon_partially_mapped[9]"
+    assert d.classification.value == "intended"
+    assert [r.name for r in d.rules] == ["deferred-split-partially-mapped"]
