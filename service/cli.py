@@ -588,6 +588,9 @@ def fuzz(
                        f"{p.elapsed:.0f} s, {len(p.stored)} new findings stored, {harness}; "
                        f"see `foliodiff serve --db {url}` then GET /campaigns/{campaign_id} "
                        f"and /divergences", style="bold red" if p.harness else ""))
+    if p.harness:
+        # everything is stored; the exit code tells scripts the harness misbehaved
+        raise typer.Exit(EXIT_HARNESS)
 
 
 @app.command()

@@ -109,7 +109,7 @@ def test_harness_errors_are_kept_apart_and_said_loudly(tmp_path: Path) -> None:
                         "--seeds", str(ROOT / "corpus"), "--no-minimize"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=240,
                        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "400"})
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.returncode == 3, r.stdout + r.stderr      # stored, then said by the exit code
     said = " ".join(r.stderr.split())
     with Store.open(url) as store:
         errors, total = store.list_harness_errors(limit=100)
