@@ -362,9 +362,12 @@ def _from_validation_error(err: ValidationError, data: Any) -> ProgramError:
     return ProgramError(field, value, first["msg"])
 
 
-def parse_program(data: Any) -> Program:
+def parse_program(data: Any, *, check: bool = True) -> Program:
     """Validate decoded JSON ``data`` and return the :class:`Program`.
 
+    @check: also the semantic checks (:func:`check_program`); without them
+        only the fields (what :mod:`engine.upgrade` runs a format-1 program
+        as, before it drops what format 2 refuses).
     Return: the program.  Raises :class:`ProgramError` naming the first bad
     field and its value.
     """
@@ -385,7 +388,7 @@ def parse_program(data: Any) -> Program:
         program = _PROGRAM_ADAPTER.validate_python(data)
     except ValidationError as err:
         raise _from_validation_error(err, data) from None
-    return program.check()
+    return program.check() if check else program
 
 
 def loads_program(text: str | bytes) -> Program:

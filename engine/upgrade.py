@@ -26,8 +26,7 @@ from typing import Any
 
 from engine.errors import ProgramError
 from engine.kernels import resolve_engine
-from engine.program import (PROGRAM_VERSION, Preemption, Program, _from_validation_error,
-                            parse_program)
+from engine.program import PROGRAM_VERSION, Program, parse_program, renumber_schedule
 from engine.run import Runner
 
 #: The engine a format-1 schedule is read on when the caller names none: the
@@ -83,14 +82,7 @@ def _not_held(ops: list[dict[str, Any]]) -> list[int]:
 def _loose(data: dict[str, Any]) -> Program:
     """The program with its operations as they are and no schedule, for the reading
     run: validated field by field, but not for the pin rules format 2 adds."""
-    body = {**data, "version": PROGRAM_VERSION, "schedule": []}
-    try:
-        return Program.model_validate(body)
-    except Exception as err:  # pydantic's ValidationError: name the field
-        from pydantic import ValidationError
-        if isinstance(err, ValidationError):
-            raise _from_validation_error(err, body) from None
-        raise
+    return parse_program({**data, "version": PROGRAM_VERSION, "schedule": []}, check=False)
 
 
 def upgrade_program(data: dict[str, Any], reading: str = DEFAULT_READING) -> Upgrade:
@@ -122,15 +114,10 @@ def upgrade_program(data: dict[str, Any], reading: str = DEFAULT_READING) -> Upg
 
     runner = Runner(loose, reading, chooser=step_policy)
     runner.run()
-    renumber = {}
-    for i in range(len(loose.ops)):
-        if i not in dropped:
-            renumber[i] = len(renumber)
-    taken = [Preemption(op=renumber[e.op] if e.op is not None else None, at=e.at, nth=e.nth,
-                        thread=e.thread)
-             for e in runner.schedule_taken or [] if e.op is None or e.op in renumber]
-    program = parse_program({**data, "version": PROGRAM_VERSION, "ops": keep,
-                             "schedule": [e.model_dump(mode="json") for e in taken]})
+    kept = [i for i in range(len(loose.ops)) if i not in dropped]
+    taken = renumber_schedule([e.model_dump(mode="json") for e in runner.schedule_taken or []],
+                              {old: new for new, old in enumerate(kept)}.get)
+    program = parse_program({**data, "version": PROGRAM_VERSION, "ops": keep, "schedule": taken})
     return Upgrade(program, reading, tuple(dropped),
                    _note(reading, len(schedule_v1), len(taken), dropped))
 

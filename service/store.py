@@ -326,6 +326,19 @@ def _page_key(sort: Any, keys: Sequence[str], limit: Any, offset: Any) -> str:
     return key
 
 
+def _hits_by_signature(records: Sequence[Any]) -> dict[str, tuple[Any, int]]:
+    """Signature id -> (its first record, how many records have it).  Raises
+    :class:`InvalidValueError` for two signatures that share an id."""
+    groups: dict[str, tuple[Any, int]] = {}
+    for r in records:
+        first, hits = groups.get(r.signature_id, (r, 0))
+        if first.signature != r.signature:
+            raise InvalidValueError("signature_id", r.signature_id,
+                                    f"shared by {first.signature!r} and {r.signature!r}")
+        groups[r.signature_id] = (first, hits + 1)
+    return groups
+
+
 def _check_signed(i: int, r: Any, cls: type) -> str:
     """Check that record @i is a @cls with a storable signature and signature id.
 
@@ -656,14 +669,8 @@ class Store:
         if intended and campaign_id is None:
             raise InvalidValueError("campaign_id", None, f"{len(intended)} intended "
                                     "divergences need a campaign to be counted on")
-        groups: dict[str, tuple[DivergenceRecord, int]] = {}
-        for r in records:
-            if r.classification is Classification.UNEXPECTED:
-                first, hits = groups.get(r.signature_id, (r, 0))
-                if first.signature != r.signature:
-                    raise InvalidValueError("signature_id", r.signature_id,
-                                            f"shared by {first.signature!r} and {r.signature!r}")
-                groups[r.signature_id] = (first, hits + 1)
+        groups = _hits_by_signature(
+            [r for r in records if r.classification is Classification.UNEXPECTED])
         now = self._clock()
         result = UpsertResult(intended=len(intended))
         try:
@@ -916,13 +923,7 @@ class Store:
         if campaign_id is not None and (not isinstance(campaign_id, int)
                                         or isinstance(campaign_id, bool)):
             raise InvalidValueError("campaign_id", campaign_id, "must be a campaign id or None")
-        groups: dict[str, tuple[HarnessRecord, int]] = {}
-        for r in records:
-            first, hits = groups.get(r.signature_id, (r, 0))
-            if first.signature != r.signature:
-                raise InvalidValueError("signature_id", r.signature_id,
-                                        f"shared by {first.signature!r} and {r.signature!r}")
-            groups[r.signature_id] = (first, hits + 1)
+        groups = _hits_by_signature(records)
         now = self._clock()
         result = HarnessUpsertResult()
         table = HarnessError.__table__
