@@ -21,7 +21,7 @@ from collections import Counter
 
 from engine.memory import ZERO_PFN
 from engine.mm import MM_ANONPAGES
-from engine.pgtable import (HPAGE_PMD_NR, PAGE_SHIFT, is_swap_pte, pte_pfn,
+from engine.pgtable import (HPAGE_PMD_NR, PAGE_SHIFT, is_swap_pte, present_slots, pte_pfn,
                             pte_present, pte_swp_offset)
 
 
@@ -87,120 +87,195 @@ class PageShadow:
         return PageShadow(self.value, self.lazy, self.droppable, self.racing)
 
 
+class _Mapped:
+    """The pages each mm maps, as the oracle heard of them: ranges of page numbers.
+
+    Kept by the oracle itself from the syscalls, never read off the kernel's
+    VMAs: a kernel under test that loses track of a mapping must not take
+    the oracle along.  A page mapped and never touched has no shadow: it
+    reads zero, and its range says what a shadow made for it on first touch
+    starts as (droppable; lazy, when a MADV_FREE covered it since it was
+    mapped or last zapped).
+    """
+
+    __slots__ = ("ranges",)
+
+    def __init__(self) -> None:
+        # mm -> sorted, disjoint (lo, hi, droppable, lazy)
+        self.ranges: dict[int, list[tuple[int, int, bool, bool]]] = {}
+
+    def find(self, mm: int, vpn: int) -> tuple[int, int, bool, bool] | None:
+        for r in self.ranges.get(mm, ()):
+            if r[0] <= vpn < r[1]:
+                return r
+        return None
+
+    def cut(self, mm: int, lo: int, hi: int) -> list[tuple[int, int, bool, bool]]:
+        """Unmap [lo, hi); return the pieces that were mapped there."""
+        kept, gone = [], []
+        for r in self.ranges.get(mm, ()):
+            a, b = r[0], r[1]
+            if b <= lo or hi <= a:
+                kept.append(r)
+                continue
+            if a < lo:
+                kept.append((a, lo) + r[2:])
+            if hi < b:
+                kept.append((hi, b) + r[2:])
+            gone.append((max(a, lo), min(b, hi)) + r[2:])
+        self.ranges[mm] = sorted(kept)
+        return gone
+
+    def add(self, mm: int, lo: int, hi: int, droppable: bool, lazy: bool = False) -> None:
+        self.cut(mm, lo, hi)
+        self.ranges[mm] = sorted(self.ranges[mm] + [(lo, hi, droppable, lazy)])
+
+    def set_lazy(self, mm: int, lo: int, hi: int, lazy: bool) -> None:
+        """The mapped pages of [lo, hi) start lazy (or not) on first touch."""
+        for a, b, droppable, _ in self.cut(mm, lo, hi):
+            self.add(mm, a, b, droppable, lazy)
+
+    def copy(self, parent: int, child: int) -> None:
+        self.ranges[child] = list(self.ranges.get(parent, ()))
+
+
 class Oracle:
     """Shadow of what user space may observe, plus the kernel-state invariants."""
 
     def __init__(self, kernel, per_step: bool = True) -> None:
         self.k = kernel
         self.per_step = per_step
-        # (mm, vpn) -> the page user space sees there
+        # (mm, vpn) -> the page user space sees there, once something touched it;
+        # a mapped page without one reads zero (see _Mapped)
         self.pages: dict[tuple[int, int], PageShadow] = {}
+        self.mapped = _Mapped()
         # pin -> the shadow of each page it holds, in the kernel's order (None: unmapped)
         self.pinned: dict[str, list[PageShadow | None]] = {}
-        # pages a MADV_FREE or MADV_DONTNEED in progress covers (how many of them):
-        # another thread's store there may land before or after the page is done
-        self.freeing: Counter = Counter()
-        self.zapping: Counter = Counter()
+        # (mm, lo, hi) of each MADV_FREE or MADV_DONTNEED in progress: another
+        # thread's store there may land before or after the page is done
+        self.freeing: list[tuple[int, int, int]] = []
+        self.zapping: list[tuple[int, int, int]] = []
         self._pt_cache: dict[int, tuple[bytes, Counter, int]] = {}
         self._last_seen: tuple | None = None
 
+    # -- shadows ---------------------------------------------------------------
+    @staticmethod
+    def _covers(ranges: list[tuple[int, int, int]], mm: int, vpn: int) -> bool:
+        return any(m == mm and lo <= vpn < hi for m, lo, hi in ranges)
+
+    def shadow(self, mm: int, vpn: int) -> PageShadow | None:
+        """The page's shadow, made on first touch; None where nothing is mapped."""
+        key = (mm, vpn)
+        shadow = self.pages.get(key)
+        if shadow is None:
+            r = self.mapped.find(mm, vpn)
+            if r is None:
+                return None
+            # a page a DONTNEED in progress covers may lose a store to its zap
+            shadow = self.pages[key] = PageShadow(
+                lazy=r[3], droppable=r[2], racing=self._covers(self.zapping, mm, vpn))
+        return shadow
+
+    def _keys(self, mm: int, start: int, end: int) -> list[tuple[int, int]]:
+        """The shadowed pages of ``mm`` in [start, end), by address: whichever of the
+        range and the shadows is shorter is walked."""
+        lo, hi = start >> PAGE_SHIFT, end >> PAGE_SHIFT
+        pages = self.pages
+        if hi - lo <= len(pages):
+            return [(mm, v) for v in range(lo, hi) if (mm, v) in pages]
+        return sorted(k for k in pages if k[0] == mm and lo <= k[1] < hi)
+
     # -- user-visible events -----------------------------------------------
     def on_map(self, mm: int, start: int, end: int, droppable: bool = False) -> None:
-        pages = self.pages
-        for vpn in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
-            pages[(mm, vpn)] = PageShadow(droppable=droppable)
+        for key in self._keys(mm, start, end):
+            del self.pages[key]
+        self.mapped.add(mm, start >> PAGE_SHIFT, end >> PAGE_SHIFT, droppable)
 
     def on_unmap(self, mm: int, start: int, end: int) -> None:
-        for vpn in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
-            self.pages.pop((mm, vpn), None)
+        for key in self._keys(mm, start, end):
+            del self.pages[key]
+        self.mapped.cut(mm, start >> PAGE_SHIFT, end >> PAGE_SHIFT)
 
     def on_dontneed(self, mm: int, start: int, end: int) -> None:
         """MADV_DONTNEED begins: until it ends a page reads its contents or zero."""
-        pages, zapping = self.pages, self.zapping
-        for vpn in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
-            shadow = pages.get((mm, vpn))
-            if shadow is not None:
-                zapping[(mm, vpn)] += 1
-                shadow.racing = True
+        self.zapping.append((mm, start >> PAGE_SHIFT, end >> PAGE_SHIFT))
+        for key in self._keys(mm, start, end):
+            self.pages[key].racing = True
 
     def on_dontneed_done(self, mm: int, start: int, end: int) -> None:
         """MADV_DONTNEED ended: a new zero page replaces each one (what a pin still
         holds is no longer seen), unless another thread stored to it meanwhile,
         maybe after its zap: then that value or zero."""
-        pages, zapping = self.pages, self.zapping
-        for vpn in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
-            key = (mm, vpn)
-            old = pages.get(key)
-            if old is None:
-                continue
-            zapping[key] -= 1
-            if not zapping[key]:
-                del zapping[key]
+        self.zapping.remove((mm, start >> PAGE_SHIFT, end >> PAGE_SHIFT))
+        self.mapped.set_lazy(mm, start >> PAGE_SHIFT, end >> PAGE_SHIFT, False)
+        pages = self.pages
+        for key in self._keys(mm, start, end):
+            old = pages[key]
             if old.written_in_zap:
                 pages[key] = PageShadow(old.value, droppable=old.droppable, racing=True)
             else:
-                pages[key] = PageShadow(droppable=old.droppable)
+                del pages[key]
 
     def on_move(self, mm: int, old: int, new: int, length: int) -> None:
         """mremap: each page, with its contents and the pins on it, moves to ``new``."""
         pages = self.pages
         delta = (new - old) >> PAGE_SHIFT
         lo, hi = old >> PAGE_SHIFT, (old + length) >> PAGE_SHIFT
-        moved = [(vpn + delta, pages.pop((mm, vpn), None)) for vpn in range(lo, hi)]
+        moved = [(key[1] + delta, pages.pop(key)) for key in self._keys(mm, old, old + length)]
+        for key in self._keys(mm, new, new + length):
+            del pages[key]
         for vpn, shadow in moved:
-            if shadow is None:
-                pages.pop((mm, vpn), None)
-            else:
-                pages[(mm, vpn)] = shadow
+            pages[(mm, vpn)] = shadow
+        pieces = self.mapped.cut(mm, lo, hi)
+        self.mapped.cut(mm, lo + delta, hi + delta)
+        for a, b, droppable, lazy in pieces:
+            self.mapped.add(mm, a + delta, b + delta, droppable, lazy)
 
     def on_fork(self, parent: int, child: int) -> None:
         pages = self.pages
         for (mm, vpn), shadow in list(pages.items()):
             if mm == parent:
                 pages[(child, vpn)] = shadow.copy()
+        self.mapped.copy(parent, child)
         from engine.flags import VM
         for vma in self.k.mms[child].vmas:
             if vma.vm_flags & int(VM.VM_WIPEONFORK):
-                for vpn in range(vma.vm_start >> PAGE_SHIFT, vma.vm_end >> PAGE_SHIFT):
-                    pages[(child, vpn)] = PageShadow(droppable=pages[(child, vpn)].droppable)
+                for key in self._keys(child, vma.vm_start, vma.vm_end):
+                    del pages[key]
+                self.mapped.set_lazy(child, vma.vm_start >> PAGE_SHIFT, vma.vm_end >> PAGE_SHIFT,
+                                     False)
 
     def on_write(self, mm: int, addr: int, value: int) -> None:
         """A CPU store: the PTE is dirty now, so the kernel knows of it.  A MADV_FREE
         of the page still in progress may clear that dirty bit after the store (the
         free then comes last), and a MADV_DONTNEED may zap the page after it."""
-        key = (mm, addr >> PAGE_SHIFT)
-        shadow = self.pages.get(key)
+        vpn = addr >> PAGE_SHIFT
+        shadow = self.shadow(mm, vpn)
         if shadow is not None:
             shadow.value = value
-            shadow.lazy = key in self.freeing
-            if key in self.zapping:
+            shadow.lazy = self._covers(self.freeing, mm, vpn)
+            if self._covers(self.zapping, mm, vpn):
                 shadow.written_in_zap = True
             else:
                 shadow.racing = False
 
     def on_madv_free(self, mm: int, start: int, end: int) -> None:
         """MADV_FREE begins: user space gives up the contents, whoever wrote them (a
-        device write before it no longer holds the page; one after it does)."""
-        pages, freeing = self.pages, self.freeing
-        for vpn in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
-            shadow = pages.get((mm, vpn))
-            if shadow is not None:
-                freeing[(mm, vpn)] += 1
-                shadow.lazy = True
-                shadow.dma_held.clear()
+        device write before it no longer holds the page; one after it does).  A
+        page never touched reads zero either way."""
+        self.freeing.append((mm, start >> PAGE_SHIFT, end >> PAGE_SHIFT))
+        self.mapped.set_lazy(mm, start >> PAGE_SHIFT, end >> PAGE_SHIFT, True)
+        for key in self._keys(mm, start, end):
+            shadow = self.pages[key]
+            shadow.lazy = True
+            shadow.dma_held.clear()
 
     def on_madv_free_done(self, mm: int, start: int, end: int) -> None:
         """MADV_FREE ended: a store from now on keeps the page."""
-        freeing = self.freeing
-        for vpn in range(start >> PAGE_SHIFT, end >> PAGE_SHIFT):
-            key = (mm, vpn)
-            if key in freeing:
-                freeing[key] -= 1
-                if not freeing[key]:
-                    del freeing[key]
+        self.freeing.remove((mm, start >> PAGE_SHIFT, end >> PAGE_SHIFT))
 
     def on_pin(self, name: str, mm: int, addr: int) -> None:
-        self.pinned.setdefault(name, []).append(self.pages.get((mm, addr >> PAGE_SHIFT)))
+        self.pinned.setdefault(name, []).append(self.shadow(mm, addr >> PAGE_SHIFT))
 
     def on_dma_write(self, name: str, index: int, value: int) -> None:
         """The device wrote page ``index`` of pin ``name``: the page the pin was taken
@@ -228,10 +303,14 @@ class Oracle:
     def _check_value(self, mm: int, vpn: int, value: int, how: str) -> None:
         shadow = self.pages.get((mm, vpn))
         if shadow is None:
-            return
-        want = shadow.value
-        if value != want and not (value == 0 and shadow.may_read_zero()):
-            allowed = f"{want} or 0" if shadow.may_read_zero() else f"{want}"
+            # never touched: zero, if mapped at all
+            if not value or self.mapped.find(mm, vpn) is None:
+                return
+            want, may_zero = 0, False
+        else:
+            want, may_zero = shadow.value, shadow.may_read_zero()
+        if value != want and not (value == 0 and may_zero):
+            allowed = f"{want} or 0" if may_zero else f"{want}"
             raise Violation(Verdict.DATA_LOSS, f"mm{mm}.data[{vpn << PAGE_SHIFT:#x}]",
                             f"{how} of mm{mm} page {vpn << PAGE_SHIFT:#x} returned {value}, "
                             f"allowed {allowed}")
@@ -367,10 +446,30 @@ class Oracle:
                                 f"folio pfn {folio.pfn:#x} frozen at refcount 0 but never freed")
         self.check_contents()
 
+    def _readable(self) -> list[tuple[int, int]]:
+        """The pages check_contents() reads, by mm and address: every shadowed page,
+        and every other page a live mm maps that a page table gives contents to
+        (only those can read anything but zero)."""
+        k = self.k
+        keys = set(self.pages)
+        for mm_id, mm in k.mms.items():
+            if not mm.alive:
+                continue
+            find = self.mapped.find
+            for pmd_idx, word in mm.pmd_huge.items():
+                base = pmd_idx * HPAGE_PMD_NR
+                keys.update((mm_id, base + i) for i in range(HPAGE_PMD_NR)
+                            if find(mm_id, base + i) is not None)
+            for pmd_idx, pt in mm.pte_tables.items():
+                base = pmd_idx * HPAGE_PMD_NR
+                keys.update((mm_id, base + i) for i in present_slots(pt.entries)
+                            if find(mm_id, base + i) is not None)
+        return sorted(keys)
+
     def check_contents(self) -> None:
         """Every page user space could read holds an allowed value (read without faulting)."""
         k = self.k
-        for (mm_id, vpn) in sorted(self.pages):
+        for (mm_id, vpn) in self._readable():
             mm = k.mms.get(mm_id)
             if mm is None or not mm.alive:
                 continue
@@ -398,4 +497,3 @@ class Oracle:
                 else:
                     value = 0
             self._check_value(mm_id, vpn, value, "final contents")
-

@@ -14,7 +14,7 @@ from typing import Any
 from engine.folio import FOLIO_FLAGS, Folio
 from engine.memory import ZERO_PFN
 from engine.oracle import Verdict
-from engine.pgtable import (PAGE_SHIFT, PMD_SHIFT, PTRS_PER_PTE, is_swap_pte, pte_dirty, pte_pfn,
+from engine.pgtable import (PAGE_SHIFT, PMD_SHIFT, is_swap_pte, present_slots, pte_dirty, pte_pfn,
                             pte_present, pte_write, pte_young)
 from engine.sched import YieldPoint
 
@@ -88,20 +88,6 @@ class Outcome:
         return out
 
 
-_ZERO_CHUNK = bytes(64)
-
-
-def _present_slots(entries) -> list[int]:
-    """Indices of the non-zero entries of a PTE table, skipping empty 8-entry chunks."""
-    raw = entries.tobytes()
-    out = []
-    for c in range(0, PTRS_PER_PTE * 8, 64):
-        if raw[c:c + 64] != _ZERO_CHUNK:
-            base = c >> 3
-            out.extend(base + i for i in range(8) if entries[base + i])
-    return out
-
-
 def _flags(folio: Folio) -> str:
     return ",".join(n for n in FOLIO_FLAGS if getattr(folio, n)) or "-"
 
@@ -136,7 +122,7 @@ def observe(k) -> dict[str, Any]:
                 continue
             e = mm.pte_tables[pmd_idx].entries
             base = pmd_idx << PMD_SHIFT
-            for i in _present_slots(e):
+            for i in present_slots(e):
                 w = e[i]
                 key = f"{p}.pte[{base + (i << PAGE_SHIFT):#x}]"
                 if pte_present(w):

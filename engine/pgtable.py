@@ -158,3 +158,17 @@ def set_pte_at(pt: PageTable, idx: int, pte: int) -> None:
     if idx < 0 or idx >= PTRS_PER_PTE:
         raise PageTableOutOfBounds(idx, repr(pt))
     pt.entries[idx] = pte
+
+
+_ZERO_CHUNK = bytes(64)
+
+
+def present_slots(entries) -> list[int]:
+    """Indices of the non-zero entries of a PTE table, skipping empty 8-entry chunks."""
+    raw = entries.tobytes()
+    out = []
+    for c in range(0, PTRS_PER_PTE * 8, 64):
+        if raw[c:c + 64] != _ZERO_CHUNK:
+            base = c >> 3
+            out.extend(base + i for i in range(8) if entries[base + i])
+    return out
