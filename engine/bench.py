@@ -72,6 +72,46 @@ def typical_program(rng: random.Random, max_ops: int = 32) -> Program:
                      for (i, at, nth), t in schedule.items()]})
 
 
+def straddle_program(dest_pages: int) -> Program:
+    """H12 (corpus/h12-mremap-straddle): a lazyfree mTHP moved across a page-table
+    boundary, reclaimed.  Its destination mapping has ``dest_pages`` pages (the
+    corpus program maps 1,024; 16 cover just where the folio lands), which
+    nothing but the mremap touches: the per-page cost of a large program."""
+    dest, where = 0x401F8000, 0x40000000 if dest_pages > 16 else 0x401F8000
+    return parse_program({"version": 2, "threads": [{"name": "T0", "mm": 0},
+                                                    {"name": "R", "kind": "kthread"}],
+                          "ops": [dict(thread="T0", op="mmap", addr=_A, pages=16, order=4),
+                                  dict(thread="T0", op="write", addr=_A, pages=16, value=7),
+                                  dict(thread="T0", op="madvise", addr=_A, pages=16,
+                                       advice="MADV_FREE"),
+                                  dict(thread="T0", op="mmap", addr=where, pages=dest_pages),
+                                  dict(thread="T0", op="mremap", addr=_A, pages=16,
+                                       new_addr=dest),
+                                  dict(thread="R", op="reclaim")],
+                          "schedule": []})
+
+
+def _ms_per_run(program: Program, a: str, b: str, repeat: int) -> float:
+    """Median over ``repeat`` passes of the milliseconds one differential run takes."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for _ in range(50):
+            differential(program, a, b)
+        times.append((time.perf_counter() - t0) / 50 * 1000)
+    return statistics.median(times)
+
+
+def bench_page_cost(a: str, b: str, repeat: int = 5) -> dict[str, Any]:
+    """What mapped pages cost: H12 with its 1,024-page destination mapping against
+    the same program mapping 32 pages, side by side."""
+    small = _ms_per_run(straddle_program(16), a, b, repeat)
+    large = _ms_per_run(straddle_program(1024), a, b, repeat)
+    return {"h12_32_pages_ms_per_differential_run": small,
+            "h12_1040_pages_ms_per_differential_run": large,
+            "h12_1040_over_32_pages_ratio": large / small}
+
+
 def bench_differential(a: str, b: str, programs: int = 200, repeat: int = 5,
                        seed: int = 1) -> dict[str, Any]:
     """Median differential executions per second over ``repeat`` passes."""

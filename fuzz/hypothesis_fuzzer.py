@@ -30,7 +30,7 @@ from engine.codec import decode
 from engine.diff import Report, differential
 from engine.program import Program
 from fuzz.hints import HINT_TRIES, mutants
-from fuzz.sources import affordable, features
+from fuzz.sources import MAX_FUZZ_PAGES, affordable, features, mapped_pages
 from fuzz.strategies import programs, seeded_programs
 
 #: Programs per Hypothesis run; the stop condition is checked between runs.
@@ -61,6 +61,17 @@ def fuzz_with_hypothesis(config: Any, worker: int, go_on: Callable[[], bool],
             seen.update(features(mutant, hreport))
 
     seeds = [decode(data) for data in config.seed_inputs()]
+    # Each seed once as it is, whatever it maps (libFuzzer's INITED pass); a
+    # drawn program may map as much as the largest seed (Hypothesis does not
+    # say which seed a mutant came from).
+    for program in seeds:
+        if not go_on():
+            return
+        report = differential(program, config.engine_a, config.engine_b)
+        each(program, report)
+        seen.update(features(program, report))
+        run_hints(program, report)
+    limit = max([MAX_FUZZ_PAGES] + [mapped_pages(p) for p in seeds])
     drawn = programs(max_ops=MAX_OPS)
     if seeds:
         drawn = st.one_of(drawn, seeded_programs(seeds))
@@ -70,7 +81,7 @@ def fuzz_with_hypothesis(config: Any, worker: int, go_on: Callable[[], bool],
         @conf
         @given(drawn)
         def explore(program: Program) -> None:
-            if not go_on() or not affordable(program):
+            if not go_on() or not affordable(program, limit):
                 return
             report = differential(program, config.engine_a, config.engine_b)
             each(program, report)

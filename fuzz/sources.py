@@ -55,16 +55,32 @@ PCT_AGAIN = 0.25
 HINTS_PENDING = 64
 #: Operations of a program the exhaustive search takes (longer ones are cut).
 EXHAUSTIVE_OPS = 10
-#: Most pages a fuzzed program may map, over all its mmaps (two PMD-sized THPs).
-#: The decoder is total and maps up to MAX_PAGES per region: a program that
-#: maps 200 MiB spends seconds in per-step oracles over folios the lazyfree
-#: paths never touch; fuzzers skip it, as libFuzzer skips a slow unit.
+#: Most pages a generated program may map, over all its mmaps (two PMD-sized
+#: THPs).  The decoder is total and maps up to MAX_PAGES per region: a program
+#: that maps 200 MiB, or faults in a thousand folios, spends most of a second
+#: per run on pages the lazyfree paths never look at; fuzzers skip such an
+#: input, as libFuzzer skips a slow unit.  The cap is for what the fuzzers
+#: make up: a seed always runs, and its mutants may map as much as it does.
 MAX_FUZZ_PAGES = 1024
 
 
-def affordable(program: Program) -> bool:
-    """Whether ``program`` is cheap enough to run in a campaign (:data:`MAX_FUZZ_PAGES`)."""
-    return sum(op.pages for op in program.ops if op.op == "mmap") <= MAX_FUZZ_PAGES
+def mapped_pages(program: Program) -> int:
+    """Pages ``program`` maps, over all its mmaps."""
+    return sum(op.pages for op in program.ops if op.op == "mmap")
+
+
+def affordable(program: Program, allowance: int = MAX_FUZZ_PAGES) -> bool:
+    """Whether ``program`` is cheap enough to run in a campaign.
+
+    @allowance: the pages it may map: :data:`MAX_FUZZ_PAGES`, or for a
+        mutant of a larger input (a seed) that input's (:func:`allowance`).
+    """
+    return mapped_pages(program) <= allowance
+
+
+def allowance(parent: Program) -> int:
+    """The pages a mutant of ``parent`` may map: the cap, or what ``parent`` maps."""
+    return max(MAX_FUZZ_PAGES, mapped_pages(parent))
 
 
 class Fuzzer(str, enum.Enum):
@@ -123,6 +139,14 @@ class Corpus:
             directory.mkdir(parents=True, exist_ok=True)
             self.inputs += [p.read_bytes() for p in sorted(directory.glob("*.bin"))]
         self.started = len(self.inputs)     # inputs before this run's first offer
+        self._allowances: dict[bytes, int] = {}
+
+    def allowance(self, data: bytes) -> int:
+        """:func:`allowance` of input ``data`` (remembered: a seed is picked again and again)."""
+        got = self._allowances.get(data)
+        if got is None:
+            got = self._allowances[data] = allowance(decode(data))
+        return got
 
     def recent(self) -> list[bytes]:
         """The :data:`RECENT` newest inputs this run added (none before its first)."""
@@ -181,19 +205,23 @@ def _pick(rng: random.Random, corpus: Corpus) -> bytes:
     return rng.choice(corpus.inputs)
 
 
-def _input(rng: random.Random, corpus: Corpus) -> bytes:
+def _input(rng: random.Random, corpus: Corpus) -> tuple[bytes, int]:
+    """A new input and the pages it may map: a mutant of a corpus input (which may
+    map as much as that input), or random bytes (the cap)."""
     if corpus.inputs and rng.random() < 0.6:
         data = _pick(rng, corpus)
+        pages = corpus.allowance(data)
         if rng.random() < 0.5:
             mutant = program_mutant(data, rng)
             if mutant is not None:
-                return mutant
-        return mutate(data, rng, corpus)
+                return mutant, pages
+        return mutate(data, rng, corpus), pages
     # Log-uniform lengths: most inputs are short (a median of ~8 operations),
     # as libFuzzer's -len_control keeps them early on.  A reclaim bug needs a
     # handful of operations in order; thirty others mostly get in its way,
     # and each costs engine time.
-    return rng.randbytes(int(math.exp(rng.uniform(_LOG_MIN_INPUT, _LOG_MAX_INPUT))))
+    return (rng.randbytes(int(math.exp(rng.uniform(_LOG_MIN_INPUT, _LOG_MAX_INPUT)))),
+            MAX_FUZZ_PAGES)
 
 
 def _rng(seed: int, worker: int, i: int, salt: str = "") -> random.Random:
@@ -214,7 +242,9 @@ class Source:
         self.preemption_bound = preemption_bound
         self.position: Any = position or {"i": 0}
         self._data: bytes = b""
-        self.hints: deque[bytes] = deque(maxlen=HINTS_PENDING)
+        self._allowance = MAX_FUZZ_PAGES    # pages the program yielded last may map
+        # hand-off mutants, each with the pages it may map (its base's)
+        self.hints: deque[tuple[bytes, int]] = deque(maxlen=HINTS_PENDING)
         self._initial_run = False           # the program yielded last is a corpus input
         self._hinted_base = False           # the current base is a hint's mutant
         self._kept = False                  # learn() kept the program yielded last
@@ -225,17 +255,22 @@ class Source:
         recent = self.corpus.recent()
         self._hinted_base = bool(self.hints) and rng.random() < HINT_RATE
         if self._hinted_base:
-            self._data = self.hints.popleft()
+            self._data, self._allowance = self.hints.popleft()
         elif self.fuzzer is Fuzzer.PCT and recent and rng.random() < PCT_AGAIN:
             # Schedules, not operations: a base that just showed something new
             # runs again as it is, under new PCT draws.
             self._data = rng.choice(recent)
+            self._allowance = self.corpus.allowance(self._data)
         else:
-            self._data = _input(rng, self.corpus)
+            self._data, self._allowance = _input(rng, self.corpus)
         return decode(self._data)
 
+    def _affordable(self, program: Program) -> bool:
+        return affordable(program, self._allowance)
+
     def _initial(self) -> Iterator[Program]:
-        """Each input the corpus started with, once, as it is (libFuzzer's INITED pass).
+        """Each input the corpus started with, once, as it is (libFuzzer's INITED pass),
+        whatever it maps: a seed is never skipped.
 
         Their hand-offs are the first hints.  Unlike libFuzzer's, their
         features do not count as seen: a mutant that shows what a seed showed
@@ -251,10 +286,9 @@ class Source:
         while (j := self.position.get("init", 0)) < len(start):
             self.position = {"i": 0, "init": j + 1}
             self._data = start[j]
-            program = decode(self._data)
-            if affordable(program):
-                self._initial_run = True
-                yield program
+            self._allowance = self.corpus.allowance(self._data)
+            self._initial_run = True
+            yield decode(self._data)
         self._initial_run = False
 
     def __iter__(self) -> Iterator[Program]:
@@ -264,14 +298,14 @@ class Source:
                 i = self.position["i"]
                 self.position = {"i": i + 1}
                 program = self._base(i)
-                if affordable(program):
+                if self._affordable(program):
                     yield program
         elif self.fuzzer is Fuzzer.PCT:
             while True:
                 i = self.position["i"]
                 base = self._base(i)
                 rng = _rng(self.seed, self.worker, i, "pct")
-                if affordable(base):
+                if self._affordable(base):
                     # The base's own run first (its schedule, as the random fuzzer
                     # runs it); k once per base; a base in which no step ever has
                     # two runnable threads has one schedule: that run is enough.
@@ -311,7 +345,7 @@ class Source:
             except ProgramError:            # cut before an operation it needs
                 self.position = {"i": i + 1}
                 continue
-            if not affordable(base):
+            if not self._affordable(base):
                 self.position = {"i": i + 1}
                 continue
             search = None
@@ -359,5 +393,6 @@ class Source:
             rng = _rng(self.seed, self.worker, self._hint_draws, "hint")
             # The explorers drop a base's schedule: one mutant is enough for them.
             tries = HINT_TRIES if self.fuzzer is Fuzzer.RANDOM else 1
-            self.hints.extend(mutant_inputs(program, report, rng, tries))
+            self.hints.extend((m, self._allowance)
+                              for m in mutant_inputs(program, report, rng, tries))
         return kept

@@ -228,7 +228,7 @@ def bench(
     out: Annotated[Optional[str], typer.Option(help="write the figures as JSON here")] = None,
 ) -> None:
     """Differential executions per second on typical programs, one core."""
-    from engine.bench import bench_differential
+    from engine.bench import bench_differential, bench_page_cost
     try:
         names = _engines(engines)
     except (FoliodiffError, typer.BadParameter) as exc:
@@ -236,6 +236,7 @@ def bench(
     if len(names) != 2:
         _fail("--engines: bench compares two engines")
     res = bench_differential(names[0], names[1], programs=programs, repeat=repeat, seed=seed)
+    res.update(bench_page_cost(names[0], names[1], repeat=repeat))
     _figures(f"differential executions, {names[0]} vs {names[1]}", res, 1, out)
 
 

@@ -21,11 +21,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from engine.codec import decode
 from engine.diff import differential
 from engine.program import parse_program
 from engine.upgrade import upgrade_program
-from fuzz.campaign import CampaignConfig
+from fuzz.campaign import Campaign, CampaignConfig, create
+from fuzz.sources import MAX_FUZZ_PAGES, Fuzzer, mapped_pages
 from service.models import CampaignStatus
 from service.store import Store
 
@@ -137,3 +140,24 @@ def test_format_1_seeds_are_read_on_the_campaign_s_first_engine(tmp_path: Path) 
                                 seconds=1, seeds=str(tmp_path))
         (seed,) = config.seed_inputs()
         assert decode(seed) == upgrade_program(H2_V1, engine_a).program
+
+
+@pytest.mark.parametrize("fuzzer", list(Fuzzer))
+def test_every_campaign_runs_the_large_seed_h12(tmp_path: Path, fuzzer: Fuzzer) -> None:
+    """h12-mremap-straddle maps 1,040 pages, over the cap on generated inputs: a
+    campaign seeded with it still runs it, and v6.15's out-of-bounds batch is stored."""
+    seeds = tmp_path / "seeds"
+    seeds.mkdir()
+    h12 = ROOT / "corpus" / "h12-mremap-straddle.json"
+    (seeds / h12.name).write_text(h12.read_text())
+    assert mapped_pages(parse_program(json.loads(h12.read_text())["program"])) > MAX_FUZZ_PAGES
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    with Store.open(url) as store:
+        cid = create(store, CampaignConfig(fuzzer=fuzzer, engine_a="v6.14", engine_b="v6.15",
+                                           seconds=20 if fuzzer is Fuzzer.ATHERIS else 5,
+                                           seeds=str(seeds), minimize=False))
+    Campaign(url, cid, on_harness=lambda found: pytest.fail(f"harness error {found}")).run()
+    with Store.open(url) as store:
+        divergences, _ = store.list_divergences(limit=100)
+    assert any("|crash|PageTableOutOfBounds|" in d.signature and d.engine_b == "v6.15"
+               for d in divergences), [d.signature for d in divergences]
