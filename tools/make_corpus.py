@@ -331,6 +331,63 @@ scenario("h12-vma-boundary-pinned-mthp", "H12",
           "v6.15..v6.16": {"classification": "intended", "kind": "state",
                            "rules": ["bounded-partial-batches"]}})
 
+# H12, lazyfree and unpinned: the same VMA end inside the folio, reached by kswapd
+# (docs/kernel-notes.md section 15).
+RO_HALF = op("T0", "mprotect", addr=A + 8 * P, pages=8, prot="r")
+ZEROS16 = [0] * 16
+VMA_END_ZERO = {"mm0.vmas": ["0x200000-0x208000:w", "0x208000-0x210000:r"],
+                "mm0.pte[0x200000]": "zero", "mm0.pte[0x207000]": "zero",
+                "mm0.pte[0x208000]": "zero", "mm0.pte[0x20f000]": "zero"}
+scenario("h12-vma-boundary-lazyfree-mthp", "H12",
+         "A clean lazyfree 16-page mTHP whose pages 8-15 mprotect() made read-only, so pages "
+         "0-7 are in one VMA and 8-15 in the next (one page table), reclaimed by kswapd. "
+         "v6.15's can_batch_unmap_folio_ptes() batches from page 0 over all 16 PTEs "
+         "(folio_pte_batch ignores the write bit, max_nr is folio_nr_pages): one batch clears "
+         "the next VMA's PTEs too, discards the whole folio and ends the walk, so the folio "
+         "is never partially mapped (split_deferred 0). v6.16's folio_unmap_pte_batch() stops "
+         "at pmd_addr_end(addr, vma->vm_end): a partial batch of 8 in each VMA, the first "
+         "leaving the folio partially mapped (split_deferred +1, as v6.14's per-PTE unmap). "
+         "Every version discards all 16 pages (PGLAZYFREED +16, MM_ANONPAGES 0) and the reads "
+         "map the zero page. v5.x have no mTHP: 16 small folios (lru_add_drain empties the "
+         "per-CPU lazyfree batch first), discarded one by one.",
+         mthp16() + [op("T0", "lru_add_drain"), RO_HALF, op("R", "reclaim"),
+                     op("T0", "read", addr=A, pages=16)],
+         merge(each(ALL, **{"verdict": "ok", "counter.PGLAZYFREE": 16, "counter.PGLAZYFREED": 16,
+                            "counter.nr_lazyfree_fail": 0, "mm0.MM_ANONPAGES": 0,
+                            "result[6]": ZEROS16, "deferred_split_queue": [], **VMA_END_ZERO}),
+               each(OLD + ("v6.15", "v6.16"), **{"mthp.split[4]": 0,
+                                                 "mthp.nr_anon_partially_mapped[4]": 0}),
+               each(OLD + ("v6.16",), **{"mthp.split_deferred[4]": 1}),
+               each(("v6.15",), **{"mthp.split_deferred[4]": 0})),
+         {"v5.17..v5.18": {"classification": "equal"},
+          "v5.18..v6.12": {"classification": "intended", "rules": ["anon-mthp-faults"]},
+          "v6.12..v6.14": {"classification": "equal"},
+          "v6.14..v6.15": {"classification": "intended", "kind": "state",
+                           "rules": ["batched-lazyfree-unmap"]},
+          "v6.15..v6.16": {"classification": "intended", "kind": "state",
+                           "rules": ["bounded-partial-batches"]},
+          "v6.14..v6.16": {"classification": "equal"}})
+
+scenario("conform-vma-boundary-lazyfree-pageout", "H12",
+         "h12-vma-boundary-lazyfree-mthp with MADV_PAGEOUT instead of kswapd, for real kernels. "
+         "MADV_PAGEOUT walks one VMA at a time, so madvise_folio_pte_batch() sees 8 of the "
+         "folio's 16 PTEs and madvise_cold_or_pageout_pte_range() splits the folio (not "
+         "shared, trylock succeeds) before any reclaim: no version reaches the batched unmap "
+         "here. The split's unmap_folio() leaves the folio partially mapped on the way "
+         "(split_deferred +1, split +1); the 16 small lazyfree folios are discarded "
+         "(PGLAZYFREED +16) and read back as zero.",
+         mthp16() + [RO_HALF, PAGEOUT16, op("T0", "read", addr=A, pages=16)],
+         merge(each(ALL, **{"verdict": "ok", "counter.PGLAZYFREE": 16, "counter.PGLAZYFREED": 16,
+                            "counter.nr_lazyfree_fail": 0, "mm0.MM_ANONPAGES": 0,
+                            "result[5]": ZEROS16, **VMA_END_ZERO}),
+               each(OLD + ("v6.15", "v6.16"), **{"mthp.split[4]": 1, "mthp.split_deferred[4]": 1,
+                                                 "mthp.nr_anon_partially_mapped[4]": 0})),
+         {"v5.17..v5.18": {"classification": "equal"},
+          "v5.18..v6.12": {"classification": "intended", "rules": ["anon-mthp-faults"]},
+          "v6.12..v6.14": {"classification": "equal"},
+          "v6.14..v6.15": {"classification": "equal"},
+          "v6.15..v6.16": {"classification": "equal"}})
+
 scenario("vmsplice-style-extra-ref", "J",
          "A clean lazyfree 16-page mTHP with extra references held across reclaim (as vmsplice "
          "or io_uring do): v6.12 and v6.14 make it swapbacked and a later reclaim cannot free it; v6.15 "

@@ -27,6 +27,7 @@ NOT_TRANSLATABLE = {
     "h10-pmd-thp-clean": (4, "huge zero page"),
     "h11-pmd-droppable-dirty": (3, "huge zero page"),
     "h12-mremap-straddle": (5, "kswapd-style reclaim"),
+    "h12-vma-boundary-lazyfree-mthp": (5, "kswapd-style reclaim"),
     "h12-vma-boundary-pinned-mthp": (4, "kswapd-style reclaim"),
     "h14-lazyfree-batch-not-drained": (3, "kswapd-style reclaim"),
 }
