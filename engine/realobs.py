@@ -288,6 +288,7 @@ def _conformance() -> dict[str, Scenario]:
         ("conform-split-dirty-harvest", "", {}),
         ("conform-mprotect-same-prot-thp", "", {}),
         ("conform-dma-unregister-pageout", "", {"pin": "io_uring"}),
+        ("conform-vma-boundary-lazyfree-pageout", "", {}),
     ]
     out = {}
     for name, suffix, options in table:
