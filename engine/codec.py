@@ -17,10 +17,11 @@ decoded value would make the program invalid it is repaired by a fixed rule
 entry); a valid program never needs a repair, so repairs never break the
 inverse.
 
-Byte format, version 2 (the version is this module's, not in the bytes, so
+Byte format, version 3 (the version is this module's, not in the bytes, so
 that every byte string stays decodable; version 1 spelled the global steps of
-program format 1's schedules).  Reading past the end of the input yields
-zeros, so truncated input is still a program.  Field codes:
+program format 1's schedules; version 2 ignored ``U >> 2`` of an mremap).
+Reading past the end of the input yields zeros, so truncated input is still
+a program.  Field codes:
 
 ``b``  one byte.
 ``n``  a small number: a byte below 0xf0 is its low four bits (0-15); a byte
@@ -90,8 +91,11 @@ schedule entry           K:n Y:b N:n T:n             (same)
   ``(P >> 1) + 1`` folios, odd ``(P >> 1) + 1`` pages.  A range that would
   end beyond ``TASK_SIZE`` is moved down to end there.
 - ``mremap``: ``U & 3`` picks the destination's unit as for mmap, which is
-  also the folio ``P`` counts in; ``K O`` place the source (its length is
-  the destination's).  A source that no region covers becomes the
+  also the folio ``P`` counts in; in 2 MiB units the destination starts
+  ``U >> 2 & 15`` pages short of the unit's boundary (a page-table end:
+  most moves of part of a large folio then straddle two tables, the
+  geometry of ddd05742b45b), otherwise ``U >> 2`` is ignored (written as
+  0); ``K O`` place the source (its length is the destination's).  A source that no region covers becomes the
   destination itself, which is always covered: it is a region of its mm.
   No raw form is needed: a valid source starts inside some region.  The
   region an mremap declares counts its folios as single pages.
@@ -223,6 +227,8 @@ _PAD = bytes(512)
 #: mmap orders and address units (in pages) selected by two bits each.
 _ORDERS = (9, 4, 0, 4)
 _UNITS = (512, 16, 1, 512)
+#: Pages one PTE table maps (the 2 MiB unit).
+_PT_PAGES = 512
 #: ``F >> 4`` of an mmap body: (droppable, locked) for the rare flag values.
 _MMAP_FLAGS = {13: (True, True), 14: (False, True), 15: (True, False)}
 _MMAP_FLAG_CODES = {v: k for k, v in _MMAP_FLAGS.items()} | {(False, False): 0}
@@ -677,10 +683,23 @@ def _mmap(name: str, f: tuple) -> Mmap:
 
 
 def _mremap_dest(f: tuple) -> tuple[int, int]:
-    """(first page, pages) of an mremap's destination."""
+    """(first page, pages) of an mremap's destination: in 2 MiB units, ``U >> 2 & 15``
+    pages short of the boundary, where a moved large folio straddles two page tables."""
     unit = _UNITS[f[0] & 3]
     pages = _size(f[2], unit)
-    return _place(f[1], unit, pages), pages
+    if unit != _PT_PAGES:
+        return _place(f[1], unit, pages), pages
+    short = (f[0] >> 2) & 15
+    return min(((f[1] + 1) * unit - short) % _TASK_PAGES, _TASK_PAGES - pages), pages
+
+
+def _mremap_dest_code(dest: int) -> tuple[int, int]:
+    """(U, A) of a destination at page ``dest``: the inverse of :func:`_mremap_dest`."""
+    short = -dest % _PT_PAGES
+    if 0 < short < 16:
+        return short << 2, _place_code(dest + short, _PT_PAGES)
+    ui = _unit_code(dest)
+    return ui, _place_code(dest, _UNITS[ui])
 
 
 def _mremap(ctx: _Context, ti: int, raw: bool, f: tuple) -> Mremap:
@@ -1049,8 +1068,8 @@ def _bodies(ctx: _Context, ti: int, op: Any) -> tuple[tuple | None, tuple | None
         return (*head, *code) if code else None, (*head, page, pages - 1)
     if kind == "mremap":
         dest, src = op.new_addr >> PAGE_SHIFT, op.addr >> PAGE_SHIFT
-        ui = _unit_code(dest)
-        head = (ui, _place_code(dest, _UNITS[ui]), _size_code(op.pages, _UNITS[ui]))
+        u, a = _mremap_dest_code(dest)
+        head = (u, a, _size_code(op.pages, _UNITS[u & 3]))
         code = ctx.page_code(ctx.mms[ti], src)
         body = (*head, *code) if code else None
         return body, body

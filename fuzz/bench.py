@@ -1,4 +1,4 @@
-"""Time to first detection: how fast each fuzzer finds three known divergences.
+"""Time to first detection: how fast each fuzzer finds five known divergences.
 
 The benchmark ClusterFuzz and the Hypothesis/atheris papers report: for each
 (fuzzer, target) pair, several independent trials from different seeds, one
@@ -17,7 +17,15 @@ The targets are the divergences the project was built to find:
    ``swapbacked-only-if-dirty``);
 3. :attr:`Target.PMD_REDIRTY_SPLIT`: v6.14 splits a redirtied lazyfree
    PMD-mapped THP (H8), against v6.15 (intended, rule
-   ``no-pmd-split-for-lazyfree``).
+   ``no-pmd-split-for-lazyfree``);
+4. :attr:`Target.OOB_BATCH`: the real bug of the seed series, v6.15's
+   batch reading past the end of a PTE table when a lazyfree large folio
+   straddles it (H12, fixed by ddd05742b45b), against v6.16; every seed
+   with an mremap is left out, which is how the corpus makes that layout;
+5. :attr:`Target.VMA_BOUND`: v6.16 with the VMA end taken out of its batch
+   bound (:mod:`engine.kernels.mutants`) against v6.16's C twin: found
+   when a run tells them apart, i.e. when a batch would cross a VMA end and
+   that matters; every seed in which v6.15's batch crosses one is left out.
 
 Each detection is then minimized (delta debugging that keeps the target and
 the signature), stored through a :class:`fuzz.sink.FindingSink` into a real
@@ -47,7 +55,9 @@ from pathlib import Path
 from typing import Any
 
 from engine.diff import Classification, Divergence, Kind, Report, differential
+from engine.kernels import mutants
 from engine.oracle import Verdict
+from engine.run import run
 from engine.program import Program, parse_program
 from fuzz.minimize import minimize
 from fuzz.sources import Corpus, Fuzzer, Source, seed_inputs
@@ -59,6 +69,9 @@ MINIMIZE_RUNS = 800
 #: What the atheris target prints when its bench target is found.
 DETECTED = "foliodiff-detected "
 
+# The VMA-bound target runs a mutant (in this process and in atheris').
+mutants.register()
+
 
 class Target(str, enum.Enum):
     """A divergence the benchmark times the fuzzers on."""
@@ -66,6 +79,8 @@ class Target(str, enum.Enum):
     DMA_DATA_LOSS = "dma-data-loss"
     SHRINKER_SWAPBACKED = "shrinker-swapbacked"
     PMD_REDIRTY_SPLIT = "pmd-redirty-split"
+    OOB_BATCH = "oob-batch"
+    VMA_BOUND = "vma-bound"
 
 
 def _ops(program: Program) -> set[str]:
@@ -105,14 +120,40 @@ def _pmd_redirty_split(program: Program, report: Report) -> Divergence | None:
     return _intended(report, "no-pmd-split-for-lazyfree")
 
 
+def _oob_batch(program: Program, report: Report) -> Divergence | None:
+    # v6.15's own report: a KASAN-style out-of-bounds read of a PTE table.
+    crash = report.a.crash
+    if crash is None or crash.kind is not Verdict.CRASH or "PageTableOutOfBounds" not in crash.field:
+        return None
+    return next((d for d in report.unexpected if d.kind is Kind.CRASH), None)
+
+
+def _vma_bound(program: Program, report: Report) -> Divergence | None:
+    # The mutant and the twin differ only in the VMA bound: any divergence is it.
+    return next(iter(report.unexpected), None)
+
+
+def _has_mremap(program: Program) -> bool:
+    return "mremap" in _ops(program)
+
+
+def _batch_crosses_vma(program: Program) -> bool:
+    return any(ev == "ttu_batch_past_vma" for _, ev in run(program, "v6.15").events)
+
+
 @dataclass(frozen=True)
 class TargetSpec:
-    """The engine pair a target shows on, and the predicate that recognises it."""
+    """The engine pair a target shows on, and the predicate that recognises it.
+
+    @leave_out: seeds to leave out besides those that show the target: those
+        that already build the layout the target needs.
+    """
 
     engine_a: str
     engine_b: str
     match: Callable[[Program, Report], Divergence | None]
     description: str
+    leave_out: Callable[[Program], bool] = lambda program: False
 
     def shows(self, program: Program) -> tuple[Report, Divergence | None]:
         """Run ``program`` on the pair: the report, and the target's divergence in it."""
@@ -130,6 +171,14 @@ TARGETS: dict[Target, TargetSpec] = {
     Target.PMD_REDIRTY_SPLIT: TargetSpec(
         "v6.14", "v6.15", _pmd_redirty_split,
         "v6.14 splits a redirtied lazyfree PMD-mapped THP (H8), intended"),
+    Target.OOB_BATCH: TargetSpec(
+        "v6.15", "v6.16", _oob_batch,
+        "v6.15's lazyfree batch reads past the PTE table (H12, ddd05742b45b), unexpected",
+        leave_out=_has_mremap),
+    Target.VMA_BOUND: TargetSpec(
+        "v6.16-no-vma-bound", "v6.16-c", _vma_bound,
+        "v6.16 without its batch's VMA bound against its C twin, unexpected",
+        leave_out=_batch_crosses_vma),
 }
 
 
@@ -161,12 +210,14 @@ class Trial:
 
 def target_seeds(target: Target, directory: str | Path | None) -> list[bytes]:
     """The seed corpus in ``directory`` without any program that already shows ``target``
-    (format-1 files read on the target's first engine)."""
+    or builds its layout (:attr:`TargetSpec.leave_out`); format-1 files are read on the
+    target's first engine's version."""
     if directory is None:
         return []
     spec = TARGETS[target]
-    return seed_inputs(directory, keep=lambda p: spec.shows(p)[1] is None,
-                       reading=spec.engine_a)
+    return seed_inputs(directory,
+                       keep=lambda p: not spec.leave_out(p) and spec.shows(p)[1] is None,
+                       reading=mutants.MUTANTS.get(spec.engine_a, spec.engine_a))
 
 
 def search(fuzzer: Fuzzer, target: Target, seed: int, cap: float,

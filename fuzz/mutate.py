@@ -6,7 +6,8 @@ MADV_FREE, write, PAGEOUT", which is one operation copied one place later.
 These mutations work on the operations themselves: copy one elsewhere,
 remove one, swap two neighbours, widen a range to its whole mapping, change
 an madvise advice, add a kthread operation (reclaim, the deferred-split
-shrinker) or a device's DMA write through a pin, or preempt the thread in an
+shrinker) or a device's DMA write through a pin, put part of a large folio
+across a page-table boundary or a VMA end (:func:`_boundary`), or preempt the thread in an
 operation for one segment of another (a schedule entry: syzkaller's
 programs cannot say where a race happens, ours can).
 
@@ -160,6 +161,79 @@ def _device_op(data: dict[str, Any], rng: random.Random) -> None:
              "value": rng.randint(1, 255)})
 
 
+#: Page-table span (a PMD's worth of PTEs), in pages and bytes.
+_PT_PAGES = 512
+_PT_BYTES = _PT_PAGES << 12
+#: What a boundary mutation does to part of a large folio (see :func:`_boundary`).
+_CUTS = ("mremap", "mremap", "mprotect", "munmap", "dontneed")
+
+
+def _boundary(data: dict[str, Any], rng: random.Random) -> None:
+    """Put part of a large folio the program maps across a page-table boundary or a VMA end.
+
+    The geometry try_to_unmap_one()'s batching depends on (v6.15's
+    unbounded can_batch_unmap_folio_ptes(), v6.16's ``pmd_addr_end(addr,
+    vma->vm_end)``): aimed at a folio of a large-order mmap, one of
+    - mremap of 1 .. nr pages of the folio, from any page of it, to an
+      address a few pages short of a page-table end, in fresh space: the
+      moved pages straddle the boundary, or end just before it;
+    - mprotect PROT_READ, munmap or MADV_DONTNEED of part of the folio: the
+      folio crosses a VMA end, or a hole;
+    inserted anywhere after the mmap, and a kthread's reclaim at the end when
+    none follows it yet.  syzkaller inserts calls on the resources a
+    program already has; this is such an insertion, aimed at its folios.
+    """
+    ops = data["ops"]
+    large = [i for i, o in enumerate(ops) if o["op"] == "mmap" and o.get("order", 0)]
+    if not large:
+        return
+    i = rng.choice(large)
+    mmap = ops[i]
+    nr = min(1 << mmap["order"], mmap["pages"])
+    lo, hi = mmap["addr"], mmap["addr"] + (mmap["pages"] << 12)
+    folio = lo + (rng.randrange(max(1, mmap["pages"] // nr)) * nr << 12)
+    # Page 0 half the time: the batch starts at the PTE of the folio's first page.
+    first = 0 if rng.random() < 0.5 else rng.randrange(nr)
+    pages = rng.randint(1, nr - first)
+    addr = folio + (first << 12)
+    cut = rng.choice(_CUTS)
+    if cut == "mremap":
+        top = max(o["addr"] + (o["pages"] << 12) for o in ops if o["op"] == "mmap")
+        top = max([top] + [o["new_addr"] + (o["pages"] << 12) for o in ops if o["op"] == "mremap"])
+        table = -(-top // _PT_BYTES) + 1 + rng.randrange(4)
+        # Mostly short of the table's end by fewer pages than move: they straddle it.
+        short = rng.randint(1, pages if rng.random() < 0.75 else min(nr, _PT_PAGES - 1))
+        new = {"op": "mremap", "addr": addr, "pages": pages,
+               "new_addr": (table * _PT_PAGES - short) << 12}
+    elif cut == "mprotect":
+        new = {"op": "mprotect", "addr": addr, "pages": pages, "prot": "r"}
+    elif cut == "munmap":
+        new = {"op": "munmap", "addr": addr, "pages": pages}
+    else:
+        new = {"op": "madvise", "addr": addr, "pages": pages, "advice": "MADV_DONTNEED"}
+    # Half the time right after the last MADV_FREE of the mapping (the folio is
+    # lazyfree then), or without one after its last store, else anywhere after it.
+    on_it = [k for k in range(i + 1, len(ops)) if ops[k]["op"] in ("write", "madvise")
+             and lo <= ops[k]["addr"] < hi]
+    freed = [k for k in on_it if ops[k].get("advice") == "MADV_FREE"]
+    written = [k for k in on_it if ops[k]["op"] == "write"]
+    if (freed or written) and rng.random() < 0.5:
+        j = (freed or written)[-1] + 1
+    else:
+        j = rng.randint(i + 1, len(ops))
+    _insert(data, j, {"thread": mmap["thread"], **new})
+    # kswapd's reclaim, not MADV_PAGEOUT: a PAGEOUT of the folio's old range
+    # misses what moved, and isolates none of a folio it covers only in part
+    if not any(o["op"] == "reclaim" for o in ops[j + 1:]):
+        kthreads = [t["name"] for t in data["threads"] if t.get("kind") == "kthread"]
+        if not kthreads:
+            name = next(f"K{k}" for k in range(9)
+                        if all(t["name"] != f"K{k}" for t in data["threads"]))
+            data["threads"].append({"name": name, "kind": "kthread", "mm": None})
+            kthreads = [name]
+        _insert(data, len(ops), {"thread": rng.choice(kthreads), "op": "reclaim"})
+
+
 #: Scheduling steps an operation of each kind takes per page it covers, and
 #: besides (measured on the seed corpus: PAGEOUT walks, then unmaps each PTE).
 #: Only an estimate of where preemptions are worth aiming.
@@ -259,7 +333,7 @@ def _preempt(data: dict[str, Any], rng: random.Random) -> None:
 
 
 MUTATIONS: tuple[Callable[[dict[str, Any], random.Random], None], ...] = (
-    _copy, _copy, _remove, _swap, _widen, _advice, _kthread_op, _device_op)
+    _copy, _copy, _remove, _swap, _widen, _advice, _kthread_op, _device_op, _boundary)
 
 
 def mutate_program(program: Program, rng: random.Random, rounds: int = 2) -> Program | None:

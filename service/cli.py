@@ -282,14 +282,14 @@ def _enum_list(option: str, text: str, cls):
 @app.command("bench-fuzz")
 def bench_fuzz(
     fuzzers: Annotated[str, typer.Option(help="comma-separated fuzzers")] = "atheris,hypothesis,pct,exhaustive,random",
-    targets: Annotated[str, typer.Option(help="comma-separated targets")] = "dma-data-loss,shrinker-swapbacked,pmd-redirty-split",
+    targets: Annotated[str, typer.Option(help="comma-separated targets")] = "dma-data-loss,shrinker-swapbacked,pmd-redirty-split,oob-batch,vma-bound",
     seeds: Annotated[int, typer.Option(min=1, help="trials per (fuzzer, target), seeds 0..N-1")] = 5,
     cap: Annotated[float, typer.Option(min=1, help="seconds before a trial counts as not found")] = 60.0,
     seed_corpus: Annotated[str, typer.Option(help="seed programs (*.json), each target's own detections left out; 'none' starts cold")] = "corpus",
     reduce: Annotated[bool, typer.Option(help="minimize, store and replay each detection")] = True,
     out: Annotated[Optional[str], typer.Option(help="write the figures and trials as JSON here")] = None,
 ) -> None:
-    """Time to first detection of three known divergences, per fuzzer, one trial at a time."""
+    """Time to first detection of five known divergences, per fuzzer, one trial at a time."""
     from pathlib import Path
     from fuzz.bench import Target, bench_fuzz as run_bench
     from fuzz.sources import Fuzzer

@@ -22,6 +22,10 @@ ORDER = ["v5.17", "v5.18", "v6.12", "v6.14", "v6.15", "v6.16"]
 #: The C twins (engine/kernels/cpath.py): engine id -> the version each is the twin of.
 C_TWINS: dict[str, str] = {k.VERSION: k.BASE_VERSION for k in (V6_14C, V6_15C, V6_16C)}
 KERNELS.update({k.VERSION: k for k in (V6_14C, V6_15C, V6_16C)})
+#: Engine id -> the kernel version it answers as, for engines that are not one
+#: themselves: the C twins, and the benchmark's mutants once registered
+#: (engine/kernels/mutants.py).
+BASES: dict[str, str] = dict(C_TWINS)
 
 
 def resolve_engine(name: str) -> str:
@@ -37,7 +41,7 @@ def kernel_class(name: str) -> type[Kernel]:
 
 
 def base_version(name: str) -> str:
-    """The kernel version engine ``name`` models: a C twin answers as its Python version
-    (rules, ``ORDER`` and corpus expectations are per kernel version)."""
+    """The kernel version engine ``name`` models: a C twin (or a mutant) answers as its
+    Python version (rules, ``ORDER`` and corpus expectations are per kernel version)."""
     name = resolve_engine(name)
-    return C_TWINS.get(name, name)
+    return BASES.get(name, name)

@@ -492,3 +492,22 @@ def test_each_menu_entry_decodes_to_its_threads() -> None:
         assert p.threads == list(threads)
         check_program(p)
         assert any(op.op == "fork" for op in p.ops) == any(t.mm == 1 for t in threads)
+
+
+def test_random_mremaps_in_2_mib_units_mostly_straddle_a_page_table_end() -> None:
+    """The decoder's mremap destination in 2 MiB units starts ``U >> 2 & 15`` pages short
+    of the boundary: a move of a few pages of a large folio straddles two PTE tables
+    (the layout of ddd05742b45b), and every such destination round-trips."""
+    rng = random.Random(7)
+    moves = straddling = 0
+    for _ in range(3000):
+        p = decode(rng.randbytes(rng.randint(8, 64)))
+        for op in p.ops:
+            if op.op != "mremap" or op.new_addr % (1 << 21) == 0:
+                continue
+            moves += 1
+            end = op.new_addr + op.pages * 4096 - 1
+            straddling += op.new_addr >> 21 != end >> 21
+        if any(op.op == "mremap" for op in p.ops):
+            assert decode(encode(p)) == p
+    assert moves > 100 and straddling / moves > 0.2, (moves, straddling)

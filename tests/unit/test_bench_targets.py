@@ -27,6 +27,9 @@ def matches(target: Target, program: Program) -> bool:
     (Target.DMA_DATA_LOSS, "h5-dma-into-lazyfree"),
     (Target.SHRINKER_SWAPBACKED, "h2-shrinker-ref-between-ptes"),
     (Target.PMD_REDIRTY_SPLIT, "h8-pmd-thp-redirty"),
+    (Target.OOB_BATCH, "h12-mremap-straddle"),
+    (Target.VMA_BOUND, "h12-vma-boundary-pinned-mthp"),
+    (Target.VMA_BOUND, "h12-vma-boundary-lazyfree-mthp"),
 ])
 def test_target_recognises_its_scenario(target: Target, scenario: str) -> None:
     assert matches(target, corpus(scenario))
@@ -39,6 +42,12 @@ def test_target_recognises_its_scenario(target: Target, scenario: str) -> None:
     (Target.PMD_REDIRTY_SPLIT, "h9-pmd-thp-pinned"),
     (Target.PMD_REDIRTY_SPLIT, "h10-pmd-thp-clean"),
     (Target.DMA_DATA_LOSS, "h1-clean-mthp-reclaim"),
+    # batches that stay inside one table and one VMA
+    (Target.OOB_BATCH, "h1-clean-mthp-reclaim"),
+    (Target.VMA_BOUND, "h1-clean-mthp-reclaim"),
+    (Target.VMA_BOUND, "h13-partial-madv-free"),
+    # the straddle is a page-table end, not a VMA end: v6.16 bounds it either way
+    (Target.VMA_BOUND, "h12-mremap-straddle"),
 ])
 def test_target_rejects_neighbours(target: Target, scenario: str) -> None:
     assert not matches(target, corpus(scenario))
@@ -105,3 +114,24 @@ def test_pinned_anon_dma_loss_is_not_the_lazyfree_target() -> None:
     report = differential(program, spec.engine_a, spec.engine_b)
     assert report.a.verdict.value == "data_loss"       # the other bug is there
     assert spec.match(program, report) is None
+
+
+def test_the_layout_targets_leave_out_the_seeds_that_build_their_layout() -> None:
+    """oob-batch starts from no mremap; vma-bound from no batch that crosses a VMA end."""
+    from engine.codec import decode
+    from fuzz.bench import target_seeds
+    oob = [decode(d) for d in target_seeds(Target.OOB_BATCH, CORPUS)]
+    assert oob and not any(op.op == "mremap" for p in oob for op in p.ops)
+    kept = {decode(d).to_json() for d in target_seeds(Target.VMA_BOUND, CORPUS)}
+    for scenario in ("h12-vma-boundary-pinned-mthp", "h12-vma-boundary-lazyfree-mthp"):
+        assert corpus(scenario).to_json() not in kept
+    assert corpus("h1-clean-mthp-reclaim").to_json() in kept
+
+
+def test_the_vma_bound_mutant_is_v6_16_inside_one_vma() -> None:
+    """The mutant differs from v6.16 only where a batch would cross a VMA end."""
+    from engine.run import run
+    for name in ("h1-clean-mthp-reclaim", "h12-mremap-straddle", "h13-partial-madv-free"):
+        program = corpus(name)
+        assert (run(program, "v6.16-no-vma-bound").comparable()
+                == run(program, "v6.16").comparable())

@@ -16,6 +16,7 @@ from engine.run import YIELD_POINTS, run
 from engine.sched import YieldPoint
 from fuzz.bench import TARGETS, Target
 from fuzz.mutate import (
+    _boundary,
     _copy,
     _device_op,
     _kthread_op,
@@ -36,6 +37,13 @@ def as_data(program):
     data["threads"] = [dict(t) for t in data["threads"]]
     data["ops"] = [dict(o) for o in data["ops"]]
     return data
+
+
+def mutated(program, mutation, seed: int):
+    """``program`` after one ``mutation`` drawn from ``Random(seed)``."""
+    data = as_data(program)
+    mutation(data, random.Random(seed))
+    return parse_program(data)
 
 
 def test_mutants_are_valid_and_reproducible() -> None:
@@ -146,9 +154,7 @@ def test_the_renumbered_race_still_happens() -> None:
     spec = TARGETS[Target.SHRINKER_SWAPBACKED]
     moved = 0
     for i in range(30):
-        data = as_data(H2)
-        _kthread_op(data, random.Random(i))
-        mutant = parse_program(data)
+        mutant = mutated(H2, _kthread_op, i)
         (e,) = mutant.schedule
         assert mutant.ops[e.op] == H2.ops[3] and (e.at, e.nth, e.thread) == \
             (YieldPoint.BETWEEN_PTES, 1, "S")
@@ -181,3 +187,36 @@ def test_copies_and_swaps_never_use_a_released_pin() -> None:
             d = as_data(H5)
             mutation(d, random.Random(i))
             parse_program(d)      # raises on a DMA or unpin through a pin no longer held
+
+
+H1 = load_any(str(CORPUS / "h1-clean-mthp-reclaim.json"))
+
+
+def test_boundary_puts_part_of_a_large_folio_across_a_table_or_a_vma_end() -> None:
+    """Aimed at H1's mTHP, the layouts batching depends on: moved across a page-table
+    end, or cut by mprotect, munmap or MADV_DONTNEED; a kswapd reclaim follows."""
+    kinds, straddles = set(), 0
+    for i in range(200):
+        program = mutated(H1, _boundary, i)
+        [new] = [o for o in program.ops if o.op in ("mremap", "mprotect", "munmap")
+                 or (o.op == "madvise" and o.advice.value == "MADV_DONTNEED")]
+        kinds.add(new.op if new.op != "madvise" else "dontneed")
+        folio = range(0x200000, 0x200000 + 16 * 4096)
+        assert new.addr in folio and new.addr + new.pages * 4096 <= folio.stop
+        if new.op == "mremap":
+            end = new.new_addr + new.pages * 4096
+            straddles += new.new_addr // 0x200000 != (end - 1) // 0x200000
+        assert any(o.op == "reclaim" for o in program.ops[program.ops.index(new) + 1:])
+    assert kinds == {"mremap", "mprotect", "munmap", "dontneed"}
+    assert straddles > 20
+
+
+def test_the_out_of_bounds_batch_is_one_boundary_mutation_from_h1() -> None:
+    """From H1, with no mremap in it, a boundary mutation reaches v6.15's out-of-bounds
+    batch (ddd05742b45b) often."""
+    spec = TARGETS[Target.OOB_BATCH]
+    hits = 0
+    for i in range(200):
+        program = mutated(H1, _boundary, i)
+        hits += spec.match(program, differential(program, spec.engine_a, spec.engine_b)) is not None
+    assert hits >= 10
