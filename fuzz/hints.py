@@ -1,4 +1,6 @@
-"""Hand-off hints: run the kernel thread that takes over a folio inside the path that handed it over.
+"""Hints: mutants a run suggests.  Hand-off hints run the kernel thread that takes over a
+folio inside the path that handed it over; layout hints (:func:`layout_mutants`)
+put a large folio across a page-table or VMA end before a reclaim that reached one.
 
 The reclaim races this project hunts are between a task's kernel path and
 an asynchronous worker that picks up what the path just handed off: the
@@ -32,6 +34,7 @@ from engine.errors import ProgramError
 from engine.outcome import Place
 from engine.program import Program, ThreadKind, parse_program, renumber_schedule
 from engine.sched import YieldPoint
+from fuzz.mutate import boundary
 
 #: Kernel event -> the operation of the kernel thread that consumes what it handed off.
 HANDOFFS: dict[str, str] = {
@@ -142,9 +145,44 @@ def hinted(program: Program, handoff: Handoff, rng: random.Random,
     return out
 
 
+#: Events of a reclaim that unmapped a large folio: batched (v6.15 on), or PTE
+#: by PTE, leaving it partially mapped for a moment (before v6.15).
+LAYOUT_EVENTS = frozenset({"ttu_batch", "ttu_batch_partial", "deferred_split_partially_mapped"})
+
+
+def layout_mutants(program: Program, report: Report, rng: random.Random,
+                   tries: int) -> list[Program]:
+    """Layout hints: where a run shows reclaim unmapping a large folio, ``tries``
+    mutants that first put part of a large folio across a page-table or VMA end
+    (:func:`fuzz.mutate.boundary`), right before that reclaim.
+
+    The batched unmap's bugs live in the layout of the folio it batches over;
+    the run says which reclaim reached a large folio at all, so the layout
+    change goes where it will be looked at.
+    """
+    at = min((i for outcome in (report.a, report.b) for i, event in outcome.events
+              if event in LAYOUT_EVENTS and i is not None and program.ops[i].op == "reclaim"),
+             default=None)
+    if at is None:
+        return []
+    out = []
+    for _ in range(tries):
+        data: dict[str, Any] = program.to_dict()
+        data["threads"] = [dict(t) for t in data["threads"]]
+        data["ops"] = [dict(o) for o in data["ops"]]
+        boundary(data, rng, before=at)
+        try:
+            out.append(parse_program(data))
+        except ProgramError:
+            continue
+    return out
+
+
 def mutants(program: Program, report: Report, rng: random.Random, tries: int) -> list[Program]:
-    """:func:`hinted` mutants for every hand-off of ``program``'s ``report``."""
-    return [m for h in handoffs(program, report) for m in hinted(program, h, rng, tries)]
+    """:func:`hinted` mutants for every hand-off of ``program``'s ``report``, and its
+    :func:`layout_mutants`."""
+    return ([m for h in handoffs(program, report) for m in hinted(program, h, rng, tries)]
+            + layout_mutants(program, report, rng, tries))
 
 
 def mutant_inputs(program: Program, report: Report, rng: random.Random,

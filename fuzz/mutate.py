@@ -7,7 +7,7 @@ These mutations work on the operations themselves: copy one elsewhere,
 remove one, swap two neighbours, widen a range to its whole mapping, change
 an madvise advice, add a kthread operation (reclaim, the deferred-split
 shrinker) or a device's DMA write through a pin, put part of a large folio
-across a page-table boundary or a VMA end (:func:`_boundary`), or preempt the thread in an
+across a page-table boundary or a VMA end (:func:`boundary`), or preempt the thread in an
 operation for one segment of another (a schedule entry: syzkaller's
 programs cannot say where a race happens, ours can).
 
@@ -164,11 +164,11 @@ def _device_op(data: dict[str, Any], rng: random.Random) -> None:
 #: Page-table span (a PMD's worth of PTEs), in pages and bytes.
 _PT_PAGES = 512
 _PT_BYTES = _PT_PAGES << 12
-#: What a boundary mutation does to part of a large folio (see :func:`_boundary`).
+#: What a boundary mutation does to part of a large folio (see :func:`boundary`).
 _CUTS = ("mremap", "mremap", "mprotect", "munmap", "dontneed")
 
 
-def _boundary(data: dict[str, Any], rng: random.Random) -> None:
+def boundary(data: dict[str, Any], rng: random.Random, before: int | None = None) -> None:
     """Put part of a large folio the program maps across a page-table boundary or a VMA end.
 
     The geometry try_to_unmap_one()'s batching depends on (v6.15's
@@ -179,12 +179,15 @@ def _boundary(data: dict[str, Any], rng: random.Random) -> None:
       moved pages straddle the boundary, or end just before it;
     - mprotect PROT_READ, munmap or MADV_DONTNEED of part of the folio: the
       folio crosses a VMA end, or a hole;
-    inserted anywhere after the mmap, and a kthread's reclaim at the end when
-    none follows it yet.  syzkaller inserts calls on the resources a
-    program already has; this is such an insertion, aimed at its folios.
+    inserted anywhere after the mmap (or right before operation ``before``,
+    for a layout hint: :func:`fuzz.hints.layout_mutants`), and a kthread's
+    reclaim at the end when none follows it yet.  syzkaller inserts calls on
+    the resources a program already has; this is such an insertion, aimed at
+    its folios.
     """
     ops = data["ops"]
-    large = [i for i, o in enumerate(ops) if o["op"] == "mmap" and o.get("order", 0)]
+    large = [i for i, o in enumerate(ops) if o["op"] == "mmap" and o.get("order", 0)
+             and (before is None or i < before)]
     if not large:
         return
     i = rng.choice(large)
@@ -217,7 +220,9 @@ def _boundary(data: dict[str, Any], rng: random.Random) -> None:
              and lo <= ops[k]["addr"] < hi]
     freed = [k for k in on_it if ops[k].get("advice") == "MADV_FREE"]
     written = [k for k in on_it if ops[k]["op"] == "write"]
-    if (freed or written) and rng.random() < 0.5:
+    if before is not None:
+        j = before
+    elif (freed or written) and rng.random() < 0.5:
         j = (freed or written)[-1] + 1
     else:
         j = rng.randint(i + 1, len(ops))
@@ -333,7 +338,7 @@ def _preempt(data: dict[str, Any], rng: random.Random) -> None:
 
 
 MUTATIONS: tuple[Callable[[dict[str, Any], random.Random], None], ...] = (
-    _copy, _copy, _remove, _swap, _widen, _advice, _kthread_op, _device_op, _boundary)
+    _copy, _copy, _remove, _swap, _widen, _advice, _kthread_op, _device_op, boundary)
 
 
 def mutate_program(program: Program, rng: random.Random, rounds: int = 2) -> Program | None:

@@ -8,7 +8,7 @@ import random
 
 from engine.corpus import load_any
 from engine.diff import differential
-from engine.program import Preemption
+from engine.program import Preemption, parse_program
 from engine.run import Runner, run
 from engine.sched import YieldPoint
 from fuzz.bench import TARGETS, Target
@@ -109,3 +109,22 @@ def test_hinted_adds_a_kthread_when_there_is_none_and_is_seeded() -> None:
     assert [t.name for t in a[0].threads] == ["T0", "K0"]
     assert a[0].ops[4].thread == "K0"
     assert [m.schedule[-1].place for m in a] == list(h.window)
+
+
+def test_a_reclaim_that_reached_a_large_folio_gets_layout_hints() -> None:
+    """H1 plus kswapd: reclaim unmaps the lazyfree mTHP, so the run suggests mutants
+    that cut or move part of it right before that reclaim; a run whose reclaim met
+    no large folio suggests none."""
+    from fuzz.hints import layout_mutants
+    base = load_any(str(CORPUS / "h12-vma-boundary-lazyfree-mthp.json")).to_dict()
+    base["ops"] = [o for o in base["ops"] if o["op"] != "mprotect"]
+    program = parse_program(base)
+    at = next(i for i, o in enumerate(program.ops) if o.op == "reclaim")
+    found = layout_mutants(program, differential(program, "v6.14", "v6.15"), random.Random(1), 3)
+    assert len(found) == 3
+    for m in found:
+        new = m.ops[at]
+        assert new.op in ("mremap", "mprotect", "munmap", "madvise") and m.ops[at + 1].op == "reclaim"
+    small = parse_program({**base, "ops": [{**o, "order": 0} if o["op"] == "mmap" else o
+                                           for o in base["ops"]]})
+    assert layout_mutants(small, differential(small, "v6.14", "v6.15"), random.Random(1), 3) == []

@@ -16,7 +16,7 @@ from engine.run import YIELD_POINTS, run
 from engine.sched import YieldPoint
 from fuzz.bench import TARGETS, Target
 from fuzz.mutate import (
-    _boundary,
+    boundary,
     _copy,
     _device_op,
     _kthread_op,
@@ -197,7 +197,7 @@ def test_boundary_puts_part_of_a_large_folio_across_a_table_or_a_vma_end() -> No
     end, or cut by mprotect, munmap or MADV_DONTNEED; a kswapd reclaim follows."""
     kinds, straddles = set(), 0
     for i in range(200):
-        program = mutated(H1, _boundary, i)
+        program = mutated(H1, boundary, i)
         [new] = [o for o in program.ops if o.op in ("mremap", "mprotect", "munmap")
                  or (o.op == "madvise" and o.advice.value == "MADV_DONTNEED")]
         kinds.add(new.op if new.op != "madvise" else "dontneed")
@@ -217,6 +217,6 @@ def test_the_out_of_bounds_batch_is_one_boundary_mutation_from_h1() -> None:
     spec = TARGETS[Target.OOB_BATCH]
     hits = 0
     for i in range(200):
-        program = mutated(H1, _boundary, i)
+        program = mutated(H1, boundary, i)
         hits += spec.match(program, differential(program, spec.engine_a, spec.engine_b)) is not None
     assert hits >= 10
