@@ -178,14 +178,15 @@ def layout_mutants(program: Program, report: Report, rng: random.Random,
     return out
 
 
-def mutants(program: Program, report: Report, rng: random.Random, tries: int) -> list[Program]:
-    """:func:`hinted` mutants for every hand-off of ``program``'s ``report``, and its
-    :func:`layout_mutants`."""
-    return ([m for h in handoffs(program, report) for m in hinted(program, h, rng, tries)]
-            + layout_mutants(program, report, rng, tries))
+def mutants(program: Program, report: Report, rng: random.Random, tries: int, *,
+            layouts: bool = True) -> list[Program]:
+    """:func:`hinted` mutants for every hand-off of ``program``'s ``report``, and
+    (with ``layouts``) its :func:`layout_mutants`."""
+    out = [m for h in handoffs(program, report) for m in hinted(program, h, rng, tries)]
+    return out + layout_mutants(program, report, rng, tries) if layouts else out
 
 
 def mutant_inputs(program: Program, report: Report, rng: random.Random,
-                  tries: int) -> list[bytes]:
+                  tries: int, *, layouts: bool = True) -> list[bytes]:
     """:func:`mutants` as byte inputs (the codec spells every valid program)."""
-    return [encode(mutant) for mutant in mutants(program, report, rng, tries)]
+    return [encode(mutant) for mutant in mutants(program, report, rng, tries, layouts=layouts)]

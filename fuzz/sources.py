@@ -31,7 +31,7 @@ from engine.diff import Report
 from engine.errors import ProgramError
 from engine.program import Program, parse_program
 from engine.upgrade import DEFAULT_READING
-from fuzz.hints import HINT_RATE, HINT_TRIES, mutant_inputs
+from fuzz.hints import HINT_RATE, HINT_TRIES, layout_mutants, mutant_inputs
 from fuzz.mutate import mutate_program
 from fuzz.schedule import (Exhaustive, ExhaustiveStateError, decision_count, delay_schedule,
                            pct_schedule)
@@ -243,19 +243,23 @@ class Source:
         self.position: Any = position or {"i": 0}
         self._data: bytes = b""
         self._allowance = MAX_FUZZ_PAGES    # pages the program yielded last may map
-        # hand-off mutants, each with the pages it may map (its base's)
+        # hint mutants, each with the pages it may map (its base's): hand-off
+        # hints, aimed at races, go before layout hints
         self.hints: deque[tuple[bytes, int]] = deque(maxlen=HINTS_PENDING)
+        self.layouts: deque[tuple[bytes, int]] = deque(maxlen=HINTS_PENDING)
         self._initial_run = False           # the program yielded last is a corpus input
         self._hinted_base = False           # the current base is a hint's mutant
+        self._race_base = False             # ... a hand-off hint's, aimed at a race
         self._kept = False                  # learn() kept the program yielded last
         self._hint_draws = 0
 
     def _base(self, i: int) -> Program:
         rng = _rng(self.seed, self.worker, i)
         recent = self.corpus.recent()
-        self._hinted_base = bool(self.hints) and rng.random() < HINT_RATE
+        self._hinted_base = bool(self.hints or self.layouts) and rng.random() < HINT_RATE
+        self._race_base = self._hinted_base and bool(self.hints)
         if self._hinted_base:
-            self._data, self._allowance = self.hints.popleft()
+            self._data, self._allowance = (self.hints or self.layouts).popleft()
         elif self.fuzzer is Fuzzer.PCT and recent and rng.random() < PCT_AGAIN:
             # Schedules, not operations: a base that just showed something new
             # runs again as it is, under new PCT draws.
@@ -373,15 +377,17 @@ class Source:
         something new, or that a hint aimed at a race, is worth the full
         search; most bases are near-copies of ones already explored.
         """
-        return full if self._kept or self._hinted_base else plain
+        return full if self._kept or self._race_base else plain
 
     def learn(self, program: Program, report: Report) -> bool:
         """Keep the input of ``program`` if its runs showed something new.
 
-        The hand-offs (:mod:`fuzz.hints`) of an input kept, or of one the
-        corpus started with, each suggest a mutant: those inputs get the
-        mutation energy anyway, and a hint per run would flood the source
-        with the hand-offs of one big program's many near-copies.
+        The hand-offs and layouts (:mod:`fuzz.hints`) of an input kept, or of
+        one the corpus started with, each suggest a mutant: those inputs get
+        the mutation energy anyway, and a hint per run would flood the source
+        with the hints of one big program's many near-copies.  Hand-off
+        hints, aimed at races, go first, and only they earn their base the
+        explorers' full schedule search: a layout is no race.
         """
         data = self._data if self.fuzzer is not Fuzzer.EXHAUSTIVE else encode(program)
         kept = self._kept = (not self._initial_run
@@ -394,5 +400,7 @@ class Source:
             # The explorers drop a base's schedule: one mutant is enough for them.
             tries = HINT_TRIES if self.fuzzer is Fuzzer.RANDOM else 1
             self.hints.extend((m, self._allowance)
-                              for m in mutant_inputs(program, report, rng, tries))
+                              for m in mutant_inputs(program, report, rng, tries, layouts=False))
+            self.layouts.extend((encode(m), self._allowance)
+                                for m in layout_mutants(program, report, rng, tries))
         return kept
