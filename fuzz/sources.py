@@ -401,6 +401,8 @@ class Source:
             tries = HINT_TRIES if self.fuzzer is Fuzzer.RANDOM else 1
             self.hints.extend((m, self._allowance)
                               for m in mutant_inputs(program, report, rng, tries, layouts=False))
-            self.layouts.extend((encode(m), self._allowance)
-                                for m in layout_mutants(program, report, rng, tries))
+            if self.fuzzer is Fuzzer.RANDOM:
+                # The explorers search schedules; a layout is no race.
+                self.layouts.extend((encode(m), self._allowance)
+                                    for m in layout_mutants(program, report, rng, tries))
         return kept
