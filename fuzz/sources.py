@@ -57,9 +57,9 @@ HINTS_PENDING = 64
 EXHAUSTIVE_OPS = 10
 #: Most pages a generated program may map, over all its mmaps (two PMD-sized
 #: THPs).  The decoder is total and maps up to MAX_PAGES per region: a program
-#: that maps 200 MiB, or faults in a thousand folios, spends most of a second
-#: per run on pages the lazyfree paths never look at; fuzzers skip such an
-#: input, as libFuzzer skips a slow unit.  The cap is for what the fuzzers
+#: that faults in a thousand folios spends a fifth of a second per run on pages
+#: the lazyfree paths never look at, and one over 200 MiB far more; fuzzers skip
+#: such an input, as libFuzzer skips a slow unit.  The cap is for what the fuzzers
 #: make up: a seed always runs, and its mutants may map as much as it does.
 MAX_FUZZ_PAGES = 1024
 
