@@ -50,8 +50,18 @@ class MadviseMixin:
             if not self.range_mapped(mm, start, end):
                 return -errno.ENOMEM
             vmas = [v for v in mm.vmas if v.vm_start < end and start < v.vm_end]
-            if op.advice is not Advice.MADV_PAGEOUT and any(v.vm_flags & VM_LOCKED for v in vmas):
-                return -errno.EINVAL
+            # madvise_walk_vmas() visits the VMAs in order and returns the first
+            # error at once: can_madv_lru_vma() (PAGEOUT) and
+            # madvise_dontneed_free_valid_vma() (FREE, DONTNEED) refuse a
+            # VM_LOCKED VMA with -EINVAL, once the VMAs before it are done.
+            ret = 0
+            locked = next((i for i, v in enumerate(vmas) if v.vm_flags & VM_LOCKED), None)
+            if locked is not None:
+                ret = -errno.EINVAL
+                end = vmas[locked].vm_start
+                vmas = vmas[:locked]
+                if not vmas:
+                    return ret
             if op.advice is not Advice.MADV_DONTNEED:
                 self.lru_add_drain()
             # The oracle hears the advice for the whole range and the whole call:
@@ -72,14 +82,14 @@ class MadviseMixin:
                         yield from self.zap_page_range(vma, lo, hi)
                     elif op.advice is Advice.MADV_FREE:
                         yield from self.madvise_free_range(vma, lo, hi)
-                    elif not vma.vm_flags & VM_LOCKED:
+                    else:
                         yield from self.madvise_pageout_range(vma, lo, hi, folios)
             finally:
                 if done is not None:
                     done(mm.id, start, end)
             if folios:
                 yield from self.reclaim_pages(folios)
-            return 0
+            return ret
         finally:
             up_read(self, mm.mmap_lock)
 

@@ -334,11 +334,6 @@ class _Probe:
             self.problem(i, f"{what} calls lru_add_drain() on Linux, which would move the "
                          f"{sum(self._batches('lazyfree').values())} folio(s) waiting in the lru_lazyfree "
                          f"batch to the file LRU; the model does not drain there")
-        if isinstance(op, Madvise) and op.advice is Advice.MADV_PAGEOUT and mm is not None:
-            end = op.addr + op.pages * PAGE_SIZE
-            if any(v.locked and v.vm_start < end and op.addr < v.vm_end for v in mm.vmas):
-                self.problem(i, "MADV_PAGEOUT over a VM_LOCKED VMA fails with -EINVAL on Linux "
-                             "(can_madv_lru_vma()); the model skips the VMA and returns 0")
         if isinstance(op, Pin):
             self.pin_mm[op.pin] = t.mm_id
         if isinstance(op, Unpin) and op.dirty:

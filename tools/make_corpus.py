@@ -405,6 +405,24 @@ scenario("vmsplice-style-extra-ref", "J",
                                            "mthp.split_deferred[4]": 0})),
          {"v6.14..v6.15": {"classification": "intended", "rules": ["swapbacked-only-if-dirty"]}})
 
+# Issue 15, item 8: madvise_walk_vmas() stops at the first VMA an advice refuses.
+scenario("madv-pageout-locked-vma", "L",
+         "MADV_PAGEOUT over an unlocked page and a VM_LOCKED one after it: "
+         "madvise_walk_vmas() visits the VMAs in order and returns the first error at once; "
+         "madvise_pageout() pages the unlocked page out (swapbacked and dirty: written to "
+         "swap, PSWPOUT +1), then can_madv_lru_vma() refuses the locked VMA with -EINVAL. "
+         "The reads fault the first page back from swap. The same on every version "
+         "(can_madv_lru_vma() since MADV_PAGEOUT came, v5.4).",
+         [op("T0", "mmap", addr=A, pages=1), op("T0", "mmap", addr=A + P, pages=1, locked=True),
+          op("T0", "write", addr=A, pages=2, value=7),
+          op("T0", "madvise", addr=A, pages=2, advice="MADV_PAGEOUT"),
+          op("T0", "read", addr=A, pages=2)],
+         each(ALL, **{"verdict": "ok", "result[3]": -22, "counter.PSWPOUT": 1,
+                      "result[4]": [7, 7], "mm0.MM_ANONPAGES": 2}),
+         {"v5.17..v5.18": {"classification": "equal"}, "v5.18..v6.12": {"classification": "equal"},
+          "v6.12..v6.14": {"classification": "equal"}, "v6.14..v6.15": {"classification": "equal"},
+          "v6.15..v6.16": {"classification": "equal"}})
+
 
 def main() -> None:
     OUT.mkdir(exist_ok=True)
