@@ -278,12 +278,13 @@ def _search_atheris(target: Target, seed: int, cap: float, seeds: list[bytes]) -
     """One libFuzzer process on the atheris target, in bench mode, from ``seed``."""
     trial = Trial(Fuzzer.ATHERIS.value, target.value, seed, False, cap, 0)
     script = Path(__file__).with_name("atheris_target.py")
-    with tempfile.TemporaryDirectory() as corpus:
+    with tempfile.TemporaryDirectory() as corpus, tempfile.TemporaryDirectory() as artifacts:
         for i, data in enumerate(seeds):
             Path(corpus, f"seed-{i}").write_bytes(data)
         # libFuzzer's own limit is whole seconds from its start; the target
         # itself stops at ``cap`` seconds after its first execution.
         args = [sys.executable, str(script), corpus, f"-seed={seed + 1}", "-max_len=256",
+                f"-artifact_prefix={artifacts}/",
                 f"-max_total_time={int(cap) + 60}", "-print_final_stats=1"]
         env = {**os.environ, "FOLIODIFF_BENCH_TARGET": target.value,
                "FOLIODIFF_BENCH_CAP": str(cap)}

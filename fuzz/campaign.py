@@ -278,6 +278,7 @@ class Campaign:
             lambda found: print(harness_message(found, db_url), file=sys.stderr, flush=True))
         self.run_for = run_for
         self._last_snapshot = time.monotonic()
+        self._scratch: tempfile.TemporaryDirectory | None = None   # atheris' seeds, artifacts
 
     def remaining(self) -> float:
         """Seconds this run may take: what is left of the campaign, or ``run_for``."""
@@ -424,8 +425,17 @@ class Campaign:
             for i, data in enumerate(seeds):
                 (scratch / "seeds" / f"seed-{i}").write_bytes(data)
             args.append(str(scratch / "seeds"))
+        # libFuzzer writes slow units (and crash files) to its working directory
+        # unless told otherwise: beside the corpus, or into the scratch directory.
+        if corpus is not None:
+            artifacts = corpus.parent / f"{corpus.name}-artifacts"
+        else:
+            if self._scratch is None:
+                self._scratch = tempfile.TemporaryDirectory(prefix="foliodiff-atheris-")
+            artifacts = Path(self._scratch.name) / "artifacts"
+        artifacts.mkdir(parents=True, exist_ok=True)
         args += [f"-max_total_time={max(1, int(self.remaining()))}",
-                 "-print_final_stats=1", f"-max_len={256}"]
+                 "-print_final_stats=1", f"-max_len={256}", f"-artifact_prefix={artifacts}/"]
         env = {**os.environ, "FOLIODIFF_DB_URL": self.db_url,
                "FOLIODIFF_CAMPAIGN": str(self.campaign_id)}
         # One libFuzzer process per worker, all on the same corpus directory

@@ -143,9 +143,12 @@ def test_format_1_seeds_are_read_on_the_campaign_s_first_engine(tmp_path: Path) 
 
 
 @pytest.mark.parametrize("fuzzer", list(Fuzzer))
-def test_every_campaign_runs_the_large_seed_h12(tmp_path: Path, fuzzer: Fuzzer) -> None:
+def test_every_campaign_runs_the_large_seed_h12(tmp_path: Path, fuzzer: Fuzzer,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """h12-mremap-straddle maps 1,040 pages, over the cap on generated inputs: a
-    campaign seeded with it still runs it, and v6.15's out-of-bounds batch is stored."""
+    campaign seeded with it still runs it, and v6.15's out-of-bounds batch is stored.
+    libFuzzer's artifacts (slow units) stay out of the working directory."""
+    monkeypatch.chdir(tmp_path)
     seeds = tmp_path / "seeds"
     seeds.mkdir()
     h12 = ROOT / "corpus" / "h12-mremap-straddle.json"
@@ -161,3 +164,5 @@ def test_every_campaign_runs_the_large_seed_h12(tmp_path: Path, fuzzer: Fuzzer) 
         divergences, _ = store.list_divergences(limit=100)
     assert any("|crash|PageTableOutOfBounds|" in d.signature and d.engine_b == "v6.15"
                for d in divergences), [d.signature for d in divergences]
+    assert not [p.name for p in tmp_path.iterdir()
+                if p.name.split("-")[0] in ("crash", "slow", "timeout", "oom", "leak")]
