@@ -48,7 +48,7 @@ with atheris.instrument_imports(include=["engine"],
 from fuzz.campaign import CampaignConfig, open_sink
 from fuzz.hints import HINT_RATE, HINT_TRIES, mutant_inputs
 from fuzz.sink import FindingSink
-from fuzz.sources import MAX_FUZZ_PAGES, affordable, allowance, program_mutant
+from fuzz.sources import affordable, allowance, program_mutant
 from service.store import Store
 
 
@@ -111,16 +111,18 @@ def _remember_hints(data: bytes, program: Program, report: Report) -> None:
         _keep_last(HINTS, data, found)
 
 
-#: The mutant CustomMutator made last, and the pages it may map (its parent's
-#: allowance): libFuzzer runs each mutant right after making it.  Any other
-#: input is one libFuzzer read from its corpus directories - a seed, or an
-#: input an earlier run kept - and runs whatever it maps.
-MUTANT: list = [None, MAX_FUZZ_PAGES]
+#: The mutant CustomMutator made last, and the input it made it from:
+#: libFuzzer runs each mutant right after making it.  A mutant may map as much
+#: as its parent (:func:`fuzz.sources.allowance`, looked up only past the
+#: cap).  Any other input is one libFuzzer read from its corpus directories -
+#: a seed, or an input an earlier run kept - and runs whatever it maps.
+MUTANT: list = [None, b""]
 
 
 def TestOneInput(data: bytes) -> None:  # noqa: N802 - the name libFuzzer looks for
     program = decode(data)
-    if data == MUTANT[0] and not affordable(program, MUTANT[1]):
+    if (data == MUTANT[0] and not affordable(program)
+            and not affordable(program, allowance(decode(MUTANT[1])))):
         return
     report = differential(program, ENGINE_A, ENGINE_B)
     _remember_hints(data, program, report)
@@ -131,7 +133,7 @@ def CustomMutator(data: bytes, max_size: int, seed: int) -> bytes:  # noqa: N802
     """A hand-off hint of ``data`` at the sources' hint rate while it has one; else half
     on operations, half on bytes."""
     rng = random.Random(seed)
-    MUTANT[0], MUTANT[1] = None, allowance(decode(data))
+    MUTANT[0], MUTANT[1] = None, data
     pending = HINTS.get(data) if rng.random() < HINT_RATE else None
     while pending:
         mutant = pending.pop()

@@ -34,7 +34,7 @@ from engine.errors import ProgramError
 from engine.outcome import Place
 from engine.program import Program, ThreadKind, parse_program, renumber_schedule
 from engine.sched import YieldPoint
-from fuzz.mutate import boundary
+from fuzz.mutate import boundary, program_data
 
 #: Kernel event -> the operation of the kernel thread that consumes what it handed off.
 HANDOFFS: dict[str, str] = {
@@ -167,9 +167,7 @@ def layout_mutants(program: Program, report: Report, rng: random.Random,
         return []
     out = []
     for _ in range(tries):
-        data: dict[str, Any] = program.to_dict()
-        data["threads"] = [dict(t) for t in data["threads"]]
-        data["ops"] = [dict(o) for o in data["ops"]]
+        data = program_data(program)
         boundary(data, rng, before=at)
         try:
             out.append(parse_program(data))

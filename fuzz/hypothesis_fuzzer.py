@@ -51,14 +51,21 @@ def fuzz_with_hypothesis(config: Any, worker: int, go_on: Callable[[], bool],
                     suppress_health_check=list(HealthCheck), print_blob=False,
                     phases=[Phase.reuse, Phase.generate, Phase.target])
 
+    def take(program: Program) -> tuple[Report, set[str]]:
+        """Run ``program`` on the pair and hand it on: its report, and what it showed
+        that this worker had not seen."""
+        report = differential(program, config.engine_a, config.engine_b)
+        each(program, report)
+        new = features(program, report) - seen
+        seen.update(new)
+        return report, new
+
     def run_hints(program: Program, report: Report) -> None:
         rng = random.Random(hashlib.sha1(program.to_json().encode()).digest())
         for mutant in mutants(program, report, rng, HINT_TRIES):
             if not go_on():
                 return
-            hreport = differential(mutant, config.engine_a, config.engine_b)
-            each(mutant, hreport)
-            seen.update(features(mutant, hreport))
+            take(mutant)
 
     seeds = [decode(data) for data in config.seed_inputs()]
     # Each seed once as it is, whatever it maps (libFuzzer's INITED pass); a
@@ -67,10 +74,7 @@ def fuzz_with_hypothesis(config: Any, worker: int, go_on: Callable[[], bool],
     for program in seeds:
         if not go_on():
             return
-        report = differential(program, config.engine_a, config.engine_b)
-        each(program, report)
-        seen.update(features(program, report))
-        run_hints(program, report)
+        run_hints(program, take(program)[0])
     limit = max([MAX_FUZZ_PAGES] + [mapped_pages(p) for p in seeds])
     drawn = programs(max_ops=MAX_OPS)
     if seeds:
@@ -83,10 +87,7 @@ def fuzz_with_hypothesis(config: Any, worker: int, go_on: Callable[[], bool],
         def explore(program: Program) -> None:
             if not go_on() or not affordable(program, limit):
                 return
-            report = differential(program, config.engine_a, config.engine_b)
-            each(program, report)
-            new = features(program, report) - seen
-            seen.update(new)
+            report, new = take(program)
             target(float(len(new)), label="new behaviours")
             if new:
                 run_hints(program, report)

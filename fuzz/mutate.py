@@ -131,13 +131,30 @@ def _advice(data: dict[str, Any], rng: random.Random) -> None:
         rng.choice(ops)["advice"] = rng.choice([a.value for a in Advice])
 
 
+def program_data(program: Program) -> dict[str, Any]:
+    """``program.to_dict()`` with threads and operations a mutation may change in place."""
+    data = program.to_dict()
+    data["threads"] = [dict(t) for t in data["threads"]]
+    data["ops"] = [dict(o) for o in data["ops"]]
+    return data
+
+
+def _threads_of(data: dict[str, Any], kind: str) -> list[str]:
+    """The names of the program's threads of ``kind`` (kthread, device); a new one,
+    named ``K<i>`` or ``D<i>``, when there is none."""
+    names = [t["name"] for t in data["threads"] if t.get("kind") == kind]
+    if not names:
+        prefix = kind[0].upper()
+        name = next(f"{prefix}{i}" for i in range(9)
+                    if all(t["name"] != f"{prefix}{i}" for t in data["threads"]))
+        data["threads"].append({"name": name, "kind": kind, "mm": None})
+        names = [name]
+    return names
+
+
 def _kthread_op(data: dict[str, Any], rng: random.Random) -> None:
     """Add a reclaim or deferred-split scan by a kthread (a new one if there is none)."""
-    kthreads = [t["name"] for t in data["threads"] if t.get("kind") == "kthread"]
-    if not kthreads:
-        name = next(f"K{i}" for i in range(9) if all(t["name"] != f"K{i}" for t in data["threads"]))
-        data["threads"].append({"name": name, "kind": "kthread", "mm": None})
-        kthreads = [name]
+    kthreads = _threads_of(data, "kthread")
     op = rng.choice(("reclaim", "deferred_split_scan"))
     _insert(data, rng.randint(0, len(data["ops"])), {"thread": rng.choice(kthreads), "op": op})
 
@@ -150,11 +167,7 @@ def _device_op(data: dict[str, Any], rng: random.Random) -> None:
     if not pins:
         return
     i = rng.choice(pins)
-    devices = [t["name"] for t in data["threads"] if t.get("kind") == "device"]
-    if not devices:
-        name = next(f"D{j}" for j in range(9) if all(t["name"] != f"D{j}" for t in data["threads"]))
-        data["threads"].append({"name": name, "kind": "device", "mm": None})
-        devices = [name]
+    devices = _threads_of(data, "device")
     pin = ops[i]["pin"]
     _insert(data, rng.randint(i + 1, _held_until(ops, i, pin)),
             {"thread": rng.choice(devices), "op": "dma_write", "pin": pin,
@@ -230,13 +243,8 @@ def boundary(data: dict[str, Any], rng: random.Random, before: int | None = None
     # kswapd's reclaim, not MADV_PAGEOUT: a PAGEOUT of the folio's old range
     # misses what moved, and isolates none of a folio it covers only in part
     if not any(o["op"] == "reclaim" for o in ops[j + 1:]):
-        kthreads = [t["name"] for t in data["threads"] if t.get("kind") == "kthread"]
-        if not kthreads:
-            name = next(f"K{k}" for k in range(9)
-                        if all(t["name"] != f"K{k}" for t in data["threads"]))
-            data["threads"].append({"name": name, "kind": "kthread", "mm": None})
-            kthreads = [name]
-        _insert(data, len(ops), {"thread": rng.choice(kthreads), "op": "reclaim"})
+        _insert(data, len(ops), {"thread": rng.choice(_threads_of(data, "kthread")),
+                                 "op": "reclaim"})
 
 
 #: Scheduling steps an operation of each kind takes per page it covers, and
@@ -349,9 +357,7 @@ def mutate_program(program: Program, rng: random.Random, rounds: int = 2) -> Pro
     Return: the mutated program, or None when the format rejects it (a range
     no mapping covers, too many threads).
     """
-    data = program.to_dict()
-    data["threads"] = [dict(t) for t in data["threads"]]
-    data["ops"] = [dict(o) for o in data["ops"]]
+    data = program_data(program)
     chosen = [rng.choice(MUTATIONS + (_preempt,)) for _ in range(rng.randint(1, rounds))]
     for mutation in chosen:
         if not data["ops"]:

@@ -9,10 +9,8 @@ them to the engine table for the benchmark's own processes only.
 
 from __future__ import annotations
 
-from engine.folio import folio_test_anon, folio_test_swapbacked
-from engine.flags import TTU_HWPOISON
 from engine.kernels.v6_16 import V6_16
-from engine.pgtable import PAGE_SHIFT, PMD_SIZE
+from engine.pgtable import PMD_SIZE
 
 
 class V6_16NoVmaBound(V6_16):
@@ -22,14 +20,8 @@ class V6_16NoVmaBound(V6_16):
     VERSION = "v6.16-no-vma-bound"
     BASE_VERSION = "v6.16"
 
-    def unmap_pte_batch(self, folio, pvmw, flags, pte) -> int:
-        if flags & TTU_HWPOISON or not folio.order:
-            return 1
-        table_end = (pvmw.address | (PMD_SIZE - 1)) + 1      # the VMA's end left out
-        max_nr = (table_end - pvmw.address) >> PAGE_SHIFT
-        if not folio_test_anon(folio) or folio_test_swapbacked(folio):
-            return 1
-        return self.folio_pte_batch(folio, pvmw.pt, pvmw.idx, pte, max_nr)
+    def unmap_pte_batch_end(self, pvmw) -> int:
+        return (pvmw.address | (PMD_SIZE - 1)) + 1
 
 
 #: Mutant engine id -> the version it is a mutant of.

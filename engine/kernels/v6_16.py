@@ -19,13 +19,16 @@ class V6_16(V6_15):
     VERSION = "v6.16"
     COMMIT = "ddd05742b45b"
 
+    def unmap_pte_batch_end(self, pvmw) -> int:
+        """folio_unmap_pte_batch()'s ``end_addr``: "We may only batch within a single
+        VMA and a single page table"."""
+        return pmd_addr_end(pvmw.address, pvmw.vma.vm_end)
+
     def unmap_pte_batch(self, folio, pvmw, flags, pte) -> int:
         """folio_unmap_pte_batch()."""
         if flags & TTU_HWPOISON or not folio.order:
             return 1
-        # We may only batch within a single VMA and a single page table.
-        end_addr = pmd_addr_end(pvmw.address, pvmw.vma.vm_end)
-        max_nr = (end_addr - pvmw.address) >> PAGE_SHIFT
+        max_nr = (self.unmap_pte_batch_end(pvmw) - pvmw.address) >> PAGE_SHIFT
         if not folio_test_anon(folio) or folio_test_swapbacked(folio):
             return 1
         return self.folio_pte_batch(folio, pvmw.pt, pvmw.idx, pte, max_nr)

@@ -25,6 +25,7 @@ from fuzz.mutate import (
     _swap,
     mutate_program,
     occurrences,
+    program_data,
 )
 
 CORPUS = pathlib.Path(__file__).resolve().parents[2] / "corpus"
@@ -32,11 +33,7 @@ H2 = load_any(str(CORPUS / "h2-shrinker-ref-between-ptes.json"))
 H5 = load_any(str(CORPUS / "h5-dma-into-lazyfree.json"))
 
 
-def as_data(program):
-    data = program.to_dict()
-    data["threads"] = [dict(t) for t in data["threads"]]
-    data["ops"] = [dict(o) for o in data["ops"]]
-    return data
+as_data = program_data
 
 
 def mutated(program, mutation, seed: int):
