@@ -25,7 +25,7 @@ The mapping, operation by operation:
                        with FOLL_WRITE|FOLL_LONGTERM), or with ``pin="vmsplice"``
                        vmsplice() into a pipe (get_user_pages_fast references)
 ``unpin``              IORING_UNREGISTER_BUFFERS / closing the pipe
-``dma_write``          io_uring IORING_OP_READ_FIXED of the value from a memfd
+``dma_write``          io_uring IORING_OP_READ_FIXED of the value from a pipe
                        into each pinned page: the kernel writes the page
                        through the pin, not through the user PTE
 ``deferred_split_scan``  ``echo 2 > /proc/sys/vm/drop_caches``: drop_slab() runs

@@ -463,7 +463,12 @@ struct ring {
 };
 
 static struct ring rings[NRINGS_ALLOC];
-static int dma_fd = -1;			/* memfd holding the value a DMA write copies */
+/* The pipe a DMA write reads its value from. A pipe with data in it is read
+ * inline, so the request (and, from 6.13, its reference on the registered
+ * buffer) is freed before io_uring_enter() returns; a memfd read may be punted
+ * to io-wq, whose request is freed later by task work, and then the buffer can
+ * stay pinned after IORING_UNREGISTER_BUFFERS returns. */
+static int dma_pipe[2] = { -1, -1 };
 
 static void ring_init(struct ring *r)
 {
@@ -525,24 +530,24 @@ static __attribute__((unused)) void unpin_io_uring(int op, int ring)
 }
 
 /* The kernel writes @value into each page through the pin, not through the
- * user PTE: IORING_OP_READ_FIXED of 4 bytes from a memfd into the registered buffer. */
+ * user PTE: IORING_OP_READ_FIXED of 4 bytes from a pipe into the registered buffer. */
 static __attribute__((unused)) void dma_write(int op, int ring, uint64_t addr, int pages, uint32_t value)
 {
 	struct ring *r = &rings[ring];
 	int i;
 
-	if (pwrite(dma_fd, &value, sizeof(value), 0) != (ssize_t)sizeof(value))
-		fail_errno(op, "pwrite to the DMA memfd");
 	for (i = 0; i < pages; i++) {
 		unsigned tail = *r->sq_tail, head;
 		struct io_uring_sqe *sqe = &r->sqes[tail & *r->sq_mask];
 		struct io_uring_cqe *cqe;
 		int res;
 
+		if (write(dma_pipe[1], &value, sizeof(value)) != (ssize_t)sizeof(value))
+			fail_errno(op, "write to the DMA pipe");
 		memset(sqe, 0, sizeof(*sqe));
 		sqe->opcode = IORING_OP_READ_FIXED;
-		sqe->fd = dma_fd;
-		sqe->off = 0;
+		sqe->fd = dma_pipe[0];
+		sqe->off = (uint64_t)-1;
 		sqe->addr = addr + (uint64_t)i * PAGE_SIZE;
 		sqe->len = sizeof(value);
 		sqe->buf_index = 0;
@@ -991,9 +996,8 @@ int main(void)
 	for (i = 0; i < NRINGS; i++)
 		ring_init(&rings[i]);
 	if (NRINGS) {
-		dma_fd = (int)syscall(SYS_memfd_create, "foliodiff-dma", 0);
-		if (dma_fd < 0)
-			fail_errno(-1, "memfd_create");
+		if (pipe(dma_pipe))
+			fail_errno(-1, "pipe for DMA writes");
 	}
 	{
 		void *p = mmap(NULL, PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
