@@ -27,7 +27,7 @@ class Folio:
                  "anon", "swapbacked", "swapcache", "dirty", "lru", "active", "referenced",
                  "locked", "lock_owner", "partially_mapped", "mlocked", "unevictable",
                  "on_deferred_list", "lru_list", "data", "swap", "index", "anon_vma",
-                 "freed", "extra", "checked")
+                 "freed", "extra", "checked", "mm_ids")
 
     def __init__(self, pfn: int, order: int) -> None:
         self.pfn = pfn
@@ -58,9 +58,58 @@ class Folio:
         self.freed = False
         self.extra: dict[str, int] = {}   # references held for a named reason
         self.checked: int | None = None  # the refcount the oracle last verified
+        self.mm_ids: MmIds | None = None   # a large folio's owner tracking (CONFIG_MM_ID)
 
     def __repr__(self) -> str:
         return f"<folio pfn={self.pfn:#x} order={self.order} ref={self.ref}>"
+
+
+class MmIds:
+    """A large folio's two MM slots and its "maybe mapped shared" bit
+    (folio->_mm_ids and _mm_id_mapcount[2], CONFIG_MM_ID, v6.15).
+
+    Counts are the mappings each slot's MM holds (the kernel stores them
+    minus one); an empty slot holds None and 0.  The bit is exact while at
+    most two MMs map the folio; a third MM leaves it set until one slot again
+    owns every mapping (include/linux/rmap.h of linux-source-7.2, which has
+    the 6.15 form: docs/kernel-notes.md section 17).
+    """
+
+    __slots__ = ("ids", "counts", "shared")
+
+    def __init__(self, mm_id: int, count: int) -> None:
+        # folio_set_large_mapcount(): slot 0 takes the first MM
+        self.ids: list[int | None] = [mm_id, None]
+        self.counts = [count, 0]
+        self.shared = False
+
+    def add(self, mm_id: int, diff: int, total: int) -> None:
+        """folio_add_return_large_mapcount(); @total: folio_mapcount() after it."""
+        ids, counts = self.ids, self.counts
+        if ids[0] == mm_id:
+            counts[0] += diff
+        elif ids[1] == mm_id:
+            counts[1] += diff
+        elif ids[0] is None:
+            ids[0], counts[0] = mm_id, diff
+            if total != diff:             # other mappings already
+                self.shared = True
+        elif ids[1] is None:
+            ids[1], counts[1] = mm_id, diff
+            self.shared = True            # slot 0 certainly has mappings too
+
+    def sub(self, mm_id: int, diff: int, total: int) -> None:
+        """folio_sub_return_large_mapcount(); @total: folio_mapcount() after it."""
+        ids, counts = self.ids, self.counts
+        for s in (0, 1):
+            if ids[s] == mm_id:
+                counts[s] -= diff
+                if counts[s] >= 1:
+                    return
+                ids[s], counts[s] = None, 0
+                break
+        if total in counts:               # one slot owns every mapping (or none is left)
+            self.shared = False
 
 
 def folio_test_large(folio: Folio) -> bool:

@@ -140,11 +140,11 @@ class HugeMemoryMixin:
             entries[i] = mk_pte(pfn + i, write, dirty, young)
         self.cost["pte_writes"] += HPAGE_PMD_NR
         if freeze:
-            self.folio_drop_rmap_pmd(folio)
+            self.folio_drop_rmap_pmd(folio, vma)
             folio.ref -= 1                        # put_page() of the PMD's reference
         else:
             folio.ref += HPAGE_PMD_NR - 1
-            self.folio_add_anon_rmap_ptes(folio, 0, HPAGE_PMD_NR)
+            self.folio_add_anon_rmap_ptes(folio, 0, HPAGE_PMD_NR, vma)
             self.folio_remove_rmap_pmd(folio, vma)
         self.count("THP_SPLIT_PMD")
         self.event("split_huge_pmd", folio)
@@ -219,23 +219,36 @@ class HugeMemoryMixin:
         table lock unmap_folio() needs, then unmaps, splits and remaps without
         yielding, so no other thread sees the folio unmapped.
 
+        Every attempt that gets past the argument checks is counted at the
+        function's common exit: THP_SPLIT_PAGE or THP_SPLIT_PAGE_FAILED for a
+        PMD-order folio, the mTHP stat split or split_failed for its order
+        (mm/huge_memory.c of 6.12.117 and the v5.x split_huge_page_to_list()).
+
         Context: folio locked; the caller holds one reference.  Return: True
         when split (False = -EAGAIN).
         """
         if not folio.order:
             return True
-        extra_pins = folio.nr if folio.swapcache else 0
-        if folio_mapcount(folio) != folio.ref - extra_pins - 1:     # can_split_folio()
+        if not can_split_folio(folio):
+            self.split_failed(folio)
             return False
         yield from self.unmap_folio_wait(folio)
         migrations = self.unmap_folio(folio)
-        if folio.ref != 1 + extra_pins:                             # folio_ref_freeze()
+        if folio.ref != 1 + split_extra_pins(folio):                # folio_ref_freeze()
             self.remap_page(migrations, use_zeropage=False)
+            self.split_failed(folio)
             return False
         tails = self.split_folio_to_order0(folio)
         self.remap_page(migrations, use_zeropage=self.SPLIT_MAPS_UNUSED_TO_ZEROPAGE)
         self.split_folio_tails_done(folio, tails, to_list)
         return True
+
+    def split_failed(self, folio: Folio) -> None:
+        """The failure count at the exit of split_huge_page_to_list_to_order()."""
+        if folio_test_pmd_mappable(folio):
+            self.count("THP_SPLIT_PAGE_FAILED")
+        self.count_mthp("split_failed", folio.order)
+        self.event("split_failed", folio)
 
     def unmap_folio_wait(self, folio: Folio):
         """Wait until no other thread holds a page table lock of a mapping of
@@ -293,7 +306,7 @@ class HugeMemoryMixin:
                     continue
                 if pte_dirty(pte):
                     folio.dirty = True                # folio_mark_dirty()
-                self.folio_drop_rmap_ptes(folio, pte_pfn(pte) - lo, 1)
+                self.folio_drop_rmap_ptes(folio, pte_pfn(pte) - lo, 1, vma)
                 folio.ref -= 1                        # folio_put(): the entry holds none
                 migrations.append((vma, pt, idx, pte_pfn(pte)))
         self.cost["tlb_flushes"] += 1                 # try_to_unmap_flush()
@@ -320,7 +333,7 @@ class HugeMemoryMixin:
                 self.event("split_remap_zeropage", folio)
                 continue
             folio.ref += 1
-            self.folio_add_anon_rmap_ptes(folio, page, 1)
+            self.folio_add_anon_rmap_ptes(folio, page, 1, vma)
 
     def split_folio_to_order0(self, folio: Folio) -> list[Folio]:
         """__split_huge_page() of an unmapped, frozen folio into small folios.
@@ -337,6 +350,7 @@ class HugeMemoryMixin:
         self.event("split_folio", folio)
         nr = folio.nr
         swap = folio.swap
+        folio.mm_ids = None                   # small folios have no owner tracking
         tails = []
         for i in range(1, nr):
             t = Folio(folio.pfn + i, 0)
@@ -391,7 +405,7 @@ class HugeMemoryMixin:
             if word is None:
                 return False
             folio = self.pfn_folio(pmd_pfn(word))
-            if folio_mapcount(folio) != 1:        # folio_likely_mapped_shared()
+            if self.folio_maybe_mapped_shared(folio):
                 return False
             if not folio_trylock(self, folio):
                 return False
@@ -439,6 +453,18 @@ class HugeMemoryMixin:
         """v6.12+ (dafff3f4c850): a new PMD THP is queued as a possible underused THP."""
         self.deferred_split_folio(folio, False)
         self.event("deferred_split_underused", folio)
+
+
+def split_extra_pins(folio: Folio) -> int:
+    """The references a split expects besides the mappings and the caller's:
+    one per page for the swap cache (can_split_folio()'s @pextra_pins)."""
+    return folio.nr if folio.swapcache else 0
+
+
+def can_split_folio(folio: Folio) -> bool:
+    """can_split_folio(folio, 1, NULL): no reference beyond the mappings, the
+    swap cache's and the caller's one."""
+    return folio_mapcount(folio) == folio.ref - split_extra_pins(folio) - 1
 
 
 def folio_trylock(k, folio: Folio) -> bool:

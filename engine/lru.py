@@ -5,9 +5,6 @@ from __future__ import annotations
 from engine.flags import LruList
 from engine.folio import Folio, folio_test_large
 
-#: PAGEVEC_SIZE: folios a per-CPU folio_batch holds before it is flushed.
-FOLIO_BATCH_SIZE = 31
-
 
 def folio_lru_list(folio: Folio) -> LruList:
     """Which list a folio belongs on, from its flags (folio_lru_list)."""
@@ -20,6 +17,18 @@ def folio_lru_list(folio: Folio) -> LruList:
 
 class LruMixin:
     """Per-node LRU lists and the per-CPU lru_add / lru_lazyfree batches."""
+
+    #: PAGEVEC_SIZE: folios a per-CPU folio batch holds before it is moved
+    #: (31 from 9cecde80aae0 "mm: increase folio batch size", v6.9; 15 before).
+    FOLIO_BATCH_SIZE = 31
+    BATCH_FULL_EVENT = "folio_batch_full_31"
+    #: folio_mark_lazyfree() clears PG_lru when it queues a folio (33dfe9204f29
+    #: "mm/gup: clear the LRU flag of a page before adding to LRU batch", v6.11;
+    #: reverted in 2025 upstream and in the stable branches).  Without it the
+    #: queued folio stays on its anon LRU list, isolatable, and
+    #: folio_batch_move_lru() clears the flag when it moves it (skipping a
+    #: folio whose flag is gone: isolated meanwhile).
+    LAZYFREE_QUEUE_CLEARS_LRU = True
 
     def lru_init(self) -> None:
         # dicts as ordered sets: first key = LRU tail (oldest), as reclaim scans it
@@ -43,7 +52,10 @@ class LruMixin:
         self.ref_get(folio, "batch")
         batch = batches.setdefault(self.current.cpu, [])
         batch.append(folio)
-        if len(batch) >= FOLIO_BATCH_SIZE or folio_test_large(folio):
+        if len(batch) >= self.FOLIO_BATCH_SIZE:
+            self.event(self.BATCH_FULL_EVENT, folio)
+            self._batch_move(batch, move)
+        elif folio_test_large(folio):
             self._batch_move(batch, move)
 
     def _batch_move(self, batch: list[Folio], move) -> None:
@@ -62,9 +74,10 @@ class LruMixin:
         self._batch_add_and_move(self.cpu_lru_add, folio, self._lru_add)
 
     def _lru_lazyfree(self, folio: Folio) -> None:
-        """lru_lazyfree(): move to the inactive file LRU as a clean lazyfree folio."""
-        if not (folio.anon and folio.swapbacked and not folio.swapcache and not folio.unevictable
-                and folio.lru):
+        """lru_lazyfree(): move to the inactive file LRU as a clean lazyfree folio.
+
+        Context: PG_lru cleared by the caller (folio_batch_move_lru())."""
+        if not (folio.anon and folio.swapbacked and not folio.swapcache and not folio.unevictable):
             return
         self.lruvec_del_folio(folio)
         folio.active = False
@@ -77,13 +90,21 @@ class LruMixin:
         """folio_mark_lazyfree(): queue a swapbacked anon folio for the lazyfree move."""
         if (folio.anon and folio.swapbacked and folio.lru and not folio.swapcache
                 and not folio.unevictable):
-            # Taking the folio into a batch clears its LRU flag (folio_test_clear_lru).
-            folio.lru = False
+            if self.LAZYFREE_QUEUE_CLEARS_LRU:
+                folio.lru = False             # folio_test_clear_lru() at queue time
+            else:
+                self.event("lazyfree_queued_on_lru", folio)
             self._batch_add_and_move(self.cpu_lru_lazyfree, folio, self._lazyfree_move)
 
     def _lazyfree_move(self, folio: Folio) -> None:
-        folio.lru = True
-        self._lru_lazyfree(folio)
+        """folio_batch_move_lru(fbatch, lru_lazyfree) for one folio."""
+        if self.LAZYFREE_QUEUE_CLEARS_LRU:
+            self._lru_lazyfree(folio)
+            folio.lru = True
+        elif folio.lru and not folio.freed:  # folio_test_clear_lru(), else skipped
+            folio.lru = False
+            self._lru_lazyfree(folio)
+            folio.lru = True
 
     def lru_add_drain_cpu(self, cpu: int) -> None:
         self._batch_move(self.cpu_lru_add.get(cpu, []), self._lru_add)
@@ -101,6 +122,9 @@ class LruMixin:
         """Take a folio off its LRU with an isolation reference."""
         if not folio.lru or folio.freed:
             return False
+        if not self.LAZYFREE_QUEUE_CLEARS_LRU and any(
+                folio in batch for batch in self.cpu_lru_lazyfree.values()):
+            self.event("isolate_queued_lazyfree", folio)
         folio.lru = False
         self.lruvec_del_folio(folio)
         self.ref_get(folio, "isolate")

@@ -16,12 +16,6 @@ from engine.program import Advice
 from engine.sched import YieldPoint, down_read, spin_lock, spin_unlock, up_read
 
 
-def folio_maybe_mapped_shared(folio: Folio) -> bool:
-    """True when some page is mapped more than once (fork-shared)."""
-    return folio.entire_mapcount > 1 or any(m > 1 for m in folio.mapcount) or (
-        folio.entire_mapcount and any(folio.mapcount))
-
-
 def pte_batch_len(folio: Folio, pt: PageTable, idx: int, limit: int) -> int:
     """folio_pte_batch() for madvise: consecutive PTEs mapping consecutive pages of
     ``folio`` from ``idx``, dirty/young/write ignored, at most ``limit`` and never
@@ -41,6 +35,34 @@ def pte_batch_len(folio: Folio, pt: PageTable, idx: int, limit: int) -> int:
 
 class MadviseMixin:
     """madvise() advice handlers."""
+
+    #: v5.x–v6.9: both PTE walkers split every PTE-mapped THP they meet, even
+    #: one the range covers whole, and a THP they cannot split (shared, locked
+    #: elsewhere, or the split fails) ends the walk of that PMD's range
+    #: (``goto out`` / ``break``).  v6.10 (K10) splits only a folio the range
+    #: covers in part, and skips one it cannot split.
+    MADVISE_SPLITS_EVERY_PTE_MAPPED_THP = False
+
+    def folio_maybe_mapped_shared(self, folio: Folio) -> bool:
+        """folio_likely_mapped_shared() before the MM-owner tracking of v6.15
+        (include/linux/mm.h of 6.12.117; v5.x tested total_mapcount() != 1 of a
+        PMD-mapped THP, the same answer there): a large folio mapped more than
+        once is shared when PMD-mapped or mapped more times than it has pages,
+        else guessed from page 0 alone - a false negative when page 0 is
+        mapped once and another page by another MM."""
+        mapcount = folio_mapcount(folio)
+        if not folio.order:
+            return mapcount > 1
+        if mapcount <= 1:
+            return False
+        if folio.entire_mapcount or mapcount > folio.nr:
+            return True
+        return folio.mapcount[0] > 1
+
+    def madvise_folio_shared(self, folio: Folio, page: int) -> bool:
+        """Whether a PTE walker leaves large @folio alone as shared, found at its
+        page @page."""
+        return self.folio_maybe_mapped_shared(folio)
 
     def sys_madvise(self, op):
         mm = self.current_mm()
@@ -139,11 +161,13 @@ class MadviseMixin:
                 nr = 1
                 if folio.order:
                     nr = pte_batch_len(folio, pt, idx, (end - addr) >> PAGE_SHIFT)
-                    if nr < folio.nr:
-                        split = yield from self.madvise_split_folio(folio, pt)
+                    if nr < folio.nr or self.MADVISE_SPLITS_EVERY_PTE_MAPPED_THP:
+                        split = yield from self.madvise_split_folio(folio, pt, pfn - folio.pfn)
                         if vma.mm.pte_tables.get(addr >> PMD_SHIFT) is not pt:
                             break
                         if not split:
+                            if self.MADVISE_SPLITS_EVERY_PTE_MAPPED_THP:
+                                break
                             addr += nr * PAGE_SIZE
                         continue                      # reprocess as small folios
                 if folio.swapcache or folio.dirty:
@@ -171,14 +195,18 @@ class MadviseMixin:
         finally:
             spin_unlock(self, pt.ptl)
 
-    def madvise_split_folio(self, folio: Folio, pt: PageTable):
-        """Split a large folio the range covers only in part, as both PTE walkers do.
+    def madvise_split_folio(self, folio: Folio, pt: PageTable, page: int):
+        """Split a large folio found at its page @page, as both PTE walkers do
+        (one the range covers only in part; v5.x any).
 
         Context: PTL held on entry and on return; dropped around split_folio().
         Return: True when split (reprocess the range as small folios); False when
-        the folio is shared, locked elsewhere or could not be split (skip it).
+        the folio is shared, locked elsewhere or could not be split.
         """
-        if folio_maybe_mapped_shared(folio) or not folio_trylock(self, folio):
+        if self.madvise_folio_shared(folio, page):
+            self.event("madvise_skip_shared", folio)
+            return False
+        if not folio_trylock(self, folio):
             return False
         self.temp_get(folio)
         spin_unlock(self, pt.ptl)
@@ -213,7 +241,7 @@ class MadviseMixin:
                 if word is not None:
                     folio = self.pfn_folio(pmd_pfn(word))
                     if next_ - addr != PMD_SIZE:
-                        if not folio_maybe_mapped_shared(folio) and folio_trylock(self, folio):
+                        if not self.folio_maybe_mapped_shared(folio) and folio_trylock(self, folio):
                             self.temp_get(folio)
                             spin_unlock(self, lock)
                             yield from self.split_folio(folio)
@@ -267,11 +295,14 @@ class MadviseMixin:
                 nr = 1
                 if folio.order:
                     nr = pte_batch_len(folio, pt, idx, (end - addr) >> PAGE_SHIFT)
-                    if nr < folio.nr:
-                        split = yield from self.madvise_split_folio(folio, pt)
+                    if nr < folio.nr or self.MADVISE_SPLITS_EVERY_PTE_MAPPED_THP:
+                        split = yield from self.madvise_split_folio(folio, pt,
+                                                                    pte_pfn(pte) - folio.pfn)
                         if vma.mm.pte_tables.get(addr >> PMD_SHIFT) is not pt:
                             break
                         if not split:
+                            if self.MADVISE_SPLITS_EVERY_PTE_MAPPED_THP:
+                                break
                             addr += nr * PAGE_SIZE
                         continue                      # reprocess as small folios
                 if not folio.lru or folio_mapcount(folio) != folio.nr:

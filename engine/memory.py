@@ -291,7 +291,7 @@ class MemoryMixin:
             pt.entries[idx] = mk_pte(folio.pfn + page, vma.writable and exclusive, dirty=False,
                                      young=True)
             folio.ref += 1
-            self.folio_add_anon_rmap_ptes(folio, page, 1)
+            self.folio_add_anon_rmap_ptes(folio, page, 1, vma)
             self.swap.free(slot)
         else:
             folio = self.folio_alloc(0)
@@ -604,7 +604,7 @@ class MemoryMixin:
                         cmm.deposited[pmd_idx] = PageTable(pmd_idx << PMD_SHIFT, cmm.id,
                                                            cmm.ptl(pmd_idx))
                         folio.ref += 1
-                        self.folio_add_anon_rmap_pmd(folio)
+                        self.folio_add_anon_rmap_pmd(folio, dst)
                         cmm.rss[MM_ANONPAGES] += HPAGE_PMD_NR
                     finally:
                         spin_unlock(self, lock)
@@ -644,7 +644,7 @@ class MemoryMixin:
                         spt.entries[i] = pte
                         dpt.entries[i] = pte_mkold(pte)
                         folio.ref += 1
-                        self.folio_add_anon_rmap_ptes(folio, page, 1)
+                        self.folio_add_anon_rmap_ptes(folio, page, 1, dst)
                     cmm.rss[MM_ANONPAGES] += 1
             finally:
                 spin_unlock(self, spt.ptl)

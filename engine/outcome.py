@@ -23,7 +23,8 @@ Place = tuple[int | None, YieldPoint, int]
 
 #: Exported counters every outcome reports, present or not.
 COUNTERS = ("PGLAZYFREE", "PGLAZYFREED", "nr_unmap_fail", "nr_lazyfree_fail", "nr_reclaimed",
-            "THP_SPLIT_PMD", "THP_SPLIT_PAGE", "THP_DEFERRED_SPLIT_PAGE", "PSWPOUT", "PSWPIN")
+            "THP_SPLIT_PMD", "THP_SPLIT_PAGE", "THP_SPLIT_PAGE_FAILED", "THP_DEFERRED_SPLIT_PAGE",
+            "PSWPOUT", "PSWPIN")
 MTHP_ORDERS = (4, 9)
 
 
@@ -156,7 +157,7 @@ def observe(k) -> dict[str, Any]:
     for c in COUNTERS:
         st[f"counter.{c}"] = k.counters.get(c, 0)
     for o in MTHP_ORDERS:
-        for stat in ("split_deferred", "nr_anon_partially_mapped", "split"):
+        for stat in ("split_deferred", "nr_anon_partially_mapped", "split", "split_failed"):
             st[f"mthp.{stat}[{o}]"] = k.mthp.get(f"{stat}[{o}]", 0)
     st["swap.slots"] = k.swap.in_use()
     return st

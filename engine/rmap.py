@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from engine.errors import RefcountUnderflow
 from engine.flags import TTU_BATCH_FLUSH, VM_LOCKED
-from engine.folio import Folio, folio_mapped, folio_maybe_dma_pinned
+from engine.folio import Folio, MmIds, folio_mapcount, folio_mapped, folio_maybe_dma_pinned
 from engine.mm import MM_ANONPAGES, MM_SWAPENTS, VmArea, vma_address
 from engine.pgtable import (PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PTRS_PER_PTE,
                             PageTable, pmd_young, pte_dirty, pte_pfn, pte_present, pte_young,
@@ -64,30 +64,36 @@ class RmapMixin:
         else:
             for i in range(folio.nr):
                 folio.mapcount[i] += 1
+        if folio.order:
+            folio.mm_ids = MmIds(vma.mm.id, 1 if pmd else folio.nr)
         folio.checked = None
         self.cost["rmap_updates"] += 1
 
-    def folio_add_anon_rmap_ptes(self, folio: Folio, first: int, nr: int) -> None:
+    def folio_add_anon_rmap_ptes(self, folio: Folio, first: int, nr: int, vma: VmArea) -> None:
         mc = folio.mapcount
         for i in range(first, first + nr):
             mc[i] += 1
+        if folio.mm_ids is not None:
+            folio.mm_ids.add(vma.mm.id, nr, folio_mapcount(folio))
         folio.checked = None
         self.cost["rmap_updates"] += 1
 
-    def folio_add_anon_rmap_pmd(self, folio: Folio) -> None:
+    def folio_add_anon_rmap_pmd(self, folio: Folio, vma: VmArea) -> None:
         folio.entire_mapcount += 1
+        if folio.mm_ids is not None:
+            folio.mm_ids.add(vma.mm.id, 1, folio_mapcount(folio))
         folio.checked = None
         self.cost["rmap_updates"] += 1
 
     def folio_remove_rmap_ptes(self, folio: Folio, first: int, nr: int, vma: VmArea) -> None:
         """__folio_remove_rmap(RMAP_LEVEL_PTE): drop ``nr`` PTE mappings from page ``first``."""
-        self.folio_drop_rmap_ptes(folio, first, nr)
+        self.folio_drop_rmap_ptes(folio, first, nr, vma)
         if vma.vm_flags & VM_LOCKED and not folio_mapped(folio):
             self.munlock_folio(folio)
 
     folio_remove_rmap_pte = folio_remove_rmap_ptes
 
-    def folio_drop_rmap_ptes(self, folio: Folio, first: int, nr: int) -> None:
+    def folio_drop_rmap_ptes(self, folio: Folio, first: int, nr: int, vma: VmArea) -> None:
         """The mapcount and deferred-split part of __folio_remove_rmap(RMAP_LEVEL_PTE),
         without munlock_vma_folio(): what unmap_folio() does before a split, whose
         remap_page() mlocks the folio again (the munlock and mlock cancel out)."""
@@ -99,6 +105,8 @@ class RmapMixin:
                 raise RefcountUnderflow(f"mapcount of page {i} of folio pfn {folio.pfn:#x} underflows")
             if mc[i] == 0 and not folio.entire_mapcount:
                 unmapped += 1
+        if folio.mm_ids is not None:
+            folio.mm_ids.sub(vma.mm.id, nr, folio_mapcount(folio))
         folio.checked = None
         self.cost["rmap_updates"] += 1
         if folio.order and folio.anon:
@@ -107,16 +115,18 @@ class RmapMixin:
 
     def folio_remove_rmap_pmd(self, folio: Folio, vma: VmArea) -> None:
         """__folio_remove_rmap(RMAP_LEVEL_PMD)."""
-        self.folio_drop_rmap_pmd(folio)
+        self.folio_drop_rmap_pmd(folio, vma)
         if vma.vm_flags & VM_LOCKED and not folio_mapped(folio):
             self.munlock_folio(folio)
 
-    def folio_drop_rmap_pmd(self, folio: Folio) -> None:
+    def folio_drop_rmap_pmd(self, folio: Folio, vma: VmArea) -> None:
         """__folio_remove_rmap(RMAP_LEVEL_PMD) without munlock_vma_folio()
         (see :meth:`folio_drop_rmap_ptes`)."""
         folio.entire_mapcount -= 1
         if folio.entire_mapcount < 0:
             raise RefcountUnderflow(f"entire mapcount of folio pfn {folio.pfn:#x} underflows")
+        if folio.mm_ids is not None:
+            folio.mm_ids.sub(vma.mm.id, 1, folio_mapcount(folio))
         folio.checked = None
         self.cost["rmap_updates"] += 1
         if not folio.entire_mapcount:

@@ -49,7 +49,18 @@ RULES: list[Rule] = [
          lambda o, n, k: "ttu_pinned_anon_stays_mapped" in n or "wp_reuse_pinned" in n,
          "a possibly pinned exclusive anon page is not unmapped to swap, and a write fault "
          "reuses it rather than copying it away from its pin"),
+    Rule("lazyfree-thp-not-split-in-reclaim", "v5.17", "v5.18",
+         "820c4e2e6f51 mm/vmscan: Free non-shmem folios without splitting them (v5.18; "
+         "735ecdfaf4e8, v6.11, avoided the PMD split, not this one)",
+         lambda o, n, k: "reclaim_split_lazyfree" in o and "reclaim_split_lazyfree" not in n,
+         "shrink_folio_list() no longer splits a lazyfree THP before unmapping it: only its "
+         "PMD is split, in try_to_unmap_one(), and the THP is freed whole"),
     # -- v5.18 -> v6.12 -------------------------------------------------------
+    Rule("folio-batch-31", "v5.18", "v6.12",
+         "9cecde80aae0 mm: increase folio batch size (v6.9: PAGEVEC_SIZE 15 -> 31)",
+         lambda o, n, k: "folio_batch_full_15" in o or "folio_batch_full_31" in n,
+         "a per-CPU folio batch (lru_add, lazyfree) is moved when it holds 31 folios, "
+         "not 15"),
     Rule("anon-mthp-faults", "v5.18", "v6.12",
          "19eaf44954df mm: thp: support allocation of anonymous multi-size THP",
          lambda o, n, k: "alloc_mthp" in n and "alloc_mthp" not in o,
@@ -58,10 +69,6 @@ RULES: list[Rule] = [
          "9651fcedf7b9 mm: add MAP_DROPPABLE for designating always-droppable mappings",
          lambda o, n, k: "mmap_droppable" in n,
          "MAP_DROPPABLE is accepted"),
-    Rule("lazyfree-thp-not-split-in-reclaim", "v5.18", "v6.12",
-         "735ecdfaf4e8 mm/vmscan: avoid split lazyfree THP during shrink_folio_list()",
-         lambda o, n, k: "reclaim_split_lazyfree" in o,
-         "a lazyfree THP is unmapped without a folio split"),
     Rule("underused-thp-queued", "v5.18", "v6.12",
          "dafff3f4c850 mm: split underused THPs",
          lambda o, n, k: "deferred_split_underused" in n,
@@ -89,7 +96,20 @@ RULES: list[Rule] = [
          lambda o, n, k: "ttu_split_huge_pmd" in o and "discard_lazyfree_pmd" in n,
          "a clean, unreferenced lazyfree PMD-mapped THP is discarded whole under the PMD lock "
          "instead of split and discarded page by page"),
+    Rule("lazyfree-queue-clears-lru", "v6.12", "v6.14",
+         "33dfe9204f29 mm/gup: clear the LRU flag of a page before adding to LRU batch (v6.11; "
+         "its 2025 revert is in 6.12.117, which the v6.12 engine models)",
+         lambda o, n, k: bool(o & {"lazyfree_queued_on_lru", "isolate_queued_lazyfree"}),
+         "a folio MADV_FREE queued for the lazyfree move is off limits to reclaim until the "
+         "batch moves it, where before reclaim could isolate it from its anon LRU list (and "
+         "swap it out) while it waited"),
     # -- v6.14 -> v6.15: Barry Song's series ------------------------------------
+    Rule("mm-id-mapped-shared", "v6.14", "v6.15",
+         "David Hildenbrand's MM-owner tracking for large folios (CONFIG_MM_ID, v6.15): "
+         "\"mm: convert folio_likely_mapped_shared() to folio_maybe_mapped_shared()\"",
+         lambda o, n, k: "madvise_skip_shared" in n and "madvise_skip_shared" not in o,
+         "madvise leaves a large folio alone when its MM-owner tracking says another MM maps "
+         "it, where the old estimate from page 0's mapcount called it exclusive and split it"),
     Rule("swapbacked-only-if-dirty", "v6.14", "v6.15",
          "faeb2831b517 mm: set folio swapbacked iff folios are dirty in try_to_unmap_one (1/4)",
          lambda o, n, k: "ttu_lazyfree_abort_ref_swapbacked" in o

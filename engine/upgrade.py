@@ -26,6 +26,7 @@ from typing import Any
 
 from engine.errors import ProgramError
 from engine.kernels import resolve_engine
+from engine.outcome import Outcome
 from engine.program import PROGRAM_VERSION, Program, parse_program, renumber_schedule
 from engine.run import Runner
 
@@ -42,6 +43,9 @@ class Upgrade:
     reading: str | None          # the engine the schedule was read on (None: no schedule)
     dropped: tuple[int, ...]     # format-1 operation indices the upgrade dropped
     note: str
+    #: The reading run, with the old step semantics (None: no schedule to read).
+    #: Without dropped ops the upgraded program runs exactly this on @reading.
+    reading_run: Outcome | None = None
 
 
 def _v1_schedule(data: dict[str, Any], names: set[str]) -> dict[int, str]:
@@ -113,13 +117,13 @@ def upgrade_program(data: dict[str, Any], reading: str = DEFAULT_READING) -> Upg
         return want if want in runnable else default
 
     runner = Runner(loose, reading, chooser=step_policy)
-    runner.run()
+    reading_run = runner.run()
     kept = [i for i in range(len(loose.ops)) if i not in dropped]
     taken = renumber_schedule([e.model_dump(mode="json") for e in runner.schedule_taken or []],
                               {old: new for new, old in enumerate(kept)}.get)
     program = parse_program({**data, "version": PROGRAM_VERSION, "ops": keep, "schedule": taken})
     return Upgrade(program, reading, tuple(dropped),
-                   _note(reading, len(schedule_v1), len(taken), dropped))
+                   _note(reading, len(schedule_v1), len(taken), dropped), reading_run)
 
 
 def _note(reading: str | None, entries: int, preemptions: int, dropped: list[int]) -> str:

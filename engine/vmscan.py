@@ -5,7 +5,7 @@ from __future__ import annotations
 from engine.flags import (TTU_BATCH_FLUSH, TTU_SPLIT_HUGE_PMD, TTU_SYNC, VM_LOCKED, FolioRef,
                           LruList)
 from engine.folio import Folio, folio_mapped, folio_maybe_dma_pinned, folio_ref_freeze
-from engine.huge_memory import folio_unlock, folio_trylock
+from engine.huge_memory import can_split_folio, folio_trylock, folio_unlock
 from engine.sched import YieldPoint
 
 
@@ -114,6 +114,12 @@ class VmscanMixin:
                 return "keep"
         if folio.anon and folio.swapbacked:
             if not folio.swapcache:
+                # feb889fb40fa (v5.11): a maybe-pinned folio never reaches the
+                # swap cache, nor a split: keep_locked, inactive.
+                if folio_maybe_dma_pinned(folio):
+                    return "keep"
+                if folio.order and not can_split_folio(folio):
+                    return "activate"         # "cannot split folio, skip it"
                 if not self.total_swap_pages:
                     return (yield from self.shrink_anon_without_swap(folio, folio_list))
                 if folio.order:
@@ -166,29 +172,26 @@ class VmscanMixin:
         return "keep"
 
     def shrink_anon_without_swap(self, folio: Folio, folio_list: list[Folio]):
-        """The swap block of shrink_folio_list() for a swapbacked anon folio
-        when no swap area is on (``!total_swap_pages``).
+        """The rest of the swap block of shrink_folio_list() for a swapbacked
+        anon folio when no swap area is on (``!total_swap_pages``), after the
+        pin test and can_split_folio().
 
         mm/vmscan.c, as read at gregkh/linux 029c9408049f (~v6.8) and in a
         v6.18.38 copy (same shape in between; v6.16 renamed add_to_swap() to
-        folio_alloc_swap()): a maybe-pinned folio is kept
-        (``goto keep_locked``); a large folio that cannot be split is
-        activated; a partially mapped one is split first.  Then the slot
-        allocation fails - get_swap_pages() finds no swap area - so a small
-        folio goes to ``activate_locked_split``, and a large one takes the
-        "Fallback to swap normal pages" path: split_folio_to_list() (tails
-        onto @folio_list, each activated in turn when its own allocation
-        fails) and ``activate_locked_split`` for the head.  Nothing is
-        swapped: the folio stays mapped and resident, but a large folio is
+        folio_alloc_swap()): a partially mapped large folio is split first.
+        Then the slot allocation fails - get_swap_pages() finds no swap area -
+        so a small folio goes to ``activate_locked_split``, and a large one
+        takes the "Fallback to swap normal pages" path: split_folio_to_list()
+        (tails onto @folio_list, each activated in turn when its own
+        allocation fails) and ``activate_locked_split`` for the head.  Nothing
+        is swapped: the folio stays mapped and resident, but a large folio is
         split.
 
-        Context: folio locked and isolated.  Return: 'keep' or 'activate'.
+        Context: folio locked and isolated.  Return: 'activate'.
         """
-        if folio_maybe_dma_pinned(folio):
-            return "keep"
         if folio.order:
-            # can_split_folio() / the partially-mapped split / the fallback split:
-            # whichever runs, an unsplittable folio is activated whole.
+            # the partially-mapped split or the fallback split: whichever
+            # runs, a folio whose refcount cannot be frozen stays whole.
             if not (yield from self.split_folio(folio, folio_list)):
                 return "activate"
             self.event("reclaim_split_no_swap", folio)

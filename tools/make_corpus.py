@@ -57,10 +57,10 @@ def merge(*dicts):
 SCENARIOS = []
 
 
-def scenario(name, sid, description, ops, expect, divergences=None, schedule=()):
+def scenario(name, sid, description, ops, expect, divergences=None, schedule=(), threads=TH):
     """One corpus file; @schedule holds (op, yield point, occurrence, thread) places."""
     SCENARIOS.append({"name": name, "scenario": sid, "description": description,
-                      "program": {"version": 2, "threads": TH, "ops": ops,
+                      "program": {"version": 2, "threads": threads, "ops": ops,
                                   "schedule": [dict(zip(("op", "at", "nth", "thread"), s))
                                                for s in schedule]},
                       "expect": expect, "divergences": divergences or {}})
@@ -235,8 +235,18 @@ scenario("h10-pmd-thp-clean", "H10",
                each(("v6.12",), **{"counter.THP_SPLIT_PMD": 1, "counter.THP_DEFERRED_SPLIT_PAGE": 1,
                                    "mthp.split_deferred[9]": 1, "counter.nr_lazyfree_fail": 0,
                                    "mm0.pmd[0x200000]": None}),
-               each(("v5.17", "v5.18"), **{"counter.THP_SPLIT_PMD": 1})),
-         {"v6.12..v6.14": {"classification": "intended", "kind": "state",
+               # v5.17 splits the lazyfree THP in shrink_page_list() before the unmap (its
+               # freeze splits the PMD); from v5.18 (820c4e2e6f51) only try_to_unmap_one()
+               # splits the PMD and the THP is freed whole.  PGLAZYFREED counts pages from
+               # 64daa5d818ae (v5.19; the v5.18 engine stands for 5.18-6.1, docs/kernel-notes.md
+               # section 17).
+               each(("v5.17", "v5.18"), **{"counter.THP_SPLIT_PMD": 1,
+                                           "counter.THP_DEFERRED_SPLIT_PAGE": 1}),
+               each(("v5.17",), **{"counter.THP_SPLIT_PAGE": 1}),
+               each(("v5.18", "v6.12", "v6.14", "v6.15", "v6.16"), **{"counter.THP_SPLIT_PAGE": 0})),
+         {"v5.17..v5.18": {"classification": "intended",
+                           "rules": ["lazyfree-thp-not-split-in-reclaim"]},
+          "v6.12..v6.14": {"classification": "intended", "kind": "state",
                            "rules": ["lazyfree-pmd-discard"]},
           "v6.12..v6.15": {"classification": "intended", "rules": ["lazyfree-pmd-discard"]},
           "v6.14..v6.15": {"classification": "equal"}})
@@ -284,14 +294,30 @@ scenario("h13-partial-madv-free", "H13",
 
 # H14: small folios reclaimed before the per-CPU lazyfree batch drains.
 scenario("h14-lazyfree-batch-not-drained", "H14",
-         "Small folios MADV_FREE'd sit in the per-CPU lazyfree batch: still swapbacked, off the "
-         "LRU, with the batch's reference, so kswapd cannot isolate them; after the drain it frees them.",
+         "Small folios MADV_FREE'd sit in the per-CPU lazyfree batch, still swapbacked, with the "
+         "batch's reference. From v6.11 (33dfe9204f29) folio_mark_lazyfree() clears PG_lru as it "
+         "queues them, so kswapd cannot isolate them; after the drain it frees them as lazyfree. "
+         "v5.x and 6.12.117 (which carries the 2025 revert) leave PG_lru set: kswapd isolates "
+         "the swapbacked folios from the anon LRU and swaps them out, the batch's reference "
+         "makes __remove_mapping() fail so they are kept in the swap cache, the drain skips "
+         "them (folio_test_swapcache in lru_lazyfree()), and the second reclaim frees them "
+         "from the swap cache: no lazyfree at all, 4 swap entries.",
          [op("T0", "mmap", addr=A, pages=4), op("T0", "write", addr=A, pages=4, value=7),
           op("T0", "madvise", addr=A, pages=4, advice="MADV_FREE"), op("R", "reclaim"),
           op("T0", "lru_add_drain"), op("R", "reclaim")],
-         each(ALL, **{"verdict": "ok", "result[3]": 0, "result[5]": 4, "counter.PGLAZYFREE": 4,
-                      "counter.PGLAZYFREED": 4}),
-         {"v5.17..v6.16": {"classification": "equal"}})
+         merge(each(ALL, **{"verdict": "ok", "result[3]": 0, "result[5]": 4,
+                            "mm0.MM_ANONPAGES": 0}),
+               each(("v6.14", "v6.15", "v6.16"), **{"counter.PGLAZYFREE": 4,
+                                                    "counter.PGLAZYFREED": 4,
+                                                    "counter.PSWPOUT": 0,
+                                                    "mm0.MM_SWAPENTS": 0}),
+               each(("v5.17", "v5.18", "v6.12"), **{"counter.PGLAZYFREE": 0,
+                                                    "counter.PGLAZYFREED": 0,
+                                                    "counter.PSWPOUT": 4,
+                                                    "mm0.MM_SWAPENTS": 4})),
+         {"v5.17..v5.18": {"classification": "equal"}, "v5.18..v6.12": {"classification": "equal"},
+          "v6.12..v6.14": {"classification": "intended", "rules": ["lazyfree-queue-clears-lru"]},
+          "v6.14..v6.16": {"classification": "equal"}})
 
 # Real-kernel companions (issue 6 conformance list).
 scenario("fork-shared-mthp", "J",
@@ -422,6 +448,162 @@ scenario("madv-pageout-locked-vma", "L",
          {"v5.17..v5.18": {"classification": "equal"}, "v5.18..v6.12": {"classification": "equal"},
           "v6.12..v6.14": {"classification": "equal"}, "v6.14..v6.15": {"classification": "equal"},
           "v6.15..v6.16": {"classification": "equal"}})
+
+# Issue 15, item 9: split_huge_page_to_list_to_order() counts every attempt at its exit.
+scenario("split-failed-pinned-thp", "L",
+         "A PMD-mapped THP pinned at page 0 (pin_user_pages_fast) and MADV_FREE'd in part: "
+         "madvise_free_huge_pmd() splits a THP the range covers only in part, and "
+         "split_folio() fails (can_split_folio(): the pin is an extra reference), which the "
+         "split counts at its common exit: THP_SPLIT_PAGE_FAILED +1 (and the mTHP stat "
+         "split_failed[9] +1 on v6.11+; the model keeps that stat on every version). The PMD "
+         "stays huge: pte_offset_map_lock() finds no page table under it, so nothing is "
+         "lazyfreed. The same on every version (v5.x split_huge_page_to_list() counted it "
+         "the same way).",
+         [op("T0", "mmap", addr=A, pages=512, order=9),
+          op("T0", "write", addr=A, pages=512, value=7),
+          op("T0", "pin", addr=A, pin="p0"),
+          op("T0", "madvise", addr=A, pages=16, advice="MADV_FREE"),
+          op("T0", "unpin", pin="p0", dirty=False),
+          op("T0", "read", addr=A + 15 * P)],
+         each(ALL, **{"verdict": "ok", "result[3]": 0, "counter.THP_SPLIT_PAGE_FAILED": 1,
+                      "counter.THP_SPLIT_PAGE": 0, "mthp.split_failed[9]": 1,
+                      "mthp.split[9]": 0, "counter.THP_SPLIT_PMD": 0, "counter.PGLAZYFREE": 0,
+                      "folio.f0.order": 9, "result[5]": [7]}),
+         {"v5.17..v5.18": {"classification": "equal"},
+          "v5.18..v6.12": {"classification": "intended", "rules": ["underused-thp-queued"]},
+          "v6.12..v6.14": {"classification": "equal"}, "v6.14..v6.15": {"classification": "equal"},
+          "v6.15..v6.16": {"classification": "equal"}})
+
+scenario("split-failed-pinned-mthp", "L",
+         "The mTHP form of split-failed-pinned-thp: a 16-page mTHP pinned at page 0, MADV_FREE "
+         "of pages 4-11. madvise_free_pte_range() (v6.10+) splits a large folio the range "
+         "covers in part; the split fails on the pin (split_failed[4] +1, not a PMD-order "
+         "folio so no THP_SPLIT_PAGE_FAILED) and the walk skips the folio's PTEs: nothing is "
+         "lazyfreed, the folio stays whole. v5.x have no mTHP: 16 small folios, pages 4-11 "
+         "are lazyfreed one by one (PGLAZYFREE +8 once lru_add_drain moves them).",
+         [op("T0", "mmap", addr=A, pages=16, order=4),
+          op("T0", "write", addr=A, pages=16, value=7),
+          op("T0", "pin", addr=A, pin="p0"),
+          op("T0", "madvise", addr=A + 4 * P, pages=8, advice="MADV_FREE"),
+          op("T0", "lru_add_drain"),
+          op("T0", "unpin", pin="p0", dirty=False)],
+         merge(each(ALL, **{"verdict": "ok", "result[3]": 0, "counter.THP_SPLIT_PAGE_FAILED": 0,
+                            "mthp.split[4]": 0}),
+               each(OLD + ("v6.15", "v6.16"), **{"mthp.split_failed[4]": 1,
+                                                 "counter.PGLAZYFREE": 0, "folio.f0.order": 4}),
+               each(("v5.17", "v5.18"), **{"mthp.split_failed[4]": 0, "counter.PGLAZYFREE": 8})),
+         {"v5.17..v5.18": {"classification": "equal"},
+          "v5.18..v6.12": {"classification": "intended", "rules": ["anon-mthp-faults"]},
+          "v6.12..v6.14": {"classification": "equal"}, "v6.14..v6.15": {"classification": "equal"},
+          "v6.15..v6.16": {"classification": "equal"}})
+
+# Issue 15, item 1: feb889fb40fa (v5.11) keeps a maybe-pinned folio out of the swap cache.
+scenario("pinned-anon-not-swapped", "L",
+         "A small swapbacked anon page pinned (pin_user_pages_fast) and MADV_PAGEOUT'd with a "
+         "swap area on: shrink_folio_list()'s swap block tests folio_maybe_dma_pinned() before "
+         "add_to_swap() (feb889fb40fa \"mm: don't put pinned pages into the swap cache\", "
+         "v5.11, so every modelled version) and goes to keep_locked: no swap slot, no unmap "
+         "attempt, not activated. The PTE stays; the read returns the data.",
+         [op("T0", "mmap", addr=A, pages=1),
+          op("T0", "write", addr=A, value=7),
+          op("T0", "pin", addr=A, pin="p0"),
+          op("T0", "madvise", addr=A, pages=1, advice="MADV_PAGEOUT"),
+          op("T0", "unpin", pin="p0", dirty=False),
+          op("T0", "read", addr=A)],
+         each(ALL, **{"verdict": "ok", "result[3]": 0, "swap.slots": 0, "counter.PSWPOUT": 0,
+                      "counter.nr_unmap_fail": 0, "mm0.MM_ANONPAGES": 1, "mm0.MM_SWAPENTS": 0,
+                      "folio.f0.flags": "anon,swapbacked,lru",
+                      "folio.f0.lru": "LRU_INACTIVE_ANON", "result[5]": [7]}),
+         {"v5.17..v5.18": {"classification": "equal"}, "v5.18..v6.12": {"classification": "equal"},
+          "v6.12..v6.14": {"classification": "equal"}, "v6.14..v6.15": {"classification": "equal"},
+          "v6.15..v6.16": {"classification": "equal"}})
+
+# Issue 15, item 12: PAGEVEC_SIZE was 15 until 9cecde80aae0 (v6.9) made it 31.
+scenario("lazyfree-batch-size", "H14",
+         "15 small folios MADV_FREE'd, then kswapd, then reads. v5.x (PAGEVEC_SIZE 15, "
+         "mark_page_lazyfree() moves the pagevec when pagevec_add() fills it): the 15th page "
+         "moves all 15 to the file LRU during the call (PGLAZYFREE +15); kswapd discards them "
+         "clean (PGLAZYFREED +15) and the reads fault in zero-filled pages. From v6.9 the batch "
+         "holds 31: the 15 folios stay queued. v6.14-v6.16 cleared PG_lru at queue time, so "
+         "kswapd isolates nothing and the data stays. 6.12.117 (the revert of 33dfe9204f29) "
+         "leaves them on the anon LRU: kswapd swaps the still-swapbacked folios out, the batch's "
+         "reference keeps them in the swap cache, and the reads map them back from it.",
+         [op("T0", "mmap", addr=A, pages=15), op("T0", "write", addr=A, pages=15, value=7),
+          op("T0", "madvise", addr=A, pages=15, advice="MADV_FREE"), op("R", "reclaim"),
+          op("T0", "read", addr=A, pages=15)],
+         merge(each(ALL, **{"verdict": "ok", "result[2]": 0, "counter.PSWPIN": 0}),
+               each(("v5.17", "v5.18"), **{"counter.PGLAZYFREE": 15, "counter.PGLAZYFREED": 15,
+                                           "counter.PSWPOUT": 0, "result[4]": [0] * 15}),
+               each(("v6.12",), **{"counter.PGLAZYFREE": 0, "counter.PGLAZYFREED": 0,
+                                   "counter.PSWPOUT": 15, "result[4]": [7] * 15,
+                                   "mm0.MM_ANONPAGES": 15, "mm0.MM_SWAPENTS": 0}),
+               each(("v6.14", "v6.15", "v6.16"), **{"counter.PGLAZYFREE": 0,
+                                                    "counter.PGLAZYFREED": 0,
+                                                    "counter.PSWPOUT": 0, "result[3]": 0,
+                                                    "result[4]": [7] * 15})),
+         {"v5.17..v5.18": {"classification": "equal"},
+          "v5.18..v6.12": {"classification": "intended", "rules": ["folio-batch-31"]},
+          "v6.12..v6.14": {"classification": "intended", "rules": ["lazyfree-queue-clears-lru"]},
+          "v6.14..v6.16": {"classification": "equal"}})
+
+# Issue 15, item 4: v5.x MADV_FREE splits every PTE-mapped THP, even one it covers whole.
+TH2 = TH + [{"name": "T1", "kind": "task", "mm": 1}]
+scenario("madv-free-pte-mapped-thp-whole", "L",
+         "A THP pinned, then fork(): copy_huge_pmd() splits the parent's pinned PMD and the child "
+         "gets copies of the pages, so the parent keeps a PTE-mapped THP it maps alone. After "
+         "the unpin, MADV_FREE of the whole 2 MiB. v6.10+ (K10) batches all 512 PTEs of the "
+         "folio, covered whole, and lazyfrees it whole (PGLAZYFREE +512, no split). v5.x "
+         "madvise_free_pte_range() splits every PTE-mapped THP it meets (page_mapcount 1, "
+         "trylock): THP_SPLIT_PAGE +1, the split's unmap queues it on the deferred list on the "
+         "way (THP_DEFERRED_SPLIT_PAGE +1), and the 512 small folios are lazyfreed one by one "
+         "(PGLAZYFREE +512 once the drain has moved the last pagevec).",
+         [op("T0", "mmap", addr=A, pages=512, order=9),
+          op("T0", "write", addr=A, pages=512, value=7),
+          op("T0", "pin", addr=A, pin="p0"),
+          op("T0", "fork", child=1),
+          op("T0", "unpin", pin="p0", dirty=False),
+          op("T0", "madvise", addr=A, pages=512, advice="MADV_FREE"),
+          op("T0", "lru_add_drain")],
+         merge(each(ALL, **{"verdict": "ok", "result[5]": 0, "counter.THP_SPLIT_PMD": 1,
+                            "counter.PGLAZYFREE": 512, "counter.THP_SPLIT_PAGE_FAILED": 0}),
+               each(OLD + ("v6.15", "v6.16"), **{"counter.THP_SPLIT_PAGE": 0,
+                                                 "folio.f0.order": 9,
+                                                 "folio.f0.flags": "anon,lru"}),
+               each(("v5.17", "v5.18"), **{"counter.THP_SPLIT_PAGE": 1,
+                                           "counter.THP_DEFERRED_SPLIT_PAGE": 1,
+                                           "folio.f0.order": 0})),
+         {"v5.17..v5.18": {"classification": "equal"},
+          "v6.12..v6.14": {"classification": "equal"}, "v6.14..v6.15": {"classification": "equal"},
+          "v6.15..v6.16": {"classification": "equal"}}, threads=TH2)
+
+# Issue 15, item 5: v6.15's MM-owner tracking says "shared" where 6.12's guess from page 0 did not.
+scenario("mapped-shared-disjoint-halves", "L",
+         "A 16-page mTHP shared by fork(); the parent MADV_DONTNEEDs pages 8-15 and the child "
+         "pages 0-7, so each page is mapped once but by two MMs. The parent's MADV_FREE of pages "
+         "0-3 covers the folio in part and splits it unless it is shared. v6.12-v6.14 "
+         "folio_likely_mapped_shared() guesses from page 0 (mapped once): not shared, so the "
+         "split runs (split +1; its unmap leaves the folio partially mapped on the way, "
+         "split_deferred +1) and pages 0-3 are lazyfreed. v6.15+ folio_maybe_mapped_shared() "
+         "reads the MM-owner bit, set since the child's fork took the second slot: shared, "
+         "skipped; nothing is lazyfreed. v5.x have no mTHP: pages 0-3 are small and mapped "
+         "only by the parent.",
+         [op("T0", "mmap", addr=A, pages=16, order=4),
+          op("T0", "write", addr=A, pages=16, value=7),
+          op("T0", "fork", child=1),
+          op("T0", "madvise", addr=A + 8 * P, pages=8, advice="MADV_DONTNEED"),
+          op("T1", "madvise", addr=A, pages=8, advice="MADV_DONTNEED"),
+          op("T0", "madvise", addr=A, pages=4, advice="MADV_FREE"),
+          op("T0", "lru_add_drain")],
+         merge(each(ALL, **{"verdict": "ok", "result[5]": 0}),
+               each(OLD, **{"mthp.split[4]": 1, "mthp.split_deferred[4]": 1,
+                            "counter.PGLAZYFREE": 4}),
+               each(("v6.15", "v6.16"), **{"mthp.split[4]": 0, "mthp.split_deferred[4]": 0,
+                                           "counter.PGLAZYFREE": 0, "folio.f0.order": 4}),
+               each(("v5.17", "v5.18"), **{"counter.PGLAZYFREE": 4})),
+         {"v5.17..v5.18": {"classification": "equal"},
+          "v6.12..v6.14": {"classification": "equal"},
+          "v6.14..v6.15": {"classification": "intended", "rules": ["mm-id-mapped-shared"]},
+          "v6.15..v6.16": {"classification": "equal"}}, threads=TH2)
 
 
 def main() -> None:

@@ -28,7 +28,15 @@ class V5_18(Kernel):
     COMMIT = "6c8e2a256915"
     HAS_MTHP = False
     HAS_DROPPABLE = False
-    SPLITS_LAZYFREE_IN_RECLAIM = True
+    FOLIO_BATCH_SIZE = 15                 # PAGEVEC_SIZE before v6.9
+    BATCH_FULL_EVENT = "folio_batch_full_15"
+    LAZYFREE_QUEUE_CLEARS_LRU = False     # before 33dfe9204f29 (v6.11)
+    MADVISE_SPLITS_EVERY_PTE_MAPPED_THP = True
+
+    def madvise_folio_shared(self, folio, page: int) -> bool:
+        """v5.x madvise_free_pte_range() / madvise_cold_or_pageout_pte_range():
+        ``page_mapcount(page) != 1`` of the page the PTE maps."""
+        return folio.mapcount[page] + folio.entire_mapcount != 1
     split_underused_thp = False
     # remap_page() maps zero-filled pages to the zero page only from v6.12 (b1f202060afe)
     SPLIT_MAPS_UNUSED_TO_ZEROPAGE = False

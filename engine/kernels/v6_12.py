@@ -56,3 +56,5 @@ class V6_12(V6_14):
     COMMIT = "6.12.117 stable: mm/rmap: don't discard lazyfree THPs at PMD level"
     # The stable commit took unmap_huge_pmd_locked() out of try_to_unmap_one().
     DISCARDS_LAZYFREE_PMD = False
+    #: 6.12.117 carries the revert of 33dfe9204f29 (Hugh Dickins, 2025)
+    LAZYFREE_QUEUE_CLEARS_LRU = False

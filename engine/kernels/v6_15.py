@@ -27,6 +27,18 @@ class V6_15(V6_14):
     VERSION = "v6.15"
     COMMIT = "faeb2831b517 2f4ab3ac10e1 354dffd29575 2f9b43d617e2"
 
+    def folio_maybe_mapped_shared(self, folio) -> bool:
+        """folio_maybe_mapped_shared() with CONFIG_MM_ID (David Hildenbrand's
+        MM-owner tracking, v6.15): a large folio mapped more than once is
+        shared when its "maybe mapped shared" bit is set
+        (:class:`~engine.folio.MmIds`); a small one when mapped twice."""
+        mapcount = folio_mapcount(folio)
+        if not folio.order:
+            return mapcount > 1
+        if mapcount <= 1:
+            return False
+        return folio.mm_ids.shared
+
     # -- 3/4: batching ----------------------------------------------------------
     def folio_pte_batch(self, folio, pt, idx, pte, max_nr):
         """folio_pte_batch(FPB_IGNORE_DIRTY|FPB_IGNORE_SOFT_DIRTY): how many PTEs

@@ -4,24 +4,35 @@ from __future__ import annotations
 
 import json
 
-from engine.diff import differential, normalize_field
+from engine.diff import _parting_ops, differential, normalize_field
 from engine.program import parse_program
 from engine.upgrade import upgrade_program
 
 # Found by sweeping random programs: the schedule leaves an operation in flight
 # while a later one completes.  Format-1 programs, read on the older engine of
 # each test's pair.
-# The reclaim (op 10) is still in flight when op 12 completes differently.
-PREEMPTED_RECLAIM = json.loads('{"version": 1, "threads": [{"name": "T0", "kind": "task", "mm": 0}, {"name": "shrinker", "kind": "kthread", "mm": null}], "ops": [{"thread": "T0", "op": "mmap", "addr": 339738624, "pages": 96, "order": 4, "droppable": false, "locked": false}, {"thread": "T0", "op": "mmap", "addr": 341835776, "pages": 3, "order": 0, "droppable": false, "locked": false}, {"thread": "T0", "op": "munmap", "addr": 339804160, "pages": 32}, {"thread": "T0", "op": "pin", "addr": 340000768, "pages": 32, "pin": "p0", "write": true, "fast": false}, {"thread": "shrinker", "op": "folio_try_get", "mm": 0, "addr": 340066304, "ref": "r0"}, {"thread": "shrinker", "op": "lru_add_drain"}, {"thread": "T0", "op": "lru_add_drain"}, {"thread": "T0", "op": "write", "addr": 339853312, "pages": 38, "value": 115}, {"thread": "shrinker", "op": "folio_try_get", "mm": 0, "addr": 340000768, "ref": "r1"}, {"thread": "shrinker", "op": "reclaim", "nr_to_scan": 175}, {"thread": "shrinker", "op": "reclaim", "nr_to_scan": 32}, {"thread": "shrinker", "op": "folio_try_get", "mm": 0, "addr": 339935232, "ref": "r2"}, {"thread": "T0", "op": "lru_add_drain"}, {"thread": "shrinker", "op": "folio_put", "ref": "r2"}], "schedule": [[45, "T0"], [64, "T0"]]}')
 # One segment of the mTHP fault (op 6) runs before op 5 completes.
 EARLY_FAULT = json.loads('{"version": 1, "threads": [{"name": "T0", "kind": "task", "mm": 0}, {"name": "T1", "kind": "task", "mm": 1}, {"name": "shrinker", "kind": "kthread", "mm": null}], "ops": [{"thread": "T0", "op": "mmap", "addr": 240582656, "pages": 1, "order": 0, "droppable": false, "locked": false}, {"thread": "T0", "op": "mmap", "addr": 72548352, "pages": 64, "order": 4, "droppable": false, "locked": false}, {"thread": "T0", "op": "mmap", "addr": 417333248, "pages": 512, "order": 9, "droppable": false, "locked": false}, {"thread": "shrinker", "op": "reclaim", "nr_to_scan": 32}, {"thread": "shrinker", "op": "folio_try_get", "mm": 0, "addr": 72744960, "ref": "r0"}, {"thread": "shrinker", "op": "folio_try_get", "mm": 0, "addr": 417333248, "ref": "r1"}, {"thread": "T0", "op": "write", "addr": 72744960, "pages": 16, "value": 9}, {"thread": "T0", "op": "madvise", "addr": 240582656, "pages": 1, "advice": "MADV_FREE"}, {"thread": "T0", "op": "lru_add_drain"}, {"thread": "T0", "op": "fork", "child": 1}], "schedule": [[2, "T0"], [5, "T0"], [12, "shrinker"]]}')
 
 
-def test_cause_still_in_flight_is_found():
-    report = differential(upgrade_program(PREEMPTED_RECLAIM, "v5.17").program, "v5.17", "v5.18")
-    [d] = report.divergences
-    assert d.classification.value == "intended"
-    assert [r.name for r in d.rules] == ["pinned-anon-stays-mapped"]
+def _snap(op: int, state: str, inflight: list[int]) -> dict:
+    return {"op": op, "state": {"x": state}, "results": [], "inflight": inflight}
+
+
+def test_cause_still_in_flight_is_in_the_window():
+    """The reclaim (op 1) is still in flight when op 2 completes differently; op 1
+    ends the same in both runs.  Its events must be read, though it is not the
+    parting op.  (A program once showed this on v5.17..v5.18: a pinned page that
+    v5.17 swapped out, which feb889fb40fa says no version does.)"""
+    ta = [_snap(0, "a", []), _snap(2, "b", [1]), _snap(1, "c", [])]
+    tb = [_snap(0, "a", []), _snap(2, "B", [1]), _snap(1, "c", [])]
+    assert _parting_ops(ta, tb) == (2, {1, 2})
+
+
+def test_ops_completed_alike_before_the_parting_stay_out_of_the_window():
+    ta = [_snap(0, "a", []), _snap(1, "b", []), _snap(2, "c", [])]
+    tb = [_snap(0, "a", []), _snap(1, "b", []), _snap(2, "C", [])]
+    assert _parting_ops(ta, tb) == (2, {2})
 
 
 def test_cause_that_ran_early_is_found():
@@ -42,7 +53,7 @@ def test_signatures_are_stable_and_free_of_addresses():
 
 
 def test_every_differing_field_has_its_first_op():
-    report = differential(upgrade_program(PREEMPTED_RECLAIM, "v5.17").program, "v5.17", "v5.18")
+    report = differential(upgrade_program(EARLY_FAULT, "v5.18").program, "v5.18", "v6.14")
     [d] = report.divergences
     assert d.fields and all(f.first_op is not None for f in d.fields)
     assert d.first_op == min(f.first_op for f in d.fields)

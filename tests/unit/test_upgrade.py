@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -23,18 +22,18 @@ A = 0x200000
 H2_V1 = json.loads((DATA / "h2.json").read_text())
 
 
-def digest(outcome) -> str:
-    c = {k: (list(v) if isinstance(v, tuple) else v) for k, v in outcome.comparable().items()}
-    return hashlib.sha256(json.dumps(c, sort_keys=True).encode()).hexdigest()[:16]
-
-
 @pytest.mark.parametrize("i", range(len(RECORDED)))
 def test_upgraded_program_runs_as_before_on_its_reading_engine(i: int) -> None:
+    """On its reading engine an upgraded program runs what the format-1 program ran
+    with step semantics, outcome for outcome (the same model on both sides: the
+    digests 5a80619 recorded beside each program are history, since model fixes
+    change outcomes)."""
     rec = RECORDED[i]
-    for engine, before in rec["outcomes"].items():
+    for engine in rec["outcomes"]:
         up = upgrade_program(rec["program"], engine)
         assert up.reading == engine and up.program.version == PROGRAM_VERSION
-        assert digest(run(up.program, engine)) == before["digest"], (engine, up.note)
+        assert not up.dropped and up.reading_run is not None
+        assert run(up.program, engine).comparable() == up.reading_run.comparable(), (engine, up.note)
 
 
 def test_h2_reads_as_the_window_between_two_ptes_on_v6_14() -> None:

@@ -113,14 +113,16 @@ def test_redirtied_pmd_thp_keeps_its_data_and_becomes_swapbacked():
 
 # -- the rules -----------------------------------------------------------------------
 
-def test_rules_between_v6_12_and_v6_14_are_the_pmd_discard_only():
-    assert [r.name for r in rules_between("v6.12", "v6.14")] == ["lazyfree-pmd-discard"]
-    assert [r.name for r in rules_between("v6.14", "v6.12")] == ["lazyfree-pmd-discard"]
+def test_rules_between_v6_12_and_v6_14_are_the_pmd_discard_and_the_lru_flag():
+    """6.12.117 lacks the mainline PMD discard and carries the revert of 33dfe9204f29."""
+    names = ["lazyfree-pmd-discard", "lazyfree-queue-clears-lru"]
+    assert [r.name for r in rules_between("v6.12", "v6.14")] == names
+    assert [r.name for r in rules_between("v6.14", "v6.12")] == names
 
 
 def test_rules_between_v5_18_and_v6_12_are_the_v6_8_to_v6_12_features():
     names = {r.name for r in rules_between("v5.18", "v6.12")}
-    assert names == {"anon-mthp-faults", "map-droppable", "lazyfree-thp-not-split-in-reclaim",
+    assert names == {"folio-batch-31", "anon-mthp-faults", "map-droppable",
                      "underused-thp-queued", "deferred-split-partially-mapped",
                      "split-maps-unused-to-zeropage"}
 
@@ -129,7 +131,8 @@ def test_rules_between_v5_18_and_v6_12_are_the_v6_8_to_v6_12_features():
 def test_rules_from_v6_12_to_the_series_add_the_pmd_discard(newer):
     names = {r.name for r in rules_between("v6.12", newer)}
     assert SERIES <= names and "lazyfree-pmd-discard" in names
-    assert names - {r.name for r in rules_between("v6.14", newer)} == {"lazyfree-pmd-discard"}
+    assert names - {r.name for r in rules_between("v6.14", newer)} == {
+        "lazyfree-pmd-discard", "lazyfree-queue-clears-lru"}
 
 
 def test_the_pmd_discard_rule_needs_a_split_against_a_whole_discard():
@@ -171,6 +174,10 @@ def test_mthp_v6_12_v6_15_is_the_series_batching():
     assert [r.name for r in d.rules] == ["batched-lazyfree-unmap"]
 
 
-def test_v5_18_v6_12_pmd_thp_is_intended():
-    d = differential(thp_program(), "v5.18", "v6.12").divergences[0]
-    assert d.classification is Classification.INTENDED
+def test_v5_18_and_v6_12_reclaim_a_clean_pmd_thp_alike():
+    """Neither splits the lazyfree THP in reclaim (820c4e2e6f51, v5.18): both split
+    the PMD in try_to_unmap_one() and discard page by page; only v5.17 splits
+    the folio first."""
+    assert differential(thp_program(), "v5.18", "v6.12").divergences == []
+    d = differential(thp_program(), "v5.17", "v5.18").divergences[0]
+    assert [r.name for r in d.rules] == ["lazyfree-thp-not-split-in-reclaim"]
