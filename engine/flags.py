@@ -53,6 +53,20 @@ class FolioRef(enum.Enum):
     FOLIOREF_ACTIVATE = 3
 
 
+class LockedLargeRef(enum.Enum):
+    """What folio_referenced_one() makes of a PTE of a large folio in a VM_LOCKED VMA."""
+
+    #: before 5.18: any mapping in a VM_LOCKED VMA reports VM_LOCKED
+    LOCKED = 0
+    #: 5.18 (Hugh Dickins' mlock rework) to 6.6: only a small folio or a PMD
+    #: mapping does; a PTE of a large folio is referenced like any other
+    COUNTED = 1
+    #: 6.7+ (Yin Fengwei, "mm: handle large folio when large folio in VM_LOCKED
+    #: VMA range"): its young bit is not read; VM_LOCKED when the folio lies
+    #: whole in the VMA, in one page table, and every page was found mapped
+    SKIPPED = 2
+
+
 class LruList(enum.IntEnum):
     """enum lru_list (include/linux/mmzone.h)."""
 

@@ -16,7 +16,8 @@ from engine.folio import Folio
 from engine.huge_memory import folio_lock, folio_unlock
 from engine.memory import ZERO_PFN
 from engine.pgtable import (HPAGE_PMD_NR, PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PTRS_PER_PTE,
-                            pmd_pfn, pmd_write, pte_dirty, pte_pfn, pte_present, pte_write)
+                            pmd_mkdirty, pmd_mkyoung, pmd_pfn, pmd_write, pte_dirty, pte_pfn,
+                            pte_present, pte_write)
 from engine.sched import YieldPoint, down_read, spin_lock, spin_unlock, up_read
 
 
@@ -126,6 +127,11 @@ class GupMixin:
                 if word is not None and (pmd_write(word) or not write):
                     folio = self.pfn_folio(pmd_pfn(word))
                     if self.try_grab_folio(folio):
+                        if touch:
+                            # follow_huge_pmd() -> touch_pmd(): young, and dirty
+                            # for FOLL_WRITE (pmdp_set_access_flags())
+                            word = pmd_mkyoung(word)
+                            mm.pmd_huge[pmd_idx] = pmd_mkdirty(word) if write else word
                         return folio, (a >> PAGE_SHIFT) & (HPAGE_PMD_NR - 1)
                 pt = mm.pte_tables.get(pmd_idx)
                 if word is None and pt is not None:

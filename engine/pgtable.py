@@ -126,6 +126,7 @@ pmd_write = pte_write
 pmd_mkclean = pte_mkclean
 pmd_mkold = pte_mkold
 pmd_mkdirty = pte_mkdirty
+pmd_mkyoung = pte_mkyoung
 
 
 class PageTable:

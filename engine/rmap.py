@@ -8,7 +8,7 @@ swap-entry path of an unmap and the TLB-flush accounting.
 from __future__ import annotations
 
 from engine.errors import RefcountUnderflow
-from engine.flags import TTU_BATCH_FLUSH, VM_LOCKED
+from engine.flags import TTU_BATCH_FLUSH, VM_LOCKED, LockedLargeRef
 from engine.folio import Folio, MmIds, folio_mapcount, folio_mapped, folio_maybe_dma_pinned
 from engine.mm import MM_ANONPAGES, MM_SWAPENTS, VmArea, vma_address
 from engine.pgtable import (PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PTRS_PER_PTE,
@@ -20,6 +20,15 @@ from engine.sched import YieldPoint, spin_lock, spin_unlock
 def folio_end_in_vma(folio: Folio, vma: VmArea) -> int:
     """Where the folio's range in @vma ends: past its last page, or at vm_end."""
     return min(vma_address(vma, folio.index) + folio.nr * PAGE_SIZE, vma.vm_end)
+
+
+def folio_within_one_table(folio: Folio, vma: VmArea) -> bool:
+    """folio_within_vma() and one PMD's range: folio_referenced_one()'s test
+    before it calls a wholly mapped large folio in a locked VMA locked."""
+    start = vma_address(vma, folio.index)
+    end = start + folio.nr * PAGE_SIZE
+    return (vma.vm_start <= start and end <= vma.vm_end
+            and start >> PMD_SHIFT == (end - 1) >> PMD_SHIFT)
 
 
 class Pvmw:
@@ -241,28 +250,50 @@ class RmapMixin:
                 break
         self.try_to_unmap_flush()
 
+    #: See :class:`~engine.flags.LockedLargeRef`.
+    LOCKED_LARGE_REF = LockedLargeRef.SKIPPED
+
     def folio_referenced(self, folio: Folio):
-        """folio_referenced(): count and clear young bits.  Return: (referenced, vm_flags)."""
+        """folio_referenced(): clear young bits and count the VMAs that had one.
+
+        folio_referenced_one() counts the young PTEs or PMD it clears in one VMA
+        and adds one to ``pra->referenced`` if any: the return is the number of
+        mappings that referenced the folio, not of young PTEs (D1 mm/rmap.c;
+        v5.x page_referenced_one() the same).  A locked mapping ends the walk
+        with VM_LOCKED (:attr:`LOCKED_LARGE_REF`).
+        Return: (referenced, vm_flags).
+        """
         referenced = 0
         vm_flags = 0
         for vma, address in self.rmap_targets(folio):
             pvmw = Pvmw(folio, vma, address)
+            young = 0
+            locked_ptes = 0
+            locked = vma.vm_flags & VM_LOCKED
             while (yield from self.page_vma_mapped_walk(pvmw)):
-                if vma.vm_flags & VM_LOCKED:
-                    vm_flags |= VM_LOCKED
-                    self.page_vma_mapped_walk_done(pvmw)
-                    break
+                if locked:
+                    if (self.LOCKED_LARGE_REF is LockedLargeRef.LOCKED or not folio.order
+                            or not pvmw.pte):
+                        self.page_vma_mapped_walk_done(pvmw)
+                        return referenced, vm_flags | VM_LOCKED
+                    if self.LOCKED_LARGE_REF is LockedLargeRef.SKIPPED:
+                        locked_ptes += 1
+                        continue
                 mm = vma.mm
                 if pvmw.pte:
                     pte = pvmw.pt.entries[pvmw.idx]
                     if pte_young(pte):
                         pvmw.pt.entries[pvmw.idx] = pte_mkold(pte)
-                        referenced += 1
+                        young += 1
                 else:
                     word = mm.pmd_huge[pvmw.pmd_idx]
                     if pmd_young(word):
                         mm.pmd_huge[pvmw.pmd_idx] = pte_mkold(word)
-                        referenced += 1
+                        young += 1
+            if locked_ptes == folio.nr and folio_within_one_table(folio, vma):
+                return referenced, vm_flags | VM_LOCKED
+            if young:
+                referenced += 1
         return referenced, vm_flags
 
     # -- pieces of try_to_unmap_one every version shares --------------------

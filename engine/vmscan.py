@@ -13,7 +13,8 @@ class VmscanMixin:
     """shrink_folio_list() and its callers."""
 
     def folio_check_references(self, folio: Folio):
-        """folio_check_references(): young PTEs decide activate, keep or reclaim."""
+        """folio_check_references(): referenced mappings decide activate, keep or
+        reclaim (``referenced_ptes`` counts VMAs: :meth:`folio_referenced`)."""
         referenced_ptes, vm_flags = yield from self.folio_referenced(folio)
         referenced_folio = folio.referenced
         folio.referenced = False

@@ -605,6 +605,66 @@ scenario("mapped-shared-disjoint-halves", "L",
           "v6.14..v6.15": {"classification": "intended", "rules": ["mm-id-mapped-shared"]},
           "v6.15..v6.16": {"classification": "equal"}}, threads=TH2)
 
+# Issue 15, item 2: folio_referenced() counts referenced mappings (VMAs), not young PTEs.
+scenario("referenced-mthp-one-vma", "L",
+         "A lazyfree 16-page mTHP whose first two pages are read again before kswapd runs: two "
+         "young PTEs in one VMA. folio_referenced_one() adds one to pra->referenced per VMA "
+         "that had any young PTE, so folio_referenced() returns 1; PG_referenced was clear "
+         "(lru_lazyfree() clears it), so folio_check_references() sets it and keeps the folio "
+         "(FOLIOREF_KEEP): it stays whole, inactive on the file LRU, not discarded. v5.x have no "
+         "mTHP: of 16 small folios the two read ones are kept the same way and the other 14 "
+         "are discarded.",
+         mthp16() + [op("T0", "lru_add_drain"), op("T0", "read", addr=A, pages=2),
+                     op("R", "reclaim"), op("T0", "read", addr=A, pages=16)],
+         merge(each(ALL, **{"verdict": "ok"}),
+               each(OLD + ("v6.15", "v6.16"), **{"counter.PGLAZYFREED": 0, "mm0.MM_ANONPAGES": 16,
+                                                 "folio.f0.order": 4,
+                                                 "folio.f0.flags": "anon,lru,referenced",
+                                                 "folio.f0.lru": "LRU_INACTIVE_FILE",
+                                                 "result[6]": [7] * 16}),
+               each(("v5.17", "v5.18"), **{"counter.PGLAZYFREED": 14, "mm0.MM_ANONPAGES": 2,
+                                           "result[6]": [7, 7] + [0] * 14})),
+         {"v5.17..v5.18": {"classification": "equal"},
+          "v6.12..v6.14": {"classification": "equal"}, "v6.14..v6.15": {"classification": "equal"},
+          "v6.15..v6.16": {"classification": "equal"}})
+
+# Issue 15, item 7: the slow GUP path dirties a PMD it pins for write (touch_pmd()).
+TH_T1 = TH + [{"name": "T1", "kind": "task", "mm": 0}]
+scenario("gup-slow-touch-pmd", "L",
+         "A clean lazyfree PMD-mapped THP pinned for write by another thread with "
+         "pin_user_pages_fast(): between gup-fast's grab and its recheck, T0 reads the THP, "
+         "which sets the PMD's young bit, so the recheck sees another PMD value, backs off and "
+         "falls back to the slow path. follow_huge_pmd() with FOLL_TOUCH calls touch_pmd(), "
+         "which sets young and, for FOLL_WRITE, dirty in the PMD. MADV_PAGEOUT then meets a "
+         "dirty PMD. v6.15+ __discard_anon_folio_pmd_locked() moves the dirty bit to the folio "
+         "and sets swapbacked; the walk aborts, the THP stays PMD-mapped (no split). v6.14 "
+         "refuses the dirty PMD and splits it, v6.12 and v5.18 split it at once: the PTEs "
+         "inherit the dirty bit, PTE0 makes the folio swapbacked and the walk aborts. v5.17 "
+         "splits the lazyfree THP before unmapping it, which the pin makes fail: kept. Nothing "
+         "is lost anywhere.",
+         [op("T0", "mmap", addr=A, pages=512, order=9),
+          op("T0", "write", addr=A, pages=512, value=7),
+          op("T0", "madvise", addr=A, pages=512, advice="MADV_FREE"),
+          op("T1", "pin", addr=A, pin="p0"),
+          op("T0", "read", addr=A),
+          PAGEOUT512,
+          op("T1", "unpin", pin="p0", dirty=False),
+          op("T0", "read", addr=A)],
+         merge(each(ALL, **{"verdict": "ok", "result[3]": 1, "result[7]": [7],
+                            "counter.PGLAZYFREED": 0}),
+               each(("v6.15", "v6.16"), **{"counter.THP_SPLIT_PMD": 0,
+                                           "counter.nr_lazyfree_fail": 512,
+                                           "mm0.pmd[0x200000]": "f0:dyw"}),
+               each(OLD + ("v5.18",), **{"counter.THP_SPLIT_PMD": 1,
+                                         "counter.nr_lazyfree_fail": 512,
+                                         "mm0.pte[0x200000]": "f0+0:dyw"}),
+               each(("v5.17",), **{"counter.THP_SPLIT_PMD": 0, "counter.THP_SPLIT_PAGE_FAILED": 1,
+                                   "counter.nr_lazyfree_fail": 0})),
+         {"v6.12..v6.14": {"classification": "equal"},
+          "v6.14..v6.15": {"classification": "intended", "rules": ["no-pmd-split-for-lazyfree"]},
+          "v6.15..v6.16": {"classification": "equal"}},
+         schedule=[(3, "gup_fast_grabbed", 1, "T0")], threads=TH_T1)
+
 
 def main() -> None:
     OUT.mkdir(exist_ok=True)

@@ -5,6 +5,7 @@ the device then writes into a page nobody maps any more (data loss).
 
 from __future__ import annotations
 
+from engine.flags import LockedLargeRef
 from engine.folio import folio_test_dirty
 from engine.kernels.v5_18 import V5_18
 
@@ -16,6 +17,7 @@ class V5_17(V5_18):
     #: shrink_page_list()'s "Split file THP" branch took every THP that is not
     #: anon+swapbacked, a lazyfree one too; 820c4e2e6f51 (v5.18) narrowed it.
     SPLITS_LAZYFREE_IN_RECLAIM = True
+    LOCKED_LARGE_REF = LockedLargeRef.LOCKED
 
     def lazyfree_can_discard(self, folio) -> bool:
         """MADV_FREE page check: only PG_dirty counts."""

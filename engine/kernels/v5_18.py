@@ -13,7 +13,7 @@ mapped instead of swapping it out (PG_anon_exclusive, 6c287605fd56, v5.19).
 from __future__ import annotations
 
 from engine.errors import KernelBug
-from engine.flags import TTU_SPLIT_HUGE_PMD
+from engine.flags import TTU_SPLIT_HUGE_PMD, LockedLargeRef
 from engine.folio import (folio_mapcount, folio_ref_count, folio_set_swapbacked, folio_test_anon,
                           folio_test_dirty, folio_test_pmd_mappable, folio_test_swapbacked)
 from engine.kernels.base import Kernel
@@ -32,6 +32,7 @@ class V5_18(Kernel):
     BATCH_FULL_EVENT = "folio_batch_full_15"
     LAZYFREE_QUEUE_CLEARS_LRU = False     # before 33dfe9204f29 (v6.11)
     MADVISE_SPLITS_EVERY_PTE_MAPPED_THP = True
+    LOCKED_LARGE_REF = LockedLargeRef.COUNTED
 
     def madvise_folio_shared(self, folio, page: int) -> bool:
         """v5.x madvise_free_pte_range() / madvise_cold_or_pageout_pte_range():

@@ -33,6 +33,8 @@ NOT_TRANSLATABLE = {
     "h12-vma-boundary-pinned-mthp": (4, "kswapd-style reclaim"),
     "h14-lazyfree-batch-not-drained": (3, "kswapd-style reclaim"),
     "lazyfree-batch-size": (3, "kswapd-style reclaim"),
+    "referenced-mthp-one-vma": (5, "kswapd-style reclaim"),
+    "gup-slow-touch-pmd": (3, "schedule preempts"),
 }
 
 T0 = {"name": "T0", "kind": "task", "mm": 0}
