@@ -9,7 +9,7 @@ completion directly, without the scheduler.  Only that loop is timed:
 - ``unmap``: every ``try_to_unmap()`` call (the rmap walk, try_to_unmap_one
   with its PTE leg or PMD path, rmap and reference updates, the TLB flush);
 - ``leg``: in a second, instrumented pass, only the calls the C twins
-  replace (``ttu_clear``, ``ttu_lazyfree``, ``discard_anon_folio_pmd_locked``):
+  replace (``ttu_clear``, ``ttu_lazyfree``, ``pmd_discard_check``, ``pmd_discard_decide``):
   the unmap work itself, C or Python, as the engine calls it (for C, each
   call includes the ctypes crossing);
 - ``replay`` (C engines): in a third pass every call the engine made into the
@@ -44,13 +44,13 @@ BASE = 0x40000000
 TIMED = {
     "unmap": "every try_to_unmap() of the isolated, locked folios, driven without the "
              "scheduler (walk, PTE leg or PMD path, rmap and refs, TLB flush); setup untimed",
-    "leg": "only ttu_clear + ttu_lazyfree + discard_anon_folio_pmd_locked, as the engine "
+    "leg": "only ttu_clear + ttu_lazyfree + pmd_discard_check/decide, as the engine "
            "calls them (for C engines: ctypes crossing included)",
     "replay": "C engines: the recorded library calls of the unmap made again by "
               "cpath_replay() in one crossing, on the restored tables (result checked)",
 }
 #: The methods the C twins override: what ``leg`` times.
-LEG_METHODS = ("ttu_clear", "ttu_lazyfree", "discard_anon_folio_pmd_locked")
+LEG_METHODS = ("ttu_clear", "ttu_lazyfree", "pmd_discard_check", "pmd_discard_decide")
 
 
 def _workload_program(pages: int, order: int, redirty: bool):
@@ -87,6 +87,9 @@ def _instrument(k, spent: list[int]) -> None:
         setattr(k, name, timed)
 
 
+_TABLE_CALLS = (CPathCallOp.CPATH_CALL_CLEAR, CPathCallOp.CPATH_CALL_DECIDE)
+
+
 class _Recorder:
     """Records a C engine's calls into the library, and each table before its first call."""
 
@@ -100,16 +103,18 @@ class _Recorder:
         k._ttu_decide = self._wrap(k._ttu_decide, CPathCallOp.CPATH_CALL_DECIDE, None,
                                    ("table", "nr_entries", "idx", "nr", "pteval", "ref_count",
                                     "map_count", "folio_dirty", "droppable", "kernel"))
-        k._discard_pmd = self._wrap(k._discard_pmd, CPathCallOp.CPATH_CALL_PMD, None,
-                                    ("table", "ref_count", "map_count", "folio_dirty",
-                                     "droppable", "kernel"))
+        k._pmd_check = self._wrap(k._pmd_check, CPathCallOp.CPATH_CALL_PMD_CHECK, None,
+                                  ("pmd", "folio_dirty", "droppable", "kernel"))
+        k._pmd_decide = self._wrap(k._pmd_decide, CPathCallOp.CPATH_CALL_PMD_DECIDE, None,
+                                   ("pmd", "ref_count", "map_count", "folio_dirty", "droppable",
+                                    "kernel"))
 
     def _wrap(self, fn, op: CPathCallOp, clear_out, names: tuple[str, ...]):
         def recorded(*args):
             call = dict(zip(names, args), op=int(op))
-            if op is CPathCallOp.CPATH_CALL_PMD:
-                call["pmd"] = ctypes.c_uint64.from_address(args[0]).value
-            elif args[0] not in self.before:
+            # the PTE calls get a table's buffer, to restore before the replay;
+            # the PMD calls get the word itself
+            if op in _TABLE_CALLS and args[0] not in self.before:
                 self.before[args[0]] = ctypes.string_at(args[0], PTE_TABLE_BYTES)
             ret = fn(*args)
             self.checksum += ret + (clear_out.pteval if clear_out is not None else 0)

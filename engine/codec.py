@@ -17,9 +17,11 @@ decoded value would make the program invalid it is repaired by a fixed rule
 entry); a valid program never needs a repair, so repairs never break the
 inverse.
 
-Byte format, version 3 (the version is this module's, not in the bytes, so
+Byte format, version 4 (the version is this module's, not in the bytes, so
 that every byte string stays decodable; version 1 spelled the global steps of
-program format 1's schedules; version 2 ignored ``U >> 2`` of an mremap).
+program format 1's schedules; version 2 ignored ``U >> 2`` of an mremap;
+version 3 had no ``pmd_checked`` and ``pmd_cleared``, so the compact menus of
+``madvise`` and ``reclaim`` were two kinds shorter).
 Reading past the end of the input yields zeros, so truncated input is still
 a program.  Field codes:
 

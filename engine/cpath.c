@@ -22,7 +22,7 @@
 #include <stdint.h>
 
 /* Bump on any change of a signature, a struct or an enum below. */
-#define FOLIODIFF_CPATH_ABI 2
+#define FOLIODIFF_CPATH_ABI 3
 
 #define EFAULT 14
 
@@ -63,12 +63,13 @@ enum ttu_lazyfree_action {
 	TTU_LAZYFREE_ABORT_REF = 3,		/* restored; folio left lazyfree */
 };
 
-/** enum pmd_lazyfree_action - what discard_anon_folio_pmd_locked() did. */
+/** enum pmd_lazyfree_action - what a test of __discard_anon_folio_pmd_locked() says. */
 enum pmd_lazyfree_action {
-	PMD_LAZYFREE_DISCARD = 0,	/* PMD cleared: caller finishes the discard */
+	PMD_LAZYFREE_DISCARD = 0,	/* after the clear: caller finishes the discard */
 	PMD_LAZYFREE_REFUSE = 1,	/* v6.14: refused, no flag changed */
 	PMD_LAZYFREE_ABORT_DIRTY = 2,	/* v6.15: refused; caller sets swapbacked */
 	PMD_LAZYFREE_ABORT_REF = 3,	/* v6.15: refused for an extra reference */
+	PMD_LAZYFREE_CLEAR = 4,		/* before the clear: go on, clear the PMD */
 };
 
 /**
@@ -98,15 +99,13 @@ struct ttu_decide_out {
 };
 
 /**
- * struct pmd_discard_out - what the caller must apply after the PMD discard.
+ * struct pmd_discard_out - what the caller must apply after a PMD discard test.
  * @set_dirty: mark the folio dirty (a dirty PMD moved its bit to the folio).
  * @set_swapbacked: mark the folio swapbacked.
- * @tlb_flushes: pmdp_huge_clear_flush() calls made.
  */
 struct pmd_discard_out {
 	int32_t set_dirty;
 	int32_t set_swapbacked;
-	int32_t tlb_flushes;
 };
 
 /* One PTE table: the caller's buffer and its length (512). */
@@ -396,65 +395,64 @@ int32_t ttu_decide(uint64_t *table, int64_t nr_entries, int64_t idx, int64_t nr,
 }
 
 /**
- * discard_anon_folio_pmd_locked() - __discard_anon_folio_pmd_locked() on one
- * huge PMD word.
- * @pmdp: the PMD word (a one-word buffer).
- * @ref_count: folio_ref_count() (nothing else runs between the clear and its read).
- * @map_count: folio_mapcount().
+ * pmd_discard_check() - __discard_anon_folio_pmd_locked() before its clear.
+ * @pmd: the PMD word.
  * @folio_dirty: folio_test_dirty().
  * @droppable: the VMA is VM_DROPPABLE.
  * @kernel: CPATH_V6_14 (735ecdfaf4e8 form) or CPATH_V6_15 (2f9b43d617e2 form).
- * @out: the folio flags to set and the flushes made.
+ * @out: the folio flags to set.
  *
- * v6.14 refuses a dirty folio or PMD before touching the PMD and changes no
- * flag.  v6.15 moves a dirty PMD's bit to the folio and makes a redirtied,
- * non-droppable folio swapbacked instead of letting the caller split the PMD.
- * On refusal after the clear the PMD is restored: *@pmdp is then unchanged.
+ * v6.14 refuses a dirty folio or PMD and changes no flag.  v6.15 moves a
+ * dirty PMD's bit to the folio and makes a dirty, non-droppable folio
+ * swapbacked instead of letting the caller split the PMD.
  *
- * Context: PMD lock held (in the model).  Return: enum pmd_lazyfree_action.
+ * Context: PMD lock held (in the model).  Return: PMD_LAZYFREE_CLEAR to go
+ * on, else the refusal (enum pmd_lazyfree_action).
  */
-int32_t discard_anon_folio_pmd_locked(uint64_t *pmdp, int64_t ref_count, int64_t map_count,
-				      int32_t folio_dirty, int32_t droppable, int32_t kernel,
-				      struct pmd_discard_out *out)
+int32_t pmd_discard_check(uint64_t pmd, int32_t folio_dirty, int32_t droppable, int32_t kernel,
+			  struct pmd_discard_out *out)
 {
-	uint64_t orig = *pmdp, cpmd;
-
 	out->set_dirty = 0;
 	out->set_swapbacked = 0;
-	out->tlb_flushes = 0;
-	if (kernel == CPATH_V6_14) {
-		if (folio_dirty || (orig & _PAGE_DIRTY))
-			return PMD_LAZYFREE_REFUSE;
-		cpmd = *pmdp;			/* pmdp_huge_clear_flush() */
-		*pmdp = 0;
-		out->tlb_flushes = 1;
-		/* smp_mb(): clear the PMD, then read the refcount (pairs with GUP-fast) */
-		if ((cpmd & _PAGE_DIRTY) || ref_count != map_count + 1) {
-			*pmdp = orig;
-			return PMD_LAZYFREE_REFUSE;
-		}
-		return PMD_LAZYFREE_DISCARD;
-	}
-	if (orig & _PAGE_DIRTY)
+	if (kernel == CPATH_V6_14)
+		return (folio_dirty || (pmd & _PAGE_DIRTY)) ? PMD_LAZYFREE_REFUSE : PMD_LAZYFREE_CLEAR;
+	if (pmd & _PAGE_DIRTY)
 		out->set_dirty = folio_dirty = 1;
 	if (folio_dirty && !droppable) {
 		out->set_swapbacked = 1;
 		return PMD_LAZYFREE_ABORT_DIRTY;
 	}
-	cpmd = *pmdp;				/* pmdp_huge_clear_flush() */
-	*pmdp = 0;
-	out->tlb_flushes = 1;
-	if (cpmd & _PAGE_DIRTY)
-		out->set_dirty = folio_dirty = 1;
-	if (folio_dirty && !droppable) {
-		out->set_swapbacked = 1;
-		*pmdp = orig;
-		return PMD_LAZYFREE_ABORT_DIRTY;
-	}
-	if (ref_count != map_count + 1) {
-		*pmdp = orig;
-		return PMD_LAZYFREE_ABORT_REF;
-	}
+	return PMD_LAZYFREE_CLEAR;
+}
+
+/**
+ * pmd_discard_decide() - __discard_anon_folio_pmd_locked() after its clear.
+ * @cleared: the word pmdp_huge_clear_flush() returned (the MMU may have set
+ *	dirty in it since pmd_discard_check() read the PMD).
+ * @ref_count: folio_ref_count(), read after the barrier that pairs with GUP-fast.
+ * @map_count: folio_mapcount().
+ * @folio_dirty: folio_test_dirty().
+ * @droppable: the VMA is VM_DROPPABLE.
+ * @kernel: CPATH_V6_14 or CPATH_V6_15.
+ * @out: the folio flags to set.
+ *
+ * The dirty test again, on @cleared, then the refcount: the only references
+ * must be isolation's and the mappings'.  On refusal the caller restores
+ * @cleared.
+ *
+ * Context: PMD lock held (in the model).  Return: PMD_LAZYFREE_DISCARD or the
+ * refusal (enum pmd_lazyfree_action).
+ */
+int32_t pmd_discard_decide(uint64_t cleared, int64_t ref_count, int64_t map_count,
+			   int32_t folio_dirty, int32_t droppable, int32_t kernel,
+			   struct pmd_discard_out *out)
+{
+	int32_t action = pmd_discard_check(cleared, folio_dirty, droppable, kernel, out);
+
+	if (action != PMD_LAZYFREE_CLEAR)
+		return action;
+	if (ref_count != map_count + 1)
+		return kernel == CPATH_V6_14 ? PMD_LAZYFREE_REFUSE : PMD_LAZYFREE_ABORT_REF;
 	return PMD_LAZYFREE_DISCARD;
 }
 
@@ -462,16 +460,18 @@ int32_t discard_anon_folio_pmd_locked(uint64_t *pmdp, int64_t ref_count, int64_t
 enum cpath_call_op {
 	CPATH_CALL_CLEAR = 0,
 	CPATH_CALL_DECIDE = 1,
-	CPATH_CALL_PMD = 2,
+	CPATH_CALL_PMD_CHECK = 2,
+	CPATH_CALL_PMD_DECIDE = 3,
 };
 
 /**
  * struct cpath_call - one call the engine made, as recorded by the benchmark.
- * @table: the PTE table's buffer, or the PMD word's for CPATH_CALL_PMD.
- * @pmd: for CPATH_CALL_PMD, the word the PMD held when the call was made.
+ * @table: the PTE table's buffer (unused by the PMD calls).
+ * @pmd: the PMD word of CPATH_CALL_PMD_CHECK, the cleared word of
+ *	CPATH_CALL_PMD_DECIDE.
  *
- * The other fields are the arguments of ttu_clear(), ttu_decide() or
- * discard_anon_folio_pmd_locked() of the same names.
+ * The other fields are the arguments of ttu_clear(), ttu_decide(),
+ * pmd_discard_check() or pmd_discard_decide() of the same names.
  */
 struct cpath_call {
 	uint64_t table;
@@ -527,12 +527,14 @@ int64_t cpath_replay(const struct cpath_call *calls, int64_t n)
 						    c->ref_count, c->map_count, c->folio_dirty,
 						    c->droppable, c->kernel, &decide_out);
 			break;
-		case CPATH_CALL_PMD:
-			*table = c->pmd;
-			sum += (uint64_t)discard_anon_folio_pmd_locked(table, c->ref_count,
-								       c->map_count, c->folio_dirty,
-								       c->droppable, c->kernel,
-								       &pmd_out);
+		case CPATH_CALL_PMD_CHECK:
+			sum += (uint64_t)pmd_discard_check(c->pmd, c->folio_dirty, c->droppable,
+							   c->kernel, &pmd_out);
+			break;
+		case CPATH_CALL_PMD_DECIDE:
+			sum += (uint64_t)pmd_discard_decide(c->pmd, c->ref_count, c->map_count,
+							    c->folio_dirty, c->droppable, c->kernel,
+							    &pmd_out);
 			break;
 		}
 	}

@@ -26,7 +26,7 @@ from ctypes import POINTER, c_int32, c_int64, c_uint32, c_uint64, c_void_p
 from engine.errors import CPathError
 
 #: The ABI version this loader speaks; engine/cpath.c's FOLIODIFF_CPATH_ABI.
-CPATH_ABI = 2
+CPATH_ABI = 3
 #: Environment variable naming the library to load instead of the built one.
 CPATH_LIB_ENV = "FOLIODIFF_CPATH_LIB"
 
@@ -67,12 +67,13 @@ class TtuLazyfreeAction(enum.IntEnum):
 
 
 class PmdLazyfreeAction(enum.IntEnum):
-    """enum pmd_lazyfree_action: what discard_anon_folio_pmd_locked() did."""
+    """enum pmd_lazyfree_action: what a test of __discard_anon_folio_pmd_locked() says."""
 
     PMD_LAZYFREE_DISCARD = 0
     PMD_LAZYFREE_REFUSE = 1
     PMD_LAZYFREE_ABORT_DIRTY = 2
     PMD_LAZYFREE_ABORT_REF = 3
+    PMD_LAZYFREE_CLEAR = 4
 
 
 class TtuClearOut(ctypes.Structure):
@@ -91,7 +92,7 @@ class TtuDecideOut(ctypes.Structure):
 class PmdDiscardOut(ctypes.Structure):
     """struct pmd_discard_out."""
 
-    _fields_ = [("set_dirty", c_int32), ("set_swapbacked", c_int32), ("tlb_flushes", c_int32)]
+    _fields_ = [("set_dirty", c_int32), ("set_swapbacked", c_int32)]
 
 
 class CPathCallOp(enum.IntEnum):
@@ -99,7 +100,8 @@ class CPathCallOp(enum.IntEnum):
 
     CPATH_CALL_CLEAR = 0
     CPATH_CALL_DECIDE = 1
-    CPATH_CALL_PMD = 2
+    CPATH_CALL_PMD_CHECK = 2
+    CPATH_CALL_PMD_DECIDE = 3
 
 
 class CPathCall(ctypes.Structure):
@@ -120,8 +122,9 @@ _SIGNATURES = {
                             c_uint32, c_int32, POINTER(TtuClearOut)]),
     "ttu_decide": (c_int32, [c_void_p, c_int64, c_int64, c_int64, c_uint64, c_int64, c_int64,
                              c_int32, c_int32, c_int32, POINTER(TtuDecideOut)]),
-    "discard_anon_folio_pmd_locked": (c_int32, [c_void_p, c_int64, c_int64, c_int32, c_int32,
-                                                c_int32, POINTER(PmdDiscardOut)]),
+    "pmd_discard_check": (c_int32, [c_uint64, c_int32, c_int32, c_int32, POINTER(PmdDiscardOut)]),
+    "pmd_discard_decide": (c_int32, [c_uint64, c_int64, c_int64, c_int32, c_int32, c_int32,
+                                     POINTER(PmdDiscardOut)]),
     "cpath_replay": (c_int64, [POINTER(CPathCall), c_int64]),
 }
 

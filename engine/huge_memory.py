@@ -163,10 +163,11 @@ class HugeMemoryMixin:
             spin_unlock(self, lock)
 
     # -- discarding a lazyfree PMD-mapped THP ------------------------------------
-    def unmap_huge_pmd_locked(self, vma: VmArea, pmd_idx: int, folio: Folio) -> bool:
-        """unmap_huge_pmd_locked() (735ecdfaf4e8): only lazyfree anon folios."""
+    def unmap_huge_pmd_locked(self, vma: VmArea, pmd_idx: int, folio: Folio):
+        """unmap_huge_pmd_locked() (735ecdfaf4e8): only lazyfree anon folios.
+        Return: True if discarded."""
         if folio.anon and not folio.swapbacked:
-            return self.discard_anon_folio_pmd_locked(vma, pmd_idx, folio)
+            return (yield from self.discard_anon_folio_pmd_locked(vma, pmd_idx, folio))
         return False
 
     def _discard_anon_folio_pmd_finish(self, vma: VmArea, pmd_idx: int, folio: Folio) -> None:
@@ -177,25 +178,45 @@ class HugeMemoryMixin:
         self.folio_put(folio)
         self.event("discard_lazyfree_pmd", folio)
 
-    def discard_anon_folio_pmd_locked(self, vma: VmArea, pmd_idx: int, folio: Folio) -> bool:
-        """__discard_anon_folio_pmd_locked(), v6.11–v6.14 form.
+    def discard_anon_folio_pmd_locked(self, vma: VmArea, pmd_idx: int, folio: Folio):
+        """__discard_anon_folio_pmd_locked(): the version's dirty test
+        (:meth:`pmd_discard_check`), pmdp_huge_clear_flush(), the refcount read,
+        and the version's decision on the word the clear returned
+        (:meth:`pmd_discard_decide`).
 
-        A dirty folio or PMD is refused before the PMD is touched; no flag changes.
+        Other CPUs can act on both sides of the clear though the PMD lock is
+        held: a store through the still-present PMD sets its dirty bit (the MMU
+        takes no lock), which the clear returns; GUP-fast may grab the folio
+        until the barrier after the clear.  A refusal restores the cleared word,
+        with whatever the MMU set in it (mm/huge_memory.c of 6.12.117 and of
+        linux-source-7.2; docs/kernel-notes.md section 19).
+
+        Context: PMD lock held.  Return: True if discarded.
         """
         mm = vma.mm
-        orig = mm.pmd_huge[pmd_idx]
-        if folio.dirty or pmd_dirty(orig):
+        if not self.pmd_discard_check(vma, folio, mm.pmd_huge[pmd_idx]):
             return False
-        cpmd = mm.pmd_huge.pop(pmd_idx)          # pmdp_huge_clear_flush()
+        yield YieldPoint.PMD_CHECKED
+        cleared = mm.pmd_huge.pop(pmd_idx)       # pmdp_huge_clear_flush()
         self.cost["tlb_flushes"] += 1
-        # smp_mb(): clear PMD, then read the refcount (pairs with GUP-fast)
-        rc, mc = folio.ref, folio_mapcount(folio)
-        # smp_rmb(): read the refcount before PG_dirty
-        if folio.dirty or pmd_dirty(cpmd) or rc != mc + 1:
-            mm.pmd_huge[pmd_idx] = orig
-            return False
-        self._discard_anon_folio_pmd_finish(vma, pmd_idx, folio)
-        return True
+        yield YieldPoint.PMD_CLEARED             # smp_mb(), pairs with GUP-fast
+        if self.pmd_discard_decide(vma, folio, cleared, folio.ref, folio_mapcount(folio)):
+            self._discard_anon_folio_pmd_finish(vma, pmd_idx, folio)
+            return True
+        mm.pmd_huge[pmd_idx] = cleared           # set_pmd_at(orig_pmd): the cleared word
+        return False
+
+    def pmd_discard_check(self, vma: VmArea, folio: Folio, pmd: int) -> bool:
+        """The v6.11–v6.14 test before the clear: a dirty folio or PMD is refused,
+        no flag changes.  Return: True to go on and clear the PMD."""
+        return not (folio.dirty or pmd_dirty(pmd))
+
+    def pmd_discard_decide(self, vma: VmArea, folio: Folio, cleared: int, ref_count: int,
+                           map_count: int) -> bool:
+        """The v6.11–v6.14 test after the clear (and smp_rmb()): refuse a dirty
+        folio or cleared word, or a reference beyond isolation's and the
+        mappings'.  Return: True to discard."""
+        return not (folio.dirty or pmd_dirty(cleared)) and ref_count == map_count + 1
 
     # -- splitting a folio ----------------------------------------------------
     #: remap_page() after a successful split maps every zero-filled page to the

@@ -99,12 +99,13 @@ YIELD_POINTS: dict[str, tuple[YieldPoint, ...]] = {
     "write": (YieldPoint.BETWEEN_PAGES,),
     # MADV_FREE walks folios; MADV_PAGEOUT reclaims them as well
     "madvise": (YieldPoint.BETWEEN_FOLIOS, YieldPoint.PTE_CLEARED, YieldPoint.BETWEEN_PTES,
-                YieldPoint.BEFORE_FREEZE),
+                YieldPoint.BEFORE_FREEZE, YieldPoint.PMD_CHECKED, YieldPoint.PMD_CLEARED),
     "pin": (YieldPoint.GUP_FAST_READ, YieldPoint.GUP_FAST_GRABBED),
     "unpin": (YieldPoint.BETWEEN_PAGES,),
     "dma_write": (YieldPoint.BETWEEN_PAGES,),
     "reclaim": (YieldPoint.ISOLATED, YieldPoint.BETWEEN_FOLIOS, YieldPoint.PTE_CLEARED,
-                YieldPoint.BETWEEN_PTES, YieldPoint.BEFORE_FREEZE),
+                YieldPoint.BETWEEN_PTES, YieldPoint.BEFORE_FREEZE, YieldPoint.PMD_CHECKED,
+                YieldPoint.PMD_CLEARED),
     "deferred_split_scan": (YieldPoint.SHRINKER_REF_HELD,),
 }
 

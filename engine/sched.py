@@ -26,7 +26,7 @@ class YieldPoint(str, enum.Enum):
     """The kind of place where a thread stopped and another may run.
 
     The values are what programs spell in their schedule.  A kernel path
-    yields one of the kinds between ``BETWEEN_PAGES`` and ``ISOLATED``;
+    yields one of the kinds from ``BETWEEN_PAGES`` on;
     ``START``, ``OP_END`` and ``WAIT`` are the scheduler's own places.
     """
 
@@ -54,6 +54,13 @@ class YieldPoint(str, enum.Enum):
     BEFORE_FREEZE = "before_freeze"
     #: shrink_inactive_list() isolated its folios and has not shrunk them
     ISOLATED = "isolated"
+    #: __discard_anon_folio_pmd_locked() tested the PMD's and the folio's dirty
+    #: bits and has not cleared the PMD (a store may still dirty it: the MMU
+    #: needs no lock)
+    PMD_CHECKED = "pmd_checked"
+    #: __discard_anon_folio_pmd_locked() cleared the PMD and has not read the
+    #: refcount (the barrier that pairs with GUP-fast)
+    PMD_CLEARED = "pmd_cleared"
 
 
 #: The yield points a kernel path may yield (what a schedule can name inside an operation).

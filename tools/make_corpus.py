@@ -665,6 +665,34 @@ scenario("gup-slow-touch-pmd", "L",
           "v6.15..v6.16": {"classification": "equal"}},
          schedule=[(3, "gup_fast_grabbed", 1, "T0")], threads=TH_T1)
 
+# Issue 15, item 10: a store between the PMD discard's first dirty test and its clear.
+scenario("pmd-discard-store-before-clear", "L",
+         "kswapd reclaims a clean lazyfree PMD-mapped THP; __discard_anon_folio_pmd_locked() "
+         "finds the folio and the PMD clean, and before pmdp_huge_clear_flush() another CPU "
+         "stores 9 into page 0 through the still-present PMD (the MMU sets its dirty bit; no "
+         "lock is needed). The clear returns the dirtied word and the second test sees it. "
+         "v6.14 refuses, restores the cleared (dirty) word and falls back to the PMD split: "
+         "the PTEs inherit the dirty bit, PTE0 makes the folio swapbacked, the walk aborts. "
+         "v6.15+ dirties the folio from the cleared word, makes it swapbacked, restores the "
+         "PMD and aborts, with no split. Both keep the data. v6.12 and v5.x have no such "
+         "place (6.12.117 does not call the PMD discard): the preemption falls at the "
+         "reclaim's end, every page is discarded clean, and the store faults in a new THP.",
+         thp() + [op("R", "reclaim"), op("T0", "write", addr=A, value=9),
+                  op("T0", "read", addr=A, pages=2)],
+         merge(each(ALL, **{"verdict": "ok"}),
+               each(("v6.14",), **{"counter.THP_SPLIT_PMD": 1, "counter.nr_lazyfree_fail": 512,
+                                   "counter.PGLAZYFREED": 0, "result[5]": [9, 7],
+                                   "mm0.pte[0x200000]": "f0+0:dyw"}),
+               each(("v6.15", "v6.16"), **{"counter.THP_SPLIT_PMD": 0,
+                                           "counter.nr_lazyfree_fail": 512,
+                                           "counter.PGLAZYFREED": 0, "result[5]": [9, 7],
+                                           "mm0.pmd[0x200000]": "f0:dyw"}),
+               each(("v5.17", "v5.18", "v6.12"), **{"counter.PGLAZYFREED": 512,
+                                                    "result[5]": [9, 0]})),
+         {"v6.14..v6.15": {"classification": "intended", "rules": ["no-pmd-split-for-lazyfree"]},
+          "v6.15..v6.16": {"classification": "equal"}},
+         schedule=[(3, "pmd_checked", 1, "T0")])
+
 
 def main() -> None:
     OUT.mkdir(exist_ok=True)

@@ -3,7 +3,8 @@ try_to_unmap_one() and __discard_anon_folio_pmd_locked() run in engine/cpath.c.
 
 Each twin subclasses its Python version and overrides only ``ttu_clear``
 (pick the batch, clear it), ``ttu_lazyfree`` (discard or restore, after the
-yield) and ``discard_anon_folio_pmd_locked``; the walk, the yields, the rmap
+yield), ``pmd_discard_check`` and ``pmd_discard_decide`` (the tests before
+and after the PMD's clear); the walk, the yields, the PMD clear, the rmap
 and reference updates and every folio flag stay in the shared Python code.
 The C code works on the page tables' own ``array('Q')`` buffers.  A run on a
 twin must therefore equal a run on its Python version, field for field.
@@ -12,7 +13,6 @@ twin must therefore equal a run on its Python version, field for field.
 from __future__ import annotations
 
 import ctypes
-from array import array
 
 from engine.cpath import (CPathFolioFlags, CPathKernel, PmdDiscardOut, PmdLazyfreeAction,
                           TtuClearOut, TtuDecideOut, TtuLazyfreeAction, load)
@@ -37,9 +37,8 @@ _TTU_ACTION = {
 _TTU_ACTIONS = tuple(_TTU_ACTION[a] for a in sorted(_TTU_ACTION))
 _TTU_DISCARD = int(TtuLazyfreeAction.TTU_LAZYFREE_DISCARD)
 
-#: discard_anon_folio_pmd_locked()'s action -> the event v6.15 notes (None: no event).
+#: A PMD discard test's refusal -> the event v6.15 notes (v6.14's refusal notes none).
 _PMD_EVENT = {
-    PmdLazyfreeAction.PMD_LAZYFREE_REFUSE: None,
     PmdLazyfreeAction.PMD_LAZYFREE_ABORT_DIRTY: "pmd_lazyfree_abort_dirty",
     PmdLazyfreeAction.PMD_LAZYFREE_ABORT_REF: "pmd_lazyfree_abort_ref",
 }
@@ -64,7 +63,8 @@ class CPathMixin:
         lib = load()
         self._ttu_clear = lib.ttu_clear
         self._ttu_decide = lib.ttu_decide
-        self._discard_pmd = lib.discard_anon_folio_pmd_locked
+        self._pmd_check = lib.pmd_discard_check
+        self._pmd_decide = lib.pmd_discard_decide
         self._kernel = int(self.CPATH_KERNEL)
         self._clear_out = TtuClearOut()
         self._clear_ptr = ctypes.pointer(self._clear_out)
@@ -72,9 +72,6 @@ class CPathMixin:
         self._decide_ptr = ctypes.pointer(self._decide_out)
         self._pmd_out = PmdDiscardOut()
         self._pmd_ptr = ctypes.pointer(self._pmd_out)
-        # The PMD word is a dict value in the model: the C code gets it in this buffer.
-        self._pmd_word = array("Q", [0])
-        self._pmd_addr = self._pmd_word.buffer_info()[0]
 
     def ttu_clear(self, folio, pvmw, flags) -> tuple[int, int]:
         """ttu_clear() in C: the version's batch, cleared by get_and_clear_full_ptes().
@@ -117,33 +114,29 @@ class CPathMixin:
         self.event(event, folio)
         return action == _TTU_DISCARD
 
-    def discard_anon_folio_pmd_locked(self, vma, pmd_idx, folio):
-        """__discard_anon_folio_pmd_locked() in C (the v6.14 form for v6.14-c,
-        the 2f9b43d617e2 form after it).  Context: PMD lock.  Return: True if discarded."""
-        mm = vma.mm
-        self._pmd_word[0] = mm.pmd_huge[pmd_idx]
+    def _pmd_action(self, folio, action: int) -> PmdLazyfreeAction:
         out = self._pmd_out
-        action = self._discard_pmd(self._pmd_addr, folio.ref, folio_mapcount(folio), folio.dirty,
-                                   bool(vma.vm_flags & VM_DROPPABLE), self._kernel,
-                                   self._pmd_ptr)
         if out.set_dirty:
             folio.dirty = True
         if out.set_swapbacked:
             folio.swapbacked = True
-        if out.tlb_flushes:
-            # pmdp_huge_clear_flush() took the word out of the table
-            self.cost["tlb_flushes"] += out.tlb_flushes
-            mm.pmd_huge.pop(pmd_idx)
-        if action == PmdLazyfreeAction.PMD_LAZYFREE_DISCARD:
-            self._discard_anon_folio_pmd_finish(vma, pmd_idx, folio)
-            return True
-        mm.pmd_huge[pmd_idx] = self._pmd_word[0]
-        event = _PMD_EVENT[action]
+        action = PmdLazyfreeAction(action)
+        event = _PMD_EVENT.get(action)
         if event is not None:
             self.event(event, folio)
-        return False
+        return action
 
+    def pmd_discard_check(self, vma, folio, pmd) -> bool:
+        """pmd_discard_check() in C: the version's dirty test before the clear."""
+        action = self._pmd_check(pmd, folio.dirty, bool(vma.vm_flags & VM_DROPPABLE),
+                                 self._kernel, self._pmd_ptr)
+        return self._pmd_action(folio, action) is PmdLazyfreeAction.PMD_LAZYFREE_CLEAR
 
+    def pmd_discard_decide(self, vma, folio, cleared, ref_count, map_count) -> bool:
+        """pmd_discard_decide() in C: the tests on the cleared word and the refcount."""
+        action = self._pmd_decide(cleared, ref_count, map_count, folio.dirty,
+                                  bool(vma.vm_flags & VM_DROPPABLE), self._kernel, self._pmd_ptr)
+        return self._pmd_action(folio, action) is PmdLazyfreeAction.PMD_LAZYFREE_DISCARD
 class V6_14C(CPathMixin, V6_14):
     """v6.14 per PTE, in C."""
 

@@ -79,8 +79,8 @@ class V6_14(Kernel):
                 ret = False
                 break
             if not pvmw.pte:
-                if self.DISCARDS_LAZYFREE_PMD and self.unmap_huge_pmd_locked(vma, pvmw.pmd_idx,
-                                                                             folio):
+                if self.DISCARDS_LAZYFREE_PMD and (
+                        yield from self.unmap_huge_pmd_locked(vma, pvmw.pmd_idx, folio)):
                     break                                             # walk_done
                 if flags & TTU_SPLIT_HUGE_PMD:
                     # drop the PTL and restart to process the PTE-mapped THP

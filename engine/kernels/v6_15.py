@@ -131,33 +131,26 @@ class V6_15(V6_14):
         return True
 
     # -- 4/4: the PMD path --------------------------------------------------------
-    def discard_anon_folio_pmd_locked(self, vma, pmd_idx, folio):
-        """__discard_anon_folio_pmd_locked() after 2f9b43d617e2: a redirtied folio is
-        made swapbacked here, and the PMD is left alone."""
-        mm = vma.mm
-        orig = mm.pmd_huge[pmd_idx]
-        droppable = vma.vm_flags & VM_DROPPABLE
-        if pmd_dirty(orig):
+    def pmd_discard_check(self, vma, folio, pmd) -> bool:
+        """__discard_anon_folio_pmd_locked() after 2f9b43d617e2, before the clear:
+        a dirty PMD dirties the folio, and a dirty folio (not VM_DROPPABLE) is
+        made swapbacked here, the PMD left alone.  Return: True to clear."""
+        if pmd_dirty(pmd):
             folio.dirty = True
-        if folio_test_dirty(folio) and not droppable:
+        if folio_test_dirty(folio) and not vma.vm_flags & VM_DROPPABLE:
             folio.swapbacked = True
             self.event("pmd_lazyfree_abort_dirty", folio)
             return False
-        cpmd = mm.pmd_huge.pop(pmd_idx)
-        self.cost["tlb_flushes"] += 1
-        ref_count, map_count = folio.ref, folio_mapcount(folio)
-        if pmd_dirty(cpmd):
-            folio.dirty = True
-        if folio_test_dirty(folio) and not droppable:
-            folio.swapbacked = True
-            mm.pmd_huge[pmd_idx] = orig
-            self.event("pmd_lazyfree_abort_dirty", folio)
+        return True
+
+    def pmd_discard_decide(self, vma, folio, cleared, ref_count, map_count) -> bool:
+        """The same test on the cleared word after the clear, then the refcount.
+        Return: True to discard."""
+        if not self.pmd_discard_check(vma, folio, cleared):
             return False
         if ref_count != map_count + 1:
-            mm.pmd_huge[pmd_idx] = orig
             self.event("pmd_lazyfree_abort_ref", folio)
             return False
-        self._discard_anon_folio_pmd_finish(vma, pmd_idx, folio)
         return True
 
     def try_to_unmap_one(self, folio, vma, address, flags):
@@ -174,7 +167,7 @@ class V6_15(V6_14):
                 break
             if not pvmw.pte:
                 if folio_test_anon(folio) and not folio_test_swapbacked(folio):                # folio_test_lazyfree()
-                    if self.unmap_huge_pmd_locked(vma, pvmw.pmd_idx, folio):
+                    if (yield from self.unmap_huge_pmd_locked(vma, pvmw.pmd_idx, folio)):
                         break                                         # walk_done
                     # unmap_huge_pmd_locked() set swapbacked if it had to
                     ret = False

@@ -76,3 +76,41 @@ def test_an_injected_data_loss_is_seen(monkeypatch: pytest.MonkeyPatch, bug: str
     for p in programs:
         out = run(p, "v6.15")
         assert out.verdict is Verdict.DATA_LOSS, (bug, out.crash)
+
+
+# The PMD discard's second dirty test (issue 15, item 10): a store between the
+# first test and the clear dirties the PMD word the clear returns.
+def pmd_second_test_skipped(orig):
+    def pmd_discard_decide(self, vma, folio, cleared, ref_count, map_count):
+        return ref_count == map_count + 1        # looks at the refcount only
+    return pmd_discard_decide
+
+
+@pytest.mark.parametrize("engine", ["v6.14", "v6.15"])
+def test_pmd_discard_without_its_second_dirty_test_loses_the_store(
+        monkeypatch: pytest.MonkeyPatch, engine: str) -> None:
+    from engine.kernels import kernel_class
+    program = corpus("pmd-discard-store-before-clear")
+    assert run(program, engine).verdict is Verdict.OK
+    cls = kernel_class(engine)
+    monkeypatch.setattr(cls, "pmd_discard_decide", pmd_second_test_skipped(cls.pmd_discard_decide))
+    assert run(program, engine).verdict is Verdict.DATA_LOSS
+
+
+def test_v6_14_restoring_the_word_read_before_the_clear_loses_the_store(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel restores what pmdp_huge_clear_flush() returned.  v6.14 sets no
+    flag when it refuses, so restoring the clean word read before the clear
+    would hand the split clean PTEs, and the store would be discarded."""
+    from engine.kernels.v6_14 import V6_14
+    program = corpus("pmd-discard-store-before-clear")
+    orig = V6_14.discard_anon_folio_pmd_locked
+
+    def discard(self, vma, pmd_idx, folio):
+        before = vma.mm.pmd_huge[pmd_idx]
+        done = yield from orig(self, vma, pmd_idx, folio)
+        if not done and pmd_idx in vma.mm.pmd_huge:
+            vma.mm.pmd_huge[pmd_idx] = before
+        return done
+    monkeypatch.setattr(V6_14, "discard_anon_folio_pmd_locked", discard)
+    assert run(program, "v6.14").verdict is Verdict.DATA_LOSS

@@ -35,6 +35,7 @@ NOT_TRANSLATABLE = {
     "lazyfree-batch-size": (3, "kswapd-style reclaim"),
     "referenced-mthp-one-vma": (5, "kswapd-style reclaim"),
     "gup-slow-touch-pmd": (3, "schedule preempts"),
+    "pmd-discard-store-before-clear": (3, "schedule preempts"),
 }
 
 T0 = {"name": "T0", "kind": "task", "mm": 0}
