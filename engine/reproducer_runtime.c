@@ -89,6 +89,7 @@ static int go[NMM_MAX][2];		/* token pipe of each process */
 static uint64_t dummy_page;		/* an untouched page: MADV_PAGEOUT on it is lru_add_drain() */
 static int counter_present[NCOUNTERS];	/* the kernel has this counter (probe_counters()) */
 static int thp_per_size;		/* the THP policy uses hugepages-<size>/enabled (mTHP) */
+static const char *khugepaged_state = "none";
 
 /* ---- errors ----------------------------------------------------------- */
 
@@ -372,6 +373,59 @@ static void set_thp_policy(void)
 		set_knob(path, want);
 	}
 	closedir(d);
+}
+
+/*
+ * khugepaged runs one pass whenever scan_sleep_millisecs is written (the
+ * store resets its sleep) and whenever its thread is started (enabling a THP
+ * size after none was), and a pass starts with lru_add_drain_all() and may
+ * collapse a VM_HUGEPAGE range: a forked child's 512 small copies of a THP
+ * were seen collapsed on 6.12 when the pass ran while process 0 waited for
+ * the child.  So wait for it to go back to sleep ('S', no CPU time for 30 ms)
+ * before the program starts; after that nothing here wakes it.  Return: its
+ * state for the output: "idle", "busy" (still running after 3 s) or "none".
+ */
+static const char *quiesce_khugepaged(void)
+{
+	char path[300], buf[512];
+	long long last = -1;
+	pid_t pid = 0;
+	struct dirent *de;
+	DIR *d = opendir("/proc");
+	int i, stable = 0;
+
+	if (!d)
+		return "none";
+	while (!pid && (de = readdir(d))) {
+		if (de->d_name[0] < '1' || de->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/comm", de->d_name);
+		if (read_file(path, buf, sizeof(buf)) > 0 && !strcmp(buf, "khugepaged\n"))
+			pid = (pid_t)atoi(de->d_name);
+	}
+	closedir(d);
+	if (!pid)
+		return "none";
+	for (i = 0; i < 300; i++) {
+		const char *paren;
+		long long ran;
+
+		usleep(10000);
+		snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+		if (read_file(path, buf, sizeof(buf)) < 0 || !(paren = strrchr(buf, ')')))
+			return "none";		/* the thread was stopped */
+		snprintf(path, sizeof(path), "/proc/%d/schedstat", (int)pid);
+		if (paren[2] != 'S' || read_file(path, buf, sizeof(buf)) < 0) {
+			stable = 0;
+			continue;
+		}
+		ran = atoll(buf);		/* ns on the CPU */
+		stable = ran == last ? stable + 1 : 0;
+		last = ran;
+		if (stable >= 3)
+			return "idle";
+	}
+	return "busy";
 }
 
 /* ---- the program's regions must be free ------------------------------ */
@@ -971,8 +1025,8 @@ static void observe_and_print(void)
 	}
 	uname(&u);
 	json_escape(esc, sizeof(esc), u.release);
-	emit("}, \"kernel\": \"%s\", \"thp\": \"%s\", \"deltas\": {", esc,
-	     thp_per_size ? "per-size" : "top-level");
+	emit("}, \"kernel\": \"%s\", \"thp\": \"%s\", \"khugepaged\": \"%s\", \"deltas\": {",
+	     esc, thp_per_size ? "per-size" : "top-level", khugepaged_state);
 	first = 1;
 	for (i = 0; i < NOPS; i++) {
 		int any = 0;
@@ -1072,6 +1126,7 @@ int main(void)
 	}
 	sh->pid[0] = getpid();
 	set_thp_policy();
+	khugepaged_state = quiesce_khugepaged();
 	probe_counters();
 	check_layout();
 	self_mm = 0;
