@@ -317,6 +317,8 @@ def _conformance() -> dict[str, Scenario]:
         ("conform-dma-unregister-pageout", "", {"pin": "io_uring"}),
         ("conform-vma-boundary-lazyfree-pageout", "", {}),
         ("madv-pageout-locked-vma", "", {}),
+        ("conform-pmd-thp-pinned-split-failed", "", {"pin": "io_uring"}),
+        ("conform-pte-mapped-thp-madv-free-whole", "", {"pin": "io_uring"}),
     ]
     out = {}
     for name, suffix, options in table:
@@ -337,8 +339,10 @@ def __getattr__(name: str) -> Any:
     io_uring, redirtied and clean PMD-mapped THPs (H8, H10) and a fork-shared
     mTHP; and what folio splits do (split_deferred, the dirty bit, zero-filled
     pages to the zero page), mprotect() to the same protection, a DMA
-    write lost after IORING_UNREGISTER_BUFFERS and MADV_PAGEOUT's -EINVAL on
-    a VM_LOCKED VMA.  Every one translates with its options.
+    write lost after IORING_UNREGISTER_BUFFERS, MADV_PAGEOUT's -EINVAL on a
+    VM_LOCKED VMA, a failed split of a pinned THP counted (thp_split_page_failed,
+    split_failed) and a whole PTE-mapped THP that MADV_FREE splits before
+    v6.10.  Every one translates with its options.
     """
     if name == "CONFORMANCE":
         if not _conformance_cache:
