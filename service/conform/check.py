@@ -45,16 +45,24 @@ class Verdict(str, enum.Enum):
 
 @dataclass
 class ScenarioResult:
-    """One scenario on one kernel."""
+    """One scenario on one kernel.
+
+    @observed: what the kernel printed (its observables, its per-operation
+        counter deltas and how the THP policy was set), when it printed them:
+        kept so that a later run, on the next Debian update of the series,
+        can be set beside this one.
+    """
 
     scenario: str
     verdict: Verdict
     differences: list[FieldDifference] = field(default_factory=list)
     detail: str = ""
+    observed: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"scenario": self.scenario, "verdict": self.verdict.value, "detail": self.detail,
-                "differences": [d.to_dict() for d in self.differences]}
+                "differences": [d.to_dict() for d in self.differences],
+                "observed": self.observed}
 
 
 @dataclass
@@ -102,12 +110,15 @@ def _judge(scenario: Any, engine: str, case: Any) -> ScenarioResult:
         if record is not None and "error" in record:
             what += f": {record['error']} (op {record.get('op')})"
         return ScenarioResult(name, Verdict.FAILED, detail=what)
+    observed = {k: record[k] for k in ("observables", "deltas", "thp", "khugepaged", "kernel")
+                if k in record}
     try:
         predicted = predict(scenario.program, engine, **scenario.options)
     except PredictionError as exc:
-        return ScenarioResult(name, Verdict.NO_PREDICTION, detail=str(exc))
+        return ScenarioResult(name, Verdict.NO_PREDICTION, detail=str(exc), observed=observed)
     diffs = compare(predicted, record["observables"])
-    return ScenarioResult(name, Verdict.DIFFERENT if diffs else Verdict.EQUAL, diffs)
+    return ScenarioResult(name, Verdict.DIFFERENT if diffs else Verdict.EQUAL, diffs,
+                          observed=observed)
 
 
 def _for_kernel(scenario: Any, default: Reproducer, engine: str) -> Reproducer | NotTranslatable:
