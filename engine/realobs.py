@@ -5,6 +5,10 @@ prints the observables that kernel exports, as one ``FOLIODIFF {json}`` line:
 
 - ``vmstat.<name>``: the sum, over the program's operations, of the change of
   /proc/vmstat counter ``<name>`` across each operation (:data:`VMSTAT`);
+- ``vmstat.<name>.op[i]``: for each madvise operation ``i``, the change of
+  the counters of :data:`PER_OP_VMSTAT` across that call alone: when the
+  per-CPU lazyfree batch moved its folios (6.1's batch of 15 moves 15 small
+  folios during a MADV_FREE of 16, a batch of 31 none), which the sums hide;
 - ``mthp.<size>.<stat>``: the same for the per-size mTHP counters in
   /sys/kernel/mm/transparent_hugepage/hugepages-<size>/stats
   (:data:`MTHP_STATS`), for each stat file the kernel has: kernels before the
@@ -35,7 +39,7 @@ the scenarios the real-kernel conformance suite runs.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +62,8 @@ VMSTAT: dict[str, str] = {
     # PMD-order folio (since v4.5; issue 15 item 9); 0 until the model counts it
     "thp_split_page_failed": "THP_SPLIT_PAGE_FAILED",
 }
+#: /proc/vmstat counters also observed per madvise operation (``vmstat.<name>.op[i]``).
+PER_OP_VMSTAT = ("pglazyfree",)
 #: folio order -> its hugepages-<size> directory name.
 MTHP_SIZES: dict[int, str] = {4: "64kB", 9: "2048kB"}
 #: per-size stats files read: split, split_failed and split_deferred came with the
@@ -118,6 +124,11 @@ def op_result_keys(program: Program) -> list[int]:
     return [i for i, op in enumerate(program.ops) if op.op in OBSERVED_RESULTS]
 
 
+def op_delta_keys(program: Program) -> list[int]:
+    """Indices of the operations whose own counter deltas are observed (madvise)."""
+    return [i for i, op in enumerate(program.ops) if op.op == "madvise"]
+
+
 def has_mthp_stats(k) -> bool:
     """Whether the kernel that model ``k`` stands for exports the per-size mTHP stats.
 
@@ -128,12 +139,14 @@ def has_mthp_stats(k) -> bool:
     return bool(type(k).HAS_MTHP)
 
 
-def model_observables(k, program: Program, results: list[Any]) -> dict[str, Any]:
+def model_observables(k, program: Program, results: list[Any],
+                      op_deltas: dict[int, dict[str, int]] | None = None) -> dict[str, Any]:
     """The observables of a finished model run of ``program`` on kernel ``k``.
 
     Counters: the model has no background activity, so the sum of per-op
     deltas is the final count; the per-size mTHP stats only for a kernel that
-    has them (:func:`has_mthp_stats`).  smaps, as smaps_pte_entry()/smaps_pmd_entry()
+    has them (:func:`has_mthp_stats`); ``op_deltas`` (op index -> model
+    counter -> change during that op) gives the per-op keys.  smaps, as smaps_pte_entry()/smaps_pmd_entry()
     and smaps_account() compute it: Rss counts every present page of a normal
     folio (not the zero page); LazyFree counts those of an anon folio that is
     not swapbacked, whose PTE (or PMD) is clean and whose folio is clean;
@@ -185,7 +198,35 @@ def model_observables(k, program: Program, results: list[Any]) -> dict[str, Any]
             obs[f"mm{mm_id}.present[{start:#x}]"] = present_rle("".join(bits))
     for i in op_result_keys(program):
         obs[f"result[{i}]"] = results[i]
+    for i in op_delta_keys(program) if op_deltas is not None else ():
+        for name in PER_OP_VMSTAT:
+            obs[f"vmstat.{name}.op[{i}]"] = op_deltas.get(i, {}).get(VMSTAT[name], 0)
     return obs
+
+
+def _watch_op_deltas(runner) -> Callable[[], dict[int, dict[str, int]]]:
+    """Record the model counters of :data:`PER_OP_VMSTAT` at each operation's start.
+
+    Context: before ``runner.run()``; the operations of a translatable program
+    run one after the other (:func:`engine.reproducer.analyse` checks it), so
+    an operation's change is what its counters did until the next one started.
+    Return: a function giving op index -> counter -> change, once the run is over.
+    """
+    counters = [VMSTAT[n] for n in PER_OP_VMSTAT]
+    starts: list[tuple[int, list[int]]] = []
+    orig = runner._start
+
+    def start(t):
+        starts.append((t.ops[t.cursor], [runner.k.counters.get(c, 0) for c in counters]))
+        return orig(t)
+
+    runner._start = start
+
+    def deltas() -> dict[int, dict[str, int]]:
+        ends = [v for _, v in starts[1:]] + [[runner.k.counters.get(c, 0) for c in counters]]
+        return {i: {c: e - b for c, b, e in zip(counters, before, end)}
+                for (i, before), end in zip(starts, ends)}
+    return deltas
 
 
 def predict(program: Program, engine_id: str, *, swap: bool = False, check: bool = True,
@@ -210,13 +251,14 @@ def predict(program: Program, engine_id: str, *, swap: bool = False, check: bool
     if check:
         analyse(program, **{"target": engine_id, **translate_options})
     runner = Runner(program, engine_id, swap=swap, per_step_oracles=per_step_oracles)
+    op_deltas = _watch_op_deltas(runner)
     outcome = runner.run()
     if outcome.verdict is not Verdict.OK:
         crash = outcome.crash
         raise PredictionError(runner.engine, outcome.verdict.value,
                               crash.op_index if crash else None,
                               crash.message if crash else "")
-    return model_observables(runner.k, program, outcome.results)
+    return model_observables(runner.k, program, outcome.results, op_deltas())
 
 
 @dataclass(frozen=True)
@@ -351,7 +393,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ABSENT", "COUNTER_KEYS", "MTHP_SIZES", "MTHP_STATS", "OBSERVED_RESULTS", "SMAPS_FIELDS",
-           "VMSTAT", "FieldDifference", "PredictionError", "Scenario", "compare", "has_mthp_stats",
-           "model_observables", "op_result_keys", "parse_output", "predict", "present_rle",
-           "vma_runs"]
+__all__ = ["ABSENT", "COUNTER_KEYS", "MTHP_SIZES", "MTHP_STATS", "OBSERVED_RESULTS", "PER_OP_VMSTAT",
+           "SMAPS_FIELDS", "VMSTAT", "FieldDifference", "PredictionError", "Scenario", "compare",
+           "has_mthp_stats", "model_observables", "op_delta_keys", "op_result_keys", "parse_output",
+           "predict", "present_rle", "vma_runs"]

@@ -62,7 +62,7 @@ from engine.errors import NotTranslatable
 from engine.kernels import KERNELS, base_version
 from engine.program import (PAGE_SIZE, Advice, DeferredSplitScan, Fork, Madvise, Mmap, Mprotect,
                             Mremap, Munmap, Pin, Program, Prot, Read, ThreadKind, Unpin, Write)
-from engine.realobs import COUNTER_KEYS, MTHP_SIZES, MTHP_STATS, VMSTAT
+from engine.realobs import COUNTER_KEYS, MTHP_SIZES, MTHP_STATS, PER_OP_VMSTAT, VMSTAT, op_delta_keys
 
 #: Where the relocated regions start (1 TiB): far from a static binary at
 #: 0x400000, its brk heap, and the mmap area under the stack.
@@ -707,6 +707,7 @@ def _config(program: Program, a: Analysis, nvalues: int) -> str:
         f"#define NVMSTAT {len(VMSTAT)}",
         f"#define NMTHP {len(mthp)}",
         f"#define NCOUNTERS {len(COUNTER_KEYS)}",
+        f"#define NPEROP {len(PER_OP_VMSTAT)}",
         f"#define BASE {_hex(a.base)}ULL",
         f"#define TARGET {_hex(TARGET)}ULL",
         f"#define SPAN {_hex(a.span)}ULL",
@@ -724,6 +725,9 @@ def _config(program: Program, a: Analysis, nvalues: int) -> str:
         + ", ".join(f"{{ {_c_str(s)}, {_c_str(f)} }}" for s, f in mthp) + " };",
         "static const char *const counter_keys[NCOUNTERS] = { "
         + ", ".join(_c_str(k) for k in COUNTER_KEYS) + " };",
+        "/* counters whose change across each observed op is printed on its own */",
+        "static const int per_op_counters[NPEROP] = { "
+        + ", ".join(str(COUNTER_KEYS.index(f"vmstat.{n}")) for n in PER_OP_VMSTAT) + " };",
         f"/* THP policy: {a.policy.describe()}; without mTHP: {a.policy.describe(False)} */",
         "static const char *const thp_sizes[NSIZES][2] = { "
         + ", ".join(f"{{ {_c_str(s)}, {_c_str(m)} }}" for s, m in a.policy.sizes) + " };",
@@ -770,6 +774,9 @@ def translate(program: Program, *, name: str, pin: PinMechanism | str = PinMecha
               [str(values[i]) if i in values else ("-2" if isinstance(op, Write | Madvise) else "-1")
                for i, op in enumerate(program.ops)]),
         table("const int", "op_pages", [str(getattr(op, "pages", 0)) for op in program.ops]),
+        "/* 1: the op's own counter changes are observed (vmstat.<name>.op[i]) */",
+        table("const int", "op_deltas_observed",
+              ["1" if i in op_delta_keys(program) else "0" for i in range(nops)]),
     ]
     runtime = _RUNTIME.read_text()
     program_text = json.dumps(program.to_dict(), separators=(",", ":")).replace("*/", "*\\/")

@@ -376,6 +376,29 @@ static void set_thp_policy(void)
 }
 
 /*
+ * Put this process's mm on khugepaged's list now, not at the program's first
+ * THP fault: when the list is empty khugepaged waits for an mm to be added
+ * and scans at once (khugepaged_wait_work()), and a pass during the program
+ * collapsed a split THP of h8 on 6.12.  A THP fault in a scratch range,
+ * unmapped at once, adds the mm for its lifetime (__khugepaged_enter() sets
+ * MMF_VM_HUGEPAGE).  Nothing to do where PMD-sized THPs are off: khugepaged
+ * is not running then.
+ */
+static void register_with_khugepaged(void)
+{
+	size_t len = 4UL << 20;
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *thp;
+
+	if (p == MAP_FAILED)
+		fail_errno(-1, "mmap the khugepaged scratch range");
+	thp = (char *)(((uintptr_t)p + (2UL << 20) - 1) & ~((uintptr_t)(2UL << 20) - 1));
+	madvise(thp, 2UL << 20, MADV_HUGEPAGE);
+	*(volatile char *)thp = 1;
+	munmap(p, len);
+}
+
+/*
  * khugepaged runs one pass whenever scan_sleep_millisecs is written (the
  * store resets its sleep) and whenever its thread is started (enabling a THP
  * size after none was), and a pass starts with lru_add_drain_all() and may
@@ -1023,6 +1046,13 @@ static void observe_and_print(void)
 			emit("%s%u", k ? ", " : "", sh->values[op_values[i] + k]);
 		emit("]");
 	}
+	for (i = 0; i < NOPS; i++) {
+		if (!op_deltas_observed[i])
+			continue;
+		for (k = 0; k < NPEROP; k++)
+			emit(", \"%s.op[%d]\": %lld", counter_keys[per_op_counters[k]], i,
+			     sh->delta[i][per_op_counters[k]]);
+	}
 	uname(&u);
 	json_escape(esc, sizeof(esc), u.release);
 	emit("}, \"kernel\": \"%s\", \"thp\": \"%s\", \"khugepaged\": \"%s\", \"deltas\": {",
@@ -1126,6 +1156,7 @@ int main(void)
 	}
 	sh->pid[0] = getpid();
 	set_thp_policy();
+	register_with_khugepaged();
 	khugepaged_state = quiesce_khugepaged();
 	probe_counters();
 	check_layout();
