@@ -5,8 +5,16 @@ prints the observables that kernel exports, as one ``FOLIODIFF {json}`` line:
 
 - ``vmstat.<name>``: the sum, over the program's operations, of the change of
   /proc/vmstat counter ``<name>`` across each operation (:data:`VMSTAT`);
+- ``vmstat.<name>.op[i]``: for each madvise operation ``i``, the change of
+  the counters of :data:`PER_OP_VMSTAT` across that call alone: when the
+  per-CPU lazyfree batch moved its folios (6.1's batch of 15 moves 15 small
+  folios during a MADV_FREE of 16, a batch of 31 none), which the sums hide;
 - ``mthp.<size>.<stat>``: the same for the per-size mTHP counters in
-  /sys/kernel/mm/transparent_hugepage/hugepages-<size>/stats (:data:`MTHP`);
+  /sys/kernel/mm/transparent_hugepage/hugepages-<size>/stats
+  (:data:`MTHP_STATS`), for each stat file the kernel has: kernels before the
+  per-order stats (deb-6.1) have none, and the reproducer then prints no such
+  key; the model predicts them only for engines with mTHP (``HAS_MTHP``), so
+  a key one side lacks is a difference (:data:`ABSENT`);
 - for each process (model mm ``N``) at the end:
 
   - ``mmN.maps``: its mapped ranges inside the program's regions, as
@@ -18,7 +26,9 @@ prints the observables that kernel exports, as one ``FOLIODIFF {json}`` line:
     of the run, run-length coded (``"1x16,0x496"``);
 
 - ``result[i]``: what read operation ``i`` read (one value per page, or
-  -EFAULT) and what write operation ``i`` returned (0 or -EFAULT).
+  -EFAULT), what write operation ``i`` returned (0 or -EFAULT) and what
+  madvise operation ``i`` returned (0 or -errno, e.g. -EINVAL for a
+  VM_LOCKED VMA under MADV_PAGEOUT).
 
 :func:`predict` computes the same keys from a model run without swap (the
 qemu-booted kernels have no swap device), :func:`compare` lists the fields on
@@ -29,7 +39,7 @@ the scenarios the real-kernel conformance suite runs.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,11 +58,18 @@ VMSTAT: dict[str, str] = {
     "thp_split_pmd": "THP_SPLIT_PMD",
     "thp_deferred_split_page": "THP_DEFERRED_SPLIT_PAGE",
     "thp_split_page": "THP_SPLIT_PAGE",
+    # split_huge_page_to_list_to_order()'s common exit counts a failed split of a
+    # PMD-order folio (since v4.5; issue 15 item 9); 0 until the model counts it
+    "thp_split_page_failed": "THP_SPLIT_PAGE_FAILED",
 }
+#: /proc/vmstat counters also observed per madvise operation (``vmstat.<name>.op[i]``).
+PER_OP_VMSTAT = ("pglazyfree",)
 #: folio order -> its hugepages-<size> directory name.
 MTHP_SIZES: dict[int, str] = {4: "64kB", 9: "2048kB"}
-#: per-size stats files read (both exist since v6.10).
-MTHP_STATS = ("split_deferred", "split")
+#: per-size stats files read: split, split_failed and split_deferred came with the
+#: per-order split counters (v6.10/v6.11 [I]); none exists on deb-6.1.  A file the
+#: kernel lacks is left out of the observation, not read as 0.
+MTHP_STATS = ("split_deferred", "split", "split_failed")
 #: smaps fields reported per run, as ``<field>_kB``.
 SMAPS_FIELDS = ("Rss", "LazyFree", "AnonHugePages")
 
@@ -98,16 +115,38 @@ def vma_runs(vmas: Iterable[tuple[int, int, str]]) -> list[tuple[int, int, str]]
     return [tuple(r) for r in runs]  # type: ignore[misc]
 
 
+#: Operations whose result the reproducer observes.
+OBSERVED_RESULTS = ("read", "write", "madvise")
+
+
 def op_result_keys(program: Program) -> list[int]:
-    """Indices of the operations whose result is observed (reads and writes)."""
-    return [i for i, op in enumerate(program.ops) if op.op in ("read", "write")]
+    """Indices of the operations whose result is observed (reads, writes, madvise)."""
+    return [i for i, op in enumerate(program.ops) if op.op in OBSERVED_RESULTS]
 
 
-def model_observables(k, program: Program, results: list[Any]) -> dict[str, Any]:
+def op_delta_keys(program: Program) -> list[int]:
+    """Indices of the operations whose own counter deltas are observed (madvise)."""
+    return [i for i, op in enumerate(program.ops) if op.op == "madvise"]
+
+
+def has_mthp_stats(k) -> bool:
+    """Whether the kernel that model ``k`` stands for exports the per-size mTHP stats.
+
+    The stats came after anonymous mTHP (v6.8; the per-order split stats
+    v6.10/v6.11 [I]); the engines without mTHP (``HAS_MTHP`` False: v5.17, v5.18,
+    which deb-6.1 is held to) stand for kernels with none.
+    """
+    return bool(type(k).HAS_MTHP)
+
+
+def model_observables(k, program: Program, results: list[Any],
+                      op_deltas: dict[int, dict[str, int]] | None = None) -> dict[str, Any]:
     """The observables of a finished model run of ``program`` on kernel ``k``.
 
     Counters: the model has no background activity, so the sum of per-op
-    deltas is the final count.  smaps, as smaps_pte_entry()/smaps_pmd_entry()
+    deltas is the final count; the per-size mTHP stats only for a kernel that
+    has them (:func:`has_mthp_stats`); ``op_deltas`` (op index -> model
+    counter -> change during that op) gives the per-op keys.  smaps, as smaps_pte_entry()/smaps_pmd_entry()
     and smaps_account() compute it: Rss counts every present page of a normal
     folio (not the zero page); LazyFree counts those of an anon folio that is
     not swapbacked, whose PTE (or PMD) is clean and whose folio is clean;
@@ -117,7 +156,7 @@ def model_observables(k, program: Program, results: list[Any]) -> dict[str, Any]
     obs: dict[str, Any] = {}
     for name, counter in VMSTAT.items():
         obs[f"vmstat.{name}"] = k.counters.get(counter, 0)
-    for order in sorted(MTHP_SIZES):
+    for order in sorted(MTHP_SIZES) if has_mthp_stats(k) else ():
         for stat in MTHP_STATS:
             obs[f"mthp.{MTHP_SIZES[order]}.{stat}"] = k.mthp.get(f"{stat}[{order}]", 0)
     for mm_id in sorted(k.mms):
@@ -159,7 +198,35 @@ def model_observables(k, program: Program, results: list[Any]) -> dict[str, Any]
             obs[f"mm{mm_id}.present[{start:#x}]"] = present_rle("".join(bits))
     for i in op_result_keys(program):
         obs[f"result[{i}]"] = results[i]
+    for i in op_delta_keys(program) if op_deltas is not None else ():
+        for name in PER_OP_VMSTAT:
+            obs[f"vmstat.{name}.op[{i}]"] = op_deltas.get(i, {}).get(VMSTAT[name], 0)
     return obs
+
+
+def _watch_op_deltas(runner) -> Callable[[], dict[int, dict[str, int]]]:
+    """Record the model counters of :data:`PER_OP_VMSTAT` at each operation's start.
+
+    Context: before ``runner.run()``; the operations of a translatable program
+    run one after the other (:func:`engine.reproducer.analyse` checks it), so
+    an operation's change is what its counters did until the next one started.
+    Return: a function giving op index -> counter -> change, once the run is over.
+    """
+    counters = [VMSTAT[n] for n in PER_OP_VMSTAT]
+    starts: list[tuple[int, list[int]]] = []
+    orig = runner._start
+
+    def start(t):
+        starts.append((t.ops[t.cursor], [runner.k.counters.get(c, 0) for c in counters]))
+        return orig(t)
+
+    runner._start = start
+
+    def deltas() -> dict[int, dict[str, int]]:
+        ends = [v for _, v in starts[1:]] + [[runner.k.counters.get(c, 0) for c in counters]]
+        return {i: {c: e - b for c, b, e in zip(counters, before, end)}
+                for (i, before), end in zip(starts, ends)}
+    return deltas
 
 
 def predict(program: Program, engine_id: str, *, swap: bool = False, check: bool = True,
@@ -169,8 +236,9 @@ def predict(program: Program, engine_id: str, *, swap: bool = False, check: bool
     @swap: whether the real machine has a swap area (the qemu conformance
         kernels have none, so the default is False: see Kernel.swapoff).
     @check: first check that the program translates with ``translate_options``
-        (as :func:`engine.reproducer.translate` takes them), so that a
-        prediction is only made for what a reproducer can observe.
+        (as :func:`engine.reproducer.translate` takes them), on ``engine_id``
+        as well as the default engines, so that a prediction is only made for
+        what a reproducer can observe.
     @per_step_oracles: False skips the invariant checks after each step and
         operation (the data and end-of-run oracles still hold the run to
         account): what a benchmark-sized program needs, as bench-c runs them.
@@ -181,15 +249,16 @@ def predict(program: Program, engine_id: str, *, swap: bool = False, check: bool
     from engine.reproducer import analyse
     from engine.run import Runner
     if check:
-        analyse(program, **translate_options)
+        analyse(program, **{"target": engine_id, **translate_options})
     runner = Runner(program, engine_id, swap=swap, per_step_oracles=per_step_oracles)
+    op_deltas = _watch_op_deltas(runner)
     outcome = runner.run()
     if outcome.verdict is not Verdict.OK:
         crash = outcome.crash
         raise PredictionError(runner.engine, outcome.verdict.value,
                               crash.op_index if crash else None,
                               crash.message if crash else "")
-    return model_observables(runner.k, program, outcome.results)
+    return model_observables(runner.k, program, outcome.results, op_deltas())
 
 
 @dataclass(frozen=True)
@@ -289,6 +358,9 @@ def _conformance() -> dict[str, Scenario]:
         ("conform-mprotect-same-prot-thp", "", {}),
         ("conform-dma-unregister-pageout", "", {"pin": "io_uring"}),
         ("conform-vma-boundary-lazyfree-pageout", "", {}),
+        ("madv-pageout-locked-vma", "", {}),
+        ("conform-pmd-thp-pinned-split-failed", "", {"pin": "io_uring"}),
+        ("conform-pte-mapped-thp-madv-free-whole", "", {"pin": "io_uring"}),
     ]
     out = {}
     for name, suffix, options in table:
@@ -308,9 +380,11 @@ def __getattr__(name: str) -> Any:
     redirtied 16-page folio (H3), extra references by vmsplice and by
     io_uring, redirtied and clean PMD-mapped THPs (H8, H10) and a fork-shared
     mTHP; and what folio splits do (split_deferred, the dirty bit, zero-filled
-    pages to the zero page), mprotect() to the same protection and a DMA
-    write lost after IORING_UNREGISTER_BUFFERS.  Every one translates with
-    its options.
+    pages to the zero page), mprotect() to the same protection, a DMA
+    write lost after IORING_UNREGISTER_BUFFERS, MADV_PAGEOUT's -EINVAL on a
+    VM_LOCKED VMA, a failed split of a pinned THP counted (thp_split_page_failed,
+    split_failed) and a whole PTE-mapped THP that MADV_FREE splits before
+    v6.10.  Every one translates with its options.
     """
     if name == "CONFORMANCE":
         if not _conformance_cache:
@@ -319,6 +393,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ABSENT", "COUNTER_KEYS", "MTHP_SIZES", "MTHP_STATS", "SMAPS_FIELDS", "VMSTAT",
-           "FieldDifference", "PredictionError", "Scenario", "compare", "model_observables",
-           "parse_output", "predict", "present_rle", "vma_runs"]
+__all__ = ["ABSENT", "COUNTER_KEYS", "MTHP_SIZES", "MTHP_STATS", "OBSERVED_RESULTS", "PER_OP_VMSTAT",
+           "SMAPS_FIELDS", "VMSTAT", "FieldDifference", "PredictionError", "Scenario", "compare",
+           "has_mthp_stats", "model_observables", "op_delta_keys", "op_result_keys", "parse_output",
+           "predict", "present_rle", "vma_runs"]

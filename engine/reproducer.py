@@ -17,7 +17,8 @@ The mapping, operation by operation:
                        populate before the madvise)
 ``read``/``write``     a load/store of the 32-bit value at each page start;
                        SIGSEGV is -EFAULT, as the model answers
-``madvise``            madvise(); MADV_PAGEOUT is how user space forces reclaim
+``madvise``            madvise(), its result (0 or -errno) observed;
+                       MADV_PAGEOUT is how user space forces reclaim
 ``munmap``,            the syscalls (mremap with MREMAP_MAYMOVE|MREMAP_FIXED)
 ``mremap``,
 ``mprotect``, ``fork``
@@ -48,6 +49,7 @@ drop_caches would scan further, an unpin that would dirty a clean folio.
 from __future__ import annotations
 
 import enum
+import errno
 import json
 import os
 import pathlib
@@ -57,10 +59,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import NotTranslatable
-from engine.kernels import KERNELS
+from engine.kernels import KERNELS, base_version
 from engine.program import (PAGE_SIZE, Advice, DeferredSplitScan, Fork, Madvise, Mmap, Mprotect,
                             Mremap, Munmap, Pin, Program, Prot, Read, ThreadKind, Unpin, Write)
-from engine.realobs import COUNTER_KEYS, MTHP_SIZES, MTHP_STATS, VMSTAT
+from engine.realobs import COUNTER_KEYS, MTHP_SIZES, MTHP_STATS, PER_OP_VMSTAT, VMSTAT, op_delta_keys
 
 #: Where the relocated regions start (1 TiB): far from a static binary at
 #: 0x400000, its brk heap, and the mmap area under the stack.
@@ -71,7 +73,9 @@ RELOC_ALIGN = 1 << 30
 MAX_SPAN = 64 << 40
 #: How long process 0 waits for any one operation before giving up.
 TIMEOUT_S = 120
-#: The kernels whose models are checked by default (those that exist).
+#: The kernels whose models are checked by default (those that exist); a
+#: reproducer for another kernel is checked against its engine as well
+#: (``target``).
 DEFAULT_ENGINES = ("v6.12", "v6.14", "v6.15", "v6.16")
 
 CFLAGS = ("-static", "-O2", "-std=c99", "-Wall", "-Wextra")
@@ -96,6 +100,12 @@ class ThpPolicy:
     ``sizes`` is the ``hugepages-<size>/enabled`` setting of the 64 KiB and
     2 MiB sizes (every other size is set to never, the top-level ``enabled``
     to madvise); ``advice`` the madvise applied to a region of each order.
+
+    A kernel without anonymous mTHP (before v6.8, 19eaf44954df: deb-6.1) has
+    no per-size knobs.  There the reproducer sets the top-level ``enabled``
+    to the 2 MiB setting (:attr:`top_level`) and gives the regions the same
+    madvise; no region can get a 64 KiB folio, so an order-4 region faults
+    small folios, as the engines without mTHP (``HAS_MTHP`` False) model it.
     """
 
     sizes: tuple[tuple[str, str], ...]
@@ -104,24 +114,36 @@ class ThpPolicy:
     def region_advice(self, order: int) -> str | None:
         return dict(self.advice).get(order)
 
-    def orders(self, order: int) -> frozenset[int]:
+    @property
+    def top_level(self) -> str:
+        """The top-level ``transparent_hugepage/enabled`` of a kernel without mTHP:
+        the 2 MiB setting (on a kernel with mTHP it is madvise, and the
+        per-size knobs decide)."""
+        return dict(self.sizes)["2048kB"]
+
+    def orders(self, order: int, mthp: bool = True) -> frozenset[int]:
         """The folio orders above 0 the fault path may allocate in a region of ``order``.
 
+        @mthp: whether the kernel has anonymous mTHP (per-size knobs).
         As __thp_vma_allowable_orders() decides for anonymous memory: VM_NOHUGEPAGE
         allows none; a size set to always is allowed everywhere else, one set
-        to madvise only in VM_HUGEPAGE regions.
+        to madvise only in VM_HUGEPAGE regions.  Without mTHP,
+        hugepage_vma_check() does the same with the top-level knob for the
+        PMD order alone.
         """
         advice = self.region_advice(order)
         if advice == "MADV_NOHUGEPAGE":
             return frozenset()
-        sizes = dict(self.sizes)
+        sizes = dict(self.sizes) if mthp else {MTHP_SIZES[9]: self.top_level}
         return frozenset(o for o, size in MTHP_SIZES.items()
-                         if sizes[size] == "always"
-                         or (sizes[size] == "madvise" and advice == "MADV_HUGEPAGE"))
+                         if sizes.get(size) == "always"
+                         or (sizes.get(size) == "madvise" and advice == "MADV_HUGEPAGE"))
 
-    def describe(self) -> str:
-        sizes = ", ".join(f"hugepages-{s}={m}" for s, m in self.sizes)
+    def describe(self, mthp: bool = True) -> str:
         advice = ", ".join(f"order {o}: {a}" for o, a in self.advice)
+        if not mthp:
+            return f"transparent_hugepage/enabled={self.top_level} (no mTHP); {advice}"
+        sizes = ", ".join(f"hugepages-{s}={m}" for s, m in self.sizes)
         return f"{sizes}; {advice}"
 
 
@@ -447,16 +469,26 @@ def _owners(program: Program) -> tuple[tuple[int, ...], dict[str, int]]:
     return tuple(owners), pin_owner
 
 
-_SYSCALLS_RETURNING_ZERO = ("mmap", "munmap", "mremap", "mprotect", "fork", "madvise", "unpin",
+_SYSCALLS_RETURNING_ZERO = ("mmap", "munmap", "mremap", "mprotect", "fork", "unpin",
                             "dma_write", "lru_add_drain")
 
 
 def _check_results(program: Program, results: list[Any], engine: str) -> None:
-    """A reproducer treats a failing syscall as an error: the model must expect none."""
+    """A reproducer treats a failing syscall as an error: the model must expect none.
+
+    madvise() is the exception: its result is observed (``result[i]``), so
+    a model that fails it predicts what the kernel returns, except over a
+    hole, where the model fails before advising anything.
+    """
     for i, op in enumerate(program.ops):
         r = results[i]
         if r is None:
             continue            # not reached (the run stopped earlier)
+        if isinstance(op, Madvise) and r == -errno.ENOMEM:
+            raise _fail(program, i, f"the model ({engine}) returns {r} here, for a hole in the "
+                                    f"range, before advising anything; Linux advises the mapped "
+                                    f"VMAs first and returns -ENOMEM at the end "
+                                    f"(madvise_walk_vmas())")
         if op.op in _SYSCALLS_RETURNING_ZERO and r != 0:
             raise _fail(program, i, f"the model ({engine}) returns {r} here; the reproducer "
                                     f"treats a failing syscall as an error, not as a result")
@@ -476,20 +508,58 @@ def _check_sequential(program: Program, ran: list[tuple[str, int]] | None, engin
         last = i
 
 
+def missing_features(program: Program, engine: str) -> list[str]:
+    """What ``program`` needs that the kernel ``engine`` stands for does not have.
+
+    Such a program still translates: on that kernel the reproducer finds the
+    feature missing and says "unsupported" (exit 2), which is the right
+    verdict there.  Return: one phrase per missing feature.
+    """
+    k = KERNELS[engine]
+    out = []
+    if not k.HAS_DROPPABLE and any(isinstance(op, Mmap) and op.droppable for op in program.ops):
+        out.append(f"MAP_DROPPABLE (9651fcedf7b9, v6.11): {engine} has no VM_DROPPABLE")
+    return out
+
+
+def analysis_engines(program: Program, engines: tuple[str, ...] | None = None,
+                     target: str | None = None) -> tuple[str, ...]:
+    """The engines :func:`analyse` runs ``program`` on.
+
+    @engines: default, those of :data:`DEFAULT_ENGINES` that exist.
+    @target: the engine of the kernel the reproducer is for; its kernel
+        version comes first when it is not among @engines, unless the
+        program needs a feature that kernel lacks (:func:`missing_features`).
+    """
+    out = tuple(engines or [e for e in DEFAULT_ENGINES if e in KERNELS])
+    if target is not None:
+        target = base_version(target)
+        if target not in out and not missing_features(program, target):
+            out = (target,) + out
+    return out
+
+
 def analyse(program: Program, *, pin: PinMechanism | str = PinMechanism.IO_URING,
-            engines: tuple[str, ...] | None = None) -> Analysis:
+            engines: tuple[str, ...] | None = None, target: str | None = None) -> Analysis:
     """Decide whether ``program`` translates, and how.
 
     @pin: the mechanism for ``pin`` operations (:class:`PinMechanism`).
     @engines: the kernel models run to check the translation (default: those of
         :data:`DEFAULT_ENGINES` that exist).
-    Context: runs the program once per engine, without swap.  Return: the
+    @target: the engine of the kernel the reproducer is for (a catalogue
+        kernel's :attr:`KernelSpec.engine`), checked first when it is not
+        among @engines; not run when the program needs a feature that kernel
+        lacks (:func:`missing_features`: the reproducer says unsupported
+        there).
+    Context: runs the program once per engine, without swap; each engine's
+    faults are held to the THP policy as its kernel applies it (per-size
+    knobs with mTHP, the top-level knob without).  Return: the
     :class:`Analysis`.  Raises :class:`NotTranslatable` naming the first
     operation that cannot be reproduced faithfully and why.
     """
     pin = PinMechanism(pin)
     program.check()
-    engines = tuple(engines or [e for e in DEFAULT_ENGINES if e in KERNELS])
+    engines = analysis_engines(program, engines, target)
     if program.schedule:
         e = program.schedule[0]
         raise NotTranslatable(e.op, _op_json(program, e.op) if e.op is not None else None,
@@ -516,15 +586,16 @@ def analyse(program: Program, *, pin: PinMechanism | str = PinMechanism.IO_URING
         if probe.problems:
             i, reason = min(probe.problems)
             raise _fail(program, i, f"{reason} (seen on {engine})")
+        mthp = KERNELS[engine].HAS_MTHP
         for c, policy in enumerate(candidates):
             if c in failures:
                 continue
             for f in probe.faults:
-                linux = f.linux(policy.orders(f.order))
+                linux = f.linux(policy.orders(f.order, mthp))
                 if linux != f.model:
                     reason = (f"a {'write' if f.write else 'read'} fault at {f.addr:#x} in an "
                               f"order-{f.order} region maps {_folio_desc(f.model)} in the model "
-                              f"({engine}); with {policy.describe()} Linux would map "
+                              f"({engine}); with {policy.describe(mthp)} Linux would map "
                               f"{_folio_desc(linux)}")
                     failures[c] = (f.op, reason)
                     break
@@ -608,7 +679,7 @@ def _op_body(program: Program, a: Analysis, i: int, values: dict[int, int]) -> s
     if isinstance(op, Write):
         return f"do_write({i}, A({_hex(op.addr)}), {op.pages}, {op.value}u);"
     if isinstance(op, Madvise):
-        return f"do_madvise({i}, A({_hex(op.addr)}), {op.pages}, {op.advice.value}, {_c_str(op.advice.value)});"
+        return f"do_madvise({i}, A({_hex(op.addr)}), {op.pages}, {op.advice.value});"
     if isinstance(op, Pin):
         if a.pin is PinMechanism.IO_URING:
             return f"pin_io_uring({i}, {pin_index[op.pin]}, A({_hex(op.addr)}), {op.pages});"
@@ -636,6 +707,7 @@ def _config(program: Program, a: Analysis, nvalues: int) -> str:
         f"#define NVMSTAT {len(VMSTAT)}",
         f"#define NMTHP {len(mthp)}",
         f"#define NCOUNTERS {len(COUNTER_KEYS)}",
+        f"#define NPEROP {len(PER_OP_VMSTAT)}",
         f"#define BASE {_hex(a.base)}ULL",
         f"#define TARGET {_hex(TARGET)}ULL",
         f"#define SPAN {_hex(a.span)}ULL",
@@ -645,6 +717,7 @@ def _config(program: Program, a: Analysis, nvalues: int) -> str:
         f"#define NMMS {len(a.mms)}",
         f"#define NSIZES {len(a.policy.sizes)}",
         f"#define TIMEOUT_S {TIMEOUT_S}",
+        f"#define THP_TOP_LEVEL {_c_str(a.policy.top_level)}	/* a kernel without mTHP */",
         "",
         "static const char *const vmstat_names[NVMSTAT] = { "
         + ", ".join(_c_str(n) for n in VMSTAT) + " };",
@@ -652,7 +725,10 @@ def _config(program: Program, a: Analysis, nvalues: int) -> str:
         + ", ".join(f"{{ {_c_str(s)}, {_c_str(f)} }}" for s, f in mthp) + " };",
         "static const char *const counter_keys[NCOUNTERS] = { "
         + ", ".join(_c_str(k) for k in COUNTER_KEYS) + " };",
-        f"/* THP policy: {a.policy.describe()} */",
+        "/* counters whose change across each observed op is printed on its own */",
+        "static const int per_op_counters[NPEROP] = { "
+        + ", ".join(str(COUNTER_KEYS.index(f"vmstat.{n}")) for n in PER_OP_VMSTAT) + " };",
+        f"/* THP policy: {a.policy.describe()}; without mTHP: {a.policy.describe(False)} */",
         "static const char *const thp_sizes[NSIZES][2] = { "
         + ", ".join(f"{{ {_c_str(s)}, {_c_str(m)} }}" for s, m in a.policy.sizes) + " };",
         "static const int mm_ids[NMMS] = { " + ", ".join(str(m) for m in a.mms) + " };",
@@ -661,15 +737,16 @@ def _config(program: Program, a: Analysis, nvalues: int) -> str:
 
 
 def translate(program: Program, *, name: str, pin: PinMechanism | str = PinMechanism.IO_URING,
-              engines: tuple[str, ...] | None = None) -> Reproducer:
+              engines: tuple[str, ...] | None = None, target: str | None = None) -> Reproducer:
     """Translate ``program`` into a C reproducer called ``name``.
 
     @pin: how ``pin`` operations take references (:class:`PinMechanism`).
     @engines: the kernel models :func:`analyse` checks against.
+    @target: the engine of the kernel the reproducer is for, checked as well.
     Return: the :class:`Reproducer`.  Raises :class:`NotTranslatable` (naming
     the operation and the reason) or :class:`ProgramError` for a malformed program.
     """
-    a = analyse(program, pin=pin, engines=engines)
+    a = analyse(program, pin=pin, engines=engines, target=target)
     values: dict[int, int] = {}
     nvalues = 0
     for i, op in enumerate(program.ops):
@@ -691,11 +768,15 @@ def translate(program: Program, *, name: str, pin: PinMechanism | str = PinMecha
         "static void (*const op_fn[NOPS_ALLOC])(void) = { "
         + (", ".join(f"op_{i}" for i in range(nops)) if nops else "NULL") + " };",
         table("const int", "op_owner", [str(o) for o in a.owners]),
-        "/* result of op i: offset of its values (read), -2 (write), -1 (not observed) */",
+        "/* result of op i: offset of its values (read), -2 (a status: write or madvise), "
+        "-1 (not observed) */",
         table("const int", "op_values",
-              [str(values[i]) if i in values else ("-2" if isinstance(op, Write) else "-1")
+              [str(values[i]) if i in values else ("-2" if isinstance(op, Write | Madvise) else "-1")
                for i, op in enumerate(program.ops)]),
         table("const int", "op_pages", [str(getattr(op, "pages", 0)) for op in program.ops]),
+        "/* 1: the op's own counter changes are observed (vmstat.<name>.op[i]) */",
+        table("const int", "op_deltas_observed",
+              ["1" if i in op_delta_keys(program) else "0" for i in range(nops)]),
     ]
     runtime = _RUNTIME.read_text()
     program_text = json.dumps(program.to_dict(), separators=(",", ":")).replace("*/", "*\\/")
@@ -708,5 +789,6 @@ def translate(program: Program, *, name: str, pin: PinMechanism | str = PinMecha
     return Reproducer(name, source, a)
 
 
-__all__ = ["CFLAGS", "Analysis", "Fault", "PinMechanism", "Reproducer", "ThpPolicy", "analyse",
-           "candidate_policies", "translate"]
+__all__ = ["CFLAGS", "DEFAULT_ENGINES", "Analysis", "Fault", "PinMechanism", "Reproducer",
+           "ThpPolicy", "analyse", "analysis_engines", "candidate_policies", "missing_features",
+           "translate"]

@@ -9,13 +9,17 @@
  * takes the kernel's counters tightly around every operation, and at the end
  * prints exactly one line:
  *
- *     FOLIODIFF {"observables": {...}, "kernel": "...", "deltas": {...}}
+ *     FOLIODIFF {"observables": {...}, "kernel": "...", "thp": "...", "deltas": {...}}
  *
  * or, when a syscall fails,
  *
  *     FOLIODIFF {"error": "...", "op": i}
  *
  * and exits nonzero (2 when the kernel lacks a feature the program needs).
+ * A per-size mTHP stat file the kernel does not have (none before the
+ * per-order stats, v6.10/v6.11) is left out of the observables; "thp" says
+ * whether the THP policy went through the per-size knobs (mTHP, v6.8+) or the
+ * top-level knob alone.
  * Program addresses are relocated by A(): the layout inside 1 GiB is kept, so
  * PMD and page-table boundaries are where the program put them.
  */
@@ -73,7 +77,7 @@ struct shared {
 	int error_code;			/* exit status: 1 failure, 2 unsupported */
 	char error[512];
 	char unsupported[64];
-	int32_t status[NOPS_ALLOC];	/* read/write results: 0 or -EFAULT */
+	int32_t status[NOPS_ALLOC];	/* read/write results: 0 or -EFAULT; madvise: 0 or -errno */
 	uint32_t values[NVALUES_ALLOC];	/* the values read ops read */
 	long long delta[NOPS_ALLOC][NCOUNTERS];
 };
@@ -83,6 +87,9 @@ static int self_mm;			/* model mm id of this process */
 static int last_done = -2;		/* last op this process ran */
 static int go[NMM_MAX][2];		/* token pipe of each process */
 static uint64_t dummy_page;		/* an untouched page: MADV_PAGEOUT on it is lru_add_drain() */
+static int counter_present[NCOUNTERS];	/* the kernel has this counter (probe_counters()) */
+static int thp_per_size;		/* the THP policy uses hugepages-<size>/enabled (mTHP) */
+static const char *khugepaged_state = "none";
 
 /* ---- errors ----------------------------------------------------------- */
 
@@ -200,6 +207,30 @@ static int write_file(const char *path, const char *value)
 
 /* ---- counters ----------------------------------------------------------- */
 
+static void mthp_path(char *path, size_t cap, int c)
+{
+	snprintf(path, cap, THP_DIR "/hugepages-%s/stats/%s", mthp_files[c][0], mthp_files[c][1]);
+}
+
+/*
+ * Which counters this kernel has.  Every /proc/vmstat counter is required (they
+ * predate everything modelled); a per-size mTHP stat file is optional: absent,
+ * its key is not printed, so that compare() sees it absent here and holds
+ * the model to predicting it absent too.
+ */
+static void probe_counters(void)
+{
+	char path[256], buf[64];
+	int c;
+
+	for (c = 0; c < NVMSTAT; c++)
+		counter_present[c] = 1;
+	for (c = 0; c < NMTHP; c++) {
+		mthp_path(path, sizeof(path), c);
+		counter_present[NVMSTAT + c] = read_file(path, buf, sizeof(buf)) >= 0;
+	}
+}
+
 static void read_counters(long long *out, int op)
 {
 	static char buf[65536];
@@ -227,9 +258,12 @@ static void read_counters(long long *out, int op)
 			unsupported(op, vmstat_names[c], "no such /proc/vmstat counter");
 	}
 	for (c = 0; c < NMTHP; c++) {
-		snprintf(path, sizeof(path), THP_DIR "/hugepages-%s/stats/%s", mthp_files[c][0], mthp_files[c][1]);
+		out[NVMSTAT + c] = 0;
+		if (!counter_present[NVMSTAT + c])
+			continue;
+		mthp_path(path, sizeof(path), c);
 		if (read_file(path, buf, sizeof(buf)) < 0)
-			unsupported(op, "mTHP stats", path);
+			fail_errno(op, path);	/* it was there at the start */
 		out[NVMSTAT + c] = atoll(buf);
 	}
 }
@@ -284,14 +318,30 @@ static void restore_knobs(void)
 	}
 }
 
+/*
+ * The THP policy.  With mTHP (v6.8+, hugepages-<size>/enabled) the top-level
+ * knob is madvise and each size gets its setting; without (deb-6.1) the
+ * top-level knob gets the 2 MiB setting (THP_TOP_LEVEL) and no region can
+ * get a 64 KiB folio: an order-4 region faults small folios, which is what
+ * the models without mTHP do.  The regions' MADV_HUGEPAGE/NOHUGEPAGE are the
+ * same either way.
+ */
 static void set_thp_policy(void)
 {
 	char path[512], mode[32];
 	struct dirent *de;
 	DIR *d;
-	int i;
+	int i, sizes = 0;
 
-	for (i = 0; i < NSIZES; i++) {
+	d = opendir(THP_DIR);
+	if (!d)
+		unsupported(-1, "THP sysfs", THP_DIR);
+	while ((de = readdir(d)))
+		if (!strncmp(de->d_name, "hugepages-", 10))
+			sizes++;
+	closedir(d);
+	thp_per_size = sizes > 0;
+	for (i = 0; thp_per_size && i < NSIZES; i++) {
 		snprintf(path, sizeof(path), THP_DIR "/hugepages-%s/enabled", thp_sizes[i][0]);
 		if (access(path, W_OK))
 			unsupported(-1, "mTHP size", path);
@@ -299,9 +349,13 @@ static void set_thp_policy(void)
 	if (selected(THP_DIR "/khugepaged/max_ptes_none", mode, sizeof(mode)) < 0 || strcmp(mode, "511"))
 		unsupported(-1, "khugepaged/max_ptes_none=511",
 			    "thp_underused() and the model assume the default");
-	set_knob(THP_DIR "/enabled", "madvise");
+	set_knob(THP_DIR "/enabled", thp_per_size ? "madvise" : THP_TOP_LEVEL);
+	/* the default: MADV_HUGEPAGE regions compact directly for a THP, others do not */
+	set_knob(THP_DIR "/defrag", "madvise");
 	/* khugepaged must not collapse anything while the program runs */
 	set_knob(THP_DIR "/khugepaged/scan_sleep_millisecs", "86400000");
+	if (!thp_per_size)
+		return;
 	d = opendir(THP_DIR);
 	if (!d)
 		unsupported(-1, "THP sysfs", THP_DIR);
@@ -319,6 +373,82 @@ static void set_thp_policy(void)
 		set_knob(path, want);
 	}
 	closedir(d);
+}
+
+/*
+ * Put this process's mm on khugepaged's list now, not at the program's first
+ * THP fault: when the list is empty khugepaged waits for an mm to be added
+ * and scans at once (khugepaged_wait_work()), and a pass during the program
+ * collapsed a split THP of h8 on 6.12.  A THP fault in a scratch range,
+ * unmapped at once, adds the mm for its lifetime (__khugepaged_enter() sets
+ * MMF_VM_HUGEPAGE).  Nothing to do where PMD-sized THPs are off: khugepaged
+ * is not running then.
+ */
+static void register_with_khugepaged(void)
+{
+	size_t len = 4UL << 20;
+	char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *thp;
+
+	if (p == MAP_FAILED)
+		fail_errno(-1, "mmap the khugepaged scratch range");
+	thp = (char *)(((uintptr_t)p + (2UL << 20) - 1) & ~((uintptr_t)(2UL << 20) - 1));
+	madvise(thp, 2UL << 20, MADV_HUGEPAGE);
+	*(volatile char *)thp = 1;
+	munmap(p, len);
+}
+
+/*
+ * khugepaged runs one pass whenever scan_sleep_millisecs is written (the
+ * store resets its sleep) and whenever its thread is started (enabling a THP
+ * size after none was), and a pass starts with lru_add_drain_all() and may
+ * collapse a VM_HUGEPAGE range: a forked child's 512 small copies of a THP
+ * were seen collapsed on 6.12 when the pass ran while process 0 waited for
+ * the child.  So wait for it to go back to sleep ('S', no CPU time for 30 ms)
+ * before the program starts; after that nothing here wakes it.  Return: its
+ * state for the output: "idle", "busy" (still running after 3 s) or "none".
+ */
+static const char *quiesce_khugepaged(void)
+{
+	char path[300], buf[512];
+	long long last = -1;
+	pid_t pid = 0;
+	struct dirent *de;
+	DIR *d = opendir("/proc");
+	int i, stable = 0;
+
+	if (!d)
+		return "none";
+	while (!pid && (de = readdir(d))) {
+		if (de->d_name[0] < '1' || de->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/comm", de->d_name);
+		if (read_file(path, buf, sizeof(buf)) > 0 && !strcmp(buf, "khugepaged\n"))
+			pid = (pid_t)atoi(de->d_name);
+	}
+	closedir(d);
+	if (!pid)
+		return "none";
+	for (i = 0; i < 300; i++) {
+		const char *paren;
+		long long ran;
+
+		usleep(10000);
+		snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+		if (read_file(path, buf, sizeof(buf)) < 0 || !(paren = strrchr(buf, ')')))
+			return "none";		/* the thread was stopped */
+		snprintf(path, sizeof(path), "/proc/%d/schedstat", (int)pid);
+		if (paren[2] != 'S' || read_file(path, buf, sizeof(buf)) < 0) {
+			stable = 0;
+			continue;
+		}
+		ran = atoll(buf);		/* ns on the CPU */
+		stable = ran == last ? stable + 1 : 0;
+		last = ran;
+		if (stable >= 3)
+			return "idle";
+	}
+	return "busy";
 }
 
 /* ---- the program's regions must be free ------------------------------ */
@@ -398,8 +528,13 @@ static __attribute__((unused)) void do_mmap(int op, uint64_t addr, int pages, in
 	void *p = mmap((void *)(uintptr_t)addr, len, PROT_READ | PROT_WRITE, flags, -1, 0);
 
 	if (p == MAP_FAILED) {
-		if (droppable && (errno == EINVAL || errno == EOPNOTSUPP))
-			unsupported(op, "MAP_DROPPABLE", strerror(errno));
+		if (droppable && (errno == EINVAL || errno == EOPNOTSUPP)) {
+			char why[128];
+
+			snprintf(why, sizeof(why), "mmap(MAP_DROPPABLE): %s; the flag came in v6.11, 9651fcedf7b9",
+				 strerror(errno));
+			unsupported(op, "MAP_DROPPABLE", why);
+		}
 		fail_errno(op, "mmap");
 	}
 	/* before any fault: the madvise picks the region's folio size */
@@ -431,10 +566,10 @@ static __attribute__((unused)) void do_mprotect(int op, uint64_t addr, int pages
 		fail_errno(op, "mprotect");
 }
 
-static __attribute__((unused)) void do_madvise(int op, uint64_t addr, int pages, int advice, const char *name)
+/* The result is observed: 0, or -errno (-EINVAL for a VM_LOCKED VMA, can_madv_lru_vma()). */
+static __attribute__((unused)) void do_madvise(int op, uint64_t addr, int pages, int advice)
 {
-	if (madvise((void *)(uintptr_t)addr, (size_t)pages * PAGE_SIZE, advice))
-		fail(op, "madvise(%s): %s (errno %d)", name, strerror(errno), errno);
+	sh->status[op] = madvise((void *)(uintptr_t)addr, (size_t)pages * PAGE_SIZE, advice) ? -errno : 0;
 }
 
 /* lru_add_drain(): madvise_pageout() drains this CPU's folio batches before
@@ -890,14 +1025,19 @@ static void observe_and_print(void)
 		for (c = 0; c < NCOUNTERS; c++)
 			total[c] += sh->delta[i][c];
 	emit("FOLIODIFF {\"observables\": {");
-	for (c = 0; c < NCOUNTERS; c++)
-		emit("%s\"%s\": %lld", c ? ", " : "", counter_keys[c], total[c]);
+	first = 1;
+	for (c = 0; c < NCOUNTERS; c++) {
+		if (!counter_present[c])
+			continue;
+		emit("%s\"%s\": %lld", first ? "" : ", ", counter_keys[c], total[c]);
+		first = 0;
+	}
 	for (k = 0; k < NMMS; k++)
 		observe_mm(mm_ids[k], sh->pid[mm_ids[k]]);
 	for (i = 0; i < NOPS; i++) {
 		if (op_values[i] == -1)
 			continue;
-		if (op_values[i] == -2 || sh->status[i]) {	/* a write, or a faulting read */
+		if (op_values[i] == -2 || sh->status[i]) {	/* a status, or a faulting read */
 			emit(", \"result[%d]\": %d", i, (int)sh->status[i]);
 			continue;
 		}
@@ -906,15 +1046,23 @@ static void observe_and_print(void)
 			emit("%s%u", k ? ", " : "", sh->values[op_values[i] + k]);
 		emit("]");
 	}
+	for (i = 0; i < NOPS; i++) {
+		if (!op_deltas_observed[i])
+			continue;
+		for (k = 0; k < NPEROP; k++)
+			emit(", \"%s.op[%d]\": %lld", counter_keys[per_op_counters[k]], i,
+			     sh->delta[i][per_op_counters[k]]);
+	}
 	uname(&u);
 	json_escape(esc, sizeof(esc), u.release);
-	emit("}, \"kernel\": \"%s\", \"deltas\": {", esc);
+	emit("}, \"kernel\": \"%s\", \"thp\": \"%s\", \"khugepaged\": \"%s\", \"deltas\": {",
+	     esc, thp_per_size ? "per-size" : "top-level", khugepaged_state);
 	first = 1;
 	for (i = 0; i < NOPS; i++) {
 		int any = 0;
 
 		for (c = 0; c < NCOUNTERS; c++) {
-			if (!sh->delta[i][c])
+			if (!counter_present[c] || !sh->delta[i][c])
 				continue;
 			if (!any)
 				emit("%s\"%d\": {", first ? "" : ", ", i);
@@ -1008,6 +1156,9 @@ int main(void)
 	}
 	sh->pid[0] = getpid();
 	set_thp_policy();
+	register_with_khugepaged();
+	khugepaged_state = quiesce_khugepaged();
+	probe_counters();
 	check_layout();
 	self_mm = 0;
 	last_done = -1;

@@ -351,8 +351,8 @@ def conform(
     except FoliodiffError as exc:
         _fail(str(exc))
     for kc in results:
-        title = (f"{kc.kernel} ({kc.package_version}, uname {kc.uname}) against {kc.engine}: "
-                 f"boot {kc.boot.value}, {kc.seconds:.1f} s")
+        title = (f"{kc.kernel} ({kc.package} {kc.package_version}, uname {kc.uname}) against "
+                 f"{kc.engine}: boot {kc.boot.value}, {kc.seconds:.1f} s")
         if not kc.results:
             console.print(f"[bold red]{title}[/]: no conformance results ({kc.boot_detail})",
                           highlight=False)
@@ -362,9 +362,19 @@ def conform(
             t.add_column(col)
         for r in kc.results:
             diffs = "; ".join(f"{d.field}: {d.predicted} -> {d.observed}" for d in r.differences)
-            colour = "green" if r.verdict is Verdict.EQUAL else "red"
+            colour = {Verdict.EQUAL: "green", Verdict.UNSUPPORTED: "yellow",
+                      Verdict.NOT_EXPRESSIBLE: "yellow"}.get(r.verdict, "red")
             t.add_row(r.scenario, f"[{colour}]{r.verdict.value}[/]", diffs or r.detail)
         console.print(t)
+    summary = Table(title="summary: the Debian package each kernel was, and the verdicts")
+    verdicts = [v.value for v in Verdict]
+    for col in ("kernel", "package", "version", "uname", "engine", "boot", *verdicts):
+        summary.add_column(col)
+    for kc in results:
+        counts = kc.counts()
+        summary.add_row(kc.kernel, kc.package, kc.package_version, str(kc.uname), kc.engine,
+                        kc.boot.value, *(str(counts[v]) if kc.results else "-" for v in verdicts))
+    console.print(summary)
     _save({"kernels": [kc.to_dict() for kc in results]}, out)
     if not all(kc.conforms for kc in results):
         raise typer.Exit(1)

@@ -2,12 +2,19 @@
 
 For each kernel of the catalogue, every scenario of
 :data:`engine.realobs.CONFORMANCE` is translated to a C reproducer
-(:func:`engine.reproducer.translate`), all of them run in one boot
-(:func:`service.conform.run_suite`), and what each printed is compared with
-:func:`engine.realobs.predict` for the engine that models that kernel
-(:attr:`KernelSpec.engine`).  A kernel that does not boot, panics or times
-out gives a boot status and no scenario verdicts: it is never a
-conformance result.
+(:func:`engine.reproducer.translate`, checked on the engine that models that
+kernel, :attr:`KernelSpec.engine`, besides the default engines), all of them
+run in one boot (:func:`service.conform.run_suite`), and what each printed is
+compared with :func:`engine.realobs.predict` for that engine.  A kernel that
+does not boot, panics or times out gives a boot status and no scenario
+verdicts: it is never a conformance result.
+
+A scenario is "unsupported" on a kernel only when the reproducer found a
+feature missing there (exit 2) and the kernel's engine lacks it too
+(:func:`engine.reproducer.missing_features`: MAP_DROPPABLE before v6.11); a
+kernel that refuses what its model has is a failure, not a pass.  A scenario
+that translates for the default engines but not on the kernel's own engine
+is "not-expressible" there, with the reason, and is not run.
 """
 
 from __future__ import annotations
@@ -17,8 +24,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.errors import NotTranslatable
 from engine.realobs import FieldDifference, PredictionError, compare, predict
-from engine.reproducer import translate
+from engine.reproducer import Reproducer, missing_features, translate
 from service.conform.console import BootStatus, CaseStatus
 from service.conform.kernels import KernelSpec, kernel_spec
 from service.conform.suite import KernelBoot, run_suite
@@ -29,23 +37,32 @@ class Verdict(str, enum.Enum):
 
     EQUAL = "equal"                  # every observable as predicted
     DIFFERENT = "different"          # at least one observable differs
-    UNSUPPORTED = "unsupported"      # the kernel lacks a feature the program needs (exit 2)
+    UNSUPPORTED = "unsupported"      # the kernel and its model lack a feature the program needs
+    NOT_EXPRESSIBLE = "not-expressible"  # does not translate on the kernel's engine: not run
     FAILED = "failed"                # the reproducer failed, crashed or printed no observables
     NO_PREDICTION = "no-prediction"  # the model run crashed: nothing to compare
 
 
 @dataclass
 class ScenarioResult:
-    """One scenario on one kernel."""
+    """One scenario on one kernel.
+
+    @observed: what the kernel printed (its observables, its per-operation
+        counter deltas and how the THP policy was set), when it printed them:
+        kept so that a later run, on the next Debian update of the series,
+        can be set beside this one.
+    """
 
     scenario: str
     verdict: Verdict
     differences: list[FieldDifference] = field(default_factory=list)
     detail: str = ""
+    observed: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"scenario": self.scenario, "verdict": self.verdict.value, "detail": self.detail,
-                "differences": [d.to_dict() for d in self.differences]}
+                "differences": [d.to_dict() for d in self.differences],
+                "observed": self.observed}
 
 
 @dataclass
@@ -57,13 +74,19 @@ class KernelConformance(KernelBoot):
 
     @property
     def conforms(self) -> bool:
-        """Booted, and every scenario equal (or unsupported by this kernel)."""
+        """Booted, and every scenario equal (or unsupported by this kernel and its
+        model, or not expressible on it)."""
         return self.boot is BootStatus.OK and all(
-            r.verdict in (Verdict.EQUAL, Verdict.UNSUPPORTED) for r in self.results)
+            r.verdict in (Verdict.EQUAL, Verdict.UNSUPPORTED, Verdict.NOT_EXPRESSIBLE)
+            for r in self.results)
+
+    def counts(self) -> dict[str, int]:
+        """How many scenarios got each verdict (every verdict, zeros included)."""
+        return {v.value: sum(r.verdict is v for r in self.results) for v in Verdict}
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.boot_dict(), "boot_detail": self.boot_detail,
-                "conforms": self.conforms, "results": [r.to_dict() for r in self.results]}
+        return {**self.boot_dict(), "boot_detail": self.boot_detail, "conforms": self.conforms,
+                "counts": self.counts(), "results": [r.to_dict() for r in self.results]}
 
 
 def test_name(scenario: str) -> str:
@@ -75,18 +98,37 @@ def _judge(scenario: Any, engine: str, case: Any) -> ScenarioResult:
     name = scenario.name
     record = next((r for r in reversed(case.records) if isinstance(r, dict)), None)
     if record is not None and record.get("unsupported"):
-        return ScenarioResult(name, Verdict.UNSUPPORTED, detail=str(record["unsupported"]))
+        detail = f"{record['unsupported']}: {record.get('error', '')}"
+        missing = missing_features(scenario.program, engine)
+        if missing:
+            return ScenarioResult(name, Verdict.UNSUPPORTED,
+                                  detail=f"{detail}; as modelled: {'; '.join(missing)}")
+        return ScenarioResult(name, Verdict.FAILED,
+                              detail=f"the kernel lacks {detail}, which its model {engine} has")
     if case.status is not CaseStatus.OK or record is None or "observables" not in record:
         what = (f"exit {case.exit_status}" if case.exit_status is not None else case.status.value)
         if record is not None and "error" in record:
             what += f": {record['error']} (op {record.get('op')})"
         return ScenarioResult(name, Verdict.FAILED, detail=what)
+    observed = {k: record[k] for k in ("observables", "deltas", "thp", "khugepaged", "kernel")
+                if k in record}
     try:
         predicted = predict(scenario.program, engine, **scenario.options)
     except PredictionError as exc:
-        return ScenarioResult(name, Verdict.NO_PREDICTION, detail=str(exc))
+        return ScenarioResult(name, Verdict.NO_PREDICTION, detail=str(exc), observed=observed)
     diffs = compare(predicted, record["observables"])
-    return ScenarioResult(name, Verdict.DIFFERENT if diffs else Verdict.EQUAL, diffs)
+    return ScenarioResult(name, Verdict.DIFFERENT if diffs else Verdict.EQUAL, diffs,
+                          observed=observed)
+
+
+def _for_kernel(scenario: Any, default: Reproducer, engine: str) -> Reproducer | NotTranslatable:
+    """The reproducer of @scenario for a kernel modelled by @engine, or why there is none."""
+    if engine in default.analysis.engines:
+        return default
+    try:
+        return translate(scenario.program, name=scenario.name, target=engine, **scenario.options)
+    except NotTranslatable as exc:
+        return exc
 
 
 def conform(kernels: Iterable[str | KernelSpec], scenarios: dict[str, Any], *,
@@ -94,19 +136,24 @@ def conform(kernels: Iterable[str | KernelSpec], scenarios: dict[str, Any], *,
     """Run ``scenarios`` (name -> :class:`engine.realobs.Scenario`) on each kernel.
 
     Raises :class:`engine.errors.NotTranslatable` for a scenario that does
-    not translate, before any boot.
+    not translate for the default engines, before any boot.
     """
-    sources = {test_name(s.name): translate(s.program, name=s.name, **s.options).source
-               for s in scenarios.values()}
+    default = {s.name: translate(s.program, name=s.name, **s.options) for s in scenarios.values()}
+    specs = [kernel_spec(k) for k in kernels]
     out = []
-    for k in kernels:
-        spec = kernel_spec(k)
+    for spec in specs:
+        made = {s.name: _for_kernel(s, default[s.name], spec.engine) for s in scenarios.values()}
+        sources = {test_name(n): r.source for n, r in made.items() if isinstance(r, Reproducer)}
         suite = run_suite(spec, sources, timeout=timeout)
         kc = KernelConformance.of(spec, suite)
         if suite.status is not BootStatus.OK:
             kc.boot_detail = "; ".join(suite.kernel_reports) or suite.console[-400:]
         else:
-            kc.results = [_judge(s, spec.engine, suite.test(test_name(s.name)))
-                          for s in scenarios.values()]
+            kc.results = [
+                _judge(s, spec.engine, suite.test(test_name(s.name)))
+                if isinstance(made[s.name], Reproducer) else
+                ScenarioResult(s.name, Verdict.NOT_EXPRESSIBLE,
+                               detail=f"on {spec.engine}: {made[s.name]}")
+                for s in scenarios.values()]
         out.append(kc)
     return out

@@ -41,9 +41,11 @@ APPEND = "console=ttyS0 panic=-1 quiet"
 
 @dataclasses.dataclass
 class KernelBoot:
-    """One kernel's boot as a result reports it: which kernel, the engine that
-    models it, and how the boot ended.  :class:`KernelConformance` and
-    :class:`SeedKernel` add what the boot gave.
+    """One kernel's boot as a result reports it: which kernel (the Debian
+    package and its version, so that a later run can be set beside this one
+    when Debian updates the series), the engine that models it, and how the
+    boot ended.  :class:`KernelConformance` and :class:`SeedKernel` add what
+    the boot gave.
     """
 
     kernel: str
@@ -52,16 +54,17 @@ class KernelBoot:
     uname: str | None
     boot: BootStatus
     seconds: float
+    package: str = ""
 
     @classmethod
     def of(cls, spec: KernelSpec, suite: SuiteResult, **fields: Any):
         """The result of booting @spec, as @suite ran; @fields: the subclass's own."""
         return cls(spec.name, spec.engine, suite.package_version, suite.uname, suite.status,
-                   suite.seconds, **fields)
+                   suite.seconds, suite.package, **fields)
 
     def boot_dict(self) -> dict[str, Any]:
         """The boot's fields as JSON values."""
-        return {"kernel": self.kernel, "engine": self.engine,
+        return {"kernel": self.kernel, "engine": self.engine, "package": self.package,
                 "package_version": self.package_version, "uname": self.uname,
                 "boot": self.boot.value, "seconds": round(self.seconds, 2)}
 
@@ -102,6 +105,11 @@ class SuiteResult:
     def package_version(self) -> str:
         """The Debian package version booted, e.g. ``6.12.117-1``."""
         return self.image.version
+
+    @property
+    def package(self) -> str:
+        """The Debian package booted, e.g. ``linux-image-6.12.117+deb13-amd64-unsigned``."""
+        return self.image.package
 
     def test(self, name: str) -> CaseResult:
         """The result of the test called @name; raises :class:`InvalidTestError` if none ran."""

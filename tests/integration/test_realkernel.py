@@ -2,8 +2,8 @@
 
 Select with ``-m realkernel``.  One boot per kernel serves most tests (the
 session fixture ``suites``); the time-limit, panic and junk-kernel tests
-boot once more each, on one kernel.  The first run downloads two kernel
-packages (about 280 MB) into the kernel cache; later runs find them there.
+boot once more each, on one kernel.  The first run downloads three kernel
+packages into the kernel cache; later runs find them there.
 
 Without qemu the tests are skipped, saying so; in CI (``CI`` set to true)
 they fail instead, since CI installs it.
@@ -31,7 +31,7 @@ from service.conform import (
 
 pytestmark = pytest.mark.realkernel
 
-KERNELS = ("deb-6.12", "deb-6.16")
+KERNELS = ("deb-6.1", "deb-6.12", "deb-6.16")
 #: Generous for one boot of a few seconds: CI machines are slower and shared.
 TIMEOUT = 300.0
 
@@ -125,8 +125,14 @@ def test_suite_statuses_and_uname(kernel, suites):
 
 
 def test_seed_counters_before_and_after_the_series(suites):
+    v61 = {f.workload: f for f in seed_figures(suites["deb-6.1"])}
     old = {f.workload: f for f in seed_figures(suites["deb-6.12"])}
     new = {f.workload: f for f in seed_figures(suites["deb-6.16"])}
+    # 6.1 has no mTHP; its redirtied PMD THPs have their PMD split like 6.12's, and keep their data.
+    assert v61[SeedWorkload.MTHP].unsupported and v61[SeedWorkload.MTHP].counter is None
+    assert (v61[SeedWorkload.PMD].folios, v61[SeedWorkload.PMD].counter) == (2, 2)
+    assert [s["thps_lost_data"] for s in v61[SeedWorkload.PMD].samples] == [0, 0]
+    assert {f.engine for f in v61.values()} == {"v5.18"}
     # 3/4: 8 MiB of 64 KiB mTHPs; each is queued for deferred split on 6.12, none on 6.16.
     assert old[SeedWorkload.MTHP].folios == new[SeedWorkload.MTHP].folios == 128
     assert (old[SeedWorkload.MTHP].counter, new[SeedWorkload.MTHP].counter) == (128, 0)

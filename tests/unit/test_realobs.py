@@ -9,8 +9,8 @@ import pytest
 from engine.corpus import load_entry
 from engine.errors import NotTranslatable
 from engine.program import parse_program
-from engine.realobs import (ABSENT, CONFORMANCE, COUNTER_KEYS, FieldDifference, PredictionError,
-                            compare, parse_output, predict, present_rle, vma_runs)
+from engine.realobs import (ABSENT, CONFORMANCE, COUNTER_KEYS, MTHP_STATS, VMSTAT, FieldDifference,
+                            PredictionError, compare, parse_output, predict, present_rle, vma_runs)
 from engine.reproducer import translate
 from engine.run import Runner, run
 
@@ -112,7 +112,64 @@ def test_keys():
     assert set(obs) - set(COUNTER_KEYS) == {
         "mm0.maps", "mm0.smaps[0x200000].Rss_kB", "mm0.smaps[0x200000].LazyFree_kB",
         "mm0.smaps[0x200000].AnonHugePages_kB", "mm0.present[0x200000]",
-        "result[1]", "result[3]", "result[5]"}
+        "result[1]", "result[2]", "result[3]", "result[4]", "result[5]",
+        "vmstat.pglazyfree.op[2]", "vmstat.pglazyfree.op[4]"}
+    assert obs["result[2]"] == obs["result[4]"] == 0        # the two madvise() calls
+
+
+def test_pglazyfree_of_each_madvise_shows_when_the_batch_moved():
+    """The sums hide when the per-CPU lazyfree batch moved its folios: 16 small folios
+    wait in v5.18's batch until MADV_PAGEOUT drains it (6.1's batch of 15 moves 15
+    during the MADV_FREE: issue 15 (c)); a 64 KiB mTHP moves at once."""
+    p = corpus("h1-clean-mthp-reclaim")
+    small, large = predict(p, "v5.18"), predict(p, "v6.16")
+    assert (small["vmstat.pglazyfree.op[2]"], small["vmstat.pglazyfree.op[3]"]) == (0, 16)
+    assert (large["vmstat.pglazyfree.op[2]"], large["vmstat.pglazyfree.op[3]"]) == (16, 0)
+    assert small["vmstat.pglazyfree"] == large["vmstat.pglazyfree"] == 16
+
+
+def test_failed_split_counters_are_observed_and_read_zero_until_modelled():
+    """Issue 15 item 9: thp_split_page_failed and the per-size split_failed are
+    observed; the model's counter (engine/outcome.py) reads 0 until it counts them."""
+    assert VMSTAT["thp_split_page_failed"] == "THP_SPLIT_PAGE_FAILED"
+    assert "split_failed" in MTHP_STATS
+    assert {"vmstat.thp_split_page_failed", "mthp.64kB.split_failed",
+            "mthp.2048kB.split_failed"} <= set(COUNTER_KEYS)
+    obs = predict(corpus("h1-clean-mthp-reclaim"), "v6.16")
+    assert obs["vmstat.thp_split_page_failed"] == 0 and obs["mthp.64kB.split_failed"] == 0
+
+
+def test_mthp_stats_are_predicted_only_for_engines_with_mthp():
+    """deb-6.1 has no hugepages-<size>/stats: its engine (v5.18, HAS_MTHP False)
+    predicts no mthp keys, the reproducer prints none there, and compare() finds
+    them absent on both sides; a stat one side has and the other lacks is a
+    difference, never a silent pass."""
+    p = corpus("h1-clean-mthp-reclaim")
+    old, new = predict(p, "v5.18"), predict(p, "v6.16")
+    assert not [k for k in old if k.startswith("mthp.")]
+    assert {k for k in new if k.startswith("mthp.")} == {k for k in COUNTER_KEYS if k.startswith("mthp.")}
+    old = {k: v for k, v in old.items() if ".op[" not in k}      # the batch sizes differ
+    new = {k: v for k, v in new.items() if ".op[" not in k}
+    # deb-6.1 as the reproducer prints it: the vmstat keys and no mthp key
+    kernel = {k: v for k, v in new.items() if not k.startswith("mthp.")}
+    assert compare(old, kernel) == []
+    # a kernel with stats against a model without: each one-sided key is a difference
+    assert compare(old, new) == [FieldDifference(k, ABSENT, 0)
+                                 for k in sorted(k for k in new if k.startswith("mthp."))]
+    # one stat file missing on a kernel whose model predicts it (split_failed, say)
+    lacking = {k: v for k, v in new.items() if k != "mthp.64kB.split_failed"}
+    assert compare(new, lacking) == [FieldDifference("mthp.64kB.split_failed", 0, ABSENT)]
+
+
+def test_madvise_result_is_compared():
+    """MADV_PAGEOUT over a VM_LOCKED VMA: -EINVAL (issue 15 item 8), observed as result[i]."""
+    p = corpus("madv-pageout-locked-vma")
+    for engine in ("v5.18", "v6.12", "v6.16"):
+        obs = predict(p, engine)
+        assert obs["result[3]"] == -22 and obs["result[4]"] == [7, 7]
+        assert obs["mm0.smaps[0x200000].Rss_kB"] == 8
+    kernel = dict(obs, **{"result[3]": 0})
+    assert compare(obs, kernel) == [FieldDifference("result[3]", -22, 0)]
 
 
 def test_write_fault_result_is_efault():
@@ -215,3 +272,21 @@ def test_conformance_scenario_translates_and_predicts(name):
     for engine in ("v6.14", "v6.15", "v6.16"):
         obs = predict(scenario.program, engine, **scenario.options)
         assert set(COUNTER_KEYS) <= set(obs)
+
+
+#: CONFORMANCE scenarios deb-6.1 cannot run, and why: the ones that map MAP_DROPPABLE (v6.11+).
+UNSUPPORTED_ON_61 = {"h7-droppable-small-dirty", "h7-droppable-mthp-dirty",
+                     "conform-h11-pmd-droppable-dirty"}
+
+
+@pytest.mark.parametrize("name", sorted(CONFORMANCE))
+def test_conformance_scenario_translates_for_deb_61(name):
+    """Every scenario user space can express on 6.1 translates for it, checked on
+    v5.18 (its engine); only the MAP_DROPPABLE ones leave v5.18 out (the kernel
+    says unsupported)."""
+    scenario = CONFORMANCE[name]
+    r = translate(scenario.program, name=name, target="v5.18", **scenario.options)
+    assert (r.analysis.engines[0] == "v5.18") == (name.split("+")[0] not in UNSUPPORTED_ON_61)
+    if name.split("+")[0] not in UNSUPPORTED_ON_61:
+        obs = predict(scenario.program, "v5.18", **scenario.options)
+        assert not any(k.startswith("mthp.") for k in obs)

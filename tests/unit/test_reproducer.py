@@ -14,8 +14,8 @@ from engine.corpus import load_entry
 from engine.errors import NotTranslatable, ProgramError
 from engine.program import parse_program
 from engine.realobs import COUNTER_KEYS, compare, parse_output, predict
-from engine.reproducer import (TARGET, PinMechanism, ThpPolicy, analyse, candidate_policies,
-                               translate)
+from engine.reproducer import (DEFAULT_ENGINES, TARGET, PinMechanism, ThpPolicy, analyse,
+                               candidate_policies, missing_features, translate)
 
 CORPUS = sorted((pathlib.Path(__file__).resolve().parents[2] / "corpus").glob("*.json"))
 GCC = shutil.which("gcc")
@@ -28,8 +28,6 @@ NOT_TRANSLATABLE = {
     "h11-pmd-droppable-dirty": (3, "huge zero page"),
     "h12-mremap-straddle": (5, "kswapd-style reclaim"),
     "h12-vma-boundary-lazyfree-mthp": (5, "kswapd-style reclaim"),
-    # -EINVAL is its result: realobs does not observe madvise results yet (issue 15)
-    "madv-pageout-locked-vma": (3, "returns -22 here"),
     "h12-vma-boundary-pinned-mthp": (4, "kswapd-style reclaim"),
     "h14-lazyfree-batch-not-drained": (3, "kswapd-style reclaim"),
     "lazyfree-batch-size": (3, "kswapd-style reclaim"),
@@ -146,10 +144,19 @@ def test_ops_that_do_not_run_one_after_the_other_are_not_translatable():
 
 
 def test_failing_syscall_in_the_model_is_not_translatable():
-    p = program(*mthp(), op("munmap", addr=0x200000, pages=16), op("madvise", addr=0x200000, pages=16,
-                                                                   advice="MADV_PAGEOUT"))
+    p = program(*mthp(), op("munmap", addr=0x200000, pages=16), op("mprotect", addr=0x200000, pages=16,
+                                                                   prot="r"))
     err = not_translatable(p)
-    assert err.index == 4 and "-12" in err.reason
+    assert err.index == 4 and "-12" in err.reason and "failing syscall" in err.reason
+
+
+def test_madvise_over_a_hole_is_not_translatable():
+    """The model returns -ENOMEM before advising anything; Linux advises the
+    mapped VMAs first (madvise_walk_vmas()): the result alone would agree."""
+    p = program(*mthp(), op("munmap", addr=0x200000, pages=8), op("madvise", addr=0x200000, pages=16,
+                                                                  advice="MADV_PAGEOUT"))
+    err = not_translatable(p)
+    assert err.index == 4 and "-12" in err.reason and "advises the mapped VMAs first" in err.reason
 
 
 def test_unpin_dirty_translates_only_when_the_folio_is_already_dirty():
@@ -174,16 +181,21 @@ def test_fork_while_vmsplice_references_are_held_is_not_translatable():
     translate(p, name="t", pin="io_uring")      # FOLL_PIN: fork copies the page, as the model does
 
 
-def test_pageout_of_a_locked_vma_fails_in_the_model_as_on_linux():
+def test_pageout_of_a_locked_vma_translates_and_its_result_is_observed():
     """can_madv_lru_vma() refuses a VM_LOCKED VMA: the model returns -EINVAL as Linux
-    does (issue 15, item 8); the reproducer, which takes a failing syscall for an
-    error, says so instead of blaming the model."""
+    does (issue 15, item 8); the reproducer records madvise()'s result (0 or
+    -errno) instead of failing, and realobs compares it with the model's."""
     from engine.run import run
     p = program(op("mmap", addr=0x200000, pages=4, locked=True),
                 op("madvise", addr=0x200000, pages=4, advice="MADV_PAGEOUT"))
-    assert "returns -22 here" in not_translatable(p).reason
     for engine in ("v5.17", "v6.12", "v6.16"):
         assert run(p, engine).results[1] == -22
+    src = translate(p, name="t", target="v5.18").source
+    assert "do_madvise(1, A(0x200000), 4, MADV_PAGEOUT);" in src
+    assert "mlock(p, len)" in src          # mlock() after the mmap and its madvise
+    assert "static const int op_values[2] = { -1, -2 };" in src
+    for engine in ("v5.18", "v6.12", "v6.16"):
+        assert predict(p, engine)["result[1]"] == -22
 
 
 def test_deferred_split_scan_must_see_the_whole_queue():
@@ -246,6 +258,77 @@ def test_mixed_orders_no_policy_fits():
     err = not_translatable(p)
     assert "no THP policy" in err.reason
     assert "a 64 KiB mTHP" in err.reason and "a PMD-mapped THP" in err.reason
+
+
+def test_policy_without_mthp_maps_onto_the_top_level_knob():
+    """Before mTHP (v6.8) only transparent_hugepage/enabled exists: it takes the 2 MiB
+    setting, and no region can get a 64 KiB folio."""
+    both = candidate_policies({0, 4, 9})
+    assert [p.top_level for p in both] == ["madvise", "always"]
+    first, second = both
+    assert first.orders(9, mthp=False) == {9} and first.orders(4, mthp=False) == frozenset()
+    assert first.orders(0, mthp=False) == frozenset()          # MADV_NOHUGEPAGE
+    # 2 MiB always: a PMD-suitable range of any region but the NOHUGEPAGE ones
+    assert second.orders(4, mthp=False) == second.orders(9, mthp=False) == {9}
+    only4 = candidate_policies({4})[0]
+    assert only4.top_level == "never" and only4.orders(4, mthp=False) == frozenset()
+    assert only4.describe(False) == ("transparent_hugepage/enabled=never (no mTHP); "
+                                     "order 0: MADV_NOHUGEPAGE, order 4: MADV_HUGEPAGE")
+
+
+def test_order4_region_on_a_kernel_without_mthp_is_checked_on_its_engine():
+    """deb-6.1's engine (v5.18, no mTHP) faults small folios in an order-4 region, and
+    so does 6.1 with the top-level knob: the reproducer translates for it, checked on
+    v5.18 first, and says in its source what a kernel without mTHP is set to."""
+    p = program(*mthp(), op("madvise", addr=0x200000, pages=16, advice="MADV_PAGEOUT"))
+    a = analyse(p, target="v5.18")
+    assert a.engines == ("v5.18",) + DEFAULT_ENGINES
+    assert analyse(p, target="v6.16").engines == DEFAULT_ENGINES
+    src = translate(p, name="t", target="v5.18").source
+    assert '#define THP_TOP_LEVEL "never"' in src
+    assert "without mTHP: transparent_hugepage/enabled=never (no mTHP)" in src
+    obs = predict(p, "v5.18")
+    assert not any(k.startswith("mthp.") for k in obs)
+    assert obs["vmstat.pglazyfreed"] == 16 and obs["vmstat.thp_split_page"] == 0
+
+
+def test_mixed_orders_on_a_kernel_without_mthp():
+    """The policy for a PMD region and a 64 KiB region: 64 KiB always, 2 MiB madvise in
+    the order-9 region.  Without mTHP the top-level knob is madvise, the order-9
+    region (MADV_HUGEPAGE) gets its PMD THP and the order-4 region (no advice)
+    small folios, as v5.18 maps them."""
+    p = program(op("mmap", addr=0x200000, pages=512, order=9), op("write", addr=0x200000, pages=512, value=1),
+                op("mmap", addr=0x40000000, pages=16, order=4), op("write", addr=0x40000000, pages=16, value=2))
+    a = analyse(p, target="v5.18")
+    assert a.engines[0] == "v5.18" and a.policy.top_level == "madvise"
+    assert a.policy.orders(9, mthp=False) == {9} and a.policy.orders(4, mthp=False) == frozenset()
+    obs = predict(p, "v5.18")
+    assert obs["mm0.smaps[0x200000].AnonHugePages_kB"] == 2048
+    assert obs["mm0.smaps[0x40000000].Rss_kB"] == 64
+    assert obs["mm0.smaps[0x40000000].AnonHugePages_kB"] == 0
+
+
+def test_a_fault_the_top_level_knob_would_serve_differently_names_it():
+    """What analyse() holds a kernel without mTHP to: a write fault in a PMD-suitable
+    range of a region with MADV_HUGEPAGE under the top-level knob always is a PMD THP;
+    a 64 KiB folio is never possible there."""
+    from engine.reproducer import Fault
+    pol = candidate_policies({0, 4, 9})[1]      # 64 KiB madvise, 2 MiB always, order 4: MADV_HUGEPAGE
+    f = Fault(op=1, addr=0x200000, order=4, write=True, pmd="none", suitable9=True, block4=True, model=0)
+    assert f.linux(pol.orders(4, mthp=False)) == 9
+    assert f.linux(candidate_policies({4})[0].orders(4, mthp=False)) == 0
+    assert f.linux(candidate_policies({4})[0].orders(4)) == 4
+
+
+def test_a_feature_the_target_kernel_lacks_leaves_its_engine_out():
+    """MAP_DROPPABLE (v6.11): deb-6.1's engine has no VM_DROPPABLE, so the program is
+    not run on it; the reproducer says unsupported on that kernel."""
+    entry = load_entry(str(next(p for p in CORPUS if p.stem == "h7-droppable-small-dirty")))
+    p = entry["program"]
+    assert missing_features(p, "v5.18") and not missing_features(p, "v6.12")
+    assert "MAP_DROPPABLE" in missing_features(p, "v5.18")[0]
+    assert analyse(p, target="v5.18").engines == DEFAULT_ENGINES
+    assert 'unsupported(op, "MAP_DROPPABLE", why);' in translate(p, name="t", target="v5.18").source
 
 
 def test_read_fault_in_an_empty_pmd_of_a_thp_region_is_not_translatable():
