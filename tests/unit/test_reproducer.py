@@ -32,6 +32,7 @@ NOT_TRANSLATABLE = {
     "madv-pageout-locked-vma": (3, "returns -22 here"),
     "h12-vma-boundary-pinned-mthp": (4, "kswapd-style reclaim"),
     "h14-lazyfree-batch-not-drained": (3, "kswapd-style reclaim"),
+    "h12-vma-boundary-write-escalation": (6, "kswapd-style reclaim"),
 }
 
 T0 = {"name": "T0", "kind": "task", "mm": 0}
