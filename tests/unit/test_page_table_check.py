@@ -29,6 +29,8 @@ def program(*ops):
     threads = [{"name": "T0", "mm": 0}, {"name": "R", "kind": "kthread"}]
     if any(t == "T1" for t, _, _ in ops):
         threads.append({"name": "T1", "mm": 1})
+    if any(t == "D" for t, _, _ in ops):
+        threads.append({"name": "D", "kind": "device"})
     return parse_program({"version": 2, "threads": threads,
                           "ops": [dict(thread=t, op=kind, **kw) for t, kind, kw in ops]})
 
@@ -139,6 +141,25 @@ def test_vma_write_v6_15_restores_the_next_vmas_ptes_writable(engine: str) -> No
     assert_reported(out, "vma_write", "mm0.pte", A + 8 * P)
     assert out.crash.function == "shrink_folio_list"
     assert out.state["mm0.pte[0x208000]"] == "f0+8:w"
+
+
+@pytest.mark.parametrize("engine", ["v6.15", "v6.15-c"])
+def test_vma_write_v6_15_restores_them_writable_on_the_dirty_abort_too(engine: str) -> None:
+    """No pin held at reclaim: a device wrote page 0 through a pin released with
+    make_dirty, so the folio is dirty and the other abort branch restores the
+    batch with the same set_ptes()."""
+    prog = program(("T0", "mmap", dict(addr=A, pages=16, order=4)),
+                   ("T0", "write", dict(addr=A, pages=16, value=7)),
+                   ("T0", "madvise", dict(addr=A, pages=16, advice="MADV_FREE")),
+                   ("T0", "mprotect", dict(addr=A + 8 * P, pages=8, prot="r")),
+                   ("T0", "pin", dict(addr=A, pin="p0")),
+                   ("D", "dma_write", dict(pin="p0", value=5)),
+                   ("T0", "unpin", dict(pin="p0", dirty=True)),
+                   ("R", "reclaim", {}))
+    out = run(prog, engine)
+    assert_reported(out, "vma_write", "mm0.pte", A + 8 * P)
+    assert "ttu_lazyfree_abort_dirty" in [e for _, e in out.events]
+    assert run(prog, "v6.16").verdict is Verdict.OK
 
 
 @pytest.mark.parametrize("engine", ["v6.15", "v6.15-c"])
