@@ -69,9 +69,14 @@ class MemoryMixin:
     def cpu_access(self, addr: int, pages: int, value: int | None):
         """Loads (``value`` None) or stores over a range, page by page.
 
-        A store through a present writable PTE sets its dirty and young bits in
-        hardware, without any lock; anything else faults.  Return: values read,
-        or 0 for stores; -EFAULT when a page has no VMA (SIGSEGV).
+        The MMU first: an access through a present PTE or PMD (writable, for a
+        store) goes through in hardware, which sets young (and dirty), without
+        any lock and without looking at the VMA.  Only a fault consults the
+        VMA, as do_user_addr_fault() does: no VMA, or a store to a VMA without
+        VM_WRITE (access_error()), is SIGSEGV; anything else goes to
+        handle_mm_fault().  So a PTE that grants more than its VMA (v6.15's
+        batch restore, kernel-notes section 20) is obeyed, as on hardware.
+        Return: values read, or 0 for stores; -EFAULT on SIGSEGV.
         """
         mm = self.current_mm()
         write = value is not None
@@ -81,12 +86,11 @@ class MemoryMixin:
             if i:
                 yield YieldPoint.BETWEEN_PAGES      # another CPU may act between two pages
             while True:
+                if self.hw_access(mm, a, value, out):
+                    break
                 vma = mm.find_vma(a)
                 if vma is None or (write and not vma.writable):
                     return -errno.EFAULT
-                done = self.hw_access(mm, a, value, out)
-                if done:
-                    break
                 ret = yield from self.handle_mm_fault(vma, a, write)
                 if ret:
                     return ret

@@ -10,6 +10,9 @@
 - Per-page mapcounts match the page tables and MM_ANONPAGES matches the
   present anon PTEs, wherever no PTL is held (a holder may be mid-update).
 - Once every thread is done, no isolation or temporary reference is left.
+- The page-table check (:mod:`engine.page_table_check`): no present PTE or
+  PMD grants more than its VMA allows or lies outside any VMA, none maps a
+  freed folio, no page mapped writable is mapped twice.
 
 A violation raises :class:`Violation`; the runner turns it into the outcome.
 """
@@ -21,6 +24,7 @@ from collections import Counter
 
 from engine.memory import ZERO_PFN
 from engine.mm import MM_ANONPAGES
+from engine.page_table_check import PageTableCheck, field_name
 from engine.pgtable import (HPAGE_PMD_NR, PAGE_SHIFT, is_swap_pte, present_slots, pte_pfn,
                             pte_present, pte_swp_offset)
 
@@ -157,6 +161,7 @@ class Oracle:
         self.zapping: list[tuple[int, int, int]] = []
         self._pt_cache: dict[int, tuple[bytes, Counter, int]] = {}
         self._last_seen: tuple | None = None
+        self.ptc = PageTableCheck(kernel, self._page_table_violation)
 
     # -- shadows ---------------------------------------------------------------
     @staticmethod
@@ -317,9 +322,22 @@ class Oracle:
 
     # -- invariants -----------------------------------------------------------
     def check_step(self) -> None:
-        """After every scheduling step: the refcount and flag invariants."""
+        """After every scheduling step: the refcount and flag invariants, and the
+        page-table check (incremental: see :mod:`engine.page_table_check`)."""
         if self.per_step:
             self.check_folios()
+            self.ptc.check()
+
+    def page_table_check_free(self, folio) -> None:
+        """free_folio() freed @folio: the page-table check looks for entries still
+        mapping it (page_table_check_free())."""
+        if self.per_step:
+            self.ptc.page_table_check_free(folio.pfn, folio.nr)
+
+    @staticmethod
+    def _page_table_violation(check: str, loc, message: str) -> Violation:
+        return Violation(Verdict.INVARIANT, field_name(loc, check),
+                         f"page_table_check: {check}: {message}")
 
     def check_op(self) -> None:
         """After every completed operation: also the page-table invariants (a full
@@ -436,6 +454,7 @@ class Oracle:
         """After every thread finished: invariants, no stray references, no lost data."""
         self.check_folios()
         self.check_page_tables()
+        self.ptc.check(force=True)
         for folio in self.k.folios.values():
             stray = {w: n for w, n in folio.extra.items() if w in ("temp", "isolate")}
             if stray:

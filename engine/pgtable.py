@@ -113,6 +113,8 @@ def pte_swp_offset(pte: int) -> int:
 PTE_DIRTY_YOUNG = _PAGE_DIRTY | _PAGE_ACCESSED
 #: Bits folio_pte_batch() compares once dirty, young and write are masked out.
 PTE_BATCH_IGNORE = _PAGE_DIRTY | _PAGE_ACCESSED | _PAGE_RW
+#: The bits of an entry the page-table check reads: present, write and the pfn.
+PTE_PRESENT_WRITE_PFN = _PAGE_PRESENT | _PAGE_RW | _PFN_MASK
 
 
 def pmd_mkhuge(pfn: int, write: bool, dirty: bool = False, young: bool = True) -> int:

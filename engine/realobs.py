@@ -361,6 +361,8 @@ def _conformance() -> dict[str, Scenario]:
         ("madv-pageout-locked-vma", "", {}),
         ("conform-pmd-thp-pinned-split-failed", "", {"pin": "io_uring"}),
         ("conform-pte-mapped-thp-madv-free-whole", "", {"pin": "io_uring"}),
+        ("split-failed-pinned-mthp", "", {"pin": "io_uring"}),
+        ("mapped-shared-disjoint-halves", "", {}),
     ]
     out = {}
     for name, suffix, options in table:
@@ -383,8 +385,10 @@ def __getattr__(name: str) -> Any:
     pages to the zero page), mprotect() to the same protection, a DMA
     write lost after IORING_UNREGISTER_BUFFERS, MADV_PAGEOUT's -EINVAL on a
     VM_LOCKED VMA, a failed split of a pinned THP counted (thp_split_page_failed,
-    split_failed) and a whole PTE-mapped THP that MADV_FREE splits before
-    v6.10.  Every one translates with its options.
+    split_failed; of a pinned mTHP too) and a whole PTE-mapped THP that
+    MADV_FREE splits before v6.10; and a fork-shared mTHP whose two MMs keep
+    disjoint halves, which v6.15's MM-owner tracking calls shared and 6.12's
+    guess from page 0 does not.  Every one translates with its options.
     """
     if name == "CONFORMANCE":
         if not _conformance_cache:

@@ -29,7 +29,7 @@ from engine.program import DmaWrite, Fork, Preemption, Program, ThreadKind, Unpi
 from engine.sched import KThread, YieldPoint, wait_gate
 
 #: Frames of these modules are harness, not kernel model (dropped from crash stacks).
-_HARNESS = ("engine/run.py", "engine/sched.py", "engine/oracle.py")
+_HARNESS = ("engine/run.py", "engine/sched.py", "engine/oracle.py", "engine/page_table_check.py")
 #: Where every run begins.
 START: Place = (None, YieldPoint.START, 1)
 

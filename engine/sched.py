@@ -163,6 +163,7 @@ def spin_lock(k, lock: SpinLock) -> Segment:
 
 def spin_unlock(k, lock: SpinLock) -> None:
     lock.owner = None
+    k.unlocks += 1
 
 
 def spin_trylock(k, lock: SpinLock) -> bool:
@@ -199,6 +200,7 @@ def down_write(k, sem: RwSem) -> Segment:
 
 def up_write(k, sem: RwSem) -> None:
     sem.writer = None
+    k.unlocks += 1
 
 
 def wait_gate(k, gate) -> Segment:

@@ -394,6 +394,52 @@ scenario("h12-vma-boundary-lazyfree-mthp", "H12",
                            "rules": ["bounded-partial-batches"]},
           "v6.14..v6.16": {"classification": "equal"}})
 
+# Issue 15, item 6 (docs/kernel-notes.md section 20): the same VMA end, pinned.  v6.15's
+# restore writes PTE 0's value, write bit and all, into the read-only VMA's PTEs.
+ESCALATED = "mm0.pte[0x208000].page_table_check.vma_write"
+scenario("h12-vma-boundary-write-escalation", "H12",
+         "A pinned clean lazyfree 16-page mTHP whose pages 8-15 mprotect() made read-only "
+         "(pages 0-7 in a writable VMA, 8-15 in a PROT_READ one, one page table), reclaimed by "
+         "kswapd, then a store to page 8. v6.15's can_batch_unmap_folio_ptes() batches from "
+         "page 0 over all 16 PTEs (folio_pte_batch() ignores the write bit, max_nr is "
+         "folio_nr_pages, no VMA bound), the pin fails the refcount check, and "
+         "set_ptes(mm, address, pvmw.pte, pteval, nr_pages) writes PTE 0's value (writable, "
+         "clean, old) with advancing pfns into all 16: pages 8-15 are writable in a VMA "
+         "without VM_WRITE. The page-table check reports it when reclaim drops the PTL (an "
+         "invariant: a v6.15 bug; without the check the store goes through the PTE, result 0). "
+         "v6.16 (ddd05742b45b) bounds the batch by the VMA end (8 PTEs, all in the writable "
+         "VMA); v6.12 and v6.14 unmap PTE by PTE and abort at page 0 (swapbacked: "
+         "nr_lazyfree_fail +16). On those the store faults on a read-only PTE in a VMA without "
+         "VM_WRITE: SIGSEGV (-14), and page 8 still reads 7. v5.x have small folios: the "
+         "pinned page 0 is discarded (v5.17) or kept (v5.18, swapbacked) and pages 1-15 are "
+         "discarded, so page 8 reads 0.",
+         [op("T0", "mmap", addr=A, pages=16, order=4), op("T0", "write", addr=A, pages=16, value=7),
+          op("T0", "pin", addr=A, pin="p0"), op("T0", "madvise", addr=A, pages=16, advice="MADV_FREE"),
+          op("T0", "lru_add_drain"), RO_HALF, op("R", "reclaim"),
+          op("T0", "write", addr=A + 8 * P, value=9), op("T0", "read", addr=A + 8 * P)],
+         merge(each(("v6.15",), **{"verdict": "invariant", "crash.field": ESCALATED,
+                                   "crash.function": "shrink_folio_list",
+                                   "mm0.pte[0x200000]": "f0+0:w", "mm0.pte[0x208000]": "f0+8:w",
+                                   "mm0.pte[0x20f000]": "f0+15:w", "counter.nr_lazyfree_fail": 0,
+                                   "result[7]": None, "result[8]": None}),
+               each(OLD + ("v6.16",), **{"verdict": "ok", "mm0.pte[0x200000]": "f0+0:w",
+                                         "mm0.pte[0x208000]": "f0+8:y", "mm0.pte[0x20f000]": "f0+15:",
+                                         "result[7]": -14, "result[8]": [7],
+                                         "counter.PGLAZYFREED": 0}),
+               each(OLD, **{"counter.nr_lazyfree_fail": 16}),
+               each(("v6.16",), **{"counter.nr_lazyfree_fail": 0}),
+               each(("v5.17", "v5.18"), **{"verdict": "ok", "result[7]": -14, "result[8]": [0],
+                                           "counter.PGLAZYFREED": 15}),
+               each(("v5.17",), **{"counter.nr_lazyfree_fail": 0}),
+               each(("v5.18",), **{"counter.nr_lazyfree_fail": 1, "mm0.pte[0x200000]": "f0+0:w"})),
+         {"v5.17..v5.18": {"classification": "intended",
+                           "rules": ["refcount-check-before-lazyfree-discard"]},
+          "v5.18..v6.12": {"classification": "intended", "rules": ["anon-mthp-faults"]},
+          "v6.12..v6.14": {"classification": "equal"},
+          "v6.14..v6.15": {"classification": "unexpected", "kind": "invariant"},
+          "v6.15..v6.16": {"classification": "unexpected", "kind": "invariant"},
+          "v6.14..v6.16": {"classification": "intended", "rules": ["swapbacked-only-if-dirty"]}})
+
 scenario("conform-vma-boundary-lazyfree-pageout", "H12",
          "h12-vma-boundary-lazyfree-mthp with MADV_PAGEOUT instead of kswapd, for real kernels. "
          "MADV_PAGEOUT walks one VMA at a time, so madvise_folio_pte_batch() sees 8 of the "

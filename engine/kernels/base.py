@@ -63,6 +63,11 @@ class Kernel(MemoryMixin, RmapMixin, HugeMemoryMixin, VmscanMixin, MadviseMixin,
         self.event_steps: list[int] = []
         self.warnings: list[str] = []
         self.tlb_flush_pending = False
+        #: Spinlocks (page-table locks among them) and write-held mmap_locks
+        #: released so far: page-table entries (but for the bits the MMU sets) and
+        #: VMAs change only under those, so the page-table check need not look
+        #: again while this stands still.
+        self.unlocks = 0
         self._gates: dict[int, Gate] = {}
         self.lru_init()
 
@@ -128,6 +133,8 @@ class Kernel(MemoryMixin, RmapMixin, HugeMemoryMixin, VmscanMixin, MadviseMixin,
         folio.lru = False
         folio.freed = True
         self.folios.pop(folio.pfn, None)
+        if self.oracle is not None:
+            self.oracle.page_table_check_free(folio)
 
     # -- references with a named holder (what the refcount oracle accounts for) --
     def ref_get(self, folio: Folio, why: str, n: int = 1) -> None:

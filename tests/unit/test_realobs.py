@@ -118,25 +118,27 @@ def test_keys():
 
 
 def test_pglazyfree_of_each_madvise_shows_when_the_batch_moved():
-    """The sums hide when the per-CPU lazyfree batch moved its folios: 16 small folios
-    wait in v5.18's batch until MADV_PAGEOUT drains it (6.1's batch of 15 moves 15
-    during the MADV_FREE: issue 15 (c)); a 64 KiB mTHP moves at once."""
+    """The sums hide when the per-CPU lazyfree batch moved its folios: of 16 small
+    folios v5.18's batch of 15 (6.1's PAGEVEC_SIZE) moves 15 during the MADV_FREE
+    and MADV_PAGEOUT drains the last; a 64 KiB mTHP moves at once."""
     p = corpus("h1-clean-mthp-reclaim")
     small, large = predict(p, "v5.18"), predict(p, "v6.16")
-    assert (small["vmstat.pglazyfree.op[2]"], small["vmstat.pglazyfree.op[3]"]) == (0, 16)
+    assert (small["vmstat.pglazyfree.op[2]"], small["vmstat.pglazyfree.op[3]"]) == (15, 1)
     assert (large["vmstat.pglazyfree.op[2]"], large["vmstat.pglazyfree.op[3]"]) == (16, 0)
     assert small["vmstat.pglazyfree"] == large["vmstat.pglazyfree"] == 16
 
 
-def test_failed_split_counters_are_observed_and_read_zero_until_modelled():
+def test_failed_split_counters_are_observed():
     """Issue 15 item 9: thp_split_page_failed and the per-size split_failed are
-    observed; the model's counter (engine/outcome.py) reads 0 until it counts them."""
+    observed and predicted: 0 where nothing fails, 1 for a pinned THP split."""
     assert VMSTAT["thp_split_page_failed"] == "THP_SPLIT_PAGE_FAILED"
     assert "split_failed" in MTHP_STATS
     assert {"vmstat.thp_split_page_failed", "mthp.64kB.split_failed",
             "mthp.2048kB.split_failed"} <= set(COUNTER_KEYS)
     obs = predict(corpus("h1-clean-mthp-reclaim"), "v6.16")
     assert obs["vmstat.thp_split_page_failed"] == 0 and obs["mthp.64kB.split_failed"] == 0
+    obs = predict(corpus("conform-pmd-thp-pinned-split-failed"), "v6.16")
+    assert obs["vmstat.thp_split_page_failed"] == 1 and obs["mthp.2048kB.split_failed"] == 1
 
 
 def test_mthp_stats_are_predicted_only_for_engines_with_mthp():
