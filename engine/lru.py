@@ -92,19 +92,16 @@ class LruMixin:
                 and not folio.unevictable):
             if self.LAZYFREE_QUEUE_CLEARS_LRU:
                 folio.lru = False             # folio_test_clear_lru() at queue time
-            else:
-                self.event("lazyfree_queued_on_lru", folio)
             self._batch_add_and_move(self.cpu_lru_lazyfree, folio, self._lazyfree_move)
 
     def _lazyfree_move(self, folio: Folio) -> None:
         """folio_batch_move_lru(fbatch, lru_lazyfree) for one folio."""
-        if self.LAZYFREE_QUEUE_CLEARS_LRU:
-            self._lru_lazyfree(folio)
-            folio.lru = True
-        elif folio.lru and not folio.freed:  # folio_test_clear_lru(), else skipped
+        if not self.LAZYFREE_QUEUE_CLEARS_LRU:
+            if not folio.lru or folio.freed:
+                return                        # folio_test_clear_lru() failed: skipped
             folio.lru = False
-            self._lru_lazyfree(folio)
-            folio.lru = True
+        self._lru_lazyfree(folio)
+        folio.lru = True
 
     def lru_add_drain_cpu(self, cpu: int) -> None:
         self._batch_move(self.cpu_lru_add.get(cpu, []), self._lru_add)

@@ -90,7 +90,14 @@ class Outcome:
 
 
 def _flags(folio: Folio) -> str:
-    return ",".join(n for n in FOLIO_FLAGS if getattr(folio, n)) or "-"
+    """The folio's flags; ``lru`` means on an LRU list.  A folio queued for the
+    lazyfree move keeps its list whether or not its PG_lru bit was cleared at
+    queue time (33dfe9204f29, v6.11, reverted in 2025): that bit alone would
+    part every MADV_FREE of small folios between 6.12.117 and v6.14, and the
+    first parting hides what comes after it.  Where the bit matters - reclaim
+    isolating a queued folio - the runs part there."""
+    return ",".join(n for n in FOLIO_FLAGS
+                    if (folio.lru_list is not None if n == "lru" else getattr(folio, n))) or "-"
 
 
 def observe(k) -> dict[str, Any]:

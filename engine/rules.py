@@ -99,7 +99,7 @@ RULES: list[Rule] = [
     Rule("lazyfree-queue-clears-lru", "v6.12", "v6.14",
          "33dfe9204f29 mm/gup: clear the LRU flag of a page before adding to LRU batch (v6.11; "
          "its 2025 revert is in 6.12.117, which the v6.12 engine models)",
-         lambda o, n, k: bool(o & {"lazyfree_queued_on_lru", "isolate_queued_lazyfree"}),
+         lambda o, n, k: "isolate_queued_lazyfree" in o,
          "a folio MADV_FREE queued for the lazyfree move is off limits to reclaim until the "
          "batch moves it, where before reclaim could isolate it from its anon LRU list (and "
          "swap it out) while it waited"),
