@@ -391,7 +391,24 @@ class MemoryMixin:
         finally:
             spin_unlock(self, lock)
 
+    def vma_adjust_trans_huge(self, mm: MmStruct, start: int, end: int):
+        """Before VMAs are split at @start and @end: split_huge_pmd_if_needed() of
+        each end that is not PMD-aligned inside a VMA that covers its PMD's whole
+        range.  split_huge_pmd_address() finds the PMD without looking at it
+        (mm_find_pmd()) and __split_huge_pmd() reads it under its lock, so a
+        split waits for a PMD lock holder - reclaim with the PMD cleared in
+        __discard_anon_folio_pmd_locked(), which may restore it - and then
+        splits what is there (mm/huge_memory.c of 6.12.117)."""
+        for addr in (start, end):
+            if not addr & (PMD_SIZE - 1):
+                continue
+            lo = addr & ~(PMD_SIZE - 1)
+            vma = mm.find_vma(addr)
+            if vma is not None and vma.vm_start <= lo and lo + PMD_SIZE <= vma.vm_end:
+                yield from self.split_huge_pmd(vma, addr >> PMD_SHIFT)
+
     def do_munmap(self, mm: MmStruct, start: int, end: int):
+        yield from self.vma_adjust_trans_huge(mm, start, end)
         for vma in mm.isolate_range(start, end):
             yield from self.zap_page_range(vma, vma.vm_start, vma.vm_end)
             mm.remove_vma(vma)
@@ -460,10 +477,7 @@ class MemoryMixin:
                 if vma.vm_flags & (VM_READ | VM_WRITE) == newbits:
                     continue                            # newflags == oldflags
                 lo, hi = max(start, vma.vm_start), min(end, vma.vm_end)
-                for pmd_idx in sorted({lo >> PMD_SHIFT, (hi - 1) >> PMD_SHIFT}):
-                    if pmd_idx in mm.pmd_huge and (lo > pmd_idx << PMD_SHIFT
-                                                   or hi < (pmd_idx + 1) << PMD_SHIFT):
-                        yield from self.split_huge_pmd(vma, pmd_idx)
+                yield from self.vma_adjust_trans_huge(mm, lo, hi)
                 for part in mm.isolate_range(lo, hi):
                     part.vm_flags = (part.vm_flags & ~(VM_READ | VM_WRITE)) | newbits
                     if not newbits & VM_WRITE:
@@ -514,6 +528,7 @@ class MemoryMixin:
             if vma is None or old + length > vma.vm_end:
                 return -errno.EFAULT
             yield from self.do_munmap(mm, new, new + length)
+            yield from self.vma_adjust_trans_huge(mm, old, old + length)
             vmas = mm.isolate_range(old, old + length)
             src = vmas[0]
             moved = VmArea(mm, new, new + length, src.vm_flags, src.vm_pgoff, src.anon_vma, src.order)
@@ -595,14 +610,19 @@ class MemoryMixin:
         pmm, cmm = src.mm, dst.mm
         for pmd_idx in range(src.vm_start >> PMD_SHIFT, ((src.vm_end - 1) >> PMD_SHIFT) + 1):
             if pmd_idx in pmm.pmd_huge:
-                folio = self.pfn_folio(pmd_pfn(pmm.pmd_huge[pmd_idx]))
-                if folio_maybe_dma_pinned(folio):
-                    yield from self.split_huge_pmd(src, pmd_idx)     # then copy by PTE
+                # copy_huge_pmd(): the PMD is read again under its lock; reclaim may
+                # have discarded it meanwhile (then there is nothing to copy)
+                lock = pmm.ptl(pmd_idx)
+                yield from spin_lock(self, lock)
+                word = pmm.pmd_huge.get(pmd_idx)
+                folio = self.pfn_folio(pmd_pfn(word)) if word is not None else None
+                if folio is None or folio_maybe_dma_pinned(folio):
+                    spin_unlock(self, lock)
+                    if folio is not None:
+                        yield from self.split_huge_pmd(src, pmd_idx)     # then copy by PTE
                 else:
-                    lock = pmm.ptl(pmd_idx)
-                    yield from spin_lock(self, lock)
                     try:
-                        word = pte_wrprotect(pmm.pmd_huge[pmd_idx])
+                        word = pte_wrprotect(word)
                         pmm.pmd_huge[pmd_idx] = word
                         cmm.pmd_huge[pmd_idx] = pte_mkold(word)
                         cmm.deposited[pmd_idx] = PageTable(pmd_idx << PMD_SHIFT, cmm.id,

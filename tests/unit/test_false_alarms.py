@@ -300,3 +300,35 @@ def test_an_untouched_mapped_page_may_read_only_zero() -> None:
     oracle.on_dontneed(0, A, A + 2 * P)
     oracle.on_dontneed_done(0, A, A + 2 * P)
     assert not oracle.shadow(0, A >> 12).lazy and oracle.shadow(0, (A >> 12) + 2).lazy
+
+
+# Issue 15's PMD-discard windows (pmd_checked, pmd_cleared) let other threads run
+# while reclaim holds a PMD lock with the PMD cleared.  Two paths read the PMD
+# before taking that lock; the first campaign on v6.14,v6.15 after the change
+# stored both (a KeyError in fork, a page-table check in a hole mremap made).
+THP_FREED = (op("T0", "mmap", addr=A, pages=512, order=9), op("T0", "write", addr=A, pages=512, value=7),
+             op("T0", "madvise", addr=A, pages=512, advice="MADV_FREE"))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_fork_reads_the_pmd_again_under_its_lock(engine: str) -> None:
+    """copy_huge_pmd(): reclaim discarded the PMD while fork waited for its lock."""
+    p = program(*THP_FREED, op("R", "reclaim"), op("T0", "fork", child=3),
+                op("T0", "read", addr=A, pages=2),
+                threads=(T0, R), schedule=[{"op": 3, "at": "pmd_checked", "nth": 1, "thread": "T0"}])
+    assert run(p, engine).verdict is Verdict.OK
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_vma_split_waits_for_the_pmd_lock_and_splits_what_is_restored(engine: str) -> None:
+    """vma_adjust_trans_huge() -> split_huge_pmd_address(): mremap() of one page out
+    of a pinned THP while reclaim holds the cleared PMD; the failed discard
+    restores it, and the split that waited for the lock splits it."""
+    p = program(*THP_FREED, op("T0", "pin", addr=A, pin="p0"), op("R", "reclaim"),
+                op("T0", "mremap", addr=A + 494 * P, pages=1, new_addr=0x9f8000),
+                op("T0", "read", addr=0x9f8000), op("T0", "unpin", pin="p0", dirty=False),
+                threads=(T0, R), schedule=[{"op": 4, "at": "pmd_cleared", "nth": 1, "thread": "T0"}])
+    out = run(p, engine)
+    assert out.verdict is Verdict.OK, out.crash
+    assert out.comparable()["mm0.vmas"] == ("0x200000-0x3ee000:w", "0x3ef000-0x400000:w",
+                                           "0x9f8000-0x9f9000:w")
