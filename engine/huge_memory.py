@@ -455,12 +455,17 @@ class HugeMemoryMixin:
         """Fault in a PMD-mapped THP with a deposited page table."""
         mm = vma.mm
         folio = self.folio_alloc(9)
+        # The allocation's reference, held while the fault waits for the PMD
+        # lock (a holder may yield: reclaim in __discard_anon_folio_pmd_locked());
+        # the PMD mapping takes it over.
+        folio.extra["alloc"] = 1
         lock = mm.ptl(pmd_idx)
         yield from spin_lock(self, lock)
         try:
             if pmd_idx in mm.pmd_huge or pmd_idx in mm.pte_tables:
-                self.folio_put(folio)
+                self.ref_put(folio, "alloc")
                 return
+            del folio.extra["alloc"]
             mm.deposited[pmd_idx] = PageTable(pmd_idx << PMD_SHIFT, mm.id, mm.ptl(pmd_idx))
             mm.pmd_huge[pmd_idx] = pmd_mkhuge(folio.pfn, vma.writable, dirty=True, young=True)
             self.folio_add_new_anon_rmap(folio, vma, pmd_idx << PMD_SHIFT, pmd=True)

@@ -92,7 +92,15 @@ class LruMixin:
                 and not folio.unevictable):
             if self.LAZYFREE_QUEUE_CLEARS_LRU:
                 folio.lru = False             # folio_test_clear_lru() at queue time
+            elif self._lazyfree_queued(folio):
+                # PG_lru still set: a second MADV_FREE queues it again (another
+                # reference), here or in another CPU's batch
+                self.event("lazyfree_requeue", folio)
             self._batch_add_and_move(self.cpu_lru_lazyfree, folio, self._lazyfree_move)
+
+    def _lazyfree_queued(self, folio: Folio) -> bool:
+        """Whether @folio waits in some CPU's lazyfree batch."""
+        return any(folio in batch for batch in self.cpu_lru_lazyfree.values())
 
     def _lazyfree_move(self, folio: Folio) -> None:
         """folio_batch_move_lru(fbatch, lru_lazyfree) for one folio."""
@@ -119,8 +127,7 @@ class LruMixin:
         """Take a folio off its LRU with an isolation reference."""
         if not folio.lru or folio.freed:
             return False
-        if not self.LAZYFREE_QUEUE_CLEARS_LRU and any(
-                folio in batch for batch in self.cpu_lru_lazyfree.values()):
+        if not self.LAZYFREE_QUEUE_CLEARS_LRU and self._lazyfree_queued(folio):
             self.event("isolate_queued_lazyfree", folio)
         folio.lru = False
         self.lruvec_del_folio(folio)

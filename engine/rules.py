@@ -99,10 +99,11 @@ RULES: list[Rule] = [
     Rule("lazyfree-queue-clears-lru", "v6.12", "v6.14",
          "33dfe9204f29 mm/gup: clear the LRU flag of a page before adding to LRU batch (v6.11; "
          "its 2025 revert is in 6.12.117, which the v6.12 engine models)",
-         lambda o, n, k: "isolate_queued_lazyfree" in o,
-         "a folio MADV_FREE queued for the lazyfree move is off limits to reclaim until the "
-         "batch moves it, where before reclaim could isolate it from its anon LRU list (and "
-         "swap it out) while it waited"),
+         lambda o, n, k: bool(o & {"isolate_queued_lazyfree", "lazyfree_requeue"}),
+         "a folio MADV_FREE queued for the lazyfree move is off limits to reclaim and to a "
+         "second MADV_FREE until the batch moves it, where before reclaim could isolate it "
+         "from its anon LRU list (and swap it out) while it waited, and another MADV_FREE "
+         "queued it again"),
     # -- v6.14 -> v6.15: Barry Song's series ------------------------------------
     Rule("mm-id-mapped-shared", "v6.14", "v6.15",
          "David Hildenbrand's MM-owner tracking for large folios (CONFIG_MM_ID, v6.15): "

@@ -739,6 +739,25 @@ scenario("pmd-discard-store-before-clear", "L",
           "v6.15..v6.16": {"classification": "equal"}},
          schedule=[(3, "pmd_checked", 1, "T0")])
 
+# Issue 15, item 12: with PG_lru kept while queued, a second MADV_FREE queues the folio again.
+scenario("lazyfree-requeue-other-cpu", "H14",
+         "One small page MADV_FREE'd by two threads of one process on two CPUs before either "
+         "lazyfree batch moves. v5.x and 6.12.117 (PG_lru still set while queued: no "
+         "33dfe9204f29, or its revert) let the second folio_mark_lazyfree() queue the folio "
+         "again in the other CPU's batch, another reference (refcount 3: the mapping and two "
+         "batches); v6.14+ cleared PG_lru at the first queueing, so the second call leaves it "
+         "alone (refcount 2). Nothing moves yet (a batch of one), so PGLAZYFREE is 0.",
+         [op("T0", "mmap", addr=A, pages=1), op("T0", "write", addr=A, value=7),
+          op("T0", "madvise", addr=A, pages=1, advice="MADV_FREE"),
+          op("T1", "madvise", addr=A, pages=1, advice="MADV_FREE")],
+         merge(each(ALL, **{"verdict": "ok", "result[2]": 0, "result[3]": 0,
+                            "counter.PGLAZYFREE": 0}),
+               each(("v5.17", "v5.18", "v6.12"), **{"folio.f0.ref": 3}),
+               each(("v6.14", "v6.15", "v6.16"), **{"folio.f0.ref": 2})),
+         {"v5.17..v5.18": {"classification": "equal"}, "v5.18..v6.12": {"classification": "equal"},
+          "v6.12..v6.14": {"classification": "intended", "rules": ["lazyfree-queue-clears-lru"]},
+          "v6.14..v6.16": {"classification": "equal"}}, threads=TH_T1)
+
 
 def main() -> None:
     OUT.mkdir(exist_ok=True)

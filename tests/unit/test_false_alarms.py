@@ -332,3 +332,20 @@ def test_a_vma_split_waits_for_the_pmd_lock_and_splits_what_is_restored(engine: 
     assert out.verdict is Verdict.OK, out.crash
     assert out.comparable()["mm0.vmas"] == ("0x200000-0x3ee000:w", "0x3ef000-0x400000:w",
                                            "0x9f8000-0x9f9000:w")
+
+
+def test_a_thp_fault_waiting_for_the_pmd_lock_holds_a_named_reference() -> None:
+    """do_huge_pmd_anonymous_page() allocates before it takes the PMD lock; while
+    reclaim holds that lock in the PMD discard, the new folio's one reference is
+    the faulting thread's, not a leak (the first campaign after the change stored
+    it as a refcount invariant on v6.15)."""
+    p = program(op("T0", "mmap", addr=A, pages=512, order=9), op("T0", "pin", addr=A, pin="p0"),
+                op("T0", "madvise", addr=A, pages=512, advice="MADV_FREE"),
+                op("R", "reclaim"), op("T0", "madvise", addr=A, pages=512, advice="MADV_DONTNEED"),
+                op("T1", "write", addr=A, value=3), op("T0", "unpin", pin="p0", dirty=False),
+                threads=(T0, R, {"name": "T1", "kind": "task", "mm": 0}),
+                schedule=[{"op": 3, "at": "pmd_cleared", "nth": 1, "thread": "T0"},
+                          {"op": 4, "at": "op_end", "nth": 1, "thread": "T1"}])
+    for engine in ENGINES:
+        out = run(p, engine)
+        assert out.verdict is not Verdict.INVARIANT, (engine, out.crash)

@@ -34,6 +34,7 @@ NOT_TRANSLATABLE = {
     "referenced-mthp-one-vma": (5, "kswapd-style reclaim"),
     "gup-slow-touch-pmd": (3, "schedule preempts"),
     "pmd-discard-store-before-clear": (3, "schedule preempts"),
+    "lazyfree-requeue-other-cpu": (3, "another thread's CPU"),
     "h12-vma-boundary-write-escalation": (6, "kswapd-style reclaim"),
 }
 
