@@ -197,7 +197,30 @@ def differential(program: Program, engine_a: str, engine_b: str) -> Report:
     diffs = sorted((FieldDiff(f, ca.get(f), cb.get(f), first.get(f)) for f in differing),
                    key=_field_order)
     parted, window = _parting_ops(ta, tb)
-    return Report(program, a, b, [_classify(program, a, b, diffs, parted, window)])
+    only_a, only_b = _places_one_run_lacks(program, a, b)
+    window |= set(only_a) | set(only_b)
+    return Report(program, a, b, [_classify(program, a, b, diffs, parted, window,
+                                            (only_a, only_b))])
+
+
+def _places_one_run_lacks(program: Program, a: Outcome,
+                          b: Outcome) -> tuple[dict[int, set[str]], dict[int, set[str]]]:
+    """The schedule entries one run preempted at and the other could not (a
+    place a version lacks: there the preemption fell at the operation's end).
+    The runs ran different interleavings from there, so such an operation joins
+    the window even when the parting shows only later, and the run that had the
+    place gets the event ``place:<kind>`` there, which rules can read.
+
+    Return: for each run, operation -> those events."""
+    pa, pb = set(a.places), set(b.places)
+    only: tuple[dict[int, set[str]], dict[int, set[str]]] = ({}, {})
+    for e in program.schedule:
+        if e.op is None:
+            continue
+        reached = ((e.op, e.at, e.nth) in pa, (e.op, e.at, e.nth) in pb)
+        if reached[0] != reached[1]:
+            only[0 if reached[0] else 1].setdefault(e.op, set()).add(f"place:{e.at.value}")
+    return only
 
 
 def _parting_ops(ta: list[dict], tb: list[dict]) -> tuple[int | None, set[int]]:
@@ -231,12 +254,17 @@ def _parting_ops(ta: list[dict], tb: list[dict]) -> tuple[int | None, set[int]]:
     return first, window
 
 
-def _op_events(o: Outcome, ops: set[int]) -> frozenset[str]:
-    return frozenset(name for i, name in o.events if i in ops)
+def _op_events(o: Outcome, ops: set[int], places: dict[int, set[str]] | None = None) -> frozenset[str]:
+    events = {name for i, name in o.events if i in ops}
+    for i, names in (places or {}).items():
+        if i in ops:
+            events |= names
+    return frozenset(events)
 
 
 def _classify(program: Program, a: Outcome, b: Outcome, diffs: list[FieldDiff],
-              parted: int | None, window: set[int]) -> Divergence:
+              parted: int | None, window: set[int],
+              places: tuple[dict[int, set[str]], dict[int, set[str]]] = ({}, {})) -> Divergence:
     pair = f"{a.engine}..{b.engine}"
     # A run that broke an oracle or crashed: never intended.
     for o in (a, b):
@@ -262,7 +290,8 @@ def _classify(program: Program, a: Outcome, b: Outcome, diffs: list[FieldDiff],
     kinds = {program.ops[i].op for i in window if i is not None}
     rules = []
     for kind in sorted(kinds) or [""]:
-        for r in explain(a.engine, b.engine, _op_events(a, window), _op_events(b, window), kind):
+        for r in explain(a.engine, b.engine, _op_events(a, window, places[0]),
+                         _op_events(b, window, places[1]), kind):
             if r not in rules:
                 rules.append(r)
     cls = Classification.INTENDED if rules else Classification.UNEXPECTED

@@ -331,10 +331,11 @@ class MemoryMixin:
             next_ = min(end, (pmd_idx + 1) << PMD_SHIFT)
             if pmd_idx in mm.pmd_huge:
                 if addr == pmd_idx << PMD_SHIFT and next_ - addr == PMD_SIZE:
-                    yield from self.zap_huge_pmd(vma, pmd_idx)
-                    addr = next_
-                    continue
-                yield from self.split_huge_pmd(vma, pmd_idx)
+                    if (yield from self.zap_huge_pmd(vma, pmd_idx)):
+                        addr = next_
+                        continue
+                else:
+                    yield from self.split_huge_pmd(vma, pmd_idx)
             pt = mm.pte_tables.get(pmd_idx)
             if pt is not None:
                 yield from spin_lock(self, pt.ptl)
@@ -373,13 +374,17 @@ class MemoryMixin:
         self.cost["tlb_flushes"] += 1
 
     def zap_huge_pmd(self, vma: VmArea, pmd_idx: int):
+        """zap_huge_pmd(): under the PMD lock (__pmd_trans_huge_lock()), zap the
+        PMD if it is still huge.  Return: False when it is not (split or
+        cleared while the caller waited): zap_pmd_range() then falls through
+        to the PTEs."""
         mm = vma.mm
         lock = mm.ptl(pmd_idx)
         yield from spin_lock(self, lock)
         try:
             word = mm.pmd_huge.pop(pmd_idx, None)
             if word is None:
-                return
+                return False
             mm.deposited.pop(pmd_idx, None)
             folio = self.pfn_folio(pmd_pfn(word))
             if pmd_dirty(word):
@@ -388,6 +393,7 @@ class MemoryMixin:
             self.folio_remove_rmap_pmd(folio, vma)
             self.folio_put(folio)
             self.cost["tlb_flushes"] += 1
+            return True
         finally:
             spin_unlock(self, lock)
 

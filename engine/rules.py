@@ -93,9 +93,11 @@ RULES: list[Rule] = [
          "735ecdfaf4e8 mm/vmscan: avoid split lazyfree THP during shrink_folio_list() (its "
          "unmap_huge_pmd_locked() call in try_to_unmap_one, which the 6.12.117 stable commit "
          "\"mm/rmap: don't discard lazyfree THPs at PMD level\" removed from 6.12.y)",
-         lambda o, n, k: "ttu_split_huge_pmd" in o and "discard_lazyfree_pmd" in n,
+         lambda o, n, k: bool(n & {"place:pmd_checked", "place:pmd_cleared"})
+         or ("ttu_split_huge_pmd" in o and "discard_lazyfree_pmd" in n),
          "a clean, unreferenced lazyfree PMD-mapped THP is discarded whole under the PMD lock "
-         "instead of split and discarded page by page"),
+         "instead of split and discarded page by page; the attempt holds the PMD lock with "
+         "two windows other CPUs can act in, where 6.12.117 splits at once"),
     Rule("lazyfree-queue-clears-lru", "v6.12", "v6.14",
          "33dfe9204f29 mm/gup: clear the LRU flag of a page before adding to LRU batch (v6.11; "
          "its 2025 revert is in 6.12.117, which the v6.12 engine models)",

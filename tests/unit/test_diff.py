@@ -80,3 +80,32 @@ def test_a_stat_the_older_kernel_lacks_is_intended():
     assert d.field == "mthp.nr_anon_partially_mapped[9]"
     assert d.classification.value == "intended"
     assert [r.name for r in d.rules] == ["deferred-split-partially-mapped"]
+
+
+# The first v6.12,v6.14 campaign after issue 15 added the PMD discard's windows: a
+# preemption at pmd_checked, which only v6.14 has (v6.12 runs it at the reclaim's
+# end), and a parting seen only at op 5, once both interleavings met again.
+PLACE_ONLY_ONE_HAS = {"version": 2,
+                      "threads": [{"name": "T0", "kind": "task", "mm": 0},
+                                  {"name": "R", "kind": "kthread", "mm": None},
+                                  {"name": "S", "kind": "kthread", "mm": None}],
+                      "ops": [{"thread": "T0", "op": "mmap", "addr": 2097152, "pages": 512, "order": 9},
+                              {"thread": "T0", "op": "write", "addr": 2097152, "pages": 1, "value": 1},
+                              {"thread": "T0", "op": "madvise", "addr": 2097152, "pages": 512,
+                               "advice": "MADV_FREE"},
+                              {"thread": "R", "op": "reclaim", "nr_to_scan": 1},
+                              {"thread": "T0", "op": "madvise", "addr": 2097152, "pages": 1,
+                               "advice": "MADV_DONTNEED"},
+                              {"thread": "S", "op": "deferred_split_scan", "nr_to_scan": 1},
+                              {"thread": "T0", "op": "madvise", "addr": 2097152, "pages": 2,
+                               "advice": "MADV_FREE"}],
+                      "schedule": [{"op": 3, "at": "pmd_checked", "nth": 1, "thread": "T0"},
+                                   {"op": 3, "at": "isolated", "nth": 56, "thread": "S"},
+                                   {"op": 2, "at": "pte_cleared", "nth": 236, "thread": "S"}]}
+
+
+def test_a_place_only_one_version_has_joins_the_window():
+    report = differential(parse_program(PLACE_ONLY_ONE_HAS), "v6.12", "v6.14")
+    [d] = report.divergences
+    assert d.first_op > 3 and d.classification.value == "intended"
+    assert [r.name for r in d.rules] == ["lazyfree-pmd-discard"]
