@@ -22,6 +22,7 @@ from engine.outcome import Outcome
 from engine.program import Program
 from engine.rules import Rule, explain
 from engine.run import ENTRY_POINT, run
+from engine.sched import KERNEL_YIELD_POINTS
 
 
 class Kind(str, enum.Enum):
@@ -197,29 +198,30 @@ def differential(program: Program, engine_a: str, engine_b: str) -> Report:
     diffs = sorted((FieldDiff(f, ca.get(f), cb.get(f), first.get(f)) for f in differing),
                    key=_field_order)
     parted, window = _parting_ops(ta, tb)
-    only_a, only_b = _places_one_run_lacks(program, a, b)
+    only_a, only_b = _places_one_run_lacks(a, b)
     window |= set(only_a) | set(only_b)
     return Report(program, a, b, [_classify(program, a, b, diffs, parted, window,
                                             (only_a, only_b))])
 
 
-def _places_one_run_lacks(program: Program, a: Outcome,
-                          b: Outcome) -> tuple[dict[int, set[str]], dict[int, set[str]]]:
-    """The schedule entries one run preempted at and the other could not (a
-    place a version lacks: there the preemption fell at the operation's end).
-    The runs ran different interleavings from there, so such an operation joins
-    the window even when the parting shows only later, and the run that had the
-    place gets the event ``place:<kind>`` there, which rules can read.
+def _places_one_run_lacks(a: Outcome, b: Outcome) -> tuple[dict[int, set[str]], dict[int, set[str]]]:
+    """The places where one run switched to another thread and which the other
+    run never reached: a window only one version has (a schedule entry there
+    fell at the operation's end in the other, and the op-order policy may
+    switch at it too).  The runs interleaved differently from there, so the
+    operation joins the window even when the parting shows only later, and the
+    run that had the place gets the event ``place:<kind>`` there, which rules
+    can read.
 
     Return: for each run, operation -> those events."""
-    pa, pb = set(a.places), set(b.places)
     only: tuple[dict[int, set[str]], dict[int, set[str]]] = ({}, {})
-    for e in program.schedule:
-        if e.op is None:
-            continue
-        reached = ((e.op, e.at, e.nth) in pa, (e.op, e.at, e.nth) in pb)
-        if reached[0] != reached[1]:
-            only[0 if reached[0] else 1].setdefault(e.op, set()).add(f"place:{e.at.value}")
+    for side, (mine, other) in enumerate(((a.places, b.places), (b.places, a.places))):
+        reached = set(other)
+        for here, after in zip(mine, mine[1:]):
+            op, kind, _ = here
+            if (op is not None and kind in KERNEL_YIELD_POINTS and after[0] != op
+                    and here not in reached):
+                only[side].setdefault(op, set()).add(f"place:{kind.value}")
     return only
 
 
