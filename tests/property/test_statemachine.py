@@ -89,7 +89,9 @@ def test_preemptions_name_places_their_operations_reach():
                 assert 1 <= e.nth <= (1 if e.at is YieldPoint.OP_END else 4)
             seen.extend(program.schedule)
 
+    # derandomized: whether 30 random machines hold a preemption inside an
+    # operation was chance (one failure in three runs was seen)
     run_state_machine_as_test(Places, settings=settings(
         max_examples=30, stateful_step_count=15, deadline=None, database=None,
-        suppress_health_check=list(HealthCheck)))
+        derandomize=True, suppress_health_check=list(HealthCheck)))
     assert {e.at for e in seen} - {YieldPoint.OP_END}, "no preemption inside an operation"
