@@ -273,9 +273,9 @@ def test_no_corpus_program_trips_the_check_but_the_v6_15_escalation() -> None:
     bug or an oracle bug, except v6.15's restore across the VMA end."""
     for path in sorted(CORPUS_DIR.glob("*.json")):
         prog = load_entry(str(path))["program"]
-        for engine in sorted(set(KERNELS) - set(MUTANTS)):
-            out = run(prog, engine)
+        for name in sorted(set(KERNELS) - set(MUTANTS)):
+            out = run(prog, name)
             tripped = out.crash is not None and ".page_table_check." in out.crash.field
             expected = (path.stem == "h12-vma-boundary-write-escalation"
-                        and engine in ("v6.15", "v6.15-c"))
-            assert tripped == expected, (path.stem, engine, out.crash)
+                        and name in ("v6.15", "v6.15-c"))
+            assert tripped == expected, (path.stem, name, out.crash)
