@@ -256,9 +256,11 @@ def _parting_ops(ta: list[dict], tb: list[dict]) -> tuple[int | None, set[int]]:
     return first, window
 
 
-def _op_events(o: Outcome, ops: set[int], places: dict[int, set[str]] | None = None) -> frozenset[str]:
+def _op_events(o: Outcome, ops: set[int], places: dict[int, set[str]]) -> frozenset[str]:
+    """The events of @ops in run @o, with the ``place:<kind>`` events of places
+    only that run had (:func:`_places_one_run_lacks`)."""
     events = {name for i, name in o.events if i in ops}
-    for i, names in (places or {}).items():
+    for i, names in places.items():
         if i in ops:
             events |= names
     return frozenset(events)
@@ -266,7 +268,7 @@ def _op_events(o: Outcome, ops: set[int], places: dict[int, set[str]] | None = N
 
 def _classify(program: Program, a: Outcome, b: Outcome, diffs: list[FieldDiff],
               parted: int | None, window: set[int],
-              places: tuple[dict[int, set[str]], dict[int, set[str]]] = ({}, {})) -> Divergence:
+              places: tuple[dict[int, set[str]], dict[int, set[str]]]) -> Divergence:
     pair = f"{a.engine}..{b.engine}"
     # A run that broke an oracle or crashed: never intended.
     for o in (a, b):

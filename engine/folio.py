@@ -75,16 +75,20 @@ class MmIds:
     the 6.15 form: docs/kernel-notes.md section 17).
     """
 
-    __slots__ = ("ids", "counts", "shared")
+    __slots__ = ("ids", "counts", "shared", "total")
 
     def __init__(self, mm_id: int, count: int) -> None:
         # folio_set_large_mapcount(): slot 0 takes the first MM
         self.ids: list[int | None] = [mm_id, None]
         self.counts = [count, 0]
         self.shared = False
+        #: _large_mapcount (plus one): folio_mapcount(), kept here as the kernel
+        #: keeps it, since every rmap change of a large folio comes through
+        self.total = count
 
-    def add(self, mm_id: int, diff: int, total: int) -> None:
-        """folio_add_return_large_mapcount(); @total: folio_mapcount() after it."""
+    def add(self, mm_id: int, diff: int) -> None:
+        """folio_add_return_large_mapcount()."""
+        self.total += diff
         ids, counts = self.ids, self.counts
         if ids[0] == mm_id:
             counts[0] += diff
@@ -92,14 +96,15 @@ class MmIds:
             counts[1] += diff
         elif ids[0] is None:
             ids[0], counts[0] = mm_id, diff
-            if total != diff:             # other mappings already
+            if self.total != diff:        # other mappings already
                 self.shared = True
         elif ids[1] is None:
             ids[1], counts[1] = mm_id, diff
             self.shared = True            # slot 0 certainly has mappings too
 
-    def sub(self, mm_id: int, diff: int, total: int) -> None:
-        """folio_sub_return_large_mapcount(); @total: folio_mapcount() after it."""
+    def sub(self, mm_id: int, diff: int) -> None:
+        """folio_sub_return_large_mapcount()."""
+        self.total -= diff
         ids, counts = self.ids, self.counts
         for s in (0, 1):
             if ids[s] == mm_id:
@@ -108,7 +113,7 @@ class MmIds:
                     return
                 ids[s], counts[s] = None, 0
                 break
-        if total in counts:               # one slot owns every mapping (or none is left)
+        if self.total in counts:          # one slot owns every mapping (or none is left)
             self.shared = False
 
 

@@ -21,7 +21,6 @@ class LruMixin:
     #: PAGEVEC_SIZE: folios a per-CPU folio batch holds before it is moved
     #: (31 from 9cecde80aae0 "mm: increase folio batch size", v6.9; 15 before).
     FOLIO_BATCH_SIZE = 31
-    BATCH_FULL_EVENT = "folio_batch_full_31"
     #: folio_mark_lazyfree() clears PG_lru when it queues a folio (33dfe9204f29
     #: "mm/gup: clear the LRU flag of a page before adding to LRU batch", v6.11;
     #: reverted in 2025 upstream and in the stable branches).  Without it the
@@ -53,7 +52,7 @@ class LruMixin:
         batch = batches.setdefault(self.current.cpu, [])
         batch.append(folio)
         if len(batch) >= self.FOLIO_BATCH_SIZE:
-            self.event(self.BATCH_FULL_EVENT, folio)
+            self.event(f"folio_batch_full_{self.FOLIO_BATCH_SIZE}", folio)
             self._batch_move(batch, move)
         elif folio_test_large(folio):
             self._batch_move(batch, move)
@@ -105,7 +104,7 @@ class LruMixin:
     def _lazyfree_move(self, folio: Folio) -> None:
         """folio_batch_move_lru(fbatch, lru_lazyfree) for one folio."""
         if not self.LAZYFREE_QUEUE_CLEARS_LRU:
-            if not folio.lru or folio.freed:
+            if not folio.lru:
                 return                        # folio_test_clear_lru() failed: skipped
             folio.lru = False
         self._lru_lazyfree(folio)

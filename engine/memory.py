@@ -408,9 +408,8 @@ class MemoryMixin:
         for addr in (start, end):
             if not addr & (PMD_SIZE - 1):
                 continue
-            lo = addr & ~(PMD_SIZE - 1)
             vma = mm.find_vma(addr)
-            if vma is not None and vma.vm_start <= lo and lo + PMD_SIZE <= vma.vm_end:
+            if vma is not None and self.thp_vma_suitable(vma, addr >> PMD_SHIFT):
                 yield from self.split_huge_pmd(vma, addr >> PMD_SHIFT)
 
     def do_munmap(self, mm: MmStruct, start: int, end: int):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from engine.errors import RefcountUnderflow
 from engine.flags import TTU_BATCH_FLUSH, VM_LOCKED, LockedLargeRef
-from engine.folio import Folio, MmIds, folio_mapcount, folio_mapped, folio_maybe_dma_pinned
+from engine.folio import Folio, MmIds, folio_mapped, folio_maybe_dma_pinned
 from engine.mm import MM_ANONPAGES, MM_SWAPENTS, VmArea, vma_address
 from engine.pgtable import (PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PTRS_PER_PTE,
                             PageTable, pmd_young, pte_dirty, pte_pfn, pte_present, pte_young,
@@ -83,14 +83,14 @@ class RmapMixin:
         for i in range(first, first + nr):
             mc[i] += 1
         if folio.mm_ids is not None:
-            folio.mm_ids.add(vma.mm.id, nr, folio_mapcount(folio))
+            folio.mm_ids.add(vma.mm.id, nr)
         folio.checked = None
         self.cost["rmap_updates"] += 1
 
     def folio_add_anon_rmap_pmd(self, folio: Folio, vma: VmArea) -> None:
         folio.entire_mapcount += 1
         if folio.mm_ids is not None:
-            folio.mm_ids.add(vma.mm.id, 1, folio_mapcount(folio))
+            folio.mm_ids.add(vma.mm.id, 1)
         folio.checked = None
         self.cost["rmap_updates"] += 1
 
@@ -115,7 +115,7 @@ class RmapMixin:
             if mc[i] == 0 and not folio.entire_mapcount:
                 unmapped += 1
         if folio.mm_ids is not None:
-            folio.mm_ids.sub(vma.mm.id, nr, folio_mapcount(folio))
+            folio.mm_ids.sub(vma.mm.id, nr)
         folio.checked = None
         self.cost["rmap_updates"] += 1
         if folio.order and folio.anon:
@@ -135,7 +135,7 @@ class RmapMixin:
         if folio.entire_mapcount < 0:
             raise RefcountUnderflow(f"entire mapcount of folio pfn {folio.pfn:#x} underflows")
         if folio.mm_ids is not None:
-            folio.mm_ids.sub(vma.mm.id, 1, folio_mapcount(folio))
+            folio.mm_ids.sub(vma.mm.id, 1)
         folio.checked = None
         self.cost["rmap_updates"] += 1
         if not folio.entire_mapcount:

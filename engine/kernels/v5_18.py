@@ -29,7 +29,6 @@ class V5_18(Kernel):
     HAS_MTHP = False
     HAS_DROPPABLE = False
     FOLIO_BATCH_SIZE = 15                 # PAGEVEC_SIZE before v6.9
-    BATCH_FULL_EVENT = "folio_batch_full_15"
     LAZYFREE_QUEUE_CLEARS_LRU = False     # before 33dfe9204f29 (v6.11)
     MADVISE_SPLITS_EVERY_PTE_MAPPED_THP = True
     LOCKED_LARGE_REF = LockedLargeRef.COUNTED
