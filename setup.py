@@ -1,16 +1,17 @@
-"""Build the C batched path (engine/cpath.c) with the package.
+"""Build the C batched path (engine/native/cpath.c) with the package.
 
 Everything else is configured in pyproject.toml.  The extension is plain C
-with no Python API: ``engine.cpath`` loads it with ctypes, not with import.
+with no Python API: ``engine.native.loader`` loads it with ctypes, not with
+import.
 """
 
-import os
-import sys
+import runpy
 
 from setuptools import Extension, setup
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from engine.cpath import CFLAGS  # noqa: E402 - the flags are defined once, beside the loader
+# The flags are defined once, beside the loader; read without importing the
+# package, whose dependencies a build environment does not have.
+CFLAGS = runpy.run_path("engine/native/cflags.py")["CFLAGS"]
 
-setup(ext_modules=[Extension("engine._cpath", sources=["engine/cpath.c"],
-                             extra_compile_args=CFLAGS, depends=["engine/cpath.c"])])
+setup(ext_modules=[Extension("engine.native._cpath", sources=["engine/native/cpath.c"],
+                             extra_compile_args=CFLAGS, depends=["engine/native/cpath.c"])])

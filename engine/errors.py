@@ -25,7 +25,7 @@ class NotTranslatable(FoliodiffError, ValueError):
 
     Names the operation (its index and JSON) and why: a fine-grained schedule
     user space cannot force, an operation with no user-space trigger, or a
-    model behaviour a real kernel would not reproduce (see engine/reproducer.py).
+    model behaviour a real kernel would not reproduce (see engine/repro/reproducer.py).
     ``index`` is None when the reason is the program as a whole.
     """
 

@@ -39,11 +39,11 @@ import atheris
 # every step or operation whatever the model did, and instrumenting them
 # halved the execution rate for no coverage of kernel paths.
 with atheris.instrument_imports(include=["engine"],
-                                exclude=["engine.codec", "engine.program", "engine.oracle",
-                                         "engine.outcome", "engine.diff"]):
-    from engine.codec import decode
-    from engine.diff import Report, differential
-    from engine.program import Program
+                                exclude=["engine.program.codec", "engine.program.format", "engine.execution.oracle",
+                                         "engine.execution.outcome", "engine.diff.differential"]):
+    from engine.program.codec import decode
+    from engine.diff.differential import Report, differential
+    from engine.program.format import Program
 
 from fuzz.campaign import CampaignConfig, open_sink
 from fuzz.hints import HINT_RATE, HINT_TRIES, mutant_inputs

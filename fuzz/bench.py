@@ -54,11 +54,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.diff import Classification, Divergence, Kind, Report, differential
+from engine.diff.differential import Classification, Divergence, Kind, Report, differential
 from engine.kernels import mutants
-from engine.oracle import Verdict
-from engine.run import run
-from engine.program import Program, parse_program
+from engine.execution.oracle import Verdict
+from engine.execution.runner import run
+from engine.program.format import Program, parse_program
 from fuzz.minimize import minimize
 from fuzz.sources import Corpus, Fuzzer, Source, seed_inputs
 

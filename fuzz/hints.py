@@ -15,7 +15,7 @@ operands its run showed), a run that shows a hand-off event in operation i
 suggests mutants: the consumer operation, on a kernel thread, right after
 i in program order, with one preemption that gives it the CPU at a place of
 i between the hand-off and the end of i.  The run says which places those
-are (:attr:`engine.outcome.Outcome.places`, ``event_steps``, ``op_ends``),
+are (:attr:`engine.execution.outcome.Outcome.places`, ``event_steps``, ``op_ends``),
 and a place, unlike a step, means the same point of i on every engine and
 in the mutant, whatever other operations it runs.  Schedule explorers drop
 the preemption and search the interleavings of the placed operation
@@ -28,12 +28,12 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from engine.codec import encode
-from engine.diff import Report
+from engine.program.codec import encode
+from engine.diff.differential import Report
 from engine.errors import ProgramError
-from engine.outcome import Place
-from engine.program import Program, ThreadKind, parse_program, renumber_schedule
-from engine.sched import YieldPoint
+from engine.execution.outcome import Place
+from engine.program.format import Program, ThreadKind, parse_program, renumber_schedule
+from engine.mm.sched import YieldPoint
 from fuzz.mutate import boundary, program_data
 
 #: Kernel event -> the operation of the kernel thread that consumes what it handed off.

@@ -17,9 +17,9 @@ uninteresting, never an error.  Every candidate is asked about once (results
 are cached by its JSON), so the minimization is deterministic and its cost is
 the number of distinct candidates asked.
 
-A preemption names a place of an operation (:class:`engine.program.Preemption`),
+A preemption names a place of an operation (:class:`engine.program.format.Preemption`),
 not a global step: a candidate's schedule is the current one renumbered for
-the operations it keeps, in their new order (:func:`engine.program.renumber_schedule`);
+the operations it keeps, in their new order (:func:`engine.program.format.renumber_schedule`);
 the entries of a removed operation or naming a removed thread go with it.
 A race the schedule set up so survives the removal of any operation it
 does not need, without an engine run to re-record the interleaving.
@@ -32,9 +32,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-from engine.diff import differential
+from engine.diff.differential import differential
 from engine.errors import FoliodiffError, ProgramError
-from engine.program import Preemption, Program, parse_program, renumber_schedule
+from engine.program.format import Preemption, Program, parse_program, renumber_schedule
 
 __all__ = ["MinimizeResult", "NotInterestingError", "Pass", "Reduction", "ddmin",
            "minimize", "minimize_divergence"]

@@ -1,11 +1,11 @@
 """Schedule search: other interleavings of a program's fixed set of operations.
 
-The explorers drive :class:`engine.run.Runner` through its chooser hook,
+The explorers drive :class:`engine.execution.runner.Runner` through its chooser hook,
 which decides step by step, and return programs whose ``schedule`` replays
-the explored run exactly through plain :func:`engine.run.run`: the places
+the explored run exactly through plain :func:`engine.execution.runner.run`: the places
 (operation, kind of yield point, occurrence) at which the run left the
 op-order policy, and the thread it ran there
-(:attr:`engine.run.Runner.schedule_taken`).  A place means the same point
+(:attr:`engine.execution.runner.Runner.schedule_taken`).  A place means the same point
 of an operation on every engine, so on another engine the program preempts
 where that engine reaches those places (or, for a window its version does
 not have, where the operation ends):
@@ -33,9 +33,9 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 from engine.errors import FoliodiffError
-from engine.outcome import Outcome
-from engine.program import Program
-from engine.run import ChooserError, Runner
+from engine.execution.outcome import Outcome
+from engine.program.format import Program
+from engine.execution.runner import ChooserError, Runner
 
 __all__ = ["Exhaustive", "ExhaustiveStateError", "delay_schedule", "pct_schedule",
            "random_schedule"]

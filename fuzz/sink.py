@@ -32,8 +32,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from engine.diff import Classification, Report
-from engine.program import Program
+from engine.diff.differential import Classification, Report
+from engine.program.format import Program
 from fuzz.minimize import NotInterestingError, minimize_divergence
 from service.store import (
     DivergenceRecord,

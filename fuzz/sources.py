@@ -25,12 +25,12 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from engine.codec import decode, encode
-from engine.corpus import load_any
-from engine.diff import Report
+from engine.program.codec import decode, encode
+from engine.corpus.entries import load_any
+from engine.diff.differential import Report
 from engine.errors import ProgramError
-from engine.program import Program, parse_program
-from engine.upgrade import DEFAULT_READING
+from engine.program.format import Program, parse_program
+from engine.corpus.upgrade import DEFAULT_READING
 from fuzz.hints import HINT_RATE, HINT_TRIES, layout_mutants, mutant_inputs
 from fuzz.mutate import mutate_program
 from fuzz.schedule import (Exhaustive, ExhaustiveStateError, decision_count, delay_schedule,
@@ -113,9 +113,9 @@ def seed_inputs(directory: str | Path, *,
     @keep: which programs to take (the fuzz benchmark leaves out any that
         already shows the divergence it times).
     @reading: the engine a format-1 file's schedule is read on
-        (:mod:`engine.upgrade`): a campaign's first engine, whose
+        (:mod:`engine.corpus.upgrade`): a campaign's first engine, whose
         interleaving its seeds were written for.
-    Return: each kept program's :func:`engine.codec.encode`, in file-name order.
+    Return: each kept program's :func:`engine.program.codec.encode`, in file-name order.
     """
     out = []
     for path in sorted(Path(directory).glob("*.json")):

@@ -4,7 +4,7 @@ Each rule appends one operation (or one preemption) to a program that only
 ever makes sense: regions are mapped before use, a pin is unpinned at most
 once and DMA goes only through pins still held, the child process exists
 before its task acts.  After every step the program so far runs on both
-engines of the pair through :func:`engine.diff.differential`, and the
+engines of the pair through :func:`engine.diff.differential.differential`, and the
 invariant holds when
 
 - each engine's oracle verdict is OK (no crash, data loss, broken invariant,
@@ -44,12 +44,12 @@ from hypothesis.database import DirectoryBasedExampleDatabase, ExampleDatabase
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition, rule,
                                  run_state_machine_as_test)
 
-from engine.diff import differential
+from engine.diff.differential import differential
 from engine.kernels import resolve_engine
-from engine.oracle import Verdict
-from engine.program import PAGE_SIZE, Program, parse_program
-from engine.run import YIELD_POINTS
-from engine.sched import YieldPoint
+from engine.execution.oracle import Verdict
+from engine.program.format import PAGE_SIZE, Program, parse_program
+from engine.execution.runner import YIELD_POINTS
+from engine.mm.sched import YieldPoint
 from fuzz.minimize import minimize
 
 __all__ = ["CampaignStats", "Finding", "FindingError", "LazyfreeMachine", "check_pair",

@@ -1,7 +1,7 @@
 """Hypothesis strategies for foliodiff programs.
 
 Two shapes of valid program (every one passes
-:func:`engine.program.check_program`):
+:func:`engine.program.format.check_program`):
 
 - :func:`programs` draws what lazyfree reclaim bugs need: a task ``T0`` that
   maps a few regions first (2 MiB or 64 KiB aligned, whole folios of order
@@ -10,7 +10,7 @@ Two shapes of valid program (every one passes
   run the deferred-split shrinker or take speculative folio references, a
   DMA device writing through pins, and a short schedule of preemptions,
   each at a place the operation's kernel path can reach
-  (:data:`engine.run.YIELD_POINTS`, or its end) and a small occurrence.
+  (:data:`engine.execution.runner.YIELD_POINTS`, or its end) and a small occurrence.
 - :func:`any_programs` draws anything the format allows: arbitrary names,
   mm ids and fork graphs, regions declared after their use, ranges across
   adjacent regions, unaligned addresses, large values, and preemptions at
@@ -20,7 +20,7 @@ Two shapes of valid program (every one passes
 :func:`seeded_programs` draws mutants of a seed corpus, so that a Hypothesis
 campaign starts from the same programs as the other fuzzers.
 
-:func:`program_bytes` draws inputs for :func:`engine.codec.decode`: random
+:func:`program_bytes` draws inputs for :func:`engine.program.codec.decode`: random
 bytes and encodings of drawn programs, the way a byte fuzzer's corpus looks.
 """
 
@@ -30,8 +30,8 @@ from typing import Any, Callable
 
 from hypothesis import strategies as st
 
-from engine.codec import encode
-from engine.program import (
+from engine.program.codec import encode
+from engine.program.format import (
     MAX_PAGES,
     MAX_THREADS,
     MAX_VALUE,
@@ -41,8 +41,8 @@ from engine.program import (
     Program,
     parse_program,
 )
-from engine.run import YIELD_POINTS
-from engine.sched import YieldPoint
+from engine.execution.runner import YIELD_POINTS
+from engine.mm.sched import YieldPoint
 from fuzz.mutate import mutate_program
 
 __all__ = ["any_programs", "names", "program_bytes", "programs", "seeded_programs"]
@@ -401,7 +401,7 @@ def any_programs(draw: Callable[[st.SearchStrategy], Any], max_ops: int = 32) ->
 
 
 def program_bytes(max_size: int = 256) -> st.SearchStrategy[bytes]:
-    """Inputs of :func:`engine.codec.decode`: random bytes and encodings of programs."""
+    """Inputs of :func:`engine.program.codec.decode`: random bytes and encodings of programs."""
     return st.one_of(st.binary(max_size=max_size), programs().map(encode),
                      any_programs(max_ops=16).map(encode))
 

@@ -54,7 +54,7 @@ def _load(path: str, reading: str):
 
 def _exit_on_harness(outcomes) -> None:
     """Exit 3 when a run ended in a harness error, printing each exception and its stack."""
-    from engine.oracle import Verdict
+    from engine.execution.oracle import Verdict
     broken = [o for o in outcomes if o.verdict is Verdict.HARNESS]
     if not broken:
         return
@@ -73,7 +73,7 @@ def _exit_on_harness(outcomes) -> None:
 
 
 def _outcome_table(outcomes) -> Table:
-    from engine.outcome import COUNTERS
+    from engine.execution.outcome import COUNTERS
     t = Table(title="outcomes", show_lines=False)
     t.add_column("field")
     for o in outcomes:
@@ -103,8 +103,8 @@ def run(
 
     A format-1 program's schedule is read on the first engine.
     """
-    from engine.diff import differential
-    from engine.run import run as run_one
+    from engine.diff.differential import differential
+    from engine.execution.runner import run as run_one
     try:
         names = _engines(engines)
         prog = _load(program, names[0])
@@ -151,7 +151,7 @@ def corpus(
     """Replay every corpus file against its expected outcome per version (regression run)."""
     import glob
     import os
-    from engine.corpus import check_entry, load_entry
+    from engine.corpus.entries import check_entry, load_entry
     paths = sorted(glob.glob(os.path.join(directory, "*.json")))
     if not paths:
         _fail(f"directory: no corpus files (*.json) in {directory!r}")
@@ -194,7 +194,7 @@ def engines() -> None:
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of the program format."""
-    from engine.program import program_json_schema
+    from engine.program.format import program_json_schema
     print(json.dumps(program_json_schema(), indent=2, sort_keys=True))
 
 
@@ -228,7 +228,7 @@ def bench(
     out: Annotated[Optional[str], typer.Option(help="write the figures as JSON here")] = None,
 ) -> None:
     """Differential executions per second on typical programs, one core."""
-    from engine.bench import bench_differential, bench_page_cost
+    from engine.bench.differential import bench_differential, bench_page_cost
     try:
         names = _engines(engines)
     except (FoliodiffError, typer.BadParameter) as exc:
@@ -248,7 +248,7 @@ def bench_c(
     out: Annotated[Optional[str], typer.Option(help="write the figures as JSON here")] = None,
 ) -> None:
     """The C batched path: v6.14 per PTE against v6.15 batched, and C against Python."""
-    from engine.bench_c import bench_c as run_bench
+    from engine.bench.native import bench_c as run_bench
     res = run_bench(repeat=repeat, mthp_mib=mthp_mib, pmd_thps=pmd_thps)
     _figures(f"lazyfree unmap, medians of {repeat} passes (ms; ratios from this run)", res, 3,
              out)
@@ -336,7 +336,7 @@ def conform(
     out: Annotated[Optional[str], typer.Option(help="write the results as JSON here")] = None,
 ) -> None:
     """Boot real Debian kernels under qemu and compare each scenario with the kernel's model."""
-    from engine.realobs import CONFORMANCE
+    from engine.repro.realobs import CONFORMANCE
     from service.conform.check import Verdict, conform as run_conform
     chosen = dict(CONFORMANCE)
     if scenarios:
@@ -470,9 +470,9 @@ def reproducer(
 ) -> None:
     """Export a program, a stored divergence or a corpus program as a static C reproducer."""
     import os
-    from engine.corpus import CORPUS_DIR
-    from engine.reproducer import PinMechanism, translate
-    from engine.upgrade import DEFAULT_READING
+    from engine.corpus.entries import CORPUS_DIR
+    from engine.repro.reproducer import PinMechanism, translate
+    from engine.corpus.upgrade import DEFAULT_READING
     mechanisms = _enum_list("--pin", pin, PinMechanism)
     if len(mechanisms) != 1:
         _fail(f"--pin: give one of io_uring, vmsplice (got {pin!r})")

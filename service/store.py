@@ -54,10 +54,10 @@ from sqlalchemy import table as sql_table
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from engine.diff import Classification, Kind, Report
+from engine.diff.differential import Classification, Kind, Report
 from engine.errors import UnknownEngineError
 from engine.kernels import resolve_engine
-from engine.program import Program as EngineProgram
+from engine.program.format import Program as EngineProgram
 from service.errors import BatchError, IllegalTransitionError, InvalidValueError, NotFoundError
 from service.models import (
     Campaign,
@@ -366,7 +366,7 @@ def _check_record(i: int, r: Any) -> None:
         cls = Kind if name == "kind" else Classification
         if not isinstance(getattr(r, name), cls):
             raise InvalidValueError(f"{where}.{name}", getattr(r, name),
-                                    f"must be an engine.diff.{cls.__name__}")
+                                    f"must be an engine.diff.differential.{cls.__name__}")
     for name in ("engine_a", "engine_b", "original_program"):
         if not isinstance(getattr(r, name), str) or not getattr(r, name):
             raise InvalidValueError(f"{where}.{name}", getattr(r, name),
@@ -616,7 +616,7 @@ class Store:
                            corpus_size: int, signatures: dict[str, int]) -> StatsSnapshot:
         """Record a campaign's counters ``t`` seconds after it started.
 
-        ``signatures`` counts unique signatures by kind (``engine.diff.Kind`` values).
+        ``signatures`` counts unique signatures by kind (``engine.diff.differential.Kind`` values).
         """
         for name, value in (("t", t), ("execs", execs), ("exec_per_s", exec_per_s),
                             ("corpus_size", corpus_size)):

@@ -3,8 +3,8 @@
 Library functions the HTTP and command-line edges call; each takes a
 :class:`Store`, a program or a path, and raises the package's own errors
 (with field and value).  Programs of format 1 are read into format 2 where
-they come in (:mod:`engine.upgrade`): on the engine the caller runs first
-when there is one, on :data:`engine.upgrade.DEFAULT_READING` otherwise.
+they come in (:mod:`engine.corpus.upgrade`): on the engine the caller runs first
+when there is one, on :data:`engine.corpus.upgrade.DEFAULT_READING` otherwise.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.corpus import CORPUS_DIR, corpus_program, program_data
-from engine.diff import Classification, Report, differential
+from engine.corpus.entries import CORPUS_DIR, corpus_program, program_data
+from engine.diff.differential import Classification, Report, differential
 from engine.kernels import resolve_engine
-from engine.program import Program
-from engine.reproducer import PinMechanism, Reproducer, translate
-from engine.upgrade import DEFAULT_READING, Upgrade, read_program, upgrade_program
+from engine.program.format import Program
+from engine.repro.reproducer import PinMechanism, Reproducer, translate
+from engine.corpus.upgrade import DEFAULT_READING, Upgrade, read_program, upgrade_program
 from service.errors import InvalidValueError
 from service.models import Divergence, TriageStatus
 from service.store import Store, harness_records_from_report, records_from_report
@@ -89,11 +89,11 @@ def check_run_budget(ops: Any, max_pages: int, max_work: int) -> None:
 def load_program_file(path: str, reading: str = DEFAULT_READING) -> Upgrade:
     """A program file or a corpus file, of either format, and what reading it took.
 
-    As :func:`engine.corpus.load_any`, but the caller also learns what the
+    As :func:`engine.corpus.entries.load_any`, but the caller also learns what the
     upgrade did to a format-1 program, which a user should be told: which
     engine's reading its schedule keeps, which operations it dropped.
     @reading: the engine a format-1 schedule is read on.
-    Return: the :class:`engine.upgrade.Upgrade` (its ``note`` is empty for
+    Return: the :class:`engine.corpus.upgrade.Upgrade` (its ``note`` is empty for
     format 2).  Raises :class:`ProgramError` naming the path, or the field.
     """
     return upgrade_program(program_data(path), reading)
@@ -207,7 +207,7 @@ def corpus_file_name(d: Divergence) -> str:
 
 
 def corpus_entry(store: Store, d: Divergence) -> dict[str, Any]:
-    """A corpus file (see :mod:`engine.corpus`) pinning this divergence.
+    """A corpus file (see :mod:`engine.corpus.entries`) pinning this divergence.
 
     ``expect`` holds each engine's verdict and, for a crash or oracle
     failure, where it happened; ``divergences`` the pair's classification

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from engine.errors import UnknownEngineError
 from engine.kernels.base import Kernel
-from engine.kernels.cpath import V6_14C, V6_15C, V6_16C
+from engine.kernels.c_twins import V6_14C, V6_15C, V6_16C
 from engine.kernels.v5_17 import V5_17
 from engine.kernels.v5_18 import V5_18
 from engine.kernels.v6_12 import V6_12
@@ -19,7 +19,7 @@ ALIASES = {"old": "v6.14", "new": "v6.15"}
 #: 6.12.117) sits by its number although its one difference from v6.14 came later,
 #: in the 6.12.y stable series (engine/kernels/v6_12.py).
 ORDER = ["v5.17", "v5.18", "v6.12", "v6.14", "v6.15", "v6.16"]
-#: The C twins (engine/kernels/cpath.py): engine id -> the version each is the twin of.
+#: The C twins (engine/kernels/c_twins.py): engine id -> the version each is the twin of.
 C_TWINS: dict[str, str] = {k.VERSION: k.BASE_VERSION for k in (V6_14C, V6_15C, V6_16C)}
 KERNELS.update({k.VERSION: k for k in (V6_14C, V6_15C, V6_16C)})
 #: Engine id -> the kernel version it answers as, for engines that are not one

@@ -13,16 +13,16 @@ from collections import Counter
 from typing import Any
 
 from engine.errors import KernelBug, RefcountUnderflow, UseAfterFree
-from engine.folio import Folio, folio_mapcount
-from engine.gup import GupMixin
-from engine.huge_memory import HugeMemoryMixin
-from engine.lru import LruMixin
-from engine.madvise import MadviseMixin
-from engine.memory import MemoryMixin
-from engine.rmap import RmapMixin
-from engine.sched import Gate
-from engine.swapfile import SwapDevice
-from engine.vmscan import VmscanMixin
+from engine.mm.folio import Folio, folio_mapcount
+from engine.mm.gup import GupMixin
+from engine.mm.huge_memory import HugeMemoryMixin
+from engine.mm.lru import LruMixin
+from engine.mm.madvise import MadviseMixin
+from engine.mm.memory import MemoryMixin
+from engine.mm.rmap import RmapMixin
+from engine.mm.sched import Gate
+from engine.mm.swapfile import SwapDevice
+from engine.mm.vmscan import VmscanMixin
 
 class Kernel(MemoryMixin, RmapMixin, HugeMemoryMixin, VmscanMixin, MadviseMixin, GupMixin,
              LruMixin):

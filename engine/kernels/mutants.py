@@ -10,7 +10,7 @@ them to the engine table for the benchmark's own processes only.
 from __future__ import annotations
 
 from engine.kernels.v6_16 import V6_16
-from engine.pgtable import PMD_SIZE
+from engine.mm.pgtable import PMD_SIZE
 
 
 class V6_16NoVmaBound(V6_16):

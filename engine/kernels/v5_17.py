@@ -5,8 +5,8 @@ the device then writes into a page nobody maps any more (data loss).
 
 from __future__ import annotations
 
-from engine.flags import LockedLargeRef
-from engine.folio import folio_test_dirty
+from engine.mm.flags import LockedLargeRef
+from engine.mm.folio import folio_test_dirty
 from engine.kernels.v5_18 import V5_18
 
 

@@ -12,15 +12,15 @@ during reclamation", exactly as merged (S6):
 from __future__ import annotations
 
 from engine.errors import KernelBug
-from engine.flags import TTU_HWPOISON, TTU_SPLIT_HUGE_PMD, VM_DROPPABLE
-from engine.folio import (folio_mapcount, folio_ref_count, folio_ref_sub, folio_set_swapbacked,
+from engine.mm.flags import TTU_HWPOISON, TTU_SPLIT_HUGE_PMD, VM_DROPPABLE
+from engine.mm.folio import (folio_mapcount, folio_ref_count, folio_ref_sub, folio_set_swapbacked,
                           folio_test_anon, folio_test_dirty, folio_test_swapbacked)
 from engine.kernels.v6_14 import V6_14
-from engine.mm import MM_ANONPAGES
-from engine.pgtable import (PAGE_SHIFT, PTE_DIRTY_YOUNG, PTE_BATCH_IGNORE, pmd_dirty, ptep_get,
+from engine.mm.mm_types import MM_ANONPAGES
+from engine.mm.pgtable import (PAGE_SHIFT, PTE_DIRTY_YOUNG, PTE_BATCH_IGNORE, pmd_dirty, ptep_get,
                             pte_pfn, set_pte_at)
-from engine.rmap import Pvmw
-from engine.sched import YieldPoint
+from engine.mm.rmap import Pvmw
+from engine.mm.sched import YieldPoint
 
 
 class V6_15(V6_14):
@@ -31,7 +31,7 @@ class V6_15(V6_14):
         """folio_maybe_mapped_shared() with CONFIG_MM_ID (David Hildenbrand's
         MM-owner tracking, v6.15): a large folio mapped more than once is
         shared when its "maybe mapped shared" bit is set
-        (:class:`~engine.folio.MmIds`); a small one when mapped twice."""
+        (:class:`~engine.mm.folio.MmIds`); a small one when mapped twice."""
         mapcount = folio_mapcount(folio)
         if not folio.order:
             return mapcount > 1

@@ -51,7 +51,7 @@ class SeedWorkload(enum.Enum):
 
     @property
     def observable(self) -> str:
-        """That counter as :mod:`engine.realobs` names it (the key the model predicts)."""
+        """That counter as :mod:`engine.repro.realobs` names it (the key the model predicts)."""
         return {SeedWorkload.MTHP: "mthp.64kB.split_deferred",
                 SeedWorkload.PMD: "vmstat.thp_split_pmd"}[self]
 

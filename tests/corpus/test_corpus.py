@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-from engine.corpus import c_twin_entry, check_entry, load_entry
+from engine.corpus.entries import c_twin_entry, check_entry, load_entry
 
 CORPUS = sorted((pathlib.Path(__file__).resolve().parents[2] / "corpus").glob("*.json"))
 

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.codec import decode
-from engine.diff import differential
-from engine.program import parse_program
-from engine.upgrade import upgrade_program
+from engine.program.codec import decode
+from engine.diff.differential import differential
+from engine.program.format import parse_program
+from engine.corpus.upgrade import upgrade_program
 from fuzz.campaign import Campaign, CampaignConfig, create
 from fuzz.sources import MAX_FUZZ_PAGES, Fuzzer, mapped_pages
 from service.models import CampaignStatus
@@ -39,7 +39,7 @@ STORED = re.compile(r"stored #(\d+) (\w+): (\S+)")
 # Patched at import, outside the main guard, so that the campaign's spawned
 # workers (which import this file again) run the broken model too.
 BROKEN = """
-from engine.madvise import MadviseMixin
+from engine.mm.madvise import MadviseMixin
 
 def madvise_free_range(self, vma, addr, end):
     raise IndexError("list index out of range")

@@ -8,8 +8,8 @@ import pathlib
 import subprocess
 import sys
 
-from engine.run import run
-from engine.upgrade import upgrade_program
+from engine.execution.runner import run
+from engine.corpus.upgrade import upgrade_program
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -21,7 +21,7 @@ H2_V1 = json.loads((ROOT / "tests" / "data" / "format1" / "h2.json").read_text()
 BROKEN = """
 import sys
 from engine.kernels.v6_15 import V6_15
-from engine.madvise import MadviseMixin
+from engine.mm.madvise import MadviseMixin
 
 def madvise_free_range(self, vma, addr, end):
     raise IndexError("list index out of range")
@@ -88,7 +88,7 @@ def test_harness_error_exits_3_with_the_exception_and_its_stack(tmp_path):
     for engine in ("v6.14", "v6.15"):
         assert f"harness error on {engine}: a defect of foliodiff itself" in said(r)
     assert "IndexError at ops[2]" in said(r) and "list index out of range" in said(r)
-    assert "stack, innermost first: sys_madvise (madvise.py:" in said(r)
+    assert "stack, innermost first: sys_madvise (mm/madvise.py:" in said(r)
     assert "unexpected" not in r.stdout       # never classified as a kernel divergence
 
 
@@ -140,8 +140,8 @@ def test_reproducer_of_a_format_1_file_without_a_schedule(tmp_path):
 
 
 def test_reproducer_of_a_corpus_name_a_file_and_a_stored_divergence(tmp_path):
-    from engine.corpus import load_any
-    from engine.diff import differential
+    from engine.corpus.entries import load_any
+    from engine.diff.differential import differential
     from service.store import Store, records_from_report
     r = foliodiff("reproducer", "--corpus", "h8-pmd-thp-redirty", "--out", str(tmp_path / "a.c"))
     assert r.returncode == 0, r.stderr

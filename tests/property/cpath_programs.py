@@ -14,9 +14,9 @@ from typing import Any, Callable
 
 from hypothesis import strategies as st
 
-from engine.program import PAGE_SHIFT, Program, parse_program
-from engine.run import YIELD_POINTS
-from engine.sched import YieldPoint
+from engine.program.format import PAGE_SHIFT, Program, parse_program
+from engine.execution.runner import YIELD_POINTS
+from engine.mm.sched import YieldPoint
 
 _2M = 512
 THREADS = [{"name": "T0", "kind": "task", "mm": 0}, {"name": "R", "kind": "kthread"},

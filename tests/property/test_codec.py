@@ -20,8 +20,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from engine.codec import THREAD_MENU, decode, encode, thread_ops
-from engine.program import (
+from engine.program.codec import THREAD_MENU, decode, encode, thread_ops
+from engine.program.format import (
     MAX_THREADS,
     OPS_BY_KIND,
     DmaWrite,
@@ -40,13 +40,13 @@ from engine.program import (
     loads_program,
     parse_program,
 )
-from engine.run import YIELD_POINTS
-from engine.sched import YieldPoint
+from engine.execution.runner import YIELD_POINTS
+from engine.mm.sched import YieldPoint
 from fuzz.strategies import any_programs, program_bytes, programs
 
 pytestmark = pytest.mark.property
 
-SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "engine" / "schema" /
+SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "engine" / "program" / "schema" /
                      "program-v2.json").read_text())
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 

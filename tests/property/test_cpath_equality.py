@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cpath_programs import lazyfree_programs
-from engine.run import run
+from engine.execution.runner import run
 from fuzz.strategies import any_programs, programs
 
 pytestmark = pytest.mark.property

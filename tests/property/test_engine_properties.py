@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from engine.run import run
+from engine.execution.runner import run
 from fuzz.strategies import programs
 
 pytestmark = pytest.mark.property

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import invariant, run_state_machine_as_test
 
-from engine.corpus import load_any
-from engine.diff import differential
-from engine.run import YIELD_POINTS
-from engine.sched import YieldPoint
+from engine.corpus.entries import load_any
+from engine.diff.differential import differential
+from engine.execution.runner import YIELD_POINTS
+from engine.mm.sched import YieldPoint
 from fuzz.statemachine import FindingError, check_pair, make_machine, run_campaign
 
 pytestmark = pytest.mark.property

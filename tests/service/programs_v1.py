@@ -2,7 +2,7 @@
 
 Format 1 named preemptions by global step numbers (``[[step, thread], ...]``),
 which each engine counts differently; format 2 names places, and a format-1
-schedule is read on one engine (:mod:`engine.upgrade`).
+schedule is read on one engine (:mod:`engine.corpus.upgrade`).
 """
 
 import json

@@ -24,8 +24,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-from engine.corpus import corpus_paths, load_any
-from engine.diff import Classification, differential
+from engine.corpus.entries import corpus_paths, load_any
+from engine.diff.differential import Classification, differential
 from service.api import Settings, create_app
 from service.store import DivergenceRecord, Store, records_from_report
 

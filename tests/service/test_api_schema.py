@@ -20,8 +20,8 @@ with warnings.catch_warnings():
     from schemathesis.checks import not_a_server_error
     from schemathesis.specs.openapi.checks import status_code_conformance
 
-from engine.corpus import load_any
-from engine.diff import differential
+from engine.corpus.entries import load_any
+from engine.diff.differential import differential
 from service.api import Settings, create_app
 from service.store import Store, records_from_report
 

@@ -8,8 +8,8 @@ import types
 
 from typer.testing import CliRunner
 
-from engine.program import parse_program
-from engine.realobs import CONFORMANCE, Scenario, predict
+from engine.program.format import parse_program
+from engine.repro.realobs import CONFORMANCE, Scenario, predict
 from service.cli import app
 from service.conform import check
 from service.conform.check import Verdict, conform
@@ -100,7 +100,7 @@ def test_not_expressible_on_the_kernels_engine_is_said_and_not_run(monkeypatch):
 def test_cli_summary_names_the_package(monkeypatch, tmp_path):
     predicted = predict(SMALL, "v5.18")
     _fake_suite(monkeypatch, {"deb-6.1": {n: {"observables": predicted} for n in ("small",)}}, {})
-    monkeypatch.setattr("engine.realobs._conformance_cache", {"small": Scenario("small", SMALL)})
+    monkeypatch.setattr("engine.repro.realobs._conformance_cache", {"small": Scenario("small", SMALL)})
     out = tmp_path / "c.json"
     res = CliRunner().invoke(app, ["conform", "--kernels", "deb-6.1", "--out", str(out)],
                              env={"COLUMNS": "250"})

@@ -22,10 +22,10 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-from engine.corpus import load_any
-from engine.diff import Report, differential
-from engine.madvise import MadviseMixin
-from engine.program import Program
+from engine.corpus.entries import load_any
+from engine.diff.differential import Report, differential
+from engine.mm.madvise import MadviseMixin
+from engine.program.format import Program
 from fuzz.campaign import Campaign, CampaignConfig, create
 from fuzz.sink import FindingSink, HarnessStored
 from service.api import Settings, create_app
@@ -86,7 +86,7 @@ def test_records_group_by_engine_exception_operation_and_frames(
     assert (a.engine, a.exception, a.op, a.function) == ("v6.14", "IndexError", "madvise",
                                                          "sys_madvise")
     assert a.message == "list index out of range"
-    assert a.stack[0].startswith("sys_madvise (madvise.py:")
+    assert a.stack[0].startswith("sys_madvise (mm/madvise.py:")
     assert a.program == program.to_json(indent=None)
 
 

@@ -25,9 +25,9 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-from engine.program import parse_program
-from engine.run import run
-from engine.upgrade import upgrade_program
+from engine.program.format import parse_program
+from engine.execution.runner import run
+from engine.corpus.upgrade import upgrade_program
 from programs_v1 import H1, H2, LATE_DMA, UNREADABLE
 from service.api import Settings, create_app
 from service.models import TriageStatus

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from engine.program import Madvise, Write
+from engine.program.format import Madvise, Write
 from service.cli import app
 from service.conform import (
     KernelImage,

@@ -22,8 +22,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import event
 
-from engine.corpus import load_any
-from engine.diff import Classification, Kind, differential
+from engine.corpus.entries import load_any
+from engine.diff.differential import Classification, Kind, differential
 from service.errors import BatchError, IllegalTransitionError, InvalidValueError, NotFoundError
 from service.models import Base, CampaignStatus, TriageStatus, in_models
 from service.store import (

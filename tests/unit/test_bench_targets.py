@@ -7,9 +7,9 @@ from dataclasses import replace
 
 import pytest
 
-from engine.corpus import load_any
-from engine.diff import differential
-from engine.program import Program, parse_program
+from engine.corpus.entries import load_any
+from engine.diff.differential import differential
+from engine.program.format import Program, parse_program
 from fuzz.bench import TARGETS, Target, Trial, reduce_and_replay
 
 CORPUS = pathlib.Path(__file__).resolve().parents[2] / "corpus"
@@ -113,7 +113,7 @@ def test_dma_loss_without_a_lazyfree_discard_is_not_the_lazyfree_target() -> Non
 
 def test_the_layout_targets_leave_out_the_seeds_that_build_their_layout() -> None:
     """oob-batch starts from no mremap; vma-bound from no batch that crosses a VMA end."""
-    from engine.codec import decode
+    from engine.program.codec import decode
     from fuzz.bench import target_seeds
     oob = [decode(d) for d in target_seeds(Target.OOB_BATCH, CORPUS)]
     assert oob and not any(op.op == "mremap" for p in oob for op in p.ops)
@@ -125,7 +125,7 @@ def test_the_layout_targets_leave_out_the_seeds_that_build_their_layout() -> Non
 
 def test_the_vma_bound_mutant_is_v6_16_inside_one_vma() -> None:
     """The mutant differs from v6.16 only where a batch would cross a VMA end."""
-    from engine.run import run
+    from engine.execution.runner import run
     for name in ("h1-clean-mthp-reclaim", "h12-mremap-straddle", "h13-partial-madv-free"):
         program = corpus(name)
         assert (run(program, "v6.16-no-vma-bound").comparable()

@@ -10,16 +10,16 @@ from array import array
 
 import pytest
 
-from engine.cpath import (CPATH_ABI, CPATH_LIB_ENV, EFAULT, SOURCE, CPathFolioFlags, CPathKernel,
+from engine.native.loader import (CPATH_ABI, CPATH_LIB_ENV, EFAULT, SOURCE, CPathFolioFlags, CPathKernel,
                           CPathLib, TtuClearOut, TtuDecideOut, TtuLazyfreeAction, load)
 from engine.errors import CPathError, FoliodiffError
 from engine.kernels import KERNELS, base_version, resolve_engine
-from engine.kernels.cpath import CPathMixin
+from engine.kernels.c_twins import CPathMixin
 from engine.kernels.v6_15 import V6_15
-from engine.pgtable import mk_pte
-from engine.program import parse_program
-from engine.rules import rules_between
-from engine.run import run
+from engine.mm.pgtable import mk_pte
+from engine.program.format import parse_program
+from engine.diff.rules import rules_between
+from engine.execution.runner import run
 
 A, B = 0x200000, 0x40000000
 LAZYFREE = int(CPathFolioFlags.CPATH_FOLIO_ANON)

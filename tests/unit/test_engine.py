@@ -6,10 +6,10 @@ import pytest
 
 from engine.errors import PageTableOutOfBounds, UnknownEngineError
 from engine.kernels import resolve_engine
-from engine.pgtable import PageTable, ptep_get, set_pte_at
-from engine.program import parse_program
-from engine.run import run
-from engine.sched import YieldPoint
+from engine.mm.pgtable import PageTable, ptep_get, set_pte_at
+from engine.program.format import parse_program
+from engine.execution.runner import run
+from engine.mm.sched import YieldPoint
 
 A = 0x200000
 

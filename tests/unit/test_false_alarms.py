@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from engine.diff import differential
+from engine.diff.differential import differential
 from engine.errors import ProgramError
-from engine.oracle import Verdict
-from engine.program import parse_program
-from engine.run import run
-from engine.sched import YieldPoint
-from engine.upgrade import upgrade_program
+from engine.execution.oracle import Verdict
+from engine.program.format import parse_program
+from engine.execution.runner import run
+from engine.mm.sched import YieldPoint
+from engine.corpus.upgrade import upgrade_program
 
 DEFECTS = json.loads((Path(__file__).resolve().parents[1] / "data" / "format1"
                       / "defects.json").read_text())
@@ -164,7 +164,7 @@ def test_one_schedule_one_interleaving_on_small_folios() -> None:
 def test_h2_keeps_its_intended_divergence() -> None:
     """Where only one version has the place (v6.14's window between two PTEs of the
     unmap, which v6.15's batch closed), the other runs on to the operation's end."""
-    from engine.corpus import CORPUS_DIR, load_entry
+    from engine.corpus.entries import CORPUS_DIR, load_entry
     entry = load_entry(str(CORPUS_DIR / "h2-shrinker-ref-between-ptes.json"))
     report = differential(entry["program"], "v6.14", "v6.15")
     [d] = report.divergences
@@ -202,7 +202,7 @@ def test_a_write_fault_does_not_copy_a_pinned_page_away() -> None:
 
 def test_madv_free_after_a_device_write_gives_the_contents_up() -> None:
     """What the device wrote before a MADV_FREE is given up with the rest."""
-    from engine.oracle import Oracle
+    from engine.execution.oracle import Oracle
 
     class Kernel:
         mms: dict = {}
@@ -244,7 +244,7 @@ def test_a_store_racing_madv_free_may_be_freed() -> None:
 def test_a_store_racing_madv_dontneed_reads_back_or_zero() -> None:
     """The same for MADV_DONTNEED, on the oracle: the store may land before the
     zap (gone) or after it (kept); a store once it is done is definite."""
-    from engine.oracle import Oracle
+    from engine.execution.oracle import Oracle
 
     class Kernel:
         mms: dict = {}
@@ -283,7 +283,7 @@ def test_an_untouched_page_of_a_lazyfree_mthp_pinned_afterwards_is_still_lazy() 
 
 
 def test_an_untouched_mapped_page_may_read_only_zero() -> None:
-    from engine.oracle import Oracle, Violation
+    from engine.execution.oracle import Oracle, Violation
 
     class Kernel:
         mms: dict = {}

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from engine.corpus import CORPUS_DIR, load_entry
-from engine.diff import differential
+from engine.corpus.entries import CORPUS_DIR, load_entry
+from engine.diff.differential import differential
 from engine.errors import HarnessError, KernelBug, RefcountUnderflow, UseAfterFree
 from engine.kernels.v6_14 import V6_14
 from engine.kernels.v6_15 import V6_15
-from engine.oracle import Verdict
-from engine.run import run
-from engine.sched import YieldPoint
+from engine.execution.oracle import Verdict
+from engine.execution.runner import run
+from engine.mm.sched import YieldPoint
 
 H1 = load_entry(str(CORPUS_DIR / "h1-clean-mthp-reclaim.json"))["program"]
 
@@ -26,7 +26,7 @@ def test_a_python_error_in_a_model_is_a_harness_verdict(monkeypatch: pytest.Monk
     assert out.crash.field == "IndexError" and out.crash.op_index == 3
     # the stack keeps the scheduler's frames too: the defect may be there
     assert out.crash.stack[0].startswith("try_to_unmap_one (kernels/v6_15.py")
-    assert out.crash.stack[-1].startswith("run (run.py")
+    assert out.crash.stack[-1].startswith("run (execution/runner.py")
 
 
 def test_a_harness_verdict_is_never_a_kernel_divergence(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -6,11 +6,11 @@ import json
 import pathlib
 import random
 
-from engine.corpus import load_any
-from engine.diff import differential
-from engine.program import Preemption, parse_program
-from engine.run import Runner, run
-from engine.sched import YieldPoint
+from engine.corpus.entries import load_any
+from engine.diff.differential import differential
+from engine.program.format import Preemption, parse_program
+from engine.execution.runner import Runner, run
+from engine.mm.sched import YieldPoint
 from fuzz.bench import TARGETS, Target
 from fuzz.hints import Handoff, handoffs, hinted
 

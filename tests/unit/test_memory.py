@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from engine.program import parse_program
-from engine.run import run
+from engine.program.format import parse_program
+from engine.execution.runner import run
 
 A = 0x200000
 

@@ -6,10 +6,10 @@ import pathlib
 
 import pytest
 
-from engine.corpus import load_any
-from engine.diff import differential
-from engine.program import Preemption, Program, parse_program, renumber_schedule
-from engine.sched import YieldPoint
+from engine.corpus.entries import load_any
+from engine.diff.differential import differential
+from engine.program.format import Preemption, Program, parse_program, renumber_schedule
+from engine.mm.sched import YieldPoint
 from fuzz.minimize import NotInterestingError, Pass, ddmin, minimize, minimize_divergence
 from fuzz.schedule import Exhaustive
 

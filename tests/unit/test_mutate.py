@@ -8,12 +8,12 @@ import random
 
 import pytest
 
-from engine.corpus import load_any
-from engine.diff import differential
+from engine.corpus.entries import load_any
+from engine.diff.differential import differential
 from engine.errors import ProgramError
-from engine.program import Preemption, parse_program
-from engine.run import YIELD_POINTS, run
-from engine.sched import YieldPoint
+from engine.program.format import Preemption, parse_program
+from engine.execution.runner import YIELD_POINTS, run
+from engine.mm.sched import YieldPoint
 from fuzz.bench import TARGETS, Target
 from fuzz.mutate import (
     boundary,

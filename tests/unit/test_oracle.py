@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from engine.program import Preemption, parse_program
-from engine.sched import YieldPoint
-from engine.run import run
+from engine.program.format import Preemption, parse_program
+from engine.mm.sched import YieldPoint
+from engine.execution.runner import run
 
 A = 0x200000
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import pytest
 
-from engine.corpus import CORPUS_DIR, load_entry
+from engine.corpus.entries import CORPUS_DIR, load_entry
 from engine.kernels.v6_15 import V6_15
-from engine.mm import MM_ANONPAGES
-from engine.oracle import Verdict
-from engine.program import parse_program
-from engine.run import run
+from engine.mm.mm_types import MM_ANONPAGES
+from engine.execution.oracle import Verdict
+from engine.program.format import parse_program
+from engine.execution.runner import run
 
 A = 0x200000
 

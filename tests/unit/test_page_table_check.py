@@ -1,4 +1,4 @@
-"""The page-table check oracle (engine/page_table_check.py): one test per check,
+"""The page-table check oracle (engine/mm/page_table_check.py): one test per check,
 each reaching a state that breaks it, through a program (with a kernel bug put
 in on purpose where no version has one) or built by hand; and the index it keeps
 incrementally against one built from scratch."""
@@ -9,17 +9,17 @@ import random
 
 import pytest
 
-import engine.memory
-from engine.bench import typical_program
-from engine.corpus import CORPUS_DIR, load_entry
+import engine.mm.memory
+from engine.bench.differential import typical_program
+from engine.corpus.entries import CORPUS_DIR, load_entry
 from engine.kernels import KERNELS
 from engine.kernels.mutants import MUTANTS
-from engine.memory import MemoryMixin
-from engine.oracle import Verdict, Violation
-from engine.page_table_check import CHECKS, PageTableCheck
-from engine.pgtable import mk_pte, pte_mkwrite
-from engine.program import parse_program
-from engine.run import Runner, run
+from engine.mm.memory import MemoryMixin
+from engine.execution.oracle import Verdict, Violation
+from engine.mm.page_table_check import CHECKS, PageTableCheck
+from engine.mm.pgtable import mk_pte, pte_mkwrite
+from engine.program.format import parse_program
+from engine.execution.runner import Runner, run
 
 A = 0x200000
 P = 4096
@@ -207,7 +207,7 @@ def test_freed_folio_a_pte_set_to_freed_memory() -> None:
 def test_writable_shared_fork_that_keeps_the_write_bit(monkeypatch: pytest.MonkeyPatch) -> None:
     prog = program(*mapped(), ("T0", "fork", dict(child=1)), ("T1", "read", dict(addr=A)))
     assert run(prog, "v6.14").verdict is Verdict.OK
-    monkeypatch.setattr(engine.memory, "pte_wrprotect", lambda pte: pte)
+    monkeypatch.setattr(engine.mm.memory, "pte_wrprotect", lambda pte: pte)
     out = run(prog, "v6.14")
     assert_reported(out, "writable_shared", "mm0.pte", A)
     assert "mm1 0x200000" in out.crash.message
@@ -225,7 +225,7 @@ def test_writable_shared_one_mm_two_ptes() -> None:
 def test_a_held_ptl_defers_the_check() -> None:
     runner = ran(program(*mapped()))
     mm = runner.k.mms[0]
-    mm.vmas[0].vm_flags &= ~engine.memory.VM_WRITE
+    mm.vmas[0].vm_flags &= ~engine.mm.memory.VM_WRITE
     lock = mm.ptl(A >> 21)
     lock.owner = object()
     assert runner.oracle.ptc.check(force=True) is False
@@ -237,7 +237,7 @@ def test_the_end_of_a_run_looks_even_without_a_lock_released() -> None:
     """Between steps the check looks at the tables only after a lock was released
     (kernel paths change entries under one); the check at the end always looks."""
     runner = ran(program(*mapped()))
-    runner.k.mms[0].vmas[0].vm_flags &= ~engine.memory.VM_WRITE   # no lock taken
+    runner.k.mms[0].vmas[0].vm_flags &= ~engine.mm.memory.VM_WRITE   # no lock taken
     assert runner.oracle.ptc.check() is True
     with pytest.raises(Violation) as exc:
         runner.oracle.check_end()

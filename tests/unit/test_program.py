@@ -14,8 +14,8 @@ import jsonschema
 import pytest
 
 from engine.errors import ProgramError
-from engine.sched import YieldPoint
-from engine.program import (
+from engine.mm.sched import YieldPoint
+from engine.program.format import (
     MAX_THREADS,
     TASK_SIZE,
     Advice,
@@ -33,7 +33,7 @@ from engine.program import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-SCHEMA_PATH = REPO / "engine" / "schema" / "program-v2.json"
+SCHEMA_PATH = REPO / "engine" / "program" / "schema" / "program-v2.json"
 
 THP = 0x200000          # a 2 MiB-aligned address
 T0 = {"name": "T0", "kind": "task", "mm": 0}
@@ -329,10 +329,10 @@ def test_check_program_rejects_a_constructed_program() -> None:
 
 
 def test_committed_schema_is_the_generated_one() -> None:
-    """engine/schema/program-v2.json is program_json_schema(), pretty-printed with sorted keys."""
+    """engine/program/schema/program-v2.json is program_json_schema(), pretty-printed with sorted keys."""
     expected = json.dumps(program_json_schema(), indent=2, sort_keys=True) + "\n"
     assert SCHEMA_PATH.read_text() == expected, (
-        "regenerate engine/schema/program-v2.json from program_json_schema()")
+        "regenerate engine/program/schema/program-v2.json from program_json_schema()")
 
 
 @pytest.fixture(scope="module")

@@ -6,13 +6,13 @@ import pathlib
 
 import pytest
 
-from engine.corpus import load_entry
+from engine.corpus.entries import load_entry
 from engine.errors import NotTranslatable
-from engine.program import parse_program
-from engine.realobs import (ABSENT, CONFORMANCE, COUNTER_KEYS, MTHP_STATS, VMSTAT, FieldDifference,
+from engine.program.format import parse_program
+from engine.repro.realobs import (ABSENT, CONFORMANCE, COUNTER_KEYS, MTHP_STATS, VMSTAT, FieldDifference,
                             PredictionError, compare, parse_output, predict, present_rle, vma_runs)
-from engine.reproducer import translate
-from engine.run import Runner, run
+from engine.repro.reproducer import translate
+from engine.execution.runner import Runner, run
 
 CORPUS = pathlib.Path(__file__).resolve().parents[2] / "corpus"
 

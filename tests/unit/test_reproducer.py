@@ -10,11 +10,11 @@ import subprocess
 
 import pytest
 
-from engine.corpus import load_entry
+from engine.corpus.entries import load_entry
 from engine.errors import NotTranslatable, ProgramError
-from engine.program import parse_program
-from engine.realobs import COUNTER_KEYS, compare, parse_output, predict
-from engine.reproducer import (DEFAULT_ENGINES, TARGET, PinMechanism, ThpPolicy, analyse,
+from engine.program.format import parse_program
+from engine.repro.realobs import COUNTER_KEYS, compare, parse_output, predict
+from engine.repro.reproducer import (DEFAULT_ENGINES, TARGET, PinMechanism, ThpPolicy, analyse,
                                candidate_policies, missing_features, translate)
 
 CORPUS = sorted((pathlib.Path(__file__).resolve().parents[2] / "corpus").glob("*.json"))
@@ -187,7 +187,7 @@ def test_pageout_of_a_locked_vma_translates_and_its_result_is_observed():
     """can_madv_lru_vma() refuses a VM_LOCKED VMA: the model returns -EINVAL as Linux
     does (issue 15, item 8); the reproducer records madvise()'s result (0 or
     -errno) instead of failing, and realobs compares it with the model's."""
-    from engine.run import run
+    from engine.execution.runner import run
     p = program(op("mmap", addr=0x200000, pages=4, locked=True),
                 op("madvise", addr=0x200000, pages=4, advice="MADV_PAGEOUT"))
     for engine in ("v5.17", "v6.12", "v6.16"):
@@ -314,7 +314,7 @@ def test_a_fault_the_top_level_knob_would_serve_differently_names_it():
     """What analyse() holds a kernel without mTHP to: a write fault in a PMD-suitable
     range of a region with MADV_HUGEPAGE under the top-level knob always is a PMD THP;
     a 64 KiB folio is never possible there."""
-    from engine.reproducer import Fault
+    from engine.repro.reproducer import Fault
     pol = candidate_policies({0, 4, 9})[1]      # 64 KiB madvise, 2 MiB always, order 4: MADV_HUGEPAGE
     f = Fault(op=1, addr=0x200000, order=4, write=True, pmd="none", suitable9=True, block4=True, model=0)
     assert f.linux(pol.orders(4, mthp=False)) == 9

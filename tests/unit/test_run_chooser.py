@@ -7,11 +7,11 @@ import random
 
 import pytest
 
-from engine.corpus import load_any
-from engine.oracle import Verdict
-from engine.program import Preemption
-from engine.run import ChooserError, Runner, run
-from engine.sched import YieldPoint
+from engine.corpus.entries import load_any
+from engine.execution.oracle import Verdict
+from engine.program.format import Preemption
+from engine.execution.runner import ChooserError, Runner, run
+from engine.mm.sched import YieldPoint
 
 CORPUS = sorted(glob.glob("corpus/*.json"))
 

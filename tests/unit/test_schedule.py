@@ -9,10 +9,10 @@ import random
 
 import pytest
 
-from engine.corpus import load_any
-from engine.diff import differential
-from engine.oracle import Verdict
-from engine.run import Runner, run
+from engine.corpus.entries import load_any
+from engine.diff.differential import differential
+from engine.execution.oracle import Verdict
+from engine.execution.runner import Runner, run
 from fuzz.schedule import (
     Exhaustive,
     ExhaustiveStateError,

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import Query
 from fastapi.responses import PlainTextResponse
 
-from engine.reproducer import PinMechanism, Reproducer
+from engine.repro.reproducer import PinMechanism, Reproducer
 from service.api.schemas import ErrorBody
 
 _TEXT = {
@@ -46,7 +46,7 @@ PinQuery = Annotated[PinMechanism, Query(description="io_uring (FOLL_PIN | FOLL_
 #: ``responses=`` of a route that answers a C reproducer: the source, or a 422
 #: naming the operation user space cannot express (or the bad parameter).
 C_SOURCE: dict[int | str, dict[str, Any]] = {
-    200: {"description": "a static C reproducer (engine.reproducer): build with "
+    200: {"description": "a static C reproducer (engine.repro.reproducer): build with "
                          "gcc -static -O2, run as root on the kernel under test",
           "content": {CSourceResponse.media_type: {"schema": {"type": "string"}}}},
     422: {"model": ErrorBody,

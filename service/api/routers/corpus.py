@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
-from engine.corpus import corpus_index
-from engine.reproducer import PinMechanism
+from engine.corpus.entries import corpus_index
+from engine.repro.reproducer import PinMechanism
 from service.api.deps import SettingsDep
 from service.api.routers.common import (
     C_SOURCE,

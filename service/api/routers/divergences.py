@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query
 
-from engine.diff import Classification, Kind
-from engine.reproducer import PinMechanism
+from engine.diff.differential import Classification, Kind
+from engine.repro.reproducer import PinMechanism
 from service.api.deps import StoreDep, WriteAccess
 from service.api.routers.common import (
     C_SOURCE,
@@ -159,7 +159,7 @@ def replay_divergence(store: StoreDep, divergence_id: DivergenceId,
 
 @router.get("/{divergence_id}/corpus", responses=READ | errors(404),
             summary="The divergence as a corpus file, ready for corpus/",
-            response_description="a corpus file (see engine.corpus)")
+            response_description="a corpus file (see engine.corpus.entries)")
 def export_corpus(store: StoreDep, divergence_id: DivergenceId) -> dict[str, Any]:
     return corpus_entry(store, store.get_divergence(divergence_id))
 

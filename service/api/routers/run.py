@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
 
-from engine.diff import differential
-from engine.upgrade import upgrade_program
+from engine.diff.differential import differential
+from engine.corpus.upgrade import upgrade_program
 from service.api.deps import SettingsDep, WriteAccess
 from service.api.routers.common import WRITE
 from service.api.schemas import RunIn
@@ -18,7 +18,7 @@ router = APIRouter(tags=["programs"])
 
 @router.post("/run", dependencies=[WriteAccess], responses=WRITE,
              summary="Run a program on two engines and return the differential report",
-             response_description="engine.diff.Report.to_dict(), and under 'upgrade' what "
+             response_description="engine.diff.differential.Report.to_dict(), and under 'upgrade' what "
                                   "reading a format-1 program took (null for format 2)")
 def run_program(settings: SettingsDep, body: Annotated[RunIn, Body()]) -> dict[str, Any]:
     a, b = engine_pair(body.engines, ",", "engines")

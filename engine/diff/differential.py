@@ -1,0 +1,307 @@
+"""The differential runner: one program, two kernel versions, classified differences.
+
+Both runs are compared field by field (behaviour only, never cost).  Both
+are traced (a state snapshot per completed operation), so that when they
+differ the traces tell, for every differing field, the first operation
+after which the runs disagreed on it;
+the earliest of those is where the runs parted, and the divergence is
+classified there (see :mod:`engine.diff.rules`).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.kernels import resolve_engine
+from engine.execution.oracle import Verdict
+from engine.execution.outcome import Outcome
+from engine.program.format import Program
+from engine.diff.rules import Rule, explain
+from engine.execution.runner import ENTRY_POINT, run
+from engine.mm.sched import KERNEL_YIELD_POINTS
+
+
+class Kind(str, enum.Enum):
+    """What kind of difference a divergence is."""
+
+    DATA_LOSS = "data_loss"
+    CRASH = "crash"
+    INVARIANT = "invariant"
+    LEAK = "leak"
+    HANG = "hang"
+    STATE = "state"
+
+
+class Classification(str, enum.Enum):
+    INTENDED = "intended"
+    UNEXPECTED = "unexpected"
+
+
+_KIND_OF_VERDICT = {Verdict.DATA_LOSS: Kind.DATA_LOSS, Verdict.CRASH: Kind.CRASH,
+                    Verdict.INVARIANT: Kind.INVARIANT, Verdict.LEAK: Kind.LEAK,
+                    Verdict.HANG: Kind.HANG}
+
+
+@dataclass
+class FieldDiff:
+    """One field on which the runs disagree, and the first op after which they did."""
+
+    field: str
+    a: Any
+    b: Any
+    first_op: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"field": self.field, "a": self.a, "b": self.b, "first_op": self.first_op}
+
+
+@dataclass
+class Divergence:
+    kind: Kind
+    classification: Classification
+    field: str
+    function: str | None
+    first_op: int | None
+    signature: str
+    rules: list[Rule] = field(default_factory=list)
+    fields: list[FieldDiff] = field(default_factory=list)
+    detail: str = ""
+
+    @property
+    def signature_id(self) -> str:
+        return hashlib.sha1(self.signature.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind.value, "classification": self.classification.value,
+                "field": self.field, "function": self.function, "first_op": self.first_op,
+                "signature": self.signature, "signature_id": self.signature_id,
+                "rules": [{"name": r.name, "patch": r.patch} for r in self.rules],
+                "detail": self.detail, "fields": [f.to_dict() for f in self.fields]}
+
+
+@dataclass
+class Report:
+    """The result of running one program on two engines."""
+
+    program: Program
+    a: Outcome
+    b: Outcome
+    divergences: list[Divergence]
+
+    @property
+    def harness(self) -> list[Outcome]:
+        """The runs that ended in a defect of foliodiff (Verdict.HARNESS): such a
+        report has no divergences, since it says nothing about either kernel."""
+        return [o for o in (self.a, self.b) if o.verdict is Verdict.HARNESS]
+
+    @property
+    def equal(self) -> bool:
+        return not self.divergences and not self.harness
+
+    @property
+    def unexpected(self) -> list[Divergence]:
+        return [d for d in self.divergences if d.classification is Classification.UNEXPECTED]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"engines": [self.a.engine, self.b.engine], "equal": self.equal,
+                "unexpected": bool(self.unexpected),
+                "harness": [o.crash.to_dict() for o in self.harness if o.crash is not None],
+                "divergences": [d.to_dict() for d in self.divergences],
+                "outcomes": [self.a.to_dict(), self.b.to_dict()]}
+
+
+_HEX = re.compile(r"0x[0-9a-f]+")
+_FOLIO = re.compile(r"\bf\d+\b")
+_IDX = re.compile(r"\[\d+\]")
+_MM = re.compile(r"\bmm\d+")
+
+
+def normalize_field(name: str) -> str:
+    """A field name without addresses, folio names or indices (mTHP orders stay)."""
+    if name.startswith("mthp."):
+        return name
+    name = _HEX.sub("", name)
+    name = _FOLIO.sub("", name).replace("..", ".")
+    name = _IDX.sub("", name)
+    name = _MM.sub("mm", name)
+    return name.replace("[]", "").strip(".")
+
+
+_PRIORITY = ("verdict", "crash", "counter.", "mthp.", "folio.flags", "folio.", "mm.pte",
+             "mm.pmd", "mm.", "result")
+
+
+def _rank(name: str) -> int:
+    norm = normalize_field(name)
+    return next((i for i, p in enumerate(_PRIORITY) if norm.startswith(p)), len(_PRIORITY))
+
+
+def _field_order(d: FieldDiff) -> tuple:
+    """Where the runs parted first, then what a triager reads first."""
+    return (d.first_op is None, d.first_op or 0, _rank(d.field), d.field)
+
+
+def _main_field(fields: list[str]) -> str:
+    norm = sorted({normalize_field(f) for f in fields})
+    for prefix in _PRIORITY:
+        for f in norm:
+            if f.startswith(prefix):
+                return f
+    return norm[0] if norm else "-"
+
+
+def _first_ops(ta: list[dict], tb: list[dict], fields: set[str]) -> dict[str, int]:
+    """For each field, the first op whose completion left the runs disagreeing on it."""
+    sb = {e["op"]: e for e in tb}
+    first: dict[str, int] = {}
+    for entry in ta:
+        op = entry["op"]
+        other = sb.get(op)
+        if other is None:
+            continue
+        st_a, st_b = entry["state"], other["state"]
+        ra, rb = entry["results"], other["results"]
+        for f in fields:
+            if f in first:
+                continue
+            if f.startswith("result["):
+                i = int(f[7:-1])
+                if i <= op and ra[i] != rb[i]:
+                    first[f] = op
+            elif st_a.get(f) != st_b.get(f):
+                first[f] = op
+    return first
+
+
+def differential(program: Program, engine_a: str, engine_b: str) -> Report:
+    """Run ``program`` on two engines and classify every difference.
+
+    Both runs are traced from the start: re-running a pair that differs, to
+    learn where it parted, cost more than tracing every pair (a trace is a
+    state snapshot per completed operation).  The traces are dropped once read.
+    """
+    ea, eb = resolve_engine(engine_a), resolve_engine(engine_b)
+    a, b = run(program, ea, trace=True), run(program, eb, trace=True)
+    ta, tb = a.trace or [], b.trace or []
+    a.trace = b.trace = None
+    if a.verdict is Verdict.HARNESS or b.verdict is Verdict.HARNESS:
+        return Report(program, a, b, [])
+    ca, cb = a.comparable(), b.comparable()
+    differing = sorted(f for f in set(ca) | set(cb) if ca.get(f) != cb.get(f))
+    if not differing:
+        return Report(program, a, b, [])
+    first = _first_ops(ta, tb, set(differing))
+    diffs = sorted((FieldDiff(f, ca.get(f), cb.get(f), first.get(f)) for f in differing),
+                   key=_field_order)
+    parted, window = _parting_ops(ta, tb)
+    only_a, only_b = _places_one_run_lacks(a, b)
+    window |= set(only_a) | set(only_b)
+    return Report(program, a, b, [_classify(program, a, b, diffs, parted, window,
+                                            (only_a, only_b))])
+
+
+def _places_one_run_lacks(a: Outcome, b: Outcome) -> tuple[dict[int, set[str]], dict[int, set[str]]]:
+    """The places where one run switched to another thread and which the other
+    run never reached: a window only one version has (a schedule entry there
+    fell at the operation's end in the other, and the op-order policy may
+    switch at it too).  The runs interleaved differently from there, so the
+    operation joins the window even when the parting shows only later, and the
+    run that had the place gets the event ``place:<kind>`` there, which rules
+    can read.
+
+    Return: for each run, operation -> those events."""
+    only: tuple[dict[int, set[str]], dict[int, set[str]]] = ({}, {})
+    for side, (mine, other) in enumerate(((a.places, b.places), (b.places, a.places))):
+        reached = set(other)
+        for here, after in zip(mine, mine[1:]):
+            op, kind, _ = here
+            if (op is not None and kind in KERNEL_YIELD_POINTS and after[0] != op
+                    and here not in reached):
+                only[side].setdefault(op, set()).add(f"place:{kind.value}")
+    return only
+
+
+def _parting_ops(ta: list[dict], tb: list[dict]) -> tuple[int | None, set[int]]:
+    """Where the runs parted.
+
+    When the runs interleave differently their ops complete in different orders: the
+    cause may be an op still in flight when a later one completed, or an op that
+    completed early.  So the window holds the earliest differing op in program order,
+    the first differing op in each run's completion order, and the ops in flight at
+    those snapshots.  Later ops are consequences.
+
+    Return: (the earliest differing op in program order, the ops whose events may
+    explain the parting).
+    """
+    sa = {e["op"]: e for e in ta}
+    sb = {e["op"]: e for e in tb}
+    differ = {op for op in sa.keys() | sb.keys()
+              if op not in sa or op not in sb or sa[op]["state"] != sb[op]["state"]
+              or sa[op]["results"] != sb[op]["results"]}
+    if not differ:
+        return None, set()
+    first = min(differ)
+    window = {first}
+    for trace, snap in ((ta, sa), (tb, sb)):
+        if first in snap:
+            window.update(snap[first]["inflight"])
+        entry = next((e for e in trace if e["op"] in differ), None)
+        if entry is not None:
+            window.add(entry["op"])
+            window.update(entry["inflight"])
+    return first, window
+
+
+def _op_events(o: Outcome, ops: set[int], places: dict[int, set[str]]) -> frozenset[str]:
+    """The events of @ops in run @o, with the ``place:<kind>`` events of places
+    only that run had (:func:`_places_one_run_lacks`)."""
+    events = {name for i, name in o.events if i in ops}
+    for i, names in places.items():
+        if i in ops:
+            events |= names
+    return frozenset(events)
+
+
+def _classify(program: Program, a: Outcome, b: Outcome, diffs: list[FieldDiff],
+              parted: int | None, window: set[int],
+              places: tuple[dict[int, set[str]], dict[int, set[str]]]) -> Divergence:
+    pair = f"{a.engine}..{b.engine}"
+    # A run that broke an oracle or crashed: never intended.
+    for o in (a, b):
+        if o.verdict is not Verdict.OK and (o.verdict != (b if o is a else a).verdict
+                                            or o.crash.field != (b if o is a else a).crash.field):
+            kind = _KIND_OF_VERDICT[o.verdict]
+            c = o.crash
+            fld = normalize_field(c.field)
+            sig = f"{pair}|{kind.value}|{fld}|{c.function}"
+            if kind is Kind.CRASH:
+                frames = [s.split(" ")[0] for s in c.stack[:3]]
+                sig += "|" + "<".join(frames)
+            return Divergence(kind, Classification.UNEXPECTED, fld, c.function, c.op_index, sig,
+                              fields=diffs, detail=f"{o.engine}: {c.message}")
+    if parted is None:
+        known = [d.first_op for d in diffs if d.first_op is not None]
+        parted = min(known) if known else None
+        window = {parted}
+    at_parting = [d.field for d in diffs if d.first_op == parted] or [d.field for d in diffs]
+    main = _main_field(at_parting)
+    op_kind = program.ops[parted].op if parted is not None else None
+    function = ENTRY_POINT.get(op_kind) if op_kind else None
+    kinds = {program.ops[i].op for i in window if i is not None}
+    rules = []
+    for kind in sorted(kinds) or [""]:
+        for r in explain(a.engine, b.engine, _op_events(a, window, places[0]),
+                         _op_events(b, window, places[1]), kind):
+            if r not in rules:
+                rules.append(r)
+    cls = Classification.INTENDED if rules else Classification.UNEXPECTED
+    sig = f"{pair}|{Kind.STATE.value}|{main}|{function}"
+    if rules:
+        sig += "|" + ",".join(r.name for r in rules)
+    return Divergence(Kind.STATE, cls, main, function, parted, sig, rules=rules, fields=diffs,
+                      detail=f"runs parted after op {parted} ({op_kind})" if parted is not None
+                      else "runs parted")

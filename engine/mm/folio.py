@@ -1,0 +1,233 @@
+"""struct folio, its flag accessors and its reference count.
+
+Flags are plain attributes (``folio.dirty``) behind accessors named like the
+kernel's (``folio_test_dirty``), so that kernel paths read like mm/ code and
+the hot loop stays cheap.
+"""
+
+from __future__ import annotations
+
+from engine.errors import RefcountUnderflow, UseAfterFree
+from engine.mm.flags import LruList
+
+#: Flag names in the order outcomes print them.
+FOLIO_FLAGS = ("anon", "swapbacked", "swapcache", "dirty", "lru", "active", "referenced",
+               "locked", "partially_mapped", "mlocked", "unevictable")
+
+
+class Folio:
+    """A folio of ``1 << order`` pages.
+
+    ``mapcount`` holds the PTE mappings of each page; ``entire_mapcount`` the
+    PMD mappings.  folio_mapcount() is their sum, as in the kernel where a
+    PMD mapping counts once.
+    """
+
+    __slots__ = ("pfn", "order", "nr", "ref", "mapcount", "entire_mapcount", "pincount",
+                 "anon", "swapbacked", "swapcache", "dirty", "lru", "active", "referenced",
+                 "locked", "lock_owner", "partially_mapped", "mlocked", "unevictable",
+                 "on_deferred_list", "lru_list", "data", "swap", "index", "anon_vma",
+                 "freed", "extra", "checked", "mm_ids")
+
+    def __init__(self, pfn: int, order: int) -> None:
+        self.pfn = pfn
+        self.order = order
+        self.nr = 1 << order
+        self.ref = 1
+        self.mapcount = [0] * self.nr
+        self.entire_mapcount = 0
+        self.pincount = 0
+        self.anon = True
+        self.swapbacked = True
+        self.swapcache = False
+        self.dirty = False
+        self.lru = False
+        self.active = False
+        self.referenced = False
+        self.locked = False
+        self.lock_owner = None
+        self.partially_mapped = False
+        self.mlocked = False
+        self.unevictable = False
+        self.on_deferred_list = False
+        self.lru_list: LruList | None = None
+        self.data = [0] * self.nr
+        self.swap: list[int] | None = None     # swap slot of each page while in swapcache
+        self.index = 0                         # linear page index of page 0 (folio->index)
+        self.anon_vma = None
+        self.freed = False
+        self.extra: dict[str, int] = {}   # references held for a named reason
+        self.checked: int | None = None  # the refcount the oracle last verified
+        self.mm_ids: MmIds | None = None   # a large folio's owner tracking (CONFIG_MM_ID)
+
+    def __repr__(self) -> str:
+        return f"<folio pfn={self.pfn:#x} order={self.order} ref={self.ref}>"
+
+
+class MmIds:
+    """A large folio's two MM slots and its "maybe mapped shared" bit
+    (folio->_mm_ids and _mm_id_mapcount[2], CONFIG_MM_ID, v6.15).
+
+    Counts are the mappings each slot's MM holds (the kernel stores them
+    minus one); an empty slot holds None and 0.  The bit is exact while at
+    most two MMs map the folio; a third MM leaves it set until one slot again
+    owns every mapping (include/linux/rmap.h of linux-source-7.2, which has
+    the 6.15 form: docs/kernel-notes.md section 17).
+    """
+
+    __slots__ = ("ids", "counts", "shared", "total")
+
+    def __init__(self, mm_id: int, count: int) -> None:
+        # folio_set_large_mapcount(): slot 0 takes the first MM
+        self.ids: list[int | None] = [mm_id, None]
+        self.counts = [count, 0]
+        self.shared = False
+        #: _large_mapcount (plus one): folio_mapcount(), kept here as the kernel
+        #: keeps it, since every rmap change of a large folio comes through
+        self.total = count
+
+    def add(self, mm_id: int, diff: int) -> None:
+        """folio_add_return_large_mapcount()."""
+        self.total += diff
+        ids, counts = self.ids, self.counts
+        if ids[0] == mm_id:
+            counts[0] += diff
+        elif ids[1] == mm_id:
+            counts[1] += diff
+        elif ids[0] is None:
+            ids[0], counts[0] = mm_id, diff
+            if self.total != diff:        # other mappings already
+                self.shared = True
+        elif ids[1] is None:
+            ids[1], counts[1] = mm_id, diff
+            self.shared = True            # slot 0 certainly has mappings too
+
+    def sub(self, mm_id: int, diff: int) -> None:
+        """folio_sub_return_large_mapcount()."""
+        self.total -= diff
+        ids, counts = self.ids, self.counts
+        for s in (0, 1):
+            if ids[s] == mm_id:
+                counts[s] -= diff
+                if counts[s] >= 1:
+                    return
+                ids[s], counts[s] = None, 0
+                break
+        if self.total in counts:          # one slot owns every mapping (or none is left)
+            self.shared = False
+
+
+def folio_test_large(folio: Folio) -> bool:
+    return folio.order > 0
+
+
+def folio_test_pmd_mappable(folio: Folio) -> bool:
+    return folio.order >= 9
+
+
+def folio_nr_pages(folio: Folio) -> int:
+    return folio.nr
+
+
+def folio_test_anon(folio: Folio) -> bool:
+    return folio.anon
+
+
+def folio_test_swapbacked(folio: Folio) -> bool:
+    return folio.swapbacked
+
+
+def folio_set_swapbacked(folio: Folio) -> None:
+    folio.swapbacked = True
+
+
+def folio_clear_swapbacked(folio: Folio) -> None:
+    folio.swapbacked = False
+
+
+def folio_test_swapcache(folio: Folio) -> bool:
+    return folio.swapcache
+
+
+def folio_test_dirty(folio: Folio) -> bool:
+    return folio.dirty
+
+
+def folio_mark_dirty(folio: Folio) -> None:
+    """folio_mark_dirty() of an anon folio: only sets PG_dirty."""
+    folio.dirty = True
+
+
+folio_set_dirty = folio_mark_dirty
+
+
+def folio_clear_dirty(folio: Folio) -> None:
+    folio.dirty = False
+
+
+def folio_test_clear_dirty(folio: Folio) -> bool:
+    was = folio.dirty
+    folio.dirty = False
+    return was
+
+
+def folio_mapcount(folio: Folio) -> int:
+    """Total mappings: every PTE plus each PMD mapping counted once."""
+    return sum(folio.mapcount) + folio.entire_mapcount
+
+
+def folio_mapped(folio: Folio) -> bool:
+    return folio.entire_mapcount > 0 or any(folio.mapcount)
+
+
+def folio_maybe_dma_pinned(folio: Folio) -> bool:
+    """Large folios keep an exact pincount; small ones infer it from the bias."""
+    if folio.order:
+        return folio.pincount > 0
+    return folio.ref >= 1024
+
+
+def folio_ref_count(folio: Folio) -> int:
+    return folio.ref
+
+
+def _check_live(folio: Folio, what: str) -> None:
+    if folio.freed:
+        raise UseAfterFree(f"{what} on freed folio pfn {folio.pfn:#x} (use-after-free)")
+
+
+def folio_get(folio: Folio, n: int = 1) -> None:
+    _check_live(folio, "folio_get")
+    if folio.ref <= 0:
+        raise RefcountUnderflow(f"folio_get on folio pfn {folio.pfn:#x} with refcount {folio.ref}")
+    folio.ref += n
+
+
+folio_ref_add = folio_get
+
+
+def folio_try_get(folio: Folio) -> bool:
+    """Take a reference unless the count is already zero (being freed)."""
+    if folio.freed or folio.ref == 0:
+        return False
+    folio.ref += 1
+    return True
+
+
+def folio_ref_sub(folio: Folio, n: int) -> None:
+    _check_live(folio, "folio_ref_sub")
+    folio.ref -= n
+    if folio.ref <= 0:
+        raise RefcountUnderflow(f"folio_ref_sub({n}) drops folio pfn {folio.pfn:#x} to {folio.ref}")
+
+
+def folio_ref_freeze(folio: Folio, count: int) -> bool:
+    """Freeze the count to zero if it is exactly ``count``."""
+    if folio.ref != count:
+        return False
+    folio.ref = 0
+    return True
+
+
+def folio_ref_unfreeze(folio: Folio, count: int) -> None:
+    folio.ref = count

@@ -1,0 +1,681 @@
+"""Faults, user loads and stores, and the address-space syscalls.
+
+mm/memory.c (handle_mm_fault, do_anonymous_page, do_wp_page, do_swap_page,
+zap_pte_range, copy_page_range), mm/mmap.c, mm/mremap.c, mm/mprotect.c and
+kernel/fork.c, reduced to what anonymous private memory needs.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from engine.mm.flags import (VM, VM_DROPPABLE, VM_LOCKED, VM_READ, VM_WRITE)
+from engine.mm.folio import Folio, folio_mapcount, folio_maybe_dma_pinned
+from engine.mm.mm_types import MM_ANONPAGES, MM_SWAPENTS, AnonVma, MmStruct, VmArea
+from engine.mm.pgtable import (PTE_DIRTY_YOUNG, pte_mkwrite, HPAGE_PMD_NR, PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PMD_SIZE,
+                            PTRS_PER_PTE, PageTable, is_swap_pte, mk_pte, pte_dirty,
+                            pte_mkdirty, pte_mkold, pte_mkyoung, pte_pfn, pte_present,
+                            pte_swp_offset, pte_wrprotect, pte_write, pmd_dirty,
+                            pmd_pfn, pmd_write)
+from engine.mm.sched import (YieldPoint, down_read, down_write, spin_lock, spin_unlock, up_read,
+                          up_write)
+
+#: pfn of the shared zero page: read faults map it, it is no folio.
+ZERO_PFN = 1
+
+_FLAG_MAP = {"r": VM_READ, "rw": VM_READ | VM_WRITE}
+
+
+class MemoryMixin:
+    """User memory: faults, loads/stores, mmap/munmap/mremap/mprotect/fork."""
+
+    # -- helpers ------------------------------------------------------------
+    def current_mm(self) -> MmStruct:
+        return self.mms[self.current.mm_id]
+
+    def new_folio_mapped(self, folio: Folio, vma: VmArea) -> None:
+        """After a fault maps a new folio: mlock it or put it on the LRU."""
+        if vma.vm_flags & VM_LOCKED:
+            folio.mlocked = True
+        self.folio_add_lru(folio)
+
+    def lookup_pte(self, mm: MmStruct, addr: int):
+        """Hardware-style lockless walk.  Return: ('pmd', word) | ('pte', pt, idx) | None."""
+        pmd_idx = addr >> PMD_SHIFT
+        word = mm.pmd_huge.get(pmd_idx)
+        if word is not None:
+            return ("pmd", word)
+        pt = mm.pte_tables.get(pmd_idx)
+        if pt is None:
+            return None
+        return ("pte", pt, (addr >> PAGE_SHIFT) & (PTRS_PER_PTE - 1))
+
+    def folio_at(self, mm: MmStruct, addr: int) -> tuple[Folio, int] | None:
+        """(folio, page index) mapped at ``addr``, if a present mapping exists."""
+        hit = self.lookup_pte(mm, addr)
+        if hit is None:
+            return None
+        if hit[0] == "pmd":
+            folio = self.pfn_folio(pmd_pfn(hit[1]))
+            return folio, (addr >> PAGE_SHIFT) & (HPAGE_PMD_NR - 1)
+        pte = hit[1].entries[hit[2]]
+        if not pte_present(pte) or pte_pfn(pte) == ZERO_PFN:
+            return None
+        pfn = pte_pfn(pte)
+        folio = self.pfn_folio(pfn)
+        return folio, pfn - folio.pfn
+
+    # -- CPU loads and stores -------------------------------------------------
+    def cpu_access(self, addr: int, pages: int, value: int | None):
+        """Loads (``value`` None) or stores over a range, page by page.
+
+        The MMU first: an access through a present PTE or PMD (writable, for a
+        store) goes through in hardware, which sets young (and dirty), without
+        any lock and without looking at the VMA.  Only a fault consults the
+        VMA, as do_user_addr_fault() does: no VMA, or a store to a VMA without
+        VM_WRITE (access_error()), is SIGSEGV; anything else goes to
+        handle_mm_fault().  So a PTE that grants more than its VMA (v6.15's
+        batch restore, kernel-notes section 20) is obeyed, as on hardware.
+        Return: values read, or 0 for stores; -EFAULT on SIGSEGV.
+        """
+        mm = self.current_mm()
+        write = value is not None
+        out = []
+        for i in range(pages):
+            a = addr + i * PAGE_SIZE
+            if i:
+                yield YieldPoint.BETWEEN_PAGES      # another CPU may act between two pages
+            while True:
+                if self.hw_access(mm, a, value, out):
+                    break
+                vma = mm.find_vma(a)
+                if vma is None or (write and not vma.writable):
+                    return -errno.EFAULT
+                ret = yield from self.handle_mm_fault(vma, a, write)
+                if ret:
+                    return ret
+        return out if not write else 0
+
+    def hw_access(self, mm: MmStruct, a: int, value: int | None, out: list) -> bool:
+        """One access through the MMU.  Return: False if it must fault."""
+        pmd_idx = a >> PMD_SHIFT
+        word = mm.pmd_huge.get(pmd_idx)
+        if word is not None:
+            if value is not None and not pmd_write(word):
+                return False
+            folio = self.pfn_folio(pmd_pfn(word))
+            page = (a >> PAGE_SHIFT) & (HPAGE_PMD_NR - 1)
+            word = pte_mkyoung(word)
+            if value is not None:
+                word = pte_mkdirty(word)
+                folio.data[page] = value
+                self.oracle.on_write(mm.id, a, value)
+            else:
+                self.oracle.on_read(mm.id, a, folio.data[page])
+                out.append(folio.data[page])
+            mm.pmd_huge[pmd_idx] = word
+            return True
+        pt = mm.pte_tables.get(pmd_idx)
+        if pt is None:
+            return False
+        idx = (a >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+        pte = pt.entries[idx]
+        if not pte_present(pte):
+            return False
+        pfn = pte_pfn(pte)
+        if value is not None:
+            if not pte_write(pte):
+                return False
+            folio = self.pfn_folio(pfn)
+            folio.data[pfn - folio.pfn] = value
+            pt.entries[idx] = pte | PTE_DIRTY_YOUNG       # set by the MMU on a store
+            self.oracle.on_write(mm.id, a, value)
+            return True
+        if pfn == ZERO_PFN:
+            v = 0
+        else:
+            folio = self.pfn_folio(pfn)
+            v = folio.data[pfn - folio.pfn]
+        pt.entries[idx] = pte_mkyoung(pte)
+        self.oracle.on_read(mm.id, a, v)
+        out.append(v)
+        return True
+
+    # -- faults ---------------------------------------------------------------
+    def handle_mm_fault(self, vma: VmArea, addr: int, write: bool, mmap_locked: bool = False):
+        """handle_mm_fault() under mmap_lock (read), taken here unless the caller
+        (GUP) already holds it.  Return: 0 or -errno."""
+        mm = vma.mm
+        if not mmap_locked:
+            yield from down_read(self, mm.mmap_lock)
+        try:
+            if mm.find_vma(addr) is not vma:
+                return 0                      # the VMA changed: retry the access
+            pmd_idx = addr >> PMD_SHIFT
+            word = mm.pmd_huge.get(pmd_idx)
+            if word is not None:
+                if write and not pmd_write(word):
+                    # do_huge_pmd_wp_page(): a shared THP falls back to PTEs
+                    yield from self.split_huge_pmd(vma, pmd_idx)
+                else:
+                    return 0
+            if (pmd_idx not in mm.pte_tables and pmd_idx not in mm.pmd_huge and write
+                    and vma.order == 9 and self.thp_vma_suitable(vma, pmd_idx)):
+                yield from self.do_huge_pmd_anonymous_page(vma, pmd_idx)
+                return 0
+            pt = mm.pte_alloc(pmd_idx)
+            yield from spin_lock(self, pt.ptl)
+            try:
+                if mm.pmd_huge.get(pmd_idx) is not None or mm.pte_tables.get(pmd_idx) is not pt:
+                    return 0
+                idx = (addr >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+                pte = pt.entries[idx]
+                if pte == 0:
+                    self.do_anonymous_page(vma, pt, addr, write)
+                elif is_swap_pte(pte):
+                    self.do_swap_page(vma, pt, idx, addr)
+                elif write and not pte_write(pte):
+                    self.do_wp_page(vma, pt, idx, addr)
+                else:
+                    pt.entries[idx] = pte_mkdirty(pte_mkyoung(pte)) if write else pte_mkyoung(pte)
+                return 0
+            finally:
+                spin_unlock(self, pt.ptl)
+        finally:
+            if not mmap_locked:
+                up_read(self, mm.mmap_lock)
+
+    def thp_vma_suitable(self, vma: VmArea, pmd_idx: int) -> bool:
+        start = pmd_idx << PMD_SHIFT
+        return vma.vm_start <= start and start + PMD_SIZE <= vma.vm_end
+
+    def anon_folio_order(self, vma: VmArea, pt: PageTable, addr: int) -> int:
+        """alloc_anon_folio(): the largest enabled order whose aligned range is
+        inside the VMA and has only none PTEs; else 0."""
+        order = vma.order
+        if order == 9 or not self.HAS_MTHP:
+            return 0
+        nr = 1 << order
+        start = addr & ~(nr * PAGE_SIZE - 1)
+        if start < vma.vm_start or start + nr * PAGE_SIZE > vma.vm_end:
+            return 0
+        i0 = (start >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+        e = pt.entries
+        for i in range(i0, i0 + nr):
+            if e[i]:
+                return 0
+        return order
+
+    def do_anonymous_page(self, vma: VmArea, pt: PageTable, addr: int, write: bool) -> None:
+        """Map a fresh zero-filled folio, or the zero page for a read fault.  Context: PTL."""
+        if not write:
+            pt.entries[(addr >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)] = mk_pte(ZERO_PFN, False)
+            return
+        order = self.anon_folio_order(vma, pt, addr)
+        folio = self.folio_alloc(order)
+        if order:
+            self.event("alloc_mthp", folio)
+        nr = folio.nr
+        start = addr & ~(nr * PAGE_SIZE - 1)
+        i0 = (start >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+        for i in range(nr):
+            pt.entries[i0 + i] = mk_pte(folio.pfn + i, vma.writable, dirty=True, young=True)
+        folio.ref = nr                    # one reference per PTE mapping
+        self.folio_add_new_anon_rmap(folio, vma, start, pmd=False)
+        vma.mm.rss[MM_ANONPAGES] += nr
+        self.new_folio_mapped(folio, vma)
+
+    def do_wp_page(self, vma: VmArea, pt: PageTable, idx: int, addr: int) -> None:
+        """Write fault on a present read-only PTE: reuse an exclusive folio or copy.
+
+        Context: PTL.  A large folio is reused only if this is its only mapping
+        user (the model's stand-in for PageAnonExclusive); else the page is
+        copied into a new small folio (wp_page_copy).  A pinned folio's other
+        references do not count against reuse: GUP pins only exclusive anon
+        pages (unsharing first), and do_wp_page() reuses a PageAnonExclusive
+        page "without further checks" (mm/memory.c since 6c287605fd56), so a
+        pinned page is never copied away from its pin.  Before it (v5.17) the
+        page count decided, and a write fault copied a pinned page.
+        """
+        pte = pt.entries[idx]
+        pfn = pte_pfn(pte)
+        if pfn != ZERO_PFN:
+            folio = self.pfn_folio(pfn)
+            mapped = folio_mapcount(folio)
+            # a swap-cache folio whose slots other PTEs still use is shared too
+            # (folio_free_swap() fails, so wp_can_reuse_anon_folio() says no)
+            shared_swap = folio.swapcache and any(self.swap.count.get(s) for s in folio.swap)
+            mine = (max(folio.mapcount) <= 1 and not folio.entire_mapcount
+                    and not shared_swap and self.mapped_only_in(folio, vma.mm))
+            only_mappings = folio.ref - (folio.nr if folio.swapcache else 0) == mapped
+            # pinned, hence PageAnonExclusive: whatever other references it has
+            pinned = self.HAS_ANON_EXCLUSIVE and "pin" in folio.extra
+            if mine and (only_mappings or pinned):
+                if not only_mappings:
+                    self.event("wp_reuse_pinned", folio)       # v5.17 copied it
+                pt.entries[idx] = pte_mkwrite(pte_mkdirty(pte_mkyoung(pte)))
+                return
+            value = folio.data[pfn - folio.pfn]
+        else:
+            folio, value = None, 0
+        new = self.folio_alloc(0)
+        new.data[0] = value
+        pt.entries[idx] = mk_pte(new.pfn, True, dirty=True, young=True)
+        self.folio_add_new_anon_rmap(new, vma, addr, pmd=False)
+        self.new_folio_mapped(new, vma)
+        if folio is not None:
+            self.folio_remove_rmap_pte(folio, pfn - folio.pfn, 1, vma)
+            self.folio_put(folio)
+        else:
+            vma.mm.rss[MM_ANONPAGES] += 1
+
+    def mapped_only_in(self, folio: Folio, mm: MmStruct) -> bool:
+        n = 0
+        for vma, address in self.rmap_targets(folio):
+            if vma.mm is not mm:
+                for i in range(folio.nr):
+                    hit = self.lookup_pte(vma.mm, address + i * PAGE_SIZE)
+                    if hit and hit[0] == "pte":
+                        w = hit[1].entries[hit[2]]
+                        if pte_present(w) and folio.pfn <= pte_pfn(w) < folio.pfn + folio.nr:
+                            n += 1
+        return n == 0
+
+    def do_swap_page(self, vma: VmArea, pt: PageTable, idx: int, addr: int) -> None:
+        """Swap in one page into a new small folio and free the slot.  Context: PTL."""
+        slot = pte_swp_offset(pt.entries[idx])
+        folio = self.swapcache_lookup(slot)
+        mm = vma.mm
+        if folio is not None:
+            # Still in the swap cache: map the cached page again, writable only if
+            # this PTE is the slot's last user (else a write must copy: a forked
+            # child still refers to the same slot).
+            page = folio.swap.index(slot)
+            exclusive = self.swap.count.get(slot, 0) == 1 and not folio_mapcount(folio)
+            pt.entries[idx] = mk_pte(folio.pfn + page, vma.writable and exclusive, dirty=False,
+                                     young=True)
+            folio.ref += 1
+            self.folio_add_anon_rmap_ptes(folio, page, 1, vma)
+            self.swap.free(slot)
+        else:
+            folio = self.folio_alloc(0)
+            folio.data[0] = self.swap.data.get(slot, 0)
+            # the slot is freed below, so the folio is the only copy: dirty
+            folio.dirty = True
+            pt.entries[idx] = mk_pte(folio.pfn, vma.writable, dirty=True, young=True)
+            self.folio_add_new_anon_rmap(folio, vma, addr, pmd=False)
+            self.new_folio_mapped(folio, vma)
+            self.swap.free(slot)
+            if not self.swap.count.get(slot):
+                self.swap.release(slot)
+            self.count("PSWPIN")
+        mm.rss[MM_SWAPENTS] -= 1
+        mm.rss[MM_ANONPAGES] += 1
+
+    def swapcache_lookup(self, slot: int) -> Folio | None:
+        for folio in self.swapcache_folios():
+            if slot in folio.swap:
+                return folio
+        return None
+
+    def swapcache_folios(self):
+        return [f for f in self.folios.values() if f.swapcache]
+
+    # -- zapping ------------------------------------------------------------------
+    def zap_page_range(self, vma: VmArea, start: int, end: int):
+        """zap_page_range_single(): unmap [start, end) of ``vma``, freeing what goes."""
+        mm = vma.mm
+        addr = start
+        while addr < end:
+            pmd_idx = addr >> PMD_SHIFT
+            next_ = min(end, (pmd_idx + 1) << PMD_SHIFT)
+            if pmd_idx in mm.pmd_huge:
+                if addr == pmd_idx << PMD_SHIFT and next_ - addr == PMD_SIZE:
+                    if (yield from self.zap_huge_pmd(vma, pmd_idx)):
+                        addr = next_
+                        continue
+                else:
+                    yield from self.split_huge_pmd(vma, pmd_idx)
+            pt = mm.pte_tables.get(pmd_idx)
+            if pt is not None:
+                yield from spin_lock(self, pt.ptl)
+                try:
+                    self.zap_pte_range(vma, pt, addr, next_)
+                finally:
+                    spin_unlock(self, pt.ptl)
+            addr = next_
+
+    def zap_pte_range(self, vma: VmArea, pt: PageTable, addr: int, end: int) -> None:
+        mm = vma.mm
+        e = pt.entries
+        for a in range(addr, end, PAGE_SIZE):
+            idx = (a >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+            pte = e[idx]
+            if not pte:
+                continue
+            e[idx] = 0
+            self.cost["pte_clears"] += 1
+            if pte_present(pte):
+                pfn = pte_pfn(pte)
+                if pfn == ZERO_PFN:
+                    continue
+                folio = self.pfn_folio(pfn)
+                if pte_dirty(pte):
+                    folio.dirty = True
+                mm.rss[MM_ANONPAGES] -= 1
+                self.folio_remove_rmap_pte(folio, pfn - folio.pfn, 1, vma)
+                self.folio_put(folio)
+            elif is_swap_pte(pte):
+                slot = pte_swp_offset(pte)
+                mm.rss[MM_SWAPENTS] -= 1
+                self.swap.free(slot)
+                if not self.swap.count.get(slot) and self.swapcache_lookup(slot) is None:
+                    self.swap.release(slot)
+        self.cost["tlb_flushes"] += 1
+
+    def zap_huge_pmd(self, vma: VmArea, pmd_idx: int):
+        """zap_huge_pmd(): under the PMD lock (__pmd_trans_huge_lock()), zap the
+        PMD if it is still huge.  Return: False when it is not (split or
+        cleared while the caller waited): zap_pmd_range() then falls through
+        to the PTEs."""
+        mm = vma.mm
+        lock = mm.ptl(pmd_idx)
+        yield from spin_lock(self, lock)
+        try:
+            word = mm.pmd_huge.pop(pmd_idx, None)
+            if word is None:
+                return False
+            mm.deposited.pop(pmd_idx, None)
+            folio = self.pfn_folio(pmd_pfn(word))
+            if pmd_dirty(word):
+                folio.dirty = True
+            mm.rss[MM_ANONPAGES] -= HPAGE_PMD_NR
+            self.folio_remove_rmap_pmd(folio, vma)
+            self.folio_put(folio)
+            self.cost["tlb_flushes"] += 1
+            return True
+        finally:
+            spin_unlock(self, lock)
+
+    def vma_adjust_trans_huge(self, mm: MmStruct, start: int, end: int):
+        """Before VMAs are split at @start and @end: split_huge_pmd_if_needed() of
+        each end that is not PMD-aligned inside a VMA that covers its PMD's whole
+        range.  split_huge_pmd_address() finds the PMD without looking at it
+        (mm_find_pmd()) and __split_huge_pmd() reads it under its lock, so a
+        split waits for a PMD lock holder - reclaim with the PMD cleared in
+        __discard_anon_folio_pmd_locked(), which may restore it - and then
+        splits what is there (mm/huge_memory.c of 6.12.117)."""
+        for addr in (start, end):
+            if not addr & (PMD_SIZE - 1):
+                continue
+            vma = mm.find_vma(addr)
+            if vma is not None and self.thp_vma_suitable(vma, addr >> PMD_SHIFT):
+                yield from self.split_huge_pmd(vma, addr >> PMD_SHIFT)
+
+    def do_munmap(self, mm: MmStruct, start: int, end: int):
+        yield from self.vma_adjust_trans_huge(mm, start, end)
+        for vma in mm.isolate_range(start, end):
+            yield from self.zap_page_range(vma, vma.vm_start, vma.vm_end)
+            mm.remove_vma(vma)
+            self.oracle.on_unmap(mm.id, vma.vm_start, vma.vm_end)
+
+    # -- syscalls -------------------------------------------------------------------
+    def sys_mmap(self, op):
+        mm = self.current_mm()
+        start, end = op.addr, op.addr + op.pages * PAGE_SIZE
+        if op.droppable and (not self.HAS_DROPPABLE or op.locked):
+            return -errno.EINVAL          # MAP_DROPPABLE unknown, or with MAP_LOCKED
+        if op.droppable:
+            self.event("mmap_droppable")
+        yield from down_write(self, mm.mmap_lock)
+        try:
+            yield from self.do_munmap(mm, start, end)          # MAP_FIXED
+            flags = VM_READ | VM_WRITE | int(VM.VM_MAYWRITE)
+            if op.droppable:
+                flags |= VM_DROPPABLE | int(VM.VM_WIPEONFORK | VM.VM_DONTDUMP | VM.VM_NORESERVE)
+            if op.locked:
+                flags |= VM_LOCKED
+            self.next_anon_vma += 1
+            vma = VmArea(mm, start, end, flags, start >> PAGE_SHIFT, AnonVma(self.next_anon_vma), op.order)
+            mm.insert_vma(vma)
+            self.oracle.on_map(mm.id, start, end, bool(flags & VM_DROPPABLE))
+        finally:
+            up_write(self, mm.mmap_lock)
+        if op.locked:                                          # mm_populate()
+            for a in range(start, end, PAGE_SIZE):
+                if self.folio_at(mm, a) is None:
+                    ret = yield from self.handle_mm_fault(vma, a, True)
+                    if ret:
+                        return ret
+        return 0
+
+    def sys_munmap(self, op):
+        mm = self.current_mm()
+        yield from down_write(self, mm.mmap_lock)
+        try:
+            yield from self.do_munmap(mm, op.addr, op.addr + op.pages * PAGE_SIZE)
+        finally:
+            up_write(self, mm.mmap_lock)
+        return 0
+
+    def sys_mprotect(self, op):
+        """mprotect(2): mprotect_fixup() on each VMA of the range.
+
+        mprotect_fixup() returns at once for a VMA that already has the new
+        flags (``newflags == oldflags``; mm/mprotect.c, the same from v5.17 to
+        v6.16): no VMA split, no change_protection(), so no huge PMD split.
+        Real 6.12.117 and 6.16.12 keep a THP PMD-mapped through an mprotect()
+        of part of it to the protection it has.  A VMA that changes is split
+        at the range (a huge PMD it covers in part is split first:
+        vma_adjust_trans_huge(), change_pmd_range()) and write-protected when
+        made read-only.
+        Context: takes mmap_lock for writing.  Return: 0 or -ENOMEM.
+        """
+        mm = self.current_mm()
+        start, end = op.addr, op.addr + op.pages * PAGE_SIZE
+        newbits = _FLAG_MAP[op.prot.value]
+        yield from down_write(self, mm.mmap_lock)
+        try:
+            if not self.range_mapped(mm, start, end):
+                return -errno.ENOMEM
+            for vma in [v for v in mm.vmas if v.vm_start < end and start < v.vm_end]:
+                if vma.vm_flags & (VM_READ | VM_WRITE) == newbits:
+                    continue                            # newflags == oldflags
+                lo, hi = max(start, vma.vm_start), min(end, vma.vm_end)
+                yield from self.vma_adjust_trans_huge(mm, lo, hi)
+                for part in mm.isolate_range(lo, hi):
+                    part.vm_flags = (part.vm_flags & ~(VM_READ | VM_WRITE)) | newbits
+                    if not newbits & VM_WRITE:
+                        yield from self.change_protection(part)
+        finally:
+            up_write(self, mm.mmap_lock)
+        return 0
+
+    def range_mapped(self, mm: MmStruct, start: int, end: int) -> bool:
+        pos = start
+        for vma in mm.vmas:
+            if vma.vm_start <= pos < vma.vm_end:
+                pos = vma.vm_end
+        return pos >= end
+
+    def change_protection(self, vma: VmArea):
+        """Write-protect every present PTE / PMD of ``vma``."""
+        mm = vma.mm
+        for pmd_idx in range(vma.vm_start >> PMD_SHIFT, ((vma.vm_end - 1) >> PMD_SHIFT) + 1):
+            lock = mm.ptl(pmd_idx)
+            yield from spin_lock(self, lock)
+            try:
+                if pmd_idx in mm.pmd_huge:
+                    mm.pmd_huge[pmd_idx] = pte_wrprotect(mm.pmd_huge[pmd_idx])
+                    continue
+                pt = mm.pte_tables.get(pmd_idx)
+                if pt is None:
+                    continue
+                lo = max(vma.vm_start, pmd_idx << PMD_SHIFT)
+                hi = min(vma.vm_end, (pmd_idx + 1) << PMD_SHIFT)
+                for a in range(lo, hi, PAGE_SIZE):
+                    i = (a >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+                    if pte_present(pt.entries[i]):
+                        pt.entries[i] = pte_wrprotect(pt.entries[i])
+            finally:
+                spin_unlock(self, lock)
+        self.cost["tlb_flushes"] += 1
+
+    def sys_mremap(self, op):
+        """mremap(MREMAP_MAYMOVE|MREMAP_FIXED): move_vma() + move_page_tables()."""
+        mm = self.current_mm()
+        old, new, length = op.addr, op.new_addr, op.pages * PAGE_SIZE
+        if new < old + length and old < new + length:
+            return -errno.EINVAL
+        yield from down_write(self, mm.mmap_lock)
+        try:
+            vma = mm.find_vma(old)
+            if vma is None or old + length > vma.vm_end:
+                return -errno.EFAULT
+            yield from self.do_munmap(mm, new, new + length)
+            yield from self.vma_adjust_trans_huge(mm, old, old + length)
+            vmas = mm.isolate_range(old, old + length)
+            src = vmas[0]
+            moved = VmArea(mm, new, new + length, src.vm_flags, src.vm_pgoff, src.anon_vma, src.order)
+            yield from self.move_page_tables(src, old, moved, new, length)
+            mm.remove_vma(src)
+            mm.insert_vma(moved)
+            self.oracle.on_move(mm.id, old, new, length)
+        finally:
+            up_write(self, mm.mmap_lock)
+        return 0
+
+    def move_page_tables(self, src: VmArea, old: int, dst: VmArea, new: int, length: int):
+        mm = src.mm
+        off = 0
+        while off < length:
+            a, b = old + off, new + off
+            spmd = a >> PMD_SHIFT
+            if spmd in mm.pmd_huge:
+                whole = a & (PMD_SIZE - 1) == 0 and b & (PMD_SIZE - 1) == 0 and length - off >= PMD_SIZE
+                if whole and (b >> PMD_SHIFT) not in mm.pte_tables:
+                    # move_huge_pmd(): the PMD and its deposited table move together
+                    lock = mm.ptl(spmd)
+                    yield from spin_lock(self, lock)
+                    try:
+                        mm.pmd_huge[b >> PMD_SHIFT] = mm.pmd_huge.pop(spmd)
+                        if spmd in mm.deposited:
+                            mm.deposited[b >> PMD_SHIFT] = mm.deposited.pop(spmd)
+                    finally:
+                        spin_unlock(self, lock)
+                    off += PMD_SIZE
+                    continue
+                yield from self.split_huge_pmd(src, spmd)
+            spt = mm.pte_tables.get(spmd)
+            if spt is not None:
+                dpt = mm.pte_alloc(b >> PMD_SHIFT)
+                yield from spin_lock(self, spt.ptl)
+                second = dpt.ptl if dpt.ptl is not spt.ptl else None
+                if second is not None:
+                    yield from spin_lock(self, second)
+                try:
+                    si = (a >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+                    di = (b >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+                    dpt.entries[di] = spt.entries[si]
+                    spt.entries[si] = 0
+                finally:
+                    if second is not None:
+                        spin_unlock(self, second)
+                    spin_unlock(self, spt.ptl)
+            off += PAGE_SIZE
+        self.cost["tlb_flushes"] += 1
+
+    def sys_fork(self, op):
+        """fork(): copy VMAs and page tables; share anon folios copy-on-write.
+
+        A folio that may be DMA pinned is copied for the child right away
+        (copy_present_page, since 70e806e4e645) so the parent keeps its page.
+        """
+        parent = self.current_mm()
+        child = self.mms[op.child]
+        yield from down_write(self, parent.mmap_lock)
+        try:
+            for vma in list(parent.vmas):
+                cv = VmArea(child, vma.vm_start, vma.vm_end, vma.vm_flags, vma.vm_pgoff,
+                            vma.anon_vma, vma.order)
+                child.insert_vma(cv)
+                if vma.vm_flags & int(VM.VM_WIPEONFORK):
+                    continue
+                if vma.vm_flags & VM_LOCKED:
+                    cv.vm_flags &= ~VM_LOCKED       # mlock is not inherited
+                yield from self.copy_page_range(vma, cv)
+            self.oracle.on_fork(parent.id, child.id)
+            child.alive = True
+            self.mm_gate(child.id).open = True
+        finally:
+            up_write(self, parent.mmap_lock)
+        return 0
+
+    def copy_page_range(self, src: VmArea, dst: VmArea):
+        pmm, cmm = src.mm, dst.mm
+        for pmd_idx in range(src.vm_start >> PMD_SHIFT, ((src.vm_end - 1) >> PMD_SHIFT) + 1):
+            if pmd_idx in pmm.pmd_huge:
+                # copy_huge_pmd(): the PMD is read again under its lock; reclaim may
+                # have discarded it meanwhile (then there is nothing to copy)
+                lock = pmm.ptl(pmd_idx)
+                yield from spin_lock(self, lock)
+                word = pmm.pmd_huge.get(pmd_idx)
+                folio = self.pfn_folio(pmd_pfn(word)) if word is not None else None
+                if folio is None or folio_maybe_dma_pinned(folio):
+                    spin_unlock(self, lock)
+                    if folio is not None:
+                        yield from self.split_huge_pmd(src, pmd_idx)     # then copy by PTE
+                else:
+                    try:
+                        word = pte_wrprotect(word)
+                        pmm.pmd_huge[pmd_idx] = word
+                        cmm.pmd_huge[pmd_idx] = pte_mkold(word)
+                        cmm.deposited[pmd_idx] = PageTable(pmd_idx << PMD_SHIFT, cmm.id,
+                                                           cmm.ptl(pmd_idx))
+                        folio.ref += 1
+                        self.folio_add_anon_rmap_pmd(folio, dst)
+                        cmm.rss[MM_ANONPAGES] += HPAGE_PMD_NR
+                    finally:
+                        spin_unlock(self, lock)
+                    continue
+            spt = pmm.pte_tables.get(pmd_idx)
+            if spt is None:
+                continue
+            yield from spin_lock(self, spt.ptl)
+            try:
+                dpt = cmm.pte_alloc(pmd_idx)
+                lo = max(src.vm_start, pmd_idx << PMD_SHIFT)
+                hi = min(src.vm_end, (pmd_idx + 1) << PMD_SHIFT)
+                for a in range(lo, hi, PAGE_SIZE):
+                    i = (a >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+                    pte = spt.entries[i]
+                    if not pte:
+                        continue
+                    if is_swap_pte(pte):
+                        self.swap.dup(pte_swp_offset(pte))
+                        dpt.entries[i] = pte
+                        cmm.rss[MM_SWAPENTS] += 1
+                        continue
+                    pfn = pte_pfn(pte)
+                    if pfn == ZERO_PFN:
+                        dpt.entries[i] = pte
+                        continue
+                    folio = self.pfn_folio(pfn)
+                    page = pfn - folio.pfn
+                    if folio_maybe_dma_pinned(folio):
+                        new = self.folio_alloc(0)
+                        new.data[0] = folio.data[page]
+                        dpt.entries[i] = mk_pte(new.pfn, dst.writable, dirty=True, young=True)
+                        self.folio_add_new_anon_rmap(new, dst, a, pmd=False)
+                        self.new_folio_mapped(new, dst)
+                    else:
+                        pte = pte_wrprotect(pte)
+                        spt.entries[i] = pte
+                        dpt.entries[i] = pte_mkold(pte)
+                        folio.ref += 1
+                        self.folio_add_anon_rmap_ptes(folio, page, 1, dst)
+                    cmm.rss[MM_ANONPAGES] += 1
+            finally:
+                spin_unlock(self, spt.ptl)
+        self.cost["tlb_flushes"] += 1
+

@@ -1,0 +1,217 @@
+"""Threads, locks and the deterministic scheduler.
+
+Every kernel path that another CPU could interleave with is a generator: a
+``yield`` is a point where another thread may run, and it yields the
+:class:`YieldPoint` that names the kind of place it is.  A thread that wants a
+held lock yields the lock and is not runnable until the lock is free.
+
+Default policy: run the runnable thread whose current (or next) operation
+comes first in ``program.ops``.  A preemption of the program's schedule names
+a *place*: an operation, the kind of yield point inside it and its
+occurrence (:class:`engine.program.format.Preemption`).  When the thread running
+that operation reaches that place, the preemption's thread runs the next
+segment instead (ignored if it cannot run then).  Places, not global step
+counts, so that two kernel versions that yield a different number of times
+elsewhere still preempt at the same point of the same operation.  Nothing
+here reads a clock or a global RNG.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Generator
+
+
+class YieldPoint(str, enum.Enum):
+    """The kind of place where a thread stopped and another may run.
+
+    The values are what programs spell in their schedule.  A kernel path
+    yields one of the kinds from ``BETWEEN_PAGES`` on;
+    ``START``, ``OP_END`` and ``WAIT`` are the scheduler's own places.
+    """
+
+    #: before the first segment of the program (no operation)
+    START = "start"
+    #: the operation finished; its thread has not begun its next one
+    OP_END = "op_end"
+    #: the thread blocked: on a lock, a folio lock, or a gate (a fork, a pin, a DMA)
+    WAIT = "wait"
+    #: a CPU access, a GUP, a DMA or an unpin between two pages
+    BETWEEN_PAGES = "between_pages"
+    #: shrink_folio_list() or a madvise page-table walk between two folios
+    BETWEEN_FOLIOS = "between_folios"
+    #: gup-fast read the PTE (PMD) locklessly and has not grabbed the folio yet
+    GUP_FAST_READ = "gup_fast_read"
+    #: gup-fast grabbed the folio (a full barrier) and has not rechecked the PTE
+    GUP_FAST_GRABBED = "gup_fast_grabbed"
+    #: try_to_unmap_one() cleared the PTE(s) and has not read the refcount
+    PTE_CLEARED = "pte_cleared"
+    #: try_to_unmap_one() unmapped a PTE (batch) and more of the folio stays mapped
+    BETWEEN_PTES = "between_ptes"
+    #: deferred_split_scan() holds its speculative reference on a folio
+    SHRINKER_REF_HELD = "shrinker_ref_held"
+    #: shrink_folio_list() unmapped the folio and has not frozen its refcount
+    BEFORE_FREEZE = "before_freeze"
+    #: shrink_inactive_list() isolated its folios and has not shrunk them
+    ISOLATED = "isolated"
+    #: __discard_anon_folio_pmd_locked() tested the PMD's and the folio's dirty
+    #: bits and has not cleared the PMD (a store may still dirty it: the MMU
+    #: needs no lock)
+    PMD_CHECKED = "pmd_checked"
+    #: __discard_anon_folio_pmd_locked() cleared the PMD and has not read the
+    #: refcount (the barrier that pairs with GUP-fast)
+    PMD_CLEARED = "pmd_cleared"
+
+
+#: The yield points a kernel path may yield (what a schedule can name inside an operation).
+KERNEL_YIELD_POINTS = tuple(y for y in YieldPoint
+                            if y not in (YieldPoint.START, YieldPoint.OP_END, YieldPoint.WAIT))
+
+Segment = Generator[Any, None, Any]
+
+
+class SpinLock:
+    """A lock that is either free or owned by one thread (spinlock_t, PG_locked)."""
+
+    __slots__ = ("name", "owner")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.owner: "KThread | None" = None
+
+    def free_for(self, t: "KThread") -> bool:
+        return self.owner is None
+
+    def __repr__(self) -> str:
+        return f"<lock {self.name}>"
+
+
+class RwSem:
+    """A reader/writer semaphore (mmap_lock)."""
+
+    __slots__ = ("name", "readers", "writer")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.readers = 0
+        self.writer: "KThread | None" = None
+
+    def free_for(self, t: "KThread") -> bool:
+        if t.want_write:
+            return self.writer is None and self.readers == 0
+        return self.writer is None
+
+    def __repr__(self) -> str:
+        return f"<rwsem {self.name}>"
+
+
+class Gate:
+    """Something a thread waits for that is not a lock (its mm to be forked)."""
+
+    __slots__ = ("name", "open")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.open = False
+
+    def free_for(self, t: "KThread") -> bool:
+        return self.open
+
+    def __repr__(self) -> str:
+        return f"<gate {self.name}>"
+
+
+class KThread:
+    """One thread of a program: its operations, cursor and running segment."""
+
+    __slots__ = ("name", "kind", "mm_id", "ops", "cursor", "gen", "blocked_on", "want_write",
+                 "cpu", "held", "frames")
+
+    def __init__(self, name: str, kind, mm_id: int | None, ops: list[int], cpu: int) -> None:
+        self.name = name
+        self.kind = kind
+        self.mm_id = mm_id
+        self.ops = ops            # indices into program.ops, ascending
+        self.cursor = 0
+        self.gen: Segment | None = None
+        self.blocked_on = None
+        self.want_write = False
+        self.cpu = cpu
+        self.held: dict = {}      # folio -> temporary references this thread holds
+
+    def next_op(self) -> int | None:
+        return self.ops[self.cursor] if self.cursor < len(self.ops) else None
+
+    def runnable(self) -> bool:
+        if self.cursor >= len(self.ops):
+            return False
+        b = self.blocked_on
+        return b is None or b.free_for(self)
+
+
+def spin_lock(k, lock: SpinLock) -> Segment:
+    """Take ``lock``; the thread is not runnable while another holds it."""
+    t = k.current
+    while lock.owner is not None:
+        if lock.owner is t:
+            raise_deadlock(lock, t)
+        t.blocked_on = lock
+        yield lock
+    t.blocked_on = None
+    lock.owner = t
+
+
+def spin_unlock(k, lock: SpinLock) -> None:
+    lock.owner = None
+    k.unlocks += 1
+
+
+def spin_trylock(k, lock: SpinLock) -> bool:
+    if lock.owner is not None:
+        return False
+    lock.owner = k.current
+    return True
+
+
+def down_read(k, sem: RwSem) -> Segment:
+    t = k.current
+    t.want_write = False
+    while sem.writer is not None:
+        t.blocked_on = sem
+        yield sem
+    t.blocked_on = None
+    sem.readers += 1
+
+
+def up_read(k, sem: RwSem) -> None:
+    sem.readers -= 1
+
+
+def down_write(k, sem: RwSem) -> Segment:
+    t = k.current
+    t.want_write = True
+    while sem.writer is not None or sem.readers:
+        t.blocked_on = sem
+        yield sem
+    t.blocked_on = None
+    t.want_write = False
+    sem.writer = t
+
+
+def up_write(k, sem: RwSem) -> None:
+    sem.writer = None
+    k.unlocks += 1
+
+
+def wait_gate(k, gate) -> Segment:
+    """Wait (not runnable) until ``gate`` lets the current thread through."""
+    t = k.current
+    while not gate.free_for(t):
+        t.blocked_on = gate
+        yield gate
+    t.blocked_on = None
+
+
+def raise_deadlock(lock, t) -> None:
+    from engine.errors import RecursiveLocking
+    raise RecursiveLocking(f"recursive locking of {lock!r} by thread {t.name}")
