@@ -41,8 +41,8 @@ import atheris
 with atheris.instrument_imports(include=["engine"],
                                 exclude=["engine.program.codec", "engine.program.format", "engine.execution.oracle",
                                          "engine.execution.outcome", "engine.diff.differential"]):
-    from engine.program.codec import decode
     from engine.diff.differential import Report, differential
+    from engine.program.codec import decode
     from engine.program.format import Program
 
 from fuzz.campaign import CampaignConfig, open_sink

@@ -55,9 +55,9 @@ from pathlib import Path
 from typing import Any
 
 from engine.diff.differential import Classification, Divergence, Kind, Report, differential
-from engine.kernels import mutants
 from engine.execution.oracle import Verdict
 from engine.execution.runner import run
+from engine.kernels import mutants
 from engine.program.format import Program, parse_program
 from fuzz.minimize import minimize
 from fuzz.sources import Corpus, Fuzzer, Source, seed_inputs

@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from engine.diff.differential import differential
 from engine.errors import FoliodiffError, ProgramError

@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import enum
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from engine.errors import FoliodiffError
 from engine.execution.outcome import Outcome
-from engine.program.format import Program
 from engine.execution.runner import ChooserError, Runner
+from engine.program.format import Program
 
 __all__ = ["Exhaustive", "ExhaustiveStateError", "delay_schedule", "pct_schedule",
            "random_schedule"]
@@ -207,7 +208,7 @@ class _Choice:
         return [self.step, self.options, self.costs, self.index]
 
     @classmethod
-    def from_json(cls, data: list[Any]) -> "_Choice":
+    def from_json(cls, data: list[Any]) -> _Choice:
         step, options, costs, index = data
         return cls(int(step), [str(o) for o in options], [int(c) for c in costs], int(index))
 
@@ -271,7 +272,7 @@ class Exhaustive:
                 "done": self.done, "runs": self.runs, "yielded": self.yielded}
 
     @classmethod
-    def from_state(cls, program: Program, engine: str, state: dict[str, Any]) -> "Exhaustive":
+    def from_state(cls, program: Program, engine: str, state: dict[str, Any]) -> Exhaustive:
         """Continue an enumeration of ``program`` on ``engine`` from :meth:`state`.
 
         Raises :class:`ExhaustiveStateError` for a state of another version of

@@ -35,21 +35,28 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from hypothesis import HealthCheck, Phase, Verbosity, settings
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase, ExampleDatabase
-from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition, rule,
-                                 run_state_machine_as_test)
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from engine.diff.differential import differential
-from engine.kernels import resolve_engine
 from engine.execution.oracle import Verdict
-from engine.program.format import PAGE_SIZE, Program, parse_program
 from engine.execution.runner import YIELD_POINTS
+from engine.kernels import resolve_engine
 from engine.mm.sched import YieldPoint
+from engine.program.format import PAGE_SIZE, Program, parse_program
 from fuzz.minimize import minimize
 
 __all__ = ["CampaignStats", "Finding", "FindingError", "LazyfreeMachine", "check_pair",
@@ -131,7 +138,7 @@ class LazyfreeMachine(RuleBasedStateMachine):
     engine_a = "v6.14"
     engine_b = "v6.15"
     known: frozenset[str] = frozenset()
-    stats: "CampaignStats | None" = None
+    stats: CampaignStats | None = None
 
     def __init__(self) -> None:
         super().__init__()
@@ -328,7 +335,7 @@ class LazyfreeMachine(RuleBasedStateMachine):
 
 def make_machine(engine_a: str = "v6.14", engine_b: str = "v6.15", *,
                  known: frozenset[str] | set[str] = frozenset(),
-                 stats: "CampaignStats | None" = None) -> type[LazyfreeMachine]:
+                 stats: CampaignStats | None = None) -> type[LazyfreeMachine]:
     """A :class:`LazyfreeMachine` for one engine pair.
 
     The class is named after the pair: Hypothesis keys its example database
@@ -341,7 +348,7 @@ def make_machine(engine_a: str = "v6.14", engine_b: str = "v6.15", *,
 
 
 def _shrunk(finding: Finding, known: frozenset[str], max_runs: int,
-            stats: "CampaignStats") -> Finding:
+            stats: CampaignStats) -> Finding:
     """``finding`` with the smallest program that still fails with its signature."""
     a, b = finding.engines
     last: dict[str, Finding] = {}

@@ -26,10 +26,13 @@ bytes and encodings of drawn programs, the way a byte fuzzer's corpus looks.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from hypothesis import strategies as st
 
+from engine.execution.runner import YIELD_POINTS
+from engine.mm.sched import YieldPoint
 from engine.program.codec import encode
 from engine.program.format import (
     MAX_PAGES,
@@ -41,8 +44,6 @@ from engine.program.format import (
     Program,
     parse_program,
 )
-from engine.execution.runner import YIELD_POINTS
-from engine.mm.sched import YieldPoint
 from fuzz.mutate import mutate_program
 
 __all__ = ["any_programs", "names", "program_bytes", "programs", "seeded_programs"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -151,6 +151,7 @@ def corpus(
     """Replay every corpus file against its expected outcome per version (regression run)."""
     import glob
     import os
+
     from engine.corpus.entries import check_entry, load_entry
     paths = sorted(glob.glob(os.path.join(directory, "*.json")))
     if not paths:
@@ -225,7 +226,7 @@ def bench(
     programs: Annotated[int, typer.Option(help="distinct programs")] = 200,
     repeat: Annotated[int, typer.Option(help="timed repetitions (the median is reported)")] = 5,
     seed: Annotated[int, typer.Option(help="seed of the program generator")] = 1,
-    out: Annotated[Optional[str], typer.Option(help="write the figures as JSON here")] = None,
+    out: Annotated[str | None, typer.Option(help="write the figures as JSON here")] = None,
 ) -> None:
     """Differential executions per second on typical programs, one core."""
     from engine.bench.differential import bench_differential, bench_page_cost
@@ -245,7 +246,7 @@ def bench_c(
     repeat: Annotated[int, typer.Option(help="timed passes (medians are reported)")] = 5,
     mthp_mib: Annotated[int, typer.Option(help="MiB of 64 KiB lazyfree mTHPs (3/4 workload)")] = 128,
     pmd_thps: Annotated[int, typer.Option(help="redirtied lazyfree PMD THPs (4/4 workload)")] = 64,
-    out: Annotated[Optional[str], typer.Option(help="write the figures as JSON here")] = None,
+    out: Annotated[str | None, typer.Option(help="write the figures as JSON here")] = None,
 ) -> None:
     """The C batched path: v6.14 per PTE against v6.15 batched, and C against Python."""
     from engine.bench.native import bench_c as run_bench
@@ -259,10 +260,11 @@ def bench_store(
     n: Annotated[int, typer.Option(help="divergences to store")] = 100_000,
     batch: Annotated[int, typer.Option(help="records per upsert batch")] = 1_000,
     requests: Annotated[int, typer.Option(help="list requests to time")] = 1_000,
-    out: Annotated[Optional[str], typer.Option(help="write the figures as JSON here")] = None,
+    out: Annotated[str | None, typer.Option(help="write the figures as JSON here")] = None,
 ) -> None:
     """Store benchmark: batched upserts/s, then list latency from a real server."""
     import tempfile
+
     from service.bench import bench_ingest, bench_list_latency
     with tempfile.TemporaryDirectory() as tmp:
         path = f"{tmp}/bench.db"
@@ -287,11 +289,13 @@ def bench_fuzz(
     cap: Annotated[float, typer.Option(min=1, help="seconds before a trial counts as not found")] = 60.0,
     seed_corpus: Annotated[str, typer.Option(help="seed programs (*.json), each target's own detections left out; 'none' starts cold")] = "corpus",
     reduce: Annotated[bool, typer.Option(help="minimize, store and replay each detection")] = True,
-    out: Annotated[Optional[str], typer.Option(help="write the figures and trials as JSON here")] = None,
+    out: Annotated[str | None, typer.Option(help="write the figures and trials as JSON here")] = None,
 ) -> None:
     """Time to first detection of five known divergences, per fuzzer, one trial at a time."""
     from pathlib import Path
-    from fuzz.bench import Target, bench_fuzz as run_bench
+
+    from fuzz.bench import Target
+    from fuzz.bench import bench_fuzz as run_bench
     from fuzz.sources import Fuzzer
     fz, tg = _enum_list("--fuzzers", fuzzers, Fuzzer), _enum_list("--targets", targets, Target)
     seed_dir = None if seed_corpus == "none" else Path(seed_corpus)
@@ -331,13 +335,14 @@ def bench_fuzz(
 @app.command()
 def conform(
     kernels: Annotated[str, typer.Option(help="comma-separated catalogue kernels (deb-6.1, deb-6.12, deb-6.16 ... deb-6.19)")] = "deb-6.12,deb-6.16",
-    scenarios: Annotated[Optional[str], typer.Option(help="comma-separated scenario names (default: all)")] = None,
+    scenarios: Annotated[str | None, typer.Option(help="comma-separated scenario names (default: all)")] = None,
     timeout: Annotated[float, typer.Option(min=1, help="seconds per boot")] = 300.0,
-    out: Annotated[Optional[str], typer.Option(help="write the results as JSON here")] = None,
+    out: Annotated[str | None, typer.Option(help="write the results as JSON here")] = None,
 ) -> None:
     """Boot real Debian kernels under qemu and compare each scenario with the kernel's model."""
     from engine.repro.realobs import CONFORMANCE
-    from service.conform.check import Verdict, conform as run_conform
+    from service.conform.check import Verdict
+    from service.conform.check import conform as run_conform
     chosen = dict(CONFORMANCE)
     if scenarios:
         names = [n.strip() for n in scenarios.split(",") if n.strip()]
@@ -460,19 +465,20 @@ def seed_bench(
 
 @app.command()
 def reproducer(
-    program: Annotated[Optional[str], typer.Argument(help="program JSON file (or a corpus file)")] = None,
-    divergence: Annotated[Optional[int], typer.Option(help="a stored divergence's id (its minimized program)")] = None,
+    program: Annotated[str | None, typer.Argument(help="program JSON file (or a corpus file)")] = None,
+    divergence: Annotated[int | None, typer.Option(help="a stored divergence's id (its minimized program)")] = None,
     corpus: Annotated[str | None, typer.Option(help="a corpus program's name (see --corpus-dir)")] = None,
     corpus_dir: Annotated[str | None, typer.Option(help="where --corpus looks (default: the seed corpus)")] = None,
-    db: Annotated[Optional[str], typer.Option(help="store URL (default $FOLIODIFF_DB_URL or sqlite:///foliodiff.db)")] = None,
+    db: Annotated[str | None, typer.Option(help="store URL (default $FOLIODIFF_DB_URL or sqlite:///foliodiff.db)")] = None,
     pin: Annotated[str, typer.Option(help="how pins are taken: io_uring or vmsplice")] = "io_uring",
-    out: Annotated[Optional[str], typer.Option(help="write the C file here (default: stdout)")] = None,
+    out: Annotated[str | None, typer.Option(help="write the C file here (default: stdout)")] = None,
 ) -> None:
     """Export a program, a stored divergence or a corpus program as a static C reproducer."""
     import os
+
     from engine.corpus.entries import CORPUS_DIR
-    from engine.repro.reproducer import PinMechanism, translate
     from engine.corpus.upgrade import DEFAULT_READING
+    from engine.repro.reproducer import PinMechanism, translate
     mechanisms = _enum_list("--pin", pin, PinMechanism)
     if len(mechanisms) != 1:
         _fail(f"--pin: give one of io_uring, vmsplice (got {pin!r})")
@@ -526,13 +532,13 @@ def _progress_table(c) -> Table:
 def fuzz(
     fuzzer: Annotated[str, typer.Option(help="atheris, hypothesis, pct, exhaustive or random")] = "pct",
     engines: Annotated[str, typer.Option(help="the engine pair")] = "v6.14,v6.15",
-    time_limit: Annotated[Optional[float], typer.Option("--time", help="seconds the campaign runs, over resumes (default 600); with --resume, seconds to run now")] = None,
+    time_limit: Annotated[float | None, typer.Option("--time", help="seconds the campaign runs, over resumes (default 600); with --resume, seconds to run now")] = None,
     workers: Annotated[int, typer.Option(help="worker processes")] = 1,
-    db: Annotated[Optional[str], typer.Option(help="store URL (default $FOLIODIFF_DB_URL or sqlite:///foliodiff.db)")] = None,
-    corpus: Annotated[Optional[str], typer.Option(help="directory for kept inputs")] = None,
-    seeds: Annotated[Optional[str], typer.Option(help="seed programs (*.json, e.g. corpus) the byte fuzzers start from")] = None,
+    db: Annotated[str | None, typer.Option(help="store URL (default $FOLIODIFF_DB_URL or sqlite:///foliodiff.db)")] = None,
+    corpus: Annotated[str | None, typer.Option(help="directory for kept inputs")] = None,
+    seeds: Annotated[str | None, typer.Option(help="seed programs (*.json, e.g. corpus) the byte fuzzers start from")] = None,
     seed: Annotated[int, typer.Option(help="campaign seed")] = 0,
-    resume: Annotated[Optional[int], typer.Option(help="resume the stopped campaign with this id")] = None,
+    resume: Annotated[int | None, typer.Option(help="resume the stopped campaign with this id")] = None,
     minimize: Annotated[bool, typer.Option(help="minimize new unexpected divergences")] = True,
     pct_depth: Annotated[int, typer.Option(help="PCT bug depth d")] = 3,
     preemption_bound: Annotated[int, typer.Option(help="exhaustive search preemption bound")] = 2,
@@ -608,7 +614,7 @@ def fuzz(
 def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
-    db: Annotated[Optional[str], typer.Option(help="store URL (default $FOLIODIFF_DB_URL or sqlite:///foliodiff.db)")] = None,
+    db: Annotated[str | None, typer.Option(help="store URL (default $FOLIODIFF_DB_URL or sqlite:///foliodiff.db)")] = None,
 ) -> None:
     """Serve the triage API (uvicorn)."""
     from service.api import serve as run_server

@@ -27,10 +27,10 @@ import random
 import sys
 
 from engine.bench.differential import typical_program
-from engine.program.codec import decode
 from engine.corpus.entries import CORPUS_DIR, load_any
 from engine.diff.differential import differential
 from engine.kernels import ORDER
+from engine.program.codec import decode
 
 PAIRS = list(zip(ORDER, ORDER[1:]))
 

@@ -12,9 +12,9 @@ import time
 from typing import Any
 
 from engine.diff.differential import differential
-from engine.program.format import PAGE_SIZE, Program, parse_program
 from engine.execution.runner import YIELD_POINTS, run
 from engine.mm.sched import YieldPoint
+from engine.program.format import PAGE_SIZE, Program, parse_program
 
 _A = 0x200000
 

@@ -28,15 +28,16 @@ from __future__ import annotations
 import ctypes
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from engine.native.loader import PTE_TABLE_BYTES, CPathCall, CPathCallOp, load
+from engine.execution.runner import Runner
+from engine.kernels import C_TWINS
 from engine.mm.flags import TTU_BATCH_FLUSH, TTU_SPLIT_HUGE_PMD, TTU_SYNC
 from engine.mm.folio import folio_mapped
 from engine.mm.huge_memory import folio_trylock
-from engine.kernels import C_TWINS
+from engine.native.loader import PTE_TABLE_BYTES, CPathCall, CPathCallOp, load
 from engine.program.format import PAGE_SIZE, parse_program
-from engine.execution.runner import Runner
 
 #: Where the workloads map their memory: 2 MiB aligned.
 BASE = 0x40000000

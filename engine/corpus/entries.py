@@ -21,9 +21,9 @@ import os
 import pathlib
 from typing import Any
 
+from engine.corpus.upgrade import DEFAULT_READING, read_program
 from engine.errors import ProgramError, UnknownCorpusProgramError
 from engine.program.format import Program
-from engine.corpus.upgrade import DEFAULT_READING, read_program
 
 #: The seed corpus: ``corpus/`` at the top of the source tree.
 CORPUS_DIR = pathlib.Path(__file__).resolve().parents[2] / "corpus"

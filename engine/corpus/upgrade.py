@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import ProgramError
-from engine.kernels import resolve_engine
 from engine.execution.outcome import Outcome
-from engine.program.format import PROGRAM_VERSION, Program, parse_program, renumber_schedule
 from engine.execution.runner import Runner
+from engine.kernels import resolve_engine
+from engine.program.format import PROGRAM_VERSION, Program, parse_program, renumber_schedule
 
 #: The engine a format-1 schedule is read on when the caller names none: the
 #: older side of the seed series' pair.

@@ -16,13 +16,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.kernels import resolve_engine
+from engine.diff.rules import Rule, explain
 from engine.execution.oracle import Verdict
 from engine.execution.outcome import Outcome
-from engine.program.format import Program
-from engine.diff.rules import Rule, explain
 from engine.execution.runner import ENTRY_POINT, run
+from engine.kernels import resolve_engine
 from engine.mm.sched import KERNEL_YIELD_POINTS
+from engine.program.format import Program
 
 
 class Kind(str, enum.Enum):

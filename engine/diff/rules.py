@@ -9,8 +9,8 @@ loss, crash, broken invariant, leak or hang is never intended.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from engine.kernels import ORDER, base_version
 

@@ -25,8 +25,15 @@ from collections import Counter
 from engine.mm.memory import ZERO_PFN
 from engine.mm.mm_types import MM_ANONPAGES
 from engine.mm.page_table_check import PageTableCheck, field_name
-from engine.mm.pgtable import (HPAGE_PMD_NR, PAGE_SHIFT, is_swap_pte, present_slots, pte_pfn,
-                            pte_present, pte_swp_offset)
+from engine.mm.pgtable import (
+    HPAGE_PMD_NR,
+    PAGE_SHIFT,
+    is_swap_pte,
+    present_slots,
+    pte_pfn,
+    pte_present,
+    pte_swp_offset,
+)
 
 
 class Verdict(str, enum.Enum):
@@ -86,7 +93,7 @@ class PageShadow:
     def may_read_zero(self) -> bool:
         return self.droppable or self.racing or (self.lazy and not self.dma_held)
 
-    def copy(self) -> "PageShadow":
+    def copy(self) -> PageShadow:
         """The child's page after fork: same contents, no pin of the parent's."""
         return PageShadow(self.value, self.lazy, self.droppable, self.racing)
 

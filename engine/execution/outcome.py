@@ -11,11 +11,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.execution.oracle import Verdict
 from engine.mm.folio import FOLIO_FLAGS, Folio
 from engine.mm.memory import ZERO_PFN
-from engine.execution.oracle import Verdict
-from engine.mm.pgtable import (PAGE_SHIFT, PMD_SHIFT, is_swap_pte, present_slots, pte_dirty, pte_pfn,
-                            pte_present, pte_write, pte_young)
+from engine.mm.pgtable import (
+    PAGE_SHIFT,
+    PMD_SHIFT,
+    is_swap_pte,
+    present_slots,
+    pte_dirty,
+    pte_pfn,
+    pte_present,
+    pte_write,
+    pte_young,
+)
 from engine.mm.sched import YieldPoint
 
 #: A place of a run: (operation, kind of yield point, its occurrence in the operation).

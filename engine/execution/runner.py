@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import traceback
 from collections import deque
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from engine.errors import FoliodiffError, HarnessError, KernelBug
-from engine.kernels import kernel_class, resolve_engine
-from engine.mm.mm_types import MmStruct
 from engine.execution.oracle import Oracle, Verdict, Violation
 from engine.execution.outcome import Crash, Outcome, Place, observe
-from engine.program.format import DmaWrite, Fork, Preemption, Program, ThreadKind, Unpin
+from engine.kernels import kernel_class, resolve_engine
+from engine.mm.mm_types import MmStruct
 from engine.mm.sched import KThread, YieldPoint, wait_gate
+from engine.program.format import DmaWrite, Fork, Preemption, Program, ThreadKind, Unpin
 
 #: Frames of these modules are harness, not kernel model (dropped from crash stacks).
 _HARNESS = ("engine/execution/runner.py", "engine/mm/sched.py", "engine/execution/oracle.py", "engine/mm/page_table_check.py")

@@ -24,6 +24,7 @@ from engine.mm.sched import Gate
 from engine.mm.swapfile import SwapDevice
 from engine.mm.vmscan import VmscanMixin
 
+
 class Kernel(MemoryMixin, RmapMixin, HugeMemoryMixin, VmscanMixin, MadviseMixin, GupMixin,
              LruMixin):
     """One kernel instance.  Class attributes describe the version's features."""

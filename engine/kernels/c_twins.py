@@ -14,16 +14,24 @@ from __future__ import annotations
 
 import ctypes
 
-from engine.native.loader import (CPathFolioFlags, CPathKernel, PmdDiscardOut, PmdLazyfreeAction,
-                          TtuClearOut, TtuDecideOut, TtuLazyfreeAction, load)
 from engine.errors import HarnessError
-from engine.mm.flags import VM_DROPPABLE
-from engine.mm.folio import folio_mapcount, folio_set_swapbacked
 from engine.kernels.v6_14 import V6_14
 from engine.kernels.v6_15 import V6_15
 from engine.kernels.v6_16 import V6_16
+from engine.mm.flags import VM_DROPPABLE
+from engine.mm.folio import folio_mapcount, folio_set_swapbacked
 from engine.mm.mm_types import MM_ANONPAGES
 from engine.mm.pgtable import PAGE_SHIFT, ptep_get
+from engine.native.loader import (
+    CPathFolioFlags,
+    CPathKernel,
+    PmdDiscardOut,
+    PmdLazyfreeAction,
+    TtuClearOut,
+    TtuDecideOut,
+    TtuLazyfreeAction,
+    load,
+)
 
 _ANON, _SWAPBACKED = int(CPathFolioFlags.CPATH_FOLIO_ANON), int(CPathFolioFlags.CPATH_FOLIO_SWAPBACKED)
 

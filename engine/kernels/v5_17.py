@@ -5,9 +5,9 @@ the device then writes into a page nobody maps any more (data loss).
 
 from __future__ import annotations
 
+from engine.kernels.v5_18 import V5_18
 from engine.mm.flags import LockedLargeRef
 from engine.mm.folio import folio_test_dirty
-from engine.kernels.v5_18 import V5_18
 
 
 class V5_17(V5_18):

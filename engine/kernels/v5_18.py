@@ -13,12 +13,19 @@ mapped instead of swapping it out (PG_anon_exclusive, 6c287605fd56, v5.19).
 from __future__ import annotations
 
 from engine.errors import KernelBug
-from engine.mm.flags import TTU_SPLIT_HUGE_PMD, LockedLargeRef
-from engine.mm.folio import (folio_mapcount, folio_ref_count, folio_set_swapbacked, folio_test_anon,
-                          folio_test_dirty, folio_test_pmd_mappable, folio_test_swapbacked)
 from engine.kernels.base import Kernel
+from engine.mm.flags import TTU_SPLIT_HUGE_PMD, LockedLargeRef
+from engine.mm.folio import (
+    folio_mapcount,
+    folio_ref_count,
+    folio_set_swapbacked,
+    folio_test_anon,
+    folio_test_dirty,
+    folio_test_pmd_mappable,
+    folio_test_swapbacked,
+)
 from engine.mm.mm_types import MM_ANONPAGES
-from engine.mm.pgtable import PMD_SHIFT, ptep_get, pte_pfn, set_pte_at
+from engine.mm.pgtable import PMD_SHIFT, pte_pfn, ptep_get, set_pte_at
 from engine.mm.rmap import Pvmw
 from engine.mm.sched import YieldPoint
 

@@ -12,13 +12,27 @@ during reclamation", exactly as merged (S6):
 from __future__ import annotations
 
 from engine.errors import KernelBug
-from engine.mm.flags import TTU_HWPOISON, TTU_SPLIT_HUGE_PMD, VM_DROPPABLE
-from engine.mm.folio import (folio_mapcount, folio_ref_count, folio_ref_sub, folio_set_swapbacked,
-                          folio_test_anon, folio_test_dirty, folio_test_swapbacked)
 from engine.kernels.v6_14 import V6_14
+from engine.mm.flags import TTU_HWPOISON, TTU_SPLIT_HUGE_PMD, VM_DROPPABLE
+from engine.mm.folio import (
+    folio_mapcount,
+    folio_ref_count,
+    folio_ref_sub,
+    folio_set_swapbacked,
+    folio_test_anon,
+    folio_test_dirty,
+    folio_test_swapbacked,
+)
 from engine.mm.mm_types import MM_ANONPAGES
-from engine.mm.pgtable import (PAGE_SHIFT, PTE_DIRTY_YOUNG, PTE_BATCH_IGNORE, pmd_dirty, ptep_get,
-                            pte_pfn, set_pte_at)
+from engine.mm.pgtable import (
+    PAGE_SHIFT,
+    PTE_BATCH_IGNORE,
+    PTE_DIRTY_YOUNG,
+    pmd_dirty,
+    pte_pfn,
+    ptep_get,
+    set_pte_at,
+)
 from engine.mm.rmap import Pvmw
 from engine.mm.sched import YieldPoint
 

@@ -8,9 +8,9 @@ and may be partial; the walk is done only after a full-folio batch.
 
 from __future__ import annotations
 
+from engine.kernels.v6_15 import V6_15
 from engine.mm.flags import TTU_HWPOISON
 from engine.mm.folio import folio_test_anon, folio_test_swapbacked
-from engine.kernels.v6_15 import V6_15
 from engine.mm.mm_types import pmd_addr_end
 from engine.mm.pgtable import PAGE_SHIFT
 

@@ -15,9 +15,21 @@ from engine.mm.flags import GUP_PIN_COUNTING_BIAS
 from engine.mm.folio import Folio
 from engine.mm.huge_memory import folio_lock, folio_unlock
 from engine.mm.memory import ZERO_PFN
-from engine.mm.pgtable import (HPAGE_PMD_NR, PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PTRS_PER_PTE,
-                            pmd_mkdirty, pmd_mkyoung, pmd_pfn, pmd_write, pte_dirty, pte_pfn,
-                            pte_present, pte_write)
+from engine.mm.pgtable import (
+    HPAGE_PMD_NR,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    PMD_SHIFT,
+    PTRS_PER_PTE,
+    pmd_mkdirty,
+    pmd_mkyoung,
+    pmd_pfn,
+    pmd_write,
+    pte_dirty,
+    pte_pfn,
+    pte_present,
+    pte_write,
+)
 from engine.mm.sched import YieldPoint, down_read, spin_lock, spin_unlock, up_read
 
 

@@ -8,10 +8,26 @@ from engine.mm.flags import VM_LOCKED
 from engine.mm.folio import Folio, folio_mapcount, folio_test_pmd_mappable
 from engine.mm.memory import ZERO_PFN
 from engine.mm.mm_types import MM_ANONPAGES, VmArea
-from engine.mm.pgtable import (HPAGE_PMD_NR, PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PMD_SIZE,
-                            PTRS_PER_PTE, PageTable, mk_pte, pmd_dirty, pmd_mkclean, pmd_mkhuge,
-                            pmd_mkold, pmd_pfn, pmd_write, pmd_young, pte_dirty, pte_pfn,
-                            pte_present)
+from engine.mm.pgtable import (
+    HPAGE_PMD_NR,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    PMD_SHIFT,
+    PMD_SIZE,
+    PTRS_PER_PTE,
+    PageTable,
+    mk_pte,
+    pmd_dirty,
+    pmd_mkclean,
+    pmd_mkhuge,
+    pmd_mkold,
+    pmd_pfn,
+    pmd_write,
+    pmd_young,
+    pte_dirty,
+    pte_pfn,
+    pte_present,
+)
 from engine.mm.rmap import folio_end_in_vma
 from engine.mm.sched import YieldPoint, spin_lock, spin_unlock
 

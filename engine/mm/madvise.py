@@ -6,14 +6,30 @@ import errno
 
 from engine.mm.flags import VM_LOCKED
 from engine.mm.folio import Folio, folio_mapcount
-from engine.mm.huge_memory import folio_unlock, folio_trylock
+from engine.mm.huge_memory import folio_trylock, folio_unlock
 from engine.mm.memory import ZERO_PFN
 from engine.mm.mm_types import MM_SWAPENTS, VmArea, pmd_addr_end
-from engine.mm.pgtable import (PTE_DIRTY_YOUNG, PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PMD_SIZE, PTE_BATCH_IGNORE,
-                            PTRS_PER_PTE, PageTable, is_swap_pte, pmd_pfn, pmd_young, pte_mkclean,
-                            pte_mkold, pte_pfn, pte_present, pte_swp_offset, pmd_mkold)
-from engine.program.format import Advice
+from engine.mm.pgtable import (
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    PMD_SHIFT,
+    PMD_SIZE,
+    PTE_BATCH_IGNORE,
+    PTE_DIRTY_YOUNG,
+    PTRS_PER_PTE,
+    PageTable,
+    is_swap_pte,
+    pmd_mkold,
+    pmd_pfn,
+    pmd_young,
+    pte_mkclean,
+    pte_mkold,
+    pte_pfn,
+    pte_present,
+    pte_swp_offset,
+)
 from engine.mm.sched import YieldPoint, down_read, spin_lock, spin_unlock, up_read
+from engine.program.format import Advice
 
 
 def pte_batch_len(folio: Folio, pt: PageTable, idx: int, limit: int) -> int:

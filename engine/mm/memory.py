@@ -9,16 +9,35 @@ from __future__ import annotations
 
 import errno
 
-from engine.mm.flags import (VM, VM_DROPPABLE, VM_LOCKED, VM_READ, VM_WRITE)
+from engine.mm.flags import VM, VM_DROPPABLE, VM_LOCKED, VM_READ, VM_WRITE
 from engine.mm.folio import Folio, folio_mapcount, folio_maybe_dma_pinned
 from engine.mm.mm_types import MM_ANONPAGES, MM_SWAPENTS, AnonVma, MmStruct, VmArea
-from engine.mm.pgtable import (PTE_DIRTY_YOUNG, pte_mkwrite, HPAGE_PMD_NR, PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PMD_SIZE,
-                            PTRS_PER_PTE, PageTable, is_swap_pte, mk_pte, pte_dirty,
-                            pte_mkdirty, pte_mkold, pte_mkyoung, pte_pfn, pte_present,
-                            pte_swp_offset, pte_wrprotect, pte_write, pmd_dirty,
-                            pmd_pfn, pmd_write)
-from engine.mm.sched import (YieldPoint, down_read, down_write, spin_lock, spin_unlock, up_read,
-                          up_write)
+from engine.mm.pgtable import (
+    HPAGE_PMD_NR,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    PMD_SHIFT,
+    PMD_SIZE,
+    PTE_DIRTY_YOUNG,
+    PTRS_PER_PTE,
+    PageTable,
+    is_swap_pte,
+    mk_pte,
+    pmd_dirty,
+    pmd_pfn,
+    pmd_write,
+    pte_dirty,
+    pte_mkdirty,
+    pte_mkold,
+    pte_mkwrite,
+    pte_mkyoung,
+    pte_pfn,
+    pte_present,
+    pte_swp_offset,
+    pte_write,
+    pte_wrprotect,
+)
+from engine.mm.sched import YieldPoint, down_read, down_write, spin_lock, spin_unlock, up_read, up_write
 
 #: pfn of the shared zero page: read faults map it, it is no folio.
 ZERO_PFN = 1

@@ -30,7 +30,7 @@ class VmArea:
 
     __slots__ = ("mm", "vm_start", "vm_end", "vm_flags", "vm_pgoff", "anon_vma", "order")
 
-    def __init__(self, mm: "MmStruct", start: int, end: int, flags: int, pgoff: int,
+    def __init__(self, mm: MmStruct, start: int, end: int, flags: int, pgoff: int,
                  anon_vma: AnonVma, order: int) -> None:
         self.mm = mm
         self.vm_start = start

@@ -40,9 +40,19 @@ from __future__ import annotations
 
 from engine.mm.flags import VM_WRITE
 from engine.mm.memory import ZERO_PFN
-from engine.mm.pgtable import (HPAGE_PMD_NR, PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PMD_SIZE,
-                            PTE_DIRTY_YOUNG, PTE_PRESENT_WRITE_PFN, PTRS_PER_PTE, pte_pfn,
-                            pte_present, pte_write)
+from engine.mm.pgtable import (
+    HPAGE_PMD_NR,
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    PMD_SHIFT,
+    PMD_SIZE,
+    PTE_DIRTY_YOUNG,
+    PTE_PRESENT_WRITE_PFN,
+    PTRS_PER_PTE,
+    pte_pfn,
+    pte_present,
+    pte_write,
+)
 
 _SEEN = PTE_PRESENT_WRITE_PFN
 _TABLE_BYTES = PTRS_PER_PTE * 8

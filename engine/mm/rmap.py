@@ -11,9 +11,21 @@ from engine.errors import RefcountUnderflow
 from engine.mm.flags import TTU_BATCH_FLUSH, VM_LOCKED, LockedLargeRef
 from engine.mm.folio import Folio, MmIds, folio_mapped, folio_maybe_dma_pinned
 from engine.mm.mm_types import MM_ANONPAGES, MM_SWAPENTS, VmArea, vma_address
-from engine.mm.pgtable import (PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PTRS_PER_PTE,
-                            PageTable, pmd_young, pte_dirty, pte_pfn, pte_present, pte_young,
-                            pte_mkold, set_pte_at, swp_entry_to_pte)
+from engine.mm.pgtable import (
+    PAGE_SHIFT,
+    PAGE_SIZE,
+    PMD_SHIFT,
+    PTRS_PER_PTE,
+    PageTable,
+    pmd_young,
+    pte_dirty,
+    pte_mkold,
+    pte_pfn,
+    pte_present,
+    pte_young,
+    set_pte_at,
+    swp_entry_to_pte,
+)
 from engine.mm.sched import YieldPoint, spin_lock, spin_unlock
 
 

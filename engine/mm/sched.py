@@ -19,7 +19,8 @@ here reads a clock or a global RNG.
 from __future__ import annotations
 
 import enum
-from typing import Any, Generator
+from collections.abc import Generator
+from typing import Any
 
 
 class YieldPoint(str, enum.Enum):
@@ -77,9 +78,9 @@ class SpinLock:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.owner: "KThread | None" = None
+        self.owner: KThread | None = None
 
-    def free_for(self, t: "KThread") -> bool:
+    def free_for(self, t: KThread) -> bool:
         return self.owner is None
 
     def __repr__(self) -> str:
@@ -94,9 +95,9 @@ class RwSem:
     def __init__(self, name: str) -> None:
         self.name = name
         self.readers = 0
-        self.writer: "KThread | None" = None
+        self.writer: KThread | None = None
 
-    def free_for(self, t: "KThread") -> bool:
+    def free_for(self, t: KThread) -> bool:
         if t.want_write:
             return self.writer is None and self.readers == 0
         return self.writer is None
@@ -114,7 +115,7 @@ class Gate:
         self.name = name
         self.open = False
 
-    def free_for(self, t: "KThread") -> bool:
+    def free_for(self, t: KThread) -> bool:
         return self.open
 
     def __repr__(self) -> str:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from engine.mm.flags import (TTU_BATCH_FLUSH, TTU_SPLIT_HUGE_PMD, TTU_SYNC, VM_LOCKED, FolioRef,
-                          LruList)
+from engine.mm.flags import TTU_BATCH_FLUSH, TTU_SPLIT_HUGE_PMD, TTU_SYNC, VM_LOCKED, FolioRef, LruList
 from engine.mm.folio import Folio, folio_mapped, folio_maybe_dma_pinned, folio_ref_freeze
 from engine.mm.huge_memory import can_split_folio, folio_trylock, folio_unlock
 from engine.mm.sched import YieldPoint

@@ -150,11 +150,14 @@ schedule entry           K:n Y:b N:n T:n             (same)
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel
 
+from engine.execution.runner import YIELD_POINTS
+from engine.mm.sched import YieldPoint
 from engine.program.format import (
     MAX_OPS,
     MAX_PAGES,
@@ -186,8 +189,6 @@ from engine.program.format import (
     Write,
     check_schedule,
 )
-from engine.execution.runner import YIELD_POINTS
-from engine.mm.sched import YieldPoint
 
 __all__ = ["THREAD_MENU", "decode", "encode", "thread_ops"]
 

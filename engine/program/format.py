@@ -37,7 +37,8 @@ from __future__ import annotations
 
 import enum
 import json
-from typing import Annotated, Any, Callable, Literal, Union
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -245,8 +246,7 @@ class LruAddDrain(_Op):
 
 
 Op = Annotated[
-    Union[Mmap, Munmap, Mremap, Mprotect, Fork, Read, Write, Madvise, Pin, Unpin,
-          DmaWrite, Reclaim, DeferredSplitScan, FolioTryGet, FolioPut, LruAddDrain],
+    Mmap | Munmap | Mremap | Mprotect | Fork | Read | Write | Madvise | Pin | Unpin | DmaWrite | Reclaim | DeferredSplitScan | FolioTryGet | FolioPut | LruAddDrain,
     Field(discriminator="op"),
 ]
 
@@ -311,7 +311,7 @@ class Program(BaseModel):
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_defaults=False)
 
-    def check(self) -> "Program":
+    def check(self) -> Program:
         """Raise :class:`ProgramError` unless the program is semantically valid."""
         check_program(self)
         return self

@@ -45,10 +45,9 @@ from typing import Any
 
 from engine.corpus.entries import CORPUS_DIR
 from engine.errors import FoliodiffError
-from engine.mm.memory import ZERO_PFN
 from engine.execution.oracle import Verdict
-from engine.mm.pgtable import (PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PTRS_PER_PTE, pte_dirty, pte_pfn,
-                            pte_present)
+from engine.mm.memory import ZERO_PFN
+from engine.mm.pgtable import PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PTRS_PER_PTE, pte_dirty, pte_pfn, pte_present
 from engine.program.format import Program, parse_program
 
 #: /proc/vmstat counter -> the model counter it is predicted from.
@@ -246,8 +245,8 @@ def predict(program: Program, engine_id: str, *, swap: bool = False, check: bool
     :class:`NotTranslatable` (when checking) or :class:`PredictionError` when
     the model run ends in a crash or a broken oracle.
     """
-    from engine.repro.reproducer import analyse
     from engine.execution.runner import Runner
+    from engine.repro.reproducer import analyse
     if check:
         analyse(program, **{"target": engine_id, **translate_options})
     runner = Runner(program, engine_id, swap=swap, per_step_oracles=per_step_oracles)

@@ -60,8 +60,24 @@ from typing import Any
 
 from engine.errors import NotTranslatable
 from engine.kernels import KERNELS, base_version
-from engine.program.format import (PAGE_SIZE, Advice, DeferredSplitScan, Fork, Madvise, Mmap, Mprotect,
-                            Mremap, Munmap, Pin, Program, Prot, Read, ThreadKind, Unpin, Write)
+from engine.program.format import (
+    PAGE_SIZE,
+    Advice,
+    DeferredSplitScan,
+    Fork,
+    Madvise,
+    Mmap,
+    Mprotect,
+    Mremap,
+    Munmap,
+    Pin,
+    Program,
+    Prot,
+    Read,
+    ThreadKind,
+    Unpin,
+    Write,
+)
 from engine.repro.realobs import COUNTER_KEYS, MTHP_SIZES, MTHP_STATS, PER_OP_VMSTAT, VMSTAT, op_delta_keys
 
 #: Where the relocated regions start (1 TiB): far from a static binary at

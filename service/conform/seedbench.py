@@ -29,7 +29,6 @@ from typing import Any
 from engine.bench.native import BASE, unmap_once
 from engine.program.format import PAGE_SIZE, Program, parse_program
 from engine.repro.realobs import predict
-from service.conform.console import BootStatus
 from service.conform.errors import BenchmarkError, BootError
 from service.conform.kernels import KernelSpec, kernel_spec
 from service.conform.seed import SeedFigure, SeedWorkload, seed_figures, seed_sources

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.program.codec import decode
-from engine.diff.differential import differential
-from engine.program.format import parse_program
 from engine.corpus.upgrade import upgrade_program
+from engine.diff.differential import differential
+from engine.program.codec import decode
+from engine.program.format import parse_program
 from fuzz.campaign import Campaign, CampaignConfig, create
 from fuzz.sources import MAX_FUZZ_PAGES, Fuzzer, mapped_pages
 from service.models import CampaignStatus

@@ -8,8 +8,8 @@ import pathlib
 import subprocess
 import sys
 
-from engine.execution.runner import run
 from engine.corpus.upgrade import upgrade_program
+from engine.execution.runner import run
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 

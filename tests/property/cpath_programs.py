@@ -10,13 +10,14 @@ partial batches), droppable VMAs, PMD-mapped THPs and preemptions.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from hypothesis import strategies as st
 
-from engine.program.format import PAGE_SHIFT, Program, parse_program
 from engine.execution.runner import YIELD_POINTS
 from engine.mm.sched import YieldPoint
+from engine.program.format import PAGE_SHIFT, Program, parse_program
 
 _2M = 512
 THREADS = [{"name": "T0", "kind": "task", "mm": 0}, {"name": "R", "kind": "kthread"},

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import jsonschema
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from engine.execution.runner import YIELD_POINTS
+from engine.mm.sched import YieldPoint
 from engine.program.codec import THREAD_MENU, decode, encode, thread_ops
 from engine.program.format import (
     MAX_THREADS,
@@ -40,8 +43,6 @@ from engine.program.format import (
     loads_program,
     parse_program,
 )
-from engine.execution.runner import YIELD_POINTS
-from engine.mm.sched import YieldPoint
 from fuzz.strategies import any_programs, program_bytes, programs
 
 pytestmark = pytest.mark.property

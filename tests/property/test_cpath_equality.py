@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 
 import pytest
+from cpath_programs import lazyfree_programs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cpath_programs import lazyfree_programs
 from engine.execution.runner import run
 from fuzz.strategies import any_programs, programs
 

@@ -25,11 +25,12 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
+from programs_v1 import H2
+
 from engine.corpus.entries import check_entry, load_any, load_entry
+from engine.corpus.upgrade import upgrade_program
 from engine.diff.differential import Classification, Kind, differential
 from engine.program.format import Program
-from engine.corpus.upgrade import upgrade_program
-from programs_v1 import H2
 from service.api import Settings, create_app
 from service.store import DivergenceRecord, Store, records_from_report
 

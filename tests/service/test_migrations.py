@@ -25,10 +25,11 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-from engine.program.format import parse_program
-from engine.execution.runner import run
-from engine.corpus.upgrade import upgrade_program
 from programs_v1 import H1, H2, LATE_DMA, UNREADABLE
+
+from engine.corpus.upgrade import upgrade_program
+from engine.execution.runner import run
+from engine.program.format import parse_program
 from service.api import Settings, create_app
 from service.models import TriageStatus
 from service.store import MIGRATIONS, PackedOutcome, Store, upgrade

@@ -10,16 +10,27 @@ from array import array
 
 import pytest
 
-from engine.native.loader import (CPATH_ABI, CPATH_LIB_ENV, EFAULT, SOURCE, CPathFolioFlags, CPathKernel,
-                          CPathLib, TtuClearOut, TtuDecideOut, TtuLazyfreeAction, load)
+from engine.diff.rules import rules_between
 from engine.errors import CPathError, FoliodiffError
+from engine.execution.runner import run
 from engine.kernels import KERNELS, base_version, resolve_engine
 from engine.kernels.c_twins import CPathMixin
 from engine.kernels.v6_15 import V6_15
 from engine.mm.pgtable import mk_pte
+from engine.native.loader import (
+    CPATH_ABI,
+    CPATH_LIB_ENV,
+    EFAULT,
+    SOURCE,
+    CPathFolioFlags,
+    CPathKernel,
+    CPathLib,
+    TtuClearOut,
+    TtuDecideOut,
+    TtuLazyfreeAction,
+    load,
+)
 from engine.program.format import parse_program
-from engine.diff.rules import rules_between
-from engine.execution.runner import run
 
 A, B = 0x200000, 0x40000000
 LAZYFREE = int(CPathFolioFlags.CPATH_FOLIO_ANON)

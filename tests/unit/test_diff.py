@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
+from engine.corpus.upgrade import upgrade_program
 from engine.diff.differential import _parting_ops, differential, normalize_field
 from engine.program.format import parse_program
-from engine.corpus.upgrade import upgrade_program
 
 # Found by sweeping random programs: the schedule leaves an operation in flight
 # while a later one completes.  Format-1 programs, read on the older engine of

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from engine.errors import PageTableOutOfBounds, UnknownEngineError
+from engine.execution.runner import run
 from engine.kernels import resolve_engine
 from engine.mm.pgtable import PageTable, ptep_get, set_pte_at
-from engine.program.format import parse_program
-from engine.execution.runner import run
 from engine.mm.sched import YieldPoint
+from engine.program.format import parse_program
 
 A = 0x200000
 

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from engine.corpus.upgrade import upgrade_program
 from engine.diff.differential import differential
 from engine.errors import ProgramError
 from engine.execution.oracle import Verdict
-from engine.program.format import parse_program
 from engine.execution.runner import run
 from engine.mm.sched import YieldPoint
-from engine.corpus.upgrade import upgrade_program
+from engine.program.format import parse_program
 
 DEFECTS = json.loads((Path(__file__).resolve().parents[1] / "data" / "format1"
                       / "defects.json").read_text())

@@ -8,10 +8,10 @@ import pytest
 from engine.corpus.entries import CORPUS_DIR, load_entry
 from engine.diff.differential import differential
 from engine.errors import HarnessError, KernelBug, RefcountUnderflow, UseAfterFree
-from engine.kernels.v6_14 import V6_14
-from engine.kernels.v6_15 import V6_15
 from engine.execution.oracle import Verdict
 from engine.execution.runner import run
+from engine.kernels.v6_14 import V6_14
+from engine.kernels.v6_15 import V6_15
 from engine.mm.sched import YieldPoint
 
 H1 = load_entry(str(CORPUS_DIR / "h1-clean-mthp-reclaim.json"))["program"]

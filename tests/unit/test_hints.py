@@ -8,9 +8,9 @@ import random
 
 from engine.corpus.entries import load_any
 from engine.diff.differential import differential
-from engine.program.format import Preemption, parse_program
 from engine.execution.runner import Runner, run
 from engine.mm.sched import YieldPoint
+from engine.program.format import Preemption, parse_program
 from fuzz.bench import TARGETS, Target
 from fuzz.hints import Handoff, handoffs, hinted
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 import pytest
 
 from engine.diff.differential import differential
-from engine.program.format import parse_program
 from engine.diff.rules import explain
 from engine.execution.runner import run
+from engine.program.format import parse_program
 
 A = 0x200000
 MODERN = ("v6.12", "v6.14", "v6.15", "v6.16", "v6.14-c", "v6.15-c", "v6.16-c")

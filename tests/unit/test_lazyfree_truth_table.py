@@ -13,8 +13,8 @@ import itertools
 
 import pytest
 
-from engine.program.format import parse_program
 from engine.execution.runner import run
+from engine.program.format import parse_program
 
 A = 0x200000
 SHAPES = {"small": (1, 0), "mthp16": (16, 4), "pmd_thp": (512, 9)}

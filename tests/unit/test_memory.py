@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from engine.program.format import parse_program
 from engine.execution.runner import run
+from engine.program.format import parse_program
 
 A = 0x200000
 

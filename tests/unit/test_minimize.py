@@ -8,8 +8,8 @@ import pytest
 
 from engine.corpus.entries import load_any
 from engine.diff.differential import differential
-from engine.program.format import Preemption, Program, parse_program, renumber_schedule
 from engine.mm.sched import YieldPoint
+from engine.program.format import Preemption, Program, parse_program, renumber_schedule
 from fuzz.minimize import NotInterestingError, Pass, ddmin, minimize, minimize_divergence
 from fuzz.schedule import Exhaustive
 

@@ -11,18 +11,18 @@ import pytest
 from engine.corpus.entries import load_any
 from engine.diff.differential import differential
 from engine.errors import ProgramError
-from engine.program.format import Preemption, parse_program
 from engine.execution.runner import YIELD_POINTS, run
 from engine.mm.sched import YieldPoint
+from engine.program.format import Preemption, parse_program
 from fuzz.bench import TARGETS, Target
 from fuzz.mutate import (
-    boundary,
     _copy,
     _device_op,
     _kthread_op,
     _preempt,
     _remove,
     _swap,
+    boundary,
     mutate_program,
     occurrences,
     program_data,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from engine.program.format import Preemption, parse_program
-from engine.mm.sched import YieldPoint
 from engine.execution.runner import run
+from engine.mm.sched import YieldPoint
+from engine.program.format import Preemption, parse_program
 
 A = 0x200000
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import pytest
 
 from engine.corpus.entries import CORPUS_DIR, load_entry
+from engine.execution.oracle import Verdict
+from engine.execution.runner import run
 from engine.kernels.v6_15 import V6_15
 from engine.mm.mm_types import MM_ANONPAGES
-from engine.execution.oracle import Verdict
 from engine.program.format import parse_program
-from engine.execution.runner import run
 
 A = 0x200000
 

@@ -12,14 +12,14 @@ import pytest
 import engine.mm.memory
 from engine.bench.differential import typical_program
 from engine.corpus.entries import CORPUS_DIR, load_entry
+from engine.execution.oracle import Verdict, Violation
+from engine.execution.runner import Runner, run
 from engine.kernels import KERNELS
 from engine.kernels.mutants import MUTANTS
 from engine.mm.memory import MemoryMixin
-from engine.execution.oracle import Verdict, Violation
 from engine.mm.page_table_check import CHECKS, PageTableCheck
 from engine.mm.pgtable import mk_pte, pte_mkwrite
 from engine.program.format import parse_program
-from engine.execution.runner import Runner, run
 
 A = 0x200000
 P = 4096

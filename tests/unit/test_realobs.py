@@ -8,11 +8,23 @@ import pytest
 
 from engine.corpus.entries import load_entry
 from engine.errors import NotTranslatable
-from engine.program.format import parse_program
-from engine.repro.realobs import (ABSENT, CONFORMANCE, COUNTER_KEYS, MTHP_STATS, VMSTAT, FieldDifference,
-                            PredictionError, compare, parse_output, predict, present_rle, vma_runs)
-from engine.repro.reproducer import translate
 from engine.execution.runner import Runner, run
+from engine.program.format import parse_program
+from engine.repro.realobs import (
+    ABSENT,
+    CONFORMANCE,
+    COUNTER_KEYS,
+    MTHP_STATS,
+    VMSTAT,
+    FieldDifference,
+    PredictionError,
+    compare,
+    parse_output,
+    predict,
+    present_rle,
+    vma_runs,
+)
+from engine.repro.reproducer import translate
 
 CORPUS = pathlib.Path(__file__).resolve().parents[2] / "corpus"
 

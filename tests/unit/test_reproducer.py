@@ -14,8 +14,16 @@ from engine.corpus.entries import load_entry
 from engine.errors import NotTranslatable, ProgramError
 from engine.program.format import parse_program
 from engine.repro.realobs import COUNTER_KEYS, compare, parse_output, predict
-from engine.repro.reproducer import (DEFAULT_ENGINES, TARGET, PinMechanism, ThpPolicy, analyse,
-                               candidate_policies, missing_features, translate)
+from engine.repro.reproducer import (
+    DEFAULT_ENGINES,
+    TARGET,
+    PinMechanism,
+    ThpPolicy,
+    analyse,
+    candidate_policies,
+    missing_features,
+    translate,
+)
 
 CORPUS = sorted((pathlib.Path(__file__).resolve().parents[2] / "corpus").glob("*.json"))
 GCC = shutil.which("gcc")

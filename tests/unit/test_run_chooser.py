@@ -9,9 +9,9 @@ import pytest
 
 from engine.corpus.entries import load_any
 from engine.execution.oracle import Verdict
-from engine.program.format import Preemption
 from engine.execution.runner import ChooserError, Runner, run
 from engine.mm.sched import YieldPoint
+from engine.program.format import Preemption
 
 CORPUS = sorted(glob.glob("corpus/*.json"))
 

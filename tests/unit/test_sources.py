@@ -9,12 +9,12 @@ import pathlib
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from engine.program.codec import decode, encode
 from engine.corpus.entries import load_any
 from engine.diff.differential import differential
-from engine.program.format import Preemption
 from engine.execution.runner import YIELD_POINTS
 from engine.mm.sched import YieldPoint
+from engine.program.codec import decode, encode
+from engine.program.format import Preemption
 from fuzz.bench import TARGETS, Target
 from fuzz.sources import (
     PCT_RUNS,

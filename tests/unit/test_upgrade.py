@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from engine.corpus.entries import load_any
+from engine.corpus.upgrade import DEFAULT_READING, read_program, upgrade_program
 from engine.errors import ProgramError, UnknownEngineError
-from engine.program.format import PROGRAM_VERSION, parse_program
 from engine.execution.runner import run
 from engine.mm.sched import YieldPoint
-from engine.corpus.upgrade import DEFAULT_READING, read_program, upgrade_program
+from engine.program.format import PROGRAM_VERSION, parse_program
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "format1"
 RECORDED = json.loads((DATA / "programs.json").read_text())

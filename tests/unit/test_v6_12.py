@@ -11,12 +11,12 @@ from __future__ import annotations
 import pytest
 
 from engine.diff.differential import Classification, differential
+from engine.diff.rules import explain, rules_between
+from engine.execution.runner import run
 from engine.kernels import KERNELS, ORDER, base_version, resolve_engine
 from engine.kernels.v6_12 import V6_12
 from engine.kernels.v6_14 import V6_14
 from engine.program.format import parse_program
-from engine.diff.rules import explain, rules_between
-from engine.execution.runner import run
 
 A = 0x200000
 SERIES = {"swapbacked-only-if-dirty", "batched-lazyfree-unmap", "no-pmd-split-for-lazyfree"}

@@ -3,11 +3,16 @@
 Run from a checkout of 5a80619 (the last commit with format 1):
     python3 gen_fixture.py OUT.json
 """
-import hashlib, json, sys, random
+import hashlib
+import json
+import random
+import sys
+
 sys.path.insert(0, '.')
 from engine.bench import typical_program
 from engine.codec import decode
 from engine.run import run
+
 
 def digest(outcome):
     c = {k: (list(v) if isinstance(v, tuple) else v) for k, v in outcome.comparable().items()}
