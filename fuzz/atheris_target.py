@@ -32,18 +32,24 @@ from collections.abc import Callable
 
 import atheris
 
-# The kernel model is instrumented; the program format and its byte codec
-# are not: the custom mutator runs them too, and coverage they showed there
-# would make every mutant look new to libFuzzer.  Nor are the oracles, the
-# state snapshots and the differential's classification: they run after
-# every step or operation whatever the model did, and instrumenting them
-# halved the execution rate for no coverage of kernel paths.
-with atheris.instrument_imports(include=["engine"],
-                                exclude=["engine.program.codec", "engine.program.format", "engine.execution.oracle",
-                                         "engine.execution.outcome", "engine.diff.differential"]):
-    from engine.diff.differential import Report, differential
-    from engine.program.codec import decode
-    from engine.program.format import Program
+with atheris.instrument_imports(include=["engine"], exclude=[
+        # The kernel model is instrumented; the program format and its byte
+        # codec are not: the custom mutator runs them too, and coverage they
+        # showed there would make every mutant look new to libFuzzer.  Nor are
+        # the oracles, the state snapshots and the differential's
+        # classification: they run after every step or operation whatever the
+        # model did, and instrumenting them halved the execution rate for no
+        # coverage of kernel paths.
+        "engine.program.codec", "engine.program.format", "engine.execution.oracle",
+        "engine.execution.outcome", "engine.diff.differential",
+        # Nor is what the engine's public surface imports besides the model,
+        # which never runs on an input: the corpus, the reproducers, the
+        # benchmarks, the mutants (atheris excludes modules by exact name).
+        "engine.corpus", "engine.corpus.entries", "engine.corpus.upgrade", "engine.repro",
+        "engine.repro.observables", "engine.repro.realobs", "engine.repro.reproducer",
+        "engine.bench", "engine.bench.differential", "engine.bench.native",
+        "engine.kernels.mutants"]):
+    from engine import Program, Report, decode, differential
 
 from fuzz.campaign import CampaignConfig, open_sink
 from fuzz.hints import HINT_RATE, HINT_TRIES, mutant_inputs

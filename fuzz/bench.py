@@ -23,7 +23,7 @@ The targets are the divergences the project was built to find:
    straddles it (H12, fixed by ddd05742b45b), against v6.16; every seed
    with an mremap is left out, which is how the corpus makes that layout;
 5. :attr:`Target.VMA_BOUND`: v6.16 with the VMA end taken out of its batch
-   bound (:mod:`engine.kernels.mutants`) against v6.16's C twin: found
+   bound (:data:`engine.MUTANTS`) against v6.16's C twin: found
    when a run tells them apart, i.e. when a batch would cross a VMA end and
    that matters; every seed in which v6.15's batch crosses one is left out.
 
@@ -54,11 +54,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.diff.differential import Classification, Divergence, Kind, Report, differential
-from engine.execution.oracle import Verdict
-from engine.execution.runner import run
-from engine.kernels import mutants
-from engine.program.format import Program, parse_program
+from engine import (
+    MUTANTS,
+    Classification,
+    Divergence,
+    Kind,
+    Program,
+    Report,
+    Verdict,
+    differential,
+    parse_program,
+    register_mutants,
+    run,
+)
 from fuzz.minimize import minimize
 from fuzz.sources import Corpus, Fuzzer, Source, seed_inputs
 
@@ -70,7 +78,7 @@ MINIMIZE_RUNS = 800
 DETECTED = "foliodiff-detected "
 
 # The VMA-bound target runs a mutant (in this process and in atheris').
-mutants.register()
+register_mutants()
 
 
 class Target(str, enum.Enum):
@@ -217,7 +225,7 @@ def target_seeds(target: Target, directory: str | Path | None) -> list[bytes]:
     spec = TARGETS[target]
     return seed_inputs(directory,
                        keep=lambda p: not spec.leave_out(p) and spec.shows(p)[1] is None,
-                       reading=mutants.MUTANTS.get(spec.engine_a, spec.engine_a))
+                       reading=MUTANTS.get(spec.engine_a, spec.engine_a))
 
 
 def search(fuzzer: Fuzzer, target: Target, seed: int, cap: float,

@@ -133,7 +133,7 @@ def _worker(db_url: str, campaign_id: int, worker: int, deadline: float, positio
             stop: Any, messages: Any) -> None:
     """A worker process: generate, run, sink, report, until stopped or out of time."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent decides when to stop
-    from engine.diff.differential import differential
+    from engine import differential
     from fuzz.sources import Corpus, Source
     from service.store import Store
 

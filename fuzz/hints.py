@@ -28,12 +28,17 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from engine.diff.differential import Report
-from engine.errors import ProgramError
-from engine.execution.outcome import Place
-from engine.mm.sched import YieldPoint
-from engine.program.codec import encode
-from engine.program.format import Program, ThreadKind, parse_program, renumber_schedule
+from engine import (
+    Place,
+    Program,
+    ProgramError,
+    Report,
+    ThreadKind,
+    YieldPoint,
+    encode,
+    parse_program,
+    renumber_schedule,
+)
 from fuzz.mutate import boundary, program_data
 
 #: Kernel event -> the operation of the kernel thread that consumes what it handed off.

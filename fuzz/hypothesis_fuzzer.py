@@ -26,9 +26,7 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings, tar
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase, InMemoryExampleDatabase
 
-from engine.diff.differential import Report, differential
-from engine.program.codec import decode
-from engine.program.format import Program
+from engine import Program, Report, decode, differential
 from fuzz.hints import HINT_TRIES, mutants
 from fuzz.sources import MAX_FUZZ_PAGES, affordable, features, mapped_pages
 from fuzz.strategies import programs, seeded_programs

@@ -33,9 +33,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.diff.differential import differential
-from engine.errors import FoliodiffError, ProgramError
-from engine.program.format import Preemption, Program, parse_program, renumber_schedule
+from engine import (
+    FoliodiffError,
+    Preemption,
+    Program,
+    ProgramError,
+    differential,
+    parse_program,
+    renumber_schedule,
+)
 
 __all__ = ["MinimizeResult", "NotInterestingError", "Pass", "Reduction", "ddmin",
            "minimize", "minimize_divergence"]

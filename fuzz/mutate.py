@@ -30,10 +30,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from engine.errors import ProgramError
-from engine.execution.runner import YIELD_POINTS
-from engine.mm.sched import YieldPoint
-from engine.program.format import Advice, Program, parse_program, renumber_schedule
+from engine import YIELD_POINTS, Advice, Program, ProgramError, YieldPoint, parse_program, renumber_schedule
 
 Ops = list[dict[str, Any]]
 

@@ -33,10 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from engine.errors import FoliodiffError
-from engine.execution.outcome import Outcome
-from engine.execution.runner import ChooserError, Runner
-from engine.program.format import Program
+from engine import ChooserError, FoliodiffError, Outcome, Program, Runner
 
 __all__ = ["Exhaustive", "ExhaustiveStateError", "delay_schedule", "pct_schedule",
            "random_schedule"]

@@ -32,8 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from engine.diff.differential import Classification, Report
-from engine.program.format import Program
+from engine import Classification, Program, Report
 from fuzz.minimize import NotInterestingError, minimize_divergence
 from service.store import (
     DivergenceRecord,

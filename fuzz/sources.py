@@ -25,12 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from engine.corpus.entries import load_any
-from engine.corpus.upgrade import DEFAULT_READING
-from engine.diff.differential import Report
-from engine.errors import ProgramError
-from engine.program.codec import decode, encode
-from engine.program.format import Program, parse_program
+from engine import DEFAULT_READING, Program, ProgramError, Report, decode, encode, load_any, parse_program
 from fuzz.hints import HINT_RATE, HINT_TRIES, layout_mutants, mutant_inputs
 from fuzz.mutate import mutate_program
 from fuzz.schedule import Exhaustive, ExhaustiveStateError, decision_count, delay_schedule, pct_schedule

@@ -51,12 +51,8 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from engine.diff.differential import differential
-from engine.execution.oracle import Verdict
-from engine.execution.runner import YIELD_POINTS
+from engine import PAGE_SIZE, YIELD_POINTS, Program, Verdict, YieldPoint, differential, parse_program
 from engine.kernels import resolve_engine
-from engine.mm.sched import YieldPoint
-from engine.program.format import PAGE_SIZE, Program, parse_program
 from fuzz.minimize import minimize
 
 __all__ = ["CampaignStats", "Finding", "FindingError", "LazyfreeMachine", "check_pair",

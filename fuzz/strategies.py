@@ -31,17 +31,17 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from engine.execution.runner import YIELD_POINTS
-from engine.mm.sched import YieldPoint
-from engine.program.codec import encode
-from engine.program.format import (
+from engine import (
     MAX_PAGES,
     MAX_THREADS,
     MAX_VALUE,
     PAGE_SHIFT,
     PROGRAM_VERSION,
     TASK_SIZE,
+    YIELD_POINTS,
     Program,
+    YieldPoint,
+    encode,
     parse_program,
 )
 from fuzz.mutate import mutate_program

@@ -22,8 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.diff.differential import differential
-from engine.program.format import parse_program
+from engine import differential, parse_program
 from service.store import DivergenceRecord, PackedOutcome, Store, records_from_report
 
 #: Corpus H5 (DMA into a lazyfree page): data loss between v5.17 and v6.14.

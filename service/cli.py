@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from engine.errors import FoliodiffError
+from engine import FoliodiffError
 from engine.kernels import ALIASES, C_TWINS, KERNELS, ORDER, resolve_engine
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -54,7 +54,7 @@ def _load(path: str, reading: str):
 
 def _exit_on_harness(outcomes) -> None:
     """Exit 3 when a run ended in a harness error, printing each exception and its stack."""
-    from engine.execution.oracle import Verdict
+    from engine import Verdict
     broken = [o for o in outcomes if o.verdict is Verdict.HARNESS]
     if not broken:
         return
@@ -73,7 +73,7 @@ def _exit_on_harness(outcomes) -> None:
 
 
 def _outcome_table(outcomes) -> Table:
-    from engine.execution.outcome import COUNTERS
+    from engine import COUNTERS
     t = Table(title="outcomes", show_lines=False)
     t.add_column("field")
     for o in outcomes:
@@ -103,8 +103,8 @@ def run(
 
     A format-1 program's schedule is read on the first engine.
     """
-    from engine.diff.differential import differential
-    from engine.execution.runner import run as run_one
+    from engine import differential
+    from engine import run as run_one
     try:
         names = _engines(engines)
         prog = _load(program, names[0])
@@ -152,7 +152,7 @@ def corpus(
     import glob
     import os
 
-    from engine.corpus.entries import check_entry, load_entry
+    from engine import check_entry, load_entry
     paths = sorted(glob.glob(os.path.join(directory, "*.json")))
     if not paths:
         _fail(f"directory: no corpus files (*.json) in {directory!r}")
@@ -195,7 +195,7 @@ def engines() -> None:
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of the program format."""
-    from engine.program.format import program_json_schema
+    from engine import program_json_schema
     print(json.dumps(program_json_schema(), indent=2, sort_keys=True))
 
 
@@ -229,7 +229,7 @@ def bench(
     out: Annotated[str | None, typer.Option(help="write the figures as JSON here")] = None,
 ) -> None:
     """Differential executions per second on typical programs, one core."""
-    from engine.bench.differential import bench_differential, bench_page_cost
+    from engine import bench_differential, bench_page_cost
     try:
         names = _engines(engines)
     except (FoliodiffError, typer.BadParameter) as exc:
@@ -249,7 +249,7 @@ def bench_c(
     out: Annotated[str | None, typer.Option(help="write the figures as JSON here")] = None,
 ) -> None:
     """The C batched path: v6.14 per PTE against v6.15 batched, and C against Python."""
-    from engine.bench.native import bench_c as run_bench
+    from engine import bench_c as run_bench
     res = run_bench(repeat=repeat, mthp_mib=mthp_mib, pmd_thps=pmd_thps)
     _figures(f"lazyfree unmap, medians of {repeat} passes (ms; ratios from this run)", res, 3,
              out)
@@ -340,10 +340,10 @@ def conform(
     out: Annotated[str | None, typer.Option(help="write the results as JSON here")] = None,
 ) -> None:
     """Boot real Debian kernels under qemu and compare each scenario with the kernel's model."""
-    from engine.repro.realobs import CONFORMANCE
+    from engine import conformance
     from service.conform.check import Verdict
     from service.conform.check import conform as run_conform
-    chosen = dict(CONFORMANCE)
+    chosen = dict(conformance())
     if scenarios:
         names = [n.strip() for n in scenarios.split(",") if n.strip()]
         unknown = [n for n in names if n not in chosen]
@@ -476,9 +476,7 @@ def reproducer(
     """Export a program, a stored divergence or a corpus program as a static C reproducer."""
     import os
 
-    from engine.corpus.entries import CORPUS_DIR
-    from engine.corpus.upgrade import DEFAULT_READING
-    from engine.repro.reproducer import PinMechanism, translate
+    from engine import CORPUS_DIR, DEFAULT_READING, PinMechanism, translate
     mechanisms = _enum_list("--pin", pin, PinMechanism)
     if len(mechanisms) != 1:
         _fail(f"--pin: give one of io_uring, vmsplice (got {pin!r})")

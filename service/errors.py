@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.errors import FoliodiffError
+from engine import FoliodiffError
 
 
 class StoreError(FoliodiffError):

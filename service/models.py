@@ -33,7 +33,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-from engine.diff.differential import Classification, Kind
+from engine import Classification, Kind
 
 
 class TriageStatus(str, enum.Enum):

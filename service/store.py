@@ -54,10 +54,9 @@ from sqlalchemy import table as sql_table
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from engine.diff.differential import Classification, Kind, Report
-from engine.errors import UnknownEngineError
+from engine import Classification, Kind, Report, UnknownEngineError
+from engine import Program as EngineProgram
 from engine.kernels import resolve_engine
-from engine.program.format import Program as EngineProgram
 from service.errors import BatchError, IllegalTransitionError, InvalidValueError, NotFoundError
 from service.models import (
     Campaign,

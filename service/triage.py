@@ -14,12 +14,23 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.corpus.entries import CORPUS_DIR, corpus_program, program_data
-from engine.corpus.upgrade import DEFAULT_READING, Upgrade, read_program, upgrade_program
-from engine.diff.differential import Classification, Report, differential
+from engine import (
+    CORPUS_DIR,
+    DEFAULT_READING,
+    Classification,
+    PinMechanism,
+    Program,
+    Report,
+    Reproducer,
+    Upgrade,
+    corpus_program,
+    differential,
+    program_data,
+    read_program,
+    translate,
+    upgrade_program,
+)
 from engine.kernels import resolve_engine
-from engine.program.format import Program
-from engine.repro.reproducer import PinMechanism, Reproducer, translate
 from service.errors import InvalidValueError
 from service.models import Divergence, TriageStatus
 from service.store import Store, harness_records_from_report, records_from_report

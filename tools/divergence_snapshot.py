@@ -26,11 +26,8 @@ import pathlib
 import random
 import sys
 
-from engine.bench.differential import typical_program
-from engine.corpus.entries import CORPUS_DIR, load_any
-from engine.diff.differential import differential
+from engine import CORPUS_DIR, decode, differential, load_any, typical_program
 from engine.kernels import ORDER
-from engine.program.codec import decode
 
 PAIRS = list(zip(ORDER, ORDER[1:]))
 

@@ -40,7 +40,7 @@ from engine.native.loader import PTE_TABLE_BYTES, CPathCall, CPathCallOp, load
 from engine.program.format import PAGE_SIZE, parse_program
 
 #: Where the workloads map their memory: 2 MiB aligned.
-BASE = 0x40000000
+WORKLOAD_BASE = 0x40000000
 #: What each figure times (saved with the figures).
 TIMED = {
     "unmap": "every try_to_unmap() of the isolated, locked folios, driven without the "
@@ -55,11 +55,11 @@ LEG_METHODS = ("ttu_clear", "ttu_lazyfree", "pmd_discard_check", "pmd_discard_de
 
 
 def _workload_program(pages: int, order: int, redirty: bool):
-    ops = [dict(thread="T0", op="mmap", addr=BASE, pages=pages, order=order),
-           dict(thread="T0", op="write", addr=BASE, pages=pages, value=7),
-           dict(thread="T0", op="madvise", addr=BASE, pages=pages, advice="MADV_FREE")]
+    ops = [dict(thread="T0", op="mmap", addr=WORKLOAD_BASE, pages=pages, order=order),
+           dict(thread="T0", op="write", addr=WORKLOAD_BASE, pages=pages, value=7),
+           dict(thread="T0", op="madvise", addr=WORKLOAD_BASE, pages=pages, advice="MADV_FREE")]
     if redirty:
-        ops.append(dict(thread="T0", op="write", addr=BASE, pages=pages, value=8))
+        ops.append(dict(thread="T0", op="write", addr=WORKLOAD_BASE, pages=pages, value=8))
     return parse_program({"version": 2, "threads": [{"name": "T0", "mm": 0}], "ops": ops,
                           "schedule": []})
 

@@ -8,8 +8,9 @@ stale library raises :class:`CPathError` naming the path; nothing is called
 before the check.  ``FOLIODIFF_CPATH_LIB`` names another build (CI loads the
 ``-fsanitize=address,undefined`` one this way).
 
-``python3 -m engine.native.loader build [--sanitize] [--out PATH]`` compiles the
-library directly with the C compiler, for development and for that CI build.
+``python3 -m engine.native build [--sanitize] [--out PATH]`` (:func:`main`)
+compiles the library directly with the C compiler, for development and for
+that CI build.
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ class CPathLib:
         self.path = path
         if not path.is_file():
             raise CPathError(str(path), "no such file (install the package with pip, or run "
-                             "`python3 -m engine.native.loader build`)")
+                             "`python3 -m engine.native build`)")
         try:
             lib = ctypes.CDLL(str(path))
         except OSError as exc:
@@ -197,7 +198,7 @@ def build(out: pathlib.Path, sanitize: bool = False, cc: str | None = None) -> p
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
-    ap = argparse.ArgumentParser(prog="python3 -m engine.native.loader",
+    ap = argparse.ArgumentParser(prog="python3 -m engine.native",
                                  description="Build the C batched path's library.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="compile engine/native/cpath.c")
@@ -214,7 +215,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(out)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -78,7 +78,14 @@ from engine.program.format import (
     Unpin,
     Write,
 )
-from engine.repro.realobs import COUNTER_KEYS, MTHP_SIZES, MTHP_STATS, PER_OP_VMSTAT, VMSTAT, op_delta_keys
+from engine.repro.observables import (
+    COUNTER_KEYS,
+    MTHP_SIZES,
+    MTHP_STATS,
+    PER_OP_VMSTAT,
+    VMSTAT,
+    op_delta_keys,
+)
 
 #: Where the relocated regions start (1 TiB): far from a static binary at
 #: 0x400000, its brk heap, and the mmap area under the stack.

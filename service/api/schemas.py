@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from engine.diff.differential import Classification, Kind
+from engine import Classification, Kind
 from service.models import CampaignStatus, TriageStatus
 from service.store import HARNESS_SORT_KEYS, SORT_KEYS
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from engine.corpus.entries import CORPUS_DIR
+from engine import CORPUS_DIR
 
 
 class Settings(BaseSettings):

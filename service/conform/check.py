@@ -24,9 +24,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.errors import NotTranslatable
-from engine.repro.realobs import FieldDifference, PredictionError, compare, predict
-from engine.repro.reproducer import Reproducer, missing_features, translate
+from engine import (
+    FieldDifference,
+    NotTranslatable,
+    PredictionError,
+    Reproducer,
+    compare,
+    missing_features,
+    predict,
+    translate,
+)
 from service.conform.console import BootStatus, CaseStatus
 from service.conform.kernels import KernelSpec, kernel_spec
 from service.conform.suite import KernelBoot, run_suite

@@ -26,9 +26,7 @@ import statistics
 from collections.abc import Iterable
 from typing import Any
 
-from engine.bench.native import BASE, unmap_once
-from engine.program.format import PAGE_SIZE, Program, parse_program
-from engine.repro.realobs import predict
+from engine import PAGE_SIZE, WORKLOAD_BASE, Program, parse_program, predict, unmap_once
 from service.conform.errors import BenchmarkError, BootError
 from service.conform.kernels import KernelSpec, kernel_spec
 from service.conform.seed import SeedFigure, SeedWorkload, seed_figures, seed_sources
@@ -52,14 +50,14 @@ def workload_program(workload: SeedWorkload, *, mthp_mib: int, pmd_thps: int) ->
         pages, order = mthp_mib * (1 << 20) // PAGE_SIZE, 4
     else:
         pages, order = pmd_thps * _PMD_PAGES, 9
-    ops = [{"thread": "T0", "op": "mmap", "addr": BASE, "pages": pages, "order": order},
-           {"thread": "T0", "op": "write", "addr": BASE, "pages": pages, "value": 1},
-           {"thread": "T0", "op": "madvise", "addr": BASE, "pages": pages, "advice": "MADV_FREE"}]
+    ops = [{"thread": "T0", "op": "mmap", "addr": WORKLOAD_BASE, "pages": pages, "order": order},
+           {"thread": "T0", "op": "write", "addr": WORKLOAD_BASE, "pages": pages, "value": 1},
+           {"thread": "T0", "op": "madvise", "addr": WORKLOAD_BASE, "pages": pages, "advice": "MADV_FREE"}]
     if workload is SeedWorkload.PMD:
         # one byte of each THP written again: its PMD is dirty
-        ops += [{"thread": "T0", "op": "write", "addr": BASE + i * _PMD_PAGES * PAGE_SIZE,
+        ops += [{"thread": "T0", "op": "write", "addr": WORKLOAD_BASE + i * _PMD_PAGES * PAGE_SIZE,
                  "pages": 1, "value": 2} for i in range(pmd_thps)]
-    ops.append({"thread": "T0", "op": "madvise", "addr": BASE, "pages": pages,
+    ops.append({"thread": "T0", "op": "madvise", "addr": WORKLOAD_BASE, "pages": pages,
                 "advice": "MADV_PAGEOUT"})
     return parse_program({"version": 2, "threads": [{"name": "T0", "kind": "task", "mm": 0}],
                           "ops": ops, "schedule": []})

@@ -13,7 +13,8 @@ import pytest
 from engine.corpus.entries import load_entry
 from engine.errors import NotTranslatable, ProgramError
 from engine.program.format import parse_program
-from engine.repro.realobs import COUNTER_KEYS, compare, parse_output, predict
+from engine.repro.observables import COUNTER_KEYS
+from engine.repro.realobs import compare, parse_output, predict
 from engine.repro.reproducer import (
     DEFAULT_ENGINES,
     TARGET,

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import Query
 from fastapi.responses import PlainTextResponse
 
-from engine.repro.reproducer import PinMechanism, Reproducer
+from engine import PinMechanism, Reproducer
 from service.api.schemas import ErrorBody
 
 _TEXT = {

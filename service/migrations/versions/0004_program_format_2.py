@@ -46,7 +46,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-from engine.corpus.upgrade import DEFAULT_READING, upgrade_program
+from engine import DEFAULT_READING, upgrade_program
 
 revision = "0004"
 down_revision = "0003"
