@@ -20,7 +20,8 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Protocol
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings, target
 from hypothesis import strategies as st
@@ -38,7 +39,29 @@ BATCH = 100
 MAX_OPS = 16
 
 
-def fuzz_with_hypothesis(config: Any, worker: int, go_on: Callable[[], bool],
+class HypothesisConfig(Protocol):
+    """What :func:`fuzz_with_hypothesis` reads of its caller's config (a campaign's,
+    a benchmark trial's)."""
+
+    @property
+    def seed(self) -> int: ...
+
+    @property
+    def engine_a(self) -> str: ...
+
+    @property
+    def engine_b(self) -> str: ...
+
+    def corpus_dir(self, worker: int) -> Path | None:
+        """Where @worker keeps its example database, or None for one in memory."""
+        ...
+
+    def seed_inputs(self) -> list[bytes]:
+        """The seed programs as byte inputs."""
+        ...
+
+
+def fuzz_with_hypothesis(config: HypothesisConfig, worker: int, go_on: Callable[[], bool],
                          each: Callable[[Program, Report], None]) -> None:
     """Run Hypothesis over the pair of ``config`` until ``go_on()`` is false."""
     directory = config.corpus_dir(worker)

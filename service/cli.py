@@ -295,8 +295,8 @@ def bench_fuzz(
     from pathlib import Path
 
     from fuzz.bench import Target
-    from fuzz.bench import bench_fuzz as run_bench
     from fuzz.sources import Fuzzer
+    from service.bench import bench_fuzz as run_bench
     fz, tg = _enum_list("--fuzzers", fuzzers, Fuzzer), _enum_list("--targets", targets, Target)
     seed_dir = None if seed_corpus == "none" else Path(seed_corpus)
     if seed_dir is not None and not any(seed_dir.glob("*.json")):
@@ -506,7 +506,7 @@ def reproducer(
 
 
 def _progress_table(c) -> Table:
-    """The live progress of a campaign (``c`` is a fuzz.campaign.Campaign)."""
+    """The live progress of a campaign (``c`` is a service.campaign.Campaign)."""
     p, cfg = c.progress, c.config
     t = Table(title=f"campaign {c.campaign_id}: {cfg.fuzzer.value} on "
               f"{cfg.engine_a} vs {cfg.engine_b}, {cfg.workers} worker(s)", show_header=False)
@@ -548,7 +548,7 @@ def fuzz(
     from pydantic import ValidationError
     from rich.live import Live
 
-    from fuzz.campaign import Campaign, CampaignConfig, create, harness_message
+    from service.campaign import Campaign, CampaignConfig, create, harness_message
     from service.store import Store
     url = db or os.environ.get("FOLIODIFF_DB_URL", "sqlite:///foliodiff.db")
     try:

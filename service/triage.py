@@ -31,9 +31,10 @@ from engine import (
     upgrade_program,
 )
 from engine.kernels import resolve_engine
+from fuzz.records import harness_records_from_report, records_from_report
 from service.errors import InvalidValueError
 from service.models import Divergence, TriageStatus
-from service.store import Store, harness_records_from_report, records_from_report
+from service.store import Store
 
 #: Characters of an exception message a replay's note quotes.
 NOTE_MESSAGE_CHARS = 500

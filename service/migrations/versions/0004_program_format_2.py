@@ -18,7 +18,7 @@ campaign that keeps it as an intended-rule sample (``campaign.intended``:
 different engines becomes one row per reading, and every reference points
 at the reading of its own engine; the row itself keeps the first reading
 (divergences by id, then campaigns by id).  The text is the program's
-compact JSON as :func:`service.store.records_from_report` writes it, and the
+compact JSON as :func:`fuzz.records.records_from_report` writes it, and the
 ``sha256`` that of the text, as the store computes it.  Programs that
 upgrade to the same text become one row (``sha256`` is unique): every
 reference moves to it and the other row goes.
