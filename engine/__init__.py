@@ -43,7 +43,8 @@ outside the engine to that; tests may reach inside).  By topic:
   :class:`FoliodiffError` (the base of every error foliodiff raises on
   purpose), :class:`ProgramError`, :class:`NotTranslatable`,
   :class:`UnknownEngineError`, :class:`UnknownCorpusProgramError`,
-  :class:`PredictionError`, :class:`ChooserError`, :class:`HarnessError`,
+  :class:`PredictionError`, :class:`ReproducerBuildError`,
+  :class:`WorkloadError`, :class:`ChooserError`, :class:`HarnessError`,
   :class:`CPathError`; and :class:`KernelBug`, the model's kernel reports.
   ``engine.errors`` itself is private: import them from here.
 
@@ -71,9 +72,12 @@ from engine.errors import (
     HarnessError,
     KernelBug,
     NotTranslatable,
+    PredictionError,
     ProgramError,
+    ReproducerBuildError,
     UnknownCorpusProgramError,
     UnknownEngineError,
+    WorkloadError,
 )
 from engine.execution.oracle import Verdict
 from engine.execution.outcome import COUNTERS, Outcome, Place
@@ -98,7 +102,7 @@ from engine.program.format import (
     program_json_schema,
     renumber_schedule,
 )
-from engine.repro.realobs import FieldDifference, PredictionError, Scenario, compare, conformance, predict
+from engine.repro.realobs import FieldDifference, Scenario, compare, conformance, predict
 from engine.repro.reproducer import PinMechanism, Reproducer, missing_features, translate
 
 __all__ = [
@@ -123,6 +127,6 @@ __all__ = [
     "MUTANTS", "register_mutants",
     # errors
     "FoliodiffError", "ProgramError", "NotTranslatable", "UnknownEngineError",
-    "UnknownCorpusProgramError", "PredictionError", "ChooserError", "HarnessError", "CPathError",
-    "KernelBug",
+    "UnknownCorpusProgramError", "PredictionError", "ReproducerBuildError", "WorkloadError",
+    "ChooserError", "HarnessError", "CPathError", "KernelBug",
 ]

@@ -58,8 +58,9 @@ with atheris.instrument_imports(include=["engine"], exclude=[
 from fuzz.hints import HINT_RATE, HINT_TRIES, mutant_inputs
 from fuzz.sources import affordable, allowance, program_mutant
 
-#: What the target does with each input's program and report.
-Take = Callable[[Program, Report], None]
+#: What the target does with each input's program and report (what it returns is
+#: not used).
+Take = Callable[[Program, Report], object]
 
 
 #: Hand-off mutants (:mod:`fuzz.hints`) per input, for the inputs run last; and
@@ -114,10 +115,10 @@ def CustomMutator(data: bytes, max_size: int, seed: int) -> bytes:  # noqa: N802
             MUTANT[0] = mutant
             return mutant
     if rng.random() < 0.5:
-        mutant = program_mutant(data, rng)
-        if mutant is not None and len(mutant) <= max_size:
-            MUTANT[0] = mutant
-            return mutant
+        made = program_mutant(data, rng)
+        if made is not None and len(made) <= max_size:
+            MUTANT[0] = made
+            return made
     MUTANT[0] = atheris.Mutate(data, max_size)
     return MUTANT[0]
 

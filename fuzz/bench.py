@@ -50,7 +50,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -230,7 +230,7 @@ def target_seeds(target: Target, directory: str | Path | None) -> list[bytes]:
 
 
 def search(fuzzer: Fuzzer, target: Target, seed: int, cap: float,
-           seeds: list[bytes] = ()) -> Trial:
+           seeds: Sequence[bytes] = ()) -> Trial:
     """Run ``fuzzer`` from ``seed`` until it finds ``target`` or ``cap`` seconds passed.
 
     @seeds: the seed corpus (:func:`target_seeds`).
@@ -283,7 +283,7 @@ class _HypothesisConfig:
         return list(self.seeds)
 
 
-def _search_atheris(target: Target, seed: int, cap: float, seeds: list[bytes]) -> Trial:
+def _search_atheris(target: Target, seed: int, cap: float, seeds: Sequence[bytes]) -> Trial:
     """One libFuzzer process on the atheris target, in bench mode, from ``seed``."""
     trial = Trial(Fuzzer.ATHERIS.value, target.value, seed, False, cap, 0)
     script = Path(__file__).with_name("atheris_target.py")
@@ -320,22 +320,24 @@ def atheris_bench_hook(target_name: str, cap: float) -> Callable[[Program, Repor
     detection, or when ``cap`` seconds passed since the first input.
     """
     spec = TARGETS[Target(target_name)]
-    state = {"execs": 0, "first": None}
+    execs = 0
+    first = 0.0                     # when the first input ran
 
     def done(found: bool, program: Program | None) -> None:
         now = time.monotonic()
-        line = {"found": found, "execs": state["execs"], "seconds": now - state["first"],
+        line = {"found": found, "execs": execs, "seconds": now - first,
                 "program": program.to_dict() if program is not None else None}
         print(DETECTED + json.dumps(line), file=sys.stderr, flush=True)
         os._exit(0)      # libFuzzer would otherwise go on fuzzing
 
     def check(program: Program, report: Report) -> None:
-        if state["first"] is None:
-            state["first"] = time.monotonic()
-        state["execs"] += 1
+        nonlocal execs, first
+        if not execs:
+            first = time.monotonic()
+        execs += 1
         if spec.match(program, report) is not None:
             done(True, program)
-        elif time.monotonic() - state["first"] >= cap:
+        elif time.monotonic() - first >= cap:
             done(False, None)
 
     return check
@@ -359,7 +361,8 @@ def summarize(trials: Iterable[Trial], cap: float) -> dict[str, Any]:
         mins = [t.ops_minimized for t in ts if t.ops_minimized is not None]
         if mins:
             row["minimized_ops_median"] = statistics.median(mins)
-            row["replays_same_signature"] = f"{sum(bool(t.replay_same_signature) for t in ts if t.found)}/{found}"
+            replayed = sum(bool(t.replay_same_signature) for t in ts if t.found)
+            row["replays_same_signature"] = f"{replayed}/{found}"
         if fuzzer == Fuzzer.ATHERIS.value:
             row["startup_s_median"] = round(statistics.median(t.startup for t in ts), 2)
         out.setdefault(target, {})[fuzzer] = row

@@ -88,7 +88,7 @@ def handoffs(program: Program, report: Report) -> list[Handoff]:
     """
     out: dict[tuple[int, str], Handoff] = {}
     for outcome in (report.a, report.b):
-        for (idx, event), step in zip(outcome.events, outcome.event_steps):
+        for (idx, event), step in zip(outcome.events, outcome.event_steps, strict=True):
             consumer = HANDOFFS.get(event)
             if consumer is None or idx is None or (idx, consumer) in out:
                 continue

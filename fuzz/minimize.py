@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine import (
-    FoliodiffError,
     Preemption,
     Program,
     ProgramError,
@@ -42,9 +41,9 @@ from engine import (
     parse_program,
     renumber_schedule,
 )
+from fuzz.errors import NotInterestingError
 
-__all__ = ["MinimizeResult", "NotInterestingError", "Pass", "Reduction", "ddmin",
-           "minimize", "minimize_divergence"]
+__all__ = ["MinimizeResult", "Pass", "Reduction", "ddmin", "minimize", "minimize_divergence"]
 
 Interesting = Callable[[Program], bool]
 
@@ -84,13 +83,6 @@ class MinimizeResult:
 
     def removed(self, pass_: Pass) -> list[str]:
         return [r.what for r in self.reductions if r.pass_ is pass_]
-
-
-class NotInterestingError(FoliodiffError, ValueError):
-    """The program to minimize is not interesting to begin with."""
-
-    def __init__(self, what: str) -> None:
-        super().__init__(f"program: not interesting to begin with ({what})")
 
 
 class _Budget(Exception):

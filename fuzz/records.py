@@ -46,7 +46,8 @@ class PackedOutcome:
 
 @dataclass(frozen=True)
 class DivergenceRecord:
-    """One divergence as a fuzzer hands it to :meth:`fuzz.sink.FindingStore.upsert_divergences`.
+    """One divergence as a fuzzer hands it to a store
+    (:meth:`fuzz.sink.FindingStore.upsert_divergences`).
 
     Programs are their compact JSON text; outcomes are ``Outcome.to_dict()``,
     or that dict already packed (:func:`records_from_report` packs them).
@@ -73,8 +74,9 @@ def records_from_report(report: Report, original_program: Program,
                         minimized_program: Program | None = None) -> list[DivergenceRecord]:
     """Every divergence of ``report`` as a record, intended ones included.
 
-    Return: one record per divergence; :meth:`fuzz.sink.FindingStore.upsert_divergences` stores
-    the unexpected ones and counts the intended ones on the campaign.
+    Return: one record per divergence; the store keeps the unexpected ones
+    and counts the intended ones on the campaign
+    (:meth:`fuzz.sink.FindingStore.upsert_divergences`).
     """
     original = original_program.to_json(indent=None)
     minimized = minimized_program.to_json(indent=None) if minimized_program is not None else None
@@ -92,7 +94,8 @@ def records_from_report(report: Report, original_program: Program,
 
 @dataclass(frozen=True)
 class HarnessRecord:
-    """One run that ended in a harness error, as :meth:`fuzz.sink.FindingStore.upsert_harness_errors` takes it.
+    """One run that ended in a harness error, as
+    :meth:`fuzz.sink.FindingStore.upsert_harness_errors` takes it.
 
     ``program`` is the program's compact JSON text, as the run had it.
     """

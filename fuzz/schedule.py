@@ -33,10 +33,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from engine import ChooserError, FoliodiffError, Outcome, Program, Runner
+from engine import ChooserError, Outcome, Program, Runner
+from fuzz.errors import ExhaustiveStateError
 
-__all__ = ["Exhaustive", "ExhaustiveStateError", "delay_schedule", "pct_schedule",
-           "random_schedule"]
+__all__ = ["Exhaustive", "delay_schedule", "pct_schedule", "random_schedule"]
 
 
 def _unscheduled(program: Program) -> Program:
@@ -176,15 +176,6 @@ def delay_schedule(program: Program, engine: str, delays: int, rng: random.Rando
     return _explored(base, runner)
 
 
-class ExhaustiveStateError(FoliodiffError, ValueError):
-    """A saved exploration state that does not fit this program or version."""
-
-    def __init__(self, field: str, value: Any, reason: str) -> None:
-        self.field = field
-        self.value = value
-        super().__init__(f"state.{field}: {reason} (got {value!r})")
-
-
 class Cost(enum.IntEnum):
     """What a scheduling choice costs against the preemption bound."""
 
@@ -280,7 +271,8 @@ class Exhaustive:
                                        f"unsupported state version (expected {STATE_VERSION})")
         ex = cls(program, engine, int(state["preemption_bound"]))
         if state.get("engine") not in (engine, ex.engine):
-            raise ExhaustiveStateError("engine", state.get("engine"), f"saved for another engine than {engine}")
+            raise ExhaustiveStateError("engine", state.get("engine"),
+                                       f"saved for another engine than {engine}")
         ex.level = int(state["level"])
         ex.path = None if state["path"] is None else [_Choice.from_json(c) for c in state["path"]]
         ex.done = bool(state["done"])

@@ -40,7 +40,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from engine import Classification, Program, Report
-from fuzz.minimize import NotInterestingError, minimize_divergence
+from fuzz.errors import NotInterestingError
+from fuzz.minimize import minimize_divergence
 from fuzz.records import (
     DivergenceRecord,
     HarnessRecord,
@@ -181,9 +182,9 @@ class FindingSink:
         """
         self.stats.reports += 1
         if report.harness:
-            for rec in harness_records_from_report(report, program):
+            for harness in harness_records_from_report(report, program):
                 self.stats.harness += 1
-                self._harness.append(rec)
+                self._harness.append(harness)
             self._maybe_flush()
             return []
         if not report.divergences:
@@ -191,7 +192,7 @@ class FindingSink:
             return []
         new = []
         records = records_from_report(report, program)
-        for d, rec in zip(report.divergences, records):
+        for d, rec in zip(report.divergences, records, strict=True):
             seen = self.stats.signatures.setdefault(d.kind.value, set())
             if d.signature_id not in seen:
                 seen.add(d.signature_id)

@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from engine import DEFAULT_READING, Program, ProgramError, Report, decode, encode, load_any, parse_program
+from fuzz.errors import ExhaustiveStateError
 from fuzz.hints import HINT_RATE, HINT_TRIES, layout_mutants, mutant_inputs
 from fuzz.mutate import mutate_program
-from fuzz.schedule import Exhaustive, ExhaustiveStateError, decision_count, delay_schedule, pct_schedule
+from fuzz.schedule import Exhaustive, decision_count, delay_schedule, pct_schedule
 
 #: Shortest and longest random input, in bytes (programs of ~1 to ~30 operations).
 MIN_INPUT = 4

@@ -311,7 +311,7 @@ def programs(draw: Callable[[st.SearchStrategy], Any], max_ops: int = 32,
     """
     b = _Builder(draw, wild=False)
     b.threads.append({"name": "T0", "kind": "task", "mm": 0})
-    optional = [{"name": "T1", "kind": "task", "mm": 1},
+    optional: list[dict[str, Any]] = [{"name": "T1", "kind": "task", "mm": 1},
                 {"name": "reclaim", "kind": "kthread"},
                 {"name": "shrinker", "kind": "kthread"},
                 {"name": "walker", "kind": "kthread"},

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import random
 import socket
 import statistics
@@ -35,6 +34,7 @@ from fuzz.minimize import minimize
 from fuzz.records import DivergenceRecord, PackedOutcome, records_from_report
 from fuzz.sink import FindingSink
 from fuzz.sources import Fuzzer
+from service.errors import ServerStartError
 from service.store import Store
 from service.triage import reproducer
 
@@ -132,7 +132,7 @@ def bench_ingest(n: int = 100_000, batch: int = 1_000, path: str | None = None) 
 
 
 #: Query shapes a triager's list view sends (a fixed mix, drawn with a seeded RNG).
-_LIST_QUERIES = (
+_LIST_QUERIES: tuple[dict[str, str | int], ...] = (
     {"limit": 50},
     {"limit": 50, "sort": "-last_seen"},
     {"limit": 50, "status": "new", "sort": "-hit_count"},
@@ -161,9 +161,9 @@ def bench_list_latency(db_path: str, requests: int = 1_000, seed: int = 1) -> di
     import httpx  # an HTTP client is needed only to measure the server
 
     port = _free_port()
-    env = {**os.environ, "FOLIODIFF_DB_URL": f"sqlite:///{db_path}"}
-    server = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port),
+                               "--db", f"sqlite:///{db_path}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     rng = random.Random(seed)
     try:
@@ -175,14 +175,15 @@ def bench_list_latency(db_path: str, requests: int = 1_000, seed: int = 1) -> di
                     break
                 except httpx.TransportError:
                     if time.monotonic() > deadline or server.poll() is not None:
-                        raise RuntimeError(f"server did not start: {server.stderr.read()[:500]!r}")
+                        said = server.stderr.read() if server.stderr is not None else b""
+                        raise ServerStartError(base, said) from None
                     time.sleep(0.1)
             total = client.get("/divergences", params={"limit": 1}).json()["total"]
             times: list[float] = []
             by_shape: dict[int, list[float]] = {}
             for _ in range(requests):
                 shape = rng.randrange(len(_LIST_QUERIES))
-                params = {**_LIST_QUERIES[shape],
+                params: dict[str, str | int] = {**_LIST_QUERIES[shape],
                           "offset": rng.randrange(0, max(1, total - 50))}
                 t0 = time.perf_counter()
                 r = client.get("/divergences", params=params)
@@ -280,8 +281,9 @@ def bench_fuzz(fuzzers: list[Fuzzer], targets: list[Target], seeds: list[int], c
                     if on_trial is not None:
                         on_trial(trial)
     all_min = [t.ops_minimized for t in trials if t.ops_minimized is not None]
+    replayed = sum(bool(t.replay_same_signature) for t in trials if t.found)
     return {"cap_s": cap, "seeds": seeds, "seed_corpus": str(seed_corpus),
             "minimized_ops_median_all": statistics.median(all_min) if all_min else None,
-            "replays_same_signature_all": f"{sum(bool(t.replay_same_signature) for t in trials if t.found)}/{sum(t.found for t in trials)}",
+            "replays_same_signature_all": f"{replayed}/{sum(t.found for t in trials)}",
             "summary": summarize(trials, cap),
             "trials": [{k: v for k, v in asdict(t).items() if k != "program"} for t in trials]}

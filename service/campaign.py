@@ -48,6 +48,7 @@ from engine.kernels import resolve_engine
 from fuzz.sink import FindingSink, HarnessStored, Stored
 from fuzz.sources import Corpus, Fuzzer, Source, seed_inputs
 from service.models import CampaignStatus
+from service.settings import Settings, env_name
 from service.store import Store
 
 #: Seconds between stats snapshots and progress saves.
@@ -56,8 +57,8 @@ SNAPSHOT_EVERY = 5.0
 REPORT_EVERY = 0.5
 #: Seconds a worker gets after the time limit to finish its program and flush.
 GRACE = 30.0
-#: Where an atheris worker (``service/atheris_worker.py``) finds its store and campaign.
-DB_URL_ENV = "FOLIODIFF_DB_URL"
+#: Where an atheris worker (``service/atheris_worker.py``) finds its campaign
+#: (and its store: in the settings' variable).
 CAMPAIGN_ENV = "FOLIODIFF_CAMPAIGN"
 
 
@@ -224,12 +225,12 @@ def open_sink(store: Store, campaign_id: int, on_stored: Callable[[list[Stored]]
 
 def atheris_env(db_url: str, campaign_id: int) -> dict[str, str]:
     """The environment that tells an atheris worker its store and campaign."""
-    return {DB_URL_ENV: db_url, CAMPAIGN_ENV: str(campaign_id)}
+    return {env_name("db_url"): db_url, CAMPAIGN_ENV: str(campaign_id)}
 
 
 def campaign_from_env() -> tuple[str, int]:
     """An atheris worker's store URL and campaign id (:func:`atheris_env`)."""
-    return os.environ[DB_URL_ENV], int(os.environ[CAMPAIGN_ENV])
+    return Settings().db_url, int(os.environ[CAMPAIGN_ENV])
 
 
 # -- the parent --------------------------------------------------------------------

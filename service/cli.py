@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from engine import FoliodiffError
 from engine.kernels import ALIASES, C_TWINS, KERNELS, ORDER, resolve_engine
+from service.settings import DEFAULT_DB_URL, Settings, env_name
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Differential fuzzing of Linux lazyfree reclaim models.")
@@ -27,6 +29,7 @@ console = Console(width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_BAD_INPUT, EXIT_HARNESS = 0, 1, 2, 3
+DB_HELP = f"store URL (default ${env_name('db_url')} or {DEFAULT_DB_URL})"
 
 
 def _engines(spec: str) -> list[str]:
@@ -36,9 +39,23 @@ def _engines(spec: str) -> list[str]:
     return [resolve_engine(n) for n in names]
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     err.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _invalid(exc: ValidationError) -> str:
+    """The first error of @exc, naming the field and the value."""
+    first = exc.errors()[0]
+    return f"{'.'.join(map(str, first['loc']))}: {first['msg']} (got {first.get('input')!r})"
+
+
+def _store_url(db: str | None) -> str:
+    """@db, else the settings' store URL (``$FOLIODIFF_DB_URL``, else the default)."""
+    try:
+        return db or Settings().db_url
+    except ValidationError as exc:
+        _fail(_invalid(exc))
 
 
 def _load(path: str, reading: str):
@@ -187,7 +204,7 @@ def engines() -> None:
         aliases = ",".join(a for a, v in ALIASES.items() if v == name)
         doc = " ".join((sys.modules[k.__module__].__doc__ or "").split("\n\n")[0].split())
         if name in C_TWINS:
-            doc = f"{k.__doc__.rstrip('.')} (C twin of {C_TWINS[name]})"
+            doc = f"{(k.__doc__ or '').rstrip('.')} (C twin of {C_TWINS[name]})"
         t.add_row(name, aliases, doc)
     console.print(t)
 
@@ -283,11 +300,14 @@ def _enum_list(option: str, text: str, cls):
 
 @app.command("bench-fuzz")
 def bench_fuzz(
-    fuzzers: Annotated[str, typer.Option(help="comma-separated fuzzers")] = "atheris,hypothesis,pct,exhaustive,random",
-    targets: Annotated[str, typer.Option(help="comma-separated targets")] = "dma-data-loss,shrinker-swapbacked,pmd-redirty-split,oob-batch,vma-bound",
+    fuzzers: Annotated[str, typer.Option(
+        help="comma-separated fuzzers")] = "atheris,hypothesis,pct,exhaustive,random",
+    targets: Annotated[str, typer.Option(help="comma-separated targets")] = (
+        "dma-data-loss,shrinker-swapbacked,pmd-redirty-split,oob-batch,vma-bound"),
     seeds: Annotated[int, typer.Option(min=1, help="trials per (fuzzer, target), seeds 0..N-1")] = 5,
     cap: Annotated[float, typer.Option(min=1, help="seconds before a trial counts as not found")] = 60.0,
-    seed_corpus: Annotated[str, typer.Option(help="seed programs (*.json), each target's own detections left out; 'none' starts cold")] = "corpus",
+    seed_corpus: Annotated[str, typer.Option(
+        help="seed programs (*.json), each target's own detections left out; 'none' starts cold")] = "corpus",
     reduce: Annotated[bool, typer.Option(help="minimize, store and replay each detection")] = True,
     out: Annotated[str | None, typer.Option(help="write the figures and trials as JSON here")] = None,
 ) -> None:
@@ -334,8 +354,11 @@ def bench_fuzz(
 
 @app.command()
 def conform(
-    kernels: Annotated[str, typer.Option(help="comma-separated catalogue kernels (deb-6.1, deb-6.12, deb-6.16 ... deb-6.19)")] = "deb-6.12,deb-6.16",
-    scenarios: Annotated[str | None, typer.Option(help="comma-separated scenario names (default: all)")] = None,
+    kernels: Annotated[str, typer.Option(
+        help="comma-separated catalogue kernels (deb-6.1, deb-6.12, deb-6.16 ... deb-6.19)"
+    )] = "deb-6.12,deb-6.16",
+    scenarios: Annotated[str | None, typer.Option(
+        help="comma-separated scenario names (default: all)")] = None,
     timeout: Annotated[float, typer.Option(min=1, help="seconds per boot")] = 300.0,
     out: Annotated[str | None, typer.Option(help="write the results as JSON here")] = None,
 ) -> None:
@@ -423,10 +446,16 @@ def _seed_table(bench, workload) -> Table:
 
 @app.command("seed-bench")
 def seed_bench(
-    kernels: Annotated[str, typer.Option(help="comma-separated catalogue kernels, oldest first (old/new ratios are over the first)")] = "deb-6.12,deb-6.16",
-    repeat: Annotated[int, typer.Option(min=1, max=100, help="runs of each workload per boot, and bench-c passes of the model (medians are reported)")] = 5,
-    mthp_mib: Annotated[int, typer.Option(min=1, max=256, help="MiB of 64 KiB lazyfree mTHPs (3/4 workload)")] = 128,
-    pmd_thps: Annotated[int, typer.Option(min=1, max=128, help="redirtied lazyfree PMD THPs (4/4 workload)")] = 64,
+    kernels: Annotated[str, typer.Option(
+        help="comma-separated catalogue kernels, oldest first (old/new ratios are over the first)"
+    )] = "deb-6.12,deb-6.16",
+    repeat: Annotated[int, typer.Option(
+        min=1, max=100, help="runs of each workload per boot, and bench-c passes of the model (medians are "
+                             "reported)")] = 5,
+    mthp_mib: Annotated[int, typer.Option(
+        min=1, max=256, help="MiB of 64 KiB lazyfree mTHPs (3/4 workload)")] = 128,
+    pmd_thps: Annotated[int, typer.Option(
+        min=1, max=128, help="redirtied lazyfree PMD THPs (4/4 workload)")] = 64,
     timeout: Annotated[float, typer.Option(min=1, help="seconds per boot")] = 600.0,
     out: Annotated[str | None, typer.Option(help="write the figures as JSON here")] = None,
 ) -> None:
@@ -455,6 +484,8 @@ def seed_bench(
         if k.detail:
             console.print(f"[bold red]{k.kernel}: no figures[/]: {k.detail}", highlight=False)
     for r in bench.mismatches:
+        if r.model is None:             # a mismatch has a model (SeedRow.counter_matches)
+            continue
         console.print(f"[bold red]{r.real.kernel} {r.real.workload.value}: {r.real.workload.counter} "
                       f"is {r.real.counter}, the model ({r.model.engine}) predicts "
                       f"{r.model.counter}[/]", highlight=False)
@@ -466,10 +497,12 @@ def seed_bench(
 @app.command()
 def reproducer(
     program: Annotated[str | None, typer.Argument(help="program JSON file (or a corpus file)")] = None,
-    divergence: Annotated[int | None, typer.Option(help="a stored divergence's id (its minimized program)")] = None,
+    divergence: Annotated[int | None, typer.Option(
+        help="a stored divergence's id (its minimized program)")] = None,
     corpus: Annotated[str | None, typer.Option(help="a corpus program's name (see --corpus-dir)")] = None,
-    corpus_dir: Annotated[str | None, typer.Option(help="where --corpus looks (default: the seed corpus)")] = None,
-    db: Annotated[str | None, typer.Option(help="store URL (default $FOLIODIFF_DB_URL or sqlite:///foliodiff.db)")] = None,
+    corpus_dir: Annotated[str | None, typer.Option(
+        help="where --corpus looks (default: the seed corpus)")] = None,
+    db: Annotated[str | None, typer.Option(help=DB_HELP)] = None,
     pin: Annotated[str, typer.Option(help="how pins are taken: io_uring or vmsplice")] = "io_uring",
     out: Annotated[str | None, typer.Option(help="write the C file here (default: stdout)")] = None,
 ) -> None:
@@ -491,10 +524,10 @@ def reproducer(
         elif corpus is not None:
             from service.triage import corpus_c
             source = corpus_c(corpus, mechanism, corpus_dir or CORPUS_DIR).source
-        else:
+        elif divergence is not None:
             from service.store import Store
             from service.triage import divergence_c
-            with Store.open(db or os.environ.get("FOLIODIFF_DB_URL", "sqlite:///foliodiff.db")) as store:
+            with Store.open(_store_url(db)) as store:
                 source = divergence_c(store, divergence, mechanism).source
     except FoliodiffError as exc:
         _fail(str(exc))
@@ -530,11 +563,14 @@ def _progress_table(c) -> Table:
 def fuzz(
     fuzzer: Annotated[str, typer.Option(help="atheris, hypothesis, pct, exhaustive or random")] = "pct",
     engines: Annotated[str, typer.Option(help="the engine pair")] = "v6.14,v6.15",
-    time_limit: Annotated[float | None, typer.Option("--time", help="seconds the campaign runs, over resumes (default 600); with --resume, seconds to run now")] = None,
+    time_limit: Annotated[float | None, typer.Option(
+        "--time", help="seconds the campaign runs, over resumes (default 600); with --resume, seconds to "
+                       "run now")] = None,
     workers: Annotated[int, typer.Option(help="worker processes")] = 1,
-    db: Annotated[str | None, typer.Option(help="store URL (default $FOLIODIFF_DB_URL or sqlite:///foliodiff.db)")] = None,
+    db: Annotated[str | None, typer.Option(help=DB_HELP)] = None,
     corpus: Annotated[str | None, typer.Option(help="directory for kept inputs")] = None,
-    seeds: Annotated[str | None, typer.Option(help="seed programs (*.json, e.g. corpus) the byte fuzzers start from")] = None,
+    seeds: Annotated[str | None, typer.Option(
+        help="seed programs (*.json, e.g. corpus) the byte fuzzers start from")] = None,
     seed: Annotated[int, typer.Option(help="campaign seed")] = 0,
     resume: Annotated[int | None, typer.Option(help="resume the stopped campaign with this id")] = None,
     minimize: Annotated[bool, typer.Option(help="minimize new unexpected divergences")] = True,
@@ -543,14 +579,12 @@ def fuzz(
     live: Annotated[bool, typer.Option(help="live progress table (else a line every 5 s)")] = True,
 ) -> None:
     """Run a fuzzing campaign on an engine pair; findings go to the store."""
-    import os
 
-    from pydantic import ValidationError
     from rich.live import Live
 
     from service.campaign import Campaign, CampaignConfig, create, harness_message
     from service.store import Store
-    url = db or os.environ.get("FOLIODIFF_DB_URL", "sqlite:///foliodiff.db")
+    url = _store_url(db)
     try:
         if resume is None:
             names = _engines(engines)
@@ -572,8 +606,7 @@ def fuzz(
                      on_harness=lambda f: err.print(Text(harness_message(f, url),
                                                          style="bold red")))
     except ValidationError as exc:
-        first = exc.errors()[0]
-        _fail(f"{'.'.join(map(str, first['loc']))}: {first['msg']} (got {first.get('input')!r})")
+        _fail(_invalid(exc))
     except (FoliodiffError, typer.BadParameter) as exc:
         _fail(str(exc))
     console.print(f"campaign {campaign_id}: {c.config.fuzzer.value} on {c.config.engine_a} vs "
@@ -612,7 +645,7 @@ def fuzz(
 def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
-    db: Annotated[str | None, typer.Option(help="store URL (default $FOLIODIFF_DB_URL or sqlite:///foliodiff.db)")] = None,
+    db: Annotated[str | None, typer.Option(help=DB_HELP)] = None,
 ) -> None:
     """Serve the triage API (uvicorn)."""
     from service.api import serve as run_server

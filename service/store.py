@@ -33,13 +33,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, cast
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import (
     Engine,
     Row,
+    Select,
+    Table,
     bindparam,
     create_engine,
     event,
@@ -70,6 +72,7 @@ from service.models import (
     TriageStatus,
     UTCDateTime,
 )
+from service.settings import DEFAULT_DB_URL
 
 #: Sample programs kept per intended-divergence rule on a campaign.
 INTENDED_SAMPLES = 3
@@ -208,7 +211,7 @@ def _hits_by_signature(records: Sequence[Any]) -> dict[str, tuple[Any, int]]:
     return groups
 
 
-def _check_signed(i: int, r: Any, cls: type) -> str:
+def _check_signed(i: int, r: Any, cls: type[Any]) -> str:
     """Check that record @i is a @cls with a storable signature and signature id.
 
     Return: the record's place in messages (``records[i]``).
@@ -289,6 +292,11 @@ def _compact_json(value: Any) -> str:
         raise _UnstorableJSON(str(exc)) from exc
 
 
+def _table(model: type[Any]) -> Table:
+    """The table of mapped class @model (typed as the Table it is, not a FromClause)."""
+    return cast(Table, model.__table__)
+
+
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -362,7 +370,7 @@ class Store:
                                     expire_on_commit=False)
 
     @classmethod
-    def open(cls, url: str = "sqlite:///foliodiff.db", *, clock: Clock = utc_now,
+    def open(cls, url: str = DEFAULT_DB_URL, *, clock: Clock = utc_now,
              busy_timeout_ms: int = 30_000) -> Store:
         """Connect to ``url`` and migrate its schema to the newest version.
 
@@ -568,7 +576,7 @@ class Store:
             else:
                 bumps.append({"b_id": cur.id, "b_hits": hits, "b_now": now})
                 result.ids[sid] = cur.id
-        table = Divergence.__table__
+        table = _table(Divergence)
         if bumps:
             s.execute(update(table).where(table.c.id == bindparam("b_id"))
                       .values(hit_count=table.c.hit_count + bindparam("b_hits"),
@@ -637,7 +645,7 @@ class Store:
 
         Return: sha256 -> row id, for every row, stored before or now.
         """
-        table = model.__table__
+        table = _table(model)
         ids: dict[str, int] = {}
         for chunk in _chunks(list(rows)):
             ids.update((sha, rid) for rid, sha in s.execute(
@@ -713,8 +721,9 @@ class Store:
         """A page of divergences matching every given filter, and how many match.
 
         ``text`` matches anywhere in the signature, literally (no character
-        is a wildcard) and case-sensitively, on every backend.  ``sort`` is one of :data:`SORT_KEYS`, with ``-``
-        for descending; ties go by id in the same direction, so pages are stable.
+        is a wildcard) and case-sensitively, on every backend.  ``sort`` is one
+        of :data:`SORT_KEYS`, with ``-`` for descending; ties go by id in the
+        same direction, so pages are stable.
 
         Return: ``(items, total)``; the items' outcomes are not loaded (use
         :meth:`get_divergence`), and reading them raises.
@@ -766,9 +775,10 @@ class Store:
         pattern = "*" + re.sub(r"([*?\[])", r"[\1]", text) + "*"
         conditions = [Divergence.signature.op("GLOB")(pattern)]
         if len(text) >= 3:
-            fts = (select(literal_column("rowid")).select_from(sql_table("divergence_fts"))
+            fts: Select[Any] = (select(literal_column("rowid")).select_from(sql_table("divergence_fts"))
                    .where(literal_column("signature").op("GLOB")(pattern)))
-            if s.scalar(select(func.count()).select_from(fts.limit(_DENSE).subquery())) < _DENSE:
+            hits = s.scalar(select(func.count()).select_from(fts.limit(_DENSE).subquery()))
+            if (hits or 0) < _DENSE:
                 conditions.append(Divergence.id.in_(fts))
         return conditions
 
@@ -795,7 +805,7 @@ class Store:
         groups = _hits_by_signature(records)
         now = self._clock()
         result = HarnessUpsertResult()
-        table = HarnessError.__table__
+        table = _table(HarnessError)
         try:
             with self._write() as s:
                 if campaign_id is not None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import pathlib
 import random
@@ -29,7 +30,7 @@ import sys
 from engine import CORPUS_DIR, decode, differential, load_any, typical_program
 from engine.kernels import ORDER
 
-PAIRS = list(zip(ORDER, ORDER[1:]))
+PAIRS = list(itertools.pairwise(ORDER))
 
 
 def _programs(generated: int):

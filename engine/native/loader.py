@@ -23,6 +23,7 @@ import subprocess
 import sys
 import sysconfig
 from ctypes import POINTER, c_int32, c_int64, c_uint32, c_uint64, c_void_p
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import CPathError
 from engine.native.cflags import CFLAGS, SANITIZE_FLAGS
@@ -128,7 +129,8 @@ _SIGNATURES = {
 
 
 def built_library_path() -> pathlib.Path:
-    """Where ``pip install`` (setuptools ``build_ext``) puts the library: ``engine/native/_cpath<EXT_SUFFIX>``."""
+    """Where ``pip install`` (setuptools ``build_ext``) puts the library:
+    ``engine/native/_cpath<EXT_SUFFIX>``."""
     return _HERE / f"_cpath{sysconfig.get_config_var('EXT_SUFFIX') or '.so'}"
 
 
@@ -140,6 +142,10 @@ def library_path() -> pathlib.Path:
 
 class CPathLib:
     """The loaded library: its functions, typed, after the ABI check."""
+
+    if TYPE_CHECKING:
+        # The functions are set from _SIGNATURES, one attribute each.
+        def __getattr__(self, name: str) -> Any: ...
 
     def __init__(self, path: pathlib.Path) -> None:
         self.path = path

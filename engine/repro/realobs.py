@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.corpus.entries import CORPUS_DIR
-from engine.errors import FoliodiffError
+from engine.errors import PredictionError
 from engine.execution.oracle import Verdict
 from engine.execution.runner import Runner
 from engine.mm.memory import ZERO_PFN
@@ -62,17 +62,6 @@ from engine.repro.observables import (
 from engine.repro.reproducer import analyse
 
 _KB = PAGE_SIZE // 1024
-
-
-class PredictionError(FoliodiffError):
-    """The model run did not finish, so it predicts no real-kernel observables."""
-
-    def __init__(self, engine: str, verdict: str, op_index: int | None, message: str) -> None:
-        self.engine = engine
-        self.verdict = verdict
-        self.op_index = op_index
-        super().__init__(f"engine {engine}: the model run ended {verdict} at op {op_index}: "
-                         f"{message}; no real-kernel observables are predicted")
 
 
 def present_rle(bits: str) -> str:
@@ -96,7 +85,7 @@ def vma_runs(vmas: Iterable[tuple[int, int, str]]) -> list[tuple[int, int, str]]
             runs[-1][1] = end
         else:
             runs.append([start, end, prot])
-    return [tuple(r) for r in runs]  # type: ignore[misc]
+    return [(start, end, prot) for start, end, prot in runs]
 
 
 def has_mthp_stats(k) -> bool:
@@ -168,9 +157,10 @@ def model_observables(k, program: Program, results: list[Any],
             obs[f"mm{mm_id}.present[{start:#x}]"] = present_rle("".join(bits))
     for i in op_result_keys(program):
         obs[f"result[{i}]"] = results[i]
-    for i in op_delta_keys(program) if op_deltas is not None else ():
-        for name in PER_OP_VMSTAT:
-            obs[f"vmstat.{name}.op[{i}]"] = op_deltas.get(i, {}).get(VMSTAT[name], 0)
+    if op_deltas is not None:
+        for i in op_delta_keys(program):
+            for name in PER_OP_VMSTAT:
+                obs[f"vmstat.{name}.op[{i}]"] = op_deltas.get(i, {}).get(VMSTAT[name], 0)
     return obs
 
 
@@ -194,8 +184,8 @@ def _watch_op_deltas(runner) -> Callable[[], dict[int, dict[str, int]]]:
 
     def deltas() -> dict[int, dict[str, int]]:
         ends = [v for _, v in starts[1:]] + [[runner.k.counters.get(c, 0) for c in counters]]
-        return {i: {c: e - b for c, b, e in zip(counters, before, end)}
-                for (i, before), end in zip(starts, ends)}
+        return {i: {c: e - b for c, b, e in zip(counters, before, end, strict=True)}
+                for (i, before), end in zip(starts, ends, strict=True)}
     return deltas
 
 

@@ -11,10 +11,11 @@ from fastapi.responses import PlainTextResponse
 
 from engine import PinMechanism, Reproducer
 from service.api.schemas import ErrorBody
+from service.settings import env_name
 
 _TEXT = {
     400: "Malformed request (body not parseable, bad Content-Length)",
-    401: "Write endpoint without the bearer token (when FOLIODIFF_TOKEN is set)",
+    401: f"Write endpoint without the bearer token (when {env_name('token')} is set)",
     404: "No row with that id",
     409: "Triage transition not allowed from the current state",
     413: "Request body over the size limit",
