@@ -20,7 +20,7 @@ import grimp
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("engine", "fuzz", "service")
+PACKAGES = ("engine", "fuzz", "service", "corpus")
 #: What code outside the engine may import of it (engine/__init__.py's docstring).
 PUBLIC = ("engine", "engine.kernels")
 
