@@ -415,7 +415,13 @@ class Campaign:
 
     # -- atheris: libFuzzer drives, in its own process(es) --------------------------
 
-    def _run_atheris(self, started: float, base_elapsed: float) -> None:
+    def _atheris_args(self) -> list[str]:
+        """The command line of an atheris worker, less its ``-seed``.
+
+        Context: makes the corpus directory, and a scratch directory (removed
+        with the campaign) for the seeds and, without a corpus directory, the
+        artifacts.
+        """
         cfg = self.config
         corpus = cfg.corpus_dir("atheris")
         args = [sys.executable, str(Path(__file__).with_name("atheris_worker.py"))]
@@ -435,17 +441,22 @@ class Campaign:
             for i, data in enumerate(seeds):
                 (scratch / "seeds" / f"seed-{i}").write_bytes(data)
             args.append(str(scratch / "seeds"))
-        # libFuzzer writes slow units (and crash files) to its working directory
-        # unless told otherwise: beside the corpus, or into the scratch directory.
+        # libFuzzer writes crash, timeout, slow-unit and leak files to its working
+        # directory unless told otherwise: beside the corpus (the campaign's own
+        # directory), or into the scratch directory; never the working directory.
         if corpus is not None:
-            artifacts = corpus.parent / f"{corpus.name}-artifacts"
+            artifacts = corpus.absolute().parent / f"{corpus.name}-artifacts"
         else:
             if self._scratch is None:
                 self._scratch = tempfile.TemporaryDirectory(prefix="foliodiff-atheris-")
             artifacts = Path(self._scratch.name) / "artifacts"
         artifacts.mkdir(parents=True, exist_ok=True)
-        args += [f"-max_total_time={max(1, int(self.remaining()))}",
-                 "-print_final_stats=1", f"-max_len={256}", f"-artifact_prefix={artifacts}/"]
+        return args + [f"-max_total_time={max(1, int(self.remaining()))}",
+                       "-print_final_stats=1", f"-max_len={256}", f"-artifact_prefix={artifacts}/"]
+
+    def _run_atheris(self, started: float, base_elapsed: float) -> None:
+        cfg = self.config
+        args = self._atheris_args()
         env = {**os.environ, **atheris_env(self.db_url, self.campaign_id)}
         # One libFuzzer process per worker, all on the same corpus directory
         # (libFuzzer's -jobs=N -workers=N: each reloads what the others add),
