@@ -15,7 +15,7 @@ operands its run showed), a run that shows a hand-off event in operation i
 suggests mutants: the consumer operation, on a kernel thread, right after
 i in program order, with one preemption that gives it the CPU at a place of
 i between the hand-off and the end of i.  The run says which places those
-are (:attr:`engine.execution.outcome.Outcome.places`, ``event_steps``, ``op_ends``),
+are (:attr:`engine.Outcome.places`, ``event_steps``, ``op_ends``),
 and a place, unlike a step, means the same point of i on every engine and
 in the mutant, whatever other operations it runs.  Schedule explorers drop
 the preemption and search the interleavings of the placed operation

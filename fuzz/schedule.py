@@ -1,11 +1,11 @@
 """Schedule search: other interleavings of a program's fixed set of operations.
 
-The explorers drive :class:`engine.execution.runner.Runner` through its chooser hook,
+The explorers drive :class:`engine.Runner` through its chooser hook,
 which decides step by step, and return programs whose ``schedule`` replays
-the explored run exactly through plain :func:`engine.execution.runner.run`: the places
+the explored run exactly through plain :func:`engine.run`: the places
 (operation, kind of yield point, occurrence) at which the run left the
 op-order policy, and the thread it ran there
-(:attr:`engine.execution.runner.Runner.schedule_taken`).  A place means the same point
+(:attr:`engine.Runner.schedule_taken`).  A place means the same point
 of an operation on every engine, so on another engine the program preempts
 where that engine reaches those places (or, for a window its version does
 not have, where the operation ends):

@@ -110,7 +110,7 @@ def seed_inputs(directory: str | Path, *,
     @reading: the engine a format-1 file's schedule is read on
         (:mod:`engine.corpus.upgrade`): a campaign's first engine, whose
         interleaving its seeds were written for.
-    Return: each kept program's :func:`engine.program.codec.encode`, in file-name order.
+    Return: each kept program's :func:`engine.encode`, in file-name order.
     """
     out = []
     for path in sorted(Path(directory).glob("*.json")):

@@ -4,7 +4,7 @@ Each rule appends one operation (or one preemption) to a program that only
 ever makes sense: regions are mapped before use, a pin is unpinned at most
 once and DMA goes only through pins still held, the child process exists
 before its task acts.  After every step the program so far runs on both
-engines of the pair through :func:`engine.diff.differential.differential`, and the
+engines of the pair through :func:`engine.differential`, and the
 invariant holds when
 
 - each engine's oracle verdict is OK (no crash, data loss, broken invariant,

@@ -2,7 +2,7 @@
 for changes that must not change behaviour (issue 16's layout work).
 
 The set: every corpus program on every adjacent engine pair, and 2,000
-generated programs (1,000 of :func:`engine.bench.differential.typical_program`, 1,000
+generated programs (1,000 of :func:`engine.typical_program`, 1,000
 decoded from random bytes), each on every adjacent pair.  For each program and
 pair the snapshot holds both verdicts and every divergence's signature,
 classification, first operation and rules.  Seeds are fixed: a snapshot is a

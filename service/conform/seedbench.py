@@ -10,7 +10,7 @@ that kernel (:attr:`KernelSpec.engine`):
   write in each THP, MADV_PAGEOUT): the delta over the MADV_PAGEOUT, as the
   C program reads it; the run has no swap, as the qemu kernels have none;
 - the time: the model's bench-c unmap time of the workload on that engine
-  (:func:`engine.bench.native.unmap_once`, every ``try_to_unmap()`` of the
+  (:func:`engine.unmap_once`, every ``try_to_unmap()`` of the
   isolated folios, setup untimed), beside the kernel's MADV_PAGEOUT time.
 
 The counters must agree exactly.  The times are not comparable across the
@@ -102,7 +102,7 @@ def model_figure(engine: str, workload: SeedWorkload, *, mthp_mib: int, pmd_thps
     Context: runs the workload program twice (without and with its
     MADV_PAGEOUT) and bench-c's unmap @repeat times; about a second on v6.12
     for the 128 MiB of 3/4.  Return: the :class:`ModelFigure`.  Raises
-    :class:`engine.repro.realobs.PredictionError` when the model run does not finish.
+    :class:`engine.PredictionError` when the model run does not finish.
     """
     program = workload_program(workload, mthp_mib=mthp_mib, pmd_thps=pmd_thps)
     before_pageout = program.model_copy(update={"ops": program.ops[:-1]})
