@@ -55,6 +55,38 @@ class UnknownCorpusProgramError(FoliodiffError, LookupError):
                          f"(known: {', '.join(known) or 'none'})")
 
 
+class PredictionError(FoliodiffError):
+    """The model run did not finish, so it predicts no real-kernel observables."""
+
+    def __init__(self, engine: str, verdict: str, op_index: int | None, message: str) -> None:
+        self.engine = engine
+        self.verdict = verdict
+        self.op_index = op_index
+        super().__init__(f"engine {engine}: the model run ended {verdict} at op {op_index}: "
+                         f"{message}; no real-kernel observables are predicted")
+
+
+class ReproducerBuildError(FoliodiffError):
+    """A C reproducer that did not compile: names the command, its exit status and
+    the compiler's messages."""
+
+    def __init__(self, command: list[str], returncode: int, messages: str) -> None:
+        self.command = command
+        self.returncode = returncode
+        self.messages = messages
+        super().__init__(f"{' '.join(command)}: exit {returncode}\n{messages}")
+
+
+class WorkloadError(FoliodiffError):
+    """A benchmark workload whose model run did not finish: names the engine, the
+    verdict and the crash."""
+
+    def __init__(self, engine: str, verdict: str, crash: Any) -> None:
+        self.engine = engine
+        self.verdict = verdict
+        super().__init__(f"bench-c setup on {engine} ended {verdict}: {crash}")
+
+
 class KernelBug(Exception):
     """A kernel report the model makes on purpose: where the kernel would BUG(),
     VM_BUG_ON() or WARN and stop, or where KASAN or lockdep would report.

@@ -1,83 +1,66 @@
 #!/usr/bin/env python3
-"""The atheris (libFuzzer) target: bytes -> program -> differential run -> store.
+"""The atheris (libFuzzer) target: bytes -> program -> differential run -> a taker.
 
-libFuzzer runs this script and, with ``-fork=N`` or ``-jobs=N``, runs it
-again in child processes, so it is a standalone executable.  The engine
-modules are imported under atheris' instrumentation, so libFuzzer's coverage
-is the model's own branch coverage.  Every input decodes to a valid program
-(the decoder is total); a differential report never raises, so libFuzzer
-only stops at its time limit: findings go to the store through a
-:class:`fuzz.sink.FindingSink`, not through crashes.
+libFuzzer drives :func:`fuzz`, which hands every input's program and
+differential report to the caller's ``take``.  The engine modules are
+imported under atheris' instrumentation when this module is imported, so
+libFuzzer's coverage is the model's own branch coverage: whatever runs the
+target imports this module before anything imports the engine.  Every input
+decodes to a valid program (the decoder is total); a differential report
+never raises, so libFuzzer only stops at its time limit: findings go to
+``take``, not through crashes.
 
-Environment: ``FOLIODIFF_DB_URL`` (the store) and ``FOLIODIFF_CAMPAIGN``
-(the campaign id, whose config names the engine pair).  After each commit
-that stored a new finding the target prints ``foliodiff-stored {json}`` on
-stderr, which ``foliodiff fuzz`` reads.
+Two programs run it: a campaign's atheris worker
+(``service/atheris_worker.py``, whose ``take`` is a finding sink on the
+store), and, run as a script with ``FOLIODIFF_BENCH_TARGET`` (and
+``FOLIODIFF_BENCH_CAP``) set, one trial of ``foliodiff bench-fuzz`` for a
+:class:`fuzz.bench.Target`, which exits at its first detection.  libFuzzer
+runs the program again in child processes under ``-fork=N`` or ``-jobs=N``,
+so each is a standalone executable.
 
-With ``FOLIODIFF_BENCH_TARGET`` (and ``FOLIODIFF_BENCH_CAP``) set instead,
-the target times one search for a :class:`fuzz.bench.Target` and exits at
-its first detection (``foliodiff bench-fuzz``).
+libFuzzer writes crash, timeout, slow-unit and leak files to
+``-artifact_prefix``, by default the working directory: :func:`fuzz` gives it
+a scratch directory when the caller names none, so they never land in a
+source tree.
 """
 
 from __future__ import annotations
 
-import atexit
 import hashlib
-import json
 import os
 import random
 import sys
+import tempfile
 from collections import OrderedDict
 from collections.abc import Callable
 
 import atheris
 
-# The kernel model is instrumented; the program format and its byte codec
-# are not: the custom mutator runs them too, and coverage they showed there
-# would make every mutant look new to libFuzzer.  Nor are the oracles, the
-# state snapshots and the differential's classification: they run after
-# every step or operation whatever the model did, and instrumenting them
-# halved the execution rate for no coverage of kernel paths.
-with atheris.instrument_imports(include=["engine"],
-                                exclude=["engine.program.codec", "engine.program.format", "engine.execution.oracle",
-                                         "engine.execution.outcome", "engine.diff.differential"]):
-    from engine.diff.differential import Report, differential
-    from engine.program.codec import decode
-    from engine.program.format import Program
+with atheris.instrument_imports(include=["engine"], exclude=[
+        # The kernel model is instrumented; the program format and its byte
+        # codec are not: the custom mutator runs them too, and coverage they
+        # showed there would make every mutant look new to libFuzzer.  Nor are
+        # the oracles, the state snapshots and the differential's
+        # classification: they run after every step or operation whatever the
+        # model did, and instrumenting them halved the execution rate for no
+        # coverage of kernel paths.
+        "engine.program.codec", "engine.program.format", "engine.execution.oracle",
+        "engine.execution.outcome", "engine.diff.differential",
+        # Nor is what the engine's public surface imports besides the model,
+        # which never runs on an input: the corpus, the reproducers, the
+        # benchmarks, the mutants (atheris excludes modules by exact name).
+        "engine.corpus", "engine.corpus.entries", "engine.corpus.upgrade", "engine.repro",
+        "engine.repro.observables", "engine.repro.realobs", "engine.repro.reproducer",
+        "engine.bench", "engine.bench.differential", "engine.bench.native",
+        "engine.kernels.mutants"]):
+    from engine import Program, Report, decode, differential
 
-from fuzz.campaign import CampaignConfig, open_sink
 from fuzz.hints import HINT_RATE, HINT_TRIES, mutant_inputs
-from fuzz.sink import FindingSink
 from fuzz.sources import affordable, allowance, program_mutant
-from service.store import Store
 
-
-def _setup() -> tuple[FindingSink, CampaignConfig]:
-    store = Store.open(os.environ["FOLIODIFF_DB_URL"])
-
-    def stored(found: list) -> None:
-        for f in found:
-            print("foliodiff-stored " + json.dumps(vars(f)), file=sys.stderr, flush=True)
-
-    sink, config = open_sink(store, int(os.environ["FOLIODIFF_CAMPAIGN"]), stored,
-                             flush_every=0.5)
-    atexit.register(sink.flush)
-    return sink, config
-
-
-def _setup_bench(target: str) -> tuple[Callable[[Program, Report], None], str, str]:
-    from fuzz.bench import TARGETS, Target, atheris_bench_hook
-    spec = TARGETS[Target(target)]
-    return (atheris_bench_hook(target, float(os.environ["FOLIODIFF_BENCH_CAP"])),
-            spec.engine_a, spec.engine_b)
-
-
-if "FOLIODIFF_BENCH_TARGET" in os.environ:
-    # ``foliodiff bench-fuzz``: no store; stop at the first detection.
-    TAKE, ENGINE_A, ENGINE_B = _setup_bench(os.environ["FOLIODIFF_BENCH_TARGET"])
-else:
-    _sink, _config = _setup()
-    TAKE, ENGINE_A, ENGINE_B = _sink.add, _config.engine_a, _config.engine_b
+#: What the target does with each input's program and report (what it returns is
+#: not used).
+Take = Callable[[Program, Report], object]
 
 
 #: Hand-off mutants (:mod:`fuzz.hints`) per input, for the inputs run last; and
@@ -119,16 +102,6 @@ def _remember_hints(data: bytes, program: Program, report: Report) -> None:
 MUTANT: list = [None, b""]
 
 
-def TestOneInput(data: bytes) -> None:  # noqa: N802 - the name libFuzzer looks for
-    program = decode(data)
-    if (data == MUTANT[0] and not affordable(program)
-            and not affordable(program, allowance(decode(MUTANT[1])))):
-        return
-    report = differential(program, ENGINE_A, ENGINE_B)
-    _remember_hints(data, program, report)
-    TAKE(program, report)
-
-
 def CustomMutator(data: bytes, max_size: int, seed: int) -> bytes:  # noqa: N802
     """A hand-off hint of ``data`` at the sources' hint rate while it has one; else half
     on operations, half on bytes."""
@@ -142,17 +115,57 @@ def CustomMutator(data: bytes, max_size: int, seed: int) -> bytes:  # noqa: N802
             MUTANT[0] = mutant
             return mutant
     if rng.random() < 0.5:
-        mutant = program_mutant(data, rng)
-        if mutant is not None and len(mutant) <= max_size:
-            MUTANT[0] = mutant
-            return mutant
+        made = program_mutant(data, rng)
+        if made is not None and len(made) <= max_size:
+            MUTANT[0] = made
+            return made
     MUTANT[0] = atheris.Mutate(data, max_size)
     return MUTANT[0]
 
 
-def main() -> None:
-    atheris.Setup(sys.argv, TestOneInput, custom_mutator=CustomMutator)
+def with_artifact_prefix(argv: list[str]) -> list[str]:
+    """@argv, with ``-artifact_prefix`` a fresh scratch directory unless it names one.
+
+    libFuzzer's default is the working directory, which is a source tree as
+    often as not.
+    """
+    if any(arg.startswith("-artifact_prefix=") for arg in argv):
+        return argv
+    scratch = tempfile.mkdtemp(prefix="foliodiff-atheris-artifacts-")
+    return [*argv, f"-artifact_prefix={scratch}/"]
+
+
+def fuzz(take: Take, engine_a: str, engine_b: str, argv: list[str] | None = None) -> None:
+    """Run libFuzzer with @argv (default ``sys.argv``) on the pair @engine_a, @engine_b.
+
+    Every input is decoded into a program and run on the pair, unless it is
+    a mutant that maps more than it may (:func:`fuzz.sources.affordable`);
+    its hand-off hints are kept for :func:`CustomMutator`, and @take gets the
+    program and its report.
+    Context: does not return before libFuzzer stops (its time limit, or a
+    @take that exits the process).
+    """
+    def test_one_input(data: bytes) -> None:
+        program = decode(data)
+        if (data == MUTANT[0] and not affordable(program)
+                and not affordable(program, allowance(decode(MUTANT[1])))):
+            return
+        report = differential(program, engine_a, engine_b)
+        _remember_hints(data, program, report)
+        take(program, report)
+
+    atheris.Setup(with_artifact_prefix(sys.argv if argv is None else argv), test_one_input,
+                  custom_mutator=CustomMutator)
     atheris.Fuzz()
+
+
+def main() -> None:
+    """One ``foliodiff bench-fuzz`` trial: no store; stop at the first detection."""
+    from fuzz.bench import BENCH_CAP_ENV, BENCH_TARGET_ENV, TARGETS, Target, atheris_bench_hook
+    target = os.environ[BENCH_TARGET_ENV]
+    spec = TARGETS[Target(target)]
+    fuzz(atheris_bench_hook(target, float(os.environ[BENCH_CAP_ENV])), spec.engine_a,
+         spec.engine_b)
 
 
 if __name__ == "__main__":

@@ -23,14 +23,15 @@ The targets are the divergences the project was built to find:
    straddles it (H12, fixed by ddd05742b45b), against v6.16; every seed
    with an mremap is left out, which is how the corpus makes that layout;
 5. :attr:`Target.VMA_BOUND`: v6.16 with the VMA end taken out of its batch
-   bound (:mod:`engine.kernels.mutants`) against v6.16's C twin: found
+   bound (:data:`engine.MUTANTS`) against v6.16's C twin: found
    when a run tells them apart, i.e. when a batch would cross a VMA end and
    that matters; every seed in which v6.15's batch crosses one is left out.
 
 Each detection is then minimized (delta debugging that keeps the target and
 the signature), stored through a :class:`fuzz.sink.FindingSink` into a real
 SQLite store, read back from the store and replayed: the replay must show
-the same signature and still be the target.
+the same signature and still be the target (that part needs the store:
+``service.bench.bench_fuzz`` runs the trials and does it).
 
 The in-process fuzzers (hypothesis, pct, exhaustive, random) time from their
 first execution; atheris runs as its own libFuzzer process (as in a
@@ -49,28 +50,36 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.diff.differential import Classification, Divergence, Kind, Report, differential
-from engine.execution.oracle import Verdict
-from engine.execution.runner import run
-from engine.kernels import mutants
-from engine.program.format import Program, parse_program
-from fuzz.minimize import minimize
+from engine import (
+    MUTANTS,
+    Classification,
+    Divergence,
+    Kind,
+    Program,
+    Report,
+    Verdict,
+    differential,
+    register_mutants,
+    run,
+)
 from fuzz.sources import Corpus, Fuzzer, Source, seed_inputs
 
 #: Seconds a trial may search before it counts as not found.
 DEFAULT_CAP = 60.0
-#: Delta-debugging checks spent on each detection.
-MINIMIZE_RUNS = 800
 #: What the atheris target prints when its bench target is found.
 DETECTED = "foliodiff-detected "
+#: What tells the atheris target it runs a trial (``python fuzz/atheris_target.py``):
+#: the :class:`Target` value, and the cap in seconds.
+BENCH_TARGET_ENV = "FOLIODIFF_BENCH_TARGET"
+BENCH_CAP_ENV = "FOLIODIFF_BENCH_CAP"
 
 # The VMA-bound target runs a mutant (in this process and in atheris').
-mutants.register()
+register_mutants()
 
 
 class Target(str, enum.Enum):
@@ -217,11 +226,11 @@ def target_seeds(target: Target, directory: str | Path | None) -> list[bytes]:
     spec = TARGETS[target]
     return seed_inputs(directory,
                        keep=lambda p: not spec.leave_out(p) and spec.shows(p)[1] is None,
-                       reading=mutants.MUTANTS.get(spec.engine_a, spec.engine_a))
+                       reading=MUTANTS.get(spec.engine_a, spec.engine_a))
 
 
 def search(fuzzer: Fuzzer, target: Target, seed: int, cap: float,
-           seeds: list[bytes] = ()) -> Trial:
+           seeds: Sequence[bytes] = ()) -> Trial:
     """Run ``fuzzer`` from ``seed`` until it finds ``target`` or ``cap`` seconds passed.
 
     @seeds: the seed corpus (:func:`target_seeds`).
@@ -274,7 +283,7 @@ class _HypothesisConfig:
         return list(self.seeds)
 
 
-def _search_atheris(target: Target, seed: int, cap: float, seeds: list[bytes]) -> Trial:
+def _search_atheris(target: Target, seed: int, cap: float, seeds: Sequence[bytes]) -> Trial:
     """One libFuzzer process on the atheris target, in bench mode, from ``seed``."""
     trial = Trial(Fuzzer.ATHERIS.value, target.value, seed, False, cap, 0)
     script = Path(__file__).with_name("atheris_target.py")
@@ -286,8 +295,7 @@ def _search_atheris(target: Target, seed: int, cap: float, seeds: list[bytes]) -
         args = [sys.executable, str(script), corpus, f"-seed={seed + 1}", "-max_len=256",
                 f"-artifact_prefix={artifacts}/",
                 f"-max_total_time={int(cap) + 60}", "-print_final_stats=1"]
-        env = {**os.environ, "FOLIODIFF_BENCH_TARGET": target.value,
-               "FOLIODIFF_BENCH_CAP": str(cap)}
+        env = {**os.environ, BENCH_TARGET_ENV: target.value, BENCH_CAP_ENV: str(cap)}
         launched = time.monotonic()
         proc = subprocess.run(args, env=env, capture_output=True, text=True, check=False,
                               timeout=cap + 120)
@@ -312,79 +320,27 @@ def atheris_bench_hook(target_name: str, cap: float) -> Callable[[Program, Repor
     detection, or when ``cap`` seconds passed since the first input.
     """
     spec = TARGETS[Target(target_name)]
-    state = {"execs": 0, "first": None}
+    execs = 0
+    first = 0.0                     # when the first input ran
 
     def done(found: bool, program: Program | None) -> None:
         now = time.monotonic()
-        line = {"found": found, "execs": state["execs"], "seconds": now - state["first"],
+        line = {"found": found, "execs": execs, "seconds": now - first,
                 "program": program.to_dict() if program is not None else None}
         print(DETECTED + json.dumps(line), file=sys.stderr, flush=True)
         os._exit(0)      # libFuzzer would otherwise go on fuzzing
 
     def check(program: Program, report: Report) -> None:
-        if state["first"] is None:
-            state["first"] = time.monotonic()
-        state["execs"] += 1
+        nonlocal execs, first
+        if not execs:
+            first = time.monotonic()
+        execs += 1
         if spec.match(program, report) is not None:
             done(True, program)
-        elif time.monotonic() - state["first"] >= cap:
+        elif time.monotonic() - first >= cap:
             done(False, None)
 
     return check
-
-
-def reduce_and_replay(trial: Trial, store_url: str) -> None:
-    """Minimize the trial's detection, store it as a campaign would, read it back, replay it.
-
-    Delta debugging keeps both the divergence's signature and the target
-    predicate (a signature names a field and a function, and a smaller
-    program could show the same ones through another bug).  The result goes
-    through a :class:`fuzz.sink.FindingSink` into the store (intended
-    divergences keep it as their rule's sample program); the reproducer read
-    back from the store must show the same signature and still be the target.
-    """
-    from fuzz.sink import FindingSink
-    from service.store import Store
-
-    spec = TARGETS[Target(trial.target)]
-    program = parse_program(trial.program)
-    report, found = spec.shows(program)
-    if found is None:
-        trial.error = "the detected program does not replay to the target"
-        return
-    sid = found.signature_id
-
-    def interesting(candidate: Program) -> bool:
-        d = spec.shows(candidate)[1]
-        return d is not None and d.signature_id == sid
-
-    res = minimize(program, interesting, max_runs=MINIMIZE_RUNS)
-    trial.minimize_runs = res.runs
-    store = Store.open(store_url)
-    try:
-        campaign = store.create_campaign(spec.engine_a, spec.engine_b, trial.fuzzer,
-                                         {"bench": trial.target, "seed": trial.seed})
-        sink = FindingSink(store, campaign.id, known=set())
-        sink.add(program, report, minimized=res.program)
-        sink.flush()
-        stored = _stored_reproducer(store, campaign.id, found)
-    finally:
-        store.close()
-    again = spec.shows(stored)[1]
-    trial.ops_found, trial.ops_minimized = len(program.ops), len(stored.ops)
-    trial.signature = found.signature
-    trial.replay_same_signature = again is not None and again.signature_id == sid
-
-
-def _stored_reproducer(store: Any, campaign_id: int, found: Divergence) -> Program:
-    """The program the store kept for ``found``: its minimized reproducer or rule sample."""
-    from service.triage import reproducer
-    if found.classification is Classification.UNEXPECTED:
-        items, _ = store.list_divergences(text=found.signature, limit=1)
-        return reproducer(store, items[0])
-    rule = found.rules[0].name
-    pid = store.get_campaign(campaign_id).intended[rule]["samples"][0]
-    return parse_program(json.loads(store.get_program(pid).json))
 
 
 def summarize(trials: Iterable[Trial], cap: float) -> dict[str, Any]:
@@ -405,37 +361,9 @@ def summarize(trials: Iterable[Trial], cap: float) -> dict[str, Any]:
         mins = [t.ops_minimized for t in ts if t.ops_minimized is not None]
         if mins:
             row["minimized_ops_median"] = statistics.median(mins)
-            row["replays_same_signature"] = f"{sum(bool(t.replay_same_signature) for t in ts if t.found)}/{found}"
+            replayed = sum(bool(t.replay_same_signature) for t in ts if t.found)
+            row["replays_same_signature"] = f"{replayed}/{found}"
         if fuzzer == Fuzzer.ATHERIS.value:
             row["startup_s_median"] = round(statistics.median(t.startup for t in ts), 2)
         out.setdefault(target, {})[fuzzer] = row
     return out
-
-
-def bench_fuzz(fuzzers: list[Fuzzer], targets: list[Target], seeds: list[int], cap: float,
-               *, seed_corpus: str | Path | None = None, reduce: bool = True,
-               on_trial: Callable[[Trial], None] | None = None) -> dict[str, Any]:
-    """Every (target, fuzzer, seed) trial, one at a time; the summary and the trials.
-
-    @seed_corpus: a directory of seed programs (``corpus/``), each target's
-        own detections left out; None starts every fuzzer cold.
-    """
-    trials: list[Trial] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{tmp}/bench.db"
-        for target in targets:
-            inputs = target_seeds(target, seed_corpus)
-            for fuzzer in fuzzers:
-                for seed in seeds:
-                    trial = search(fuzzer, target, seed, cap, inputs)
-                    if trial.found and reduce:
-                        reduce_and_replay(trial, url)
-                    trials.append(trial)
-                    if on_trial is not None:
-                        on_trial(trial)
-    all_min = [t.ops_minimized for t in trials if t.ops_minimized is not None]
-    return {"cap_s": cap, "seeds": seeds, "seed_corpus": str(seed_corpus),
-            "minimized_ops_median_all": statistics.median(all_min) if all_min else None,
-            "replays_same_signature_all": f"{sum(bool(t.replay_same_signature) for t in trials if t.found)}/{sum(t.found for t in trials)}",
-            "summary": summarize(trials, cap),
-            "trials": [{k: v for k, v in asdict(t).items() if k != "program"} for t in trials]}

@@ -15,7 +15,7 @@ operands its run showed), a run that shows a hand-off event in operation i
 suggests mutants: the consumer operation, on a kernel thread, right after
 i in program order, with one preemption that gives it the CPU at a place of
 i between the hand-off and the end of i.  The run says which places those
-are (:attr:`engine.execution.outcome.Outcome.places`, ``event_steps``, ``op_ends``),
+are (:attr:`engine.Outcome.places`, ``event_steps``, ``op_ends``),
 and a place, unlike a step, means the same point of i on every engine and
 in the mutant, whatever other operations it runs.  Schedule explorers drop
 the preemption and search the interleavings of the placed operation
@@ -28,12 +28,17 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from engine.diff.differential import Report
-from engine.errors import ProgramError
-from engine.execution.outcome import Place
-from engine.mm.sched import YieldPoint
-from engine.program.codec import encode
-from engine.program.format import Program, ThreadKind, parse_program, renumber_schedule
+from engine import (
+    Place,
+    Program,
+    ProgramError,
+    Report,
+    ThreadKind,
+    YieldPoint,
+    encode,
+    parse_program,
+    renumber_schedule,
+)
 from fuzz.mutate import boundary, program_data
 
 #: Kernel event -> the operation of the kernel thread that consumes what it handed off.
@@ -83,7 +88,7 @@ def handoffs(program: Program, report: Report) -> list[Handoff]:
     """
     out: dict[tuple[int, str], Handoff] = {}
     for outcome in (report.a, report.b):
-        for (idx, event), step in zip(outcome.events, outcome.event_steps):
+        for (idx, event), step in zip(outcome.events, outcome.event_steps, strict=True):
             consumer = HANDOFFS.get(event)
             if consumer is None or idx is None or (idx, consumer) in out:
                 continue

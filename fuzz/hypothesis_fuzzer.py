@@ -20,15 +20,14 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Protocol
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings, target
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase, InMemoryExampleDatabase
 
-from engine.diff.differential import Report, differential
-from engine.program.codec import decode
-from engine.program.format import Program
+from engine import Program, Report, decode, differential
 from fuzz.hints import HINT_TRIES, mutants
 from fuzz.sources import MAX_FUZZ_PAGES, affordable, features, mapped_pages
 from fuzz.strategies import programs, seeded_programs
@@ -40,7 +39,29 @@ BATCH = 100
 MAX_OPS = 16
 
 
-def fuzz_with_hypothesis(config: Any, worker: int, go_on: Callable[[], bool],
+class HypothesisConfig(Protocol):
+    """What :func:`fuzz_with_hypothesis` reads of its caller's config (a campaign's,
+    a benchmark trial's)."""
+
+    @property
+    def seed(self) -> int: ...
+
+    @property
+    def engine_a(self) -> str: ...
+
+    @property
+    def engine_b(self) -> str: ...
+
+    def corpus_dir(self, worker: int) -> Path | None:
+        """Where @worker keeps its example database, or None for one in memory."""
+        ...
+
+    def seed_inputs(self) -> list[bytes]:
+        """The seed programs as byte inputs."""
+        ...
+
+
+def fuzz_with_hypothesis(config: HypothesisConfig, worker: int, go_on: Callable[[], bool],
                          each: Callable[[Program, Report], None]) -> None:
     """Run Hypothesis over the pair of ``config`` until ``go_on()`` is false."""
     directory = config.corpus_dir(worker)

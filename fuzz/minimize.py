@@ -11,15 +11,15 @@
    value (fewer pages, value 1, the smallest ``nr_to_scan``, no ``dirty``,
    small folios, not droppable or locked, mm 0).
 
-A candidate the program format rejects (:class:`engine.errors.ProgramError`:
+A candidate the program format rejects (:class:`engine.ProgramError`:
 an unpin whose pin was removed, an access outside every mapping) is
 uninteresting, never an error.  Every candidate is asked about once (results
 are cached by its JSON), so the minimization is deterministic and its cost is
 the number of distinct candidates asked.
 
-A preemption names a place of an operation (:class:`engine.program.format.Preemption`),
+A preemption names a place of an operation (:class:`engine.Preemption`),
 not a global step: a candidate's schedule is the current one renumbered for
-the operations it keeps, in their new order (:func:`engine.program.format.renumber_schedule`);
+the operations it keeps, in their new order (:func:`engine.renumber_schedule`);
 the entries of a removed operation or naming a removed thread go with it.
 A race the schedule set up so survives the removal of any operation it
 does not need, without an engine run to re-record the interleaving.
@@ -33,12 +33,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.diff.differential import differential
-from engine.errors import FoliodiffError, ProgramError
-from engine.program.format import Preemption, Program, parse_program, renumber_schedule
+from engine import (
+    Preemption,
+    Program,
+    ProgramError,
+    differential,
+    parse_program,
+    renumber_schedule,
+)
+from fuzz.errors import NotInterestingError
 
-__all__ = ["MinimizeResult", "NotInterestingError", "Pass", "Reduction", "ddmin",
-           "minimize", "minimize_divergence"]
+__all__ = ["MinimizeResult", "Pass", "Reduction", "ddmin", "minimize", "minimize_divergence"]
 
 Interesting = Callable[[Program], bool]
 
@@ -78,13 +83,6 @@ class MinimizeResult:
 
     def removed(self, pass_: Pass) -> list[str]:
         return [r.what for r in self.reductions if r.pass_ is pass_]
-
-
-class NotInterestingError(FoliodiffError, ValueError):
-    """The program to minimize is not interesting to begin with."""
-
-    def __init__(self, what: str) -> None:
-        super().__init__(f"program: not interesting to begin with ({what})")
 
 
 class _Budget(Exception):

@@ -11,9 +11,9 @@ across a page-table boundary or a VMA end (:func:`boundary`), or preempt the thr
 operation for one segment of another (a schedule entry: syzkaller's
 programs cannot say where a race happens, ours can).
 
-A preemption names a place of an operation (:class:`engine.program.format.Preemption`),
+A preemption names a place of an operation (:class:`engine.Preemption`),
 so the schedule follows the operations through every mutation: entries are
-renumbered when operations move (:func:`engine.program.format.renumber_schedule`)
+renumbered when operations move (:func:`engine.renumber_schedule`)
 and go with the operation they name when it is removed.
 
 Mutations keep the pin rules of the format by construction: a DMA write
@@ -30,10 +30,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from engine.errors import ProgramError
-from engine.execution.runner import YIELD_POINTS
-from engine.mm.sched import YieldPoint
-from engine.program.format import Advice, Program, parse_program, renumber_schedule
+from engine import YIELD_POINTS, Advice, Program, ProgramError, YieldPoint, parse_program, renumber_schedule
 
 Ops = list[dict[str, Any]]
 

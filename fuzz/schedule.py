@@ -1,11 +1,11 @@
 """Schedule search: other interleavings of a program's fixed set of operations.
 
-The explorers drive :class:`engine.execution.runner.Runner` through its chooser hook,
+The explorers drive :class:`engine.Runner` through its chooser hook,
 which decides step by step, and return programs whose ``schedule`` replays
-the explored run exactly through plain :func:`engine.execution.runner.run`: the places
+the explored run exactly through plain :func:`engine.run`: the places
 (operation, kind of yield point, occurrence) at which the run left the
 op-order policy, and the thread it ran there
-(:attr:`engine.execution.runner.Runner.schedule_taken`).  A place means the same point
+(:attr:`engine.Runner.schedule_taken`).  A place means the same point
 of an operation on every engine, so on another engine the program preempts
 where that engine reaches those places (or, for a window its version does
 not have, where the operation ends):
@@ -33,13 +33,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from engine.errors import FoliodiffError
-from engine.execution.outcome import Outcome
-from engine.execution.runner import ChooserError, Runner
-from engine.program.format import Program
+from engine import ChooserError, Outcome, Program, Runner
+from fuzz.errors import ExhaustiveStateError
 
-__all__ = ["Exhaustive", "ExhaustiveStateError", "delay_schedule", "pct_schedule",
-           "random_schedule"]
+__all__ = ["Exhaustive", "delay_schedule", "pct_schedule", "random_schedule"]
 
 
 def _unscheduled(program: Program) -> Program:
@@ -179,15 +176,6 @@ def delay_schedule(program: Program, engine: str, delays: int, rng: random.Rando
     return _explored(base, runner)
 
 
-class ExhaustiveStateError(FoliodiffError, ValueError):
-    """A saved exploration state that does not fit this program or version."""
-
-    def __init__(self, field: str, value: Any, reason: str) -> None:
-        self.field = field
-        self.value = value
-        super().__init__(f"state.{field}: {reason} (got {value!r})")
-
-
 class Cost(enum.IntEnum):
     """What a scheduling choice costs against the preemption bound."""
 
@@ -283,7 +271,8 @@ class Exhaustive:
                                        f"unsupported state version (expected {STATE_VERSION})")
         ex = cls(program, engine, int(state["preemption_bound"]))
         if state.get("engine") not in (engine, ex.engine):
-            raise ExhaustiveStateError("engine", state.get("engine"), f"saved for another engine than {engine}")
+            raise ExhaustiveStateError("engine", state.get("engine"),
+                                       f"saved for another engine than {engine}")
         ex.level = int(state["level"])
         ex.path = None if state["path"] is None else [_Choice.from_json(c) for c in state["path"]]
         ex.done = bool(state["done"])

@@ -23,25 +23,65 @@ Writes are batched: the sink flushes when its batch is full, when
 ``flush_every`` seconds passed since the last flush, and when the worker
 stops.  Only a flush that committed reports anything as stored, so a
 campaign killed at any instant never claims a finding it did not keep.
+
+The sink writes through :class:`FindingStore`, the two batch upserts of
+the records of :mod:`fuzz.records`; the service's store implements it, so
+the fuzzers need nothing of the service (which imports them, not the other
+way round).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from engine.diff.differential import Classification, Report
-from engine.program.format import Program
-from fuzz.minimize import NotInterestingError, minimize_divergence
-from service.store import (
+from engine import Classification, Program, Report
+from fuzz.errors import NotInterestingError
+from fuzz.minimize import minimize_divergence
+from fuzz.records import (
     DivergenceRecord,
     HarnessRecord,
-    Store,
     harness_records_from_report,
     records_from_report,
 )
+
+
+class Upserted(Protocol):
+    """What a batch of divergence records did: the record id of each signature id."""
+
+    @property
+    def ids(self) -> Mapping[str, int]: ...
+
+
+class HarnessUpserted(Upserted, Protocol):
+    """What a batch of harness records did: the row id of each signature id, and
+    the signature ids stored for the first time."""
+
+    @property
+    def new(self) -> AbstractSet[str]: ...
+
+
+class FindingStore(Protocol):
+    """Where a sink writes: each batch in one transaction, all of it or nothing.
+
+    ``service.store.Store`` implements it (its methods say how signatures are
+    deduplicated and intended divergences counted).
+    """
+
+    def upsert_divergences(self, records: Iterable[DivergenceRecord], *,
+                           campaign_id: int | None = None) -> Upserted:
+        """Store the unexpected divergences of @records, count the intended ones
+        on campaign @campaign_id."""
+        ...
+
+    def upsert_harness_errors(self, records: Iterable[HarnessRecord], *,
+                              campaign_id: int | None = None) -> HarnessUpserted:
+        """Store @records, one row per signature, found by campaign @campaign_id."""
+        ...
 
 
 @dataclass
@@ -97,7 +137,7 @@ class FindingSink:
     """Collects one worker's divergences and harness errors and writes them to the
     store in batches.
 
-    @store: the campaign's store.
+    @store: where the records go (the campaign's store).
     @campaign_id: where intended divergences are counted.
     @known: signature ids already stored for the pair (not minimized again).
     @minimize: minimize new unexpected divergences, within ``max_minimize_runs``
@@ -107,7 +147,7 @@ class FindingSink:
         signatures this sink stored for the first time.
     """
 
-    def __init__(self, store: Store, campaign_id: int, *, known: set[str],
+    def __init__(self, store: FindingStore, campaign_id: int, *, known: set[str],
                  minimize: bool = True, max_minimize_runs: int = 500,
                  minimize_seconds: float = 30.0, deadline: float | None = None,
                  batch: int = 200, flush_every: float = 1.0,
@@ -142,9 +182,9 @@ class FindingSink:
         """
         self.stats.reports += 1
         if report.harness:
-            for rec in harness_records_from_report(report, program):
+            for harness in harness_records_from_report(report, program):
                 self.stats.harness += 1
-                self._harness.append(rec)
+                self._harness.append(harness)
             self._maybe_flush()
             return []
         if not report.divergences:
@@ -152,7 +192,7 @@ class FindingSink:
             return []
         new = []
         records = records_from_report(report, program)
-        for d, rec in zip(report.divergences, records):
+        for d, rec in zip(report.divergences, records, strict=True):
             seen = self.stats.signatures.setdefault(d.kind.value, set())
             if d.signature_id not in seen:
                 seen.add(d.signature_id)

@@ -25,15 +25,11 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from engine.corpus.entries import load_any
-from engine.corpus.upgrade import DEFAULT_READING
-from engine.diff.differential import Report
-from engine.errors import ProgramError
-from engine.program.codec import decode, encode
-from engine.program.format import Program, parse_program
+from engine import DEFAULT_READING, Program, ProgramError, Report, decode, encode, load_any, parse_program
+from fuzz.errors import ExhaustiveStateError
 from fuzz.hints import HINT_RATE, HINT_TRIES, layout_mutants, mutant_inputs
 from fuzz.mutate import mutate_program
-from fuzz.schedule import Exhaustive, ExhaustiveStateError, decision_count, delay_schedule, pct_schedule
+from fuzz.schedule import Exhaustive, decision_count, delay_schedule, pct_schedule
 
 #: Shortest and longest random input, in bytes (programs of ~1 to ~30 operations).
 MIN_INPUT = 4
@@ -114,7 +110,7 @@ def seed_inputs(directory: str | Path, *,
     @reading: the engine a format-1 file's schedule is read on
         (:mod:`engine.corpus.upgrade`): a campaign's first engine, whose
         interleaving its seeds were written for.
-    Return: each kept program's :func:`engine.program.codec.encode`, in file-name order.
+    Return: each kept program's :func:`engine.encode`, in file-name order.
     """
     out = []
     for path in sorted(Path(directory).glob("*.json")):

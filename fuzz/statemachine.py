@@ -4,7 +4,7 @@ Each rule appends one operation (or one preemption) to a program that only
 ever makes sense: regions are mapped before use, a pin is unpinned at most
 once and DMA goes only through pins still held, the child process exists
 before its task acts.  After every step the program so far runs on both
-engines of the pair through :func:`engine.diff.differential.differential`, and the
+engines of the pair through :func:`engine.differential`, and the
 invariant holds when
 
 - each engine's oracle verdict is OK (no crash, data loss, broken invariant,
@@ -51,52 +51,20 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from engine.diff.differential import differential
-from engine.execution.oracle import Verdict
-from engine.execution.runner import YIELD_POINTS
+from engine import PAGE_SIZE, YIELD_POINTS, Program, Verdict, YieldPoint, differential, parse_program
 from engine.kernels import resolve_engine
-from engine.mm.sched import YieldPoint
-from engine.program.format import PAGE_SIZE, Program, parse_program
+from fuzz.errors import Finding, FindingError
 from fuzz.minimize import minimize
 
-__all__ = ["CampaignStats", "Finding", "FindingError", "LazyfreeMachine", "check_pair",
-           "make_machine", "run_campaign"]
+__all__ = ["CampaignStats", "LazyfreeMachine", "check_pair", "make_machine", "run_campaign"]
 
 _SLOT = 0x200000            # regions live in distinct 2 MiB slots
 _MAX_REGIONS = 3
-_THREADS = [{"name": "T0", "kind": "task", "mm": 0}, {"name": "reclaim", "kind": "kthread"},
-            {"name": "shrinker", "kind": "kthread"}, {"name": "walker", "kind": "kthread"},
-            {"name": "dma", "kind": "device"}]
+_THREADS: list[dict[str, Any]] = [
+    {"name": "T0", "kind": "task", "mm": 0}, {"name": "reclaim", "kind": "kthread"},
+    {"name": "shrinker", "kind": "kthread"}, {"name": "walker", "kind": "kthread"},
+    {"name": "dma", "kind": "device"}]
 _CHILD = {"name": "T1", "kind": "task", "mm": 1}
-
-
-@dataclass
-class Finding:
-    """A program that broke the machine's invariant, with what it broke."""
-
-    program: Program
-    engines: tuple[str, str]
-    signature: str
-    signature_id: str
-    kind: str
-    classification: str
-    message: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"program": self.program.to_dict(), "engines": list(self.engines),
-                "signature": self.signature, "signature_id": self.signature_id,
-                "kind": self.kind, "classification": self.classification,
-                "message": self.message}
-
-
-class FindingError(AssertionError):
-    """The invariant failed: carries the :class:`Finding`; the message names program and signature."""
-
-    def __init__(self, finding: Finding) -> None:
-        self.finding = finding
-        super().__init__(f"{finding.kind} ({finding.classification}): {finding.signature} "
-                         f"[{finding.signature_id}] {finding.message}\n"
-                         f"program: {finding.program.to_json(None)}")
 
 
 def _single_engine_signature(engine: str, out) -> str:

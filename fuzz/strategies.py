@@ -10,7 +10,7 @@ Two shapes of valid program (every one passes
   run the deferred-split shrinker or take speculative folio references, a
   DMA device writing through pins, and a short schedule of preemptions,
   each at a place the operation's kernel path can reach
-  (:data:`engine.execution.runner.YIELD_POINTS`, or its end) and a small occurrence.
+  (:data:`engine.YIELD_POINTS`, or its end) and a small occurrence.
 - :func:`any_programs` draws anything the format allows: arbitrary names,
   mm ids and fork graphs, regions declared after their use, ranges across
   adjacent regions, unaligned addresses, large values, and preemptions at
@@ -20,7 +20,7 @@ Two shapes of valid program (every one passes
 :func:`seeded_programs` draws mutants of a seed corpus, so that a Hypothesis
 campaign starts from the same programs as the other fuzzers.
 
-:func:`program_bytes` draws inputs for :func:`engine.program.codec.decode`: random
+:func:`program_bytes` draws inputs for :func:`engine.decode`: random
 bytes and encodings of drawn programs, the way a byte fuzzer's corpus looks.
 """
 
@@ -31,17 +31,17 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from engine.execution.runner import YIELD_POINTS
-from engine.mm.sched import YieldPoint
-from engine.program.codec import encode
-from engine.program.format import (
+from engine import (
     MAX_PAGES,
     MAX_THREADS,
     MAX_VALUE,
     PAGE_SHIFT,
     PROGRAM_VERSION,
     TASK_SIZE,
+    YIELD_POINTS,
     Program,
+    YieldPoint,
+    encode,
     parse_program,
 )
 from fuzz.mutate import mutate_program
@@ -311,7 +311,7 @@ def programs(draw: Callable[[st.SearchStrategy], Any], max_ops: int = 32,
     """
     b = _Builder(draw, wild=False)
     b.threads.append({"name": "T0", "kind": "task", "mm": 0})
-    optional = [{"name": "T1", "kind": "task", "mm": 1},
+    optional: list[dict[str, Any]] = [{"name": "T1", "kind": "task", "mm": 1},
                 {"name": "reclaim", "kind": "kthread"},
                 {"name": "shrinker", "kind": "kthread"},
                 {"name": "walker", "kind": "kthread"},
@@ -402,7 +402,7 @@ def any_programs(draw: Callable[[st.SearchStrategy], Any], max_ops: int = 32) ->
 
 
 def program_bytes(max_size: int = 256) -> st.SearchStrategy[bytes]:
-    """Inputs of :func:`engine.program.codec.decode`: random bytes and encodings of programs."""
+    """Inputs of :func:`engine.decode`: random bytes and encodings of programs."""
     return st.one_of(st.binary(max_size=max_size), programs().map(encode),
                      any_programs(max_ops=16).map(encode))
 

@@ -1,9 +1,14 @@
-"""Benchmarks of the store: functions that print measurements, never timed tests.
+"""Benchmarks that need the store: functions that print measurements, never timed tests.
 
-Records are built before the clock starts, from one real report (a data
+The store's own (:func:`bench_ingest`, :func:`bench_list_latency`):
+records are built before the clock starts, from one real report (a data
 loss between v5.17 and v6.14) given distinct signatures and programs, so
 that what is timed is the store: hashing and storing programs, looking up
 signatures, inserting rows, counting hits.
+
+The fuzzers' time to first detection (:func:`bench_fuzz`, over the trials
+of :mod:`fuzz.bench`): each detection minimized, stored as a campaign
+would store it, read back and replayed (:func:`reduce_and_replay`).
 """
 
 from __future__ import annotations
@@ -11,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import random
 import socket
 import statistics
@@ -19,12 +23,23 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from engine.diff.differential import differential
-from engine.program.format import parse_program
-from service.store import DivergenceRecord, PackedOutcome, Store, records_from_report
+from engine import Classification, Divergence, Program, differential, parse_program
+from fuzz.bench import TARGETS, Target, Trial, search, summarize, target_seeds
+from fuzz.minimize import minimize
+from fuzz.records import DivergenceRecord, PackedOutcome, records_from_report
+from fuzz.sink import FindingSink
+from fuzz.sources import Fuzzer
+from service.errors import ServerStartError
+from service.store import Store
+from service.triage import reproducer
+
+#: Delta-debugging checks spent on each detection.
+MINIMIZE_RUNS = 800
 
 #: Corpus H5 (DMA into a lazyfree page): data loss between v5.17 and v6.14.
 _BASE_PROGRAM: dict[str, Any] = {
@@ -52,7 +67,7 @@ def _records(n: int) -> list[DivergenceRecord]:
     Each record's two outcomes differ from every other record's (its run is
     given its own step count), so the store stores 2n outcomes, as it would for
     n divergences found by n different programs; a fuzz worker packs them, as
-    :func:`service.store.records_from_report` does, before handing them over.
+    :func:`fuzz.records.records_from_report` does, before handing them over.
     """
     program = parse_program(_BASE_PROGRAM)
     report = differential(program, "v5.17", "v6.14")
@@ -117,7 +132,7 @@ def bench_ingest(n: int = 100_000, batch: int = 1_000, path: str | None = None) 
 
 
 #: Query shapes a triager's list view sends (a fixed mix, drawn with a seeded RNG).
-_LIST_QUERIES = (
+_LIST_QUERIES: tuple[dict[str, str | int], ...] = (
     {"limit": 50},
     {"limit": 50, "sort": "-last_seen"},
     {"limit": 50, "status": "new", "sort": "-hit_count"},
@@ -146,9 +161,9 @@ def bench_list_latency(db_path: str, requests: int = 1_000, seed: int = 1) -> di
     import httpx  # an HTTP client is needed only to measure the server
 
     port = _free_port()
-    env = {**os.environ, "FOLIODIFF_DB_URL": f"sqlite:///{db_path}"}
-    server = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port)],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    server = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--port", str(port),
+                               "--db", f"sqlite:///{db_path}"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     rng = random.Random(seed)
     try:
@@ -160,14 +175,15 @@ def bench_list_latency(db_path: str, requests: int = 1_000, seed: int = 1) -> di
                     break
                 except httpx.TransportError:
                     if time.monotonic() > deadline or server.poll() is not None:
-                        raise RuntimeError(f"server did not start: {server.stderr.read()[:500]!r}")
+                        said = server.stderr.read() if server.stderr is not None else b""
+                        raise ServerStartError(base, said) from None
                     time.sleep(0.1)
             total = client.get("/divergences", params={"limit": 1}).json()["total"]
             times: list[float] = []
             by_shape: dict[int, list[float]] = {}
             for _ in range(requests):
                 shape = rng.randrange(len(_LIST_QUERIES))
-                params = {**_LIST_QUERIES[shape],
+                params: dict[str, str | int] = {**_LIST_QUERIES[shape],
                           "offset": rng.randrange(0, max(1, total - 50))}
                 t0 = time.perf_counter()
                 r = client.get("/divergences", params=params)
@@ -188,3 +204,86 @@ def bench_list_latency(db_path: str, requests: int = 1_000, seed: int = 1) -> di
     for key, value in result.items():
         print(f"{key}: {value}")
     return result
+
+
+# -- time to first detection: each detection through the store ---------------------
+
+
+def reduce_and_replay(trial: Trial, store_url: str) -> None:
+    """Minimize the trial's detection, store it as a campaign would, read it back, replay it.
+
+    Delta debugging keeps both the divergence's signature and the target
+    predicate (a signature names a field and a function, and a smaller
+    program could show the same ones through another bug).  The result goes
+    through a :class:`fuzz.sink.FindingSink` into the store (intended
+    divergences keep it as their rule's sample program); the reproducer read
+    back from the store must show the same signature and still be the target.
+    """
+    spec = TARGETS[Target(trial.target)]
+    program = parse_program(trial.program)
+    report, found = spec.shows(program)
+    if found is None:
+        trial.error = "the detected program does not replay to the target"
+        return
+    sid = found.signature_id
+
+    def interesting(candidate: Program) -> bool:
+        d = spec.shows(candidate)[1]
+        return d is not None and d.signature_id == sid
+
+    res = minimize(program, interesting, max_runs=MINIMIZE_RUNS)
+    trial.minimize_runs = res.runs
+    store = Store.open(store_url)
+    try:
+        campaign = store.create_campaign(spec.engine_a, spec.engine_b, trial.fuzzer,
+                                         {"bench": trial.target, "seed": trial.seed})
+        sink = FindingSink(store, campaign.id, known=set())
+        sink.add(program, report, minimized=res.program)
+        sink.flush()
+        stored = _stored_reproducer(store, campaign.id, found)
+    finally:
+        store.close()
+    again = spec.shows(stored)[1]
+    trial.ops_found, trial.ops_minimized = len(program.ops), len(stored.ops)
+    trial.signature = found.signature
+    trial.replay_same_signature = again is not None and again.signature_id == sid
+
+
+def _stored_reproducer(store: Store, campaign_id: int, found: Divergence) -> Program:
+    """The program the store kept for ``found``: its minimized reproducer or rule sample."""
+    if found.classification is Classification.UNEXPECTED:
+        items, _ = store.list_divergences(text=found.signature, limit=1)
+        return reproducer(store, items[0])
+    rule = found.rules[0].name
+    pid = store.get_campaign(campaign_id).intended[rule]["samples"][0]
+    return parse_program(json.loads(store.get_program(pid).json))
+
+
+def bench_fuzz(fuzzers: list[Fuzzer], targets: list[Target], seeds: list[int], cap: float,
+               *, seed_corpus: str | Path | None = None, reduce: bool = True,
+               on_trial: Callable[[Trial], None] | None = None) -> dict[str, Any]:
+    """Every (target, fuzzer, seed) trial, one at a time; the summary and the trials.
+
+    @seed_corpus: a directory of seed programs (``corpus/``), each target's
+        own detections left out; None starts every fuzzer cold.
+    """
+    trials: list[Trial] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/bench.db"
+        for target in targets:
+            inputs = target_seeds(target, seed_corpus)
+            for fuzzer in fuzzers:
+                for seed in seeds:
+                    trial = search(fuzzer, target, seed, cap, inputs)
+                    if trial.found and reduce:
+                        reduce_and_replay(trial, url)
+                    trials.append(trial)
+                    if on_trial is not None:
+                        on_trial(trial)
+    all_min = [t.ops_minimized for t in trials if t.ops_minimized is not None]
+    replayed = sum(bool(t.replay_same_signature) for t in trials if t.found)
+    return {"cap_s": cap, "seeds": seeds, "seed_corpus": str(seed_corpus),
+            "minimized_ops_median_all": statistics.median(all_min) if all_min else None,
+            "replays_same_signature_all": f"{replayed}/{sum(t.found for t in trials)}",
+            "summary": summarize(trials, cap),
+            "trials": [{k: v for k, v in asdict(t).items() if k != "program"} for t in trials]}

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from engine.errors import FoliodiffError
+from engine import FoliodiffError
 from engine.kernels import ALIASES, C_TWINS, KERNELS, ORDER, resolve_engine
+from service.settings import DEFAULT_DB_URL, Settings, env_name
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Differential fuzzing of Linux lazyfree reclaim models.")
@@ -27,6 +29,7 @@ console = Console(width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_BAD_INPUT, EXIT_HARNESS = 0, 1, 2, 3
+DB_HELP = f"store URL (default ${env_name('db_url')} or {DEFAULT_DB_URL})"
 
 
 def _engines(spec: str) -> list[str]:
@@ -36,9 +39,23 @@ def _engines(spec: str) -> list[str]:
     return [resolve_engine(n) for n in names]
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     err.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _invalid(exc: ValidationError) -> str:
+    """The first error of @exc, naming the field and the value."""
+    first = exc.errors()[0]
+    return f"{'.'.join(map(str, first['loc']))}: {first['msg']} (got {first.get('input')!r})"
+
+
+def _store_url(db: str | None) -> str:
+    """@db, else the settings' store URL (``$FOLIODIFF_DB_URL``, else the default)."""
+    try:
+        return db or Settings().db_url
+    except ValidationError as exc:
+        _fail(_invalid(exc))
 
 
 def _load(path: str, reading: str):
@@ -54,7 +71,7 @@ def _load(path: str, reading: str):
 
 def _exit_on_harness(outcomes) -> None:
     """Exit 3 when a run ended in a harness error, printing each exception and its stack."""
-    from engine.execution.oracle import Verdict
+    from engine import Verdict
     broken = [o for o in outcomes if o.verdict is Verdict.HARNESS]
     if not broken:
         return
@@ -73,7 +90,7 @@ def _exit_on_harness(outcomes) -> None:
 
 
 def _outcome_table(outcomes) -> Table:
-    from engine.execution.outcome import COUNTERS
+    from engine import COUNTERS
     t = Table(title="outcomes", show_lines=False)
     t.add_column("field")
     for o in outcomes:
@@ -103,8 +120,8 @@ def run(
 
     A format-1 program's schedule is read on the first engine.
     """
-    from engine.diff.differential import differential
-    from engine.execution.runner import run as run_one
+    from engine import differential
+    from engine import run as run_one
     try:
         names = _engines(engines)
         prog = _load(program, names[0])
@@ -152,7 +169,7 @@ def corpus(
     import glob
     import os
 
-    from engine.corpus.entries import check_entry, load_entry
+    from engine import check_entry, load_entry
     paths = sorted(glob.glob(os.path.join(directory, "*.json")))
     if not paths:
         _fail(f"directory: no corpus files (*.json) in {directory!r}")
@@ -187,7 +204,7 @@ def engines() -> None:
         aliases = ",".join(a for a, v in ALIASES.items() if v == name)
         doc = " ".join((sys.modules[k.__module__].__doc__ or "").split("\n\n")[0].split())
         if name in C_TWINS:
-            doc = f"{k.__doc__.rstrip('.')} (C twin of {C_TWINS[name]})"
+            doc = f"{(k.__doc__ or '').rstrip('.')} (C twin of {C_TWINS[name]})"
         t.add_row(name, aliases, doc)
     console.print(t)
 
@@ -195,7 +212,7 @@ def engines() -> None:
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of the program format."""
-    from engine.program.format import program_json_schema
+    from engine import program_json_schema
     print(json.dumps(program_json_schema(), indent=2, sort_keys=True))
 
 
@@ -229,7 +246,7 @@ def bench(
     out: Annotated[str | None, typer.Option(help="write the figures as JSON here")] = None,
 ) -> None:
     """Differential executions per second on typical programs, one core."""
-    from engine.bench.differential import bench_differential, bench_page_cost
+    from engine import bench_differential, bench_page_cost
     try:
         names = _engines(engines)
     except (FoliodiffError, typer.BadParameter) as exc:
@@ -249,7 +266,7 @@ def bench_c(
     out: Annotated[str | None, typer.Option(help="write the figures as JSON here")] = None,
 ) -> None:
     """The C batched path: v6.14 per PTE against v6.15 batched, and C against Python."""
-    from engine.bench.native import bench_c as run_bench
+    from engine import bench_c as run_bench
     res = run_bench(repeat=repeat, mthp_mib=mthp_mib, pmd_thps=pmd_thps)
     _figures(f"lazyfree unmap, medians of {repeat} passes (ms; ratios from this run)", res, 3,
              out)
@@ -283,11 +300,14 @@ def _enum_list(option: str, text: str, cls):
 
 @app.command("bench-fuzz")
 def bench_fuzz(
-    fuzzers: Annotated[str, typer.Option(help="comma-separated fuzzers")] = "atheris,hypothesis,pct,exhaustive,random",
-    targets: Annotated[str, typer.Option(help="comma-separated targets")] = "dma-data-loss,shrinker-swapbacked,pmd-redirty-split,oob-batch,vma-bound",
+    fuzzers: Annotated[str, typer.Option(
+        help="comma-separated fuzzers")] = "atheris,hypothesis,pct,exhaustive,random",
+    targets: Annotated[str, typer.Option(help="comma-separated targets")] = (
+        "dma-data-loss,shrinker-swapbacked,pmd-redirty-split,oob-batch,vma-bound"),
     seeds: Annotated[int, typer.Option(min=1, help="trials per (fuzzer, target), seeds 0..N-1")] = 5,
     cap: Annotated[float, typer.Option(min=1, help="seconds before a trial counts as not found")] = 60.0,
-    seed_corpus: Annotated[str, typer.Option(help="seed programs (*.json), each target's own detections left out; 'none' starts cold")] = "corpus",
+    seed_corpus: Annotated[str, typer.Option(
+        help="seed programs (*.json), each target's own detections left out; 'none' starts cold")] = "corpus",
     reduce: Annotated[bool, typer.Option(help="minimize, store and replay each detection")] = True,
     out: Annotated[str | None, typer.Option(help="write the figures and trials as JSON here")] = None,
 ) -> None:
@@ -295,8 +315,8 @@ def bench_fuzz(
     from pathlib import Path
 
     from fuzz.bench import Target
-    from fuzz.bench import bench_fuzz as run_bench
     from fuzz.sources import Fuzzer
+    from service.bench import bench_fuzz as run_bench
     fz, tg = _enum_list("--fuzzers", fuzzers, Fuzzer), _enum_list("--targets", targets, Target)
     seed_dir = None if seed_corpus == "none" else Path(seed_corpus)
     if seed_dir is not None and not any(seed_dir.glob("*.json")):
@@ -334,16 +354,19 @@ def bench_fuzz(
 
 @app.command()
 def conform(
-    kernels: Annotated[str, typer.Option(help="comma-separated catalogue kernels (deb-6.1, deb-6.12, deb-6.16 ... deb-6.19)")] = "deb-6.12,deb-6.16",
-    scenarios: Annotated[str | None, typer.Option(help="comma-separated scenario names (default: all)")] = None,
+    kernels: Annotated[str, typer.Option(
+        help="comma-separated catalogue kernels (deb-6.1, deb-6.12, deb-6.16 ... deb-6.19)"
+    )] = "deb-6.12,deb-6.16",
+    scenarios: Annotated[str | None, typer.Option(
+        help="comma-separated scenario names (default: all)")] = None,
     timeout: Annotated[float, typer.Option(min=1, help="seconds per boot")] = 300.0,
     out: Annotated[str | None, typer.Option(help="write the results as JSON here")] = None,
 ) -> None:
     """Boot real Debian kernels under qemu and compare each scenario with the kernel's model."""
-    from engine.repro.realobs import CONFORMANCE
+    from engine import conformance
     from service.conform.check import Verdict
     from service.conform.check import conform as run_conform
-    chosen = dict(CONFORMANCE)
+    chosen = dict(conformance())
     if scenarios:
         names = [n.strip() for n in scenarios.split(",") if n.strip()]
         unknown = [n for n in names if n not in chosen]
@@ -423,10 +446,16 @@ def _seed_table(bench, workload) -> Table:
 
 @app.command("seed-bench")
 def seed_bench(
-    kernels: Annotated[str, typer.Option(help="comma-separated catalogue kernels, oldest first (old/new ratios are over the first)")] = "deb-6.12,deb-6.16",
-    repeat: Annotated[int, typer.Option(min=1, max=100, help="runs of each workload per boot, and bench-c passes of the model (medians are reported)")] = 5,
-    mthp_mib: Annotated[int, typer.Option(min=1, max=256, help="MiB of 64 KiB lazyfree mTHPs (3/4 workload)")] = 128,
-    pmd_thps: Annotated[int, typer.Option(min=1, max=128, help="redirtied lazyfree PMD THPs (4/4 workload)")] = 64,
+    kernels: Annotated[str, typer.Option(
+        help="comma-separated catalogue kernels, oldest first (old/new ratios are over the first)"
+    )] = "deb-6.12,deb-6.16",
+    repeat: Annotated[int, typer.Option(
+        min=1, max=100, help="runs of each workload per boot, and bench-c passes of the model (medians are "
+                             "reported)")] = 5,
+    mthp_mib: Annotated[int, typer.Option(
+        min=1, max=256, help="MiB of 64 KiB lazyfree mTHPs (3/4 workload)")] = 128,
+    pmd_thps: Annotated[int, typer.Option(
+        min=1, max=128, help="redirtied lazyfree PMD THPs (4/4 workload)")] = 64,
     timeout: Annotated[float, typer.Option(min=1, help="seconds per boot")] = 600.0,
     out: Annotated[str | None, typer.Option(help="write the figures as JSON here")] = None,
 ) -> None:
@@ -455,6 +484,8 @@ def seed_bench(
         if k.detail:
             console.print(f"[bold red]{k.kernel}: no figures[/]: {k.detail}", highlight=False)
     for r in bench.mismatches:
+        if r.model is None:             # a mismatch has a model (SeedRow.counter_matches)
+            continue
         console.print(f"[bold red]{r.real.kernel} {r.real.workload.value}: {r.real.workload.counter} "
                       f"is {r.real.counter}, the model ({r.model.engine}) predicts "
                       f"{r.model.counter}[/]", highlight=False)
@@ -466,19 +497,19 @@ def seed_bench(
 @app.command()
 def reproducer(
     program: Annotated[str | None, typer.Argument(help="program JSON file (or a corpus file)")] = None,
-    divergence: Annotated[int | None, typer.Option(help="a stored divergence's id (its minimized program)")] = None,
+    divergence: Annotated[int | None, typer.Option(
+        help="a stored divergence's id (its minimized program)")] = None,
     corpus: Annotated[str | None, typer.Option(help="a corpus program's name (see --corpus-dir)")] = None,
-    corpus_dir: Annotated[str | None, typer.Option(help="where --corpus looks (default: the seed corpus)")] = None,
-    db: Annotated[str | None, typer.Option(help="store URL (default $FOLIODIFF_DB_URL or sqlite:///foliodiff.db)")] = None,
+    corpus_dir: Annotated[str | None, typer.Option(
+        help="where --corpus looks (default: the seed corpus)")] = None,
+    db: Annotated[str | None, typer.Option(help=DB_HELP)] = None,
     pin: Annotated[str, typer.Option(help="how pins are taken: io_uring or vmsplice")] = "io_uring",
     out: Annotated[str | None, typer.Option(help="write the C file here (default: stdout)")] = None,
 ) -> None:
     """Export a program, a stored divergence or a corpus program as a static C reproducer."""
     import os
 
-    from engine.corpus.entries import CORPUS_DIR
-    from engine.corpus.upgrade import DEFAULT_READING
-    from engine.repro.reproducer import PinMechanism, translate
+    from engine import CORPUS_DIR, DEFAULT_READING, PinMechanism, translate
     mechanisms = _enum_list("--pin", pin, PinMechanism)
     if len(mechanisms) != 1:
         _fail(f"--pin: give one of io_uring, vmsplice (got {pin!r})")
@@ -493,10 +524,10 @@ def reproducer(
         elif corpus is not None:
             from service.triage import corpus_c
             source = corpus_c(corpus, mechanism, corpus_dir or CORPUS_DIR).source
-        else:
+        elif divergence is not None:
             from service.store import Store
             from service.triage import divergence_c
-            with Store.open(db or os.environ.get("FOLIODIFF_DB_URL", "sqlite:///foliodiff.db")) as store:
+            with Store.open(_store_url(db)) as store:
                 source = divergence_c(store, divergence, mechanism).source
     except FoliodiffError as exc:
         _fail(str(exc))
@@ -508,7 +539,7 @@ def reproducer(
 
 
 def _progress_table(c) -> Table:
-    """The live progress of a campaign (``c`` is a fuzz.campaign.Campaign)."""
+    """The live progress of a campaign (``c`` is a service.campaign.Campaign)."""
     p, cfg = c.progress, c.config
     t = Table(title=f"campaign {c.campaign_id}: {cfg.fuzzer.value} on "
               f"{cfg.engine_a} vs {cfg.engine_b}, {cfg.workers} worker(s)", show_header=False)
@@ -532,11 +563,14 @@ def _progress_table(c) -> Table:
 def fuzz(
     fuzzer: Annotated[str, typer.Option(help="atheris, hypothesis, pct, exhaustive or random")] = "pct",
     engines: Annotated[str, typer.Option(help="the engine pair")] = "v6.14,v6.15",
-    time_limit: Annotated[float | None, typer.Option("--time", help="seconds the campaign runs, over resumes (default 600); with --resume, seconds to run now")] = None,
+    time_limit: Annotated[float | None, typer.Option(
+        "--time", help="seconds the campaign runs, over resumes (default 600); with --resume, seconds to "
+                       "run now")] = None,
     workers: Annotated[int, typer.Option(help="worker processes")] = 1,
-    db: Annotated[str | None, typer.Option(help="store URL (default $FOLIODIFF_DB_URL or sqlite:///foliodiff.db)")] = None,
+    db: Annotated[str | None, typer.Option(help=DB_HELP)] = None,
     corpus: Annotated[str | None, typer.Option(help="directory for kept inputs")] = None,
-    seeds: Annotated[str | None, typer.Option(help="seed programs (*.json, e.g. corpus) the byte fuzzers start from")] = None,
+    seeds: Annotated[str | None, typer.Option(
+        help="seed programs (*.json, e.g. corpus) the byte fuzzers start from")] = None,
     seed: Annotated[int, typer.Option(help="campaign seed")] = 0,
     resume: Annotated[int | None, typer.Option(help="resume the stopped campaign with this id")] = None,
     minimize: Annotated[bool, typer.Option(help="minimize new unexpected divergences")] = True,
@@ -545,14 +579,12 @@ def fuzz(
     live: Annotated[bool, typer.Option(help="live progress table (else a line every 5 s)")] = True,
 ) -> None:
     """Run a fuzzing campaign on an engine pair; findings go to the store."""
-    import os
 
-    from pydantic import ValidationError
     from rich.live import Live
 
-    from fuzz.campaign import Campaign, CampaignConfig, create, harness_message
+    from service.campaign import Campaign, CampaignConfig, create, harness_message
     from service.store import Store
-    url = db or os.environ.get("FOLIODIFF_DB_URL", "sqlite:///foliodiff.db")
+    url = _store_url(db)
     try:
         if resume is None:
             names = _engines(engines)
@@ -574,8 +606,7 @@ def fuzz(
                      on_harness=lambda f: err.print(Text(harness_message(f, url),
                                                          style="bold red")))
     except ValidationError as exc:
-        first = exc.errors()[0]
-        _fail(f"{'.'.join(map(str, first['loc']))}: {first['msg']} (got {first.get('input')!r})")
+        _fail(_invalid(exc))
     except (FoliodiffError, typer.BadParameter) as exc:
         _fail(str(exc))
     console.print(f"campaign {campaign_id}: {c.config.fuzzer.value} on {c.config.engine_a} vs "
@@ -614,7 +645,7 @@ def fuzz(
 def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
-    db: Annotated[str | None, typer.Option(help="store URL (default $FOLIODIFF_DB_URL or sqlite:///foliodiff.db)")] = None,
+    db: Annotated[str | None, typer.Option(help=DB_HELP)] = None,
 ) -> None:
     """Serve the triage API (uvicorn)."""
     from service.api import serve as run_server

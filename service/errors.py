@@ -3,13 +3,16 @@
 Every error the store raises on purpose is a :class:`StoreError`, so that the
 thin edges (CLI, HTTP) can turn all of them into clean messages with one
 ``except``; the subclasses say which kind of 4xx an edge should answer.
+A server a benchmark starts that does not come up is a
+:class:`ServerStartError`.  (The API's own ``ApiError`` is in
+``service/api/errors.py``, the conformance runs' in ``service/conform/errors.py``.)
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from engine.errors import FoliodiffError
+from engine import FoliodiffError
 
 
 class StoreError(FoliodiffError):
@@ -54,3 +57,20 @@ class BatchError(StoreError):
     def __init__(self, count: int, reason: str) -> None:
         self.count = count
         super().__init__(f"batch of {count} records rolled back, nothing stored: {reason}")
+
+
+class MigrationError(StoreError):
+    """The store's schema migrations asked to run in a way they do not: names how."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        super().__init__(f"foliodiff migrations run online only, through Store.open() "
+                         f"(asked for {mode} mode)")
+
+
+class ServerStartError(FoliodiffError):
+    """A server the service started did not answer: names its URL and what it printed."""
+
+    def __init__(self, url: str, output: bytes) -> None:
+        self.url = url
+        super().__init__(f"server {url} did not start: {output[:500]!r}")

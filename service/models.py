@@ -33,7 +33,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
-from engine.diff.differential import Classification, Kind
+from engine import Classification, Kind
 
 
 class TriageStatus(str, enum.Enum):
@@ -275,7 +275,7 @@ class HarnessError(Base):
     (the run that raised), no triage state, and its program is kept as the
     run had it, never minimized.  The team fixes foliodiff; the signature
     groups the runs that hit the same defect (see
-    :func:`service.store.harness_records_from_report`).  ``campaign_id`` is
+    :func:`fuzz.records.harness_records_from_report`).  ``campaign_id`` is
     the campaign that saw it first, if a campaign did.
     """
 

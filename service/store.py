@@ -28,19 +28,20 @@ import enum
 import hashlib
 import json
 import re
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, cast
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import (
     Engine,
     Row,
+    Select,
+    Table,
     bindparam,
     create_engine,
     event,
@@ -54,10 +55,9 @@ from sqlalchemy import table as sql_table
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from engine.diff.differential import Classification, Kind, Report
-from engine.errors import UnknownEngineError
+from engine import Classification, Kind, UnknownEngineError
 from engine.kernels import resolve_engine
-from engine.program.format import Program as EngineProgram
+from fuzz.records import DivergenceRecord, HarnessRecord, PackedOutcome
 from service.errors import BatchError, IllegalTransitionError, InvalidValueError, NotFoundError
 from service.models import (
     Campaign,
@@ -72,6 +72,7 @@ from service.models import (
     TriageStatus,
     UTCDateTime,
 )
+from service.settings import DEFAULT_DB_URL
 
 #: Sample programs kept per intended-divergence rule on a campaign.
 INTENDED_SAMPLES = 3
@@ -130,54 +131,6 @@ CAMPAIGN_TRANSITIONS: dict[CampaignStatus, tuple[CampaignStatus, ...]] = {
 }
 
 
-@dataclass(frozen=True)
-class PackedOutcome:
-    """An outcome serialised, hashed and compressed once, by its producer.
-
-    A fuzz worker packs a report's two outcomes once, outside the store's
-    write lock, and every divergence of that report shares them; the store's
-    serialised section then only moves bytes.
-    """
-
-    sha256: str
-    packed: bytes
-
-    @classmethod
-    def pack(cls, value: dict[str, Any]) -> PackedOutcome:
-        """``value`` as compact JSON, hashed and compressed.
-
-        Raise: ``TypeError`` or ``ValueError`` if ``value`` is not JSON.
-        """
-        text = json.dumps(value, separators=(",", ":")).encode()
-        # Level 6 halves an outcome; level 9 costs 3x the time for 2% less.
-        return cls(hashlib.sha256(text).hexdigest(), zlib.compress(text, 6))
-
-
-@dataclass(frozen=True)
-class DivergenceRecord:
-    """One divergence as a fuzzer hands it to :meth:`Store.upsert_divergences`.
-
-    Programs are their compact JSON text; outcomes are ``Outcome.to_dict()``,
-    or that dict already packed (:func:`records_from_report` packs them).
-    """
-
-    signature: str
-    signature_id: str
-    engine_a: str
-    engine_b: str
-    kind: Kind
-    classification: Classification
-    field: str
-    function: str | None
-    first_op: int | None
-    detail: str
-    rules: tuple[str, ...]
-    outcome_a: dict[str, Any] | PackedOutcome
-    outcome_b: dict[str, Any] | PackedOutcome
-    original_program: str
-    minimized_program: str | None = None
-
-
 @dataclass
 class UpsertResult:
     """What one batch did: rows inserted, hits counted, records reopened."""
@@ -189,46 +142,6 @@ class UpsertResult:
     ids: dict[str, int] = field(default_factory=dict)   # signature_id -> current record id
 
 
-def records_from_report(report: Report, original_program: EngineProgram,
-                        minimized_program: EngineProgram | None = None) -> list[DivergenceRecord]:
-    """Every divergence of ``report`` as a record, intended ones included.
-
-    Return: one record per divergence; :meth:`Store.upsert_divergences` stores
-    the unexpected ones and counts the intended ones on the campaign.
-    """
-    original = original_program.to_json(indent=None)
-    minimized = minimized_program.to_json(indent=None) if minimized_program is not None else None
-    outcome_a, outcome_b = (PackedOutcome.pack(report.a.to_dict()),
-                            PackedOutcome.pack(report.b.to_dict()))
-    return [DivergenceRecord(signature=d.signature, signature_id=d.signature_id,
-                             engine_a=report.a.engine, engine_b=report.b.engine, kind=d.kind,
-                             classification=d.classification, field=d.field,
-                             function=d.function, first_op=d.first_op, detail=d.detail,
-                             rules=tuple(r.name for r in d.rules), outcome_a=outcome_a,
-                             outcome_b=outcome_b, original_program=original,
-                             minimized_program=minimized)
-            for d in report.divergences]
-
-
-@dataclass(frozen=True)
-class HarnessRecord:
-    """One run that ended in a harness error, as :meth:`Store.upsert_harness_errors` takes it.
-
-    ``program`` is the program's compact JSON text, as the run had it.
-    """
-
-    signature: str
-    signature_id: str
-    engine: str
-    exception: str
-    op: str | None
-    op_index: int | None
-    function: str | None
-    message: str
-    stack: tuple[str, ...]
-    program: str
-
-
 @dataclass
 class HarnessUpsertResult:
     """What one batch of harness errors did: rows inserted, rows whose hits were counted."""
@@ -237,47 +150,6 @@ class HarnessUpsertResult:
     updated: int = 0
     ids: dict[str, int] = field(default_factory=dict)   # signature_id -> row id
     new: set[str] = field(default_factory=set)          # signature ids stored for the first time
-
-
-#: Stack frames of a harness error's signature (innermost first), like a crash's.
-HARNESS_FRAMES = 3
-
-
-def _text(value: str, limit: int | None = None) -> str:
-    """@value storable on every backend: NUL spelled out (PostgreSQL text holds
-    none), cut to @limit characters."""
-    value = value.replace("\x00", "\\x00")
-    return value if limit is None else value[:limit]
-
-
-def harness_records_from_report(report: Report, program: EngineProgram) -> list[HarnessRecord]:
-    """Every run of ``report`` that ended in ``Verdict.HARNESS``, as a record.
-
-    The signature groups by what went wrong in foliodiff, not by kernel:
-    the engine, the exception type, the operation kind and the function it
-    was in, and the names of the top :data:`HARNESS_FRAMES` frames (no line
-    numbers, which move with every edit).  Exception texts come from
-    arbitrary code, so they are made storable here rather than refused by
-    the store.
-    Return: one record per such run (none for a report without one).
-    """
-    text = program.to_json(indent=None)
-    out = []
-    for o in report.harness:
-        c = o.crash
-        if c is None:
-            continue
-        op = (program.ops[c.op_index].op
-              if c.op_index is not None and 0 <= c.op_index < len(program.ops) else None)
-        frames = "<".join(f.split(" ")[0] for f in c.stack[:HARNESS_FRAMES])
-        signature = _text(f"{o.engine}|harness|{c.field}|{op}|{c.function}|{frames}", 512)
-        out.append(HarnessRecord(
-            signature=signature,
-            signature_id=hashlib.sha1(signature.encode()).hexdigest()[:16],
-            engine=o.engine, exception=_text(c.field, 128), op=op, op_index=c.op_index,
-            function=_text(c.function, 128) if c.function is not None else None,
-            message=_text(c.message), stack=tuple(_text(f) for f in c.stack), program=text))
-    return out
 
 
 def _coerce(cls: type[enum.Enum], value: Any, name: str) -> Any:
@@ -339,7 +211,7 @@ def _hits_by_signature(records: Sequence[Any]) -> dict[str, tuple[Any, int]]:
     return groups
 
 
-def _check_signed(i: int, r: Any, cls: type) -> str:
+def _check_signed(i: int, r: Any, cls: type[Any]) -> str:
     """Check that record @i is a @cls with a storable signature and signature id.
 
     Return: the record's place in messages (``records[i]``).
@@ -420,6 +292,11 @@ def _compact_json(value: Any) -> str:
         raise _UnstorableJSON(str(exc)) from exc
 
 
+def _table(model: type[Any]) -> Table:
+    """The table of mapped class @model (typed as the Table it is, not a FromClause)."""
+    return cast(Table, model.__table__)
+
+
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -493,7 +370,7 @@ class Store:
                                     expire_on_commit=False)
 
     @classmethod
-    def open(cls, url: str = "sqlite:///foliodiff.db", *, clock: Clock = utc_now,
+    def open(cls, url: str = DEFAULT_DB_URL, *, clock: Clock = utc_now,
              busy_timeout_ms: int = 30_000) -> Store:
         """Connect to ``url`` and migrate its schema to the newest version.
 
@@ -699,7 +576,7 @@ class Store:
             else:
                 bumps.append({"b_id": cur.id, "b_hits": hits, "b_now": now})
                 result.ids[sid] = cur.id
-        table = Divergence.__table__
+        table = _table(Divergence)
         if bumps:
             s.execute(update(table).where(table.c.id == bindparam("b_id"))
                       .values(hit_count=table.c.hit_count + bindparam("b_hits"),
@@ -768,7 +645,7 @@ class Store:
 
         Return: sha256 -> row id, for every row, stored before or now.
         """
-        table = model.__table__
+        table = _table(model)
         ids: dict[str, int] = {}
         for chunk in _chunks(list(rows)):
             ids.update((sha, rid) for rid, sha in s.execute(
@@ -844,8 +721,9 @@ class Store:
         """A page of divergences matching every given filter, and how many match.
 
         ``text`` matches anywhere in the signature, literally (no character
-        is a wildcard) and case-sensitively, on every backend.  ``sort`` is one of :data:`SORT_KEYS`, with ``-``
-        for descending; ties go by id in the same direction, so pages are stable.
+        is a wildcard) and case-sensitively, on every backend.  ``sort`` is one
+        of :data:`SORT_KEYS`, with ``-`` for descending; ties go by id in the
+        same direction, so pages are stable.
 
         Return: ``(items, total)``; the items' outcomes are not loaded (use
         :meth:`get_divergence`), and reading them raises.
@@ -897,9 +775,10 @@ class Store:
         pattern = "*" + re.sub(r"([*?\[])", r"[\1]", text) + "*"
         conditions = [Divergence.signature.op("GLOB")(pattern)]
         if len(text) >= 3:
-            fts = (select(literal_column("rowid")).select_from(sql_table("divergence_fts"))
+            fts: Select[Any] = (select(literal_column("rowid")).select_from(sql_table("divergence_fts"))
                    .where(literal_column("signature").op("GLOB")(pattern)))
-            if s.scalar(select(func.count()).select_from(fts.limit(_DENSE).subquery())) < _DENSE:
+            hits = s.scalar(select(func.count()).select_from(fts.limit(_DENSE).subquery()))
+            if (hits or 0) < _DENSE:
                 conditions.append(Divergence.id.in_(fts))
         return conditions
 
@@ -926,7 +805,7 @@ class Store:
         groups = _hits_by_signature(records)
         now = self._clock()
         result = HarnessUpsertResult()
-        table = HarnessError.__table__
+        table = _table(HarnessError)
         try:
             with self._write() as s:
                 if campaign_id is not None:

@@ -4,7 +4,7 @@ Library functions the HTTP and command-line edges call; each takes a
 :class:`Store`, a program or a path, and raises the package's own errors
 (with field and value).  Programs of format 1 are read into format 2 where
 they come in (:mod:`engine.corpus.upgrade`): on the engine the caller runs first
-when there is one, on :data:`engine.corpus.upgrade.DEFAULT_READING` otherwise.
+when there is one, on :data:`engine.DEFAULT_READING` otherwise.
 """
 
 from __future__ import annotations
@@ -14,15 +14,27 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.corpus.entries import CORPUS_DIR, corpus_program, program_data
-from engine.corpus.upgrade import DEFAULT_READING, Upgrade, read_program, upgrade_program
-from engine.diff.differential import Classification, Report, differential
+from engine import (
+    CORPUS_DIR,
+    DEFAULT_READING,
+    Classification,
+    PinMechanism,
+    Program,
+    Report,
+    Reproducer,
+    Upgrade,
+    corpus_program,
+    differential,
+    program_data,
+    read_program,
+    translate,
+    upgrade_program,
+)
 from engine.kernels import resolve_engine
-from engine.program.format import Program
-from engine.repro.reproducer import PinMechanism, Reproducer, translate
+from fuzz.records import harness_records_from_report, records_from_report
 from service.errors import InvalidValueError
 from service.models import Divergence, TriageStatus
-from service.store import Store, harness_records_from_report, records_from_report
+from service.store import Store
 
 #: Characters of an exception message a replay's note quotes.
 NOTE_MESSAGE_CHARS = 500
@@ -89,11 +101,11 @@ def check_run_budget(ops: Any, max_pages: int, max_work: int) -> None:
 def load_program_file(path: str, reading: str = DEFAULT_READING) -> Upgrade:
     """A program file or a corpus file, of either format, and what reading it took.
 
-    As :func:`engine.corpus.entries.load_any`, but the caller also learns what the
+    As :func:`engine.load_any`, but the caller also learns what the
     upgrade did to a format-1 program, which a user should be told: which
     engine's reading its schedule keeps, which operations it dropped.
     @reading: the engine a format-1 schedule is read on.
-    Return: the :class:`engine.corpus.upgrade.Upgrade` (its ``note`` is empty for
+    Return: the :class:`engine.Upgrade` (its ``note`` is empty for
     format 2).  Raises :class:`ProgramError` naming the path, or the field.
     """
     return upgrade_program(program_data(path), reading)

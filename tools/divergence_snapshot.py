@@ -2,7 +2,7 @@
 for changes that must not change behaviour (issue 16's layout work).
 
 The set: every corpus program on every adjacent engine pair, and 2,000
-generated programs (1,000 of :func:`engine.bench.differential.typical_program`, 1,000
+generated programs (1,000 of :func:`engine.typical_program`, 1,000
 decoded from random bytes), each on every adjacent pair.  For each program and
 pair the snapshot holds both verdicts and every divergence's signature,
 classification, first operation and rules.  Seeds are fixed: a snapshot is a
@@ -21,18 +21,16 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import pathlib
 import random
 import sys
 
-from engine.bench.differential import typical_program
-from engine.corpus.entries import CORPUS_DIR, load_any
-from engine.diff.differential import differential
+from engine import CORPUS_DIR, decode, differential, load_any, typical_program
 from engine.kernels import ORDER
-from engine.program.codec import decode
 
-PAIRS = list(zip(ORDER, ORDER[1:]))
+PAIRS = list(itertools.pairwise(ORDER))
 
 
 def _programs(generated: int):

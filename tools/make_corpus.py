@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+from typing import Any
 
 A = 0x200000            # 2 MiB aligned
 P = 4096
@@ -54,14 +55,14 @@ def merge(*dicts):
     return out
 
 
-SCENARIOS = []
+SCENARIOS: list[dict[str, Any]] = []
 
 
 def scenario(name, sid, description, ops, expect, divergences=None, schedule=(), threads=TH):
     """One corpus file; @schedule holds (op, yield point, occurrence, thread) places."""
     SCENARIOS.append({"name": name, "scenario": sid, "description": description,
                       "program": {"version": 2, "threads": threads, "ops": ops,
-                                  "schedule": [dict(zip(("op", "at", "nth", "thread"), s))
+                                  "schedule": [dict(zip(("op", "at", "nth", "thread"), s, strict=True))
                                                for s in schedule]},
                       "expect": expect, "divergences": divergences or {}})
 

@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from engine.errors import HarnessError, WorkloadError
 from engine.execution.runner import Runner
 from engine.kernels import C_TWINS
 from engine.mm.flags import TTU_BATCH_FLUSH, TTU_SPLIT_HUGE_PMD, TTU_SYNC
@@ -40,7 +41,7 @@ from engine.native.loader import PTE_TABLE_BYTES, CPathCall, CPathCallOp, load
 from engine.program.format import PAGE_SIZE, parse_program
 
 #: Where the workloads map their memory: 2 MiB aligned.
-BASE = 0x40000000
+WORKLOAD_BASE = 0x40000000
 #: What each figure times (saved with the figures).
 TIMED = {
     "unmap": "every try_to_unmap() of the isolated, locked folios, driven without the "
@@ -55,11 +56,11 @@ LEG_METHODS = ("ttu_clear", "ttu_lazyfree", "pmd_discard_check", "pmd_discard_de
 
 
 def _workload_program(pages: int, order: int, redirty: bool):
-    ops = [dict(thread="T0", op="mmap", addr=BASE, pages=pages, order=order),
-           dict(thread="T0", op="write", addr=BASE, pages=pages, value=7),
-           dict(thread="T0", op="madvise", addr=BASE, pages=pages, advice="MADV_FREE")]
+    ops = [dict(thread="T0", op="mmap", addr=WORKLOAD_BASE, pages=pages, order=order),
+           dict(thread="T0", op="write", addr=WORKLOAD_BASE, pages=pages, value=7),
+           dict(thread="T0", op="madvise", addr=WORKLOAD_BASE, pages=pages, advice="MADV_FREE")]
     if redirty:
-        ops.append(dict(thread="T0", op="write", addr=BASE, pages=pages, value=8))
+        ops.append(dict(thread="T0", op="write", addr=WORKLOAD_BASE, pages=pages, value=8))
     return parse_program({"version": 2, "threads": [{"name": "T0", "mm": 0}], "ops": ops,
                           "schedule": []})
 
@@ -112,7 +113,8 @@ class _Recorder:
 
     def _wrap(self, fn, op: CPathCallOp, clear_out, names: tuple[str, ...]):
         def recorded(*args):
-            call = dict(zip(names, args), op=int(op))
+            # @names are the value arguments; an out-pointer after them is not recorded
+            call = dict(zip(names, args, strict=False), op=int(op))
             # the PTE calls get a table's buffer, to restore before the replay;
             # the PMD calls get the word itself
             if op in _TABLE_CALLS and args[0] not in self.before:
@@ -137,7 +139,7 @@ class _Recorder:
             times.append(time.perf_counter_ns() - t0)
             if (checksum - self.checksum) % (1 << 64) or any(
                     ctypes.string_at(a, PTE_TABLE_BYTES) != data for a, data in after.items()):
-                raise RuntimeError("cpath_replay() did not redo the engine's unmap")
+                raise HarnessError("cpath_replay() did not redo the engine's unmap")
         return times
 
 
@@ -152,7 +154,7 @@ def unmap_once(engine: str, pages: int, order: int, redirty: bool,
     runner = Runner(_workload_program(pages, order, redirty), engine, per_step_oracles=False)
     out = runner.run()
     if out.verdict.value != "ok":
-        raise RuntimeError(f"bench-c setup on {engine} ended {out.verdict.value}: {out.crash}")
+        raise WorkloadError(engine, out.verdict.value, out.crash)
     k = runner.k
     k.current = runner.threads[0]
     k.lru_add_drain()
@@ -172,7 +174,7 @@ def unmap_once(engine: str, pages: int, order: int, redirty: bool,
         if folio.order:
             flags |= TTU_SYNC
         _drive(k.try_to_unmap(folio, flags))
-    ns = clock() - t0
+    ns: float = clock() - t0
     if instrument:
         ns = spent[0]
     elif recorder is not None:

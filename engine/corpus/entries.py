@@ -16,6 +16,7 @@ differential runner must say of them.
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import os
 import pathlib
@@ -25,8 +26,11 @@ from engine.corpus.upgrade import DEFAULT_READING, read_program
 from engine.errors import ProgramError, UnknownCorpusProgramError
 from engine.program.format import Program
 
-#: The seed corpus: ``corpus/`` at the top of the source tree.
-CORPUS_DIR = pathlib.Path(__file__).resolve().parents[2] / "corpus"
+#: The seed corpus: the ``corpus`` package's directory, ``corpus/`` at the top of
+#: the source tree, installed beside the engine as package data.  Found, not
+#: imported: the corpus is data, and a path a package sits at is where its
+#: files are, editable install or not.
+CORPUS_DIR = pathlib.Path(str(importlib.resources.files("corpus")))
 
 
 def program_data(path: str) -> Any:

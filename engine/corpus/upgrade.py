@@ -71,7 +71,7 @@ def _v1_schedule(data: dict[str, Any], names: set[str]) -> dict[int, str]:
 
 def _not_held(ops: list[dict[str, Any]]) -> list[int]:
     """Indices of DMA writes and unpins through a pin an earlier op already unpinned."""
-    unpinned: set[str] = set()
+    unpinned: set[str | None] = set()
     out = []
     for i, op in enumerate(ops):
         if not isinstance(op, dict) or op.get("op") not in ("dma_write", "unpin"):

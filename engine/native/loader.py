@@ -8,8 +8,9 @@ stale library raises :class:`CPathError` naming the path; nothing is called
 before the check.  ``FOLIODIFF_CPATH_LIB`` names another build (CI loads the
 ``-fsanitize=address,undefined`` one this way).
 
-``python3 -m engine.native.loader build [--sanitize] [--out PATH]`` compiles the
-library directly with the C compiler, for development and for that CI build.
+``python3 -m engine.native build [--sanitize] [--out PATH]`` (:func:`main`)
+compiles the library directly with the C compiler, for development and for
+that CI build.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import sysconfig
 from ctypes import POINTER, c_int32, c_int64, c_uint32, c_uint64, c_void_p
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import CPathError
 from engine.native.cflags import CFLAGS, SANITIZE_FLAGS
@@ -127,7 +129,8 @@ _SIGNATURES = {
 
 
 def built_library_path() -> pathlib.Path:
-    """Where ``pip install`` (setuptools ``build_ext``) puts the library: ``engine/native/_cpath<EXT_SUFFIX>``."""
+    """Where ``pip install`` (setuptools ``build_ext``) puts the library:
+    ``engine/native/_cpath<EXT_SUFFIX>``."""
     return _HERE / f"_cpath{sysconfig.get_config_var('EXT_SUFFIX') or '.so'}"
 
 
@@ -140,11 +143,15 @@ def library_path() -> pathlib.Path:
 class CPathLib:
     """The loaded library: its functions, typed, after the ABI check."""
 
+    if TYPE_CHECKING:
+        # The functions are set from _SIGNATURES, one attribute each.
+        def __getattr__(self, name: str) -> Any: ...
+
     def __init__(self, path: pathlib.Path) -> None:
         self.path = path
         if not path.is_file():
             raise CPathError(str(path), "no such file (install the package with pip, or run "
-                             "`python3 -m engine.native.loader build`)")
+                             "`python3 -m engine.native build`)")
         try:
             lib = ctypes.CDLL(str(path))
         except OSError as exc:
@@ -197,7 +204,7 @@ def build(out: pathlib.Path, sanitize: bool = False, cc: str | None = None) -> p
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
-    ap = argparse.ArgumentParser(prog="python3 -m engine.native.loader",
+    ap = argparse.ArgumentParser(prog="python3 -m engine.native",
                                  description="Build the C batched path's library.")
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="compile engine/native/cpath.c")
@@ -214,7 +221,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(out)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -227,9 +227,9 @@ del _op, _compact, _raw
 # BaseModel's slots, set the way model_construct() sets them.
 _new = object.__new__
 _set_dict = BaseModel.__dict__["__dict__"].__set__
-_set_fields_set = BaseModel.__pydantic_fields_set__.__set__  # type: ignore[attr-defined]
-_set_extra = BaseModel.__pydantic_extra__.__set__  # type: ignore[attr-defined]
-_set_private = BaseModel.__pydantic_private__.__set__  # type: ignore[attr-defined]
+_set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
+_set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
+_set_private = BaseModel.__dict__["__pydantic_private__"].__set__
 
 
 def _construct(cls: type, fields: dict[str, Any]) -> Any:
@@ -240,7 +240,7 @@ def _construct(cls: type, fields: dict[str, Any]) -> Any:
     decode's time.  The instance compares equal to a validated one (pydantic
     compares ``__dict__``, extra and private state).
     """
-    m = _new(cls)
+    m: Any = _new(cls)
     _set_dict(m, fields)
     _set_fields_set(m, set(fields))
     _set_extra(m, None)
@@ -254,13 +254,13 @@ def _construct(cls: type, fields: dict[str, Any]) -> Any:
 def _varint(buf: bytes, p: int) -> tuple[int, int]:
     """An LEB128 varint of at most 10 bytes at ``buf[p]``: (value, next position)."""
     out = shift = 0
-    for p in range(p, p + _VARINT_BYTES):
-        b = buf[p]
+    for i in range(p, p + _VARINT_BYTES):
+        b = buf[i]
         out |= (b & 0x7F) << shift
         if b < 0x80:
             break
         shift += 7
-    return out, p + 1
+    return out, i + 1
 
 
 def _fields(buf: bytes, p: int, layout: str) -> tuple[tuple, int]:
@@ -270,7 +270,7 @@ def _fields(buf: bytes, p: int, layout: str) -> tuple[tuple, int]:
     """
     out = []
     for c in layout:
-        x = buf[p]
+        x: Any = buf[p]             # a number, or the text of an "s" field
         p += 1
         if c == "n":
             if x < 0xF0:
@@ -827,8 +827,8 @@ def decode(data: bytes) -> Program:
         if points:
             # A region's operation comes after a fork inserted at its position,
             # a schedule entry before it: the fork precedes the next operation.
-            regions = [(ti, (pos + bisect_right(points, pos), *rest))
-                       for ti, (pos, *rest) in regions]
+            regions = [(ti, (pos + bisect_right(points, pos), first, end, size))
+                       for ti, (pos, first, end, size) in regions]
             entries = [(pos + bisect_left(points, pos), *rest) for pos, *rest in entries]
 
     # Pass 2: everything else, in program order (pins before their uses).
@@ -935,6 +935,8 @@ _RANGE_HEADS: dict[str, Callable[[Any], tuple]] = {
 def _bodies(ctx: _Context, ti: int, op: Any) -> tuple[tuple | None, tuple | None]:
     """The compact and the raw fields that could spell ``op`` (None: none could)."""
     kind = op.op
+    body: tuple[int, ...] | None
+    code: tuple[int, ...] | None
     if kind in _RANGE_HEADS or kind == "pin":
         page, pages = op.addr >> PAGE_SHIFT, op.pages
         code = ctx.range_code(ctx.mms[ti], page, pages)
@@ -1018,6 +1020,7 @@ def encode(p: Program) -> bytes:
             forks.append((ti, op.child))
     ctx = _Context(names, mms, regions, forks)
 
+    fields: tuple[Any, ...] | None
     for i, op in enumerate(p.ops):
         ti = index[op.thread]
         ctx.pos = i
@@ -1038,7 +1041,7 @@ def encode(p: Program) -> bytes:
             else:
                 fields, is_raw = raw, True
                 ok = raw is not None and resolve(ctx, ti, True, raw) == op
-        if not ok:
+        if not ok or fields is None:        # no fields without ok: for mypy
             raise ValueError(f"ops[{i}] cannot be encoded: the program is not valid")
         if i >= npre:
             sel = selector[ti, op.op]

@@ -38,14 +38,14 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from engine.errors import ProgramError
 from engine.mm.sched import YieldPoint
 
-PROGRAM_VERSION = 2
+PROGRAM_VERSION: Final = 2
 #: Program format versions :func:`parse_program` reads (1: without a schedule only).
 READABLE_VERSIONS = (1, 2)
 PAGE_SIZE = 4096
@@ -246,7 +246,8 @@ class LruAddDrain(_Op):
 
 
 Op = Annotated[
-    Mmap | Munmap | Mremap | Mprotect | Fork | Read | Write | Madvise | Pin | Unpin | DmaWrite | Reclaim | DeferredSplitScan | FolioTryGet | FolioPut | LruAddDrain,
+    Mmap | Munmap | Mremap | Mprotect | Fork | Read | Write | Madvise | Pin | Unpin | DmaWrite | Reclaim
+    | DeferredSplitScan | FolioTryGet | FolioPut | LruAddDrain,
     Field(discriminator="op"),
 ]
 
@@ -456,27 +457,27 @@ def check_program(p: Program) -> None:
         threads[t.name] = t
 
     # Which mms exist: mm 0, and every fork child (its parent is the forking task's mm).
-    parent: dict[int, int] = {}
+    parent: dict[int, int | None] = {}
     for i, op in enumerate(p.ops):
-        t = threads.get(op.thread)
-        if t is None:
+        issuer = threads.get(op.thread)
+        if issuer is None:
             raise ProgramError(f"ops[{i}].thread", op.thread, "unknown thread")
-        if op.op not in OPS_BY_KIND[t.kind]:
-            raise ProgramError(f"ops[{i}].op", op.op, f"a {t.kind.value} thread cannot issue it")
+        if op.op not in OPS_BY_KIND[issuer.kind]:
+            raise ProgramError(f"ops[{i}].op", op.op, f"a {issuer.kind.value} thread cannot issue it")
         if isinstance(op, Fork):
             if op.child == 0:
                 raise ProgramError(f"ops[{i}].child", op.child, "mm 0 is the initial process")
             if op.child in parent:
                 raise ProgramError(f"ops[{i}].child", op.child, "mm id already in use")
-            if op.child == t.mm:
+            if op.child == issuer.mm:
                 raise ProgramError(f"ops[{i}].child", op.child, "a process cannot fork into itself")
-            parent[op.child] = t.mm  # type: ignore[assignment]
+            parent[op.child] = issuer.mm
     for i, t in enumerate(p.threads):
         if t.mm is not None and t.mm != 0 and t.mm not in parent:
             raise ProgramError(f"threads[{i}].mm", t.mm, "no fork creates this mm")
 
     # Regions each mm may touch: its own mmaps and mremap targets, plus its ancestors'.
-    own: dict[int, list[tuple[int, int]]] = {}
+    own: dict[int | None, list[tuple[int, int]]] = {}
     for op in p.ops:
         mm = threads[op.thread].mm
         if isinstance(op, Mmap):
@@ -484,7 +485,7 @@ def check_program(p: Program) -> None:
         elif isinstance(op, Mremap):
             own.setdefault(mm, []).append((op.new_addr, op.new_addr + op.pages * PAGE_SIZE))
 
-    def regions(mm: int) -> list[tuple[int, int]]:
+    def regions(mm: int | None) -> list[tuple[int, int]]:
         out = list(own.get(mm, []))
         seen = {mm}
         while mm in parent and parent[mm] not in seen:
@@ -510,8 +511,9 @@ def check_program(p: Program) -> None:
                 if isinstance(op, FolioTryGet) and mm != 0 and mm not in parent:
                     raise ProgramError(f"ops[{i}].mm", mm, "no fork creates this mm")
                 if not _in_regions(rng[0], rng[1], regions(mm)):
-                    raise ProgramError(f"ops[{i}].addr", hex(op.addr),
-                                       f"range of {getattr(op, 'pages', 1)} pages lies outside every VMA of mm {mm}")
+                    raise ProgramError(f"ops[{i}].addr", hex(rng[0]),
+                                       f"range of {getattr(op, 'pages', 1)} pages lies outside "
+                                       f"every VMA of mm {mm}")
         if isinstance(op, Pin):
             if op.pin in pins:
                 raise ProgramError(f"ops[{i}].pin", op.pin, "duplicate pin name")
@@ -532,7 +534,8 @@ def check_program(p: Program) -> None:
                 raise ProgramError(f"ops[{i}].ref", op.ref, "duplicate reference name")
             refs.add(op.ref)
         elif isinstance(op, FolioPut) and op.ref not in refs:
-            raise ProgramError(f"ops[{i}].ref", op.ref, "unknown reference (no earlier folio_try_get names it)")
+            raise ProgramError(f"ops[{i}].ref", op.ref,
+                               "unknown reference (no earlier folio_try_get names it)")
 
     check_schedule(p.schedule, len(p.ops), threads)
 

@@ -4,14 +4,15 @@ A translated program (:mod:`engine.repro.reproducer`) runs on a real kernel and
 prints the observables that kernel exports, as one ``FOLIODIFF {json}`` line:
 
 - ``vmstat.<name>``: the sum, over the program's operations, of the change of
-  /proc/vmstat counter ``<name>`` across each operation (:data:`VMSTAT`);
+  /proc/vmstat counter ``<name>`` across each operation
+  (:data:`engine.repro.observables.VMSTAT`, where every key's name is defined);
 - ``vmstat.<name>.op[i]``: for each madvise operation ``i``, the change of
-  the counters of :data:`PER_OP_VMSTAT` across that call alone: when the
+  the counters of ``PER_OP_VMSTAT`` across that call alone: when the
   per-CPU lazyfree batch moved its folios (6.1's batch of 15 moves 15 small
   folios during a MADV_FREE of 16, a batch of 31 none), which the sums hide;
 - ``mthp.<size>.<stat>``: the same for the per-size mTHP counters in
   /sys/kernel/mm/transparent_hugepage/hugepages-<size>/stats
-  (:data:`MTHP_STATS`), for each stat file the kernel has: kernels before the
+  (``MTHP_STATS``), for each stat file the kernel has: kernels before the
   per-order stats (deb-6.1) have none, and the reproducer then prints no such
   key; the model predicts them only for engines with mTHP (``HAS_MTHP``), so
   a key one side lacks is a difference (:data:`ABSENT`);
@@ -32,7 +33,7 @@ prints the observables that kernel exports, as one ``FOLIODIFF {json}`` line:
 
 :func:`predict` computes the same keys from a model run without swap (the
 qemu-booted kernels have no swap device), :func:`compare` lists the fields on
-which a prediction and an observation differ, and :data:`CONFORMANCE` names
+which a prediction and an observation differ, and :func:`conformance` names
 the scenarios the real-kernel conformance suite runs.
 """
 
@@ -44,50 +45,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.corpus.entries import CORPUS_DIR
-from engine.errors import FoliodiffError
+from engine.errors import PredictionError
 from engine.execution.oracle import Verdict
+from engine.execution.runner import Runner
 from engine.mm.memory import ZERO_PFN
 from engine.mm.pgtable import PAGE_SHIFT, PAGE_SIZE, PMD_SHIFT, PTRS_PER_PTE, pte_dirty, pte_pfn, pte_present
 from engine.program.format import Program, parse_program
-
-#: /proc/vmstat counter -> the model counter it is predicted from.
-VMSTAT: dict[str, str] = {
-    "pglazyfree": "PGLAZYFREE",
-    "pglazyfreed": "PGLAZYFREED",
-    "thp_split_pmd": "THP_SPLIT_PMD",
-    "thp_deferred_split_page": "THP_DEFERRED_SPLIT_PAGE",
-    "thp_split_page": "THP_SPLIT_PAGE",
-    # split_huge_page_to_list_to_order()'s common exit counts a failed split of a
-    # PMD-order folio (since v4.5; issue 15 item 9); 0 until the model counts it
-    "thp_split_page_failed": "THP_SPLIT_PAGE_FAILED",
-}
-#: /proc/vmstat counters also observed per madvise operation (``vmstat.<name>.op[i]``).
-PER_OP_VMSTAT = ("pglazyfree",)
-#: folio order -> its hugepages-<size> directory name.
-MTHP_SIZES: dict[int, str] = {4: "64kB", 9: "2048kB"}
-#: per-size stats files read: split, split_failed and split_deferred came with the
-#: per-order split counters (v6.10/v6.11 [I]); none exists on deb-6.1.  A file the
-#: kernel lacks is left out of the observation, not read as 0.
-MTHP_STATS = ("split_deferred", "split", "split_failed")
-#: smaps fields reported per run, as ``<field>_kB``.
-SMAPS_FIELDS = ("Rss", "LazyFree", "AnonHugePages")
-
-#: Counter keys, in the order the reproducer reads them.
-COUNTER_KEYS: tuple[str, ...] = tuple(f"vmstat.{n}" for n in VMSTAT) + tuple(
-    f"mthp.{MTHP_SIZES[o]}.{s}" for o in sorted(MTHP_SIZES) for s in MTHP_STATS)
+from engine.repro.observables import (
+    MTHP_SIZES,
+    MTHP_STATS,
+    PER_OP_VMSTAT,
+    VMSTAT,
+    op_delta_keys,
+    op_result_keys,
+)
+from engine.repro.reproducer import analyse
 
 _KB = PAGE_SIZE // 1024
-
-
-class PredictionError(FoliodiffError):
-    """The model run did not finish, so it predicts no real-kernel observables."""
-
-    def __init__(self, engine: str, verdict: str, op_index: int | None, message: str) -> None:
-        self.engine = engine
-        self.verdict = verdict
-        self.op_index = op_index
-        super().__init__(f"engine {engine}: the model run ended {verdict} at op {op_index}: "
-                         f"{message}; no real-kernel observables are predicted")
 
 
 def present_rle(bits: str) -> str:
@@ -111,21 +85,7 @@ def vma_runs(vmas: Iterable[tuple[int, int, str]]) -> list[tuple[int, int, str]]
             runs[-1][1] = end
         else:
             runs.append([start, end, prot])
-    return [tuple(r) for r in runs]  # type: ignore[misc]
-
-
-#: Operations whose result the reproducer observes.
-OBSERVED_RESULTS = ("read", "write", "madvise")
-
-
-def op_result_keys(program: Program) -> list[int]:
-    """Indices of the operations whose result is observed (reads, writes, madvise)."""
-    return [i for i, op in enumerate(program.ops) if op.op in OBSERVED_RESULTS]
-
-
-def op_delta_keys(program: Program) -> list[int]:
-    """Indices of the operations whose own counter deltas are observed (madvise)."""
-    return [i for i, op in enumerate(program.ops) if op.op == "madvise"]
+    return [(start, end, prot) for start, end, prot in runs]
 
 
 def has_mthp_stats(k) -> bool:
@@ -197,9 +157,10 @@ def model_observables(k, program: Program, results: list[Any],
             obs[f"mm{mm_id}.present[{start:#x}]"] = present_rle("".join(bits))
     for i in op_result_keys(program):
         obs[f"result[{i}]"] = results[i]
-    for i in op_delta_keys(program) if op_deltas is not None else ():
-        for name in PER_OP_VMSTAT:
-            obs[f"vmstat.{name}.op[{i}]"] = op_deltas.get(i, {}).get(VMSTAT[name], 0)
+    if op_deltas is not None:
+        for i in op_delta_keys(program):
+            for name in PER_OP_VMSTAT:
+                obs[f"vmstat.{name}.op[{i}]"] = op_deltas.get(i, {}).get(VMSTAT[name], 0)
     return obs
 
 
@@ -223,8 +184,8 @@ def _watch_op_deltas(runner) -> Callable[[], dict[int, dict[str, int]]]:
 
     def deltas() -> dict[int, dict[str, int]]:
         ends = [v for _, v in starts[1:]] + [[runner.k.counters.get(c, 0) for c in counters]]
-        return {i: {c: e - b for c, b, e in zip(counters, before, end)}
-                for (i, before), end in zip(starts, ends)}
+        return {i: {c: e - b for c, b, e in zip(counters, before, end, strict=True)}
+                for (i, before), end in zip(starts, ends, strict=True)}
     return deltas
 
 
@@ -245,8 +206,6 @@ def predict(program: Program, engine_id: str, *, swap: bool = False, check: bool
     :class:`NotTranslatable` (when checking) or :class:`PredictionError` when
     the model run ends in a crash or a broken oracle.
     """
-    from engine.execution.runner import Runner
-    from engine.repro.reproducer import analyse
     if check:
         analyse(program, **{"target": engine_id, **translate_options})
     runner = Runner(program, engine_id, swap=swap, per_step_oracles=per_step_oracles)
@@ -373,9 +332,8 @@ def _conformance() -> dict[str, Scenario]:
 _conformance_cache: dict[str, Scenario] = {}
 
 
-def __getattr__(name: str) -> Any:
-    """``CONFORMANCE``: name -> :class:`Scenario`, read from corpus/ on first use
-    (a module attribute computed lazily, PEP 562; so not listed in ``__all__``).
+def conformance() -> dict[str, Scenario]:
+    """The conformance scenarios, name -> :class:`Scenario`, read from corpus/ on first use.
 
     The section-H scenarios user space can express, clean discard (H1), a
     redirtied 16-page folio (H3), extra references by vmsplice and by
@@ -389,14 +347,19 @@ def __getattr__(name: str) -> Any:
     disjoint halves, which v6.15's MM-owner tracking calls shared and 6.12's
     guess from page 0 does not.  Every one translates with its options.
     """
+    if not _conformance_cache:
+        _conformance_cache.update(_conformance())
+    return _conformance_cache
+
+
+def __getattr__(name: str) -> Any:
+    """``CONFORMANCE``: :func:`conformance`, as a module attribute computed on first
+    use (PEP 562; so not listed in ``__all__``)."""
     if name == "CONFORMANCE":
-        if not _conformance_cache:
-            _conformance_cache.update(_conformance())
-        return _conformance_cache
+        return conformance()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ABSENT", "COUNTER_KEYS", "MTHP_SIZES", "MTHP_STATS", "OBSERVED_RESULTS", "PER_OP_VMSTAT",
-           "SMAPS_FIELDS", "VMSTAT", "FieldDifference", "PredictionError", "Scenario", "compare",
-           "has_mthp_stats", "model_observables", "op_delta_keys", "op_result_keys", "parse_output",
-           "predict", "present_rle", "vma_runs"]
+__all__ = ["ABSENT", "FieldDifference", "PredictionError", "Scenario", "compare", "conformance",
+           "has_mthp_stats", "model_observables", "parse_output", "predict", "present_rle",
+           "vma_runs"]

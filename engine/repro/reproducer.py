@@ -55,10 +55,11 @@ import os
 import pathlib
 import subprocess
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
-from engine.errors import NotTranslatable
+from engine.errors import HarnessError, NotTranslatable, ReproducerBuildError
 from engine.kernels import KERNELS, base_version
 from engine.program.format import (
     PAGE_SIZE,
@@ -78,7 +79,14 @@ from engine.program.format import (
     Unpin,
     Write,
 )
-from engine.repro.realobs import COUNTER_KEYS, MTHP_SIZES, MTHP_STATS, PER_OP_VMSTAT, VMSTAT, op_delta_keys
+from engine.repro.observables import (
+    COUNTER_KEYS,
+    MTHP_SIZES,
+    MTHP_STATS,
+    PER_OP_VMSTAT,
+    VMSTAT,
+    op_delta_keys,
+)
 
 #: Where the relocated regions start (1 TiB): far from a static binary at
 #: 0x400000, its brk heap, and the mmap area under the stack.
@@ -168,7 +176,7 @@ def _policy(s64: str, s2m: str, advice: dict[int, str]) -> ThpPolicy:
                      tuple(sorted({0: "MADV_NOHUGEPAGE", **advice}.items())))
 
 
-def candidate_policies(orders: set[int]) -> list[ThpPolicy]:
+def candidate_policies(orders: AbstractSet[int]) -> list[ThpPolicy]:
     """The THP policies that may give regions of ``orders`` their folio sizes, best first.
 
     One of 64 KiB and 2 MiB can be made region-specific with MADV_HUGEPAGE;
@@ -256,6 +264,13 @@ class _Probe:
         self._pending: tuple | None = None
         self._install()
 
+    def current_op(self) -> int:
+        """The operation running now: the hooks run inside one."""
+        op = self.k.current_op
+        if op is None:
+            raise HarnessError("a reproducer probe hook ran outside any operation")
+        return op
+
     def problem(self, op: int, reason: str) -> None:
         if not any(i == op for i, _ in self.problems):
             self.problems.append((op, reason))
@@ -289,7 +304,7 @@ class _Probe:
         def gup_slow_one(orig):
             def hook(mm, a, write, touch):
                 if probe.pin is PinMechanism.VMSPLICE:
-                    probe.problem(k.current_op, f"the model's pin fell back to the GUP slow path at "
+                    probe.problem(probe.current_op(), f"the model's pin fell back to the GUP slow path at "
                                   f"{a:#x} (the page was absent or not writable); vmsplice's "
                                   f"get_user_pages_fast() without FOLL_WRITE would instead take a "
                                   f"reference on what is mapped there, or fault the zero page in")
@@ -333,7 +348,7 @@ class _Probe:
         pending = self._pending
         if pending is None or pending[0] >> 21 != addr >> 21:
             pending = self._fault_state(vma, addr)
-        self.faults.append(Fault(self.k.current_op, addr, vma.order, write, pending[1],
+        self.faults.append(Fault(self.current_op(), addr, vma.order, write, pending[1],
                                  pending[2], pending[3], model))
 
     def _batches(self, which: str) -> dict[int, int]:
@@ -362,8 +377,9 @@ class _Probe:
             drains = any(v.vm_start < end and op.addr < v.vm_end for v in mm.vmas)
         else:
             drains = False
-        if drains and mm is not None:
-            for start, pages in ((op.addr, op.pages),) + (((op.new_addr, op.pages),) if isinstance(op, Mremap) else ()):
+        if drains and mm is not None and isinstance(op, Mmap | Munmap | Mremap | Madvise):
+            spans = ((op.addr, op.pages),) + (((op.new_addr, op.pages),) if isinstance(op, Mremap) else ())
+            for start, pages in spans:
                 for pmd_idx in range(start >> 21, ((start + pages * PAGE_SIZE - 1) >> 21) + 1):
                     self.zapped.add((mm.id, pmd_idx))
         if drains and self._batches("lazyfree"):
@@ -473,7 +489,7 @@ def _owners(program: Program) -> tuple[tuple[int, ...], dict[str, int]]:
     owners = []
     for op in program.ops:
         t = threads[op.thread]
-        if t.kind is ThreadKind.TASK:
+        if t.kind is ThreadKind.TASK and t.mm is not None:     # a task has one (check_program)
             owner = t.mm
         else:
             owner = 0
@@ -585,7 +601,8 @@ def analyse(program: Program, *, pin: PinMechanism | str = PinMechanism.IO_URING
     _static_checks(program, pin)
     regions = _regions(program)
     base = min((s for s, _ in regions), default=0) & ~(RELOC_ALIGN - 1)
-    span = (max((e for _, e in regions), default=base + RELOC_ALIGN) - base + RELOC_ALIGN - 1) & ~(RELOC_ALIGN - 1)
+    span = ((max((e for _, e in regions), default=base + RELOC_ALIGN) - base + RELOC_ALIGN - 1)
+            & ~(RELOC_ALIGN - 1))
     if span > MAX_SPAN:
         raise NotTranslatable(None, None, f"the program's regions span {span >> 40} TiB; the "
                                           f"reproducer relocates them to 1 TiB and needs them "
@@ -647,8 +664,8 @@ class Reproducer:
     def compile(self, output: str | os.PathLike, cc: str = "gcc") -> pathlib.Path:
         """Build the reproducer into ``output`` with ``cc`` (-static -O2).
 
-        Return: the executable's path.  Raises :class:`RuntimeError` with the
-        compiler's messages when the build fails.
+        Return: the executable's path.  Raises :class:`ReproducerBuildError` with
+        the compiler's messages when the build fails.
         """
         output = pathlib.Path(output)
         src = output.with_suffix(".c")
@@ -656,7 +673,7 @@ class Reproducer:
         proc = subprocess.run([cc, *CFLAGS, "-o", str(output), str(src)], capture_output=True,
                               text=True, check=False)
         if proc.returncode:
-            raise RuntimeError(f"{cc} {' '.join(CFLAGS)} {src}: exit {proc.returncode}\n{proc.stderr}")
+            raise ReproducerBuildError([cc, *CFLAGS, str(src)], proc.returncode, proc.stderr)
         return output
 
 

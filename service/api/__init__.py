@@ -7,7 +7,7 @@ under uvicorn (what ``foliodiff serve`` calls).
 from __future__ import annotations
 
 from service.api.app import create_app
-from service.api.settings import Settings
+from service.settings import Settings
 
 __all__ = ["Settings", "create_app", "serve"]
 

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from service.api import errors
 from service.api.routers import campaigns, corpus, divergences, harness, run
-from service.api.settings import Settings
+from service.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.api.errors import ApiError
-from service.api.settings import Settings
+from service.settings import Settings, env_name
 from service.store import Store
 
 _open_lock = threading.Lock()
@@ -35,7 +35,8 @@ def get_store(request: Request) -> Store:
     return store
 
 
-_bearer = HTTPBearer(auto_error=False, description="required on writes when FOLIODIFF_TOKEN is set")
+_bearer = HTTPBearer(auto_error=False,
+                     description=f"required on writes when {env_name('token')} is set")
 
 
 def require_token(settings: Annotated[Settings, Depends(get_settings)],

@@ -17,12 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engine.errors import (
-    NotTranslatable,
-    ProgramError,
-    UnknownCorpusProgramError,
-    UnknownEngineError,
-)
+from engine import NotTranslatable, ProgramError, UnknownCorpusProgramError, UnknownEngineError
 from service.errors import IllegalTransitionError, InvalidValueError, NotFoundError
 
 #: Longest rendering of an offending value echoed back (a 1 MiB program is not).

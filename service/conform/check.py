@@ -1,17 +1,17 @@
 """Conformance: a real kernel's observables against its model's prediction, field by field.
 
 For each kernel of the catalogue, every scenario of
-:data:`engine.repro.realobs.CONFORMANCE` is translated to a C reproducer
-(:func:`engine.repro.reproducer.translate`, checked on the engine that models that
+:func:`engine.conformance` is translated to a C reproducer
+(:func:`engine.translate`, checked on the engine that models that
 kernel, :attr:`KernelSpec.engine`, besides the default engines), all of them
 run in one boot (:func:`service.conform.run_suite`), and what each printed is
-compared with :func:`engine.repro.realobs.predict` for that engine.  A kernel that
+compared with :func:`engine.predict` for that engine.  A kernel that
 does not boot, panics or times out gives a boot status and no scenario
 verdicts: it is never a conformance result.
 
 A scenario is "unsupported" on a kernel only when the reproducer found a
 feature missing there (exit 2) and the kernel's engine lacks it too
-(:func:`engine.repro.reproducer.missing_features`: MAP_DROPPABLE before v6.11); a
+(:func:`engine.missing_features`: MAP_DROPPABLE before v6.11); a
 kernel that refuses what its model has is a failure, not a pass.  A scenario
 that translates for the default engines but not on the kernel's own engine
 is "not-expressible" there, with the reason, and is not run.
@@ -24,9 +24,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.errors import NotTranslatable
-from engine.repro.realobs import FieldDifference, PredictionError, compare, predict
-from engine.repro.reproducer import Reproducer, missing_features, translate
+from engine import (
+    FieldDifference,
+    NotTranslatable,
+    PredictionError,
+    Reproducer,
+    compare,
+    missing_features,
+    predict,
+    translate,
+)
 from service.conform.console import BootStatus, CaseStatus
 from service.conform.kernels import KernelSpec, kernel_spec
 from service.conform.suite import KernelBoot, run_suite
@@ -133,9 +140,9 @@ def _for_kernel(scenario: Any, default: Reproducer, engine: str) -> Reproducer |
 
 def conform(kernels: Iterable[str | KernelSpec], scenarios: dict[str, Any], *,
             timeout: float = 300.0) -> list[KernelConformance]:
-    """Run ``scenarios`` (name -> :class:`engine.repro.realobs.Scenario`) on each kernel.
+    """Run ``scenarios`` (name -> :class:`engine.Scenario`) on each kernel.
 
-    Raises :class:`engine.errors.NotTranslatable` for a scenario that does
+    Raises :class:`engine.NotTranslatable` for a scenario that does
     not translate for the default engines, before any boot.
     """
     default = {s.name: translate(s.program, name=s.name, **s.options) for s in scenarios.values()}

@@ -188,7 +188,7 @@ def parse_console(text: str, names: Iterable[str], *, timed_out: bool = False) -
         elif m := _BEGIN.search(line):
             current = m.group(1)
             begun[current] = (lineno + 1, [])
-        elif (m := _END.search(line)) and m.group(1) == current:
+        elif (m := _END.search(line)) and current is not None and m.group(1) == current:
             ended[current] = int(m.group(2))
             current = None
         elif m := _DONE.search(line):

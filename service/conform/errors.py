@@ -10,7 +10,7 @@ need figures, not a verdict) raises :class:`BootError`.
 
 from __future__ import annotations
 
-from engine.errors import FoliodiffError
+from engine import FoliodiffError
 
 
 class ConformError(FoliodiffError):

@@ -191,7 +191,8 @@ APT::Sandbox::User "root";
         if not found:
             raise FetchError(self.spec.package_regex,
                              f"apt-cache madison gave no versions for {', '.join(names)}")
-        return max(found, key=functools.cmp_to_key(lambda a, b: _compare_versions(a[1], b[1])))
+        newest = functools.cmp_to_key(_compare_versions)
+        return max(found, key=lambda name_version: newest(name_version[1]))
 
     def download(self, package: str, version: str, into: Path) -> Path:
         """Download ``package=version`` into @into; return the .deb's path."""

@@ -64,7 +64,8 @@ class KernelSpec:
     @property
     def name_prefix(self) -> str:
         """The literal start of @package_regex, for ``apt-cache pkgnames``."""
-        return re.match(r"[A-Za-z0-9+-]*", self.package_regex).group(0)
+        prefix = re.match(r"[A-Za-z0-9+-]*", self.package_regex)     # matches, if only ""
+        return prefix.group(0) if prefix is not None else ""
 
     @property
     def suites(self) -> str:

@@ -10,7 +10,7 @@ that kernel (:attr:`KernelSpec.engine`):
   write in each THP, MADV_PAGEOUT): the delta over the MADV_PAGEOUT, as the
   C program reads it; the run has no swap, as the qemu kernels have none;
 - the time: the model's bench-c unmap time of the workload on that engine
-  (:func:`engine.bench.native.unmap_once`, every ``try_to_unmap()`` of the
+  (:func:`engine.unmap_once`, every ``try_to_unmap()`` of the
   isolated folios, setup untimed), beside the kernel's MADV_PAGEOUT time.
 
 The counters must agree exactly.  The times are not comparable across the
@@ -26,9 +26,7 @@ import statistics
 from collections.abc import Iterable
 from typing import Any
 
-from engine.bench.native import BASE, unmap_once
-from engine.program.format import PAGE_SIZE, Program, parse_program
-from engine.repro.realobs import predict
+from engine import PAGE_SIZE, WORKLOAD_BASE, Program, parse_program, predict, unmap_once
 from service.conform.errors import BenchmarkError, BootError
 from service.conform.kernels import KernelSpec, kernel_spec
 from service.conform.seed import SeedFigure, SeedWorkload, seed_figures, seed_sources
@@ -43,23 +41,28 @@ TIMES_NOTE = ("PAGEOUT times are measured under qemu TCG (an emulated CPU): indi
 _PMD_PAGES = 512
 
 
+def _mapping(workload: SeedWorkload, *, mthp_mib: int, pmd_thps: int) -> tuple[int, int]:
+    """The pages @workload maps, and the order of its folios."""
+    if workload is SeedWorkload.MTHP:
+        return mthp_mib * (1 << 20) // PAGE_SIZE, 4
+    return pmd_thps * _PMD_PAGES, 9
+
+
 def workload_program(workload: SeedWorkload, *, mthp_mib: int, pmd_thps: int) -> Program:
     """The program of @workload as its C program runs it (c/seed_mthp.c, c/seed_pmd.c).
 
     Return: the :class:`Program`; its last operation is the timed MADV_PAGEOUT.
     """
-    if workload is SeedWorkload.MTHP:
-        pages, order = mthp_mib * (1 << 20) // PAGE_SIZE, 4
-    else:
-        pages, order = pmd_thps * _PMD_PAGES, 9
-    ops = [{"thread": "T0", "op": "mmap", "addr": BASE, "pages": pages, "order": order},
-           {"thread": "T0", "op": "write", "addr": BASE, "pages": pages, "value": 1},
-           {"thread": "T0", "op": "madvise", "addr": BASE, "pages": pages, "advice": "MADV_FREE"}]
+    pages, order = _mapping(workload, mthp_mib=mthp_mib, pmd_thps=pmd_thps)
+    base = WORKLOAD_BASE
+    ops = [{"thread": "T0", "op": "mmap", "addr": base, "pages": pages, "order": order},
+           {"thread": "T0", "op": "write", "addr": base, "pages": pages, "value": 1},
+           {"thread": "T0", "op": "madvise", "addr": base, "pages": pages, "advice": "MADV_FREE"}]
     if workload is SeedWorkload.PMD:
         # one byte of each THP written again: its PMD is dirty
-        ops += [{"thread": "T0", "op": "write", "addr": BASE + i * _PMD_PAGES * PAGE_SIZE,
+        ops += [{"thread": "T0", "op": "write", "addr": base + i * _PMD_PAGES * PAGE_SIZE,
                  "pages": 1, "value": 2} for i in range(pmd_thps)]
-    ops.append({"thread": "T0", "op": "madvise", "addr": BASE, "pages": pages,
+    ops.append({"thread": "T0", "op": "madvise", "addr": base, "pages": pages,
                 "advice": "MADV_PAGEOUT"})
     return parse_program({"version": 2, "threads": [{"name": "T0", "kind": "task", "mm": 0}],
                           "ops": ops, "schedule": []})
@@ -99,16 +102,15 @@ def model_figure(engine: str, workload: SeedWorkload, *, mthp_mib: int, pmd_thps
     Context: runs the workload program twice (without and with its
     MADV_PAGEOUT) and bench-c's unmap @repeat times; about a second on v6.12
     for the 128 MiB of 3/4.  Return: the :class:`ModelFigure`.  Raises
-    :class:`engine.repro.realobs.PredictionError` when the model run does not finish.
+    :class:`engine.PredictionError` when the model run does not finish.
     """
     program = workload_program(workload, mthp_mib=mthp_mib, pmd_thps=pmd_thps)
     before_pageout = program.model_copy(update={"ops": program.ops[:-1]})
     obs = [predict(p, engine, check=False, per_step_oracles=False)
            for p in (before_pageout, program)]
     delta = {key: obs[1][key] - obs[0][key] for key in (workload.observable, "vmstat.pglazyfreed")}
-    mmap = program.ops[0]
-    runs = [unmap_once(engine, mmap.pages, mmap.order, workload is SeedWorkload.PMD)
-            for _ in range(repeat)]
+    pages, order = _mapping(workload, mthp_mib=mthp_mib, pmd_thps=pmd_thps)
+    runs = [unmap_once(engine, pages, order, workload is SeedWorkload.PMD) for _ in range(repeat)]
     return ModelFigure(engine=engine, workload=workload, runs=repeat, folios=runs[0]["folios"],
                        counter=delta[workload.observable], pglazyfreed=delta["vmstat.pglazyfreed"],
                        unmap_ms=statistics.median(r["ns"] for r in runs) / 1e6)

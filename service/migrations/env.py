@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from service.errors import MigrationError
 from service.models import Base, in_models
 
 
@@ -26,5 +27,5 @@ def run_migrations() -> None:
 
 
 if context.is_offline_mode():
-    raise RuntimeError("foliodiff migrations run online only, through Store.open()")
+    raise MigrationError("offline")
 run_migrations()

@@ -4,9 +4,9 @@ resumes; a harness error is kept apart from the findings and said loudly.
 Runs ``python -m service.cli fuzz`` (the ``foliodiff fuzz`` command) on a
 SQLite file: a random-input campaign on v5.17 against v6.14 from the seed
 corpus, whose seeds show v5.17's DMA data loss within seconds (from nothing,
-random input may take minutes now that the oracles raise no false alarm).  The test waits for the first "stored" line,
-kills the whole process group with SIGKILL, and checks the store holds every
-finding the campaign printed, then resumes the campaign.  Another campaign
+random input may take minutes now that the oracles raise no false alarm).  The test
+waits for the first "stored" line, kills the whole process group with SIGKILL, and
+checks the store holds every finding the campaign printed, then resumes the campaign.  Another campaign
 runs a model broken on purpose (an IndexError in MADV_FREE's walk).
 """
 
@@ -27,8 +27,8 @@ from engine.corpus.upgrade import upgrade_program
 from engine.diff.differential import differential
 from engine.program.codec import decode
 from engine.program.format import parse_program
-from fuzz.campaign import Campaign, CampaignConfig, create
 from fuzz.sources import MAX_FUZZ_PAGES, Fuzzer, mapped_pages
+from service.campaign import Campaign, CampaignConfig, create
 from service.models import CampaignStatus
 from service.store import Store
 

@@ -142,7 +142,8 @@ def test_reproducer_of_a_format_1_file_without_a_schedule(tmp_path):
 def test_reproducer_of_a_corpus_name_a_file_and_a_stored_divergence(tmp_path):
     from engine.corpus.entries import load_any
     from engine.diff.differential import differential
-    from service.store import Store, records_from_report
+    from fuzz.records import records_from_report
+    from service.store import Store
     r = foliodiff("reproducer", "--corpus", "h8-pmd-thp-redirty", "--out", str(tmp_path / "a.c"))
     assert r.returncode == 0, r.stderr
     r = foliodiff("reproducer", "corpus/h8-pmd-thp-redirty.json")

@@ -1,7 +1,7 @@
 """The conformance suite on real Debian kernels, and C reproducer export from the CLI.
 
 ``foliodiff conform`` boots Debian's 6.1, 6.12 and 6.16 under qemu once each
-with every scenario of :data:`engine.repro.realobs.CONFORMANCE` and compares each
+with every scenario of :func:`engine.conformance` and compares each
 with the kernel's model: every scenario must be equal, except the ones a
 kernel cannot run (MAP_DROPPABLE before 6.11).
 """

@@ -12,7 +12,8 @@ from engine.corpus.entries import load_any
 from engine.diff.differential import differential
 from engine.execution.runner import YIELD_POINTS
 from engine.mm.sched import YieldPoint
-from fuzz.statemachine import FindingError, check_pair, make_machine, run_campaign
+from fuzz.errors import FindingError
+from fuzz.statemachine import check_pair, make_machine, run_campaign
 
 pytestmark = pytest.mark.property
 

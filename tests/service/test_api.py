@@ -31,8 +31,9 @@ from engine.corpus.entries import check_entry, load_any, load_entry
 from engine.corpus.upgrade import upgrade_program
 from engine.diff.differential import Classification, Kind, differential
 from engine.program.format import Program
+from fuzz.records import DivergenceRecord, records_from_report
 from service.api import Settings, create_app
-from service.store import DivergenceRecord, Store, records_from_report
+from service.store import Store
 
 CORPUS = Path(__file__).resolve().parents[2] / "corpus"
 TOKEN = "s3cret-token"

@@ -26,8 +26,9 @@ with warnings.catch_warnings():
 
 from engine.corpus.entries import corpus_paths, load_any
 from engine.diff.differential import Classification, differential
+from fuzz.records import DivergenceRecord, records_from_report
 from service.api import Settings, create_app
-from service.store import DivergenceRecord, Store, records_from_report
+from service.store import Store
 
 CORPUS = Path(__file__).resolve().parents[2] / "corpus"
 CC = shutil.which("cc")

@@ -22,8 +22,9 @@ with warnings.catch_warnings():
 
 from engine.corpus.entries import load_any
 from engine.diff.differential import differential
+from fuzz.records import records_from_report
 from service.api import Settings, create_app
-from service.store import Store, records_from_report
+from service.store import Store
 
 CORPUS = Path(__file__).resolve().parents[2] / "corpus"
 

@@ -1,4 +1,5 @@
-"""The initramfs: test names, /init, gcc's errors and the archive's contents (gcc, busybox-static; no qemu)."""
+"""The initramfs: test names, /init, gcc's errors and the archive's contents
+(gcc, busybox-static; no qemu)."""
 
 from __future__ import annotations
 

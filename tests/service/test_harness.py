@@ -26,17 +26,13 @@ from engine.corpus.entries import load_any
 from engine.diff.differential import Report, differential
 from engine.mm.madvise import MadviseMixin
 from engine.program.format import Program
-from fuzz.campaign import Campaign, CampaignConfig, create
+from fuzz.records import HarnessRecord, harness_records_from_report, records_from_report
 from fuzz.sink import FindingSink, HarnessStored
 from service.api import Settings, create_app
+from service.campaign import Campaign, CampaignConfig, create
 from service.errors import InvalidValueError, NotFoundError
 from service.models import TriageStatus
-from service.store import (
-    HarnessRecord,
-    Store,
-    harness_records_from_report,
-    records_from_report,
-)
+from service.store import Store
 
 CORPUS = Path(__file__).resolve().parents[2] / "corpus"
 SIGNATURE = "|harness|IndexError|madvise|sys_madvise|sys_madvise<run"

@@ -30,9 +30,10 @@ from programs_v1 import H1, H2, LATE_DMA, UNREADABLE
 from engine.corpus.upgrade import upgrade_program
 from engine.execution.runner import run
 from engine.program.format import parse_program
+from fuzz.records import PackedOutcome
 from service.api import Settings, create_app
 from service.models import TriageStatus
-from service.store import MIGRATIONS, PackedOutcome, Store, upgrade
+from service.store import MIGRATIONS, Store, upgrade
 
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
 

@@ -24,15 +24,10 @@ from sqlalchemy import event
 
 from engine.corpus.entries import load_any
 from engine.diff.differential import Classification, Kind, differential
+from fuzz.records import DivergenceRecord, records_from_report
 from service.errors import BatchError, IllegalTransitionError, InvalidValueError, NotFoundError
 from service.models import Base, CampaignStatus, TriageStatus, in_models
-from service.store import (
-    INTENDED_SAMPLES,
-    DivergenceRecord,
-    Store,
-    records_from_report,
-    upgrade,
-)
+from service.store import INTENDED_SAMPLES, Store, upgrade
 
 CORPUS = Path(__file__).resolve().parents[2] / "corpus"
 T0 = datetime(2025, 3, 1, tzinfo=UTC)

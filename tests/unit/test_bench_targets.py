@@ -10,7 +10,8 @@ import pytest
 from engine.corpus.entries import load_any
 from engine.diff.differential import differential
 from engine.program.format import Program, parse_program
-from fuzz.bench import TARGETS, Target, Trial, reduce_and_replay
+from fuzz.bench import TARGETS, Target, Trial
+from service.bench import reduce_and_replay
 
 CORPUS = pathlib.Path(__file__).resolve().parents[2] / "corpus"
 

@@ -29,10 +29,10 @@ def test_outcomes_say_in_which_step_each_event_and_operation_happened() -> None:
     out = runner.run()
     assert len(out.event_steps) == len(out.events)
     ran = [op for _, op in runner.ran]          # the op each step ran a segment of
-    for (idx, _), step in zip(out.events, out.event_steps):
+    for (idx, _), step in zip(out.events, out.event_steps, strict=True):
         assert ran[step] == idx
     assert out.op_ends == [max(s for s, op in enumerate(ran) if op == i) for i in range(4)]
-    assert len(out.places) == out.steps and all(p[0] == op for p, op in zip(out.places, ran))
+    assert len(out.places) == out.steps and all(p[0] == op for p, op in zip(out.places, ran, strict=True))
 
 
 def test_the_window_is_the_places_of_pageout_after_the_hand_off_on_v6_14_only() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fuzz.campaign import _LIBFUZZER_STATS
+from service.campaign import _LIBFUZZER_STATS
 
 
 @pytest.mark.parametrize("line, want", [

@@ -10,7 +10,8 @@ from engine.corpus.entries import load_any
 from engine.diff.differential import differential
 from engine.mm.sched import YieldPoint
 from engine.program.format import Preemption, Program, parse_program, renumber_schedule
-from fuzz.minimize import NotInterestingError, Pass, ddmin, minimize, minimize_divergence
+from fuzz.errors import NotInterestingError
+from fuzz.minimize import Pass, ddmin, minimize, minimize_divergence
 from fuzz.schedule import Exhaustive
 
 CORPUS = pathlib.Path(__file__).resolve().parents[2] / "corpus"

@@ -10,12 +10,10 @@ from engine.corpus.entries import load_entry
 from engine.errors import NotTranslatable
 from engine.execution.runner import Runner, run
 from engine.program.format import parse_program
+from engine.repro.observables import COUNTER_KEYS, MTHP_STATS, VMSTAT
 from engine.repro.realobs import (
     ABSENT,
     CONFORMANCE,
-    COUNTER_KEYS,
-    MTHP_STATS,
-    VMSTAT,
     FieldDifference,
     PredictionError,
     compare,

@@ -13,7 +13,8 @@ import pytest
 from engine.corpus.entries import load_entry
 from engine.errors import NotTranslatable, ProgramError
 from engine.program.format import parse_program
-from engine.repro.realobs import COUNTER_KEYS, compare, parse_output, predict
+from engine.repro.observables import COUNTER_KEYS
+from engine.repro.realobs import compare, parse_output, predict
 from engine.repro.reproducer import (
     DEFAULT_ENGINES,
     TARGET,
@@ -215,7 +216,8 @@ def test_deferred_split_scan_must_see_the_whole_queue():
         ops += mthp(a) + [op("munmap", addr=a, pages=8)]
     p = program(*ops, op("deferred_split_scan", thread="S", nr_to_scan=1),
                 threads=[T0, {"name": "S", "kind": "kthread"}])
-    assert "2 folios are queued for deferred split; drop_caches scans them all, this op only 1" in not_translatable(p).reason
+    assert ("2 folios are queued for deferred split; drop_caches scans them all, this op only 1"
+            in not_translatable(p).reason)
     ok = program(*ops, op("deferred_split_scan", thread="S"), threads=[T0, {"name": "S", "kind": "kthread"}])
     assert "drop_slab(8);" in translate(ok, name="t").source
 
@@ -254,7 +256,8 @@ def test_policy_orders():
 
 def test_mixed_orders_pick_a_policy_no_fault_notices():
     p = program(op("mmap", addr=0x200000, pages=512, order=9), op("write", addr=0x200000, pages=512, value=1),
-                op("mmap", addr=0x40000000, pages=16, order=4), op("write", addr=0x40000000, pages=16, value=2))
+                op("mmap", addr=0x40000000, pages=16, order=4),
+                op("write", addr=0x40000000, pages=16, value=2))
     a = analyse(p)
     assert a.policy.sizes == (("64kB", "always"), ("2048kB", "madvise"))
     assert isinstance(a.policy, ThpPolicy)
@@ -264,7 +267,8 @@ def test_mixed_orders_no_policy_fits():
     # an order-9 region with a 64 KiB tail (small folios in the model) and an
     # order-4 region covering a whole PMD (64 KiB folios in the model)
     p = program(op("mmap", addr=0x200000, pages=528, order=9), op("write", addr=0x200000, pages=528, value=1),
-                op("mmap", addr=0x40000000, pages=512, order=4), op("write", addr=0x40000000, pages=512, value=2))
+                op("mmap", addr=0x40000000, pages=512, order=4),
+                op("write", addr=0x40000000, pages=512, value=2))
     err = not_translatable(p)
     assert "no THP policy" in err.reason
     assert "a 64 KiB mTHP" in err.reason and "a PMD-mapped THP" in err.reason
@@ -308,7 +312,8 @@ def test_mixed_orders_on_a_kernel_without_mthp():
     region (MADV_HUGEPAGE) gets its PMD THP and the order-4 region (no advice)
     small folios, as v5.18 maps them."""
     p = program(op("mmap", addr=0x200000, pages=512, order=9), op("write", addr=0x200000, pages=512, value=1),
-                op("mmap", addr=0x40000000, pages=16, order=4), op("write", addr=0x40000000, pages=16, value=2))
+                op("mmap", addr=0x40000000, pages=16, order=4),
+                op("write", addr=0x40000000, pages=16, value=2))
     a = analyse(p, target="v5.18")
     assert a.engines[0] == "v5.18" and a.policy.top_level == "madvise"
     assert a.policy.orders(9, mthp=False) == {9} and a.policy.orders(4, mthp=False) == frozenset()

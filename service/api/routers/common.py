@@ -9,12 +9,13 @@ from typing import Annotated, Any
 from fastapi import Query
 from fastapi.responses import PlainTextResponse
 
-from engine.repro.reproducer import PinMechanism, Reproducer
+from engine import PinMechanism, Reproducer
 from service.api.schemas import ErrorBody
+from service.settings import env_name
 
 _TEXT = {
     400: "Malformed request (body not parseable, bad Content-Length)",
-    401: "Write endpoint without the bearer token (when FOLIODIFF_TOKEN is set)",
+    401: f"Write endpoint without the bearer token (when {env_name('token')} is set)",
     404: "No row with that id",
     409: "Triage transition not allowed from the current state",
     413: "Request body over the size limit",

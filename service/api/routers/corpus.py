@@ -6,8 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
-from engine.corpus.entries import corpus_index
-from engine.repro.reproducer import PinMechanism
+from engine import PinMechanism, corpus_index
 from service.api.deps import SettingsDep
 from service.api.routers.common import (
     C_SOURCE,

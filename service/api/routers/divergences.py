@@ -7,8 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query
 
-from engine.diff.differential import Classification, Kind
-from engine.repro.reproducer import PinMechanism
+from engine import Classification, Kind, PinMechanism
 from service.api.deps import StoreDep, WriteAccess
 from service.api.routers.common import (
     C_SOURCE,

@@ -6,8 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
 
-from engine.corpus.upgrade import upgrade_program
-from engine.diff.differential import differential
+from engine import differential, upgrade_program
 from service.api.deps import SettingsDep, WriteAccess
 from service.api.routers.common import WRITE
 from service.api.schemas import RunIn

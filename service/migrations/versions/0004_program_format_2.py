@@ -6,19 +6,19 @@ Revises: 0003
 A format-1 schedule names global step numbers, which mean different places
 on different engines (issue 13): the same stored program preempted two
 different interleavings on the two engines of its divergence.  Format 2
-names places (:class:`engine.program.format.Preemption`), and a format-1 schedule
-becomes one by being read on one engine (:func:`engine.corpus.upgrade.upgrade_program`):
+names places (:class:`engine.Preemption`), and a format-1 schedule
+becomes one by being read on one engine (:func:`engine.upgrade_program`):
 on that engine the upgraded program runs exactly as the stored one did.
 
 Which engine reads a program: the ``engine_a`` of each divergence that
 references it (as original or minimized program), else that of each
 campaign that keeps it as an intended-rule sample (``campaign.intended``:
 ``{rule: {"count": n, "samples": [program_id, ...]}}``), else
-:data:`engine.corpus.upgrade.DEFAULT_READING`.  A program its references read on
+:data:`engine.DEFAULT_READING`.  A program its references read on
 different engines becomes one row per reading, and every reference points
 at the reading of its own engine; the row itself keeps the first reading
 (divergences by id, then campaigns by id).  The text is the program's
-compact JSON as :func:`service.store.records_from_report` writes it, and the
+compact JSON as :func:`fuzz.records.records_from_report` writes it, and the
 ``sha256`` that of the text, as the store computes it.  Programs that
 upgrade to the same text become one row (``sha256`` is unique): every
 reference moves to it and the other row goes.
@@ -46,7 +46,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-from engine.corpus.upgrade import DEFAULT_READING, upgrade_program
+from engine import DEFAULT_READING, upgrade_program
 
 revision = "0004"
 down_revision = "0003"

@@ -9,9 +9,10 @@ time.
 
 Each worker is its own process with its own store connection: it draws
 programs from its source (:mod:`fuzz.sources`, or Hypothesis, or libFuzzer
-through :mod:`fuzz.atheris_target`), runs each through the engine pair, and
-hands every report to a :class:`fuzz.sink.FindingSink`, which minimizes new
-unexpected divergences and writes in batches.  Workers tell the parent what
+through :mod:`fuzz.atheris_target` in ``service/atheris_worker.py``), runs
+each through the engine pair, and hands every report to a
+:class:`fuzz.sink.FindingSink` on the store, which minimizes new unexpected
+divergences and writes in batches.  Workers tell the parent what
 they did through a queue; the parent draws the progress table and stores a
 stats snapshot and the workers' positions every few seconds.  A finding is
 reported as stored only after the transaction that holds it committed.
@@ -35,14 +36,20 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from engine import differential
 from engine.kernels import resolve_engine
-from fuzz.sources import Fuzzer
+from fuzz.sink import FindingSink, HarnessStored, Stored
+from fuzz.sources import Corpus, Fuzzer, Source, seed_inputs
+from service.models import CampaignStatus
+from service.settings import Settings, env_name
+from service.store import Store
 
 #: Seconds between stats snapshots and progress saves.
 SNAPSHOT_EVERY = 5.0
@@ -50,6 +57,9 @@ SNAPSHOT_EVERY = 5.0
 REPORT_EVERY = 0.5
 #: Seconds a worker gets after the time limit to finish its program and flush.
 GRACE = 30.0
+#: Where an atheris worker (``service/atheris_worker.py``) finds its campaign
+#: (and its store: in the settings' variable).
+CAMPAIGN_ENV = "FOLIODIFF_CAMPAIGN"
 
 
 class CampaignConfig(BaseModel):
@@ -90,7 +100,6 @@ class CampaignConfig(BaseModel):
     def seed_inputs(self) -> list[bytes]:
         """The seed programs as byte inputs; a format-1 seed's schedule is read on
         ``engine_a``, the engine whose interleaving the campaign explores first."""
-        from fuzz.sources import seed_inputs
         return [] if self.seeds is None else seed_inputs(self.seeds, reading=self.engine_a)
 
     def corpus_dir(self, worker: int | str) -> Path | None:
@@ -133,10 +142,6 @@ def _worker(db_url: str, campaign_id: int, worker: int, deadline: float, positio
             stop: Any, messages: Any) -> None:
     """A worker process: generate, run, sink, report, until stopped or out of time."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent decides when to stop
-    from engine.diff.differential import differential
-    from fuzz.sources import Corpus, Source
-    from service.store import Store
-
     parent = os.getppid()
     store = Store.open(db_url)
 
@@ -193,15 +198,16 @@ def _worker(db_url: str, campaign_id: int, worker: int, deadline: float, positio
         store.close()
 
 
-def harness_to_stderr(found: list[Any]) -> None:
+def harness_to_stderr(found: list[HarnessStored]) -> None:
     """Write each harness error as a ``foliodiff-harness {json}`` line on stderr,
     which the parent of a fuzzer process that is not a worker (atheris) reads."""
     for f in found:
         print("foliodiff-harness " + json.dumps(vars(f)), file=sys.stderr, flush=True)
 
 
-def open_sink(store: Any, campaign_id: int, on_stored: Any, *,
-              on_harness: Any = harness_to_stderr, **kw: Any) -> tuple[Any, CampaignConfig]:
+def open_sink(store: Store, campaign_id: int, on_stored: Callable[[list[Stored]], None], *,
+              on_harness: Callable[[list[HarnessStored]], None] = harness_to_stderr,
+              **kw: Any) -> tuple[FindingSink, CampaignConfig]:
     """The finding sink of one worker of campaign ``campaign_id``, and the campaign's config.
 
     Signatures the store already holds for the pair are not minimized again.
@@ -209,14 +215,22 @@ def open_sink(store: Any, campaign_id: int, on_stored: Any, *,
     :func:`harness_to_stderr`).  Other keyword arguments go to
     :class:`fuzz.sink.FindingSink`.
     """
-    from fuzz.sink import FindingSink
-
     config = CampaignConfig.stored(store.get_campaign(campaign_id).config)
     sink = FindingSink(store, campaign_id, minimize=config.minimize,
                        max_minimize_runs=config.max_minimize_runs, on_stored=on_stored,
                        on_harness=on_harness,
                        known=store.known_signature_ids(config.engine_a, config.engine_b), **kw)
     return sink, config
+
+
+def atheris_env(db_url: str, campaign_id: int) -> dict[str, str]:
+    """The environment that tells an atheris worker its store and campaign."""
+    return {env_name("db_url"): db_url, CAMPAIGN_ENV: str(campaign_id)}
+
+
+def campaign_from_env() -> tuple[str, int]:
+    """An atheris worker's store URL and campaign id (:func:`atheris_env`)."""
+    return Settings().db_url, int(os.environ[CAMPAIGN_ENV])
 
 
 # -- the parent --------------------------------------------------------------------
@@ -260,8 +274,6 @@ class Campaign:
     def __init__(self, db_url: str, campaign_id: int, *, run_for: float | None = None,
                  on_progress: Any = None, on_stored: Any = None,
                  on_harness: Any = None) -> None:
-        from service.store import Store
-
         self.db_url = db_url
         self.campaign_id = campaign_id
         self.store = Store.open(db_url)
@@ -287,8 +299,6 @@ class Campaign:
 
     def run(self) -> str:
         """Run until the time limit or Ctrl-C. Return: the campaign's final status."""
-        from service.models import CampaignStatus
-
         if self.status is not CampaignStatus.RUNNING:        # RUNNING: killed, resumed now
             self.store.set_campaign_status(self.campaign_id, CampaignStatus.RUNNING)
         started = time.monotonic()
@@ -405,10 +415,16 @@ class Campaign:
 
     # -- atheris: libFuzzer drives, in its own process(es) --------------------------
 
-    def _run_atheris(self, started: float, base_elapsed: float) -> None:
+    def _atheris_args(self) -> list[str]:
+        """The command line of an atheris worker, less its ``-seed``.
+
+        Context: makes the corpus directory, and a scratch directory (removed
+        with the campaign) for the seeds and, without a corpus directory, the
+        artifacts.
+        """
         cfg = self.config
         corpus = cfg.corpus_dir("atheris")
-        args = [sys.executable, str(Path(__file__).with_name("atheris_target.py"))]
+        args = [sys.executable, str(Path(__file__).with_name("atheris_worker.py"))]
         if corpus is not None:
             corpus.mkdir(parents=True, exist_ok=True)
             args.append(str(corpus))
@@ -425,19 +441,23 @@ class Campaign:
             for i, data in enumerate(seeds):
                 (scratch / "seeds" / f"seed-{i}").write_bytes(data)
             args.append(str(scratch / "seeds"))
-        # libFuzzer writes slow units (and crash files) to its working directory
-        # unless told otherwise: beside the corpus, or into the scratch directory.
+        # libFuzzer writes crash, timeout, slow-unit and leak files to its working
+        # directory unless told otherwise: beside the corpus (the campaign's own
+        # directory), or into the scratch directory; never the working directory.
         if corpus is not None:
-            artifacts = corpus.parent / f"{corpus.name}-artifacts"
+            artifacts = corpus.absolute().parent / f"{corpus.name}-artifacts"
         else:
             if self._scratch is None:
                 self._scratch = tempfile.TemporaryDirectory(prefix="foliodiff-atheris-")
             artifacts = Path(self._scratch.name) / "artifacts"
         artifacts.mkdir(parents=True, exist_ok=True)
-        args += [f"-max_total_time={max(1, int(self.remaining()))}",
-                 "-print_final_stats=1", f"-max_len={256}", f"-artifact_prefix={artifacts}/"]
-        env = {**os.environ, "FOLIODIFF_DB_URL": self.db_url,
-               "FOLIODIFF_CAMPAIGN": str(self.campaign_id)}
+        return args + [f"-max_total_time={max(1, int(self.remaining()))}",
+                       "-print_final_stats=1", f"-max_len={256}", f"-artifact_prefix={artifacts}/"]
+
+    def _run_atheris(self, started: float, base_elapsed: float) -> None:
+        cfg = self.config
+        args = self._atheris_args()
+        env = {**os.environ, **atheris_env(self.db_url, self.campaign_id)}
         # One libFuzzer process per worker, all on the same corpus directory
         # (libFuzzer's -jobs=N -workers=N: each reloads what the others add),
         # not -fork=N: a fork job lives for as many seconds as its number, and
