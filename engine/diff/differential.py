@@ -21,6 +21,7 @@ from engine.execution.oracle import Verdict
 from engine.execution.outcome import Outcome
 from engine.execution.runner import ENTRY_POINT, run
 from engine.kernels import resolve_engine
+from engine.mm.events import Event, place_event
 from engine.mm.sched import KERNEL_YIELD_POINTS
 from engine.program.format import Program
 
@@ -204,7 +205,7 @@ def differential(program: Program, engine_a: str, engine_b: str) -> Report:
                                             (only_a, only_b))])
 
 
-def _places_one_run_lacks(a: Outcome, b: Outcome) -> tuple[dict[int, set[str]], dict[int, set[str]]]:
+def _places_one_run_lacks(a: Outcome, b: Outcome) -> tuple[dict[int, set[Event]], dict[int, set[Event]]]:
     """The places where one run switched to another thread and which the other
     run never reached: a window only one version has (a schedule entry there
     fell at the operation's end in the other, and the op-order policy may
@@ -214,14 +215,14 @@ def _places_one_run_lacks(a: Outcome, b: Outcome) -> tuple[dict[int, set[str]], 
     can read.
 
     Return: for each run, operation -> those events."""
-    only: tuple[dict[int, set[str]], dict[int, set[str]]] = ({}, {})
+    only: tuple[dict[int, set[Event]], dict[int, set[Event]]] = ({}, {})
     for side, (mine, other) in enumerate(((a.places, b.places), (b.places, a.places))):
         reached = set(other)
         for here, after in zip(mine, mine[1:]):
             op, kind, _ = here
             if (op is not None and kind in KERNEL_YIELD_POINTS and after[0] != op
                     and here not in reached):
-                only[side].setdefault(op, set()).add(f"place:{kind.value}")
+                only[side].setdefault(op, set()).add(place_event(kind))
     return only
 
 
@@ -256,7 +257,7 @@ def _parting_ops(ta: list[dict], tb: list[dict]) -> tuple[int | None, set[int]]:
     return first, window
 
 
-def _op_events(o: Outcome, ops: set[int], places: dict[int, set[str]]) -> frozenset[str]:
+def _op_events(o: Outcome, ops: set[int], places: dict[int, set[Event]]) -> frozenset[Event]:
     """The events of @ops in run @o, with the ``place:<kind>`` events of places
     only that run had (:func:`_places_one_run_lacks`)."""
     events = {name for i, name in o.events if i in ops}
@@ -268,7 +269,7 @@ def _op_events(o: Outcome, ops: set[int], places: dict[int, set[str]]) -> frozen
 
 def _classify(program: Program, a: Outcome, b: Outcome, diffs: list[FieldDiff],
               parted: int | None, window: set[int],
-              places: tuple[dict[int, set[str]], dict[int, set[str]]]) -> Divergence:
+              places: tuple[dict[int, set[Event]], dict[int, set[Event]]]) -> Divergence:
     pair = f"{a.engine}..{b.engine}"
     # A run that broke an oracle or crashed: never intended.
     for o in (a, b):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from engine.execution.oracle import Verdict
+from engine.mm.events import Event
 from engine.mm.folio import FOLIO_FLAGS, Folio
 from engine.mm.memory import ZERO_PFN
 from engine.mm.pgtable import (
@@ -68,7 +69,8 @@ class Outcome:
     steps: int
     crash: Crash | None = None
     warnings: list[str] = field(default_factory=list)
-    events: list[tuple[int, str]] = field(default_factory=list)
+    #: (operation, event) as the kernel noted them; an Event is its name as a str
+    events: list[tuple[int | None, Event]] = field(default_factory=list)
     trace: list[dict[str, Any]] | None = None     # state after each op, when traced
     #: The scheduling step each event happened in, and the step each operation
     #: finished in (None: it never did).  Where a race could cut in, for
@@ -83,7 +85,7 @@ class Outcome:
                 "state": self.state, "cost": self.cost, "steps": self.steps,
                 "crash": self.crash.to_dict() if self.crash else None,
                 "warnings": self.warnings,
-                "events": [list(e) for e in self.events]}
+                "events": [[i, str(ev)] for i, ev in self.events]}
 
     def comparable(self) -> dict[str, Any]:
         """The fields differential runs compare: behaviour, not cost."""

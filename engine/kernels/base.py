@@ -13,6 +13,7 @@ from collections import Counter
 from typing import Any
 
 from engine.errors import KernelBug, RefcountUnderflow, UseAfterFree
+from engine.mm.events import Event, UndeclaredEvent
 from engine.mm.folio import Folio, folio_mapcount
 from engine.mm.gup import GupMixin
 from engine.mm.huge_memory import HugeMemoryMixin
@@ -60,7 +61,7 @@ class Kernel(MemoryMixin, RmapMixin, HugeMemoryMixin, VmscanMixin, MadviseMixin,
         self.current_op: int | None = None
         self.current_step = 0          # the scheduling step running now
         self.oracle = None
-        self.events: list[tuple[int | None, str]] = []
+        self.events: list[tuple[int | None, Event]] = []
         self.event_steps: list[int] = []
         self.warnings: list[str] = []
         self.tlb_flush_pending = False
@@ -84,9 +85,16 @@ class Kernel(MemoryMixin, RmapMixin, HugeMemoryMixin, VmscanMixin, MadviseMixin,
         self.total_swap_pages = 0
 
     # -- what the run reports besides state ---------------------------------
-    def event(self, name: str, folio: Folio | None = None) -> None:
-        """Note that a kernel path took a version-specific branch (rules read these)."""
-        self.events.append((self.current_op, name))
+    def event(self, ev: Event, folio: Folio | None = None) -> None:
+        """Note that a kernel path took a version-specific branch (rules read these).
+
+        Return: nothing; raises :class:`~engine.mm.events.UndeclaredEvent` (a
+        harness defect) for anything but a declared :class:`Event`, so a
+        misspelt event cannot pass unnoticed.
+        """
+        if type(ev) is not Event:
+            raise UndeclaredEvent(ev)
+        self.events.append((self.current_op, ev))
         self.event_steps.append(self.current_step)
 
     def warn(self, message: str) -> None:

@@ -16,8 +16,14 @@ import ctypes
 
 from engine.errors import HarnessError
 from engine.kernels.v6_14 import V6_14
-from engine.kernels.v6_15 import V6_15
+from engine.kernels.v6_15 import PMD_LAZYFREE_ABORT_DIRTY, PMD_LAZYFREE_ABORT_REF, V6_15
 from engine.kernels.v6_16 import V6_16
+from engine.mm.events import (
+    TTU_LAZYFREE_ABORT_DIRTY,
+    TTU_LAZYFREE_ABORT_REF,
+    TTU_LAZYFREE_ABORT_REF_SWAPBACKED,
+    TTU_LAZYFREE_DISCARD,
+)
 from engine.mm.flags import VM_DROPPABLE
 from engine.mm.folio import folio_mapcount, folio_set_swapbacked
 from engine.mm.mm_types import MM_ANONPAGES
@@ -37,18 +43,18 @@ _ANON, _SWAPBACKED = int(CPathFolioFlags.CPATH_FOLIO_ANON), int(CPathFolioFlags.
 
 #: ttu_decide()'s action -> (event, the folio becomes swapbacked), indexed by value.
 _TTU_ACTION = {
-    TtuLazyfreeAction.TTU_LAZYFREE_DISCARD: ("ttu_lazyfree_discard", False),
-    TtuLazyfreeAction.TTU_LAZYFREE_ABORT_DIRTY: ("ttu_lazyfree_abort_dirty", True),
-    TtuLazyfreeAction.TTU_LAZYFREE_ABORT_REF_SWAPBACKED: ("ttu_lazyfree_abort_ref_swapbacked", True),
-    TtuLazyfreeAction.TTU_LAZYFREE_ABORT_REF: ("ttu_lazyfree_abort_ref", False),
+    TtuLazyfreeAction.TTU_LAZYFREE_DISCARD: (TTU_LAZYFREE_DISCARD, False),
+    TtuLazyfreeAction.TTU_LAZYFREE_ABORT_DIRTY: (TTU_LAZYFREE_ABORT_DIRTY, True),
+    TtuLazyfreeAction.TTU_LAZYFREE_ABORT_REF_SWAPBACKED: (TTU_LAZYFREE_ABORT_REF_SWAPBACKED, True),
+    TtuLazyfreeAction.TTU_LAZYFREE_ABORT_REF: (TTU_LAZYFREE_ABORT_REF, False),
 }
 _TTU_ACTIONS = tuple(_TTU_ACTION[a] for a in sorted(_TTU_ACTION))
 _TTU_DISCARD = int(TtuLazyfreeAction.TTU_LAZYFREE_DISCARD)
 
 #: A PMD discard test's refusal -> the event v6.15 notes (v6.14's refusal notes none).
 _PMD_EVENT = {
-    PmdLazyfreeAction.PMD_LAZYFREE_ABORT_DIRTY: "pmd_lazyfree_abort_dirty",
-    PmdLazyfreeAction.PMD_LAZYFREE_ABORT_REF: "pmd_lazyfree_abort_ref",
+    PmdLazyfreeAction.PMD_LAZYFREE_ABORT_DIRTY: PMD_LAZYFREE_ABORT_DIRTY,
+    PmdLazyfreeAction.PMD_LAZYFREE_ABORT_REF: PMD_LAZYFREE_ABORT_REF,
 }
 
 

@@ -14,6 +14,13 @@ from __future__ import annotations
 
 from engine.errors import KernelBug
 from engine.kernels.base import Kernel
+from engine.mm.events import (
+    DEFERRED_SPLIT_PARTIALLY_MAPPED,
+    TTU_LAZYFREE_ABORT_DIRTY,
+    TTU_LAZYFREE_ABORT_REF_SWAPBACKED,
+    TTU_LAZYFREE_DISCARD,
+    TTU_PMD_SPLIT,
+)
 from engine.mm.flags import TTU_SPLIT_HUGE_PMD, LockedLargeRef
 from engine.mm.folio import (
     folio_mapcount,
@@ -61,7 +68,7 @@ class V5_18(Kernel):
         if folio_test_pmd_mappable(folio):
             self.count("THP_DEFERRED_SPLIT_PAGE")
         self.count_mthp("split_deferred", folio.order)
-        self.event("deferred_split_partially_mapped", folio)
+        self.event(DEFERRED_SPLIT_PARTIALLY_MAPPED, folio)
 
     def new_pmd_thp(self, folio) -> None:
         """No underused-THP queueing before v6.12."""
@@ -77,7 +84,7 @@ class V5_18(Kernel):
             word = vma.mm.pmd_huge.get(pmd_idx)
             if word is not None and pte_pfn(word) == folio.pfn:
                 yield from self.split_huge_pmd(vma, pmd_idx)
-                self.event("ttu_split_huge_pmd", folio)
+                self.event(TTU_PMD_SPLIT, folio)
         mm = vma.mm
         pvmw = Pvmw(folio, vma, address)
         ret = True
@@ -98,12 +105,12 @@ class V5_18(Kernel):
                 yield YieldPoint.PTE_CLEARED
                 if self.lazyfree_can_discard(folio):
                     mm.rss[MM_ANONPAGES] -= 1
-                    self.event("ttu_lazyfree_discard", folio)
+                    self.event(TTU_LAZYFREE_DISCARD, folio)
                 else:
                     set_pte_at(pt, idx, pteval)
                     folio_set_swapbacked(folio)
-                    self.event("ttu_lazyfree_abort_dirty" if folio_test_dirty(folio)
-                               else "ttu_lazyfree_abort_ref_swapbacked", folio)
+                    self.event(TTU_LAZYFREE_ABORT_DIRTY if folio_test_dirty(folio)
+                               else TTU_LAZYFREE_ABORT_REF_SWAPBACKED, folio)
                     ret = False
                     break
             elif folio_test_anon(folio):

@@ -10,6 +10,13 @@ from __future__ import annotations
 
 from engine.errors import KernelBug
 from engine.kernels.base import Kernel
+from engine.mm.events import (
+    TTU_LAZYFREE_ABORT_DIRTY,
+    TTU_LAZYFREE_ABORT_REF,
+    TTU_LAZYFREE_ABORT_REF_SWAPBACKED,
+    TTU_LAZYFREE_DISCARD,
+    TTU_PMD_SPLIT,
+)
 from engine.mm.flags import TTU_SPLIT_HUGE_PMD, VM_DROPPABLE
 from engine.mm.folio import (
     folio_mapcount,
@@ -61,15 +68,15 @@ class V6_14(Kernel):
         droppable = vma.vm_flags & VM_DROPPABLE
         if ref_count == 1 + map_count and (not folio_test_dirty(folio) or droppable):
             vma.mm.rss[MM_ANONPAGES] -= 1
-            self.event("ttu_lazyfree_discard", folio)
+            self.event(TTU_LAZYFREE_DISCARD, folio)
             return True
         set_pte_at(pvmw.pt, pvmw.idx, pteval)
         if not droppable:
             folio_set_swapbacked(folio)
-            self.event("ttu_lazyfree_abort_dirty" if folio_test_dirty(folio)
-                       else "ttu_lazyfree_abort_ref_swapbacked", folio)
+            self.event(TTU_LAZYFREE_ABORT_DIRTY if folio_test_dirty(folio)
+                       else TTU_LAZYFREE_ABORT_REF_SWAPBACKED, folio)
         else:
-            self.event("ttu_lazyfree_abort_ref", folio)
+            self.event(TTU_LAZYFREE_ABORT_REF, folio)
         return False
 
     def try_to_unmap_one(self, folio, vma, address, flags):
@@ -91,7 +98,7 @@ class V6_14(Kernel):
                 if flags & TTU_SPLIT_HUGE_PMD:
                     # drop the PTL and restart to process the PTE-mapped THP
                     self.split_huge_pmd_locked(vma, pvmw.pmd_idx, folio)
-                    self.event("ttu_split_huge_pmd", folio)
+                    self.event(TTU_PMD_SPLIT, folio)
                     flags &= ~TTU_SPLIT_HUGE_PMD
                     self.page_vma_mapped_walk_restart(pvmw)
                     continue

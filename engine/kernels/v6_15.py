@@ -13,6 +13,13 @@ from __future__ import annotations
 
 from engine.errors import KernelBug
 from engine.kernels.v6_14 import V6_14
+from engine.mm.events import (
+    TTU_LAZYFREE_ABORT_DIRTY,
+    TTU_LAZYFREE_ABORT_REF,
+    TTU_LAZYFREE_DISCARD,
+    TTU_PMD_SPLIT,
+    Event,
+)
 from engine.mm.flags import TTU_HWPOISON, TTU_SPLIT_HUGE_PMD, VM_DROPPABLE
 from engine.mm.folio import (
     folio_mapcount,
@@ -35,6 +42,18 @@ from engine.mm.pgtable import (
 )
 from engine.mm.rmap import Pvmw
 from engine.mm.sched import YieldPoint
+
+# -- the series' own events (declared here: only v6.15 and its descendants emit them) --
+TTU_BATCH = Event("ttu_batch", "try_to_unmap_one() cleared a whole large folio's PTEs in one batch")
+TTU_BATCH_PARTIAL = Event(
+    "ttu_batch_partial", "try_to_unmap_one() cleared a batch of part of a large folio (v6.16)")
+TTU_BATCH_PAST_VMA = Event(
+    "ttu_batch_past_vma", "a batch ran past the end of the VMA into the next one's PTEs")
+PMD_LAZYFREE_ABORT_DIRTY = Event(
+    "pmd_lazyfree_abort_dirty",
+    "the PMD discard refused a dirty lazyfree THP and made it swapbacked (2f9b43d617e2)")
+PMD_LAZYFREE_ABORT_REF = Event(
+    "pmd_lazyfree_abort_ref", "the PMD discard refused a lazyfree THP for an extra reference")
 
 
 class V6_15(V6_14):
@@ -132,16 +151,16 @@ class V6_15(V6_14):
             # redirtied through a PTE or a GUP reference obtained earlier
             self.set_ptes(pvmw.pt, pvmw.idx, pteval, nr_pages)
             folio_set_swapbacked(folio)
-            self.event("ttu_lazyfree_abort_dirty", folio)
+            self.event(TTU_LAZYFREE_ABORT_DIRTY, folio)
             return False
         if ref_count != 1 + map_count:
             # An extra reference: GUP or speculative.  Act as if nothing
             # happened; the folio is looked at again once it is gone.
             self.set_ptes(pvmw.pt, pvmw.idx, pteval, nr_pages)
-            self.event("ttu_lazyfree_abort_ref", folio)
+            self.event(TTU_LAZYFREE_ABORT_REF, folio)
             return False
         vma.mm.rss[MM_ANONPAGES] -= nr_pages
-        self.event("ttu_lazyfree_discard", folio)
+        self.event(TTU_LAZYFREE_DISCARD, folio)
         return True
 
     # -- 4/4: the PMD path --------------------------------------------------------
@@ -153,7 +172,7 @@ class V6_15(V6_14):
             folio.dirty = True
         if folio_test_dirty(folio) and not vma.vm_flags & VM_DROPPABLE:
             folio.swapbacked = True
-            self.event("pmd_lazyfree_abort_dirty", folio)
+            self.event(PMD_LAZYFREE_ABORT_DIRTY, folio)
             return False
         return True
 
@@ -163,7 +182,7 @@ class V6_15(V6_14):
         if not self.pmd_discard_check(vma, folio, cleared):
             return False
         if ref_count != map_count + 1:
-            self.event("pmd_lazyfree_abort_ref", folio)
+            self.event(PMD_LAZYFREE_ABORT_REF, folio)
             return False
         return True
 
@@ -188,7 +207,7 @@ class V6_15(V6_14):
                     break                                             # walk_abort
                 if flags & TTU_SPLIT_HUGE_PMD:
                     self.split_huge_pmd_locked(vma, pvmw.pmd_idx, folio)
-                    self.event("ttu_split_huge_pmd", folio)
+                    self.event(TTU_PMD_SPLIT, folio)
                     flags &= ~TTU_SPLIT_HUGE_PMD
                     self.page_vma_mapped_walk_restart(pvmw)
                     continue
@@ -198,11 +217,11 @@ class V6_15(V6_14):
             self.ttu_flush_pte(flags, nr_pages)                       # range flush (2/4)
             self.ttu_harvest_dirty(folio, pteval)
             if nr_pages > 1:
-                self.event("ttu_batch" if nr_pages == folio.nr else "ttu_batch_partial", folio)
+                self.event(TTU_BATCH if nr_pages == folio.nr else TTU_BATCH_PARTIAL, folio)
                 if pvmw.address + (nr_pages << PAGE_SHIFT) > pvmw.vma.vm_end:
                     # can_batch_unmap_folio_ptes() ran into the next VMA: its PTEs are
                     # cleared, and restored with this VMA's bits (ddd05742b45b)
-                    self.event("ttu_batch_past_vma", folio)
+                    self.event(TTU_BATCH_PAST_VMA, folio)
             if folio_test_anon(folio) and not folio_test_swapbacked(folio):
                 yield YieldPoint.PTE_CLEARED
                 if not self.ttu_lazyfree(folio, vma, pvmw, nr_pages, pteval):

@@ -4,6 +4,16 @@ the deferred-split queue and its shrinker, folio split, MADV_FREE of a PMD.
 
 from __future__ import annotations
 
+from engine.mm.events import (
+    DEFERRED_SPLIT_PARTIALLY_MAPPED,
+    DEFERRED_SPLIT_REF,
+    DEFERRED_SPLIT_UNDERUSED,
+    DISCARD_LAZYFREE_PMD,
+    SPLIT_FAILED,
+    SPLIT_FOLIO,
+    SPLIT_HUGE_PMD,
+    SPLIT_REMAP_ZEROPAGE,
+)
 from engine.mm.flags import VM_LOCKED
 from engine.mm.folio import Folio, folio_mapcount, folio_test_pmd_mappable
 from engine.mm.memory import ZERO_PFN
@@ -54,7 +64,7 @@ class HugeMemoryMixin:
                     self.count("THP_DEFERRED_SPLIT_PAGE")
                 self.count_mthp("split_deferred", folio.order)
                 self.count_mthp("nr_anon_partially_mapped", folio.order)
-                self.event("deferred_split_partially_mapped", folio)
+                self.event(DEFERRED_SPLIT_PARTIALLY_MAPPED, folio)
         if not folio.on_deferred_list:
             folio.on_deferred_list = True
             self.deferred_split_queue[folio] = None
@@ -81,7 +91,7 @@ class HugeMemoryMixin:
             if self.speculative_get(folio):
                 # An event, so that coverage tells a scan that caught a folio from one
                 # that found the queue empty.
-                self.event("deferred_split_ref", folio)
+                self.event(DEFERRED_SPLIT_REF, folio)
                 batch.append(folio)          # stays "on a list": _deferred_list non-empty
             else:
                 folio.on_deferred_list = False
@@ -163,7 +173,7 @@ class HugeMemoryMixin:
             self.folio_add_anon_rmap_ptes(folio, 0, HPAGE_PMD_NR, vma)
             self.folio_remove_rmap_pmd(folio, vma)
         self.count("THP_SPLIT_PMD")
-        self.event("split_huge_pmd", folio)
+        self.event(SPLIT_HUGE_PMD, folio)
         return pt
 
     def split_huge_pmd(self, vma: VmArea, pmd_idx: int):
@@ -192,7 +202,7 @@ class HugeMemoryMixin:
         mm.deposited.pop(pmd_idx, None)           # zap_deposited_table()
         mm.rss[MM_ANONPAGES] -= HPAGE_PMD_NR
         self.folio_put(folio)
-        self.event("discard_lazyfree_pmd", folio)
+        self.event(DISCARD_LAZYFREE_PMD, folio)
 
     def discard_anon_folio_pmd_locked(self, vma: VmArea, pmd_idx: int, folio: Folio):
         """__discard_anon_folio_pmd_locked(): the version's dirty test
@@ -285,7 +295,7 @@ class HugeMemoryMixin:
         if folio_test_pmd_mappable(folio):
             self.count("THP_SPLIT_PAGE_FAILED")
         self.count_mthp("split_failed", folio.order)
-        self.event("split_failed", folio)
+        self.event(SPLIT_FAILED, folio)
 
     def unmap_folio_wait(self, folio: Folio):
         """Wait until no other thread holds a page table lock of a mapping of
@@ -367,7 +377,7 @@ class HugeMemoryMixin:
                     and not vma.vm_flags & VM_LOCKED):
                 pt.entries[idx] = mk_pte(ZERO_PFN, False)
                 vma.mm.rss[MM_ANONPAGES] -= 1
-                self.event("split_remap_zeropage", folio)
+                self.event(SPLIT_REMAP_ZEROPAGE, folio)
                 continue
             folio.ref += 1
             self.folio_add_anon_rmap_ptes(folio, page, 1, vma)
@@ -384,7 +394,7 @@ class HugeMemoryMixin:
         if folio_test_pmd_mappable(folio):
             self.count("THP_SPLIT_PAGE")
         self.count_mthp("split", order)
-        self.event("split_folio", folio)
+        self.event(SPLIT_FOLIO, folio)
         nr = folio.nr
         swap = folio.swap
         folio.mm_ids = None                   # small folios have no owner tracking
@@ -494,7 +504,7 @@ class HugeMemoryMixin:
     def new_pmd_thp(self, folio: Folio) -> None:
         """v6.12+ (dafff3f4c850): a new PMD THP is queued as a possible underused THP."""
         self.deferred_split_folio(folio, False)
-        self.event("deferred_split_underused", folio)
+        self.event(DEFERRED_SPLIT_UNDERUSED, folio)
 
 
 def split_extra_pins(folio: Folio) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from engine.mm.events import ISOLATE_QUEUED_LAZYFREE, LAZYFREE_REQUEUE, folio_batch_full
 from engine.mm.flags import LruList
 from engine.mm.folio import Folio, folio_test_large
 
@@ -52,7 +53,7 @@ class LruMixin:
         batch = batches.setdefault(self.current.cpu, [])
         batch.append(folio)
         if len(batch) >= self.FOLIO_BATCH_SIZE:
-            self.event(f"folio_batch_full_{self.FOLIO_BATCH_SIZE}", folio)
+            self.event(folio_batch_full(self.FOLIO_BATCH_SIZE), folio)
             self._batch_move(batch, move)
         elif folio_test_large(folio):
             self._batch_move(batch, move)
@@ -94,7 +95,7 @@ class LruMixin:
             elif self._lazyfree_queued(folio):
                 # PG_lru still set: a second MADV_FREE queues it again (another
                 # reference), here or in another CPU's batch
-                self.event("lazyfree_requeue", folio)
+                self.event(LAZYFREE_REQUEUE, folio)
             self._batch_add_and_move(self.cpu_lru_lazyfree, folio, self._lazyfree_move)
 
     def _lazyfree_queued(self, folio: Folio) -> bool:
@@ -127,7 +128,7 @@ class LruMixin:
         if not folio.lru or folio.freed:
             return False
         if not self.LAZYFREE_QUEUE_CLEARS_LRU and self._lazyfree_queued(folio):
-            self.event("isolate_queued_lazyfree", folio)
+            self.event(ISOLATE_QUEUED_LAZYFREE, folio)
         folio.lru = False
         self.lruvec_del_folio(folio)
         self.ref_get(folio, "isolate")

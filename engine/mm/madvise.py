@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 
+from engine.mm.events import MADVISE_SKIP_SHARED
 from engine.mm.flags import VM_LOCKED
 from engine.mm.folio import Folio, folio_mapcount
 from engine.mm.huge_memory import folio_trylock, folio_unlock
@@ -220,7 +221,7 @@ class MadviseMixin:
         the folio is shared, locked elsewhere or could not be split.
         """
         if self.madvise_folio_shared(folio, page):
-            self.event("madvise_skip_shared", folio)
+            self.event(MADVISE_SKIP_SHARED, folio)
             return False
         if not folio_trylock(self, folio):
             return False

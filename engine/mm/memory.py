@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 
+from engine.mm.events import ALLOC_MTHP, MMAP_DROPPABLE, WP_REUSE_PINNED
 from engine.mm.flags import VM, VM_DROPPABLE, VM_LOCKED, VM_READ, VM_WRITE
 from engine.mm.folio import Folio, folio_mapcount, folio_maybe_dma_pinned
 from engine.mm.mm_types import MM_ANONPAGES, MM_SWAPENTS, AnonVma, MmStruct, VmArea
@@ -233,7 +234,7 @@ class MemoryMixin:
         order = self.anon_folio_order(vma, pt, addr)
         folio = self.folio_alloc(order)
         if order:
-            self.event("alloc_mthp", folio)
+            self.event(ALLOC_MTHP, folio)
         nr = folio.nr
         start = addr & ~(nr * PAGE_SIZE - 1)
         i0 = (start >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
@@ -271,7 +272,7 @@ class MemoryMixin:
             pinned = self.HAS_ANON_EXCLUSIVE and "pin" in folio.extra
             if mine and (only_mappings or pinned):
                 if not only_mappings:
-                    self.event("wp_reuse_pinned", folio)       # v5.17 copied it
+                    self.event(WP_REUSE_PINNED, folio)       # v5.17 copied it
                 pt.entries[idx] = pte_mkwrite(pte_mkdirty(pte_mkyoung(pte)))
                 return
             value = folio.data[pfn - folio.pfn]
@@ -445,7 +446,7 @@ class MemoryMixin:
         if op.droppable and (not self.HAS_DROPPABLE or op.locked):
             return -errno.EINVAL          # MAP_DROPPABLE unknown, or with MAP_LOCKED
         if op.droppable:
-            self.event("mmap_droppable")
+            self.event(MMAP_DROPPABLE)
         yield from down_write(self, mm.mmap_lock)
         try:
             yield from self.do_munmap(mm, start, end)          # MAP_FIXED

@@ -8,6 +8,7 @@ swap-entry path of an unmap and the TLB-flush accounting.
 from __future__ import annotations
 
 from engine.errors import RefcountUnderflow
+from engine.mm.events import TTU_PINNED_ANON_STAYS_MAPPED
 from engine.mm.flags import TTU_BATCH_FLUSH, VM_LOCKED, LockedLargeRef
 from engine.mm.folio import Folio, MmIds, folio_mapped, folio_maybe_dma_pinned
 from engine.mm.mm_types import MM_ANONPAGES, MM_SWAPENTS, VmArea, vma_address
@@ -336,7 +337,7 @@ class RmapMixin:
             # folio_try_share_anon_rmap_pte() fails on a possibly pinned exclusive
             # page: it must stay mapped (6c287605fd56, PG_anon_exclusive, v5.19)
             set_pte_at(pvmw.pt, pvmw.idx, pteval)
-            self.event("ttu_pinned_anon_stays_mapped", folio)
+            self.event(TTU_PINNED_ANON_STAYS_MAPPED, folio)
             return False
         slot = folio.swap[page]
         self.swap.dup(slot)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from engine.mm.events import LAZYFREE_FREED, RECLAIM_SPLIT_LAZYFREE, RECLAIM_SPLIT_NO_SWAP
 from engine.mm.flags import TTU_BATCH_FLUSH, TTU_SPLIT_HUGE_PMD, TTU_SYNC, VM_LOCKED, FolioRef, LruList
 from engine.mm.folio import Folio, folio_mapped, folio_maybe_dma_pinned, folio_ref_freeze
 from engine.mm.huge_memory import can_split_folio, folio_trylock, folio_unlock
@@ -129,7 +130,7 @@ class VmscanMixin:
                 self.add_to_swap(folio)
         elif self.SPLITS_LAZYFREE_IN_RECLAIM and folio.order:
             # Before 735ecdfaf4e8: "Split file/lazyfree THP" ahead of the unmap.
-            self.event("reclaim_split_lazyfree", folio)
+            self.event(RECLAIM_SPLIT_LAZYFREE, folio)
             if not (yield from self.split_folio(folio, folio_list)):
                 return "keep"
         nr = folio.nr
@@ -163,7 +164,7 @@ class VmscanMixin:
                 return "keep"
             # The dirty flag is deliberately not rechecked (see __remove_mapping).
             self.count("PGLAZYFREED", nr)
-            self.event("lazyfree_freed", folio)
+            self.event(LAZYFREE_FREED, folio)
             return "free"
         if folio.swapcache:
             if not self.remove_mapping(folio):
@@ -194,7 +195,7 @@ class VmscanMixin:
             # runs, a folio whose refcount cannot be frozen stays whole.
             if not (yield from self.split_folio(folio, folio_list)):
                 return "activate"
-            self.event("reclaim_split_no_swap", folio)
+            self.event(RECLAIM_SPLIT_NO_SWAP, folio)
         return "activate"
 
     def isolate_lru_folios(self, nr_to_scan: int) -> list[Folio]:
