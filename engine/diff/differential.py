@@ -19,7 +19,7 @@ from typing import Any
 from engine.diff.rules import Rule, explain
 from engine.execution.oracle import Verdict
 from engine.execution.outcome import Outcome
-from engine.execution.runner import ENTRY_POINT, run
+from engine.execution.runner import entry_point, run
 from engine.kernels import resolve_engine
 from engine.mm.events import Event, place_event
 from engine.mm.sched import KERNEL_YIELD_POINTS
@@ -291,7 +291,7 @@ def _classify(program: Program, a: Outcome, b: Outcome, diffs: list[FieldDiff],
     at_parting = [d.field for d in diffs if d.first_op == parted] or [d.field for d in diffs]
     main = _main_field(at_parting)
     op_kind = program.ops[parted].op if parted is not None else None
-    function = ENTRY_POINT.get(op_kind) if op_kind else None
+    function = entry_point(program.ops[parted]) if parted is not None else None
     kinds = {program.ops[i].op for i in window if i is not None}
     rules = []
     for kind in sorted(kinds) or [""]:

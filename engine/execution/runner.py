@@ -19,96 +19,117 @@ from __future__ import annotations
 import traceback
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
+
+from pydantic import BaseModel
 
 from engine.errors import FoliodiffError, HarnessError, KernelBug
 from engine.execution.oracle import Oracle, Verdict, Violation
 from engine.execution.outcome import Crash, Outcome, Place, observe
 from engine.kernels import kernel_class, resolve_engine
+from engine.kernels.base import Kernel
 from engine.mm.mm_types import MmStruct
-from engine.mm.sched import KThread, YieldPoint, wait_gate
-from engine.program.format import DmaWrite, Fork, Preemption, Program, ThreadKind, Unpin
+from engine.mm.sched import KThread, Segment, YieldPoint, wait_gate
+from engine.program.format import (
+    DeferredSplitScan,
+    DmaWrite,
+    FolioPut,
+    FolioTryGet,
+    Fork,
+    LruAddDrain,
+    Madvise,
+    Mmap,
+    Mprotect,
+    Mremap,
+    Munmap,
+    Pin,
+    Preemption,
+    Program,
+    Read,
+    Reclaim,
+    ThreadKind,
+    Unpin,
+    Write,
+)
 
 #: Frames of these modules are harness, not kernel model (dropped from crash stacks).
-_HARNESS = ("engine/execution/runner.py", "engine/mm/sched.py", "engine/execution/oracle.py", "engine/mm/page_table_check.py")
+_HARNESS = ("engine/execution/runner.py", "engine/mm/sched.py", "engine/execution/oracle.py",
+            "engine/mm/page_table_check.py")
 #: Where every run begins.
 START: Place = (None, YieldPoint.START, 1)
 
 
-def _as_gen(value):
+def _as_gen(value: Any) -> Segment:
     """Wrap the result of a non-yielding operation as a finished segment."""
     return value
     yield  # pragma: no cover
 
 
-def _dispatch(k, op):
-    """The kernel entry point an operation runs through (a generator)."""
-    kind = op.op
-    if kind == "read":
-        return k.cpu_access(op.addr, op.pages, None)
-    if kind == "write":
-        return k.cpu_access(op.addr, op.pages, op.value)
-    if kind == "mmap":
-        return k.sys_mmap(op)
-    if kind == "munmap":
-        return k.sys_munmap(op)
-    if kind == "mremap":
-        return k.sys_mremap(op)
-    if kind == "mprotect":
-        return k.sys_mprotect(op)
-    if kind == "fork":
-        return k.sys_fork(op)
-    if kind == "madvise":
-        return k.sys_madvise(op)
-    if kind == "pin":
-        return k.pin_user_pages(op)
-    if kind == "unpin":
-        return k.unpin_user_pages_dirty_lock(op)
-    if kind == "dma_write":
-        return k.dma_write(op)
-    if kind == "reclaim":
-        return k.shrink_inactive_list(op.nr_to_scan)
-    if kind == "deferred_split_scan":
-        return k.deferred_split_scan(op.nr_to_scan)
-    if kind == "folio_try_get":
-        return k.op_folio_try_get(op)
-    if kind == "folio_put":
-        return k.op_folio_put(op)
-    if kind == "lru_add_drain":
-        k.lru_add_drain_all()
-        return _as_gen(0)
-    raise AssertionError(f"unhandled operation {kind}")
+def _lru_add_drain(k: Kernel, op: LruAddDrain) -> Segment:
+    """lru_add_drain_all() runs as the operation starts (it never yields)."""
+    k.lru_add_drain_all()
+    return _as_gen(0)
 
 
-#: The kernel function each operation enters, for signatures.
-ENTRY_POINT = {
-    "read": "handle_mm_fault", "write": "handle_mm_fault", "mmap": "do_mmap",
-    "munmap": "do_vmi_munmap", "mremap": "move_vma", "mprotect": "mprotect_fixup",
-    "fork": "copy_page_range", "madvise": "madvise_vma_behavior", "pin": "pin_user_pages_fast",
-    "unpin": "unpin_user_pages_dirty_lock", "dma_write": "dma_write",
-    "reclaim": "shrink_folio_list", "deferred_split_scan": "deferred_split_scan",
-    "folio_try_get": "folio_try_get", "folio_put": "folio_put",
-    "lru_add_drain": "lru_add_drain_all",
-}
+class Operation(NamedTuple):
+    """How the runner runs one type of operation, and what signatures call it."""
+
+    #: The kernel entry point: (kernel, op) -> the operation's segment (a generator).
+    enter: Callable[[Kernel, Any], Segment]
+    #: The kernel function a divergence that parts in the operation is signed with.
+    function: str
+    #: The yield points its kernel path can reach, besides OP_END and WAIT (any
+    #: operation that takes a sleeping lock or waits for another may block):
+    #: where a fuzzer can aim a preemption without running the program.
+    yield_points: tuple[YieldPoint, ...] = ()
 
 
-#: The yield points each operation's kernel path can reach, besides OP_END and
-#: WAIT (any operation that takes a sleeping lock or waits for another may
-#: block): where a fuzzer can aim a preemption without running the program.
-YIELD_POINTS: dict[str, tuple[YieldPoint, ...]] = {
-    "read": (YieldPoint.BETWEEN_PAGES,),
-    "write": (YieldPoint.BETWEEN_PAGES,),
+_RECLAIM_POINTS = (YieldPoint.PTE_CLEARED, YieldPoint.BETWEEN_PTES, YieldPoint.BEFORE_FREEZE,
+                   YieldPoint.PMD_CHECKED, YieldPoint.PMD_CLEARED)
+
+#: Every operation type of the program format, by class.
+OPERATIONS: dict[type[BaseModel], Operation] = {
+    Read: Operation(lambda k, op: k.cpu_access(op.addr, op.pages, None), "handle_mm_fault",
+                    (YieldPoint.BETWEEN_PAGES,)),
+    Write: Operation(lambda k, op: k.cpu_access(op.addr, op.pages, op.value), "handle_mm_fault",
+                     (YieldPoint.BETWEEN_PAGES,)),
+    Mmap: Operation(lambda k, op: k.sys_mmap(op), "do_mmap"),
+    Munmap: Operation(lambda k, op: k.sys_munmap(op), "do_vmi_munmap"),
+    Mremap: Operation(lambda k, op: k.sys_mremap(op), "move_vma"),
+    Mprotect: Operation(lambda k, op: k.sys_mprotect(op), "mprotect_fixup"),
+    Fork: Operation(lambda k, op: k.sys_fork(op), "copy_page_range"),
     # MADV_FREE walks folios; MADV_PAGEOUT reclaims them as well
-    "madvise": (YieldPoint.BETWEEN_FOLIOS, YieldPoint.PTE_CLEARED, YieldPoint.BETWEEN_PTES,
-                YieldPoint.BEFORE_FREEZE, YieldPoint.PMD_CHECKED, YieldPoint.PMD_CLEARED),
-    "pin": (YieldPoint.GUP_FAST_READ, YieldPoint.GUP_FAST_GRABBED),
-    "unpin": (YieldPoint.BETWEEN_PAGES,),
-    "dma_write": (YieldPoint.BETWEEN_PAGES,),
-    "reclaim": (YieldPoint.ISOLATED, YieldPoint.BETWEEN_FOLIOS, YieldPoint.PTE_CLEARED,
-                YieldPoint.BETWEEN_PTES, YieldPoint.BEFORE_FREEZE, YieldPoint.PMD_CHECKED,
-                YieldPoint.PMD_CLEARED),
-    "deferred_split_scan": (YieldPoint.SHRINKER_REF_HELD,),
+    Madvise: Operation(lambda k, op: k.sys_madvise(op), "madvise_vma_behavior",
+                       (YieldPoint.BETWEEN_FOLIOS,) + _RECLAIM_POINTS),
+    Pin: Operation(lambda k, op: k.pin_user_pages(op), "pin_user_pages_fast",
+                   (YieldPoint.GUP_FAST_READ, YieldPoint.GUP_FAST_GRABBED)),
+    Unpin: Operation(lambda k, op: k.unpin_user_pages_dirty_lock(op), "unpin_user_pages_dirty_lock",
+                     (YieldPoint.BETWEEN_PAGES,)),
+    DmaWrite: Operation(lambda k, op: k.dma_write(op), "dma_write", (YieldPoint.BETWEEN_PAGES,)),
+    Reclaim: Operation(lambda k, op: k.shrink_inactive_list(op.nr_to_scan), "shrink_folio_list",
+                       (YieldPoint.ISOLATED, YieldPoint.BETWEEN_FOLIOS) + _RECLAIM_POINTS),
+    DeferredSplitScan: Operation(lambda k, op: k.deferred_split_scan(op.nr_to_scan),
+                                 "deferred_split_scan", (YieldPoint.SHRINKER_REF_HELD,)),
+    FolioTryGet: Operation(lambda k, op: k.op_folio_try_get(op), "folio_try_get"),
+    FolioPut: Operation(lambda k, op: k.op_folio_put(op), "folio_put"),
+    LruAddDrain: Operation(_lru_add_drain, "lru_add_drain_all"),
 }
+
+
+def entry_point(op: BaseModel) -> str:
+    """The kernel function operation @op enters, for signatures."""
+    return OPERATIONS[type(op)].function
+
+
+def _op_name(cls: type[BaseModel]) -> str:
+    """The ``op`` string programs spell operation type @cls with."""
+    return str(cls.model_fields["op"].default)
+
+
+#: The yield points each operation's kernel path can reach (:attr:`Operation.yield_points`),
+#: by the ``op`` string; operations that reach none are left out.
+YIELD_POINTS: dict[str, tuple[YieldPoint, ...]] = {
+    _op_name(cls): o.yield_points for cls, o in OPERATIONS.items() if o.yield_points}
 
 
 #: ``chooser(step, runnable thread names, default) -> thread name``; see :class:`Runner`.
@@ -321,7 +342,7 @@ class Runner:
         k = self.k
         idx = t.next_op()
         op = self.program.ops[idx]
-        gen = _dispatch(k, op)
+        gen = OPERATIONS[type(op)].enter(k, op)
         if isinstance(op, Unpin):
             gen = self._driver_unpins(op, gen)
         need = self.prereq.get(idx)
@@ -414,7 +435,7 @@ class Runner:
         except Violation as v:
             verdict = v.kind
             crash = Crash(v.kind, v.field, v.message, k.current_op, t.name if t else None, step,
-                          function=ENTRY_POINT.get(ops[k.current_op].op) if k.current_op is not None else None)
+                          function=entry_point(ops[k.current_op]) if k.current_op is not None else None)
         except KernelBug as exc:
             verdict = Verdict.CRASH
             frames = _model_frames(exc.__traceback__)
