@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import enum
+
 from engine.mm.events import LAZYFREE_FREED, RECLAIM_SPLIT_LAZYFREE, RECLAIM_SPLIT_NO_SWAP
 from engine.mm.flags import TTU_BATCH_FLUSH, TTU_SPLIT_HUGE_PMD, TTU_SYNC, VM_LOCKED, FolioRef, LruList
 from engine.mm.folio import Folio, folio_mapped, folio_maybe_dma_pinned, folio_ref_freeze
 from engine.mm.huge_memory import can_split_folio, folio_trylock, folio_unlock
 from engine.mm.sched import YieldPoint
+
+
+class ShrinkLabel(enum.Enum):
+    """Where shrink_folio_list()'s loop body sends a folio: the label it jumps
+    to (mm/vmscan.c), ``activate_locked_split`` folded into ACTIVATE_LOCKED."""
+
+    #: free_it: the folio's count is frozen at zero; freed after the loop
+    FREE_IT = enum.auto()
+    #: activate_locked: put back on the active list (unless mlocked)
+    ACTIVATE_LOCKED = enum.auto()
+    #: keep_locked: put back on the list it came from
+    KEEP_LOCKED = enum.auto()
 
 
 class VmscanMixin:
@@ -80,14 +94,14 @@ class VmscanMixin:
             if not folio_trylock(self, folio):
                 ret.append(folio)
                 continue
-            outcome = yield from self._shrink_one(folio, ignore_references, folio_list)
+            label = yield from self._shrink_one(folio, ignore_references, folio_list)
             nr = folio.nr                      # after any split in _shrink_one
-            if outcome == "free":
+            if label is ShrinkLabel.FREE_IT:
                 folio_unlock(self, folio)
                 nr_reclaimed += nr
                 freed.append(folio)
                 continue
-            if outcome == "activate":
+            if label is ShrinkLabel.ACTIVATE_LOCKED:
                 if not folio.mlocked:
                     folio.active = True
                     self.count("nr_activate", nr)
@@ -104,35 +118,38 @@ class VmscanMixin:
         return nr_reclaimed, ret
 
     def _shrink_one(self, folio: Folio, ignore_references: bool, folio_list: list[Folio]):
-        """The body of shrink_folio_list()'s loop.  Return: 'free', 'activate' or 'keep'."""
+        """The body of shrink_folio_list()'s loop.
+
+        Return: the :class:`ShrinkLabel` it goes to with the folio (still locked).
+        """
         references = FolioRef.FOLIOREF_RECLAIM
         if not ignore_references:
             references = yield from self.folio_check_references(folio)
             if references is FolioRef.FOLIOREF_ACTIVATE:
-                return "activate"
+                return ShrinkLabel.ACTIVATE_LOCKED
             if references is FolioRef.FOLIOREF_KEEP:
                 self.count("nr_ref_keep", folio.nr)
-                return "keep"
+                return ShrinkLabel.KEEP_LOCKED
         if folio.anon and folio.swapbacked:
             if not folio.swapcache:
                 # feb889fb40fa (v5.11): a maybe-pinned folio never reaches the
                 # swap cache, nor a split: keep_locked, inactive.
                 if folio_maybe_dma_pinned(folio):
-                    return "keep"
+                    return ShrinkLabel.KEEP_LOCKED
                 if folio.order and not can_split_folio(folio):
-                    return "activate"         # "cannot split folio, skip it"
+                    return ShrinkLabel.ACTIVATE_LOCKED         # "cannot split folio, skip it"
                 if not self.total_swap_pages:
                     return (yield from self.shrink_anon_without_swap(folio, folio_list))
                 if folio.order:
                     # no contiguous swap cluster in the model: THP_SWPOUT_FALLBACK
                     if not (yield from self.split_folio(folio, folio_list)):
-                        return "activate"
+                        return ShrinkLabel.ACTIVATE_LOCKED
                 self.add_to_swap(folio)
         elif self.SPLITS_LAZYFREE_IN_RECLAIM and folio.order:
             # Before 735ecdfaf4e8: "Split file/lazyfree THP" ahead of the unmap.
             self.event(RECLAIM_SPLIT_LAZYFREE, folio)
             if not (yield from self.split_folio(folio, folio_list)):
-                return "keep"
+                return ShrinkLabel.KEEP_LOCKED
         nr = folio.nr
         if folio_mapped(folio):
             flags = TTU_BATCH_FLUSH
@@ -146,31 +163,31 @@ class VmscanMixin:
                 self.count("nr_unmap_fail", nr)
                 if not was_swapbacked and folio.swapbacked:
                     self.count("nr_lazyfree_fail", nr)
-                return "activate"
+                return ShrinkLabel.ACTIVATE_LOCKED
         # GUP-fast and speculative references can land before the freeze below.
         yield YieldPoint.BEFORE_FREEZE
         if folio_maybe_dma_pinned(folio):
-            return "activate"
+            return ShrinkLabel.ACTIVATE_LOCKED
         if folio.dirty:
             if not folio.swapbacked:
                 # folio_is_file_lru(): not written back by reclaim, activated instead
                 self.count("nr_immediate", nr)
-                return "activate"
+                return ShrinkLabel.ACTIVATE_LOCKED
             if references is FolioRef.FOLIOREF_RECLAIM_CLEAN:
-                return "keep"
+                return ShrinkLabel.KEEP_LOCKED
             self.pageout(folio)
         if folio.anon and not folio.swapbacked:
             if not folio_ref_freeze(folio, 1):
-                return "keep"
+                return ShrinkLabel.KEEP_LOCKED
             # The dirty flag is deliberately not rechecked (see __remove_mapping).
             self.count("PGLAZYFREED", nr)
             self.event(LAZYFREE_FREED, folio)
-            return "free"
+            return ShrinkLabel.FREE_IT
         if folio.swapcache:
             if not self.remove_mapping(folio):
-                return "keep"
-            return "free"
-        return "keep"
+                return ShrinkLabel.KEEP_LOCKED
+            return ShrinkLabel.FREE_IT
+        return ShrinkLabel.KEEP_LOCKED
 
     def shrink_anon_without_swap(self, folio: Folio, folio_list: list[Folio]):
         """The rest of the swap block of shrink_folio_list() for a swapbacked
@@ -188,15 +205,15 @@ class VmscanMixin:
         is swapped: the folio stays mapped and resident, but a large folio is
         split.
 
-        Context: folio locked and isolated.  Return: 'activate'.
+        Context: folio locked and isolated.  Return: ShrinkLabel.ACTIVATE_LOCKED.
         """
         if folio.order:
             # the partially-mapped split or the fallback split: whichever
             # runs, a folio whose refcount cannot be frozen stays whole.
             if not (yield from self.split_folio(folio, folio_list)):
-                return "activate"
+                return ShrinkLabel.ACTIVATE_LOCKED
             self.event(RECLAIM_SPLIT_NO_SWAP, folio)
-        return "activate"
+        return ShrinkLabel.ACTIVATE_LOCKED
 
     def isolate_lru_folios(self, nr_to_scan: int) -> list[Folio]:
         """isolate_lru_folios() from the inactive tails, file LRU first.
