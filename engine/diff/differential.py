@@ -18,7 +18,7 @@ from typing import Any
 
 from engine.diff.rules import Rule, explain
 from engine.execution.oracle import Verdict
-from engine.execution.outcome import Outcome
+from engine.execution.outcome import Outcome, TraceEntry
 from engine.execution.runner import entry_point, run
 from engine.kernels import resolve_engine
 from engine.mm.events import Event, place_event
@@ -155,17 +155,17 @@ def _main_field(fields: list[str]) -> str:
     return norm[0] if norm else "-"
 
 
-def _first_ops(ta: list[dict], tb: list[dict], fields: set[str]) -> dict[str, int]:
+def _first_ops(ta: list[TraceEntry], tb: list[TraceEntry], fields: set[str]) -> dict[str, int]:
     """For each field, the first op whose completion left the runs disagreeing on it."""
-    sb = {e["op"]: e for e in tb}
+    sb = {e.op: e for e in tb}
     first: dict[str, int] = {}
     for entry in ta:
-        op = entry["op"]
+        op = entry.op
         other = sb.get(op)
         if other is None:
             continue
-        st_a, st_b = entry["state"], other["state"]
-        ra, rb = entry["results"], other["results"]
+        st_a, st_b = entry.state, other.state
+        ra, rb = entry.results, other.results
         for f in fields:
             if f in first:
                 continue
@@ -226,7 +226,7 @@ def _places_one_run_lacks(a: Outcome, b: Outcome) -> tuple[dict[int, set[Event]]
     return only
 
 
-def _parting_ops(ta: list[dict], tb: list[dict]) -> tuple[int | None, set[int]]:
+def _parting_ops(ta: list[TraceEntry], tb: list[TraceEntry]) -> tuple[int | None, set[int]]:
     """Where the runs parted.
 
     When the runs interleave differently their ops complete in different orders: the
@@ -238,22 +238,22 @@ def _parting_ops(ta: list[dict], tb: list[dict]) -> tuple[int | None, set[int]]:
     Return: (the earliest differing op in program order, the ops whose events may
     explain the parting).
     """
-    sa = {e["op"]: e for e in ta}
-    sb = {e["op"]: e for e in tb}
+    sa = {e.op: e for e in ta}
+    sb = {e.op: e for e in tb}
     differ = {op for op in sa.keys() | sb.keys()
-              if op not in sa or op not in sb or sa[op]["state"] != sb[op]["state"]
-              or sa[op]["results"] != sb[op]["results"]}
+              if op not in sa or op not in sb or sa[op].state != sb[op].state
+              or sa[op].results != sb[op].results}
     if not differ:
         return None, set()
     first = min(differ)
     window = {first}
     for trace, snap in ((ta, sa), (tb, sb)):
         if first in snap:
-            window.update(snap[first]["inflight"])
-        entry = next((e for e in trace if e["op"] in differ), None)
+            window.update(snap[first].inflight)
+        entry = next((e for e in trace if e.op in differ), None)
         if entry is not None:
-            window.add(entry["op"])
-            window.update(entry["inflight"])
+            window.add(entry.op)
+            window.update(entry.inflight)
     return first, window
 
 

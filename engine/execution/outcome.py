@@ -57,6 +57,21 @@ class Crash:
                 "function": self.function, "stack": self.stack}
 
 
+@dataclass(slots=True)
+class TraceEntry:
+    """The state of a traced run after one operation completed: where the
+    differential looks for the operation after which two runs parted."""
+
+    #: The operation that completed.
+    op: int
+    #: The kernel-visible state then (:func:`observe`).
+    state: dict[str, Any]
+    #: Every operation's result then (None: not completed).
+    results: list[Any]
+    #: The operations other threads had begun and not completed then.
+    inflight: list[int]
+
+
 @dataclass
 class Outcome:
     """What one engine made of one program."""
@@ -71,7 +86,7 @@ class Outcome:
     warnings: list[str] = field(default_factory=list)
     #: (operation, event) as the kernel noted them; an Event is its name as a str
     events: list[tuple[int | None, Event]] = field(default_factory=list)
-    trace: list[dict[str, Any]] | None = None     # state after each op, when traced
+    trace: list[TraceEntry] | None = None     # state after each op, when traced
     #: The scheduling step each event happened in, and the step each operation
     #: finished in (None: it never did).  Where a race could cut in, for
     #: :mod:`fuzz.hints`; neither is behaviour, so neither is compared or stored.

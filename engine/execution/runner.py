@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from engine.errors import FoliodiffError, HarnessError, KernelBug
 from engine.execution.oracle import Oracle, Verdict, Violation
-from engine.execution.outcome import Crash, Outcome, Place, observe
+from engine.execution.outcome import Crash, Outcome, Place, TraceEntry, observe
 from engine.kernels import kernel_class, resolve_engine
 from engine.kernels.base import Kernel
 from engine.mm.mm_types import MmStruct
@@ -369,7 +369,7 @@ class Runner:
         k = self.k
         ops = self.program.ops
         preemptions = self.preemptions
-        trace = [] if self.trace else None
+        trace: list[TraceEntry] | None = [] if self.trace else None
         step = 0
         crash: Crash | None = None
         verdict = Verdict.OK
@@ -409,10 +409,9 @@ class Runner:
                     place = (idx, YieldPoint.OP_END, 1)
                     self.oracle.check_op()
                     if trace is not None:
-                        trace.append({"op": idx, "state": observe(k),
-                                      "results": list(self.results),
-                                      "inflight": [x.ops[x.cursor] for x in self.threads
-                                                   if x.gen is not None]})
+                        trace.append(TraceEntry(idx, observe(k), list(self.results),
+                                                [x.ops[x.cursor] for x in self.threads
+                                                 if x.gen is not None]))
                 else:
                     if t.blocked_on is not None:
                         point = YieldPoint.WAIT
