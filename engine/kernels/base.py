@@ -14,7 +14,7 @@ from typing import Any
 
 from engine.errors import KernelBug, RefcountUnderflow, UseAfterFree
 from engine.mm.events import Event, UndeclaredEvent
-from engine.mm.folio import Folio, folio_mapcount
+from engine.mm.folio import Folio, folio_clear_lru, folio_mapcount
 from engine.mm.gup import GupMixin
 from engine.mm.huge_memory import HugeMemoryMixin
 from engine.mm.lru import LruMixin
@@ -139,7 +139,7 @@ class Kernel(MemoryMixin, RmapMixin, HugeMemoryMixin, VmscanMixin, MadviseMixin,
         if folio.on_deferred_list:
             self.folio_unqueue_deferred_split(folio)
         self.lruvec_del_folio(folio)
-        folio.lru = False
+        folio_clear_lru(folio)
         folio.freed = True
         self.folios.pop(folio.pfn, None)
         if self.oracle is not None:
@@ -150,18 +150,13 @@ class Kernel(MemoryMixin, RmapMixin, HugeMemoryMixin, VmscanMixin, MadviseMixin,
         if folio.freed:
             raise UseAfterFree(f"reference ({why}) on freed folio pfn {folio.pfn:#x}")
         folio.ref += n
-        folio.extra[why] = folio.extra.get(why, 0) + n
-        folio.checked = None
+        folio.set_holder(why, folio.extra.get(why, 0) + n)
 
     def ref_put(self, folio: Folio, why: str, n: int = 1) -> None:
         held = folio.extra.get(why, 0)
         if held < n:
             raise RefcountUnderflow(f"dropping {n} {why} reference(s) of folio pfn {folio.pfn:#x} holding {held}")
-        if held == n:
-            del folio.extra[why]
-        else:
-            folio.extra[why] = held - n
-        folio.checked = None
+        folio.set_holder(why, held - n)
         self.folio_put_refs(folio, n)
 
     def folio_put_refs(self, folio: Folio, n: int = 1) -> None:

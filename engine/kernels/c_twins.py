@@ -25,7 +25,14 @@ from engine.mm.events import (
     TTU_LAZYFREE_DISCARD,
 )
 from engine.mm.flags import VM_DROPPABLE
-from engine.mm.folio import folio_mapcount, folio_set_swapbacked
+from engine.mm.folio import (
+    folio_mapcount,
+    folio_set_dirty,
+    folio_set_swapbacked,
+    folio_test_anon,
+    folio_test_dirty,
+    folio_test_swapbacked,
+)
 from engine.mm.mm_types import MM_ANONPAGES
 from engine.mm.pgtable import PAGE_SHIFT, ptep_get
 from engine.native.loader import (
@@ -96,7 +103,8 @@ class CPathMixin:
         pt = pvmw.pt
         entries = pt.entries
         out = self._clear_out
-        folio_flags = (_ANON if folio.anon else 0) | (_SWAPBACKED if folio.swapbacked else 0)
+        folio_flags = ((_ANON if folio_test_anon(folio) else 0)
+                       | (_SWAPBACKED if folio_test_swapbacked(folio) else 0))
         vma_nr = (pvmw.vma.vm_end - pvmw.address) >> PAGE_SHIFT
         nr = self._ttu_clear(entries.buffer_info()[0], len(entries), pvmw.idx, folio.pfn, folio.nr,
                              folio_flags, vma_nr, flags, self._kernel, self._clear_ptr)
@@ -115,7 +123,7 @@ class CPathMixin:
         pt = pvmw.pt
         entries = pt.entries
         action = self._ttu_decide(entries.buffer_info()[0], len(entries), pvmw.idx, nr_pages,
-                                  pteval, folio.ref, folio_mapcount(folio), folio.dirty,
+                                  pteval, folio.ref, folio_mapcount(folio), folio_test_dirty(folio),
                                   bool(vma.vm_flags & VM_DROPPABLE), self._kernel,
                                   self._decide_ptr)
         if action < 0:
@@ -131,9 +139,9 @@ class CPathMixin:
     def _pmd_action(self, folio, action: int) -> PmdLazyfreeAction:
         out = self._pmd_out
         if out.set_dirty:
-            folio.dirty = True
+            folio_set_dirty(folio)
         if out.set_swapbacked:
-            folio.swapbacked = True
+            folio_set_swapbacked(folio)
         action = PmdLazyfreeAction(action)
         event = _PMD_EVENT.get(action)
         if event is not None:
@@ -142,13 +150,13 @@ class CPathMixin:
 
     def pmd_discard_check(self, vma, folio, pmd) -> bool:
         """pmd_discard_check() in C: the version's dirty test before the clear."""
-        action = self._pmd_check(pmd, folio.dirty, bool(vma.vm_flags & VM_DROPPABLE),
+        action = self._pmd_check(pmd, folio_test_dirty(folio), bool(vma.vm_flags & VM_DROPPABLE),
                                  self._kernel, self._pmd_ptr)
         return self._pmd_action(folio, action) is PmdLazyfreeAction.PMD_LAZYFREE_CLEAR
 
     def pmd_discard_decide(self, vma, folio, cleared, ref_count, map_count) -> bool:
         """pmd_discard_decide() in C: the tests on the cleared word and the refcount."""
-        action = self._pmd_decide(cleared, ref_count, map_count, folio.dirty,
+        action = self._pmd_decide(cleared, ref_count, map_count, folio_test_dirty(folio),
                                   bool(vma.vm_flags & VM_DROPPABLE), self._kernel, self._pmd_ptr)
         return self._pmd_action(folio, action) is PmdLazyfreeAction.PMD_LAZYFREE_DISCARD
 class V6_14C(CPathMixin, V6_14):

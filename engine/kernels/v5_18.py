@@ -30,9 +30,10 @@ from engine.mm.folio import (
     folio_test_dirty,
     folio_test_pmd_mappable,
     folio_test_swapbacked,
+    folio_test_swapcache,
 )
 from engine.mm.mm_types import MM_ANONPAGES
-from engine.mm.pgtable import PMD_SHIFT, pte_pfn, ptep_get, set_pte_at
+from engine.mm.pgtable import pmd_index, pte_pfn, ptep_get, set_pte_at
 from engine.mm.rmap import Pvmw
 from engine.mm.sched import YieldPoint
 
@@ -61,7 +62,7 @@ class V5_18(Kernel):
             self.deferred_split_huge_page(folio)
 
     def deferred_split_huge_page(self, folio) -> None:
-        if folio.swapcache or folio.on_deferred_list:
+        if folio_test_swapcache(folio) or folio.on_deferred_list:
             return
         folio.on_deferred_list = True
         self.deferred_split_queue[folio] = None
@@ -80,7 +81,7 @@ class V5_18(Kernel):
         """try_to_unmap_one() of v5.18 (page-based in the kernel; folio names here)."""
         if flags & TTU_SPLIT_HUGE_PMD:
             # split_huge_pmd_address() at function entry
-            pmd_idx = address >> PMD_SHIFT
+            pmd_idx = pmd_index(address)
             word = vma.mm.pmd_huge.get(pmd_idx)
             if word is not None and pte_pfn(word) == folio.pfn:
                 yield from self.split_huge_pmd(vma, pmd_idx)

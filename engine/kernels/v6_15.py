@@ -25,6 +25,7 @@ from engine.mm.folio import (
     folio_mapcount,
     folio_ref_count,
     folio_ref_sub,
+    folio_set_dirty,
     folio_set_swapbacked,
     folio_test_anon,
     folio_test_dirty,
@@ -36,6 +37,7 @@ from engine.mm.pgtable import (
     PTE_BATCH_IGNORE,
     PTE_DIRTY_YOUNG,
     pmd_dirty,
+    pte_advance_pfn,
     pte_pfn,
     ptep_get,
     set_pte_at,
@@ -80,7 +82,7 @@ class V6_15(V6_14):
         Reads through :func:`ptep_get`: a scan that runs off the table is caught.
         """
         max_nr = min(folio.pfn + folio.nr - pte_pfn(pte), max_nr)
-        expected = (pte & ~PTE_BATCH_IGNORE) + (1 << 12)
+        expected = pte_advance_pfn(pte & ~PTE_BATCH_IGNORE, 1)
         nr = 1
         while nr < max_nr:
             cur = ptep_get(pt, idx + nr) & ~PTE_BATCH_IGNORE
@@ -88,7 +90,7 @@ class V6_15(V6_14):
             if cur != expected:
                 break
             nr += 1
-            expected += 1 << 12
+            expected = pte_advance_pfn(expected, 1)
         return nr
 
     def can_batch_unmap_folio_ptes(self, pvmw, folio, pte):
@@ -125,7 +127,7 @@ class V6_15(V6_14):
     def set_ptes(self, pt, idx: int, pte: int, nr: int) -> None:
         """Restore ``nr`` PTEs from one value, advancing the pfn (set_ptes)."""
         for i in range(nr):
-            set_pte_at(pt, idx + i, pte + (i << 12))
+            set_pte_at(pt, idx + i, pte_advance_pfn(pte, i))
 
     # -- the PTE leg of try_to_unmap_one (the C twins override these two) ------
     def ttu_clear(self, folio, pvmw, flags) -> tuple[int, int]:
@@ -169,9 +171,9 @@ class V6_15(V6_14):
         a dirty PMD dirties the folio, and a dirty folio (not VM_DROPPABLE) is
         made swapbacked here, the PMD left alone.  Return: True to clear."""
         if pmd_dirty(pmd):
-            folio.dirty = True
+            folio_set_dirty(folio)
         if folio_test_dirty(folio) and not vma.vm_flags & VM_DROPPABLE:
-            folio.swapbacked = True
+            folio_set_swapbacked(folio)
             self.event(PMD_LAZYFREE_ABORT_DIRTY, folio)
             return False
         return True

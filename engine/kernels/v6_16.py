@@ -11,8 +11,7 @@ from __future__ import annotations
 from engine.kernels.v6_15 import V6_15
 from engine.mm.flags import TTU_HWPOISON
 from engine.mm.folio import folio_test_anon, folio_test_swapbacked
-from engine.mm.mm_types import pmd_addr_end
-from engine.mm.pgtable import PAGE_SHIFT
+from engine.mm.pgtable import PAGE_SHIFT, pmd_addr_end
 
 
 class V6_16(V6_15):

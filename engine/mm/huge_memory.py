@@ -15,19 +15,37 @@ from engine.mm.events import (
     SPLIT_REMAP_ZEROPAGE,
 )
 from engine.mm.flags import VM_LOCKED
-from engine.mm.folio import Folio, folio_mapcount, folio_test_pmd_mappable
+from engine.mm.folio import (
+    Folio,
+    folio_clear_dirty,
+    folio_clear_partially_mapped,
+    folio_mapcount,
+    folio_mark_dirty,
+    folio_set_dirty,
+    folio_set_lru,
+    folio_set_partially_mapped,
+    folio_set_swapcache,
+    folio_test_anon,
+    folio_test_dirty,
+    folio_test_lru,
+    folio_test_mlocked,
+    folio_test_partially_mapped,
+    folio_test_pmd_mappable,
+    folio_test_swapbacked,
+    folio_test_swapcache,
+)
 from engine.mm.memory import ZERO_PFN
 from engine.mm.mm_types import MM_ANONPAGES, VmArea
 from engine.mm.pgtable import (
     HPAGE_PMD_NR,
-    PAGE_SHIFT,
+    HPAGE_PMD_ORDER,
     PAGE_SIZE,
     PMD_SHIFT,
     PMD_SIZE,
-    PTRS_PER_PTE,
     PageTable,
     mk_pte,
     pmd_dirty,
+    pmd_index,
     pmd_mkclean,
     pmd_mkhuge,
     pmd_mkold,
@@ -35,6 +53,7 @@ from engine.mm.pgtable import (
     pmd_write,
     pmd_young,
     pte_dirty,
+    pte_index,
     pte_pfn,
     pte_present,
 )
@@ -55,11 +74,11 @@ class HugeMemoryMixin:
             return
         if not partially_mapped and not self.split_underused_thp:
             return
-        if folio.swapcache:
+        if folio_test_swapcache(folio):
             return
         if partially_mapped:
-            if not folio.partially_mapped:
-                folio.partially_mapped = True
+            if not folio_test_partially_mapped(folio):
+                folio_set_partially_mapped(folio)
                 if folio_test_pmd_mappable(folio):
                     self.count("THP_DEFERRED_SPLIT_PAGE")
                 self.count_mthp("split_deferred", folio.order)
@@ -75,8 +94,8 @@ class HugeMemoryMixin:
         """Take a folio off the queue (at free or split)."""
         self.deferred_split_queue.pop(folio, None)
         folio.on_deferred_list = False
-        if folio.partially_mapped:
-            folio.partially_mapped = False
+        if folio_test_partially_mapped(folio):
+            folio_clear_partially_mapped(folio)
             self.count_mthp("nr_anon_partially_mapped", folio.order, -1)
 
     def deferred_split_scan(self, nr_to_scan: int):
@@ -95,8 +114,8 @@ class HugeMemoryMixin:
                 batch.append(folio)          # stays "on a list": _deferred_list non-empty
             else:
                 folio.on_deferred_list = False
-                if folio.partially_mapped:
-                    folio.partially_mapped = False
+                if folio_test_partially_mapped(folio):
+                    folio_clear_partially_mapped(folio)
                     self.count_mthp("nr_anon_partially_mapped", folio.order, -1)
         split = 0
         requeue = []
@@ -104,15 +123,15 @@ class HugeMemoryMixin:
             # Another CPU can act while the shrinker holds its speculative reference.
             yield YieldPoint.SHRINKER_REF_HELD
             did_split = False
-            if not folio.freed and (folio.partially_mapped or self.thp_underused(folio)):
-                if not folio.mlocked and folio_trylock(self, folio):
+            if not folio.freed and (folio_test_partially_mapped(folio) or self.thp_underused(folio)):
+                if not folio_test_mlocked(folio) and folio_trylock(self, folio):
                     ok = yield from self.split_folio(folio)
                     if ok:
                         did_split = True
                         split += 1
                     folio_unlock(self, folio)
             if not did_split and not folio.freed:
-                if folio.partially_mapped:
+                if folio_test_partially_mapped(folio):
                     requeue.append(folio)
                 else:
                     folio.on_deferred_list = False
@@ -154,7 +173,7 @@ class HugeMemoryMixin:
         word = mm.pmd_huge.pop(pmd_idx)
         dirty = pmd_dirty(word)
         if dirty:
-            folio.dirty = True
+            folio_set_dirty(folio)
         pt = mm.deposited.pop(pmd_idx, None)
         if pt is None:
             pt = PageTable(pmd_idx << PMD_SHIFT, mm.id, mm.ptl(pmd_idx))
@@ -192,7 +211,7 @@ class HugeMemoryMixin:
     def unmap_huge_pmd_locked(self, vma: VmArea, pmd_idx: int, folio: Folio):
         """unmap_huge_pmd_locked() (735ecdfaf4e8): only lazyfree anon folios.
         Return: True if discarded."""
-        if folio.anon and not folio.swapbacked:
+        if folio_test_anon(folio) and not folio_test_swapbacked(folio):
             return (yield from self.discard_anon_folio_pmd_locked(vma, pmd_idx, folio))
         return False
 
@@ -235,14 +254,14 @@ class HugeMemoryMixin:
     def pmd_discard_check(self, vma: VmArea, folio: Folio, pmd: int) -> bool:
         """The v6.11–v6.14 test before the clear: a dirty folio or PMD is refused,
         no flag changes.  Return: True to go on and clear the PMD."""
-        return not (folio.dirty or pmd_dirty(pmd))
+        return not (folio_test_dirty(folio) or pmd_dirty(pmd))
 
     def pmd_discard_decide(self, vma: VmArea, folio: Folio, cleared: int, ref_count: int,
                            map_count: int) -> bool:
         """The v6.11–v6.14 test after the clear (and smp_rmb()): refuse a dirty
         folio or cleared word, or a reference beyond isolation's and the
         mappings'.  Return: True to discard."""
-        return not (folio.dirty or pmd_dirty(cleared)) and ref_count == map_count + 1
+        return not (folio_test_dirty(folio) or pmd_dirty(cleared)) and ref_count == map_count + 1
 
     # -- splitting a folio ----------------------------------------------------
     #: remap_page() after a successful split maps every zero-filled page to the
@@ -307,7 +326,7 @@ class HugeMemoryMixin:
     def _folio_busy_ptl(self, folio: Folio):
         for vma, address in self.rmap_targets(folio):
             end = folio_end_in_vma(folio, vma)
-            for pmd_idx in range(address >> PMD_SHIFT, ((end - 1) >> PMD_SHIFT) + 1):
+            for pmd_idx in range(pmd_index(address), pmd_index(end - 1) + 1):
                 lock = vma.mm.pmd_ptl.get(pmd_idx)
                 if lock is not None and lock.owner is not None:
                     return lock
@@ -336,23 +355,23 @@ class HugeMemoryMixin:
         lo, hi = folio.pfn, folio.pfn + folio.nr
         for vma, address in self.rmap_targets(folio):
             mm = vma.mm
-            pmd_idx = address >> PMD_SHIFT
+            pmd_idx = pmd_index(address)
             word = mm.pmd_huge.get(pmd_idx)
             if word is not None and lo <= pmd_pfn(word) < hi:
                 pt = self.split_huge_pmd_locked(vma, pmd_idx, folio, freeze=True)
                 migrations.extend((vma, pt, i, pmd_pfn(word) + i) for i in range(HPAGE_PMD_NR))
                 continue
             for a in range(address, folio_end_in_vma(folio, vma), PAGE_SIZE):
-                pt = mm.pte_tables.get(a >> PMD_SHIFT)
+                pt = mm.pte_tables.get(pmd_index(a))
                 if pt is None:
                     continue
-                idx = (a >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+                idx = pte_index(a)
                 pte = pt.entries[idx]
                 self.cost["pte_reads"] += 1
                 if not pte_present(pte) or not lo <= pte_pfn(pte) < hi:
                     continue
                 if pte_dirty(pte):
-                    folio.dirty = True                # folio_mark_dirty()
+                    folio_mark_dirty(folio)          # "now the pte is gone"
                 self.folio_drop_rmap_ptes(folio, pte_pfn(pte) - lo, 1, vma)
                 folio.ref -= 1                        # folio_put(): the entry holds none
                 migrations.append((vma, pt, idx, pte_pfn(pte)))
@@ -373,7 +392,7 @@ class HugeMemoryMixin:
         for vma, pt, idx, pfn in migrations:
             folio = self.pfn_folio(pfn)
             page = pfn - folio.pfn
-            if (use_zeropage and not folio.data[page] and not folio.mlocked
+            if (use_zeropage and not folio.data[page] and not folio_test_mlocked(folio)
                     and not vma.vm_flags & VM_LOCKED):
                 pt.entries[idx] = mk_pte(ZERO_PFN, False)
                 vma.mm.rss[MM_ANONPAGES] -= 1
@@ -406,16 +425,16 @@ class HugeMemoryMixin:
             t.index, t.anon_vma = folio.index + i, folio.anon_vma
             t.data[0] = folio.data[i]
             t.ref = 0
-            if folio.swapcache:
-                t.swapcache = True
+            if folio_test_swapcache(folio):
+                folio_set_swapcache(t)
                 t.swap = [swap[i]]
                 t.ref += 1
-                t.extra["swapcache"] = 1
+                t.set_holder("swapcache", 1)
             self.folios[t.pfn] = t
             tails.append(t)
         head_extra = folio.extra
-        if folio.swapcache:
-            head_extra["swapcache"] = 1
+        if folio_test_swapcache(folio):
+            folio.set_holder("swapcache", 1)
             folio.swap = [swap[0]]
         folio.order, folio.nr = 0, 1
         folio.mapcount = [0]
@@ -423,8 +442,7 @@ class HugeMemoryMixin:
         folio.entire_mapcount = 0
         folio.pincount = 0
         folio.ref = sum(head_extra.values())
-        folio.checked = None
-        self.cost["rmap_updates"] += 1
+        self.rmap_changed(folio)
         return tails
 
     def split_folio_tails_done(self, folio: Folio, tails: list[Folio], to_list: list | None) -> None:
@@ -435,8 +453,8 @@ class HugeMemoryMixin:
             if to_list is not None:
                 self.ref_get(t, "isolate")
                 to_list.append(t)
-            elif folio.lru and folio.lru_list is not None:
-                t.lru = True
+            elif folio_test_lru(folio) and folio.lru_list is not None:
+                folio_set_lru(t)
                 self.lruvec_add_folio(t)
             if t.ref == 0:
                 self.free_folio(t)
@@ -464,8 +482,8 @@ class HugeMemoryMixin:
                 folio_unlock(self, folio)
                 self.temp_put(folio)
                 return False
-            if folio.dirty:
-                folio.dirty = False
+            if folio_test_dirty(folio):
+                folio_clear_dirty(folio)
             folio_unlock(self, folio)
             if pmd_young(word) or pmd_dirty(word):
                 mm.pmd_huge[pmd_idx] = pmd_mkold(pmd_mkclean(word))
@@ -480,18 +498,18 @@ class HugeMemoryMixin:
     def do_huge_pmd_anonymous_page(self, vma: VmArea, pmd_idx: int):
         """Fault in a PMD-mapped THP with a deposited page table."""
         mm = vma.mm
-        folio = self.folio_alloc(9)
+        folio = self.folio_alloc(HPAGE_PMD_ORDER)
         # The allocation's reference, held while the fault waits for the PMD
         # lock (a holder may yield: reclaim in __discard_anon_folio_pmd_locked());
         # the PMD mapping takes it over.
-        folio.extra["alloc"] = 1
+        folio.set_holder("alloc", 1)
         lock = mm.ptl(pmd_idx)
         yield from spin_lock(self, lock)
         try:
             if pmd_idx in mm.pmd_huge or pmd_idx in mm.pte_tables:
                 self.ref_put(folio, "alloc")
                 return
-            del folio.extra["alloc"]
+            folio.set_holder("alloc", 0)
             mm.deposited[pmd_idx] = PageTable(pmd_idx << PMD_SHIFT, mm.id, mm.ptl(pmd_idx))
             mm.pmd_huge[pmd_idx] = pmd_mkhuge(folio.pfn, vma.writable, dirty=True, young=True)
             self.folio_add_new_anon_rmap(folio, vma, pmd_idx << PMD_SHIFT, pmd=True)
@@ -510,7 +528,7 @@ class HugeMemoryMixin:
 def split_extra_pins(folio: Folio) -> int:
     """The references a split expects besides the mappings and the caller's:
     one per page for the swap cache (can_split_folio()'s @pextra_pins)."""
-    return folio.nr if folio.swapcache else 0
+    return folio.nr if folio_test_swapcache(folio) else 0
 
 
 def can_split_folio(folio: Folio) -> bool:

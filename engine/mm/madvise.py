@@ -6,25 +6,40 @@ import errno
 
 from engine.mm.events import MADVISE_SKIP_SHARED
 from engine.mm.flags import VM_LOCKED
-from engine.mm.folio import Folio, folio_mapcount
+from engine.mm.folio import (
+    Folio,
+    folio_clear_active,
+    folio_clear_dirty,
+    folio_clear_referenced,
+    folio_clear_swapcache,
+    folio_mapcount,
+    folio_test_active,
+    folio_test_dirty,
+    folio_test_lru,
+    folio_test_swapcache,
+)
 from engine.mm.huge_memory import folio_trylock, folio_unlock
 from engine.mm.memory import ZERO_PFN
-from engine.mm.mm_types import MM_SWAPENTS, VmArea, pmd_addr_end
+from engine.mm.mm_types import MM_SWAPENTS, VmArea
 from engine.mm.pgtable import (
     PAGE_SHIFT,
     PAGE_SIZE,
-    PMD_SHIFT,
     PMD_SIZE,
     PTE_BATCH_IGNORE,
     PTE_DIRTY_YOUNG,
     PTRS_PER_PTE,
     PageTable,
     is_swap_pte,
+    pmd_addr_end,
+    pmd_index,
     pmd_mkold,
     pmd_pfn,
     pmd_young,
+    pte_advance_pfn,
+    pte_index,
     pte_mkclean,
     pte_mkold,
+    pte_none,
     pte_pfn,
     pte_present,
     pte_swp_offset,
@@ -43,7 +58,7 @@ def pte_batch_len(folio: Folio, pt: PageTable, idx: int, limit: int) -> int:
     max_nr = min(limit, folio.pfn + folio.nr - pte_pfn(first), PTRS_PER_PTE - idx)
     nr = 1
     while nr < max_nr:
-        expect += 1 << 12
+        expect = pte_advance_pfn(expect, 1)
         if e[idx + nr] & ~PTE_BATCH_IGNORE != expect:
             break
         nr += 1
@@ -138,7 +153,7 @@ class MadviseMixin:
         mm = vma.mm
         while addr < end:
             next_ = pmd_addr_end(addr, end)
-            pmd_idx = addr >> PMD_SHIFT
+            pmd_idx = pmd_index(addr)
             if pmd_idx in mm.pmd_huge:
                 handled = yield from self.madvise_free_huge_pmd(vma, pmd_idx, addr, next_)
                 if handled:
@@ -156,9 +171,9 @@ class MadviseMixin:
         yield from spin_lock(self, pt.ptl)
         try:
             while addr < end:
-                idx = (addr >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+                idx = pte_index(addr)
                 pte = e[idx]
-                if not pte:
+                if pte_none(pte):
                     addr += PAGE_SIZE
                     continue
                 if is_swap_pte(pte):
@@ -180,22 +195,23 @@ class MadviseMixin:
                     nr = pte_batch_len(folio, pt, idx, (end - addr) >> PAGE_SHIFT)
                     if nr < folio.nr or self.MADVISE_SPLITS_EVERY_PTE_MAPPED_THP:
                         split = yield from self.madvise_split_folio(folio, pt, pfn - folio.pfn)
-                        if vma.mm.pte_tables.get(addr >> PMD_SHIFT) is not pt:
+                        if vma.mm.pte_tables.get(pmd_index(addr)) is not pt:
                             break
                         if not split:
                             if self.MADVISE_SPLITS_EVERY_PTE_MAPPED_THP:
                                 break
                             addr += nr * PAGE_SIZE
                         continue                      # reprocess as small folios
-                if folio.swapcache or folio.dirty:
+                if folio_test_swapcache(folio) or folio_test_dirty(folio):
                     if not folio_trylock(self, folio):
                         addr += nr * PAGE_SIZE
                         continue
-                    if folio_mapcount(folio) != folio.nr or (folio.swapcache and not self.folio_free_swap(folio)):
+                    if folio_mapcount(folio) != folio.nr or (folio_test_swapcache(folio)
+                                                             and not self.folio_free_swap(folio)):
                         folio_unlock(self, folio)
                         addr += nr * PAGE_SIZE
                         continue
-                    folio.dirty = False
+                    folio_clear_dirty(folio)
                     folio_unlock(self, folio)
                 young_or_dirty = False
                 for i in range(idx, idx + nr):
@@ -240,7 +256,7 @@ class MadviseMixin:
         for s in folio.swap:
             self.swap.release(s)
         folio.swap = None
-        folio.swapcache = False
+        folio_clear_swapcache(folio)
         self.ref_put(folio, "swapcache", folio.nr)
         return True
 
@@ -250,7 +266,7 @@ class MadviseMixin:
         mm = vma.mm
         while addr < end:
             next_ = pmd_addr_end(addr, end)
-            pmd_idx = addr >> PMD_SHIFT
+            pmd_idx = pmd_index(addr)
             if pmd_idx in mm.pmd_huge:
                 lock = mm.ptl(pmd_idx)
                 yield from spin_lock(self, lock)
@@ -272,7 +288,7 @@ class MadviseMixin:
                         if folio_mapcount(folio) == 1:
                             if pmd_young(word):
                                 mm.pmd_huge[pmd_idx] = pmd_mkold(word)
-                            folio.referenced = False
+                            folio_clear_referenced(folio)
                             if self.folio_isolate_lru(folio):
                                 out.append(folio)
                         spin_unlock(self, lock)
@@ -303,7 +319,7 @@ class MadviseMixin:
         yield from spin_lock(self, pt.ptl)
         try:
             while addr < end:
-                idx = (addr >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+                idx = pte_index(addr)
                 pte = e[idx]
                 if not pte_present(pte) or pte_pfn(pte) == ZERO_PFN:
                     addr += PAGE_SIZE
@@ -315,14 +331,14 @@ class MadviseMixin:
                     if nr < folio.nr or self.MADVISE_SPLITS_EVERY_PTE_MAPPED_THP:
                         split = yield from self.madvise_split_folio(folio, pt,
                                                                     pte_pfn(pte) - folio.pfn)
-                        if vma.mm.pte_tables.get(addr >> PMD_SHIFT) is not pt:
+                        if vma.mm.pte_tables.get(pmd_index(addr)) is not pt:
                             break
                         if not split:
                             if self.MADVISE_SPLITS_EVERY_PTE_MAPPED_THP:
                                 break
                             addr += nr * PAGE_SIZE
                         continue                      # reprocess as small folios
-                if not folio.lru or folio_mapcount(folio) != folio.nr:
+                if not folio_test_lru(folio) or folio_mapcount(folio) != folio.nr:
                     # "Do not interfere with other mappings of this folio and
                     # non-LRU folio": a folio mapped anywhere else (fork) is
                     # left alone; the large folio is fully mapped here, so a
@@ -331,9 +347,9 @@ class MadviseMixin:
                     continue
                 for i in range(idx, idx + nr):
                     e[i] = pte_mkold(e[i])
-                folio.referenced = False
-                if folio.active:
-                    folio.active = False
+                folio_clear_referenced(folio)
+                if folio_test_active(folio):
+                    folio_clear_active(folio)
                 if self.folio_isolate_lru(folio):
                     out.append(folio)
                 addr += nr * PAGE_SIZE

@@ -11,27 +11,38 @@ import errno
 
 from engine.mm.events import ALLOC_MTHP, MMAP_DROPPABLE, WP_REUSE_PINNED
 from engine.mm.flags import VM, VM_DROPPABLE, VM_LOCKED, VM_READ, VM_WRITE
-from engine.mm.folio import Folio, folio_mapcount, folio_maybe_dma_pinned
+from engine.mm.folio import (
+    Folio,
+    folio_mapcount,
+    folio_mark_dirty,
+    folio_maybe_dma_pinned,
+    folio_set_dirty,
+    folio_set_mlocked,
+    folio_test_swapcache,
+)
 from engine.mm.mm_types import MM_ANONPAGES, MM_SWAPENTS, AnonVma, MmStruct, VmArea
 from engine.mm.pgtable import (
     HPAGE_PMD_NR,
+    HPAGE_PMD_ORDER,
     PAGE_SHIFT,
     PAGE_SIZE,
     PMD_SHIFT,
     PMD_SIZE,
     PTE_DIRTY_YOUNG,
-    PTRS_PER_PTE,
     PageTable,
     is_swap_pte,
     mk_pte,
     pmd_dirty,
+    pmd_index,
     pmd_pfn,
     pmd_write,
     pte_dirty,
+    pte_index,
     pte_mkdirty,
     pte_mkold,
     pte_mkwrite,
     pte_mkyoung,
+    pte_none,
     pte_pfn,
     pte_present,
     pte_swp_offset,
@@ -56,19 +67,19 @@ class MemoryMixin:
     def new_folio_mapped(self, folio: Folio, vma: VmArea) -> None:
         """After a fault maps a new folio: mlock it or put it on the LRU."""
         if vma.vm_flags & VM_LOCKED:
-            folio.mlocked = True
+            folio_set_mlocked(folio)
         self.folio_add_lru(folio)
 
     def lookup_pte(self, mm: MmStruct, addr: int):
         """Hardware-style lockless walk.  Return: ('pmd', word) | ('pte', pt, idx) | None."""
-        pmd_idx = addr >> PMD_SHIFT
+        pmd_idx = pmd_index(addr)
         word = mm.pmd_huge.get(pmd_idx)
         if word is not None:
             return ("pmd", word)
         pt = mm.pte_tables.get(pmd_idx)
         if pt is None:
             return None
-        return ("pte", pt, (addr >> PAGE_SHIFT) & (PTRS_PER_PTE - 1))
+        return ("pte", pt, pte_index(addr))
 
     def folio_at(self, mm: MmStruct, addr: int) -> tuple[Folio, int] | None:
         """(folio, page index) mapped at ``addr``, if a present mapping exists."""
@@ -118,7 +129,7 @@ class MemoryMixin:
 
     def hw_access(self, mm: MmStruct, a: int, value: int | None, out: list) -> bool:
         """One access through the MMU.  Return: False if it must fault."""
-        pmd_idx = a >> PMD_SHIFT
+        pmd_idx = pmd_index(a)
         word = mm.pmd_huge.get(pmd_idx)
         if word is not None:
             if value is not None and not pmd_write(word):
@@ -138,7 +149,7 @@ class MemoryMixin:
         pt = mm.pte_tables.get(pmd_idx)
         if pt is None:
             return False
-        idx = (a >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+        idx = pte_index(a)
         pte = pt.entries[idx]
         if not pte_present(pte):
             return False
@@ -171,7 +182,7 @@ class MemoryMixin:
         try:
             if mm.find_vma(addr) is not vma:
                 return 0                      # the VMA changed: retry the access
-            pmd_idx = addr >> PMD_SHIFT
+            pmd_idx = pmd_index(addr)
             word = mm.pmd_huge.get(pmd_idx)
             if word is not None:
                 if write and not pmd_write(word):
@@ -180,7 +191,7 @@ class MemoryMixin:
                 else:
                     return 0
             if (pmd_idx not in mm.pte_tables and pmd_idx not in mm.pmd_huge and write
-                    and vma.order == 9 and self.thp_vma_suitable(vma, pmd_idx)):
+                    and vma.order == HPAGE_PMD_ORDER and self.thp_vma_suitable(vma, pmd_idx)):
                 yield from self.do_huge_pmd_anonymous_page(vma, pmd_idx)
                 return 0
             pt = mm.pte_alloc(pmd_idx)
@@ -188,9 +199,9 @@ class MemoryMixin:
             try:
                 if mm.pmd_huge.get(pmd_idx) is not None or mm.pte_tables.get(pmd_idx) is not pt:
                     return 0
-                idx = (addr >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+                idx = pte_index(addr)
                 pte = pt.entries[idx]
-                if pte == 0:
+                if pte_none(pte):
                     self.do_anonymous_page(vma, pt, addr, write)
                 elif is_swap_pte(pte):
                     self.do_swap_page(vma, pt, idx, addr)
@@ -213,13 +224,13 @@ class MemoryMixin:
         """alloc_anon_folio(): the largest enabled order whose aligned range is
         inside the VMA and has only none PTEs; else 0."""
         order = vma.order
-        if order == 9 or not self.HAS_MTHP:
+        if order == HPAGE_PMD_ORDER or not self.HAS_MTHP:
             return 0
         nr = 1 << order
         start = addr & ~(nr * PAGE_SIZE - 1)
         if start < vma.vm_start or start + nr * PAGE_SIZE > vma.vm_end:
             return 0
-        i0 = (start >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+        i0 = pte_index(start)
         e = pt.entries
         for i in range(i0, i0 + nr):
             if e[i]:
@@ -229,7 +240,7 @@ class MemoryMixin:
     def do_anonymous_page(self, vma: VmArea, pt: PageTable, addr: int, write: bool) -> None:
         """Map a fresh zero-filled folio, or the zero page for a read fault.  Context: PTL."""
         if not write:
-            pt.entries[(addr >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)] = mk_pte(ZERO_PFN, False)
+            pt.entries[pte_index(addr)] = mk_pte(ZERO_PFN, False)
             return
         order = self.anon_folio_order(vma, pt, addr)
         folio = self.folio_alloc(order)
@@ -237,7 +248,7 @@ class MemoryMixin:
             self.event(ALLOC_MTHP, folio)
         nr = folio.nr
         start = addr & ~(nr * PAGE_SIZE - 1)
-        i0 = (start >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+        i0 = pte_index(start)
         for i in range(nr):
             pt.entries[i0 + i] = mk_pte(folio.pfn + i, vma.writable, dirty=True, young=True)
         folio.ref = nr                    # one reference per PTE mapping
@@ -264,10 +275,10 @@ class MemoryMixin:
             mapped = folio_mapcount(folio)
             # a swap-cache folio whose slots other PTEs still use is shared too
             # (folio_free_swap() fails, so wp_can_reuse_anon_folio() says no)
-            shared_swap = folio.swapcache and any(self.swap.count.get(s) for s in folio.swap)
+            shared_swap = folio_test_swapcache(folio) and any(self.swap.count.get(s) for s in folio.swap)
             mine = (max(folio.mapcount) <= 1 and not folio.entire_mapcount
                     and not shared_swap and self.mapped_only_in(folio, vma.mm))
-            only_mappings = folio.ref - (folio.nr if folio.swapcache else 0) == mapped
+            only_mappings = folio.ref - (folio.nr if folio_test_swapcache(folio) else 0) == mapped
             # pinned, hence PageAnonExclusive: whatever other references it has
             pinned = self.HAS_ANON_EXCLUSIVE and "pin" in folio.extra
             if mine and (only_mappings or pinned):
@@ -321,7 +332,7 @@ class MemoryMixin:
             folio = self.folio_alloc(0)
             folio.data[0] = self.swap.data.get(slot, 0)
             # the slot is freed below, so the folio is the only copy: dirty
-            folio.dirty = True
+            folio_set_dirty(folio)
             pt.entries[idx] = mk_pte(folio.pfn, vma.writable, dirty=True, young=True)
             self.folio_add_new_anon_rmap(folio, vma, addr, pmd=False)
             self.new_folio_mapped(folio, vma)
@@ -339,7 +350,7 @@ class MemoryMixin:
         return None
 
     def swapcache_folios(self):
-        return [f for f in self.folios.values() if f.swapcache]
+        return [f for f in self.folios.values() if folio_test_swapcache(f)]
 
     # -- zapping ------------------------------------------------------------------
     def zap_page_range(self, vma: VmArea, start: int, end: int):
@@ -347,7 +358,7 @@ class MemoryMixin:
         mm = vma.mm
         addr = start
         while addr < end:
-            pmd_idx = addr >> PMD_SHIFT
+            pmd_idx = pmd_index(addr)
             next_ = min(end, (pmd_idx + 1) << PMD_SHIFT)
             if pmd_idx in mm.pmd_huge:
                 if addr == pmd_idx << PMD_SHIFT and next_ - addr == PMD_SIZE:
@@ -369,9 +380,9 @@ class MemoryMixin:
         mm = vma.mm
         e = pt.entries
         for a in range(addr, end, PAGE_SIZE):
-            idx = (a >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+            idx = pte_index(a)
             pte = e[idx]
-            if not pte:
+            if pte_none(pte):
                 continue
             e[idx] = 0
             self.cost["pte_clears"] += 1
@@ -381,7 +392,7 @@ class MemoryMixin:
                     continue
                 folio = self.pfn_folio(pfn)
                 if pte_dirty(pte):
-                    folio.dirty = True
+                    folio_mark_dirty(folio)
                 mm.rss[MM_ANONPAGES] -= 1
                 self.folio_remove_rmap_pte(folio, pfn - folio.pfn, 1, vma)
                 self.folio_put(folio)
@@ -408,7 +419,7 @@ class MemoryMixin:
             mm.deposited.pop(pmd_idx, None)
             folio = self.pfn_folio(pmd_pfn(word))
             if pmd_dirty(word):
-                folio.dirty = True
+                folio_mark_dirty(folio)
             mm.rss[MM_ANONPAGES] -= HPAGE_PMD_NR
             self.folio_remove_rmap_pmd(folio, vma)
             self.folio_put(folio)
@@ -429,8 +440,8 @@ class MemoryMixin:
             if not addr & (PMD_SIZE - 1):
                 continue
             vma = mm.find_vma(addr)
-            if vma is not None and self.thp_vma_suitable(vma, addr >> PMD_SHIFT):
-                yield from self.split_huge_pmd(vma, addr >> PMD_SHIFT)
+            if vma is not None and self.thp_vma_suitable(vma, pmd_index(addr)):
+                yield from self.split_huge_pmd(vma, pmd_index(addr))
 
     def do_munmap(self, mm: MmStruct, start: int, end: int):
         yield from self.vma_adjust_trans_huge(mm, start, end)
@@ -521,7 +532,7 @@ class MemoryMixin:
     def change_protection(self, vma: VmArea):
         """Write-protect every present PTE / PMD of ``vma``."""
         mm = vma.mm
-        for pmd_idx in range(vma.vm_start >> PMD_SHIFT, ((vma.vm_end - 1) >> PMD_SHIFT) + 1):
+        for pmd_idx in range(pmd_index(vma.vm_start), pmd_index(vma.vm_end - 1) + 1):
             lock = mm.ptl(pmd_idx)
             yield from spin_lock(self, lock)
             try:
@@ -534,7 +545,7 @@ class MemoryMixin:
                 lo = max(vma.vm_start, pmd_idx << PMD_SHIFT)
                 hi = min(vma.vm_end, (pmd_idx + 1) << PMD_SHIFT)
                 for a in range(lo, hi, PAGE_SIZE):
-                    i = (a >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+                    i = pte_index(a)
                     if pte_present(pt.entries[i]):
                         pt.entries[i] = pte_wrprotect(pt.entries[i])
             finally:
@@ -570,17 +581,17 @@ class MemoryMixin:
         off = 0
         while off < length:
             a, b = old + off, new + off
-            spmd = a >> PMD_SHIFT
+            spmd = pmd_index(a)
             if spmd in mm.pmd_huge:
                 whole = a & (PMD_SIZE - 1) == 0 and b & (PMD_SIZE - 1) == 0 and length - off >= PMD_SIZE
-                if whole and (b >> PMD_SHIFT) not in mm.pte_tables:
+                if whole and pmd_index(b) not in mm.pte_tables:
                     # move_huge_pmd(): the PMD and its deposited table move together
                     lock = mm.ptl(spmd)
                     yield from spin_lock(self, lock)
                     try:
-                        mm.pmd_huge[b >> PMD_SHIFT] = mm.pmd_huge.pop(spmd)
+                        mm.pmd_huge[pmd_index(b)] = mm.pmd_huge.pop(spmd)
                         if spmd in mm.deposited:
-                            mm.deposited[b >> PMD_SHIFT] = mm.deposited.pop(spmd)
+                            mm.deposited[pmd_index(b)] = mm.deposited.pop(spmd)
                     finally:
                         spin_unlock(self, lock)
                     off += PMD_SIZE
@@ -588,14 +599,14 @@ class MemoryMixin:
                 yield from self.split_huge_pmd(src, spmd)
             spt = mm.pte_tables.get(spmd)
             if spt is not None:
-                dpt = mm.pte_alloc(b >> PMD_SHIFT)
+                dpt = mm.pte_alloc(pmd_index(b))
                 yield from spin_lock(self, spt.ptl)
                 second = dpt.ptl if dpt.ptl is not spt.ptl else None
                 if second is not None:
                     yield from spin_lock(self, second)
                 try:
-                    si = (a >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
-                    di = (b >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+                    si = pte_index(a)
+                    di = pte_index(b)
                     dpt.entries[di] = spt.entries[si]
                     spt.entries[si] = 0
                 finally:
@@ -633,7 +644,7 @@ class MemoryMixin:
 
     def copy_page_range(self, src: VmArea, dst: VmArea):
         pmm, cmm = src.mm, dst.mm
-        for pmd_idx in range(src.vm_start >> PMD_SHIFT, ((src.vm_end - 1) >> PMD_SHIFT) + 1):
+        for pmd_idx in range(pmd_index(src.vm_start), pmd_index(src.vm_end - 1) + 1):
             if pmd_idx in pmm.pmd_huge:
                 # copy_huge_pmd(): the PMD is read again under its lock; reclaim may
                 # have discarded it meanwhile (then there is nothing to copy)
@@ -667,9 +678,9 @@ class MemoryMixin:
                 lo = max(src.vm_start, pmd_idx << PMD_SHIFT)
                 hi = min(src.vm_end, (pmd_idx + 1) << PMD_SHIFT)
                 for a in range(lo, hi, PAGE_SIZE):
-                    i = (a >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+                    i = pte_index(a)
                     pte = spt.entries[i]
-                    if not pte:
+                    if pte_none(pte):
                         continue
                     if is_swap_pte(pte):
                         self.swap.dup(pte_swp_offset(pte))

@@ -32,6 +32,23 @@ _PFN_SHIFT = 12
 _PFN_MASK = ((1 << 40) - 1) << _PFN_SHIFT
 
 
+def pmd_index(addr: int) -> int:
+    """The PMD entry that maps @addr: the model numbers them across the whole
+    address space (it has no upper levels), the key of ``mm.pte_tables``."""
+    return addr >> PMD_SHIFT
+
+
+def pte_index(addr: int) -> int:
+    """The entry of its PTE table that maps @addr."""
+    return (addr >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+
+
+def pmd_addr_end(addr: int, end: int) -> int:
+    """The end of @addr's PMD range, or @end if that comes first."""
+    boundary = (addr + PMD_SIZE) & ~(PMD_SIZE - 1)
+    return boundary if boundary < end else end
+
+
 def mk_pte(pfn: int, write: bool, dirty: bool = False, young: bool = True) -> int:
     """mk_pte() + pte_mkwrite/pte_mkdirty/pte_mkyoung as a fault would build it."""
     w = (pfn << _PFN_SHIFT) | _PAGE_PRESENT
@@ -93,6 +110,7 @@ def pte_mkwrite(pte: int) -> int:
 
 
 def pte_advance_pfn(pte: int, nr: int) -> int:
+    """@pte mapping the page @nr pages on (what set_ptes() and folio_pte_batch() step by)."""
     return pte + (nr << _PFN_SHIFT)
 
 

@@ -10,16 +10,32 @@ from __future__ import annotations
 from engine.errors import RefcountUnderflow
 from engine.mm.events import TTU_PINNED_ANON_STAYS_MAPPED
 from engine.mm.flags import TTU_BATCH_FLUSH, VM_LOCKED, LockedLargeRef
-from engine.mm.folio import Folio, MmIds, folio_mapped, folio_maybe_dma_pinned
-from engine.mm.mm_types import MM_ANONPAGES, MM_SWAPENTS, VmArea, vma_address
+from engine.mm.folio import (
+    Folio,
+    MmIds,
+    folio_clear_swapbacked,
+    folio_mapped,
+    folio_mark_dirty,
+    folio_maybe_dma_pinned,
+    folio_set_mlocked,
+    folio_set_swapbacked,
+    folio_test_anon,
+    folio_test_clear_mlocked,
+    folio_test_lru,
+    folio_test_partially_mapped,
+    folio_test_swapbacked,
+    folio_test_swapcache,
+)
+from engine.mm.mm_types import MM_ANONPAGES, MM_SWAPENTS, VmArea, linear_page_index, vma_address
 from engine.mm.pgtable import (
     PAGE_SHIFT,
     PAGE_SIZE,
     PMD_SHIFT,
-    PTRS_PER_PTE,
     PageTable,
+    pmd_index,
     pmd_young,
     pte_dirty,
+    pte_index,
     pte_mkold,
     pte_pfn,
     pte_present,
@@ -41,7 +57,7 @@ def folio_within_one_table(folio: Folio, vma: VmArea) -> bool:
     start = vma_address(vma, folio.index)
     end = start + folio.nr * PAGE_SIZE
     return (vma.vm_start <= start and end <= vma.vm_end
-            and start >> PMD_SHIFT == (end - 1) >> PMD_SHIFT)
+            and pmd_index(start) == pmd_index(end - 1))
 
 
 class Pvmw:
@@ -70,17 +86,25 @@ class RmapMixin:
     """Rmap counting and walking, shared by every kernel version."""
 
     # -- adding and removing rmaps ----------------------------------------
+    def rmap_changed(self, folio: Folio) -> None:
+        """Every change of @folio's mapcounts ends here: counted as an rmap
+        update (cost), and the refcount oracle's stamp dropped, so that it sums
+        the folio's mappings again (Oracle.check_folios()).  With
+        :meth:`Folio.set_holder` the only places the stamp is dropped."""
+        folio.checked = None
+        self.cost["rmap_updates"] += 1
+
     def folio_add_new_anon_rmap(self, folio: Folio, vma: VmArea, address: int, pmd: bool) -> None:
         """A freshly allocated anon folio gets its first mapping(s).
 
         VM_DROPPABLE folios are born lazyfree: never swapbacked (9651fcedf7b9).
         """
         folio.anon_vma = vma.anon_vma
-        folio.index = vma.vm_pgoff + ((address - vma.vm_start) >> PAGE_SHIFT)
+        folio.index = linear_page_index(vma, address)
         if self.HAS_DROPPABLE and vma.droppable:
-            folio.swapbacked = False
+            folio_clear_swapbacked(folio)
         else:
-            folio.swapbacked = True
+            folio_set_swapbacked(folio)
         if pmd:
             folio.entire_mapcount += 1
         else:
@@ -88,8 +112,7 @@ class RmapMixin:
                 folio.mapcount[i] += 1
         if folio.order:
             folio.mm_ids = MmIds(vma.mm.id, 1 if pmd else folio.nr)
-        folio.checked = None
-        self.cost["rmap_updates"] += 1
+        self.rmap_changed(folio)
 
     def folio_add_anon_rmap_ptes(self, folio: Folio, first: int, nr: int, vma: VmArea) -> None:
         mc = folio.mapcount
@@ -97,15 +120,13 @@ class RmapMixin:
             mc[i] += 1
         if folio.mm_ids is not None:
             folio.mm_ids.add(vma.mm.id, nr)
-        folio.checked = None
-        self.cost["rmap_updates"] += 1
+        self.rmap_changed(folio)
 
     def folio_add_anon_rmap_pmd(self, folio: Folio, vma: VmArea) -> None:
         folio.entire_mapcount += 1
         if folio.mm_ids is not None:
             folio.mm_ids.add(vma.mm.id, 1)
-        folio.checked = None
-        self.cost["rmap_updates"] += 1
+        self.rmap_changed(folio)
 
     def folio_remove_rmap_ptes(self, folio: Folio, first: int, nr: int, vma: VmArea) -> None:
         """__folio_remove_rmap(RMAP_LEVEL_PTE): drop ``nr`` PTE mappings from page ``first``."""
@@ -129,9 +150,8 @@ class RmapMixin:
                 unmapped += 1
         if folio.mm_ids is not None:
             folio.mm_ids.sub(vma.mm.id, nr)
-        folio.checked = None
-        self.cost["rmap_updates"] += 1
-        if folio.order and folio.anon:
+        self.rmap_changed(folio)
+        if folio.order and folio_test_anon(folio):
             partially_mapped = unmapped > 0 and folio_mapped(folio)
             self.deferred_split_on_rmap_removal(folio, unmapped, partially_mapped)
 
@@ -149,8 +169,7 @@ class RmapMixin:
             raise RefcountUnderflow(f"entire mapcount of folio pfn {folio.pfn:#x} underflows")
         if folio.mm_ids is not None:
             folio.mm_ids.sub(vma.mm.id, 1)
-        folio.checked = None
-        self.cost["rmap_updates"] += 1
+        self.rmap_changed(folio)
         if not folio.entire_mapcount:
             still = sum(1 for m in folio.mapcount if m)
             partially_mapped = 0 < still < folio.nr
@@ -158,13 +177,12 @@ class RmapMixin:
 
     def deferred_split_on_rmap_removal(self, folio: Folio, unmapped: int, partially_mapped: bool) -> None:
         """v6.12+: queue a partially mapped anon folio once (PG_partially_mapped)."""
-        if partially_mapped and not folio.partially_mapped:
+        if partially_mapped and not folio_test_partially_mapped(folio):
             self.deferred_split_folio(folio, True)
 
     def munlock_folio(self, folio: Folio) -> None:
-        if folio.mlocked:
-            folio.mlocked = False
-            if folio.lru:
+        if folio_test_clear_mlocked(folio):
+            if folio_test_lru(folio):
                 self.lruvec_del_folio(folio)
                 self.lruvec_add_folio(folio)
 
@@ -180,7 +198,7 @@ class RmapMixin:
         lo, hi = folio.pfn, folio.pfn + folio.nr
         addr = pvmw.address + PAGE_SIZE
         while addr < pvmw.end:
-            pmd_idx = addr >> PMD_SHIFT
+            pmd_idx = pmd_index(addr)
             if pmd_idx != pvmw.pmd_idx:
                 if pvmw.ptl is not None:
                     spin_unlock(self, pvmw.ptl)
@@ -214,7 +232,7 @@ class RmapMixin:
             if pt is None:
                 addr = (pmd_idx + 1) << PMD_SHIFT
                 continue
-            idx = (addr >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+            idx = pte_index(addr)
             pte = pt.entries[idx]
             self.cost["pte_reads"] += 1
             if pte_present(pte) and lo <= pte_pfn(pte) < hi:
@@ -329,8 +347,9 @@ class RmapMixin:
         Return: False (walk_abort) when the folio is not in the swap cache,
         which the kernel WARNs about.
         """
-        if folio.swapbacked != folio.swapcache:
-            self.warn(f"try_to_unmap_one: swapbacked {folio.swapbacked} != swapcache {folio.swapcache}")
+        if folio_test_swapbacked(folio) != folio_test_swapcache(folio):
+            self.warn(f"try_to_unmap_one: swapbacked {folio_test_swapbacked(folio)} "
+                      f"!= swapcache {folio_test_swapcache(folio)}")
             set_pte_at(pvmw.pt, pvmw.idx, pteval)
             return False
         if self.HAS_ANON_EXCLUSIVE and folio_maybe_dma_pinned(folio):
@@ -366,14 +385,14 @@ class RmapMixin:
     def ttu_harvest_dirty(self, folio: Folio, pteval: int) -> None:
         """Move the dirty bit from the cleared PTE to the folio."""
         if pte_dirty(pteval):
-            folio.dirty = True
+            folio_mark_dirty(folio)
 
     def ttu_vma_locked(self, folio: Folio, vma: VmArea, flags: int) -> bool:
         """The mlock check at the top of the walk loop: True means walk_abort."""
         from engine.mm.flags import TTU
         if not flags & TTU.TTU_IGNORE_MLOCK and vma.vm_flags & VM_LOCKED:
             if not folio.order:
-                folio.mlocked = True
+                folio_set_mlocked(folio)
             return True
         return False
 

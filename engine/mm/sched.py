@@ -167,13 +167,6 @@ def spin_unlock(k, lock: SpinLock) -> None:
     k.unlocks += 1
 
 
-def spin_trylock(k, lock: SpinLock) -> bool:
-    if lock.owner is not None:
-        return False
-    lock.owner = k.current
-    return True
-
-
 def down_read(k, sem: RwSem) -> Segment:
     t = k.current
     t.want_write = False

@@ -6,7 +6,28 @@ import enum
 
 from engine.mm.events import LAZYFREE_FREED, RECLAIM_SPLIT_LAZYFREE, RECLAIM_SPLIT_NO_SWAP
 from engine.mm.flags import TTU_BATCH_FLUSH, TTU_SPLIT_HUGE_PMD, TTU_SYNC, VM_LOCKED, FolioRef, LruList
-from engine.mm.folio import Folio, folio_mapped, folio_maybe_dma_pinned, folio_ref_freeze
+from engine.mm.folio import (
+    Folio,
+    folio_clear_active,
+    folio_clear_dirty,
+    folio_clear_swapcache,
+    folio_mapped,
+    folio_mark_dirty,
+    folio_maybe_dma_pinned,
+    folio_ref_freeze,
+    folio_ref_unfreeze,
+    folio_set_active,
+    folio_set_referenced,
+    folio_set_swapcache,
+    folio_test_anon,
+    folio_test_clear_referenced,
+    folio_test_dirty,
+    folio_test_mlocked,
+    folio_test_partially_mapped,
+    folio_test_pmd_mappable,
+    folio_test_swapbacked,
+    folio_test_swapcache,
+)
 from engine.mm.huge_memory import can_split_folio, folio_trylock, folio_unlock
 from engine.mm.sched import YieldPoint
 
@@ -30,26 +51,25 @@ class VmscanMixin:
         """folio_check_references(): referenced mappings decide activate, keep or
         reclaim (``referenced_ptes`` counts VMAs: :meth:`folio_referenced`)."""
         referenced_ptes, vm_flags = yield from self.folio_referenced(folio)
-        referenced_folio = folio.referenced
-        folio.referenced = False
+        referenced_folio = folio_test_clear_referenced(folio)
         if vm_flags & VM_LOCKED:
             return FolioRef.FOLIOREF_ACTIVATE
         if referenced_ptes:
-            folio.referenced = True
+            folio_set_referenced(folio)
             if referenced_folio or referenced_ptes > 1:
                 return FolioRef.FOLIOREF_ACTIVATE
             return FolioRef.FOLIOREF_KEEP
-        if referenced_folio and not folio.swapbacked:
+        if referenced_folio and not folio_test_swapbacked(folio):
             return FolioRef.FOLIOREF_RECLAIM_CLEAN
         return FolioRef.FOLIOREF_RECLAIM
 
     def add_to_swap(self, folio: Folio) -> bool:
         """Give a swapbacked folio swap slots and put it in the swap cache."""
         folio.swap = self.swap.alloc(folio.nr)
-        folio.swapcache = True
+        folio_set_swapcache(folio)
         self.ref_get(folio, "swapcache", folio.nr)
-        folio.dirty = True            # the data is not on swap yet
-        if folio.on_deferred_list and not folio.partially_mapped:
+        folio_mark_dirty(folio)           # the data is not on swap yet
+        if folio.on_deferred_list and not folio_test_partially_mapped(folio):
             self.folio_unqueue_deferred_split(folio)
         return True
 
@@ -57,23 +77,22 @@ class VmscanMixin:
         """Write a dirty swapcache folio to its slots (synchronously, in the model)."""
         for i, slot in enumerate(folio.swap):
             self.swap.data[slot] = folio.data[i]
-        folio.dirty = False
+        folio_clear_dirty(folio)
         self.count("PSWPOUT", folio.nr)
 
     def remove_mapping(self, folio: Folio) -> bool:
         """__remove_mapping() of a swapcache folio: freeze at isolation + cache refs."""
         if not folio_ref_freeze(folio, 1 + folio.nr):
             return False
-        if folio.dirty:
-            folio.ref = 1 + folio.nr
+        if folio_test_dirty(folio):
+            folio_ref_unfreeze(folio, 1 + folio.nr)
             return False
         for slot in folio.swap:
             if not self.swap.count.get(slot):
                 self.swap.release(slot)
         folio.swap = None
-        folio.swapcache = False
-        folio.extra.pop("swapcache", None)
-        folio.checked = None
+        folio_clear_swapcache(folio)
+        folio.set_holder("swapcache", 0)
         return True
 
     def shrink_folio_list(self, folio_list: list[Folio], ignore_references: bool):
@@ -102,15 +121,14 @@ class VmscanMixin:
                 freed.append(folio)
                 continue
             if label is ShrinkLabel.ACTIVATE_LOCKED:
-                if not folio.mlocked:
-                    folio.active = True
+                if not folio_test_mlocked(folio):
+                    folio_set_active(folio)
                     self.count("nr_activate", nr)
             folio_unlock(self, folio)
             ret.append(folio)
         self.try_to_unmap_flush()
         for folio in freed:
-            folio.extra.pop("isolate", None)
-            folio.checked = None
+            folio.set_holder("isolate", 0)      # the freeze took the isolation reference
             if folio.on_deferred_list:
                 self.folio_unqueue_deferred_split(folio)
             self.free_folio(folio)
@@ -130,8 +148,8 @@ class VmscanMixin:
             if references is FolioRef.FOLIOREF_KEEP:
                 self.count("nr_ref_keep", folio.nr)
                 return ShrinkLabel.KEEP_LOCKED
-        if folio.anon and folio.swapbacked:
-            if not folio.swapcache:
+        if folio_test_anon(folio) and folio_test_swapbacked(folio):
+            if not folio_test_swapcache(folio):
                 # feb889fb40fa (v5.11): a maybe-pinned folio never reaches the
                 # swap cache, nor a split: keep_locked, inactive.
                 if folio_maybe_dma_pinned(folio):
@@ -153,37 +171,37 @@ class VmscanMixin:
         nr = folio.nr
         if folio_mapped(folio):
             flags = TTU_BATCH_FLUSH
-            if folio.order >= 9:
+            if folio_test_pmd_mappable(folio):
                 flags |= TTU_SPLIT_HUGE_PMD
             if folio.order:
                 flags |= TTU_SYNC
-            was_swapbacked = folio.swapbacked
+            was_swapbacked = folio_test_swapbacked(folio)
             yield from self.try_to_unmap(folio, flags)
             if folio_mapped(folio):
                 self.count("nr_unmap_fail", nr)
-                if not was_swapbacked and folio.swapbacked:
+                if not was_swapbacked and folio_test_swapbacked(folio):
                     self.count("nr_lazyfree_fail", nr)
                 return ShrinkLabel.ACTIVATE_LOCKED
         # GUP-fast and speculative references can land before the freeze below.
         yield YieldPoint.BEFORE_FREEZE
         if folio_maybe_dma_pinned(folio):
             return ShrinkLabel.ACTIVATE_LOCKED
-        if folio.dirty:
-            if not folio.swapbacked:
+        if folio_test_dirty(folio):
+            if not folio_test_swapbacked(folio):
                 # folio_is_file_lru(): not written back by reclaim, activated instead
                 self.count("nr_immediate", nr)
                 return ShrinkLabel.ACTIVATE_LOCKED
             if references is FolioRef.FOLIOREF_RECLAIM_CLEAN:
                 return ShrinkLabel.KEEP_LOCKED
             self.pageout(folio)
-        if folio.anon and not folio.swapbacked:
+        if folio_test_anon(folio) and not folio_test_swapbacked(folio):
             if not folio_ref_freeze(folio, 1):
                 return ShrinkLabel.KEEP_LOCKED
             # The dirty flag is deliberately not rechecked (see __remove_mapping).
             self.count("PGLAZYFREED", nr)
             self.event(LAZYFREE_FREED, folio)
             return ShrinkLabel.FREE_IT
-        if folio.swapcache:
+        if folio_test_swapcache(folio):
             if not self.remove_mapping(folio):
                 return ShrinkLabel.KEEP_LOCKED
             return ShrinkLabel.FREE_IT
@@ -232,7 +250,7 @@ class VmscanMixin:
             for src in active:
                 for folio in list(self.lruvec[src])[:nr_to_scan]:
                     self.lruvec_del_folio(folio)
-                    folio.active = False
+                    folio_clear_active(folio)
                     self.lruvec_add_folio(folio)
         out: list[Folio] = []
         for lru in lists:
