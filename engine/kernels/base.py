@@ -3,8 +3,8 @@
 A :class:`Kernel` is one booted machine running one program.  Version
 classes (``engine/kernels/v*.py``) subclass it and override only what that
 kernel did differently; each names its commit.  Concept mixins live in
-modules named after the kernel file they model (rmap, vmscan, huge_memory,
-madvise, gup, memory, lru).
+modules named after the kernel file they model (memory, mmap, mremap,
+mprotect, fork, rmap, huge_memory, vmscan, madvise, gup, lru).
 """
 
 from __future__ import annotations
@@ -15,19 +15,23 @@ from typing import Any
 from engine.errors import KernelBug, RefcountUnderflow, UseAfterFree
 from engine.mm.events import Event, UndeclaredEvent
 from engine.mm.folio import Folio, folio_clear_lru, folio_mapcount
+from engine.mm.fork import ForkMixin
 from engine.mm.gup import GupMixin
 from engine.mm.huge_memory import HugeMemoryMixin
 from engine.mm.lru import LruMixin
 from engine.mm.madvise import MadviseMixin
 from engine.mm.memory import MemoryMixin
+from engine.mm.mmap import MmapMixin
+from engine.mm.mprotect import MprotectMixin
+from engine.mm.mremap import MremapMixin
 from engine.mm.rmap import RmapMixin
 from engine.mm.sched import Gate
 from engine.mm.swapfile import SwapDevice
 from engine.mm.vmscan import VmscanMixin
 
 
-class Kernel(MemoryMixin, RmapMixin, HugeMemoryMixin, VmscanMixin, MadviseMixin, GupMixin,
-             LruMixin):
+class Kernel(MemoryMixin, MmapMixin, MremapMixin, MprotectMixin, ForkMixin, RmapMixin,
+             HugeMemoryMixin, VmscanMixin, MadviseMixin, GupMixin, LruMixin):
     """One kernel instance.  Class attributes describe the version's features."""
 
     VERSION = "base"

@@ -35,7 +35,7 @@ from engine.mm.folio import (
     folio_test_swapcache,
 )
 from engine.mm.memory import ZERO_PFN
-from engine.mm.mm_types import MM_ANONPAGES, VmArea
+from engine.mm.mm_types import MM_ANONPAGES, MmStruct, VmArea
 from engine.mm.pgtable import (
     HPAGE_PMD_NR,
     HPAGE_PMD_ORDER,
@@ -493,6 +493,50 @@ class HugeMemoryMixin:
         finally:
             if lock is not None:
                 spin_unlock(self, lock)
+
+    # -- the PMD side of faults, zaps and VMA changes -----------------------------
+    def thp_vma_suitable(self, vma: VmArea, pmd_idx: int) -> bool:
+        start = pmd_idx << PMD_SHIFT
+        return vma.vm_start <= start and start + PMD_SIZE <= vma.vm_end
+
+    def zap_huge_pmd(self, vma: VmArea, pmd_idx: int):
+        """zap_huge_pmd(): under the PMD lock (__pmd_trans_huge_lock()), zap the
+        PMD if it is still huge.  Return: False when it is not (split or
+        cleared while the caller waited): zap_pmd_range() then falls through
+        to the PTEs."""
+        mm = vma.mm
+        lock = mm.ptl(pmd_idx)
+        yield from spin_lock(self, lock)
+        try:
+            word = mm.pmd_huge.pop(pmd_idx, None)
+            if word is None:
+                return False
+            mm.deposited.pop(pmd_idx, None)
+            folio = self.pfn_folio(pmd_pfn(word))
+            if pmd_dirty(word):
+                folio_mark_dirty(folio)
+            mm.rss[MM_ANONPAGES] -= HPAGE_PMD_NR
+            self.folio_remove_rmap_pmd(folio, vma)
+            self.folio_put(folio)
+            self.cost["tlb_flushes"] += 1
+            return True
+        finally:
+            spin_unlock(self, lock)
+
+    def vma_adjust_trans_huge(self, mm: MmStruct, start: int, end: int):
+        """Before VMAs are split at @start and @end: split_huge_pmd_if_needed() of
+        each end that is not PMD-aligned inside a VMA that covers its PMD's whole
+        range.  split_huge_pmd_address() finds the PMD without looking at it
+        (mm_find_pmd()) and __split_huge_pmd() reads it under its lock, so a
+        split waits for a PMD lock holder - reclaim with the PMD cleared in
+        __discard_anon_folio_pmd_locked(), which may restore it - and then
+        splits what is there (mm/huge_memory.c of 6.12.117)."""
+        for addr in (start, end):
+            if not addr & (PMD_SIZE - 1):
+                continue
+            vma = mm.find_vma(addr)
+            if vma is not None and self.thp_vma_suitable(vma, pmd_index(addr)):
+                yield from self.split_huge_pmd(vma, pmd_index(addr))
 
     # -- faulting a PMD THP ---------------------------------------------------
     def do_huge_pmd_anonymous_page(self, vma: VmArea, pmd_idx: int):

@@ -1,16 +1,17 @@
-"""Faults, user loads and stores, and the address-space syscalls.
+"""Faults, user loads and stores, zapping and copying page tables (mm/memory.c).
 
-mm/memory.c (handle_mm_fault, do_anonymous_page, do_wp_page, do_swap_page,
-zap_pte_range, copy_page_range), mm/mmap.c, mm/mremap.c, mm/mprotect.c and
-kernel/fork.c, reduced to what anonymous private memory needs.
+handle_mm_fault(), do_anonymous_page(), do_wp_page(), do_swap_page(),
+zap_pte_range() and copy_page_range(), reduced to what anonymous private
+memory needs.  The syscalls that change VMAs are in the modules of their
+kernel files: mmap.py, mremap.py, mprotect.py and fork.py.
 """
 
 from __future__ import annotations
 
 import errno
 
-from engine.mm.events import ALLOC_MTHP, MMAP_DROPPABLE, WP_REUSE_PINNED
-from engine.mm.flags import VM, VM_DROPPABLE, VM_LOCKED, VM_READ, VM_WRITE
+from engine.mm.events import ALLOC_MTHP, WP_REUSE_PINNED
+from engine.mm.flags import VM_LOCKED
 from engine.mm.folio import (
     Folio,
     folio_mapcount,
@@ -20,7 +21,7 @@ from engine.mm.folio import (
     folio_set_mlocked,
     folio_test_swapcache,
 )
-from engine.mm.mm_types import MM_ANONPAGES, MM_SWAPENTS, AnonVma, MmStruct, VmArea
+from engine.mm.mm_types import MM_ANONPAGES, MM_SWAPENTS, MmStruct, VmArea
 from engine.mm.pgtable import (
     HPAGE_PMD_NR,
     HPAGE_PMD_ORDER,
@@ -32,7 +33,6 @@ from engine.mm.pgtable import (
     PageTable,
     is_swap_pte,
     mk_pte,
-    pmd_dirty,
     pmd_index,
     pmd_pfn,
     pmd_write,
@@ -49,18 +49,16 @@ from engine.mm.pgtable import (
     pte_write,
     pte_wrprotect,
 )
-from engine.mm.sched import YieldPoint, down_read, down_write, spin_lock, spin_unlock, up_read, up_write
+from engine.mm.sched import YieldPoint, down_read, spin_lock, spin_unlock, up_read
 
 #: pfn of the shared zero page: read faults map it, it is no folio.
 ZERO_PFN = 1
 
-_FLAG_MAP = {"r": VM_READ, "rw": VM_READ | VM_WRITE}
-
 
 class MemoryMixin:
-    """User memory: faults, loads/stores, mmap/munmap/mremap/mprotect/fork."""
+    """User memory: faults, loads and stores, zapping and copying page tables."""
 
-    # -- helpers ------------------------------------------------------------
+    # -- helpers -------------------------------------------------------------------
     def current_mm(self) -> MmStruct:
         return self.mms[self.current.mm_id]
 
@@ -96,7 +94,7 @@ class MemoryMixin:
         folio = self.pfn_folio(pfn)
         return folio, pfn - folio.pfn
 
-    # -- CPU loads and stores -------------------------------------------------
+    # -- CPU loads and stores ------------------------------------------------------
     def cpu_access(self, addr: int, pages: int, value: int | None):
         """Loads (``value`` None) or stores over a range, page by page.
 
@@ -172,7 +170,7 @@ class MemoryMixin:
         out.append(v)
         return True
 
-    # -- faults ---------------------------------------------------------------
+    # -- faults --------------------------------------------------------------------
     def handle_mm_fault(self, vma: VmArea, addr: int, write: bool, mmap_locked: bool = False):
         """handle_mm_fault() under mmap_lock (read), taken here unless the caller
         (GUP) already holds it.  Return: 0 or -errno."""
@@ -215,10 +213,6 @@ class MemoryMixin:
         finally:
             if not mmap_locked:
                 up_read(self, mm.mmap_lock)
-
-    def thp_vma_suitable(self, vma: VmArea, pmd_idx: int) -> bool:
-        start = pmd_idx << PMD_SHIFT
-        return vma.vm_start <= start and start + PMD_SIZE <= vma.vm_end
 
     def anon_folio_order(self, vma: VmArea, pt: PageTable, addr: int) -> int:
         """alloc_anon_folio(): the largest enabled order whose aligned range is
@@ -352,7 +346,7 @@ class MemoryMixin:
     def swapcache_folios(self):
         return [f for f in self.folios.values() if folio_test_swapcache(f)]
 
-    # -- zapping ------------------------------------------------------------------
+    # -- zapping -------------------------------------------------------------------
     def zap_page_range(self, vma: VmArea, start: int, end: int):
         """zap_page_range_single(): unmap [start, end) of ``vma``, freeing what goes."""
         mm = vma.mm
@@ -404,244 +398,7 @@ class MemoryMixin:
                     self.swap.release(slot)
         self.cost["tlb_flushes"] += 1
 
-    def zap_huge_pmd(self, vma: VmArea, pmd_idx: int):
-        """zap_huge_pmd(): under the PMD lock (__pmd_trans_huge_lock()), zap the
-        PMD if it is still huge.  Return: False when it is not (split or
-        cleared while the caller waited): zap_pmd_range() then falls through
-        to the PTEs."""
-        mm = vma.mm
-        lock = mm.ptl(pmd_idx)
-        yield from spin_lock(self, lock)
-        try:
-            word = mm.pmd_huge.pop(pmd_idx, None)
-            if word is None:
-                return False
-            mm.deposited.pop(pmd_idx, None)
-            folio = self.pfn_folio(pmd_pfn(word))
-            if pmd_dirty(word):
-                folio_mark_dirty(folio)
-            mm.rss[MM_ANONPAGES] -= HPAGE_PMD_NR
-            self.folio_remove_rmap_pmd(folio, vma)
-            self.folio_put(folio)
-            self.cost["tlb_flushes"] += 1
-            return True
-        finally:
-            spin_unlock(self, lock)
-
-    def vma_adjust_trans_huge(self, mm: MmStruct, start: int, end: int):
-        """Before VMAs are split at @start and @end: split_huge_pmd_if_needed() of
-        each end that is not PMD-aligned inside a VMA that covers its PMD's whole
-        range.  split_huge_pmd_address() finds the PMD without looking at it
-        (mm_find_pmd()) and __split_huge_pmd() reads it under its lock, so a
-        split waits for a PMD lock holder - reclaim with the PMD cleared in
-        __discard_anon_folio_pmd_locked(), which may restore it - and then
-        splits what is there (mm/huge_memory.c of 6.12.117)."""
-        for addr in (start, end):
-            if not addr & (PMD_SIZE - 1):
-                continue
-            vma = mm.find_vma(addr)
-            if vma is not None and self.thp_vma_suitable(vma, pmd_index(addr)):
-                yield from self.split_huge_pmd(vma, pmd_index(addr))
-
-    def do_munmap(self, mm: MmStruct, start: int, end: int):
-        yield from self.vma_adjust_trans_huge(mm, start, end)
-        for vma in mm.isolate_range(start, end):
-            yield from self.zap_page_range(vma, vma.vm_start, vma.vm_end)
-            mm.remove_vma(vma)
-            self.oracle.on_unmap(mm.id, vma.vm_start, vma.vm_end)
-
-    # -- syscalls -------------------------------------------------------------------
-    def sys_mmap(self, op):
-        mm = self.current_mm()
-        start, end = op.addr, op.addr + op.pages * PAGE_SIZE
-        if op.droppable and (not self.HAS_DROPPABLE or op.locked):
-            return -errno.EINVAL          # MAP_DROPPABLE unknown, or with MAP_LOCKED
-        if op.droppable:
-            self.event(MMAP_DROPPABLE)
-        yield from down_write(self, mm.mmap_lock)
-        try:
-            yield from self.do_munmap(mm, start, end)          # MAP_FIXED
-            flags = VM_READ | VM_WRITE | int(VM.VM_MAYWRITE)
-            if op.droppable:
-                flags |= VM_DROPPABLE | int(VM.VM_WIPEONFORK | VM.VM_DONTDUMP | VM.VM_NORESERVE)
-            if op.locked:
-                flags |= VM_LOCKED
-            self.next_anon_vma += 1
-            vma = VmArea(mm, start, end, flags, start >> PAGE_SHIFT, AnonVma(self.next_anon_vma), op.order)
-            mm.insert_vma(vma)
-            self.oracle.on_map(mm.id, start, end, bool(flags & VM_DROPPABLE))
-        finally:
-            up_write(self, mm.mmap_lock)
-        if op.locked:                                          # mm_populate()
-            for a in range(start, end, PAGE_SIZE):
-                if self.folio_at(mm, a) is None:
-                    ret = yield from self.handle_mm_fault(vma, a, True)
-                    if ret:
-                        return ret
-        return 0
-
-    def sys_munmap(self, op):
-        mm = self.current_mm()
-        yield from down_write(self, mm.mmap_lock)
-        try:
-            yield from self.do_munmap(mm, op.addr, op.addr + op.pages * PAGE_SIZE)
-        finally:
-            up_write(self, mm.mmap_lock)
-        return 0
-
-    def sys_mprotect(self, op):
-        """mprotect(2): mprotect_fixup() on each VMA of the range.
-
-        mprotect_fixup() returns at once for a VMA that already has the new
-        flags (``newflags == oldflags``; mm/mprotect.c, the same from v5.17 to
-        v6.16): no VMA split, no change_protection(), so no huge PMD split.
-        Real 6.12.117 and 6.16.12 keep a THP PMD-mapped through an mprotect()
-        of part of it to the protection it has.  A VMA that changes is split
-        at the range (a huge PMD it covers in part is split first:
-        vma_adjust_trans_huge(), change_pmd_range()) and write-protected when
-        made read-only.
-        Context: takes mmap_lock for writing.  Return: 0 or -ENOMEM.
-        """
-        mm = self.current_mm()
-        start, end = op.addr, op.addr + op.pages * PAGE_SIZE
-        newbits = _FLAG_MAP[op.prot.value]
-        yield from down_write(self, mm.mmap_lock)
-        try:
-            if not self.range_mapped(mm, start, end):
-                return -errno.ENOMEM
-            for vma in [v for v in mm.vmas if v.vm_start < end and start < v.vm_end]:
-                if vma.vm_flags & (VM_READ | VM_WRITE) == newbits:
-                    continue                            # newflags == oldflags
-                lo, hi = max(start, vma.vm_start), min(end, vma.vm_end)
-                yield from self.vma_adjust_trans_huge(mm, lo, hi)
-                for part in mm.isolate_range(lo, hi):
-                    part.vm_flags = (part.vm_flags & ~(VM_READ | VM_WRITE)) | newbits
-                    if not newbits & VM_WRITE:
-                        yield from self.change_protection(part)
-        finally:
-            up_write(self, mm.mmap_lock)
-        return 0
-
-    def range_mapped(self, mm: MmStruct, start: int, end: int) -> bool:
-        pos = start
-        for vma in mm.vmas:
-            if vma.vm_start <= pos < vma.vm_end:
-                pos = vma.vm_end
-        return pos >= end
-
-    def change_protection(self, vma: VmArea):
-        """Write-protect every present PTE / PMD of ``vma``."""
-        mm = vma.mm
-        for pmd_idx in range(pmd_index(vma.vm_start), pmd_index(vma.vm_end - 1) + 1):
-            lock = mm.ptl(pmd_idx)
-            yield from spin_lock(self, lock)
-            try:
-                if pmd_idx in mm.pmd_huge:
-                    mm.pmd_huge[pmd_idx] = pte_wrprotect(mm.pmd_huge[pmd_idx])
-                    continue
-                pt = mm.pte_tables.get(pmd_idx)
-                if pt is None:
-                    continue
-                lo = max(vma.vm_start, pmd_idx << PMD_SHIFT)
-                hi = min(vma.vm_end, (pmd_idx + 1) << PMD_SHIFT)
-                for a in range(lo, hi, PAGE_SIZE):
-                    i = pte_index(a)
-                    if pte_present(pt.entries[i]):
-                        pt.entries[i] = pte_wrprotect(pt.entries[i])
-            finally:
-                spin_unlock(self, lock)
-        self.cost["tlb_flushes"] += 1
-
-    def sys_mremap(self, op):
-        """mremap(MREMAP_MAYMOVE|MREMAP_FIXED): move_vma() + move_page_tables()."""
-        mm = self.current_mm()
-        old, new, length = op.addr, op.new_addr, op.pages * PAGE_SIZE
-        if new < old + length and old < new + length:
-            return -errno.EINVAL
-        yield from down_write(self, mm.mmap_lock)
-        try:
-            vma = mm.find_vma(old)
-            if vma is None or old + length > vma.vm_end:
-                return -errno.EFAULT
-            yield from self.do_munmap(mm, new, new + length)
-            yield from self.vma_adjust_trans_huge(mm, old, old + length)
-            vmas = mm.isolate_range(old, old + length)
-            src = vmas[0]
-            moved = VmArea(mm, new, new + length, src.vm_flags, src.vm_pgoff, src.anon_vma, src.order)
-            yield from self.move_page_tables(src, old, moved, new, length)
-            mm.remove_vma(src)
-            mm.insert_vma(moved)
-            self.oracle.on_move(mm.id, old, new, length)
-        finally:
-            up_write(self, mm.mmap_lock)
-        return 0
-
-    def move_page_tables(self, src: VmArea, old: int, dst: VmArea, new: int, length: int):
-        mm = src.mm
-        off = 0
-        while off < length:
-            a, b = old + off, new + off
-            spmd = pmd_index(a)
-            if spmd in mm.pmd_huge:
-                whole = a & (PMD_SIZE - 1) == 0 and b & (PMD_SIZE - 1) == 0 and length - off >= PMD_SIZE
-                if whole and pmd_index(b) not in mm.pte_tables:
-                    # move_huge_pmd(): the PMD and its deposited table move together
-                    lock = mm.ptl(spmd)
-                    yield from spin_lock(self, lock)
-                    try:
-                        mm.pmd_huge[pmd_index(b)] = mm.pmd_huge.pop(spmd)
-                        if spmd in mm.deposited:
-                            mm.deposited[pmd_index(b)] = mm.deposited.pop(spmd)
-                    finally:
-                        spin_unlock(self, lock)
-                    off += PMD_SIZE
-                    continue
-                yield from self.split_huge_pmd(src, spmd)
-            spt = mm.pte_tables.get(spmd)
-            if spt is not None:
-                dpt = mm.pte_alloc(pmd_index(b))
-                yield from spin_lock(self, spt.ptl)
-                second = dpt.ptl if dpt.ptl is not spt.ptl else None
-                if second is not None:
-                    yield from spin_lock(self, second)
-                try:
-                    si = pte_index(a)
-                    di = pte_index(b)
-                    dpt.entries[di] = spt.entries[si]
-                    spt.entries[si] = 0
-                finally:
-                    if second is not None:
-                        spin_unlock(self, second)
-                    spin_unlock(self, spt.ptl)
-            off += PAGE_SIZE
-        self.cost["tlb_flushes"] += 1
-
-    def sys_fork(self, op):
-        """fork(): copy VMAs and page tables; share anon folios copy-on-write.
-
-        A folio that may be DMA pinned is copied for the child right away
-        (copy_present_page, since 70e806e4e645) so the parent keeps its page.
-        """
-        parent = self.current_mm()
-        child = self.mms[op.child]
-        yield from down_write(self, parent.mmap_lock)
-        try:
-            for vma in list(parent.vmas):
-                cv = VmArea(child, vma.vm_start, vma.vm_end, vma.vm_flags, vma.vm_pgoff,
-                            vma.anon_vma, vma.order)
-                child.insert_vma(cv)
-                if vma.vm_flags & int(VM.VM_WIPEONFORK):
-                    continue
-                if vma.vm_flags & VM_LOCKED:
-                    cv.vm_flags &= ~VM_LOCKED       # mlock is not inherited
-                yield from self.copy_page_range(vma, cv)
-            self.oracle.on_fork(parent.id, child.id)
-            child.alive = True
-            self.mm_gate(child.id).open = True
-        finally:
-            up_write(self, parent.mmap_lock)
-        return 0
-
+    # -- copying at fork -----------------------------------------------------------
     def copy_page_range(self, src: VmArea, dst: VmArea):
         pmm, cmm = src.mm, dst.mm
         for pmd_idx in range(pmd_index(src.vm_start), pmd_index(src.vm_end - 1) + 1):
@@ -709,4 +466,3 @@ class MemoryMixin:
             finally:
                 spin_unlock(self, spt.ptl)
         self.cost["tlb_flushes"] += 1
-
