@@ -10,10 +10,13 @@ classified there (see :mod:`engine.diff.rules`).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
+import itertools
 import re
-from dataclasses import dataclass, field
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
 from typing import Any
 
 from engine.diff.rules import Rule, explain
@@ -68,8 +71,9 @@ class Divergence:
     function: str | None
     first_op: int | None
     signature: str
-    rules: list[Rule] = field(default_factory=list)
-    fields: list[FieldDiff] = field(default_factory=list)
+    # dataclasses.field: the class's own ``field`` shadows the name here
+    rules: list[Rule] = dataclasses.field(default_factory=list)
+    fields: list[FieldDiff] = dataclasses.field(default_factory=list)
     detail: str = ""
 
     @property
@@ -218,7 +222,7 @@ def _places_one_run_lacks(a: Outcome, b: Outcome) -> tuple[dict[int, set[Event]]
     only: tuple[dict[int, set[Event]], dict[int, set[Event]]] = ({}, {})
     for side, (mine, other) in enumerate(((a.places, b.places), (b.places, a.places))):
         reached = set(other)
-        for here, after in zip(mine, mine[1:]):
+        for here, after in itertools.pairwise(mine):
             op, kind, _ = here
             if (op is not None and kind in KERNEL_YIELD_POINTS and after[0] != op
                     and here not in reached):
@@ -257,7 +261,8 @@ def _parting_ops(ta: list[TraceEntry], tb: list[TraceEntry]) -> tuple[int | None
     return first, window
 
 
-def _op_events(o: Outcome, ops: set[int], places: dict[int, set[Event]]) -> frozenset[Event]:
+def _op_events(o: Outcome, ops: AbstractSet[int | None],
+               places: dict[int, set[Event]]) -> frozenset[Event]:
     """The events of @ops in run @o, with the ``place:<kind>`` events of places
     only that run had (:func:`_places_one_run_lacks`)."""
     events = {name for i, name in o.events if i in ops}
@@ -268,15 +273,17 @@ def _op_events(o: Outcome, ops: set[int], places: dict[int, set[Event]]) -> froz
 
 
 def _classify(program: Program, a: Outcome, b: Outcome, diffs: list[FieldDiff],
-              parted: int | None, window: set[int],
+              parted: int | None, window: AbstractSet[int | None],
               places: tuple[dict[int, set[Event]], dict[int, set[Event]]]) -> Divergence:
     pair = f"{a.engine}..{b.engine}"
     # A run that broke an oracle or crashed: never intended.
-    for o in (a, b):
-        if o.verdict is not Verdict.OK and (o.verdict != (b if o is a else a).verdict
-                                            or o.crash.field != (b if o is a else a).crash.field):
+    for o, other in ((a, b), (b, a)):
+        if o.verdict is Verdict.OK:
+            continue
+        c = o.crash
+        assert c is not None        # a run that is not OK says where it stopped
+        if o.verdict != other.verdict or other.crash is None or c.field != other.crash.field:
             kind = _KIND_OF_VERDICT[o.verdict]
-            c = o.crash
             fld = normalize_field(c.field)
             sig = f"{pair}|{kind.value}|{fld}|{c.function}"
             if kind is Kind.CRASH:
@@ -292,11 +299,11 @@ def _classify(program: Program, a: Outcome, b: Outcome, diffs: list[FieldDiff],
     main = _main_field(at_parting)
     op_kind = program.ops[parted].op if parted is not None else None
     function = entry_point(program.ops[parted]) if parted is not None else None
-    kinds = {program.ops[i].op for i in window if i is not None}
-    rules = []
-    for kind in sorted(kinds) or [""]:
+    kinds: set[str] = {program.ops[i].op for i in window if i is not None}
+    rules: list[Rule] = []
+    for name in sorted(kinds) or [""]:
         for r in explain(a.engine, b.engine, _op_events(a, window, places[0]),
-                         _op_events(b, window, places[1]), kind):
+                         _op_events(b, window, places[1]), name):
             if r not in rules:
                 rules.append(r)
     cls = Classification.INTENDED if rules else Classification.UNEXPECTED

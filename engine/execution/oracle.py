@@ -424,7 +424,7 @@ class Oracle:
         for mm in k.mms.values():
             anon = 0
             mm_busy = False
-            for pmd_idx, lock in mm.pmd_ptl.items():
+            for lock in mm.pmd_ptl.values():
                 if lock.owner is not None:
                     mm_busy = True
                     break
@@ -483,7 +483,7 @@ class Oracle:
             if not mm.alive:
                 continue
             find = self.mapped.find
-            for pmd_idx, word in mm.pmd_huge.items():
+            for pmd_idx in mm.pmd_huge:
                 base = pmd_idx * HPAGE_PMD_NR
                 keys.update((mm_id, base + i) for i in range(HPAGE_PMD_NR)
                             if find(mm_id, base + i) is not None)

@@ -8,6 +8,7 @@ differently but map the same things look the same.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +50,8 @@ class Crash:
     thread: str | None
     step: int
     function: str | None = None
-    stack: list[str] = field(default_factory=list)
+    # dataclasses.field: the class's own ``field`` shadows the name here
+    stack: list[str] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind.value, "field": self.field, "message": self.message,
@@ -85,7 +87,7 @@ class Outcome:
     crash: Crash | None = None
     warnings: list[str] = field(default_factory=list)
     #: (operation, event) as the kernel noted them; an Event is its name as a str
-    events: list[tuple[int | None, Event]] = field(default_factory=list)
+    events: list[tuple[int, Event]] = field(default_factory=list)
     trace: list[TraceEntry] | None = None     # state after each op, when traced
     #: The scheduling step each event happened in, and the step each operation
     #: finished in (None: it never did).  Where a race could cut in, for

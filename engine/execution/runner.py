@@ -29,7 +29,7 @@ from engine.execution.outcome import Crash, Outcome, Place, TraceEntry, observe
 from engine.kernels import kernel_class, resolve_engine
 from engine.kernels.base import Kernel
 from engine.mm.mm_types import MmStruct
-from engine.mm.sched import KThread, Segment, YieldPoint, wait_gate
+from engine.mm.sched import KThread, Segment, Waitable, YieldPoint, wait_gate
 from engine.program.format import (
     DeferredSplitScan,
     DmaWrite,
@@ -230,10 +230,10 @@ class _Preemptions:
                     self.fired.add(p)
                     self.queue.append(thread)
             return
-        thread = self.at.get(place)
-        if thread is not None:
+        wanted = self.at.get(place)
+        if wanted is not None:
             self.fired.add(place)
-            self.queue.append(thread)
+            self.queue.append(wanted)
 
 
 class Runner:
@@ -315,7 +315,13 @@ class Runner:
         return best
 
     def _pick_chosen(self, step: int, place: Place) -> KThread | None:
-        """:meth:`_pick` with the chooser's say; records deviations from the op-order pick."""
+        """:meth:`_pick` with the chooser's say; records deviations from the op-order pick.
+
+        Context: run() picks with this only when the Runner has a chooser, and
+        with it ``schedule_taken`` and ``ran``.
+        """
+        chooser, taken, ran = self.chooser, self.schedule_taken, self.ran
+        assert chooser is not None and taken is not None and ran is not None
         runnable = [t for t in self.threads if t.runnable()]
         if not runnable:
             return None
@@ -326,33 +332,39 @@ class Runner:
             default = wanted or base
             names = [x.name for x in runnable]
             try:
-                chosen = self.chooser(step, names, default.name)  # type: ignore[misc]
+                chosen = chooser(step, names, default.name)
             except Exception as exc:  # noqa: BLE001 - not the model's crash: say whose it is
                 raise ChooserError(step, exc, names, "raised by the chooser") from exc
-            t = next((x for x in runnable if x.name == chosen), None)
-            if t is None:
+            picked = next((x for x in runnable if x.name == chosen), None)
+            if picked is None:
                 raise ChooserError(step, chosen, names)
+            t = picked
             if t is not base:
-                self.schedule_taken.append(Preemption.model_construct(  # type: ignore[union-attr]
+                taken.append(Preemption.model_construct(
                     op=place[0], at=place[1], nth=place[2], thread=t.name))
-        self.ran.append((t.name, t.ops[t.cursor]))  # type: ignore[union-attr]
+        ran.append((t.name, t.ops[t.cursor]))
         return t
 
-    def _start(self, t: KThread) -> None:
+    def _start(self, t: KThread) -> Segment:
+        """Begin @t's next operation.  Return: its segment, also ``t.gen``."""
         k = self.k
-        idx = t.next_op()
+        idx = t.ops[t.cursor]
         op = self.program.ops[idx]
         gen = OPERATIONS[type(op)].enter(k, op)
         if isinstance(op, Unpin):
             gen = self._driver_unpins(op, gen)
         need = self.prereq.get(idx)
         if need is not None and not all(self.done[i] for i in need):
+            # only a DMA write and an unpin wait for others (op_prerequisites())
+            assert isinstance(op, DmaWrite | Unpin)
             gen = self._after_gate(OpsDone(self.done, need, f"{op.op} {op.pin} waits"), gen)
-        if t.kind is ThreadKind.TASK and not k.mms[t.mm_id].alive:
-            gen = self._after_gate(k.mm_gate(t.mm_id), gen)
+        mm_id = t.mm_id
+        if t.kind is ThreadKind.TASK and mm_id is not None and not k.mms[mm_id].alive:
+            gen = self._after_gate(k.mm_gate(mm_id), gen)
         t.gen = gen
+        return gen
 
-    def _driver_unpins(self, op: Unpin, gen):
+    def _driver_unpins(self, op: Unpin, gen: Segment) -> Segment:
         """The oracle hears what the driver asked of the unpin (make_dirty or not)
         from the program, not from the kernel path that carries it out: a kernel
         that dropped make_dirty must not take the oracle along.  Told as the
@@ -361,7 +373,7 @@ class Runner:
         self.oracle.on_unpin(op.pin, op.dirty)
         return (yield from gen)
 
-    def _after_gate(self, gate, gen):
+    def _after_gate(self, gate: Waitable, gen: Segment) -> Segment:
         yield from wait_gate(self.k, gate)
         return (yield from gen)
 
@@ -393,13 +405,14 @@ class Runner:
                         raise Violation(Verdict.HANG, "threads", f"no thread can run: {waits}")
                     break
                 k.current = t
-                idx = t.next_op()
+                idx = t.ops[t.cursor]
                 k.current_op = idx
                 k.current_step = step
-                if t.gen is None:
-                    self._start(t)
+                gen = t.gen
+                if gen is None:
+                    gen = self._start(t)
                 try:
-                    point = next(t.gen)
+                    point = next(gen)
                 except StopIteration as stop:
                     self.results[idx] = stop.value
                     op_ends[idx] = step
@@ -427,7 +440,6 @@ class Runner:
                     preemptions.reached(place)
                 step += 1
                 self.oracle.check_step()
-            k.current = None
             self.oracle.check_end()
         except ChooserError:
             raise

@@ -24,8 +24,9 @@ from engine.mm.events import (
     TTU_LAZYFREE_ABORT_REF_SWAPBACKED,
     TTU_LAZYFREE_DISCARD,
 )
-from engine.mm.flags import VM_DROPPABLE
+from engine.mm.flags import TTU, VM_DROPPABLE
 from engine.mm.folio import (
+    Folio,
     folio_mapcount,
     folio_set_dirty,
     folio_set_swapbacked,
@@ -33,8 +34,10 @@ from engine.mm.folio import (
     folio_test_dirty,
     folio_test_swapbacked,
 )
-from engine.mm.mm_types import MM_ANONPAGES
-from engine.mm.pgtable import PAGE_SHIFT, ptep_get
+from engine.mm.mm_types import MM_ANONPAGES, VmArea
+from engine.mm.pgtable import PAGE_SHIFT, PageTable, ptep_get
+from engine.mm.rmap import Pvmw, pvmw_table
+from engine.mm.state import KernelMixin
 from engine.native.loader import (
     CPathFolioFlags,
     CPathKernel,
@@ -65,14 +68,14 @@ _PMD_EVENT = {
 }
 
 
-def _fault(pt, idx: int) -> HarnessError:
+def _fault(pt: PageTable, idx: int) -> HarnessError:
     """The PageTableOutOfBounds the Python model raises for ``idx``: the C code
     stopped before the access, the model's own ptep_get() makes the report."""
     ptep_get(pt, idx)
     return HarnessError(f"C path reported a fault at index {idx} of {pt!r}, which is inside it")
 
 
-class CPathMixin:
+class CPathMixin(KernelMixin):
     """The C PTE leg and PMD discard.  Put before the Python version in the bases."""
 
     #: The Python version this engine is the twin of (rules and corpus answer as it).
@@ -94,13 +97,13 @@ class CPathMixin:
         self._pmd_out = PmdDiscardOut()
         self._pmd_ptr = ctypes.pointer(self._pmd_out)
 
-    def ttu_clear(self, folio, pvmw, flags) -> tuple[int, int]:
+    def ttu_clear(self, folio: Folio, pvmw: Pvmw, flags: TTU) -> tuple[int, int]:
         """ttu_clear() in C: the version's batch, cleared by get_and_clear_full_ptes().
 
         Context: PTL held.  Return: (nr_pages, merged pteval); a scan off the
         table raises PageTableOutOfBounds like the Python model.
         """
-        pt = pvmw.pt
+        pt = pvmw_table(pvmw)
         entries = pt.entries
         out = self._clear_out
         folio_flags = ((_ANON if folio_test_anon(folio) else 0)
@@ -115,12 +118,13 @@ class CPathMixin:
         self.cost["pte_clears"] += nr
         return nr, out.pteval
 
-    def ttu_lazyfree(self, folio, vma, pvmw, nr_pages: int, pteval: int) -> bool:
+    def ttu_lazyfree(self, folio: Folio, vma: VmArea, pvmw: Pvmw, nr_pages: int,
+                     pteval: int) -> bool:
         """ttu_decide() in C; the folio-side effects are applied here.
 
         Context: PTL held, after the yield.  Return: True to discard the batch.
         """
-        pt = pvmw.pt
+        pt = pvmw_table(pvmw)
         entries = pt.entries
         action = self._ttu_decide(entries.buffer_info()[0], len(entries), pvmw.idx, nr_pages,
                                   pteval, folio.ref, folio_mapcount(folio), folio_test_dirty(folio),
@@ -136,7 +140,7 @@ class CPathMixin:
         self.event(event, folio)
         return action == _TTU_DISCARD
 
-    def _pmd_action(self, folio, action: int) -> PmdLazyfreeAction:
+    def _pmd_action(self, folio: Folio, action: int) -> PmdLazyfreeAction:
         out = self._pmd_out
         if out.set_dirty:
             folio_set_dirty(folio)
@@ -148,13 +152,14 @@ class CPathMixin:
             self.event(event, folio)
         return action
 
-    def pmd_discard_check(self, vma, folio, pmd) -> bool:
+    def pmd_discard_check(self, vma: VmArea, folio: Folio, pmd: int) -> bool:
         """pmd_discard_check() in C: the version's dirty test before the clear."""
         action = self._pmd_check(pmd, folio_test_dirty(folio), bool(vma.vm_flags & VM_DROPPABLE),
                                  self._kernel, self._pmd_ptr)
         return self._pmd_action(folio, action) is PmdLazyfreeAction.PMD_LAZYFREE_CLEAR
 
-    def pmd_discard_decide(self, vma, folio, cleared, ref_count, map_count) -> bool:
+    def pmd_discard_decide(self, vma: VmArea, folio: Folio, cleared: int, ref_count: int,
+                           map_count: int) -> bool:
         """pmd_discard_decide() in C: the tests on the cleared word and the refcount."""
         action = self._pmd_decide(cleared, ref_count, map_count, folio_test_dirty(folio),
                                   bool(vma.vm_flags & VM_DROPPABLE), self._kernel, self._pmd_ptr)

@@ -17,8 +17,9 @@ from engine.mm.events import (
     TTU_LAZYFREE_DISCARD,
     TTU_PMD_SPLIT,
 )
-from engine.mm.flags import TTU_SPLIT_HUGE_PMD, VM_DROPPABLE
+from engine.mm.flags import TTU, TTU_SPLIT_HUGE_PMD, VM_DROPPABLE
 from engine.mm.folio import (
+    Folio,
     folio_mapcount,
     folio_ref_count,
     folio_set_swapbacked,
@@ -26,10 +27,10 @@ from engine.mm.folio import (
     folio_test_dirty,
     folio_test_swapbacked,
 )
-from engine.mm.mm_types import MM_ANONPAGES
+from engine.mm.mm_types import MM_ANONPAGES, VmArea
 from engine.mm.pgtable import pte_pfn, ptep_get, set_pte_at
-from engine.mm.rmap import Pvmw
-from engine.mm.sched import YieldPoint
+from engine.mm.rmap import Pvmw, pvmw_table
+from engine.mm.sched import YieldPoint, Yields
 
 
 class V6_14(Kernel):
@@ -41,18 +42,19 @@ class V6_14(Kernel):
     DISCARDS_LAZYFREE_PMD = True
 
     # -- the PTE leg of try_to_unmap_one (the C twins override these two) ------
-    def ttu_clear(self, folio, pvmw, flags) -> tuple[int, int]:
+    def ttu_clear(self, folio: Folio, pvmw: Pvmw, flags: TTU) -> tuple[int, int]:
         """ptep_get_and_clear() of the PTE the walk stopped at, one PTE at a time.
 
         Context: PTL held.  Return: (nr_pages, pteval), here always (1, the old PTE).
         """
-        pt, idx = pvmw.pt, pvmw.idx
+        pt, idx = pvmw_table(pvmw), pvmw.idx
         pteval = ptep_get(pt, idx)
         set_pte_at(pt, idx, 0)
         self.cost["pte_clears"] += 1
         return 1, pteval
 
-    def ttu_lazyfree(self, folio, vma, pvmw, nr_pages: int, pteval: int) -> bool:
+    def ttu_lazyfree(self, folio: Folio, vma: VmArea, pvmw: Pvmw, nr_pages: int,
+                     pteval: int) -> bool:
         """The lazyfree decision of v6.11–v6.14, after the PTE is cleared.
 
         A clean folio with only the isolation and mapping references is
@@ -70,7 +72,7 @@ class V6_14(Kernel):
             vma.mm.rss[MM_ANONPAGES] -= 1
             self.event(TTU_LAZYFREE_DISCARD, folio)
             return True
-        set_pte_at(pvmw.pt, pvmw.idx, pteval)
+        set_pte_at(pvmw_table(pvmw), pvmw.idx, pteval)
         if not droppable:
             folio_set_swapbacked(folio)
             self.event(TTU_LAZYFREE_ABORT_DIRTY if folio_test_dirty(folio)
@@ -79,7 +81,8 @@ class V6_14(Kernel):
             self.event(TTU_LAZYFREE_ABORT_REF, folio)
         return False
 
-    def try_to_unmap_one(self, folio, vma, address, flags):
+    def try_to_unmap_one(self, folio: Folio, vma: VmArea, address: int,
+                         flags: TTU) -> Yields[bool]:
         """try_to_unmap_one() of v6.11–v6.14.
 
         Context: folio locked and isolated; takes the PTL of each table it

@@ -8,9 +8,15 @@ every folio after every step, read the attributes.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from engine.errors import RefcountUnderflow, UseAfterFree
 from engine.mm.flags import LruList
 from engine.mm.pgtable import HPAGE_PMD_ORDER
+
+if TYPE_CHECKING:
+    from engine.mm.mm_types import AnonVma
+    from engine.mm.sched import KThread
 
 #: Flag names in the order outcomes print them.
 FOLIO_FLAGS = ("anon", "swapbacked", "swapcache", "dirty", "lru", "active", "referenced",
@@ -47,16 +53,16 @@ class Folio:
         self.active = False
         self.referenced = False
         self.locked = False
-        self.lock_owner = None
+        self.lock_owner: KThread | None = None
         self.partially_mapped = False
         self.mlocked = False
         self.unevictable = False
         self.on_deferred_list = False
         self.lru_list: LruList | None = None
         self.data = [0] * self.nr
-        self.swap: list[int] | None = None     # swap slot of each page while in swapcache
+        self.swap: list[int] = []              # swap slot of each page while in swapcache
         self.index = 0                         # linear page index of page 0 (folio->index)
-        self.anon_vma = None
+        self.anon_vma: AnonVma | None = None
         self.freed = False
         self.extra: dict[str, int] = {}   # references held for a named reason
         self.checked: int | None = None  # the refcount the oracle last verified

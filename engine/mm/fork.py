@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from engine.mm.flags import VM, VM_LOCKED
 from engine.mm.mm_types import VmArea
-from engine.mm.sched import down_write, up_write
+from engine.mm.sched import Yields, down_write, up_write
+from engine.mm.state import KernelMixin
+from engine.program.format import Fork
 
 
-class ForkMixin:
+class ForkMixin(KernelMixin):
     """fork() of a process' anonymous private memory."""
 
-    def sys_fork(self, op):
+    def sys_fork(self, op: Fork) -> Yields[int]:
         """fork(): copy VMAs and page tables; share anon folios copy-on-write.
 
         A folio that may be DMA pinned is copied for the child right away

@@ -15,6 +15,7 @@ from engine.mm.flags import GUP_PIN_COUNTING_BIAS
 from engine.mm.folio import Folio, folio_mark_dirty, folio_set_referenced, folio_test_dirty
 from engine.mm.huge_memory import folio_lock, folio_unlock
 from engine.mm.memory import ZERO_PFN
+from engine.mm.mm_types import MmStruct
 from engine.mm.pgtable import (
     HPAGE_PMD_NR,
     PAGE_SHIFT,
@@ -30,10 +31,12 @@ from engine.mm.pgtable import (
     pte_present,
     pte_write,
 )
-from engine.mm.sched import YieldPoint, down_read, spin_lock, spin_unlock, up_read
+from engine.mm.sched import YieldPoint, Yields, down_read, spin_lock, spin_unlock, up_read
+from engine.mm.state import KernelMixin
+from engine.program.format import DmaWrite, Pin, Unpin
 
 
-class GupMixin:
+class GupMixin(KernelMixin):
     """pin_user_pages(_fast), unpin_user_pages_dirty_lock, device DMA."""
 
     def try_grab_folio(self, folio: Folio) -> bool:
@@ -55,7 +58,7 @@ class GupMixin:
         else:
             self.ref_put(folio, "pin", GUP_PIN_COUNTING_BIAS)
 
-    def pin_user_pages(self, op):
+    def pin_user_pages(self, op: Pin) -> Yields[int]:
         """pin_user_pages_fast() when ``op.fast``, else pin_user_pages().
 
         Return: the number of pages pinned, or -EFAULT if none could be.
@@ -90,7 +93,7 @@ class GupMixin:
                 up_read(self, mm.mmap_lock)
         return len(got) if got else -errno.EFAULT
 
-    def gup_fast_one(self, mm, a: int, write: bool):
+    def gup_fast_one(self, mm: MmStruct, a: int, write: bool) -> Yields[tuple[Folio, int] | None]:
         """gup_fast_pte_range() for one page.  Return: (folio, page) or None to fall back."""
         pmd_idx = pmd_index(a)
         word = mm.pmd_huge.get(pmd_idx)
@@ -125,7 +128,8 @@ class GupMixin:
         folio_set_referenced(folio)
         return folio, pte_pfn(pte) - folio.pfn
 
-    def gup_slow_one(self, mm, a: int, write: bool, touch: bool):
+    def gup_slow_one(self, mm: MmStruct, a: int, write: bool,
+                     touch: bool) -> Yields[tuple[Folio, int] | None]:
         """__get_user_pages() for one page: follow_page under the PTL, else fault."""
         for _ in range(3):
             vma = mm.find_vma(a)
@@ -164,12 +168,12 @@ class GupMixin:
                 return None
         return None
 
-    def unpin_user_pages_dirty_lock(self, op):
+    def unpin_user_pages_dirty_lock(self, op: Unpin) -> Yields[int]:
         """unpin_user_pages_dirty_lock(pages, npages, make_dirty)."""
         got = self.pins.pop(op.pin, None)
         if got is None:
             return -errno.EINVAL
-        for n, (folio, page) in enumerate(got):
+        for n, (folio, _page) in enumerate(got):
             if n:
                 yield YieldPoint.BETWEEN_PAGES
             if op.dirty and not folio_test_dirty(folio):
@@ -179,7 +183,7 @@ class GupMixin:
             self.gup_put_folio(folio)
         return 0
 
-    def dma_write(self, op):
+    def dma_write(self, op: DmaWrite) -> Yields[int]:
         """A device writes ``op.value`` into every pinned page."""
         got = self.pins.get(op.pin)
         if got is None:

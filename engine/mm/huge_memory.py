@@ -58,10 +58,11 @@ from engine.mm.pgtable import (
     pte_present,
 )
 from engine.mm.rmap import folio_end_in_vma
-from engine.mm.sched import YieldPoint, spin_lock, spin_unlock
+from engine.mm.sched import KThread, LockContext, SpinLock, YieldPoint, Yields, spin_lock, spin_unlock
+from engine.mm.state import KernelMixin
 
 
-class HugeMemoryMixin:
+class HugeMemoryMixin(KernelMixin):
     """THP paths.  ``__discard_anon_folio_pmd_locked`` here is the v6.11–v6.14 form."""
 
     # -- the deferred-split queue ---------------------------------------------
@@ -98,7 +99,7 @@ class HugeMemoryMixin:
             folio_clear_partially_mapped(folio)
             self.count_mthp("nr_anon_partially_mapped", folio.order, -1)
 
-    def deferred_split_scan(self, nr_to_scan: int):
+    def deferred_split_scan(self, nr_to_scan: int) -> Yields[int]:
         """The deferred-split shrinker's scan (list + ``prev`` form, v6.12–v6.18).
 
         Context: takes a speculative reference on each queued folio, without
@@ -195,7 +196,7 @@ class HugeMemoryMixin:
         self.event(SPLIT_HUGE_PMD, folio)
         return pt
 
-    def split_huge_pmd(self, vma: VmArea, pmd_idx: int):
+    def split_huge_pmd(self, vma: VmArea, pmd_idx: int) -> Yields[None]:
         """__split_huge_pmd(): take the PMD lock and split if still huge."""
         mm = vma.mm
         lock = mm.ptl(pmd_idx)
@@ -208,7 +209,7 @@ class HugeMemoryMixin:
             spin_unlock(self, lock)
 
     # -- discarding a lazyfree PMD-mapped THP ------------------------------------
-    def unmap_huge_pmd_locked(self, vma: VmArea, pmd_idx: int, folio: Folio):
+    def unmap_huge_pmd_locked(self, vma: VmArea, pmd_idx: int, folio: Folio) -> Yields[bool]:
         """unmap_huge_pmd_locked() (735ecdfaf4e8): only lazyfree anon folios.
         Return: True if discarded."""
         if folio_test_anon(folio) and not folio_test_swapbacked(folio):
@@ -223,7 +224,8 @@ class HugeMemoryMixin:
         self.folio_put(folio)
         self.event(DISCARD_LAZYFREE_PMD, folio)
 
-    def discard_anon_folio_pmd_locked(self, vma: VmArea, pmd_idx: int, folio: Folio):
+    def discard_anon_folio_pmd_locked(self, vma: VmArea, pmd_idx: int,
+                                      folio: Folio) -> Yields[bool]:
         """__discard_anon_folio_pmd_locked(): the version's dirty test
         (:meth:`pmd_discard_check`), pmdp_huge_clear_flush(), the refcount read,
         and the version's decision on the word the clear returned
@@ -270,7 +272,7 @@ class HugeMemoryMixin:
     #: isolated thp", v6.12).  The v5.18 engine clears it.
     SPLIT_MAPS_UNUSED_TO_ZEROPAGE = True
 
-    def split_folio(self, folio: Folio, to_list: list | None = None):
+    def split_folio(self, folio: Folio, to_list: list[Folio] | None = None) -> Yields[bool]:
         """split_folio() / split_huge_page_to_list_to_order(folio, list, 0).
 
         can_split_folio(), then unmap_folio() (:meth:`unmap_folio`), then
@@ -316,14 +318,14 @@ class HugeMemoryMixin:
         self.count_mthp("split_failed", folio.order)
         self.event(SPLIT_FAILED, folio)
 
-    def unmap_folio_wait(self, folio: Folio):
+    def unmap_folio_wait(self, folio: Folio) -> Yields[None]:
         """Wait until no other thread holds a page table lock of a mapping of
         @folio: try_to_migrate() takes each one in turn."""
         while (busy := self._folio_busy_ptl(folio)) is not None:
             yield from spin_lock(self, busy)
             spin_unlock(self, busy)
 
-    def _folio_busy_ptl(self, folio: Folio):
+    def _folio_busy_ptl(self, folio: Folio) -> SpinLock | None:
         for vma, address in self.rmap_targets(folio):
             end = folio_end_in_vma(folio, vma)
             for pmd_idx in range(pmd_index(address), pmd_index(end - 1) + 1):
@@ -362,11 +364,11 @@ class HugeMemoryMixin:
                 migrations.extend((vma, pt, i, pmd_pfn(word) + i) for i in range(HPAGE_PMD_NR))
                 continue
             for a in range(address, folio_end_in_vma(folio, vma), PAGE_SIZE):
-                pt = mm.pte_tables.get(pmd_index(a))
-                if pt is None:
+                table = mm.pte_tables.get(pmd_index(a))
+                if table is None:
                     continue
                 idx = pte_index(a)
-                pte = pt.entries[idx]
+                pte = table.entries[idx]
                 self.cost["pte_reads"] += 1
                 if not pte_present(pte) or not lo <= pte_pfn(pte) < hi:
                     continue
@@ -374,7 +376,7 @@ class HugeMemoryMixin:
                     folio_mark_dirty(folio)          # "now the pte is gone"
                 self.folio_drop_rmap_ptes(folio, pte_pfn(pte) - lo, 1, vma)
                 folio.ref -= 1                        # folio_put(): the entry holds none
-                migrations.append((vma, pt, idx, pte_pfn(pte)))
+                migrations.append((vma, table, idx, pte_pfn(pte)))
         self.cost["tlb_flushes"] += 1                 # try_to_unmap_flush()
         return migrations
 
@@ -445,7 +447,8 @@ class HugeMemoryMixin:
         self.rmap_changed(folio)
         return tails
 
-    def split_folio_tails_done(self, folio: Folio, tails: list[Folio], to_list: list | None) -> None:
+    def split_folio_tails_done(self, folio: Folio, tails: list[Folio],
+                               to_list: list[Folio] | None) -> None:
         """The end of __split_huge_page(): each tail goes to @to_list (isolated,
         for reclaim) or to the head's LRU list, and one that nothing maps or
         holds is freed."""
@@ -460,11 +463,13 @@ class HugeMemoryMixin:
                 self.free_folio(t)
 
     # -- MADV_FREE of a huge PMD ----------------------------------------------
-    def madvise_free_huge_pmd(self, vma: VmArea, pmd_idx: int, addr: int, next_: int):
+    def madvise_free_huge_pmd(self, vma: VmArea, pmd_idx: int, addr: int,
+                              next_: int) -> Yields[bool]:
         """madvise_free_huge_pmd() (v6.10–v6.14 form).  Return: True if handled as a PMD."""
         mm = vma.mm
         lock = mm.ptl(pmd_idx)
         yield from spin_lock(self, lock)
+        held = True
         try:
             word = mm.pmd_huge.get(pmd_idx)
             if word is None:
@@ -477,7 +482,7 @@ class HugeMemoryMixin:
             if next_ - addr != PMD_SIZE:
                 self.temp_get(folio)
                 spin_unlock(self, lock)
-                lock = None
+                held = False
                 yield from self.split_folio(folio)
                 folio_unlock(self, folio)
                 self.temp_put(folio)
@@ -491,7 +496,7 @@ class HugeMemoryMixin:
             self.folio_mark_lazyfree(folio)
             return True
         finally:
-            if lock is not None:
+            if held:
                 spin_unlock(self, lock)
 
     # -- the PMD side of faults, zaps and VMA changes -----------------------------
@@ -499,7 +504,7 @@ class HugeMemoryMixin:
         start = pmd_idx << PMD_SHIFT
         return vma.vm_start <= start and start + PMD_SIZE <= vma.vm_end
 
-    def zap_huge_pmd(self, vma: VmArea, pmd_idx: int):
+    def zap_huge_pmd(self, vma: VmArea, pmd_idx: int) -> Yields[bool]:
         """zap_huge_pmd(): under the PMD lock (__pmd_trans_huge_lock()), zap the
         PMD if it is still huge.  Return: False when it is not (split or
         cleared while the caller waited): zap_pmd_range() then falls through
@@ -523,7 +528,7 @@ class HugeMemoryMixin:
         finally:
             spin_unlock(self, lock)
 
-    def vma_adjust_trans_huge(self, mm: MmStruct, start: int, end: int):
+    def vma_adjust_trans_huge(self, mm: MmStruct, start: int, end: int) -> Yields[None]:
         """Before VMAs are split at @start and @end: split_huge_pmd_if_needed() of
         each end that is not PMD-aligned inside a VMA that covers its PMD's whole
         range.  split_huge_pmd_address() finds the PMD without looking at it
@@ -539,7 +544,7 @@ class HugeMemoryMixin:
                 yield from self.split_huge_pmd(vma, pmd_index(addr))
 
     # -- faulting a PMD THP ---------------------------------------------------
-    def do_huge_pmd_anonymous_page(self, vma: VmArea, pmd_idx: int):
+    def do_huge_pmd_anonymous_page(self, vma: VmArea, pmd_idx: int) -> Yields[None]:
         """Fault in a PMD-mapped THP with a deposited page table."""
         mm = vma.mm
         folio = self.folio_alloc(HPAGE_PMD_ORDER)
@@ -581,7 +586,7 @@ def can_split_folio(folio: Folio) -> bool:
     return folio_mapcount(folio) == folio.ref - split_extra_pins(folio) - 1
 
 
-def folio_trylock(k, folio: Folio) -> bool:
+def folio_trylock(k: LockContext, folio: Folio) -> bool:
     """folio_trylock()."""
     if folio.locked:
         return False
@@ -590,7 +595,7 @@ def folio_trylock(k, folio: Folio) -> bool:
     return True
 
 
-def folio_lock(k, folio: Folio):
+def folio_lock(k: LockContext, folio: Folio) -> Yields[None]:
     """folio_lock(): sleeps (here: not runnable) until PG_locked is free."""
     t = k.current
     while folio.locked:
@@ -601,7 +606,7 @@ def folio_lock(k, folio: Folio):
     folio.lock_owner = t
 
 
-def folio_unlock(k, folio: Folio) -> None:
+def folio_unlock(k: LockContext, folio: Folio) -> None:
     folio.locked = False
     folio.lock_owner = None
 
@@ -614,7 +619,7 @@ class FolioLockWait:
     def __init__(self, folio: Folio) -> None:
         self.folio = folio
 
-    def free_for(self, t) -> bool:
+    def free_for(self, t: KThread) -> bool:
         return not self.folio.locked
 
     def __repr__(self) -> str:

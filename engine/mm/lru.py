@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from engine.mm.events import ISOLATE_QUEUED_LAZYFREE, LAZYFREE_REQUEUE, folio_batch_full
 from engine.mm.flags import LruList
 from engine.mm.folio import (
@@ -20,6 +22,7 @@ from engine.mm.folio import (
     folio_test_swapcache,
     folio_test_unevictable,
 )
+from engine.mm.state import KernelMixin
 
 
 def folio_lru_list(folio: Folio) -> LruList:
@@ -31,7 +34,7 @@ def folio_lru_list(folio: Folio) -> LruList:
     return LruList(base + 1) if folio_test_active(folio) else base
 
 
-class LruMixin:
+class LruMixin(KernelMixin):
     """Per-node LRU lists and the per-CPU lru_add / lru_lazyfree batches."""
 
     #: PAGEVEC_SIZE: folios a per-CPU folio batch holds before it is moved
@@ -47,7 +50,7 @@ class LruMixin:
 
     def lru_init(self) -> None:
         # dicts as ordered sets: first key = LRU tail (oldest), as reclaim scans it
-        self.lruvec: dict[LruList, dict[Folio, None]] = {l: {} for l in LruList}
+        self.lruvec: dict[LruList, dict[Folio, None]] = {lru: {} for lru in LruList}
         self.cpu_lru_add: dict[int, list[Folio]] = {}
         self.cpu_lru_lazyfree: dict[int, list[Folio]] = {}
 
@@ -62,7 +65,8 @@ class LruMixin:
             self.lruvec[folio.lru_list].pop(folio, None)
         folio.lru_list = None
 
-    def _batch_add_and_move(self, batches: dict, folio: Folio, move) -> None:
+    def _batch_add_and_move(self, batches: dict[int, list[Folio]], folio: Folio,
+                            move: Callable[[Folio], None]) -> None:
         """__folio_batch_add_and_move(): the batch holds a ref until moved."""
         self.ref_get(folio, "batch")
         batch = batches.setdefault(self.current.cpu, [])
@@ -73,7 +77,7 @@ class LruMixin:
         elif folio_test_large(folio):
             self._batch_move(batch, move)
 
-    def _batch_move(self, batch: list[Folio], move) -> None:
+    def _batch_move(self, batch: list[Folio], move: Callable[[Folio], None]) -> None:
         for folio in batch:
             move(folio)
             self.ref_put(folio, "batch")

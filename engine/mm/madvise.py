@@ -44,8 +44,9 @@ from engine.mm.pgtable import (
     pte_present,
     pte_swp_offset,
 )
-from engine.mm.sched import YieldPoint, down_read, spin_lock, spin_unlock, up_read
-from engine.program.format import Advice
+from engine.mm.sched import YieldPoint, Yields, down_read, spin_lock, spin_unlock, up_read
+from engine.mm.state import KernelMixin
+from engine.program.format import Advice, Madvise
 
 
 def pte_batch_len(folio: Folio, pt: PageTable, idx: int, limit: int) -> int:
@@ -65,7 +66,7 @@ def pte_batch_len(folio: Folio, pt: PageTable, idx: int, limit: int) -> int:
     return nr
 
 
-class MadviseMixin:
+class MadviseMixin(KernelMixin):
     """madvise() advice handlers."""
 
     #: v5.x–v6.9: both PTE walkers split every PTE-mapped THP they meet, even
@@ -96,7 +97,7 @@ class MadviseMixin:
         page @page."""
         return self.folio_maybe_mapped_shared(folio)
 
-    def sys_madvise(self, op):
+    def sys_madvise(self, op: Madvise) -> Yields[int]:
         mm = self.current_mm()
         start, end = op.addr, op.addr + op.pages * PAGE_SIZE
         yield from down_read(self, mm.mmap_lock)
@@ -148,7 +149,7 @@ class MadviseMixin:
             up_read(self, mm.mmap_lock)
 
     # -- MADV_FREE --------------------------------------------------------
-    def madvise_free_range(self, vma: VmArea, addr: int, end: int):
+    def madvise_free_range(self, vma: VmArea, addr: int, end: int) -> Yields[None]:
         """madvise_free_single_vma(): walk the PMDs of [addr, end)."""
         mm = vma.mm
         while addr < end:
@@ -163,7 +164,8 @@ class MadviseMixin:
                 yield from self.madvise_free_pte_range(vma, mm.pte_tables[pmd_idx], addr, next_)
             addr = next_
 
-    def madvise_free_pte_range(self, vma: VmArea, pt: PageTable, addr: int, end: int):
+    def madvise_free_pte_range(self, vma: VmArea, pt: PageTable, addr: int,
+                               end: int) -> Yields[None]:
         """madvise_free_pte_range(): lazyfree each folio wholly covered; split or skip
         a large folio covered in part.  Context: PTL, dropped around a split."""
         mm = vma.mm
@@ -228,7 +230,7 @@ class MadviseMixin:
         finally:
             spin_unlock(self, pt.ptl)
 
-    def madvise_split_folio(self, folio: Folio, pt: PageTable, page: int):
+    def madvise_split_folio(self, folio: Folio, pt: PageTable, page: int) -> Yields[bool]:
         """Split a large folio found at its page @page, as both PTE walkers do
         (one the range covers only in part; v5.x any).
 
@@ -255,13 +257,14 @@ class MadviseMixin:
             return False
         for s in folio.swap:
             self.swap.release(s)
-        folio.swap = None
+        folio.swap = []
         folio_clear_swapcache(folio)
         self.ref_put(folio, "swapcache", folio.nr)
         return True
 
     # -- MADV_PAGEOUT -------------------------------------------------------
-    def madvise_pageout_range(self, vma: VmArea, addr: int, end: int, out: list[Folio]):
+    def madvise_pageout_range(self, vma: VmArea, addr: int, end: int,
+                              out: list[Folio]) -> Yields[None]:
         """madvise_cold_or_pageout_pte_range(pageout=true): isolate what the range maps."""
         mm = vma.mm
         while addr < end:
@@ -302,7 +305,7 @@ class MadviseMixin:
             addr = next_
 
     def madvise_pageout_pte_range(self, vma: VmArea, pt: PageTable, addr: int, end: int,
-                                  out: list[Folio]):
+                                  out: list[Folio]) -> Yields[None]:
         """The PTE part of madvise_cold_or_pageout_pte_range(pageout=true).
 
         A large folio the range covers in part is split (if not shared);

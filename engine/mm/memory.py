@@ -9,7 +9,9 @@ kernel files: mmap.py, mremap.py, mprotect.py and fork.py.
 from __future__ import annotations
 
 import errno
+from typing import Literal
 
+from engine.errors import HarnessError
 from engine.mm.events import ALLOC_MTHP, WP_REUSE_PINNED
 from engine.mm.flags import VM_LOCKED
 from engine.mm.folio import (
@@ -49,18 +51,30 @@ from engine.mm.pgtable import (
     pte_write,
     pte_wrprotect,
 )
-from engine.mm.sched import YieldPoint, down_read, spin_lock, spin_unlock, up_read
+from engine.mm.sched import YieldPoint, Yields, down_read, spin_lock, spin_unlock, up_read
+from engine.mm.state import KernelMixin
 
 #: pfn of the shared zero page: read faults map it, it is no folio.
 ZERO_PFN = 1
 
+#: What the MMU's walk finds at an address (:meth:`MemoryMixin.lookup_pte`): a
+#: huge PMD's word, or a PTE table and the index of the address's entry in it.
+PteLookup = tuple[Literal["pmd"], int] | tuple[Literal["pte"], PageTable, int] | None
 
-class MemoryMixin:
+
+class MemoryMixin(KernelMixin):
     """User memory: faults, loads and stores, zapping and copying page tables."""
 
     # -- helpers -------------------------------------------------------------------
     def current_mm(self) -> MmStruct:
-        return self.mms[self.current.mm_id]
+        """current->mm: the mm of the task running now.
+
+        Context: a task's operation (programs give kernel threads no mm).
+        """
+        mm_id = self.current.mm_id
+        if mm_id is None:
+            raise HarnessError(f"thread {self.current.name} has no mm")
+        return self.mms[mm_id]
 
     def new_folio_mapped(self, folio: Folio, vma: VmArea) -> None:
         """After a fault maps a new folio: mlock it or put it on the LRU."""
@@ -68,7 +82,7 @@ class MemoryMixin:
             folio_set_mlocked(folio)
         self.folio_add_lru(folio)
 
-    def lookup_pte(self, mm: MmStruct, addr: int):
+    def lookup_pte(self, mm: MmStruct, addr: int) -> PteLookup:
         """Hardware-style lockless walk.  Return: ('pmd', word) | ('pte', pt, idx) | None."""
         pmd_idx = pmd_index(addr)
         word = mm.pmd_huge.get(pmd_idx)
@@ -95,7 +109,7 @@ class MemoryMixin:
         return folio, pfn - folio.pfn
 
     # -- CPU loads and stores ------------------------------------------------------
-    def cpu_access(self, addr: int, pages: int, value: int | None):
+    def cpu_access(self, addr: int, pages: int, value: int | None) -> Yields[list[int] | int]:
         """Loads (``value`` None) or stores over a range, page by page.
 
         The MMU first: an access through a present PTE or PMD (writable, for a
@@ -109,7 +123,7 @@ class MemoryMixin:
         """
         mm = self.current_mm()
         write = value is not None
-        out = []
+        out: list[int] = []
         for i in range(pages):
             a = addr + i * PAGE_SIZE
             if i:
@@ -125,7 +139,7 @@ class MemoryMixin:
                     return ret
         return out if not write else 0
 
-    def hw_access(self, mm: MmStruct, a: int, value: int | None, out: list) -> bool:
+    def hw_access(self, mm: MmStruct, a: int, value: int | None, out: list[int]) -> bool:
         """One access through the MMU.  Return: False if it must fault."""
         pmd_idx = pmd_index(a)
         word = mm.pmd_huge.get(pmd_idx)
@@ -171,7 +185,8 @@ class MemoryMixin:
         return True
 
     # -- faults --------------------------------------------------------------------
-    def handle_mm_fault(self, vma: VmArea, addr: int, write: bool, mmap_locked: bool = False):
+    def handle_mm_fault(self, vma: VmArea, addr: int, write: bool,
+                        mmap_locked: bool = False) -> Yields[int]:
         """handle_mm_fault() under mmap_lock (read), taken here unless the caller
         (GUP) already holds it.  Return: 0 or -errno."""
         mm = vma.mm
@@ -343,11 +358,11 @@ class MemoryMixin:
                 return folio
         return None
 
-    def swapcache_folios(self):
+    def swapcache_folios(self) -> list[Folio]:
         return [f for f in self.folios.values() if folio_test_swapcache(f)]
 
     # -- zapping -------------------------------------------------------------------
-    def zap_page_range(self, vma: VmArea, start: int, end: int):
+    def zap_page_range(self, vma: VmArea, start: int, end: int) -> Yields[None]:
         """zap_page_range_single(): unmap [start, end) of ``vma``, freeing what goes."""
         mm = vma.mm
         addr = start
@@ -399,7 +414,7 @@ class MemoryMixin:
         self.cost["tlb_flushes"] += 1
 
     # -- copying at fork -----------------------------------------------------------
-    def copy_page_range(self, src: VmArea, dst: VmArea):
+    def copy_page_range(self, src: VmArea, dst: VmArea) -> Yields[None]:
         pmm, cmm = src.mm, dst.mm
         for pmd_idx in range(pmd_index(src.vm_start), pmd_index(src.vm_end - 1) + 1):
             if pmd_idx in pmm.pmd_huge:
@@ -409,7 +424,7 @@ class MemoryMixin:
                 yield from spin_lock(self, lock)
                 word = pmm.pmd_huge.get(pmd_idx)
                 folio = self.pfn_folio(pmd_pfn(word)) if word is not None else None
-                if folio is None or folio_maybe_dma_pinned(folio):
+                if word is None or folio is None or folio_maybe_dma_pinned(folio):
                     spin_unlock(self, lock)
                     if folio is not None:
                         yield from self.split_huge_pmd(src, pmd_idx)     # then copy by PTE

@@ -8,20 +8,22 @@ from engine.mm.events import MMAP_DROPPABLE
 from engine.mm.flags import VM, VM_DROPPABLE, VM_LOCKED, VM_READ, VM_WRITE
 from engine.mm.mm_types import AnonVma, MmStruct, VmArea
 from engine.mm.pgtable import PAGE_SHIFT, PAGE_SIZE
-from engine.mm.sched import down_write, up_write
+from engine.mm.sched import Yields, down_write, up_write
+from engine.mm.state import KernelMixin
+from engine.program.format import Mmap, Munmap
 
 
-class MmapMixin:
+class MmapMixin(KernelMixin):
     """mmap(), munmap() and the VMA range helpers they share."""
 
-    def do_munmap(self, mm: MmStruct, start: int, end: int):
+    def do_munmap(self, mm: MmStruct, start: int, end: int) -> Yields[None]:
         yield from self.vma_adjust_trans_huge(mm, start, end)
         for vma in mm.isolate_range(start, end):
             yield from self.zap_page_range(vma, vma.vm_start, vma.vm_end)
             mm.remove_vma(vma)
             self.oracle.on_unmap(mm.id, vma.vm_start, vma.vm_end)
 
-    def sys_mmap(self, op):
+    def sys_mmap(self, op: Mmap) -> Yields[int]:
         mm = self.current_mm()
         start, end = op.addr, op.addr + op.pages * PAGE_SIZE
         if op.droppable and (not self.HAS_DROPPABLE or op.locked):
@@ -50,7 +52,7 @@ class MmapMixin:
                         return ret
         return 0
 
-    def sys_munmap(self, op):
+    def sys_munmap(self, op: Munmap) -> Yields[int]:
         mm = self.current_mm()
         yield from down_write(self, mm.mmap_lock)
         try:

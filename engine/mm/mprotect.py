@@ -7,16 +7,18 @@ import errno
 from engine.mm.flags import VM_READ, VM_WRITE
 from engine.mm.mm_types import VmArea
 from engine.mm.pgtable import PAGE_SIZE, PMD_SHIFT, pmd_index, pte_index, pte_present, pte_wrprotect
-from engine.mm.sched import down_write, spin_lock, spin_unlock, up_write
+from engine.mm.sched import Yields, down_write, spin_lock, spin_unlock, up_write
+from engine.mm.state import KernelMixin
+from engine.program.format import Mprotect
 
 #: The VM_READ/VM_WRITE bits of each protection a program can ask for.
 _FLAG_MAP = {"r": VM_READ, "rw": VM_READ | VM_WRITE}
 
 
-class MprotectMixin:
+class MprotectMixin(KernelMixin):
     """mprotect() on anonymous private memory."""
 
-    def sys_mprotect(self, op):
+    def sys_mprotect(self, op: Mprotect) -> Yields[int]:
         """mprotect(2): mprotect_fixup() on each VMA of the range.
 
         mprotect_fixup() returns at once for a VMA that already has the new
@@ -49,7 +51,7 @@ class MprotectMixin:
             up_write(self, mm.mmap_lock)
         return 0
 
-    def change_protection(self, vma: VmArea):
+    def change_protection(self, vma: VmArea) -> Yields[None]:
         """Write-protect every present PTE / PMD of ``vma``."""
         mm = vma.mm
         for pmd_idx in range(pmd_index(vma.vm_start), pmd_index(vma.vm_end - 1) + 1):

@@ -6,13 +6,15 @@ import errno
 
 from engine.mm.mm_types import VmArea
 from engine.mm.pgtable import PAGE_SIZE, PMD_SIZE, pmd_index, pte_index
-from engine.mm.sched import down_write, spin_lock, spin_unlock, up_write
+from engine.mm.sched import Yields, down_write, spin_lock, spin_unlock, up_write
+from engine.mm.state import KernelMixin
+from engine.program.format import Mremap
 
 
-class MremapMixin:
+class MremapMixin(KernelMixin):
     """mremap(MREMAP_MAYMOVE|MREMAP_FIXED)."""
 
-    def sys_mremap(self, op):
+    def sys_mremap(self, op: Mremap) -> Yields[int]:
         """mremap(MREMAP_MAYMOVE|MREMAP_FIXED): move_vma() + move_page_tables()."""
         mm = self.current_mm()
         old, new, length = op.addr, op.new_addr, op.pages * PAGE_SIZE
@@ -36,7 +38,8 @@ class MremapMixin:
             up_write(self, mm.mmap_lock)
         return 0
 
-    def move_page_tables(self, src: VmArea, old: int, dst: VmArea, new: int, length: int):
+    def move_page_tables(self, src: VmArea, old: int, dst: VmArea, new: int,
+                         length: int) -> Yields[None]:
         mm = src.mm
         off = 0
         while off < length:

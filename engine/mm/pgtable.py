@@ -10,8 +10,12 @@ KASAN.  A huge PMD maps a 2 MiB folio with one word of the same format.
 from __future__ import annotations
 
 from array import array
+from typing import TYPE_CHECKING
 
 from engine.errors import PageTableOutOfBounds
+
+if TYPE_CHECKING:
+    from engine.mm.sched import SpinLock
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -157,7 +161,7 @@ class PageTable:
 
     __slots__ = ("entries", "ptl", "base", "mm_id")
 
-    def __init__(self, base: int, mm_id: int, ptl) -> None:
+    def __init__(self, base: int, mm_id: int, ptl: SpinLock) -> None:
         self.entries = array("Q", bytes(PTRS_PER_PTE * 8))
         self.base = base          # virtual address the table's entry 0 maps
         self.mm_id = mm_id
@@ -184,10 +188,10 @@ def set_pte_at(pt: PageTable, idx: int, pte: int) -> None:
 _ZERO_CHUNK = bytes(64)
 
 
-def present_slots(entries) -> list[int]:
+def present_slots(entries: array[int]) -> list[int]:
     """Indices of the non-zero entries of a PTE table, skipping empty 8-entry chunks."""
     raw = entries.tobytes()
-    out = []
+    out: list[int] = []
     for c in range(0, PTRS_PER_PTE * 8, 64):
         if raw[c:c + 64] != _ZERO_CHUNK:
             base = c >> 3

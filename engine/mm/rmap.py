@@ -7,9 +7,9 @@ swap-entry path of an unmap and the TLB-flush accounting.
 
 from __future__ import annotations
 
-from engine.errors import RefcountUnderflow
+from engine.errors import HarnessError, RefcountUnderflow
 from engine.mm.events import TTU_PINNED_ANON_STAYS_MAPPED
-from engine.mm.flags import TTU_BATCH_FLUSH, VM_LOCKED, LockedLargeRef
+from engine.mm.flags import TTU, TTU_BATCH_FLUSH, TTU_IGNORE_MLOCK, VM_LOCKED, LockedLargeRef
 from engine.mm.folio import (
     Folio,
     MmIds,
@@ -43,7 +43,8 @@ from engine.mm.pgtable import (
     set_pte_at,
     swp_entry_to_pte,
 )
-from engine.mm.sched import YieldPoint, spin_lock, spin_unlock
+from engine.mm.sched import SpinLock, YieldPoint, Yields, spin_lock, spin_unlock
+from engine.mm.state import KernelMixin
 
 
 def folio_end_in_vma(folio: Folio, vma: VmArea) -> int:
@@ -78,11 +79,21 @@ class Pvmw:
         self.pt: PageTable | None = None
         self.idx = 0
         self.pte = True
-        self.ptl = None
+        self.ptl: SpinLock | None = None
         self.pmd_idx = -1
 
 
-class RmapMixin:
+def pvmw_table(pvmw: Pvmw) -> PageTable:
+    """The PTE table of the walk's PTE hit (``pvmw.pte``): what the kernel's
+    ``pvmw.pte`` points into.  Return: the table; at a PMD hit, a harness
+    error (the PTE leg of a path reached a PMD mapping)."""
+    pt = pvmw.pt
+    if pt is None:
+        raise HarnessError(f"{pvmw.vma!r} at {pvmw.address:#x}: a PMD hit has no PTE table")
+    return pt
+
+
+class RmapMixin(KernelMixin):
     """Rmap counting and walking, shared by every kernel version."""
 
     # -- adding and removing rmaps ----------------------------------------
@@ -187,7 +198,7 @@ class RmapMixin:
                 self.lruvec_add_folio(folio)
 
     # -- page_vma_mapped_walk ---------------------------------------------
-    def page_vma_mapped_walk(self, pvmw: Pvmw):
+    def page_vma_mapped_walk(self, pvmw: Pvmw) -> Yields[bool]:
         """Advance to the next mapping of ``pvmw.folio`` in ``pvmw.vma``.
 
         Context: takes the PTL of the table (or PMD) it stops at and keeps it
@@ -259,7 +270,7 @@ class RmapMixin:
     # -- rmap walks ---------------------------------------------------------
     def rmap_targets(self, folio: Folio) -> list[tuple[VmArea, int]]:
         """(vma, address) pairs rmap_walk_anon() visits, in anon_vma order."""
-        out = []
+        out: list[tuple[VmArea, int]] = []
         if folio.anon_vma is None:
             return out
         for vma in list(folio.anon_vma.vmas):
@@ -270,7 +281,7 @@ class RmapMixin:
             out.append((vma, max(start, vma.vm_start)))
         return out
 
-    def try_to_unmap(self, folio: Folio, flags: int):
+    def try_to_unmap(self, folio: Folio, flags: TTU) -> Yields[None]:
         """try_to_unmap(): rmap_walk with try_to_unmap_one, done once unmapped.
 
         Context: folio locked, isolated.  Return: nothing, like the kernel.
@@ -284,7 +295,7 @@ class RmapMixin:
     #: See :class:`~engine.mm.flags.LockedLargeRef`.
     LOCKED_LARGE_REF = LockedLargeRef.SKIPPED
 
-    def folio_referenced(self, folio: Folio):
+    def folio_referenced(self, folio: Folio) -> Yields[tuple[int, int]]:
         """folio_referenced(): clear young bits and count the VMAs that had one.
 
         folio_referenced_one() counts the young PTEs or PMD it clears in one VMA
@@ -312,9 +323,10 @@ class RmapMixin:
                         continue
                 mm = vma.mm
                 if pvmw.pte:
-                    pte = pvmw.pt.entries[pvmw.idx]
+                    entries = pvmw_table(pvmw).entries
+                    pte = entries[pvmw.idx]
                     if pte_young(pte):
-                        pvmw.pt.entries[pvmw.idx] = pte_mkold(pte)
+                        entries[pvmw.idx] = pte_mkold(pte)
                         young += 1
                 else:
                     word = mm.pmd_huge[pvmw.pmd_idx]
@@ -328,7 +340,7 @@ class RmapMixin:
         return referenced, vm_flags
 
     # -- pieces of try_to_unmap_one every version shares --------------------
-    def ttu_flush_pte(self, flags: int, nr: int = 1) -> None:
+    def ttu_flush_pte(self, flags: TTU, nr: int = 1) -> None:
         """TLB flush of a cleared PTE range: deferred with TTU_BATCH_FLUSH
         (set_tlb_ubc_flush_pending), else immediate (flush_tlb_range)."""
         if flags & TTU_BATCH_FLUSH:
@@ -347,15 +359,16 @@ class RmapMixin:
         Return: False (walk_abort) when the folio is not in the swap cache,
         which the kernel WARNs about.
         """
+        pt = pvmw_table(pvmw)
         if folio_test_swapbacked(folio) != folio_test_swapcache(folio):
             self.warn(f"try_to_unmap_one: swapbacked {folio_test_swapbacked(folio)} "
                       f"!= swapcache {folio_test_swapcache(folio)}")
-            set_pte_at(pvmw.pt, pvmw.idx, pteval)
+            set_pte_at(pt, pvmw.idx, pteval)
             return False
         if self.HAS_ANON_EXCLUSIVE and folio_maybe_dma_pinned(folio):
             # folio_try_share_anon_rmap_pte() fails on a possibly pinned exclusive
             # page: it must stay mapped (6c287605fd56, PG_anon_exclusive, v5.19)
-            set_pte_at(pvmw.pt, pvmw.idx, pteval)
+            set_pte_at(pt, pvmw.idx, pteval)
             self.event(TTU_PINNED_ANON_STAYS_MAPPED, folio)
             return False
         slot = folio.swap[page]
@@ -363,12 +376,12 @@ class RmapMixin:
         mm = vma.mm
         mm.rss[MM_ANONPAGES] -= 1
         mm.rss[MM_SWAPENTS] += 1
-        set_pte_at(pvmw.pt, pvmw.idx, swp_entry_to_pte(slot))
+        set_pte_at(pt, pvmw.idx, swp_entry_to_pte(slot))
         self.folio_remove_rmap_pte(folio, page, 1, vma)
         self.folio_put(folio)
         return True
 
-    def ttu_between_ptes(self, pvmw: Pvmw, nr_pages: int):
+    def ttu_between_ptes(self, pvmw: Pvmw, nr_pages: int) -> Yields[None]:
         """The point between two PTEs (batches) of try_to_unmap_one()'s walk, where
         lock-free actors (CPU stores, gup-fast, speculative references) may act.
 
@@ -387,10 +400,9 @@ class RmapMixin:
         if pte_dirty(pteval):
             folio_mark_dirty(folio)
 
-    def ttu_vma_locked(self, folio: Folio, vma: VmArea, flags: int) -> bool:
+    def ttu_vma_locked(self, folio: Folio, vma: VmArea, flags: TTU) -> bool:
         """The mlock check at the top of the walk loop: True means walk_abort."""
-        from engine.mm.flags import TTU
-        if not flags & TTU.TTU_IGNORE_MLOCK and vma.vm_flags & VM_LOCKED:
+        if not flags & TTU_IGNORE_MLOCK and vma.vm_flags & VM_LOCKED:
             if not folio.order:
                 folio_set_mlocked(folio)
             return True

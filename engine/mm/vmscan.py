@@ -29,7 +29,8 @@ from engine.mm.folio import (
     folio_test_swapcache,
 )
 from engine.mm.huge_memory import can_split_folio, folio_trylock, folio_unlock
-from engine.mm.sched import YieldPoint
+from engine.mm.sched import YieldPoint, Yields
+from engine.mm.state import KernelMixin
 
 
 class ShrinkLabel(enum.Enum):
@@ -44,10 +45,10 @@ class ShrinkLabel(enum.Enum):
     KEEP_LOCKED = enum.auto()
 
 
-class VmscanMixin:
+class VmscanMixin(KernelMixin):
     """shrink_folio_list() and its callers."""
 
-    def folio_check_references(self, folio: Folio):
+    def folio_check_references(self, folio: Folio) -> Yields[FolioRef]:
         """folio_check_references(): referenced mappings decide activate, keep or
         reclaim (``referenced_ptes`` counts VMAs: :meth:`folio_referenced`)."""
         referenced_ptes, vm_flags = yield from self.folio_referenced(folio)
@@ -90,12 +91,13 @@ class VmscanMixin:
         for slot in folio.swap:
             if not self.swap.count.get(slot):
                 self.swap.release(slot)
-        folio.swap = None
+        folio.swap = []
         folio_clear_swapcache(folio)
         folio.set_holder("swapcache", 0)
         return True
 
-    def shrink_folio_list(self, folio_list: list[Folio], ignore_references: bool):
+    def shrink_folio_list(self, folio_list: list[Folio],
+                          ignore_references: bool) -> Yields[tuple[int, list[Folio]]]:
         """shrink_folio_list(): try to free each isolated folio.
 
         Context: each folio isolated (one reference); takes and drops folio
@@ -135,7 +137,8 @@ class VmscanMixin:
         self.count("nr_reclaimed", nr_reclaimed)
         return nr_reclaimed, ret
 
-    def _shrink_one(self, folio: Folio, ignore_references: bool, folio_list: list[Folio]):
+    def _shrink_one(self, folio: Folio, ignore_references: bool,
+                    folio_list: list[Folio]) -> Yields[ShrinkLabel]:
         """The body of shrink_folio_list()'s loop.
 
         Return: the :class:`ShrinkLabel` it goes to with the folio (still locked).
@@ -207,7 +210,7 @@ class VmscanMixin:
             return ShrinkLabel.FREE_IT
         return ShrinkLabel.KEEP_LOCKED
 
-    def shrink_anon_without_swap(self, folio: Folio, folio_list: list[Folio]):
+    def shrink_anon_without_swap(self, folio: Folio, folio_list: list[Folio]) -> Yields[ShrinkLabel]:
         """The rest of the swap block of shrink_folio_list() for a swapbacked
         anon folio when no swap area is on (``!total_swap_pages``), after the
         pin test and can_split_folio().
@@ -240,13 +243,13 @@ class VmscanMixin:
         the oldest active folios first.  Without swap only the file lists
         (where lazyfree folios live) are scanned.
         """
-        lists = (LruList.LRU_INACTIVE_FILE, LruList.LRU_INACTIVE_ANON)
-        active = (LruList.LRU_ACTIVE_FILE, LruList.LRU_ACTIVE_ANON)
+        lists: tuple[LruList, ...] = (LruList.LRU_INACTIVE_FILE, LruList.LRU_INACTIVE_ANON)
+        active: tuple[LruList, ...] = (LruList.LRU_ACTIVE_FILE, LruList.LRU_ACTIVE_ANON)
         if not self.total_swap_pages:
             # get_scan_count(): SCAN_FILE when !can_reclaim_anon_pages(), and
             # can_age_anon_pages() keeps shrink_active_list() off the anon lists.
             lists, active = lists[:1], active[:1]
-        if not any(self.lruvec[l] for l in lists):
+        if not any(self.lruvec[lru] for lru in lists):
             for src in active:
                 for folio in list(self.lruvec[src])[:nr_to_scan]:
                     self.lruvec_del_folio(folio)
@@ -261,7 +264,7 @@ class VmscanMixin:
                     out.append(folio)
         return out
 
-    def shrink_inactive_list(self, nr_to_scan: int):
+    def shrink_inactive_list(self, nr_to_scan: int) -> Yields[int]:
         """kswapd's pass: drain this CPU, isolate, shrink, put back.  Return: nr_reclaimed."""
         self.lru_add_drain()
         folios = self.isolate_lru_folios(nr_to_scan)
@@ -273,7 +276,7 @@ class VmscanMixin:
             self.folio_putback_lru(folio)
         return nr
 
-    def reclaim_pages(self, folios: list[Folio]):
+    def reclaim_pages(self, folios: list[Folio]) -> Yields[int]:
         """reclaim_pages() for MADV_PAGEOUT: references ignored."""
         nr, ret = yield from self.shrink_folio_list(folios, ignore_references=True)
         for folio in ret:

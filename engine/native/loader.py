@@ -21,6 +21,7 @@ import pathlib
 import subprocess
 import sys
 import sysconfig
+from collections.abc import Callable
 from ctypes import POINTER, c_int32, c_int64, c_uint32, c_uint64, c_void_p
 
 from engine.errors import CPathError
@@ -127,7 +128,8 @@ _SIGNATURES = {
 
 
 def built_library_path() -> pathlib.Path:
-    """Where ``pip install`` (setuptools ``build_ext``) puts the library: ``engine/native/_cpath<EXT_SUFFIX>``."""
+    """Where ``pip install`` (setuptools ``build_ext``) puts the library:
+    ``engine/native/_cpath<EXT_SUFFIX>``."""
     return _HERE / f"_cpath{sysconfig.get_config_var('EXT_SUFFIX') or '.so'}"
 
 
@@ -139,6 +141,15 @@ def library_path() -> pathlib.Path:
 
 class CPathLib:
     """The loaded library: its functions, typed, after the ABI check."""
+
+    # The functions of _SIGNATURES, set by __init__ (ctypes checks and converts
+    # the arguments against their argtypes).
+    foliodiff_cpath_abi: Callable[[], int]
+    ttu_clear: Callable[..., int]
+    ttu_decide: Callable[..., int]
+    pmd_discard_check: Callable[..., int]
+    pmd_discard_decide: Callable[..., int]
+    cpath_replay: Callable[..., int]
 
     def __init__(self, path: pathlib.Path) -> None:
         self.path = path

@@ -31,8 +31,9 @@ def test_kernel_refuses_an_undeclared_event():
         k.event("ttu_batch")          # the name alone is not the declared event
     with pytest.raises(UndeclaredEvent):
         k.event("ttu_bacth")
+    k.current_op = 3
     k.event(TTU_BATCH)
-    assert k.events == [(None, "ttu_batch")]
+    assert k.events == [(3, "ttu_batch")]
 
 
 def test_every_rule_reads_declared_events_only():
