@@ -10,17 +10,21 @@ classified there (see :mod:`engine.diff.rules`).
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
+import itertools
 import re
-from dataclasses import dataclass, field
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
 from typing import Any
 
 from engine.diff.rules import Rule, explain
 from engine.execution.oracle import Verdict
-from engine.execution.outcome import Outcome
-from engine.execution.runner import ENTRY_POINT, run
+from engine.execution.outcome import Outcome, TraceEntry
+from engine.execution.runner import entry_point, run
 from engine.kernels import resolve_engine
+from engine.mm.events import Event, place_event
 from engine.mm.sched import KERNEL_YIELD_POINTS
 from engine.program.format import Program
 
@@ -67,8 +71,9 @@ class Divergence:
     function: str | None
     first_op: int | None
     signature: str
-    rules: list[Rule] = field(default_factory=list)
-    fields: list[FieldDiff] = field(default_factory=list)
+    # dataclasses.field: the class's own ``field`` shadows the name here
+    rules: list[Rule] = dataclasses.field(default_factory=list)
+    fields: list[FieldDiff] = dataclasses.field(default_factory=list)
     detail: str = ""
 
     @property
@@ -154,17 +159,17 @@ def _main_field(fields: list[str]) -> str:
     return norm[0] if norm else "-"
 
 
-def _first_ops(ta: list[dict], tb: list[dict], fields: set[str]) -> dict[str, int]:
+def _first_ops(ta: list[TraceEntry], tb: list[TraceEntry], fields: set[str]) -> dict[str, int]:
     """For each field, the first op whose completion left the runs disagreeing on it."""
-    sb = {e["op"]: e for e in tb}
+    sb = {e.op: e for e in tb}
     first: dict[str, int] = {}
     for entry in ta:
-        op = entry["op"]
+        op = entry.op
         other = sb.get(op)
         if other is None:
             continue
-        st_a, st_b = entry["state"], other["state"]
-        ra, rb = entry["results"], other["results"]
+        st_a, st_b = entry.state, other.state
+        ra, rb = entry.results, other.results
         for f in fields:
             if f in first:
                 continue
@@ -204,7 +209,7 @@ def differential(program: Program, engine_a: str, engine_b: str) -> Report:
                                             (only_a, only_b))])
 
 
-def _places_one_run_lacks(a: Outcome, b: Outcome) -> tuple[dict[int, set[str]], dict[int, set[str]]]:
+def _places_one_run_lacks(a: Outcome, b: Outcome) -> tuple[dict[int, set[Event]], dict[int, set[Event]]]:
     """The places where one run switched to another thread and which the other
     run never reached: a window only one version has (a schedule entry there
     fell at the operation's end in the other, and the op-order policy may
@@ -214,18 +219,18 @@ def _places_one_run_lacks(a: Outcome, b: Outcome) -> tuple[dict[int, set[str]], 
     can read.
 
     Return: for each run, operation -> those events."""
-    only: tuple[dict[int, set[str]], dict[int, set[str]]] = ({}, {})
+    only: tuple[dict[int, set[Event]], dict[int, set[Event]]] = ({}, {})
     for side, (mine, other) in enumerate(((a.places, b.places), (b.places, a.places))):
         reached = set(other)
-        for here, after in zip(mine, mine[1:]):
+        for here, after in itertools.pairwise(mine):
             op, kind, _ = here
             if (op is not None and kind in KERNEL_YIELD_POINTS and after[0] != op
                     and here not in reached):
-                only[side].setdefault(op, set()).add(f"place:{kind.value}")
+                only[side].setdefault(op, set()).add(place_event(kind))
     return only
 
 
-def _parting_ops(ta: list[dict], tb: list[dict]) -> tuple[int | None, set[int]]:
+def _parting_ops(ta: list[TraceEntry], tb: list[TraceEntry]) -> tuple[int | None, set[int]]:
     """Where the runs parted.
 
     When the runs interleave differently their ops complete in different orders: the
@@ -237,26 +242,27 @@ def _parting_ops(ta: list[dict], tb: list[dict]) -> tuple[int | None, set[int]]:
     Return: (the earliest differing op in program order, the ops whose events may
     explain the parting).
     """
-    sa = {e["op"]: e for e in ta}
-    sb = {e["op"]: e for e in tb}
+    sa = {e.op: e for e in ta}
+    sb = {e.op: e for e in tb}
     differ = {op for op in sa.keys() | sb.keys()
-              if op not in sa or op not in sb or sa[op]["state"] != sb[op]["state"]
-              or sa[op]["results"] != sb[op]["results"]}
+              if op not in sa or op not in sb or sa[op].state != sb[op].state
+              or sa[op].results != sb[op].results}
     if not differ:
         return None, set()
     first = min(differ)
     window = {first}
     for trace, snap in ((ta, sa), (tb, sb)):
         if first in snap:
-            window.update(snap[first]["inflight"])
-        entry = next((e for e in trace if e["op"] in differ), None)
+            window.update(snap[first].inflight)
+        entry = next((e for e in trace if e.op in differ), None)
         if entry is not None:
-            window.add(entry["op"])
-            window.update(entry["inflight"])
+            window.add(entry.op)
+            window.update(entry.inflight)
     return first, window
 
 
-def _op_events(o: Outcome, ops: set[int], places: dict[int, set[str]]) -> frozenset[str]:
+def _op_events(o: Outcome, ops: AbstractSet[int | None],
+               places: dict[int, set[Event]]) -> frozenset[Event]:
     """The events of @ops in run @o, with the ``place:<kind>`` events of places
     only that run had (:func:`_places_one_run_lacks`)."""
     events = {name for i, name in o.events if i in ops}
@@ -267,15 +273,17 @@ def _op_events(o: Outcome, ops: set[int], places: dict[int, set[str]]) -> frozen
 
 
 def _classify(program: Program, a: Outcome, b: Outcome, diffs: list[FieldDiff],
-              parted: int | None, window: set[int],
-              places: tuple[dict[int, set[str]], dict[int, set[str]]]) -> Divergence:
+              parted: int | None, window: AbstractSet[int | None],
+              places: tuple[dict[int, set[Event]], dict[int, set[Event]]]) -> Divergence:
     pair = f"{a.engine}..{b.engine}"
     # A run that broke an oracle or crashed: never intended.
-    for o in (a, b):
-        if o.verdict is not Verdict.OK and (o.verdict != (b if o is a else a).verdict
-                                            or o.crash.field != (b if o is a else a).crash.field):
+    for o, other in ((a, b), (b, a)):
+        if o.verdict is Verdict.OK:
+            continue
+        c = o.crash
+        assert c is not None        # a run that is not OK says where it stopped
+        if o.verdict != other.verdict or other.crash is None or c.field != other.crash.field:
             kind = _KIND_OF_VERDICT[o.verdict]
-            c = o.crash
             fld = normalize_field(c.field)
             sig = f"{pair}|{kind.value}|{fld}|{c.function}"
             if kind is Kind.CRASH:
@@ -290,12 +298,12 @@ def _classify(program: Program, a: Outcome, b: Outcome, diffs: list[FieldDiff],
     at_parting = [d.field for d in diffs if d.first_op == parted] or [d.field for d in diffs]
     main = _main_field(at_parting)
     op_kind = program.ops[parted].op if parted is not None else None
-    function = ENTRY_POINT.get(op_kind) if op_kind else None
-    kinds = {program.ops[i].op for i in window if i is not None}
-    rules = []
-    for kind in sorted(kinds) or [""]:
+    function = entry_point(program.ops[parted]) if parted is not None else None
+    kinds: set[str] = {program.ops[i].op for i in window if i is not None}
+    rules: list[Rule] = []
+    for name in sorted(kinds) or [""]:
         for r in explain(a.engine, b.engine, _op_events(a, window, places[0]),
-                         _op_events(b, window, places[1]), kind):
+                         _op_events(b, window, places[1]), name):
             if r not in rules:
                 rules.append(r)
     cls = Classification.INTENDED if rules else Classification.UNEXPECTED

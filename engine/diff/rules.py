@@ -5,6 +5,11 @@ parted: it is intended when a rule for the pair of versions recognises, in
 what each kernel did during that operation (its events), the change the
 patch made.  Later differences are consequences of that first one.  A data
 loss, crash, broken invariant, leak or hang is never intended.
+
+A rule's test is built from declared events (:mod:`engine.mm.events`) with
+:class:`Old`, :class:`New`, :class:`Either` and :class:`OpIs`, combined with
+``&``, ``|`` and ``~``: a misspelt event is a NameError when this module is
+imported, and :meth:`Rule.events` lists every event a rule reads.
 """
 
 from __future__ import annotations
@@ -13,12 +18,168 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.kernels import ORDER, base_version
+from engine.kernels.v6_15 import (
+    PMD_LAZYFREE_ABORT_DIRTY,
+    PMD_LAZYFREE_ABORT_REF,
+    TTU_BATCH,
+    TTU_BATCH_PARTIAL,
+    TTU_BATCH_PAST_VMA,
+)
+from engine.mm.events import (
+    ALLOC_MTHP,
+    DEFERRED_SPLIT_PARTIALLY_MAPPED,
+    DEFERRED_SPLIT_UNDERUSED,
+    DISCARD_LAZYFREE_PMD,
+    ISOLATE_QUEUED_LAZYFREE,
+    LAZYFREE_REQUEUE,
+    MADVISE_SKIP_SHARED,
+    MMAP_DROPPABLE,
+    RECLAIM_SPLIT_LAZYFREE,
+    SPLIT_REMAP_ZEROPAGE,
+    TTU_LAZYFREE_ABORT_DIRTY,
+    TTU_LAZYFREE_ABORT_REF,
+    TTU_LAZYFREE_ABORT_REF_SWAPBACKED,
+    TTU_LAZYFREE_DISCARD,
+    TTU_PINNED_ANON_STAYS_MAPPED,
+    TTU_PMD_SPLIT,
+    WP_REUSE_PINNED,
+    Event,
+    UndeclaredEvent,
+    folio_batch_full,
+    place_event,
+)
+from engine.mm.sched import YieldPoint
+from engine.program.format import DeferredSplitScan
 
 Events = frozenset[str]
 
-_LAZYFREE_PER_PTE = frozenset({"ttu_lazyfree_discard", "ttu_lazyfree_abort_dirty",
-                               "ttu_lazyfree_abort_ref", "ttu_lazyfree_abort_ref_swapbacked",
-                               "deferred_split_partially_mapped"})
+
+class When:
+    """A test of what the older (``old``) and newer (``new``) run noted during
+    the operations where they parted, and of the kind of operation.
+
+    Combine with ``&``, ``|`` and ``~``.  Called as ``when(old, new, op_kind)``.
+    """
+
+    def __call__(self, old: Events, new: Events, op_kind: str) -> bool:
+        raise NotImplementedError
+
+    def events(self) -> frozenset[Event]:
+        """Every event the test reads."""
+        raise NotImplementedError
+
+    def __and__(self, other: When) -> When:
+        return _All((self, other))
+
+    def __or__(self, other: When) -> When:
+        return _Any((self, other))
+
+    def __invert__(self) -> When:
+        return _Not(self)
+
+
+def _declared(events: tuple[Event, ...]) -> frozenset[Event]:
+    for ev in events:
+        if type(ev) is not Event:
+            raise UndeclaredEvent(ev)
+    if not events:
+        raise UndeclaredEvent(None, "a rule test needs at least one event")
+    return frozenset(events)
+
+
+class _Noted(When):
+    """Any of ``evs`` was noted (by the run(s) a subclass reads)."""
+
+    def __init__(self, *evs: Event) -> None:
+        self.evs = _declared(evs)
+
+    def events(self) -> frozenset[Event]:
+        return self.evs
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(sorted(self.evs))})"
+
+
+class Old(_Noted):
+    """The older version's run noted any of the events."""
+
+    def __call__(self, old: Events, new: Events, op_kind: str) -> bool:
+        return not self.evs.isdisjoint(old)
+
+
+class New(_Noted):
+    """The newer version's run noted any of the events."""
+
+    def __call__(self, old: Events, new: Events, op_kind: str) -> bool:
+        return not self.evs.isdisjoint(new)
+
+
+class Either(_Noted):
+    """Either run noted any of the events."""
+
+    def __call__(self, old: Events, new: Events, op_kind: str) -> bool:
+        return not (self.evs.isdisjoint(old) and self.evs.isdisjoint(new))
+
+
+class OpIs(When):
+    """The runs parted in an operation of this type (a program-format class)."""
+
+    def __init__(self, op_type: type[DeferredSplitScan]) -> None:
+        self.op: str = op_type.model_fields["op"].default
+
+    def __call__(self, old: Events, new: Events, op_kind: str) -> bool:
+        return op_kind == self.op
+
+    def events(self) -> frozenset[Event]:
+        return frozenset()
+
+    def __repr__(self) -> str:
+        return f"OpIs({self.op})"
+
+
+class _All(When):
+    def __init__(self, parts: tuple[When, ...]) -> None:
+        self.parts = parts
+
+    def __call__(self, old: Events, new: Events, op_kind: str) -> bool:
+        return all(p(old, new, op_kind) for p in self.parts)
+
+    def events(self) -> frozenset[Event]:
+        return frozenset().union(*(p.events() for p in self.parts))
+
+    def __repr__(self) -> str:
+        return " & ".join(map(repr, self.parts))
+
+
+class _Any(_All):
+    def __call__(self, old: Events, new: Events, op_kind: str) -> bool:
+        return any(p(old, new, op_kind) for p in self.parts)
+
+    def __repr__(self) -> str:
+        return "(" + " | ".join(map(repr, self.parts)) + ")"
+
+
+class _Not(When):
+    def __init__(self, part: When) -> None:
+        self.part = part
+
+    def __call__(self, old: Events, new: Events, op_kind: str) -> bool:
+        return not self.part(old, new, op_kind)
+
+    def events(self) -> frozenset[Event]:
+        return self.part.events()
+
+    def __repr__(self) -> str:
+        return f"~{self.part!r}"
+
+
+def _only_new(ev: Event) -> When:
+    """The newer run noted @ev and the older one did not."""
+    return New(ev) & ~Old(ev)
+
+
+_LAZYFREE_PER_PTE = (TTU_LAZYFREE_DISCARD, TTU_LAZYFREE_ABORT_DIRTY, TTU_LAZYFREE_ABORT_REF,
+                     TTU_LAZYFREE_ABORT_REF_SWAPBACKED, DEFERRED_SPLIT_PARTIALLY_MAPPED)
 
 
 @dataclass(frozen=True)
@@ -35,54 +196,57 @@ class Rule:
     def matches(self, old: Events, new: Events, op_kind: str) -> bool:
         return self.explains(old, new, op_kind)
 
+    def events(self) -> frozenset[Event]:
+        """The events the rule's test reads (none for a test that is no :class:`When`)."""
+        return self.explains.events() if isinstance(self.explains, When) else frozenset()
+
 
 RULES: list[Rule] = [
     # -- v5.17 -> v5.18 -------------------------------------------------------
     Rule("refcount-check-before-lazyfree-discard", "v5.17", "v5.18",
          "6c8e2a256915 mm: fix race between MADV_FREE reclaim and blkdev direct IO read",
-         lambda o, n, k: "ttu_lazyfree_discard" in o and "ttu_lazyfree_abort_ref_swapbacked" in n,
+         Old(TTU_LAZYFREE_DISCARD) & New(TTU_LAZYFREE_ABORT_REF_SWAPBACKED),
          "a clean lazyfree folio with an extra reference is kept (and made swapbacked), "
          "not discarded"),
     Rule("pinned-anon-stays-mapped", "v5.17", "v5.18",
          "6c287605fd56 mm: remember exclusively mapped anonymous pages with PG_anon_exclusive "
          "(v5.19; the v5.18 engine stands for v5.18-v6.7)",
-         lambda o, n, k: "ttu_pinned_anon_stays_mapped" in n or "wp_reuse_pinned" in n,
+         New(TTU_PINNED_ANON_STAYS_MAPPED, WP_REUSE_PINNED),
          "a possibly pinned exclusive anon page is not unmapped to swap, and a write fault "
          "reuses it rather than copying it away from its pin"),
     Rule("lazyfree-thp-not-split-in-reclaim", "v5.17", "v5.18",
          "820c4e2e6f51 mm/vmscan: Free non-shmem folios without splitting them (v5.18; "
          "735ecdfaf4e8, v6.11, avoided the PMD split, not this one)",
-         lambda o, n, k: "reclaim_split_lazyfree" in o and "reclaim_split_lazyfree" not in n,
+         Old(RECLAIM_SPLIT_LAZYFREE) & ~New(RECLAIM_SPLIT_LAZYFREE),
          "shrink_folio_list() no longer splits a lazyfree THP before unmapping it: only its "
          "PMD is split, in try_to_unmap_one(), and the THP is freed whole"),
     # -- v5.18 -> v6.12 -------------------------------------------------------
     Rule("folio-batch-31", "v5.18", "v6.12",
          "9cecde80aae0 mm: increase folio batch size (v6.9: PAGEVEC_SIZE 15 -> 31)",
-         lambda o, n, k: "folio_batch_full_15" in o or "folio_batch_full_31" in n,
+         Old(folio_batch_full(15)) | New(folio_batch_full(31)),
          "a per-CPU folio batch (lru_add, lazyfree) is moved when it holds 31 folios, "
          "not 15"),
     Rule("anon-mthp-faults", "v5.18", "v6.12",
          "19eaf44954df mm: thp: support allocation of anonymous multi-size THP",
-         lambda o, n, k: "alloc_mthp" in n and "alloc_mthp" not in o,
+         _only_new(ALLOC_MTHP),
          "an order-4 VMA faults in 64 KiB mTHPs instead of small folios"),
     Rule("map-droppable", "v5.18", "v6.12",
          "9651fcedf7b9 mm: add MAP_DROPPABLE for designating always-droppable mappings",
-         lambda o, n, k: "mmap_droppable" in n,
+         New(MMAP_DROPPABLE),
          "MAP_DROPPABLE is accepted"),
     Rule("underused-thp-queued", "v5.18", "v6.12",
          "dafff3f4c850 mm: split underused THPs",
-         lambda o, n, k: "deferred_split_underused" in n,
+         New(DEFERRED_SPLIT_UNDERUSED),
          "a new PMD THP is queued for deferred split as a possible underused THP"),
     Rule("deferred-split-partially-mapped", "v5.18", "v6.12",
          "mm: introduce a pageflag for partially mapped folios (Usama Arif, v6.12; mainline id not verified)",
-         lambda o, n, k: k == "deferred_split_scan" or bool(
-             {"deferred_split_partially_mapped"} & (o | n)),
+         OpIs(DeferredSplitScan) | Either(DEFERRED_SPLIT_PARTIALLY_MAPPED),
          "only partially mapped folios are queued (once) and split by the shrinker; such a "
          "folio is flagged PG_partially_mapped and counted in the mTHP stat "
          "nr_anon_partially_mapped, which older kernels do not have"),
     Rule("split-maps-unused-to-zeropage", "v5.18", "v6.12",
          "b1f202060afe mm: remap unused subpages to shared zeropage when splitting isolated thp",
-         lambda o, n, k: "split_remap_zeropage" in n,
+         New(SPLIT_REMAP_ZEROPAGE),
          "a folio split maps each zero-filled page to the shared zero page (its small folio "
          "is freed)"),
     # -- v6.12 -> v6.14 -------------------------------------------------------
@@ -93,15 +257,15 @@ RULES: list[Rule] = [
          "735ecdfaf4e8 mm/vmscan: avoid split lazyfree THP during shrink_folio_list() (its "
          "unmap_huge_pmd_locked() call in try_to_unmap_one, which the 6.12.117 stable commit "
          "\"mm/rmap: don't discard lazyfree THPs at PMD level\" removed from 6.12.y)",
-         lambda o, n, k: bool(n & {"place:pmd_checked", "place:pmd_cleared"})
-         or ("ttu_split_huge_pmd" in o and "discard_lazyfree_pmd" in n),
+         New(place_event(YieldPoint.PMD_CHECKED), place_event(YieldPoint.PMD_CLEARED))
+         | (Old(TTU_PMD_SPLIT) & New(DISCARD_LAZYFREE_PMD)),
          "a clean, unreferenced lazyfree PMD-mapped THP is discarded whole under the PMD lock "
          "instead of split and discarded page by page; the attempt holds the PMD lock with "
          "two windows other CPUs can act in, where 6.12.117 splits at once"),
     Rule("lazyfree-queue-clears-lru", "v6.12", "v6.14",
          "33dfe9204f29 mm/gup: clear the LRU flag of a page before adding to LRU batch (v6.11; "
          "its 2025 revert is in 6.12.117, which the v6.12 engine models)",
-         lambda o, n, k: bool(o & {"isolate_queued_lazyfree", "lazyfree_requeue"}),
+         Old(ISOLATE_QUEUED_LAZYFREE, LAZYFREE_REQUEUE),
          "a folio MADV_FREE queued for the lazyfree move is off limits to reclaim and to a "
          "second MADV_FREE until the batch moves it, where before reclaim could isolate it "
          "from its anon LRU list (and swap it out) while it waited, and another MADV_FREE "
@@ -110,31 +274,29 @@ RULES: list[Rule] = [
     Rule("mm-id-mapped-shared", "v6.14", "v6.15",
          "David Hildenbrand's MM-owner tracking for large folios (CONFIG_MM_ID, v6.15): "
          "\"mm: convert folio_likely_mapped_shared() to folio_maybe_mapped_shared()\"",
-         lambda o, n, k: "madvise_skip_shared" in n and "madvise_skip_shared" not in o,
+         _only_new(MADVISE_SKIP_SHARED),
          "madvise leaves a large folio alone when its MM-owner tracking says another MM maps "
          "it, where the old estimate from page 0's mapcount called it exclusive and split it"),
     Rule("swapbacked-only-if-dirty", "v6.14", "v6.15",
          "faeb2831b517 mm: set folio swapbacked iff folios are dirty in try_to_unmap_one (1/4)",
-         lambda o, n, k: "ttu_lazyfree_abort_ref_swapbacked" in o
-         and "ttu_lazyfree_abort_ref_swapbacked" not in n,
+         Old(TTU_LAZYFREE_ABORT_REF_SWAPBACKED) & ~New(TTU_LAZYFREE_ABORT_REF_SWAPBACKED),
          "a clean lazyfree folio with an extra reference stays lazyfree: the reference "
          "holder, not reclaim, says whether it wrote (\"GUP users must mark the folio dirty "
          "if there was a modification\"), so a device write followed by an unpin without "
          "dirty may be discarded"),
     Rule("batched-lazyfree-unmap", "v6.14", "v6.15",
          "354dffd29575 mm: support batched unmap for lazyfree large folios during reclamation (3/4)",
-         lambda o, n, k: "ttu_batch" in n and bool(o & _LAZYFREE_PER_PTE),
+         New(TTU_BATCH) & Old(*_LAZYFREE_PER_PTE),
          "a fully mapped lazyfree large folio is unmapped in one batch: no deferred split, "
          "no partial discard of a redirtied folio, PTE bits merged on restore"),
     Rule("no-pmd-split-for-lazyfree", "v6.14", "v6.15",
          "2f9b43d617e2 mm: avoid splitting pmd for lazyfree pmd-mapped THP in try_to_unmap (4/4)",
-         lambda o, n, k: "ttu_split_huge_pmd" in o and bool(
-             n & {"pmd_lazyfree_abort_dirty", "pmd_lazyfree_abort_ref", "discard_lazyfree_pmd"}),
+         Old(TTU_PMD_SPLIT) & New(PMD_LAZYFREE_ABORT_DIRTY, PMD_LAZYFREE_ABORT_REF, DISCARD_LAZYFREE_PMD),
          "a lazyfree PMD-mapped THP is never split by try_to_unmap_one"),
     # -- v6.15 -> v6.16 ----------------------------------------------------------
     Rule("bounded-partial-batches", "v6.15", "v6.16",
          "ddd05742b45b mm/rmap: fix potential out-of-bounds page table access during batched unmap",
-         lambda o, n, k: "ttu_batch_partial" in n or "ttu_batch_past_vma" in o,
+         New(TTU_BATCH_PARTIAL) | Old(TTU_BATCH_PAST_VMA),
          "batches are bounded by the page table and the VMA and may be partial: a v6.15 "
          "batch no longer runs into the next VMA, clearing its PTEs and restoring them "
          "with the first PTE's bits (or reading past the page table)"),

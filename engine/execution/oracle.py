@@ -27,6 +27,7 @@ from engine.mm.mm_types import MM_ANONPAGES
 from engine.mm.page_table_check import PageTableCheck, field_name
 from engine.mm.pgtable import (
     HPAGE_PMD_NR,
+    HPAGE_PMD_ORDER,
     PAGE_SHIFT,
     is_swap_pte,
     present_slots,
@@ -374,7 +375,7 @@ class Oracle:
             if folio.swapcache and not folio.swapbacked:
                 raise Violation(Verdict.INVARIANT, "folio.swapcache",
                                 f"folio pfn {folio.pfn:#x} in swapcache but not swapbacked")
-            if folio.order and folio.order < 9 and folio.entire_mapcount:
+            if folio.order and folio.order < HPAGE_PMD_ORDER and folio.entire_mapcount:
                 raise Violation(Verdict.INVARIANT, "folio.entire_mapcount",
                                 f"folio pfn {folio.pfn:#x} of order {folio.order} PMD-mapped")
             folio.checked = ref
@@ -423,7 +424,7 @@ class Oracle:
         for mm in k.mms.values():
             anon = 0
             mm_busy = False
-            for pmd_idx, lock in mm.pmd_ptl.items():
+            for lock in mm.pmd_ptl.values():
                 if lock.owner is not None:
                     mm_busy = True
                     break
@@ -482,7 +483,7 @@ class Oracle:
             if not mm.alive:
                 continue
             find = self.mapped.find
-            for pmd_idx, word in mm.pmd_huge.items():
+            for pmd_idx in mm.pmd_huge:
                 base = pmd_idx * HPAGE_PMD_NR
                 keys.update((mm_id, base + i) for i in range(HPAGE_PMD_NR)
                             if find(mm_id, base + i) is not None)

@@ -8,10 +8,12 @@ differently but map the same things look the same.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.execution.oracle import Verdict
+from engine.mm.events import Event
 from engine.mm.folio import FOLIO_FLAGS, Folio
 from engine.mm.memory import ZERO_PFN
 from engine.mm.pgtable import (
@@ -48,12 +50,28 @@ class Crash:
     thread: str | None
     step: int
     function: str | None = None
-    stack: list[str] = field(default_factory=list)
+    # dataclasses.field: the class's own ``field`` shadows the name here
+    stack: list[str] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind.value, "field": self.field, "message": self.message,
                 "op_index": self.op_index, "thread": self.thread, "step": self.step,
                 "function": self.function, "stack": self.stack}
+
+
+@dataclass(slots=True)
+class TraceEntry:
+    """The state of a traced run after one operation completed: where the
+    differential looks for the operation after which two runs parted."""
+
+    #: The operation that completed.
+    op: int
+    #: The kernel-visible state then (:func:`observe`).
+    state: dict[str, Any]
+    #: Every operation's result then (None: not completed).
+    results: list[Any]
+    #: The operations other threads had begun and not completed then.
+    inflight: list[int]
 
 
 @dataclass
@@ -68,8 +86,9 @@ class Outcome:
     steps: int
     crash: Crash | None = None
     warnings: list[str] = field(default_factory=list)
-    events: list[tuple[int, str]] = field(default_factory=list)
-    trace: list[dict[str, Any]] | None = None     # state after each op, when traced
+    #: (operation, event) as the kernel noted them; an Event is its name as a str
+    events: list[tuple[int, Event]] = field(default_factory=list)
+    trace: list[TraceEntry] | None = None     # state after each op, when traced
     #: The scheduling step each event happened in, and the step each operation
     #: finished in (None: it never did).  Where a race could cut in, for
     #: :mod:`fuzz.hints`; neither is behaviour, so neither is compared or stored.
@@ -83,7 +102,7 @@ class Outcome:
                 "state": self.state, "cost": self.cost, "steps": self.steps,
                 "crash": self.crash.to_dict() if self.crash else None,
                 "warnings": self.warnings,
-                "events": [list(e) for e in self.events]}
+                "events": [[i, str(ev)] for i, ev in self.events]}
 
     def comparable(self) -> dict[str, Any]:
         """The fields differential runs compare: behaviour, not cost."""

@@ -19,96 +19,117 @@ from __future__ import annotations
 import traceback
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
+
+from pydantic import BaseModel
 
 from engine.errors import FoliodiffError, HarnessError, KernelBug
 from engine.execution.oracle import Oracle, Verdict, Violation
-from engine.execution.outcome import Crash, Outcome, Place, observe
+from engine.execution.outcome import Crash, Outcome, Place, TraceEntry, observe
 from engine.kernels import kernel_class, resolve_engine
+from engine.kernels.base import Kernel
 from engine.mm.mm_types import MmStruct
-from engine.mm.sched import KThread, YieldPoint, wait_gate
-from engine.program.format import DmaWrite, Fork, Preemption, Program, ThreadKind, Unpin
+from engine.mm.sched import KThread, Segment, Waitable, YieldPoint, wait_gate
+from engine.program.format import (
+    DeferredSplitScan,
+    DmaWrite,
+    FolioPut,
+    FolioTryGet,
+    Fork,
+    LruAddDrain,
+    Madvise,
+    Mmap,
+    Mprotect,
+    Mremap,
+    Munmap,
+    Pin,
+    Preemption,
+    Program,
+    Read,
+    Reclaim,
+    ThreadKind,
+    Unpin,
+    Write,
+)
 
 #: Frames of these modules are harness, not kernel model (dropped from crash stacks).
-_HARNESS = ("engine/execution/runner.py", "engine/mm/sched.py", "engine/execution/oracle.py", "engine/mm/page_table_check.py")
+_HARNESS = ("engine/execution/runner.py", "engine/mm/sched.py", "engine/execution/oracle.py",
+            "engine/mm/page_table_check.py")
 #: Where every run begins.
 START: Place = (None, YieldPoint.START, 1)
 
 
-def _as_gen(value):
+def _as_gen(value: Any) -> Segment:
     """Wrap the result of a non-yielding operation as a finished segment."""
     return value
     yield  # pragma: no cover
 
 
-def _dispatch(k, op):
-    """The kernel entry point an operation runs through (a generator)."""
-    kind = op.op
-    if kind == "read":
-        return k.cpu_access(op.addr, op.pages, None)
-    if kind == "write":
-        return k.cpu_access(op.addr, op.pages, op.value)
-    if kind == "mmap":
-        return k.sys_mmap(op)
-    if kind == "munmap":
-        return k.sys_munmap(op)
-    if kind == "mremap":
-        return k.sys_mremap(op)
-    if kind == "mprotect":
-        return k.sys_mprotect(op)
-    if kind == "fork":
-        return k.sys_fork(op)
-    if kind == "madvise":
-        return k.sys_madvise(op)
-    if kind == "pin":
-        return k.pin_user_pages(op)
-    if kind == "unpin":
-        return k.unpin_user_pages_dirty_lock(op)
-    if kind == "dma_write":
-        return k.dma_write(op)
-    if kind == "reclaim":
-        return k.shrink_inactive_list(op.nr_to_scan)
-    if kind == "deferred_split_scan":
-        return k.deferred_split_scan(op.nr_to_scan)
-    if kind == "folio_try_get":
-        return k.op_folio_try_get(op)
-    if kind == "folio_put":
-        return k.op_folio_put(op)
-    if kind == "lru_add_drain":
-        k.lru_add_drain_all()
-        return _as_gen(0)
-    raise AssertionError(f"unhandled operation {kind}")
+def _lru_add_drain(k: Kernel, op: LruAddDrain) -> Segment:
+    """lru_add_drain_all() runs as the operation starts (it never yields)."""
+    k.lru_add_drain_all()
+    return _as_gen(0)
 
 
-#: The kernel function each operation enters, for signatures.
-ENTRY_POINT = {
-    "read": "handle_mm_fault", "write": "handle_mm_fault", "mmap": "do_mmap",
-    "munmap": "do_vmi_munmap", "mremap": "move_vma", "mprotect": "mprotect_fixup",
-    "fork": "copy_page_range", "madvise": "madvise_vma_behavior", "pin": "pin_user_pages_fast",
-    "unpin": "unpin_user_pages_dirty_lock", "dma_write": "dma_write",
-    "reclaim": "shrink_folio_list", "deferred_split_scan": "deferred_split_scan",
-    "folio_try_get": "folio_try_get", "folio_put": "folio_put",
-    "lru_add_drain": "lru_add_drain_all",
-}
+class Operation(NamedTuple):
+    """How the runner runs one type of operation, and what signatures call it."""
+
+    #: The kernel entry point: (kernel, op) -> the operation's segment (a generator).
+    enter: Callable[[Kernel, Any], Segment]
+    #: The kernel function a divergence that parts in the operation is signed with.
+    function: str
+    #: The yield points its kernel path can reach, besides OP_END and WAIT (any
+    #: operation that takes a sleeping lock or waits for another may block):
+    #: where a fuzzer can aim a preemption without running the program.
+    yield_points: tuple[YieldPoint, ...] = ()
 
 
-#: The yield points each operation's kernel path can reach, besides OP_END and
-#: WAIT (any operation that takes a sleeping lock or waits for another may
-#: block): where a fuzzer can aim a preemption without running the program.
-YIELD_POINTS: dict[str, tuple[YieldPoint, ...]] = {
-    "read": (YieldPoint.BETWEEN_PAGES,),
-    "write": (YieldPoint.BETWEEN_PAGES,),
+_RECLAIM_POINTS = (YieldPoint.PTE_CLEARED, YieldPoint.BETWEEN_PTES, YieldPoint.BEFORE_FREEZE,
+                   YieldPoint.PMD_CHECKED, YieldPoint.PMD_CLEARED)
+
+#: Every operation type of the program format, by class.
+OPERATIONS: dict[type[BaseModel], Operation] = {
+    Read: Operation(lambda k, op: k.cpu_access(op.addr, op.pages, None), "handle_mm_fault",
+                    (YieldPoint.BETWEEN_PAGES,)),
+    Write: Operation(lambda k, op: k.cpu_access(op.addr, op.pages, op.value), "handle_mm_fault",
+                     (YieldPoint.BETWEEN_PAGES,)),
+    Mmap: Operation(lambda k, op: k.sys_mmap(op), "do_mmap"),
+    Munmap: Operation(lambda k, op: k.sys_munmap(op), "do_vmi_munmap"),
+    Mremap: Operation(lambda k, op: k.sys_mremap(op), "move_vma"),
+    Mprotect: Operation(lambda k, op: k.sys_mprotect(op), "mprotect_fixup"),
+    Fork: Operation(lambda k, op: k.sys_fork(op), "copy_page_range"),
     # MADV_FREE walks folios; MADV_PAGEOUT reclaims them as well
-    "madvise": (YieldPoint.BETWEEN_FOLIOS, YieldPoint.PTE_CLEARED, YieldPoint.BETWEEN_PTES,
-                YieldPoint.BEFORE_FREEZE, YieldPoint.PMD_CHECKED, YieldPoint.PMD_CLEARED),
-    "pin": (YieldPoint.GUP_FAST_READ, YieldPoint.GUP_FAST_GRABBED),
-    "unpin": (YieldPoint.BETWEEN_PAGES,),
-    "dma_write": (YieldPoint.BETWEEN_PAGES,),
-    "reclaim": (YieldPoint.ISOLATED, YieldPoint.BETWEEN_FOLIOS, YieldPoint.PTE_CLEARED,
-                YieldPoint.BETWEEN_PTES, YieldPoint.BEFORE_FREEZE, YieldPoint.PMD_CHECKED,
-                YieldPoint.PMD_CLEARED),
-    "deferred_split_scan": (YieldPoint.SHRINKER_REF_HELD,),
+    Madvise: Operation(lambda k, op: k.sys_madvise(op), "madvise_vma_behavior",
+                       (YieldPoint.BETWEEN_FOLIOS,) + _RECLAIM_POINTS),
+    Pin: Operation(lambda k, op: k.pin_user_pages(op), "pin_user_pages_fast",
+                   (YieldPoint.GUP_FAST_READ, YieldPoint.GUP_FAST_GRABBED)),
+    Unpin: Operation(lambda k, op: k.unpin_user_pages_dirty_lock(op), "unpin_user_pages_dirty_lock",
+                     (YieldPoint.BETWEEN_PAGES,)),
+    DmaWrite: Operation(lambda k, op: k.dma_write(op), "dma_write", (YieldPoint.BETWEEN_PAGES,)),
+    Reclaim: Operation(lambda k, op: k.shrink_inactive_list(op.nr_to_scan), "shrink_folio_list",
+                       (YieldPoint.ISOLATED, YieldPoint.BETWEEN_FOLIOS) + _RECLAIM_POINTS),
+    DeferredSplitScan: Operation(lambda k, op: k.deferred_split_scan(op.nr_to_scan),
+                                 "deferred_split_scan", (YieldPoint.SHRINKER_REF_HELD,)),
+    FolioTryGet: Operation(lambda k, op: k.op_folio_try_get(op), "folio_try_get"),
+    FolioPut: Operation(lambda k, op: k.op_folio_put(op), "folio_put"),
+    LruAddDrain: Operation(_lru_add_drain, "lru_add_drain_all"),
 }
+
+
+def entry_point(op: BaseModel) -> str:
+    """The kernel function operation @op enters, for signatures."""
+    return OPERATIONS[type(op)].function
+
+
+def _op_name(cls: type[BaseModel]) -> str:
+    """The ``op`` string programs spell operation type @cls with."""
+    return str(cls.model_fields["op"].default)
+
+
+#: The yield points each operation's kernel path can reach (:attr:`Operation.yield_points`),
+#: by the ``op`` string; operations that reach none are left out.
+YIELD_POINTS: dict[str, tuple[YieldPoint, ...]] = {
+    _op_name(cls): o.yield_points for cls, o in OPERATIONS.items() if o.yield_points}
 
 
 #: ``chooser(step, runnable thread names, default) -> thread name``; see :class:`Runner`.
@@ -209,10 +230,10 @@ class _Preemptions:
                     self.fired.add(p)
                     self.queue.append(thread)
             return
-        thread = self.at.get(place)
-        if thread is not None:
+        wanted = self.at.get(place)
+        if wanted is not None:
             self.fired.add(place)
-            self.queue.append(thread)
+            self.queue.append(wanted)
 
 
 class Runner:
@@ -294,7 +315,13 @@ class Runner:
         return best
 
     def _pick_chosen(self, step: int, place: Place) -> KThread | None:
-        """:meth:`_pick` with the chooser's say; records deviations from the op-order pick."""
+        """:meth:`_pick` with the chooser's say; records deviations from the op-order pick.
+
+        Context: run() picks with this only when the Runner has a chooser, and
+        with it ``schedule_taken`` and ``ran``.
+        """
+        chooser, taken, ran = self.chooser, self.schedule_taken, self.ran
+        assert chooser is not None and taken is not None and ran is not None
         runnable = [t for t in self.threads if t.runnable()]
         if not runnable:
             return None
@@ -305,33 +332,39 @@ class Runner:
             default = wanted or base
             names = [x.name for x in runnable]
             try:
-                chosen = self.chooser(step, names, default.name)  # type: ignore[misc]
+                chosen = chooser(step, names, default.name)
             except Exception as exc:  # noqa: BLE001 - not the model's crash: say whose it is
                 raise ChooserError(step, exc, names, "raised by the chooser") from exc
-            t = next((x for x in runnable if x.name == chosen), None)
-            if t is None:
+            picked = next((x for x in runnable if x.name == chosen), None)
+            if picked is None:
                 raise ChooserError(step, chosen, names)
+            t = picked
             if t is not base:
-                self.schedule_taken.append(Preemption.model_construct(  # type: ignore[union-attr]
+                taken.append(Preemption.model_construct(
                     op=place[0], at=place[1], nth=place[2], thread=t.name))
-        self.ran.append((t.name, t.ops[t.cursor]))  # type: ignore[union-attr]
+        ran.append((t.name, t.ops[t.cursor]))
         return t
 
-    def _start(self, t: KThread) -> None:
+    def _start(self, t: KThread) -> Segment:
+        """Begin @t's next operation.  Return: its segment, also ``t.gen``."""
         k = self.k
-        idx = t.next_op()
+        idx = t.ops[t.cursor]
         op = self.program.ops[idx]
-        gen = _dispatch(k, op)
+        gen = OPERATIONS[type(op)].enter(k, op)
         if isinstance(op, Unpin):
             gen = self._driver_unpins(op, gen)
         need = self.prereq.get(idx)
         if need is not None and not all(self.done[i] for i in need):
+            # only a DMA write and an unpin wait for others (op_prerequisites())
+            assert isinstance(op, DmaWrite | Unpin)
             gen = self._after_gate(OpsDone(self.done, need, f"{op.op} {op.pin} waits"), gen)
-        if t.kind is ThreadKind.TASK and not k.mms[t.mm_id].alive:
-            gen = self._after_gate(k.mm_gate(t.mm_id), gen)
+        mm_id = t.mm_id
+        if t.kind is ThreadKind.TASK and mm_id is not None and not k.mms[mm_id].alive:
+            gen = self._after_gate(k.mm_gate(mm_id), gen)
         t.gen = gen
+        return gen
 
-    def _driver_unpins(self, op: Unpin, gen):
+    def _driver_unpins(self, op: Unpin, gen: Segment) -> Segment:
         """The oracle hears what the driver asked of the unpin (make_dirty or not)
         from the program, not from the kernel path that carries it out: a kernel
         that dropped make_dirty must not take the oracle along.  Told as the
@@ -340,7 +373,7 @@ class Runner:
         self.oracle.on_unpin(op.pin, op.dirty)
         return (yield from gen)
 
-    def _after_gate(self, gate, gen):
+    def _after_gate(self, gate: Waitable, gen: Segment) -> Segment:
         yield from wait_gate(self.k, gate)
         return (yield from gen)
 
@@ -348,7 +381,7 @@ class Runner:
         k = self.k
         ops = self.program.ops
         preemptions = self.preemptions
-        trace = [] if self.trace else None
+        trace: list[TraceEntry] | None = [] if self.trace else None
         step = 0
         crash: Crash | None = None
         verdict = Verdict.OK
@@ -372,13 +405,14 @@ class Runner:
                         raise Violation(Verdict.HANG, "threads", f"no thread can run: {waits}")
                     break
                 k.current = t
-                idx = t.next_op()
+                idx = t.ops[t.cursor]
                 k.current_op = idx
                 k.current_step = step
-                if t.gen is None:
-                    self._start(t)
+                gen = t.gen
+                if gen is None:
+                    gen = self._start(t)
                 try:
-                    point = next(t.gen)
+                    point = next(gen)
                 except StopIteration as stop:
                     self.results[idx] = stop.value
                     op_ends[idx] = step
@@ -388,10 +422,9 @@ class Runner:
                     place = (idx, YieldPoint.OP_END, 1)
                     self.oracle.check_op()
                     if trace is not None:
-                        trace.append({"op": idx, "state": observe(k),
-                                      "results": list(self.results),
-                                      "inflight": [x.ops[x.cursor] for x in self.threads
-                                                   if x.gen is not None]})
+                        trace.append(TraceEntry(idx, observe(k), list(self.results),
+                                                [x.ops[x.cursor] for x in self.threads
+                                                 if x.gen is not None]))
                 else:
                     if t.blocked_on is not None:
                         point = YieldPoint.WAIT
@@ -407,14 +440,13 @@ class Runner:
                     preemptions.reached(place)
                 step += 1
                 self.oracle.check_step()
-            k.current = None
             self.oracle.check_end()
         except ChooserError:
             raise
         except Violation as v:
             verdict = v.kind
             crash = Crash(v.kind, v.field, v.message, k.current_op, t.name if t else None, step,
-                          function=ENTRY_POINT.get(ops[k.current_op].op) if k.current_op is not None else None)
+                          function=entry_point(ops[k.current_op]) if k.current_op is not None else None)
         except KernelBug as exc:
             verdict = Verdict.CRASH
             frames = _model_frames(exc.__traceback__)

@@ -3,30 +3,37 @@
 A :class:`Kernel` is one booted machine running one program.  Version
 classes (``engine/kernels/v*.py``) subclass it and override only what that
 kernel did differently; each names its commit.  Concept mixins live in
-modules named after the kernel file they model (rmap, vmscan, huge_memory,
-madvise, gup, memory, lru).
+modules named after the kernel file they model (memory, mmap, mremap,
+mprotect, fork, rmap, huge_memory, vmscan, madvise, gup, lru).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
-from engine.errors import KernelBug, RefcountUnderflow, UseAfterFree
-from engine.mm.folio import Folio, folio_mapcount
+from engine.errors import HarnessError, KernelBug, RefcountUnderflow, UseAfterFree
+from engine.mm.events import Event, UndeclaredEvent
+from engine.mm.folio import Folio, folio_clear_lru, folio_mapcount
+from engine.mm.fork import ForkMixin
 from engine.mm.gup import GupMixin
 from engine.mm.huge_memory import HugeMemoryMixin
 from engine.mm.lru import LruMixin
 from engine.mm.madvise import MadviseMixin
 from engine.mm.memory import MemoryMixin
+from engine.mm.mm_types import MmStruct
+from engine.mm.mmap import MmapMixin
+from engine.mm.mprotect import MprotectMixin
+from engine.mm.mremap import MremapMixin
 from engine.mm.rmap import RmapMixin
-from engine.mm.sched import Gate
+from engine.mm.sched import Gate, KThread, Yields
+from engine.mm.state import OracleHooks
 from engine.mm.swapfile import SwapDevice
 from engine.mm.vmscan import VmscanMixin
+from engine.program.format import FolioPut, FolioTryGet
 
 
-class Kernel(MemoryMixin, RmapMixin, HugeMemoryMixin, VmscanMixin, MadviseMixin, GupMixin,
-             LruMixin):
+class Kernel(MemoryMixin, MmapMixin, MremapMixin, MprotectMixin, ForkMixin, RmapMixin,
+             HugeMemoryMixin, VmscanMixin, MadviseMixin, GupMixin, LruMixin):
     """One kernel instance.  Class attributes describe the version's features."""
 
     VERSION = "base"
@@ -41,8 +48,14 @@ class Kernel(MemoryMixin, RmapMixin, HugeMemoryMixin, VmscanMixin, MadviseMixin,
     #: never unmapped to swap, and a write fault reuses a pinned page instead of copying it
     HAS_ANON_EXCLUSIVE = True
 
+    #: The thread running now: the runner sets it before every step, and kernel
+    #: paths run only inside one.
+    current: KThread
+    #: The runner attaches its oracle before the first step.
+    oracle: OracleHooks
+
     def __init__(self) -> None:
-        self.mms: dict[int, Any] = {}
+        self.mms: dict[int, MmStruct] = {}
         self.folios: dict[int, Folio] = {}     # head pfn -> live folio
         self.next_pfn = 0x10000
         self.next_anon_vma = 0
@@ -56,11 +69,9 @@ class Kernel(MemoryMixin, RmapMixin, HugeMemoryMixin, VmscanMixin, MadviseMixin,
         self.deferred_split_queue: dict[Folio, None] = {}
         self.pins: dict[str, list[tuple[Folio, int]]] = {}
         self.spec_refs: dict[str, Folio | None] = {}
-        self.current = None           # the thread running now
         self.current_op: int | None = None
         self.current_step = 0          # the scheduling step running now
-        self.oracle = None
-        self.events: list[tuple[int | None, str]] = []
+        self.events: list[tuple[int, Event]] = []
         self.event_steps: list[int] = []
         self.warnings: list[str] = []
         self.tlb_flush_pending = False
@@ -84,9 +95,20 @@ class Kernel(MemoryMixin, RmapMixin, HugeMemoryMixin, VmscanMixin, MadviseMixin,
         self.total_swap_pages = 0
 
     # -- what the run reports besides state ---------------------------------
-    def event(self, name: str, folio: Folio | None = None) -> None:
-        """Note that a kernel path took a version-specific branch (rules read these)."""
-        self.events.append((self.current_op, name))
+    def event(self, ev: Event, folio: Folio | None = None) -> None:
+        """Note that a kernel path took a version-specific branch (rules read these).
+
+        Context: inside an operation's step (the event is the operation's).
+        Return: nothing; raises :class:`~engine.mm.events.UndeclaredEvent` (a
+        harness defect) for anything but a declared :class:`Event`, so a
+        misspelt event cannot pass unnoticed.
+        """
+        if type(ev) is not Event:
+            raise UndeclaredEvent(ev)
+        op = self.current_op
+        if op is None:
+            raise HarnessError(f"event {ev} noted outside any operation")
+        self.events.append((op, ev))
         self.event_steps.append(self.current_step)
 
     def warn(self, message: str) -> None:
@@ -102,9 +124,11 @@ class Kernel(MemoryMixin, RmapMixin, HugeMemoryMixin, VmscanMixin, MadviseMixin,
 
     # -- counters -------------------------------------------------------
     def count(self, name: str, n: int = 1) -> None:
+        """count_vm_events(): add @n to exported counter @name."""
         self.counters[name] += n
 
     def count_mthp(self, stat: str, order: int, n: int = 1) -> None:
+        """count_mthp_stat(): add @n to mTHP stat @stat of @order."""
         self.mthp[f"{stat}[{order}]"] += n
 
     # -- folio allocation and freeing -----------------------------------
@@ -131,29 +155,24 @@ class Kernel(MemoryMixin, RmapMixin, HugeMemoryMixin, VmscanMixin, MadviseMixin,
         if folio.on_deferred_list:
             self.folio_unqueue_deferred_split(folio)
         self.lruvec_del_folio(folio)
-        folio.lru = False
+        folio_clear_lru(folio)
         folio.freed = True
         self.folios.pop(folio.pfn, None)
-        if self.oracle is not None:
-            self.oracle.page_table_check_free(folio)
+        self.oracle.page_table_check_free(folio)
 
     # -- references with a named holder (what the refcount oracle accounts for) --
     def ref_get(self, folio: Folio, why: str, n: int = 1) -> None:
         if folio.freed:
             raise UseAfterFree(f"reference ({why}) on freed folio pfn {folio.pfn:#x}")
         folio.ref += n
-        folio.extra[why] = folio.extra.get(why, 0) + n
-        folio.checked = None
+        folio.set_holder(why, folio.extra.get(why, 0) + n)
 
     def ref_put(self, folio: Folio, why: str, n: int = 1) -> None:
         held = folio.extra.get(why, 0)
         if held < n:
-            raise RefcountUnderflow(f"dropping {n} {why} reference(s) of folio pfn {folio.pfn:#x} holding {held}")
-        if held == n:
-            del folio.extra[why]
-        else:
-            folio.extra[why] = held - n
-        folio.checked = None
+            raise RefcountUnderflow(f"dropping {n} {why} reference(s) of folio pfn {folio.pfn:#x} "
+                                    f"holding {held}")
+        folio.set_holder(why, held - n)
         self.folio_put_refs(folio, n)
 
     def folio_put_refs(self, folio: Folio, n: int = 1) -> None:
@@ -183,7 +202,7 @@ class Kernel(MemoryMixin, RmapMixin, HugeMemoryMixin, VmscanMixin, MadviseMixin,
         self.ref_put(folio, "temp")
 
     # -- lockless pfn walkers (the program's folio_try_get / folio_put) ------
-    def op_folio_try_get(self, op):
+    def op_folio_try_get(self, op: FolioTryGet) -> Yields[int]:
         """A speculative folio_try_get() of whatever (mm, addr) maps, as a pfn
         walker (compaction, page_idle) would do.  Return: 0, or -ENOENT."""
         mm = self.mms.get(op.mm)
@@ -195,7 +214,7 @@ class Kernel(MemoryMixin, RmapMixin, HugeMemoryMixin, VmscanMixin, MadviseMixin,
         return 0
         yield  # pragma: no cover - a one-step operation
 
-    def op_folio_put(self, op):
+    def op_folio_put(self, op: FolioPut) -> Yields[int]:
         folio = self.spec_refs.pop(op.ref, None)
         if folio is None:
             return -22

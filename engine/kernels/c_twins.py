@@ -16,12 +16,28 @@ import ctypes
 
 from engine.errors import HarnessError
 from engine.kernels.v6_14 import V6_14
-from engine.kernels.v6_15 import V6_15
+from engine.kernels.v6_15 import PMD_LAZYFREE_ABORT_DIRTY, PMD_LAZYFREE_ABORT_REF, V6_15
 from engine.kernels.v6_16 import V6_16
-from engine.mm.flags import VM_DROPPABLE
-from engine.mm.folio import folio_mapcount, folio_set_swapbacked
-from engine.mm.mm_types import MM_ANONPAGES
-from engine.mm.pgtable import PAGE_SHIFT, ptep_get
+from engine.mm.events import (
+    TTU_LAZYFREE_ABORT_DIRTY,
+    TTU_LAZYFREE_ABORT_REF,
+    TTU_LAZYFREE_ABORT_REF_SWAPBACKED,
+    TTU_LAZYFREE_DISCARD,
+)
+from engine.mm.flags import TTU, VM_DROPPABLE
+from engine.mm.folio import (
+    Folio,
+    folio_mapcount,
+    folio_set_dirty,
+    folio_set_swapbacked,
+    folio_test_anon,
+    folio_test_dirty,
+    folio_test_swapbacked,
+)
+from engine.mm.mm_types import MM_ANONPAGES, VmArea
+from engine.mm.pgtable import PAGE_SHIFT, PageTable, ptep_get
+from engine.mm.rmap import Pvmw, pvmw_table
+from engine.mm.state import KernelMixin
 from engine.native.loader import (
     CPathFolioFlags,
     CPathKernel,
@@ -37,29 +53,29 @@ _ANON, _SWAPBACKED = int(CPathFolioFlags.CPATH_FOLIO_ANON), int(CPathFolioFlags.
 
 #: ttu_decide()'s action -> (event, the folio becomes swapbacked), indexed by value.
 _TTU_ACTION = {
-    TtuLazyfreeAction.TTU_LAZYFREE_DISCARD: ("ttu_lazyfree_discard", False),
-    TtuLazyfreeAction.TTU_LAZYFREE_ABORT_DIRTY: ("ttu_lazyfree_abort_dirty", True),
-    TtuLazyfreeAction.TTU_LAZYFREE_ABORT_REF_SWAPBACKED: ("ttu_lazyfree_abort_ref_swapbacked", True),
-    TtuLazyfreeAction.TTU_LAZYFREE_ABORT_REF: ("ttu_lazyfree_abort_ref", False),
+    TtuLazyfreeAction.TTU_LAZYFREE_DISCARD: (TTU_LAZYFREE_DISCARD, False),
+    TtuLazyfreeAction.TTU_LAZYFREE_ABORT_DIRTY: (TTU_LAZYFREE_ABORT_DIRTY, True),
+    TtuLazyfreeAction.TTU_LAZYFREE_ABORT_REF_SWAPBACKED: (TTU_LAZYFREE_ABORT_REF_SWAPBACKED, True),
+    TtuLazyfreeAction.TTU_LAZYFREE_ABORT_REF: (TTU_LAZYFREE_ABORT_REF, False),
 }
 _TTU_ACTIONS = tuple(_TTU_ACTION[a] for a in sorted(_TTU_ACTION))
 _TTU_DISCARD = int(TtuLazyfreeAction.TTU_LAZYFREE_DISCARD)
 
 #: A PMD discard test's refusal -> the event v6.15 notes (v6.14's refusal notes none).
 _PMD_EVENT = {
-    PmdLazyfreeAction.PMD_LAZYFREE_ABORT_DIRTY: "pmd_lazyfree_abort_dirty",
-    PmdLazyfreeAction.PMD_LAZYFREE_ABORT_REF: "pmd_lazyfree_abort_ref",
+    PmdLazyfreeAction.PMD_LAZYFREE_ABORT_DIRTY: PMD_LAZYFREE_ABORT_DIRTY,
+    PmdLazyfreeAction.PMD_LAZYFREE_ABORT_REF: PMD_LAZYFREE_ABORT_REF,
 }
 
 
-def _fault(pt, idx: int) -> HarnessError:
+def _fault(pt: PageTable, idx: int) -> HarnessError:
     """The PageTableOutOfBounds the Python model raises for ``idx``: the C code
     stopped before the access, the model's own ptep_get() makes the report."""
     ptep_get(pt, idx)
     return HarnessError(f"C path reported a fault at index {idx} of {pt!r}, which is inside it")
 
 
-class CPathMixin:
+class CPathMixin(KernelMixin):
     """The C PTE leg and PMD discard.  Put before the Python version in the bases."""
 
     #: The Python version this engine is the twin of (rules and corpus answer as it).
@@ -81,16 +97,17 @@ class CPathMixin:
         self._pmd_out = PmdDiscardOut()
         self._pmd_ptr = ctypes.pointer(self._pmd_out)
 
-    def ttu_clear(self, folio, pvmw, flags) -> tuple[int, int]:
+    def ttu_clear(self, folio: Folio, pvmw: Pvmw, flags: TTU) -> tuple[int, int]:
         """ttu_clear() in C: the version's batch, cleared by get_and_clear_full_ptes().
 
         Context: PTL held.  Return: (nr_pages, merged pteval); a scan off the
         table raises PageTableOutOfBounds like the Python model.
         """
-        pt = pvmw.pt
+        pt = pvmw_table(pvmw)
         entries = pt.entries
         out = self._clear_out
-        folio_flags = (_ANON if folio.anon else 0) | (_SWAPBACKED if folio.swapbacked else 0)
+        folio_flags = ((_ANON if folio_test_anon(folio) else 0)
+                       | (_SWAPBACKED if folio_test_swapbacked(folio) else 0))
         vma_nr = (pvmw.vma.vm_end - pvmw.address) >> PAGE_SHIFT
         nr = self._ttu_clear(entries.buffer_info()[0], len(entries), pvmw.idx, folio.pfn, folio.nr,
                              folio_flags, vma_nr, flags, self._kernel, self._clear_ptr)
@@ -101,15 +118,16 @@ class CPathMixin:
         self.cost["pte_clears"] += nr
         return nr, out.pteval
 
-    def ttu_lazyfree(self, folio, vma, pvmw, nr_pages: int, pteval: int) -> bool:
+    def ttu_lazyfree(self, folio: Folio, vma: VmArea, pvmw: Pvmw, nr_pages: int,
+                     pteval: int) -> bool:
         """ttu_decide() in C; the folio-side effects are applied here.
 
         Context: PTL held, after the yield.  Return: True to discard the batch.
         """
-        pt = pvmw.pt
+        pt = pvmw_table(pvmw)
         entries = pt.entries
         action = self._ttu_decide(entries.buffer_info()[0], len(entries), pvmw.idx, nr_pages,
-                                  pteval, folio.ref, folio_mapcount(folio), folio.dirty,
+                                  pteval, folio.ref, folio_mapcount(folio), folio_test_dirty(folio),
                                   bool(vma.vm_flags & VM_DROPPABLE), self._kernel,
                                   self._decide_ptr)
         if action < 0:
@@ -122,27 +140,28 @@ class CPathMixin:
         self.event(event, folio)
         return action == _TTU_DISCARD
 
-    def _pmd_action(self, folio, action: int) -> PmdLazyfreeAction:
+    def _pmd_action(self, folio: Folio, action: int) -> PmdLazyfreeAction:
         out = self._pmd_out
         if out.set_dirty:
-            folio.dirty = True
+            folio_set_dirty(folio)
         if out.set_swapbacked:
-            folio.swapbacked = True
+            folio_set_swapbacked(folio)
         action = PmdLazyfreeAction(action)
         event = _PMD_EVENT.get(action)
         if event is not None:
             self.event(event, folio)
         return action
 
-    def pmd_discard_check(self, vma, folio, pmd) -> bool:
+    def pmd_discard_check(self, vma: VmArea, folio: Folio, pmd: int) -> bool:
         """pmd_discard_check() in C: the version's dirty test before the clear."""
-        action = self._pmd_check(pmd, folio.dirty, bool(vma.vm_flags & VM_DROPPABLE),
+        action = self._pmd_check(pmd, folio_test_dirty(folio), bool(vma.vm_flags & VM_DROPPABLE),
                                  self._kernel, self._pmd_ptr)
         return self._pmd_action(folio, action) is PmdLazyfreeAction.PMD_LAZYFREE_CLEAR
 
-    def pmd_discard_decide(self, vma, folio, cleared, ref_count, map_count) -> bool:
+    def pmd_discard_decide(self, vma: VmArea, folio: Folio, cleared: int, ref_count: int,
+                           map_count: int) -> bool:
         """pmd_discard_decide() in C: the tests on the cleared word and the refcount."""
-        action = self._pmd_decide(cleared, ref_count, map_count, folio.dirty,
+        action = self._pmd_decide(cleared, ref_count, map_count, folio_test_dirty(folio),
                                   bool(vma.vm_flags & VM_DROPPABLE), self._kernel, self._pmd_ptr)
         return self._pmd_action(folio, action) is PmdLazyfreeAction.PMD_LAZYFREE_DISCARD
 class V6_14C(CPathMixin, V6_14):

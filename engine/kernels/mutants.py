@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from engine.kernels.v6_16 import V6_16
 from engine.mm.pgtable import PMD_SIZE
+from engine.mm.rmap import Pvmw
 
 
 class V6_16NoVmaBound(V6_16):
@@ -20,7 +21,7 @@ class V6_16NoVmaBound(V6_16):
     VERSION = "v6.16-no-vma-bound"
     BASE_VERSION = "v6.16"
 
-    def unmap_pte_batch_end(self, pvmw) -> int:
+    def unmap_pte_batch_end(self, pvmw: Pvmw) -> int:
         return (pvmw.address | (PMD_SIZE - 1)) + 1
 
 

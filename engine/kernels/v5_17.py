@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from engine.kernels.v5_18 import V5_18
 from engine.mm.flags import LockedLargeRef
-from engine.mm.folio import folio_test_dirty
+from engine.mm.folio import Folio, folio_test_dirty
 
 
 class V5_17(V5_18):
@@ -19,6 +19,6 @@ class V5_17(V5_18):
     SPLITS_LAZYFREE_IN_RECLAIM = True
     LOCKED_LARGE_REF = LockedLargeRef.LOCKED
 
-    def lazyfree_can_discard(self, folio) -> bool:
+    def lazyfree_can_discard(self, folio: Folio) -> bool:
         """MADV_FREE page check: only PG_dirty counts."""
         return not folio_test_dirty(folio)

@@ -14,8 +14,16 @@ from __future__ import annotations
 
 from engine.errors import KernelBug
 from engine.kernels.base import Kernel
-from engine.mm.flags import TTU_SPLIT_HUGE_PMD, LockedLargeRef
+from engine.mm.events import (
+    DEFERRED_SPLIT_PARTIALLY_MAPPED,
+    TTU_LAZYFREE_ABORT_DIRTY,
+    TTU_LAZYFREE_ABORT_REF_SWAPBACKED,
+    TTU_LAZYFREE_DISCARD,
+    TTU_PMD_SPLIT,
+)
+from engine.mm.flags import TTU, TTU_SPLIT_HUGE_PMD, LockedLargeRef
 from engine.mm.folio import (
+    Folio,
     folio_mapcount,
     folio_ref_count,
     folio_set_swapbacked,
@@ -23,11 +31,12 @@ from engine.mm.folio import (
     folio_test_dirty,
     folio_test_pmd_mappable,
     folio_test_swapbacked,
+    folio_test_swapcache,
 )
-from engine.mm.mm_types import MM_ANONPAGES
-from engine.mm.pgtable import PMD_SHIFT, pte_pfn, ptep_get, set_pte_at
-from engine.mm.rmap import Pvmw
-from engine.mm.sched import YieldPoint
+from engine.mm.mm_types import MM_ANONPAGES, VmArea
+from engine.mm.pgtable import pmd_index, pte_pfn, ptep_get, set_pte_at
+from engine.mm.rmap import Pvmw, pvmw_table
+from engine.mm.sched import YieldPoint, Yields
 
 
 class V5_18(Kernel):
@@ -40,7 +49,7 @@ class V5_18(Kernel):
     MADVISE_SPLITS_EVERY_PTE_MAPPED_THP = True
     LOCKED_LARGE_REF = LockedLargeRef.COUNTED
 
-    def madvise_folio_shared(self, folio, page: int) -> bool:
+    def madvise_folio_shared(self, folio: Folio, page: int) -> bool:
         """v5.x madvise_free_pte_range() / madvise_cold_or_pageout_pte_range():
         ``page_mapcount(page) != 1`` of the page the PTE maps."""
         return folio.mapcount[page] + folio.entire_mapcount != 1
@@ -48,36 +57,38 @@ class V5_18(Kernel):
     # remap_page() maps zero-filled pages to the zero page only from v6.12 (b1f202060afe)
     SPLIT_MAPS_UNUSED_TO_ZEROPAGE = False
 
-    def deferred_split_on_rmap_removal(self, folio, unmapped, partially_mapped) -> None:
+    def deferred_split_on_rmap_removal(self, folio: Folio, unmapped: int,
+                                       partially_mapped: bool) -> None:
         """page_remove_rmap(): a THP page that lost its last mapping queues the THP."""
         if unmapped:
             self.deferred_split_huge_page(folio)
 
-    def deferred_split_huge_page(self, folio) -> None:
-        if folio.swapcache or folio.on_deferred_list:
+    def deferred_split_huge_page(self, folio: Folio) -> None:
+        if folio_test_swapcache(folio) or folio.on_deferred_list:
             return
         folio.on_deferred_list = True
         self.deferred_split_queue[folio] = None
         if folio_test_pmd_mappable(folio):
             self.count("THP_DEFERRED_SPLIT_PAGE")
         self.count_mthp("split_deferred", folio.order)
-        self.event("deferred_split_partially_mapped", folio)
+        self.event(DEFERRED_SPLIT_PARTIALLY_MAPPED, folio)
 
-    def new_pmd_thp(self, folio) -> None:
+    def new_pmd_thp(self, folio: Folio) -> None:
         """No underused-THP queueing before v6.12."""
 
-    def thp_underused(self, folio) -> bool:
+    def thp_underused(self, folio: Folio) -> bool:
         return True           # before v6.12 every queued THP is split by the shrinker
 
-    def try_to_unmap_one(self, folio, vma, address, flags):
+    def try_to_unmap_one(self, folio: Folio, vma: VmArea, address: int,
+                         flags: TTU) -> Yields[bool]:
         """try_to_unmap_one() of v5.18 (page-based in the kernel; folio names here)."""
         if flags & TTU_SPLIT_HUGE_PMD:
             # split_huge_pmd_address() at function entry
-            pmd_idx = address >> PMD_SHIFT
+            pmd_idx = pmd_index(address)
             word = vma.mm.pmd_huge.get(pmd_idx)
             if word is not None and pte_pfn(word) == folio.pfn:
                 yield from self.split_huge_pmd(vma, pmd_idx)
-                self.event("ttu_split_huge_pmd", folio)
+                self.event(TTU_PMD_SPLIT, folio)
         mm = vma.mm
         pvmw = Pvmw(folio, vma, address)
         ret = True
@@ -87,7 +98,7 @@ class V5_18(Kernel):
                 break
             if not pvmw.pte:
                 raise KernelBug("try_to_unmap_one: unexpected PMD-mapped THP")
-            pt, idx = pvmw.pt, pvmw.idx
+            pt, idx = pvmw_table(pvmw), pvmw.idx
             pteval = ptep_get(pt, idx)
             page = pte_pfn(pteval) - folio.pfn
             set_pte_at(pt, idx, 0)
@@ -98,12 +109,12 @@ class V5_18(Kernel):
                 yield YieldPoint.PTE_CLEARED
                 if self.lazyfree_can_discard(folio):
                     mm.rss[MM_ANONPAGES] -= 1
-                    self.event("ttu_lazyfree_discard", folio)
+                    self.event(TTU_LAZYFREE_DISCARD, folio)
                 else:
                     set_pte_at(pt, idx, pteval)
                     folio_set_swapbacked(folio)
-                    self.event("ttu_lazyfree_abort_dirty" if folio_test_dirty(folio)
-                               else "ttu_lazyfree_abort_ref_swapbacked", folio)
+                    self.event(TTU_LAZYFREE_ABORT_DIRTY if folio_test_dirty(folio)
+                               else TTU_LAZYFREE_ABORT_REF_SWAPBACKED, folio)
                     ret = False
                     break
             elif folio_test_anon(folio):
@@ -118,7 +129,7 @@ class V5_18(Kernel):
         self.page_vma_mapped_walk_done(pvmw)
         return ret
 
-    def lazyfree_can_discard(self, folio) -> bool:
+    def lazyfree_can_discard(self, folio: Folio) -> bool:
         """The only refs must be one from isolation plus the rmap(s) (6c8e2a256915)."""
         ref_count = folio_ref_count(folio)
         map_count = folio_mapcount(folio)

@@ -10,8 +10,16 @@ from __future__ import annotations
 
 from engine.errors import KernelBug
 from engine.kernels.base import Kernel
-from engine.mm.flags import TTU_SPLIT_HUGE_PMD, VM_DROPPABLE
+from engine.mm.events import (
+    TTU_LAZYFREE_ABORT_DIRTY,
+    TTU_LAZYFREE_ABORT_REF,
+    TTU_LAZYFREE_ABORT_REF_SWAPBACKED,
+    TTU_LAZYFREE_DISCARD,
+    TTU_PMD_SPLIT,
+)
+from engine.mm.flags import TTU, TTU_SPLIT_HUGE_PMD, VM_DROPPABLE
 from engine.mm.folio import (
+    Folio,
     folio_mapcount,
     folio_ref_count,
     folio_set_swapbacked,
@@ -19,10 +27,10 @@ from engine.mm.folio import (
     folio_test_dirty,
     folio_test_swapbacked,
 )
-from engine.mm.mm_types import MM_ANONPAGES
+from engine.mm.mm_types import MM_ANONPAGES, VmArea
 from engine.mm.pgtable import pte_pfn, ptep_get, set_pte_at
-from engine.mm.rmap import Pvmw
-from engine.mm.sched import YieldPoint
+from engine.mm.rmap import Pvmw, pvmw_table
+from engine.mm.sched import YieldPoint, Yields
 
 
 class V6_14(Kernel):
@@ -34,18 +42,19 @@ class V6_14(Kernel):
     DISCARDS_LAZYFREE_PMD = True
 
     # -- the PTE leg of try_to_unmap_one (the C twins override these two) ------
-    def ttu_clear(self, folio, pvmw, flags) -> tuple[int, int]:
+    def ttu_clear(self, folio: Folio, pvmw: Pvmw, flags: TTU) -> tuple[int, int]:
         """ptep_get_and_clear() of the PTE the walk stopped at, one PTE at a time.
 
         Context: PTL held.  Return: (nr_pages, pteval), here always (1, the old PTE).
         """
-        pt, idx = pvmw.pt, pvmw.idx
+        pt, idx = pvmw_table(pvmw), pvmw.idx
         pteval = ptep_get(pt, idx)
         set_pte_at(pt, idx, 0)
         self.cost["pte_clears"] += 1
         return 1, pteval
 
-    def ttu_lazyfree(self, folio, vma, pvmw, nr_pages: int, pteval: int) -> bool:
+    def ttu_lazyfree(self, folio: Folio, vma: VmArea, pvmw: Pvmw, nr_pages: int,
+                     pteval: int) -> bool:
         """The lazyfree decision of v6.11–v6.14, after the PTE is cleared.
 
         A clean folio with only the isolation and mapping references is
@@ -61,18 +70,19 @@ class V6_14(Kernel):
         droppable = vma.vm_flags & VM_DROPPABLE
         if ref_count == 1 + map_count and (not folio_test_dirty(folio) or droppable):
             vma.mm.rss[MM_ANONPAGES] -= 1
-            self.event("ttu_lazyfree_discard", folio)
+            self.event(TTU_LAZYFREE_DISCARD, folio)
             return True
-        set_pte_at(pvmw.pt, pvmw.idx, pteval)
+        set_pte_at(pvmw_table(pvmw), pvmw.idx, pteval)
         if not droppable:
             folio_set_swapbacked(folio)
-            self.event("ttu_lazyfree_abort_dirty" if folio_test_dirty(folio)
-                       else "ttu_lazyfree_abort_ref_swapbacked", folio)
+            self.event(TTU_LAZYFREE_ABORT_DIRTY if folio_test_dirty(folio)
+                       else TTU_LAZYFREE_ABORT_REF_SWAPBACKED, folio)
         else:
-            self.event("ttu_lazyfree_abort_ref", folio)
+            self.event(TTU_LAZYFREE_ABORT_REF, folio)
         return False
 
-    def try_to_unmap_one(self, folio, vma, address, flags):
+    def try_to_unmap_one(self, folio: Folio, vma: VmArea, address: int,
+                         flags: TTU) -> Yields[bool]:
         """try_to_unmap_one() of v6.11–v6.14.
 
         Context: folio locked and isolated; takes the PTL of each table it
@@ -91,7 +101,7 @@ class V6_14(Kernel):
                 if flags & TTU_SPLIT_HUGE_PMD:
                     # drop the PTL and restart to process the PTE-mapped THP
                     self.split_huge_pmd_locked(vma, pvmw.pmd_idx, folio)
-                    self.event("ttu_split_huge_pmd", folio)
+                    self.event(TTU_PMD_SPLIT, folio)
                     flags &= ~TTU_SPLIT_HUGE_PMD
                     self.page_vma_mapped_walk_restart(pvmw)
                     continue

@@ -13,35 +13,58 @@ from __future__ import annotations
 
 from engine.errors import KernelBug
 from engine.kernels.v6_14 import V6_14
-from engine.mm.flags import TTU_HWPOISON, TTU_SPLIT_HUGE_PMD, VM_DROPPABLE
+from engine.mm.events import (
+    TTU_LAZYFREE_ABORT_DIRTY,
+    TTU_LAZYFREE_ABORT_REF,
+    TTU_LAZYFREE_DISCARD,
+    TTU_PMD_SPLIT,
+    Event,
+)
+from engine.mm.flags import TTU, TTU_HWPOISON, TTU_SPLIT_HUGE_PMD, VM_DROPPABLE
 from engine.mm.folio import (
+    Folio,
     folio_mapcount,
     folio_ref_count,
     folio_ref_sub,
+    folio_set_dirty,
     folio_set_swapbacked,
     folio_test_anon,
     folio_test_dirty,
     folio_test_swapbacked,
 )
-from engine.mm.mm_types import MM_ANONPAGES
+from engine.mm.mm_types import MM_ANONPAGES, VmArea
 from engine.mm.pgtable import (
     PAGE_SHIFT,
     PTE_BATCH_IGNORE,
     PTE_DIRTY_YOUNG,
+    PageTable,
     pmd_dirty,
+    pte_advance_pfn,
     pte_pfn,
     ptep_get,
     set_pte_at,
 )
-from engine.mm.rmap import Pvmw
-from engine.mm.sched import YieldPoint
+from engine.mm.rmap import Pvmw, pvmw_table
+from engine.mm.sched import YieldPoint, Yields
+
+# -- the series' own events (declared here: only v6.15 and its descendants emit them) --
+TTU_BATCH = Event("ttu_batch", "try_to_unmap_one() cleared a whole large folio's PTEs in one batch")
+TTU_BATCH_PARTIAL = Event(
+    "ttu_batch_partial", "try_to_unmap_one() cleared a batch of part of a large folio (v6.16)")
+TTU_BATCH_PAST_VMA = Event(
+    "ttu_batch_past_vma", "a batch ran past the end of the VMA into the next one's PTEs")
+PMD_LAZYFREE_ABORT_DIRTY = Event(
+    "pmd_lazyfree_abort_dirty",
+    "the PMD discard refused a dirty lazyfree THP and made it swapbacked (2f9b43d617e2)")
+PMD_LAZYFREE_ABORT_REF = Event(
+    "pmd_lazyfree_abort_ref", "the PMD discard refused a lazyfree THP for an extra reference")
 
 
 class V6_15(V6_14):
     VERSION = "v6.15"
     COMMIT = "faeb2831b517 2f4ab3ac10e1 354dffd29575 2f9b43d617e2"
 
-    def folio_maybe_mapped_shared(self, folio) -> bool:
+    def folio_maybe_mapped_shared(self, folio: Folio) -> bool:
         """folio_maybe_mapped_shared() with CONFIG_MM_ID (David Hildenbrand's
         MM-owner tracking, v6.15): a large folio mapped more than once is
         shared when its "maybe mapped shared" bit is set
@@ -51,17 +74,18 @@ class V6_15(V6_14):
             return mapcount > 1
         if mapcount <= 1:
             return False
+        assert folio.mm_ids is not None, "a large folio mapped has its MM slots"
         return folio.mm_ids.shared
 
     # -- 3/4: batching ----------------------------------------------------------
-    def folio_pte_batch(self, folio, pt, idx, pte, max_nr):
+    def folio_pte_batch(self, folio: Folio, pt: PageTable, idx: int, pte: int, max_nr: int) -> int:
         """folio_pte_batch(FPB_IGNORE_DIRTY|FPB_IGNORE_SOFT_DIRTY): how many PTEs
         from ``idx`` map consecutive pages of ``folio`` (young and write ignored).
 
         Reads through :func:`ptep_get`: a scan that runs off the table is caught.
         """
         max_nr = min(folio.pfn + folio.nr - pte_pfn(pte), max_nr)
-        expected = (pte & ~PTE_BATCH_IGNORE) + (1 << 12)
+        expected = pte_advance_pfn(pte & ~PTE_BATCH_IGNORE, 1)
         nr = 1
         while nr < max_nr:
             cur = ptep_get(pt, idx + nr) & ~PTE_BATCH_IGNORE
@@ -69,10 +93,10 @@ class V6_15(V6_14):
             if cur != expected:
                 break
             nr += 1
-            expected += 1 << 12
+            expected = pte_advance_pfn(expected, 1)
         return nr
 
-    def can_batch_unmap_folio_ptes(self, pvmw, folio, pte):
+    def can_batch_unmap_folio_ptes(self, pvmw: Pvmw, folio: Folio, pte: int) -> bool:
         """can_batch_unmap_folio_ptes(): the whole folio, from page 0, in one batch.
 
         Not bounded by the end of the page table or of the VMA (fixed by ddd05742b45b).
@@ -81,18 +105,18 @@ class V6_15(V6_14):
             return False
         if pte_pfn(pte) != folio.pfn:
             return False
-        return self.folio_pte_batch(folio, pvmw.pt, pvmw.idx, pte, folio.nr) == folio.nr
+        return self.folio_pte_batch(folio, pvmw_table(pvmw), pvmw.idx, pte, folio.nr) == folio.nr
 
-    def unmap_pte_batch(self, folio, pvmw, flags, pte) -> int:
+    def unmap_pte_batch(self, folio: Folio, pvmw: Pvmw, flags: TTU, pte: int) -> int:
         if folio.order and not flags & TTU_HWPOISON and self.can_batch_unmap_folio_ptes(pvmw, folio, pte):
             return folio.nr
         return 1
 
-    def batch_done(self, folio, nr_pages: int) -> bool:
+    def batch_done(self, folio: Folio, nr_pages: int) -> bool:
         """After a discard: "We have already batched the entire folio"."""
         return nr_pages > 1
 
-    def get_and_clear_full_ptes(self, pt, idx: int, nr: int) -> int:
+    def get_and_clear_full_ptes(self, pt: PageTable, idx: int, nr: int) -> int:
         """Clear ``nr`` PTEs; return the first with dirty and young OR-ed in from all."""
         pte = ptep_get(pt, idx)
         set_pte_at(pt, idx, 0)
@@ -103,24 +127,25 @@ class V6_15(V6_14):
         self.cost["pte_clears"] += nr
         return pte
 
-    def set_ptes(self, pt, idx: int, pte: int, nr: int) -> None:
+    def set_ptes(self, pt: PageTable, idx: int, pte: int, nr: int) -> None:
         """Restore ``nr`` PTEs from one value, advancing the pfn (set_ptes)."""
         for i in range(nr):
-            set_pte_at(pt, idx + i, pte + (i << 12))
+            set_pte_at(pt, idx + i, pte_advance_pfn(pte, i))
 
     # -- the PTE leg of try_to_unmap_one (the C twins override these two) ------
-    def ttu_clear(self, folio, pvmw, flags) -> tuple[int, int]:
+    def ttu_clear(self, folio: Folio, pvmw: Pvmw, flags: TTU) -> tuple[int, int]:
         """Pick the batch (unmap_pte_batch) and clear it with get_and_clear_full_ptes().
 
         Context: PTL held.  Return: (nr_pages, the first PTE with dirty and young
         merged in from the whole batch).
         """
-        pt, idx = pvmw.pt, pvmw.idx
+        pt, idx = pvmw_table(pvmw), pvmw.idx
         pte = ptep_get(pt, idx)
         nr_pages = self.unmap_pte_batch(folio, pvmw, flags, pte)
         return nr_pages, self.get_and_clear_full_ptes(pt, idx, nr_pages)
 
-    def ttu_lazyfree(self, folio, vma, pvmw, nr_pages: int, pteval: int) -> bool:
+    def ttu_lazyfree(self, folio: Folio, vma: VmArea, pvmw: Pvmw, nr_pages: int,
+                     pteval: int) -> bool:
         """The lazyfree decision after 1/4 (faeb2831b517), for a batch of ``nr_pages``.
 
         Context: PTL held, after the yield.  Return: True to discard the batch.
@@ -130,44 +155,46 @@ class V6_15(V6_14):
         droppable = vma.vm_flags & VM_DROPPABLE
         if folio_test_dirty(folio) and not droppable:
             # redirtied through a PTE or a GUP reference obtained earlier
-            self.set_ptes(pvmw.pt, pvmw.idx, pteval, nr_pages)
+            self.set_ptes(pvmw_table(pvmw), pvmw.idx, pteval, nr_pages)
             folio_set_swapbacked(folio)
-            self.event("ttu_lazyfree_abort_dirty", folio)
+            self.event(TTU_LAZYFREE_ABORT_DIRTY, folio)
             return False
         if ref_count != 1 + map_count:
             # An extra reference: GUP or speculative.  Act as if nothing
             # happened; the folio is looked at again once it is gone.
-            self.set_ptes(pvmw.pt, pvmw.idx, pteval, nr_pages)
-            self.event("ttu_lazyfree_abort_ref", folio)
+            self.set_ptes(pvmw_table(pvmw), pvmw.idx, pteval, nr_pages)
+            self.event(TTU_LAZYFREE_ABORT_REF, folio)
             return False
         vma.mm.rss[MM_ANONPAGES] -= nr_pages
-        self.event("ttu_lazyfree_discard", folio)
+        self.event(TTU_LAZYFREE_DISCARD, folio)
         return True
 
     # -- 4/4: the PMD path --------------------------------------------------------
-    def pmd_discard_check(self, vma, folio, pmd) -> bool:
+    def pmd_discard_check(self, vma: VmArea, folio: Folio, pmd: int) -> bool:
         """__discard_anon_folio_pmd_locked() after 2f9b43d617e2, before the clear:
         a dirty PMD dirties the folio, and a dirty folio (not VM_DROPPABLE) is
         made swapbacked here, the PMD left alone.  Return: True to clear."""
         if pmd_dirty(pmd):
-            folio.dirty = True
+            folio_set_dirty(folio)
         if folio_test_dirty(folio) and not vma.vm_flags & VM_DROPPABLE:
-            folio.swapbacked = True
-            self.event("pmd_lazyfree_abort_dirty", folio)
+            folio_set_swapbacked(folio)
+            self.event(PMD_LAZYFREE_ABORT_DIRTY, folio)
             return False
         return True
 
-    def pmd_discard_decide(self, vma, folio, cleared, ref_count, map_count) -> bool:
+    def pmd_discard_decide(self, vma: VmArea, folio: Folio, cleared: int, ref_count: int,
+                           map_count: int) -> bool:
         """The same test on the cleared word after the clear, then the refcount.
         Return: True to discard."""
         if not self.pmd_discard_check(vma, folio, cleared):
             return False
         if ref_count != map_count + 1:
-            self.event("pmd_lazyfree_abort_ref", folio)
+            self.event(PMD_LAZYFREE_ABORT_REF, folio)
             return False
         return True
 
-    def try_to_unmap_one(self, folio, vma, address, flags):
+    def try_to_unmap_one(self, folio: Folio, vma: VmArea, address: int,
+                         flags: TTU) -> Yields[bool]:
         """try_to_unmap_one() of v6.15.
 
         Context: folio locked and isolated; PTL of each visited table.
@@ -180,7 +207,7 @@ class V6_15(V6_14):
                 ret = False
                 break
             if not pvmw.pte:
-                if folio_test_anon(folio) and not folio_test_swapbacked(folio):                # folio_test_lazyfree()
+                if folio_test_anon(folio) and not folio_test_swapbacked(folio):  # folio_test_lazyfree()
                     if (yield from self.unmap_huge_pmd_locked(vma, pvmw.pmd_idx, folio)):
                         break                                         # walk_done
                     # unmap_huge_pmd_locked() set swapbacked if it had to
@@ -188,7 +215,7 @@ class V6_15(V6_14):
                     break                                             # walk_abort
                 if flags & TTU_SPLIT_HUGE_PMD:
                     self.split_huge_pmd_locked(vma, pvmw.pmd_idx, folio)
-                    self.event("ttu_split_huge_pmd", folio)
+                    self.event(TTU_PMD_SPLIT, folio)
                     flags &= ~TTU_SPLIT_HUGE_PMD
                     self.page_vma_mapped_walk_restart(pvmw)
                     continue
@@ -198,11 +225,11 @@ class V6_15(V6_14):
             self.ttu_flush_pte(flags, nr_pages)                       # range flush (2/4)
             self.ttu_harvest_dirty(folio, pteval)
             if nr_pages > 1:
-                self.event("ttu_batch" if nr_pages == folio.nr else "ttu_batch_partial", folio)
+                self.event(TTU_BATCH if nr_pages == folio.nr else TTU_BATCH_PARTIAL, folio)
                 if pvmw.address + (nr_pages << PAGE_SHIFT) > pvmw.vma.vm_end:
                     # can_batch_unmap_folio_ptes() ran into the next VMA: its PTEs are
                     # cleared, and restored with this VMA's bits (ddd05742b45b)
-                    self.event("ttu_batch_past_vma", folio)
+                    self.event(TTU_BATCH_PAST_VMA, folio)
             if folio_test_anon(folio) and not folio_test_swapbacked(folio):
                 yield YieldPoint.PTE_CLEARED
                 if not self.ttu_lazyfree(folio, vma, pvmw, nr_pages, pteval):
@@ -223,7 +250,7 @@ class V6_15(V6_14):
         self.page_vma_mapped_walk_done(pvmw)
         return ret
 
-    def discard_put(self, folio, nr_pages: int) -> None:
+    def discard_put(self, folio: Folio, nr_pages: int) -> None:
         """folio_ref_sub(folio, nr_pages - 1); folio_put(folio)."""
         if nr_pages > 1:
             folio_ref_sub(folio, nr_pages - 1)

@@ -9,33 +9,33 @@ and may be partial; the walk is done only after a full-folio batch.
 from __future__ import annotations
 
 from engine.kernels.v6_15 import V6_15
-from engine.mm.flags import TTU_HWPOISON
-from engine.mm.folio import folio_test_anon, folio_test_swapbacked
-from engine.mm.mm_types import pmd_addr_end
-from engine.mm.pgtable import PAGE_SHIFT
+from engine.mm.flags import TTU, TTU_HWPOISON
+from engine.mm.folio import Folio, folio_test_anon, folio_test_swapbacked
+from engine.mm.pgtable import PAGE_SHIFT, pmd_addr_end
+from engine.mm.rmap import Pvmw, pvmw_table
 
 
 class V6_16(V6_15):
     VERSION = "v6.16"
     COMMIT = "ddd05742b45b"
 
-    def unmap_pte_batch_end(self, pvmw) -> int:
+    def unmap_pte_batch_end(self, pvmw: Pvmw) -> int:
         """folio_unmap_pte_batch()'s ``end_addr``: "We may only batch within a single
         VMA and a single page table"."""
         return pmd_addr_end(pvmw.address, pvmw.vma.vm_end)
 
-    def unmap_pte_batch(self, folio, pvmw, flags, pte) -> int:
+    def unmap_pte_batch(self, folio: Folio, pvmw: Pvmw, flags: TTU, pte: int) -> int:
         """folio_unmap_pte_batch()."""
         if flags & TTU_HWPOISON or not folio.order:
             return 1
         max_nr = (self.unmap_pte_batch_end(pvmw) - pvmw.address) >> PAGE_SHIFT
         if not folio_test_anon(folio) or folio_test_swapbacked(folio):
             return 1
-        return self.folio_pte_batch(folio, pvmw.pt, pvmw.idx, pte, max_nr)
+        return self.folio_pte_batch(folio, pvmw_table(pvmw), pvmw.idx, pte, max_nr)
 
-    def batch_done(self, folio, nr_pages: int) -> bool:
+    def batch_done(self, folio: Folio, nr_pages: int) -> bool:
         return nr_pages == folio.nr
 
-    def discard_put(self, folio, nr_pages: int) -> None:
+    def discard_put(self, folio: Folio, nr_pages: int) -> None:
         """folio_put_refs(folio, nr_pages)."""
         self.folio_put_refs(folio, nr_pages)

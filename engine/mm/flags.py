@@ -7,6 +7,7 @@ The hot paths test plain ``int`` values (``TTU_BATCH_FLUSH & flags``); the
 from __future__ import annotations
 
 import enum
+from typing import cast
 
 
 class TTU(enum.IntFlag):
@@ -77,11 +78,15 @@ class LruList(enum.IntEnum):
     LRU_UNEVICTABLE = 4
 
 
-# Plain-int copies for the hot paths.
-TTU_SPLIT_HUGE_PMD = int(TTU.TTU_SPLIT_HUGE_PMD)
-TTU_SYNC = int(TTU.TTU_SYNC)
-TTU_HWPOISON = int(TTU.TTU_HWPOISON)
-TTU_BATCH_FLUSH = int(TTU.TTU_BATCH_FLUSH)
+# Plain-int copies for the hot paths: IntFlag's operators run Python code on
+# every test, an int's do not.  The TTU ones are typed as the flag set (a
+# cast: the values stay ints) so that ``flags: TTU`` says what a parameter
+# holds; TTU(flags) prints their kernel names.
+TTU_SPLIT_HUGE_PMD = cast(TTU, int(TTU.TTU_SPLIT_HUGE_PMD))
+TTU_IGNORE_MLOCK = cast(TTU, int(TTU.TTU_IGNORE_MLOCK))
+TTU_SYNC = cast(TTU, int(TTU.TTU_SYNC))
+TTU_HWPOISON = cast(TTU, int(TTU.TTU_HWPOISON))
+TTU_BATCH_FLUSH = cast(TTU, int(TTU.TTU_BATCH_FLUSH))
 VM_READ = int(VM.VM_READ)
 VM_WRITE = int(VM.VM_WRITE)
 VM_LOCKED = int(VM.VM_LOCKED)

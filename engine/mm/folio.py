@@ -1,14 +1,22 @@
 """struct folio, its flag accessors and its reference count.
 
 Flags are plain attributes (``folio.dirty``) behind accessors named like the
-kernel's (``folio_test_dirty``), so that kernel paths read like mm/ code and
-the hot loop stays cheap.
+kernel's (``folio_test_dirty``, ``folio_set_dirty``): kernel paths use the
+accessors and read like mm/ code; the oracles and the outcome, which look at
+every folio after every step, read the attributes.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from engine.errors import RefcountUnderflow, UseAfterFree
 from engine.mm.flags import LruList
+from engine.mm.pgtable import HPAGE_PMD_ORDER
+
+if TYPE_CHECKING:
+    from engine.mm.mm_types import AnonVma
+    from engine.mm.sched import KThread
 
 #: Flag names in the order outcomes print them.
 FOLIO_FLAGS = ("anon", "swapbacked", "swapcache", "dirty", "lru", "active", "referenced",
@@ -45,20 +53,35 @@ class Folio:
         self.active = False
         self.referenced = False
         self.locked = False
-        self.lock_owner = None
+        self.lock_owner: KThread | None = None
         self.partially_mapped = False
         self.mlocked = False
         self.unevictable = False
         self.on_deferred_list = False
         self.lru_list: LruList | None = None
         self.data = [0] * self.nr
-        self.swap: list[int] | None = None     # swap slot of each page while in swapcache
+        self.swap: list[int] = []              # swap slot of each page while in swapcache
         self.index = 0                         # linear page index of page 0 (folio->index)
-        self.anon_vma = None
+        self.anon_vma: AnonVma | None = None
         self.freed = False
         self.extra: dict[str, int] = {}   # references held for a named reason
         self.checked: int | None = None  # the refcount the oracle last verified
         self.mm_ids: MmIds | None = None   # a large folio's owner tracking (CONFIG_MM_ID)
+
+    def set_holder(self, why: str, n: int) -> None:
+        """The references holder @why holds are @n now (0: none).
+
+        ``extra`` is the model's own account of folio->_refcount beyond the
+        mappings, which the refcount oracle checks the count against.  Every
+        change of it comes through here, and drops the oracle's stamp
+        (``checked``) so that the oracle sums this folio again; rmap changes
+        drop it in RmapMixin.rmap_changed().
+        """
+        if n:
+            self.extra[why] = n
+        else:
+            self.extra.pop(why, None)
+        self.checked = None
 
     def __repr__(self) -> str:
         return f"<folio pfn={self.pfn:#x} order={self.order} ref={self.ref}>"
@@ -122,11 +145,16 @@ def folio_test_large(folio: Folio) -> bool:
 
 
 def folio_test_pmd_mappable(folio: Folio) -> bool:
-    return folio.order >= 9
+    return folio.order >= HPAGE_PMD_ORDER
 
 
 def folio_nr_pages(folio: Folio) -> int:
     return folio.nr
+
+
+# -- page flags (include/linux/page-flags.h) -----------------------------------------
+# Kernel paths test and change a folio's flags only through these, as mm/ code
+# does; the oracles and the outcome read the attributes.
 
 
 def folio_test_anon(folio: Folio) -> bool:
@@ -149,8 +177,20 @@ def folio_test_swapcache(folio: Folio) -> bool:
     return folio.swapcache
 
 
+def folio_set_swapcache(folio: Folio) -> None:
+    folio.swapcache = True
+
+
+def folio_clear_swapcache(folio: Folio) -> None:
+    folio.swapcache = False
+
+
 def folio_test_dirty(folio: Folio) -> bool:
     return folio.dirty
+
+
+def folio_set_dirty(folio: Folio) -> None:
+    folio.dirty = True
 
 
 def folio_mark_dirty(folio: Folio) -> None:
@@ -158,17 +198,76 @@ def folio_mark_dirty(folio: Folio) -> None:
     folio.dirty = True
 
 
-folio_set_dirty = folio_mark_dirty
-
-
 def folio_clear_dirty(folio: Folio) -> None:
     folio.dirty = False
 
 
-def folio_test_clear_dirty(folio: Folio) -> bool:
-    was = folio.dirty
-    folio.dirty = False
+def folio_test_lru(folio: Folio) -> bool:
+    return folio.lru
+
+
+def folio_set_lru(folio: Folio) -> None:
+    folio.lru = True
+
+
+def folio_clear_lru(folio: Folio) -> None:
+    folio.lru = False
+
+
+def folio_test_active(folio: Folio) -> bool:
+    return folio.active
+
+
+def folio_set_active(folio: Folio) -> None:
+    folio.active = True
+
+
+def folio_clear_active(folio: Folio) -> None:
+    folio.active = False
+
+
+def folio_set_referenced(folio: Folio) -> None:
+    folio.referenced = True
+
+
+def folio_clear_referenced(folio: Folio) -> None:
+    folio.referenced = False
+
+
+def folio_test_clear_referenced(folio: Folio) -> bool:
+    was = folio.referenced
+    folio.referenced = False
     return was
+
+
+def folio_test_mlocked(folio: Folio) -> bool:
+    return folio.mlocked
+
+
+def folio_set_mlocked(folio: Folio) -> None:
+    folio.mlocked = True
+
+
+def folio_test_clear_mlocked(folio: Folio) -> bool:
+    was = folio.mlocked
+    folio.mlocked = False
+    return was
+
+
+def folio_test_unevictable(folio: Folio) -> bool:
+    return folio.unevictable
+
+
+def folio_test_partially_mapped(folio: Folio) -> bool:
+    return folio.partially_mapped
+
+
+def folio_set_partially_mapped(folio: Folio) -> None:
+    folio.partially_mapped = True
+
+
+def folio_clear_partially_mapped(folio: Folio) -> None:
+    folio.partially_mapped = False
 
 
 def folio_mapcount(folio: Folio) -> int:
@@ -202,8 +301,6 @@ def folio_get(folio: Folio, n: int = 1) -> None:
         raise RefcountUnderflow(f"folio_get on folio pfn {folio.pfn:#x} with refcount {folio.ref}")
     folio.ref += n
 
-
-folio_ref_add = folio_get
 
 
 def folio_try_get(folio: Folio) -> bool:

@@ -12,28 +12,31 @@ from __future__ import annotations
 import errno
 
 from engine.mm.flags import GUP_PIN_COUNTING_BIAS
-from engine.mm.folio import Folio
+from engine.mm.folio import Folio, folio_mark_dirty, folio_set_referenced, folio_test_dirty
 from engine.mm.huge_memory import folio_lock, folio_unlock
 from engine.mm.memory import ZERO_PFN
+from engine.mm.mm_types import MmStruct
 from engine.mm.pgtable import (
     HPAGE_PMD_NR,
     PAGE_SHIFT,
     PAGE_SIZE,
-    PMD_SHIFT,
-    PTRS_PER_PTE,
+    pmd_index,
     pmd_mkdirty,
     pmd_mkyoung,
     pmd_pfn,
     pmd_write,
     pte_dirty,
+    pte_index,
     pte_pfn,
     pte_present,
     pte_write,
 )
-from engine.mm.sched import YieldPoint, down_read, spin_lock, spin_unlock, up_read
+from engine.mm.sched import YieldPoint, Yields, down_read, spin_lock, spin_unlock, up_read
+from engine.mm.state import KernelMixin
+from engine.program.format import DmaWrite, Pin, Unpin
 
 
-class GupMixin:
+class GupMixin(KernelMixin):
     """pin_user_pages(_fast), unpin_user_pages_dirty_lock, device DMA."""
 
     def try_grab_folio(self, folio: Folio) -> bool:
@@ -55,7 +58,7 @@ class GupMixin:
         else:
             self.ref_put(folio, "pin", GUP_PIN_COUNTING_BIAS)
 
-    def pin_user_pages(self, op):
+    def pin_user_pages(self, op: Pin) -> Yields[int]:
         """pin_user_pages_fast() when ``op.fast``, else pin_user_pages().
 
         Return: the number of pages pinned, or -EFAULT if none could be.
@@ -90,9 +93,9 @@ class GupMixin:
                 up_read(self, mm.mmap_lock)
         return len(got) if got else -errno.EFAULT
 
-    def gup_fast_one(self, mm, a: int, write: bool):
+    def gup_fast_one(self, mm: MmStruct, a: int, write: bool) -> Yields[tuple[Folio, int] | None]:
         """gup_fast_pte_range() for one page.  Return: (folio, page) or None to fall back."""
-        pmd_idx = a >> PMD_SHIFT
+        pmd_idx = pmd_index(a)
         word = mm.pmd_huge.get(pmd_idx)
         if word is not None:
             if write and not pmd_write(word):
@@ -105,12 +108,12 @@ class GupMixin:
             if mm.pmd_huge.get(pmd_idx) != word:
                 self.gup_put_folio(folio)
                 return None
-            folio.referenced = True
+            folio_set_referenced(folio)
             return folio, (a >> PAGE_SHIFT) & (HPAGE_PMD_NR - 1)
         pt = mm.pte_tables.get(pmd_idx)
         if pt is None:
             return None
-        idx = (a >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+        idx = pte_index(a)
         pte = pt.entries[idx]
         if not pte_present(pte) or pte_pfn(pte) == ZERO_PFN or (write and not pte_write(pte)):
             return None
@@ -122,16 +125,17 @@ class GupMixin:
         if pt.entries[idx] != pte or mm.pte_tables.get(pmd_idx) is not pt:
             self.gup_put_folio(folio)
             return None
-        folio.referenced = True
+        folio_set_referenced(folio)
         return folio, pte_pfn(pte) - folio.pfn
 
-    def gup_slow_one(self, mm, a: int, write: bool, touch: bool):
+    def gup_slow_one(self, mm: MmStruct, a: int, write: bool,
+                     touch: bool) -> Yields[tuple[Folio, int] | None]:
         """__get_user_pages() for one page: follow_page under the PTL, else fault."""
         for _ in range(3):
             vma = mm.find_vma(a)
             if vma is None or (write and not vma.writable):
                 return None
-            pmd_idx = a >> PMD_SHIFT
+            pmd_idx = pmd_index(a)
             lock = mm.ptl(pmd_idx)
             yield from spin_lock(self, lock)
             try:
@@ -147,14 +151,14 @@ class GupMixin:
                         return folio, (a >> PAGE_SHIFT) & (HPAGE_PMD_NR - 1)
                 pt = mm.pte_tables.get(pmd_idx)
                 if word is None and pt is not None:
-                    idx = (a >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+                    idx = pte_index(a)
                     pte = pt.entries[idx]
                     if (pte_present(pte) and pte_pfn(pte) != ZERO_PFN
                             and (pte_write(pte) or not write)):
                         folio = self.pfn_folio(pte_pfn(pte))
                         if self.try_grab_folio(folio):
-                            if touch and write and not pte_dirty(pte) and not folio.dirty:
-                                folio.dirty = True          # follow_page_pte() with FOLL_TOUCH
+                            if touch and write and not pte_dirty(pte) and not folio_test_dirty(folio):
+                                folio_mark_dirty(folio)         # follow_page_pte() with FOLL_TOUCH
                             return folio, pte_pfn(pte) - folio.pfn
             finally:
                 spin_unlock(self, lock)
@@ -164,22 +168,22 @@ class GupMixin:
                 return None
         return None
 
-    def unpin_user_pages_dirty_lock(self, op):
+    def unpin_user_pages_dirty_lock(self, op: Unpin) -> Yields[int]:
         """unpin_user_pages_dirty_lock(pages, npages, make_dirty)."""
         got = self.pins.pop(op.pin, None)
         if got is None:
             return -errno.EINVAL
-        for n, (folio, page) in enumerate(got):
+        for n, (folio, _page) in enumerate(got):
             if n:
                 yield YieldPoint.BETWEEN_PAGES
-            if op.dirty and not folio.dirty:
+            if op.dirty and not folio_test_dirty(folio):
                 yield from folio_lock(self, folio)
-                folio.dirty = True
+                folio_mark_dirty(folio)
                 folio_unlock(self, folio)
             self.gup_put_folio(folio)
         return 0
 
-    def dma_write(self, op):
+    def dma_write(self, op: DmaWrite) -> Yields[int]:
         """A device writes ``op.value`` into every pinned page."""
         got = self.pins.get(op.pin)
         if got is None:

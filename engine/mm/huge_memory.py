@@ -4,20 +4,48 @@ the deferred-split queue and its shrinker, folio split, MADV_FREE of a PMD.
 
 from __future__ import annotations
 
+from engine.mm.events import (
+    DEFERRED_SPLIT_PARTIALLY_MAPPED,
+    DEFERRED_SPLIT_REF,
+    DEFERRED_SPLIT_UNDERUSED,
+    DISCARD_LAZYFREE_PMD,
+    SPLIT_FAILED,
+    SPLIT_FOLIO,
+    SPLIT_HUGE_PMD,
+    SPLIT_REMAP_ZEROPAGE,
+)
 from engine.mm.flags import VM_LOCKED
-from engine.mm.folio import Folio, folio_mapcount, folio_test_pmd_mappable
+from engine.mm.folio import (
+    Folio,
+    folio_clear_dirty,
+    folio_clear_partially_mapped,
+    folio_mapcount,
+    folio_mark_dirty,
+    folio_set_dirty,
+    folio_set_lru,
+    folio_set_partially_mapped,
+    folio_set_swapcache,
+    folio_test_anon,
+    folio_test_dirty,
+    folio_test_lru,
+    folio_test_mlocked,
+    folio_test_partially_mapped,
+    folio_test_pmd_mappable,
+    folio_test_swapbacked,
+    folio_test_swapcache,
+)
 from engine.mm.memory import ZERO_PFN
-from engine.mm.mm_types import MM_ANONPAGES, VmArea
+from engine.mm.mm_types import MM_ANONPAGES, MmStruct, VmArea
 from engine.mm.pgtable import (
     HPAGE_PMD_NR,
-    PAGE_SHIFT,
+    HPAGE_PMD_ORDER,
     PAGE_SIZE,
     PMD_SHIFT,
     PMD_SIZE,
-    PTRS_PER_PTE,
     PageTable,
     mk_pte,
     pmd_dirty,
+    pmd_index,
     pmd_mkclean,
     pmd_mkhuge,
     pmd_mkold,
@@ -25,14 +53,16 @@ from engine.mm.pgtable import (
     pmd_write,
     pmd_young,
     pte_dirty,
+    pte_index,
     pte_pfn,
     pte_present,
 )
 from engine.mm.rmap import folio_end_in_vma
-from engine.mm.sched import YieldPoint, spin_lock, spin_unlock
+from engine.mm.sched import KThread, LockContext, SpinLock, YieldPoint, Yields, spin_lock, spin_unlock
+from engine.mm.state import KernelMixin
 
 
-class HugeMemoryMixin:
+class HugeMemoryMixin(KernelMixin):
     """THP paths.  ``__discard_anon_folio_pmd_locked`` here is the v6.11–v6.14 form."""
 
     # -- the deferred-split queue ---------------------------------------------
@@ -45,16 +75,16 @@ class HugeMemoryMixin:
             return
         if not partially_mapped and not self.split_underused_thp:
             return
-        if folio.swapcache:
+        if folio_test_swapcache(folio):
             return
         if partially_mapped:
-            if not folio.partially_mapped:
-                folio.partially_mapped = True
+            if not folio_test_partially_mapped(folio):
+                folio_set_partially_mapped(folio)
                 if folio_test_pmd_mappable(folio):
                     self.count("THP_DEFERRED_SPLIT_PAGE")
                 self.count_mthp("split_deferred", folio.order)
                 self.count_mthp("nr_anon_partially_mapped", folio.order)
-                self.event("deferred_split_partially_mapped", folio)
+                self.event(DEFERRED_SPLIT_PARTIALLY_MAPPED, folio)
         if not folio.on_deferred_list:
             folio.on_deferred_list = True
             self.deferred_split_queue[folio] = None
@@ -65,11 +95,11 @@ class HugeMemoryMixin:
         """Take a folio off the queue (at free or split)."""
         self.deferred_split_queue.pop(folio, None)
         folio.on_deferred_list = False
-        if folio.partially_mapped:
-            folio.partially_mapped = False
+        if folio_test_partially_mapped(folio):
+            folio_clear_partially_mapped(folio)
             self.count_mthp("nr_anon_partially_mapped", folio.order, -1)
 
-    def deferred_split_scan(self, nr_to_scan: int):
+    def deferred_split_scan(self, nr_to_scan: int) -> Yields[int]:
         """The deferred-split shrinker's scan (list + ``prev`` form, v6.12–v6.18).
 
         Context: takes a speculative reference on each queued folio, without
@@ -81,12 +111,12 @@ class HugeMemoryMixin:
             if self.speculative_get(folio):
                 # An event, so that coverage tells a scan that caught a folio from one
                 # that found the queue empty.
-                self.event("deferred_split_ref", folio)
+                self.event(DEFERRED_SPLIT_REF, folio)
                 batch.append(folio)          # stays "on a list": _deferred_list non-empty
             else:
                 folio.on_deferred_list = False
-                if folio.partially_mapped:
-                    folio.partially_mapped = False
+                if folio_test_partially_mapped(folio):
+                    folio_clear_partially_mapped(folio)
                     self.count_mthp("nr_anon_partially_mapped", folio.order, -1)
         split = 0
         requeue = []
@@ -94,15 +124,15 @@ class HugeMemoryMixin:
             # Another CPU can act while the shrinker holds its speculative reference.
             yield YieldPoint.SHRINKER_REF_HELD
             did_split = False
-            if not folio.freed and (folio.partially_mapped or self.thp_underused(folio)):
-                if not folio.mlocked and folio_trylock(self, folio):
+            if not folio.freed and (folio_test_partially_mapped(folio) or self.thp_underused(folio)):
+                if not folio_test_mlocked(folio) and folio_trylock(self, folio):
                     ok = yield from self.split_folio(folio)
                     if ok:
                         did_split = True
                         split += 1
                     folio_unlock(self, folio)
             if not did_split and not folio.freed:
-                if folio.partially_mapped:
+                if folio_test_partially_mapped(folio):
                     requeue.append(folio)
                 else:
                     folio.on_deferred_list = False
@@ -144,7 +174,7 @@ class HugeMemoryMixin:
         word = mm.pmd_huge.pop(pmd_idx)
         dirty = pmd_dirty(word)
         if dirty:
-            folio.dirty = True
+            folio_set_dirty(folio)
         pt = mm.deposited.pop(pmd_idx, None)
         if pt is None:
             pt = PageTable(pmd_idx << PMD_SHIFT, mm.id, mm.ptl(pmd_idx))
@@ -163,10 +193,10 @@ class HugeMemoryMixin:
             self.folio_add_anon_rmap_ptes(folio, 0, HPAGE_PMD_NR, vma)
             self.folio_remove_rmap_pmd(folio, vma)
         self.count("THP_SPLIT_PMD")
-        self.event("split_huge_pmd", folio)
+        self.event(SPLIT_HUGE_PMD, folio)
         return pt
 
-    def split_huge_pmd(self, vma: VmArea, pmd_idx: int):
+    def split_huge_pmd(self, vma: VmArea, pmd_idx: int) -> Yields[None]:
         """__split_huge_pmd(): take the PMD lock and split if still huge."""
         mm = vma.mm
         lock = mm.ptl(pmd_idx)
@@ -179,10 +209,10 @@ class HugeMemoryMixin:
             spin_unlock(self, lock)
 
     # -- discarding a lazyfree PMD-mapped THP ------------------------------------
-    def unmap_huge_pmd_locked(self, vma: VmArea, pmd_idx: int, folio: Folio):
+    def unmap_huge_pmd_locked(self, vma: VmArea, pmd_idx: int, folio: Folio) -> Yields[bool]:
         """unmap_huge_pmd_locked() (735ecdfaf4e8): only lazyfree anon folios.
         Return: True if discarded."""
-        if folio.anon and not folio.swapbacked:
+        if folio_test_anon(folio) and not folio_test_swapbacked(folio):
             return (yield from self.discard_anon_folio_pmd_locked(vma, pmd_idx, folio))
         return False
 
@@ -192,9 +222,10 @@ class HugeMemoryMixin:
         mm.deposited.pop(pmd_idx, None)           # zap_deposited_table()
         mm.rss[MM_ANONPAGES] -= HPAGE_PMD_NR
         self.folio_put(folio)
-        self.event("discard_lazyfree_pmd", folio)
+        self.event(DISCARD_LAZYFREE_PMD, folio)
 
-    def discard_anon_folio_pmd_locked(self, vma: VmArea, pmd_idx: int, folio: Folio):
+    def discard_anon_folio_pmd_locked(self, vma: VmArea, pmd_idx: int,
+                                      folio: Folio) -> Yields[bool]:
         """__discard_anon_folio_pmd_locked(): the version's dirty test
         (:meth:`pmd_discard_check`), pmdp_huge_clear_flush(), the refcount read,
         and the version's decision on the word the clear returned
@@ -225,14 +256,14 @@ class HugeMemoryMixin:
     def pmd_discard_check(self, vma: VmArea, folio: Folio, pmd: int) -> bool:
         """The v6.11–v6.14 test before the clear: a dirty folio or PMD is refused,
         no flag changes.  Return: True to go on and clear the PMD."""
-        return not (folio.dirty or pmd_dirty(pmd))
+        return not (folio_test_dirty(folio) or pmd_dirty(pmd))
 
     def pmd_discard_decide(self, vma: VmArea, folio: Folio, cleared: int, ref_count: int,
                            map_count: int) -> bool:
         """The v6.11–v6.14 test after the clear (and smp_rmb()): refuse a dirty
         folio or cleared word, or a reference beyond isolation's and the
         mappings'.  Return: True to discard."""
-        return not (folio.dirty or pmd_dirty(cleared)) and ref_count == map_count + 1
+        return not (folio_test_dirty(folio) or pmd_dirty(cleared)) and ref_count == map_count + 1
 
     # -- splitting a folio ----------------------------------------------------
     #: remap_page() after a successful split maps every zero-filled page to the
@@ -241,7 +272,7 @@ class HugeMemoryMixin:
     #: isolated thp", v6.12).  The v5.18 engine clears it.
     SPLIT_MAPS_UNUSED_TO_ZEROPAGE = True
 
-    def split_folio(self, folio: Folio, to_list: list | None = None):
+    def split_folio(self, folio: Folio, to_list: list[Folio] | None = None) -> Yields[bool]:
         """split_folio() / split_huge_page_to_list_to_order(folio, list, 0).
 
         can_split_folio(), then unmap_folio() (:meth:`unmap_folio`), then
@@ -285,19 +316,19 @@ class HugeMemoryMixin:
         if folio_test_pmd_mappable(folio):
             self.count("THP_SPLIT_PAGE_FAILED")
         self.count_mthp("split_failed", folio.order)
-        self.event("split_failed", folio)
+        self.event(SPLIT_FAILED, folio)
 
-    def unmap_folio_wait(self, folio: Folio):
+    def unmap_folio_wait(self, folio: Folio) -> Yields[None]:
         """Wait until no other thread holds a page table lock of a mapping of
         @folio: try_to_migrate() takes each one in turn."""
         while (busy := self._folio_busy_ptl(folio)) is not None:
             yield from spin_lock(self, busy)
             spin_unlock(self, busy)
 
-    def _folio_busy_ptl(self, folio: Folio):
+    def _folio_busy_ptl(self, folio: Folio) -> SpinLock | None:
         for vma, address in self.rmap_targets(folio):
             end = folio_end_in_vma(folio, vma)
-            for pmd_idx in range(address >> PMD_SHIFT, ((end - 1) >> PMD_SHIFT) + 1):
+            for pmd_idx in range(pmd_index(address), pmd_index(end - 1) + 1):
                 lock = vma.mm.pmd_ptl.get(pmd_idx)
                 if lock is not None and lock.owner is not None:
                     return lock
@@ -326,26 +357,26 @@ class HugeMemoryMixin:
         lo, hi = folio.pfn, folio.pfn + folio.nr
         for vma, address in self.rmap_targets(folio):
             mm = vma.mm
-            pmd_idx = address >> PMD_SHIFT
+            pmd_idx = pmd_index(address)
             word = mm.pmd_huge.get(pmd_idx)
             if word is not None and lo <= pmd_pfn(word) < hi:
                 pt = self.split_huge_pmd_locked(vma, pmd_idx, folio, freeze=True)
                 migrations.extend((vma, pt, i, pmd_pfn(word) + i) for i in range(HPAGE_PMD_NR))
                 continue
             for a in range(address, folio_end_in_vma(folio, vma), PAGE_SIZE):
-                pt = mm.pte_tables.get(a >> PMD_SHIFT)
-                if pt is None:
+                table = mm.pte_tables.get(pmd_index(a))
+                if table is None:
                     continue
-                idx = (a >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
-                pte = pt.entries[idx]
+                idx = pte_index(a)
+                pte = table.entries[idx]
                 self.cost["pte_reads"] += 1
                 if not pte_present(pte) or not lo <= pte_pfn(pte) < hi:
                     continue
                 if pte_dirty(pte):
-                    folio.dirty = True                # folio_mark_dirty()
+                    folio_mark_dirty(folio)          # "now the pte is gone"
                 self.folio_drop_rmap_ptes(folio, pte_pfn(pte) - lo, 1, vma)
                 folio.ref -= 1                        # folio_put(): the entry holds none
-                migrations.append((vma, pt, idx, pte_pfn(pte)))
+                migrations.append((vma, table, idx, pte_pfn(pte)))
         self.cost["tlb_flushes"] += 1                 # try_to_unmap_flush()
         return migrations
 
@@ -363,11 +394,11 @@ class HugeMemoryMixin:
         for vma, pt, idx, pfn in migrations:
             folio = self.pfn_folio(pfn)
             page = pfn - folio.pfn
-            if (use_zeropage and not folio.data[page] and not folio.mlocked
+            if (use_zeropage and not folio.data[page] and not folio_test_mlocked(folio)
                     and not vma.vm_flags & VM_LOCKED):
                 pt.entries[idx] = mk_pte(ZERO_PFN, False)
                 vma.mm.rss[MM_ANONPAGES] -= 1
-                self.event("split_remap_zeropage", folio)
+                self.event(SPLIT_REMAP_ZEROPAGE, folio)
                 continue
             folio.ref += 1
             self.folio_add_anon_rmap_ptes(folio, page, 1, vma)
@@ -384,7 +415,7 @@ class HugeMemoryMixin:
         if folio_test_pmd_mappable(folio):
             self.count("THP_SPLIT_PAGE")
         self.count_mthp("split", order)
-        self.event("split_folio", folio)
+        self.event(SPLIT_FOLIO, folio)
         nr = folio.nr
         swap = folio.swap
         folio.mm_ids = None                   # small folios have no owner tracking
@@ -396,16 +427,16 @@ class HugeMemoryMixin:
             t.index, t.anon_vma = folio.index + i, folio.anon_vma
             t.data[0] = folio.data[i]
             t.ref = 0
-            if folio.swapcache:
-                t.swapcache = True
+            if folio_test_swapcache(folio):
+                folio_set_swapcache(t)
                 t.swap = [swap[i]]
                 t.ref += 1
-                t.extra["swapcache"] = 1
+                t.set_holder("swapcache", 1)
             self.folios[t.pfn] = t
             tails.append(t)
         head_extra = folio.extra
-        if folio.swapcache:
-            head_extra["swapcache"] = 1
+        if folio_test_swapcache(folio):
+            folio.set_holder("swapcache", 1)
             folio.swap = [swap[0]]
         folio.order, folio.nr = 0, 1
         folio.mapcount = [0]
@@ -413,11 +444,11 @@ class HugeMemoryMixin:
         folio.entire_mapcount = 0
         folio.pincount = 0
         folio.ref = sum(head_extra.values())
-        folio.checked = None
-        self.cost["rmap_updates"] += 1
+        self.rmap_changed(folio)
         return tails
 
-    def split_folio_tails_done(self, folio: Folio, tails: list[Folio], to_list: list | None) -> None:
+    def split_folio_tails_done(self, folio: Folio, tails: list[Folio],
+                               to_list: list[Folio] | None) -> None:
         """The end of __split_huge_page(): each tail goes to @to_list (isolated,
         for reclaim) or to the head's LRU list, and one that nothing maps or
         holds is freed."""
@@ -425,18 +456,20 @@ class HugeMemoryMixin:
             if to_list is not None:
                 self.ref_get(t, "isolate")
                 to_list.append(t)
-            elif folio.lru and folio.lru_list is not None:
-                t.lru = True
+            elif folio_test_lru(folio) and folio.lru_list is not None:
+                folio_set_lru(t)
                 self.lruvec_add_folio(t)
             if t.ref == 0:
                 self.free_folio(t)
 
     # -- MADV_FREE of a huge PMD ----------------------------------------------
-    def madvise_free_huge_pmd(self, vma: VmArea, pmd_idx: int, addr: int, next_: int):
+    def madvise_free_huge_pmd(self, vma: VmArea, pmd_idx: int, addr: int,
+                              next_: int) -> Yields[bool]:
         """madvise_free_huge_pmd() (v6.10–v6.14 form).  Return: True if handled as a PMD."""
         mm = vma.mm
         lock = mm.ptl(pmd_idx)
         yield from spin_lock(self, lock)
+        held = True
         try:
             word = mm.pmd_huge.get(pmd_idx)
             if word is None:
@@ -449,13 +482,13 @@ class HugeMemoryMixin:
             if next_ - addr != PMD_SIZE:
                 self.temp_get(folio)
                 spin_unlock(self, lock)
-                lock = None
+                held = False
                 yield from self.split_folio(folio)
                 folio_unlock(self, folio)
                 self.temp_put(folio)
                 return False
-            if folio.dirty:
-                folio.dirty = False
+            if folio_test_dirty(folio):
+                folio_clear_dirty(folio)
             folio_unlock(self, folio)
             if pmd_young(word) or pmd_dirty(word):
                 mm.pmd_huge[pmd_idx] = pmd_mkold(pmd_mkclean(word))
@@ -463,25 +496,69 @@ class HugeMemoryMixin:
             self.folio_mark_lazyfree(folio)
             return True
         finally:
-            if lock is not None:
+            if held:
                 spin_unlock(self, lock)
 
+    # -- the PMD side of faults, zaps and VMA changes -----------------------------
+    def thp_vma_suitable(self, vma: VmArea, pmd_idx: int) -> bool:
+        start = pmd_idx << PMD_SHIFT
+        return vma.vm_start <= start and start + PMD_SIZE <= vma.vm_end
+
+    def zap_huge_pmd(self, vma: VmArea, pmd_idx: int) -> Yields[bool]:
+        """zap_huge_pmd(): under the PMD lock (__pmd_trans_huge_lock()), zap the
+        PMD if it is still huge.  Return: False when it is not (split or
+        cleared while the caller waited): zap_pmd_range() then falls through
+        to the PTEs."""
+        mm = vma.mm
+        lock = mm.ptl(pmd_idx)
+        yield from spin_lock(self, lock)
+        try:
+            word = mm.pmd_huge.pop(pmd_idx, None)
+            if word is None:
+                return False
+            mm.deposited.pop(pmd_idx, None)
+            folio = self.pfn_folio(pmd_pfn(word))
+            if pmd_dirty(word):
+                folio_mark_dirty(folio)
+            mm.rss[MM_ANONPAGES] -= HPAGE_PMD_NR
+            self.folio_remove_rmap_pmd(folio, vma)
+            self.folio_put(folio)
+            self.cost["tlb_flushes"] += 1
+            return True
+        finally:
+            spin_unlock(self, lock)
+
+    def vma_adjust_trans_huge(self, mm: MmStruct, start: int, end: int) -> Yields[None]:
+        """Before VMAs are split at @start and @end: split_huge_pmd_if_needed() of
+        each end that is not PMD-aligned inside a VMA that covers its PMD's whole
+        range.  split_huge_pmd_address() finds the PMD without looking at it
+        (mm_find_pmd()) and __split_huge_pmd() reads it under its lock, so a
+        split waits for a PMD lock holder - reclaim with the PMD cleared in
+        __discard_anon_folio_pmd_locked(), which may restore it - and then
+        splits what is there (mm/huge_memory.c of 6.12.117)."""
+        for addr in (start, end):
+            if not addr & (PMD_SIZE - 1):
+                continue
+            vma = mm.find_vma(addr)
+            if vma is not None and self.thp_vma_suitable(vma, pmd_index(addr)):
+                yield from self.split_huge_pmd(vma, pmd_index(addr))
+
     # -- faulting a PMD THP ---------------------------------------------------
-    def do_huge_pmd_anonymous_page(self, vma: VmArea, pmd_idx: int):
+    def do_huge_pmd_anonymous_page(self, vma: VmArea, pmd_idx: int) -> Yields[None]:
         """Fault in a PMD-mapped THP with a deposited page table."""
         mm = vma.mm
-        folio = self.folio_alloc(9)
+        folio = self.folio_alloc(HPAGE_PMD_ORDER)
         # The allocation's reference, held while the fault waits for the PMD
         # lock (a holder may yield: reclaim in __discard_anon_folio_pmd_locked());
         # the PMD mapping takes it over.
-        folio.extra["alloc"] = 1
+        folio.set_holder("alloc", 1)
         lock = mm.ptl(pmd_idx)
         yield from spin_lock(self, lock)
         try:
             if pmd_idx in mm.pmd_huge or pmd_idx in mm.pte_tables:
                 self.ref_put(folio, "alloc")
                 return
-            del folio.extra["alloc"]
+            folio.set_holder("alloc", 0)
             mm.deposited[pmd_idx] = PageTable(pmd_idx << PMD_SHIFT, mm.id, mm.ptl(pmd_idx))
             mm.pmd_huge[pmd_idx] = pmd_mkhuge(folio.pfn, vma.writable, dirty=True, young=True)
             self.folio_add_new_anon_rmap(folio, vma, pmd_idx << PMD_SHIFT, pmd=True)
@@ -494,13 +571,13 @@ class HugeMemoryMixin:
     def new_pmd_thp(self, folio: Folio) -> None:
         """v6.12+ (dafff3f4c850): a new PMD THP is queued as a possible underused THP."""
         self.deferred_split_folio(folio, False)
-        self.event("deferred_split_underused", folio)
+        self.event(DEFERRED_SPLIT_UNDERUSED, folio)
 
 
 def split_extra_pins(folio: Folio) -> int:
     """The references a split expects besides the mappings and the caller's:
     one per page for the swap cache (can_split_folio()'s @pextra_pins)."""
-    return folio.nr if folio.swapcache else 0
+    return folio.nr if folio_test_swapcache(folio) else 0
 
 
 def can_split_folio(folio: Folio) -> bool:
@@ -509,7 +586,7 @@ def can_split_folio(folio: Folio) -> bool:
     return folio_mapcount(folio) == folio.ref - split_extra_pins(folio) - 1
 
 
-def folio_trylock(k, folio: Folio) -> bool:
+def folio_trylock(k: LockContext, folio: Folio) -> bool:
     """folio_trylock()."""
     if folio.locked:
         return False
@@ -518,7 +595,7 @@ def folio_trylock(k, folio: Folio) -> bool:
     return True
 
 
-def folio_lock(k, folio: Folio):
+def folio_lock(k: LockContext, folio: Folio) -> Yields[None]:
     """folio_lock(): sleeps (here: not runnable) until PG_locked is free."""
     t = k.current
     while folio.locked:
@@ -529,7 +606,7 @@ def folio_lock(k, folio: Folio):
     folio.lock_owner = t
 
 
-def folio_unlock(k, folio: Folio) -> None:
+def folio_unlock(k: LockContext, folio: Folio) -> None:
     folio.locked = False
     folio.lock_owner = None
 
@@ -542,7 +619,7 @@ class FolioLockWait:
     def __init__(self, folio: Folio) -> None:
         self.folio = folio
 
-    def free_for(self, t) -> bool:
+    def free_for(self, t: KThread) -> bool:
         return not self.folio.locked
 
     def __repr__(self) -> str:

@@ -4,32 +4,49 @@ from __future__ import annotations
 
 import errno
 
+from engine.mm.events import MADVISE_SKIP_SHARED
 from engine.mm.flags import VM_LOCKED
-from engine.mm.folio import Folio, folio_mapcount
+from engine.mm.folio import (
+    Folio,
+    folio_clear_active,
+    folio_clear_dirty,
+    folio_clear_referenced,
+    folio_clear_swapcache,
+    folio_mapcount,
+    folio_test_active,
+    folio_test_dirty,
+    folio_test_lru,
+    folio_test_swapcache,
+)
 from engine.mm.huge_memory import folio_trylock, folio_unlock
 from engine.mm.memory import ZERO_PFN
-from engine.mm.mm_types import MM_SWAPENTS, VmArea, pmd_addr_end
+from engine.mm.mm_types import MM_SWAPENTS, VmArea
 from engine.mm.pgtable import (
     PAGE_SHIFT,
     PAGE_SIZE,
-    PMD_SHIFT,
     PMD_SIZE,
     PTE_BATCH_IGNORE,
     PTE_DIRTY_YOUNG,
     PTRS_PER_PTE,
     PageTable,
     is_swap_pte,
+    pmd_addr_end,
+    pmd_index,
     pmd_mkold,
     pmd_pfn,
     pmd_young,
+    pte_advance_pfn,
+    pte_index,
     pte_mkclean,
     pte_mkold,
+    pte_none,
     pte_pfn,
     pte_present,
     pte_swp_offset,
 )
-from engine.mm.sched import YieldPoint, down_read, spin_lock, spin_unlock, up_read
-from engine.program.format import Advice
+from engine.mm.sched import YieldPoint, Yields, down_read, spin_lock, spin_unlock, up_read
+from engine.mm.state import KernelMixin
+from engine.program.format import Advice, Madvise
 
 
 def pte_batch_len(folio: Folio, pt: PageTable, idx: int, limit: int) -> int:
@@ -42,14 +59,14 @@ def pte_batch_len(folio: Folio, pt: PageTable, idx: int, limit: int) -> int:
     max_nr = min(limit, folio.pfn + folio.nr - pte_pfn(first), PTRS_PER_PTE - idx)
     nr = 1
     while nr < max_nr:
-        expect += 1 << 12
+        expect = pte_advance_pfn(expect, 1)
         if e[idx + nr] & ~PTE_BATCH_IGNORE != expect:
             break
         nr += 1
     return nr
 
 
-class MadviseMixin:
+class MadviseMixin(KernelMixin):
     """madvise() advice handlers."""
 
     #: v5.x–v6.9: both PTE walkers split every PTE-mapped THP they meet, even
@@ -80,7 +97,7 @@ class MadviseMixin:
         page @page."""
         return self.folio_maybe_mapped_shared(folio)
 
-    def sys_madvise(self, op):
+    def sys_madvise(self, op: Madvise) -> Yields[int]:
         mm = self.current_mm()
         start, end = op.addr, op.addr + op.pages * PAGE_SIZE
         yield from down_read(self, mm.mmap_lock)
@@ -132,12 +149,12 @@ class MadviseMixin:
             up_read(self, mm.mmap_lock)
 
     # -- MADV_FREE --------------------------------------------------------
-    def madvise_free_range(self, vma: VmArea, addr: int, end: int):
+    def madvise_free_range(self, vma: VmArea, addr: int, end: int) -> Yields[None]:
         """madvise_free_single_vma(): walk the PMDs of [addr, end)."""
         mm = vma.mm
         while addr < end:
             next_ = pmd_addr_end(addr, end)
-            pmd_idx = addr >> PMD_SHIFT
+            pmd_idx = pmd_index(addr)
             if pmd_idx in mm.pmd_huge:
                 handled = yield from self.madvise_free_huge_pmd(vma, pmd_idx, addr, next_)
                 if handled:
@@ -147,7 +164,8 @@ class MadviseMixin:
                 yield from self.madvise_free_pte_range(vma, mm.pte_tables[pmd_idx], addr, next_)
             addr = next_
 
-    def madvise_free_pte_range(self, vma: VmArea, pt: PageTable, addr: int, end: int):
+    def madvise_free_pte_range(self, vma: VmArea, pt: PageTable, addr: int,
+                               end: int) -> Yields[None]:
         """madvise_free_pte_range(): lazyfree each folio wholly covered; split or skip
         a large folio covered in part.  Context: PTL, dropped around a split."""
         mm = vma.mm
@@ -155,9 +173,9 @@ class MadviseMixin:
         yield from spin_lock(self, pt.ptl)
         try:
             while addr < end:
-                idx = (addr >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+                idx = pte_index(addr)
                 pte = e[idx]
-                if not pte:
+                if pte_none(pte):
                     addr += PAGE_SIZE
                     continue
                 if is_swap_pte(pte):
@@ -179,22 +197,23 @@ class MadviseMixin:
                     nr = pte_batch_len(folio, pt, idx, (end - addr) >> PAGE_SHIFT)
                     if nr < folio.nr or self.MADVISE_SPLITS_EVERY_PTE_MAPPED_THP:
                         split = yield from self.madvise_split_folio(folio, pt, pfn - folio.pfn)
-                        if vma.mm.pte_tables.get(addr >> PMD_SHIFT) is not pt:
+                        if vma.mm.pte_tables.get(pmd_index(addr)) is not pt:
                             break
                         if not split:
                             if self.MADVISE_SPLITS_EVERY_PTE_MAPPED_THP:
                                 break
                             addr += nr * PAGE_SIZE
                         continue                      # reprocess as small folios
-                if folio.swapcache or folio.dirty:
+                if folio_test_swapcache(folio) or folio_test_dirty(folio):
                     if not folio_trylock(self, folio):
                         addr += nr * PAGE_SIZE
                         continue
-                    if folio_mapcount(folio) != folio.nr or (folio.swapcache and not self.folio_free_swap(folio)):
+                    if folio_mapcount(folio) != folio.nr or (folio_test_swapcache(folio)
+                                                             and not self.folio_free_swap(folio)):
                         folio_unlock(self, folio)
                         addr += nr * PAGE_SIZE
                         continue
-                    folio.dirty = False
+                    folio_clear_dirty(folio)
                     folio_unlock(self, folio)
                 young_or_dirty = False
                 for i in range(idx, idx + nr):
@@ -211,7 +230,7 @@ class MadviseMixin:
         finally:
             spin_unlock(self, pt.ptl)
 
-    def madvise_split_folio(self, folio: Folio, pt: PageTable, page: int):
+    def madvise_split_folio(self, folio: Folio, pt: PageTable, page: int) -> Yields[bool]:
         """Split a large folio found at its page @page, as both PTE walkers do
         (one the range covers only in part; v5.x any).
 
@@ -220,7 +239,7 @@ class MadviseMixin:
         the folio is shared, locked elsewhere or could not be split.
         """
         if self.madvise_folio_shared(folio, page):
-            self.event("madvise_skip_shared", folio)
+            self.event(MADVISE_SKIP_SHARED, folio)
             return False
         if not folio_trylock(self, folio):
             return False
@@ -238,18 +257,19 @@ class MadviseMixin:
             return False
         for s in folio.swap:
             self.swap.release(s)
-        folio.swap = None
-        folio.swapcache = False
+        folio.swap = []
+        folio_clear_swapcache(folio)
         self.ref_put(folio, "swapcache", folio.nr)
         return True
 
     # -- MADV_PAGEOUT -------------------------------------------------------
-    def madvise_pageout_range(self, vma: VmArea, addr: int, end: int, out: list[Folio]):
+    def madvise_pageout_range(self, vma: VmArea, addr: int, end: int,
+                              out: list[Folio]) -> Yields[None]:
         """madvise_cold_or_pageout_pte_range(pageout=true): isolate what the range maps."""
         mm = vma.mm
         while addr < end:
             next_ = pmd_addr_end(addr, end)
-            pmd_idx = addr >> PMD_SHIFT
+            pmd_idx = pmd_index(addr)
             if pmd_idx in mm.pmd_huge:
                 lock = mm.ptl(pmd_idx)
                 yield from spin_lock(self, lock)
@@ -271,7 +291,7 @@ class MadviseMixin:
                         if folio_mapcount(folio) == 1:
                             if pmd_young(word):
                                 mm.pmd_huge[pmd_idx] = pmd_mkold(word)
-                            folio.referenced = False
+                            folio_clear_referenced(folio)
                             if self.folio_isolate_lru(folio):
                                 out.append(folio)
                         spin_unlock(self, lock)
@@ -285,7 +305,7 @@ class MadviseMixin:
             addr = next_
 
     def madvise_pageout_pte_range(self, vma: VmArea, pt: PageTable, addr: int, end: int,
-                                  out: list[Folio]):
+                                  out: list[Folio]) -> Yields[None]:
         """The PTE part of madvise_cold_or_pageout_pte_range(pageout=true).
 
         A large folio the range covers in part is split (if not shared);
@@ -302,7 +322,7 @@ class MadviseMixin:
         yield from spin_lock(self, pt.ptl)
         try:
             while addr < end:
-                idx = (addr >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+                idx = pte_index(addr)
                 pte = e[idx]
                 if not pte_present(pte) or pte_pfn(pte) == ZERO_PFN:
                     addr += PAGE_SIZE
@@ -314,14 +334,14 @@ class MadviseMixin:
                     if nr < folio.nr or self.MADVISE_SPLITS_EVERY_PTE_MAPPED_THP:
                         split = yield from self.madvise_split_folio(folio, pt,
                                                                     pte_pfn(pte) - folio.pfn)
-                        if vma.mm.pte_tables.get(addr >> PMD_SHIFT) is not pt:
+                        if vma.mm.pte_tables.get(pmd_index(addr)) is not pt:
                             break
                         if not split:
                             if self.MADVISE_SPLITS_EVERY_PTE_MAPPED_THP:
                                 break
                             addr += nr * PAGE_SIZE
                         continue                      # reprocess as small folios
-                if not folio.lru or folio_mapcount(folio) != folio.nr:
+                if not folio_test_lru(folio) or folio_mapcount(folio) != folio.nr:
                     # "Do not interfere with other mappings of this folio and
                     # non-LRU folio": a folio mapped anywhere else (fork) is
                     # left alone; the large folio is fully mapped here, so a
@@ -330,9 +350,9 @@ class MadviseMixin:
                     continue
                 for i in range(idx, idx + nr):
                     e[i] = pte_mkold(e[i])
-                folio.referenced = False
-                if folio.active:
-                    folio.active = False
+                folio_clear_referenced(folio)
+                if folio_test_active(folio):
+                    folio_clear_active(folio)
                 if self.folio_isolate_lru(folio):
                     out.append(folio)
                 addr += nr * PAGE_SIZE

@@ -1,73 +1,97 @@
-"""Faults, user loads and stores, and the address-space syscalls.
+"""Faults, user loads and stores, zapping and copying page tables (mm/memory.c).
 
-mm/memory.c (handle_mm_fault, do_anonymous_page, do_wp_page, do_swap_page,
-zap_pte_range, copy_page_range), mm/mmap.c, mm/mremap.c, mm/mprotect.c and
-kernel/fork.c, reduced to what anonymous private memory needs.
+handle_mm_fault(), do_anonymous_page(), do_wp_page(), do_swap_page(),
+zap_pte_range() and copy_page_range(), reduced to what anonymous private
+memory needs.  The syscalls that change VMAs are in the modules of their
+kernel files: mmap.py, mremap.py, mprotect.py and fork.py.
 """
 
 from __future__ import annotations
 
 import errno
+from typing import Literal
 
-from engine.mm.flags import VM, VM_DROPPABLE, VM_LOCKED, VM_READ, VM_WRITE
-from engine.mm.folio import Folio, folio_mapcount, folio_maybe_dma_pinned
-from engine.mm.mm_types import MM_ANONPAGES, MM_SWAPENTS, AnonVma, MmStruct, VmArea
+from engine.errors import HarnessError
+from engine.mm.events import ALLOC_MTHP, WP_REUSE_PINNED
+from engine.mm.flags import VM_LOCKED
+from engine.mm.folio import (
+    Folio,
+    folio_mapcount,
+    folio_mark_dirty,
+    folio_maybe_dma_pinned,
+    folio_set_dirty,
+    folio_set_mlocked,
+    folio_test_swapcache,
+)
+from engine.mm.mm_types import MM_ANONPAGES, MM_SWAPENTS, MmStruct, VmArea
 from engine.mm.pgtable import (
     HPAGE_PMD_NR,
+    HPAGE_PMD_ORDER,
     PAGE_SHIFT,
     PAGE_SIZE,
     PMD_SHIFT,
     PMD_SIZE,
     PTE_DIRTY_YOUNG,
-    PTRS_PER_PTE,
     PageTable,
     is_swap_pte,
     mk_pte,
-    pmd_dirty,
+    pmd_index,
     pmd_pfn,
     pmd_write,
     pte_dirty,
+    pte_index,
     pte_mkdirty,
     pte_mkold,
     pte_mkwrite,
     pte_mkyoung,
+    pte_none,
     pte_pfn,
     pte_present,
     pte_swp_offset,
     pte_write,
     pte_wrprotect,
 )
-from engine.mm.sched import YieldPoint, down_read, down_write, spin_lock, spin_unlock, up_read, up_write
+from engine.mm.sched import YieldPoint, Yields, down_read, spin_lock, spin_unlock, up_read
+from engine.mm.state import KernelMixin
 
 #: pfn of the shared zero page: read faults map it, it is no folio.
 ZERO_PFN = 1
 
-_FLAG_MAP = {"r": VM_READ, "rw": VM_READ | VM_WRITE}
+#: What the MMU's walk finds at an address (:meth:`MemoryMixin.lookup_pte`): a
+#: huge PMD's word, or a PTE table and the index of the address's entry in it.
+PteLookup = tuple[Literal["pmd"], int] | tuple[Literal["pte"], PageTable, int] | None
 
 
-class MemoryMixin:
-    """User memory: faults, loads/stores, mmap/munmap/mremap/mprotect/fork."""
+class MemoryMixin(KernelMixin):
+    """User memory: faults, loads and stores, zapping and copying page tables."""
 
-    # -- helpers ------------------------------------------------------------
+    # -- helpers -------------------------------------------------------------------
     def current_mm(self) -> MmStruct:
-        return self.mms[self.current.mm_id]
+        """current->mm: the mm of the task running now.
+
+        Context: a task's operation (programs give kernel threads no mm).
+        """
+        mm_id = self.current.mm_id
+        if mm_id is None:
+            raise HarnessError(f"thread {self.current.name} has no mm")
+        return self.mms[mm_id]
 
     def new_folio_mapped(self, folio: Folio, vma: VmArea) -> None:
         """After a fault maps a new folio: mlock it or put it on the LRU."""
         if vma.vm_flags & VM_LOCKED:
-            folio.mlocked = True
+            folio_set_mlocked(folio)
         self.folio_add_lru(folio)
 
-    def lookup_pte(self, mm: MmStruct, addr: int):
+    def lookup_pte(self, mm: MmStruct, addr: int) -> PteLookup:
         """Hardware-style lockless walk.  Return: ('pmd', word) | ('pte', pt, idx) | None."""
-        pmd_idx = addr >> PMD_SHIFT
+        pmd_idx = pmd_index(addr)
         word = mm.pmd_huge.get(pmd_idx)
         if word is not None:
             return ("pmd", word)
         pt = mm.pte_tables.get(pmd_idx)
         if pt is None:
             return None
-        return ("pte", pt, (addr >> PAGE_SHIFT) & (PTRS_PER_PTE - 1))
+        return ("pte", pt, pte_index(addr))
 
     def folio_at(self, mm: MmStruct, addr: int) -> tuple[Folio, int] | None:
         """(folio, page index) mapped at ``addr``, if a present mapping exists."""
@@ -84,8 +108,8 @@ class MemoryMixin:
         folio = self.pfn_folio(pfn)
         return folio, pfn - folio.pfn
 
-    # -- CPU loads and stores -------------------------------------------------
-    def cpu_access(self, addr: int, pages: int, value: int | None):
+    # -- CPU loads and stores ------------------------------------------------------
+    def cpu_access(self, addr: int, pages: int, value: int | None) -> Yields[list[int] | int]:
         """Loads (``value`` None) or stores over a range, page by page.
 
         The MMU first: an access through a present PTE or PMD (writable, for a
@@ -99,7 +123,7 @@ class MemoryMixin:
         """
         mm = self.current_mm()
         write = value is not None
-        out = []
+        out: list[int] = []
         for i in range(pages):
             a = addr + i * PAGE_SIZE
             if i:
@@ -115,9 +139,9 @@ class MemoryMixin:
                     return ret
         return out if not write else 0
 
-    def hw_access(self, mm: MmStruct, a: int, value: int | None, out: list) -> bool:
+    def hw_access(self, mm: MmStruct, a: int, value: int | None, out: list[int]) -> bool:
         """One access through the MMU.  Return: False if it must fault."""
-        pmd_idx = a >> PMD_SHIFT
+        pmd_idx = pmd_index(a)
         word = mm.pmd_huge.get(pmd_idx)
         if word is not None:
             if value is not None and not pmd_write(word):
@@ -137,7 +161,7 @@ class MemoryMixin:
         pt = mm.pte_tables.get(pmd_idx)
         if pt is None:
             return False
-        idx = (a >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+        idx = pte_index(a)
         pte = pt.entries[idx]
         if not pte_present(pte):
             return False
@@ -160,8 +184,9 @@ class MemoryMixin:
         out.append(v)
         return True
 
-    # -- faults ---------------------------------------------------------------
-    def handle_mm_fault(self, vma: VmArea, addr: int, write: bool, mmap_locked: bool = False):
+    # -- faults --------------------------------------------------------------------
+    def handle_mm_fault(self, vma: VmArea, addr: int, write: bool,
+                        mmap_locked: bool = False) -> Yields[int]:
         """handle_mm_fault() under mmap_lock (read), taken here unless the caller
         (GUP) already holds it.  Return: 0 or -errno."""
         mm = vma.mm
@@ -170,7 +195,7 @@ class MemoryMixin:
         try:
             if mm.find_vma(addr) is not vma:
                 return 0                      # the VMA changed: retry the access
-            pmd_idx = addr >> PMD_SHIFT
+            pmd_idx = pmd_index(addr)
             word = mm.pmd_huge.get(pmd_idx)
             if word is not None:
                 if write and not pmd_write(word):
@@ -179,7 +204,7 @@ class MemoryMixin:
                 else:
                     return 0
             if (pmd_idx not in mm.pte_tables and pmd_idx not in mm.pmd_huge and write
-                    and vma.order == 9 and self.thp_vma_suitable(vma, pmd_idx)):
+                    and vma.order == HPAGE_PMD_ORDER and self.thp_vma_suitable(vma, pmd_idx)):
                 yield from self.do_huge_pmd_anonymous_page(vma, pmd_idx)
                 return 0
             pt = mm.pte_alloc(pmd_idx)
@@ -187,9 +212,9 @@ class MemoryMixin:
             try:
                 if mm.pmd_huge.get(pmd_idx) is not None or mm.pte_tables.get(pmd_idx) is not pt:
                     return 0
-                idx = (addr >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+                idx = pte_index(addr)
                 pte = pt.entries[idx]
-                if pte == 0:
+                if pte_none(pte):
                     self.do_anonymous_page(vma, pt, addr, write)
                 elif is_swap_pte(pte):
                     self.do_swap_page(vma, pt, idx, addr)
@@ -204,21 +229,17 @@ class MemoryMixin:
             if not mmap_locked:
                 up_read(self, mm.mmap_lock)
 
-    def thp_vma_suitable(self, vma: VmArea, pmd_idx: int) -> bool:
-        start = pmd_idx << PMD_SHIFT
-        return vma.vm_start <= start and start + PMD_SIZE <= vma.vm_end
-
     def anon_folio_order(self, vma: VmArea, pt: PageTable, addr: int) -> int:
         """alloc_anon_folio(): the largest enabled order whose aligned range is
         inside the VMA and has only none PTEs; else 0."""
         order = vma.order
-        if order == 9 or not self.HAS_MTHP:
+        if order == HPAGE_PMD_ORDER or not self.HAS_MTHP:
             return 0
         nr = 1 << order
         start = addr & ~(nr * PAGE_SIZE - 1)
         if start < vma.vm_start or start + nr * PAGE_SIZE > vma.vm_end:
             return 0
-        i0 = (start >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+        i0 = pte_index(start)
         e = pt.entries
         for i in range(i0, i0 + nr):
             if e[i]:
@@ -228,15 +249,15 @@ class MemoryMixin:
     def do_anonymous_page(self, vma: VmArea, pt: PageTable, addr: int, write: bool) -> None:
         """Map a fresh zero-filled folio, or the zero page for a read fault.  Context: PTL."""
         if not write:
-            pt.entries[(addr >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)] = mk_pte(ZERO_PFN, False)
+            pt.entries[pte_index(addr)] = mk_pte(ZERO_PFN, False)
             return
         order = self.anon_folio_order(vma, pt, addr)
         folio = self.folio_alloc(order)
         if order:
-            self.event("alloc_mthp", folio)
+            self.event(ALLOC_MTHP, folio)
         nr = folio.nr
         start = addr & ~(nr * PAGE_SIZE - 1)
-        i0 = (start >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+        i0 = pte_index(start)
         for i in range(nr):
             pt.entries[i0 + i] = mk_pte(folio.pfn + i, vma.writable, dirty=True, young=True)
         folio.ref = nr                    # one reference per PTE mapping
@@ -263,15 +284,15 @@ class MemoryMixin:
             mapped = folio_mapcount(folio)
             # a swap-cache folio whose slots other PTEs still use is shared too
             # (folio_free_swap() fails, so wp_can_reuse_anon_folio() says no)
-            shared_swap = folio.swapcache and any(self.swap.count.get(s) for s in folio.swap)
+            shared_swap = folio_test_swapcache(folio) and any(self.swap.count.get(s) for s in folio.swap)
             mine = (max(folio.mapcount) <= 1 and not folio.entire_mapcount
                     and not shared_swap and self.mapped_only_in(folio, vma.mm))
-            only_mappings = folio.ref - (folio.nr if folio.swapcache else 0) == mapped
+            only_mappings = folio.ref - (folio.nr if folio_test_swapcache(folio) else 0) == mapped
             # pinned, hence PageAnonExclusive: whatever other references it has
             pinned = self.HAS_ANON_EXCLUSIVE and "pin" in folio.extra
             if mine and (only_mappings or pinned):
                 if not only_mappings:
-                    self.event("wp_reuse_pinned", folio)       # v5.17 copied it
+                    self.event(WP_REUSE_PINNED, folio)       # v5.17 copied it
                 pt.entries[idx] = pte_mkwrite(pte_mkdirty(pte_mkyoung(pte)))
                 return
             value = folio.data[pfn - folio.pfn]
@@ -320,7 +341,7 @@ class MemoryMixin:
             folio = self.folio_alloc(0)
             folio.data[0] = self.swap.data.get(slot, 0)
             # the slot is freed below, so the folio is the only copy: dirty
-            folio.dirty = True
+            folio_set_dirty(folio)
             pt.entries[idx] = mk_pte(folio.pfn, vma.writable, dirty=True, young=True)
             self.folio_add_new_anon_rmap(folio, vma, addr, pmd=False)
             self.new_folio_mapped(folio, vma)
@@ -337,16 +358,16 @@ class MemoryMixin:
                 return folio
         return None
 
-    def swapcache_folios(self):
-        return [f for f in self.folios.values() if f.swapcache]
+    def swapcache_folios(self) -> list[Folio]:
+        return [f for f in self.folios.values() if folio_test_swapcache(f)]
 
-    # -- zapping ------------------------------------------------------------------
-    def zap_page_range(self, vma: VmArea, start: int, end: int):
+    # -- zapping -------------------------------------------------------------------
+    def zap_page_range(self, vma: VmArea, start: int, end: int) -> Yields[None]:
         """zap_page_range_single(): unmap [start, end) of ``vma``, freeing what goes."""
         mm = vma.mm
         addr = start
         while addr < end:
-            pmd_idx = addr >> PMD_SHIFT
+            pmd_idx = pmd_index(addr)
             next_ = min(end, (pmd_idx + 1) << PMD_SHIFT)
             if pmd_idx in mm.pmd_huge:
                 if addr == pmd_idx << PMD_SHIFT and next_ - addr == PMD_SIZE:
@@ -368,9 +389,9 @@ class MemoryMixin:
         mm = vma.mm
         e = pt.entries
         for a in range(addr, end, PAGE_SIZE):
-            idx = (a >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+            idx = pte_index(a)
             pte = e[idx]
-            if not pte:
+            if pte_none(pte):
                 continue
             e[idx] = 0
             self.cost["pte_clears"] += 1
@@ -380,7 +401,7 @@ class MemoryMixin:
                     continue
                 folio = self.pfn_folio(pfn)
                 if pte_dirty(pte):
-                    folio.dirty = True
+                    folio_mark_dirty(folio)
                 mm.rss[MM_ANONPAGES] -= 1
                 self.folio_remove_rmap_pte(folio, pfn - folio.pfn, 1, vma)
                 self.folio_put(folio)
@@ -392,247 +413,10 @@ class MemoryMixin:
                     self.swap.release(slot)
         self.cost["tlb_flushes"] += 1
 
-    def zap_huge_pmd(self, vma: VmArea, pmd_idx: int):
-        """zap_huge_pmd(): under the PMD lock (__pmd_trans_huge_lock()), zap the
-        PMD if it is still huge.  Return: False when it is not (split or
-        cleared while the caller waited): zap_pmd_range() then falls through
-        to the PTEs."""
-        mm = vma.mm
-        lock = mm.ptl(pmd_idx)
-        yield from spin_lock(self, lock)
-        try:
-            word = mm.pmd_huge.pop(pmd_idx, None)
-            if word is None:
-                return False
-            mm.deposited.pop(pmd_idx, None)
-            folio = self.pfn_folio(pmd_pfn(word))
-            if pmd_dirty(word):
-                folio.dirty = True
-            mm.rss[MM_ANONPAGES] -= HPAGE_PMD_NR
-            self.folio_remove_rmap_pmd(folio, vma)
-            self.folio_put(folio)
-            self.cost["tlb_flushes"] += 1
-            return True
-        finally:
-            spin_unlock(self, lock)
-
-    def vma_adjust_trans_huge(self, mm: MmStruct, start: int, end: int):
-        """Before VMAs are split at @start and @end: split_huge_pmd_if_needed() of
-        each end that is not PMD-aligned inside a VMA that covers its PMD's whole
-        range.  split_huge_pmd_address() finds the PMD without looking at it
-        (mm_find_pmd()) and __split_huge_pmd() reads it under its lock, so a
-        split waits for a PMD lock holder - reclaim with the PMD cleared in
-        __discard_anon_folio_pmd_locked(), which may restore it - and then
-        splits what is there (mm/huge_memory.c of 6.12.117)."""
-        for addr in (start, end):
-            if not addr & (PMD_SIZE - 1):
-                continue
-            vma = mm.find_vma(addr)
-            if vma is not None and self.thp_vma_suitable(vma, addr >> PMD_SHIFT):
-                yield from self.split_huge_pmd(vma, addr >> PMD_SHIFT)
-
-    def do_munmap(self, mm: MmStruct, start: int, end: int):
-        yield from self.vma_adjust_trans_huge(mm, start, end)
-        for vma in mm.isolate_range(start, end):
-            yield from self.zap_page_range(vma, vma.vm_start, vma.vm_end)
-            mm.remove_vma(vma)
-            self.oracle.on_unmap(mm.id, vma.vm_start, vma.vm_end)
-
-    # -- syscalls -------------------------------------------------------------------
-    def sys_mmap(self, op):
-        mm = self.current_mm()
-        start, end = op.addr, op.addr + op.pages * PAGE_SIZE
-        if op.droppable and (not self.HAS_DROPPABLE or op.locked):
-            return -errno.EINVAL          # MAP_DROPPABLE unknown, or with MAP_LOCKED
-        if op.droppable:
-            self.event("mmap_droppable")
-        yield from down_write(self, mm.mmap_lock)
-        try:
-            yield from self.do_munmap(mm, start, end)          # MAP_FIXED
-            flags = VM_READ | VM_WRITE | int(VM.VM_MAYWRITE)
-            if op.droppable:
-                flags |= VM_DROPPABLE | int(VM.VM_WIPEONFORK | VM.VM_DONTDUMP | VM.VM_NORESERVE)
-            if op.locked:
-                flags |= VM_LOCKED
-            self.next_anon_vma += 1
-            vma = VmArea(mm, start, end, flags, start >> PAGE_SHIFT, AnonVma(self.next_anon_vma), op.order)
-            mm.insert_vma(vma)
-            self.oracle.on_map(mm.id, start, end, bool(flags & VM_DROPPABLE))
-        finally:
-            up_write(self, mm.mmap_lock)
-        if op.locked:                                          # mm_populate()
-            for a in range(start, end, PAGE_SIZE):
-                if self.folio_at(mm, a) is None:
-                    ret = yield from self.handle_mm_fault(vma, a, True)
-                    if ret:
-                        return ret
-        return 0
-
-    def sys_munmap(self, op):
-        mm = self.current_mm()
-        yield from down_write(self, mm.mmap_lock)
-        try:
-            yield from self.do_munmap(mm, op.addr, op.addr + op.pages * PAGE_SIZE)
-        finally:
-            up_write(self, mm.mmap_lock)
-        return 0
-
-    def sys_mprotect(self, op):
-        """mprotect(2): mprotect_fixup() on each VMA of the range.
-
-        mprotect_fixup() returns at once for a VMA that already has the new
-        flags (``newflags == oldflags``; mm/mprotect.c, the same from v5.17 to
-        v6.16): no VMA split, no change_protection(), so no huge PMD split.
-        Real 6.12.117 and 6.16.12 keep a THP PMD-mapped through an mprotect()
-        of part of it to the protection it has.  A VMA that changes is split
-        at the range (a huge PMD it covers in part is split first:
-        vma_adjust_trans_huge(), change_pmd_range()) and write-protected when
-        made read-only.
-        Context: takes mmap_lock for writing.  Return: 0 or -ENOMEM.
-        """
-        mm = self.current_mm()
-        start, end = op.addr, op.addr + op.pages * PAGE_SIZE
-        newbits = _FLAG_MAP[op.prot.value]
-        yield from down_write(self, mm.mmap_lock)
-        try:
-            if not self.range_mapped(mm, start, end):
-                return -errno.ENOMEM
-            for vma in [v for v in mm.vmas if v.vm_start < end and start < v.vm_end]:
-                if vma.vm_flags & (VM_READ | VM_WRITE) == newbits:
-                    continue                            # newflags == oldflags
-                lo, hi = max(start, vma.vm_start), min(end, vma.vm_end)
-                yield from self.vma_adjust_trans_huge(mm, lo, hi)
-                for part in mm.isolate_range(lo, hi):
-                    part.vm_flags = (part.vm_flags & ~(VM_READ | VM_WRITE)) | newbits
-                    if not newbits & VM_WRITE:
-                        yield from self.change_protection(part)
-        finally:
-            up_write(self, mm.mmap_lock)
-        return 0
-
-    def range_mapped(self, mm: MmStruct, start: int, end: int) -> bool:
-        pos = start
-        for vma in mm.vmas:
-            if vma.vm_start <= pos < vma.vm_end:
-                pos = vma.vm_end
-        return pos >= end
-
-    def change_protection(self, vma: VmArea):
-        """Write-protect every present PTE / PMD of ``vma``."""
-        mm = vma.mm
-        for pmd_idx in range(vma.vm_start >> PMD_SHIFT, ((vma.vm_end - 1) >> PMD_SHIFT) + 1):
-            lock = mm.ptl(pmd_idx)
-            yield from spin_lock(self, lock)
-            try:
-                if pmd_idx in mm.pmd_huge:
-                    mm.pmd_huge[pmd_idx] = pte_wrprotect(mm.pmd_huge[pmd_idx])
-                    continue
-                pt = mm.pte_tables.get(pmd_idx)
-                if pt is None:
-                    continue
-                lo = max(vma.vm_start, pmd_idx << PMD_SHIFT)
-                hi = min(vma.vm_end, (pmd_idx + 1) << PMD_SHIFT)
-                for a in range(lo, hi, PAGE_SIZE):
-                    i = (a >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
-                    if pte_present(pt.entries[i]):
-                        pt.entries[i] = pte_wrprotect(pt.entries[i])
-            finally:
-                spin_unlock(self, lock)
-        self.cost["tlb_flushes"] += 1
-
-    def sys_mremap(self, op):
-        """mremap(MREMAP_MAYMOVE|MREMAP_FIXED): move_vma() + move_page_tables()."""
-        mm = self.current_mm()
-        old, new, length = op.addr, op.new_addr, op.pages * PAGE_SIZE
-        if new < old + length and old < new + length:
-            return -errno.EINVAL
-        yield from down_write(self, mm.mmap_lock)
-        try:
-            vma = mm.find_vma(old)
-            if vma is None or old + length > vma.vm_end:
-                return -errno.EFAULT
-            yield from self.do_munmap(mm, new, new + length)
-            yield from self.vma_adjust_trans_huge(mm, old, old + length)
-            vmas = mm.isolate_range(old, old + length)
-            src = vmas[0]
-            moved = VmArea(mm, new, new + length, src.vm_flags, src.vm_pgoff, src.anon_vma, src.order)
-            yield from self.move_page_tables(src, old, moved, new, length)
-            mm.remove_vma(src)
-            mm.insert_vma(moved)
-            self.oracle.on_move(mm.id, old, new, length)
-        finally:
-            up_write(self, mm.mmap_lock)
-        return 0
-
-    def move_page_tables(self, src: VmArea, old: int, dst: VmArea, new: int, length: int):
-        mm = src.mm
-        off = 0
-        while off < length:
-            a, b = old + off, new + off
-            spmd = a >> PMD_SHIFT
-            if spmd in mm.pmd_huge:
-                whole = a & (PMD_SIZE - 1) == 0 and b & (PMD_SIZE - 1) == 0 and length - off >= PMD_SIZE
-                if whole and (b >> PMD_SHIFT) not in mm.pte_tables:
-                    # move_huge_pmd(): the PMD and its deposited table move together
-                    lock = mm.ptl(spmd)
-                    yield from spin_lock(self, lock)
-                    try:
-                        mm.pmd_huge[b >> PMD_SHIFT] = mm.pmd_huge.pop(spmd)
-                        if spmd in mm.deposited:
-                            mm.deposited[b >> PMD_SHIFT] = mm.deposited.pop(spmd)
-                    finally:
-                        spin_unlock(self, lock)
-                    off += PMD_SIZE
-                    continue
-                yield from self.split_huge_pmd(src, spmd)
-            spt = mm.pte_tables.get(spmd)
-            if spt is not None:
-                dpt = mm.pte_alloc(b >> PMD_SHIFT)
-                yield from spin_lock(self, spt.ptl)
-                second = dpt.ptl if dpt.ptl is not spt.ptl else None
-                if second is not None:
-                    yield from spin_lock(self, second)
-                try:
-                    si = (a >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
-                    di = (b >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
-                    dpt.entries[di] = spt.entries[si]
-                    spt.entries[si] = 0
-                finally:
-                    if second is not None:
-                        spin_unlock(self, second)
-                    spin_unlock(self, spt.ptl)
-            off += PAGE_SIZE
-        self.cost["tlb_flushes"] += 1
-
-    def sys_fork(self, op):
-        """fork(): copy VMAs and page tables; share anon folios copy-on-write.
-
-        A folio that may be DMA pinned is copied for the child right away
-        (copy_present_page, since 70e806e4e645) so the parent keeps its page.
-        """
-        parent = self.current_mm()
-        child = self.mms[op.child]
-        yield from down_write(self, parent.mmap_lock)
-        try:
-            for vma in list(parent.vmas):
-                cv = VmArea(child, vma.vm_start, vma.vm_end, vma.vm_flags, vma.vm_pgoff,
-                            vma.anon_vma, vma.order)
-                child.insert_vma(cv)
-                if vma.vm_flags & int(VM.VM_WIPEONFORK):
-                    continue
-                if vma.vm_flags & VM_LOCKED:
-                    cv.vm_flags &= ~VM_LOCKED       # mlock is not inherited
-                yield from self.copy_page_range(vma, cv)
-            self.oracle.on_fork(parent.id, child.id)
-            child.alive = True
-            self.mm_gate(child.id).open = True
-        finally:
-            up_write(self, parent.mmap_lock)
-        return 0
-
-    def copy_page_range(self, src: VmArea, dst: VmArea):
+    # -- copying at fork -----------------------------------------------------------
+    def copy_page_range(self, src: VmArea, dst: VmArea) -> Yields[None]:
         pmm, cmm = src.mm, dst.mm
-        for pmd_idx in range(src.vm_start >> PMD_SHIFT, ((src.vm_end - 1) >> PMD_SHIFT) + 1):
+        for pmd_idx in range(pmd_index(src.vm_start), pmd_index(src.vm_end - 1) + 1):
             if pmd_idx in pmm.pmd_huge:
                 # copy_huge_pmd(): the PMD is read again under its lock; reclaim may
                 # have discarded it meanwhile (then there is nothing to copy)
@@ -640,7 +424,7 @@ class MemoryMixin:
                 yield from spin_lock(self, lock)
                 word = pmm.pmd_huge.get(pmd_idx)
                 folio = self.pfn_folio(pmd_pfn(word)) if word is not None else None
-                if folio is None or folio_maybe_dma_pinned(folio):
+                if word is None or folio is None or folio_maybe_dma_pinned(folio):
                     spin_unlock(self, lock)
                     if folio is not None:
                         yield from self.split_huge_pmd(src, pmd_idx)     # then copy by PTE
@@ -666,9 +450,9 @@ class MemoryMixin:
                 lo = max(src.vm_start, pmd_idx << PMD_SHIFT)
                 hi = min(src.vm_end, (pmd_idx + 1) << PMD_SHIFT)
                 for a in range(lo, hi, PAGE_SIZE):
-                    i = (a >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+                    i = pte_index(a)
                     pte = spt.entries[i]
-                    if not pte:
+                    if pte_none(pte):
                         continue
                     if is_swap_pte(pte):
                         self.swap.dup(pte_swp_offset(pte))
@@ -697,4 +481,3 @@ class MemoryMixin:
             finally:
                 spin_unlock(self, spt.ptl)
         self.cost["tlb_flushes"] += 1
-

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from engine.mm.flags import VM_DROPPABLE, VM_LOCKED, VM_WRITE
-from engine.mm.pgtable import PAGE_SHIFT, PMD_SHIFT, PMD_SIZE, PTRS_PER_PTE, PageTable
+from engine.mm.pgtable import PAGE_SHIFT, PMD_SHIFT, PageTable
 from engine.mm.sched import RwSem, SpinLock
 
 MM_ANONPAGES = "MM_ANONPAGES"
@@ -112,7 +112,7 @@ class MmStruct:
     def split_vma(self, vma: VmArea, addr: int) -> VmArea:
         """Split ``vma`` at ``addr``; return the upper part (__split_vma)."""
         new = VmArea(self, addr, vma.vm_end, vma.vm_flags,
-                     vma.vm_pgoff + ((addr - vma.vm_start) >> PAGE_SHIFT), vma.anon_vma, vma.order)
+                     linear_page_index(vma, addr), vma.anon_vma, vma.order)
         vma.vm_end = addr
         self.insert_vma(new)
         return new
@@ -127,15 +127,3 @@ class MmStruct:
                 self.split_vma(vma, end)
         return [v for v in self.vmas if start <= v.vm_start and v.vm_end <= end]
 
-
-def pmd_index(addr: int) -> int:
-    return addr >> PMD_SHIFT
-
-
-def pte_index(addr: int) -> int:
-    return (addr >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
-
-
-def pmd_addr_end(addr: int, end: int) -> int:
-    boundary = (addr + PMD_SIZE) & ~(PMD_SIZE - 1)
-    return boundary if boundary < end else end

@@ -38,8 +38,12 @@ entry's checks in the order of :data:`CHECKS`, then the folios freed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 from engine.mm.flags import VM_WRITE
 from engine.mm.memory import ZERO_PFN
+from engine.mm.mm_types import MmStruct
 from engine.mm.pgtable import (
     HPAGE_PMD_NR,
     PAGE_SHIFT,
@@ -53,6 +57,9 @@ from engine.mm.pgtable import (
     pte_present,
     pte_write,
 )
+
+if TYPE_CHECKING:
+    from engine.mm.state import KernelState
 
 _SEEN = PTE_PRESENT_WRITE_PFN
 _TABLE_BYTES = PTRS_PER_PTE * 8
@@ -106,7 +113,7 @@ class PageTableCheck:
     (mm, address) order.
     """
 
-    def __init__(self, kernel, report) -> None:
+    def __init__(self, kernel: KernelState, report: Callable[[str, Loc, str], Exception]) -> None:
         self.k = kernel
         self.report = report
         self._mms: dict[int, _Seen] = {}
@@ -139,11 +146,11 @@ class PageTableCheck:
         if pte_present(word):
             pfn, writable = pte_pfn(word), pte_write(word)
             seen.present[key] = (pfn, writable)
-            holders = index.get(pfn)
-            if holders is None:
+            now = index.get(pfn)
+            if now is None:
                 index[pfn] = {loc: writable}
             else:
-                holders[loc] = writable
+                now[loc] = writable
             touched.append(loc)
 
     def _diff(self, seen: _Seen, mm_id: int, base: int, old: bytes, now: bytes,
@@ -166,7 +173,7 @@ class PageTableCheck:
                             self._set(seen, (mm_id, base + (j << (PAGE_SHIFT - 3)), False),
                                       w & _SEEN, touched)
 
-    def _refresh(self, mm, seen: _Seen, touched: list[Loc]) -> bool:
+    def _refresh(self, mm: MmStruct, seen: _Seen, touched: list[Loc]) -> bool:
         """Index what changed in @mm's tables into @touched (the entries present
         now whose checked bits changed).  Return: whether the mm's VMAs changed."""
         mm_id = mm.id

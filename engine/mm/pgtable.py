@@ -10,8 +10,12 @@ KASAN.  A huge PMD maps a 2 MiB folio with one word of the same format.
 from __future__ import annotations
 
 from array import array
+from typing import TYPE_CHECKING
 
 from engine.errors import PageTableOutOfBounds
+
+if TYPE_CHECKING:
+    from engine.mm.sched import SpinLock
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -30,6 +34,23 @@ _PAGE_PSE = 1 << 7
 _PAGE_SWP = 1 << 11
 _PFN_SHIFT = 12
 _PFN_MASK = ((1 << 40) - 1) << _PFN_SHIFT
+
+
+def pmd_index(addr: int) -> int:
+    """The PMD entry that maps @addr: the model numbers them across the whole
+    address space (it has no upper levels), the key of ``mm.pte_tables``."""
+    return addr >> PMD_SHIFT
+
+
+def pte_index(addr: int) -> int:
+    """The entry of its PTE table that maps @addr."""
+    return (addr >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+
+
+def pmd_addr_end(addr: int, end: int) -> int:
+    """The end of @addr's PMD range, or @end if that comes first."""
+    boundary = (addr + PMD_SIZE) & ~(PMD_SIZE - 1)
+    return boundary if boundary < end else end
 
 
 def mk_pte(pfn: int, write: bool, dirty: bool = False, young: bool = True) -> int:
@@ -93,6 +114,7 @@ def pte_mkwrite(pte: int) -> int:
 
 
 def pte_advance_pfn(pte: int, nr: int) -> int:
+    """@pte mapping the page @nr pages on (what set_ptes() and folio_pte_batch() step by)."""
     return pte + (nr << _PFN_SHIFT)
 
 
@@ -139,7 +161,7 @@ class PageTable:
 
     __slots__ = ("entries", "ptl", "base", "mm_id")
 
-    def __init__(self, base: int, mm_id: int, ptl) -> None:
+    def __init__(self, base: int, mm_id: int, ptl: SpinLock) -> None:
         self.entries = array("Q", bytes(PTRS_PER_PTE * 8))
         self.base = base          # virtual address the table's entry 0 maps
         self.mm_id = mm_id
@@ -166,10 +188,10 @@ def set_pte_at(pt: PageTable, idx: int, pte: int) -> None:
 _ZERO_CHUNK = bytes(64)
 
 
-def present_slots(entries) -> list[int]:
+def present_slots(entries: array[int]) -> list[int]:
     """Indices of the non-zero entries of a PTE table, skipping empty 8-entry chunks."""
     raw = entries.tobytes()
-    out = []
+    out: list[int] = []
     for c in range(0, PTRS_PER_PTE * 8, 64):
         if raw[c:c + 64] != _ZERO_CHUNK:
             base = c >> 3

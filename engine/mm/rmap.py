@@ -7,18 +7,35 @@ swap-entry path of an unmap and the TLB-flush accounting.
 
 from __future__ import annotations
 
-from engine.errors import RefcountUnderflow
-from engine.mm.flags import TTU_BATCH_FLUSH, VM_LOCKED, LockedLargeRef
-from engine.mm.folio import Folio, MmIds, folio_mapped, folio_maybe_dma_pinned
-from engine.mm.mm_types import MM_ANONPAGES, MM_SWAPENTS, VmArea, vma_address
+from engine.errors import HarnessError, RefcountUnderflow
+from engine.mm.events import TTU_PINNED_ANON_STAYS_MAPPED
+from engine.mm.flags import TTU, TTU_BATCH_FLUSH, TTU_IGNORE_MLOCK, VM_LOCKED, LockedLargeRef
+from engine.mm.folio import (
+    Folio,
+    MmIds,
+    folio_clear_swapbacked,
+    folio_mapped,
+    folio_mark_dirty,
+    folio_maybe_dma_pinned,
+    folio_set_mlocked,
+    folio_set_swapbacked,
+    folio_test_anon,
+    folio_test_clear_mlocked,
+    folio_test_lru,
+    folio_test_partially_mapped,
+    folio_test_swapbacked,
+    folio_test_swapcache,
+)
+from engine.mm.mm_types import MM_ANONPAGES, MM_SWAPENTS, VmArea, linear_page_index, vma_address
 from engine.mm.pgtable import (
     PAGE_SHIFT,
     PAGE_SIZE,
     PMD_SHIFT,
-    PTRS_PER_PTE,
     PageTable,
+    pmd_index,
     pmd_young,
     pte_dirty,
+    pte_index,
     pte_mkold,
     pte_pfn,
     pte_present,
@@ -26,7 +43,8 @@ from engine.mm.pgtable import (
     set_pte_at,
     swp_entry_to_pte,
 )
-from engine.mm.sched import YieldPoint, spin_lock, spin_unlock
+from engine.mm.sched import SpinLock, YieldPoint, Yields, spin_lock, spin_unlock
+from engine.mm.state import KernelMixin
 
 
 def folio_end_in_vma(folio: Folio, vma: VmArea) -> int:
@@ -40,7 +58,7 @@ def folio_within_one_table(folio: Folio, vma: VmArea) -> bool:
     start = vma_address(vma, folio.index)
     end = start + folio.nr * PAGE_SIZE
     return (vma.vm_start <= start and end <= vma.vm_end
-            and start >> PMD_SHIFT == (end - 1) >> PMD_SHIFT)
+            and pmd_index(start) == pmd_index(end - 1))
 
 
 class Pvmw:
@@ -61,25 +79,43 @@ class Pvmw:
         self.pt: PageTable | None = None
         self.idx = 0
         self.pte = True
-        self.ptl = None
+        self.ptl: SpinLock | None = None
         self.pmd_idx = -1
 
 
-class RmapMixin:
+def pvmw_table(pvmw: Pvmw) -> PageTable:
+    """The PTE table of the walk's PTE hit (``pvmw.pte``): what the kernel's
+    ``pvmw.pte`` points into.  Return: the table; at a PMD hit, a harness
+    error (the PTE leg of a path reached a PMD mapping)."""
+    pt = pvmw.pt
+    if pt is None:
+        raise HarnessError(f"{pvmw.vma!r} at {pvmw.address:#x}: a PMD hit has no PTE table")
+    return pt
+
+
+class RmapMixin(KernelMixin):
     """Rmap counting and walking, shared by every kernel version."""
 
     # -- adding and removing rmaps ----------------------------------------
+    def rmap_changed(self, folio: Folio) -> None:
+        """Every change of @folio's mapcounts ends here: counted as an rmap
+        update (cost), and the refcount oracle's stamp dropped, so that it sums
+        the folio's mappings again (Oracle.check_folios()).  With
+        :meth:`Folio.set_holder` the only places the stamp is dropped."""
+        folio.checked = None
+        self.cost["rmap_updates"] += 1
+
     def folio_add_new_anon_rmap(self, folio: Folio, vma: VmArea, address: int, pmd: bool) -> None:
         """A freshly allocated anon folio gets its first mapping(s).
 
         VM_DROPPABLE folios are born lazyfree: never swapbacked (9651fcedf7b9).
         """
         folio.anon_vma = vma.anon_vma
-        folio.index = vma.vm_pgoff + ((address - vma.vm_start) >> PAGE_SHIFT)
+        folio.index = linear_page_index(vma, address)
         if self.HAS_DROPPABLE and vma.droppable:
-            folio.swapbacked = False
+            folio_clear_swapbacked(folio)
         else:
-            folio.swapbacked = True
+            folio_set_swapbacked(folio)
         if pmd:
             folio.entire_mapcount += 1
         else:
@@ -87,8 +123,7 @@ class RmapMixin:
                 folio.mapcount[i] += 1
         if folio.order:
             folio.mm_ids = MmIds(vma.mm.id, 1 if pmd else folio.nr)
-        folio.checked = None
-        self.cost["rmap_updates"] += 1
+        self.rmap_changed(folio)
 
     def folio_add_anon_rmap_ptes(self, folio: Folio, first: int, nr: int, vma: VmArea) -> None:
         mc = folio.mapcount
@@ -96,15 +131,13 @@ class RmapMixin:
             mc[i] += 1
         if folio.mm_ids is not None:
             folio.mm_ids.add(vma.mm.id, nr)
-        folio.checked = None
-        self.cost["rmap_updates"] += 1
+        self.rmap_changed(folio)
 
     def folio_add_anon_rmap_pmd(self, folio: Folio, vma: VmArea) -> None:
         folio.entire_mapcount += 1
         if folio.mm_ids is not None:
             folio.mm_ids.add(vma.mm.id, 1)
-        folio.checked = None
-        self.cost["rmap_updates"] += 1
+        self.rmap_changed(folio)
 
     def folio_remove_rmap_ptes(self, folio: Folio, first: int, nr: int, vma: VmArea) -> None:
         """__folio_remove_rmap(RMAP_LEVEL_PTE): drop ``nr`` PTE mappings from page ``first``."""
@@ -128,9 +161,8 @@ class RmapMixin:
                 unmapped += 1
         if folio.mm_ids is not None:
             folio.mm_ids.sub(vma.mm.id, nr)
-        folio.checked = None
-        self.cost["rmap_updates"] += 1
-        if folio.order and folio.anon:
+        self.rmap_changed(folio)
+        if folio.order and folio_test_anon(folio):
             partially_mapped = unmapped > 0 and folio_mapped(folio)
             self.deferred_split_on_rmap_removal(folio, unmapped, partially_mapped)
 
@@ -148,8 +180,7 @@ class RmapMixin:
             raise RefcountUnderflow(f"entire mapcount of folio pfn {folio.pfn:#x} underflows")
         if folio.mm_ids is not None:
             folio.mm_ids.sub(vma.mm.id, 1)
-        folio.checked = None
-        self.cost["rmap_updates"] += 1
+        self.rmap_changed(folio)
         if not folio.entire_mapcount:
             still = sum(1 for m in folio.mapcount if m)
             partially_mapped = 0 < still < folio.nr
@@ -157,18 +188,17 @@ class RmapMixin:
 
     def deferred_split_on_rmap_removal(self, folio: Folio, unmapped: int, partially_mapped: bool) -> None:
         """v6.12+: queue a partially mapped anon folio once (PG_partially_mapped)."""
-        if partially_mapped and not folio.partially_mapped:
+        if partially_mapped and not folio_test_partially_mapped(folio):
             self.deferred_split_folio(folio, True)
 
     def munlock_folio(self, folio: Folio) -> None:
-        if folio.mlocked:
-            folio.mlocked = False
-            if folio.lru:
+        if folio_test_clear_mlocked(folio):
+            if folio_test_lru(folio):
                 self.lruvec_del_folio(folio)
                 self.lruvec_add_folio(folio)
 
     # -- page_vma_mapped_walk ---------------------------------------------
-    def page_vma_mapped_walk(self, pvmw: Pvmw):
+    def page_vma_mapped_walk(self, pvmw: Pvmw) -> Yields[bool]:
         """Advance to the next mapping of ``pvmw.folio`` in ``pvmw.vma``.
 
         Context: takes the PTL of the table (or PMD) it stops at and keeps it
@@ -179,7 +209,7 @@ class RmapMixin:
         lo, hi = folio.pfn, folio.pfn + folio.nr
         addr = pvmw.address + PAGE_SIZE
         while addr < pvmw.end:
-            pmd_idx = addr >> PMD_SHIFT
+            pmd_idx = pmd_index(addr)
             if pmd_idx != pvmw.pmd_idx:
                 if pvmw.ptl is not None:
                     spin_unlock(self, pvmw.ptl)
@@ -213,7 +243,7 @@ class RmapMixin:
             if pt is None:
                 addr = (pmd_idx + 1) << PMD_SHIFT
                 continue
-            idx = (addr >> PAGE_SHIFT) & (PTRS_PER_PTE - 1)
+            idx = pte_index(addr)
             pte = pt.entries[idx]
             self.cost["pte_reads"] += 1
             if pte_present(pte) and lo <= pte_pfn(pte) < hi:
@@ -240,7 +270,7 @@ class RmapMixin:
     # -- rmap walks ---------------------------------------------------------
     def rmap_targets(self, folio: Folio) -> list[tuple[VmArea, int]]:
         """(vma, address) pairs rmap_walk_anon() visits, in anon_vma order."""
-        out = []
+        out: list[tuple[VmArea, int]] = []
         if folio.anon_vma is None:
             return out
         for vma in list(folio.anon_vma.vmas):
@@ -251,7 +281,7 @@ class RmapMixin:
             out.append((vma, max(start, vma.vm_start)))
         return out
 
-    def try_to_unmap(self, folio: Folio, flags: int):
+    def try_to_unmap(self, folio: Folio, flags: TTU) -> Yields[None]:
         """try_to_unmap(): rmap_walk with try_to_unmap_one, done once unmapped.
 
         Context: folio locked, isolated.  Return: nothing, like the kernel.
@@ -265,7 +295,7 @@ class RmapMixin:
     #: See :class:`~engine.mm.flags.LockedLargeRef`.
     LOCKED_LARGE_REF = LockedLargeRef.SKIPPED
 
-    def folio_referenced(self, folio: Folio):
+    def folio_referenced(self, folio: Folio) -> Yields[tuple[int, int]]:
         """folio_referenced(): clear young bits and count the VMAs that had one.
 
         folio_referenced_one() counts the young PTEs or PMD it clears in one VMA
@@ -293,9 +323,10 @@ class RmapMixin:
                         continue
                 mm = vma.mm
                 if pvmw.pte:
-                    pte = pvmw.pt.entries[pvmw.idx]
+                    entries = pvmw_table(pvmw).entries
+                    pte = entries[pvmw.idx]
                     if pte_young(pte):
-                        pvmw.pt.entries[pvmw.idx] = pte_mkold(pte)
+                        entries[pvmw.idx] = pte_mkold(pte)
                         young += 1
                 else:
                     word = mm.pmd_huge[pvmw.pmd_idx]
@@ -309,7 +340,7 @@ class RmapMixin:
         return referenced, vm_flags
 
     # -- pieces of try_to_unmap_one every version shares --------------------
-    def ttu_flush_pte(self, flags: int, nr: int = 1) -> None:
+    def ttu_flush_pte(self, flags: TTU, nr: int = 1) -> None:
         """TLB flush of a cleared PTE range: deferred with TTU_BATCH_FLUSH
         (set_tlb_ubc_flush_pending), else immediate (flush_tlb_range)."""
         if flags & TTU_BATCH_FLUSH:
@@ -328,27 +359,29 @@ class RmapMixin:
         Return: False (walk_abort) when the folio is not in the swap cache,
         which the kernel WARNs about.
         """
-        if folio.swapbacked != folio.swapcache:
-            self.warn(f"try_to_unmap_one: swapbacked {folio.swapbacked} != swapcache {folio.swapcache}")
-            set_pte_at(pvmw.pt, pvmw.idx, pteval)
+        pt = pvmw_table(pvmw)
+        if folio_test_swapbacked(folio) != folio_test_swapcache(folio):
+            self.warn(f"try_to_unmap_one: swapbacked {folio_test_swapbacked(folio)} "
+                      f"!= swapcache {folio_test_swapcache(folio)}")
+            set_pte_at(pt, pvmw.idx, pteval)
             return False
         if self.HAS_ANON_EXCLUSIVE and folio_maybe_dma_pinned(folio):
             # folio_try_share_anon_rmap_pte() fails on a possibly pinned exclusive
             # page: it must stay mapped (6c287605fd56, PG_anon_exclusive, v5.19)
-            set_pte_at(pvmw.pt, pvmw.idx, pteval)
-            self.event("ttu_pinned_anon_stays_mapped", folio)
+            set_pte_at(pt, pvmw.idx, pteval)
+            self.event(TTU_PINNED_ANON_STAYS_MAPPED, folio)
             return False
         slot = folio.swap[page]
         self.swap.dup(slot)
         mm = vma.mm
         mm.rss[MM_ANONPAGES] -= 1
         mm.rss[MM_SWAPENTS] += 1
-        set_pte_at(pvmw.pt, pvmw.idx, swp_entry_to_pte(slot))
+        set_pte_at(pt, pvmw.idx, swp_entry_to_pte(slot))
         self.folio_remove_rmap_pte(folio, page, 1, vma)
         self.folio_put(folio)
         return True
 
-    def ttu_between_ptes(self, pvmw: Pvmw, nr_pages: int):
+    def ttu_between_ptes(self, pvmw: Pvmw, nr_pages: int) -> Yields[None]:
         """The point between two PTEs (batches) of try_to_unmap_one()'s walk, where
         lock-free actors (CPU stores, gup-fast, speculative references) may act.
 
@@ -365,14 +398,13 @@ class RmapMixin:
     def ttu_harvest_dirty(self, folio: Folio, pteval: int) -> None:
         """Move the dirty bit from the cleared PTE to the folio."""
         if pte_dirty(pteval):
-            folio.dirty = True
+            folio_mark_dirty(folio)
 
-    def ttu_vma_locked(self, folio: Folio, vma: VmArea, flags: int) -> bool:
+    def ttu_vma_locked(self, folio: Folio, vma: VmArea, flags: TTU) -> bool:
         """The mlock check at the top of the walk loop: True means walk_abort."""
-        from engine.mm.flags import TTU
-        if not flags & TTU.TTU_IGNORE_MLOCK and vma.vm_flags & VM_LOCKED:
+        if not flags & TTU_IGNORE_MLOCK and vma.vm_flags & VM_LOCKED:
             if not folio.order:
-                folio.mlocked = True
+                folio_set_mlocked(folio)
             return True
         return False
 

@@ -20,7 +20,13 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from engine.errors import RecursiveLocking
+
+if TYPE_CHECKING:
+    from engine.mm.folio import Folio
+    from engine.program.format import ThreadKind
 
 
 class YieldPoint(str, enum.Enum):
@@ -68,7 +74,33 @@ class YieldPoint(str, enum.Enum):
 KERNEL_YIELD_POINTS = tuple(y for y in YieldPoint
                             if y not in (YieldPoint.START, YieldPoint.OP_END, YieldPoint.WAIT))
 
-Segment = Generator[Any, None, Any]
+
+
+class Waitable(Protocol):
+    """What a blocked thread waits on: a lock, a folio lock, a gate, other operations."""
+
+    def free_for(self, t: KThread) -> bool:
+        """Return: whether @t may go on now."""
+        ...
+
+
+#: What a kernel path yields: the kind of place it stopped at, or what it waits on.
+Yielded = YieldPoint | Waitable
+T = TypeVar("T")
+#: A kernel path another thread can interleave with: a generator the scheduler
+#: steps, which yields where it stops and returns a T.
+Yields = Generator[Yielded, None, T]
+#: An operation's whole path, as the runner holds it.
+Segment = Yields[Any]
+
+
+class LockContext(Protocol):
+    """The kernel as the lock functions see it."""
+
+    #: The thread running now (set by the runner before every step).
+    current: KThread
+    #: Spinlocks and write-held mmap_locks released so far (Kernel.unlocks).
+    unlocks: int
 
 
 class SpinLock:
@@ -128,20 +160,18 @@ class KThread:
     __slots__ = ("name", "kind", "mm_id", "ops", "cursor", "gen", "blocked_on", "want_write",
                  "cpu", "held", "frames")
 
-    def __init__(self, name: str, kind, mm_id: int | None, ops: list[int], cpu: int) -> None:
+    def __init__(self, name: str, kind: ThreadKind, mm_id: int | None, ops: list[int],
+                 cpu: int) -> None:
         self.name = name
         self.kind = kind
         self.mm_id = mm_id
         self.ops = ops            # indices into program.ops, ascending
         self.cursor = 0
         self.gen: Segment | None = None
-        self.blocked_on = None
+        self.blocked_on: Waitable | None = None
         self.want_write = False
         self.cpu = cpu
-        self.held: dict = {}      # folio -> temporary references this thread holds
-
-    def next_op(self) -> int | None:
-        return self.ops[self.cursor] if self.cursor < len(self.ops) else None
+        self.held: dict[Folio, int] = {}      # folio -> temporary references this thread holds
 
     def runnable(self) -> bool:
         if self.cursor >= len(self.ops):
@@ -150,7 +180,7 @@ class KThread:
         return b is None or b.free_for(self)
 
 
-def spin_lock(k, lock: SpinLock) -> Segment:
+def spin_lock(k: LockContext, lock: SpinLock) -> Yields[None]:
     """Take ``lock``; the thread is not runnable while another holds it."""
     t = k.current
     while lock.owner is not None:
@@ -162,19 +192,12 @@ def spin_lock(k, lock: SpinLock) -> Segment:
     lock.owner = t
 
 
-def spin_unlock(k, lock: SpinLock) -> None:
+def spin_unlock(k: LockContext, lock: SpinLock) -> None:
     lock.owner = None
     k.unlocks += 1
 
 
-def spin_trylock(k, lock: SpinLock) -> bool:
-    if lock.owner is not None:
-        return False
-    lock.owner = k.current
-    return True
-
-
-def down_read(k, sem: RwSem) -> Segment:
+def down_read(k: LockContext, sem: RwSem) -> Yields[None]:
     t = k.current
     t.want_write = False
     while sem.writer is not None:
@@ -184,11 +207,11 @@ def down_read(k, sem: RwSem) -> Segment:
     sem.readers += 1
 
 
-def up_read(k, sem: RwSem) -> None:
+def up_read(k: LockContext, sem: RwSem) -> None:
     sem.readers -= 1
 
 
-def down_write(k, sem: RwSem) -> Segment:
+def down_write(k: LockContext, sem: RwSem) -> Yields[None]:
     t = k.current
     t.want_write = True
     while sem.writer is not None or sem.readers:
@@ -199,12 +222,12 @@ def down_write(k, sem: RwSem) -> Segment:
     sem.writer = t
 
 
-def up_write(k, sem: RwSem) -> None:
+def up_write(k: LockContext, sem: RwSem) -> None:
     sem.writer = None
     k.unlocks += 1
 
 
-def wait_gate(k, gate) -> Segment:
+def wait_gate(k: LockContext, gate: Waitable) -> Yields[None]:
     """Wait (not runnable) until ``gate`` lets the current thread through."""
     t = k.current
     while not gate.free_for(t):
@@ -213,6 +236,5 @@ def wait_gate(k, gate) -> Segment:
     t.blocked_on = None
 
 
-def raise_deadlock(lock, t) -> None:
-    from engine.errors import RecursiveLocking
+def raise_deadlock(lock: SpinLock, t: KThread) -> None:
     raise RecursiveLocking(f"recursive locking of {lock!r} by thread {t.name}")

@@ -22,8 +22,8 @@ import pathlib
 import subprocess
 import sys
 import sysconfig
+from collections.abc import Callable
 from ctypes import POINTER, c_int32, c_int64, c_uint32, c_uint64, c_void_p
-from typing import TYPE_CHECKING, Any
 
 from engine.errors import CPathError
 from engine.native.cflags import CFLAGS, SANITIZE_FLAGS
@@ -143,9 +143,14 @@ def library_path() -> pathlib.Path:
 class CPathLib:
     """The loaded library: its functions, typed, after the ABI check."""
 
-    if TYPE_CHECKING:
-        # The functions are set from _SIGNATURES, one attribute each.
-        def __getattr__(self, name: str) -> Any: ...
+    # The functions of _SIGNATURES, set by __init__ (ctypes checks and converts
+    # the arguments against their argtypes).
+    foliodiff_cpath_abi: Callable[[], int]
+    ttu_clear: Callable[..., int]
+    ttu_decide: Callable[..., int]
+    pmd_discard_check: Callable[..., int]
+    pmd_discard_decide: Callable[..., int]
+    cpath_replay: Callable[..., int]
 
     def __init__(self, path: pathlib.Path) -> None:
         self.path = path

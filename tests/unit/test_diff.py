@@ -6,17 +6,18 @@ import json
 
 from engine.corpus.upgrade import upgrade_program
 from engine.diff.differential import _parting_ops, differential, normalize_field
+from engine.execution.outcome import TraceEntry
 from engine.program.format import parse_program
 
 # Found by sweeping random programs: the schedule leaves an operation in flight
 # while a later one completes.  Format-1 programs, read on the older engine of
 # each test's pair.
 # One segment of the mTHP fault (op 6) runs before op 5 completes.
-EARLY_FAULT = json.loads('{"version": 1, "threads": [{"name": "T0", "kind": "task", "mm": 0}, {"name": "T1", "kind": "task", "mm": 1}, {"name": "shrinker", "kind": "kthread", "mm": null}], "ops": [{"thread": "T0", "op": "mmap", "addr": 240582656, "pages": 1, "order": 0, "droppable": false, "locked": false}, {"thread": "T0", "op": "mmap", "addr": 72548352, "pages": 64, "order": 4, "droppable": false, "locked": false}, {"thread": "T0", "op": "mmap", "addr": 417333248, "pages": 512, "order": 9, "droppable": false, "locked": false}, {"thread": "shrinker", "op": "reclaim", "nr_to_scan": 32}, {"thread": "shrinker", "op": "folio_try_get", "mm": 0, "addr": 72744960, "ref": "r0"}, {"thread": "shrinker", "op": "folio_try_get", "mm": 0, "addr": 417333248, "ref": "r1"}, {"thread": "T0", "op": "write", "addr": 72744960, "pages": 16, "value": 9}, {"thread": "T0", "op": "madvise", "addr": 240582656, "pages": 1, "advice": "MADV_FREE"}, {"thread": "T0", "op": "lru_add_drain"}, {"thread": "T0", "op": "fork", "child": 1}], "schedule": [[2, "T0"], [5, "T0"], [12, "shrinker"]]}')
+EARLY_FAULT = json.loads('{"version": 1, "threads": [{"name": "T0", "kind": "task", "mm": 0}, {"name": "T1", "kind": "task", "mm": 1}, {"name": "shrinker", "kind": "kthread", "mm": null}], "ops": [{"thread": "T0", "op": "mmap", "addr": 240582656, "pages": 1, "order": 0, "droppable": false, "locked": false}, {"thread": "T0", "op": "mmap", "addr": 72548352, "pages": 64, "order": 4, "droppable": false, "locked": false}, {"thread": "T0", "op": "mmap", "addr": 417333248, "pages": 512, "order": 9, "droppable": false, "locked": false}, {"thread": "shrinker", "op": "reclaim", "nr_to_scan": 32}, {"thread": "shrinker", "op": "folio_try_get", "mm": 0, "addr": 72744960, "ref": "r0"}, {"thread": "shrinker", "op": "folio_try_get", "mm": 0, "addr": 417333248, "ref": "r1"}, {"thread": "T0", "op": "write", "addr": 72744960, "pages": 16, "value": 9}, {"thread": "T0", "op": "madvise", "addr": 240582656, "pages": 1, "advice": "MADV_FREE"}, {"thread": "T0", "op": "lru_add_drain"}, {"thread": "T0", "op": "fork", "child": 1}], "schedule": [[2, "T0"], [5, "T0"], [12, "shrinker"]]}')  # noqa: E501 - one program, as stored
 
 
-def _snap(op: int, state: str, inflight: list[int]) -> dict:
-    return {"op": op, "state": {"x": state}, "results": [], "inflight": inflight}
+def _snap(op: int, state: str, inflight: list[int]) -> TraceEntry:
+    return TraceEntry(op, {"x": state}, [], inflight)
 
 
 def test_cause_still_in_flight_is_in_the_window():

@@ -16,7 +16,9 @@ from engine.execution.oracle import Verdict, Violation
 from engine.execution.runner import Runner, run
 from engine.kernels import KERNELS
 from engine.kernels.mutants import MUTANTS
+from engine.mm.flags import VM_WRITE
 from engine.mm.memory import MemoryMixin
+from engine.mm.mprotect import MprotectMixin
 from engine.mm.page_table_check import CHECKS, PageTableCheck
 from engine.mm.pgtable import mk_pte, pte_mkwrite
 from engine.program.format import parse_program
@@ -97,7 +99,7 @@ def test_vma_write_mprotect_without_change_protection(monkeypatch: pytest.Monkey
 
     prog = program(*mapped(), ("T0", "mprotect", dict(addr=A + P, pages=1, prot="r")))
     assert run(prog, "v6.14").verdict is Verdict.OK
-    monkeypatch.setattr(MemoryMixin, "change_protection", keep_write)
+    monkeypatch.setattr(MprotectMixin, "change_protection", keep_write)
     assert_reported(run(prog, "v6.14"), "vma_write", "mm0.pte", A + P)
 
 
@@ -109,7 +111,7 @@ def test_vma_write_a_huge_pmd(monkeypatch: pytest.MonkeyPatch) -> None:
     prog = program(("T0", "mmap", dict(addr=A, pages=512, order=9)),
                    ("T0", "write", dict(addr=A, pages=1, value=7)),
                    ("T0", "mprotect", dict(addr=A, pages=512, prot="r")))
-    monkeypatch.setattr(MemoryMixin, "change_protection", keep_write)
+    monkeypatch.setattr(MprotectMixin, "change_protection", keep_write)
     assert_reported(run(prog, "v6.14"), "vma_write", "mm0.pmd", A)
 
 
@@ -225,7 +227,7 @@ def test_writable_shared_one_mm_two_ptes() -> None:
 def test_a_held_ptl_defers_the_check() -> None:
     runner = ran(program(*mapped()))
     mm = runner.k.mms[0]
-    mm.vmas[0].vm_flags &= ~engine.mm.memory.VM_WRITE
+    mm.vmas[0].vm_flags &= ~VM_WRITE
     lock = mm.ptl(A >> 21)
     lock.owner = object()
     assert runner.oracle.ptc.check(force=True) is False
@@ -237,7 +239,7 @@ def test_the_end_of_a_run_looks_even_without_a_lock_released() -> None:
     """Between steps the check looks at the tables only after a lock was released
     (kernel paths change entries under one); the check at the end always looks."""
     runner = ran(program(*mapped()))
-    runner.k.mms[0].vmas[0].vm_flags &= ~engine.mm.memory.VM_WRITE   # no lock taken
+    runner.k.mms[0].vmas[0].vm_flags &= ~VM_WRITE   # no lock taken
     assert runner.oracle.ptc.check() is True
     with pytest.raises(Violation) as exc:
         runner.oracle.check_end()
