@@ -7,12 +7,14 @@ subpackages, whose layout may change (``lint-imports`` holds everything
 outside the engine to that; tests may reach inside).  By topic:
 
 - Programs (``engine.program``): :class:`Program` and its parts
-  (:class:`Preemption`, :class:`ThreadKind`, :class:`Advice`),
+  (:class:`Thread`, :class:`ThreadKind`, :class:`Preemption`, the operation
+  types of :data:`OP_TYPES` from :class:`Mmap` to :class:`LruAddDrain`,
+  :class:`Advice`, :class:`Prot`), :func:`check_schedule`,
   :func:`parse_program`, :func:`renumber_schedule`,
   :func:`program_json_schema`, the format's limits (:data:`PROGRAM_VERSION`,
   :data:`PAGE_SIZE`, :data:`PAGE_SHIFT`, :data:`TASK_SIZE`, :data:`MAX_PAGES`,
-  :data:`MAX_THREADS`, :data:`MAX_VALUE`); the total byte codec for byte
-  fuzzers, :func:`decode` and :func:`encode`.
+  :data:`MAX_THREADS`, :data:`MAX_OPS`, :data:`MAX_VALUE`).  The byte codec
+  of programs is the byte fuzzers' (``fuzz.codec``).
 - Runs (``engine.execution``): :func:`run` and :class:`Runner` (one program
   on one engine), the :class:`Outcome` with its :data:`COUNTERS` and
   :data:`Place` of a preemption, the oracles' :class:`Verdict`; the places
@@ -38,8 +40,8 @@ outside the engine to that; tests may reach inside).  By topic:
 - Mutants (``engine.kernels.mutants``): :data:`MUTANTS` and
   :func:`register_mutants`, which makes them engines in the calling process
   (the fuzz benchmark's).
-- Errors: the exceptions a caller catches are exported here, all but
-  :class:`ChooserError` defined in ``engine.errors``:
+- Errors: the exceptions a caller catches are exported here, defined in
+  ``engine.errors``:
   :class:`FoliodiffError` (the base of every error foliodiff raises on
   purpose), :class:`ProgramError`, :class:`NotTranslatable`,
   :class:`UnknownEngineError`, :class:`UnknownCorpusProgramError`,
@@ -67,6 +69,7 @@ from engine.corpus.entries import (
 from engine.corpus.upgrade import DEFAULT_READING, Upgrade, read_program, upgrade_program
 from engine.diff.differential import Classification, Divergence, Kind, Report, differential
 from engine.errors import (
+    ChooserError,
     CPathError,
     FoliodiffError,
     HarnessError,
@@ -81,27 +84,47 @@ from engine.errors import (
 )
 from engine.execution.oracle import Verdict
 from engine.execution.outcome import COUNTERS, Outcome, Place
-from engine.execution.runner import YIELD_POINTS, ChooserError, Runner, run
+from engine.execution.runner import YIELD_POINTS, Runner, run
 from engine.kernels.mutants import MUTANTS
 from engine.kernels.mutants import register as register_mutants
-from engine.mm.sched import YieldPoint
-from engine.program.codec import decode, encode
 from engine.program.format import (
+    MAX_OPS,
     MAX_PAGES,
     MAX_THREADS,
     MAX_VALUE,
+    OP_TYPES,
     PAGE_SHIFT,
     PAGE_SIZE,
     PROGRAM_VERSION,
     TASK_SIZE,
     Advice,
+    DeferredSplitScan,
+    DmaWrite,
+    FolioPut,
+    FolioTryGet,
+    Fork,
+    LruAddDrain,
+    Madvise,
+    Mmap,
+    Mprotect,
+    Mremap,
+    Munmap,
+    Pin,
     Preemption,
     Program,
+    Prot,
+    Read,
+    Reclaim,
+    Thread,
     ThreadKind,
+    Unpin,
+    Write,
+    check_schedule,
     parse_program,
     program_json_schema,
     renumber_schedule,
 )
+from engine.program.places import YieldPoint
 from engine.repro.realobs import FieldDifference, Scenario, compare, conformance, predict
 from engine.repro.reproducer import PinMechanism, Reproducer, missing_features, translate
 
@@ -109,7 +132,9 @@ __all__ = [
     # programs
     "Program", "Preemption", "ThreadKind", "Advice", "parse_program", "renumber_schedule",
     "program_json_schema", "PROGRAM_VERSION", "PAGE_SIZE", "PAGE_SHIFT", "TASK_SIZE",
-    "MAX_PAGES", "MAX_THREADS", "MAX_VALUE", "decode", "encode",
+    "MAX_PAGES", "MAX_THREADS", "MAX_VALUE", "MAX_OPS", "OP_TYPES", "Thread", "Prot", "Mmap",
+    "Munmap", "Mremap", "Mprotect", "Fork", "Read", "Write", "Madvise", "Pin", "Unpin", "DmaWrite",
+    "Reclaim", "DeferredSplitScan", "FolioTryGet", "FolioPut", "LruAddDrain", "check_schedule",
     # runs
     "run", "Runner", "Outcome", "COUNTERS", "Place", "Verdict", "YieldPoint", "YIELD_POINTS",
     # differentials

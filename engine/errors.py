@@ -143,3 +143,18 @@ class CPathError(FoliodiffError):
         self.path = path
         self.reason = reason
         super().__init__(f"C path library {path}: {reason}")
+
+
+class ChooserError(FoliodiffError, ValueError):
+    """A chooser failed or returned a thread that cannot run at that step.
+
+    A harness bug, never an outcome of the run: it propagates out of
+    :meth:`engine.execution.runner.Runner.run`.
+    """
+
+    def __init__(self, step: int, chosen: Any, runnable: list[str],
+                 reason: str = "is not runnable") -> None:
+        self.step = step
+        self.chosen = chosen
+        super().__init__(f"chooser: step {step}: {chosen!r} {reason} "
+                         f"(runnable: {', '.join(runnable)})")

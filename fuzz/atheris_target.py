@@ -37,14 +37,15 @@ from collections.abc import Callable
 import atheris
 
 with atheris.instrument_imports(include=["engine"], exclude=[
-        # The kernel model is instrumented; the program format and its byte
-        # codec are not: the custom mutator runs them too, and coverage they
+        # The kernel model is instrumented; the program format is not (nor is
+        # the byte codec, fuzz.codec, outside the engine): the custom mutator
+        # runs them too, and coverage they
         # showed there would make every mutant look new to libFuzzer.  Nor are
         # the oracles, the state snapshots and the differential's
         # classification: they run after every step or operation whatever the
         # model did, and instrumenting them halved the execution rate for no
         # coverage of kernel paths.
-        "engine.program.codec", "engine.program.format", "engine.execution.oracle",
+        "engine.program.format", "engine.execution.oracle",
         "engine.execution.outcome", "engine.diff.differential",
         # Nor is what the engine's public surface imports besides the model,
         # which never runs on an input: the corpus, the reproducers, the
@@ -53,8 +54,9 @@ with atheris.instrument_imports(include=["engine"], exclude=[
         "engine.repro.observables", "engine.repro.realobs", "engine.repro.reproducer",
         "engine.bench", "engine.bench.differential", "engine.bench.native",
         "engine.kernels.mutants"]):
-    from engine import Program, Report, decode, differential
+    from engine import Program, Report, differential
 
+from fuzz.codec import decode
 from fuzz.hints import HINT_RATE, HINT_TRIES, mutant_inputs
 from fuzz.sources import affordable, allowance, program_mutant
 

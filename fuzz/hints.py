@@ -35,10 +35,10 @@ from engine import (
     Report,
     ThreadKind,
     YieldPoint,
-    encode,
     parse_program,
     renumber_schedule,
 )
+from fuzz.codec import encode
 from fuzz.mutate import boundary, program_data
 
 #: Kernel event -> the operation of the kernel thread that consumes what it handed off.

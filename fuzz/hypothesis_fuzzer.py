@@ -27,7 +27,8 @@ from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings, tar
 from hypothesis import strategies as st
 from hypothesis.database import DirectoryBasedExampleDatabase, InMemoryExampleDatabase
 
-from engine import Program, Report, decode, differential
+from engine import Program, Report, differential
+from fuzz.codec import decode
 from fuzz.hints import HINT_TRIES, mutants
 from fuzz.sources import MAX_FUZZ_PAGES, affordable, features, mapped_pages
 from fuzz.strategies import programs, seeded_programs

@@ -25,7 +25,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from engine import DEFAULT_READING, Program, ProgramError, Report, decode, encode, load_any, parse_program
+from engine import DEFAULT_READING, Program, ProgramError, Report, load_any, parse_program
+from fuzz.codec import decode, encode
 from fuzz.errors import ExhaustiveStateError
 from fuzz.hints import HINT_RATE, HINT_TRIES, layout_mutants, mutant_inputs
 from fuzz.mutate import mutate_program

@@ -41,9 +41,9 @@ from engine import (
     YIELD_POINTS,
     Program,
     YieldPoint,
-    encode,
     parse_program,
 )
+from fuzz.codec import encode
 from fuzz.mutate import mutate_program
 
 __all__ = ["any_programs", "names", "program_bytes", "programs", "seeded_programs"]

@@ -27,8 +27,9 @@ import pathlib
 import random
 import sys
 
-from engine import CORPUS_DIR, decode, differential, load_any, typical_program
+from engine import CORPUS_DIR, differential, load_any, typical_program
 from engine.kernels import ORDER
+from fuzz.codec import decode
 
 PAIRS = list(itertools.pairwise(ORDER))
 

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel
 
-from engine.errors import FoliodiffError, HarnessError, KernelBug
+from engine.errors import ChooserError, HarnessError, KernelBug
 from engine.execution.oracle import Oracle, Verdict, Violation
 from engine.execution.outcome import Crash, Outcome, Place, TraceEntry, observe
 from engine.kernels import kernel_class, resolve_engine
@@ -134,20 +134,6 @@ YIELD_POINTS: dict[str, tuple[YieldPoint, ...]] = {
 
 #: ``chooser(step, runnable thread names, default) -> thread name``; see :class:`Runner`.
 Chooser = Callable[[int, list[str], str], str]
-
-
-class ChooserError(FoliodiffError, ValueError):
-    """A chooser failed or returned a thread that cannot run at that step.
-
-    A harness bug, never an outcome of the run: it propagates out of :meth:`Runner.run`.
-    """
-
-    def __init__(self, step: int, chosen: Any, runnable: list[str],
-                 reason: str = "is not runnable") -> None:
-        self.step = step
-        self.chosen = chosen
-        super().__init__(f"chooser: step {step}: {chosen!r} {reason} "
-                         f"(runnable: {', '.join(runnable)})")
 
 
 def _model_frames(tb, harness: bool = False) -> list[str]:

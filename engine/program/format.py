@@ -43,7 +43,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from engine.errors import ProgramError
-from engine.mm.sched import YieldPoint
+from engine.program.places import YieldPoint
 
 PROGRAM_VERSION: Final = 2
 #: Program format versions :func:`parse_program` reads (1: without a schedule only).

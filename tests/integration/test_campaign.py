@@ -25,8 +25,8 @@ import pytest
 
 from engine.corpus.upgrade import upgrade_program
 from engine.diff.differential import differential
-from engine.program.codec import decode
 from engine.program.format import parse_program
+from fuzz.codec import decode
 from fuzz.sources import MAX_FUZZ_PAGES, Fuzzer, mapped_pages
 from service.campaign import Campaign, CampaignConfig, create
 from service.models import CampaignStatus

@@ -23,7 +23,6 @@ from hypothesis import strategies as st
 
 from engine.execution.runner import YIELD_POINTS
 from engine.mm.sched import YieldPoint
-from engine.program.codec import THREAD_MENU, decode, encode, thread_ops
 from engine.program.format import (
     MAX_THREADS,
     OPS_BY_KIND,
@@ -43,6 +42,7 @@ from engine.program.format import (
     loads_program,
     parse_program,
 )
+from fuzz.codec import THREAD_MENU, decode, encode, thread_ops
 from fuzz.strategies import any_programs, program_bytes, programs
 
 pytestmark = pytest.mark.property

@@ -114,8 +114,8 @@ def test_dma_loss_without_a_lazyfree_discard_is_not_the_lazyfree_target() -> Non
 
 def test_the_layout_targets_leave_out_the_seeds_that_build_their_layout() -> None:
     """oob-batch starts from no mremap; vma-bound from no batch that crosses a VMA end."""
-    from engine.program.codec import decode
     from fuzz.bench import target_seeds
+    from fuzz.codec import decode
     oob = [decode(d) for d in target_seeds(Target.OOB_BATCH, CORPUS)]
     assert oob and not any(op.op == "mremap" for p in oob for op in p.ops)
     kept = {decode(d).to_json() for d in target_seeds(Target.VMA_BOUND, CORPUS)}

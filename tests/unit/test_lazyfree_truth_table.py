@@ -2,7 +2,8 @@
 for a small folio, a PTE-mapped 16-page folio and a PMD-mapped THP.
 
 Expected values follow the seed's diff (faeb2831b517) and kernel-semantics.md
-A.1-A.4 and F; v6.12 is Debian's 6.12.117 (section J, engine/kernels/v6_12.py).  Each case runs a real program: mmap, write, MADV_FREE,
+A.1-A.4 and F; v6.12 is Debian's 6.12.117 (section J, engine/kernels/v6_12.py).
+Each case runs a real program: mmap, write, MADV_FREE,
 optionally a second write (redirty) and a speculative folio_try_get held
 across MADV_PAGEOUT, then looks at what reclaim did.
 """

@@ -22,7 +22,7 @@ def test_recorded_schedule_replays_the_identical_run(path):
     deviated = 0
     for seed in range(6):
         rng = random.Random(seed)
-        runner = Runner(program, "v6.15", chooser=lambda step, names, default: rng.choice(names))
+        runner = Runner(program, "v6.15", chooser=lambda step, names, default, rng=rng: rng.choice(names))
         out = runner.run()
         assert out.verdict is not Verdict.HARNESS, out.crash
         replay = program.model_copy(update={"schedule": runner.schedule_taken})

@@ -13,9 +13,9 @@ from engine.corpus.entries import load_any
 from engine.diff.differential import differential
 from engine.execution.runner import YIELD_POINTS
 from engine.mm.sched import YieldPoint
-from engine.program.codec import decode, encode
 from engine.program.format import Preemption
 from fuzz.bench import TARGETS, Target
+from fuzz.codec import decode, encode
 from fuzz.sources import (
     PCT_RUNS,
     PCT_RUNS_PLAIN,

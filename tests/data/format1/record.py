@@ -10,8 +10,8 @@ import sys
 
 sys.path.insert(0, '.')
 from engine.bench import typical_program
-from engine.codec import decode
 from engine.run import run
+from fuzz.codec import decode
 
 
 def digest(outcome):

@@ -30,15 +30,14 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from engine.execution.runner import YIELD_POINTS
-from engine.mm.sched import YieldPoint
-from engine.program.format import (
+from engine import (
     MAX_OPS,
     MAX_PAGES,
     MAX_THREADS,
     OP_TYPES,
     PAGE_SHIFT,
     TASK_SIZE,
+    YIELD_POINTS,
     Advice,
     DeferredSplitScan,
     DmaWrite,
@@ -61,6 +60,7 @@ from engine.program.format import (
     ThreadKind,
     Unpin,
     Write,
+    YieldPoint,
     check_schedule,
 )
 
