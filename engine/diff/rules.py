@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pydantic import BaseModel
+
 from engine.kernels import ORDER, base_version
 from engine.kernels.v6_15 import (
     PMD_LAZYFREE_ABORT_DIRTY,
@@ -124,7 +126,8 @@ class Either(_Noted):
 class OpIs(When):
     """The runs parted in an operation of this type (a program-format class)."""
 
-    def __init__(self, op_type: type[DeferredSplitScan]) -> None:
+    def __init__(self, op_type: type[BaseModel]) -> None:
+        # the op string programs spell the type with (its ``op`` field's default)
         self.op: str = op_type.model_fields["op"].default
 
     def __call__(self, old: Events, new: Events, op_kind: str) -> bool:
