@@ -158,3 +158,12 @@ class ChooserError(FoliodiffError, ValueError):
         self.chosen = chosen
         super().__init__(f"chooser: step {step}: {chosen!r} {reason} "
                          f"(runnable: {', '.join(runnable)})")
+
+
+class UndeclaredEvent(HarnessError, TypeError):
+    """A kernel path noted, or a rule named, an event nobody declared: a
+    defect of foliodiff, never a kernel finding."""
+
+    def __init__(self, name: object, reason: str = "is not a declared Event") -> None:
+        self.name = name
+        super().__init__(f"event {name!r} {reason} (engine/mm/events.py)")

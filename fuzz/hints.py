@@ -38,14 +38,15 @@ from engine import (
     parse_program,
     renumber_schedule,
 )
+from engine.kernels import events
 from fuzz.codec import encode
 from fuzz.mutate import boundary, program_data
 
 #: Kernel event -> the operation of the kernel thread that consumes what it handed off.
 HANDOFFS: dict[str, str] = {
     # deferred_split_folio(): the folio is on the split queue, for the shrinker.
-    "deferred_split_partially_mapped": "deferred_split_scan",
-    "deferred_split_underused": "deferred_split_scan",
+    events.DEFERRED_SPLIT_PARTIALLY_MAPPED: "deferred_split_scan",
+    events.DEFERRED_SPLIT_UNDERUSED: "deferred_split_scan",
 }
 #: How often a fuzzer's next input is a pending hint rather than its own
 #: choice (at 0.5, hint mutants crowded out the rest: the random fuzzer found
@@ -152,7 +153,10 @@ def hinted(program: Program, handoff: Handoff, rng: random.Random,
 
 #: Events of a reclaim that unmapped a large folio: batched (v6.15 on), or PTE
 #: by PTE, leaving it partially mapped for a moment (before v6.15).
-LAYOUT_EVENTS = frozenset({"ttu_batch", "ttu_batch_partial", "deferred_split_partially_mapped"})
+#: (v6.15 declares its batch events itself: looked up by name, which fails at
+#: import for a name nobody declared.)
+LAYOUT_EVENTS = frozenset({events.event("ttu_batch"), events.event("ttu_batch_partial"),
+                           events.DEFERRED_SPLIT_PARTIALLY_MAPPED})
 
 
 def layout_mutants(program: Program, report: Report, rng: random.Random,

@@ -1,16 +1,38 @@
-"""Kernel versions the model implements, by engine id."""
+"""Kernel versions the model implements, by engine id: the surface for writing one.
+
+The registry: :data:`KERNELS` (engine id -> class), :data:`ORDER` (the
+version ladder; adjacent pairs have rules), :data:`ALIASES`,
+:data:`C_TWINS` and :data:`BASES`, :func:`resolve_engine`,
+:func:`kernel_class`, :func:`base_version`.
+
+Writing a version: subclass the version it changes (:class:`V6_16`, ...,
+all of them over :class:`Kernel`) and override the kernel functions the
+patch changes, with the names and signatures of the kernel's (typed: the
+folio, VMA and page-table types are in :mod:`folio`, :mod:`mm_types` and
+:mod:`pgtable` here; the places a path may yield, :class:`YieldPoint`).
+What a path does that a rule must see, it notes with ``self.event(EV)``:
+``EV`` a declared :class:`Event` (the built-in ones in :mod:`events`; a
+version declares its own at module level, ``Event(name, meaning)``, as
+v6_15.py does).  Its intended differences from its parent are
+:class:`Rule` s over those events, tested with :class:`Old`, :class:`New`,
+:class:`Either` and :class:`OpIs`.
+"""
 
 from __future__ import annotations
 
 from engine.errors import UnknownEngineError
 from engine.kernels.base import Kernel
 from engine.kernels.c_twins import V6_14C, V6_15C, V6_16C
+from engine.kernels.rule import Either, New, Old, OpIs, Rule, When
 from engine.kernels.v5_17 import V5_17
 from engine.kernels.v5_18 import V5_18
 from engine.kernels.v6_12 import V6_12
 from engine.kernels.v6_14 import V6_14
 from engine.kernels.v6_15 import V6_15
 from engine.kernels.v6_16 import V6_16
+from engine.mm import events, folio, mm_types, pgtable
+from engine.mm.events import Event, folio_batch_full, place_event
+from engine.program.places import YieldPoint
 
 KERNELS: dict[str, type[Kernel]] = {k.VERSION: k for k in (V5_17, V5_18, V6_12, V6_14, V6_15,
                                                              V6_16)}
@@ -45,3 +67,15 @@ def base_version(name: str) -> str:
     Python version (rules, ``ORDER`` and corpus expectations are per kernel version)."""
     name = resolve_engine(name)
     return BASES.get(name, name)
+
+
+__all__ = [
+    # the registry
+    "KERNELS", "ORDER", "ALIASES", "C_TWINS", "BASES", "resolve_engine", "kernel_class",
+    "base_version",
+    # the versions
+    "Kernel", "V5_17", "V5_18", "V6_12", "V6_14", "V6_15", "V6_16", "V6_14C", "V6_15C", "V6_16C",
+    # writing one
+    "events", "Event", "folio_batch_full", "place_event", "Rule", "When", "Old", "New", "Either",
+    "OpIs", "folio", "mm_types", "pgtable", "YieldPoint",
+]

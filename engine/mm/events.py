@@ -25,18 +25,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.errors import HarnessError
+from engine.errors import UndeclaredEvent
 from engine.mm.sched import KERNEL_YIELD_POINTS, YieldPoint
-
-
-class UndeclaredEvent(HarnessError, TypeError):
-    """A kernel path noted, or a rule named, an event nobody declared: a
-    defect of foliodiff, never a kernel finding."""
-
-    def __init__(self, name: object, reason: str = "is not a declared Event") -> None:
-        self.name = name
-        super().__init__(f"event {name!r} {reason} (engine/mm/events.py)")
-
 
 #: Every declared event by name, in declaration order.
 EVENTS: dict[str, Event] = {}
