@@ -23,15 +23,14 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from engine.errors import RecursiveLocking
 
+# The places are the program format's vocabulary (a schedule names them); the
+# kernel paths yield them, and import them from here with the locks.
+from engine.program.places import KERNEL_YIELD_POINTS as KERNEL_YIELD_POINTS
+from engine.program.places import YieldPoint as YieldPoint
+
 if TYPE_CHECKING:
     from engine.mm.folio import Folio
     from engine.program.format import ThreadKind
-
-
-# The places are the program format's vocabulary (a schedule names them); the
-# kernel paths here yield them.
-from engine.program.places import KERNEL_YIELD_POINTS as KERNEL_YIELD_POINTS  # noqa: E402
-from engine.program.places import YieldPoint as YieldPoint  # noqa: E402
 
 
 class Waitable(Protocol):
