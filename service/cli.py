@@ -243,10 +243,14 @@ def bench(
     programs: Annotated[int, typer.Option(help="distinct programs")] = 200,
     repeat: Annotated[int, typer.Option(help="timed repetitions (the median is reported)")] = 5,
     seed: Annotated[int, typer.Option(help="seed of the program generator")] = 1,
+    campaign_inputs: Annotated[int, typer.Option(
+        min=0, help="programs of a recorded random campaign to time too (0: none)")] = 600,
     out: Annotated[str | None, typer.Option(help="write the figures as JSON here")] = None,
 ) -> None:
-    """Differential executions per second on typical programs, one core."""
+    """Differential executions per second on one core: typical generated programs, and the
+    inputs a random campaign from the seed corpus runs, with where their time goes."""
     from engine import bench_differential, bench_page_cost
+    from fuzz.throughput import bench_campaign_inputs
     try:
         names = _engines(engines)
     except (FoliodiffError, typer.BadParameter) as exc:
@@ -255,6 +259,9 @@ def bench(
         _fail("--engines: bench compares two engines")
     res = bench_differential(names[0], names[1], programs=programs, repeat=repeat, seed=seed)
     res.update(bench_page_cost(names[0], names[1], repeat=repeat))
+    if campaign_inputs > 0:
+        res.update(bench_campaign_inputs(names[0], names[1], count=campaign_inputs,
+                                         repeat=repeat, seed=seed))
     _figures(f"differential executions, {names[0]} vs {names[1]}", res, 1, out)
 
 

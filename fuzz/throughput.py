@@ -1,0 +1,106 @@
+"""Executions per second on the inputs a campaign really runs, and where the time goes.
+
+``foliodiff bench`` measures generated programs of about 13 operations; a
+campaign runs something else: the seed corpus first (libFuzzer's INITED
+pass), then mutants of it as the random source makes them, with hand-off
+and layout hints and their schedules.  :func:`campaign_inputs` records that
+stream: a :class:`fuzz.sources.Source` of the random fuzzer, seeded, whose
+programs run through the differential and are fed back (:meth:`Source.learn`)
+exactly as a campaign's worker does, so that the corpus grows and hints fire
+as they would.  Recording is not timed.
+
+:func:`bench_campaign_inputs` then times passes over the recorded programs,
+each pass measuring one layer on the same inputs:
+
+- ``differential``: what a campaign's worker pays per program (both runs
+  traced, compared, classified);
+- ``traced``: the two runs with their trace, without the comparison;
+- ``untraced``: the two runs, per-step oracles on, no trace;
+- ``kernel``: the two runs with neither trace nor per-step oracles (the end
+  of run oracles still check).
+
+The layers' costs are differences of medians from the same run: tracing
+is traced - untraced, per-step oracles untraced - kernel, classification
+differential - traced.  Deterministic: the stream is a function of the pair,
+the seed and the count.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from engine import CORPUS_DIR, Program, differential, run
+from engine.kernels import resolve_engine
+from fuzz.sources import Corpus, Fuzzer, Source, seed_inputs
+
+
+def campaign_inputs(engine_a: str, engine_b: str, count: int, *, seed: int = 1,
+                    seeds: str | Path = CORPUS_DIR) -> list[Program]:
+    """The first @count programs a random campaign of @engine_a vs @engine_b runs.
+
+    @seeds: the seed corpus the campaign starts from (``--seeds``).
+    Return: the programs in the order the source yielded them: the seeds
+    first, then mutants, hints and their schedules.
+    """
+    corpus = Corpus(None, seed_inputs(seeds, reading=engine_a))
+    source = Source(Fuzzer.RANDOM, engine_a, seed, 0, corpus)
+    out: list[Program] = []
+    for program in source:
+        out.append(program)
+        source.learn(program, differential(program, engine_a, engine_b))
+        if len(out) >= count:
+            break
+    return out
+
+
+def _pass(programs: list[Program], one: Callable[[Program], object]) -> float:
+    """Seconds for one pass of @one over @programs."""
+    t0 = time.perf_counter()
+    for program in programs:
+        one(program)
+    return time.perf_counter() - t0
+
+
+def bench_campaign_inputs(engine_a: str, engine_b: str, *, count: int = 300, repeat: int = 3,
+                          seed: int = 1) -> dict[str, Any]:
+    """Time the layers of a differential over :func:`campaign_inputs`.
+
+    Return: the figures (exec/s are medians of @repeat passes; each layer's
+    ``campaign_time_pct_*`` is its percentage of the differential's median time).
+    """
+    a, b = resolve_engine(engine_a), resolve_engine(engine_b)
+    programs = campaign_inputs(a, b, count, seed=seed)
+    layers: dict[str, Callable[[Program], object]] = {
+        "differential": lambda p: differential(p, a, b),
+        "traced": lambda p: (run(p, a, trace=True), run(p, b, trace=True)),
+        "untraced": lambda p: (run(p, a), run(p, b)),
+        "kernel": lambda p: (run(p, a, per_step_oracles=False), run(p, b, per_step_oracles=False)),
+    }
+    times: dict[str, list[float]] = {name: [] for name in layers}
+    for _ in range(repeat):
+        # Interleaved passes: a slow moment of a shared machine hits every layer alike.
+        for name, one in layers.items():
+            times[name].append(_pass(programs, one))
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+    n = len(programs)
+    res: dict[str, Any] = {
+        "campaign_inputs": n,
+        "campaign_inputs_from_seeds": len(seed_inputs(CORPUS_DIR, reading=a)),
+        "campaign_mean_ops_per_program": round(sum(len(p.ops) for p in programs) / n, 1),
+        "campaign_differential_exec_per_s_median": n / med["differential"],
+        "campaign_differential_exec_per_s_min": n / max(times["differential"]),
+        "campaign_differential_exec_per_s_max": n / min(times["differential"]),
+        "campaign_single_run_per_s_median": 2 * n / med["untraced"],
+        "campaign_single_run_without_step_oracles_per_s_median": 2 * n / med["kernel"],
+    }
+    total = med["differential"]
+    for name, cost in (("kernel", med["kernel"]),
+                       ("per_step_oracles", med["untraced"] - med["kernel"]),
+                       ("tracing", med["traced"] - med["untraced"]),
+                       ("classification", med["differential"] - med["traced"])):
+        res[f"campaign_time_pct_{name}"] = round(100 * cost / total, 1)
+    return res
