@@ -22,6 +22,7 @@ from __future__ import annotations
 import enum
 from collections import Counter
 
+from engine.mm.folio import Folio
 from engine.mm.memory import ZERO_PFN
 from engine.mm.mm_types import MM_ANONPAGES
 from engine.mm.page_table_check import PageTableCheck, field_name
@@ -36,6 +37,9 @@ from engine.mm.pgtable import (
     pte_swp_offset,
 )
 
+
+def _seq(folio: Folio) -> int:
+    return folio.seq
 
 class Verdict(str, enum.Enum):
     """How a run ended."""
@@ -354,31 +358,51 @@ class Oracle:
             self.check_page_tables()
 
     def check_folios(self) -> None:
-        # Mapcounts and named holders change only through rmap updates, a split and
-        # ref_get()/ref_put(), which clear the folio's stamp: a folio whose refcount
-        # is as last verified is fine.  A global rmap generation in the stamp made
-        # every update re-sum the mapcounts of every folio, most of a run's time.
-        for folio in self.k.folios.values():
-            ref = folio.ref
-            if ref == 0:
-                continue                    # frozen for freeing or splitting
-            if folio.checked == ref and not folio.swapcache:
-                continue
-            extra = folio.extra
-            held = sum(extra.values()) if extra else 0
-            expected = sum(folio.mapcount) + folio.entire_mapcount + held
-            if ref != expected:
-                raise Violation(Verdict.INVARIANT, "folio.refcount",
-                                f"folio pfn {folio.pfn:#x} refcount {ref} != {expected} "
-                                f"(mappings {sum(folio.mapcount) + folio.entire_mapcount}, "
-                                f"holders {dict(folio.extra)})")
-            if folio.swapcache and not folio.swapbacked:
-                raise Violation(Verdict.INVARIANT, "folio.swapcache",
-                                f"folio pfn {folio.pfn:#x} in swapcache but not swapbacked")
-            if folio.order and folio.order < HPAGE_PMD_ORDER and folio.entire_mapcount:
-                raise Violation(Verdict.INVARIANT, "folio.entire_mapcount",
-                                f"folio pfn {folio.pfn:#x} of order {folio.order} PMD-mapped")
-            folio.checked = ref
+        # Only the folios something checked here changed for since the last
+        # check: the refcount, the named holders, a mapcount, swapcache or
+        # swapbacked (Folio.touched; a new folio is touched too).  A folio whose
+        # refcount is 0 is frozen for freeing or splitting: it is checked when
+        # its count is set again.  In the order of the kernel's folios, so that
+        # of two folios broken at one step the same one is reported as when
+        # every folio was looked at after every step.
+        k = self.k
+        touched = k.folios_touched
+        if not touched:
+            return
+        live = k.folios
+        folios = sorted((f for f in touched if live.get(f.pfn) is f), key=_seq)
+        touched.clear()
+        for i, folio in enumerate(folios):
+            try:
+                self._check_folio(folio)
+            except Violation:
+                # Still to be looked at, this one too, should the run go on.
+                touched.update(dict.fromkeys(folios[i:]))
+                raise
+
+    @staticmethod
+    def _check_folio(folio: Folio) -> None:
+        """The refcount and flag invariants of one live folio (see check_folios())."""
+        ref = folio.ref
+        if ref == 0:
+            return                          # frozen for freeing or splitting
+        if folio.checked == ref and not folio.swapcache:
+            return
+        extra = folio.extra
+        held = sum(extra.values()) if extra else 0
+        expected = sum(folio.mapcount) + folio.entire_mapcount + held
+        if ref != expected:
+            raise Violation(Verdict.INVARIANT, "folio.refcount",
+                            f"folio pfn {folio.pfn:#x} refcount {ref} != {expected} "
+                            f"(mappings {sum(folio.mapcount) + folio.entire_mapcount}, "
+                            f"holders {dict(folio.extra)})")
+        if folio.swapcache and not folio.swapbacked:
+            raise Violation(Verdict.INVARIANT, "folio.swapcache",
+                            f"folio pfn {folio.pfn:#x} in swapcache but not swapbacked")
+        if folio.order and folio.order < HPAGE_PMD_ORDER and folio.entire_mapcount:
+            raise Violation(Verdict.INVARIANT, "folio.entire_mapcount",
+                            f"folio pfn {folio.pfn:#x} of order {folio.order} PMD-mapped")
+        folio.checked = ref
 
     def _table_counts(self, pt) -> tuple[Counter, int]:
         raw = pt.entries.tobytes()

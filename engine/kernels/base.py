@@ -13,7 +13,7 @@ from collections import Counter
 
 from engine.errors import HarnessError, KernelBug, RefcountUnderflow, UseAfterFree
 from engine.mm.events import Event, UndeclaredEvent
-from engine.mm.folio import Folio, folio_clear_lru, folio_mapcount
+from engine.mm.folio import Folio, folio_clear_lru, folio_mapcount, folio_ref_add, folio_ref_mod
 from engine.mm.fork import ForkMixin
 from engine.mm.gup import GupMixin
 from engine.mm.huge_memory import HugeMemoryMixin
@@ -57,6 +57,10 @@ class Kernel(MemoryMixin, MmapMixin, MremapMixin, MprotectMixin, ForkMixin, Rmap
     def __init__(self) -> None:
         self.mms: dict[int, MmStruct] = {}
         self.folios: dict[int, Folio] = {}     # head pfn -> live folio
+        #: Folios the refcount oracle must look at again (see Folio.touched), and
+        #: the count of folios entered so far (Folio.seq: their order in folios).
+        self.folios_touched: dict[Folio, None] = {}
+        self.folio_seq = 0
         self.next_pfn = 0x10000
         self.next_anon_vma = 0
         self.swap = SwapDevice()
@@ -137,8 +141,16 @@ class Kernel(MemoryMixin, MmapMixin, MremapMixin, MprotectMixin, ForkMixin, Rmap
         pfn = (self.next_pfn + nr - 1) & ~(nr - 1)
         self.next_pfn = pfn + nr
         folio = Folio(pfn, order)
-        self.folios[pfn] = folio
+        self.folio_register(folio)
         return folio
+
+    def folio_register(self, folio: Folio) -> None:
+        """Enter a new folio (an allocation, a split's tail) in the live folios."""
+        self.folio_seq += 1
+        folio.seq = self.folio_seq
+        folio.touched = self.folios_touched
+        self.folios[folio.pfn] = folio
+        folio.touch()
 
     def pfn_folio(self, pfn: int) -> Folio:
         """The live folio containing ``pfn`` (page_folio(pfn_to_page(pfn)))."""
@@ -164,7 +176,7 @@ class Kernel(MemoryMixin, MmapMixin, MremapMixin, MprotectMixin, ForkMixin, Rmap
     def ref_get(self, folio: Folio, why: str, n: int = 1) -> None:
         if folio.freed:
             raise UseAfterFree(f"reference ({why}) on freed folio pfn {folio.pfn:#x}")
-        folio.ref += n
+        folio_ref_add(folio, n)
         folio.set_holder(why, folio.extra.get(why, 0) + n)
 
     def ref_put(self, folio: Folio, why: str, n: int = 1) -> None:
@@ -179,7 +191,7 @@ class Kernel(MemoryMixin, MmapMixin, MremapMixin, MprotectMixin, ForkMixin, Rmap
         """folio_put_refs(): drop ``n`` references, freeing the folio at zero."""
         if folio.freed:
             raise UseAfterFree(f"folio_put on freed folio pfn {folio.pfn:#x} (use-after-free)")
-        folio.ref -= n
+        folio_ref_mod(folio, -n)
         if folio.ref < 0:
             raise RefcountUnderflow(f"refcount of folio pfn {folio.pfn:#x} underflows to {folio.ref}")
         if folio.ref == 0:

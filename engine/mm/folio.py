@@ -35,7 +35,7 @@ class Folio:
                  "anon", "swapbacked", "swapcache", "dirty", "lru", "active", "referenced",
                  "locked", "lock_owner", "partially_mapped", "mlocked", "unevictable",
                  "on_deferred_list", "lru_list", "data", "swap", "index", "anon_vma",
-                 "freed", "extra", "checked", "mm_ids")
+                 "freed", "extra", "checked", "mm_ids", "seq", "touched")
 
     def __init__(self, pfn: int, order: int) -> None:
         self.pfn = pfn
@@ -67,6 +67,19 @@ class Folio:
         self.extra: dict[str, int] = {}   # references held for a named reason
         self.checked: int | None = None  # the refcount the oracle last verified
         self.mm_ids: MmIds | None = None   # a large folio's owner tracking (CONFIG_MM_ID)
+        # Where the folio sits in the kernel's folios (its insertion order), and the
+        # kernel's set of folios the refcount oracle must look at again: every
+        # change of what it checks (the refcount, through the folio_ref_*()
+        # accessors below; holders, mapcounts, swapcache, swapbacked) puts the
+        # folio there (Kernel.folio_register()).
+        self.seq = 0
+        self.touched: dict[Folio, None] | None = None
+
+    def touch(self) -> None:
+        """Something the refcount oracle checks changed: look at this folio again."""
+        touched = self.touched
+        if touched is not None:
+            touched[self] = None
 
     def set_holder(self, why: str, n: int) -> None:
         """The references holder @why holds are @n now (0: none).
@@ -82,6 +95,7 @@ class Folio:
         else:
             self.extra.pop(why, None)
         self.checked = None
+        self.touch()
 
     def __repr__(self) -> str:
         return f"<folio pfn={self.pfn:#x} order={self.order} ref={self.ref}>"
@@ -167,10 +181,12 @@ def folio_test_swapbacked(folio: Folio) -> bool:
 
 def folio_set_swapbacked(folio: Folio) -> None:
     folio.swapbacked = True
+    folio.touch()
 
 
 def folio_clear_swapbacked(folio: Folio) -> None:
     folio.swapbacked = False
+    folio.touch()
 
 
 def folio_test_swapcache(folio: Folio) -> bool:
@@ -179,10 +195,12 @@ def folio_test_swapcache(folio: Folio) -> bool:
 
 def folio_set_swapcache(folio: Folio) -> None:
     folio.swapcache = True
+    folio.touch()
 
 
 def folio_clear_swapcache(folio: Folio) -> None:
     folio.swapcache = False
+    folio.touch()
 
 
 def folio_test_dirty(folio: Folio) -> bool:
@@ -300,7 +318,7 @@ def folio_get(folio: Folio, n: int = 1) -> None:
     if folio.ref <= 0:
         raise RefcountUnderflow(f"folio_get on folio pfn {folio.pfn:#x} with refcount {folio.ref}")
     folio.ref += n
-
+    folio.touch()
 
 
 def folio_try_get(folio: Folio) -> bool:
@@ -308,12 +326,14 @@ def folio_try_get(folio: Folio) -> bool:
     if folio.freed or folio.ref == 0:
         return False
     folio.ref += 1
+    folio.touch()
     return True
 
 
 def folio_ref_sub(folio: Folio, n: int) -> None:
     _check_live(folio, "folio_ref_sub")
     folio.ref -= n
+    folio.touch()
     if folio.ref <= 0:
         raise RefcountUnderflow(f"folio_ref_sub({n}) drops folio pfn {folio.pfn:#x} to {folio.ref}")
 
@@ -323,8 +343,37 @@ def folio_ref_freeze(folio: Folio, count: int) -> bool:
     if folio.ref != count:
         return False
     folio.ref = 0
+    folio.touch()
     return True
 
 
 def folio_ref_unfreeze(folio: Folio, count: int) -> None:
     folio.ref = count
+    folio.touch()
+
+
+# The plain counter updates of include/linux/page_ref.h.  Kernel paths change
+# folio->_refcount only through these and the helpers above: each tells the
+# refcount oracle to look at the folio again (tests/unit/test_layout.py holds
+# the model to that).
+
+def folio_set_count(folio: Folio, v: int) -> None:
+    folio.ref = v
+    folio.touch()
+
+
+def folio_ref_mod(folio: Folio, nr: int) -> None:
+    folio.ref += nr
+    folio.touch()
+
+
+def folio_ref_add(folio: Folio, nr: int) -> None:
+    folio_ref_mod(folio, nr)
+
+
+def folio_ref_inc(folio: Folio) -> None:
+    folio_ref_mod(folio, 1)
+
+
+def folio_ref_dec(folio: Folio) -> None:
+    folio_ref_mod(folio, -1)

@@ -21,6 +21,10 @@ from engine.mm.folio import (
     folio_clear_partially_mapped,
     folio_mapcount,
     folio_mark_dirty,
+    folio_ref_add,
+    folio_ref_dec,
+    folio_ref_inc,
+    folio_set_count,
     folio_set_dirty,
     folio_set_lru,
     folio_set_partially_mapped,
@@ -187,9 +191,9 @@ class HugeMemoryMixin(KernelMixin):
         self.cost["pte_writes"] += HPAGE_PMD_NR
         if freeze:
             self.folio_drop_rmap_pmd(folio, vma)
-            folio.ref -= 1                        # put_page() of the PMD's reference
+            folio_ref_dec(folio)                  # put_page() of the PMD's reference
         else:
-            folio.ref += HPAGE_PMD_NR - 1
+            folio_ref_add(folio, HPAGE_PMD_NR - 1)
             self.folio_add_anon_rmap_ptes(folio, 0, HPAGE_PMD_NR, vma)
             self.folio_remove_rmap_pmd(folio, vma)
         self.count("THP_SPLIT_PMD")
@@ -375,7 +379,7 @@ class HugeMemoryMixin(KernelMixin):
                 if pte_dirty(pte):
                     folio_mark_dirty(folio)          # "now the pte is gone"
                 self.folio_drop_rmap_ptes(folio, pte_pfn(pte) - lo, 1, vma)
-                folio.ref -= 1                        # folio_put(): the entry holds none
+                folio_ref_dec(folio)                  # folio_put(): the entry holds none
                 migrations.append((vma, table, idx, pte_pfn(pte)))
         self.cost["tlb_flushes"] += 1                 # try_to_unmap_flush()
         return migrations
@@ -400,7 +404,7 @@ class HugeMemoryMixin(KernelMixin):
                 vma.mm.rss[MM_ANONPAGES] -= 1
                 self.event(SPLIT_REMAP_ZEROPAGE, folio)
                 continue
-            folio.ref += 1
+            folio_ref_inc(folio)
             self.folio_add_anon_rmap_ptes(folio, page, 1, vma)
 
     def split_folio_to_order0(self, folio: Folio) -> list[Folio]:
@@ -426,13 +430,13 @@ class HugeMemoryMixin(KernelMixin):
             t.active, t.referenced, t.mlocked = folio.active, folio.referenced, folio.mlocked
             t.index, t.anon_vma = folio.index + i, folio.anon_vma
             t.data[0] = folio.data[i]
-            t.ref = 0
+            folio_set_count(t, 0)
             if folio_test_swapcache(folio):
                 folio_set_swapcache(t)
                 t.swap = [swap[i]]
-                t.ref += 1
+                folio_ref_inc(t)
                 t.set_holder("swapcache", 1)
-            self.folios[t.pfn] = t
+            self.folio_register(t)
             tails.append(t)
         head_extra = folio.extra
         if folio_test_swapcache(folio):
@@ -443,7 +447,7 @@ class HugeMemoryMixin(KernelMixin):
         folio.data = [folio.data[0]]
         folio.entire_mapcount = 0
         folio.pincount = 0
-        folio.ref = sum(head_extra.values())
+        folio_set_count(folio, sum(head_extra.values()))
         self.rmap_changed(folio)
         return tails
 

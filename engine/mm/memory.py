@@ -19,6 +19,8 @@ from engine.mm.folio import (
     folio_mapcount,
     folio_mark_dirty,
     folio_maybe_dma_pinned,
+    folio_ref_inc,
+    folio_set_count,
     folio_set_dirty,
     folio_set_mlocked,
     folio_test_swapcache,
@@ -260,7 +262,7 @@ class MemoryMixin(KernelMixin):
         i0 = pte_index(start)
         for i in range(nr):
             pt.entries[i0 + i] = mk_pte(folio.pfn + i, vma.writable, dirty=True, young=True)
-        folio.ref = nr                    # one reference per PTE mapping
+        folio_set_count(folio, nr)        # one reference per PTE mapping
         self.folio_add_new_anon_rmap(folio, vma, start, pmd=False)
         vma.mm.rss[MM_ANONPAGES] += nr
         self.new_folio_mapped(folio, vma)
@@ -334,7 +336,7 @@ class MemoryMixin(KernelMixin):
             exclusive = self.swap.count.get(slot, 0) == 1 and not folio_mapcount(folio)
             pt.entries[idx] = mk_pte(folio.pfn + page, vma.writable and exclusive, dirty=False,
                                      young=True)
-            folio.ref += 1
+            folio_ref_inc(folio)
             self.folio_add_anon_rmap_ptes(folio, page, 1, vma)
             self.swap.free(slot)
         else:
@@ -435,7 +437,7 @@ class MemoryMixin(KernelMixin):
                         cmm.pmd_huge[pmd_idx] = pte_mkold(word)
                         cmm.deposited[pmd_idx] = PageTable(pmd_idx << PMD_SHIFT, cmm.id,
                                                            cmm.ptl(pmd_idx))
-                        folio.ref += 1
+                        folio_ref_inc(folio)
                         self.folio_add_anon_rmap_pmd(folio, dst)
                         cmm.rss[MM_ANONPAGES] += HPAGE_PMD_NR
                     finally:
@@ -475,7 +477,7 @@ class MemoryMixin(KernelMixin):
                         pte = pte_wrprotect(pte)
                         spt.entries[i] = pte
                         dpt.entries[i] = pte_mkold(pte)
-                        folio.ref += 1
+                        folio_ref_inc(folio)
                         self.folio_add_anon_rmap_ptes(folio, page, 1, dst)
                     cmm.rss[MM_ANONPAGES] += 1
             finally:

@@ -103,6 +103,7 @@ class RmapMixin(KernelMixin):
         the folio's mappings again (Oracle.check_folios()).  With
         :meth:`Folio.set_holder` the only places the stamp is dropped."""
         folio.checked = None
+        folio.touch()
         self.cost["rmap_updates"] += 1
 
     def folio_add_new_anon_rmap(self, folio: Folio, vma: VmArea, address: int, pmd: bool) -> None:

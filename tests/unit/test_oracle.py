@@ -91,3 +91,22 @@ def test_unpin_without_dirty_leaves_a_lazyfree_page_droppable():
         out = run(dma_then_unpin(dirty=True), engine)
         assert out.verdict.value == "ok", out.crash
         assert out.results[7] == [5]
+
+
+def test_kernel_paths_change_refcounts_only_through_the_accessors():
+    """The refcount oracle looks only at folios an accessor touched
+    (engine/mm/folio.py): a refcount written directly would escape it."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "engine"
+    direct = []
+    for path in sorted(root.rglob("*.py")):
+        if path == root / "mm" / "folio.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = (node.targets if isinstance(node, ast.Assign)
+                       else [node.target] if isinstance(node, ast.AugAssign) else [])
+            direct += [f"{path.relative_to(root)}:{node.lineno}" for t in targets
+                       if isinstance(t, ast.Attribute) and t.attr == "ref"]
+    assert not direct, f"refcounts written directly (use folio_ref_*()): {direct}"
