@@ -317,23 +317,20 @@ def folio_get(folio: Folio, n: int = 1) -> None:
     _check_live(folio, "folio_get")
     if folio.ref <= 0:
         raise RefcountUnderflow(f"folio_get on folio pfn {folio.pfn:#x} with refcount {folio.ref}")
-    folio.ref += n
-    folio.touch()
+    folio_ref_mod(folio, n)
 
 
 def folio_try_get(folio: Folio) -> bool:
     """Take a reference unless the count is already zero (being freed)."""
     if folio.freed or folio.ref == 0:
         return False
-    folio.ref += 1
-    folio.touch()
+    folio_ref_inc(folio)
     return True
 
 
 def folio_ref_sub(folio: Folio, n: int) -> None:
     _check_live(folio, "folio_ref_sub")
-    folio.ref -= n
-    folio.touch()
+    folio_ref_mod(folio, -n)
     if folio.ref <= 0:
         raise RefcountUnderflow(f"folio_ref_sub({n}) drops folio pfn {folio.pfn:#x} to {folio.ref}")
 
@@ -342,20 +339,18 @@ def folio_ref_freeze(folio: Folio, count: int) -> bool:
     """Freeze the count to zero if it is exactly ``count``."""
     if folio.ref != count:
         return False
-    folio.ref = 0
-    folio.touch()
+    folio_set_count(folio, 0)
     return True
 
 
 def folio_ref_unfreeze(folio: Folio, count: int) -> None:
-    folio.ref = count
-    folio.touch()
+    folio_set_count(folio, count)
 
 
 # The plain counter updates of include/linux/page_ref.h.  Kernel paths change
-# folio->_refcount only through these and the helpers above: each tells the
-# refcount oracle to look at the folio again (tests/unit/test_layout.py holds
-# the model to that).
+# folio->_refcount only through these (the helpers above use them too): each
+# tells the refcount oracle to look at the folio again (a test in
+# tests/unit/test_oracle.py holds the model to that).
 
 def folio_set_count(folio: Folio, v: int) -> None:
     folio.ref = v
