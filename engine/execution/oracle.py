@@ -270,8 +270,9 @@ class Oracle:
         shadow = self.shadow(mm, vpn)
         if shadow is not None:
             shadow.value = value
-            shadow.lazy = self._covers(self.freeing, mm, vpn)
-            if self._covers(self.zapping, mm, vpn):
+            freeing, zapping = self.freeing, self.zapping
+            shadow.lazy = bool(freeing) and self._covers(freeing, mm, vpn)
+            if zapping and self._covers(zapping, mm, vpn):
                 shadow.written_in_zap = True
             else:
                 shadow.racing = False
@@ -337,7 +338,8 @@ class Oracle:
         """After every scheduling step: the refcount and flag invariants, and the
         page-table check (incremental: see :mod:`engine.mm.page_table_check`)."""
         if self.per_step:
-            self.check_folios()
+            if self.k.folios_touched:
+                self.check_folios()
             self.ptc.check()
 
     def page_table_check_free(self, folio) -> None:

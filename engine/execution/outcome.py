@@ -9,9 +9,12 @@ differently but map the same things look the same.
 from __future__ import annotations
 
 import dataclasses
+from array import array
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
+from engine.errors import UseAfterFree
 from engine.execution.oracle import Verdict
 from engine.mm.events import Event
 from engine.mm.folio import FOLIO_FLAGS, Folio
@@ -59,19 +62,29 @@ class Crash:
                 "function": self.function, "stack": self.stack}
 
 
-@dataclass(slots=True)
 class TraceEntry:
     """The state of a traced run after one operation completed: where the
     differential looks for the operation after which two runs parted."""
 
-    #: The operation that completed.
-    op: int
-    #: The kernel-visible state then (:func:`observe`).
-    state: dict[str, Any]
-    #: Every operation's result then (None: not completed).
-    results: list[Any]
-    #: The operations other threads had begun and not completed then.
-    inflight: list[int]
+    __slots__ = ("op", "_state", "results", "inflight")
+
+    def __init__(self, op: int, state: Snapshot | dict[str, Any], results: list[Any],
+                 inflight: list[int]) -> None:
+        #: The operation that completed.
+        self.op = op
+        self._state = state
+        #: Every operation's result then (None: not completed).
+        self.results = results
+        #: The operations other threads had begun and not completed then.
+        self.inflight = inflight
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The kernel-visible state then (:func:`observe`), flattened when first read."""
+        st = self._state
+        if isinstance(st, Snapshot):
+            st = self._state = st.render()
+        return st
 
 
 @dataclass
@@ -117,19 +130,92 @@ class Outcome:
         return out
 
 
-def _flags(folio: Folio) -> str:
-    """The folio's flags; ``lru`` means on an LRU list.  A folio queued for the
-    lazyfree move keeps its list whether or not its PG_lru bit was cleared at
-    queue time (33dfe9204f29, v6.11, reverted in 2025): that bit alone would
-    part every MADV_FREE of small folios between 6.12.117 and v6.14, and the
-    first parting hides what comes after it.  Where the bit matters - reclaim
-    isolating a queued folio - the runs part there."""
-    return ",".join(n for n in FOLIO_FLAGS
-                    if (folio.lru_list is not None if n == "lru" else getattr(folio, n))) or "-"
+#: What a snapshot keeps of a folio, read in one call: identity, place, the
+#: fields outcomes print and its flags in FOLIO_FLAGS order (``lru`` read as
+#: "on an LRU list", see :func:`_flags`).
+_FOLIO_FLAG_ATTRS = tuple("lru_list" if n == "lru" else n for n in FOLIO_FLAGS)
+_folio_fields = attrgetter("pfn", "nr", "order", "ref", "entire_mapcount", "pincount",
+                           "lru_list", "on_deferred_list", *_FOLIO_FLAG_ATTRS)
+
+
+def _flags(flags: tuple[Any, ...]) -> str:
+    """A folio's flags, as read by :data:`_folio_fields`; ``lru`` means on an LRU
+    list.  A folio queued for the lazyfree move keeps its list whether or not
+    its PG_lru bit was cleared at queue time (33dfe9204f29, v6.11, reverted in
+    2025): that bit alone would part every MADV_FREE of small folios between
+    6.12.117 and v6.14, and the first parting hides what comes after it.
+    Where the bit matters - reclaim isolating a queued folio - the runs part
+    there."""
+    return ",".join(n for n, v in zip(FOLIO_FLAGS, flags, strict=True)
+                    if (v is not None if n == "lru" else v)) or "-"
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """The kernel-visible state of a kernel at one moment, copied, not yet
+    flattened: :meth:`render` flattens it into what :func:`observe` returns.
+
+    A traced run takes one after every operation; the differential reads them
+    only when the runs end differently, so the copy is cheap (table words as
+    bytes, a folio's fields as a tuple) and the flattening waits.  Folios are
+    held by reference for their identity: the names outcomes use are given
+    when rendering.
+    """
+
+    #: Per live mm in id order: (id, VMAs as (start, end, writable), MM_ANONPAGES,
+    #: MM_SWAPENTS, [(pmd index, huge PMD word or None, PTE table bytes or None)]).
+    mms: list[tuple[int, tuple[tuple[int, int, bool], ...], int, int,
+                    list[tuple[int, int | None, bytes | None]]]]
+    #: The live folios in the kernel's order: (the folio, its fields by _folio_fields, mapcount).
+    folios: list[tuple[Folio, tuple[Any, ...], int]]
+    lru: list[Folio]
+    deferred: tuple[Folio, ...]
+    counters: tuple[int, ...]
+    mthp: tuple[int, ...]
+    swap_slots: int
+
+    def render(self) -> dict[str, Any]:
+        """Flatten into ``field -> value`` (see :func:`observe`); a state that
+        cannot be flattened (an entry mapping no live folio) renders as
+        ``{"unobservable": why}``, as a run's final state does."""
+        try:
+            return _render(self)
+        except Exception as exc:  # noqa: BLE001 - a state too broken to print is still an outcome
+            return {"unobservable": f"{type(exc).__name__}: {exc}"}
+
+
+def snapshot(k) -> Snapshot:
+    """Copy the kernel-visible state of kernel ``k`` (see :class:`Snapshot`)."""
+    mms = []
+    for mm_id in sorted(k.mms):
+        mm = k.mms[mm_id]
+        if not mm.alive:
+            continue
+        huge, tables = mm.pmd_huge, mm.pte_tables
+        pmds = [(i, huge.get(i), None if i in huge else tables[i].entries.tobytes())
+                for i in sorted(set(tables) | set(huge))]
+        mms.append((mm_id, tuple((v.vm_start, v.vm_end, v.writable) for v in mm.vmas),
+                    mm.rss["MM_ANONPAGES"], mm.rss["MM_SWAPENTS"], pmds))
+    folios = [(f, _folio_fields(f), sum(f.mapcount)) for f in k.folios.values()]
+    counters, mthp = k.counters, k.mthp
+    return Snapshot(mms, folios, [f for lst in k.lruvec.values() for f in lst],
+                    tuple(k.deferred_split_queue), tuple(counters.get(c, 0) for c in COUNTERS),
+                    tuple(mthp.get(key, 0) for key in _MTHP_KEYS), k.swap.in_use())
+
+
+#: The mTHP stats outcomes report, in the order they print.
+_MTHP_KEYS = tuple(f"{stat}[{o}]" for o in MTHP_ORDERS
+                   for stat in ("split_deferred", "nr_anon_partially_mapped", "split",
+                                "split_failed"))
 
 
 def observe(k) -> dict[str, Any]:
-    """Flatten the kernel-visible state of kernel ``k``."""
+    """Flatten the kernel-visible state of kernel ``k``.  Raises what
+    rendering raises (a page table mapping freed memory)."""
+    return _render(snapshot(k))
+
+
+def _render(snap: Snapshot) -> dict[str, Any]:
     names: dict[int, str] = {}
 
     def name(folio: Folio) -> str:
@@ -138,25 +224,33 @@ def observe(k) -> dict[str, Any]:
             n = names[id(folio)] = f"f{len(names)}"
         return n
 
+    # head pfn -> (folio, its number of pages then): a split since changed the object's
+    by_pfn = {fields[0]: (folio, fields[1]) for folio, fields, _ in snap.folios}
+
+    def pfn_folio(pfn: int) -> tuple[Folio, int]:
+        """Kernel.pfn_folio() over the folios live then.  Return: (folio, its head pfn)."""
+        for mask in (0, 15, 511):
+            head = pfn & ~mask
+            hit = by_pfn.get(head)
+            if hit is not None and pfn < head + hit[1]:
+                return hit[0], head
+        raise UseAfterFree(f"pfn {pfn:#x} maps no live folio (page table points at freed memory)")
+
     st: dict[str, Any] = {}
-    for mm_id in sorted(k.mms):
-        mm = k.mms[mm_id]
-        if not mm.alive:
-            continue
+    for mm_id, vmas, anon, swapents, pmds in snap.mms:
         p = f"mm{mm_id}"
-        st[f"{p}.vmas"] = tuple(f"{v.vm_start:#x}-{v.vm_end:#x}:{'w' if v.writable else 'r'}"
-                                for v in mm.vmas)
-        st[f"{p}.MM_ANONPAGES"] = mm.rss["MM_ANONPAGES"]
-        st[f"{p}.MM_SWAPENTS"] = mm.rss["MM_SWAPENTS"]
-        for pmd_idx in sorted(set(mm.pte_tables) | set(mm.pmd_huge)):
-            word = mm.pmd_huge.get(pmd_idx)
+        st[f"{p}.vmas"] = tuple(f"{start:#x}-{end:#x}:{'w' if w else 'r'}" for start, end, w in vmas)
+        st[f"{p}.MM_ANONPAGES"] = anon
+        st[f"{p}.MM_SWAPENTS"] = swapents
+        for pmd_idx, word, raw in pmds:
             if word is not None:
-                folio = k.pfn_folio(pte_pfn(word))
+                folio, _ = pfn_folio(pte_pfn(word))
                 st[f"{p}.pmd[{pmd_idx << PMD_SHIFT:#x}]"] = (
                     f"{name(folio)}:{'d' if pte_dirty(word) else ''}{'y' if pte_young(word) else ''}"
                     f"{'w' if pte_write(word) else ''}")
                 continue
-            e = mm.pte_tables[pmd_idx].entries
+            assert raw is not None
+            e = array("Q", raw)
             base = pmd_idx << PMD_SHIFT
             for i in present_slots(e):
                 w = e[i]
@@ -166,33 +260,31 @@ def observe(k) -> dict[str, Any]:
                     if pfn == ZERO_PFN:
                         st[key] = "zero"
                         continue
-                    folio = k.pfn_folio(pfn)
-                    st[key] = (f"{name(folio)}+{pfn - folio.pfn}:{'d' if pte_dirty(w) else ''}"
+                    folio, head = pfn_folio(pfn)
+                    st[key] = (f"{name(folio)}+{pfn - head}:{'d' if pte_dirty(w) else ''}"
                                f"{'y' if pte_young(w) else ''}{'w' if pte_write(w) else ''}")
                 elif is_swap_pte(w):
                     st[key] = "swap"
     # folios nothing maps: in LRU order, then the rest by pfn
-    rest = [f for lst in k.lruvec.values() for f in lst] + sorted(k.folios.values(), key=lambda f: f.pfn)
-    for folio in rest:
+    for folio in snap.lru:
         name(folio)
-    by_name = {}
-    for folio in list(k.folios.values()):
-        by_name[name(folio)] = folio
+    for folio, _, _ in sorted(snap.folios, key=lambda r: r[1][0]):
+        name(folio)
+    by_name = {name(folio): (fields, mapcount) for folio, fields, mapcount in snap.folios}
     for n in sorted(by_name, key=lambda s: int(s[1:])):
-        folio = by_name[n]
+        (_, _, order, ref, entire, pincount, lru_list, deferred, *flags), mapcount = by_name[n]
         p = f"folio.{n}"
-        st[f"{p}.order"] = folio.order
-        st[f"{p}.flags"] = _flags(folio)
-        st[f"{p}.ref"] = folio.ref
-        st[f"{p}.mapcount"] = sum(folio.mapcount) + folio.entire_mapcount
-        st[f"{p}.pincount"] = folio.pincount
-        st[f"{p}.lru"] = folio.lru_list.name if folio.lru_list is not None else None
-        st[f"{p}.deferred"] = folio.on_deferred_list
-    st["deferred_split_queue"] = tuple(name(f) for f in k.deferred_split_queue)
-    for c in COUNTERS:
-        st[f"counter.{c}"] = k.counters.get(c, 0)
-    for o in MTHP_ORDERS:
-        for stat in ("split_deferred", "nr_anon_partially_mapped", "split", "split_failed"):
-            st[f"mthp.{stat}[{o}]"] = k.mthp.get(f"{stat}[{o}]", 0)
-    st["swap.slots"] = k.swap.in_use()
+        st[f"{p}.order"] = order
+        st[f"{p}.flags"] = _flags(tuple(flags))
+        st[f"{p}.ref"] = ref
+        st[f"{p}.mapcount"] = mapcount + entire
+        st[f"{p}.pincount"] = pincount
+        st[f"{p}.lru"] = lru_list.name if lru_list is not None else None
+        st[f"{p}.deferred"] = deferred
+    st["deferred_split_queue"] = tuple(name(f) for f in snap.deferred)
+    for c, v in zip(COUNTERS, snap.counters, strict=True):
+        st[f"counter.{c}"] = v
+    for key, v in zip(_MTHP_KEYS, snap.mthp, strict=True):
+        st[f"mthp.{key}"] = v
+    st["swap.slots"] = snap.swap_slots
     return st

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from engine.errors import ChooserError, HarnessError, KernelBug
 from engine.execution.oracle import Oracle, Verdict, Violation
-from engine.execution.outcome import Crash, Outcome, Place, TraceEntry, observe
+from engine.execution.outcome import Crash, Outcome, Place, TraceEntry, observe, snapshot
 from engine.kernels import kernel_class, resolve_engine
 from engine.kernels.base import Kernel
 from engine.mm.mm_types import MmStruct
@@ -381,6 +381,10 @@ class Runner:
             preemptions.reached(place)
         # Chosen once, so that the default path's loop is what it always was.
         pick = self._pick if self.chooser is None else self._pick_chosen
+        # Bound once: the loop below runs for every scheduling step.
+        reached = preemptions.reached if preemptions is not None else None
+        check_step, check_op = self.oracle.check_step, self.oracle.check_op
+        results, threads, places_append = self.results, self.threads, places.append
         try:
             while True:
                 t = pick(step, place)
@@ -400,16 +404,16 @@ class Runner:
                 try:
                     point = next(gen)
                 except StopIteration as stop:
-                    self.results[idx] = stop.value
+                    results[idx] = stop.value
                     op_ends[idx] = step
                     done[idx] = True
                     t.gen = None
                     t.cursor += 1
                     place = (idx, YieldPoint.OP_END, 1)
-                    self.oracle.check_op()
+                    check_op()
                     if trace is not None:
-                        trace.append(TraceEntry(idx, observe(k), list(self.results),
-                                                [x.ops[x.cursor] for x in self.threads
+                        trace.append(TraceEntry(idx, snapshot(k), list(results),
+                                                [x.ops[x.cursor] for x in threads
                                                  if x.gen is not None]))
                 else:
                     if t.blocked_on is not None:
@@ -421,11 +425,11 @@ class Runner:
                     n = counts.get(key, 0) + 1
                     counts[key] = n
                     place = (idx, point, n)
-                places.append(place)
-                if preemptions is not None:
-                    preemptions.reached(place)
+                places_append(place)
+                if reached is not None:
+                    reached(place)
                 step += 1
-                self.oracle.check_step()
+                check_step()
             self.oracle.check_end()
         except ChooserError:
             raise
