@@ -2,9 +2,10 @@
 
 Every fuzzer, whatever generates its programs, hands each differential
 report to a :class:`FindingSink`.  An unexpected divergence whose signature
-the campaign has not stored yet is minimized first (delta debugging that
-keeps the signature) and stored with its minimized and its original
-program; one already known only counts a hit.  Intended divergences are
+the campaign has not stored yet is stored with the program that found it,
+and, when the sink minimizes (delta debugging that keeps the signature),
+with its minimized program too; a campaign stores at once and minimizes in
+a process of its own instead.  One already known only counts a hit.  Intended divergences are
 counted per rule on the campaign with a few sample programs, never stored
 one by one (the store does that part).  Intended divergences are not
 minimized here: a pair of distant versions shows dozens of intended
@@ -92,7 +93,8 @@ class Stored:
     signature: str
     kind: str
     ops_original: int
-    ops_minimized: int
+    #: None: stored as found, not minimized (by this sink; a campaign's minimizer may)
+    ops_minimized: int | None
 
 
 @dataclass
@@ -140,8 +142,10 @@ class FindingSink:
     @store: where the records go (the campaign's store).
     @campaign_id: where intended divergences are counted.
     @known: signature ids already stored for the pair (not minimized again).
-    @minimize: minimize new unexpected divergences, within ``max_minimize_runs``
-        runs, ``minimize_seconds`` and the campaign's ``deadline`` (monotonic).
+    @minimize: minimize new unexpected divergences before storing them, within
+        ``max_minimize_runs`` runs, ``minimize_seconds`` and the campaign's
+        ``deadline`` (monotonic).  Campaigns do not: they store at once and
+        minimize in a process of their own (:mod:`service.minimizer`).
     @on_stored: called after each commit with what it stored for the first time.
     @on_harness: called after each commit with the harness errors whose
         signatures this sink stored for the first time.
@@ -206,17 +210,19 @@ class FindingSink:
                 self.known.add(d.signature_id)
                 small = minimized or self._minimize(program, report, d.signature_id)
                 self._fresh[d.signature_id] = Stored(0, rec.signature, rec.kind.value,
-                                                     len(program.ops), len(small.ops))
+                                                     len(program.ops),
+                                                     len(small.ops) if small else None)
             if small is not None:
                 rec = dataclasses.replace(rec, minimized_program=small.to_json(indent=None))
             self._pending.append(rec)
         self._maybe_flush()
         return new
 
-    def _minimize(self, program: Program, report: Report, signature_id: str) -> Program:
-        """``program`` delta-debugged within the sink's budgets, keeping ``signature_id``."""
+    def _minimize(self, program: Program, report: Report, signature_id: str) -> Program | None:
+        """``program`` delta-debugged within the sink's budgets, keeping
+        ``signature_id``; None when the sink does not minimize."""
         if not self.minimize:
-            return program
+            return None
         until = time.monotonic() + self.minimize_seconds
         if self.deadline is not None:
             until = min(until, self.deadline)

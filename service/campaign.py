@@ -11,11 +11,18 @@ Each worker is its own process with its own store connection: it draws
 programs from its source (:mod:`fuzz.sources`, or Hypothesis, or libFuzzer
 through :mod:`fuzz.atheris_target` in ``service/atheris_worker.py``), runs
 each through the engine pair, and hands every report to a
-:class:`fuzz.sink.FindingSink` on the store, which minimizes new unexpected
-divergences and writes in batches.  Workers tell the parent what
-they did through a queue; the parent draws the progress table and stores a
-stats snapshot and the workers' positions every few seconds.  A finding is
-reported as stored only after the transaction that holds it committed.
+:class:`fuzz.sink.FindingSink` on the store, which writes in batches.
+Workers tell the parent what they did through a queue; the parent draws
+the progress table and stores a stats snapshot and the workers' positions
+every few seconds.  A finding is reported as stored only after the
+transaction that holds it committed.
+
+A new unexpected divergence is stored as found; the parent hands it to the
+campaign's minimizer (:mod:`service.minimizer`), a process of its own, so
+that minimizing never holds up the search.  Its runs are counted apart
+from the workers' executions.  Divergences still waiting for it when the
+campaign stops are minimized by the next campaign of the pair (a resume
+too) that minimizes.
 
 A run that ended in a harness error (an exception of foliodiff itself) is
 no finding: the sink keeps it in the store's harness-error table, and the
@@ -47,6 +54,7 @@ from engine import differential
 from engine.kernels import resolve_engine
 from fuzz.sink import FindingSink, HarnessStored, Stored
 from fuzz.sources import Corpus, Fuzzer, Source, seed_inputs
+from service.minimizer import minimizer
 from service.models import CampaignStatus
 from service.settings import Settings, env_name
 from service.store import Store
@@ -117,7 +125,11 @@ class Progress:
     signatures: dict[int, dict[str, int]] = field(default_factory=dict)
     positions: dict[int, Any] = field(default_factory=dict)
     stored: list[dict[str, Any]] = field(default_factory=list)
-    minimize_runs: dict[int, int] = field(default_factory=dict)
+    #: What the minimizer did, by divergence id, and the runs it took in all.
+    minimized: dict[int, dict[str, Any]] = field(default_factory=dict)
+    minimize_runs: int = 0
+    #: Stored divergences handed to the minimizer and not minimized yet.
+    pending: list[int] = field(default_factory=list)
     #: Harness errors by their row id in the store (one row per signature).
     harness: dict[int, dict[str, Any]] = field(default_factory=dict)
 
@@ -151,9 +163,7 @@ def _worker(db_url: str, campaign_id: int, worker: int, deadline: float, positio
     def harness(found: list[Any]) -> None:
         messages.put(("harness", worker, [vars(f) for f in found]))
 
-    # A finding made just before the time limit is still minimized, in the grace period.
-    sink, config = open_sink(store, campaign_id, stored, on_harness=harness,
-                             deadline=deadline + GRACE / 2)
+    sink, config = open_sink(store, campaign_id, stored, on_harness=harness)
     execs = 0
     last = 0.0
 
@@ -162,7 +172,7 @@ def _worker(db_url: str, campaign_id: int, worker: int, deadline: float, positio
             "execs": execs, "corpus": len(source.corpus.inputs) if source else 0,
             "coverage": len(source.corpus.seen) if source else 0,
             "signatures": sink.stats.by_kind(), "position": getattr(source, "position", None),
-            "minimize_runs": sink.stats.minimize_runs, "final": final}))
+            "final": final}))
 
     def go_on() -> bool:
         return not stop.is_set() and time.monotonic() < deadline and os.getppid() == parent
@@ -210,14 +220,14 @@ def open_sink(store: Store, campaign_id: int, on_stored: Callable[[list[Stored]]
               **kw: Any) -> tuple[FindingSink, CampaignConfig]:
     """The finding sink of one worker of campaign ``campaign_id``, and the campaign's config.
 
-    Signatures the store already holds for the pair are not minimized again.
-    @on_harness: told of each new harness error after its commit (default:
-    :func:`harness_to_stderr`).  Other keyword arguments go to
-    :class:`fuzz.sink.FindingSink`.
+    The sink stores new unexpected divergences as found: the campaign
+    minimizes them in a process of its own.  Signatures the store already
+    holds for the pair are not stored again.  @on_harness: told of each new
+    harness error after its commit (default: :func:`harness_to_stderr`).
+    Other keyword arguments go to :class:`fuzz.sink.FindingSink`.
     """
     config = CampaignConfig.stored(store.get_campaign(campaign_id).config)
-    sink = FindingSink(store, campaign_id, minimize=config.minimize,
-                       max_minimize_runs=config.max_minimize_runs, on_stored=on_stored,
+    sink = FindingSink(store, campaign_id, minimize=False, on_stored=on_stored,
                        on_harness=on_harness,
                        known=store.known_signature_ids(config.engine_a, config.engine_b), **kw)
     return sink, config
@@ -266,13 +276,15 @@ class Campaign:
 
     @on_progress: called about every :data:`REPORT_EVERY` seconds with the
     :class:`Progress` (the CLI draws it); @on_stored with each finding the
-    moment its commit is known; @on_harness with each harness error (a
+    moment its commit is known; @on_minimized with what the minimizer did
+    for each (see :func:`service.minimizer.minimize_stored`); @on_harness
+    with each harness error (a
     dict of :class:`fuzz.sink.HarnessStored`), once per signature, the moment
     its commit is known (default: :func:`harness_message` on stderr).
     """
 
     def __init__(self, db_url: str, campaign_id: int, *, run_for: float | None = None,
-                 on_progress: Any = None, on_stored: Any = None,
+                 on_progress: Any = None, on_stored: Any = None, on_minimized: Any = None,
                  on_harness: Any = None) -> None:
         self.db_url = db_url
         self.campaign_id = campaign_id
@@ -286,11 +298,14 @@ class Campaign:
                                             progress.get("positions", {}).items()})
         self.on_progress = on_progress
         self.on_stored = on_stored
+        self.on_minimized = on_minimized
         self.on_harness = on_harness or (
             lambda found: print(harness_message(found, db_url), file=sys.stderr, flush=True))
         self.run_for = run_for
         self._last_snapshot = time.monotonic()
         self._scratch: tempfile.TemporaryDirectory | None = None   # atheris' seeds, artifacts
+        self._minimizer: Any = None            # its process, while the campaign runs
+        self._tasks: Any = None                # its queue of divergence ids, until closed
 
     def remaining(self) -> float:
         """Seconds this run may take: what is left of the campaign, or ``run_for``."""
@@ -320,6 +335,43 @@ class Campaign:
         self.store.close()
         return status.value
 
+    # -- the minimizer: a process beside the workers (service/minimizer.py) -------------
+
+    def _start_minimizer(self, ctx: Any, messages: Any, deadline: float) -> None:
+        """Start the campaign's minimizer, with what earlier campaigns of the
+        pair left it (killed, stopped, or told not to minimize).
+
+        @deadline: the campaign's; a finding made just before it is still
+        minimized, in the first half of the grace period.
+        """
+        if not self.config.minimize:
+            return
+        self._tasks = ctx.Queue()
+        self._minimizer = ctx.Process(target=minimizer, daemon=True,
+                                      args=(self.db_url, self._tasks, messages,
+                                            self.config.max_minimize_runs, deadline + GRACE / 2))
+        self._minimizer.start()
+        self.progress.pending = self.store.unminimized(self.config.engine_a, self.config.engine_b)
+        for divergence_id in self.progress.pending:
+            self._tasks.put(divergence_id)
+
+    def _close_minimizer(self) -> None:
+        """No more findings come: the minimizer ends once it minimized those it has."""
+        if self._tasks is not None:
+            self._tasks.put(None)
+            self._tasks = None
+
+    def _minimizing(self) -> bool:
+        return self._minimizer is not None and self._minimizer.is_alive()
+
+    def _stop_minimizer(self) -> None:
+        """Stop the minimizer, now; what it had not minimized stays pending."""
+        self._close_minimizer()
+        if self._minimizer is not None:
+            self._minimizer.join(timeout=1)
+            if self._minimizer.is_alive():
+                self._minimizer.kill()
+
     def _run_workers(self, started: float, base_elapsed: float) -> None:
         ctx = mp.get_context("spawn")
         stop, messages = ctx.Event(), ctx.Queue()
@@ -333,10 +385,14 @@ class Campaign:
             p.start()
         # CLOCK_MONOTONIC is system-wide on Linux: the workers' deadline is the parent's.
         deadline = time.monotonic() + deadline_in
+        self._start_minimizer(ctx, messages, deadline)
         try:
-            while any(p.is_alive() for p in procs) or not messages.empty():
+            while (any(p.is_alive() for p in procs) or not messages.empty()
+                   or self._minimizing()):
                 if time.monotonic() > deadline:
                     stop.set()                      # workers check it between programs
+                if not any(p.is_alive() for p in procs) and messages.empty():
+                    self._close_minimizer()
                 if time.monotonic() > deadline + GRACE:
                     break                           # one stuck in a program: killed below
                 self._drain(messages, timeout=0.2)
@@ -352,6 +408,8 @@ class Campaign:
                 p.join(timeout=5)
                 if p.is_alive():
                     p.kill()
+            self._stop_minimizer()
+            self._drain(messages, timeout=0)
 
     def _tick(self, elapsed: float) -> None:
         """Show progress; store a snapshot every :data:`SNAPSHOT_EVERY` seconds."""
@@ -377,9 +435,21 @@ class Campaign:
         p = self.progress
         if kind == "stored":
             p.stored.extend(body)
-            if self.on_stored:
-                for found in body:
+            for found in body:
+                if found["ops_minimized"] is None and self.config.minimize:
+                    p.pending.append(found["divergence_id"])
+                    if self._tasks is not None:
+                        self._tasks.put(found["divergence_id"])
+                if self.on_stored:
                     self.on_stored(found)
+            return
+        if kind == "minimized":
+            p.minimized[body["divergence_id"]] = body
+            p.minimize_runs += body["runs"]
+            if body["ops_minimized"] is not None and body["divergence_id"] in p.pending:
+                p.pending.remove(body["divergence_id"])
+            if self.on_minimized:
+                self.on_minimized(body)
             return
         if kind == "harness":
             for found in body:
@@ -392,7 +462,6 @@ class Campaign:
         p.corpus[worker] = body["corpus"]
         p.coverage[worker] = body["coverage"]
         p.signatures[worker] = body["signatures"]
-        p.minimize_runs[worker] = body["minimize_runs"]
         if body["position"] is not None:
             p.positions[worker] = body["position"]
 
@@ -466,6 +535,11 @@ class Campaign:
         procs = [subprocess.Popen(args + [f"-seed={cfg.seed + 1 + w}"], env=env,
                                   stderr=subprocess.PIPE, text=True)
                  for w in range(cfg.workers)]
+        # CLOCK_MONOTONIC is system-wide: libFuzzer stops at this deadline too.
+        deadline = time.monotonic() + self.remaining()
+        ctx = mp.get_context("spawn")
+        minimized = ctx.Queue()
+        self._start_minimizer(ctx, minimized, deadline)
         lines: queue.Queue[tuple[int, str | None]] = queue.Queue()
 
         def pump(worker: int, stream: Any) -> None:
@@ -477,8 +551,17 @@ class Campaign:
             threading.Thread(target=pump, args=(w, proc.stderr), daemon=True).start()
         try:
             running = len(procs)
-            while running:
-                w, line = lines.get()
+            while running or self._minimizing() or not minimized.empty():
+                if not running:
+                    self._close_minimizer()
+                    if time.monotonic() > deadline + GRACE:
+                        break
+                self._drain(minimized, timeout=0)
+                try:
+                    w, line = lines.get(timeout=0.2)
+                except queue.Empty:
+                    self._tick(base_elapsed + time.monotonic() - started)
+                    continue
                 if line is None:
                     running -= 1
                     continue
@@ -500,6 +583,9 @@ class Campaign:
             for proc in procs:
                 proc.wait(timeout=30)
             raise
+        finally:
+            self._stop_minimizer()
+            self._drain(minimized, timeout=0)
 
 
 def _parse_stored(line: str) -> dict[str, Any]:

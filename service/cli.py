@@ -554,11 +554,13 @@ def _progress_table(c) -> Table:
     t.add_column("value", justify="right")
     execs = p.total_execs()
     t.add_row("time", f"{p.elapsed:.0f} / {cfg.seconds:.0f} s")
-    t.add_row("executions", f"{execs:,}")
+    t.add_row("executions (search)", f"{execs:,}")
     t.add_row("exec/s", f"{execs / max(p.elapsed, 1e-9):,.0f}")
+    t.add_row("minimization runs", f"{p.minimize_runs:,}")
     t.add_row("coverage", f"{sum(p.coverage.values()):,}")
     t.add_row("corpus", f"{sum(p.corpus.values()):,}")
     t.add_row("stored findings", str(len(p.stored)))
+    t.add_row("waiting for the minimizer", str(len(p.pending)))
     for kind, n in sorted(p.by_kind().items()):
         t.add_row(f"signatures: {kind}", str(n))
     t.add_row("harness errors (foliodiff defects)", str(len(p.harness)),
@@ -609,7 +611,12 @@ def fuzz(
         c = Campaign(url, campaign_id, run_for=time_limit if resume is not None else None,
                      on_stored=lambda f: console.print(
                          f"stored #{f['divergence_id']} {f['kind']}: {f['signature']} "
-                         f"({f['ops_original']} -> {f['ops_minimized']} ops)", highlight=False),
+                         f"({f['ops_original']} ops)", highlight=False),
+                     on_minimized=lambda m: console.print(
+                         f"minimized #{m['divergence_id']}: " + (
+                             f"{m['ops_original']} -> {m['ops_minimized']} ops in {m['runs']} runs"
+                             if m["ops_minimized"] is not None else m["error"]),
+                         highlight=False),
                      on_harness=lambda f: err.print(Text(harness_message(f, url),
                                                          style="bold red")))
     except ValidationError as exc:
@@ -631,6 +638,7 @@ def fuzz(
                 p = camp.progress
                 console.print(f"[{p.elapsed:5.0f}s] execs {p.total_execs():,} "
                               f"({p.total_execs() / max(p.elapsed, 1e-9):,.0f}/s) "
+                              f"minimization runs {p.minimize_runs:,} "
                               f"corpus {sum(p.corpus.values())} cov {sum(p.coverage.values())} "
                               f"stored {len(p.stored)} signatures {p.by_kind()} "
                               f"harness errors {len(p.harness)}", highlight=False)
@@ -640,7 +648,9 @@ def fuzz(
     harness = (f"{len(p.harness)} harness errors (defects of foliodiff, not kernel findings: "
                f"GET /harness-errors)" if p.harness else "no harness errors")
     console.print(Text(f"campaign {campaign_id} {status}: {p.total_execs():,} executions in "
-                       f"{p.elapsed:.0f} s, {len(p.stored)} new findings stored, {harness}; "
+                       f"{p.elapsed:.0f} s (and {p.minimize_runs:,} minimization runs), "
+                       f"{len(p.stored)} new findings stored ({len(p.pending)} not minimized yet: "
+                       f"the next campaign of the pair minimizes them), {harness}; "
                        f"see `foliodiff serve --db {url}` then GET /campaigns/{campaign_id} "
                        f"and /divergences", style="bold red" if p.harness else ""))
     if p.harness:

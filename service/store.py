@@ -480,6 +480,16 @@ class Store:
             return set(s.scalars(select(Divergence.signature_id)
                                  .where(Divergence.engine_a == a, Divergence.engine_b == b)))
 
+    def unminimized(self, engine_a: str, engine_b: str) -> list[int]:
+        """Ids of the unexpected divergences of an engine pair stored without a
+        minimized program (a campaign's minimizer had not got to them), oldest first."""
+        a, b = _engine_id(engine_a, "engine_a"), _engine_id(engine_b, "engine_b")
+        with self._read() as s:
+            return list(s.scalars(select(Divergence.id).where(
+                Divergence.engine_a == a, Divergence.engine_b == b,
+                Divergence.classification == Classification.UNEXPECTED,
+                Divergence.minimized_program_id.is_(None)).order_by(Divergence.id)))
+
     def count_by_kind(self, engine_a: str, engine_b: str) -> dict[str, int]:
         """How many divergences of each kind are stored for an engine pair."""
         a, b = _engine_id(engine_a, "engine_a"), _engine_id(engine_b, "engine_b")
@@ -704,6 +714,14 @@ class Store:
         """One divergence with both outcomes."""
         with self._read() as s:
             return self._divergence(s, divergence_id, outcomes=True)
+
+    def set_minimized(self, divergence_id: int, program: str) -> None:
+        """Keep @program (a program's JSON) as the minimized program of
+        divergence @divergence_id: a campaign's minimizer, which works
+        beside the search, found it after the divergence was stored."""
+        with self._write() as s:
+            d = self._divergence(s, divergence_id)
+            d.minimized_program_id = self._programs(s, [program])[program]
 
     def get_program(self, program_id: int) -> Program:
         with self._read() as s:

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import multiprocessing
+import time
 import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,10 +23,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import event
 
+from engine import parse_program
 from engine.corpus.entries import load_any
 from engine.diff.differential import Classification, Kind, differential
 from fuzz.records import DivergenceRecord, records_from_report
 from service.errors import BatchError, IllegalTransitionError, InvalidValueError, NotFoundError
+from service.minimizer import minimize_stored
 from service.models import Base, CampaignStatus, TriageStatus, in_models
 from service.store import INTENDED_SAMPLES, Store, upgrade
 
@@ -201,6 +204,31 @@ def test_minimized_program_is_stored(store: Store, crash: DivergenceRecord) -> N
     d = store.get_divergence(1)
     # Same text, so the same program row.
     assert d.minimized_program_id == d.original_program_id
+
+
+def test_the_minimizer_minimizes_what_was_stored_as_found(store: Store,
+                                                          data_loss: DivergenceRecord) -> None:
+    """A campaign stores a finding as found; its minimizer (service/minimizer.py)
+    minimizes it later, from the store alone, and keeps the result."""
+    store.upsert_divergences([data_loss, variant(data_loss, 1)])
+    assert store.unminimized("v5.17", "v6.14") == [1, 2]
+    assert store.unminimized("v6.14", "v6.15") == []
+    done = minimize_stored(store, 1, max_runs=300, deadline=time.monotonic() + 120)
+    d = store.get_divergence(1)
+    assert done["ops_minimized"] is not None and 0 < done["runs"] <= 300
+    assert done["ops_minimized"] < done["ops_original"] == len(
+        json.loads(store.get_program(d.original_program_id).json)["ops"])
+    small = parse_program(json.loads(store.get_program(d.minimized_program_id).json))
+    assert len(small.ops) == done["ops_minimized"]
+    assert d.signature_id in {x.signature_id for x in
+                              differential(small, "v5.17", "v6.14").divergences}
+    assert store.unminimized("v5.17", "v6.14") == [2]
+    # Out of time: left as stored, for the next campaign of the pair.
+    late = minimize_stored(store, 2, max_runs=300, deadline=time.monotonic())
+    assert late["ops_minimized"] is None and late["runs"] == 0 and "out of time" in late["error"]
+    assert store.unminimized("v5.17", "v6.14") == [2]
+    with pytest.raises(NotFoundError):
+        store.set_minimized(99, data_loss.original_program)
 
 
 def test_failed_batch_leaves_stored_data_intact(store: Store, data_loss: DivergenceRecord,
