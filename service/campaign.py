@@ -128,6 +128,8 @@ class Progress:
     #: What the minimizer did, by divergence id, and the runs it took in all.
     minimized: dict[int, dict[str, Any]] = field(default_factory=dict)
     minimize_runs: int = 0
+    #: Each worker's resident set size in bytes, as it last said.
+    rss: dict[int, int] = field(default_factory=dict)
     #: Stored divergences handed to the minimizer and not minimized yet.
     pending: list[int] = field(default_factory=list)
     #: Harness errors by their row id in the store (one row per signature).
@@ -172,7 +174,7 @@ def _worker(db_url: str, campaign_id: int, worker: int, deadline: float, positio
             "execs": execs, "corpus": len(source.corpus.inputs) if source else 0,
             "coverage": len(source.corpus.seen) if source else 0,
             "signatures": sink.stats.by_kind(), "position": getattr(source, "position", None),
-            "final": final}))
+            "rss": _rss_bytes(), "final": final}))
 
     def go_on() -> bool:
         return not stop.is_set() and time.monotonic() < deadline and os.getppid() == parent
@@ -206,6 +208,12 @@ def _worker(db_url: str, campaign_id: int, worker: int, deadline: float, positio
         sink.flush()
         report(source, final=True)
         store.close()
+
+
+def _rss_bytes() -> int:
+    """This process's resident set size now (Linux: /proc/self/statm)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def harness_to_stderr(found: list[HarnessStored]) -> None:
@@ -434,6 +442,10 @@ class Campaign:
     def _take(self, kind: str, worker: int, body: Any) -> None:
         p = self.progress
         if kind == "stored":
+            # Workers that found the same divergence each say they stored it (the
+            # store kept one record): the campaign counts and minimizes it once.
+            seen = {f["divergence_id"] for f in p.stored}
+            body = [f for f in body if f["divergence_id"] not in seen]
             p.stored.extend(body)
             for found in body:
                 if found["ops_minimized"] is None and self.config.minimize:
@@ -462,6 +474,7 @@ class Campaign:
         p.corpus[worker] = body["corpus"]
         p.coverage[worker] = body["coverage"]
         p.signatures[worker] = body["signatures"]
+        p.rss[worker] = body["rss"]
         if body["position"] is not None:
             p.positions[worker] = body["position"]
 

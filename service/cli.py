@@ -565,7 +565,13 @@ def _progress_table(c) -> Table:
         t.add_row(f"signatures: {kind}", str(n))
     t.add_row("harness errors (foliodiff defects)", str(len(p.harness)),
               style="bold red" if p.harness else None)
+    t.add_row("worker RSS", _mib(p.rss))
     return t
+
+
+def _mib(rss: dict[int, int]) -> str:
+    """Each worker's resident set size, in MiB, by worker."""
+    return "/".join(f"{rss[w] / 2**20:.0f}" for w in sorted(rss)) + " MiB" if rss else "-"
 
 
 @app.command()
@@ -641,6 +647,7 @@ def fuzz(
                               f"minimization runs {p.minimize_runs:,} "
                               f"corpus {sum(p.corpus.values())} cov {sum(p.coverage.values())} "
                               f"stored {len(p.stored)} signatures {p.by_kind()} "
+                              f"worker RSS {_mib(p.rss)} "
                               f"harness errors {len(p.harness)}", highlight=False)
         c.on_progress = line
         status = c.run()
