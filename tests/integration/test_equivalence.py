@@ -9,7 +9,7 @@ f002dce wrote (tests/data/outcome-snapshot-f002dce.json.gz, written with
 ``python tools/divergence_snapshot.py write``).
 
 The seed series' pair runs here (about 20 s); ``FOLIODIFF_EQUIVALENCE=all``
-runs every adjacent pair (about 25 min on one core).  A change meant to
+runs every adjacent pair (6 min).  A change meant to
 change behaviour writes a new snapshot and says so in its commit.
 """
 
