@@ -20,6 +20,7 @@ from typing import Any
 # First: the target instruments the engine modules as it imports them, so
 # nothing may import the engine before it.
 from fuzz import atheris_target
+from fuzz.throughput import fuzzing_gc
 from service.campaign import campaign_from_env, open_sink
 from service.store import Store
 
@@ -33,6 +34,7 @@ def main() -> None:
     db_url, campaign_id = campaign_from_env()
     sink, config = open_sink(Store.open(db_url), campaign_id, _stored, flush_every=0.5)
     atexit.register(sink.flush)
+    fuzzing_gc()
     atheris_target.fuzz(sink.add, config.engine_a, config.engine_b)
 
 

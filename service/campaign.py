@@ -54,6 +54,7 @@ from engine import differential
 from engine.kernels import resolve_engine
 from fuzz.sink import FindingSink, HarnessStored, Stored
 from fuzz.sources import Corpus, Fuzzer, Source, seed_inputs
+from fuzz.throughput import fuzzing_gc
 from service.minimizer import minimizer
 from service.models import CampaignStatus
 from service.settings import Settings, env_name
@@ -194,12 +195,14 @@ def _worker(db_url: str, campaign_id: int, worker: int, deadline: float, positio
     try:
         if config.fuzzer is Fuzzer.HYPOTHESIS:
             from fuzz.hypothesis_fuzzer import fuzz_with_hypothesis
+            fuzzing_gc()
             fuzz_with_hypothesis(config, worker, go_on, each)
         else:
             source = Source(config.fuzzer, config.engine_a, config.seed, worker,
                             Corpus(config.corpus_dir(worker), config.seed_inputs()), position,
                             pct_depth=config.pct_depth,
                             preemption_bound=config.preemption_bound)
+            fuzzing_gc()
             for program in source:
                 if not go_on():
                     break

@@ -250,13 +250,14 @@ def bench(
     """Differential executions per second on one core: typical generated programs, and the
     inputs a random campaign from the seed corpus runs, with where their time goes."""
     from engine import bench_differential, bench_page_cost
-    from fuzz.throughput import bench_campaign_inputs
+    from fuzz.throughput import bench_campaign_inputs, fuzzing_gc
     try:
         names = _engines(engines)
     except (FoliodiffError, typer.BadParameter) as exc:
         _fail(str(exc))
     if len(names) != 2:
         _fail("--engines: bench compares two engines")
+    fuzzing_gc()             # as a campaign's worker runs
     res = bench_differential(names[0], names[1], programs=programs, repeat=repeat, seed=seed)
     res.update(bench_page_cost(names[0], names[1], repeat=repeat))
     if campaign_inputs > 0:

@@ -26,6 +26,7 @@ from typing import Any
 from engine import parse_program
 from fuzz.errors import NotInterestingError
 from fuzz.minimize import minimize_divergence
+from fuzz.throughput import fuzzing_gc
 from service.store import Store
 
 #: Seconds one divergence may take at most.
@@ -41,6 +42,7 @@ def minimizer(db_url: str, tasks: Any, messages: Any, max_runs: int, deadline: f
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent decides when to stop
     store = Store.open(db_url)
+    fuzzing_gc()
     try:
         while (divergence_id := tasks.get()) is not None:
             try:
