@@ -14,14 +14,18 @@ each pass measuring one layer on the same inputs:
 
 - ``differential``: what a campaign's worker pays per program (both runs
   traced, compared, classified);
-- ``traced``: the two runs with their trace, without the comparison;
+- ``traced``: the two runs with their trace (a state snapshot per
+  operation, flattened only when read: by the differential, for runs that
+  end differently), without the comparison;
 - ``untraced``: the two runs, per-step oracles on, no trace;
 - ``kernel``: the two runs with neither trace nor per-step oracles (the end
   of run oracles still check).
 
 The layers' costs are differences of medians from the same run: tracing
 is traced - untraced, per-step oracles untraced - kernel, classification
-differential - traced.  Deterministic: the stream is a function of the pair,
+differential - traced (flattening the snapshots of runs that differ
+included).  Differences of noisy medians: a small layer can come out
+negative.  Deterministic: the stream is a function of the pair,
 the seed and the count.
 """
 
