@@ -22,6 +22,7 @@ from typing import Any
 from engine.diff.rules import Rule, explain
 from engine.execution.oracle import Verdict
 from engine.execution.outcome import Outcome, TraceEntry
+from engine.execution.provenance import Cause, invariant_path, loss_cause
 from engine.execution.runner import entry_point, run
 from engine.kernels import resolve_engine
 from engine.mm.events import Event, place_event
@@ -75,6 +76,9 @@ class Divergence:
     rules: list[Rule] = dataclasses.field(default_factory=list)
     fields: list[FieldDiff] = dataclasses.field(default_factory=list)
     detail: str = ""
+    #: The kernel decision behind a data loss or a broken invariant (see
+    #: :mod:`engine.execution.provenance`); None where none was found.
+    cause: Cause | None = None
 
     @property
     def signature_id(self) -> str:
@@ -85,7 +89,8 @@ class Divergence:
                 "field": self.field, "function": self.function, "first_op": self.first_op,
                 "signature": self.signature, "signature_id": self.signature_id,
                 "rules": [{"name": r.name, "patch": r.patch} for r in self.rules],
-                "detail": self.detail, "fields": [f.to_dict() for f in self.fields]}
+                "detail": self.detail, "fields": [f.to_dict() for f in self.fields],
+                "cause": self.cause.to_dict() if self.cause is not None else None}
 
 
 @dataclass
@@ -283,14 +288,7 @@ def _classify(program: Program, a: Outcome, b: Outcome, diffs: list[FieldDiff],
         c = o.crash
         assert c is not None        # a run that is not OK says where it stopped
         if o.verdict != other.verdict or other.crash is None or c.field != other.crash.field:
-            kind = _KIND_OF_VERDICT[o.verdict]
-            fld = normalize_field(c.field)
-            sig = f"{pair}|{kind.value}|{fld}|{c.function}"
-            if kind is Kind.CRASH:
-                frames = [s.split(" ")[0] for s in c.stack[:3]]
-                sig += "|" + "<".join(frames)
-            return Divergence(kind, Classification.UNEXPECTED, fld, c.function, c.op_index, sig,
-                              fields=diffs, detail=f"{o.engine}: {c.message}")
+            return _defect(program, pair, o, diffs)
     if parted is None:
         known = [d.first_op for d in diffs if d.first_op is not None]
         parted = min(known) if known else None
@@ -313,3 +311,34 @@ def _classify(program: Program, a: Outcome, b: Outcome, diffs: list[FieldDiff],
     return Divergence(Kind.STATE, cls, main, function, parted, sig, rules=rules, fields=diffs,
                       detail=f"runs parted after op {parted} ({op_kind})" if parted is not None
                       else "runs parted")
+
+
+def _defect(program: Program, pair: str, o: Outcome, diffs: list[FieldDiff]) -> Divergence:
+    """The divergence of run @o, which ended in a kernel report or an oracle
+    violation the other run did not have.
+
+    Grouped by cause, not by where it was noticed: a data loss by the kernel
+    decision that took the data away and what had put it there, a broken
+    invariant by its field and the path that broke it, a crash by its stack
+    (:mod:`engine.execution.provenance`).  Where the replay finds no cause,
+    the function the oracle noticed it in stands in.
+    """
+    c = o.crash
+    assert c is not None        # a run that is not OK says where it stopped
+    kind = _KIND_OF_VERDICT[o.verdict]
+    fld = normalize_field(c.field)
+    function, detail, cause = c.function, f"{o.engine}: {c.message}", None
+    if kind is Kind.DATA_LOSS:
+        cause = loss_cause(program, o.engine, c)
+    elif kind in (Kind.INVARIANT, Kind.LEAK):
+        cause = invariant_path(program, o.engine, c)
+    if cause is not None:
+        function, detail = cause.function, f"{detail}; {cause.describe()}"
+        sig = (f"{pair}|{kind.value}|{cause.source.value}|{cause.decision}"
+               if cause.source is not None else f"{pair}|{kind.value}|{fld}|{cause.decision}")
+    else:
+        sig = f"{pair}|{kind.value}|{fld}|{c.function}"
+        if kind is Kind.CRASH:
+            sig += "|" + "<".join(s.split(" ")[0] for s in c.stack[:3])
+    return Divergence(kind, Classification.UNEXPECTED, fld, function, c.op_index, sig,
+                      fields=diffs, detail=detail, cause=cause)

@@ -521,32 +521,32 @@ class Oracle:
 
     def check_contents(self) -> None:
         """Every page user space could read holds an allowed value (read without faulting)."""
-        k = self.k
+        mms = self.k.mms
         for (mm_id, vpn) in self._readable():
-            mm = k.mms.get(mm_id)
+            mm = mms.get(mm_id)
             if mm is None or not mm.alive:
                 continue
-            addr = vpn << PAGE_SHIFT
-            hit = k.lookup_pte(mm, addr)
-            if hit is None:
-                value = 0
-            elif hit[0] == "pmd":
-                folio = k.pfn_folio(pte_pfn(hit[1]))
-                value = folio.data[vpn & (HPAGE_PMD_NR - 1)]
-            else:
-                w = hit[1].entries[hit[2]]
-                if pte_present(w):
-                    pfn = pte_pfn(w)
-                    if pfn == ZERO_PFN:
-                        value = 0
-                    else:
-                        folio = k.pfn_folio(pfn)
-                        value = folio.data[pfn - folio.pfn]
-                elif is_swap_pte(w):
-                    slot = pte_swp_offset(w)
-                    cached = k.swapcache_lookup(slot)
-                    value = (cached.data[cached.swap.index(slot)] if cached is not None
-                             else k.swap.data.get(slot, 0))
-                else:
-                    value = 0
-            self._check_value(mm_id, vpn, value, "final contents")
+            self._check_value(mm_id, vpn, self.contents(mm, vpn), "final contents")
+
+    def contents(self, mm, vpn: int) -> int:
+        """What a load from page @vpn of @mm would return, without faulting: the
+        mapped page's data, the swapped-out copy, or zero (no page, or the zero page)."""
+        k = self.k
+        hit = k.lookup_pte(mm, vpn << PAGE_SHIFT)
+        if hit is None:
+            return 0
+        if hit[0] == "pmd":
+            return k.pfn_folio(pte_pfn(hit[1])).data[vpn & (HPAGE_PMD_NR - 1)]
+        w = hit[1].entries[hit[2]]
+        if pte_present(w):
+            pfn = pte_pfn(w)
+            if pfn == ZERO_PFN:
+                return 0
+            folio = k.pfn_folio(pfn)
+            return folio.data[pfn - folio.pfn]
+        if is_swap_pte(w):
+            slot = pte_swp_offset(w)
+            cached = k.swapcache_lookup(slot)
+            return (cached.data[cached.swap.index(slot)] if cached is not None
+                    else k.swap.data.get(slot, 0))
+        return 0

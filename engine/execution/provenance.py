@@ -1,0 +1,388 @@
+"""Why a run broke: the kernel decision behind a data loss or a broken invariant.
+
+An oracle notices a loss where user space reads the page, which may be many
+operations after the kernel threw the data away; grouping findings by that
+place splits one kernel bug over every operation that can notice it.  KASAN
+answers the same question for a use-after-free with a "freed by" stack,
+recorded when the object is freed.  Recording a stack for every page a run
+drops would cost every run; runs are deterministic, so this module records
+it only when needed, by replaying the one run that failed:
+
+- :func:`loss_cause`: the replay watches the lost page's contents (what a
+  load would return: :meth:`Oracle.contents`) at every call and return of
+  a model function, notes each change with the model stack that made it,
+  and from the oracle learns who last wrote the page (a CPU store, a DMA
+  write through a pin, or nobody: what user space should read is zero).
+  The cause is the last change, after that write, that took the wanted
+  value away.
+- :func:`invariant_path`: the replay keeps the model stack of the thread
+  whose step broke the invariant, where it stopped.
+
+Both return None when the replay does not end as the run did (it always
+should: a run is a function of its program) or finds no cause; the caller
+then keeps the place where the oracle noticed.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import sys
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from engine.execution.oracle import PageShadow, Verdict, Violation
+from engine.execution.outcome import Crash
+from engine.execution.runner import Runner
+from engine.mm.pgtable import PAGE_SHIFT, pte_present, pte_write
+from engine.program.format import Program
+
+#: Frames of these files are the modelled kernel; the scheduler's wait helpers
+#: are not a decision (sched.py), nor are the harness's own frames.
+_MODEL_DIRS = ("/engine/mm/", "/engine/kernels/")
+_NOT_DECISIONS = ("/engine/mm/sched.py",)
+#: Frames of a decision in a signature, innermost first (as a crash's).
+DECISION_FRAMES = 3
+_DATA_FIELD = re.compile(r"^mm(\d+)\.data\[(0x[0-9a-f]+)\]$")
+
+
+class DataSource(str, enum.Enum):
+    """What put the lost data in the page."""
+
+    CPU_WRITE = "cpu_write"
+    DMA_WRITE = "dma_write"
+    #: Nobody since the page was mapped or given up (MADV_DONTNEED, munmap):
+    #: user space should read zero, and read something else.
+    ZERO = "zero"
+
+
+@dataclass(frozen=True)
+class Cause:
+    """The kernel decision behind a finding, where the replay saw it made.
+
+    @stack: model frames, innermost first, as ``name (file:line)``.
+    @op_index, @thread, @step: the operation, thread and scheduling step that
+        made it.
+    @source: for a data loss, what put the data there; None for an invariant.
+    @wanted, @found: for a data loss, the page's contents before and after.
+    """
+
+    stack: tuple[str, ...]
+    op_index: int | None
+    thread: str | None
+    step: int
+    source: DataSource | None = None
+    source_op: int | None = None
+    wanted: int | None = None
+    found: int | None = None
+    #: The write landed after the decision, in a page it had already taken
+    #: out of the mapping (a device writing through its pin).
+    detached: bool = False
+
+    @property
+    def decision(self) -> str:
+        """The top :data:`DECISION_FRAMES` frame names, ``inner<outer``, without the
+        page-table primitives (set_pte_at() is every path's): a signature part."""
+        names = [f.split(" ")[0] for f in self.stack if "(mm/pgtable.py:" not in f]
+        return "<".join(names[:DECISION_FRAMES])
+
+    @property
+    def function(self) -> str | None:
+        """The innermost function of the decision."""
+        return self.decision.split("<")[0] or None
+
+    def describe(self) -> str:
+        """One line for a divergence's detail."""
+        where = f"op {self.op_index} ({self.thread}), step {self.step}"
+        if self.source is None:
+            return f"broken by {self.decision} in {where}"
+        put = {DataSource.CPU_WRITE: f"a CPU store (op {self.source_op})",
+               DataSource.DMA_WRITE: f"a DMA write (op {self.source_op})",
+               DataSource.ZERO: "nobody (the page should read zero)"}[self.source]
+        if self.detached:
+            return (f"lost by {self.decision} in {where}: it took the page out of the "
+                    f"mapping, and {put} then wrote {self.wanted} to the detached page")
+        return (f"lost by {self.decision} in {where}: the page held {self.wanted}, "
+                f"put there by {put}, and then {self.found}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"decision": self.decision, "stack": list(self.stack),
+                "op_index": self.op_index, "thread": self.thread, "step": self.step,
+                "source": self.source.value if self.source is not None else None,
+                "source_op": self.source_op, "wanted": self.wanted, "found": self.found,
+                "detached": self.detached}
+
+
+def _model_stack(frame: FrameType | None) -> tuple[str, ...]:
+    """The model frames from @frame outwards (innermost first)."""
+    out = []
+    while frame is not None:
+        path = frame.f_code.co_filename.replace("\\", "/")
+        if any(d in path for d in _MODEL_DIRS) and not path.endswith(_NOT_DECISIONS):
+            out.append(f"{frame.f_code.co_name} ({path.rsplit('/engine/', 1)[1]}:"
+                       f"{frame.f_lineno})")
+        frame = frame.f_back
+    return tuple(out)
+
+
+def _generator_stack(gen: Any) -> tuple[str, ...]:
+    """The model frames of a suspended generator chain (``yield from``), innermost first."""
+    frames = []
+    while gen is not None:
+        frame = getattr(gen, "gi_frame", None)
+        if frame is not None:
+            frames.append(frame)
+        gen = getattr(gen, "gi_yieldfrom", None)
+    out: list[str] = []
+    for frame in reversed(frames):
+        path = frame.f_code.co_filename.replace("\\", "/")
+        if any(d in path for d in _MODEL_DIRS) and not path.endswith(_NOT_DECISIONS):
+            out.append(f"{frame.f_code.co_name} ({path.rsplit('/engine/', 1)[1]}:"
+                       f"{frame.f_lineno})")
+    return tuple(out)
+
+
+def _same_end(crash: Crash | None, replayed: Crash | None) -> bool:
+    return (crash is not None and replayed is not None and crash.kind is replayed.kind
+            and crash.field == replayed.field and crash.step == replayed.step)
+
+
+@dataclass
+class _Change:
+    before: int
+    after: int
+    allowed: bool           # did the oracle allow the new contents then?
+    stack: tuple[str, ...]
+    op_index: int | None
+    thread: str | None
+    step: int
+
+
+def loss_cause(program: Program, engine: str, crash: Crash, *,
+               swap: bool = True) -> Cause | None:
+    """The kernel decision that lost the data of ``crash`` (a data loss of
+    ``program`` on ``engine``), found by replaying the run with a watch on the page.
+
+    The cause is the first change of the page's contents that the oracle
+    would not have allowed when it was made, after the last operation that
+    ended with the page as allowed: a path may take a page away and put it
+    back under its lock, and one wrong decision may be carried on by others
+    (a PMD restored after a concurrent zap, then split and restored again
+    PTE by PTE).  When no change did it, the data never reached the page: a
+    device wrote through its pin into a page the kernel had already taken
+    out of the mapping, and the cause is the last change before that write.
+
+    Return: the cause, or None when the crash names no page or the replay
+    does not end as the run did.
+    """
+    m = _DATA_FIELD.match(crash.field)
+    if crash.kind is not Verdict.DATA_LOSS or m is None:
+        return None
+    mm_id, vpn = int(m[1]), int(m[2], 16) >> PAGE_SHIFT
+    runner = Runner(program, engine, swap=swap)
+    k, oracle = runner.k, runner.oracle
+    changes: list[_Change] = []
+    # shadow object id -> (shadow, source, its op, changes made before the write)
+    written: dict[int, tuple[PageShadow, DataSource, int | None, int]] = {}
+    lost: list[tuple[int, int]] = []
+    state = {"value": 0, "settled": 0}
+
+    def allowed(value: int) -> bool:
+        shadow = oracle.pages.get((mm_id, vpn))
+        if shadow is None:
+            return value == 0 or oracle.mapped.find(mm_id, vpn) is None
+        return value == shadow.value or (value == 0 and shadow.may_read_zero())
+
+    def look(frame: FrameType | None) -> None:
+        mm = k.mms.get(mm_id)
+        value = oracle.contents(mm, vpn) if mm is not None else 0
+        if value != state["value"]:
+            cur = k.current
+            changes.append(_Change(state["value"], value, allowed(value), _model_stack(frame),
+                                   k.current_op, cur.name if cur is not None else None,
+                                   k.current_step))
+            state["value"] = value
+
+    def profile(frame: FrameType, event: str, arg: Any) -> None:
+        # A change seen at a call was made by the caller since the last event;
+        # at a return (or a builtin's), by the function returning (or calling it).
+        if event == "call":
+            look(frame.f_back)
+        elif event in ("return", "c_return", "c_exception", "exception"):
+            look(frame)
+
+    def note_write(source: DataSource, shadow: PageShadow | None) -> None:
+        if shadow is not None:
+            written[id(shadow)] = (shadow, source, k.current_op, len(changes))
+
+    on_write, on_dma_write = oracle.on_write, oracle.on_dma_write
+    check_value, check_op = oracle._check_value, oracle.check_op
+
+    def watched_write(mm: int, addr: int, value: int) -> None:
+        on_write(mm, addr, value)
+        note_write(DataSource.CPU_WRITE, oracle.pages.get((mm, addr >> PAGE_SHIFT)))
+
+    def watched_dma(name: str, index: int, value: int) -> None:
+        on_dma_write(name, index, value)
+        held = oracle.pinned.get(name, ())
+        note_write(DataSource.DMA_WRITE, held[index] if index < len(held) else None)
+
+    def watched_check(mm: int, page: int, value: int, how: str) -> None:
+        try:
+            check_value(mm, page, value, how)
+        except Violation:
+            if (mm, page) == (mm_id, vpn):
+                shadow = oracle.pages.get((mm, page))
+                lost.append((shadow.value if shadow is not None else 0, id(shadow)))
+            raise
+
+    def watched_op_end() -> None:
+        # Settled only with no other operation in flight: one may hold the
+        # page away under its lock, to put it back before it ends.
+        if allowed(state["value"]) and all(t.gen is None for t in runner.threads):
+            state["settled"] = len(changes)
+        check_op()
+
+    def given_up(hook: Any) -> Any:
+        """@hook (a mapping or a zap ending), which also restarts the watch on the
+        page when it covers it: what it should read starts there."""
+        def watched(mm: int, start: int, end: int, *args: Any) -> None:
+            hook(mm, start, end, *args)
+            if mm == mm_id and start >> PAGE_SHIFT <= vpn < end >> PAGE_SHIFT:
+                state["settled"] = len(changes)
+        return watched
+
+    for name in ("on_map", "on_unmap", "on_dontneed_done"):
+        setattr(oracle, name, given_up(getattr(oracle, name)))
+
+    oracle.on_write = watched_write                 # type: ignore[method-assign]
+    oracle.on_dma_write = watched_dma               # type: ignore[method-assign]
+    oracle._check_value = watched_check             # type: ignore[method-assign,assignment]
+    oracle.check_op = watched_op_end                # type: ignore[method-assign]
+    old = sys.getprofile()
+    sys.setprofile(profile)
+    try:
+        outcome = runner.run()
+    finally:
+        sys.setprofile(old)
+    if not _same_end(crash, outcome.crash) or not lost:
+        return None
+    wanted, shadow_id = lost[-1]
+    source, source_op, before_write = DataSource.ZERO, None, 0
+    if shadow_id in written:
+        _, source, source_op, before_write = written[shadow_id]
+    bad = [c for c in changes[max(state["settled"], before_write):]
+           if not c.allowed and c.stack]
+    detached = not bad
+    if bad:
+        c = bad[0]
+    else:
+        earlier = [c for c in changes[:before_write] if c.stack]
+        if not earlier:
+            return None
+        c = earlier[-1]
+    return Cause(c.stack, c.op_index, c.thread, c.step, source, source_op, wanted, c.after,
+                 detached)
+
+
+_ENTRY_FIELD = re.compile(r"^mm(\d+)\.(?:pte|pmd)\[(0x[0-9a-f]+)\]\.page_table_check\.(\w+)$")
+
+
+def invariant_path(program: Program, engine: str, crash: Crash, *,
+                   swap: bool = True) -> Cause | None:
+    """The model path that broke the invariant of ``crash`` (an invariant or leak
+    of ``program`` on ``engine``).
+
+    For a page-table entry (the page-table check names it), the last write
+    to that entry before the check failed, with the model stack that made
+    it; for any other invariant, where the thread whose step broke it stood
+    when the check ran.
+
+    Return: the cause, or None when the replay does not end the same way or
+    finds no model frame (an operation that ended in the breaking step).
+    """
+    if crash.kind not in (Verdict.INVARIANT, Verdict.LEAK):
+        return None
+    runner = Runner(program, engine, swap=swap)
+    k, oracle = runner.k, runner.oracle
+    seen: list[Cause] = []
+    m = _ENTRY_FIELD.match(crash.field)
+    writes: list[Cause] = []
+    profile = None
+    if m is not None:
+        mm_id, addr, check = int(m[1]), int(m[2], 16), m[3]
+        last = [None]
+
+        def breaks(w: Any) -> bool:
+            """Would entry word @w fail @check now?  Known for the two checks
+            against the VMAs; any other write counts (the last one is kept)."""
+            if w is None or not pte_present(w):
+                return False
+            vma = k.mms[mm_id].find_vma(addr)
+            if check == "no_vma":
+                return vma is None
+            if check == "vma_write":
+                return vma is not None and pte_write(w) and not vma.writable
+            return True
+
+        def word() -> Any:
+            mm = k.mms.get(mm_id)
+            hit = k.lookup_pte(mm, addr) if mm is not None else None
+            if hit is None:
+                return None
+            return hit[1] if hit[0] == "pmd" else hit[1].entries[hit[2]]
+
+        def look(frame: FrameType | None) -> None:
+            w = word()
+            if w != last[0]:
+                last[0] = w
+                stack = _model_stack(frame)
+                if stack and breaks(w):
+                    cur = k.current
+                    writes.append(Cause(stack, k.current_op,
+                                        cur.name if cur is not None else None, k.current_step))
+
+        def profile(frame: FrameType, event: str, arg: Any) -> None:
+            if event == "call":
+                look(frame.f_back)
+            elif event in ("return", "c_return", "c_exception", "exception"):
+                look(frame)
+
+    checks = {name: getattr(oracle, name) for name in ("check_step", "check_op", "check_end")}
+
+    def watched(name: str) -> Any:
+        check = checks[name]
+
+        def run_check() -> None:
+            # Healed at an operation's end: a later write breaks it anew.  Not
+            # sooner: a path holding the entry's lock may clear it on the way
+            # (a PMD split empties the PMD before it fills the PTE table).
+            if name == "check_op" and m is not None and not breaks(word()):
+                writes.clear()
+            try:
+                check()
+            except Violation:
+                cur = k.current
+                if writes:
+                    # The first write that broke it and stayed: later ones only
+                    # carried the broken entry on (a PMD split into PTEs).
+                    seen.append(writes[0])
+                elif cur is not None and cur.gen is not None:
+                    seen.append(Cause(_generator_stack(cur.gen), k.current_op, cur.name,
+                                      k.current_step))
+                raise
+        return run_check
+
+    for name in checks:
+        setattr(oracle, name, watched(name))
+    old = sys.getprofile()
+    if profile is not None:
+        sys.setprofile(profile)
+    try:
+        outcome = runner.run()
+    finally:
+        sys.setprofile(old)
+    if not _same_end(crash, outcome.crash) or not seen or not seen[-1].stack:
+        return None
+    return seen[-1]
