@@ -22,7 +22,7 @@ from typing import Any
 from engine.diff.rules import Rule, explain
 from engine.execution.oracle import Verdict
 from engine.execution.outcome import Outcome, TraceEntry
-from engine.execution.provenance import Cause, invariant_path, loss_cause
+from engine.execution.provenance import Cause, DataSource, invariant_path, loss_cause
 from engine.execution.runner import entry_point, run
 from engine.kernels import resolve_engine
 from engine.mm.events import Event, place_event
@@ -317,11 +317,11 @@ def _defect(program: Program, pair: str, o: Outcome, diffs: list[FieldDiff]) -> 
     """The divergence of run @o, which ended in a kernel report or an oracle
     violation the other run did not have.
 
-    Grouped by cause, not by where it was noticed: a data loss by the kernel
-    decision that took the data away and what had put it there, a broken
-    invariant by its field and the path that broke it, a crash by its stack
+    Grouped by cause, not by where it was noticed: a data loss or a broken
+    invariant by the kernel decision behind it (and, for lost data, whether
+    a CPU store or a DMA write had put it there), a crash by its stack
     (:mod:`engine.execution.provenance`).  Where the replay finds no cause,
-    the function the oracle noticed it in stands in.
+    the kind, the field and the function the oracle noticed it in stand in.
     """
     c = o.crash
     assert c is not None        # a run that is not OK says where it stopped
@@ -333,9 +333,15 @@ def _defect(program: Program, pair: str, o: Outcome, diffs: list[FieldDiff]) -> 
     elif kind in (Kind.INVARIANT, Kind.LEAK):
         cause = invariant_path(program, o.engine, c)
     if cause is not None:
+        # One kernel decision, one group, whatever it broke: a PMD put back
+        # after a concurrent zap skipped it shows as data that should read
+        # zero (after MADV_DONTNEED) and as a mapping where no VMA is (after
+        # munmap).  What wrote the lost data stays in: a discard that loses a
+        # DMA write and one that loses a CPU store are different bugs.
         function, detail = cause.function, f"{detail}; {cause.describe()}"
-        sig = (f"{pair}|{kind.value}|{cause.source.value}|{cause.decision}"
-               if cause.source is not None else f"{pair}|{kind.value}|{fld}|{cause.decision}")
+        sig = f"{pair}|cause|{cause.decision}"
+        if cause.source in (DataSource.CPU_WRITE, DataSource.DMA_WRITE):
+            sig += f"|{cause.source.value}"
     else:
         sig = f"{pair}|{kind.value}|{fld}|{c.function}"
         if kind is Kind.CRASH:

@@ -150,13 +150,175 @@ def _same_end(crash: Crash | None, replayed: Crash | None) -> bool:
 
 @dataclass
 class _Change:
-    before: int
-    after: int
-    allowed: bool           # did the oracle allow the new contents then?
-    stack: tuple[str, ...]
+    before: Any
+    after: Any
+    allowed: bool           # did the oracle allow the new value then?
+    stack: tuple[str, ...]  # empty where the replay did not profile
     op_index: int | None
     thread: str | None
     step: int
+
+
+class _Replay:
+    """One replay of a run with one value watched (a page's contents, an entry's word).
+
+    Every scheduling step ends with a look at the value; the steps named in
+    @profiled also run under ``sys.setprofile``, which looks at every call
+    and return of a function, so that a change is seen with the model stack
+    that made it.  Profiling a whole run costs seconds on a long program,
+    so the callers replay twice: once to find the step that matters, once
+    more profiling that step alone (runs are deterministic).
+
+    Subclasses give :meth:`probe` and :meth:`allowed`; :attr:`settled` is
+    the number of changes seen when the value was last known good.
+    """
+
+    def __init__(self, program: Program, engine: str, swap: bool,
+                 profiled: frozenset[int]) -> None:
+        self.runner = Runner(program, engine, swap=swap)
+        self.k, self.oracle = self.runner.k, self.runner.oracle
+        self.profiled = profiled
+        self.changes: list[_Change] = []
+        self.settled = 0
+        self.settled_step = 0       # the step at which the value was last known good
+        self.value: Any = None
+        check_step = self.oracle.check_step
+
+        def step_end() -> None:
+            self.look(None)
+            try:
+                check_step()
+            finally:
+                sys.setprofile(self._profile if self.k.current_step + 1 in profiled else None)
+        self.oracle.check_step = step_end          # type: ignore[method-assign]
+
+    def settle(self) -> None:
+        """The value is good now: what went wrong went wrong after this."""
+        self.settled, self.settled_step = len(self.changes), self.k.current_step
+
+    def window(self, step: int) -> frozenset[int]:
+        """The steps from the last good value to @step: the ones to profile."""
+        return frozenset(range(self.settled_step, step + 1))
+
+    def probe(self) -> Any:
+        raise NotImplementedError
+
+    def allowed(self, value: Any) -> bool:
+        raise NotImplementedError
+
+    def look(self, frame: FrameType | None) -> None:
+        value = self.probe()
+        if value != self.value:
+            cur = self.k.current
+            self.changes.append(_Change(self.value, value, self.allowed(value),
+                                        _model_stack(frame) if frame is not None else (),
+                                        self.k.current_op, cur.name if cur is not None else None,
+                                        self.k.current_step))
+            self.value = value
+
+    def _profile(self, frame: FrameType, event: str, arg: Any) -> None:
+        # A change seen at a call was made by the caller since the last event;
+        # at a return (or a builtin's), by the function returning (or calling it).
+        if event == "call":
+            self.look(frame.f_back)
+        elif event in ("return", "c_return", "c_exception", "exception"):
+            self.look(frame)
+
+    def run(self) -> Crash | None:
+        """Replay.  Return: how the replay ended."""
+        self.value = self.probe()
+        old = sys.getprofile()
+        sys.setprofile(self._profile if 0 in self.profiled else None)
+        try:
+            return self.runner.run().crash
+        finally:
+            sys.setprofile(old)
+
+
+class _PageWatch(_Replay):
+    """A replay watching what a load from one page would return, and who wrote it."""
+
+    def __init__(self, program: Program, engine: str, swap: bool, profiled: frozenset[int],
+                 mm_id: int, vpn: int) -> None:
+        super().__init__(program, engine, swap, profiled)
+        self.mm_id, self.vpn = mm_id, vpn
+        oracle = self.oracle
+        # shadow object id -> (source, its op, changes seen before the write)
+        self.written: dict[int, tuple[DataSource, int | None, int]] = {}
+        self.lost: tuple[int, int] | None = None      # (wanted, id of the shadow)
+        on_write, on_dma_write = oracle.on_write, oracle.on_dma_write
+        check_value, check_op = oracle._check_value, oracle.check_op
+
+        def note(source: DataSource, shadow: PageShadow | None) -> None:
+            if shadow is not None:
+                self.written[id(shadow)] = (source, self.k.current_op, len(self.changes))
+
+        def watched_write(mm: int, addr: int, value: int) -> None:
+            on_write(mm, addr, value)
+            note(DataSource.CPU_WRITE, oracle.pages.get((mm, addr >> PAGE_SHIFT)))
+
+        def watched_dma(name: str, index: int, value: int) -> None:
+            on_dma_write(name, index, value)
+            held = oracle.pinned.get(name, ())
+            note(DataSource.DMA_WRITE, held[index] if index < len(held) else None)
+
+        def watched_check(mm: int, page: int, value: int, how: str) -> None:
+            try:
+                check_value(mm, page, value, how)
+            except Violation:
+                if (mm, page) == (mm_id, vpn):
+                    shadow = oracle.pages.get((mm, page))
+                    self.lost = (shadow.value if shadow is not None else 0, id(shadow))
+                raise
+
+        def watched_op_end() -> None:
+            # Settled only with no other operation in flight: one may hold the
+            # page away under its lock, to put it back before it ends.
+            self.look(None)
+            if self.allowed(self.value) and all(t.gen is None for t in self.runner.threads):
+                self.settle()
+            check_op()
+
+        def given_up(hook: Any) -> Any:
+            """@hook (a mapping or a zap ending), which also restarts the watch on
+            the page when it covers it: what it should read starts there."""
+            def watched(mm: int, start: int, end: int, *args: Any) -> None:
+                hook(mm, start, end, *args)
+                if mm == mm_id and start >> PAGE_SHIFT <= vpn < end >> PAGE_SHIFT:
+                    self.look(None)
+                    self.settle()
+            return watched
+
+        oracle.on_write = watched_write                 # type: ignore[method-assign]
+        oracle.on_dma_write = watched_dma               # type: ignore[method-assign]
+        oracle._check_value = watched_check             # type: ignore[method-assign,assignment]
+        oracle.check_op = watched_op_end                # type: ignore[method-assign]
+        for name in ("on_map", "on_unmap", "on_dontneed_done"):
+            setattr(oracle, name, given_up(getattr(oracle, name)))
+
+    def probe(self) -> int:
+        mm = self.k.mms.get(self.mm_id)
+        return self.oracle.contents(mm, self.vpn) if mm is not None else 0
+
+    def allowed(self, value: int) -> bool:
+        shadow = self.oracle.pages.get((self.mm_id, self.vpn))
+        if shadow is None:
+            return value == 0 or self.oracle.mapped.find(self.mm_id, self.vpn) is None
+        return value == shadow.value or (value == 0 and shadow.may_read_zero())
+
+    def cause(self) -> tuple[_Change, bool, DataSource, int | None] | None:
+        """The change that lost the data, whether the write came after it (into a
+        detached page), and what wrote it.  None if the run lost nothing here."""
+        if self.lost is None:
+            return None
+        source, source_op, before_write = DataSource.ZERO, None, 0
+        if self.lost[1] in self.written:
+            source, source_op, before_write = self.written[self.lost[1]]
+        bad = [c for c in self.changes[max(self.settled, before_write):] if not c.allowed]
+        if bad:
+            return bad[0], False, source, source_op
+        earlier = self.changes[:before_write]
+        return (earlier[-1], True, source, source_op) if earlier else None
 
 
 def loss_cause(program: Program, engine: str, crash: Crash, *,
@@ -166,12 +328,13 @@ def loss_cause(program: Program, engine: str, crash: Crash, *,
 
     The cause is the first change of the page's contents that the oracle
     would not have allowed when it was made, after the last operation that
-    ended with the page as allowed: a path may take a page away and put it
-    back under its lock, and one wrong decision may be carried on by others
-    (a PMD restored after a concurrent zap, then split and restored again
-    PTE by PTE).  When no change did it, the data never reached the page: a
-    device wrote through its pin into a page the kernel had already taken
-    out of the mapping, and the cause is the last change before that write.
+    ended with the page as allowed (and no other in flight): a path may take
+    a page away and put it back under its lock, and one wrong decision may
+    be carried on by others (a PMD restored after a concurrent zap, then
+    split and restored again PTE by PTE).  When no change did it, the data
+    never reached the page: a device wrote through its pin into a page the
+    kernel had already taken out of the mapping, and the cause is the last
+    change before that write.
 
     Return: the cause, or None when the crash names no page or the replay
     does not end as the run did.
@@ -180,113 +343,85 @@ def loss_cause(program: Program, engine: str, crash: Crash, *,
     if crash.kind is not Verdict.DATA_LOSS or m is None:
         return None
     mm_id, vpn = int(m[1]), int(m[2], 16) >> PAGE_SHIFT
-    runner = Runner(program, engine, swap=swap)
-    k, oracle = runner.k, runner.oracle
-    changes: list[_Change] = []
-    # shadow object id -> (shadow, source, its op, changes made before the write)
-    written: dict[int, tuple[PageShadow, DataSource, int | None, int]] = {}
-    lost: list[tuple[int, int]] = []
-    state = {"value": 0, "settled": 0}
-
-    def allowed(value: int) -> bool:
-        shadow = oracle.pages.get((mm_id, vpn))
-        if shadow is None:
-            return value == 0 or oracle.mapped.find(mm_id, vpn) is None
-        return value == shadow.value or (value == 0 and shadow.may_read_zero())
-
-    def look(frame: FrameType | None) -> None:
-        mm = k.mms.get(mm_id)
-        value = oracle.contents(mm, vpn) if mm is not None else 0
-        if value != state["value"]:
-            cur = k.current
-            changes.append(_Change(state["value"], value, allowed(value), _model_stack(frame),
-                                   k.current_op, cur.name if cur is not None else None,
-                                   k.current_step))
-            state["value"] = value
-
-    def profile(frame: FrameType, event: str, arg: Any) -> None:
-        # A change seen at a call was made by the caller since the last event;
-        # at a return (or a builtin's), by the function returning (or calling it).
-        if event == "call":
-            look(frame.f_back)
-        elif event in ("return", "c_return", "c_exception", "exception"):
-            look(frame)
-
-    def note_write(source: DataSource, shadow: PageShadow | None) -> None:
-        if shadow is not None:
-            written[id(shadow)] = (shadow, source, k.current_op, len(changes))
-
-    on_write, on_dma_write = oracle.on_write, oracle.on_dma_write
-    check_value, check_op = oracle._check_value, oracle.check_op
-
-    def watched_write(mm: int, addr: int, value: int) -> None:
-        on_write(mm, addr, value)
-        note_write(DataSource.CPU_WRITE, oracle.pages.get((mm, addr >> PAGE_SHIFT)))
-
-    def watched_dma(name: str, index: int, value: int) -> None:
-        on_dma_write(name, index, value)
-        held = oracle.pinned.get(name, ())
-        note_write(DataSource.DMA_WRITE, held[index] if index < len(held) else None)
-
-    def watched_check(mm: int, page: int, value: int, how: str) -> None:
-        try:
-            check_value(mm, page, value, how)
-        except Violation:
-            if (mm, page) == (mm_id, vpn):
-                shadow = oracle.pages.get((mm, page))
-                lost.append((shadow.value if shadow is not None else 0, id(shadow)))
-            raise
-
-    def watched_op_end() -> None:
-        # Settled only with no other operation in flight: one may hold the
-        # page away under its lock, to put it back before it ends.
-        if allowed(state["value"]) and all(t.gen is None for t in runner.threads):
-            state["settled"] = len(changes)
-        check_op()
-
-    def given_up(hook: Any) -> Any:
-        """@hook (a mapping or a zap ending), which also restarts the watch on the
-        page when it covers it: what it should read starts there."""
-        def watched(mm: int, start: int, end: int, *args: Any) -> None:
-            hook(mm, start, end, *args)
-            if mm == mm_id and start >> PAGE_SHIFT <= vpn < end >> PAGE_SHIFT:
-                state["settled"] = len(changes)
-        return watched
-
-    for name in ("on_map", "on_unmap", "on_dontneed_done"):
-        setattr(oracle, name, given_up(getattr(oracle, name)))
-
-    oracle.on_write = watched_write                 # type: ignore[method-assign]
-    oracle.on_dma_write = watched_dma               # type: ignore[method-assign]
-    oracle._check_value = watched_check             # type: ignore[method-assign,assignment]
-    oracle.check_op = watched_op_end                # type: ignore[method-assign]
-    old = sys.getprofile()
-    sys.setprofile(profile)
-    try:
-        outcome = runner.run()
-    finally:
-        sys.setprofile(old)
-    if not _same_end(crash, outcome.crash) or not lost:
+    first = _PageWatch(program, engine, swap, frozenset(), mm_id, vpn)
+    found = first.cause() if _same_end(crash, first.run()) else None
+    if found is None:
         return None
-    wanted, shadow_id = lost[-1]
-    source, source_op, before_write = DataSource.ZERO, None, 0
-    if shadow_id in written:
-        _, source, source_op, before_write = written[shadow_id]
-    bad = [c for c in changes[max(state["settled"], before_write):]
-           if not c.allowed and c.stack]
-    detached = not bad
-    if bad:
-        c = bad[0]
-    else:
-        earlier = [c for c in changes[:before_write] if c.stack]
-        if not earlier:
-            return None
-        c = earlier[-1]
-    return Cause(c.stack, c.op_index, c.thread, c.step, source, source_op, wanted, c.after,
-                 detached)
+    # Profile the steps from the last good contents to the change found: a
+    # path may have taken the page and put it back within one of them.
+    change, detached = found[0], found[1]
+    steps = frozenset({change.step}) if detached else first.window(change.step)
+    again = _PageWatch(program, engine, swap, steps, mm_id, vpn)
+    found = again.cause() if _same_end(crash, again.run()) else None
+    if found is None or not found[0].stack or again.lost is None:
+        return None
+    c, detached, source, source_op = found
+    return Cause(c.stack, c.op_index, c.thread, c.step, source, source_op, again.lost[0],
+                 c.after, detached)
 
 
 _ENTRY_FIELD = re.compile(r"^mm(\d+)\.(?:pte|pmd)\[(0x[0-9a-f]+)\]\.page_table_check\.(\w+)$")
+
+
+class _EntryWatch(_Replay):
+    """A replay watching the page-table entry at one address, for one check."""
+
+    def __init__(self, program: Program, engine: str, swap: bool, profiled: frozenset[int],
+                 mm_id: int, addr: int, check: str) -> None:
+        super().__init__(program, engine, swap, profiled)
+        self.mm_id, self.addr, self.check = mm_id, addr, check
+        self.broken: int | None = None      # changes seen when the check failed
+        oracle = self.oracle
+        checks = {name: getattr(oracle, name) for name in ("check_step", "check_op",
+                                                           "check_end")}
+
+        def watched(name: str) -> Any:
+            run_check = checks[name]
+
+            def check_it() -> None:
+                if name == "check_op":
+                    # Healed at an operation's end: a later write breaks it anew.
+                    # Not sooner: a path holding the entry's lock may clear it on
+                    # the way (a PMD split empties the PMD before it fills the
+                    # PTE table).
+                    self.look(None)
+                    if self.allowed(self.value):
+                        self.settle()
+                try:
+                    run_check()
+                except Violation:
+                    self.broken = len(self.changes)
+                    raise
+            return check_it
+
+        for name in checks:
+            setattr(oracle, name, watched(name))
+
+    def probe(self) -> int | None:
+        mm = self.k.mms.get(self.mm_id)
+        hit = self.k.lookup_pte(mm, self.addr) if mm is not None else None
+        if hit is None:
+            return None
+        return hit[1] if hit[0] == "pmd" else hit[1].entries[hit[2]]
+
+    def allowed(self, word: int | None) -> bool:
+        """Would entry @word pass the check now?  Known for the two checks
+        against the VMAs; for any other, no write is taken as good."""
+        if word is None or not pte_present(word):
+            return True
+        vma = self.k.mms[self.mm_id].find_vma(self.addr)
+        if self.check == "no_vma":
+            return vma is not None
+        if self.check == "vma_write":
+            return vma is None or not pte_write(word) or vma.writable
+        return False
+
+    def cause(self) -> _Change | None:
+        """The first write that broke the entry and stayed broken until the check."""
+        if self.broken is None:
+            return None
+        bad = [c for c in self.changes[self.settled:self.broken] if not c.allowed]
+        return bad[0] if bad else None
 
 
 def invariant_path(program: Program, engine: str, crash: Crash, *,
@@ -294,95 +429,45 @@ def invariant_path(program: Program, engine: str, crash: Crash, *,
     """The model path that broke the invariant of ``crash`` (an invariant or leak
     of ``program`` on ``engine``).
 
-    For a page-table entry (the page-table check names it), the last write
-    to that entry before the check failed, with the model stack that made
-    it; for any other invariant, where the thread whose step broke it stood
-    when the check ran.
+    For a page-table entry (the page-table check names it), the first write
+    to that entry that broke the check and stayed until it ran, with the
+    model stack that made it: later writes only carried the broken entry on
+    (a PMD restored where no VMA is, then split into PTEs); for any other
+    invariant, where the thread whose step broke it stood when the check ran.
 
     Return: the cause, or None when the replay does not end the same way or
     finds no model frame (an operation that ended in the breaking step).
     """
     if crash.kind not in (Verdict.INVARIANT, Verdict.LEAK):
         return None
+    m = _ENTRY_FIELD.match(crash.field)
+    if m is not None:
+        where = int(m[1]), int(m[2], 16), m[3]
+        first = _EntryWatch(program, engine, swap, frozenset(), *where)
+        change = first.cause() if _same_end(crash, first.run()) else None
+        if change is None:
+            return None
+        again = _EntryWatch(program, engine, swap, first.window(change.step), *where)
+        change = again.cause() if _same_end(crash, again.run()) else None
+        if change is None or not change.stack:
+            return None
+        return Cause(change.stack, change.op_index, change.thread, change.step)
     runner = Runner(program, engine, swap=swap)
     k, oracle = runner.k, runner.oracle
     seen: list[Cause] = []
-    m = _ENTRY_FIELD.match(crash.field)
-    writes: list[Cause] = []
-    profile = None
-    if m is not None:
-        mm_id, addr, check = int(m[1]), int(m[2], 16), m[3]
-        last = [None]
+    check_step = oracle.check_step
 
-        def breaks(w: Any) -> bool:
-            """Would entry word @w fail @check now?  Known for the two checks
-            against the VMAs; any other write counts (the last one is kept)."""
-            if w is None or not pte_present(w):
-                return False
-            vma = k.mms[mm_id].find_vma(addr)
-            if check == "no_vma":
-                return vma is None
-            if check == "vma_write":
-                return vma is not None and pte_write(w) and not vma.writable
-            return True
+    def watched_step() -> None:
+        try:
+            check_step()
+        except Violation:
+            cur = k.current
+            if cur is not None and cur.gen is not None:
+                seen.append(Cause(_generator_stack(cur.gen), k.current_op, cur.name,
+                                  k.current_step))
+            raise
 
-        def word() -> Any:
-            mm = k.mms.get(mm_id)
-            hit = k.lookup_pte(mm, addr) if mm is not None else None
-            if hit is None:
-                return None
-            return hit[1] if hit[0] == "pmd" else hit[1].entries[hit[2]]
-
-        def look(frame: FrameType | None) -> None:
-            w = word()
-            if w != last[0]:
-                last[0] = w
-                stack = _model_stack(frame)
-                if stack and breaks(w):
-                    cur = k.current
-                    writes.append(Cause(stack, k.current_op,
-                                        cur.name if cur is not None else None, k.current_step))
-
-        def profile(frame: FrameType, event: str, arg: Any) -> None:
-            if event == "call":
-                look(frame.f_back)
-            elif event in ("return", "c_return", "c_exception", "exception"):
-                look(frame)
-
-    checks = {name: getattr(oracle, name) for name in ("check_step", "check_op", "check_end")}
-
-    def watched(name: str) -> Any:
-        check = checks[name]
-
-        def run_check() -> None:
-            # Healed at an operation's end: a later write breaks it anew.  Not
-            # sooner: a path holding the entry's lock may clear it on the way
-            # (a PMD split empties the PMD before it fills the PTE table).
-            if name == "check_op" and m is not None and not breaks(word()):
-                writes.clear()
-            try:
-                check()
-            except Violation:
-                cur = k.current
-                if writes:
-                    # The first write that broke it and stayed: later ones only
-                    # carried the broken entry on (a PMD split into PTEs).
-                    seen.append(writes[0])
-                elif cur is not None and cur.gen is not None:
-                    seen.append(Cause(_generator_stack(cur.gen), k.current_op, cur.name,
-                                      k.current_step))
-                raise
-        return run_check
-
-    for name in checks:
-        setattr(oracle, name, watched(name))
-    old = sys.getprofile()
-    if profile is not None:
-        sys.setprofile(profile)
-    try:
-        outcome = runner.run()
-    finally:
-        sys.setprofile(old)
-    if not _same_end(crash, outcome.crash) or not seen or not seen[-1].stack:
+    oracle.check_step = watched_step               # type: ignore[method-assign]
+    if not _same_end(crash, runner.run().crash) or not seen or not seen[-1].stack:
         return None
     return seen[-1]

@@ -74,7 +74,7 @@ def test_v5_17_dma_data_loss():
     assert d.kind.value == "data_loss" and d.classification.value == "unexpected"
     # grouped by the decision that lost the data, not by the read that noticed
     # it: the minimizer may drop the read (the final contents check notices)
-    assert d.signature.endswith("|data_loss|dma_write|try_to_unmap_one<try_to_unmap<_shrink_one")
+    assert d.signature.endswith("|cause|try_to_unmap_one<try_to_unmap<_shrink_one|dma_write")
     res = check(pad(h5), "v5.17", "v6.14", d.signature_id)
     kinds = [op.op for op in res.program.ops]
     assert {"pin", "dma_write"} <= set(kinds)
