@@ -26,7 +26,8 @@ outside the engine to that; tests may reach inside).  By topic:
 - Bisection (``engine.diff.bisect``): :func:`bisect` of a program over the
   version tree (:func:`engine.kernels.version_tree`), its
   :class:`Bisection` of :class:`NodeRun` s and :class:`EdgeChange` s (the
-  edges where the behaviour :class:`Change` s, with their rules), and
+  edges where the behaviour :class:`Change` s, with their rules; every
+  rule of an edge, :func:`edge_rules`), and
   :func:`defect_key` (:class:`DefectKey`, :data:`DEFECT_KINDS`): what "the
   same defect" is at each version.
 - The corpus (``engine.corpus``): :data:`CORPUS_DIR`, :func:`corpus_index`,
@@ -82,6 +83,7 @@ from engine.diff.bisect import (
     NodeRun,
     bisect,
     defect_key,
+    edge_rules,
 )
 from engine.diff.differential import Classification, Divergence, Kind, Report, differential
 from engine.errors import (
@@ -157,8 +159,8 @@ __all__ = [
     # differentials
     "differential", "Report", "Divergence", "Kind", "Classification",
     # bisection
-    "bisect", "Bisection", "NodeRun", "EdgeChange", "Change", "defect_key", "DefectKey",
-    "DEFECT_KINDS",
+    "bisect", "Bisection", "NodeRun", "EdgeChange", "Change", "edge_rules", "defect_key",
+    "DefectKey", "DEFECT_KINDS",
     # the corpus
     "CORPUS_DIR", "corpus_index", "corpus_program", "program_data", "load_any", "load_entry",
     "check_entry", "read_program", "upgrade_program", "Upgrade", "DEFAULT_READING",

@@ -25,8 +25,8 @@ dropped a mainline change); for an unexpected state divergence, the edges
 with an unexpected difference on the same field in the same function.
 
 The rules of an edge are those of the ladder's pairs between its ends
-(:func:`engine.diff.rules.rules_between`, read in reverse on a backward edge
-by :func:`~engine.diff.rules.explain`), and an edge reports those the runs
+(:func:`edge_rules`, read in reverse on a backward edge by
+:func:`~engine.diff.rules.explain`), and an edge reports those the runs
 show anywhere (:func:`~engine.diff.differential.rules_shown`), with the
 child's ``COMMIT`` as the edge's patch identity.
 """
@@ -47,11 +47,11 @@ from engine.diff.differential import (
     normalize_field,
     rules_shown,
 )
-from engine.diff.rules import RULES, Rule
+from engine.diff.rules import RULES, Rule, rules_between
 from engine.execution.oracle import Verdict
 from engine.execution.outcome import Outcome
 from engine.execution.runner import run
-from engine.kernels import TreeEdge, base_version, version_tree
+from engine.kernels import ORDER, TreeEdge, base_version, version_tree
 from engine.program.format import Program
 
 #: The kinds of divergence that are a defect of one run, present or not at each version.
@@ -191,6 +191,20 @@ class Bisection:
                     "signature_id": t.signature_id, "rules": [r.name for r in t.rules]},
                 "nodes": [n.to_dict() for n in self.nodes],
                 "edges": [e.to_dict() for e in self.edges]}
+
+
+def edge_rules(edge: TreeEdge) -> list[Rule]:
+    """Every rule of @edge: those of the ladder's pairs between its two ends.
+
+    For an edge of two adjacent versions of ``ORDER`` that is ``RULES`` for the
+    pair as it is; the mainline edge v5.18 -> v6.14 takes the v5.18 -> v6.12 and
+    v6.12 -> v6.14 rules (mainline v6.11 brought what 6.12.117 took back), and
+    the backward branch edge v6.14 -> v6.12 the v6.12 -> v6.14 rules, which it
+    takes back.  A version not on the ladder (a plugin's) has no rules yet.
+    """
+    if edge.parent not in ORDER or edge.child not in ORDER:
+        return []
+    return rules_between(edge.parent, edge.child)
 
 
 def bisect(program: Program, engines: tuple[str, str] | None = None, *,
