@@ -178,9 +178,10 @@ class Bisection:
 
     @property
     def harness(self) -> list[Outcome]:
-        """The runs that ended in a harness error (a defect of foliodiff)."""
+        """The runs that ended in a harness error (a defect of foliodiff), one per engine."""
         runs = [n.outcome for n in self.nodes] + (self.pair.harness if self.pair else [])
-        return [o for o in runs if o.verdict is Verdict.HARNESS]
+        broken = {o.engine: o for o in reversed(runs) if o.verdict is Verdict.HARNESS}
+        return list(reversed(broken.values()))
 
     def to_dict(self) -> dict[str, Any]:
         t = self.target
