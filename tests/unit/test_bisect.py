@@ -11,8 +11,8 @@ from engine import (
     Change,
     Classification,
     Kind,
-    VersionTreeError,
     Verdict,
+    VersionTreeError,
     bisect,
     corpus_program,
     defect_key,
@@ -255,3 +255,13 @@ def test_a_harness_error_makes_its_edges_unknown(monkeypatch):
     assert all(o.verdict is Verdict.HARNESS for o in b.harness)
     # The other edges still answer.
     assert [e.edge.name for e in b.went] == ["v5.17->v5.18"]
+
+
+def test_a_registered_mutant_is_no_node_and_is_bisected_at_its_version(monkeypatch):
+    from engine.kernels.mutants import MUTANTS, V6_16NoVmaBound
+    nodes = version_tree().nodes
+    monkeypatch.setitem(KERNELS, V6_16NoVmaBound.VERSION, V6_16NoVmaBound)
+    monkeypatch.setitem(BASES, V6_16NoVmaBound.VERSION, MUTANTS[V6_16NoVmaBound.VERSION])
+    assert version_tree().nodes == nodes
+    b = bisect(corpus_program("h12-mremap-straddle"), ("v6.15", V6_16NoVmaBound.VERSION))
+    assert [(e.edge.name, e.on_path) for e in b.went] == [("v6.15->v6.16", True)]
