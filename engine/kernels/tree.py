@@ -99,7 +99,9 @@ class VersionTree:
         """The edges from version @a to version @b, in walking order.
 
         Return: (edge, forward) pairs; forward when the walk goes from the
-        edge's parent to its child.  Empty for ``a == b``.
+        edge's parent to its child.  Empty for ``a == b``.  Raises
+        :class:`VersionTreeError` for a version that is no node (a C twin: ask
+        for its ``base_version``).
         """
         up_a, up_b = self.ancestors(a), self.ancestors(b)
         common = next(n for n in up_a if n in up_b)
