@@ -22,7 +22,14 @@ outside the engine to that; tests may reach inside).  By topic:
   kernel path reaches, :data:`YIELD_POINTS`.
 - Differentials (``engine.diff``): :func:`differential` of two engines,
   its :class:`Report` of :class:`Divergence` s by :class:`Kind` and
-  :class:`Classification`.
+  :class:`Classification` (any two engines, adjacent or not).
+- Bisection (``engine.diff.bisect``): :func:`bisect` of a program over the
+  version tree (:func:`engine.kernels.version_tree`), its
+  :class:`Bisection` of :class:`NodeRun` s and :class:`EdgeChange` s (the
+  edges where the behaviour :class:`Change` s, with their rules; every
+  rule of an edge, :func:`edge_rules`), and
+  :func:`defect_key` (:class:`DefectKey`, :data:`DEFECT_KINDS`): what "the
+  same defect" is at each version.
 - The corpus (``engine.corpus``): :data:`CORPUS_DIR`, :func:`corpus_index`,
   :func:`corpus_program`, :func:`program_data`, :func:`load_any`,
   :func:`load_entry`, :func:`check_entry`; format-1 programs:
@@ -45,7 +52,7 @@ outside the engine to that; tests may reach inside).  By topic:
   :class:`FoliodiffError` (the base of every error foliodiff raises on
   purpose), :class:`ProgramError`, :class:`NotTranslatable`,
   :class:`UnknownEngineError`, :class:`UnknownCorpusProgramError`,
-  :class:`PredictionError`, :class:`ReproducerBuildError`,
+  :class:`VersionTreeError`, :class:`PredictionError`, :class:`ReproducerBuildError`,
   :class:`WorkloadError`, :class:`ChooserError`, :class:`HarnessError`,
   :class:`CPathError`; and :class:`KernelBug`, the model's kernel reports.
   ``engine.errors`` itself is private: import them from here.
@@ -67,6 +74,17 @@ from engine.corpus.entries import (
     program_data,
 )
 from engine.corpus.upgrade import DEFAULT_READING, Upgrade, read_program, upgrade_program
+from engine.diff.bisect import (
+    DEFECT_KINDS,
+    Bisection,
+    Change,
+    DefectKey,
+    EdgeChange,
+    NodeRun,
+    bisect,
+    defect_key,
+    edge_rules,
+)
 from engine.diff.differential import Classification, Divergence, Kind, Report, differential
 from engine.errors import (
     ChooserError,
@@ -80,6 +98,7 @@ from engine.errors import (
     ReproducerBuildError,
     UnknownCorpusProgramError,
     UnknownEngineError,
+    VersionTreeError,
     WorkloadError,
 )
 from engine.execution.oracle import Verdict
@@ -139,6 +158,9 @@ __all__ = [
     "run", "Runner", "Outcome", "COUNTERS", "Place", "Verdict", "YieldPoint", "YIELD_POINTS",
     # differentials
     "differential", "Report", "Divergence", "Kind", "Classification",
+    # bisection
+    "bisect", "Bisection", "NodeRun", "EdgeChange", "Change", "edge_rules", "defect_key",
+    "DefectKey", "DEFECT_KINDS",
     # the corpus
     "CORPUS_DIR", "corpus_index", "corpus_program", "program_data", "load_any", "load_entry",
     "check_entry", "read_program", "upgrade_program", "Upgrade", "DEFAULT_READING",
@@ -151,7 +173,7 @@ __all__ = [
     # mutants
     "MUTANTS", "register_mutants",
     # errors
-    "FoliodiffError", "ProgramError", "NotTranslatable", "UnknownEngineError",
+    "FoliodiffError", "ProgramError", "NotTranslatable", "UnknownEngineError", "VersionTreeError",
     "UnknownCorpusProgramError", "PredictionError", "ReproducerBuildError", "WorkloadError",
     "ChooserError", "HarnessError", "CPathError", "KernelBug",
 ]

@@ -45,6 +45,18 @@ class UnknownEngineError(FoliodiffError, ValueError):
         super().__init__(f"engines: unknown engine {engine!r} (known: {', '.join(known)})")
 
 
+class VersionTreeError(FoliodiffError, ValueError):
+    """A version's place in the version tree (engine/kernels/tree.py) is wrongly
+    declared, or a version asked of the tree is none of its nodes: names the
+    engine, the attribute and its value."""
+
+    def __init__(self, engine: str, field: str, value: Any, reason: str) -> None:
+        self.engine = engine
+        self.field = field
+        self.value = value
+        super().__init__(f"{field} of {engine}: {reason} (got {value!r})")
+
+
 class UnknownCorpusProgramError(FoliodiffError, LookupError):
     """A corpus program name that no file of the corpus directory carries."""
 

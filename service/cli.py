@@ -2,7 +2,8 @@
 
 Exit codes of ``run``: 0 equal or intended only, 1 an unexpected
 divergence, 2 bad input, 3 a run ended in a harness error (an exception of
-foliodiff itself, not a kernel report: printed with its stack).
+foliodiff itself, not a kernel report: printed with its stack).  ``bisect``
+exits 0 once it has bisected (whatever it found), 2 and 3 as ``run``.
 """
 
 from __future__ import annotations
@@ -159,6 +160,89 @@ def run(
             console.print(t)
     _exit_on_harness([report.a, report.b])
     raise typer.Exit(EXIT_UNEXPECTED if report.unexpected else EXIT_OK)
+
+
+_CHANGE_STYLE = {"came_in": "bold red", "went": "bold green", "changed": "yellow",
+                 "unknown": "bold magenta"}
+
+
+@app.command()
+def bisect(
+    program: Annotated[str, typer.Argument(help="program JSON file (or a corpus file)")],
+    engines: Annotated[str | None, typer.Option(
+        help="the two engines the divergence was found on, A,B (default: report every "
+             "change, bisect none)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Run a program on every version of the version tree and show each edge where its
+    behaviour changes: where the pair's divergence came in and where it went, with the
+    edge's rules and patches.
+
+    A format-1 program's schedule is read on the first engine.
+    """
+    from engine import DEFAULT_READING
+    from engine import bisect as bisect_program
+    try:
+        names = _engines(engines) if engines is not None else []
+        if engines is not None and len(names) != 2:
+            _fail(f"--engines: give the two engines of a divergence, A,B (got {engines!r})")
+        prog = _load(program, names[0] if names else DEFAULT_READING)
+        result = bisect_program(prog, (names[0], names[1]) if names else None)
+    except (FoliodiffError, typer.BadParameter) as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps(result.to_dict(), default=str))
+    else:
+        _print_bisection(result)
+    _exit_on_harness(result.harness)
+    raise typer.Exit(EXIT_OK)
+
+
+def _patch_id(patch: str) -> str:
+    """A rule's patch as a table cell: its commit id, or its title when it has none."""
+    first = patch.split()[0] if patch.split() else ""
+    if len(first) >= 12 and all(c in "0123456789abcdef" for c in first):
+        return first
+    return patch if len(patch) <= 50 else patch[:49] + "…"
+
+
+def _print_bisection(result) -> None:
+    """The versions' verdicts, then the edges where the behaviour changes (the ones that
+    carry the bisected divergence first in bold)."""
+    t = result.target
+    if t is not None:
+        console.print(f"bisecting the {t.classification.value} {t.kind.value} divergence of "
+                      f"{result.engines[0]},{result.engines[1]}: {t.signature}", highlight=False)
+    elif result.engines is not None:
+        console.print(f"{result.engines[0]},{result.engines[1]}: [green]equal[/], nothing to "
+                      f"bisect; every change along the tree follows")
+    else:
+        console.print("no engine pair given: every change along the tree follows")
+    versions = Table(title="versions")
+    for col in ("version", "parent", "branch", "verdict", "defect"):
+        versions.add_column(col)
+    if t is not None and result.nodes[0].present is not None:
+        versions.add_column("has it")
+    for n in result.nodes:
+        row = [n.version, n.parent or "-", n.branch, n.outcome.verdict.value,
+               str(n.defect) if n.defect else ""]
+        if n.present is not None:
+            row.append("yes" if n.present else "no")
+        versions.add_row(*row)
+    console.print(versions)
+    edges = Table(title="edges where the behaviour changes", show_lines=True)
+    for col in ("edge", "branch", "change", "on path", "rules (patch)", "detail"):
+        edges.add_column(col)
+    for e in result.edges:
+        change = Text(e.change.value.replace("_", " ") + (" (this)" if e.target else ""),
+                      style=_CHANGE_STYLE[e.change.value] if e.target else "")
+        rules = "\n".join(f"{r.name} ({_patch_id(r.patch)})" for r in e.rules) \
+            or f"none shown; patch: {e.edge.commit}"
+        edges.add_row(e.edge.name, e.edge.branch, change, "yes" if e.on_path else "",
+                      Text(rules), Text(e.detail))
+    console.print(edges)
+    if not result.edges:
+        console.print("the behaviour is the same on every version")
 
 
 @app.command()

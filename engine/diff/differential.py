@@ -214,6 +214,38 @@ def differential(program: Program, engine_a: str, engine_b: str) -> Report:
                                             (only_a, only_b))])
 
 
+def rules_shown(program: Program, a: Outcome, b: Outcome) -> list[Rule]:
+    """The rules of the pair that recognise their change at some operation, anywhere
+    in the runs.
+
+    :func:`differential` classifies a divergence where the runs parted first and
+    calls what follows consequences; bisection wants every change an edge of the
+    version tree brings that the runs show, the later ones too (a PMD discard
+    after an earlier fault-time difference).  So each operation at which the two
+    runs noted different events (a place only one run had counts, as in the
+    differential) is offered to :func:`explain` on its own; an operation both
+    runs went through alike shows no change, whatever a rule's test says of it.
+
+    Return: the rules, each once, in the order of first match.
+    """
+    only_a, only_b = _places_one_run_lacks(a, b)
+    per_op: tuple[dict[int, set[Event]], dict[int, set[Event]]] = ({}, {})
+    for side, (o, only) in enumerate(((a, only_a), (b, only_b))):
+        for i, name in o.events:
+            per_op[side].setdefault(i, set()).add(name)
+        for i, names in only.items():
+            per_op[side].setdefault(i, set()).update(names)
+    found: list[Rule] = []
+    for i in sorted(per_op[0].keys() | per_op[1].keys()):
+        ev_a, ev_b = frozenset(per_op[0].get(i, ())), frozenset(per_op[1].get(i, ()))
+        if ev_a == ev_b or not 0 <= i < len(program.ops):
+            continue
+        for r in explain(a.engine, b.engine, ev_a, ev_b, program.ops[i].op):
+            if r not in found:
+                found.append(r)
+    return found
+
+
 def _places_one_run_lacks(a: Outcome, b: Outcome) -> tuple[dict[int, set[Event]], dict[int, set[Event]]]:
     """The places where one run switched to another thread and which the other
     run never reached: a window only one version has (a schedule entry there

@@ -3,11 +3,15 @@
 The registry: :data:`KERNELS` (engine id -> class), :data:`ORDER` (the
 version ladder; adjacent pairs have rules), :data:`ALIASES`,
 :data:`C_TWINS` and :data:`BASES`, :func:`resolve_engine`,
-:func:`kernel_class`, :func:`base_version`.
+:func:`kernel_class`, :func:`base_version`; the history as a tree of
+versions (mainline and branches), :func:`version_tree` (a
+:class:`VersionTree` of :class:`TreeEdge` s; :data:`MAINLINE`).
 
 Writing a version: subclass the version it changes (:class:`V6_16`, ...,
-all of them over :class:`Kernel`) and override the kernel functions the
-patch changes, with the names and signatures of the kernel's (typed: the
+all of them over :class:`Kernel`), say where it stands in the history
+(``PARENT``, the engine id it descends from, in its own class body, and
+``BRANCH`` when it is not on :data:`MAINLINE`), and override the kernel
+functions the patch changes, with the names and signatures of the kernel's (typed: the
 folio, VMA and page-table types are in :mod:`folio`, :mod:`mm_types` and
 :mod:`pgtable` here; the places a path may yield, :class:`YieldPoint`).
 What a path does that a rule must see, it notes with ``self.event(EV)``:
@@ -21,9 +25,10 @@ v6_15.py does).  Its intended differences from its parent are
 from __future__ import annotations
 
 from engine.errors import UnknownEngineError
-from engine.kernels.base import Kernel
+from engine.kernels.base import MAINLINE, Kernel
 from engine.kernels.c_twins import V6_14C, V6_15C, V6_16C
 from engine.kernels.rule import Either, New, Old, OpIs, Rule, When
+from engine.kernels.tree import TreeEdge, VersionTree, build_tree
 from engine.kernels.v5_17 import V5_17
 from engine.kernels.v5_18 import V5_18
 from engine.kernels.v6_12 import V6_12
@@ -69,10 +74,22 @@ def base_version(name: str) -> str:
     return BASES.get(name, name)
 
 
+def version_tree() -> VersionTree:
+    """The versions registered now (C twins and mutants left out) as a tree, by
+    each version class's ``PARENT`` and ``BRANCH`` (see engine/kernels/tree.py).
+
+    Built per call, so that engines registered later (mutants, plugins) are in it.
+    Raises :class:`engine.errors.VersionTreeError` for a wrong declaration.
+    """
+    return build_tree(KERNELS, BASES, ORDER)
+
+
 __all__ = [
     # the registry
     "KERNELS", "ORDER", "ALIASES", "C_TWINS", "BASES", "resolve_engine", "kernel_class",
     "base_version",
+    # the tree of versions
+    "version_tree", "VersionTree", "TreeEdge", "MAINLINE",
     # the versions
     "Kernel", "V5_17", "V5_18", "V6_12", "V6_14", "V6_15", "V6_16", "V6_14C", "V6_15C", "V6_16C",
     # writing one

@@ -31,6 +31,9 @@ from engine.mm.swapfile import SwapDevice
 from engine.mm.vmscan import VmscanMixin
 from engine.program.format import FolioPut, FolioTryGet
 
+#: The branch name of mainline (Linus's tree) in the version tree.
+MAINLINE = "mainline"
+
 
 class Kernel(MemoryMixin, MmapMixin, MremapMixin, MprotectMixin, ForkMixin, RmapMixin,
              HugeMemoryMixin, VmscanMixin, MadviseMixin, GupMixin, LruMixin):
@@ -38,6 +41,11 @@ class Kernel(MemoryMixin, MmapMixin, MremapMixin, MprotectMixin, ForkMixin, Rmap
 
     VERSION = "base"
     COMMIT = ""
+    #: Where the version stands in the version tree (engine/kernels/tree.py):
+    #: the engine id it descends from, declared in each version's own class body
+    #: (None for the root), and the line it is on, inherited.
+    PARENT: str | None = None
+    BRANCH: str = MAINLINE
     #: anonymous multi-size THP faults (19eaf44954df, v6.8)
     HAS_MTHP = True
     #: MAP_DROPPABLE / VM_DROPPABLE (9651fcedf7b9, v6.11)

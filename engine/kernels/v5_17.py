@@ -13,6 +13,8 @@ from engine.mm.folio import Folio, folio_test_dirty
 class V5_17(V5_18):
     VERSION = "v5.17"
     COMMIT = "8cdf3792526a (mm/rmap.c before 6c8e2a256915)"
+    #: The root of the version tree (it subclasses v5.18 for its code, not its history).
+    PARENT = None
     HAS_ANON_EXCLUSIVE = False
     #: shrink_page_list()'s "Split file THP" branch took every THP that is not
     #: anon+swapbacked, a lazyfree one too; 820c4e2e6f51 (v5.18) narrowed it.

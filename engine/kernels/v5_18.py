@@ -42,6 +42,7 @@ from engine.mm.sched import YieldPoint, Yields
 class V5_18(Kernel):
     VERSION = "v5.18"
     COMMIT = "6c8e2a256915"
+    PARENT: str | None = "v5.17"
     HAS_MTHP = False
     HAS_DROPPABLE = False
     FOLIO_BATCH_SIZE = 15                 # PAGEVEC_SIZE before v6.9

@@ -54,6 +54,12 @@ class V6_12(V6_14):
 
     VERSION = "v6.12"
     COMMIT = "6.12.117 stable: mm/rmap: don't discard lazyfree THPs at PMD level"
+    #: 6.12.y branched from mainline v6.12, which on everything modelled is the
+    #: v6.14 engine (mainline v6.11-v6.14 did not change it): the branch point is
+    #: v6.14, and the branch edge carries the two 6.12.y changes below
+    #: (engine/kernels/tree.py).
+    PARENT = "v6.14"
+    BRANCH = "6.12.y"
     # The stable commit took unmap_huge_pmd_locked() out of try_to_unmap_one().
     DISCARDS_LAZYFREE_PMD = False
     #: 6.12.117 carries the revert of 33dfe9204f29 (Hugh Dickins, 2025)

@@ -36,6 +36,9 @@ from engine.mm.sched import YieldPoint, Yields
 class V6_14(Kernel):
     VERSION = "v6.14"
     COMMIT = "v6.14 (mm/rmap.c before faeb2831b517)"
+    #: The v5.18 engine stands for v5.18-v6.7 and no engine models v6.8-v6.10: the
+    #: tree edge v5.18 -> v6.14 carries every change of v6.8-v6.14 the model has.
+    PARENT = "v5.18"
     #: try_to_unmap_one() offers a PMD mapping to unmap_huge_pmd_locked() before it
     #: splits the PMD (735ecdfaf4e8, v6.11).  The 6.12.117 stable update took the
     #: call out again (engine/kernels/v6_12.py).  Read by this try_to_unmap_one only.

@@ -63,6 +63,7 @@ PMD_LAZYFREE_ABORT_REF = Event(
 class V6_15(V6_14):
     VERSION = "v6.15"
     COMMIT = "faeb2831b517 2f4ab3ac10e1 354dffd29575 2f9b43d617e2"
+    PARENT = "v6.14"
 
     def folio_maybe_mapped_shared(self, folio: Folio) -> bool:
         """folio_maybe_mapped_shared() with CONFIG_MM_ID (David Hildenbrand's

@@ -18,6 +18,7 @@ from engine.mm.rmap import Pvmw, pvmw_table
 class V6_16(V6_15):
     VERSION = "v6.16"
     COMMIT = "ddd05742b45b"
+    PARENT = "v6.15"
 
     def unmap_pte_batch_end(self, pvmw: Pvmw) -> int:
         """folio_unmap_pte_batch()'s ``end_addr``: "We may only batch within a single

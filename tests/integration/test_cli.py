@@ -171,3 +171,35 @@ def test_reproducer_bad_inputs_exit_2_naming_them(tmp_path):
     assert r.returncode == 2 and "one of them" in said(r)
     r = foliodiff("reproducer", "--corpus", "h8-pmd-thp-redirty", "--pin", "splice")
     assert r.returncode == 2 and "--pin" in said(r) and "splice" in said(r)
+
+
+def test_bisect_names_where_a_crash_came_in_and_went_in_json_and_in_the_table():
+    r = foliodiff("bisect", "corpus/h12-mremap-straddle.json", "--engines", "v6.14,v6.15", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["engines"] == ["v6.14", "v6.15"] and out["target"]["kind"] == "crash"
+    assert [(e["edge"], e["on_path"]) for e in out["edges"] if e["target"]] == \
+        [("v6.14->v6.15", True), ("v6.15->v6.16", False)]
+    assert [e["change"] for e in out["edges"] if e["target"]] == ["came_in", "went"]
+    r = foliodiff("bisect", "corpus/h10-pmd-thp-clean.json", "--engines", "v6.12,v6.14")
+    assert r.returncode == 0, r.stderr
+    rows = [line for line in r.stdout.splitlines() if "->" in line]
+    assert any("v5.18->v6.14" in x and "came in (this)" in x for x in rows), r.stdout
+    assert any("v6.14->v6.12" in x and "6.12.y" in x and "went (this)" in x
+               and "lazyfree-pmd-discard" in x for x in rows), r.stdout
+
+
+def test_bisect_bad_inputs_exit_2_and_a_harness_error_3(tmp_path):
+    r = foliodiff("bisect", "corpus/h5-dma-into-lazyfree.json", "--engines", "v6.14")
+    assert r.returncode == 2 and "--engines" in said(r) and "'v6.14'" in said(r)
+    r = foliodiff("bisect", "corpus/h5-dma-into-lazyfree.json", "--engines", "v6.14,v9.9")
+    assert r.returncode == 2 and "v9.9" in said(r)
+    r = foliodiff("bisect", str(tmp_path / "missing.json"))
+    assert r.returncode == 2 and "missing.json" in said(r)
+    r = broken_foliodiff(tmp_path, "v6.15", "bisect", "corpus/h5-dma-into-lazyfree.json",
+                         "--engines", "v5.17,v5.18", "--json")
+    assert r.returncode == 3, r.stderr
+    out = json.loads(r.stdout)
+    assert [e["edge"] for e in out["edges"] if e["change"] == "unknown"] == \
+        ["v6.14->v6.15", "v6.15->v6.16"]
+    assert "harness error on v6.15" in said(r) and "harness error on v6.16" in said(r)
