@@ -50,6 +50,7 @@ from engine.diff.differential import (
 from engine.diff.rules import RULES, Rule, rules_between
 from engine.execution.oracle import Verdict
 from engine.execution.outcome import Outcome
+from engine.execution.provenance import invariant_path, loss_cause
 from engine.execution.runner import run
 from engine.kernels import ORDER, TreeEdge, base_version, version_tree
 from engine.program.format import Program
@@ -76,21 +77,31 @@ class DefectKey(NamedTuple):
         return {"kind": self.kind.value, "field": self.field, "function": self.function}
 
 
-def defect_key(of: Divergence | Outcome) -> DefectKey | None:
-    """The defect a divergence is, or the one a run ended in.
+def defect_key(of: Divergence | Outcome, program: Program | None = None) -> DefectKey | None:
+    """The defect a divergence is, or the one a run of @program ended in.
 
-    The one definition of "the same defect" bisection uses at each version: a
-    change of what a signature names (where a data loss was noticed, or the
-    kernel decision that lost the data) is made here.
+    The one definition of "the same defect" bisection uses at each version:
+    the kind, the normalized field and the function a signature names, which
+    for a data loss or a broken invariant is the kernel decision behind it
+    (:mod:`engine.execution.provenance`), found for a run by replaying it
+    (so @program is needed then; without it, where the oracle noticed).
     Return: the key, None for a state divergence and for a run that ended
     ``ok`` or in a harness error.
     """
     if isinstance(of, Divergence):
         return DefectKey(of.kind, of.field, of.function) if of.kind in DEFECT_KINDS else None
     kind = _KIND_OF_VERDICT.get(of.verdict)
-    if kind is None or of.crash is None:
+    c = of.crash
+    if kind is None or c is None:
         return None
-    return DefectKey(kind, normalize_field(of.crash.field), of.crash.function)
+    function = c.function
+    if program is not None:
+        cause = (loss_cause(program, of.engine, c) if kind is Kind.DATA_LOSS else
+                 invariant_path(program, of.engine, c) if kind in (Kind.INVARIANT, Kind.LEAK)
+                 else None)
+        if cause is not None:
+            function = cause.function
+    return DefectKey(kind, normalize_field(c.field), function)
 
 
 class Change(str, enum.Enum):
@@ -243,7 +254,7 @@ def bisect(program: Program, engines: tuple[str, str] | None = None, *,
     nodes = []
     for v in tree.nodes:
         o = outcomes[v] if v in outcomes else run(program, v)
-        key = defect_key(o)
+        key = defect_key(o, program)
         nodes.append(NodeRun(v, tree.parents[v], tree.branches[v], o, key,
                              None if target_defect is None else key == target_defect))
     return Bisection(program, engines, divergence, nodes, edges, pair)
@@ -261,7 +272,7 @@ def _edge_change(program: Program, edge: TreeEdge, report: Report, target: Diver
     if not report.divergences:
         return None
     d = report.divergences[0]
-    at_parent, at_child = defect_key(report.a), defect_key(report.b)
+    at_parent, at_child = defect_key(report.a, program), defect_key(report.b, program)
     defects_differ = at_parent != at_child
     # A defect stops a run: the differential names no rule for it, but the runs
     # may still show the edge's changes (the patch that brought the defect in or
