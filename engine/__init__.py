@@ -22,7 +22,8 @@ outside the engine to that; tests may reach inside).  By topic:
   kernel path reaches, :data:`YIELD_POINTS`.
 - Differentials (``engine.diff``): :func:`differential` of two engines,
   its :class:`Report` of :class:`Divergence` s by :class:`Kind` and
-  :class:`Classification`.
+  :class:`Classification`; the intended differences, :data:`RULES` (each
+  naming its patch), and :func:`rules_between` two versions.
 - The corpus (``engine.corpus``): :data:`CORPUS_DIR`, :func:`corpus_index`,
   :func:`corpus_program`, :func:`program_data`, :func:`load_any`,
   :func:`load_entry`, :func:`check_entry`; format-1 programs:
@@ -68,6 +69,7 @@ from engine.corpus.entries import (
 )
 from engine.corpus.upgrade import DEFAULT_READING, Upgrade, read_program, upgrade_program
 from engine.diff.differential import Classification, Divergence, Kind, Report, differential
+from engine.diff.rules import RULES, rules_between
 from engine.errors import (
     ChooserError,
     CPathError,
@@ -138,7 +140,7 @@ __all__ = [
     # runs
     "run", "Runner", "Outcome", "COUNTERS", "Place", "Verdict", "YieldPoint", "YIELD_POINTS",
     # differentials
-    "differential", "Report", "Divergence", "Kind", "Classification",
+    "differential", "Report", "Divergence", "Kind", "Classification", "RULES", "rules_between",
     # the corpus
     "CORPUS_DIR", "corpus_index", "corpus_program", "program_data", "load_any", "load_entry",
     "check_entry", "read_program", "upgrade_program", "Upgrade", "DEFAULT_READING",
