@@ -22,7 +22,9 @@ outside the engine to that; tests may reach inside).  By topic:
   kernel path reaches, :data:`YIELD_POINTS`.
 - Differentials (``engine.diff``): :func:`differential` of two engines,
   its :class:`Report` of :class:`Divergence` s by :class:`Kind` and
-  :class:`Classification` (any two engines, adjacent or not).
+  :class:`Classification` (any two engines, adjacent or not); the intended
+  differences, :data:`RULES` (each naming its patch), and
+  :func:`rules_between` two versions.
 - Bisection (``engine.diff.bisect``): :func:`bisect` of a program over the
   version tree (:func:`engine.kernels.version_tree`), its
   :class:`Bisection` of :class:`NodeRun` s and :class:`EdgeChange` s (the
@@ -86,6 +88,7 @@ from engine.diff.bisect import (
     edge_rules,
 )
 from engine.diff.differential import Classification, Divergence, Kind, Report, differential
+from engine.diff.rules import RULES, rules_between
 from engine.errors import (
     ChooserError,
     CPathError,
@@ -157,7 +160,7 @@ __all__ = [
     # runs
     "run", "Runner", "Outcome", "COUNTERS", "Place", "Verdict", "YieldPoint", "YIELD_POINTS",
     # differentials
-    "differential", "Report", "Divergence", "Kind", "Classification",
+    "differential", "Report", "Divergence", "Kind", "Classification", "RULES", "rules_between",
     # bisection
     "bisect", "Bisection", "NodeRun", "EdgeChange", "Change", "edge_rules", "defect_key",
     "DefectKey", "DEFECT_KINDS",

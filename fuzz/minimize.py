@@ -37,6 +37,7 @@ from engine import (
     Preemption,
     Program,
     ProgramError,
+    Report,
     differential,
     parse_program,
     renumber_schedule,
@@ -73,6 +74,8 @@ class MinimizeResult:
     @runs: calls of ``interesting`` (distinct valid candidates, the input included).
     @invalid: candidates the program format refused (never asked).
     @exhausted: ``max_runs`` stopped the search before a fixpoint.
+    @report: the differential report of ``program`` (:func:`minimize_divergence`
+        only; None from :func:`minimize`, whose predicate is the caller's).
     """
 
     program: Program
@@ -80,6 +83,7 @@ class MinimizeResult:
     reductions: list[Reduction] = field(default_factory=list)
     invalid: int = 0
     exhausted: bool = False
+    report: Report | None = None
 
     def removed(self, pass_: Pass) -> list[str]:
         return [r.what for r in self.reductions if r.pass_ is pass_]
@@ -326,14 +330,29 @@ def minimize_divergence(program: Program, engine_a: str, engine_b: str, signatur
         program found so far (a campaign's time budget; the result then
         depends on timing, the stored program does not).
     Other keyword arguments go to :func:`minimize`.
+    Return: the :class:`MinimizeResult`, with the ``report`` of its program:
+    the minimized program's own outcomes, which the store keeps beside the
+    original's.
     """
+    # The report of the last interesting candidate: the result's program
+    # unless the budget ended the search on another (then it is run again).
+    last: dict[str, Report] = {}
 
     def interesting(candidate: Program) -> bool:
-        return ((until is None or time.monotonic() < until)
-                and signature_id in divergence_signatures(candidate, engine_a, engine_b))
+        if until is not None and time.monotonic() >= until:
+            return False
+        report = differential(candidate, engine_a, engine_b)
+        if signature_id not in {d.signature_id for d in report.divergences}:
+            return False
+        last.clear()
+        last[candidate.to_json(None)] = report
+        return True
 
     try:
-        return minimize(program, interesting, **kw)
+        res = minimize(program, interesting, **kw)
     except NotInterestingError:
         raise NotInterestingError(f"no divergence with signature {signature_id} between "
                                   f"{engine_a} and {engine_b}") from None
+    res.report = (last.get(res.program.to_json(None))
+                  or differential(res.program, engine_a, engine_b))
+    return res

@@ -45,12 +45,44 @@ class PackedOutcome:
 
 
 @dataclass(frozen=True)
+class MinimizedRun:
+    """What a divergence's minimized program itself showed: its two outcomes,
+    and the detail and parting operation of its divergence with the signature.
+
+    The original program's run says other values and parts at other
+    operation indices; the minimized program is the reproducer a triager
+    replays, so its own run is kept beside the original's.
+    """
+
+    outcome_a: dict[str, Any] | PackedOutcome
+    outcome_b: dict[str, Any] | PackedOutcome
+    detail: str
+    first_op: int | None
+
+
+def minimized_run(report: Report, signature_id: str) -> MinimizedRun | None:
+    """The run of ``report`` (of a minimized program) for its divergence ``signature_id``.
+
+    Return: the :class:`MinimizedRun`, outcomes packed; None when the report
+    holds no divergence with that signature (the minimized program no
+    longer shows it).
+    """
+    for d in report.divergences:
+        if d.signature_id == signature_id:
+            return MinimizedRun(PackedOutcome.pack(report.a.to_dict()),
+                                PackedOutcome.pack(report.b.to_dict()), d.detail, d.first_op)
+    return None
+
+
+@dataclass(frozen=True)
 class DivergenceRecord:
     """One divergence as a fuzzer hands it to a store
     (:meth:`fuzz.sink.FindingStore.upsert_divergences`).
 
     Programs are their compact JSON text; outcomes are ``Outcome.to_dict()``,
     or that dict already packed (:func:`records_from_report` packs them).
+    ``minimized`` is the minimized program's own run, when there is a
+    minimized program and its run was kept (:func:`minimized_run`).
     """
 
     signature: str
@@ -68,6 +100,7 @@ class DivergenceRecord:
     outcome_b: dict[str, Any] | PackedOutcome
     original_program: str
     minimized_program: str | None = None
+    minimized: MinimizedRun | None = None
 
 
 def records_from_report(report: Report, original_program: Program,

@@ -40,13 +40,14 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from engine import Classification, Program, Report
+from engine import Classification, Program, Report, differential
 from fuzz.errors import NotInterestingError
 from fuzz.minimize import minimize_divergence
 from fuzz.records import (
     DivergenceRecord,
     HarnessRecord,
     harness_records_from_report,
+    minimized_run,
     records_from_report,
 )
 
@@ -196,6 +197,8 @@ class FindingSink:
             return []
         new = []
         records = records_from_report(report, program)
+        # The report of the caller's minimized program, run once if a new record needs it.
+        given: list[Report] = []
         for d, rec in zip(report.divergences, records, strict=True):
             seen = self.stats.signatures.setdefault(d.kind.value, set())
             if d.signature_id not in seen:
@@ -208,7 +211,17 @@ class FindingSink:
             small = minimized
             if d.classification is Classification.UNEXPECTED and d.signature_id not in self.known:
                 self.known.add(d.signature_id)
-                small = minimized or self._minimize(program, report, d.signature_id)
+                if minimized is not None:
+                    if not given:
+                        given.append(differential(minimized, report.a.engine, report.b.engine))
+                    done: tuple[Program, Report] | None = (minimized, given[0])
+                else:
+                    done = self._minimize(program, report, d.signature_id)
+                small = done[0] if done is not None else None
+                if done is not None:
+                    # Only a new record keeps it: a stored one has its own already.
+                    rec = dataclasses.replace(rec, minimized=minimized_run(done[1],
+                                                                           d.signature_id))
                 self._fresh[d.signature_id] = Stored(0, rec.signature, rec.kind.value,
                                                      len(program.ops),
                                                      len(small.ops) if small else None)
@@ -218,9 +231,10 @@ class FindingSink:
         self._maybe_flush()
         return new
 
-    def _minimize(self, program: Program, report: Report, signature_id: str) -> Program | None:
+    def _minimize(self, program: Program, report: Report,
+                  signature_id: str) -> tuple[Program, Report] | None:
         """``program`` delta-debugged within the sink's budgets, keeping
-        ``signature_id``; None when the sink does not minimize."""
+        ``signature_id``, and its report; None when the sink does not minimize."""
         if not self.minimize:
             return None
         until = time.monotonic() + self.minimize_seconds
@@ -230,9 +244,10 @@ class FindingSink:
             res = minimize_divergence(program, report.a.engine, report.b.engine, signature_id,
                                       until=until, max_runs=self.max_minimize_runs)
         except NotInterestingError:       # out of time before the first check
-            return program
+            return program, report
         self.stats.minimize_runs += res.runs
-        return res.program
+        assert res.report is not None     # minimize_divergence always sets it
+        return res.program, res.report
 
     def _maybe_flush(self) -> None:
         waiting = len(self._pending) + len(self._harness)

@@ -21,6 +21,7 @@ from rich.text import Text
 from engine import FoliodiffError
 from engine.kernels import ALIASES, C_TWINS, KERNELS, ORDER, resolve_engine
 from service.settings import DEFAULT_DB_URL, Settings, env_name
+from service.triage_cli import app as triage_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Differential fuzzing of Linux lazyfree reclaim models.")
@@ -30,6 +31,7 @@ console = Console(width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_BAD_INPUT, EXIT_HARNESS = 0, 1, 2, 3
+app.add_typer(triage_app, name="triage")
 DB_HELP = f"store URL (default ${env_name('db_url')} or {DEFAULT_DB_URL})"
 
 

@@ -6,7 +6,8 @@ searching.  The campaign hands the stored divergence's id to this process,
 which delta-debugs the program keeping the signature
 (:func:`fuzz.minimize.minimize_divergence`, within the campaign's run
 budget and :data:`MINIMIZE_SECONDS`) and stores the result as the
-divergence's minimized program: ClusterFuzz's split of a crash and its
+divergence's minimized program, with that program's own outcomes and
+detail beside the original's: ClusterFuzz's split of a crash and its
 minimize task, on one machine.
 
 What it did goes back on the campaign's message queue as ``("minimized",
@@ -26,6 +27,7 @@ from typing import Any
 from engine import parse_program
 from fuzz.errors import NotInterestingError
 from fuzz.minimize import minimize_divergence
+from fuzz.records import minimized_run
 from fuzz.throughput import fuzzing_gc
 from service.store import Store
 
@@ -78,5 +80,7 @@ def minimize_stored(store: Store, divergence_id: int, max_runs: int,
     except NotInterestingError as exc:
         # out of time before the first run ended, or the program no longer shows it
         return {**out, "ops_minimized": None, "runs": 1, "error": str(exc)}
-    store.set_minimized(divergence_id, res.program.to_json(indent=None))
+    # The minimized program's own run: its outcomes and detail, not the original's.
+    run = minimized_run(res.report, d.signature_id) if res.report is not None else None
+    store.set_minimized(divergence_id, res.program.to_json(indent=None), run)
     return {**out, "ops_minimized": len(res.program.ops), "runs": res.runs}

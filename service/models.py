@@ -194,6 +194,11 @@ class Divergence(Base):
     verified fixed (syzbot's ``Seq``); the new record points at the old one
     through ``reopened_from``.  Only the record with the highest ``seq`` of a
     signature receives hits.
+
+    ``detail``, ``first_op`` and the two outcomes are the run of the original
+    program, the one that found it; the ``minimized_*`` columns are the
+    minimized program's own run (its divergence with this signature), kept
+    beside them once minimized.
     """
 
     __tablename__ = "divergence"
@@ -222,20 +227,51 @@ class Divergence(Base):
     minimized_program_id: Mapped[int | None] = mapped_column(ForeignKey("program.id"))
     outcome_a_id: Mapped[int] = mapped_column(ForeignKey("outcome.id"))
     outcome_b_id: Mapped[int] = mapped_column(ForeignKey("outcome.id"))
+    # The minimized program's own run (0007): its divergence with this signature
+    # parts elsewhere and says other values than the original's, and the
+    # minimized program is what a triager replays.  All None until minimized,
+    # and for programs minimized before 0007.
+    minimized_outcome_a_id: Mapped[int | None] = mapped_column(ForeignKey("outcome.id"))
+    minimized_outcome_b_id: Mapped[int | None] = mapped_column(ForeignKey("outcome.id"))
+    minimized_first_op: Mapped[int | None]
+    minimized_detail: Mapped[str | None] = mapped_column(Text)
     status: Mapped[TriageStatus] = mapped_column(_enum(TriageStatus, "triage_status"))
     duplicate_of: Mapped[int | None] = mapped_column(ForeignKey("divergence.id"))
     reopened_from: Mapped[int | None] = mapped_column(ForeignKey("divergence.id"))
     # Loaded only where asked for (Store.get_divergence); anywhere else reading raises.
     outcome_a_blob: Mapped[OutcomeBlob] = relationship(foreign_keys=[outcome_a_id], lazy="raise")
     outcome_b_blob: Mapped[OutcomeBlob] = relationship(foreign_keys=[outcome_b_id], lazy="raise")
+    minimized_outcome_a_blob: Mapped[OutcomeBlob | None] = relationship(
+        foreign_keys=[minimized_outcome_a_id], lazy="raise")
+    minimized_outcome_b_blob: Mapped[OutcomeBlob | None] = relationship(
+        foreign_keys=[minimized_outcome_b_id], lazy="raise")
 
     @property
     def outcome_a(self) -> dict[str, Any]:
+        """The original program's run on ``engine_a``."""
         return self.outcome_a_blob.value
 
     @property
     def outcome_b(self) -> dict[str, Any]:
+        """The original program's run on ``engine_b``."""
         return self.outcome_b_blob.value
+
+    @property
+    def minimized_run(self) -> bool:
+        """Whether the minimized program's own run is stored (outcomes, detail, first op)."""
+        return self.minimized_outcome_a_id is not None and self.minimized_detail is not None
+
+    @property
+    def minimized_outcome_a(self) -> dict[str, Any] | None:
+        """The minimized program's run on ``engine_a``, if stored."""
+        blob = self.minimized_outcome_a_blob
+        return blob.value if blob is not None else None
+
+    @property
+    def minimized_outcome_b(self) -> dict[str, Any] | None:
+        """The minimized program's run on ``engine_b``, if stored."""
+        blob = self.minimized_outcome_b_blob
+        return blob.value if blob is not None else None
 
 
 class TriageEvent(Base):

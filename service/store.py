@@ -57,7 +57,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from engine import Classification, Kind, UnknownEngineError
 from engine.kernels import resolve_engine
-from fuzz.records import DivergenceRecord, HarnessRecord, PackedOutcome
+from fuzz.records import DivergenceRecord, HarnessRecord, MinimizedRun, PackedOutcome
 from service.errors import BatchError, IllegalTransitionError, InvalidValueError, NotFoundError
 from service.models import (
     Campaign,
@@ -246,9 +246,27 @@ def _check_record(i: int, r: Any) -> None:
     for name in ("signature", "engine_a", "engine_b", "field", "function", "detail",
                  "original_program", "minimized_program"):
         _check_no_nul(f"{where}.{name}", getattr(r, name))
+    if r.minimized is not None:
+        if r.minimized_program is None:
+            raise InvalidValueError(f"{where}.minimized", "MinimizedRun",
+                                    "a minimized run needs its minimized_program")
+        _check_minimized_run(f"{where}.minimized", r.minimized)
     if r.classification is Classification.INTENDED and not r.rules:
         raise InvalidValueError(f"{where}.rules", r.rules,
                                 "an intended divergence names at least one rule")
+
+
+def _check_minimized_run(where: str, run: Any) -> None:
+    """Reject a minimized run whose shape cannot be stored, naming @where and the field."""
+    if not isinstance(run, MinimizedRun):
+        raise InvalidValueError(where, type(run).__name__, "must be a fuzz.records.MinimizedRun")
+    if not isinstance(run.detail, str):
+        raise InvalidValueError(f"{where}.detail", run.detail, "must be text")
+    _check_no_nul(f"{where}.detail", run.detail)
+    if run.first_op is not None and (not isinstance(run.first_op, int)
+                                     or isinstance(run.first_op, bool) or run.first_op < 0):
+        raise InvalidValueError(f"{where}.first_op", run.first_op,
+                                "must be None or an operation index")
 
 
 def _check_harness_record(i: int, r: Any) -> None:
@@ -272,6 +290,17 @@ def _check_harness_record(i: int, r: Any) -> None:
         _check_no_nul(f"{where}.{name}", getattr(r, name))
     for k, frame in enumerate(r.stack):
         _check_no_nul(f"{where}.stack[{k}]", frame)
+
+
+def _minimized_columns(run: MinimizedRun | None, outcomes: dict[int, int]) -> dict[str, Any]:
+    """The divergence columns of minimized run @run, whose outcomes are stored
+    as @outcomes (``id()`` of each value -> outcome row id); all None without one."""
+    if run is None:
+        return {"minimized_outcome_a_id": None, "minimized_outcome_b_id": None,
+                "minimized_detail": None, "minimized_first_op": None}
+    return {"minimized_outcome_a_id": outcomes[id(run.outcome_a)],
+            "minimized_outcome_b_id": outcomes[id(run.outcome_b)],
+            "minimized_detail": run.detail, "minimized_first_op": run.first_op}
 
 
 def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
@@ -597,7 +626,9 @@ class Store:
                                       for p in (rec.original_program, rec.minimized_program)
                                       if p is not None])
         outcomes = self._outcomes(s, [o for rec, _ in fresh
-                                      for o in (rec.outcome_a, rec.outcome_b)])
+                                      for o in (rec.outcome_a, rec.outcome_b)
+                                      + ((rec.minimized.outcome_a, rec.minimized.outcome_b)
+                                         if rec.minimized is not None else ())])
         if new:
             # Core, not ORM, bulk insert: no identity map to fill for rows nobody
             # reads.  With RETURNING, SQLAlchemy sends multi-row VALUES batches
@@ -630,6 +661,7 @@ class Store:
                                          if rec.minimized_program is not None else None),
                 "outcome_a_id": outcomes[id(rec.outcome_a)],
                 "outcome_b_id": outcomes[id(rec.outcome_b)],
+                **_minimized_columns(rec.minimized, outcomes),
                 "status": TriageStatus.NEW, "duplicate_of": None,
                 "reopened_from": reopened_from}
 
@@ -711,17 +743,35 @@ class Store:
         campaign.updated_at = now
 
     def get_divergence(self, divergence_id: int) -> Divergence:
-        """One divergence with both outcomes."""
+        """One divergence with both outcomes, and both of its minimized run if stored."""
         with self._read() as s:
             return self._divergence(s, divergence_id, outcomes=True)
 
-    def set_minimized(self, divergence_id: int, program: str) -> None:
+    def set_minimized(self, divergence_id: int, program: str,
+                      run: MinimizedRun | None = None) -> None:
         """Keep @program (a program's JSON) as the minimized program of
         divergence @divergence_id: a campaign's minimizer, which works
-        beside the search, found it after the divergence was stored."""
-        with self._write() as s:
-            d = self._divergence(s, divergence_id)
-            d.minimized_program_id = self._programs(s, [program])[program]
+        beside the search, found it after the divergence was stored.
+
+        @run: the minimized program's own run (its outcomes, detail and
+        parting operation), kept beside the original's; None leaves no
+        minimized run (the views then show the original's, saying so).
+        """
+        if not isinstance(program, str) or not program:
+            raise InvalidValueError("program", program, "must be a program's JSON text")
+        _check_no_nul("program", program)
+        if run is not None:
+            _check_minimized_run("run", run)
+        try:
+            with self._write() as s:
+                d = self._divergence(s, divergence_id)
+                d.minimized_program_id = self._programs(s, [program])[program]
+                outcomes = (self._outcomes(s, [run.outcome_a, run.outcome_b])
+                            if run is not None else {})
+                for column, value in _minimized_columns(run, outcomes).items():
+                    setattr(d, column, value)
+        except _UnstorableJSON as exc:
+            raise InvalidValueError("run", "MinimizedRun", f"outcomes not JSON: {exc}") from exc
 
     def get_program(self, program_id: int) -> Program:
         with self._read() as s:
@@ -992,7 +1042,9 @@ class Store:
     @staticmethod
     def _divergence(s: Session, divergence_id: Any, outcomes: bool = False) -> Divergence:
         options = ((selectinload(Divergence.outcome_a_blob),
-                    selectinload(Divergence.outcome_b_blob)) if outcomes else ())
+                    selectinload(Divergence.outcome_b_blob),
+                    selectinload(Divergence.minimized_outcome_a_blob),
+                    selectinload(Divergence.minimized_outcome_b_blob)) if outcomes else ())
         d = (s.get(Divergence, divergence_id, options=options)
              if isinstance(divergence_id, int) else None)
         if d is None:

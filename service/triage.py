@@ -221,13 +221,27 @@ def corpus_file_name(d: Divergence) -> str:
 def corpus_entry(store: Store, d: Divergence) -> dict[str, Any]:
     """A corpus file (see :mod:`engine.corpus.entries`) pinning this divergence.
 
-    ``expect`` holds each engine's verdict and, for a crash or oracle
-    failure, where it happened; ``divergences`` the pair's classification
-    and kind, which ``foliodiff corpus`` checks on every replay.
+    Its program is the reproducer (:func:`reproducer`), and ``expect`` and
+    the description come from that program's own run.  ``expect`` holds each
+    engine's verdict and, for a crash or oracle failure, where it happened;
+    ``divergences`` the pair's classification and kind, which ``foliodiff
+    corpus`` checks on every replay.
     """
     program = reproducer(store, d)
+    if d.minimized_program_id is None:
+        outcomes, detail = (d.outcome_a, d.outcome_b), d.detail
+    elif d.minimized_run:
+        outcomes = (d.minimized_outcome_a or {}, d.minimized_outcome_b or {})
+        detail = d.minimized_detail or ""
+    else:
+        # Minimized before its run was kept (migration 0007): the original's
+        # outcomes are not the reproducer's, so run it.
+        report = differential(program, d.engine_a, d.engine_b)
+        outcomes = (report.a.to_dict(), report.b.to_dict())
+        same = [x for x in report.divergences if x.signature_id == d.signature_id]
+        detail = same[0].detail if same else d.detail
     expect: dict[str, dict[str, Any]] = {}
-    for engine, outcome in ((d.engine_a, d.outcome_a), (d.engine_b, d.outcome_b)):
+    for engine, outcome in zip((d.engine_a, d.engine_b), outcomes, strict=True):
         fields: dict[str, Any] = {"verdict": outcome.get("verdict")}
         crash = outcome.get("crash")
         if isinstance(crash, dict):
@@ -236,7 +250,7 @@ def corpus_entry(store: Store, d: Divergence) -> dict[str, Any]:
         expect[engine] = fields
     return {"name": corpus_file_name(d).removesuffix(".json"),
             "scenario": "fuzz",
-            "description": f"divergence #{d.id} ({d.status.value}): {d.signature}. {d.detail}",
+            "description": f"divergence #{d.id} ({d.status.value}): {d.signature}. {detail}",
             "program": program.to_dict(),
             "expect": expect,
             "divergences": {f"{d.engine_a}..{d.engine_b}": {

@@ -8,7 +8,15 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service.api import errors
-from service.api.routers import campaigns, corpus, divergences, harness, run
+from service.api.routers import (
+    campaigns,
+    corpus,
+    divergences,
+    harness,
+    intended,
+    programs,
+    run,
+)
 from service.settings import Settings
 
 
@@ -39,6 +47,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = None
     errors.install(app)
     app.add_middleware(errors.BodyLimit, limit=settings.max_body_bytes)
-    for module in (divergences, campaigns, harness, corpus, run):
+    for module in (divergences, campaigns, intended, programs, harness, corpus, run):
         app.include_router(module.router)
     return app

@@ -6,6 +6,7 @@ leave the store layer as such.
 
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -40,8 +41,21 @@ class _Row(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+class RunOf(str, enum.Enum):
+    """Which program's run a divergence view shows: its detail, where the runs
+    parted, its outcomes."""
+
+    MINIMIZED = "minimized"     # the reproducer's own run
+    ORIGINAL = "original"       # the run of the program that found it
+
+
 class DivergenceSummary(_Row):
-    """One divergence in a list (no outcomes, no programs)."""
+    """One divergence in a list (no outcomes, no programs).
+
+    ``detail`` and ``first_op`` are the run ``run_of`` names: the minimized
+    program's when its run is stored, else the original program's (also
+    when a program was minimized before its run was kept, migration 0007).
+    """
 
     id: int
     signature: str
@@ -61,6 +75,8 @@ class DivergenceSummary(_Row):
     status: TriageStatus
     duplicate_of: int | None
     reopened_from: int | None
+    minimized: bool = Field(description="a minimized program is stored (the reproducer)")
+    run_of: RunOf = Field(description="whose run detail and first_op describe")
 
 
 class DivergencePage(BaseModel):
@@ -79,32 +95,35 @@ class FieldRow(BaseModel):
     differs: bool
 
 
-class DivergenceDetail(DivergenceSummary):
-    """One divergence with both outcomes, its programs and how to replay it."""
+class PartingOp(BaseModel):
+    """The operation after which the two runs parted, as its program has it."""
 
+    index: int
+    op: dict[str, Any] | None = Field(
+        description="the operation (None when the stored program has no such index)")
+
+
+class RunOut(BaseModel):
+    """One program's differential run, as stored: where it parted, what it said,
+    both outcomes side by side (differing fields first)."""
+
+    program: RunOf
+    first_op: int | None
+    detail: str
+    parting_op: PartingOp | None
     outcome_a: dict[str, Any]
     outcome_b: dict[str, Any]
     side_by_side: list[FieldRow]
-    original_program: dict[str, Any]
-    minimized_program: dict[str, Any] | None
-    corpus_file: str
-    replay_command: str
 
 
-class TransitionIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class RuleOut(BaseModel):
+    """An intended difference between two adjacent versions and its patch."""
 
-    to: TriageStatus
-    note: str = Field(default="", max_length=10_000)
-    author: str = Field(min_length=1, max_length=128)
-    duplicate_of: int | None = Field(default=None, ge=1, le=MAX_ID)
-
-
-class NoteIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    text: str = Field(min_length=1, max_length=10_000, pattern=r"\S")
-    author: str = Field(min_length=1, max_length=128)
+    name: str
+    older: str
+    newer: str
+    patch: str
+    description: str
 
 
 class NoteOut(_Row):
@@ -123,6 +142,45 @@ class TriageEventOut(_Row):
     note: str
     author: str
     at: datetime
+
+
+class DivergenceDetail(DivergenceSummary):
+    """One divergence: its reproducer's run (both outcomes side by side, the
+    operation where they parted), the original program's run when that is
+    another, both programs, the pair's intended changes, its triage history,
+    and how to replay it."""
+
+    outcome_a: dict[str, Any]
+    outcome_b: dict[str, Any]
+    side_by_side: list[FieldRow]
+    parting_op: PartingOp | None
+    original_run: RunOut | None = Field(
+        description="the original program's run, when the fields above are the minimized's")
+    original_program: dict[str, Any]
+    minimized_program: dict[str, Any] | None
+    pair_rules: list[RuleOut] = Field(
+        description="the intended changes between the pair's versions (engine RULES); a "
+                    "stored divergence is one none of them explains")
+    events: list[TriageEventOut]
+    notes: list[NoteOut]
+    corpus_file: str
+    replay_command: str
+
+
+class TransitionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    to: TriageStatus
+    note: str = Field(default="", max_length=10_000)
+    author: str = Field(min_length=1, max_length=128)
+    duplicate_of: int | None = Field(default=None, ge=1, le=MAX_ID)
+
+
+class NoteIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=10_000, pattern=r"\S")
+    author: str = Field(min_length=1, max_length=128)
 
 
 class History(BaseModel):
@@ -230,6 +288,36 @@ class StatsSnapshotOut(_Row):
 
 class CampaignDetail(CampaignOut):
     stats: list[StatsSnapshotOut]
+
+
+class IntendedRule(BaseModel):
+    """One rule's intended divergences on one campaign: how many, and sample programs."""
+
+    rule: str
+    patch: str | None = Field(description="the patch that intended it (None for a rule this "
+                                          "foliodiff does not know: stored by another version)")
+    description: str | None
+    campaign_id: int
+    engine_a: str
+    engine_b: str
+    count: int
+    samples: list[int] = Field(description="program ids (GET /programs/{id}): the smallest "
+                                           "program the worker had for each")
+
+
+class IntendedList(BaseModel):
+    """Intended divergences per rule and campaign, by rule then campaign."""
+
+    items: list[IntendedRule]
+    total: int = Field(description="intended divergences counted, over the items")
+
+
+class ProgramOut(BaseModel):
+    """A stored program: its id, the sha256 of its text, and the program."""
+
+    id: int
+    sha256: str
+    program: dict[str, Any]
 
 
 class CorpusProgram(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -203,3 +204,152 @@ def test_bisect_bad_inputs_exit_2_and_a_harness_error_3(tmp_path):
     assert [e["edge"] for e in out["edges"] if e["change"] == "unknown"] == \
         ["v6.14->v6.15", "v6.15->v6.16"]
     assert "harness error on v6.15" in said(r) and "harness error on v6.16" in said(r)
+
+
+# -- foliodiff triage: the store from the command line, the same data as the API --------
+
+
+def _triage_store(tmp_path) -> tuple[str, dict[str, int]]:
+    """A SQLite file store holding H5's data loss minimized with its own run, H12's
+    crash as found, and a campaign with H1's intended divergence counted."""
+    from engine.corpus.entries import load_any
+    from engine.diff.differential import differential
+    from fuzz.minimize import minimize_divergence
+    from fuzz.records import minimized_run, records_from_report
+    from service.store import Store
+    h5 = load_any(str(ROOT / "corpus" / "h5-dma-into-lazyfree.json"))
+    (loss,) = records_from_report(differential(h5, "v5.17", "v6.14"), h5)
+    res = minimize_divergence(h5, "v5.17", "v6.14", loss.signature_id, max_runs=300)
+    assert res.report is not None
+    loss = dataclasses.replace(loss, minimized_program=res.program.to_json(indent=None),
+                               minimized=minimized_run(res.report, loss.signature_id))
+    h12 = load_any(str(ROOT / "corpus" / "h12-mremap-straddle.json"))
+    (crash,) = records_from_report(differential(h12, "v6.14", "v6.15"), h12)
+    h1 = load_any(str(ROOT / "corpus" / "h1-clean-mthp-reclaim.json"))
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    with Store.open(url) as store:
+        ids = store.upsert_divergences([loss, crash]).ids
+        campaign = store.create_campaign("v6.14", "v6.15", "random").id
+        store.upsert_divergences(records_from_report(differential(h1, "v6.14", "v6.15"), h1),
+                                 campaign_id=campaign)
+    return url, {"loss": ids[loss.signature_id], "crash": ids[crash.signature_id],
+                 "campaign": campaign}
+
+
+def _api(url: str):
+    import warnings
+
+    from service.api import Settings, create_app
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fastapi.testclient import TestClient
+    return TestClient(create_app(Settings(db_url=url)))
+
+
+def test_triage_shows_the_same_data_as_the_api(tmp_path):
+    url, ids = _triage_store(tmp_path)
+    loss = ids["loss"]
+    for args in (("transition", str(loss), "confirmed", "--note", "real", "--author", "ann"),
+                 ("note", str(loss), "bisect next", "--author", "bob")):
+        r = foliodiff("triage", *args, "--db", url)
+        assert r.returncode == 0, r.stderr
+    with _api(url) as client:
+        for args, path in ((("show", str(loss)), f"/divergences/{loss}"),
+                           (("show", str(ids["crash"])), f"/divergences/{ids['crash']}"),
+                           (("list",), "/divergences"),
+                           (("list", "--kind", "crash", "--sort", "id"),
+                            "/divergences?kind=crash&sort=id"),
+                           (("list", "--engines", "v5.17..v6.14", "-q", "data_loss"),
+                            "/divergences?engines=v5.17..v6.14&q=data_loss"),
+                           (("intended",), "/intended"),
+                           (("intended", "--campaign", str(ids["campaign"])),
+                            f"/campaigns/{ids['campaign']}/intended")):
+            r = foliodiff("triage", *args, "--json", "--db", url)
+            assert r.returncode == 0, r.stderr
+            want = client.get(path)
+            assert want.status_code == 200
+            assert json.loads(r.stdout) == want.json(), args
+        (sample,) = client.get("/intended").json()["items"][0]["samples"]
+        r = foliodiff("triage", "program", str(sample), "--json", "--db", url)
+        assert json.loads(r.stdout) == client.get(f"/programs/{sample}").json()
+        d = client.get(f"/divergences/{loss}").json()
+    assert d["run_of"] == "minimized" and d["events"] and d["notes"]
+    # The table says it too: the reproducer's run, the original's labelled, the history.
+    r = foliodiff("triage", "show", str(loss), "--db", url)
+    assert r.returncode == 0, r.stderr
+    out = " ".join(r.stdout.split())
+    assert "the minimized program's run (10 -> 6 ops)" in out
+    assert f"detail {d['detail']}" in out and "allowed 1" in out
+    assert "original program's run (kept; the reproducer is the minimized program)" in out
+    assert "allowed 42" in out
+    assert f"▶ [{d['first_op']}]" in out
+    assert "refcount-check-before-lazyfree-discard" in out and "6c8e2a256915" in out
+    assert "new -> confirmed" in out and "bisect next" in out
+    # The store URL comes from $FOLIODIFF_DB_URL when --db is not given.
+    r = subprocess.run([sys.executable, "-m", "service.cli", "triage", "list", "--json"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "FOLIODIFF_DB_URL": url})
+    assert r.returncode == 0 and json.loads(r.stdout)["total"] == 2
+
+
+def test_triage_transitions_notes_duplicates_and_exports(tmp_path):
+    from engine.corpus.entries import check_entry, load_entry
+    url, ids = _triage_store(tmp_path)
+    loss, crash = ids["loss"], ids["crash"]
+
+    def triage(*args):
+        r = foliodiff("triage", *args, "--db", url)
+        assert "Traceback" not in r.stderr, r.stderr
+        return r
+
+    r = triage("dup", str(crash), "--of", str(loss), "--note", "same DMA", "--json")
+    assert r.returncode == 0, r.stderr
+    assert (json.loads(r.stdout)["status"], json.loads(r.stdout)["duplicate_of"]) == (
+        "duplicate", loss)
+    r = triage("transition", str(crash), "confirmed")
+    assert r.returncode == 0 and f"divergence #{crash} is now confirmed" in r.stdout
+    r = triage("note", str(crash), "looked at it", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["text"] == "looked at it"
+    r = triage("list", "--status", "confirmed", "--json")
+    assert [d["id"] for d in json.loads(r.stdout)["items"]] == [crash]
+
+    corpus, c = tmp_path / "loss.json", tmp_path / "loss.c"
+    r = triage("export", str(loss), "--corpus", str(corpus), "--c", str(c))
+    assert r.returncode == 0, r.stderr
+    entry = load_entry(str(corpus))
+    assert check_entry(entry) == [] and "allowed 1" in entry["description"]
+    assert len(entry["program"].ops) == 6                  # the minimized program
+    assert f"foliodiff reproducer divergence-{loss}:" in c.read_text()
+
+    # Bad input: one line naming the option or argument and the value, exit 2.
+    for args, said_ in (
+            (("show", "999"), "divergence 999 not found"),
+            (("show", "3000000000"), "ID: must be at most 2147483647 (got 3000000000)"),
+            (("transition", str(crash), "verified"),
+             "cannot go from 'confirmed' to 'verified'"),
+            (("transition", str(crash), "sideways"), "STATUS:"),
+            (("transition", str(crash), "duplicate"), f"triage dup {crash} --of OTHER"),
+            (("dup", str(crash), "--of", "77"), "--of: no such divergence (got 77)"),
+            (("dup", str(crash), "--of", str(crash)), "a divergence cannot duplicate itself"),
+            (("note", str(crash), "  "), "TEXT:"),
+            (("list", "--kind", "boom"), "--kind: must be one of"),
+            (("list", "--engines", "v6.14..v9.9"), "--engines: unknown engine 'v9.9'"),
+            (("list", "--sort", "outcome_a"), "--sort: must be one of"),
+            (("list", "--limit", "0"), "--limit: must be 1..1000 (got 0)"),
+            (("intended", "--campaign", "42"), "campaign 42 not found"),
+            (("program", "999"), "program 999 not found"),
+            (("export", str(loss)), "--corpus/--c"),
+            (("export", str(loss), "--c", str(tmp_path / "x.c"), "--pin", "splice"),
+             "--pin: must be one of io_uring, vmsplice (got 'splice')"),
+            (("export", str(loss), "--corpus", str(tmp_path / "no" / "x.json")),
+             "--corpus: cannot write")):
+        r = triage(*args)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert said_ in said(r), (args, said(r))
+        assert said(r).startswith("error:")
+    # Nothing of the refused commands was kept.
+    r = triage("show", str(crash), "--json")
+    d = json.loads(r.stdout)
+    assert d["status"] == "confirmed" and [n["text"] for n in d["notes"]] == ["looked at it"]
+    r = foliodiff("triage", "list", "--db", "nonsense://")
+    assert r.returncode == 2 and "--db: cannot open the store 'nonsense://'" in said(r)

@@ -27,11 +27,13 @@ with warnings.catch_warnings():
 
 from programs_v1 import H2
 
+from engine import RULES
 from engine.corpus.entries import check_entry, load_any, load_entry
 from engine.corpus.upgrade import upgrade_program
 from engine.diff.differential import Classification, Kind, differential
 from engine.program.format import Program
-from fuzz.records import DivergenceRecord, records_from_report
+from fuzz.minimize import minimize_divergence
+from fuzz.records import DivergenceRecord, minimized_run, records_from_report
 from service.api import Settings, create_app
 from service.store import Store
 
@@ -135,9 +137,100 @@ def test_get_shows_both_outcomes_programs_and_replay_command(
     assert d["replay_command"] == f"foliodiff run {d['corpus_file']} --engines v5.17,v6.14"
 
 
+@pytest.fixture(scope="module")
+def minimized_loss(data_loss: DivergenceRecord) -> DivergenceRecord:
+    """The data loss with its minimized program and that program's own run, as a
+    campaign's sink stores it."""
+    program = load_any(str(CORPUS / "h5-dma-into-lazyfree.json"))
+    res = minimize_divergence(program, "v5.17", "v6.14", data_loss.signature_id, max_runs=300)
+    assert res.report is not None and len(res.program.ops) < len(program.ops)
+    return dataclasses.replace(data_loss, minimized_program=res.program.to_json(indent=None),
+                               minimized=minimized_run(res.report, data_loss.signature_id))
+
+
+def test_get_shows_the_minimized_programs_run_and_the_originals_labelled(
+        url: str, minimized_loss: DivergenceRecord, tmp_path: Path) -> None:
+    with Store.open(url) as store:
+        did = store.upsert_divergences([minimized_loss]).ids[minimized_loss.signature_id]
+    run = minimized_loss.minimized
+    assert run is not None
+    with _client(url) as client:
+        d = client.get(f"/divergences/{did}").json()
+        # The reproducer's own run first: "allowed 1" is what the minimized program writes.
+        assert (d["minimized"], d["run_of"]) == (True, "minimized")
+        assert (d["detail"], d["first_op"]) == (run.detail, run.first_op)
+        assert "allowed 1" in d["detail"]
+        minimized = json.loads(minimized_loss.minimized_program or "")
+        assert d["minimized_program"] == minimized
+        assert d["parting_op"] == {"index": run.first_op, "op": minimized["ops"][run.first_op]}
+        assert d["outcome_a"]["crash"]["message"].endswith("allowed 1")
+        verdict = next(row for row in d["side_by_side"] if row["field"] == "verdict")
+        assert verdict == {"field": "verdict", "a": "data_loss", "b": "ok", "differs": True}
+        # The original's run, kept and labelled as such.
+        o = d["original_run"]
+        assert o["program"] == "original" and "allowed 42" in o["detail"]
+        assert (o["detail"], o["first_op"]) == (minimized_loss.detail, minimized_loss.first_op)
+        assert o["outcome_a"]["crash"]["message"].endswith("allowed 42")
+        assert d["original_program"] == json.loads(minimized_loss.original_program)
+        # The list says the same as the record.
+        (item,) = client.get("/divergences").json()["items"]
+        assert (item["detail"], item["first_op"], item["run_of"]) == (
+            run.detail, run.first_op, "minimized")
+        # The corpus file pins the reproducer with its own run.
+        entry = client.get(f"/divergences/{did}/corpus").json()
+        assert entry["program"] == minimized and entry["description"].endswith(run.detail)
+        path = tmp_path / f"{entry['name']}.json"
+        path.write_text(json.dumps(entry))
+        assert check_entry(load_entry(str(path))) == []
+
+
+def test_get_shows_the_pairs_rules_and_the_history(client: TestClient,
+                                                  seeded: dict[str, int]) -> None:
+    did = seeded["data_loss"]
+    d = client.get(f"/divergences/{did}").json()
+    assert (d["run_of"], d["original_run"], d["events"], d["notes"]) == ("original", None, [], [])
+    rules = {r["name"]: r for r in d["pair_rules"]}
+    assert rules["refcount-check-before-lazyfree-discard"]["patch"].startswith("6c8e2a256915")
+    assert all(r["older"] != "v6.14" for r in d["pair_rules"])       # v5.17 .. v6.14 only
+    client.post(f"/divergences/{did}/transitions",
+                json={"to": "confirmed", "note": "real", "author": "ann"})
+    client.post(f"/divergences/{did}/notes", json={"text": "bisected", "author": "bob"})
+    d = client.get(f"/divergences/{did}").json()
+    h = client.get(f"/divergences/{did}/history").json()
+    assert (d["events"], d["notes"]) == (h["events"], h["notes"])
+    assert [e["to_status"] for e in d["events"]] == ["confirmed"]
+    assert [n["text"] for n in d["notes"]] == ["bisected"]
+
+
+def test_intended_divergences_per_rule_and_campaign_with_their_samples(url: str) -> None:
+    program = load_any(str(CORPUS / "h1-clean-mthp-reclaim.json"))
+    records = records_from_report(differential(program, "v6.14", "v6.15"), program)
+    (rule,) = {r for rec in records for r in rec.rules}
+    with Store.open(url) as store:
+        first = store.create_campaign("v6.14", "v6.15", "random").id
+        second = store.create_campaign("v6.14", "v6.15", "pct").id
+        store.upsert_divergences(records * 3, campaign_id=first)
+        store.upsert_divergences(records, campaign_id=second)
+        store.create_campaign("v6.15", "v6.16", "pct")          # none counted
+    with _client(url) as client:
+        one = client.get(f"/campaigns/{first}/intended").json()
+        (item,) = one["items"]
+        assert (item["rule"], item["campaign_id"], item["count"]) == (rule, first, 3)
+        assert item["patch"] == next(r.patch for r in RULES if r.name == rule)
+        assert one["total"] == 3 and len(item["samples"]) == 1
+        sample = client.get(f"/programs/{item['samples'][0]}").json()
+        assert sample["program"] == program.to_dict()
+        every = client.get("/intended").json()
+        assert [(i["rule"], i["campaign_id"], i["count"]) for i in every["items"]] == [
+            (rule, first, 3), (rule, second, 1)]
+        assert every["total"] == 4
+        assert client.get("/programs/0").status_code == 422
+        assert client.get("/campaigns/0/intended").json()["field"] == "campaign_id"
+
+
 def test_unknown_id_is_404(client: TestClient) -> None:
     for path in ("/divergences/999", "/divergences/999/history", "/divergences/999/corpus",
-                 "/campaigns/999"):
+                 "/campaigns/999", "/campaigns/999/intended", "/programs/999"):
         r = client.get(path)
         assert r.status_code == 404, path
         assert r.json()["value"] == 999

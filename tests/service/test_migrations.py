@@ -1,6 +1,9 @@
-"""Migration 0004 on a real SQLite file and a real PostgreSQL database: stored
-programs move to format 2, each format-1 schedule read on the engine its
-references run first.
+"""Migrations on a real SQLite file and a real PostgreSQL database.
+
+0004: stored programs move to format 2, each format-1 schedule read on the
+engine its references run first.  0007: divergences get columns for their
+minimized program's own run, and keep everything they had (history, notes,
+signature search).
 
 Each test makes a fresh database at revision 0003 (``url`` in conftest.py),
 stores programs there as an older foliodiff did, referenced by divergences
@@ -90,6 +93,13 @@ class Old:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _head() -> str:
+    """The newest migration, as alembic sees the scripts."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return ScriptDirectory.from_config(config).get_current_head()
 
 
 def _programs(store: Store) -> dict[int, tuple[str, str]]:
@@ -220,19 +230,70 @@ def test_a_store_without_format_1_programs_migrates_unchanged(url: str) -> None:
         assert store.notes(did) == []
 
 
-def test_downgrade_below_0004_is_refused_and_changes_nothing(url: str) -> None:
+def test_downgrade_below_0007_is_refused_and_changes_nothing(url: str) -> None:
+    # 0007 refuses first on the way down (as 0004 would below it): dropping its
+    # columns would lose the minimized runs stored since.
     with Store.open(url) as store:
         store.create_campaign("v6.14", "v6.15", "random")
         config = Config()
         config.set_main_option("script_location", str(MIGRATIONS))
         with store.engine.begin() as conn:
             config.attributes["connection"] = conn
-            with pytest.raises(NotImplementedError,
-                               match="step numbers cannot be recomputed from places"):
+            with pytest.raises(NotImplementedError, match="0007 stores minimized runs"):
                 command.downgrade(config, "0003")
             conn.rollback()
         with store.engine.connect() as conn:
             assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() \
-                == ScriptDirectory.from_config(config).get_current_head()
+                == _head()
             assert conn.exec_driver_sql("SELECT count(*) FROM harness_error").scalar() == 0
         assert store.get_campaign(1).fuzzer == "random"
+
+
+def test_0007_keeps_every_divergence_its_history_and_search(url: str) -> None:
+    """A store at 0005 with a minimized divergence, its triage event and note:
+    after 0007 all of it is there, the minimized run unknown (None), and the
+    signature search (FTS triggers on SQLite) finds old and new records."""
+    engine = sa.create_engine(url)
+    upgrade(engine, "0005")
+    meta = sa.MetaData()
+    meta.reflect(engine, only=["program", "divergence", "outcome", "triage_event", "note"])
+    t = meta.tables
+    packed = PackedOutcome.pack({"verdict": "ok", "state": {}, "crash": None})
+    with engine.begin() as conn:
+        out = conn.execute(sa.insert(t["outcome"]).values(sha256=packed.sha256,
+                                                          packed=packed.packed)
+                           .returning(t["outcome"].c.id)).scalar_one()
+        text = _text(H2, "v6.14")
+        pid = conn.execute(sa.insert(t["program"]).values(sha256=_sha(text), json=text)
+                           .returning(t["program"].c.id)).scalar_one()
+        did = conn.execute(sa.insert(t["divergence"]).values(
+            signature="v6.14..v6.15|state|old-one", signature_id="00000000000000aa", seq=0,
+            engine_a="v6.14", engine_b="v6.15", kind="state", classification="unexpected",
+            field="f", function=None, first_op=3, detail="allowed 42", first_seen=T0,
+            last_seen=T0, hit_count=4, original_program_id=pid, minimized_program_id=pid,
+            outcome_a_id=out, outcome_b_id=out, status="confirmed", duplicate_of=None,
+            reopened_from=None).returning(t["divergence"].c.id)).scalar_one()
+        conn.execute(sa.insert(t["triage_event"]).values(
+            divergence_id=did, from_status="new", to_status="confirmed", note="real",
+            author="ann", at=T0))
+        conn.execute(sa.insert(t["note"]).values(divergence_id=did, author="bob",
+                                                 text="bisected", at=T0))
+    engine.dispose()
+
+    with Store.open(url) as store:
+        d = store.get_divergence(did)
+        assert (d.status, d.hit_count, d.detail, d.first_op) == (
+            TriageStatus.CONFIRMED, 4, "allowed 42", 3)
+        assert d.minimized_program_id == pid and not d.minimized_run
+        assert (d.minimized_outcome_a, d.minimized_detail, d.minimized_first_op) == (
+            None, None, None)
+        assert [(e.to_status, e.note) for e in store.history(did)] == [
+            (TriageStatus.CONFIRMED, "real")]
+        assert [n.text for n in store.notes(did)] == ["bisected"]
+        assert [x.id for x in store.list_divergences(text="old-one")[0]] == [did]
+    with TestClient(create_app(Settings(db_url=url))) as client:
+        shown = client.get(f"/divergences/{did}").json()
+        # Minimized before its run was kept: the original's run, said so.
+        assert (shown["minimized"], shown["run_of"], shown["detail"]) == (
+            True, "original", "allowed 42")
+        assert shown["original_run"] is None

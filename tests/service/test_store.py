@@ -26,7 +26,8 @@ from sqlalchemy import event
 from engine import parse_program
 from engine.corpus.entries import load_any
 from engine.diff.differential import Classification, Kind, differential
-from fuzz.records import DivergenceRecord, records_from_report
+from fuzz.records import DivergenceRecord, MinimizedRun, records_from_report
+from fuzz.sink import FindingSink
 from service.errors import BatchError, IllegalTransitionError, InvalidValueError, NotFoundError
 from service.minimizer import minimize_stored
 from service.models import Base, CampaignStatus, TriageStatus, in_models
@@ -229,6 +230,81 @@ def test_the_minimizer_minimizes_what_was_stored_as_found(store: Store,
     assert store.unminimized("v5.17", "v6.14") == [2]
     with pytest.raises(NotFoundError):
         store.set_minimized(99, data_loss.original_program)
+
+
+def test_the_minimizer_keeps_the_minimized_programs_own_run(store: Store,
+                                                           data_loss: DivergenceRecord) -> None:
+    """H5's original run reads the DMA'd 42 back as 0; the minimized program writes 1.
+    Each run's detail and outcomes are its own, both kept."""
+    store.upsert_divergences([data_loss])
+    before = store.get_divergence(1)
+    assert not before.minimized_run and before.minimized_outcome_a is None
+    minimize_stored(store, 1, max_runs=300, deadline=time.monotonic() + 120)
+    d = store.get_divergence(1)
+    small = parse_program(json.loads(store.get_program(d.minimized_program_id).json))
+    report = differential(small, "v5.17", "v6.14")
+    (again,) = [x for x in report.divergences if x.signature_id == d.signature_id]
+    assert d.minimized_run
+    assert (d.minimized_detail, d.minimized_first_op) == (again.detail, again.first_op)
+    assert "allowed 1" in d.minimized_detail and "allowed 42" in d.detail
+    assert d.minimized_first_op == len(small.ops) - 1 < d.first_op
+    assert d.minimized_outcome_a == json.loads(json.dumps(report.a.to_dict()))
+    assert d.minimized_outcome_b == json.loads(json.dumps(report.b.to_dict()))
+    # The original's run is kept as it was stored.
+    assert (d.detail, d.first_op) == (before.detail, before.first_op)
+    assert (d.outcome_a, d.outcome_b) == (before.outcome_a, before.outcome_b)
+    # Minimized again without a run: none is left that would not be the new program's.
+    store.set_minimized(1, data_loss.original_program)
+    d = store.get_divergence(1)
+    assert not d.minimized_run and d.minimized_detail is None and d.minimized_outcome_b is None
+
+
+def test_a_sink_stores_a_new_divergence_with_its_minimized_run(store: Store) -> None:
+    program = load_any(str(CORPUS / "h5-dma-into-lazyfree.json"))
+    report = differential(program, "v5.17", "v6.14")
+    campaign = store.create_campaign("v5.17", "v6.14", "random")
+    sink = FindingSink(store, campaign.id, known=set(), max_minimize_runs=300,
+                       minimize_seconds=120)
+    sink.add(program, report)
+    (stored,) = sink.flush()
+    d = store.get_divergence(stored.divergence_id)
+    assert stored.ops_minimized == len(json.loads(
+        store.get_program(d.minimized_program_id).json)["ops"]) < len(program.ops)
+    assert d.minimized_run and "allowed 1" in d.minimized_detail
+    assert "allowed 42" in d.detail and d.outcome_a == json.loads(json.dumps(report.a.to_dict()))
+    # A caller's minimized program: run once for the new record, and kept with it.
+    crash_program = load_any(str(CORPUS / "h12-mremap-straddle.json"))
+    crash_report = differential(crash_program, "v6.14", "v6.15")
+    other = FindingSink(store, campaign.id, known=set(), minimize=False)
+    other.add(crash_program, crash_report, minimized=crash_program)
+    (kept,) = other.flush()
+    c = store.get_divergence(kept.divergence_id)
+    assert c.minimized_run and c.minimized_detail == c.detail
+    assert c.minimized_outcome_b == c.outcome_b
+    assert store.get_divergence(d.id).minimized_detail == d.minimized_detail
+
+
+def test_a_minimized_run_of_the_wrong_shape_is_refused_by_name(
+        store: Store, data_loss: DivergenceRecord) -> None:
+    run = MinimizedRun(data_loss.outcome_a, data_loss.outcome_b, "allowed 1", 3)
+    with pytest.raises(InvalidValueError) as err:
+        store.upsert_divergences([dataclasses.replace(data_loss, minimized=run)])
+    assert err.value.field == "records[0].minimized"       # no minimized program
+    with pytest.raises(InvalidValueError) as err:
+        store.upsert_divergences([dataclasses.replace(
+            data_loss, minimized_program=data_loss.original_program,
+            minimized=dataclasses.replace(run, detail="a\x00b"))])
+    assert err.value.field == "records[0].minimized.detail"
+    store.upsert_divergences([data_loss])
+    for bad, field in ((dataclasses.replace(run, first_op=-1), "run.first_op"),
+                       ("allowed 1", "run"),
+                       (dataclasses.replace(run, outcome_a={"x": object()}), "run")):
+        with pytest.raises(InvalidValueError) as err:
+            store.set_minimized(1, data_loss.original_program, bad)  # type: ignore[arg-type]
+        assert err.value.field == field
+    # Nothing of the refused calls was kept.
+    d = store.get_divergence(1)
+    assert d.minimized_program_id is None and not d.minimized_run
 
 
 def test_failed_batch_leaves_stored_data_intact(store: Store, data_loss: DivergenceRecord,

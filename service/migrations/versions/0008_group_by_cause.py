@@ -1,7 +1,7 @@
 """Divergences regrouped by cause.
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0007
 
 Data losses and broken invariants used to be signed with the operation in
 which an oracle noticed them, so one kernel bug was stored once per
@@ -36,7 +36,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0005"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
