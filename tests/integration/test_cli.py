@@ -259,8 +259,8 @@ def test_triage_shows_the_same_data_as_the_api(tmp_path):
                            (("list",), "/divergences"),
                            (("list", "--kind", "crash", "--sort", "id"),
                             "/divergences?kind=crash&sort=id"),
-                           (("list", "--engines", "v5.17..v6.14", "-q", "data_loss"),
-                            "/divergences?engines=v5.17..v6.14&q=data_loss"),
+                           (("list", "--engines", "v5.17..v6.14", "-q", "cause|"),
+                            "/divergences?engines=v5.17..v6.14&q=cause%7C"),
                            (("intended",), "/intended"),
                            (("intended", "--campaign", str(ids["campaign"])),
                             f"/campaigns/{ids['campaign']}/intended")):

@@ -99,7 +99,7 @@ def test_list_filters_and_paginates(client: TestClient, seeded: dict[str, int]) 
     assert by_kind["items"][0]["hit_count"] == 2
     pair = client.get("/divergences", params={"engines": "v6.14..v6.15"}).json()
     assert [d["id"] for d in pair["items"]] == [seeded["crash"]]
-    text = client.get("/divergences", params={"q": "data_loss", "status": "new",
+    text = client.get("/divergences", params={"q": "cause|try_to_unmap_one", "status": "new",
                                               "classification": "unexpected"}).json()
     assert [d["id"] for d in text["items"]] == [seeded["data_loss"]]
     assert client.get("/divergences", params={"status": "fixed"}).json()["total"] == 0
