@@ -7,8 +7,9 @@ which delta-debugs the program keeping the signature
 (:func:`fuzz.minimize.minimize_divergence`, within the campaign's run
 budget and :data:`MINIMIZE_SECONDS`) and stores the result as the
 divergence's minimized program, with that program's own outcomes and
-detail beside the original's: ClusterFuzz's split of a crash and its
-minimize task, on one machine.
+detail beside the original's, then bisects it along the version tree
+(:func:`engine.bisect`): ClusterFuzz's split of a crash and its minimize
+and regression tasks, on one machine.
 
 What it did goes back on the campaign's message queue as ``("minimized",
 None, {...})``: the divergence, the operations before and after, the runs
@@ -24,7 +25,7 @@ import time
 import traceback
 from typing import Any
 
-from engine import parse_program
+from engine import bisect, parse_program
 from fuzz.errors import NotInterestingError
 from fuzz.minimize import minimize_divergence
 from fuzz.records import minimized_run
@@ -83,4 +84,9 @@ def minimize_stored(store: Store, divergence_id: int, max_runs: int,
     # The minimized program's own run: its outcomes and detail, not the original's.
     run = minimized_run(res.report, d.signature_id) if res.report is not None else None
     store.set_minimized(divergence_id, res.program.to_json(indent=None), run)
+    # Where it came in and went, on the minimized program: a few runs a version.
+    found = (next((x for x in res.report.divergences if x.signature_id == d.signature_id), None)
+             if res.report is not None else None)
+    store.set_bisection(divergence_id, bisect(res.program, (d.engine_a, d.engine_b),
+                                              divergence=found).to_dict())
     return {**out, "ops_minimized": len(res.program.ops), "runs": res.runs}

@@ -238,6 +238,11 @@ class Divergence(Base):
     status: Mapped[TriageStatus] = mapped_column(_enum(TriageStatus, "triage_status"))
     duplicate_of: Mapped[int | None] = mapped_column(ForeignKey("divergence.id"))
     reopened_from: Mapped[int | None] = mapped_column(ForeignKey("divergence.id"))
+    # engine.Bisection.to_dict() of the reproducer, and the edges ("a->b", comma-
+    # separated) where its defect or rule came in and went: see 0009_bisection.py.
+    bisection: Mapped[dict[str, Any] | None]
+    came_in: Mapped[str | None] = mapped_column(String(256))
+    went: Mapped[str | None] = mapped_column(String(256))
     # Loaded only where asked for (Store.get_divergence); anywhere else reading raises.
     outcome_a_blob: Mapped[OutcomeBlob] = relationship(foreign_keys=[outcome_a_id], lazy="raise")
     outcome_b_blob: Mapped[OutcomeBlob] = relationship(foreign_keys=[outcome_b_id], lazy="raise")

@@ -47,6 +47,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    literal,
     literal_column,
     select,
     update,
@@ -56,7 +57,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from engine import Classification, Kind, UnknownEngineError
-from engine.kernels import resolve_engine
+from engine.kernels import resolve_engine, version_tree
 from fuzz.records import DivergenceRecord, HarnessRecord, MinimizedRun, PackedOutcome
 from service.errors import BatchError, IllegalTransitionError, InvalidValueError, NotFoundError
 from service.models import (
@@ -166,6 +167,15 @@ def _engine_id(value: Any, name: str) -> str:
         return resolve_engine(value)
     except (UnknownEngineError, TypeError) as exc:
         raise InvalidValueError(name, value, str(exc)) from None
+
+
+def _tree_edge(value: Any, name: str) -> str:
+    """@value as an edge of the version tree (``parent->child``), or an error naming @name."""
+    edges = {e.name for e in version_tree().edges}
+    if value not in edges:
+        raise InvalidValueError(name, value, "must be an edge of the version tree: "
+                                + ", ".join(sorted(edges)))
+    return cast(str, value)
 
 
 def _check_json(value: Any, name: str) -> None:
@@ -773,6 +783,27 @@ class Store:
         except _UnstorableJSON as exc:
             raise InvalidValueError("run", "MinimizedRun", f"outcomes not JSON: {exc}") from exc
 
+    def set_bisection(self, divergence_id: int, bisection: dict[str, Any]) -> Divergence:
+        """Keep @bisection (:meth:`engine.Bisection.to_dict` of the divergence's
+        reproducer) on divergence @divergence_id, replacing an earlier one, and
+        the edges where its own defect or rule came in and went (the list's
+        ``came_in`` and ``went`` filters)."""
+        if not isinstance(bisection, dict) or not isinstance(bisection.get("edges"), list):
+            raise InvalidValueError("bisection", bisection, "must be a Bisection.to_dict()")
+        _check_json(bisection, "bisection")
+        edges: dict[str, list[str]] = {"came_in": [], "went": []}
+        for i, e in enumerate(bisection["edges"]):
+            if not isinstance(e, dict) or not isinstance(e.get("edge"), str):
+                raise InvalidValueError(f"bisection.edges[{i}]", e, "must name its edge")
+            if e.get("target") and e.get("change") in edges:
+                edges[e["change"]].append(e["edge"])
+        with self._write() as s:
+            d = self._divergence(s, divergence_id)
+            d.bisection = bisection
+            d.came_in = ",".join(edges["came_in"]) or None
+            d.went = ",".join(edges["went"]) or None
+        return d
+
     def get_program(self, program_id: int) -> Program:
         with self._read() as s:
             program = s.get(Program, program_id)
@@ -784,12 +815,16 @@ class Store:
                          kind: Kind | str | None = None,
                          classification: Classification | str | None = None,
                          engines: tuple[str, str] | None = None, text: str | None = None,
+                         came_in: str | None = None, went: str | None = None,
                          sort: str = "-last_seen", limit: int = 50,
                          offset: int = 0) -> tuple[list[Divergence], int]:
         """A page of divergences matching every given filter, and how many match.
 
         ``text`` matches anywhere in the signature, literally (no character
-        is a wildcard) and case-sensitively, on every backend.  ``sort`` is one
+        is a wildcard) and case-sensitively, on every backend.  ``came_in`` and
+        ``went`` name an edge of the version tree (``v6.14->v6.15``): the
+        divergences whose bisection found their defect or rule coming in (or
+        going) there; unbisected ones match neither.  ``sort`` is one
         of :data:`SORT_KEYS`, with ``-`` for descending; ties go by id in the
         same direction, so pages are stable.
 
@@ -811,6 +846,11 @@ class Store:
                 raise InvalidValueError("engines", engines, "must be a pair (engine_a, engine_b)")
             where += [Divergence.engine_a == _engine_id(engines[0], "engines"),
                       Divergence.engine_b == _engine_id(engines[1], "engines")]
+        for name, value in (("came_in", came_in), ("went", went)):
+            if value is not None:
+                column = getattr(Divergence, name)
+                where.append((literal(",") + column + literal(",")).contains(
+                    f",{_tree_edge(value, name)},", autoescape=True))
         key = _page_key(sort, SORT_KEYS, limit, offset)
         if not stored_class or isinstance(text, str) and "\x00" in text:
             # Nothing matches.  No stored signature holds a NUL either (the

@@ -23,6 +23,7 @@ from engine import (
     Report,
     Reproducer,
     Upgrade,
+    bisect,
     corpus_program,
     differential,
     program_data,
@@ -160,32 +161,42 @@ class ReplayResult:
     harness_errors: list[int] = field(default_factory=list)   # their ids in the store
 
 
-def replay(store: Store, divergence_id: int, author: str = "replay") -> ReplayResult:
-    """Re-run a divergence's reproducer on its engine pair and record the answer.
+def replay(store: Store, divergence_id: int, author: str = "replay",
+           engines: str | None = None) -> ReplayResult:
+    """Re-run a divergence's reproducer on its engine pair, or on @engines
+    (``"a,b"``), and record the answer.
 
     It reproduces when the report holds an unexpected divergence with the
-    same signature.  A fixed record moves to verified when it no longer
-    reproduces and back to confirmed when it does; a verified one that does
-    comes back as a new record (the store's reopen).  Any other state only
-    gets a note.  A replay that ends in a harness error (a defect of
-    foliodiff) says nothing about the kernels: the record keeps its state,
-    gets a note, and the error goes to the store's harness-error table.
+    same signature, the pair aside (on another pair the same defect signs
+    with that pair's names).  On its own pair, a fixed record moves to
+    verified when it no longer reproduces and back to confirmed when it
+    does; a verified one that does comes back as a new record (the store's
+    reopen); any other state only gets a note.  On another pair (a fix
+    checked against another version) the record only gets a note.  A replay
+    that ends in a harness error (a defect of foliodiff) says nothing about
+    the kernels: the record keeps its state, gets a note, and the error goes
+    to the store's harness-error table.
 
     Return: what the replay found and the record's state after it.
     """
     d = store.get_divergence(divergence_id)
+    pair = (d.engine_a, d.engine_b) if engines is None else engine_pair(engines, ",", "engines")
     program = reproducer(store, d)
-    report = differential(program, d.engine_a, d.engine_b)
+    report = differential(program, *pair)
     if report.harness:
-        return _replay_harness(store, d, program, report, author)
+        return _replay_harness(store, d, program, report, author, pair)
     signatures = [x.signature for x in report.divergences
                   if x.classification is Classification.UNEXPECTED]
-    same = d.signature in signatures
+    defect = d.signature.split("|", 1)[1]
+    same = any(sig.split("|", 1)[1] == defect for sig in signatures)
     verdict = ("still reproduces" if same else
                "no longer reproduces" + (f" (now: {', '.join(signatures)})" if signatures else ""))
-    note = f"replay on {d.engine_a},{d.engine_b}: {verdict}"
+    note = f"replay on {pair[0]},{pair[1]}: {verdict}"
     result = ReplayResult(divergence_id, same, signatures, d.status, d.status, report,
-                          engines=[d.engine_a, d.engine_b])
+                          engines=list(pair))
+    if pair != (d.engine_a, d.engine_b):
+        store.add_note(divergence_id, note, author)
+        return result
     if d.status is TriageStatus.FIXED:
         to = TriageStatus.CONFIRMED if same else TriageStatus.VERIFIED
         result.status_after = store.transition(divergence_id, to, note=note, author=author).status
@@ -199,19 +210,35 @@ def replay(store: Store, divergence_id: int, author: str = "replay") -> ReplayRe
     return result
 
 
+def bisect_stored(store: Store, divergence_id: int) -> Divergence:
+    """Bisect divergence @divergence_id's reproducer along the version tree and keep
+    the result on the record (:meth:`Store.set_bisection`).
+
+    The target is the replay's divergence of the same signature; when the
+    reproducer no longer shows it, the pair's first divergence (the
+    bisection says which it bisected).
+    """
+    d = store.get_divergence(divergence_id)
+    program = reproducer(store, d)
+    report = differential(program, d.engine_a, d.engine_b)
+    found = next((x for x in report.divergences if x.signature_id == d.signature_id), None)
+    return store.set_bisection(divergence_id, bisect(program, (d.engine_a, d.engine_b),
+                                                     divergence=found).to_dict())
+
+
 def _replay_harness(store: Store, d: Divergence, program: Program, report: Report,
-                    author: str) -> ReplayResult:
+                    author: str, pair: tuple[str, str]) -> ReplayResult:
     """A replay that hit a harness error: noted, kept as such, the record's state unchanged."""
     records = harness_records_from_report(report, program)
     stored = store.upsert_harness_errors(records)
     ids = list(dict.fromkeys(stored.ids[r.signature_id] for r in records))
     what = "; ".join(f"#{stored.ids[r.signature_id]} on {r.engine}: {r.exception}: "
                      f"{r.message[:NOTE_MESSAGE_CHARS]}" for r in records)
-    store.add_note(d.id, f"replay on {d.engine_a},{d.engine_b}: a harness error, a defect of "
+    store.add_note(d.id, f"replay on {pair[0]},{pair[1]}: a harness error, a defect of "
                          f"foliodiff that says nothing about either kernel (state unchanged; "
                          f"GET /harness-errors): {what}", author)
     return ReplayResult(d.id, False, [], d.status, d.status, report,
-                        engines=[d.engine_a, d.engine_b], harness_errors=ids)
+                        engines=list(pair), harness_errors=ids)
 
 
 def corpus_file_name(d: Divergence) -> str:

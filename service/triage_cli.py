@@ -153,6 +153,10 @@ def list_(
     engines: Annotated[str | None, typer.Option(help="engine pair 'a..b'")] = None,
     text: Annotated[str | None, typer.Option("--text", "-q",
                                              help="text in the signature")] = None,
+    came_in: Annotated[str | None, typer.Option(
+        help="an edge of the version tree where bisection saw it come in, 'a->b'")] = None,
+    went: Annotated[str | None, typer.Option(
+        help="an edge where bisection saw it go, 'a->b'")] = None,
     sort: Annotated[str, typer.Option(help="id, first_seen, last_seen, hit_count, kind, status "
                                            "or signature; - in front for descending")
                     ] = "-last_seen",
@@ -169,18 +173,20 @@ def list_(
         with _open_store(db) as store:
             page = views.divergence_page(store, status=status, kind=kind,
                                          classification=classification, engines=pair,
-                                         text=text, sort=sort, limit=limit, offset=offset)
+                                         text=text, came_in=came_in, went=went, sort=sort,
+                                         limit=limit, offset=offset)
     if as_json:
         _print_json(page)
         return
     t = Table(title=f"divergences {offset + 1 if page.items else 0}-{offset + len(page.items)} "
                     f"of {page.total}")
-    for col in ("id", "status", "kind", "engines", "hits", "last seen", "min.", "signature"):
+    for col in ("id", "status", "kind", "engines", "hits", "last seen", "min.", "came in",
+                "signature"):
         t.add_column(col, no_wrap=col != "signature")
     for d in page.items:
         t.add_row(str(d.id), d.status.value, d.kind.value, f"{d.engine_a}..{d.engine_b}",
                   str(d.hit_count), d.last_seen.strftime("%Y-%m-%d %H:%M"),
-                  "yes" if d.minimized else "-", Text(d.signature))
+                  "yes" if d.minimized else "-", d.came_in or "-", Text(d.signature))
     console.print(t)
 
 
@@ -292,6 +298,24 @@ def _rules(d: DivergenceDetail) -> list[RenderableType]:
                                           f"{d.engine_b}", style="dim")]
 
 
+def _bisection(d: DivergenceDetail) -> list[RenderableType]:
+    """Where it came in and went along the version tree, and every other edge
+    whose behaviour changes, with the rules the runs show there."""
+    b = d.bisection
+    if not b:
+        return [Text(f"not bisected yet: foliodiff triage bisect {d.id}", style="dim")]
+    t = Table(title="bisection along the version tree", title_justify="left")
+    for col in ("edge", "branch", "change", "on path", "rules (patch)"):
+        t.add_column(col, overflow="fold")
+    for e in b.get("edges", []):
+        change = e.get("change", "") + (" (this)" if e.get("target") else "")
+        rules = "; ".join(f"{r.get('name')} ({r.get('patch')})" for r in e.get("rules", []))
+        t.add_row(e.get("edge", ""), e.get("branch", ""), Text(change, style="bold" if
+                  e.get("target") else ""), "yes" if e.get("on_path") else "",
+                  rules or e.get("commit", ""))
+    return [t]
+
+
 def _history(d: DivergenceDetail) -> list[RenderableType]:
     t = Table(title="history", title_justify="left")
     for col in ("at", "what", "author", "note"):
@@ -310,13 +334,9 @@ def _replay(d: DivergenceDetail) -> list[RenderableType]:
 
 
 def show_sections(d: DivergenceDetail, show_all: bool = False) -> list[RenderableType]:
-    """What ``show`` prints of @d, section by section, in order.
-
-    Bisection results along the version ladder go between the rules and the
-    history once the store keeps them (issue 18, its bisection part).
-    """
+    """What ``show`` prints of @d, section by section, in order."""
     return [*_header(d, show_all), *_original(d, show_all), *_programs(d), *_rules(d),
-            *_history(d), *_replay(d)]
+            *_bisection(d), *_history(d), *_replay(d)]
 
 
 @app.command()
@@ -336,6 +356,53 @@ def show(
         _print_json(d)
         return
     console.print(Group(*show_sections(d, show_all)))
+
+
+@app.command("bisect")
+def bisect_(divergence: Id, as_json: Json = False, db: Db = None) -> None:
+    """Bisect a divergence's reproducer along the version tree and keep the result
+    (POST /divergences/{id}/bisect); prints it as ``show`` does."""
+    from service.api import views
+    from service.triage import bisect_stored
+    _check_ids(ID=divergence)
+    with _errors(), _open_store(db) as store:
+        bisect_stored(store, divergence)
+        d = views.divergence_detail(store, divergence)
+    if as_json:
+        _print_json(d)
+        return
+    console.print(Group(*_bisection(d)))
+
+
+@app.command()
+def replay(
+    divergence: Id,
+    engines: Annotated[str | None, typer.Option(
+        help="another engine pair 'a,b' (a fix checked against another version): the record "
+             "only gets a note; default its own pair")] = None,
+    author: Annotated[str | None, typer.Option(help="who replays (default $USER)")] = None,
+    as_json: Json = False,
+    db: Db = None,
+) -> None:
+    """Re-run the stored reproducer (POST /divergences/{id}/replay): on its own pair a
+    fixed record is verified or confirmed again; the answer is noted either way."""
+    from service.triage import replay as replay_stored
+    _check_ids(ID=divergence)
+    with _errors(), _open_store(db) as store:
+        r = replay_stored(store, divergence, author=_author(author), engines=engines)
+    if as_json:
+        print(json.dumps({"divergence_id": r.divergence_id, "engines": r.engines,
+                          "reproduces": r.reproduces, "signatures": r.signatures,
+                          "status_before": r.status_before.value,
+                          "status_after": r.status_after.value,
+                          "reopened_as": r.reopened_as, "harness_errors": r.harness_errors},
+                         indent=2))
+        return
+    said = "still reproduces" if r.reproduces else "does not reproduce"
+    console.print(f"#{r.divergence_id} on {','.join(r.engines)}: {said}"
+                  + (f" (now: {', '.join(r.signatures)})" if r.signatures and not r.reproduces
+                     else "")
+                  + f"; {r.status_before.value} -> {r.status_after.value}", highlight=False)
 
 
 # -- triage --------------------------------------------------------------------------

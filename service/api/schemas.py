@@ -77,6 +77,9 @@ class DivergenceSummary(_Row):
     reopened_from: int | None
     minimized: bool = Field(description="a minimized program is stored (the reproducer)")
     run_of: RunOf = Field(description="whose run detail and first_op describe")
+    came_in: str | None = Field(default=None, description=(
+        "edges of the version tree ('a->b', comma-separated) where bisection saw it come in"))
+    went: str | None = Field(default=None, description="edges where bisection saw it go")
 
 
 class DivergencePage(BaseModel):
@@ -161,6 +164,10 @@ class DivergenceDetail(DivergenceSummary):
     pair_rules: list[RuleOut] = Field(
         description="the intended changes between the pair's versions (engine RULES); a "
                     "stored divergence is one none of them explains")
+    bisection: dict[str, Any] | None = Field(description=(
+        "engine.Bisection.to_dict() of the reproducer on every version of the tree: each "
+        "version's verdict, each edge where the behaviour changes with its rules and patches "
+        "('target': the edges of this divergence); None until bisected"))
     events: list[TriageEventOut]
     notes: list[NoteOut]
     corpus_file: str
@@ -196,6 +203,9 @@ class ReplayIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     author: str = Field(default="replay", min_length=1, max_length=128)
+    engines: str | None = Field(default=None, description=(
+        "another engine pair to replay on, 'a,b' (a fix checked against another "
+        "version): the record only gets a note; default its own pair"))
 
 
 class ReplayOut(BaseModel):

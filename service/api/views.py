@@ -38,7 +38,7 @@ from service.triage import corpus_file_name
 #: Columns of a divergence row a summary shows as they are stored.
 _ROW_FIELDS = ("id", "signature", "signature_id", "seq", "engine_a", "engine_b", "kind",
                "classification", "field", "function", "first_seen", "last_seen", "hit_count",
-               "status", "duplicate_of", "reopened_from")
+               "status", "duplicate_of", "reopened_from", "came_in", "went")
 
 
 def _flatten(outcome: dict[str, Any]) -> dict[str, Any]:
@@ -83,11 +83,13 @@ def divergence_page(store: Store, *, status: TriageStatus | str | None = None,
                     kind: Kind | str | None = None,
                     classification: Classification | str | None = None,
                     engines: tuple[str, str] | None = None, text: str | None = None,
+                    came_in: str | None = None, went: str | None = None,
                     sort: str = "-last_seen", limit: int = 50, offset: int = 0) -> DivergencePage:
     """A page of divergences (:meth:`Store.list_divergences`, the same filters)."""
     items, total = store.list_divergences(status=status, kind=kind,
                                           classification=classification, engines=engines,
-                                          text=text, sort=sort, limit=limit, offset=offset)
+                                          text=text, came_in=came_in, went=went, sort=sort,
+                                          limit=limit, offset=offset)
     return DivergencePage(items=[divergence_summary(d) for d in items], total=total,
                           limit=limit, offset=offset)
 
@@ -144,7 +146,7 @@ def divergence_detail(store: Store, divergence_id: int) -> DivergenceDetail:
         side_by_side=shown.side_by_side, parting_op=shown.parting_op,
         original_run=original_run if shown is not original_run else None,
         original_program=original, minimized_program=minimized,
-        pair_rules=pair_rules(d.engine_a, d.engine_b),
+        pair_rules=pair_rules(d.engine_a, d.engine_b), bisection=d.bisection,
         events=[TriageEventOut.model_validate(e) for e in store.history(d.id)],
         notes=[NoteOut.model_validate(n) for n in store.notes(d.id)],
         corpus_file=name, replay_command=f"foliodiff run {name} --engines {d.engine_a},{d.engine_b}")

@@ -250,13 +250,21 @@ def test_triage_shows_the_same_data_as_the_api(tmp_path):
     url, ids = _triage_store(tmp_path)
     loss = ids["loss"]
     for args in (("transition", str(loss), "confirmed", "--note", "real", "--author", "ann"),
-                 ("note", str(loss), "bisect next", "--author", "bob")):
+                 ("note", str(loss), "bisect next", "--author", "bob"),
+                 ("bisect", str(ids["crash"]))):
         r = foliodiff("triage", *args, "--db", url)
         assert r.returncode == 0, r.stderr
+    # the bisection table: H12's crash comes in at v6.14->v6.15 and goes at v6.15->v6.16
+    rows = [" ".join(x.split()) for x in r.stdout.splitlines() if "->" in x]
+    assert any("v6.14->v6.15" in x and "came_in (this)" in x for x in rows), r.stdout
+    assert any("v6.15->v6.16" in x and "went (this)" in x and "bounded-partial-batches" in x
+               for x in rows), r.stdout
     with _api(url) as client:
         for args, path in ((("show", str(loss)), f"/divergences/{loss}"),
                            (("show", str(ids["crash"])), f"/divergences/{ids['crash']}"),
                            (("list",), "/divergences"),
+                           (("list", "--came-in", "v6.14->v6.15"),
+                            "/divergences?came_in=v6.14-%3Ev6.15"),
                            (("list", "--kind", "crash", "--sort", "id"),
                             "/divergences?kind=crash&sort=id"),
                            (("list", "--engines", "v5.17..v6.14", "-q", "cause|"),
@@ -272,6 +280,7 @@ def test_triage_shows_the_same_data_as_the_api(tmp_path):
         (sample,) = client.get("/intended").json()["items"][0]["samples"]
         r = foliodiff("triage", "program", str(sample), "--json", "--db", url)
         assert json.loads(r.stdout) == client.get(f"/programs/{sample}").json()
+        assert client.get(f"/divergences/{ids['crash']}").json()["came_in"] == "v6.14->v6.15"
         d = client.get(f"/divergences/{loss}").json()
     assert d["run_of"] == "minimized" and d["events"] and d["notes"]
     # The table says it too: the reproducer's run, the original's labelled, the history.
@@ -285,6 +294,16 @@ def test_triage_shows_the_same_data_as_the_api(tmp_path):
     assert f"▶ [{d['first_op']}]" in out
     assert "refcount-check-before-lazyfree-discard" in out and "6c8e2a256915" in out
     assert "new -> confirmed" in out and "bisect next" in out
+    assert f"not bisected yet: foliodiff triage bisect {loss}" in out
+    # A replay on another pair notes what it found and changes nothing else.
+    r = foliodiff("triage", "replay", str(ids["crash"]), "--engines", "v6.14,v6.16",
+                  "--json", "--db", url)
+    assert r.returncode == 0, r.stderr
+    out_json = json.loads(r.stdout)
+    assert out_json["engines"] == ["v6.14", "v6.16"] and not out_json["reproduces"]
+    assert out_json["status_before"] == out_json["status_after"] == "new"
+    r = foliodiff("triage", "replay", str(ids["crash"]), "--engines", "v6.14", "--db", url)
+    assert r.returncode == 2 and "engines" in said(r) and "v6.14" in said(r)
     # The store URL comes from $FOLIODIFF_DB_URL when --db is not given.
     r = subprocess.run([sys.executable, "-m", "service.cli", "triage", "list", "--json"],
                        cwd=ROOT, capture_output=True, text=True, timeout=300,

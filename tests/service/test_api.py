@@ -344,6 +344,47 @@ def test_replay_of_a_new_record_only_notes(client: TestClient, seeded: dict[str,
     assert "still reproduces" in notes[-1]["text"]
 
 
+def test_replay_on_another_pair_checks_the_same_defect_and_only_notes(
+        client: TestClient, seeded: dict[str, int]) -> None:
+    did = seeded["crash"]                       # H12's crash, found on v6.14,v6.15
+    _to_fixed(client, did)
+    # v6.16 has the fix (ddd05742b45b): on v6.14,v6.16 the crash is gone
+    out = client.post(f"/divergences/{did}/replay",
+                      json={"author": "ci", "engines": "v6.14,v6.16"}).json()
+    assert out["engines"] == ["v6.14", "v6.16"] and not out["reproduces"]
+    assert (out["status_before"], out["status_after"]) == ("fixed", "fixed")
+    # the same crash on another pair that has it: v5.17 does not batch, v6.15 does
+    out = client.post(f"/divergences/{did}/replay", json={"engines": "v5.17,v6.15"}).json()
+    assert out["reproduces"] and out["status_after"] == "fixed"
+    notes = [n["text"] for n in client.get(f"/divergences/{did}/history").json()["notes"]]
+    assert notes[-2:] == ["replay on v6.14,v6.16: no longer reproduces",
+                          "replay on v5.17,v6.15: still reproduces"]
+    r = client.post(f"/divergences/{did}/replay", json={"engines": "v6.14,v9.9"})
+    assert r.status_code == 422 and "engines" in r.text and "v9.9" in r.text
+
+
+def test_bisection_is_kept_shown_and_filters_the_list(client: TestClient,
+                                                       seeded: dict[str, int]) -> None:
+    crash, loss = seeded["crash"], seeded["data_loss"]
+    assert client.get(f"/divergences/{crash}").json()["bisection"] is None
+    d = client.post(f"/divergences/{crash}/bisect").json()
+    target = [(e["edge"], e["change"]) for e in d["bisection"]["edges"] if e["target"]]
+    assert target == [("v6.14->v6.15", "came_in"), ("v6.15->v6.16", "went")]
+    assert (d["came_in"], d["went"]) == ("v6.14->v6.15", "v6.15->v6.16")
+    d = client.post(f"/divergences/{loss}/bisect").json()
+    assert (d["came_in"], d["went"]) == (None, "v5.17->v5.18")     # H5: 6c8e2a256915
+    went = [e for e in d["bisection"]["edges"] if e["target"]]
+    assert [r["name"] for r in went[0]["rules"]] == ["refcount-check-before-lazyfree-discard"]
+    page = client.get("/divergences", params={"came_in": "v6.14->v6.15"}).json()
+    assert [x["id"] for x in page["items"]] == [crash]
+    page = client.get("/divergences", params={"went": "v5.17->v5.18"}).json()
+    assert [x["id"] for x in page["items"]] == [loss]
+    assert client.get("/divergences", params={"went": "v6.14->v6.15"}).json()["total"] == 0
+    r = client.get("/divergences", params={"came_in": "v6.14-v6.15"})
+    assert r.status_code == 422 and "came_in" in r.text and "v6.14-v6.15" in r.text
+    assert client.post("/divergences/999/bisect").status_code == 404
+
+
 # -- corpus export -----------------------------------------------------------------------
 
 

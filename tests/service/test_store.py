@@ -223,6 +223,9 @@ def test_the_minimizer_minimizes_what_was_stored_as_found(store: Store,
     assert len(small.ops) == done["ops_minimized"]
     assert d.signature_id in {x.signature_id for x in
                               differential(small, "v5.17", "v6.14").divergences}
+    # and bisected the minimized program: H5's loss goes at v5.17->v5.18
+    assert d.bisection is not None and d.bisection["engines"] == ["v5.17", "v6.14"]
+    assert (d.came_in, d.went) == (None, "v5.17->v5.18")
     assert store.unminimized("v5.17", "v6.14") == [2]
     # Out of time: left as stored, for the next campaign of the pair.
     late = minimize_stored(store, 2, max_runs=300, deadline=time.monotonic())

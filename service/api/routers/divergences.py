@@ -33,7 +33,7 @@ from service.api.schemas import (
 )
 from service.models import TriageStatus
 from service.store import MAX_LIMIT
-from service.triage import corpus_entry, divergence_c, engine_pair, replay
+from service.triage import bisect_stored, corpus_entry, divergence_c, engine_pair, replay
 
 router = APIRouter(prefix="/divergences", tags=["divergences"])
 
@@ -50,13 +50,19 @@ def list_divergences(
     engines: Annotated[str | None, Query(max_length=64, description="engine pair 'a..b'",
                                          examples=["v6.14..v6.15"])] = None,
     q: Annotated[str | None, Query(max_length=512, description="text in the signature")] = None,
+    came_in: Annotated[str | None, Query(max_length=64, description=(
+        "an edge of the version tree where bisection saw it come in"),
+        examples=["v6.14->v6.15"])] = None,
+    went: Annotated[str | None, Query(max_length=64, description=(
+        "an edge where bisection saw it go"), examples=["v6.15->v6.16"])] = None,
     sort: Annotated[Sort, Query()] = "-last_seen",
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
 ) -> DivergencePage:
     pair = engine_pair(engines, "..", "engines") if engines is not None else None
     return views.divergence_page(store, status=status, kind=kind, classification=classification,
-                                 engines=pair, text=q, sort=sort, limit=limit, offset=offset)
+                                 engines=pair, text=q, came_in=came_in, went=went, sort=sort,
+                                 limit=limit, offset=offset)
 
 
 @router.get("/{divergence_id}", response_model=DivergenceDetail, responses=READ | errors(404),
@@ -94,11 +100,20 @@ def history(store: StoreDep, divergence_id: DivergenceId) -> History:
              summary="Re-run the stored reproducer; verify a fix or reopen")
 def replay_divergence(store: StoreDep, divergence_id: DivergenceId,
                       body: Annotated[ReplayIn | None, Body()] = None) -> ReplayOut:
-    r = replay(store, divergence_id, author=(body or ReplayIn()).author)
+    body = body or ReplayIn()
+    r = replay(store, divergence_id, author=body.author, engines=body.engines)
     return ReplayOut(divergence_id=r.divergence_id, engines=r.engines, reproduces=r.reproduces,
                      signatures=r.signatures, status_before=r.status_before,
                      status_after=r.status_after, reopened_as=r.reopened_as,
                      harness_errors=r.harness_errors, report=r.report.to_dict())
+
+
+@router.post("/{divergence_id}/bisect", response_model=DivergenceDetail,
+             dependencies=[WriteAccess], responses=WRITE | errors(404),
+             summary="Bisect the reproducer along the version tree and keep the result")
+def bisect_divergence(store: StoreDep, divergence_id: DivergenceId) -> DivergenceDetail:
+    bisect_stored(store, divergence_id)
+    return views.divergence_detail(store, divergence_id)
 
 
 @router.get("/{divergence_id}/corpus", responses=READ | errors(404),
