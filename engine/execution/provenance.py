@@ -9,14 +9,19 @@ drops would cost every run; runs are deterministic, so this module records
 it only when needed, by replaying the one run that failed:
 
 - :func:`loss_cause`: the replay watches the lost page's contents (what a
-  load would return: :meth:`Oracle.contents`) at every call and return of
-  a model function, notes each change with the model stack that made it,
-  and from the oracle learns who last wrote the page (a CPU store, a DMA
-  write through a pin, or nobody: what user space should read is zero).
-  The cause is the last change, after that write, that took the wanted
-  value away.
-- :func:`invariant_path`: the replay keeps the model stack of the thread
-  whose step broke the invariant, where it stopped.
+  load would return: :meth:`Oracle.contents`), notes each change with the
+  model stack that made it, and from the oracle learns who last wrote the
+  page (a CPU store, a DMA write through a pin, or nobody: what user space
+  should read is zero).  The cause is the first change the oracle would
+  not have allowed since the page was last as it should be.
+- :func:`invariant_path`: for a page-table entry, the same watch on the
+  entry, and the first write that broke the check; for any other
+  invariant, where the thread whose step broke it stood.
+
+A change is seen with its stack by profiling (``sys.setprofile``: a look
+at every call and return), which costs seconds on a long program; so a
+replay first looks once per scheduling step to find the steps that matter,
+and a second one profiles those alone.
 
 Both return None when the replay does not end as the run did (it always
 should: a run is a function of its program) or finds no cause; the caller
@@ -166,8 +171,9 @@ class _Replay:
     @profiled also run under ``sys.setprofile``, which looks at every call
     and return of a function, so that a change is seen with the model stack
     that made it.  Profiling a whole run costs seconds on a long program,
-    so the callers replay twice: once to find the step that matters, once
-    more profiling that step alone (runs are deterministic).
+    so the callers replay twice: once to find the change that matters, once
+    more profiling the steps from the last good value to it (runs are
+    deterministic).
 
     Subclasses give :meth:`probe` and :meth:`allowed`; :attr:`settled` is
     the number of changes seen when the value was last known good.
@@ -243,15 +249,16 @@ class _PageWatch(_Replay):
         super().__init__(program, engine, swap, profiled)
         self.mm_id, self.vpn = mm_id, vpn
         oracle = self.oracle
-        # shadow object id -> (source, its op, changes seen before the write)
-        self.written: dict[int, tuple[DataSource, int | None, int]] = {}
+        # shadow object id -> (the shadow, held so that its id is not reused;
+        # what wrote it, in which op; changes seen before the write)
+        self.written: dict[int, tuple[PageShadow, DataSource, int | None, int]] = {}
         self.lost: tuple[int, int] | None = None      # (wanted, id of the shadow)
         on_write, on_dma_write = oracle.on_write, oracle.on_dma_write
         check_value, check_op = oracle._check_value, oracle.check_op
 
         def note(source: DataSource, shadow: PageShadow | None) -> None:
             if shadow is not None:
-                self.written[id(shadow)] = (source, self.k.current_op, len(self.changes))
+                self.written[id(shadow)] = (shadow, source, self.k.current_op, len(self.changes))
 
         def watched_write(mm: int, addr: int, value: int) -> None:
             on_write(mm, addr, value)
@@ -313,7 +320,7 @@ class _PageWatch(_Replay):
             return None
         source, source_op, before_write = DataSource.ZERO, None, 0
         if self.lost[1] in self.written:
-            source, source_op, before_write = self.written[self.lost[1]]
+            _, source, source_op, before_write = self.written[self.lost[1]]
         bad = [c for c in self.changes[max(self.settled, before_write):] if not c.allowed]
         if bad:
             return bad[0], False, source, source_op
