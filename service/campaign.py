@@ -355,8 +355,16 @@ def open_sink(store: Store, campaign_id: int, on_stored: Callable[[list[Stored]]
 
 
 def atheris_env(db_url: str, campaign_id: int) -> dict[str, str]:
-    """The environment that tells an atheris worker its store and campaign."""
-    return {env_name("db_url"): db_url, CAMPAIGN_ENV: str(campaign_id)}
+    """The environment that tells an atheris worker its store and campaign, and
+    makes it import the foliodiff that started it.
+
+    The worker is a script (``service/atheris_worker.py``): on its own it would
+    import whichever foliodiff is installed, which may be another checkout
+    with another schema.
+    """
+    root = str(Path(__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    return {env_name("db_url"): db_url, CAMPAIGN_ENV: str(campaign_id), "PYTHONPATH": path}
 
 
 def campaign_from_env() -> tuple[str, int]:

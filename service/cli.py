@@ -23,6 +23,7 @@ from typing import Annotated, NoReturn
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -49,7 +50,8 @@ def _engines(spec: str) -> list[str]:
 
 
 def _fail(message: str) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    # Escaped: a message may hold brackets ("pip install 'foliodiff[test]'").
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(EXIT_BAD_INPUT)
 
 
@@ -699,7 +701,7 @@ def fuzz(
             c.on_progress = line
             status = c.run()
     except LeaseLostError as exc:
-        err.print(f"[bold red]error:[/] {exc}; this process stopped", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}; this process stopped", highlight=False)
         raise typer.Exit(EXIT_FAILED) from None
     p = c.progress
     harness = (f"{len(p.harness)} harness errors (defects of foliodiff, not kernel findings: "
@@ -744,7 +746,7 @@ def main() -> None:
     try:
         app()
     except FoliodiffError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(EXIT_BAD_INPUT)
 
 

@@ -51,6 +51,7 @@ from typing import Any, Self, cast
 
 from alembic import command
 from alembic.config import Config
+from alembic.util import CommandError
 from sqlalchemy import (
     Engine,
     Row,
@@ -487,6 +488,10 @@ class Store:
             engine.dispose()
             reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
             raise StoreOpenError(shown, reason) from exc
+        except CommandError as exc:
+            engine.dispose()
+            raise StoreOpenError(shown, f"its schema cannot be migrated: {exc} (a store "
+                                        f"written by a newer foliodiff?)") from exc
         return cls(engine, clock)
 
     def close(self) -> None:
