@@ -500,7 +500,10 @@ class Campaign:
                 self._snapshot()
         except LeaseLostError:
             raise                  # the campaign is another runner's now: write nothing
-        except BaseException as exc:
+        except KeyboardInterrupt:
+            self._finish(CampaignStatus.PAUSED)     # a second Ctrl-C while stopping
+            raise
+        except Exception as exc:
             # A defect of the campaign's own process: never left "running" or "paused".
             self.failure = self.failure or f"{type(exc).__name__}: {exc}"
             self._finish(CampaignStatus.FAILED)
@@ -569,6 +572,7 @@ class Campaign:
                  for w in range(self.config.workers)]
         for p in procs:
             p.start()
+        interrupted = False
         # CLOCK_MONOTONIC is system-wide on Linux: the workers' deadline is the parent's.
         deadline = time.monotonic() + deadline_in
         self._start_minimizer(ctx, messages, deadline)
@@ -584,6 +588,7 @@ class Campaign:
                 self._drain(messages, timeout=0.2)
                 self._tick(base_elapsed + time.monotonic() - started)
         except KeyboardInterrupt:
+            interrupted = True
             stop.set()
             self._join(procs, 60)
             self._drain(messages, timeout=0.2)
@@ -594,7 +599,8 @@ class Campaign:
             for p in procs:
                 if p.is_alive():
                     p.kill()                        # stuck in a program: not a failure
-                elif p.exitcode and self.failure is None:
+                # Not after Ctrl-C: it may have reached a worker still starting up.
+                elif p.exitcode and self.failure is None and not interrupted:
                     self.failure = f"worker {procs.index(p)} exited with code {p.exitcode}"
             self._stop_minimizer()
             self._drain(messages, timeout=0)
