@@ -63,12 +63,19 @@ class HypothesisConfig(Protocol):
 
 
 def fuzz_with_hypothesis(config: HypothesisConfig, worker: int, go_on: Callable[[], bool],
-                         each: Callable[[Program, Report], None]) -> None:
-    """Run Hypothesis over the pair of ``config`` until ``go_on()`` is false."""
+                         each: Callable[[Program, Report], None],
+                         seen: set[str] | None = None) -> None:
+    """Run Hypothesis over the pair of ``config`` until ``go_on()`` is false.
+
+    @seen: the behaviour features (:func:`fuzz.sources.features`) this
+        worker has seen, filled as it runs: a campaign reports their number
+        as the worker's coverage.  Each program is handed to @each before
+        its features join @seen.
+    """
     directory = config.corpus_dir(worker)
     db = (InMemoryExampleDatabase() if directory is None
           else DirectoryBasedExampleDatabase(str(directory / "hypothesis")))
-    seen: set[str] = set()
+    seen = set() if seen is None else seen
     conf = settings(max_examples=BATCH, database=db, deadline=None, verbosity=Verbosity.quiet,
                     suppress_health_check=list(HealthCheck), print_blob=False,
                     phases=[Phase.reuse, Phase.generate, Phase.target])

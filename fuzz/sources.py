@@ -88,6 +88,26 @@ class Fuzzer(str, enum.Enum):
     EXHAUSTIVE = "exhaustive"    # small programs, every schedule up to a preemption bound
     RANDOM = "random"            # random and mutated byte inputs, default schedule
 
+    @property
+    def coverage_unit(self) -> CoverageUnit:
+        """What this fuzzer's coverage counts."""
+        return CoverageUnit.EDGES if self is Fuzzer.ATHERIS else CoverageUnit.FEATURES
+
+
+class CoverageUnit(str, enum.Enum):
+    """What a campaign's coverage figure counts; each fuzzer has one (:attr:`Fuzzer.coverage_unit`).
+
+    FEATURES: behaviour features, the distinct things runs showed
+    (:func:`features`: an ``engine:op:event`` kernel event, a verdict pair,
+    a divergence signature), as one worker saw them; what guides the
+    random, pct, exhaustive and hypothesis fuzzers.  EDGES: libFuzzer's
+    ``cov:``, the code blocks or edges of the instrumented kernel model
+    that one atheris worker's corpus covers.  The two are not comparable.
+    """
+
+    FEATURES = "features"
+    EDGES = "edges"
+
 
 def features(program: Program, report: Report) -> set[str]:
     """What a run pair showed, for behavioural coverage."""

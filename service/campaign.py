@@ -1,11 +1,24 @@
 """Fuzzing campaigns: N worker processes, one store, live progress, stop and resume.
 
 A campaign is a row in the store (:class:`service.models.Campaign`) whose
-``config`` holds a :class:`CampaignConfig` and, under ``progress``, where
-each worker was and how many seconds the campaign has run.  ``foliodiff
+``config`` holds a :class:`CampaignConfig` (its paths absolute, so that a
+campaign resumes from any directory) and, under ``progress``, where each
+worker was, how many seconds the campaign has run and its counts so far
+(executions, minimization runs, findings, coverage, ...).  ``foliodiff
 fuzz`` creates one and runs it; ``foliodiff fuzz --resume ID`` runs a
 paused (Ctrl-C), or killed, campaign on from there for what is left of its
-time.
+time, its counts going on from the stored ones.
+
+One process runs a campaign at a time: it takes the campaign's lease
+(:meth:`service.store.Store.take_lease`) before it starts and renews it
+with every stats snapshot; a second runner is refused while the lease is
+fresh, and takes over one whose heartbeat is older than
+:data:`service.store.LEASE_EXPIRY` (or whose holder on this host is gone).
+
+Coverage is the largest any worker has reached over the campaign (each
+worker's is its own: the campaign's union is at least that), in the
+fuzzer's unit (:class:`fuzz.sources.CoverageUnit`): behaviour features, or
+libFuzzer's edges for atheris.
 
 Each worker is its own process with its own store connection: it draws
 programs from its source (:mod:`fuzz.sources`, or Hypothesis, or libFuzzer
@@ -32,6 +45,7 @@ campaign says so loudly, once per signature, apart from the findings
 
 from __future__ import annotations
 
+import importlib
 import json
 import multiprocessing as mp
 import os
@@ -43,6 +57,8 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,10 +71,11 @@ from engine.kernels import resolve_engine
 from fuzz.sink import FindingSink, HarnessStored, Stored
 from fuzz.sources import Corpus, Fuzzer, Source, seed_inputs
 from fuzz.throughput import fuzzing_gc
+from service.errors import LeaseLostError, MissingDependencyError
 from service.minimizer import minimizer
 from service.models import CampaignStatus
 from service.settings import Settings, env_name
-from service.store import Store
+from service.store import Lease, Store
 
 #: Seconds between stats snapshots and progress saves.
 SNAPSHOT_EVERY = 5.0
@@ -69,6 +86,32 @@ GRACE = 30.0
 #: Where an atheris worker (``service/atheris_worker.py``) finds its campaign
 #: (and its store: in the settings' variable).
 CAMPAIGN_ENV = "FOLIODIFF_CAMPAIGN"
+#: Lines of a failed atheris worker's stderr a campaign keeps to say why it failed.
+FAILURE_LINES = 20
+
+#: The package each fuzzer needs beyond what every install of foliodiff has,
+#: and how to get it (pyproject.toml: hypothesis is in the ``test`` extra;
+#: atheris is a dependency, but its wheel or build may be missing).
+NEEDS: dict[Fuzzer, tuple[str, str]] = {
+    Fuzzer.HYPOTHESIS: ("hypothesis", "pip install 'foliodiff[test]'"),
+    Fuzzer.ATHERIS: ("atheris", "pip install 'atheris==2.3.0' (a foliodiff dependency; "
+                                "building it needs clang)"),
+}
+
+
+def require_fuzzer(fuzzer: Fuzzer) -> None:
+    """Raise :class:`MissingDependencyError`, naming the package and how to install it,
+    when @fuzzer needs one that is not importable: checked before a campaign is
+    created or resumed, so that none is left half-run by a worker that cannot start."""
+    need = NEEDS.get(fuzzer)
+    if need is None:
+        return
+    module, install = need
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(f"the {fuzzer.value} fuzzer", module, install,
+                                     str(exc)) from exc
 
 
 class CampaignConfig(BaseModel):
@@ -99,12 +142,20 @@ class CampaignConfig(BaseModel):
         """The config of a campaign row (its ``progress`` is not config)."""
         return cls.model_validate({k: v for k, v in config.items() if k != "progress"})
 
+    @field_validator("corpus")
+    @classmethod
+    def _corpus(cls, value: str | None) -> str | None:
+        # Absolute: a campaign resumed from another directory keeps its corpus.
+        return None if value is None else os.path.abspath(value)
+
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, value: str | None) -> str | None:
-        if value is not None and not any(Path(value).glob("*.json")):
-            raise ValueError(f"no seed programs (*.json) in {value!r}")
-        return value
+        if value is None:
+            return None
+        if not any(Path(value).glob("*.json")):
+            raise ValueError(f"no seed programs (*.json) in {os.path.abspath(value)!r}")
+        return os.path.abspath(value)
 
     def seed_inputs(self) -> list[bytes]:
         """The seed programs as byte inputs; a format-1 seed's schedule is read on
@@ -117,10 +168,21 @@ class CampaignConfig(BaseModel):
 
 @dataclass
 class Progress:
-    """The parent's view of a running campaign."""
+    """The parent's view of a running campaign.
+
+    The per-worker figures are this run's; the ``*_before`` ones what the
+    campaign's earlier runs (before a stop or a kill) stored, which the
+    totals go on from.
+    """
 
     elapsed: float = 0.0                 # seconds run, over every resume
     execs: dict[int, int] = field(default_factory=dict)
+    execs_before: int = 0
+    stored_before: int = 0
+    coverage_before: int = 0
+    signatures_before: dict[str, int] = field(default_factory=dict)
+    #: Ids of the harness errors earlier runs saw.
+    harness_before: list[int] = field(default_factory=list)
     corpus: dict[int, int] = field(default_factory=dict)
     coverage: dict[int, int] = field(default_factory=dict)
     signatures: dict[int, dict[str, int]] = field(default_factory=dict)
@@ -136,14 +198,48 @@ class Progress:
     #: Harness errors by their row id in the store (one row per signature).
     harness: dict[int, dict[str, Any]] = field(default_factory=dict)
 
+    @classmethod
+    def restored(cls, saved: dict[str, Any]) -> Progress:
+        """The progress a campaign row saved (:meth:`saved`), for its next run."""
+        return cls(elapsed=float(saved.get("elapsed", 0.0)),
+                   positions={int(k): v for k, v in saved.get("positions", {}).items()},
+                   execs_before=int(saved.get("execs", 0)),
+                   minimize_runs=int(saved.get("minimize_runs", 0)),
+                   stored_before=int(saved.get("stored", 0)),
+                   coverage_before=int(saved.get("coverage", 0)),
+                   signatures_before=dict(saved.get("signatures", {})),
+                   harness_before=list(saved.get("harness", [])))
+
+    def saved(self) -> dict[str, Any]:
+        """What a campaign row keeps of this progress (``config["progress"]``)."""
+        return {"elapsed": self.elapsed,
+                "positions": {str(k): v for k, v in self.positions.items()},
+                "execs": self.total_execs(), "minimize_runs": self.minimize_runs,
+                "stored": self.total_stored(), "coverage": self.total_coverage(),
+                "signatures": self.by_kind(), "harness": sorted(self.harness_ids())}
+
     def total_execs(self) -> int:
-        return sum(self.execs.values())
+        """Search executions over the campaign (minimization runs apart)."""
+        return self.execs_before + sum(self.execs.values())
+
+    def total_stored(self) -> int:
+        """Findings the campaign stored, over every run."""
+        return self.stored_before + len(self.stored)
+
+    def total_coverage(self) -> int:
+        """The most coverage one worker has reached over the campaign (a lower
+        bound of the workers' union), in the fuzzer's :class:`fuzz.sources.CoverageUnit`."""
+        return max([self.coverage_before, *self.coverage.values()])
+
+    def harness_ids(self) -> set[int]:
+        """The harness errors (row ids) the campaign saw, over every run."""
+        return set(self.harness_before) | set(self.harness)
 
     def by_kind(self) -> dict[str, int]:
         # Workers count their own unique signatures; the largest is a lower bound
         # of the union.  The snapshot raises it to the store's exact count where
         # the store has one (unexpected divergences).
-        out: dict[str, int] = {}
+        out: dict[str, int] = dict(self.signatures_before)
         for kinds in self.signatures.values():
             for kind, n in kinds.items():
                 out[kind] = max(out.get(kind, 0), n)
@@ -155,8 +251,21 @@ class Progress:
 
 def _worker(db_url: str, campaign_id: int, worker: int, deadline: float, position: Any,
             stop: Any, messages: Any) -> None:
-    """A worker process: generate, run, sink, report, until stopped or out of time."""
+    """A worker process: generate, run, sink, report, until stopped or out of time.
+
+    An exception that ends it is sent to the parent (``failed``), which fails
+    the campaign with it.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent decides when to stop
+    try:
+        _work(db_url, campaign_id, worker, deadline, position, stop, messages)
+    except BaseException:
+        messages.put(("failed", worker, traceback.format_exc()))
+        raise
+
+
+def _work(db_url: str, campaign_id: int, worker: int, deadline: float, position: Any,
+          stop: Any, messages: Any) -> None:
     parent = os.getppid()
     store = Store.open(db_url)
 
@@ -169,11 +278,12 @@ def _worker(db_url: str, campaign_id: int, worker: int, deadline: float, positio
     sink, config = open_sink(store, campaign_id, stored, on_harness=harness)
     execs = 0
     last = 0.0
+    seen: set[str] = set()               # the hypothesis fuzzer's behaviour features
 
     def report(source: Any, final: bool = False) -> None:
         messages.put(("stats", worker, {
             "execs": execs, "corpus": len(source.corpus.inputs) if source else 0,
-            "coverage": len(source.corpus.seen) if source else 0,
+            "coverage": len(source.corpus.seen) if source else len(seen),
             "signatures": sink.stats.by_kind(), "position": getattr(source, "position", None),
             "rss": _rss_bytes(), "final": final}))
 
@@ -196,7 +306,7 @@ def _worker(db_url: str, campaign_id: int, worker: int, deadline: float, positio
         if config.fuzzer is Fuzzer.HYPOTHESIS:
             from fuzz.hypothesis_fuzzer import fuzz_with_hypothesis
             fuzzing_gc()
-            fuzz_with_hypothesis(config, worker, go_on, each)
+            fuzz_with_hypothesis(config, worker, go_on, each, seen)
         else:
             source = Source(config.fuzzer, config.engine_a, config.seed, worker,
                             Corpus(config.corpus_dir(worker), config.seed_inputs()), position,
@@ -245,8 +355,16 @@ def open_sink(store: Store, campaign_id: int, on_stored: Callable[[list[Stored]]
 
 
 def atheris_env(db_url: str, campaign_id: int) -> dict[str, str]:
-    """The environment that tells an atheris worker its store and campaign."""
-    return {env_name("db_url"): db_url, CAMPAIGN_ENV: str(campaign_id)}
+    """The environment that tells an atheris worker its store and campaign, and
+    makes it import the foliodiff that started it.
+
+    The worker is a script (``service/atheris_worker.py``): on its own it would
+    import whichever foliodiff is installed, which may be another checkout
+    with another schema.
+    """
+    root = str(Path(__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)
+    return {env_name("db_url"): db_url, CAMPAIGN_ENV: str(campaign_id), "PYTHONPATH": path}
 
 
 def campaign_from_env() -> tuple[str, int]:
@@ -292,6 +410,9 @@ class Campaign:
     with each harness error (a
     dict of :class:`fuzz.sink.HarnessStored`), once per signature, the moment
     its commit is known (default: :func:`harness_message` on stderr).
+
+    Raises :class:`service.errors.MissingDependencyError` when the
+    campaign's fuzzer needs a package that is not installed.
     """
 
     def __init__(self, db_url: str, campaign_id: int, *, run_for: float | None = None,
@@ -300,13 +421,19 @@ class Campaign:
         self.db_url = db_url
         self.campaign_id = campaign_id
         self.store = Store.open(db_url)
-        row = self.store.get_campaign(campaign_id)
-        progress = row.config.get("progress", {})
-        self.config = CampaignConfig.stored(row.config)
+        try:
+            row = self.store.get_campaign(campaign_id)
+            self.config = CampaignConfig.stored(row.config)
+            require_fuzzer(self.config.fuzzer)
+        except BaseException:
+            self.store.close()
+            raise
         self.status = row.status
-        self.progress = Progress(elapsed=float(progress.get("elapsed", 0.0)),
-                                 positions={int(k): v for k, v in
-                                            progress.get("positions", {}).items()})
+        self.progress = Progress.restored(row.config.get("progress", {}))
+        #: This runner's lease of the campaign, once taken (:meth:`take_lease`).
+        self.lease: Lease | None = None
+        #: Why the campaign failed (a worker's exception), if it did.
+        self.failure: str | None = None
         self.on_progress = on_progress
         self.on_stored = on_stored
         self.on_minimized = on_minimized
@@ -317,34 +444,84 @@ class Campaign:
         self._scratch: tempfile.TemporaryDirectory | None = None   # atheris' seeds, artifacts
         self._minimizer: Any = None            # its process, while the campaign runs
         self._tasks: Any = None                # its queue of divergence ids, until closed
+        self._stop: Any = None                 # the workers' stop event, while they run
 
     def remaining(self) -> float:
         """Seconds this run may take: what is left of the campaign, or ``run_for``."""
         left = max(0.0, self.config.seconds - self.progress.elapsed)
         return left if self.run_for is None else max(0.0, self.run_for)
 
+    def take_lease(self) -> Lease | None:
+        """Become the campaign's runner (:meth:`service.store.Store.take_lease`).
+
+        Raises :class:`service.errors.LeaseHeldError` while another runner's
+        lease is fresh.
+        Return: the lease taken over (expired, or its holder gone), or None.
+        """
+        lease = Lease.mine()
+        previous = self.store.take_lease(self.campaign_id, lease)
+        self.lease = lease
+        return previous
+
     def run(self) -> str:
-        """Run until the time limit or Ctrl-C. Return: the campaign's final status."""
+        """Run until the time limit or Ctrl-C, holding the campaign's lease (taken
+        now unless :meth:`take_lease` took it).
+
+        A worker that dies of an exception fails the campaign (:attr:`failure`
+        says why).  Raises :class:`service.errors.LeaseLostError`, leaving the
+        campaign to its new runner, when another runner took the lease over.
+        Return: the campaign's final status.
+        """
+        try:
+            if self.lease is None:
+                self.take_lease()
+            status = self._run_leased()
+        finally:
+            self.store.close()
+        return status.value
+
+    def _run_leased(self) -> CampaignStatus:
+        assert self.lease is not None
         if self.status is not CampaignStatus.RUNNING:        # RUNNING: killed, resumed now
             self.store.set_campaign_status(self.campaign_id, CampaignStatus.RUNNING)
         started = time.monotonic()
         base_elapsed = self.progress.elapsed
         interrupted = False
         try:
-            if self.config.fuzzer is Fuzzer.ATHERIS:
-                self._run_atheris(started, base_elapsed)
-            else:
-                self._run_workers(started, base_elapsed)
+            try:
+                if self.config.fuzzer is Fuzzer.ATHERIS:
+                    self._run_atheris(started, base_elapsed)
+                else:
+                    self._run_workers(started, base_elapsed)
+            except KeyboardInterrupt:
+                interrupted = True
+            finally:
+                self.progress.elapsed = base_elapsed + time.monotonic() - started
+                self._snapshot()
+        except LeaseLostError:
+            raise                  # the campaign is another runner's now: write nothing
         except KeyboardInterrupt:
-            interrupted = True
-        finally:
-            self.progress.elapsed = base_elapsed + time.monotonic() - started
-            self._snapshot()
-        done = not interrupted and self.config.seconds - self.progress.elapsed <= 0.5
-        status = CampaignStatus.FINISHED if done else CampaignStatus.PAUSED
+            self._finish(CampaignStatus.PAUSED)     # a second Ctrl-C while stopping
+            raise
+        except Exception as exc:
+            # A defect of the campaign's own process: never left "running" or "paused".
+            self.failure = self.failure or f"{type(exc).__name__}: {exc}"
+            self._finish(CampaignStatus.FAILED)
+            raise
+        if self.failure is not None:
+            status = CampaignStatus.FAILED
+        elif not interrupted and self.config.seconds - self.progress.elapsed <= 0.5:
+            status = CampaignStatus.FINISHED
+        else:
+            status = CampaignStatus.PAUSED
+        self._finish(status)
+        return status
+
+    def _finish(self, status: CampaignStatus) -> None:
+        """Leave the campaign in @status and give its lease up."""
+        assert self.lease is not None
         self.store.set_campaign_status(self.campaign_id, status)
-        self.store.close()
-        return status.value
+        self.store.release_lease(self.campaign_id, self.lease.token)
 
     # -- the minimizer: a process beside the workers (service/minimizer.py) -------------
 
@@ -386,6 +563,7 @@ class Campaign:
     def _run_workers(self, started: float, base_elapsed: float) -> None:
         ctx = mp.get_context("spawn")
         stop, messages = ctx.Event(), ctx.Queue()
+        self._stop = stop
         deadline_in = self.remaining()
         procs = [ctx.Process(target=_worker, daemon=True,
                              args=(self.db_url, self.campaign_id, w,
@@ -394,6 +572,7 @@ class Campaign:
                  for w in range(self.config.workers)]
         for p in procs:
             p.start()
+        interrupted = False
         # CLOCK_MONOTONIC is system-wide on Linux: the workers' deadline is the parent's.
         deadline = time.monotonic() + deadline_in
         self._start_minimizer(ctx, messages, deadline)
@@ -409,18 +588,32 @@ class Campaign:
                 self._drain(messages, timeout=0.2)
                 self._tick(base_elapsed + time.monotonic() - started)
         except KeyboardInterrupt:
+            interrupted = True
             stop.set()
-            for p in procs:
-                p.join(timeout=60)
+            self._join(procs, 60)
             self._drain(messages, timeout=0.2)
             raise
         finally:
+            stop.set()
+            self._join(procs, 5, heartbeat=False)
             for p in procs:
-                p.join(timeout=5)
                 if p.is_alive():
-                    p.kill()
+                    p.kill()                        # stuck in a program: not a failure
+                # Not after Ctrl-C: it may have reached a worker still starting up.
+                elif p.exitcode and self.failure is None and not interrupted:
+                    self.failure = f"worker {procs.index(p)} exited with code {p.exitcode}"
             self._stop_minimizer()
             self._drain(messages, timeout=0)
+
+    def _join(self, procs: list[Any], timeout: float, heartbeat: bool = True) -> None:
+        """Wait up to @timeout seconds for @procs to end, storing snapshots (and so
+        renewing the lease) meanwhile if @heartbeat."""
+        end = time.monotonic() + timeout
+        while any(p.is_alive() for p in procs) and time.monotonic() < end:
+            for p in procs:
+                p.join(timeout=0.2)
+            if heartbeat and time.monotonic() - self._last_snapshot > SNAPSHOT_EVERY:
+                self._snapshot()
 
     def _tick(self, elapsed: float) -> None:
         """Show progress; store a snapshot every :data:`SNAPSHOT_EVERY` seconds."""
@@ -466,6 +659,13 @@ class Campaign:
             if self.on_minimized:
                 self.on_minimized(body)
             return
+        if kind == "failed":
+            # The first worker's exception fails the campaign; the others stop.
+            if self.failure is None:
+                self.failure = f"worker {worker} failed:\n{body}"
+            if self._stop is not None:
+                self._stop.set()
+            return
         if kind == "harness":
             for found in body:
                 # Each worker reports a signature once; the campaign says it once.
@@ -482,7 +682,14 @@ class Campaign:
             p.positions[worker] = body["position"]
 
     def _snapshot(self) -> None:
+        """Renew the lease, then store a stats snapshot and the progress.
+
+        Raises :class:`service.errors.LeaseLostError`, before writing
+        anything, when another runner took the lease over.
+        """
         self._last_snapshot = time.monotonic()
+        if self.lease is not None:
+            self.store.renew_lease(self.campaign_id, self.lease.token)
         p = self.progress
         t = max(p.elapsed, 1e-9)
         # Unique signatures by kind: the store's count of the pair is exact for
@@ -494,9 +701,10 @@ class Campaign:
             kinds[kind] = max(kinds.get(kind, 0), n)
         self.store.add_stats_snapshot(self.campaign_id, t=p.elapsed, execs=p.total_execs(),
                                       exec_per_s=p.total_execs() / t,
-                                      corpus_size=sum(p.corpus.values()), signatures=kinds)
-        self.store.save_progress(self.campaign_id, {
-            "elapsed": p.elapsed, "positions": {str(k): v for k, v in p.positions.items()}})
+                                      corpus_size=sum(p.corpus.values()), signatures=kinds,
+                                      coverage=p.total_coverage(),
+                                      coverage_unit=self.config.fuzzer.coverage_unit)
+        self.store.save_progress(self.campaign_id, p.saved())
 
     # -- atheris: libFuzzer drives, in its own process(es) --------------------------
 
@@ -557,6 +765,8 @@ class Campaign:
         minimized = ctx.Queue()
         self._start_minimizer(ctx, minimized, deadline)
         lines: queue.Queue[tuple[int, str | None]] = queue.Queue()
+        # What each worker said that is no status line: why it failed, if it does.
+        said: list[deque[str]] = [deque(maxlen=FAILURE_LINES) for _ in procs]
 
         def pump(worker: int, stream: Any) -> None:
             for line in stream:
@@ -590,9 +800,13 @@ class Campaign:
                     self._take("stored", w, [_parse_stored(line)])
                 elif line.startswith("foliodiff-harness "):
                     self._take("harness", w, [_parse_stored(line)])
+                else:
+                    said[w].append(line.rstrip())
                 self._tick(base_elapsed + time.monotonic() - started)
-            for proc in procs:
-                proc.wait()
+            for w, proc in enumerate(procs):
+                if proc.wait() != 0 and self.failure is None:
+                    self.failure = (f"atheris worker {w} exited with code {proc.returncode}:\n"
+                                    + "\n".join(said[w]))
         except KeyboardInterrupt:
             for proc in procs:
                 proc.send_signal(signal.SIGINT)

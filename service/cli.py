@@ -3,18 +3,28 @@
 Exit codes of ``run``: 0 equal or intended only, 1 an unexpected
 divergence, 2 bad input, 3 a run ended in a harness error (an exception of
 foliodiff itself, not a kernel report: printed with its stack).  ``bisect``
-exits 0 once it has bisected (whatever it found), 2 and 3 as ``run``.
+exits 0 once it has bisected (whatever it found), 2 and 3 as ``run``.  Of
+``fuzz``: 0 finished or paused, 2 bad input or refused (a store that
+cannot be opened, a campaign another process runs, a fuzzer whose package
+is not installed), 3 harness errors, 4 the campaign failed (a worker died,
+or another process took the campaign over).
+
+Commands that read or triage a store open it through :func:`open_store`:
+a SQLite file that does not exist is refused by name, not created, unless
+the command creates stores (``fuzz``) or is asked to (``serve --create``).
 """
 
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from typing import Annotated, NoReturn
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -30,7 +40,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 console = Console(width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
-EXIT_OK, EXIT_UNEXPECTED, EXIT_BAD_INPUT, EXIT_HARNESS = 0, 1, 2, 3
+EXIT_OK, EXIT_UNEXPECTED, EXIT_BAD_INPUT, EXIT_HARNESS, EXIT_FAILED = 0, 1, 2, 3, 4
 app.add_typer(triage_app, name="triage")
 DB_HELP = f"store URL (default ${env_name('db_url')} or {DEFAULT_DB_URL})"
 
@@ -43,7 +53,8 @@ def _engines(spec: str) -> list[str]:
 
 
 def _fail(message: str) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    # Escaped: a message may hold brackets ("pip install 'foliodiff[test]'").
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(EXIT_BAD_INPUT)
 
 
@@ -59,6 +70,24 @@ def _store_url(db: str | None) -> str:
         return db or Settings().db_url
     except ValidationError as exc:
         _fail(_invalid(exc))
+
+
+def open_store(db: str | None, *, create: bool = False):
+    """The store a command's ``--db`` names (else ``$FOLIODIFF_DB_URL``, else the
+    default), opened and migrated; every command that reads a store opens it here.
+
+    @create: whether a SQLite file that does not exist is created; without it
+        the command fails naming the file, rather than leave an empty store
+        behind and then find nothing in it.
+    Return: a :class:`service.store.Store` (a context manager), or exit 2 with a
+    message naming the URL and why it cannot be opened.
+    """
+    from service.errors import StoreError
+    from service.store import Store
+    try:
+        return Store.open(_store_url(db), create=create)
+    except StoreError as exc:
+        _fail(str(exc))
 
 
 def _load(path: str, reading: str):
@@ -619,9 +648,8 @@ def reproducer(
             from service.triage import corpus_c
             source = corpus_c(corpus, mechanism, corpus_dir or CORPUS_DIR).source
         elif divergence is not None:
-            from service.store import Store
             from service.triage import divergence_c
-            with Store.open(_store_url(db)) as store:
+            with open_store(db) as store:
                 source = divergence_c(store, divergence, mechanism).source
     except FoliodiffError as exc:
         _fail(str(exc))
@@ -644,14 +672,14 @@ def _progress_table(c) -> Table:
     t.add_row("executions (search)", f"{execs:,}")
     t.add_row("exec/s", f"{execs / max(p.elapsed, 1e-9):,.0f}")
     t.add_row("minimization runs", f"{p.minimize_runs:,}")
-    t.add_row("coverage", f"{sum(p.coverage.values()):,}")
+    t.add_row(f"coverage ({cfg.fuzzer.coverage_unit.value})", f"{p.total_coverage():,}")
     t.add_row("corpus", f"{sum(p.corpus.values()):,}")
-    t.add_row("stored findings", str(len(p.stored)))
+    t.add_row("stored findings", str(p.total_stored()))
     t.add_row("waiting for the minimizer", str(len(p.pending)))
     for kind, n in sorted(p.by_kind().items()):
         t.add_row(f"signatures: {kind}", str(n))
-    t.add_row("harness errors (foliodiff defects)", str(len(p.harness)),
-              style="bold red" if p.harness else None)
+    t.add_row("harness errors (foliodiff defects)", str(len(p.harness_ids())),
+              style="bold red" if p.harness_ids() else None)
     t.add_row("worker RSS", _mib(p.rss))
     return t
 
@@ -680,12 +708,18 @@ def fuzz(
     preemption_bound: Annotated[int, typer.Option(help="exhaustive search preemption bound")] = 2,
     live: Annotated[bool, typer.Option(help="live progress table (else a line every 5 s)")] = True,
 ) -> None:
-    """Run a fuzzing campaign on an engine pair; findings go to the store."""
+    """Run a fuzzing campaign on an engine pair; findings go to the store (created if need be).
+
+    One process runs a campaign at a time: ``--resume`` of a campaign another
+    process is running is refused, naming it, unless that process stopped
+    renewing its lease (then it is taken over, saying so).
+    """
 
     from rich.live import Live
 
-    from service.campaign import Campaign, CampaignConfig, create, harness_message
-    from service.store import Store
+    from service.campaign import Campaign, CampaignConfig, create, harness_message, require_fuzzer
+    from service.errors import LeaseLostError
+    from service.store import LEASE_EXPIRY
     url = _store_url(db)
     try:
         if resume is None:
@@ -697,10 +731,12 @@ def fuzz(
                                     workers=workers, corpus=corpus, seeds=seeds,
                                     seed=seed, pct_depth=pct_depth, minimize=minimize,
                                     preemption_bound=preemption_bound)
-            with Store.open(url) as store:
+            require_fuzzer(config.fuzzer)        # before a campaign exists that could not run
+            with open_store(url, create=True) as store:
                 campaign_id = create(store, config)
         else:
             campaign_id = resume
+            open_store(url).close()              # a resume never creates an empty store
         c = Campaign(url, campaign_id, run_for=time_limit if resume is not None else None,
                      on_stored=lambda f: console.print(
                          f"stored #{f['divergence_id']} {f['kind']}: {f['signature']} "
@@ -712,41 +748,67 @@ def fuzz(
                          highlight=False),
                      on_harness=lambda f: err.print(Text(harness_message(f, url),
                                                          style="bold red")))
+        try:
+            previous = c.take_lease()
+        except BaseException:
+            c.store.close()
+            raise
     except ValidationError as exc:
         _fail(_invalid(exc))
     except (FoliodiffError, typer.BadParameter) as exc:
         _fail(str(exc))
+    if previous is not None:
+        err.print(f"campaign {campaign_id}: took over from pid {previous.pid} on host "
+                  f"{previous.host!r}, silent since {previous.heartbeat:%Y-%m-%d %H:%M:%S} UTC "
+                  f"(gone, or no heartbeat for {LEASE_EXPIRY:.0f} s)", highlight=False)
     console.print(f"campaign {campaign_id}: {c.config.fuzzer.value} on {c.config.engine_a} vs "
                   f"{c.config.engine_b}, {c.remaining():.0f} s to run; store {url}")
-    if live and console.is_terminal:
-        with Live(_progress_table(c), console=console, refresh_per_second=2) as view:
-            c.on_progress = lambda camp: view.update(_progress_table(camp))
-            status = c.run()
-    else:
-        last = [0.0]
+    unit = c.config.fuzzer.coverage_unit.value
+    try:
+        if live and console.is_terminal:
+            with Live(_progress_table(c), console=console, refresh_per_second=2) as view:
+                c.on_progress = lambda camp: view.update(_progress_table(camp))
+                status = c.run()
+        else:
+            last = [0.0]
 
-        def line(camp) -> None:
-            if camp.progress.elapsed - last[0] >= 5:
-                last[0] = camp.progress.elapsed
-                p = camp.progress
-                console.print(f"[{p.elapsed:5.0f}s] execs {p.total_execs():,} "
-                              f"({p.total_execs() / max(p.elapsed, 1e-9):,.0f}/s) "
-                              f"minimization runs {p.minimize_runs:,} "
-                              f"corpus {sum(p.corpus.values())} cov {sum(p.coverage.values())} "
-                              f"stored {len(p.stored)} signatures {p.by_kind()} "
-                              f"worker RSS {_mib(p.rss)} "
-                              f"harness errors {len(p.harness)}", highlight=False)
-        c.on_progress = line
-        status = c.run()
+            def line(camp) -> None:
+                if camp.progress.elapsed - last[0] >= 5:
+                    last[0] = camp.progress.elapsed
+                    p = camp.progress
+                    console.print(f"[{p.elapsed:5.0f}s] execs {p.total_execs():,} "
+                                  f"({p.total_execs() / max(p.elapsed, 1e-9):,.0f}/s) "
+                                  f"minimization runs {p.minimize_runs:,} "
+                                  f"corpus {sum(p.corpus.values())} "
+                                  f"cov {p.total_coverage()} {unit} "
+                                  f"stored {p.total_stored()} signatures {p.by_kind()} "
+                                  f"worker RSS {_mib(p.rss)} "
+                                  f"harness errors {len(p.harness_ids())}", highlight=False)
+            c.on_progress = line
+            status = c.run()
+    except LeaseLostError as exc:
+        err.print(f"[bold red]error:[/] {escape(str(exc))}; this process stopped", highlight=False)
+        raise typer.Exit(EXIT_FAILED) from None
     p = c.progress
     harness = (f"{len(p.harness)} harness errors (defects of foliodiff, not kernel findings: "
                f"GET /harness-errors)" if p.harness else "no harness errors")
     console.print(Text(f"campaign {campaign_id} {status}: {p.total_execs():,} executions in "
                        f"{p.elapsed:.0f} s (and {p.minimize_runs:,} minimization runs), "
-                       f"{len(p.stored)} new findings stored ({len(p.pending)} not minimized yet: "
+                       f"coverage {p.total_coverage():,} {unit}, "
+                       f"{p.total_stored()} findings stored ({len(p.stored)} in this run; "
+                       f"{len(p.pending)} not minimized yet: "
                        f"the next campaign of the pair minimizes them), {harness}; "
                        f"see `foliodiff serve --db {url}` then GET /campaigns/{campaign_id} "
                        f"and /divergences", style="bold red" if p.harness else ""))
+    if c.failure is not None:
+        err.print(Text(f"error: campaign {campaign_id} failed: {c.failure}", style="bold red"))
+        raise typer.Exit(EXIT_FAILED)
+    if status == "paused":
+        again = f"foliodiff fuzz --resume {campaign_id}"
+        if url != DEFAULT_DB_URL:
+            again += f" --db {shlex.quote(url)}"
+        console.print(f"campaign {campaign_id} paused; resume it with: {again}", highlight=False,
+                      markup=False, soft_wrap=True)
     if p.harness:
         # everything is stored; the exit code tells scripts the harness misbehaved
         raise typer.Exit(EXIT_HARNESS)
@@ -757,17 +819,20 @@ def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
     db: Annotated[str | None, typer.Option(help=DB_HELP)] = None,
+    create: Annotated[bool, typer.Option(
+        help="create the SQLite store if its file does not exist (else refuse to start)")] = False,
 ) -> None:
-    """Serve the triage API (uvicorn)."""
+    """Serve the triage API (uvicorn) on a store, checked before the server starts."""
     from service.api import serve as run_server
-    run_server(host=host, port=port, db_url=db)
+    with open_store(db, create=create) as store:
+        run_server(host=host, port=port, db_url=_store_url(db), store=store)
 
 
 def main() -> None:
     try:
         app()
     except FoliodiffError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(EXIT_BAD_INPUT)
 
 

@@ -3,8 +3,12 @@
 Every error the store raises on purpose is a :class:`StoreError`, so that the
 thin edges (CLI, HTTP) can turn all of them into clean messages with one
 ``except``; the subclasses say which kind of 4xx an edge should answer.
-A server a benchmark starts that does not come up is a
-:class:`ServerStartError`.  (The API's own ``ApiError`` is in
+A store that cannot be opened is a :class:`StoreOpenError`
+(:class:`StoreMissingError` when its SQLite file does not exist and the
+caller did not ask to create it); a campaign held by another runner is a
+:class:`LeaseHeldError`.  A fuzzer whose package is not installed is a
+:class:`MissingDependencyError`, naming what to install.  A server a
+benchmark starts that does not come up is a :class:`ServerStartError`.  (The API's own ``ApiError`` is in
 ``service/api/errors.py``, the conformance runs' in ``service/conform/errors.py``.)
 """
 
@@ -66,6 +70,59 @@ class MigrationError(StoreError):
         self.mode = mode
         super().__init__(f"foliodiff migrations run online only, through Store.open() "
                          f"(asked for {mode} mode)")
+
+
+class StoreOpenError(StoreError):
+    """A store URL that cannot be opened: names the URL (password hidden) and why."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"cannot open the store {url}: {reason}")
+
+
+class StoreMissingError(StoreOpenError):
+    """A SQLite store file that does not exist, where the caller only reads a store."""
+
+    def __init__(self, url: str, path: str) -> None:
+        self.path = path
+        super().__init__(url, f"no such file {path!r} (a command that reads a store does "
+                              f"not create one; check --db or the working directory)")
+
+
+class LeaseHeldError(StoreError):
+    """Another runner holds the lease of a campaign, and its heartbeat is fresh."""
+
+    def __init__(self, campaign_id: int, host: str, pid: int, heartbeat: Any,
+                 age: float, expiry: float) -> None:
+        self.campaign_id = campaign_id
+        self.host = host
+        self.pid = pid
+        self.heartbeat = heartbeat
+        super().__init__(f"campaign {campaign_id} is being run by pid {pid} on host {host!r} "
+                         f"(last heartbeat {heartbeat:%Y-%m-%d %H:%M:%S} UTC, {age:.0f} s ago); "
+                         f"a lease without a heartbeat for {expiry:.0f} s is taken over")
+
+
+class LeaseLostError(StoreError):
+    """A runner's lease of a campaign was taken over: it must stop writing the campaign."""
+
+    def __init__(self, campaign_id: int, host: str | None, pid: int | None) -> None:
+        self.campaign_id = campaign_id
+        holder = f"pid {pid} on host {host!r}" if host is not None else "nobody"
+        super().__init__(f"campaign {campaign_id}: this runner's lease was taken over "
+                         f"(now held by {holder})")
+
+
+class MissingDependencyError(FoliodiffError):
+    """A package a fuzzer needs is not importable: names it and how to install it."""
+
+    def __init__(self, what: str, module: str, install: str, reason: str) -> None:
+        self.what = what
+        self.module = module
+        self.install = install
+        super().__init__(f"{what} needs the {module!r} package, which is not importable "
+                         f"({reason}): install it with {install}")
 
 
 class ServerStartError(FoliodiffError):

@@ -34,6 +34,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 from engine import Classification, Kind
+from fuzz.sources import CoverageUnit
 
 
 class TriageStatus(str, enum.Enum):
@@ -138,10 +139,21 @@ class Campaign(Base):
     intended: Mapped[dict[str, Any]]
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    # The lease of the process that runs the campaign (see Store.take_lease):
+    # who holds it and when it last said it is alive; all None when nobody does.
+    lease_host: Mapped[str | None] = mapped_column(String(255))
+    lease_pid: Mapped[int | None]
+    lease_token: Mapped[str | None] = mapped_column(String(32))
+    lease_heartbeat: Mapped[datetime | None]
 
 
 class StatsSnapshot(Base):
-    """A campaign's counters at ``t`` seconds after it started."""
+    """A campaign's counters at ``t`` seconds after it started.
+
+    ``coverage`` counts ``coverage_unit`` (see :class:`fuzz.sources.CoverageUnit`):
+    behaviour features, or libFuzzer edges for atheris.  Both are None in
+    snapshots stored before foliodiff measured coverage: unknown, not zero.
+    """
 
     __tablename__ = "stats_snapshot"
     __table_args__ = (Index(None, "campaign_id", "t"),)
@@ -154,6 +166,9 @@ class StatsSnapshot(Base):
     corpus_size: Mapped[int]
     signatures: Mapped[dict[str, Any]]       # unique signatures by kind
     at: Mapped[datetime]
+    coverage: Mapped[int | None]
+    coverage_unit: Mapped[CoverageUnit | None] = mapped_column(
+        _enum(CoverageUnit, "coverage_unit"))
 
 
 class Program(Base):

@@ -19,6 +19,17 @@ lock and see a committed snapshot per statement (READ COMMITTED).
 
 Every method runs in its own transaction and returns detached rows
 (``expire_on_commit=False``): they stay readable after the session closed.
+
+:meth:`Store.open` creates a SQLite file that does not exist only when
+asked to (``create=True``, what a campaign does); a command that only
+reads or triages a store refuses a missing file by name instead of
+creating an empty one beside the user.  Any URL that cannot be opened or
+migrated is a :class:`service.errors.StoreOpenError` naming it and why.
+
+A campaign is run by one process at a time: it holds the campaign's
+lease (:meth:`Store.take_lease`) and renews it every few seconds; a lease
+whose heartbeat is older than :data:`LEASE_EXPIRY`, or whose holder
+process on this host is gone, may be taken over.
 """
 
 from __future__ import annotations
@@ -27,7 +38,10 @@ import copy
 import enum
 import hashlib
 import json
+import os
 import re
+import secrets
+import socket
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -37,6 +51,7 @@ from typing import Any, Self, cast
 
 from alembic import command
 from alembic.config import Config
+from alembic.util import CommandError
 from sqlalchemy import (
     Engine,
     Row,
@@ -53,13 +68,24 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import table as sql_table
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from engine import Classification, Kind, UnknownEngineError
 from engine.kernels import resolve_engine, version_tree
 from fuzz.records import DivergenceRecord, HarnessRecord, MinimizedRun, PackedOutcome
-from service.errors import BatchError, IllegalTransitionError, InvalidValueError, NotFoundError
+from fuzz.sources import CoverageUnit
+from service.errors import (
+    BatchError,
+    IllegalTransitionError,
+    InvalidValueError,
+    LeaseHeldError,
+    LeaseLostError,
+    NotFoundError,
+    StoreMissingError,
+    StoreOpenError,
+)
 from service.models import (
     Campaign,
     CampaignStatus,
@@ -85,6 +111,11 @@ SORT_KEYS = ("id", "first_seen", "last_seen", "hit_count", "kind", "status", "si
 HARNESS_SORT_KEYS = ("id", "first_seen", "last_seen", "hit_count", "engine", "exception",
                      "signature")
 MIGRATIONS = Path(__file__).with_name("migrations")
+#: Seconds without a heartbeat after which a campaign's lease is taken over by
+#: whoever asks for it.  A runner renews its lease every few seconds
+#: (``service.campaign.SNAPSHOT_EVERY``); a minute leaves room for a slow
+#: store or a parent busy stopping its workers.
+LEASE_EXPIRY = 60.0
 
 # Trigram hits above which a signature search scans instead of using the index.
 _DENSE = 2000
@@ -104,6 +135,61 @@ Clock = Callable[[], datetime]
 def utc_now() -> datetime:
     """The default store clock."""
     return datetime.now(UTC)
+
+
+def display_url(url: str) -> str:
+    """@url as messages show it: the password hidden (as is, if it is no URL)."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except SQLAlchemyError:
+        return url
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names, made absolute; None for another backend,
+    an in-memory database, a ``file:`` URI, or no URL at all."""
+    try:
+        parsed = make_url(url)
+    except SQLAlchemyError:
+        return None
+    database = parsed.database
+    if (parsed.get_backend_name() != "sqlite" or not database or database == ":memory:"
+            or database.startswith("file:") or parsed.query.get("uri")):
+        return None
+    return Path(database).absolute()
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Who runs a campaign: a process (@host, @pid) and the @token it took the lease with.
+
+    @heartbeat: when the holder last renewed it (None in a holder not stored yet).
+    """
+
+    host: str
+    pid: int
+    token: str
+    heartbeat: datetime | None = None
+
+    @classmethod
+    def mine(cls) -> Lease:
+        """A new lease holder: this process, with a fresh random token."""
+        return cls(host=socket.gethostname(), pid=os.getpid(), token=secrets.token_hex(16))
+
+
+def holder_gone(host: str, pid: int) -> bool:
+    """Whether lease holder (@host, @pid) is known to be dead: a process of this
+    host that no longer exists.  A holder on another host is never known dead:
+    only its heartbeat's age tells."""
+    if host != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:          # alive, someone else's
+        return False
+    return False
 
 
 #: Triage transitions: state -> states a triager may move it to.  Verified is
@@ -409,19 +495,42 @@ class Store:
                                     expire_on_commit=False)
 
     @classmethod
-    def open(cls, url: str = DEFAULT_DB_URL, *, clock: Clock = utc_now,
+    def open(cls, url: str = DEFAULT_DB_URL, *, create: bool = True, clock: Clock = utc_now,
              busy_timeout_ms: int = 30_000) -> Store:
         """Connect to ``url`` and migrate its schema to the newest version.
 
+        @create: whether a SQLite file that does not exist is created (an
+            empty store); without it such a URL raises
+            :class:`StoreMissingError`, naming the file.  Other backends'
+            databases are never created here.
+        Raises :class:`StoreOpenError` naming the URL (password hidden) and
+        the reason when the database cannot be reached, is no database, or
+        its schema cannot be migrated.
         Return: a store; :meth:`close` it when done.
         """
-        # Compact JSON: outcomes are most of a divergence row's bytes.
-        engine = create_engine(url, json_serializer=_compact_json)
+        shown = display_url(url)
+        path = sqlite_file(url) if isinstance(url, str) else None
+        if path is not None and not create and not path.is_file():
+            raise StoreMissingError(shown, str(path))
+        try:
+            # Compact JSON: outcomes are most of a divergence row's bytes.
+            engine = create_engine(url, json_serializer=_compact_json)
+        except (SQLAlchemyError, ValueError, TypeError) as exc:
+            raise StoreOpenError(shown, f"not a database URL: {exc}") from exc
         if engine.dialect.name == "sqlite":
             _sqlite_hooks(engine, busy_timeout_ms)
         elif engine.dialect.name == "postgresql":
             _postgresql_hooks(engine)
-        upgrade(engine)
+        try:
+            upgrade(engine)
+        except SQLAlchemyError as exc:
+            engine.dispose()
+            reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+            raise StoreOpenError(shown, reason) from exc
+        except CommandError as exc:
+            engine.dispose()
+            raise StoreOpenError(shown, f"its schema cannot be migrated: {exc} (a store "
+                                        f"written by a newer foliodiff?)") from exc
         return cls(engine, clock)
 
     def close(self) -> None:
@@ -512,6 +621,74 @@ class Store:
             campaign.updated_at = self._clock()
         return campaign
 
+    def take_lease(self, campaign_id: int, holder: Lease, *, expiry: float = LEASE_EXPIRY,
+                   gone: Callable[[str, int], bool] = holder_gone) -> Lease | None:
+        """Make @holder the runner of campaign @campaign_id.
+
+        The lease is free when nobody holds it, when @holder holds it
+        already (same token), when its heartbeat is more than @expiry seconds
+        old, or when @gone says its holder is dead (:func:`holder_gone`: a
+        process of this host that no longer exists).  Otherwise raises
+        :class:`LeaseHeldError`, naming the holder and its last heartbeat.
+        A finished or failed campaign cannot be run again
+        (:class:`IllegalTransitionError`).
+
+        Context: one write transaction: of two processes asking at once, one
+        gets the lease and the other sees it held.
+        Return: the other runner's lease taken over (expired, or its holder
+        gone), or None when the lease was free.
+        """
+        if not isinstance(holder, Lease) or not holder.token:
+            raise InvalidValueError("holder", holder, "must be a Lease with a token")
+        with self._write() as s:
+            campaign = self._campaign(s, campaign_id)
+            # RUNNING already: killed, or held by another runner (below).
+            if (campaign.status is not CampaignStatus.RUNNING
+                    and CampaignStatus.RUNNING not in CAMPAIGN_TRANSITIONS[campaign.status]):
+                allowed = CAMPAIGN_TRANSITIONS[campaign.status]
+                raise IllegalTransitionError("campaign", campaign_id, campaign.status,
+                                             CampaignStatus.RUNNING, list(allowed))
+            now = self._clock()
+            previous = None
+            if campaign.lease_token is not None and campaign.lease_token != holder.token:
+                previous = Lease(host=campaign.lease_host or "", pid=campaign.lease_pid or 0,
+                                 token=campaign.lease_token, heartbeat=campaign.lease_heartbeat)
+                beat = campaign.lease_heartbeat or now
+                age = (now - beat).total_seconds()
+                if age <= expiry and not gone(previous.host, previous.pid):
+                    raise LeaseHeldError(campaign_id, previous.host, previous.pid, beat, age,
+                                         expiry)
+            campaign.lease_host, campaign.lease_pid = holder.host, holder.pid
+            campaign.lease_token, campaign.lease_heartbeat = holder.token, now
+        return previous
+
+    def renew_lease(self, campaign_id: int, token: str) -> datetime:
+        """Record a heartbeat of the runner holding campaign @campaign_id's lease with @token.
+
+        Raises :class:`LeaseLostError` when another runner took the lease
+        over (this one was silent too long): the caller must stop.
+        Return: the heartbeat's time.
+        """
+        with self._write() as s:
+            campaign = self._campaign(s, campaign_id)
+            if campaign.lease_token != token:
+                raise LeaseLostError(campaign_id, campaign.lease_host, campaign.lease_pid)
+            campaign.lease_heartbeat = now = self._clock()
+        return now
+
+    def release_lease(self, campaign_id: int, token: str) -> bool:
+        """Give up campaign @campaign_id's lease, if @token still holds it.
+
+        Return: whether it did (False: another runner had taken it over).
+        """
+        with self._write() as s:
+            campaign = self._campaign(s, campaign_id)
+            if campaign.lease_token != token:
+                return False
+            campaign.lease_host = campaign.lease_pid = None
+            campaign.lease_token = campaign.lease_heartbeat = None
+        return True
+
     def known_signature_ids(self, engine_a: str, engine_b: str) -> set[str]:
         """Signature ids of every divergence stored for an engine pair."""
         a, b = _engine_id(engine_a, "engine_a"), _engine_id(engine_b, "engine_b")
@@ -539,15 +716,27 @@ class Store:
                 .group_by(Divergence.kind))}
 
     def add_stats_snapshot(self, campaign_id: int, t: float, execs: int, exec_per_s: float,
-                           corpus_size: int, signatures: dict[str, int]) -> StatsSnapshot:
+                           corpus_size: int, signatures: dict[str, int],
+                           coverage: int | None = None,
+                           coverage_unit: CoverageUnit | str | None = None) -> StatsSnapshot:
         """Record a campaign's counters ``t`` seconds after it started.
 
         ``signatures`` counts unique signatures by kind (``engine.diff.differential.Kind`` values).
+        ``coverage`` counts ``coverage_unit`` (:class:`fuzz.sources.CoverageUnit`):
+        both given, or neither (not measured).
         """
         for name, value in (("t", t), ("execs", execs), ("exec_per_s", exec_per_s),
                             ("corpus_size", corpus_size)):
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise InvalidValueError(name, value, "must be a non-negative number")
+        if (coverage is None) != (coverage_unit is None):
+            raise InvalidValueError("coverage_unit" if coverage_unit is None else "coverage",
+                                    None, "coverage and its unit go together, or neither")
+        if coverage is not None and (not isinstance(coverage, int) or isinstance(coverage, bool)
+                                     or coverage < 0):
+            raise InvalidValueError("coverage", coverage, "must be a count")
+        unit = None if coverage_unit is None else _coerce(CoverageUnit, coverage_unit,
+                                                          "coverage_unit")
         if not isinstance(signatures, dict):
             raise InvalidValueError("signatures", signatures, "must map kind to count")
         for kind, count in signatures.items():
@@ -556,7 +745,8 @@ class Store:
                 raise InvalidValueError(f"signatures.{kind}", count, "must be a count")
         snap = StatsSnapshot(campaign_id=campaign_id, t=float(t), execs=execs,
                              exec_per_s=float(exec_per_s), corpus_size=corpus_size,
-                             signatures=dict(signatures), at=self._clock())
+                             signatures=dict(signatures), at=self._clock(),
+                             coverage=coverage, coverage_unit=unit)
         with self._write() as s:
             self._campaign(s, campaign_id)
             s.add(snap)

@@ -103,17 +103,15 @@ def _store_url(db: str | None) -> str:
 
 
 def _open_store(db: str | None) -> Store:
-    """The store the command works on: the one call site that resolves and opens it."""
-    from alembic.util import CommandError
-    from sqlalchemy.exc import SQLAlchemyError
-
+    """The store the command works on, as every command that reads a store opens it
+    (``service.cli.open_store``): a SQLite file that does not exist is refused by
+    name, never created."""
+    from service.errors import StoreError
     from service.store import Store
-    url = _store_url(db)
     try:
-        return Store.open(url)
-    except (SQLAlchemyError, CommandError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        _fail(f"--db: cannot open the store {url!r}: {reason}")
+        return Store.open(_store_url(db), create=False)
+    except StoreError as exc:
+        _fail(f"--db: {exc}")
 
 
 def _check_ids(**ids: int | None) -> None:

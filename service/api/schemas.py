@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from engine import Classification, Kind
+from fuzz.sources import CoverageUnit
 from service.models import CampaignStatus, TriageStatus
 from service.store import HARNESS_SORT_KEYS, SORT_KEYS
 
@@ -278,6 +279,10 @@ class CampaignOut(_Row):
     intended: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+    lease_host: str | None = Field(None, description="host of the process running the "
+                                                       "campaign, if one holds its lease")
+    lease_pid: int | None = Field(None, description="its process id")
+    lease_heartbeat: datetime | None = Field(None, description="when it last renewed the lease")
 
 
 class CampaignPage(BaseModel):
@@ -294,6 +299,11 @@ class StatsSnapshotOut(_Row):
     corpus_size: int
     signatures: dict[str, Any]
     at: datetime
+    coverage: int | None = Field(None, description="the most coverage one worker reached, in "
+                                                    "coverage_unit; null: not measured")
+    coverage_unit: CoverageUnit | None = Field(
+        None, description="features: behaviour features (kernel events, verdict pairs, "
+                          "signatures seen); edges: libFuzzer's code edges of the model (atheris)")
 
 
 class CampaignDetail(CampaignOut):

@@ -8,6 +8,12 @@ random input may take minutes now that the oracles raise no false alarm).  The t
 waits for the first "stored" line, kills the whole process group with SIGKILL, and
 checks the store holds every finding the campaign printed, then resumes the campaign.  Another campaign
 runs a model broken on purpose (an IndexError in MADV_FREE's walk).
+
+Resume: a campaign paused with Ctrl-C (SIGINT to its process group) says how
+to resume it, resumes from another directory (its paths were stored
+absolute) and its counts go on; a second runner of a running campaign is
+refused naming the first, and takes over the lease of one that was killed
+or stopped renewing it; a worker that dies fails the campaign.
 """
 
 from __future__ import annotations
@@ -15,10 +21,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -27,10 +36,10 @@ from engine.corpus.upgrade import upgrade_program
 from engine.diff.differential import differential
 from engine.program.format import parse_program
 from fuzz.codec import decode
-from fuzz.sources import MAX_FUZZ_PAGES, Fuzzer, mapped_pages
+from fuzz.sources import MAX_FUZZ_PAGES, CoverageUnit, Fuzzer, mapped_pages
 from service.campaign import Campaign, CampaignConfig, create
 from service.models import CampaignStatus
-from service.store import Store
+from service.store import LEASE_EXPIRY, Lease, Store
 
 ROOT = Path(__file__).resolve().parents[2]
 STORED = re.compile(r"stored #(\d+) (\w+): (\S+)")
@@ -53,15 +62,60 @@ if __name__ == "__main__":
     sys.argv[0] = "foliodiff"
     service.cli.main()
 """
+# `foliodiff` whose in-process fuzzers' sources cannot be built: every worker
+# dies of a RuntimeError as it starts.
+BROKEN_SOURCE = """
+from fuzz.sources import Source
+
+def broken(self, *args, **kw):
+    raise RuntimeError("source broken on purpose")
+
+Source.__init__ = broken
+
+if __name__ == "__main__":
+    import sys
+    import service.cli
+    sys.argv[0] = "foliodiff"
+    service.cli.main()
+"""
+PROGRESS = re.compile(r"\[\s*(\d+)s\] execs ([\d,]+)")
 # Corpus H2 as format 1 stored it: a schedule of global steps.
 H2_V1 = json.loads((ROOT / "tests" / "data" / "format1" / "h2.json").read_text())
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "400"}
+    env.pop("FOLIODIFF_DB_URL", None)
+    return env
 
 
 def _fuzz(*args: str, cwd: Path) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "service.cli", "fuzz", "--no-live", *args],
                             cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "400"},
-                            start_new_session=True)
+                            env=_env(), start_new_session=True)
+
+
+def _fuzz_run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``foliodiff fuzz`` to its end; stdout and stderr apart, rich's wrapping undone."""
+    r = subprocess.run([sys.executable, "-m", "service.cli", "fuzz", "--no-live", *args],
+                       cwd=cwd, capture_output=True, text=True, timeout=240, env=_env())
+    r.stdout, r.stderr = " ".join(r.stdout.split()), " ".join(r.stderr.split())
+    return r
+
+
+def _wait_for(proc: subprocess.Popen[str], pattern: re.Pattern[str] | str,
+              seconds: float = 180) -> re.Match[str]:
+    """The first line of @proc's output that matches @pattern (the lines before are read)."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + seconds
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        m = re.search(pattern, line)
+        if m:
+            return m
+        assert time.monotonic() < deadline, "".join(seen)
+    raise AssertionError(f"ended without {pattern!r}: {''.join(seen)}")
 
 
 def test_sigkill_loses_no_stored_finding_and_the_campaign_resumes(tmp_path: Path) -> None:
@@ -170,7 +224,111 @@ def test_every_campaign_runs_the_large_seed_h12(tmp_path: Path, fuzzer: Fuzzer,
     Campaign(url, cid, on_harness=lambda found: pytest.fail(f"harness error {found}")).run()
     with Store.open(url) as store:
         divergences, _ = store.list_divergences(limit=100)
+        last = store.stats(cid)[-1]
+    # Coverage in the fuzzer's own unit, measured (hypothesis' too).
+    assert last.coverage_unit is fuzzer.coverage_unit and last.coverage
     assert any("|crash|PageTableOutOfBounds|" in d.signature and d.engine_b == "v6.15"
                for d in divergences), [d.signature for d in divergences]
     assert not [p.name for p in tmp_path.iterdir()
                 if p.name.split("-")[0] in ("crash", "slow", "timeout", "oom", "leak")]
+
+
+def test_a_paused_campaign_says_how_to_resume_and_resumes_elsewhere_counting_on(
+        tmp_path: Path) -> None:
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    (here / "seeds").mkdir(parents=True)
+    elsewhere.mkdir()
+    for name in ("h1-clean-mthp-reclaim.json", "h5-dma-into-lazyfree.json"):
+        shutil.copy(ROOT / "corpus" / name, here / "seeds" / name)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    proc = _fuzz("--fuzzer", "random", "--engines", "v6.14,v6.15", "--time", "300", "--db", url,
+                 "--seeds", "seeds", "--corpus", "kept", "--no-minimize", cwd=here)
+    m = _wait_for(proc, PROGRESS)
+    assert "features" in m.string                  # the unit of the coverage it prints
+    os.killpg(proc.pid, signal.SIGINT)             # Ctrl-C
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    said = " ".join(out.split())
+    assert f"campaign 1 paused; resume it with: foliodiff fuzz --resume 1 --db {url}" in said
+    with Store.open(url) as store:
+        campaign = store.get_campaign(1)
+        assert campaign.status is CampaignStatus.PAUSED and campaign.lease_token is None
+        # Stored absolute: the campaign does not depend on where it was started.
+        assert (campaign.config["seeds"], campaign.config["corpus"]) == (
+            str(here / "seeds"), str(here / "kept"))
+        paused = store.stats(1)[-1]
+        assert paused.execs > 0 and paused.coverage_unit is CoverageUnit.FEATURES
+        assert paused.coverage is not None and paused.coverage > 0
+        assert campaign.config["progress"]["execs"] == paused.execs
+
+    resumed = _fuzz_run("--resume", "1", "--time", "6", "--db", url, cwd=elsewhere)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "paused; resume it with: foliodiff fuzz --resume 1" in resumed.stdout
+    with Store.open(url) as store:
+        after = [x for x in store.stats(1) if x.id > paused.id]
+        assert after and after[-1].execs > paused.execs and after[-1].t > paused.t
+        # Counts go on from the stored ones: never back to 0 with the time going on.
+        assert all(x.execs >= paused.execs and x.t >= paused.t for x in after)
+        assert all(x.coverage is not None and x.coverage >= (paused.coverage or 0)
+                   for x in after)
+        assert store.get_campaign(1).config["progress"]["execs"] == after[-1].execs
+    assert f"{after[-1].execs:,} executions in" in resumed.stdout
+    assert (here / "kept" / "random-0").is_dir() and not (elsewhere / "kept").exists()
+
+
+def test_a_running_campaign_is_not_run_twice_and_a_silent_runner_is_taken_over(
+        tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    first = _fuzz("--fuzzer", "random", "--engines", "v6.14,v6.15", "--time", "300",
+                  "--db", url, "--no-minimize", cwd=tmp_path)
+    try:
+        _wait_for(first, r"campaign 1: random on")          # it holds the lease now
+        second = _fuzz_run("--resume", "1", "--time", "2", "--db", url, cwd=tmp_path)
+        assert second.returncode == 2, second.stdout + second.stderr
+        assert (f"campaign 1 is being run by pid {first.pid} on host "
+                f"{socket.gethostname()!r} (last heartbeat") in second.stderr
+        with Store.open(url) as store:
+            assert store.get_campaign(1).lease_pid == first.pid
+            assert store.get_campaign(1).status is CampaignStatus.RUNNING
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+
+    # Killed: its heartbeat is fresh, but its holder is gone from this host.
+    third = _fuzz_run("--resume", "1", "--time", "2", "--db", url, cwd=tmp_path)
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert f"campaign 1: took over from pid {first.pid} on host" in third.stderr
+
+    # Held on another machine: refused while its heartbeat is fresh, taken over
+    # once it is older than LEASE_EXPIRY.
+    elsewhere = Lease(host="fuzz-9.example", pid=4242, token="f" * 32)
+    with Store.open(url) as store:
+        store.take_lease(1, elsewhere)
+    refused = _fuzz_run("--resume", "1", "--time", "2", "--db", url, cwd=tmp_path)
+    assert refused.returncode == 2
+    assert "campaign 1 is being run by pid 4242 on host 'fuzz-9.example'" in refused.stderr
+    silent = datetime.now(UTC) - timedelta(seconds=LEASE_EXPIRY + 5)
+    with Store.open(url, clock=lambda: silent) as store:
+        store.renew_lease(1, elsewhere.token)
+    taken = _fuzz_run("--resume", "1", "--time", "2", "--db", url, cwd=tmp_path)
+    assert taken.returncode == 0, taken.stdout + taken.stderr
+    assert (f"campaign 1: took over from pid 4242 on host 'fuzz-9.example', silent since "
+            f"{silent:%Y-%m-%d %H:%M:%S} UTC") in taken.stderr
+    with Store.open(url) as store:
+        assert store.get_campaign(1).lease_token is None       # given up at the end
+
+
+def test_a_worker_that_dies_fails_the_campaign_and_the_command(tmp_path: Path) -> None:
+    script = tmp_path / "broken_foliodiff.py"
+    script.write_text(BROKEN_SOURCE)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    r = subprocess.run([sys.executable, str(script), "fuzz", "--no-live", "--fuzzer", "random",
+                        "--time", "60", "--db", url, "--no-minimize"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=240, env=_env())
+    assert r.returncode == 4, r.stdout + r.stderr
+    said = " ".join(r.stderr.split())
+    assert "error: campaign 1 failed: worker 0 failed:" in said
+    assert "RuntimeError: source broken on purpose" in said
+    with Store.open(url) as store:
+        campaign = store.get_campaign(1)
+        assert campaign.status is CampaignStatus.FAILED and campaign.lease_token is None

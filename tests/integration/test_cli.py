@@ -6,8 +6,13 @@ import dataclasses
 import json
 import os
 import pathlib
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+
+import pytest
 
 from engine.corpus.upgrade import upgrade_program
 from engine.execution.runner import run
@@ -47,6 +52,25 @@ def broken_foliodiff(tmp_path, where, *args):
     return subprocess.run([sys.executable, str(script), where, *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+# `foliodiff` installed without its [test] extra: no hypothesis.
+NO_HYPOTHESIS = """
+import sys
+sys.modules["hypothesis"] = None       # "import hypothesis" raises ModuleNotFoundError
+import service.cli
+sys.argv[0] = "foliodiff"
+service.cli.main()
+"""
+
+
+def foliodiff_in(cwd, *args, script=None):
+    """foliodiff run in @cwd (not the checkout: no store there), without $FOLIODIFF_DB_URL."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("FOLIODIFF_DB_URL", None)
+    command = [sys.executable, str(script)] if script else [sys.executable, "-m", "service.cli"]
+    return subprocess.run([*command, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120, env=env)
 
 
 def said(r) -> str:
@@ -371,4 +395,94 @@ def test_triage_transitions_notes_duplicates_and_exports(tmp_path):
     d = json.loads(r.stdout)
     assert d["status"] == "confirmed" and [n["text"] for n in d["notes"]] == ["looked at it"]
     r = foliodiff("triage", "list", "--db", "nonsense://")
-    assert r.returncode == 2 and "--db: cannot open the store 'nonsense://'" in said(r)
+    assert r.returncode == 2 and "--db: cannot open the store nonsense://" in said(r)
+    missing = tmp_path / "elsewhere" / "foliodiff.db"
+    r = foliodiff("triage", "list", "--db", f"sqlite:///{missing}")
+    assert r.returncode == 2 and f"no such file {str(missing)!r}" in said(r)
+    assert not missing.exists() and not missing.parent.exists()
+
+
+def test_reproducer_of_a_divergence_refuses_a_store_that_is_not_there(tmp_path):
+    r = foliodiff_in(tmp_path, "reproducer", "--divergence", "1")
+    assert r.returncode == 2, r.stderr
+    assert f"no such file {str(tmp_path / 'foliodiff.db')!r}" in said(r)
+    assert "sqlite:///foliodiff.db" in said(r)
+    assert not (tmp_path / "foliodiff.db").exists()         # no empty store left behind
+    r = foliodiff_in(tmp_path, "reproducer", "--divergence", "1",
+                     "--db", f"sqlite:///{tmp_path / 'other.db'}")
+    assert r.returncode == 2 and str(tmp_path / "other.db") in said(r)
+    assert not (tmp_path / "other.db").exists()
+
+
+@pytest.mark.parametrize("create", [[], ["--create"]], ids=["read", "create"])
+def test_serve_refuses_to_start_on_a_store_it_cannot_open(tmp_path, create):
+    url = "sqlite:////nonexistent/dir/x.db"
+    r = foliodiff_in(tmp_path, "serve", "--db", url, "--port", "1", *create)
+    assert r.returncode == 2, r.stderr
+    why = "unable to open database file" if create else "no such file '/nonexistent/dir/x.db'"
+    assert f"cannot open the store {url}: {why}" in said(r)
+    junk = tmp_path / "notes.db"
+    junk.write_text("not a database\n" * 100)
+    r = foliodiff_in(tmp_path, "serve", "--db", f"sqlite:///{junk}", "--port", "1", *create)
+    assert r.returncode == 2, r.stderr
+    assert f"cannot open the store sqlite:///{junk}: file is not a database" in said(r)
+    assert junk.read_text() == "not a database\n" * 100
+    r = foliodiff_in(tmp_path, "serve", "--port", "1", *create, "--db", "nosuch://x")
+    assert r.returncode == 2 and "cannot open the store nosuch://x: not a database URL" in said(r)
+
+
+def test_serve_refuses_a_missing_store_unless_asked_to_create_it(tmp_path):
+    r = foliodiff_in(tmp_path, "serve", "--port", "1")
+    assert r.returncode == 2 and str(tmp_path / "foliodiff.db") in said(r)
+    assert not (tmp_path / "foliodiff.db").exists()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("FOLIODIFF_DB_URL", None)
+    server = subprocess.Popen([sys.executable, "-m", "service.cli", "serve", "--create",
+                               "--port", str(port)], cwd=tmp_path, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/campaigns") as answer:
+                    assert json.loads(answer.read())["total"] == 0
+                    break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, \
+                    server.stderr.read() if server.stderr else ""
+                time.sleep(0.2)
+        assert (tmp_path / "foliodiff.db").is_file()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_a_fuzzer_without_its_package_is_refused_naming_the_extra(tmp_path):
+    from service.campaign import CampaignConfig, create
+    from service.models import CampaignStatus
+    from service.store import Store
+    script = tmp_path / "foliodiff_without_test_extra.py"
+    script.write_text(NO_HYPOTHESIS)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    r = foliodiff_in(tmp_path, "fuzz", "--fuzzer", "hypothesis", "--time", "5", "--db", url,
+                     "--no-live", script=script)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert ("the hypothesis fuzzer needs the 'hypothesis' package, which is not importable"
+            in said(r))
+    assert "install it with pip install 'foliodiff[test]'" in said(r)
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "store.db").exists()              # refused before any campaign
+    # A hypothesis campaign made where the package was: not resumed, left as it was.
+    with Store.open(url) as store:
+        cid = create(store, CampaignConfig(fuzzer="hypothesis", engine_a="v6.14",
+                                           engine_b="v6.15", seconds=5))
+    r = foliodiff_in(tmp_path, "fuzz", "--resume", str(cid), "--db", url, "--no-live",
+                     script=script)
+    assert r.returncode == 2 and "pip install 'foliodiff[test]'" in said(r)
+    with Store.open(url) as store:
+        campaign = store.get_campaign(cid)
+        assert campaign.status is CampaignStatus.PENDING and campaign.lease_token is None
+        assert store.stats(cid) == []

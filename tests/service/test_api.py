@@ -497,6 +497,22 @@ def test_campaigns_and_stats_over_time(client: TestClient, seeded: dict[str, int
     c = client.get(f"/campaigns/{seeded['campaign']}").json()
     assert [s["t"] for s in c["stats"]] == [10.0, 20.0]
     assert c["stats"][1]["signatures"] == {"crash": 1, "state": 2}
+    # Snapshots without coverage say so (null), never 0; nobody runs it now.
+    assert [(s["coverage"], s["coverage_unit"]) for s in c["stats"]] == [(None, None)] * 2
+    assert (c["lease_host"], c["lease_pid"], c["lease_heartbeat"]) == (None, None, None)
+
+
+def test_a_campaign_shows_its_coverage_unit_and_its_runner(url: str) -> None:
+    from service.store import Lease
+    with Store.open(url) as store:
+        cid = store.create_campaign("v6.14", "v6.15", "atheris").id
+        store.add_stats_snapshot(cid, 5.0, 100, 20.0, 3, {}, coverage=812, coverage_unit="edges")
+        store.take_lease(cid, Lease(host="fuzz-1.example", pid=31, token="d" * 32))
+    with _client(url) as client:
+        c = client.get(f"/campaigns/{cid}").json()
+    assert (c["stats"][0]["coverage"], c["stats"][0]["coverage_unit"]) == (812, "edges")
+    assert (c["lease_host"], c["lease_pid"]) == ("fuzz-1.example", 31)
+    assert c["lease_heartbeat"] is not None and "lease_token" not in c
 
 
 def test_openapi_documents_error_codes(client: TestClient) -> None:

@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import multiprocessing
+import os
 import time
 import zlib
 from datetime import UTC, datetime, timedelta
@@ -28,10 +29,20 @@ from engine.corpus.entries import load_any
 from engine.diff.differential import Classification, Kind, differential
 from fuzz.records import DivergenceRecord, MinimizedRun, records_from_report
 from fuzz.sink import FindingSink
-from service.errors import BatchError, IllegalTransitionError, InvalidValueError, NotFoundError
+from fuzz.sources import CoverageUnit
+from service.errors import (
+    BatchError,
+    IllegalTransitionError,
+    InvalidValueError,
+    LeaseHeldError,
+    LeaseLostError,
+    NotFoundError,
+    StoreMissingError,
+    StoreOpenError,
+)
 from service.minimizer import minimize_stored
 from service.models import Base, CampaignStatus, TriageStatus, in_models
-from service.store import INTENDED_SAMPLES, Store, upgrade
+from service.store import INTENDED_SAMPLES, LEASE_EXPIRY, Lease, Store, upgrade
 
 CORPUS = Path(__file__).resolve().parents[2] / "corpus"
 T0 = datetime(2025, 3, 1, tzinfo=UTC)
@@ -558,6 +569,167 @@ def test_campaign_status_and_stats(store: Store) -> None:
     assert err.value.field == "signatures"
     with pytest.raises(NotFoundError, match="campaign 5"):
         store.add_stats_snapshot(5, 1.0, 1, 0.0, 0, {})
+
+
+def test_stats_snapshots_keep_coverage_with_its_unit(store: Store) -> None:
+    c = store.create_campaign("v6.14", "v6.15", "atheris")
+    store.add_stats_snapshot(c.id, 5.0, 100, 20.0, 3, {}, coverage=412,
+                             coverage_unit=CoverageUnit.EDGES)
+    store.add_stats_snapshot(c.id, 6.0, 120, 20.0, 3, {}, coverage=13, coverage_unit="features")
+    store.add_stats_snapshot(c.id, 7.0, 140, 20.0, 3, {})       # not measured: unknown, not 0
+    assert [(s.coverage, s.coverage_unit) for s in store.stats(c.id)] == [
+        (412, CoverageUnit.EDGES), (13, CoverageUnit.FEATURES), (None, None)]
+    with pytest.raises(InvalidValueError) as err:
+        store.add_stats_snapshot(c.id, 8.0, 1, 0.0, 0, {}, coverage=5)
+    assert err.value.field == "coverage_unit"
+    with pytest.raises(InvalidValueError) as err:
+        store.add_stats_snapshot(c.id, 8.0, 1, 0.0, 0, {}, coverage=5, coverage_unit="lines")
+    assert (err.value.field, err.value.value) == ("coverage_unit", "lines")
+    with pytest.raises(InvalidValueError) as err:
+        store.add_stats_snapshot(c.id, 8.0, 1, 0.0, 0, {}, coverage=-1, coverage_unit="edges")
+    assert (err.value.field, err.value.value) == ("coverage", -1)
+    assert len(store.stats(c.id)) == 3
+
+
+# -- leases ---------------------------------------------------------------------------
+
+
+class Clock:
+    """A clock that stands still until moved (picklable)."""
+
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def test_a_fresh_lease_is_refused_naming_its_holder_and_an_expired_one_taken_over(
+        url: str) -> None:
+    clock = Clock()
+    with Store.open(url, clock=clock) as store:
+        cid = store.create_campaign("v6.14", "v6.15", "random").id
+        first = Lease(host="fuzz-1.example", pid=4242, token="a" * 32)
+        second = Lease(host="fuzz-2.example", pid=99, token="b" * 32)
+        assert store.take_lease(cid, first) is None
+        assert store.take_lease(cid, first) is None            # its own: taken again
+        clock.now = T0 + timedelta(seconds=LEASE_EXPIRY - 1)
+        with pytest.raises(LeaseHeldError) as held:
+            store.take_lease(cid, second)
+        message = str(held.value)
+        assert "pid 4242 on host 'fuzz-1.example'" in message and "59 s ago" in message
+        assert "2025-03-01 00:00:00 UTC" in message
+        assert store.renew_lease(cid, first.token) == clock.now  # heartbeat: fresh again
+        clock.now += timedelta(seconds=LEASE_EXPIRY)
+        with pytest.raises(LeaseHeldError):
+            store.take_lease(cid, second)
+        clock.now += timedelta(seconds=1)                      # silent for longer: expired
+        taken = store.take_lease(cid, second)
+        assert taken is not None
+        assert (taken.host, taken.pid, taken.token) == (first.host, first.pid, first.token)
+        row = store.get_campaign(cid)
+        assert (row.lease_host, row.lease_pid, row.lease_token, row.lease_heartbeat) == (
+            second.host, second.pid, second.token, clock.now)
+        # The first runner learns it lost the campaign and gives nothing up.
+        with pytest.raises(LeaseLostError, match="now held by pid 99 on host 'fuzz-2.example'"):
+            store.renew_lease(cid, first.token)
+        assert store.release_lease(cid, first.token) is False
+        assert store.release_lease(cid, second.token) is True
+        assert store.get_campaign(cid).lease_token is None
+        store.set_campaign_status(cid, "running")
+        store.set_campaign_status(cid, "finished")
+        with pytest.raises(IllegalTransitionError, match="cannot go from 'finished'"):
+            store.take_lease(cid, first)
+        with pytest.raises(NotFoundError, match="campaign 77"):
+            store.take_lease(77, first)
+
+
+def test_a_lease_whose_holder_on_this_host_is_gone_is_taken_over_at_once(store: Store) -> None:
+    cid = store.create_campaign("v6.14", "v6.15", "random").id
+    dead = multiprocessing.get_context("spawn").Process(target=time.sleep, args=(0,))
+    dead.start()
+    dead.join()
+    gone = Lease.mine()
+    gone = Lease(host=gone.host, pid=dead.pid or 0, token=gone.token)
+    alive = Lease(host=gone.host, pid=os.getpid(), token="c" * 32)
+    assert store.take_lease(cid, alive) is None
+    with pytest.raises(LeaseHeldError, match=f"pid {os.getpid()}"):
+        store.take_lease(cid, gone)                  # this process is alive
+    store.release_lease(cid, alive.token)
+    assert store.take_lease(cid, gone) is None
+    taken = store.take_lease(cid, alive)             # its holder is gone: no need to wait
+    assert taken is not None and taken.pid == dead.pid
+
+
+def _racer(url: str, cid: int, barrier, results) -> None:
+    with Store.open(url, busy_timeout_ms=60_000) as store:
+        barrier.wait()
+        try:
+            store.take_lease(cid, Lease.mine())
+            results.put("taken")
+        except LeaseHeldError as exc:
+            results.put(f"refused: {exc}")
+
+
+def test_of_processes_racing_for_a_lease_one_gets_it(store: Store, url: str) -> None:
+    cid = store.create_campaign("v6.14", "v6.15", "random").id
+    ctx = multiprocessing.get_context("spawn")
+    barrier, results = ctx.Barrier(4), ctx.Queue()
+    racers = [ctx.Process(target=_racer, args=(url, cid, barrier, results)) for _ in range(4)]
+    for r in racers:
+        r.start()
+    said = sorted(results.get(timeout=120) for _ in racers)
+    for r in racers:
+        r.join(timeout=60)
+    assert said[-1] == "taken" and all(x.startswith("refused: ") for x in said[:-1]), said
+    holder = store.get_campaign(cid)
+    assert holder.lease_pid in {r.pid for r in racers}
+    assert all(f"pid {holder.lease_pid} on host" in x for x in said[:-1])
+
+
+# -- opening a store --------------------------------------------------------------------
+
+
+def test_a_missing_sqlite_file_is_refused_unless_created(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'none.db'}"
+    with pytest.raises(StoreMissingError) as err:
+        Store.open(url, create=False)
+    assert err.value.path == str(tmp_path / "none.db") and str(tmp_path) in str(err.value)
+    assert not (tmp_path / "none.db").exists()
+    Store.open(url).close()                          # create=True, the default
+    with Store.open(url, create=False) as store:
+        assert store.list_campaigns() == ([], 0)
+
+
+@pytest.mark.parametrize("create", [True, False])
+def test_an_unopenable_sqlite_url_names_itself_and_why(tmp_path: Path, create: bool) -> None:
+    url = f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}"
+    with pytest.raises(StoreOpenError) as err:
+        Store.open(url, create=create)
+    assert err.value.url == url and str(tmp_path / "no") in str(err.value)
+    assert not (tmp_path / "no").exists()
+    junk = tmp_path / "notes.db"
+    junk.write_bytes(b"my notes, not a database\n" * 200)
+    with pytest.raises(StoreOpenError, match="file is not a database") as err:
+        Store.open(f"sqlite:///{junk}", create=create)
+    assert str(junk) in str(err.value)
+    assert junk.read_bytes() == b"my notes, not a database\n" * 200      # left as it was
+    with pytest.raises(StoreOpenError, match="not a database URL"):
+        Store.open("nosuchdialect://x/y", create=create)
+    newer = f"sqlite:///{tmp_path / 'newer.db'}"
+    with Store.open(newer) as store, store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
+    with pytest.raises(StoreOpenError, match="'9999'.*written by a newer foliodiff"):
+        Store.open(newer, create=create)
+
+
+def test_an_unreachable_postgresql_database_names_the_url_without_its_password(
+        pg_admin) -> None:
+    url = pg_admin.url.set(database="foliodiff_no_such_database")
+    with pytest.raises(StoreOpenError, match="foliodiff_no_such_database") as err:
+        Store.open(url.render_as_string(hide_password=False), create=False)
+    if url.password:
+        assert f":{url.password}@" not in str(err.value) and ":***@" in str(err.value)
 
 
 # -- concurrency --------------------------------------------------------------------

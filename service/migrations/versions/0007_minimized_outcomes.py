@@ -1,7 +1,7 @@
 """A divergence keeps its minimized program's own run beside the original's.
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 
 A divergence stored its original program's two outcomes and detail, and
 its minimized program as the reproducer: the detail said "allowed 42" where
@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
@@ -52,4 +52,4 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # Dropping the columns would lose every minimized run stored since.
-    raise NotImplementedError("0007 stores minimized runs; restore a backup to go back to 0005")
+    raise NotImplementedError("0007 stores minimized runs; restore a backup to go back to 0006")
