@@ -40,7 +40,15 @@ from typing import Any
 from engine.execution.oracle import PageShadow, Verdict, Violation
 from engine.execution.outcome import Crash
 from engine.execution.runner import Runner
-from engine.mm.pgtable import PAGE_SHIFT, pte_present, pte_write
+from engine.mm.pgtable import (
+    HPAGE_PMD_NR,
+    PAGE_SHIFT,
+    is_swap_pte,
+    pte_pfn,
+    pte_present,
+    pte_swp_offset,
+    pte_write,
+)
 from engine.program.format import Program
 
 #: Frames of these files are the modelled kernel; the scheduler's wait helpers
@@ -303,15 +311,27 @@ class _PageWatch(_Replay):
         for name in ("on_map", "on_unmap", "on_dontneed_done"):
             setattr(oracle, name, given_up(getattr(oracle, name)))
 
-    def probe(self) -> int:
+    def probe(self) -> tuple[int, tuple[str, int] | None]:
+        """What a load would return, and the page it would come from: a discard
+        of a page that reads zero anyway changes no contents, only the page."""
         mm = self.k.mms.get(self.mm_id)
-        return self.oracle.contents(mm, self.vpn) if mm is not None else 0
+        if mm is None:
+            return 0, None
+        hit = self.k.lookup_pte(mm, self.vpn << PAGE_SHIFT)
+        where: tuple[str, int] | None = None
+        if hit is not None and hit[0] == "pmd":
+            where = ("pfn", pte_pfn(hit[1]) + (self.vpn & (HPAGE_PMD_NR - 1)))
+        elif hit is not None:
+            w = hit[1].entries[hit[2]]
+            where = (("pfn", pte_pfn(w)) if pte_present(w) else
+                     ("swap", pte_swp_offset(w)) if is_swap_pte(w) else None)
+        return self.oracle.contents(mm, self.vpn), where
 
-    def allowed(self, value: int) -> bool:
+    def allowed(self, value: tuple[int, tuple[str, int] | None]) -> bool:
         shadow = self.oracle.pages.get((self.mm_id, self.vpn))
         if shadow is None:
-            return value == 0 or self.oracle.mapped.find(self.mm_id, self.vpn) is None
-        return value == shadow.value or (value == 0 and shadow.may_read_zero())
+            return value[0] == 0 or self.oracle.mapped.find(self.mm_id, self.vpn) is None
+        return value[0] == shadow.value or (value[0] == 0 and shadow.may_read_zero())
 
     def cause(self) -> tuple[_Change, bool, DataSource, int | None] | None:
         """The change that lost the data, whether the write came after it (into a
@@ -324,7 +344,8 @@ class _PageWatch(_Replay):
         bad = [c for c in self.changes[max(self.settled, before_write):] if not c.allowed]
         if bad:
             return bad[0], False, source, source_op
-        earlier = self.changes[:before_write]
+        # the write went to a page already taken away: the last move of the page
+        earlier = [c for c in self.changes[:before_write] if c.before[1] != c.after[1]]
         return (earlier[-1], True, source, source_op) if earlier else None
 
 
@@ -364,7 +385,7 @@ def loss_cause(program: Program, engine: str, crash: Crash, *,
         return None
     c, detached, source, source_op = found
     return Cause(c.stack, c.op_index, c.thread, c.step, source, source_op, again.lost[0],
-                 c.after, detached)
+                 c.after[0], detached)
 
 
 _ENTRY_FIELD = re.compile(r"^mm(\d+)\.(?:pte|pmd)\[(0x[0-9a-f]+)\]\.page_table_check\.(\w+)$")

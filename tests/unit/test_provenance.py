@@ -71,6 +71,20 @@ def test_dma_into_a_page_already_taken_away() -> None:
     assert cause.op_index == 5 and cause.source_op == 6
 
 
+def test_a_discard_that_changes_no_contents_still_takes_the_page() -> None:
+    # A campaign's find: the page was pinned (faulted in, zero), MADV_FREE'd,
+    # discarded by v5.17's reclaim while still zero, then written by the
+    # device through the pin.  The contents never changed at the address;
+    # the page did, and the loss groups with H5's.
+    program = load_any(str(CAUSES / "dma-into-a-page-never-written.json"))
+    [d] = differential(program, "v5.17", "v6.14").unexpected
+    h5 = load_any("corpus/h5-dma-into-lazyfree.json")
+    [same] = differential(h5, "v5.17", "v6.14").unexpected
+    assert d.signature == same.signature == (
+        "v5.17..v6.14|cause|try_to_unmap_one<try_to_unmap<_shrink_one|dma_write")
+    assert d.cause is not None and d.cause.detached and d.cause.wanted == 1
+
+
 def test_no_cause_for_a_crash_it_does_not_describe() -> None:
     h5 = load_any("corpus/h5-dma-into-lazyfree.json")
     crash = run(h5, "v5.17").crash
