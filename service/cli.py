@@ -744,6 +744,9 @@ def fuzz(
                      on_minimized=lambda m: console.print(
                          f"minimized #{m['divergence_id']}: " + (
                              f"{m['ops_original']} -> {m['ops_minimized']} ops in {m['runs']} runs"
+                             + "".join(f"; {what} at {m[key]}" for key, what in
+                                       (("came_in", "came in"), ("went", "went"))
+                                       if m.get(key))
                              if m["ops_minimized"] is not None else m["error"]),
                          highlight=False),
                      on_harness=lambda f: err.print(Text(harness_message(f, url),

@@ -63,9 +63,11 @@ def minimize_stored(store: Store, divergence_id: int, max_runs: int,
                     deadline: float) -> dict[str, Any]:
     """Minimize stored divergence @divergence_id's program and keep the result.
 
-    Return: what it did (``ops_original``, ``ops_minimized``, ``runs``; or,
-    with ``ops_minimized`` None, the ``error`` why not: out of time, or the
-    stored program no longer shows the divergence).
+    Return: what it did (``ops_original``, ``ops_minimized``, ``runs``, and
+    the edges of the version tree where its bisection saw it come in and go,
+    ``came_in`` and ``went``; or, with ``ops_minimized`` None, the ``error``
+    why not: out of time, or the stored program no longer shows the
+    divergence).
     """
     d = store.get_divergence(divergence_id)
     out: dict[str, Any] = {"divergence_id": divergence_id, "signature": d.signature}
@@ -87,6 +89,7 @@ def minimize_stored(store: Store, divergence_id: int, max_runs: int,
     # Where it came in and went, on the minimized program: a few runs a version.
     found = (next((x for x in res.report.divergences if x.signature_id == d.signature_id), None)
              if res.report is not None else None)
-    store.set_bisection(divergence_id, bisect(res.program, (d.engine_a, d.engine_b),
-                                              divergence=found).to_dict())
-    return {**out, "ops_minimized": len(res.program.ops), "runs": res.runs}
+    kept = store.set_bisection(divergence_id, bisect(res.program, (d.engine_a, d.engine_b),
+                                                     divergence=found).to_dict())
+    return {**out, "ops_minimized": len(res.program.ops), "runs": res.runs,
+            "came_in": kept.came_in, "went": kept.went}

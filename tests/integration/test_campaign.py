@@ -164,6 +164,8 @@ def test_sigkill_loses_no_stored_finding_and_the_campaign_resumes(tmp_path: Path
             program = parse_program(json.loads(store.get_program(d.minimized_program_id).json))
             assert d.signature_id in {x.signature_id for x in
                                       differential(program, d.engine_a, d.engine_b).divergences}
+            # and bisected it: the tree's runs of the minimized program are kept
+            assert d.bisection is not None and d.bisection["engines"] == ["v5.17", "v6.14"]
         assert not set(reported) & set(store.unminimized("v5.17", "v6.14"))
 
 
