@@ -258,15 +258,19 @@ class _PageWatch(_Replay):
         self.mm_id, self.vpn = mm_id, vpn
         oracle = self.oracle
         # shadow object id -> (the shadow, held so that its id is not reused;
-        # what wrote it, in which op; changes seen before the write)
-        self.written: dict[int, tuple[PageShadow, DataSource, int | None, int]] = {}
+        # what wrote it, in which op; changes seen before the write; the page
+        # a device wrote, which may no longer be the one mapped here)
+        self.written: dict[int, tuple[PageShadow, DataSource, int | None, int,
+                                      tuple[str, int] | None]] = {}
         self.lost: tuple[int, int] | None = None      # (wanted, id of the shadow)
         on_write, on_dma_write = oracle.on_write, oracle.on_dma_write
         check_value, check_op = oracle._check_value, oracle.check_op
 
-        def note(source: DataSource, shadow: PageShadow | None) -> None:
+        def note(source: DataSource, shadow: PageShadow | None,
+                 page: tuple[str, int] | None = None) -> None:
             if shadow is not None:
-                self.written[id(shadow)] = (shadow, source, self.k.current_op, len(self.changes))
+                self.written[id(shadow)] = (shadow, source, self.k.current_op, len(self.changes),
+                                            page)
 
         def watched_write(mm: int, addr: int, value: int) -> None:
             on_write(mm, addr, value)
@@ -275,7 +279,10 @@ class _PageWatch(_Replay):
         def watched_dma(name: str, index: int, value: int) -> None:
             on_dma_write(name, index, value)
             held = oracle.pinned.get(name, ())
-            note(DataSource.DMA_WRITE, held[index] if index < len(held) else None)
+            pinned = self.k.pins.get(name, ())
+            page = (("pfn", pinned[index][0].pfn + pinned[index][1])
+                    if index < len(pinned) else None)
+            note(DataSource.DMA_WRITE, held[index] if index < len(held) else None, page)
 
         def watched_check(mm: int, page: int, value: int, how: str) -> None:
             try:
@@ -338,14 +345,16 @@ class _PageWatch(_Replay):
         detached page), and what wrote it.  None if the run lost nothing here."""
         if self.lost is None:
             return None
-        source, source_op, before_write = DataSource.ZERO, None, 0
+        source, source_op, before_write, page = DataSource.ZERO, None, 0, None
         if self.lost[1] in self.written:
-            _, source, source_op, before_write = self.written[self.lost[1]]
+            _, source, source_op, before_write, page = self.written[self.lost[1]]
         bad = [c for c in self.changes[max(self.settled, before_write):] if not c.allowed]
         if bad:
             return bad[0], False, source, source_op
-        # the write went to a page already taken away: the last move of the page
-        earlier = [c for c in self.changes[:before_write] if c.before[1] != c.after[1]]
+        # The write went to a page already taken away: the last change that
+        # took that page (the one the device wrote) out of the mapping.
+        earlier = [c for c in self.changes[:before_write]
+                   if c.before[1] == page and c.after[1] != page]
         return (earlier[-1], True, source, source_op) if earlier else None
 
 

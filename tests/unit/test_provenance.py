@@ -71,12 +71,16 @@ def test_dma_into_a_page_already_taken_away() -> None:
     assert cause.op_index == 5 and cause.source_op == 6
 
 
-def test_a_discard_that_changes_no_contents_still_takes_the_page() -> None:
-    # A campaign's find: the page was pinned (faulted in, zero), MADV_FREE'd,
+@pytest.mark.parametrize("name", ["dma-into-a-page-never-written",
+                                  "dma-after-a-new-page-faulted-in"])
+def test_a_discard_that_changes_no_contents_still_takes_the_page(name: str) -> None:
+    # Campaigns' finds: the page was pinned (faulted in, zero), MADV_FREE'd,
     # discarded by v5.17's reclaim while still zero, then written by the
     # device through the pin.  The contents never changed at the address;
-    # the page did, and the loss groups with H5's.
-    program = load_any(str(CAUSES / "dma-into-a-page-never-written.json"))
+    # the page did, and the loss groups with H5's.  In the second, a read
+    # faulted a new page in between: the cause is the change that took the
+    # page the device wrote, not the last change of the mapping.
+    program = load_any(str(CAUSES / f"{name}.json"))
     [d] = differential(program, "v5.17", "v6.14").unexpected
     h5 = load_any("corpus/h5-dma-into-lazyfree.json")
     [same] = differential(h5, "v5.17", "v6.14").unexpected
