@@ -747,6 +747,8 @@ def fuzz(
                              + "".join(f"; {what} at {m[key]}" for key, what in
                                        (("came_in", "came in"), ("went", "went"))
                                        if m.get(key))
+                             + (f"; fixed by the same patch as #{m['duplicate_of']}: "
+                                f"marked its duplicate" if m.get("duplicate_of") else "")
                              if m["ops_minimized"] is not None else m["error"]),
                          highlight=False),
                      on_harness=lambda f: err.print(Text(harness_message(f, url),

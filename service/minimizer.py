@@ -30,7 +30,9 @@ from fuzz.errors import NotInterestingError
 from fuzz.minimize import minimize_divergence
 from fuzz.records import minimized_run
 from fuzz.throughput import fuzzing_gc
+from service.models import TriageStatus
 from service.store import Store
+from service.triage import group_by_fix
 
 #: Seconds one divergence may take at most.
 MINIMIZE_SECONDS = 30.0
@@ -89,7 +91,8 @@ def minimize_stored(store: Store, divergence_id: int, max_runs: int,
     # Where it came in and went, on the minimized program: a few runs a version.
     found = (next((x for x in res.report.divergences if x.signature_id == d.signature_id), None)
              if res.report is not None else None)
-    kept = store.set_bisection(divergence_id, bisect(res.program, (d.engine_a, d.engine_b),
-                                                     divergence=found).to_dict())
+    kept = group_by_fix(store, store.set_bisection(
+        divergence_id, bisect(res.program, (d.engine_a, d.engine_b), divergence=found).to_dict()))
     return {**out, "ops_minimized": len(res.program.ops), "runs": res.runs,
-            "came_in": kept.came_in, "went": kept.went}
+            "came_in": kept.came_in, "went": kept.went,
+            "duplicate_of": kept.duplicate_of if kept.status is TriageStatus.DUPLICATE else None}

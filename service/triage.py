@@ -37,6 +37,8 @@ from service.errors import InvalidValueError
 from service.models import Divergence, TriageStatus
 from service.store import Store
 
+#: Records of a pair :func:`group_by_fix` looks through for the same fix.
+MAX_GROUP_SCAN = 1000
 #: Characters of an exception message a replay's note quotes.
 NOTE_MESSAGE_CHARS = 500
 
@@ -211,8 +213,9 @@ def replay(store: Store, divergence_id: int, author: str = "replay",
 
 
 def bisect_stored(store: Store, divergence_id: int) -> Divergence:
-    """Bisect divergence @divergence_id's reproducer along the version tree and keep
-    the result on the record (:meth:`Store.set_bisection`).
+    """Bisect divergence @divergence_id's reproducer along the version tree, keep
+    the result on the record (:meth:`Store.set_bisection`) and group it with a
+    record the same patch fixed (:func:`group_by_fix`).
 
     The target is the replay's divergence of the same signature; when the
     reproducer no longer shows it, the pair's first divergence (the
@@ -222,8 +225,52 @@ def bisect_stored(store: Store, divergence_id: int) -> Divergence:
     program = reproducer(store, d)
     report = differential(program, d.engine_a, d.engine_b)
     found = next((x for x in report.divergences if x.signature_id == d.signature_id), None)
-    return store.set_bisection(divergence_id, bisect(program, (d.engine_a, d.engine_b),
+    kept = store.set_bisection(divergence_id, bisect(program, (d.engine_a, d.engine_b),
                                                      divergence=found).to_dict())
+    return group_by_fix(store, kept)
+
+
+#: The author of the triage events :func:`group_by_fix` writes.
+FIX_GROUPER = "bisection"
+
+
+def _fix(d: Divergence) -> tuple[str, str, tuple[str, ...]] | None:
+    """Where @d came in and went, and the rules (patches) of the edges it went at:
+    None unless it went at an edge whose patch the runs name."""
+    if not d.went or not d.bisection:
+        return None
+    rules = tuple(sorted({r["name"] for e in d.bisection.get("edges", [])
+                          if e.get("target") and e.get("change") == "went"
+                          for r in e.get("rules", [])}))
+    return (d.came_in or "", d.went, rules) if rules else None
+
+
+def group_by_fix(store: Store, d: Divergence) -> Divergence:
+    """Mark new divergence @d a duplicate of the oldest record of its pair that came
+    in at the same edges and went at the same edges by the same patches.
+
+    Two decisions the kernel got wrong in one place (v6.15's batch reading
+    past the PTE table, and restoring PTEs past the VMA) sign apart; one
+    patch fixing both is what says they are one bug (ClusterFuzz groups by
+    regression and fixed range too).  Only a record still new is moved, with
+    a triage event saying why; a triager's decision is never overruled, and
+    ``transition ID confirmed`` splits it off again.
+    Return: @d as it is now.
+    """
+    fix = _fix(d)
+    if fix is None or d.status is not TriageStatus.NEW:
+        return d
+    same, _ = store.list_divergences(engines=(d.engine_a, d.engine_b), went=fix[1].split(",")[0],
+                                     sort="id", limit=MAX_GROUP_SCAN)
+    for other in same:
+        if (other.id != d.id and other.id < d.id and other.status is not TriageStatus.DUPLICATE
+                and _fix(other) == fix):
+            rules = ", ".join(fix[2])
+            return store.transition(
+                d.id, TriageStatus.DUPLICATE, author=FIX_GROUPER, duplicate_of=other.id,
+                note=f"fixed by the same patch as #{other.id}: came in at {fix[0] or '-'}, "
+                     f"went at {fix[1]} ({rules})")
+    return d
 
 
 def _replay_harness(store: Store, d: Divergence, program: Program, report: Report,

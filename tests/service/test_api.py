@@ -38,6 +38,7 @@ from service.api import Settings, create_app
 from service.store import Store
 
 CORPUS = Path(__file__).resolve().parents[2] / "corpus"
+CAUSES = Path(__file__).resolve().parents[1] / "data" / "causes"
 TOKEN = "s3cret-token"
 
 
@@ -383,6 +384,29 @@ def test_bisection_is_kept_shown_and_filters_the_list(client: TestClient,
     r = client.get("/divergences", params={"came_in": "v6.14-v6.15"})
     assert r.status_code == 422 and "came_in" in r.text and "v6.14-v6.15" in r.text
     assert client.post("/divergences/999/bisect").status_code == 404
+
+
+def test_bisection_groups_what_one_patch_fixed(url: str, crash: DivergenceRecord) -> None:
+    # v6.15's batch reading past the PTE table (H12's crash) and restoring PTEs
+    # past the VMA sign apart, two decisions; both came in at v6.14->v6.15 and
+    # went at v6.15->v6.16 by bounded-partial-batches (ddd05742b45b): one bug.
+    program = load_any(str(CAUSES / "batch-restore-vma-write-in-reclaim.json"))
+    (vma,) = records_from_report(differential(program, "v6.14", "v6.15"), program)
+    assert vma.kind is Kind.INVARIANT and vma.signature != crash.signature
+    with Store.open(url) as store:
+        ids = store.upsert_divergences([crash, vma]).ids
+    first, second = ids[crash.signature_id], ids[vma.signature_id]
+    with _client(url) as client:
+        assert client.post(f"/divergences/{first}/bisect").json()["status"] == "new"
+        d = client.post(f"/divergences/{second}/bisect").json()
+        assert (d["status"], d["duplicate_of"]) == ("duplicate", first)
+        [event] = d["events"]
+        assert event["author"] == "bisection" and "bounded-partial-batches" in event["note"]
+        # a triager splits it off again; bisecting again does not overrule that
+        client.post(f"/divergences/{second}/transitions", json={"to": "confirmed",
+                                                                "author": "ann"})
+        d = client.post(f"/divergences/{second}/bisect").json()
+        assert (d["status"], d["duplicate_of"]) == ("confirmed", None)
 
 
 # -- corpus export -----------------------------------------------------------------------
