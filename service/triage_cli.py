@@ -361,7 +361,7 @@ def bisect_(divergence: Id, as_json: Json = False, db: Db = None) -> None:
     """Bisect a divergence's reproducer along the version tree and keep the result
     (POST /divergences/{id}/bisect); prints it as ``show`` does."""
     from service.api import views
-    from service.triage import bisect_stored
+    from service.triage import FIX_GROUPER, bisect_stored
     _check_ids(ID=divergence)
     with _errors(), _open_store(db) as store:
         bisect_stored(store, divergence)
@@ -370,6 +370,10 @@ def bisect_(divergence: Id, as_json: Json = False, db: Db = None) -> None:
         _print_json(d)
         return
     console.print(Group(*_bisection(d)))
+    grouped = [e for e in d.events if e.author == FIX_GROUPER]
+    if d.duplicate_of is not None and grouped:
+        console.print(f"#{d.id}: {grouped[-1].note}; now a duplicate of #{d.duplicate_of}",
+                      highlight=False)
 
 
 @app.command()
