@@ -50,7 +50,7 @@ from engine.diff.differential import (
 from engine.diff.rules import RULES, Rule, rules_between
 from engine.execution.oracle import Verdict
 from engine.execution.outcome import Outcome
-from engine.execution.provenance import invariant_path, loss_cause
+from engine.execution.provenance import cause_of
 from engine.execution.runner import run
 from engine.kernels import ORDER, TreeEdge, base_version, version_tree
 from engine.program.format import Program
@@ -95,12 +95,9 @@ def defect_key(of: Divergence | Outcome, program: Program | None = None) -> Defe
     if kind is None or c is None:
         return None
     function = c.function
-    if program is not None:
-        cause = (loss_cause(program, of.engine, c) if kind is Kind.DATA_LOSS else
-                 invariant_path(program, of.engine, c) if kind in (Kind.INVARIANT, Kind.LEAK)
-                 else None)
-        if cause is not None:
-            function = cause.function
+    cause = cause_of(program, of.engine, c) if program is not None else None
+    if cause is not None:
+        function = cause.function
     return DefectKey(kind, normalize_field(c.field), function)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from engine.diff.rules import Rule, explain
 from engine.execution.oracle import Verdict
 from engine.execution.outcome import Outcome, TraceEntry
-from engine.execution.provenance import Cause, DataSource, invariant_path, loss_cause
+from engine.execution.provenance import Cause, DataSource, cause_of
 from engine.execution.runner import entry_point, run
 from engine.kernels import resolve_engine
 from engine.mm.events import Event, place_event
@@ -359,11 +359,8 @@ def _defect(program: Program, pair: str, o: Outcome, diffs: list[FieldDiff]) -> 
     assert c is not None        # a run that is not OK says where it stopped
     kind = _KIND_OF_VERDICT[o.verdict]
     fld = normalize_field(c.field)
-    function, detail, cause = c.function, f"{o.engine}: {c.message}", None
-    if kind is Kind.DATA_LOSS:
-        cause = loss_cause(program, o.engine, c)
-    elif kind in (Kind.INVARIANT, Kind.LEAK):
-        cause = invariant_path(program, o.engine, c)
+    function, detail = c.function, f"{o.engine}: {c.message}"
+    cause = cause_of(program, o.engine, c)
     if cause is not None:
         # One kernel decision, one group, whatever it broke: a PMD put back
         # after a concurrent zap skipped it shows as data that should read

@@ -508,3 +508,16 @@ def invariant_path(program: Program, engine: str, crash: Crash, *,
     if not _same_end(crash, runner.run().crash) or not seen or not seen[-1].stack:
         return None
     return seen[-1]
+
+
+def cause_of(program: Program, engine: str, crash: Crash, *,
+             swap: bool = True) -> Cause | None:
+    """The kernel decision behind ``crash``, the end of ``program``'s run on
+    ``engine``: :func:`loss_cause` for a data loss, :func:`invariant_path` for a
+    broken invariant or a leak; None for a crash or a hang (their stacks say
+    where) or where none is found."""
+    if crash.kind is Verdict.DATA_LOSS:
+        return loss_cause(program, engine, crash, swap=swap)
+    if crash.kind in (Verdict.INVARIANT, Verdict.LEAK):
+        return invariant_path(program, engine, crash, swap=swap)
+    return None
