@@ -1227,6 +1227,25 @@ class Store:
                                     f"#{duplicate_of} is itself a duplicate of "
                                     f"#{target.duplicate_of}")
 
+    def repoint_duplicates(self, old_id: int, new_id: int, note: str, author: str) -> list[int]:
+        """The records marked duplicates of @old_id become duplicates of @new_id, each
+        with a triage event (@note): when a group is merged into another, its
+        duplicates follow it, so that no duplicate points at another duplicate.
+
+        Return: the ids moved.
+        """
+        self._check_author(author)
+        _check_no_nul("note", note)
+        with self._write() as s:
+            self._divergence(s, new_id)
+            moved = list(s.scalars(select(Divergence).where(Divergence.duplicate_of == old_id)
+                                   .order_by(Divergence.id)))
+            for d in moved:
+                d.duplicate_of = new_id
+                s.add(TriageEvent(divergence_id=d.id, from_status=d.status, to_status=d.status,
+                                  note=note, author=author, at=self._clock()))
+        return [d.id for d in moved]
+
     def add_note(self, divergence_id: int, text: str, author: str) -> Note:
         """Attach a note to a divergence."""
         self._check_author(author)

@@ -266,10 +266,14 @@ def group_by_fix(store: Store, d: Divergence) -> Divergence:
         if (other.id != d.id and other.id < d.id and other.status is not TriageStatus.DUPLICATE
                 and _fix(other) == fix):
             rules = ", ".join(fix[2])
-            return store.transition(
-                d.id, TriageStatus.DUPLICATE, author=FIX_GROUPER, duplicate_of=other.id,
-                note=f"fixed by the same patch as #{other.id}: came in at {fix[0] or '-'}, "
-                     f"went at {fix[1]} ({rules})")
+            why = (f"fixed by the same patch as #{other.id}: came in at {fix[0] or '-'}, "
+                   f"went at {fix[1]} ({rules})")
+            moved = store.transition(d.id, TriageStatus.DUPLICATE, author=FIX_GROUPER,
+                                     duplicate_of=other.id, note=why)
+            store.repoint_duplicates(d.id, other.id, f"#{d.id}, which this duplicated, was "
+                                                     f"merged into #{other.id}: {why}",
+                                     FIX_GROUPER)
+            return moved
     return d
 
 

@@ -179,12 +179,14 @@ def list_(
     t = Table(title=f"divergences {offset + 1 if page.items else 0}-{offset + len(page.items)} "
                     f"of {page.total}")
     for col in ("id", "status", "kind", "engines", "hits", "last seen", "min.", "came in",
-                "signature"):
+                "went", "signature"):
         t.add_column(col, no_wrap=col != "signature")
     for d in page.items:
-        t.add_row(str(d.id), d.status.value, d.kind.value, f"{d.engine_a}..{d.engine_b}",
-                  str(d.hit_count), d.last_seen.strftime("%Y-%m-%d %H:%M"),
-                  "yes" if d.minimized else "-", d.came_in or "-", Text(d.signature))
+        t.add_row(str(d.id), d.status.value + (f" of #{d.duplicate_of}" if d.duplicate_of
+                                               else ""),
+                  d.kind.value, f"{d.engine_a}..{d.engine_b}", str(d.hit_count),
+                  d.last_seen.strftime("%Y-%m-%d %H:%M"), "yes" if d.minimized else "-",
+                  d.came_in or "-", d.went or "-", Text(d.signature))
     console.print(t)
 
 

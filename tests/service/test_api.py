@@ -393,15 +393,25 @@ def test_bisection_groups_what_one_patch_fixed(url: str, crash: DivergenceRecord
     program = load_any(str(CAUSES / "batch-restore-vma-write-in-reclaim.json"))
     (vma,) = records_from_report(differential(program, "v6.14", "v6.15"), program)
     assert vma.kind is Kind.INVARIANT and vma.signature != crash.signature
+    other = load_any(str(CAUSES / "batch-restore-vma-write-in-fork.json"))
+    (fork,) = records_from_report(differential(other, "v6.14", "v6.15"), other)
+    fork = dataclasses.replace(fork, signature=fork.signature + "|as stored before 0008",
+                               signature_id="00000000000000f0")
     with Store.open(url) as store:
-        ids = store.upsert_divergences([crash, vma]).ids
-    first, second = ids[crash.signature_id], ids[vma.signature_id]
+        ids = store.upsert_divergences([crash, vma, fork]).ids
+        first, second = ids[crash.signature_id], ids[vma.signature_id]
+        third = ids[fork.signature_id]
+        store.transition(third, "duplicate", author="ann", duplicate_of=second)
     with _client(url) as client:
         assert client.post(f"/divergences/{first}/bisect").json()["status"] == "new"
         d = client.post(f"/divergences/{second}/bisect").json()
         assert (d["status"], d["duplicate_of"]) == ("duplicate", first)
         [event] = d["events"]
         assert event["author"] == "bisection" and "bounded-partial-batches" in event["note"]
+        # what duplicated the merged record follows it: no duplicate of a duplicate
+        assert client.get(f"/divergences/{third}").json()["duplicate_of"] == first
+        [event] = client.get(f"/divergences/{third}/history").json()["events"][-1:]
+        assert event["author"] == "bisection" and f"merged into #{first}" in event["note"]
         # a triager splits it off again; bisecting again does not overrule that
         client.post(f"/divergences/{second}/transitions", json={"to": "confirmed",
                                                                 "author": "ann"})
