@@ -547,7 +547,8 @@ class Campaign:
         self._tasks = ctx.Queue()
         self._minimizer = ctx.Process(target=minimizer, daemon=True,
                                       args=(self.db_url, self._tasks, messages,
-                                            self.config.max_minimize_runs, deadline + GRACE / 2))
+                                            self.config.max_minimize_runs, deadline + GRACE / 2,
+                                            self.config.plugins))
         self._minimizer.start()
         self.progress.pending = self.store.unminimized(self.config.engine_a, self.config.engine_b)
         for divergence_id in self.progress.pending:
