@@ -96,6 +96,7 @@ from engine.errors import (
     HarnessError,
     KernelBug,
     NotTranslatable,
+    PluginError,
     PredictionError,
     ProgramError,
     ReproducerBuildError,
@@ -177,6 +178,7 @@ __all__ = [
     "MUTANTS", "register_mutants",
     # errors
     "FoliodiffError", "ProgramError", "NotTranslatable", "UnknownEngineError", "VersionTreeError",
+    "PluginError",
     "UnknownCorpusProgramError", "PredictionError", "ReproducerBuildError", "WorkloadError",
     "ChooserError", "HarnessError", "CPathError", "KernelBug",
 ]

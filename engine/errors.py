@@ -179,3 +179,13 @@ class UndeclaredEvent(HarnessError, TypeError):
     def __init__(self, name: object, reason: str = "is not a declared Event") -> None:
         self.name = name
         super().__init__(f"event {name!r} {reason} (engine/mm/events.py)")
+
+
+class PluginError(FoliodiffError, ValueError):
+    """A plugin engine (engine/kernels/plugins.py) that cannot be registered, or whose
+    source changed under a finding: names the plugin's spec and the reason."""
+
+    def __init__(self, spec: str, reason: str) -> None:
+        self.spec = spec
+        self.reason = reason
+        super().__init__(f"plugin {spec}: {reason}")

@@ -67,7 +67,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from engine import differential
-from engine.kernels import resolve_engine
+from engine.kernels import load_identities, resolve_engine
 from fuzz.sink import FindingSink, HarnessStored, Stored
 from fuzz.sources import Corpus, Fuzzer, Source, seed_inputs
 from fuzz.throughput import fuzzing_gc
@@ -119,6 +119,10 @@ class CampaignConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", use_enum_values=False)
 
+    #: The plugin engines of the pair, by identity (engine id, spec, source sha256):
+    #: first, so that a worker (a spawned process, the atheris subprocess) or a
+    #: resume registers them, unchanged, before the engines are resolved.
+    plugins: list[dict[str, str]] = Field(default_factory=list)
     fuzzer: Fuzzer
     engine_a: str
     engine_b: str
@@ -131,6 +135,12 @@ class CampaignConfig(BaseModel):
     preemption_bound: int = Field(default=2, ge=0, le=8)
     minimize: bool = True
     max_minimize_runs: int = Field(default=500, ge=1)
+
+    @field_validator("plugins")
+    @classmethod
+    def _plugins(cls, value: list[dict[str, str]]) -> list[dict[str, str]]:
+        load_identities(value)
+        return value
 
     @field_validator("engine_a", "engine_b")
     @classmethod
@@ -537,7 +547,8 @@ class Campaign:
         self._tasks = ctx.Queue()
         self._minimizer = ctx.Process(target=minimizer, daemon=True,
                                       args=(self.db_url, self._tasks, messages,
-                                            self.config.max_minimize_runs, deadline + GRACE / 2))
+                                            self.config.max_minimize_runs, deadline + GRACE / 2,
+                                            self.config.plugins))
         self._minimizer.start()
         self.progress.pending = self.store.unminimized(self.config.engine_a, self.config.engine_b)
         for divergence_id in self.progress.pending:

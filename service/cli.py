@@ -29,7 +29,7 @@ from rich.table import Table
 from rich.text import Text
 
 from engine import FoliodiffError
-from engine.kernels import ALIASES, C_TWINS, KERNELS, ORDER, resolve_engine
+from engine.kernels import ALIASES, C_TWINS, KERNELS, ORDER, identities, load_engine
 from service.settings import DEFAULT_DB_URL, Settings, env_name
 from service.triage_cli import app as triage_app
 
@@ -49,7 +49,22 @@ def _engines(spec: str) -> list[str]:
     names = [s.strip() for s in spec.split(",") if s.strip()]
     if not 1 <= len(names) <= 2:
         raise typer.BadParameter(f"give one or two engines, got {spec!r}", param_hint="--engines")
-    return [resolve_engine(n) for n in names]
+    return [load_engine(n) for n in names]
+
+
+@app.callback()
+def _global(plugins: Annotated[str | None, typer.Option(
+        "--plugins", envvar=env_name("plugins"),
+        help="plugin engines to register first, comma-separated (PATH.py:Class or "
+             "module:Class): for the commands that take no --engines (corpus, conform)")]
+        = None) -> None:
+    """Differential fuzzing of Linux lazyfree reclaim models."""
+    try:
+        for spec in (plugins or "").split(","):
+            if spec.strip():
+                load_engine(spec.strip())
+    except FoliodiffError as exc:
+        _fail(str(exc))
 
 
 def _fail(message: str) -> NoReturn:
@@ -726,7 +741,8 @@ def fuzz(
             names = _engines(engines)
             if len(names) != 2:
                 raise typer.BadParameter("a campaign needs two engines", param_hint="--engines")
-            config = CampaignConfig(fuzzer=fuzzer, engine_a=names[0], engine_b=names[1],
+            config = CampaignConfig(plugins=identities(names), fuzzer=fuzzer,
+                                    engine_a=names[0], engine_b=names[1],
                                     seconds=600 if time_limit is None else time_limit,
                                     workers=workers, corpus=corpus, seeds=seeds,
                                     seed=seed, pct_depth=pct_depth, minimize=minimize,

@@ -26,6 +26,7 @@ import traceback
 from typing import Any
 
 from engine import bisect, parse_program
+from engine.kernels import load_identities
 from fuzz.errors import NotInterestingError
 from fuzz.minimize import minimize_divergence
 from fuzz.records import minimized_run
@@ -38,14 +39,19 @@ from service.triage import group_by_fix
 MINIMIZE_SECONDS = 30.0
 
 
-def minimizer(db_url: str, tasks: Any, messages: Any, max_runs: int, deadline: float) -> None:
+def minimizer(db_url: str, tasks: Any, messages: Any, max_runs: int, deadline: float,
+              plugins: list[dict[str, str]] | None = None) -> None:
     """Minimize each divergence id from @tasks until a None arrives.
+
+    @plugins: the campaign's plugin engines (their identities), registered
+    first: this process is spawned and knows only the built-ins.
 
     @deadline: a ``time.monotonic()`` instant after which each minimization
     in progress ends with the smallest program it found (stored as such)
     and the rest are left as they were stored.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)     # the parent decides when to stop
+    load_identities(plugins or [])
     store = Store.open(db_url)
     fuzzing_gc()
     try:

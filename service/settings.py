@@ -10,9 +10,10 @@ read no settings: they are handed URLs and sinks.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from engine import CORPUS_DIR
 
@@ -45,6 +46,16 @@ class Settings(BaseSettings):
     max_run_pages: int = Field(default=2048, ge=1)
     #: Most (pages mapped)^2 * ops a submitted program may cost (about 2 s per run pair).
     max_run_work: int = Field(default=1 << 24, ge=1)
+    #: Plugin engines (``PATH.py:Class``, ``module:Class``) to register at start,
+    #: comma-separated in ``FOLIODIFF_PLUGINS``: the API accepts no other plugin.
+    plugins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("plugins", mode="before")
+    @classmethod
+    def _plugins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [s.strip() for s in value.split(",") if s.strip()]
+        return value
 
 
 def env_name(setting: str) -> str:

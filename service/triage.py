@@ -31,7 +31,7 @@ from engine import (
     translate,
     upgrade_program,
 )
-from engine.kernels import resolve_engine
+from engine.kernels import check_identity, resolve_engine
 from fuzz.records import harness_records_from_report, records_from_report
 from service.errors import InvalidValueError
 from service.models import Divergence, TriageStatus
@@ -182,6 +182,9 @@ def replay(store: Store, divergence_id: int, author: str = "replay",
     Return: what the replay found and the record's state after it.
     """
     d = store.get_divergence(divergence_id)
+    for o in (d.outcome_a, d.outcome_b):
+        if "plugin" in o:   # found on a plugin engine: the same code, or no replay
+            check_identity(o["plugin"])
     pair = (d.engine_a, d.engine_b) if engines is None else engine_pair(engines, ",", "engines")
     program = reproducer(store, d)
     report = differential(program, *pair)

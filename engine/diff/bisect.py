@@ -52,7 +52,7 @@ from engine.execution.oracle import Verdict
 from engine.execution.outcome import Outcome
 from engine.execution.provenance import cause_of
 from engine.execution.runner import run
-from engine.kernels import ORDER, TreeEdge, base_version, version_tree
+from engine.kernels import ORDER, TreeEdge, base_version, plugins, version_tree
 from engine.program.format import Program
 
 #: The kinds of divergence that are a defect of one run, present or not at each version.
@@ -209,10 +209,11 @@ def edge_rules(edge: TreeEdge) -> list[Rule]:
     pair as it is; the mainline edge v5.18 -> v6.14 takes the v5.18 -> v6.12 and
     v6.12 -> v6.14 rules (mainline v6.11 brought what 6.12.117 took back), and
     the backward branch edge v6.14 -> v6.12 the v6.12 -> v6.14 rules, which it
-    takes back.  A version not on the ladder (a plugin's) has no rules yet.
+    takes back.  The edge into a plugin version (not on the ladder) has the
+    plugin's own rules.
     """
     if edge.parent not in ORDER or edge.child not in ORDER:
-        return []
+        return plugins.rules_of(edge.child)
     return rules_between(edge.parent, edge.child)
 
 

@@ -15,7 +15,7 @@ misspelt event is a NameError when this module is imported, and
 
 from __future__ import annotations
 
-from engine.kernels import ORDER, base_version
+from engine.kernels import KERNELS, ORDER, base_version, plugins
 from engine.kernels.rule import Either, Events, New, Old, OpIs, Rule, When
 from engine.kernels.v6_15 import (
     PMD_LAZYFREE_ABORT_DIRTY,
@@ -161,17 +161,42 @@ RULES: list[Rule] = [
 ]
 
 
+def _on_ladder(version: str) -> tuple[str, list[str]]:
+    """The nearest ancestor of @version on ``ORDER`` and the plugin versions
+    between (@version first): a plugin stands below the version it descends from."""
+    chain = []
+    while version not in ORDER:
+        chain.append(version)
+        version = vars(KERNELS[version])["PARENT"]
+    return version, chain
+
+
+def _rank(version: str) -> tuple[int, int]:
+    at, chain = _on_ladder(version)
+    return ORDER.index(at), len(chain)
+
+
 def rules_between(a: str, b: str) -> list[Rule]:
-    """The rules of every adjacent pair on the way from version ``a`` to ``b``."""
+    """The rules of every adjacent pair on the way from version ``a`` to ``b``.
+
+    Versions on ``ORDER`` take the rules of the ladder's pairs between them; a
+    plugin version (engine/kernels/plugins.py) adds its own rules (from its
+    parent to it) and those of the plugins between it and the ladder, and
+    takes the ladder's rules from the version there.
+    """
     a, b = base_version(a), base_version(b)
-    lo, hi = sorted((ORDER.index(a), ORDER.index(b)))
+    (at_a, chain_a), (at_b, chain_b) = _on_ladder(a), _on_ladder(b)
+    lo, hi = sorted((ORDER.index(at_a), ORDER.index(at_b)))
     span = set(ORDER[lo:hi + 1])
-    return [r for r in RULES if r.older in span and r.newer in span]
+    # A plugin both sides descend from is no step of the way.
+    steps = [v for v in dict.fromkeys(chain_a + chain_b) if (v in chain_a) != (v in chain_b)]
+    return ([r for r in RULES if r.older in span and r.newer in span]
+            + [r for v in steps for r in plugins.rules_of(v)])
 
 
 def explain(a: str, b: str, events_a: Events, events_b: Events, op_kind: str) -> list[Rule]:
     """Rules that explain a parting with these events (``a``, ``b`` in any order)."""
     a, b = base_version(a), base_version(b)
-    if ORDER.index(a) > ORDER.index(b):
+    if _rank(a) > _rank(b):
         a, b, events_a, events_b = b, a, events_b, events_a
     return [r for r in rules_between(a, b) if r.matches(events_a, events_b, op_kind)]

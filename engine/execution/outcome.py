@@ -111,11 +111,15 @@ class Outcome:
     places: list[Place] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        from engine.kernels import plugins  # here: the kernels import this module
         return {"engine": self.engine, "verdict": self.verdict.value, "results": self.results,
                 "state": self.state, "cost": self.cost, "steps": self.steps,
                 "crash": self.crash.to_dict() if self.crash else None,
                 "warnings": self.warnings,
-                "events": [[i, str(ev)] for i, ev in self.events]}
+                "events": [[i, str(ev)] for i, ev in self.events],
+                # A plugin engine's spec and source hash: a finding never replays on
+                # changed code under the same name (engine/kernels/plugins.py).
+                **({"plugin": p} if (p := plugins.identity(self.engine)) else {})}
 
     def comparable(self) -> dict[str, Any]:
         """The fields differential runs compare: behaviour, not cost."""

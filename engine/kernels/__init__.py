@@ -25,8 +25,18 @@ v6_15.py does).  Its intended differences from its parent are
 from __future__ import annotations
 
 from engine.errors import UnknownEngineError
+from engine.kernels import plugins
 from engine.kernels.base import MAINLINE, Kernel
 from engine.kernels.c_twins import V6_14C, V6_15C, V6_16C
+from engine.kernels.plugins import (
+    PLUGINS,
+    Plugin,
+    check_identity,
+    identities,
+    identity,
+    load_entry_points,
+    load_identities,
+)
 from engine.kernels.rule import Either, New, Old, OpIs, Rule, When
 from engine.kernels.tree import TreeEdge, VersionTree, build_tree
 from engine.kernels.v5_17 import V5_17
@@ -56,11 +66,29 @@ BASES: dict[str, str] = dict(C_TWINS)
 
 
 def resolve_engine(name: str) -> str:
-    """Canonical engine id for ``name`` (an id or an alias)."""
+    """Canonical engine id for ``name`` (an id, an alias, or the spec of a plugin
+    registered already).  Imports nothing named by @name (a request's engine is
+    only looked up: see :func:`load_engine`); the entry-point plugins are
+    registered, once, the first time an id is not found.
+    """
     name = ALIASES.get(name, name)
+    if name not in KERNELS and isinstance(name, str) and plugins.is_spec(name):
+        spec = plugins.canonical_spec(name)
+        name = next((p.engine for p in plugins.PLUGINS.values() if p.spec == spec), name)
+    if name not in KERNELS:
+        plugins.load_entry_points()
     if name not in KERNELS:
         raise UnknownEngineError(name, sorted(KERNELS) + sorted(ALIASES))
     return name
+
+
+def load_engine(name: str) -> str:
+    """:func:`resolve_engine`, which first imports and registers @name when it is a
+    plugin spec (``PATH.py:Class``, ``module:Class``): for the command line, never
+    for a request.  Raises :class:`engine.errors.PluginError` for a plugin that fails."""
+    if isinstance(name, str) and plugins.is_spec(name):
+        return plugins.load(name)
+    return resolve_engine(name)
 
 
 def kernel_class(name: str) -> type[Kernel]:
@@ -86,8 +114,11 @@ def version_tree() -> VersionTree:
 
 __all__ = [
     # the registry
-    "KERNELS", "ORDER", "ALIASES", "C_TWINS", "BASES", "resolve_engine", "kernel_class",
-    "base_version",
+    "KERNELS", "ORDER", "ALIASES", "C_TWINS", "BASES", "resolve_engine", "load_engine",
+    "kernel_class", "base_version",
+    # plugin engines (engine/kernels/plugins.py)
+    "plugins", "PLUGINS", "Plugin", "identity", "identities", "check_identity", "load_identities",
+    "load_entry_points",
     # the tree of versions
     "version_tree", "VersionTree", "TreeEdge", "MAINLINE",
     # the versions

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from engine.kernels import load_engine, load_entry_points
 from service.api import errors
 from service.api.routers import (
     campaigns,
@@ -25,9 +26,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     The store is opened (and migrated) by the first request that needs it
     and closed when the app shuts down.
+    The plugin engines of ``settings.plugins`` are registered here, before
+    any request: a plugin that fails raises :class:`engine.PluginError`.
     Return: the ASGI app.
     """
     settings = settings if settings is not None else Settings()
+    # The engines a request may name are those registered now: built-ins, the
+    # entry points and the settings' plugins.  No request imports anything.
+    for spec in settings.plugins:
+        load_engine(spec)
+    load_entry_points()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -17,7 +17,13 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from engine import NotTranslatable, ProgramError, UnknownCorpusProgramError, UnknownEngineError
+from engine import (
+    NotTranslatable,
+    PluginError,
+    ProgramError,
+    UnknownCorpusProgramError,
+    UnknownEngineError,
+)
 from service.errors import IllegalTransitionError, InvalidValueError, NotFoundError
 
 #: Longest rendering of an offending value echoed back (a 1 MiB program is not).
@@ -84,6 +90,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(UnknownEngineError)
     async def _engine(_: Request, exc: UnknownEngineError) -> JSONResponse:
         return error_response(422, "engines", exc.engine, str(exc))
+
+    @app.exception_handler(PluginError)
+    async def _plugin(_: Request, exc: PluginError) -> JSONResponse:
+        # A stored finding of a plugin whose source changed since (both hashes named).
+        return error_response(409, "engines", exc.spec, str(exc))
 
     @app.exception_handler(NotTranslatable)
     async def _not_translatable(_: Request, exc: NotTranslatable) -> JSONResponse:
