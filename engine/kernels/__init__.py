@@ -37,8 +37,9 @@ from engine.kernels.plugins import (
     load_entry_points,
     load_identities,
 )
+from engine.kernels.registry import ALIASES, BASES, KERNELS, ORDER, version_tree
 from engine.kernels.rule import Either, New, Old, OpIs, Rule, When
-from engine.kernels.tree import TreeEdge, VersionTree, build_tree
+from engine.kernels.tree import TreeEdge, VersionTree
 from engine.kernels.v5_17 import V5_17
 from engine.kernels.v5_18 import V5_18
 from engine.kernels.v6_12 import V6_12
@@ -49,20 +50,16 @@ from engine.mm import events, folio, mm_types, pgtable
 from engine.mm.events import Event, folio_batch_full, place_event
 from engine.program.places import YieldPoint
 
-KERNELS: dict[str, type[Kernel]] = {k.VERSION: k for k in (V5_17, V5_18, V6_12, V6_14, V6_15,
-                                                             V6_16)}
-ALIASES = {"old": "v6.14", "new": "v6.15"}
-#: Version order: adjacent pairs have intended-divergence rules.  v6.12 (Debian's
-#: 6.12.117) sits by its number although its one difference from v6.14 came later,
-#: in the 6.12.y stable series (engine/kernels/v6_12.py).
-ORDER = ["v5.17", "v5.18", "v6.12", "v6.14", "v6.15", "v6.16"]
+KERNELS.update({k.VERSION: k for k in (V5_17, V5_18, V6_12, V6_14, V6_15, V6_16)})
+ALIASES.update({"old": "v6.14", "new": "v6.15"})
+# Version order: adjacent pairs have intended-divergence rules.  v6.12 (Debian's
+# 6.12.117) sits by its number although its one difference from v6.14 came later,
+# in the 6.12.y stable series (engine/kernels/v6_12.py).
+ORDER.extend(["v5.17", "v5.18", "v6.12", "v6.14", "v6.15", "v6.16"])
 #: The C twins (engine/kernels/c_twins.py): engine id -> the version each is the twin of.
 C_TWINS: dict[str, str] = {k.VERSION: k.BASE_VERSION for k in (V6_14C, V6_15C, V6_16C)}
 KERNELS.update({k.VERSION: k for k in (V6_14C, V6_15C, V6_16C)})
-#: Engine id -> the kernel version it answers as, for engines that are not one
-#: themselves: the C twins, and the benchmark's mutants once registered
-#: (engine/kernels/mutants.py).
-BASES: dict[str, str] = dict(C_TWINS)
+BASES.update(C_TWINS)
 
 
 def resolve_engine(name: str) -> str:
@@ -100,16 +97,6 @@ def base_version(name: str) -> str:
     Python version (rules, ``ORDER`` and corpus expectations are per kernel version)."""
     name = resolve_engine(name)
     return BASES.get(name, name)
-
-
-def version_tree() -> VersionTree:
-    """The versions registered now (C twins and mutants left out) as a tree, by
-    each version class's ``PARENT`` and ``BRANCH`` (see engine/kernels/tree.py).
-
-    Built per call, so that engines registered later (mutants, plugins) are in it.
-    Raises :class:`engine.errors.VersionTreeError` for a wrong declaration.
-    """
-    return build_tree(KERNELS, BASES, ORDER)
 
 
 __all__ = [

@@ -12,7 +12,7 @@ name of its own) or ``module:Class`` (an importable module); installed
 packages register theirs through the entry-point group
 :data:`ENTRY_POINT_GROUP`, loaded once, the first time an id is not found.
 
-:func:`load` imports and registers (in :data:`engine.kernels.KERNELS`, so
+:func:`load` imports and registers (in :data:`engine.KERNELS`, so
 the tree, rules and every runner see it); :func:`resolve_engine` does not
 import: an id a request names is only ever looked up.  Each plugin keeps
 its identity, the spec and a sha256 of its source file, which campaigns
@@ -37,6 +37,7 @@ from typing import Any
 
 from engine.errors import PluginError, VersionTreeError
 from engine.kernels.base import Kernel
+from engine.kernels.registry import ALIASES, BASES, KERNELS, version_tree
 from engine.kernels.rule import Rule
 
 #: The entry-point group installed packages register plugin engines in
@@ -138,11 +139,9 @@ def _import(spec: str, where: str, is_file: bool) -> Any:
 def register(cls: Any, spec: str, source: str | None = None) -> str:
     """Check plugin class @cls (loaded from @spec, its source file @source) and
     register it; return its engine id.  Raises :class:`PluginError` (see :func:`load`)."""
-    from engine import kernels
-
     if not isinstance(cls, type):
         raise PluginError(spec, f"{cls!r} is not a class")
-    versions = {kernels.KERNELS[v]: v for v in _versions()}
+    versions = {KERNELS[v]: v for v in _versions()}
     extends = next((c for c in cls.__mro__[1:] if c in versions), None)
     if not issubclass(cls, Kernel) or extends is None:
         raise PluginError(spec, f"{cls.__name__} subclasses no registered kernel version "
@@ -153,7 +152,7 @@ def register(cls: Any, spec: str, source: str | None = None) -> str:
     if not isinstance(engine, str) or not _ENGINE_ID.fullmatch(engine):
         raise PluginError(spec, f"VERSION {engine!r} is no engine id (letters, digits, '.', "
                                 f"'_', '+', '-'; at most 32 characters)")
-    if engine in kernels.KERNELS or engine in kernels.ALIASES:
+    if engine in KERNELS or engine in ALIASES:
         taken = PLUGINS[engine].spec if engine in PLUGINS else "a built-in engine"
         raise PluginError(spec, f"engine id {engine!r} is taken (by {taken})")
     if "PARENT" not in vars(cls):
@@ -173,19 +172,18 @@ def register(cls: Any, spec: str, source: str | None = None) -> str:
             raise PluginError(spec, f"rule {r.name!r} is from {r.older} to {r.newer}: a "
                                     f"plugin's rules go from its PARENT to it ({parent} "
                                     f"-> {engine})")
-    kernels.KERNELS[engine] = cls
+    KERNELS[engine] = cls
     try:
-        kernels.version_tree()
+        version_tree()
     except VersionTreeError as exc:
-        del kernels.KERNELS[engine]
+        del KERNELS[engine]
         raise PluginError(spec, str(exc)) from exc
     PLUGINS[engine] = Plugin(engine, spec, _sha256(spec, source), cls)
     return engine
 
 
 def _versions() -> list[str]:
-    from engine import kernels
-    return [v for v in kernels.KERNELS if v not in kernels.BASES]
+    return [v for v in KERNELS if v not in BASES]
 
 
 def _sha256(spec: str, source: str | None) -> str:
