@@ -531,8 +531,12 @@ class Oracle:
     def contents(self, mm, vpn: int) -> int:
         """What a load from page @vpn of @mm would return, without faulting: the
         mapped page's data, the swapped-out copy, or zero (no page, or the zero page)."""
+        return self.contents_at(self.k.lookup_pte(mm, vpn << PAGE_SHIFT), vpn)
+
+    def contents_at(self, hit, vpn: int) -> int:
+        """:meth:`contents` of page @vpn where the walk already found @hit
+        (:meth:`Kernel.lookup_pte`)."""
         k = self.k
-        hit = k.lookup_pte(mm, vpn << PAGE_SHIFT)
         if hit is None:
             return 0
         if hit[0] == "pmd":

@@ -127,16 +127,22 @@ class Cause:
                 "detached": self.detached}
 
 
+def _model_frame(frame: FrameType) -> str | None:
+    """@frame as a stack line, ``name (file:line)`` as a crash's, if it is the
+    modelled kernel's; else None."""
+    path = frame.f_code.co_filename.replace("\\", "/")
+    if not any(d in path for d in _MODEL_DIRS) or path.endswith(_NOT_DECISIONS):
+        return None
+    return f"{frame.f_code.co_name} ({path.rsplit('/engine/', 1)[1]}:{frame.f_lineno})"
+
+
 def _model_stack(frame: FrameType | None) -> tuple[str, ...]:
     """The model frames from @frame outwards (innermost first)."""
-    out = []
+    frames = []
     while frame is not None:
-        path = frame.f_code.co_filename.replace("\\", "/")
-        if any(d in path for d in _MODEL_DIRS) and not path.endswith(_NOT_DECISIONS):
-            out.append(f"{frame.f_code.co_name} ({path.rsplit('/engine/', 1)[1]}:"
-                       f"{frame.f_lineno})")
+        frames.append(frame)
         frame = frame.f_back
-    return tuple(out)
+    return tuple(line for f in frames if (line := _model_frame(f)) is not None)
 
 
 def _generator_stack(gen: Any) -> tuple[str, ...]:
@@ -147,13 +153,7 @@ def _generator_stack(gen: Any) -> tuple[str, ...]:
         if frame is not None:
             frames.append(frame)
         gen = getattr(gen, "gi_yieldfrom", None)
-    out: list[str] = []
-    for frame in reversed(frames):
-        path = frame.f_code.co_filename.replace("\\", "/")
-        if any(d in path for d in _MODEL_DIRS) and not path.endswith(_NOT_DECISIONS):
-            out.append(f"{frame.f_code.co_name} ({path.rsplit('/engine/', 1)[1]}:"
-                       f"{frame.f_lineno})")
-    return tuple(out)
+    return tuple(line for f in reversed(frames) if (line := _model_frame(f)) is not None)
 
 
 def _same_end(crash: Crash | None, replayed: Crash | None) -> bool:
@@ -332,7 +332,7 @@ class _PageWatch(_Replay):
             w = hit[1].entries[hit[2]]
             where = (("pfn", pte_pfn(w)) if pte_present(w) else
                      ("swap", pte_swp_offset(w)) if is_swap_pte(w) else None)
-        return self.oracle.contents(mm, self.vpn), where
+        return self.oracle.contents_at(hit, self.vpn), where
 
     def allowed(self, value: tuple[int, tuple[str, int] | None]) -> bool:
         shadow = self.oracle.pages.get((self.mm_id, self.vpn))
