@@ -25,7 +25,7 @@ import time
 import traceback
 from typing import Any
 
-from engine import bisect, parse_program
+from engine import parse_program
 from engine.kernels import load_identities
 from fuzz.errors import NotInterestingError
 from fuzz.minimize import minimize_divergence
@@ -33,7 +33,7 @@ from fuzz.records import minimized_run
 from fuzz.throughput import fuzzing_gc
 from service.models import TriageStatus
 from service.store import Store
-from service.triage import group_by_fix
+from service.triage import keep_bisection
 
 #: Seconds one divergence may take at most.
 MINIMIZE_SECONDS = 30.0
@@ -95,10 +95,7 @@ def minimize_stored(store: Store, divergence_id: int, max_runs: int,
     run = minimized_run(res.report, d.signature_id) if res.report is not None else None
     store.set_minimized(divergence_id, res.program.to_json(indent=None), run)
     # Where it came in and went, on the minimized program: a few runs a version.
-    found = (next((x for x in res.report.divergences if x.signature_id == d.signature_id), None)
-             if res.report is not None else None)
-    kept = group_by_fix(store, store.set_bisection(
-        divergence_id, bisect(res.program, (d.engine_a, d.engine_b), divergence=found).to_dict()))
+    kept = keep_bisection(store, d, res.program, res.report)
     return {**out, "ops_minimized": len(res.program.ops), "runs": res.runs,
             "came_in": kept.came_in, "went": kept.went,
             "duplicate_of": kept.duplicate_of if kept.status is TriageStatus.DUPLICATE else None}

@@ -226,10 +226,22 @@ def bisect_stored(store: Store, divergence_id: int) -> Divergence:
     """
     d = store.get_divergence(divergence_id)
     program = reproducer(store, d)
-    report = differential(program, d.engine_a, d.engine_b)
-    found = next((x for x in report.divergences if x.signature_id == d.signature_id), None)
-    kept = store.set_bisection(divergence_id, bisect(program, (d.engine_a, d.engine_b),
-                                                     divergence=found).to_dict())
+    return keep_bisection(store, d, program, differential(program, d.engine_a, d.engine_b))
+
+
+def keep_bisection(store: Store, d: Divergence, program: Program,
+                   report: Report | None) -> Divergence:
+    """Bisect @program, @d's reproducer, whose differential on @d's pair is @report,
+    keep the result on @d and group it with a record the same patch fixed.
+
+    The target is @report's divergence of @d's signature; without one (or
+    without @report), the pair's first divergence.
+    Return: @d as it is now.
+    """
+    found = (next((x for x in report.divergences if x.signature_id == d.signature_id), None)
+             if report is not None else None)
+    kept = store.set_bisection(d.id, bisect(program, (d.engine_a, d.engine_b),
+                                            divergence=found).to_dict())
     return group_by_fix(store, kept)
 
 
@@ -266,8 +278,7 @@ def group_by_fix(store: Store, d: Divergence) -> Divergence:
     same, _ = store.list_divergences(engines=(d.engine_a, d.engine_b), went=fix[1].split(",")[0],
                                      sort="id", limit=MAX_GROUP_SCAN)
     for other in same:
-        if (other.id != d.id and other.id < d.id and other.status is not TriageStatus.DUPLICATE
-                and _fix(other) == fix):
+        if other.id < d.id and other.status is not TriageStatus.DUPLICATE and _fix(other) == fix:
             rules = ", ".join(fix[2])
             why = (f"fixed by the same patch as #{other.id}: came in at {fix[0] or '-'}, "
                    f"went at {fix[1]} ({rules})")
