@@ -513,6 +513,9 @@ def conform(
              "result also says which engine of its pair the kernel matched")] = None,
     pin: Annotated[str, typer.Option(help="how --program's pins take references "
                                           "(io_uring or vmsplice)")] = "io_uring",
+    sides: Annotated[str | None, typer.Option(
+        help="more engines to compare each kernel's observations with, comma-separated "
+             "(e.g. the parent and your plugin): each result says which it matched")] = None,
     job: Annotated[int | None, typer.Option(
         help="run the queued conformance job with this id (what the API starts)")] = None,
     db: Annotated[str | None, typer.Option(help=DB_HELP)] = None,
@@ -542,18 +545,20 @@ def conform(
         return
     targets = _conform_targets(kernels, kernel_image, engine, kernel_config)
     if divergence is not None:
-        if program or scenarios:
-            _fail("--divergence: give it alone, without --program or --scenarios")
+        if program or scenarios or sides:
+            _fail("--divergence: give it alone, without --program, --scenarios or --sides "
+                  "(its sides are its engine pair)")
         with open_store(db) as st:
             try:
-                results = check_divergence(st, divergence, targets, timeout=timeout)
+                results = check_divergence(st, divergence, targets, timeout=timeout, keep=store)
             except FoliodiffError as exc:
                 _fail(str(exc))
         _conform_report(results, out)
         return
     chosen = _conform_scenarios(scenarios, program, pin)
     try:
-        results = run_conform(targets, chosen, timeout=timeout)
+        also = tuple(load_engine(e.strip()) for e in (sides or "").split(",") if e.strip())
+        results = run_conform(targets, chosen, timeout=timeout, sides=also)
         if store:
             with open_store(db, create=True) as st:
                 for kc in results:
@@ -623,6 +628,16 @@ def _conform_scenarios(scenarios: str | None, programs: list[str] | None, pin: s
     return chosen
 
 
+def _side_cell(side) -> str:
+    """One engine's column of a ``conform`` table: its verdict, and what differed."""
+    if side is None:
+        return "-"
+    if not side.differences:
+        return f"{side.verdict.value}: {side.detail}" if side.detail else side.verdict.value
+    return f"{side.verdict.value}: " + "; ".join(
+        f"{d.field}: {d.predicted} -> {d.observed}" for d in side.differences)
+
+
 def _conform_report(results: list, out: str | None) -> None:
     """Print each kernel's verdicts and the summary, save them to @out; exit 1 unless all conform."""
     from service.conform.check import Verdict
@@ -634,7 +649,7 @@ def _conform_report(results: list, out: str | None) -> None:
                           f"({escape(kc.boot_detail)})", highlight=False)
             continue
         t = Table(title=escape(title))
-        sides = sorted({e for r in kc.results for e in r.sides})
+        sides = list(dict.fromkeys(e for r in kc.results for e in r.sides))
         for col in ("scenario", "verdict", "differences (field: model -> kernel)",
                     *(f"as {e}?" for e in sides)):
             t.add_column(col)
@@ -643,7 +658,7 @@ def _conform_report(results: list, out: str | None) -> None:
             colour = {Verdict.EQUAL: "green", Verdict.UNSUPPORTED: "yellow",
                       Verdict.NOT_EXPRESSIBLE: "yellow"}.get(r.verdict, "red")
             t.add_row(r.scenario, f"[{colour}]{r.verdict.value}[/]", escape(diffs or r.detail),
-                      *(r.sides[e].verdict.value if e in r.sides else "-" for e in sides))
+                      *(_side_cell(r.sides.get(e)) for e in sides))
         console.print(t)
     summary = Table(title="summary: the kernel each was (Debian package, or image hash), and the verdicts")
     verdicts = [v.value for v in Verdict]

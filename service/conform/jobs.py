@@ -41,16 +41,18 @@ def divergence_scenario(store: Store, divergence_id: int) -> tuple[Scenario, tup
 
 def check_divergence(store: Store, divergence_id: int,
                      kernels: Sequence[str | KernelTarget], *, timeout: float,
-                     job_id: int | None = None, author: str = "conform") -> list[KernelConformance]:
-    """Run divergence @divergence_id's reproducer on @kernels, store the results,
-    and note on the divergence, per kernel, which engine of its pair the kernel matched.
+                     job_id: int | None = None, author: str = "conform",
+                     keep: bool = True) -> list[KernelConformance]:
+    """Run divergence @divergence_id's reproducer on @kernels and, unless @keep is
+    False, store the results and note on the divergence, per kernel, which
+    engine of its pair the kernel matched.
 
     Raises :class:`engine.NotTranslatable` (the program has an operation user
     space cannot express) before any boot.
     """
     scenario, pair = divergence_scenario(store, divergence_id)
     results = conform(kernels, {scenario.name: scenario}, timeout=timeout, sides=pair)
-    for kc in results:
+    for kc in results if keep else ():
         store.add_conformance(records(kc, {scenario.name: scenario}),
                               divergence_id=divergence_id, job_id=job_id)
         store.add_note(divergence_id, f"conformance on {kc.kernel} ({kc.identity}, uname "

@@ -94,3 +94,9 @@ def test_bad_arguments_name_the_option_and_value(tmp_path: Path, argv: list[str]
     res = CliRunner().invoke(app, ["conform", *argv, "--no-store"])
     assert res.exit_code == 2, res.output
     assert message in " ".join(res.output.split()), res.output
+
+
+def test_the_docs_list_every_option_the_runner_checks() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "conformance.md").read_text()
+    for option, why in {**REQUIRED, **FEATURES}.items():
+        assert f"| `CONFIG_{option}` |" in doc and why in doc, option
