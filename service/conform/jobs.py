@@ -28,13 +28,14 @@ from engine import FoliodiffError, Scenario
 from service.conform.check import KernelConformance, KernelTarget, conform, records
 from service.conform.verdict import Verdict
 from service.store import Store
-from service.triage import reproducer
+from service.triage import check_plugins, reproducer
 
 
 def divergence_scenario(store: Store, divergence_id: int) -> tuple[Scenario, tuple[str, str]]:
     """The scenario of divergence @divergence_id (``divergence-<id>``, its reproducer)
     and its engine pair."""
     d = store.get_divergence(divergence_id)
+    check_plugins(d)    # its sides are its pair: the code it was found on, or none
     return (Scenario(f"divergence-{d.id}", reproducer(store, d),
                      description=f"divergence {d.id}: {d.signature}"), (d.engine_a, d.engine_b))
 
