@@ -36,6 +36,7 @@ from engine.kernels.plugins import (
     identity,
     load_entry_points,
     load_identities,
+    rules_of,
 )
 from engine.kernels.registry import ALIASES, BASES, KERNELS, ORDER, version_tree
 from engine.kernels.rule import Either, New, Old, OpIs, Rule, When
@@ -105,7 +106,7 @@ __all__ = [
     "kernel_class", "base_version",
     # plugin engines (engine/kernels/plugins.py)
     "plugins", "PLUGINS", "Plugin", "identity", "identities", "check_identity", "load_identities",
-    "load_entry_points",
+    "load_entry_points", "rules_of",
     # the tree of versions
     "version_tree", "VersionTree", "TreeEdge", "MAINLINE",
     # the versions

@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 from engine import RULES, Classification, Kind, UnknownEngineError, rules_between
-from engine.kernels import PLUGINS, plugins
+from engine.kernels import PLUGINS, rules_of
 from service.api.schemas import (
     DivergenceDetail,
     DivergencePage,
@@ -206,7 +206,7 @@ def intended(store: Store, campaign_id: int | None = None) -> IntendedList:
     :class:`NotFoundError` for an unknown campaign.
     """
     # The built-in rules, and those of the plugins registered in this process.
-    known = {r.name: r for r in [*RULES, *(r for e in PLUGINS for r in plugins.rules_of(e))]}
+    known = {r.name: r for r in [*RULES, *(r for e in PLUGINS for r in rules_of(e))]}
     items = []
     for c in _campaigns(store, campaign_id):
         for name, entry in c.intended.items():
