@@ -1056,6 +1056,24 @@ class Store:
                                    .where(*where).order_by(*order).limit(limit).offset(offset)))
         return items, total or 0
 
+    def duplicates_of(self, divergence_ids: Iterable[int]) -> dict[int, list[int]]:
+        """The records marked duplicates of each of @divergence_ids: a group's members.
+
+        A record has ``duplicate_of`` only in the duplicate state
+        (:meth:`transition`), so the status index finds the candidates and
+        no index on ``duplicate_of`` is needed.
+        Return: id -> its duplicates' ids, ascending; ids without any left out.
+        """
+        ids = [i for i in divergence_ids if isinstance(i, int) and not isinstance(i, bool)]
+        out: dict[int, list[int]] = {}
+        with self._read() as s:
+            for chunk in _chunks(ids):
+                for did, of in s.execute(select(Divergence.id, Divergence.duplicate_of).where(
+                        Divergence.status == TriageStatus.DUPLICATE,
+                        Divergence.duplicate_of.in_(chunk)).order_by(Divergence.id)):
+                    out.setdefault(of, []).append(did)
+        return out
+
     @staticmethod
     def _signature_search(s: Session, text: str) -> list[Any]:
         """Conditions for signatures that contain ``text``, using the trigram index.

@@ -491,6 +491,18 @@ def test_transitions_legal_and_illegal(store: Store, data_loss: DivergenceRecord
     assert store.get_divergence(3).status is TriageStatus.NEW and store.history(3) == []
 
 
+def test_duplicates_of_lists_each_groups_members(store: Store, data_loss: DivergenceRecord) -> None:
+    store.upsert_divergences([data_loss] + [variant(data_loss, i) for i in range(1, 5)])
+    store.transition(3, "duplicate", "", "bob", duplicate_of=1)
+    store.transition(2, "duplicate", "", "bob", duplicate_of=1)
+    store.transition(5, "duplicate", "", "bob", duplicate_of=4)
+    assert store.duplicates_of([1, 4, 2, 99]) == {1: [2, 3], 4: [5]}
+    # Split off again: no longer a member.
+    store.transition(2, "confirmed", "", "bob")
+    assert store.duplicates_of([1]) == {1: [3]}
+    assert store.duplicates_of([]) == {}
+
+
 def test_reopen_after_verified_creates_linked_record(store: Store,
                                                     crash: DivergenceRecord) -> None:
     store.upsert_divergences([crash, crash])
