@@ -3,8 +3,8 @@
 The page draws them in the browser (uPlot, vendored in ``static/vendor``):
 the server only hands over columns of numbers.  A campaign snapshots every
 5 s, 17,280 times a day; a plot 1,000 pixels wide shows no more than
-:data:`MAX_POINTS` of them, so longer runs are thinned to every n-th
-snapshot, the last one always kept (where the campaign is now).
+:data:`MAX_POINTS` of them, so the page asks the store for that many,
+evenly thinned, the last one always kept (:meth:`Store.stats_thinned`).
 """
 
 from __future__ import annotations
@@ -19,18 +19,8 @@ from service.models import StatsSnapshot
 MAX_POINTS = 1000
 
 
-def thin(snapshots: Sequence[StatsSnapshot], max_points: int = MAX_POINTS) -> list[StatsSnapshot]:
-    """Every n-th of @snapshots (oldest first), n the least that leaves at most
-    @max_points, and the last one.  Return: a list, oldest first."""
-    step = -(-len(snapshots) // max_points) if snapshots else 1
-    kept = list(snapshots[::step])
-    if snapshots and kept[-1] is not snapshots[-1]:
-        kept.append(snapshots[-1])
-    return kept
-
-
-def campaign_series(snapshots: Sequence[StatsSnapshot]) -> dict[str, Any]:
-    """The plots of a campaign page, from its snapshots oldest first.
+def campaign_series(kept: Sequence[StatsSnapshot]) -> dict[str, Any]:
+    """The plots of a campaign page, from the snapshots it shows, oldest first.
 
     Return: ``{"t": [...], "exec_per_s": [...], "coverage": [...],
     "coverage_unit": unit or None, "corpus_size": [...], "by_kind": {kind:
@@ -38,7 +28,6 @@ def campaign_series(snapshots: Sequence[StatsSnapshot]) -> dict[str, Any]:
     snapshot did not measure it (a gap in the plot, not a zero), and
     ``by_kind`` has the kinds any snapshot counted, in :class:`Kind` order.
     """
-    kept = thin(snapshots)
     kinds = {k for s in kept for k in (s.signatures or {})}
     units = {s.coverage_unit for s in kept if s.coverage_unit is not None}
     return {

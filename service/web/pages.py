@@ -16,6 +16,7 @@ redirects to the page it came from (post/redirect/get).
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -279,7 +280,22 @@ def _pairs() -> list[str]:
 
 
 def _corpus(directory: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """:func:`_read_corpus` of @directory, read again only when a file changed.
+
+    The files rarely change while a server runs, and reading and decoding
+    them is most of the page's time; a stat of each tells whether they did.
+    """
+    fingerprint = tuple((p.name, st.st_mtime_ns, st.st_size)
+                        for p in sorted(directory.glob("*.json")) for st in (p.stat(),))
+    return _read_corpus(directory, fingerprint)
+
+
+@functools.lru_cache(maxsize=4)
+def _read_corpus(directory: Path, fingerprint: tuple[tuple[str, int, int], ...]
+                 ) -> tuple[list[dict[str, Any]], list[str]]:
     """The corpus files of @directory with what each expects per version and pair.
+
+    @fingerprint: each file's name, mtime and size (the cache key).
 
     Return: (one dict per file, sorted by name: name, scenario, description,
     ``expect`` (engine -> fields), ``divergences`` (pair -> what the
@@ -421,10 +437,10 @@ def _build(web: FastAPI) -> None:
     @web.get("/campaigns/{campaign_id}", response_class=HTMLResponse)
     def campaign(request: Request, store: StoreDep, campaign_id: CampaignId) -> HTMLResponse:
         c = CampaignOut.model_validate(store.get_campaign(campaign_id))
-        snapshots = store.stats(campaign_id)
+        kept, total = store.stats_thinned(campaign_id, charts.MAX_POINTS)
         return _render(request, "campaign.html", {
-            "c": c, "last": snapshots[-1] if snapshots else None, "snapshots": len(snapshots),
-            "series": charts.campaign_series(snapshots),
+            "c": c, "last": kept[-1] if kept else None, "snapshots": total,
+            "series": charts.campaign_series(kept),
             "intended": views.intended(store, campaign_id)})
 
     @web.get("/corpus", response_class=HTMLResponse)

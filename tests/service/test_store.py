@@ -583,6 +583,24 @@ def test_campaign_status_and_stats(store: Store) -> None:
         store.add_stats_snapshot(5, 1.0, 1, 0.0, 0, {})
 
 
+def test_stats_thinned_keeps_every_nth_snapshot_and_the_last(store: Store) -> None:
+    c = store.create_campaign("v6.14", "v6.15", "random")
+    assert store.stats_thinned(c.id, 10) == ([], 0)
+    for t in reversed(range(25)):       # stored out of order: kept in order of t
+        store.add_stats_snapshot(c.id, float(t), t, 1.0, t, {})
+    kept, total = store.stats_thinned(c.id, 10)
+    # 25 snapshots in at most 10 points: every 3rd (0, 3, ..., 24), 24 the last.
+    assert total == 25 and [s.t for s in kept] == [0.0, 3.0, 6.0, 9.0, 12.0, 15.0, 18.0, 21.0, 24.0]
+    kept, _ = store.stats_thinned(c.id, 5)
+    assert [s.t for s in kept] == [0.0, 7.0, 14.0, 21.0, 24.0]
+    assert [s.t for s in store.stats_thinned(c.id, 100)[0]] == [float(t) for t in range(25)]
+    with pytest.raises(InvalidValueError) as err:
+        store.stats_thinned(c.id, 1)
+    assert err.value.field == "max_points"
+    with pytest.raises(NotFoundError, match="campaign 99"):
+        store.stats_thinned(99, 10)
+
+
 def test_stats_snapshots_keep_coverage_with_its_unit(store: Store) -> None:
     c = store.create_campaign("v6.14", "v6.15", "atheris")
     store.add_stats_snapshot(c.id, 5.0, 100, 20.0, 3, {}, coverage=412,
