@@ -20,11 +20,11 @@ import functools
 import json
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 import jinja2
 from fastapi import Depends, FastAPI, Query, Request
@@ -50,7 +50,13 @@ from service.triage import engine_pair
 from service.web import charts
 from service.web.errors import BadFormError, WebError
 from service.web.jobs import JobKind, JobQueue, bisect_job, replay_job
-from service.web.security import AUTHOR_COOKIE, CSRF_COOKIE, SESSION_COOKIE, Guard
+from service.web.security import (
+    AUTHOR_COOKIE,
+    CSRF_COOKIE,
+    SESSION_COOKIE,
+    SESSION_SECONDS,
+    Guard,
+)
 
 HERE = Path(__file__).resolve().parent
 #: The vendored browser assets (static/vendor/README.md: npm packages, licences).
@@ -139,7 +145,7 @@ def _render(request: Request, name: str, context: Mapping[str, Any],
                         "csrf": guard.form_token(nonce),
                         "needs_sign_in": guard.needs_sign_in,
                         "signed_in": guard.signed_in(request.cookies.get(SESSION_COOKIE)),
-                        "author": request.cookies.get(AUTHOR_COOKIE, "")[:128],
+                        "author": unquote(request.cookies.get(AUTHOR_COOKIE, ""))[:128],
                         "here": request.url.path + (f"?{request.url.query}"
                                                     if request.url.query else "")},
         status_code=status, headers={**_HEADERS, "Content-Security-Policy": PAGE_CSP})
@@ -155,17 +161,18 @@ def _error_page(request: Request, status: int, field: str, value: Any, detail: s
 
 def _install_errors(web: FastAPI) -> None:
     """The pages' errors as HTML pages with the status the API gives the same error."""
-    cases: list[tuple[type[Exception], int]] = [
-        (NotFoundError, 404), (InvalidValueError, 422), (UnknownEngineError, 422),
-        (IllegalTransitionError, 409), (PluginError, 409)]
+    # The store's and the engine's errors, as the API answers them: status, field, value.
+    cases: list[tuple[type[Exception], int, Callable[[Any], tuple[str, Any, str]]]] = [
+        (NotFoundError, 404, lambda e: ("id", e.ident, str(e))),
+        (InvalidValueError, 422, lambda e: (e.field, e.value, e.reason)),
+        (UnknownEngineError, 422, lambda e: ("engines", e.engine, str(e))),
+        (IllegalTransitionError, 409, lambda e: ("to", e.to_status.value, str(e))),
+        (PluginError, 409, lambda e: ("engines", e.spec, str(e)))]
 
-    for cls, status in cases:
-        def handler(request: Request, exc: Exception, status: int = status) -> HTMLResponse:
-            field = getattr(exc, "field", None) or ("id" if isinstance(exc, NotFoundError)
-                                                    else "to" if isinstance(
-                                                        exc, IllegalTransitionError) else "engines")
-            value = getattr(exc, "value", getattr(exc, "ident", None))
-            return _error_page(request, status, field, value, getattr(exc, "reason", str(exc)))
+    for cls, status, said in cases:
+        def handler(request: Request, exc: Exception, status: int = status,
+                    said: Callable[[Any], tuple[str, Any, str]] = said) -> HTMLResponse:
+            return _error_page(request, status, *said(exc))
         web.add_exception_handler(cls, handler)
 
     @web.exception_handler(WebError)
@@ -214,28 +221,39 @@ class ServerTiming:
 # -- forms -----------------------------------------------------------------------------
 
 
-async def _form(request: Request, *, fields: Mapping[str, int]) -> dict[str, str]:
-    """The fields of a posted form, each at most its length in @fields, after the
-    session and CSRF checks (:class:`Guard`).
+async def _parse(request: Request, max_fields: int) -> dict[str, str]:
+    """A posted urlencoded form, at most @max_fields fields.
 
-    Parsed here rather than by FastAPI's ``Form`` (which needs python-multipart
-    for a body the standard library reads): a urlencoded body of known fields.
-    Return: field -> value; a field the form did not send is "".
+    Parsed here rather than by FastAPI's ``Form``, which needs python-multipart
+    for a body the standard library reads.  Return: field -> value (the last
+    one of a field sent twice).
     """
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/x-www-form-urlencoded":
         raise BadFormError("Content-Type", ctype, "a page's form posts "
                                                   "application/x-www-form-urlencoded")
     try:
-        pairs = parse_qsl((await request.body()).decode(), keep_blank_values=True,
-                          strict_parsing=False, max_num_fields=len(fields) + 2)
+        return dict(parse_qsl((await request.body()).decode(), keep_blank_values=True,
+                              max_num_fields=max_fields))
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadFormError("body", None, f"not a form: {exc}") from None
-    form = dict(pairs)
-    guard = _guard(request)
-    guard.check_form(request.cookies.get(CSRF_COOKIE), form.get("csrf"),
-                     request.headers.get("origin"), request.headers.get("host"))
-    guard.require_session(request.cookies.get(SESSION_COOKIE))
+
+
+def _check_origin(request: Request, form: Mapping[str, str]) -> None:
+    """The CSRF checks of a posted @form (:meth:`Guard.check_form`)."""
+    _guard(request).check_form(request.cookies.get(CSRF_COOKIE), form.get("csrf"),
+                               request.headers.get("origin"), request.headers.get("host"))
+
+
+async def _form(request: Request, *, fields: Mapping[str, int]) -> dict[str, str]:
+    """The fields of a posted write form, each at most its length in @fields, after
+    the CSRF and session checks (:class:`Guard`).
+
+    Return: field -> value; a field the form did not send is "".
+    """
+    form = await _parse(request, len(fields) + 2)
+    _check_origin(request, form)
+    _guard(request).require_session(request.cookies.get(SESSION_COOKIE))
     out = {}
     for name, limit in fields.items():
         value = form.get(name, "")
@@ -257,8 +275,9 @@ def _back(path: str, author: str | None = None, **query: str) -> RedirectRespons
     url = path + (f"?{urlencode(query)}" if query else "")
     response = RedirectResponse(url, status_code=303)
     if author:
-        response.set_cookie(AUTHOR_COOKIE, author, httponly=True, samesite="strict", path="/",
-                            max_age=365 * 24 * 3600)
+        # Percent-encoded: a cookie value is ASCII without ';' or spaces.
+        response.set_cookie(AUTHOR_COOKIE, quote(author, safe=""), httponly=True,
+                            samesite="strict", path="/", max_age=365 * 24 * 3600)
     return response
 
 
@@ -457,14 +476,8 @@ def _build(web: FastAPI) -> None:
     @web.post("/signin")
     async def signin(request: Request) -> Response:
         guard = _guard(request)
-        try:
-            pairs = parse_qsl((await request.body()).decode(), keep_blank_values=True,
-                              max_num_fields=4)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise BadFormError("body", None, f"not a form: {exc}") from None
-        form = dict(pairs)
-        guard.check_form(request.cookies.get(CSRF_COOKIE), form.get("csrf"),
-                         request.headers.get("origin"), request.headers.get("host"))
+        form = await _parse(request, 4)
+        _check_origin(request, form)
         target = _local(form.get("next", ""))
         if not guard.needs_sign_in:
             return _back(target)
@@ -472,15 +485,12 @@ def _build(web: FastAPI) -> None:
             return _render(request, "signin.html", {"next": target, "failed": True}, 401)
         response = _back(target)
         response.set_cookie(SESSION_COOKIE, guard.new_session(), httponly=True,
-                            samesite="strict", path="/", max_age=7 * 24 * 3600)
+                            samesite="strict", path="/", max_age=SESSION_SECONDS)
         return response
 
     @web.post("/signout")
     async def signout(request: Request) -> RedirectResponse:
-        form = dict(parse_qsl((await request.body()).decode(errors="replace"),
-                              keep_blank_values=True, max_num_fields=4))
-        _guard(request).check_form(request.cookies.get(CSRF_COOKIE), form.get("csrf"),
-                                   request.headers.get("origin"), request.headers.get("host"))
+        _check_origin(request, await _parse(request, 4))
         response = _back(f"{PREFIX}/divergences")
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response

@@ -175,6 +175,8 @@ def test_a_transition_and_a_note_from_the_page_land_in_the_history(
     assert [n["text"] for n in history["notes"]] == ["a DMA race"]
     shown = client.get(page).text
     assert 'value="alice"' in shown            # the author is remembered for the next form
+    r = _post(client, f"{page}/note", {"csrf": csrf, "author": "Zoë; Ng", "text": "ok"})
+    assert r.status_code == 303 and 'value="Zoë; Ng"' in client.get(page).text
     # Marking a duplicate takes the id, with or without '#'.
     crash = seeded["crash"]
     csrf = _csrf(client, f"/ui/divergences/{crash}")
