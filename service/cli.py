@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
@@ -492,18 +493,131 @@ def bench_fuzz(
 
 @app.command()
 def conform(
-    kernels: Annotated[str, typer.Option(
-        help="comma-separated catalogue kernels (deb-6.1, deb-6.12, deb-6.16 ... deb-6.19)"
-    )] = "deb-6.12,deb-6.16",
+    kernels: Annotated[str | None, typer.Option(
+        help="comma-separated catalogue kernels (deb-6.1, deb-6.12, deb-6.16 ... deb-6.19); "
+             "default deb-6.12,deb-6.16, or none with --kernel-image")] = None,
+    kernel_image: Annotated[str | None, typer.Option(
+        help="a bzImage you built (or fetched), booted as catalogue kernels are")] = None,
+    engine: Annotated[str | None, typer.Option(
+        help="the engine --kernel-image is held to (a built-in id or a plugin)")] = None,
+    kernel_config: Annotated[str | None, typer.Option(
+        help="--kernel-image's build configuration (default: config-<release> beside it, the "
+             "kernel tree's .config, or the image's own CONFIG_IKCONFIG copy)")] = None,
     scenarios: Annotated[str | None, typer.Option(
         help="comma-separated scenario names (default: all)")] = None,
+    program: Annotated[list[str] | None, typer.Option(
+        help="a program file (corpus entry or program JSON) to run instead of the "
+             "scenarios; repeatable")] = None,
+    divergence: Annotated[int | None, typer.Option(
+        help="a stored divergence's reproducer to run instead of the scenarios; each "
+             "result also says which engine of its pair the kernel matched")] = None,
+    pin: Annotated[str, typer.Option(help="how --program's pins take references "
+                                          "(io_uring or vmsplice)")] = "io_uring",
+    sides: Annotated[str | None, typer.Option(
+        help="more engines to compare each kernel's observations with, comma-separated "
+             "(e.g. the parent and your plugin): each result says which it matched")] = None,
+    job: Annotated[int | None, typer.Option(
+        help="run the queued conformance job with this id (what the API starts)")] = None,
+    db: Annotated[str | None, typer.Option(help=DB_HELP)] = None,
+    store: Annotated[bool, typer.Option(help="keep the results in the store")] = True,
     timeout: Annotated[float, typer.Option(min=1, help="seconds per boot")] = 300.0,
     out: Annotated[str | None, typer.Option(help="write the results as JSON here")] = None,
 ) -> None:
-    """Boot real Debian kernels under qemu and compare each scenario with the kernel's model."""
-    from engine import conformance
-    from service.conform.check import Verdict
+    """Boot real kernels under qemu and compare each scenario with the kernel's model.
+
+    Kernels: catalogue names (Debian's images, fetched once), and/or your own
+    bzImage with --kernel-image and --engine.  Programs: the built-in
+    scenarios, or --program files, or a stored --divergence.  Results are
+    kept in the store (--no-store to skip) and printed field by field.
+    """
     from service.conform.check import conform as run_conform
+    from service.conform.check import records
+    from service.conform.jobs import check_divergence, run_job
+    if job is not None:
+        if any(x is not None for x in (kernels, kernel_image, scenarios, program, divergence)):
+            _fail("--job: runs the stored job as queued; give only --db (and --timeout is the job's)")
+        with open_store(db) as st:
+            try:
+                results = run_job(st, job)
+            except FoliodiffError as exc:
+                _fail(f"job {job}: {exc}")
+        _conform_report(results, out)
+        return
+    targets = _conform_targets(kernels, kernel_image, engine, kernel_config)
+    if divergence is not None:
+        if program or scenarios or sides:
+            _fail("--divergence: give it alone, without --program, --scenarios or --sides "
+                  "(its sides are its engine pair)")
+        with open_store(db) as st:
+            try:
+                results = check_divergence(st, divergence, targets, timeout=timeout, keep=store)
+            except FoliodiffError as exc:
+                _fail(str(exc))
+        _conform_report(results, out)
+        return
+    chosen = _conform_scenarios(scenarios, program, pin)
+    try:
+        also = tuple(load_engine(e.strip()) for e in (sides or "").split(",") if e.strip())
+        results = run_conform(targets, chosen, timeout=timeout, sides=also)
+        if store:
+            with open_store(db, create=True) as st:
+                for kc in results:
+                    st.add_conformance(records(kc, chosen))
+    except FoliodiffError as exc:
+        _fail(str(exc))
+    _conform_report(results, out)
+
+
+def _conform_targets(kernels: str | None, image: str | None, engine: str | None,
+                     config: str | None) -> list:
+    """The kernels a ``conform`` run boots: catalogue names, then the image given by path."""
+    from service.conform.check import KernelTarget
+    from service.conform.errors import ConfigMissingError
+    from service.conform.kconfig import check_config, read_image
+    if image is None and (engine is not None or config is not None):
+        _fail("--engine and --kernel-config go with --kernel-image")
+    names = [k.strip() for k in (kernels if kernels is not None else
+                                 "" if image else "deb-6.12,deb-6.16").split(",") if k.strip()]
+    try:
+        targets = [KernelTarget.of(n) for n in names]
+        if image is not None:
+            if engine is None:
+                _fail("--kernel-image: name the engine that models it with --engine "
+                      "(a built-in id such as v6.16, or a plugin)")
+            held_to = load_engine(engine)
+            bz = read_image(image)
+            check = check_config(bz, config)
+            for line in check.lines():
+                err.print(f"[yellow]{bz.path.name}[/]: {escape(line)}", highlight=False)
+            if check.missing_required:
+                raise ConfigMissingError(str(bz.path), check.missing_required)
+            targets.append(KernelTarget.from_image(bz, held_to))
+    except FoliodiffError as exc:
+        _fail(str(exc))
+    if not targets:
+        _fail("--kernels: no kernel to boot (give catalogue names or --kernel-image)")
+    return targets
+
+
+def _conform_scenarios(scenarios: str | None, programs: list[str] | None, pin: str) -> dict:
+    """The scenarios a ``conform`` run runs: the named built-in ones, or the program files."""
+    from engine import DEFAULT_READING, Scenario, conformance
+    if programs:
+        if scenarios:
+            _fail("--program: give programs or --scenarios, not both")
+        if pin not in ("io_uring", "vmsplice"):
+            _fail(f"--pin: must be io_uring or vmsplice (got {pin!r})")
+        out = {}
+        for path in programs:
+            name = Path(path).stem
+            if name in out:
+                _fail(f"--program: two programs named {name!r}")
+            try:
+                out[name] = Scenario(name, _load(path, DEFAULT_READING), {"pin": pin},
+                                     description=f"program file {path}")
+            except FoliodiffError as exc:
+                _fail(f"--program {path}: {exc}")
+        return out
     chosen = dict(conformance())
     if scenarios:
         names = [n.strip() for n in scenarios.split(",") if n.strip()]
@@ -511,34 +625,48 @@ def conform(
         if unknown:
             _fail(f"--scenarios: unknown scenario {unknown[0]!r} (known: {', '.join(chosen)})")
         chosen = {n: chosen[n] for n in names}
-    try:
-        results = run_conform([k.strip() for k in kernels.split(",") if k.strip()], chosen,
-                              timeout=timeout)
-    except FoliodiffError as exc:
-        _fail(str(exc))
+    return chosen
+
+
+def _side_cell(side) -> str:
+    """One engine's column of a ``conform`` table: its verdict, and what differed."""
+    if side is None:
+        return "-"
+    if not side.differences:
+        return f"{side.verdict.value}: {side.detail}" if side.detail else side.verdict.value
+    return f"{side.verdict.value}: " + "; ".join(
+        f"{d.field}: {d.predicted} -> {d.observed}" for d in side.differences)
+
+
+def _conform_report(results: list, out: str | None) -> None:
+    """Print each kernel's verdicts and the summary, save them to @out; exit 1 unless all conform."""
+    from service.conform.check import Verdict
     for kc in results:
-        title = (f"{kc.kernel} ({kc.package} {kc.package_version}, uname {kc.uname}) against "
-                 f"{kc.engine}: boot {kc.boot.value}, {kc.seconds:.1f} s")
+        title = (f"{kc.kernel} ({kc.package or 'image'} {kc.identity}, uname {kc.uname}) "
+                 f"against {kc.engine}: boot {kc.boot.value}, {kc.seconds:.1f} s")
         if not kc.results:
-            console.print(f"[bold red]{title}[/]: no conformance results ({kc.boot_detail})",
-                          highlight=False)
+            console.print(f"[bold red]{escape(title)}[/]: no conformance results "
+                          f"({escape(kc.boot_detail)})", highlight=False)
             continue
-        t = Table(title=title)
-        for col in ("scenario", "verdict", "differences (field: model -> kernel)"):
+        t = Table(title=escape(title))
+        sides = list(dict.fromkeys(e for r in kc.results for e in r.sides))
+        for col in ("scenario", "verdict", "differences (field: model -> kernel)",
+                    *(f"as {e}?" for e in sides)):
             t.add_column(col)
         for r in kc.results:
             diffs = "; ".join(f"{d.field}: {d.predicted} -> {d.observed}" for d in r.differences)
             colour = {Verdict.EQUAL: "green", Verdict.UNSUPPORTED: "yellow",
                       Verdict.NOT_EXPRESSIBLE: "yellow"}.get(r.verdict, "red")
-            t.add_row(r.scenario, f"[{colour}]{r.verdict.value}[/]", diffs or r.detail)
+            t.add_row(r.scenario, f"[{colour}]{r.verdict.value}[/]", escape(diffs or r.detail),
+                      *(_side_cell(r.sides.get(e)) for e in sides))
         console.print(t)
-    summary = Table(title="summary: the Debian package each kernel was, and the verdicts")
+    summary = Table(title="summary: the kernel each was (Debian package, or image hash), and the verdicts")
     verdicts = [v.value for v in Verdict]
     for col in ("kernel", "package", "version", "uname", "engine", "boot", *verdicts):
         summary.add_column(col)
     for kc in results:
         counts = kc.counts()
-        summary.add_row(kc.kernel, kc.package, kc.package_version, str(kc.uname), kc.engine,
+        summary.add_row(kc.kernel, kc.package, kc.identity, str(kc.uname), kc.engine,
                         kc.boot.value, *(str(counts[v]) if kc.results else "-" for v in verdicts))
     console.print(summary)
     _save({"kernels": [kc.to_dict() for kc in results]}, out)

@@ -35,6 +35,7 @@ from sqlalchemy.types import TypeDecorator
 
 from engine import Classification, Kind
 from fuzz.sources import CoverageUnit
+from service.conform.verdict import Verdict
 
 
 class TriageStatus(str, enum.Enum):
@@ -352,3 +353,71 @@ class HarnessError(Base):
     first_seen: Mapped[datetime]
     last_seen: Mapped[datetime] = mapped_column(index=True)
     hit_count: Mapped[int] = mapped_column(index=True)
+
+
+class JobStatus(str, enum.Enum):
+    """Life of a background job (a conformance run the API started)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class ConformanceJob(Base):
+    """A conformance run of a stored divergence on real kernels, started through the API.
+
+    The request only stores the job; a separate process (``foliodiff conform
+    --job ID``) claims it, boots the kernels and stores its results.  ``holder``
+    is that process (``host:pid``), so that a job whose runner died is seen as failed.
+    """
+
+    __tablename__ = "conformance_job"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    divergence_id: Mapped[int] = mapped_column(
+        ForeignKey("divergence.id", ondelete="CASCADE"), index=True)
+    kernels: Mapped[list[str]] = mapped_column(JSON)
+    timeout: Mapped[float]
+    status: Mapped[JobStatus] = mapped_column(_enum(JobStatus, "job_status"), index=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    author: Mapped[str] = mapped_column(String(128))
+    holder: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class ConformanceResult(Base):
+    """One scenario on one real kernel, against the engine that models it.
+
+    ``kernel`` is the catalogue name (``deb-6.16``) or ``image:<file>``;
+    ``kernel_version`` names the exact kernel: its Debian package version, or
+    ``sha256:<hash>`` of an image given by path.  ``plugin`` is the engine's
+    plugin identity (:func:`engine.kernels.identity`) when it is a plugin.
+    ``differences`` are the fields that differ (model, kernel); ``sides``, for
+    a divergence's program, the same against each engine of its pair.
+    """
+
+    __tablename__ = "conformance_result"
+    __table_args__ = (Index("ix_conformance_result_scenario_kernel", "scenario", "kernel", "id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("conformance_job.id", ondelete="CASCADE"), index=True)
+    divergence_id: Mapped[int | None] = mapped_column(
+        ForeignKey("divergence.id", ondelete="CASCADE"), index=True)
+    scenario: Mapped[str] = mapped_column(String(256))
+    program_id: Mapped[int] = mapped_column(ForeignKey("program.id"))
+    kernel: Mapped[str] = mapped_column(String(256))
+    kernel_version: Mapped[str] = mapped_column(String(128))
+    package: Mapped[str] = mapped_column(String(256))
+    uname: Mapped[str | None] = mapped_column(String(128))
+    engine: Mapped[str] = mapped_column(String(32))
+    plugin: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    verdict: Mapped[Verdict] = mapped_column(_enum(Verdict, "conform_verdict"))
+    differences: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    detail: Mapped[str] = mapped_column(Text)
+    observed: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    sides: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(index=True)

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     #: Plugin engines (``PATH.py:Class``, ``module:Class``) to register at start,
     #: comma-separated in ``FOLIODIFF_PLUGINS``: the API accepts no other plugin.
     plugins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    #: Whether ``POST /divergences/{id}/conform`` starts ``foliodiff conform --job ID``
+    #: at once; off, queued jobs wait for someone to run that command.
+    conform_jobs: bool = True
 
     @field_validator("plugins", mode="before")
     @classmethod

@@ -76,6 +76,7 @@ from engine import Classification, Kind, UnknownEngineError
 from engine.kernels import resolve_engine, version_tree
 from fuzz.records import DivergenceRecord, HarnessRecord, MinimizedRun, PackedOutcome
 from fuzz.sources import CoverageUnit
+from service.conform.verdict import Verdict
 from service.errors import (
     BatchError,
     IllegalTransitionError,
@@ -89,8 +90,11 @@ from service.errors import (
 from service.models import (
     Campaign,
     CampaignStatus,
+    ConformanceJob,
+    ConformanceResult,
     Divergence,
     HarnessError,
+    JobStatus,
     Note,
     OutcomeBlob,
     Program,
@@ -237,6 +241,43 @@ class HarnessUpsertResult:
     updated: int = 0
     ids: dict[str, int] = field(default_factory=dict)   # signature_id -> row id
     new: set[str] = field(default_factory=set)          # signature ids stored for the first time
+
+
+@dataclass(frozen=True)
+class ConformanceRecord:
+    """One scenario's result on one real kernel, as :meth:`Store.add_conformance` keeps it
+    (:class:`service.models.ConformanceResult` has the meaning of each field).
+
+    @program: the scenario's program, as JSON text.
+    """
+
+    scenario: str
+    program: str
+    kernel: str
+    kernel_version: str
+    package: str
+    uname: str | None
+    engine: str
+    verdict: Verdict
+    differences: list[dict[str, Any]] = field(default_factory=list)
+    detail: str = ""
+    observed: dict[str, Any] | None = None
+    sides: dict[str, Any] = field(default_factory=dict)
+    plugin: dict[str, Any] | None = None
+
+
+def _check_conformance(i: int, r: Any) -> None:
+    where = f"results[{i}]"
+    if not isinstance(r, ConformanceRecord):
+        raise InvalidValueError(where, r, "must be a ConformanceRecord")
+    for name in ("scenario", "program", "kernel", "kernel_version", "engine"):
+        value = getattr(r, name)
+        if not isinstance(value, str) or not value:
+            raise InvalidValueError(f"{where}.{name}", value, "must be a non-empty string")
+        _check_no_nul(f"{where}.{name}", value)
+    _coerce(Verdict, r.verdict, f"{where}.verdict")
+    for name in ("differences", "observed", "sides", "plugin"):
+        _check_json(getattr(r, name), f"{where}.{name}")
 
 
 def _coerce(cls: type[enum.Enum], value: Any, name: str) -> Any:
@@ -1319,6 +1360,124 @@ class Store:
                                   .order_by(Note.at, Note.id)))
 
     # -- helpers -----------------------------------------------------------------
+
+    # -- conformance on real kernels ----------------------------------------------
+
+    def add_conformance(self, results: Sequence[ConformanceRecord], *,
+                        divergence_id: int | None = None,
+                        job_id: int | None = None) -> list[int]:
+        """Keep @results (one per scenario and kernel), of divergence @divergence_id's
+        program or of job @job_id when given.  Return: the new rows' ids.
+
+        Raises :class:`InvalidValueError` naming the first bad field before
+        anything is written, :class:`NotFoundError` for an unknown divergence or job.
+        """
+        for i, r in enumerate(results):
+            _check_conformance(i, r)
+        now = self._clock()
+        with self._write() as s:
+            if divergence_id is not None:
+                self._divergence(s, divergence_id)
+            if job_id is not None:
+                self._job(s, job_id)
+            programs = self._programs(s, sorted({r.program for r in results}))
+            rows = [ConformanceResult(
+                job_id=job_id, divergence_id=divergence_id, scenario=r.scenario,
+                program_id=programs[r.program], kernel=r.kernel, kernel_version=r.kernel_version,
+                package=r.package, uname=r.uname, engine=r.engine, plugin=r.plugin,
+                verdict=Verdict(r.verdict), differences=r.differences, detail=r.detail,
+                observed=r.observed, sides=r.sides, created_at=now) for r in results]
+            s.add_all(rows)
+            s.flush()
+            return [row.id for row in rows]
+
+    def conformance_results(self, *, divergence_id: int | None = None,
+                            job_id: int | None = None, scenario: str | None = None,
+                            kernel: str | None = None, limit: int = 100,
+                            offset: int = 0) -> tuple[list[ConformanceResult], int]:
+        """A page of stored conformance results, newest first, and how many match."""
+        if not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+            raise InvalidValueError("limit", limit, f"must be 1..{MAX_LIMIT}")
+        if not isinstance(offset, int) or offset < 0:
+            raise InvalidValueError("offset", offset, "must be >= 0")
+        where = [column == value for column, value in (
+            (ConformanceResult.divergence_id, divergence_id), (ConformanceResult.job_id, job_id),
+            (ConformanceResult.scenario, scenario), (ConformanceResult.kernel, kernel))
+            if value is not None]
+        with self._read() as s:
+            total = s.scalar(select(func.count()).select_from(ConformanceResult).where(*where))
+            items = list(s.scalars(select(ConformanceResult).where(*where)
+                                   .order_by(ConformanceResult.id.desc())
+                                   .limit(limit).offset(offset)))
+        return items, total or 0
+
+    def latest_conformance(self) -> list[ConformanceResult]:
+        """The newest stored result of each (scenario, kernel), by scenario then kernel."""
+        newest = (select(func.max(ConformanceResult.id))
+                  .group_by(ConformanceResult.scenario, ConformanceResult.kernel))
+        with self._read() as s:
+            return list(s.scalars(select(ConformanceResult)
+                                  .where(ConformanceResult.id.in_(newest))
+                                  .order_by(ConformanceResult.scenario, ConformanceResult.kernel)))
+
+    def create_conformance_job(self, divergence_id: int, kernels: Sequence[str], *,
+                               timeout: float, author: str) -> ConformanceJob:
+        """Queue a conformance run of divergence @divergence_id's program on @kernels
+        (catalogue names, checked by the caller), @timeout seconds per boot."""
+        self._check_author(author)
+        if (not isinstance(kernels, (list, tuple)) or not kernels
+                or not all(isinstance(k, str) and k for k in kernels)):
+            raise InvalidValueError("kernels", kernels, "must be a non-empty list of kernel names")
+        if not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise InvalidValueError("timeout", timeout, "must be a positive number of seconds")
+        with self._write() as s:
+            self._divergence(s, divergence_id)
+            job = ConformanceJob(divergence_id=divergence_id, kernels=list(kernels),
+                                 timeout=float(timeout), status=JobStatus.QUEUED, author=author,
+                                 created_at=self._clock())
+            s.add(job)
+        return job
+
+    def claim_conformance_job(self, job_id: int, holder: str) -> ConformanceJob:
+        """Mark queued job @job_id running, held by @holder (``host:pid``).
+
+        Raises :class:`IllegalTransitionError` if it is not queued (a second
+        runner of one job is refused), :class:`NotFoundError` if there is none.
+        """
+        with self._write() as s:
+            job = self._job(s, job_id)
+            if job.status is not JobStatus.QUEUED:
+                raise IllegalTransitionError("conformance job", job_id, job.status,
+                                             JobStatus.RUNNING, [])
+            job.status, job.holder, job.started_at = JobStatus.RUNNING, holder, self._clock()
+        return job
+
+    def finish_conformance_job(self, job_id: int, *, error: str | None = None) -> ConformanceJob:
+        """Mark job @job_id done, or failed with @error."""
+        with self._write() as s:
+            job = self._job(s, job_id)
+            job.status = JobStatus.FAILED if error else JobStatus.DONE
+            job.error, job.finished_at = error, self._clock()
+        return job
+
+    def get_conformance_job(self, job_id: int) -> ConformanceJob:
+        """Job @job_id; a running one whose runner process on this host is gone is
+        marked failed first, saying so."""
+        with self._read() as s:
+            job = self._job(s, job_id)
+        if job.status is JobStatus.RUNNING and job.holder and ":" in job.holder:
+            host, _, pid = job.holder.rpartition(":")
+            if pid.isdigit() and holder_gone(host, int(pid)):
+                return self.finish_conformance_job(
+                    job_id, error=f"its runner {job.holder} is gone (killed before it finished)")
+        return job
+
+    @staticmethod
+    def _job(s: Session, job_id: Any) -> ConformanceJob:
+        job = s.get(ConformanceJob, job_id) if isinstance(job_id, int) else None
+        if job is None:
+            raise NotFoundError("conformance job", job_id)
+        return job
 
     @staticmethod
     def _check_author(author: Any) -> None:

@@ -125,6 +125,14 @@ def reproducer(store: Store, d: Divergence) -> Program:
     return read_program(json.loads(store.get_program(pid).json), d.engine_a)
 
 
+def check_plugins(d: Divergence) -> None:
+    """Refuse to run @d again on a plugin engine whose source changed since it was
+    found (:class:`engine.PluginError` naming both hashes): the same code, or no rerun."""
+    for o in (d.outcome_a, d.outcome_b):
+        if "plugin" in o:
+            check_identity(o["plugin"])
+
+
 def divergence_c(store: Store, divergence_id: int,
                  pin: PinMechanism | str = PinMechanism.IO_URING) -> Reproducer:
     """A stored divergence's reproducer (:func:`reproducer`) as C, named ``divergence-<id>``.
@@ -182,9 +190,7 @@ def replay(store: Store, divergence_id: int, author: str = "replay",
     Return: what the replay found and the record's state after it.
     """
     d = store.get_divergence(divergence_id)
-    for o in (d.outcome_a, d.outcome_b):
-        if "plugin" in o:   # found on a plugin engine: the same code, or no replay
-            check_identity(o["plugin"])
+    check_plugins(d)
     pair = (d.engine_a, d.engine_b) if engines is None else engine_pair(engines, ",", "engines")
     program = reproducer(store, d)
     report = differential(program, *pair)
@@ -225,6 +231,7 @@ def bisect_stored(store: Store, divergence_id: int) -> Divergence:
     bisection says which it bisected).
     """
     d = store.get_divergence(divergence_id)
+    check_plugins(d)
     program = reproducer(store, d)
     return keep_bisection(store, d, program, differential(program, d.engine_a, d.engine_b))
 

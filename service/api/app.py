@@ -11,6 +11,7 @@ from engine.kernels import load_engine, load_entry_points
 from service.api import errors
 from service.api.routers import (
     campaigns,
+    conformance,
     corpus,
     divergences,
     harness,
@@ -60,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.store = None
     errors.install(app)
     app.add_middleware(errors.BodyLimit, limit=settings.max_body_bytes)
-    for module in (divergences, campaigns, intended, programs, harness, corpus, run):
+    for module in (divergences, campaigns, intended, programs, harness, corpus, run, conformance):
         app.include_router(module.router)
     # Imported here: the pages use the API's views and dependencies, so a module-level
     # import would make importing service.web.pages first a circular import.

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engine import Classification, Kind
 from fuzz.sources import CoverageUnit
-from service.models import CampaignStatus, TriageStatus
+from service.conform.verdict import Verdict
+from service.models import CampaignStatus, JobStatus, TriageStatus
 from service.store import HARNESS_SORT_KEYS, SORT_KEYS
 
 #: Largest id or offset a request may name: ids are INTEGER columns, 32-bit
@@ -352,3 +353,67 @@ class CorpusProgram(BaseModel):
 class CorpusList(BaseModel):
     items: list[CorpusProgram]
     total: int
+
+
+class ConformIn(BaseModel):
+    """A conformance run of a stored divergence on catalogue kernels, as a background job."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kernels: list[str] = Field(min_length=1, max_length=16, description=(
+        "catalogue kernels (GET /conformance/kernels); never a path: a request boots "
+        "only what the catalogue names"), examples=[["deb-6.16"]])
+    timeout: float = Field(default=300.0, gt=0, le=3600, description="seconds per boot")
+    author: str = Field(default="api", min_length=1, max_length=128)
+
+
+class ConformanceResultOut(_Row):
+    """One scenario on one real kernel (see service.models.ConformanceResult)."""
+
+    id: int
+    job_id: int | None
+    divergence_id: int | None
+    scenario: str
+    program_id: int
+    kernel: str
+    kernel_version: str
+    package: str
+    uname: str | None
+    engine: str
+    plugin: dict[str, Any] | None
+    verdict: Verdict
+    differences: list[dict[str, Any]]
+    detail: str
+    observed: dict[str, Any] | None
+    sides: dict[str, Any]
+    created_at: datetime
+
+
+class ConformancePage(BaseModel):
+    items: list[ConformanceResultOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class ConformanceJobOut(_Row):
+    """A queued, running or finished conformance job, with the results it stored."""
+
+    id: int
+    divergence_id: int
+    kernels: list[str]
+    timeout: float
+    status: JobStatus
+    error: str | None
+    author: str
+    holder: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    results: list[ConformanceResultOut] = []
+
+
+class CatalogueKernel(BaseModel):
+    name: str
+    series: str
+    engine: str

@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 from engine import RULES, Classification, Kind, UnknownEngineError, rules_between
+from engine.kernels import PLUGINS, plugins
 from service.api.schemas import (
     DivergenceDetail,
     DivergencePage,
@@ -199,11 +200,13 @@ def intended(store: Store, campaign_id: int | None = None) -> IntendedList:
 
     Campaigns count them instead of storing them
     (:meth:`Store.upsert_divergences`); each rule comes with its patch when
-    this foliodiff knows it, and its sample programs' ids.
+    this foliodiff knows it (a plugin's when the plugin is registered), and
+    its sample programs' ids.
     Return: the :class:`IntendedList`, by rule then campaign;
     :class:`NotFoundError` for an unknown campaign.
     """
-    known = {r.name: r for r in RULES}
+    # The built-in rules, and those of the plugins registered in this process.
+    known = {r.name: r for r in [*RULES, *(r for e in PLUGINS for r in plugins.rules_of(e))]}
     items = []
     for c in _campaigns(store, campaign_id):
         for name, entry in c.intended.items():

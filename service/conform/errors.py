@@ -78,3 +78,22 @@ class BenchmarkError(ConformError):
         self.test = test
         self.reason = reason
         super().__init__(f"kernel {kernel}, benchmark {test!r}: {reason}")
+
+
+class ImageError(ConformError, ValueError):
+    """A kernel image or configuration given by path is unusable: names the path and why."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"kernel image {path!r}: {reason}")
+
+
+class ConfigMissingError(ConformError):
+    """A kernel's configuration lacks options the suite cannot run without: names each."""
+
+    def __init__(self, kernel: str, missing: dict[str, str]) -> None:
+        self.kernel = kernel
+        self.missing = missing
+        super().__init__(f"kernel {kernel}: its configuration lacks "
+                         + "; ".join(f"CONFIG_{o} ({why})" for o, why in missing.items()))

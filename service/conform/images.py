@@ -37,6 +37,7 @@ from pathlib import Path
 
 from service.conform.errors import FetchError, ToolMissingError
 from service.conform.host import require_tool
+from service.conform.kconfig import ImageFile
 from service.conform.kernels import DEBIAN_KEYRING, KernelSpec, kernel_spec
 
 #: Environment variable naming the cache directory.
@@ -57,6 +58,7 @@ class KernelImage:
     @config: the kernel's build configuration, when the package had one.
     @cache_hit: True when nothing was downloaded to produce it.
     @seconds: wall time :func:`fetch` spent.
+    @sha256: the kernel file's hash ("" when not known).
     """
 
     spec: KernelSpec | None
@@ -66,6 +68,7 @@ class KernelImage:
     config: Path | None = None
     cache_hit: bool = False
     seconds: float = 0.0
+    sha256: str = ""
 
     @property
     def name(self) -> str:
@@ -74,8 +77,14 @@ class KernelImage:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> KernelImage:
-        """An image from a bzImage file that did not come from the catalogue."""
+        """An image from a file that did not come from the catalogue, unchecked
+        (whatever it holds, qemu's refusal is a boot status)."""
         return cls(spec=None, package="", version="", vmlinuz=Path(path))
+
+    @classmethod
+    def from_bzimage(cls, image: ImageFile) -> KernelImage:
+        """An image from a bzImage whose boot header :func:`read_image` read."""
+        return cls(spec=None, package="", version="", vmlinuz=image.path, sha256=image.sha256)
 
 
 def cache_root() -> Path:
@@ -249,7 +258,7 @@ def _cached(spec: KernelSpec, manifest: Path, seconds_from: float) -> KernelImag
         config = base / data["config"] if data.get("config") else None
         return KernelImage(spec=spec, package=data["package"], version=data["version"],
                            vmlinuz=vmlinuz, config=config, cache_hit=True,
-                           seconds=time.monotonic() - seconds_from)
+                           seconds=time.monotonic() - seconds_from, sha256=data["sha256"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -292,10 +301,11 @@ def fetch(spec: KernelSpec | str, *, cache: str | os.PathLike[str] | None = None
             if dest.exists():
                 shutil.rmtree(dest)
             vmlinuz, config = _unpack(package, deb, dest)
+        sha256 = _sha256(vmlinuz)
         data = {"package": package, "version": version,
                 "vmlinuz": str(vmlinuz.relative_to(base)),
                 "config": str(config.relative_to(base)) if config else None,
-                "sha256": _sha256(vmlinuz), "sources": [s.line() for s in spec.sources]}
+                "sha256": sha256, "sources": [s.line() for s in spec.sources]}
         tmp_manifest = manifest.with_suffix(".json.tmp")
         tmp_manifest.write_text(json.dumps(data, indent=2) + "\n")
         os.replace(tmp_manifest, manifest)
@@ -306,4 +316,5 @@ def fetch(spec: KernelSpec | str, *, cache: str | os.PathLike[str] | None = None
         # refresh, which downloads them again anyway.
         shutil.rmtree(apt.dir, ignore_errors=True)
         return KernelImage(spec=spec, package=package, version=version, vmlinuz=vmlinuz,
-                           config=config, cache_hit=False, seconds=time.monotonic() - t0)
+                           config=config, cache_hit=False, seconds=time.monotonic() - t0,
+                           sha256=sha256)

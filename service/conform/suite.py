@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from service.conform.console import BootStatus, CaseResult, console_lines, parse_console
 from service.conform.errors import BootError, InvalidTestError
@@ -39,6 +39,16 @@ MEMORY_MIB = 1024
 APPEND = "console=ttyS0 panic=-1 quiet"
 
 
+class Named(Protocol):
+    """A kernel to boot as results name it: a catalogue entry, or an image with its engine."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def engine(self) -> str: ...
+
+
 @dataclasses.dataclass
 class KernelBoot:
     """One kernel's boot as a result reports it: which kernel (the Debian
@@ -55,18 +65,26 @@ class KernelBoot:
     boot: BootStatus
     seconds: float
     package: str = ""
+    image_sha256: str = ""
 
     @classmethod
-    def of(cls, spec: KernelSpec, suite: SuiteResult, **fields: Any):
-        """The result of booting @spec, as @suite ran; @fields: the subclass's own."""
-        return cls(spec.name, spec.engine, suite.package_version, suite.uname, suite.status,
-                   suite.seconds, suite.package, **fields)
+    def of(cls, kernel: Named, suite: SuiteResult, **fields: Any):
+        """The result of booting @kernel (a catalogue entry, or any kernel with a
+        name and an engine), as @suite ran; @fields: the subclass's own."""
+        return cls(kernel.name, kernel.engine, suite.package_version, suite.uname, suite.status,
+                   suite.seconds, suite.package, suite.image.sha256, **fields)
+
+    @property
+    def identity(self) -> str:
+        """What names the exact kernel booted: its Debian package version, or
+        ``sha256:<hash>`` for an image given by path."""
+        return self.package_version or f"sha256:{self.image_sha256}"
 
     def boot_dict(self) -> dict[str, Any]:
         """The boot's fields as JSON values."""
         return {"kernel": self.kernel, "engine": self.engine, "package": self.package,
-                "package_version": self.package_version, "uname": self.uname,
-                "boot": self.boot.value, "seconds": round(self.seconds, 2)}
+                "package_version": self.package_version, "image_sha256": self.image_sha256,
+                "uname": self.uname, "boot": self.boot.value, "seconds": round(self.seconds, 2)}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -70,6 +70,22 @@ def test_run_and_bisect_take_a_plugin(tmp_path: Path, plugins: dict[str, str]) -
     assert "v6.15->mine" not in [f"{e['parent']}->{e['child']}" for e in result["edges"]]
 
 
+def test_the_corpus_runner_checks_a_plugin_s_expectations(tmp_path: Path,
+                                                          plugins: dict[str, str]) -> None:
+    """A corpus entry may expect outcomes of a plugin engine: ``--plugins`` registers
+    it for the regression run; without it the entry fails naming the engine."""
+    entry = json.loads(H12.read_text())
+    entry["expect"] = {"same": entry["expect"]["v6.16"], "v6.16": entry["expect"]["v6.16"]}
+    corpus = tmp_path / "mycorpus"
+    corpus.mkdir()
+    (corpus / "h12-on-same.json").write_text(json.dumps(entry))
+    r = _cli("--plugins", plugins["same"], "corpus", str(corpus), cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "1 passed, 0 failed" in r.stdout and "same,v6.16" in r.stdout
+    r = _cli("corpus", str(corpus), cwd=tmp_path)
+    assert r.returncode == 1 and "same" in r.stdout and "0 passed, 1 failed" in r.stdout
+
+
 def test_a_broken_plugin_fails_the_command_naming_it(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("from engine.kernels import V6_16\nclass Bad(V6_16):\n"

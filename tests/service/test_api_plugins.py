@@ -65,6 +65,9 @@ def test_a_plugin_of_the_settings_replays_and_a_changed_one_is_refused(
         body = r.json()
         assert body["field"] == "engines" and stored_sha in body["detail"]
         assert new_sha in body["detail"] and stored_sha != new_sha
+        # Nor bisected, nor run on a real kernel, against the other code.
+        r = client.post(f"/divergences/{did}/bisect")
+        assert r.status_code == 409 and stored_sha in r.json()["detail"], r.text
 
 
 def test_a_request_naming_a_file_or_an_unregistered_id_is_422_and_imports_nothing(

@@ -36,7 +36,8 @@ def _fake_suite(monkeypatch, records: dict[str, dict], ran: dict[str, dict]):
                                  else CaseStatus.CRASHED, 0, None, (records[spec.name][name],))
                       for name in sources)
         return types.SimpleNamespace(
-            spec=spec, status=BootStatus.OK, package="linux-image-x", package_version="6.1.999-1",
+            spec=spec, image=types.SimpleNamespace(sha256=""), status=BootStatus.OK,
+            package="linux-image-x", package_version="6.1.999-1",
             uname="6.1.0-99-amd64", seconds=1.0, kernel_reports=(), console="",
             test=lambda n: next(c for c in cases if c.name == n))
 

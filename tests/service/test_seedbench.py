@@ -71,6 +71,7 @@ def _fake_boots(monkeypatch, counters: dict[str, tuple[int, int]], junk: Path | 
             return SuiteResult.read(KernelImage.from_file(junk), "", list(sources),
                                     qemu_stderr="qemu: linux kernel too old to load a ram disk")
         return types.SimpleNamespace(spec=spec, name=spec.name, status=BootStatus.OK,
+                                     image=types.SimpleNamespace(sha256=""),
                                      package="p", package_version="1", uname="u", seconds=1.0)
 
     def seed_figures(suite):
