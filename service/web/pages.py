@@ -43,7 +43,7 @@ from service.api import views
 from service.api.deps import get_store
 from service.api.schemas import MAX_ID, CampaignOut
 from service.errors import IllegalTransitionError, InvalidValueError, NotFoundError
-from service.models import CampaignStatus, TriageStatus
+from service.models import CampaignStatus, ConformanceResult, TriageStatus
 from service.settings import Settings
 from service.store import SORT_KEYS, TRANSITIONS, Store
 from service.triage import engine_pair
@@ -339,6 +339,28 @@ def _read_corpus(directory: Path, fingerprint: tuple[tuple[str, int, int], ...]
     return out, order
 
 
+def _conformance_by_program(results: list[ConformanceResult], names: set[str]) -> tuple[
+        dict[str, list[tuple[str, ConformanceResult]]], list[ConformanceResult]]:
+    """The newest conformance result of each (scenario, kernel), by corpus program.
+
+    A scenario is its corpus program's name, with ``+<pin>`` when the program
+    runs with each pin mechanism (``h9-pmd-thp-pinned+io_uring``); a scenario
+    of no corpus program (a divergence's or a file's, ``conform --program``)
+    goes to the second list.
+    Return: (program name -> its (scenario suffix, result) by scenario then
+    kernel; the others).
+    """
+    by_program: dict[str, list[tuple[str, ConformanceResult]]] = {}
+    others = []
+    for r in results:
+        name, plus, pin = r.scenario.partition("+")
+        if name in names:
+            by_program.setdefault(name, []).append((plus + pin, r))
+        else:
+            others.append(r)
+    return by_program, others
+
+
 def _page_links(path: str, params: Mapping[str, Any], total: int, limit: int,
                 offset: int) -> dict[str, str | None]:
     """Links to the first, previous, next and last page of a list."""
@@ -463,11 +485,14 @@ def _build(web: FastAPI) -> None:
             "intended": views.intended(store, campaign_id)})
 
     @web.get("/corpus", response_class=HTMLResponse)
-    def corpus(request: Request) -> HTMLResponse:
+    def corpus(request: Request, store: StoreDep) -> HTMLResponse:
         settings: Settings = request.app.state.settings
         items, engines = _corpus(Path(settings.corpus_dir))
+        runs, others = _conformance_by_program(store.latest_conformance(),
+                                               {it["name"] for it in items})
         return _render(request, "corpus.html", {"items": items, "engines": engines,
-                                                "directory": str(settings.corpus_dir)})
+                                                "directory": str(settings.corpus_dir),
+                                                "runs": runs, "others": others})
 
     @web.get("/signin", response_class=HTMLResponse)
     def signin_form(request: Request, next: Text = "") -> HTMLResponse:

@@ -36,7 +36,8 @@ from engine.diff.differential import differential
 from fuzz.records import DivergenceRecord, records_from_report
 from fuzz.sources import CoverageUnit
 from service.api import Settings, create_app
-from service.store import Store
+from service.conform.verdict import Verdict
+from service.store import ConformanceRecord, Store
 
 CORPUS = Path(__file__).resolve().parents[2] / "corpus"
 TOKEN = "browser-s3cret"
@@ -68,8 +69,9 @@ def _variant(rec: DivergenceRecord, i: int) -> DivergenceRecord:
 
 def fill(url: str) -> dict[str, Any]:
     """Store divergences (a data loss seen three times, two variants of it, one of
-    them a duplicate, a crash) and a campaign with 120 stats snapshots and
-    intended counts.  Return: the ids."""
+    them a duplicate, a crash), a campaign with 120 stats snapshots and
+    intended counts, and conformance results of two corpus scenarios and of
+    a divergence's program.  Return: the ids."""
     (data_loss,) = _records("h5-dma-into-lazyfree.json", "v5.17", "v6.14")
     (crash,) = _records("h12-mremap-straddle.json", "v6.14", "v6.15")
     intended = _records("h1-clean-mthp-reclaim.json", "v6.14", "v6.15")
@@ -86,8 +88,20 @@ def fill(url: str) -> dict[str, Any]:
                                                    "data_loss": i // 40},
                                      coverage=100 + 4 * i - (i * i) // 60,
                                      coverage_unit=CoverageUnit.FEATURES)
+        store.add_conformance([
+            _run("h9-pmd-thp-pinned+io_uring", "deb-6.16", Verdict.EQUAL),
+            _run("conform-h5-dma-pageout", "deb-6.12", Verdict.DIFFERENT,
+                 differences=[{"field": "vmstat.pglazyfreed", "predicted": 0, "observed": 1}]),
+            _run("divergence-1", "deb-6.16", Verdict.EQUAL)])
     return {"data_loss": first, "duplicate": dup, "crash": ids[crash.signature_id],
             "campaign": campaign.id}
+
+
+def _run(scenario: str, kernel: str, verdict: Verdict, **kw: Any) -> ConformanceRecord:
+    """A conformance result of @scenario on real kernel @kernel, as `foliodiff conform` keeps it."""
+    return ConformanceRecord(scenario=scenario, program='{"version": 2}', kernel=kernel,
+                             kernel_version="6.16.12-1", package="linux-image-6.16.12-amd64",
+                             uname="6.16.12", engine="v6.16", verdict=verdict, **kw)
 
 
 def _free_port() -> int:

@@ -163,6 +163,10 @@ def test_the_corpus_page_lists_expectations(session: tuple[Any, Recorder],
     assert "v5.17" in page.inner_text("#corpus thead") and row.count() == 1
     row.locator("summary").click()
     assert "verdict=" in row.inner_text()
+    # The newest result of each scenario on each real kernel, beside the expectations.
+    assert "deb-6.12 different (1 field)" in page.inner_text("#corpus-conform-h5-dma-pageout")
+    assert "deb-6.16+io_uring equal" in page.inner_text("#corpus-h9-pmd-thp-pinned")
+    assert "divergence-1" in page.inner_text("#other-conformance")
     _shot(page, screenshots, "05-corpus")
     assert recorder.errors == []
 

@@ -25,7 +25,8 @@ from engine.corpus.entries import load_any
 from engine.diff.differential import differential
 from fuzz.records import DivergenceRecord, records_from_report
 from service.api import Settings, create_app
-from service.store import Store
+from service.conform.verdict import Verdict
+from service.store import ConformanceRecord, Store
 from service.web import jobs
 
 CORPUS = Path(__file__).resolve().parents[2] / "corpus"
@@ -98,6 +99,22 @@ def test_every_page_renders_html_that_loads_nothing_from_another_host(
     assert "default-src 'self'" in r.headers["content-security-policy"]
     assert re.search(r"app;dur=[0-9.]+", r.headers["server-timing"])
     assert not re.search(r'(src|href)="(https?:)?//', r.text), "a link to another host"
+
+
+def test_the_corpus_page_shows_the_newest_conformance_result_per_kernel(
+        client: TestClient, url: str) -> None:
+    assert 'id="no-conformance"' in client.get("/ui/corpus").text
+    with Store.open(url) as store:
+        for verdict in (Verdict.DIFFERENT, Verdict.EQUAL):      # the newer one wins
+            store.add_conformance([ConformanceRecord(
+                scenario="h9-pmd-thp-pinned+vmsplice", program='{"version": 2}',
+                kernel="deb-6.16", kernel_version="6.16.12-1", package="linux-image-6.16",
+                uname="6.16.12", engine="v6.16", verdict=verdict)])
+    page = client.get("/ui/corpus").text
+    row = page[page.index('id="corpus-h9-pmd-thp-pinned"'):]
+    row = row[:row.index("</tr>")]
+    assert "deb-6.16+vmsplice" in row and ">equal<" in row and ">different<" not in row
+    assert 'id="no-conformance"' not in page and 'id="other-conformance"' not in page
 
 
 def test_root_leads_to_the_dashboard(client: TestClient) -> None:
