@@ -6,11 +6,12 @@ Fills a fresh SQLite file with @divergences divergences (the store
 benchmark's records, :func:`service.bench._records`: distinct signatures,
 programs and outcomes, given a mix of kinds, engine pairs and triage
 states, a tenth of them bisected, some grouped as duplicates, with
-history), and a day-long campaign (17,280 stats snapshots, one per 5 s, and
-intended counts); then requests each page @requests times through the app
-(in process) and reads the server's own time of each answer from its
-``Server-Timing`` header (:class:`service.web.pages.ServerTiming`), p50 and
-p99 per page.  Filters, texts, offsets and ids are drawn from a seeded RNG.
+history), a day-long campaign (17,280 stats snapshots, one per 5 s, and
+intended counts) and ten conformance runs of the corpus on three kernels;
+then requests each page @requests times through the app (in process) and
+reads the server's own time of each answer from its ``Server-Timing``
+header (:class:`service.web.pages.ServerTiming`), p50 and p99 per page.
+Filters, texts, offsets and ids are drawn from a seeded RNG.
 
 Exit status 1 when a page's p99 is over :data:`BUDGET_MS`.
 """
@@ -34,12 +35,13 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy import insert, update
 
-from engine import Kind
+from engine import Kind, corpus_index
 from fuzz.sources import CoverageUnit
 from service.api import Settings, create_app
 from service.bench import _records
+from service.conform.verdict import Verdict
 from service.models import Campaign, Divergence, StatsSnapshot, TriageEvent, TriageStatus
-from service.store import Store
+from service.store import ConformanceRecord, Store
 
 #: The page budget: p99 server time, milliseconds.
 BUDGET_MS = 200.0
@@ -102,6 +104,15 @@ def fill(url: str, n: int, seed: int = 1) -> dict[str, Any]:
              "detail": "bench"}]}
         for i in range(1, n + 1, 10):
             store.set_bisection(i, bisection)
+        # Ten conformance runs of every corpus program on three kernels.
+        names = [c["name"] or "" for c in corpus_index()]
+        for run in range(10):
+            store.add_conformance([ConformanceRecord(
+                scenario=name, program='{"version": 2}', kernel=kernel,
+                kernel_version=f"{kernel[4:]}.{run}-1", package=f"linux-image-{kernel[4:]}",
+                uname=None, engine="v6.16", verdict=rng.choice(list(Verdict)),
+                differences=[{"field": "vmstat.pglazyfreed", "predicted": 0, "observed": run}])
+                for name in names for kernel in ("deb-6.1", "deb-6.12", "deb-6.16")])
     return {"ids": list(range(1, n + 1)), "campaign": campaign.id}
 
 
