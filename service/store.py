@@ -801,6 +801,33 @@ class Store:
                                   .where(StatsSnapshot.campaign_id == campaign_id)
                                   .order_by(StatsSnapshot.t, StatsSnapshot.id)))
 
+    def stats_thinned(self, campaign_id: int, max_points: int) -> tuple[list[StatsSnapshot], int]:
+        """At most @max_points of a campaign's snapshots, evenly spread, for a plot.
+
+        Every n-th snapshot, oldest first, n the least that leaves at most
+        @max_points, and the newest one always (where the campaign is now).
+        A campaign snapshots every 5 s, 17,280 times a day: a plot cannot
+        show more points than it has pixels, and loading them all costs a
+        page half a second.  The database numbers the rows along the
+        (campaign_id, t) index and only the kept ones are loaded.
+        Return: (the snapshots kept, oldest first; how many the campaign has).
+        """
+        if not isinstance(max_points, int) or isinstance(max_points, bool) or max_points < 2:
+            raise InvalidValueError("max_points", max_points, "must be a count of at least 2")
+        with self._read() as s:
+            self._campaign(s, campaign_id)
+            total = s.scalar(select(func.count()).select_from(StatsSnapshot)
+                             .where(StatsSnapshot.campaign_id == campaign_id)) or 0
+            step = max(1, -(-total // (max_points - 1)))
+            numbered = (select(StatsSnapshot.id, func.row_number().over(
+                order_by=(StatsSnapshot.t, StatsSnapshot.id)).label("n"))
+                .where(StatsSnapshot.campaign_id == campaign_id).subquery())
+            kept = select(numbered.c.id).where(((numbered.c.n - 1) % step == 0)
+                                               | (numbered.c.n == total))
+            items = list(s.scalars(select(StatsSnapshot).where(StatsSnapshot.id.in_(kept))
+                                   .order_by(StatsSnapshot.t, StatsSnapshot.id)))
+        return items, total
+
     # -- divergences -------------------------------------------------------------
 
     def upsert_divergences(self, records: Iterable[DivergenceRecord],
@@ -1096,6 +1123,24 @@ class Store:
             items = list(s.scalars(select(Divergence)
                                    .where(*where).order_by(*order).limit(limit).offset(offset)))
         return items, total or 0
+
+    def duplicates_of(self, divergence_ids: Iterable[int]) -> dict[int, list[int]]:
+        """The records marked duplicates of each of @divergence_ids: a group's members.
+
+        A record has ``duplicate_of`` only in the duplicate state
+        (:meth:`transition`), so the status index finds the candidates and
+        no index on ``duplicate_of`` is needed.
+        Return: id -> its duplicates' ids, ascending; ids without any left out.
+        """
+        ids = [i for i in divergence_ids if isinstance(i, int) and not isinstance(i, bool)]
+        out: dict[int, list[int]] = {}
+        with self._read() as s:
+            for chunk in _chunks(ids):
+                for did, of in s.execute(select(Divergence.id, Divergence.duplicate_of).where(
+                        Divergence.status == TriageStatus.DUPLICATE,
+                        Divergence.duplicate_of.in_(chunk)).order_by(Divergence.id)):
+                    out.setdefault(of, []).append(did)
+        return out
 
     @staticmethod
     def _signature_search(s: Session, text: str) -> list[Any]:

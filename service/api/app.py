@@ -1,4 +1,4 @@
-"""The app factory: routers, error handlers, body limit; no work at import time."""
+"""The app factory: routers, error handlers, body limit, the dashboard; no work at import time."""
 
 from __future__ import annotations
 
@@ -43,12 +43,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            jobs = getattr(app.state, "jobs", None)
+            if jobs is not None:
+                jobs.close()
             store = getattr(app.state, "store", None)
             if store is not None:
                 store.close()
                 app.state.store = None
 
+    # docs_url, redoc_url: the dashboard serves both on local assets (no CDN).
     app = FastAPI(title="foliodiff triage API", version="0.1.0", lifespan=lifespan,
+                  docs_url=None, redoc_url=None,
                   description="Divergences found by differential fuzzing of lazyfree reclaim "
                               "models: triage, replay, corpus export; apart from them, the "
                               "harness errors (defects of foliodiff itself) runs hit.")
@@ -58,4 +63,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(errors.BodyLimit, limit=settings.max_body_bytes)
     for module in (divergences, campaigns, intended, programs, harness, corpus, run, conformance):
         app.include_router(module.router)
+    # Imported here: the pages use the API's views and dependencies, so a module-level
+    # import would make importing service.web.pages first a circular import.
+    from service.web.pages import install
+    install(app, settings)
     return app

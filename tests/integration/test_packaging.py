@@ -55,6 +55,17 @@ def test_the_wheel_carries_the_corpus(wheel: Path) -> None:
     assert not missing, f"corpus files missing from {wheel.name}: {missing}"
 
 
+def test_the_wheel_carries_the_dashboards_templates_and_assets(wheel: Path) -> None:
+    web = ROOT / "service" / "web"
+    wanted = sorted(str(p.relative_to(ROOT)) for sub in ("templates", "static")
+                    for p in (web / sub).rglob("*") if p.is_file())
+    assert any(n.endswith("uPlot.iife.min.js") for n in wanted)
+    with zipfile.ZipFile(wheel) as whl:
+        names = set(whl.namelist())
+    missing = [n for n in wanted if n not in names]
+    assert not missing, f"dashboard files missing from {wheel.name}: {missing}"
+
+
 def test_an_installed_copy_finds_its_corpus(wheel: Path, tmp_path: Path) -> None:
     site = tmp_path / "site"
     _pip("install", "--no-deps", "--no-compile", "--target", str(site), str(wheel), cwd=tmp_path)

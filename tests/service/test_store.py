@@ -491,6 +491,18 @@ def test_transitions_legal_and_illegal(store: Store, data_loss: DivergenceRecord
     assert store.get_divergence(3).status is TriageStatus.NEW and store.history(3) == []
 
 
+def test_duplicates_of_lists_each_groups_members(store: Store, data_loss: DivergenceRecord) -> None:
+    store.upsert_divergences([data_loss] + [variant(data_loss, i) for i in range(1, 5)])
+    store.transition(3, "duplicate", "", "bob", duplicate_of=1)
+    store.transition(2, "duplicate", "", "bob", duplicate_of=1)
+    store.transition(5, "duplicate", "", "bob", duplicate_of=4)
+    assert store.duplicates_of([1, 4, 2, 99]) == {1: [2, 3], 4: [5]}
+    # Split off again: no longer a member.
+    store.transition(2, "confirmed", "", "bob")
+    assert store.duplicates_of([1]) == {1: [3]}
+    assert store.duplicates_of([]) == {}
+
+
 def test_reopen_after_verified_creates_linked_record(store: Store,
                                                     crash: DivergenceRecord) -> None:
     store.upsert_divergences([crash, crash])
@@ -569,6 +581,24 @@ def test_campaign_status_and_stats(store: Store) -> None:
     assert err.value.field == "signatures"
     with pytest.raises(NotFoundError, match="campaign 5"):
         store.add_stats_snapshot(5, 1.0, 1, 0.0, 0, {})
+
+
+def test_stats_thinned_keeps_every_nth_snapshot_and_the_last(store: Store) -> None:
+    c = store.create_campaign("v6.14", "v6.15", "random")
+    assert store.stats_thinned(c.id, 10) == ([], 0)
+    for t in reversed(range(25)):       # stored out of order: kept in order of t
+        store.add_stats_snapshot(c.id, float(t), t, 1.0, t, {})
+    kept, total = store.stats_thinned(c.id, 10)
+    # 25 snapshots in at most 10 points: every 3rd (0, 3, ..., 24), 24 the last.
+    assert total == 25 and [s.t for s in kept] == [0.0, 3.0, 6.0, 9.0, 12.0, 15.0, 18.0, 21.0, 24.0]
+    kept, _ = store.stats_thinned(c.id, 5)
+    assert [s.t for s in kept] == [0.0, 7.0, 14.0, 21.0, 24.0]
+    assert [s.t for s in store.stats_thinned(c.id, 100)[0]] == [float(t) for t in range(25)]
+    with pytest.raises(InvalidValueError) as err:
+        store.stats_thinned(c.id, 1)
+    assert err.value.field == "max_points"
+    with pytest.raises(NotFoundError, match="campaign 99"):
+        store.stats_thinned(99, 10)
 
 
 def test_stats_snapshots_keep_coverage_with_its_unit(store: Store) -> None:
