@@ -42,6 +42,8 @@ from engine.kernels import ORDER, version_tree
 from service.api import views
 from service.api.deps import get_store
 from service.api.schemas import MAX_ID, CampaignOut
+from service.conform.jobs import start_job
+from service.conform.kernels import KERNELS
 from service.errors import IllegalTransitionError, InvalidValueError, NotFoundError
 from service.models import CampaignStatus, ConformanceResult, TriageStatus
 from service.settings import Settings
@@ -416,7 +418,8 @@ def _build(web: FastAPI) -> None:
             "d": d, "history": history, "allowed": TRANSITIONS[d.status],
             "members": store.duplicates_of([d.id]).get(d.id, []),
             "jobs": _queue(request).pending(d.id), "queued": request.query_params.get("queued"),
-            "pairs": _pairs()})
+            "pairs": _pairs(), "catalogue": KERNELS,
+            "conformance": store.conformance_results(divergence_id=d.id, limit=50)[0]})
 
     @web.post("/divergences/{divergence_id}/transition")
     async def transition(request: Request, store: StoreDep,
@@ -452,6 +455,23 @@ def _build(web: FastAPI) -> None:
                                         replay_job(store, divergence_id, author, engines))
         return _back(f"{PREFIX}/divergences/{divergence_id}", author,
                      queued="replay" if queued else "replay-already")
+
+    @web.post("/divergences/{divergence_id}/conform")
+    async def conform(request: Request, store: StoreDep,
+                      divergence_id: DivergenceId) -> RedirectResponse:
+        """Queue a conformance job on the chosen catalogue kernels; a process of its
+        own boots them (:func:`service.conform.jobs.start_job`), never this request."""
+        form = await _form(request, fields={"kernel": 64, "author": 128})
+        author = _author(form)
+        known = {k.name for k in KERNELS}
+        if form["kernel"] not in known:
+            raise BadFormError("kernel", form["kernel"], f"a catalogue kernel ({', '.join(sorted(known))})")
+        job = store.create_conformance_job(divergence_id, [form["kernel"]], timeout=300.0,
+                                           author=author)
+        settings: Settings = request.app.state.settings
+        if settings.conform_jobs:
+            start_job(job.id, settings.db_url, settings.plugins)
+        return _back(f"{PREFIX}/divergences/{divergence_id}", author, queued="conform")
 
     @web.post("/divergences/{divergence_id}/bisect")
     async def bisect(request: Request, store: StoreDep,

@@ -322,3 +322,33 @@ def test_a_job_that_fails_leaves_a_note_saying_why(client: TestClient, seeded: d
         threading.Event().wait(0.05)
     assert [n["text"] for n in notes] == [
         "bisection asked from the dashboard failed: the plugin's source changed"]
+
+
+def test_a_real_kernel_button_queues_a_conformance_job_and_shows_results(
+        url: str, seeded: dict[str, int]) -> None:
+    """The form queues a job for a catalogue kernel (no boot in the request: jobs are
+    off here), refuses any other name by field, and the page lists stored results."""
+    did = seeded["data_loss"]
+    page = f"/ui/divergences/{did}"
+    app = create_app(Settings(db_url=url, conform_jobs=False))
+    with TestClient(app, follow_redirects=False) as client:
+        assert "Not run on a real kernel yet" in client.get(page).text
+        csrf = _csrf(client, page)
+        r = _post(client, f"{page}/conform", {"csrf": csrf, "author": "alice", "kernel": "deb-6.16"})
+        assert (r.status_code, r.headers["location"]) == (303, f"{page}?queued=conform")
+        assert "A real-kernel run queued" in client.get(r.headers["location"]).text
+        r = _post(client, f"{page}/conform", {"csrf": csrf, "author": "alice",
+                                              "kernel": "/boot/vmlinuz"})
+        assert r.status_code == 422 and "<code>kernel</code>" in r.text
+        assert client.get(f"{page}?queued=whatever").status_code == 200
+        with Store.open(url) as store:
+            (job,) = [store.get_conformance_job(1)]
+            assert (job.divergence_id, job.kernels, job.status.value) == (did, ["deb-6.16"], "queued")
+            store.add_conformance([ConformanceRecord(
+                scenario=f"divergence-{did}", program='{"version": 2}', kernel="deb-6.16",
+                kernel_version="6.16.12-1", package="linux-image", uname="6.16.12",
+                engine="v6.16", verdict=Verdict.EQUAL,
+                sides={"v5.17": {"verdict": "different"}, "v6.15": {"verdict": "equal"}})],
+                divergence_id=did, job_id=job.id)
+        text = client.get(page).text
+        assert "6.16.12-1" in text and "Not run on a real kernel yet" not in text
