@@ -101,6 +101,8 @@ TIMEOUT_S = 120
 #: reproducer for another kernel is checked against its engine as well
 #: (``target``).
 DEFAULT_ENGINES = ("v6.12", "v6.14", "v6.15", "v6.16")
+#: do_shrink_slab()'s batch for a shrinker that sets none (mm/shrinker.c).
+SHRINK_BATCH = 128
 
 CFLAGS = ("-static", "-O2", "-std=c99", "-Wall", "-Wextra")
 _RUNTIME = pathlib.Path(__file__).resolve().parent / "runtime.c"
@@ -406,11 +408,23 @@ class _Probe:
         if isinstance(op, DeferredSplitScan):
             # drop_slab() scans every queued folio (do_shrink_slab() in batches, and
             # again while (freed >> shift++) > 1); a rescan of a folio whose split
-            # failed fails the same way here, so only the queue length matters.
+            # failed fails the same way here, so only the queue length matters -
+            # except to a scan that retries within one call (6.19, 7.0), which
+            # spends all of nr_to_scan: do_shrink_slab() at drop_caches' priority 0
+            # passes min(SHRINK_BATCH, 2 x queued) (delta = 4 x freeable /
+            # DEFAULT_SEEKS, capped at 2 x freeable; mm/shrinker.c of 6.19).
             queued = len(k.deferred_split_queue)
+            drop_slab_scan = min(SHRINK_BATCH, 2 * queued)
             if queued > op.nr_to_scan:
                 self.problem(i, f"{queued} folios are queued for deferred split; drop_caches "
                                 f"scans them all, this op only {op.nr_to_scan}")
+            elif k.DEFERRED_SPLIT_SCAN_RETRIES and queued and (
+                    op.nr_to_scan != drop_slab_scan or 2 * queued > SHRINK_BATCH):
+                self.problem(i, f"this kernel's deferred_split_scan() retries until nr_to_scan "
+                                f"runs out, and drop_caches calls it with nr_to_scan "
+                                f"{drop_slab_scan} for {queued} queued folio(s) "
+                                f"(min(SHRINK_BATCH, 2 x queued), more calls past "
+                                f"{SHRINK_BATCH // 2}); this op passes {op.nr_to_scan}")
 
     def run(self):
         """Run the program.  Return: its Outcome (problems and faults are on self)."""
