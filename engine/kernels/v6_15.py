@@ -20,7 +20,7 @@ from engine.mm.events import (
     TTU_PMD_SPLIT,
     Event,
 )
-from engine.mm.flags import FPB, TTU, TTU_HWPOISON, TTU_SPLIT_HUGE_PMD, VM_DROPPABLE
+from engine.mm.flags import FPB, FPB_NONE, TTU, TTU_HWPOISON, TTU_SPLIT_HUGE_PMD, VM_DROPPABLE
 from engine.mm.folio import (
     Folio,
     folio_mapcount,
@@ -83,16 +83,13 @@ class V6_15(V6_14):
         return folio.mm_ids.shared
 
     # -- 3/4: batching ----------------------------------------------------------
-    def folio_pte_batch(self, folio: Folio, pt: PageTable, idx: int, pte: int, max_nr: int) -> int:
-        """folio_pte_batch(FPB_IGNORE_DIRTY|FPB_IGNORE_SOFT_DIRTY) of 6.15/6.16, which is
-        6.17's folio_pte_batch(): :meth:`folio_pte_batch_flags` with no flag."""
-        return self.folio_pte_batch_flags(folio, pt, idx, pte, max_nr, FPB(0))
-
-    def folio_pte_batch_flags(self, folio: Folio, pt: PageTable, idx: int, pte: int, max_nr: int,
-                              flags: FPB) -> int:
-        """folio_pte_batch_flags(): how many PTEs from ``idx`` map consecutive pages
-        of ``folio``, comparing every bit but dirty, young and write, and write too
-        with FPB_RESPECT_WRITE (the model has no soft-dirty bit).
+    def folio_pte_batch(self, folio: Folio, pt: PageTable, idx: int, pte: int, max_nr: int,
+                        flags: FPB = FPB_NONE) -> int:
+        """folio_pte_batch(FPB_IGNORE_DIRTY|FPB_IGNORE_SOFT_DIRTY) of 6.15/6.16, which
+        is 6.17's folio_pte_batch(), folio_pte_batch_flags() with no flag: how many
+        PTEs from ``idx`` map consecutive pages of ``folio``, comparing every bit but
+        dirty, young and write; with FPB_RESPECT_WRITE the write bit too (the model
+        has no soft-dirty bit).
 
         Reads through :func:`ptep_get`: a scan that runs off the table is caught.
         """
@@ -108,6 +105,10 @@ class V6_15(V6_14):
             nr += 1
             expected = pte_advance_pfn(expected, 1)
         return nr
+
+    #: folio_pte_batch_flags() (6.17+): one body with folio_pte_batch() above, so that
+    #: a scan's frames are named as they were (crash signatures name them).
+    folio_pte_batch_flags = folio_pte_batch
 
     def can_batch_unmap_folio_ptes(self, pvmw: Pvmw, folio: Folio, pte: int) -> bool:
         """can_batch_unmap_folio_ptes(): the whole folio, from page 0, in one batch.

@@ -66,6 +66,10 @@ class FPB(enum.IntFlag):
     FPB_MERGE_YOUNG_DIRTY = 1 << 4
 
 
+#: No flag: what folio_pte_batch() passes (6.17+).
+FPB_NONE = FPB(0)
+
+
 class FolioRef(enum.Enum):
     """enum folio_references (mm/vmscan.c)."""
 
