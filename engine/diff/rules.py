@@ -178,9 +178,12 @@ RULES: list[Rule] = [
          "mapped folio whose split fails (a pin) is tried, and counted split_failed, again; "
          "a folio the scan holds is off the queue, so deferred_split_folio() may queue it "
          "meanwhile"),
-    # -- v6.19 -> v7.0 ------------------------------------------------------------
-    Rule("lazyfree-batch-respects-write", "v6.19", "v7.0",
-         "29f40594a281 mm/rmap: fix incorrect pte restoration for lazyfree folios",
+    # -- v6.19 -> v6.19.y (Debian's 6.19.14) -> v7.0 --------------------------------
+    # Mainline brings it in v7.0; 6.19.y has the backport, and so is v7.0 on
+    # everything modelled (no rule between v6.19.y and v7.0).
+    Rule("lazyfree-batch-respects-write", "v6.19", "v6.19.y",
+         "29f40594a281 mm/rmap: fix incorrect pte restoration for lazyfree folios (v7.0; its "
+         "6.19-stable backport is in Debian's 6.19.14)",
          New(TTU_BATCH_WRITE_BOUNDARY),
          "a lazyfree unmap batch ends where the write bit changes: a folio whose PTEs differ "
          "in it is unmapped in several batches (the first leaves it partially mapped and "

@@ -52,7 +52,6 @@ class V6_19(V6_16):
     VERSION = "v6.19"
     COMMIT = "6.19 split-queue rework: deferred_split_scan() folio_batch and retry"
     PARENT = "v6.16"
-    DEFERRED_SPLIT_SCAN_RETRIES = True
 
     def __init__(self) -> None:
         super().__init__()

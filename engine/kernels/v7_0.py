@@ -11,6 +11,9 @@ and 7.3.4 (D73 :1954); the fix was queued for 6.19-stable in March 2026, so it
 is mainline by 7.0-rc (docs/kernel-notes.md sections 20 and 22; [I] that 7.0
 final has it).
 
+Debian's 6.19.14 carries the 6.19-stable backport: the real kernel showed it
+(corpus ``conform-wp-reuse-lazyfree-write-bit``; engine/kernels/v6_19_y.py).
+
 Which programs see it: a folio whose PTEs in one VMA differ in the write bit.
 In the model (and on 6.15+ kernels with CONFIG_MM_ID) a write fault reuses a
 large anon folio that fork() had shared once the other MM unmapped it
@@ -44,12 +47,11 @@ TTU_BATCH_WRITE_BOUNDARY = Event(
     "bit (29f40594a281)")
 
 
-class V7_0(V6_19):
-    """Mainline v7.0: v6.19 whose lazyfree unmap batches respect the write bit."""
+class LazyfreeBatchRespectsWrite(V6_19):
+    """v6.19 with 29f40594a281's folio_unmap_pte_batch(): the code mainline v7.0
+    and the 6.19.y backport (engine/kernels/v6_19_y.py) both run, written once.
+    Not a version itself (not registered)."""
 
-    VERSION = "v7.0"
-    COMMIT = "29f40594a281"
-    PARENT = "v6.19"
     #: What folio_unmap_pte_batch() passes to folio_pte_batch_flags().
     UNMAP_PTE_BATCH_FLAGS = FPB.FPB_RESPECT_WRITE | FPB.FPB_RESPECT_SOFT_DIRTY
 
@@ -61,7 +63,8 @@ class V7_0(V6_19):
         if not folio_test_anon(folio) or folio_test_swapbacked(folio):
             return 1
         pt = pvmw_table(pvmw)
-        nr = self.folio_pte_batch_flags(folio, pt, pvmw.idx, pte, max_nr, self.UNMAP_PTE_BATCH_FLAGS)
+        nr = self.folio_pte_batch_flags(folio, pt, pvmw.idx, pte, max_nr,
+                                        self.UNMAP_PTE_BATCH_FLAGS)
         if nr < min(max_nr, folio.pfn + folio.nr - pte_pfn(pte)):
             # Did the write bit end it?  Compared as v6.16-v6.19 compare (for the
             # rule's event only: no cost counted).
@@ -69,3 +72,11 @@ class V7_0(V6_19):
             if ptep_get(pt, pvmw.idx + nr) & ~PTE_BATCH_IGNORE == expected:
                 self.event(TTU_BATCH_WRITE_BOUNDARY, folio)
         return nr
+
+
+class V7_0(LazyfreeBatchRespectsWrite):
+    """Mainline v7.0: v6.19 whose lazyfree unmap batches respect the write bit."""
+
+    VERSION = "v7.0"
+    COMMIT = "29f40594a281"
+    PARENT = "v6.19"

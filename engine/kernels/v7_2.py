@@ -39,7 +39,6 @@ class V7_2(V7_0):
     VERSION = "v7.2"
     COMMIT = "7.1/7.2 list_lru deferred split queue: deferred_split_scan() without retry"
     PARENT = "v7.0"
-    DEFERRED_SPLIT_SCAN_RETRIES = False
 
     def deferred_split_scan(self, nr_to_scan: int) -> Yields[int]:
         """deferred_split_scan() of 7.2: one list_lru walk of ``nr_to_scan`` folios.

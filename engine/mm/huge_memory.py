@@ -94,10 +94,6 @@ class HugeMemoryMixin(KernelMixin):
             self.deferred_split_queue[folio] = None
 
     split_underused_thp = True
-    #: One deferred_split_scan() call scans the queue again while nr_to_scan is
-    #: left (6.19 and 7.0: engine/kernels/v6_19.py); before and after, each queued
-    #: folio is tried once per call.
-    DEFERRED_SPLIT_SCAN_RETRIES = False
 
     def folio_unqueue_deferred_split(self, folio: Folio) -> None:
         """Take a folio off the queue (at free or split)."""

@@ -322,7 +322,6 @@ def _conformance() -> dict[str, Scenario]:
         ("split-failed-pinned-mthp", "", {"pin": "io_uring"}),
         ("mapped-shared-disjoint-halves", "", {}),
         ("conform-wp-reuse-lazyfree-write-bit", "", {}),
-        ("conform-deferred-split-retry-pinned-mthp", "", {"pin": "io_uring"}),
     ]
     out = {}
     for name, suffix, options in table:
@@ -349,8 +348,7 @@ def conformance() -> dict[str, Scenario]:
     disjoint halves, which v6.15's MM-owner tracking calls shared and 6.12's
     guess from page 0 does not; after v6.16 (issue 19), a lazyfree mTHP whose
     PTEs differ in the write bit (a fork-shared folio reused by one write: one
-    batch before 7.0, two after 29f40594a281) and a pinned partially mapped
-    mTHP under drop_caches (6.19's deferred split scan tries it twice).  Every
+    batch before 7.0 and on Debian's 6.19.14, two after 29f40594a281).  Every
     one translates with its options.
     """
     if not _conformance_cache:

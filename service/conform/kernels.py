@@ -84,8 +84,9 @@ def _trixie_backports(series: str, engine: str, package: str = "linux-image") ->
 #: mTHP (v5.18's engine); 6.12 is the OLD-era build the probe measured (its own
 #: engine, since it splits even clean PMD-mapped lazyfree THPs); 6.16 and later
 #: carry the series and ddd05742b45b.  6.17 and 6.18 changed nothing the model
-#: can observe (docs/kernel-notes.md section 22): v6.16.  6.19 retries the
-#: deferred split scan (v6.19).  7.3 is Debian's newest (7.3.4): 29f40594a281,
+#: can observe (docs/kernel-notes.md section 22): v6.16.  6.19.14 is v6.19 (the
+#: deferred split scan retries) with the backport of 29f40594a281, which the
+#: real kernel showed (section 23): v6.19.y.  7.3 is Debian's newest (7.3.4): 29f40594a281,
 #: the list_lru split queue and the 7.3.2 stable removal of the PMD discard (v7.3).
 KERNELS: tuple[KernelSpec, ...] = (
     KernelSpec(name="deb-6.1", series="6.1",
@@ -100,7 +101,7 @@ KERNELS: tuple[KernelSpec, ...] = (
     _trixie_backports("6.18", "v6.16"),
     # From 6.19 on, linux-image-* is an empty package depending on
     # linux-binary-* (the bzImage alone) and linux-modules-*.
-    _trixie_backports("6.19", "v6.19", "linux-binary"),
+    _trixie_backports("6.19", "v6.19.y", "linux-binary"),
     _trixie_backports("7.3", "v7.3", "linux-binary"),
 )
 

@@ -60,7 +60,7 @@ def test_specs_match_their_flavour_only(name):
 def test_catalogue_engines():
     assert {s.name: s.engine for s in KERNELS} == {
         "deb-6.1": "v5.18", "deb-6.12": "v6.12", "deb-6.16": "v6.16", "deb-6.17": "v6.16",
-        "deb-6.18": "v6.16", "deb-6.19": "v6.19", "deb-7.3": "v7.3"}
+        "deb-6.18": "v6.16", "deb-6.19": "v6.19.y", "deb-7.3": "v7.3"}
     assert [s.suite for s in kernel_spec("deb-6.12").sources] == ["trixie"]
     assert [s.suite for s in kernel_spec("deb-6.16").sources] == ["trixie-backports"]
     with pytest.raises(UnknownKernelError, match=r"'deb-9.9'.*deb-6.12"):
