@@ -29,6 +29,7 @@ from engine.kernels.v7_0 import TTU_BATCH_WRITE_BOUNDARY
 from engine.mm.events import (
     ALLOC_MTHP,
     DEFERRED_SPLIT_PARTIALLY_MAPPED,
+    DEFERRED_SPLIT_REF,
     DEFERRED_SPLIT_UNDERUSED,
     DISCARD_LAZYFREE_PMD,
     ISOLATE_QUEUED_LAZYFREE,
@@ -173,11 +174,13 @@ RULES: list[Rule] = [
     Rule("deferred-split-scan-retry", "v6.16", "v6.19",
          "the 6.19 split-queue rework of deferred_split_scan() (folio_batch, retry; "
          "mainline ids not found)",
-         New(DEFERRED_SPLIT_RETRY, DEFERRED_SPLIT_HELD_REQUEUED),
+         New(DEFERRED_SPLIT_RETRY, DEFERRED_SPLIT_HELD_REQUEUED)
+         | (OpIs(DeferredSplitScan) & New(DEFERRED_SPLIT_REF)),
          "one shrinker call scans the queue again while nr_to_scan is left, so a partially "
          "mapped folio whose split fails (a pin) is tried, and counted split_failed, again; "
-         "a folio the scan holds is off the queue, so deferred_split_folio() may queue it "
-         "meanwhile"),
+         "a folio the scan holds is off the queue (list_del_init(), where 6.12-6.18 keep it "
+         "on their on-stack list), so deferred_split_folio() may queue it meanwhile, and the "
+         "batch's references are dropped after the whole batch"),
     # -- v6.19 -> v6.19.y (Debian's 6.19.14) -> v7.0 --------------------------------
     # Mainline brings it in v7.0; 6.19.y has the backport, and so is v7.0 on
     # everything modelled (no rule between v6.19.y and v7.0).
@@ -191,9 +194,10 @@ RULES: list[Rule] = [
     # -- v7.0 -> v7.2 -------------------------------------------------------------
     Rule("deferred-split-list-lru", "v7.0", "v7.2",
          "the list_lru deferred split queue (7.1 or 7.2; mainline ids not found)",
-         Old(DEFERRED_SPLIT_RETRY),
-         "the shrinker walks at most nr_to_scan queued folios once per call: a folio whose "
-         "split fails is tried (and counted split_failed) once, as before 6.19"),
+         Old(DEFERRED_SPLIT_RETRY) | (OpIs(DeferredSplitScan) & Either(DEFERRED_SPLIT_REF)),
+         "the shrinker walks at most nr_to_scan queued folios once per call, in one list "
+         "(no batches of 31), dropping each folio's reference after it: a folio whose split "
+         "fails is tried (and counted split_failed) once, as before 6.19"),
     # -- v7.2 -> v7.3 (Debian's 7.3.4, the 7.3.y branch) --------------------------
     Rule("lazyfree-pmd-discard-removed", "v7.2", "v7.3",
          "7.3.2 stable: mm/rmap: don't discard lazyfree THPs at PMD level (the 6.12.117 "
