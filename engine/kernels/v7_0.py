@@ -21,8 +21,10 @@ large anon folio that fork() had shared once the other MM unmapped it
 fork, the child's munmap, a store to one page, MADV_FREE and reclaim give a
 batch of that PTE alone and then one of the rest: the first discard leaves the
 folio partially mapped (deferred_split_folio(): mTHP split_deferred +1,
-thp_deferred_split_page for a PMD-sized one), where v6.16-v6.19 discard the
-folio in one batch.  Corpus ``conform-wp-reuse-lazyfree-write-bit``.
+thp_deferred_split_page for a PMD-sized one), where v6.15-v6.19 discard the
+folio in one batch (v6.15-v6.19).  Corpus ``conform-wp-reuse-lazyfree-write-bit``; on a
+restore only the writable first batch is written back, where v6.16 made PTEs 1-15
+writable (tests/unit/test_ladder.py).
 
 Soft-dirty is not modelled (no soft-dirty bit, no clear_refs): passing
 FPB_RESPECT_SOFT_DIRTY changes nothing the model compares.  The same 7.x
