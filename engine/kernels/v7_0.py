@@ -22,7 +22,7 @@ fork, the child's munmap, a store to one page, MADV_FREE and reclaim give a
 batch of that PTE alone and then one of the rest: the first discard leaves the
 folio partially mapped (deferred_split_folio(): mTHP split_deferred +1,
 thp_deferred_split_page for a PMD-sized one), where v6.15-v6.19 discard the
-folio in one batch (v6.15-v6.19).  Corpus ``conform-wp-reuse-lazyfree-write-bit``; on a
+folio in one batch.  Corpus ``conform-wp-reuse-lazyfree-write-bit``; on a
 restore only the writable first batch is written back, where v6.16 made PTEs 1-15
 writable (tests/unit/test_ladder.py).
 
