@@ -24,9 +24,12 @@ from engine.kernels.v6_15 import (
     TTU_BATCH_PARTIAL,
     TTU_BATCH_PAST_VMA,
 )
+from engine.kernels.v6_19 import DEFERRED_SPLIT_HELD_REQUEUED, DEFERRED_SPLIT_RETRY
+from engine.kernels.v7_0 import TTU_BATCH_WRITE_BOUNDARY
 from engine.mm.events import (
     ALLOC_MTHP,
     DEFERRED_SPLIT_PARTIALLY_MAPPED,
+    DEFERRED_SPLIT_REF,
     DEFERRED_SPLIT_UNDERUSED,
     DISCARD_LAZYFREE_PMD,
     ISOLATE_QUEUED_LAZYFREE,
@@ -41,7 +44,9 @@ from engine.mm.events import (
     TTU_LAZYFREE_DISCARD,
     TTU_PINNED_ANON_STAYS_MAPPED,
     TTU_PMD_SPLIT,
+    WP_COPY_SHARED_LARGE,
     WP_REUSE_PINNED,
+    WP_REUSE_SHARED_LARGE,
     Event,
     folio_batch_full,
     place_event,
@@ -135,6 +140,13 @@ RULES: list[Rule] = [
          _only_new(MADVISE_SKIP_SHARED),
          "madvise leaves a large folio alone when its MM-owner tracking says another MM maps "
          "it, where the old estimate from page 0's mapcount called it exclusive and split it"),
+    Rule("wp-reuse-large-anon", "v6.14", "v6.15",
+         "David Hildenbrand's MM-owner tracking for large folios (CONFIG_MM_ID, v6.15 [I]): "
+         "\"mm/memory: COW reuse support for PTE-mapped THP with CONFIG_MM_ID\" [I title]",
+         Old(WP_COPY_SHARED_LARGE) | New(WP_REUSE_SHARED_LARGE),
+         "a write fault reuses a large anon folio that fork shared once only this MM maps "
+         "it (that PTE becomes writable), where before it copied the page into a new small "
+         "folio and left the large one partially mapped"),
     Rule("swapbacked-only-if-dirty", "v6.14", "v6.15",
          "faeb2831b517 mm: set folio swapbacked iff folios are dirty in try_to_unmap_one (1/4)",
          Old(TTU_LAZYFREE_ABORT_REF_SWAPBACKED) & ~New(TTU_LAZYFREE_ABORT_REF_SWAPBACKED),
@@ -158,6 +170,44 @@ RULES: list[Rule] = [
          "batches are bounded by the page table and the VMA and may be partial: a v6.15 "
          "batch no longer runs into the next VMA, clearing its PTEs and restoring them "
          "with the first PTE's bits (or reading past the page table)"),
+    # -- v6.16 -> v6.19 ----------------------------------------------------------
+    Rule("deferred-split-scan-retry", "v6.16", "v6.19",
+         "the 6.19 split-queue rework of deferred_split_scan() (folio_batch, retry; "
+         "mainline ids not found)",
+         New(DEFERRED_SPLIT_RETRY, DEFERRED_SPLIT_HELD_REQUEUED)
+         | (OpIs(DeferredSplitScan) & New(DEFERRED_SPLIT_REF)),
+         "one shrinker call scans the queue again while nr_to_scan is left, so a partially "
+         "mapped folio whose split fails (a pin) is tried, and counted split_failed, again; "
+         "a folio the scan holds is off the queue (list_del_init(), where 6.12-6.18 keep it "
+         "on their on-stack list), so deferred_split_folio() may queue it meanwhile, and the "
+         "batch's references are dropped after the whole batch"),
+    # -- v6.19 -> v6.19.y (Debian's 6.19.14) -> v7.0 --------------------------------
+    # Mainline brings it in v7.0; 6.19.y has the backport, and so is v7.0 on
+    # everything modelled (no rule between v6.19.y and v7.0).
+    Rule("lazyfree-batch-respects-write", "v6.19", "v6.19.y",
+         "29f40594a281 mm/rmap: fix incorrect pte restoration for lazyfree folios (v7.0; its "
+         "6.19-stable backport is in Debian's 6.19.14)",
+         New(TTU_BATCH_WRITE_BOUNDARY),
+         "a lazyfree unmap batch ends where the write bit changes: a folio whose PTEs differ "
+         "in it is unmapped in several batches (the first leaves it partially mapped and "
+         "queued for deferred split), and a restore no longer makes read-only PTEs writable"),
+    # -- v7.0 -> v7.2 -------------------------------------------------------------
+    Rule("deferred-split-list-lru", "v7.0", "v7.2",
+         "the list_lru deferred split queue (7.1 or 7.2; mainline ids not found)",
+         Old(DEFERRED_SPLIT_RETRY) | (OpIs(DeferredSplitScan) & Either(DEFERRED_SPLIT_REF)),
+         "the shrinker walks at most nr_to_scan queued folios once per call, in one list "
+         "(no batches of 31), dropping each folio's reference after it: a folio whose split "
+         "fails is tried (and counted split_failed) once, as before 6.19"),
+    # -- v7.2 -> v7.3 (Debian's 7.3.4, the 7.3.y branch) --------------------------
+    Rule("lazyfree-pmd-discard-removed", "v7.2", "v7.3",
+         "7.3.2 stable: mm/rmap: don't discard lazyfree THPs at PMD level (the 6.12.117 "
+         "commit; mainline id not found)",
+         Old(place_event(YieldPoint.PMD_CHECKED), place_event(YieldPoint.PMD_CLEARED))
+         | (Old(DISCARD_LAZYFREE_PMD, PMD_LAZYFREE_ABORT_DIRTY, PMD_LAZYFREE_ABORT_REF)
+            & New(TTU_PMD_SPLIT)),
+         "a PMD-mapped lazyfree THP is split and unmapped by its PTEs (in one batch when its "
+         "PTEs are alike) instead of discarded whole under the PMD lock: thp_split_pmd "
+         "counts it, and the PMD-lock windows are gone"),
 ]
 
 

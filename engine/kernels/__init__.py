@@ -7,7 +7,7 @@ version ladder; adjacent pairs have rules), :data:`ALIASES`,
 versions (mainline and branches), :func:`version_tree` (a
 :class:`VersionTree` of :class:`TreeEdge` s; :data:`MAINLINE`).
 
-Writing a version: subclass the version it changes (:class:`V6_16`, ...,
+Writing a version: subclass the version it changes (:class:`V7_3`, ...,
 all of them over :class:`Kernel`), say where it stands in the history
 (``PARENT``, the engine id it descends from, in its own class body, and
 ``BRANCH`` when it is not on :data:`MAINLINE`), and override the kernel
@@ -47,16 +47,25 @@ from engine.kernels.v6_12 import V6_12
 from engine.kernels.v6_14 import V6_14
 from engine.kernels.v6_15 import V6_15
 from engine.kernels.v6_16 import V6_16
+from engine.kernels.v6_19 import V6_19
+from engine.kernels.v6_19_y import V6_19_Y
+from engine.kernels.v7_0 import V7_0
+from engine.kernels.v7_2 import V7_2
+from engine.kernels.v7_3 import V7_3
 from engine.mm import events, folio, mm_types, pgtable
 from engine.mm.events import Event, folio_batch_full, place_event
 from engine.program.places import YieldPoint
 
-KERNELS.update({k.VERSION: k for k in (V5_17, V5_18, V6_12, V6_14, V6_15, V6_16)})
+KERNELS.update({k.VERSION: k for k in (V5_17, V5_18, V6_12, V6_14, V6_15, V6_16, V6_19, V6_19_Y,
+                                        V7_0, V7_2, V7_3)})
 ALIASES.update({"old": "v6.14", "new": "v6.15"})
 # Version order: adjacent pairs have intended-divergence rules.  v6.12 (Debian's
 # 6.12.117) sits by its number although its one difference from v6.14 came later,
-# in the 6.12.y stable series (engine/kernels/v6_12.py).
-ORDER.extend(["v5.17", "v5.18", "v6.12", "v6.14", "v6.15", "v6.16"])
+# in the 6.12.y stable series (engine/kernels/v6_12.py); v6.19.y (Debian's 6.19.14)
+# is v6.19 with the backport of the one change v7.0 brings (engine/kernels/v6_19_y.py);
+# v7.3 (Debian's 7.3.4) is a 7.3.y release after mainline v7.2 (engine/kernels/v7_3.py).
+ORDER.extend(["v5.17", "v5.18", "v6.12", "v6.14", "v6.15", "v6.16", "v6.19", "v6.19.y", "v7.0", "v7.2",
+              "v7.3"])
 #: The C twins (engine/kernels/c_twins.py): engine id -> the version each is the twin of.
 C_TWINS: dict[str, str] = {k.VERSION: k.BASE_VERSION for k in (V6_14C, V6_15C, V6_16C)}
 KERNELS.update({k.VERSION: k for k in (V6_14C, V6_15C, V6_16C)})
@@ -110,7 +119,8 @@ __all__ = [
     # the tree of versions
     "version_tree", "VersionTree", "TreeEdge", "MAINLINE",
     # the versions
-    "Kernel", "V5_17", "V5_18", "V6_12", "V6_14", "V6_15", "V6_16", "V6_14C", "V6_15C", "V6_16C",
+    "Kernel", "V5_17", "V5_18", "V6_12", "V6_14", "V6_15", "V6_16", "V6_19", "V6_19_Y", "V7_0", "V7_2",
+    "V7_3", "V6_14C", "V6_15C", "V6_16C",
     # writing one
     "events", "Event", "folio_batch_full", "place_event", "Rule", "When", "Old", "New", "Either",
     "OpIs", "folio", "mm_types", "pgtable", "YieldPoint",

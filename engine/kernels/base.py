@@ -55,6 +55,12 @@ class Kernel(MemoryMixin, MmapMixin, MremapMixin, MprotectMixin, ForkMixin, Rmap
     #: PG_anon_exclusive (6c287605fd56, v5.19): a maybe-pinned exclusive anon page is
     #: never unmapped to swap, and a write fault reuses a pinned page instead of copying it
     HAS_ANON_EXCLUSIVE = True
+    #: do_wp_page() reuses a large anon folio whose pages fork shared once the
+    #: other MMs unmapped it (__wp_can_reuse_large_anon_folio(), CONFIG_MM_ID:
+    #: David Hildenbrand's MM-owner tracking, v6.15 [I]); before, a large folio is
+    #: reused only through PG_anon_exclusive, which fork cleared, so the write
+    #: copies the page (6.12.117 mm/memory.c wp_can_reuse_anon_folio() :3586)
+    WP_REUSES_SHARED_LARGE_ANON = False
 
     #: The thread running now: the runner sets it before every step, and kernel
     #: paths run only inside one.

@@ -23,9 +23,10 @@ twins, the mutants) are no nodes.
 
 The tree::
 
-    v5.17 -> v5.18 -> v6.14 -> v6.15 -> v6.16      (mainline)
-                        \\
-                         -> v6.12                  (6.12.y)
+    v5.17 -> v5.18 -> v6.14 -> v6.15 -> v6.16 -> v6.19 -> v7.0 -> v7.2   (mainline)
+                      v6.14 -> v6.12                                    (6.12.y)
+                                                v6.19 -> v6.19.y        (6.19.y)
+                                                                v7.2 -> v7.3   (7.3.y)
 
 v6.12's parent is v6.14, not a mainline v6.12: the model has no mainline-6.12
 engine, and on everything it models mainline v6.11-v6.14 behave as the v6.14
@@ -33,6 +34,18 @@ engine does (engine/kernels/v6_14.py; docs/kernel-notes.md sections 1 and 21).
 6.12.117 is that code with two 6.12.y stable changes (engine/kernels/v6_12.py),
 so the branch edge v6.14 -> v6.12 carries exactly those two changes and the
 mainline edge v5.18 -> v6.14 everything v6.8-v6.14 brought.
+
+After v6.16 (docs/kernel-notes.md sections 22 and 23): v6.17 and v6.18
+changed nothing the model observes, so no engine stands for them; v6.19
+retries the deferred split scan; v7.0 batches lazyfree PTEs respecting the
+write bit (29f40594a281), which 6.19.y backported (v6.19.y, Debian's 6.19.14:
+the branch edge v6.19 -> v6.19.y carries that one change, and v6.19.y is v7.0
+on everything modelled); v7.2 walks the list_lru split queue once (the change came in
+7.1 or 7.2).  v7.3 is Debian's 7.3.4, a 7.3.y release: mainline v7.3 is the
+v7.2 engine on everything modelled, and the branch edge v7.2 -> v7.3 carries the
+7.3.2 stable commit that also made 6.12.117 (no PMD-level discard), written
+once for both (engine/kernels/pmd_split_only.py).  It runs forward: v7.3
+stands after v7.2 on ``ORDER``.
 """
 
 from __future__ import annotations

@@ -46,10 +46,11 @@ shrink_folio_list(), and no lazyfree split in shrink_folio_list().
 
 from __future__ import annotations
 
+from engine.kernels.pmd_split_only import LazyfreePmdSplitOnly
 from engine.kernels.v6_14 import V6_14
 
 
-class V6_12(V6_14):
+class V6_12(LazyfreePmdSplitOnly, V6_14):
     """Debian 6.12.117: v6.14 whose try_to_unmap_one() always splits a PMD-mapped lazyfree THP."""
 
     VERSION = "v6.12"
@@ -60,7 +61,7 @@ class V6_12(V6_14):
     #: (engine/kernels/tree.py).
     PARENT = "v6.14"
     BRANCH = "6.12.y"
-    # The stable commit took unmap_huge_pmd_locked() out of try_to_unmap_one().
-    DISCARDS_LAZYFREE_PMD = False
+    # The stable commit took unmap_huge_pmd_locked() out of try_to_unmap_one():
+    # DISCARDS_LAZYFREE_PMD = False, from LazyfreePmdSplitOnly (shared with v7.3).
     #: 6.12.117 carries the revert of 33dfe9204f29 (Hugh Dickins, 2025)
     LAZYFREE_QUEUE_CLEARS_LRU = False

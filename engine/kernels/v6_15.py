@@ -20,7 +20,7 @@ from engine.mm.events import (
     TTU_PMD_SPLIT,
     Event,
 )
-from engine.mm.flags import TTU, TTU_HWPOISON, TTU_SPLIT_HUGE_PMD, VM_DROPPABLE
+from engine.mm.flags import FPB, FPB_NONE, TTU, TTU_HWPOISON, TTU_SPLIT_HUGE_PMD, VM_DROPPABLE
 from engine.mm.folio import (
     Folio,
     folio_mapcount,
@@ -37,6 +37,7 @@ from engine.mm.pgtable import (
     PAGE_SHIFT,
     PTE_BATCH_IGNORE,
     PTE_DIRTY_YOUNG,
+    PTE_WRITE,
     PageTable,
     pmd_dirty,
     pte_advance_pfn,
@@ -64,6 +65,9 @@ class V6_15(V6_14):
     VERSION = "v6.15"
     COMMIT = "faeb2831b517 2f4ab3ac10e1 354dffd29575 2f9b43d617e2"
     PARENT = "v6.14"
+    #: MM-owner tracking (CONFIG_MM_ID, v6.15) lets do_wp_page() reuse a large anon
+    #: folio only this MM maps (:meth:`folio_maybe_mapped_shared` below).
+    WP_REUSES_SHARED_LARGE_ANON = True
 
     def folio_maybe_mapped_shared(self, folio: Folio) -> bool:
         """folio_maybe_mapped_shared() with CONFIG_MM_ID (David Hildenbrand's
@@ -79,23 +83,32 @@ class V6_15(V6_14):
         return folio.mm_ids.shared
 
     # -- 3/4: batching ----------------------------------------------------------
-    def folio_pte_batch(self, folio: Folio, pt: PageTable, idx: int, pte: int, max_nr: int) -> int:
-        """folio_pte_batch(FPB_IGNORE_DIRTY|FPB_IGNORE_SOFT_DIRTY): how many PTEs
-        from ``idx`` map consecutive pages of ``folio`` (young and write ignored).
+    def folio_pte_batch(self, folio: Folio, pt: PageTable, idx: int, pte: int, max_nr: int,
+                        flags: FPB = FPB_NONE) -> int:
+        """folio_pte_batch(FPB_IGNORE_DIRTY|FPB_IGNORE_SOFT_DIRTY) of 6.15/6.16, which
+        is 6.17's folio_pte_batch(), folio_pte_batch_flags() with no flag: how many
+        PTEs from ``idx`` map consecutive pages of ``folio``, comparing every bit but
+        dirty, young and write; with FPB_RESPECT_WRITE the write bit too (the model
+        has no soft-dirty bit).
 
         Reads through :func:`ptep_get`: a scan that runs off the table is caught.
         """
+        ignore = PTE_BATCH_IGNORE & ~PTE_WRITE if flags & FPB.FPB_RESPECT_WRITE else PTE_BATCH_IGNORE
         max_nr = min(folio.pfn + folio.nr - pte_pfn(pte), max_nr)
-        expected = pte_advance_pfn(pte & ~PTE_BATCH_IGNORE, 1)
+        expected = pte_advance_pfn(pte & ~ignore, 1)
         nr = 1
         while nr < max_nr:
-            cur = ptep_get(pt, idx + nr) & ~PTE_BATCH_IGNORE
+            cur = ptep_get(pt, idx + nr) & ~ignore
             self.cost["pte_reads"] += 1
             if cur != expected:
                 break
             nr += 1
             expected = pte_advance_pfn(expected, 1)
         return nr
+
+    #: folio_pte_batch_flags() (6.17+): one body with folio_pte_batch() above, so that
+    #: a scan's frames are named as they were (crash signatures name them).
+    folio_pte_batch_flags = folio_pte_batch
 
     def can_batch_unmap_folio_ptes(self, pvmw: Pvmw, folio: Folio, pte: int) -> bool:
         """can_batch_unmap_folio_ptes(): the whole folio, from page 0, in one batch.
@@ -208,7 +221,8 @@ class V6_15(V6_14):
                 ret = False
                 break
             if not pvmw.pte:
-                if folio_test_anon(folio) and not folio_test_swapbacked(folio):  # folio_test_lazyfree()
+                if (self.DISCARDS_LAZYFREE_PMD and folio_test_anon(folio)
+                        and not folio_test_swapbacked(folio)):                   # folio_test_lazyfree()
                     if (yield from self.unmap_huge_pmd_locked(vma, pvmw.pmd_idx, folio)):
                         break                                         # walk_done
                     # unmap_huge_pmd_locked() set swapbacked if it had to

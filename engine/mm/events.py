@@ -120,6 +120,14 @@ ALLOC_MTHP = Event("alloc_mthp", "an anonymous fault allocated a multi-size THP"
 WP_REUSE_PINNED = Event(
     "wp_reuse_pinned", "a write fault reused a pinned exclusive page instead of copying it")
 MMAP_DROPPABLE = Event("mmap_droppable", "mmap() accepted MAP_DROPPABLE")
+WP_COPY_SHARED_LARGE = Event(
+    "wp_copy_shared_large",
+    "a write fault copied a page of a large folio that fork had shared and only this MM "
+    "maps now (no PG_anon_exclusive; before v6.15)")
+WP_REUSE_SHARED_LARGE = Event(
+    "wp_reuse_shared_large",
+    "a write fault reused a large folio that fork had shared and only this MM maps now "
+    "(CONFIG_MM_ID, v6.15)")
 
 # -- mm/huge_memory.c -------------------------------------------------------------------
 DEFERRED_SPLIT_PARTIALLY_MAPPED = Event(

@@ -45,6 +45,31 @@ class FOLL(enum.IntFlag):
     FOLL_LONGTERM = 0x100
 
 
+class FPB(enum.IntFlag):
+    """fpb_t, the flags of folio_pte_batch_flags() (mm/internal.h, 6.17+).
+
+    Before 6.17 the flags said what to ignore (FPB_IGNORE_DIRTY,
+    FPB_IGNORE_SOFT_DIRTY), and the write bit was ignored always (since
+    "mm/memory: ignore writable bit in folio_pte_batch()", v6.9); from 6.17
+    they say what to respect, and no flag (what folio_pte_batch() passes)
+    ignores dirty, soft-dirty, write and young alike: the model's form of
+    both.  The model has no soft-dirty bit, so FPB_RESPECT_SOFT_DIRTY
+    changes nothing it compares; it is passed where the kernel passes it.
+    The merge flags are listed for the kernel's names; the model's callers
+    merge dirty and young themselves (get_and_clear_full_ptes()).
+    """
+
+    FPB_RESPECT_DIRTY = 1 << 0
+    FPB_RESPECT_SOFT_DIRTY = 1 << 1
+    FPB_RESPECT_WRITE = 1 << 2
+    FPB_MERGE_WRITE = 1 << 3
+    FPB_MERGE_YOUNG_DIRTY = 1 << 4
+
+
+#: No flag: what folio_pte_batch() passes (6.17+).
+FPB_NONE = FPB(0)
+
+
 class FolioRef(enum.Enum):
     """enum folio_references (mm/vmscan.c)."""
 

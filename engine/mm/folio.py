@@ -35,7 +35,7 @@ class Folio:
                  "anon", "swapbacked", "swapcache", "dirty", "lru", "active", "referenced",
                  "locked", "lock_owner", "partially_mapped", "mlocked", "unevictable",
                  "on_deferred_list", "lru_list", "data", "swap", "index", "anon_vma",
-                 "freed", "extra", "checked", "mm_ids", "seq", "touched")
+                 "freed", "extra", "checked", "mm_ids", "seq", "touched", "anon_shared")
 
     def __init__(self, pfn: int, order: int) -> None:
         self.pfn = pfn
@@ -67,6 +67,11 @@ class Folio:
         self.extra: dict[str, int] = {}   # references held for a named reason
         self.checked: int | None = None  # the refcount the oracle last verified
         self.mm_ids: MmIds | None = None   # a large folio's owner tracking (CONFIG_MM_ID)
+        #: fork() mapped the folio's pages into a child copy-on-write, clearing their
+        #: PG_anon_exclusive (folio_try_dup_anon_rmap_ptes()/_pmd()): one bit for the
+        #: folio, since fork shares every mapped page of it at once and only a
+        #: large folio's reuse (before v6.15) reads it (MemoryMixin.do_wp_page()).
+        self.anon_shared = False
         # Where the folio sits in the kernel's folios (its insertion order), and the
         # kernel's set of folios the refcount oracle must look at again: every
         # change of what it checks (the refcount, through the folio_ref_*()

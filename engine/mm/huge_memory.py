@@ -125,16 +125,8 @@ class HugeMemoryMixin(KernelMixin):
         split = 0
         requeue = []
         for folio in batch:
-            # Another CPU can act while the shrinker holds its speculative reference.
-            yield YieldPoint.SHRINKER_REF_HELD
-            did_split = False
-            if not folio.freed and (folio_test_partially_mapped(folio) or self.thp_underused(folio)):
-                if not folio_test_mlocked(folio) and folio_trylock(self, folio):
-                    ok = yield from self.split_folio(folio)
-                    if ok:
-                        did_split = True
-                        split += 1
-                    folio_unlock(self, folio)
+            did_split = yield from self.deferred_split_try(folio)
+            split += did_split
             if not did_split and not folio.freed:
                 if folio_test_partially_mapped(folio):
                     requeue.append(folio)
@@ -145,6 +137,25 @@ class HugeMemoryMixin(KernelMixin):
             if not folio.freed and folio.on_deferred_list:
                 self.deferred_split_queue[folio] = None
         return split
+
+    def deferred_split_try(self, folio: Folio) -> Yields[bool]:
+        """One scanned folio of deferred_split_scan(): split it if it is partially
+        mapped (or underused), unless mlocked or its lock is taken.
+
+        The mlocked test stands before the split for every folio, as the model
+        always had it; the kernels read (6.12-7.3) skip only an mlocked folio
+        that is not partially mapped (6.18+), or none (6.12-6.17)
+        (docs/kernel-notes.md section 22).
+        Context: the shrinker's speculative reference held; yields first, since
+        another CPU can act while the shrinker holds it.  Return: True if split.
+        """
+        yield YieldPoint.SHRINKER_REF_HELD
+        if not folio.freed and (folio_test_partially_mapped(folio) or self.thp_underused(folio)):
+            if not folio_test_mlocked(folio) and folio_trylock(self, folio):
+                ok = yield from self.split_folio(folio)
+                folio_unlock(self, folio)
+                return ok
+        return False
 
     def thp_underused(self, folio: Folio) -> bool:
         """thp_underused(): false with the default max_ptes_none = HPAGE_PMD_NR - 1."""

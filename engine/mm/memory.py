@@ -12,7 +12,7 @@ import errno
 from typing import Literal
 
 from engine.errors import HarnessError
-from engine.mm.events import ALLOC_MTHP, WP_REUSE_PINNED
+from engine.mm.events import ALLOC_MTHP, WP_COPY_SHARED_LARGE, WP_REUSE_PINNED, WP_REUSE_SHARED_LARGE
 from engine.mm.flags import VM_LOCKED
 from engine.mm.folio import (
     Folio,
@@ -292,9 +292,17 @@ class MemoryMixin(KernelMixin):
             only_mappings = folio.ref - (folio.nr if folio_test_swapcache(folio) else 0) == mapped
             # pinned, hence PageAnonExclusive: whatever other references it has
             pinned = self.HAS_ANON_EXCLUSIVE and "pin" in folio.extra
+            shared_large = bool(folio.order and folio.anon_shared and not pinned)
+            if shared_large and mine and only_mappings and not self.WP_REUSES_SHARED_LARGE_ANON:
+                # Before v6.15 wp_can_reuse_anon_folio() refuses a large folio: only
+                # PG_anon_exclusive, which fork cleared, would have let it be reused.
+                mine = False
+                self.event(WP_COPY_SHARED_LARGE, folio)
             if mine and (only_mappings or pinned):
                 if not only_mappings:
                     self.event(WP_REUSE_PINNED, folio)       # v5.17 copied it
+                elif shared_large:
+                    self.event(WP_REUSE_SHARED_LARGE, folio)
                 pt.entries[idx] = pte_mkwrite(pte_mkdirty(pte_mkyoung(pte)))
                 return
             value = folio.data[pfn - folio.pfn]
@@ -438,6 +446,7 @@ class MemoryMixin(KernelMixin):
                         cmm.deposited[pmd_idx] = PageTable(pmd_idx << PMD_SHIFT, cmm.id,
                                                            cmm.ptl(pmd_idx))
                         folio_ref_inc(folio)
+                        folio.anon_shared = True      # folio_try_dup_anon_rmap_pmd()
                         self.folio_add_anon_rmap_pmd(folio, dst)
                         cmm.rss[MM_ANONPAGES] += HPAGE_PMD_NR
                     finally:
@@ -478,6 +487,7 @@ class MemoryMixin(KernelMixin):
                         spt.entries[i] = pte
                         dpt.entries[i] = pte_mkold(pte)
                         folio_ref_inc(folio)
+                        folio.anon_shared = True      # folio_try_dup_anon_rmap_pte()
                         self.folio_add_anon_rmap_ptes(folio, page, 1, dst)
                     cmm.rss[MM_ANONPAGES] += 1
             finally:

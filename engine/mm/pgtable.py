@@ -135,6 +135,8 @@ def pte_swp_offset(pte: int) -> int:
 PTE_DIRTY_YOUNG = _PAGE_DIRTY | _PAGE_ACCESSED
 #: Bits folio_pte_batch() compares once dirty, young and write are masked out.
 PTE_BATCH_IGNORE = _PAGE_DIRTY | _PAGE_ACCESSED | _PAGE_RW
+#: The write bit, which folio_pte_batch_flags(FPB_RESPECT_WRITE) compares (7.0+).
+PTE_WRITE = _PAGE_RW
 #: The bits of an entry the page-table check reads: present, write and the pfn.
 PTE_PRESENT_WRITE_PFN = _PAGE_PRESENT | _PAGE_RW | _PFN_MASK
 

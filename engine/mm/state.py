@@ -55,6 +55,7 @@ class KernelState(Protocol):
     HAS_MTHP: ClassVar[bool]
     HAS_DROPPABLE: ClassVar[bool]
     HAS_ANON_EXCLUSIVE: ClassVar[bool]
+    WP_REUSES_SHARED_LARGE_ANON: ClassVar[bool]
     SPLITS_LAZYFREE_IN_RECLAIM: ClassVar[bool]
     LOCKED_LARGE_REF: ClassVar[LockedLargeRef]
     FOLIO_BATCH_SIZE: ClassVar[int]

@@ -321,6 +321,7 @@ def _conformance() -> dict[str, Scenario]:
         ("conform-pte-mapped-thp-madv-free-whole", "", {"pin": "io_uring"}),
         ("split-failed-pinned-mthp", "", {"pin": "io_uring"}),
         ("mapped-shared-disjoint-halves", "", {}),
+        ("conform-wp-reuse-lazyfree-write-bit", "", {}),
     ]
     out = {}
     for name, suffix, options in table:
@@ -345,7 +346,10 @@ def conformance() -> dict[str, Scenario]:
     split_failed; of a pinned mTHP too) and a whole PTE-mapped THP that
     MADV_FREE splits before v6.10; and a fork-shared mTHP whose two MMs keep
     disjoint halves, which v6.15's MM-owner tracking calls shared and 6.12's
-    guess from page 0 does not.  Every one translates with its options.
+    guess from page 0 does not; after v6.16 (issue 19), a lazyfree mTHP whose
+    PTEs differ in the write bit (a fork-shared folio reused by one write: one
+    batch before 7.0 and on Debian's 6.19.14, two after 29f40594a281).  Every
+    one translates with its options.
     """
     if not _conformance_cache:
         _conformance_cache.update(_conformance())

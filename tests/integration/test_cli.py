@@ -226,7 +226,8 @@ def test_bisect_bad_inputs_exit_2_and_a_harness_error_3(tmp_path):
     assert r.returncode == 3, r.stderr
     out = json.loads(r.stdout)
     assert [e["edge"] for e in out["edges"] if e["change"] == "unknown"] == \
-        ["v6.14->v6.15", "v6.15->v6.16"]
+        ["v6.14->v6.15", "v6.15->v6.16", "v6.16->v6.19", "v6.19->v7.0", "v7.0->v7.2", "v7.2->v7.3",
+         "v6.19->v6.19.y"]
     assert "harness error on v6.15" in said(r) and "harness error on v6.16" in said(r)
 
 

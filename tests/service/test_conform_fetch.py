@@ -42,6 +42,9 @@ MATCHES = {
     "deb-6.19": ("linux-binary-6.19.14+deb13-amd64",
                  ["linux-image-6.19.14+deb13-amd64", "linux-binary-unsigned-6.19.14+deb13-amd64",
                   "linux-binary-6.19.14+deb13-cloud-amd64"]),
+    "deb-7.3": ("linux-binary-7.3.4+deb13-amd64",
+                ["linux-binary-unsigned-7.3.4+deb13-amd64", "linux-binary-7.3.4+deb13-rt-amd64",
+                 "linux-binary-7.2.12+deb13-amd64", "linux-image-7.3.4+deb13-amd64"]),
 }
 
 
@@ -57,7 +60,7 @@ def test_specs_match_their_flavour_only(name):
 def test_catalogue_engines():
     assert {s.name: s.engine for s in KERNELS} == {
         "deb-6.1": "v5.18", "deb-6.12": "v6.12", "deb-6.16": "v6.16", "deb-6.17": "v6.16",
-        "deb-6.18": "v6.16", "deb-6.19": "v6.16"}
+        "deb-6.18": "v6.16", "deb-6.19": "v6.19.y", "deb-7.3": "v7.3"}
     assert [s.suite for s in kernel_spec("deb-6.12").sources] == ["trixie"]
     assert [s.suite for s in kernel_spec("deb-6.16").sources] == ["trixie-backports"]
     with pytest.raises(UnknownKernelError, match=r"'deb-9.9'.*deb-6.12"):

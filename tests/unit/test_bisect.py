@@ -38,14 +38,17 @@ def _rules(edge) -> list[str]:
 
 # -- the tree ---------------------------------------------------------------------
 
-def test_mainline_with_the_6_12_y_branch_off_v6_14():
+def test_mainline_with_the_6_12_y_branch_off_v6_14_and_7_3_y_off_v7_2():
     t = version_tree()
     assert t.root == "v5.17"
     assert [(e.parent, e.child, e.branch, e.backward) for e in t.edges] == [
         ("v5.17", "v5.18", MAINLINE, False), ("v5.18", "v6.14", MAINLINE, False),
         ("v6.14", "v6.15", MAINLINE, False), ("v6.15", "v6.16", MAINLINE, False),
-        ("v6.14", "v6.12", "6.12.y", True)]
+        ("v6.16", "v6.19", MAINLINE, False), ("v6.19", "v7.0", MAINLINE, False),
+        ("v7.0", "v7.2", MAINLINE, False), ("v7.2", "v7.3", "7.3.y", False),
+        ("v6.19", "v6.19.y", "6.19.y", False), ("v6.14", "v6.12", "6.12.y", True)]
     assert {e.child: e.commit for e in t.edges}["v6.12"] == KERNELS["v6.12"].COMMIT
+    assert {e.child: e.commit for e in t.edges}["v7.3"] == KERNELS["v7.3"].COMMIT
     # Every version is a node once; the C twins answer as their versions and are none.
     assert sorted(t.nodes) == sorted(ORDER)
     assert not set(t.nodes) & set(BASES)
@@ -253,8 +256,10 @@ def test_a_harness_error_makes_its_edges_unknown(monkeypatch):
     monkeypatch.setattr(V6_15, "madvise_free_range", broken)
     b = bisect(corpus_program("h5-dma-into-lazyfree"), ("v5.17", "v5.18"))
     unknown = [e.edge.name for e in b.edges if e.change is Change.UNKNOWN]
-    assert unknown == ["v6.14->v6.15", "v6.15->v6.16"]
-    assert {o.engine for o in b.harness} == {"v6.15", "v6.16"}
+    assert unknown == ["v6.14->v6.15", "v6.15->v6.16", "v6.16->v6.19", "v6.19->v7.0", "v7.0->v7.2",
+                       "v7.2->v7.3", "v6.19->v6.19.y"]
+    assert {o.engine for o in b.harness} == {"v6.15", "v6.16", "v6.19", "v6.19.y", "v7.0", "v7.2",
+                                                    "v7.3"}
     assert all(o.verdict is Verdict.HARNESS for o in b.harness)
     # The other edges still answer.
     assert [e.edge.name for e in b.went] == ["v5.17->v5.18"]
