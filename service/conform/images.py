@@ -225,25 +225,35 @@ def _tail(text: str, lines: int = 8) -> str:
 
 
 def _unpack(package: str, deb: Path, dest: Path) -> tuple[Path, Path | None]:
-    """Unpack @deb with ``dpkg-deb -x`` and keep only /boot/vmlinuz-* and /boot/config-* in @dest."""
+    """Unpack @deb with ``dpkg-deb -x`` and keep only its kernel and config in @dest,
+    named ``vmlinuz-<release>`` and ``config-<release>``.
+
+    Debian ships them as /boot/vmlinuz-<release> and /boot/config-<release>; from
+    7.3 on the ``linux-binary-*`` package has /usr/lib/modules/<release>/vmlinuz
+    (and its config, when there is one, beside it) instead.
+    """
     dpkg_deb = require_tool("dpkg-deb")
     tree = deb.parent / "tree"
     r = subprocess.run([dpkg_deb, "-x", str(deb), str(tree)], capture_output=True, text=True,
                        check=False)
     if r.returncode != 0:
         raise FetchError(package, f"dpkg-deb -x {deb.name} exited with {r.returncode}: {_tail(r.stderr)}")
-    kernels = sorted((tree / "boot").glob("vmlinuz-*"))
+    kernels = {k.name.removeprefix("vmlinuz-"): k for k in (tree / "boot").glob("vmlinuz-*")}
+    kernels |= {k.parent.name: k for k in (tree / "usr/lib/modules").glob("*/vmlinuz")}
     if len(kernels) != 1:
-        raise FetchError(package, f"expected one boot/vmlinuz-* in {deb.name}, found "
-                                  f"{[k.name for k in kernels]}")
+        found = sorted(str(k.relative_to(tree)) for k in kernels.values())
+        raise FetchError(package, f"expected one boot/vmlinuz-* or usr/lib/modules/*/vmlinuz in "
+                                  f"{deb.name}, found {found}")
+    ((release, kernel),) = kernels.items()
     dest.mkdir(parents=True, exist_ok=True)
-    vmlinuz = dest / kernels[0].name
-    shutil.move(str(kernels[0]), vmlinuz)
+    vmlinuz = dest / f"vmlinuz-{release}"
+    shutil.move(str(kernel), vmlinuz)
     config = None
-    configs = sorted((tree / "boot").glob("config-*"))
-    if configs:
-        config = dest / configs[0].name
-        shutil.move(str(configs[0]), config)
+    for beside in (tree / "boot" / f"config-{release}", tree / "usr/lib/modules" / release / "config"):
+        if beside.is_file():
+            config = dest / f"config-{release}"
+            shutil.move(str(beside), config)
+            break
     return vmlinuz, config
 
 

@@ -100,3 +100,31 @@ def test_the_docs_list_every_option_the_runner_checks() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "conformance.md").read_text()
     for option, why in {**REQUIRED, **FEATURES}.items():
         assert f"| `CONFIG_{option}` |" in doc and why in doc, option
+
+
+@pytest.mark.parametrize("layout", ["boot", "modules"])
+def test_unpack_finds_the_kernel_where_debian_puts_it(tmp_path: Path, layout: str) -> None:
+    """/boot/vmlinuz-<release> up to 6.19; /usr/lib/modules/<release>/vmlinuz in 7.3's
+    linux-binary package: both end up as vmlinuz-<release>, with the config if any."""
+    import shutil
+    import subprocess
+
+    from service.conform.images import _unpack
+    if shutil.which("dpkg-deb") is None:
+        pytest.skip("dpkg-deb is not installed")
+    root = tmp_path / "pkg"
+    where = root / ("boot" if layout == "boot" else "usr/lib/modules/7.3.4-test")
+    where.mkdir(parents=True)
+    (root / "DEBIAN").mkdir()
+    (root / "DEBIAN/control").write_text("Package: linux-binary-test\nVersion: 1\n"
+                                         "Architecture: amd64\nMaintainer: t <t@t>\n"
+                                         "Description: t\n")
+    bzimage(where / ("vmlinuz-7.3.4-test" if layout == "boot" else "vmlinuz"), "7.3.4-test")
+    (where / ("config-7.3.4-test" if layout == "boot" else "config")).write_text(FULL)
+    (tmp_path / "deb").mkdir()
+    deb = tmp_path / "deb" / "k.deb"
+    subprocess.run(["dpkg-deb", "-b", str(root), str(deb)], check=True, capture_output=True)
+    vmlinuz, config = _unpack("linux-binary-test", deb, tmp_path / "out")
+    assert vmlinuz.name == "vmlinuz-7.3.4-test" and read_image(vmlinuz).release == "7.3.4-test"
+    assert config is not None and config.name == "config-7.3.4-test"
+    assert check_config(read_image(vmlinuz)).lines() == []
