@@ -104,7 +104,8 @@ def test_cli_summary_names_the_package(monkeypatch, tmp_path):
     _fake_suite(monkeypatch, {"deb-6.1": {n: {"observables": predicted} for n in ("small",)}}, {})
     monkeypatch.setattr("engine.repro.realobs._conformance_cache", {"small": Scenario("small", SMALL)})
     out = tmp_path / "c.json"
-    res = CliRunner().invoke(app, ["conform", "--kernels", "deb-6.1", "--out", str(out)],
+    res = CliRunner().invoke(app, ["conform", "--kernels", "deb-6.1", "--out", str(out),
+                                   "--db", f"sqlite:///{tmp_path / 'store.db'}"],
                              env={"COLUMNS": "250"})
     assert res.exit_code == 0, res.output
     assert "6.1.999-1" in res.output and "summary" in res.output
