@@ -140,13 +140,14 @@ class CPathMixin(KernelMixin):
         self.event(event, folio)
         return action == _TTU_DISCARD
 
-    def _pmd_action(self, folio: Folio, action: int) -> PmdLazyfreeAction:
+    def _pmd_action(self, folio: Folio, code: int) -> PmdLazyfreeAction:
+        """The C decision @code as its enum, its side effects and event applied."""
         out = self._pmd_out
         if out.set_dirty:
             folio_set_dirty(folio)
         if out.set_swapbacked:
             folio_set_swapbacked(folio)
-        action = PmdLazyfreeAction(action)
+        action = PmdLazyfreeAction(code)
         event = _PMD_EVENT.get(action)
         if event is not None:
             self.event(event, folio)
@@ -164,6 +165,8 @@ class CPathMixin(KernelMixin):
         action = self._pmd_decide(cleared, ref_count, map_count, folio_test_dirty(folio),
                                   bool(vma.vm_flags & VM_DROPPABLE), self._kernel, self._pmd_ptr)
         return self._pmd_action(folio, action) is PmdLazyfreeAction.PMD_LAZYFREE_DISCARD
+
+
 class V6_14C(CPathMixin, V6_14):
     """v6.14 per PTE, in C."""
 
