@@ -494,7 +494,8 @@ def bench_fuzz(
 @app.command()
 def conform(
     kernels: Annotated[str | None, typer.Option(
-        help="comma-separated catalogue kernels (deb-6.1, deb-6.12, deb-6.16 ... deb-6.19); "
+        help="comma-separated catalogue kernels (deb-6.1, deb-6.12, deb-6.16 ... deb-6.19, "
+             "deb-7.3); "
              "default deb-6.12,deb-6.16, or none with --kernel-image")] = None,
     kernel_image: Annotated[str | None, typer.Option(
         help="a bzImage you built (or fetched), booted as catalogue kernels are")] = None,
@@ -534,7 +535,8 @@ def conform(
     from service.conform.check import records
     from service.conform.jobs import check_divergence, run_job
     if job is not None:
-        if any(x is not None for x in (kernels, kernel_image, scenarios, program, divergence)):
+        if any(x is not None for x in (kernels, kernel_image, scenarios, program, divergence,
+                                       sides)):
             _fail("--job: runs the stored job as queued; give only --db (and --timeout is the job's)")
         with open_store(db) as st:
             try:
