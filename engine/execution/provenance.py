@@ -196,6 +196,9 @@ class _Replay:
         self.settled = 0
         self.settled_step = 0       # the step at which the value was last known good
         self.value: Any = None
+        #: The profiler that was active before the replay (a developer's cProfile):
+        #: it runs on in the steps this one does not profile, and after the replay.
+        self.outer: Any = None
         check_step = self.oracle.check_step
 
         def step_end() -> None:
@@ -203,8 +206,23 @@ class _Replay:
             try:
                 check_step()
             finally:
-                sys.setprofile(self._profile if self.k.current_step + 1 in profiled else None)
+                self._profiling(self.k.current_step + 1 in profiled)
         self.oracle.check_step = step_end          # type: ignore[method-assign]
+
+    def _profiling(self, on: bool) -> None:
+        """Profile the next step with :meth:`_profile`, or hand back to the outer profiler.
+
+        A profiler written in C (cProfile's) is no Python callable: sys.getprofile()
+        returns its object, which sys.setprofile() cannot take back, so it is
+        re-enabled instead.
+        """
+        if on:
+            sys.setprofile(self._profile)
+        elif self.outer is not None and not callable(self.outer) and hasattr(self.outer, "enable"):
+            sys.setprofile(None)
+            self.outer.enable()
+        else:
+            sys.setprofile(self.outer)
 
     def settle(self) -> None:
         """The value is good now: what went wrong went wrong after this."""
@@ -241,12 +259,12 @@ class _Replay:
     def run(self) -> Crash | None:
         """Replay.  Return: how the replay ended."""
         self.value = self.probe()
-        old = sys.getprofile()
-        sys.setprofile(self._profile if 0 in self.profiled else None)
+        self.outer = sys.getprofile()
+        self._profiling(0 in self.profiled)
         try:
             return self.runner.run().crash
         finally:
-            sys.setprofile(old)
+            self._profiling(False)
 
 
 class _PageWatch(_Replay):

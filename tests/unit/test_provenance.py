@@ -96,3 +96,26 @@ def test_no_cause_for_a_crash_it_does_not_describe() -> None:
     assert invariant_path(h5, "v5.17", crash) is None
     crash.field = "mm0.data[0x400000]"      # a page the run never lost: no such end
     assert loss_cause(h5, "v5.17", crash) is None
+
+
+def test_a_developer_s_profiler_runs_on_and_sees_the_same_cause() -> None:
+    """Provenance profiles its replays with sys.setprofile; under cProfile (how a
+    developer measures foliodiff) it hands the profiler back between the steps it
+    watches and after, instead of failing on the C profiler it found."""
+    import cProfile
+    import pstats
+    import sys
+
+    program = load_any(str(CAUSES / "pmd-restore-loss-noticed-in-reclaim.json"))
+    plain = [d.signature for d in differential(program, "v6.14", "v6.15").unexpected]
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        profiled = [d.signature for d in differential(program, "v6.14", "v6.15").unexpected]
+        assert sys.getprofile() is profiler
+    finally:
+        profiler.disable()
+    assert profiled == plain and plain[0].startswith("v6.14..v6.15|cause|")
+    # The profiler saw the run, the replays' unprofiled steps included.
+    seen = {key[2] for key in pstats.Stats(profiler).stats}   # type: ignore[attr-defined]
+    assert {"differential", "cause_of", "step_end"} <= seen
