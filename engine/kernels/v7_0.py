@@ -38,9 +38,9 @@ from __future__ import annotations
 
 from engine.kernels.v6_19 import V6_19
 from engine.mm.events import Event
-from engine.mm.flags import FPB, TTU, TTU_HWPOISON
-from engine.mm.folio import Folio, folio_test_anon, folio_test_swapbacked
-from engine.mm.pgtable import PAGE_SHIFT, PTE_BATCH_IGNORE, pte_advance_pfn, pte_pfn, ptep_get
+from engine.mm.flags import FPB
+from engine.mm.folio import Folio
+from engine.mm.pgtable import PTE_BATCH_IGNORE, pte_advance_pfn, pte_pfn, ptep_get
 from engine.mm.rmap import Pvmw, pvmw_table
 
 TTU_BATCH_WRITE_BOUNDARY = Event(
@@ -57,23 +57,15 @@ class LazyfreeBatchRespectsWrite(V6_19):
     #: What folio_unmap_pte_batch() passes to folio_pte_batch_flags().
     UNMAP_PTE_BATCH_FLAGS = FPB.FPB_RESPECT_WRITE | FPB.FPB_RESPECT_SOFT_DIRTY
 
-    def unmap_pte_batch(self, folio: Folio, pvmw: Pvmw, flags: TTU, pte: int) -> int:
-        """folio_unmap_pte_batch() with FPB_RESPECT_WRITE | FPB_RESPECT_SOFT_DIRTY."""
-        if flags & TTU_HWPOISON or not folio.order:
-            return 1
-        max_nr = (self.unmap_pte_batch_end(pvmw) - pvmw.address) >> PAGE_SHIFT
-        if not folio_test_anon(folio) or folio_test_swapbacked(folio):
-            return 1
-        pt = pvmw_table(pvmw)
-        nr = self.folio_pte_batch_flags(folio, pt, pvmw.idx, pte, max_nr,
-                                        self.UNMAP_PTE_BATCH_FLAGS)
+    def unmap_pte_batch_ended(self, folio: Folio, pvmw: Pvmw, pte: int, nr: int,
+                              max_nr: int) -> None:
+        """Note a batch the write bit ended: the next PTE matched as v6.16-v6.19
+        compare (for the rule's event only: no cost counted)."""
         if nr < min(max_nr, folio.pfn + folio.nr - pte_pfn(pte)):
-            # Did the write bit end it?  Compared as v6.16-v6.19 compare (for the
-            # rule's event only: no cost counted).
+            pt = pvmw_table(pvmw)
             expected = pte_advance_pfn(pte, nr) & ~PTE_BATCH_IGNORE
             if ptep_get(pt, pvmw.idx + nr) & ~PTE_BATCH_IGNORE == expected:
                 self.event(TTU_BATCH_WRITE_BOUNDARY, folio)
-        return nr
 
 
 class V7_0(LazyfreeBatchRespectsWrite):
