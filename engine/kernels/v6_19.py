@@ -66,6 +66,21 @@ class V6_19(V6_16):
             self.event(DEFERRED_SPLIT_HELD_REQUEUED, folio)
         super().deferred_split_folio(folio, partially_mapped)
 
+    def deferred_split_isolate(self, folio: Folio) -> bool:
+        """Take @folio off the queue (list_del_init()) with a speculative reference,
+        as 6.19's scan does inline and 7.2's deferred_split_isolate() does; without
+        one ("we lost race with folio_put()") it is no longer partially mapped.
+        Return: whether the reference was taken."""
+        del self.deferred_split_queue[folio]
+        folio.on_deferred_list = False
+        if self.speculative_get(folio):
+            self.event(DEFERRED_SPLIT_REF, folio)
+            return True
+        if folio_test_partially_mapped(folio):
+            folio_clear_partially_mapped(folio)
+            self.count_mthp("nr_anon_partially_mapped", folio.order, -1)
+        return False
+
     def deferred_split_scan(self, nr_to_scan: int) -> Yields[int]:
         """deferred_split_scan() of 6.19: passes of up to FOLIO_BATCH_SIZE (PAGEVEC_SIZE, 31) folios
         until ``nr_to_scan`` runs out or the queue is empty.
@@ -80,15 +95,8 @@ class V6_19(V6_16):
         while True:
             fbatch: list[Folio] = []
             for folio in list(queue):
-                del queue[folio]                        # list_del_init()
-                folio.on_deferred_list = False
-                if self.speculative_get(folio):
-                    self.event(DEFERRED_SPLIT_REF, folio)
+                if self.deferred_split_isolate(folio):
                     fbatch.append(folio)
-                elif folio_test_partially_mapped(folio):
-                    # We lost race with folio_put()
-                    folio_clear_partially_mapped(folio)
-                    self.count_mthp("nr_anon_partially_mapped", folio.order, -1)
                 nr_to_scan -= 1
                 if not nr_to_scan or len(fbatch) == self.FOLIO_BATCH_SIZE:
                     break

@@ -28,8 +28,7 @@ is the v7.0 engine (folio_unmap_pte_batch() with FPB_RESPECT_WRITE | ..._SOFT_DI
 from __future__ import annotations
 
 from engine.kernels.v7_0 import V7_0
-from engine.mm.events import DEFERRED_SPLIT_REF
-from engine.mm.folio import Folio, folio_clear_partially_mapped, folio_test_partially_mapped
+from engine.mm.folio import Folio, folio_test_partially_mapped
 from engine.mm.sched import Yields
 
 
@@ -49,15 +48,9 @@ class V7_2(V7_0):
         """
         queue = self.deferred_split_queue
         dispose: list[Folio] = []
-        for folio in list(queue)[:nr_to_scan]:        # deferred_split_isolate()
-            del queue[folio]
-            folio.on_deferred_list = False
-            if self.speculative_get(folio):
-                self.event(DEFERRED_SPLIT_REF, folio)
+        for folio in list(queue)[:nr_to_scan]:
+            if self.deferred_split_isolate(folio):
                 dispose.append(folio)
-            elif folio_test_partially_mapped(folio):
-                folio_clear_partially_mapped(folio)
-                self.count_mthp("nr_anon_partially_mapped", folio.order, -1)
         split = 0
         self.deferred_split_held.update(dict.fromkeys(dispose))
         for folio in dispose:
