@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import hashlib
 import itertools
 import re
@@ -19,6 +20,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
+from engine.diff.impact import watch
 from engine.diff.rules import Rule, explain
 from engine.execution.oracle import Verdict
 from engine.execution.outcome import Outcome, TraceEntry
@@ -130,8 +132,10 @@ _IDX = re.compile(r"\[\d+\]")
 _MM = re.compile(r"\bmm\d+")
 
 
+@functools.lru_cache(maxsize=65536)
 def normalize_field(name: str) -> str:
-    """A field name without addresses, folio names or indices (mTHP orders stay)."""
+    """A field name without addresses, folio names or indices (mTHP orders stay).
+    Cached: a campaign's differing fields are a few thousand names, met again and again."""
     if name.startswith("mthp."):
         return name
     name = _HEX.sub("", name)
@@ -173,8 +177,10 @@ def _first_ops(ta: list[TraceEntry], tb: list[TraceEntry], fields: set[str]) -> 
         other = sb.get(op)
         if other is None:
             continue
-        st_a, st_b = entry.state, other.state
         ra, rb = entry.results, other.results
+        if ra == rb and entry.same_state(other):
+            continue
+        st_a, st_b = entry.state, other.state
         for f in fields:
             if f in first:
                 continue
@@ -184,6 +190,8 @@ def _first_ops(ta: list[TraceEntry], tb: list[TraceEntry], fields: set[str]) -> 
                     first[f] = op
             elif st_a.get(f) != st_b.get(f):
                 first[f] = op
+        if len(first) == len(fields):
+            break
     return first
 
 
@@ -193,9 +201,16 @@ def differential(program: Program, engine_a: str, engine_b: str) -> Report:
     Both runs are traced from the start: re-running a pair that differs, to
     learn where it parted, cost more than tracing every pair (a trace is a
     state snapshot per completed operation).  The traces are dropped once read.
+
+    @engine_a runs first, watched (:mod:`engine.diff.impact`): when its run
+    looked up nothing that @engine_b does differently, that run is
+    @engine_b's too, and @engine_b is not run.
     """
     ea, eb = resolve_engine(engine_a), resolve_engine(engine_b)
-    a, b = run(program, ea, trace=True), run(program, eb, trace=True)
+    watched = watch(ea, eb)
+    watched.touched.clear()
+    a = run(program, ea, trace=True, kernel_cls=watched.cls)
+    b = run(program, eb, trace=True) if watched.touched else a.as_engine(eb)
     ta, tb = a.trace or [], b.trace or []
     a.trace = b.trace = None
     if a.verdict is Verdict.HARNESS or b.verdict is Verdict.HARNESS:
@@ -282,8 +297,8 @@ def _parting_ops(ta: list[TraceEntry], tb: list[TraceEntry]) -> tuple[int | None
     sa = {e.op: e for e in ta}
     sb = {e.op: e for e in tb}
     differ = {op for op in sa.keys() | sb.keys()
-              if op not in sa or op not in sb or sa[op].state != sb[op].state
-              or sa[op].results != sb[op].results}
+              if op not in sa or op not in sb or sa[op].results != sb[op].results
+              or not sa[op].same_state(sb[op])}
     if not differ:
         return None, set()
     first = min(differ)

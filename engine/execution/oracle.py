@@ -521,12 +521,59 @@ class Oracle:
 
     def check_contents(self) -> None:
         """Every page user space could read holds an allowed value (read without faulting)."""
+        try:
+            if self._contents_allowed():
+                return
+        except Exception:  # noqa: BLE001 - the ordered walk below meets it where it reports it
+            pass
         mms = self.k.mms
         for (mm_id, vpn) in self._readable():
             mm = mms.get(mm_id)
             if mm is None or not mm.alive:
                 continue
             self._check_value(mm_id, vpn, self.contents(mm, vpn), "final contents")
+
+    def _contents_allowed(self) -> bool:
+        """Whether :meth:`check_contents` would pass, read table by table.
+
+        The same pages and values as its walk page by page (shadowed pages,
+        then the present ones no shadow covers, which may read only zero), in
+        a fraction of the calls; False (or an exception) says the walk must
+        run, to report the first violation in its order.
+        """
+        k = self.k
+        pages, find, contents = self.pages, self.mapped.find, self.contents
+        mms = k.mms
+        for (mm_id, vpn), shadow in pages.items():
+            mm = mms.get(mm_id)
+            if mm is None or not mm.alive:
+                continue
+            v = contents(mm, vpn)
+            if v != shadow.value and not (v == 0 and shadow.may_read_zero()):
+                return False
+        pfn_folio, contents_at = k.pfn_folio, self.contents_at
+        for mm_id, mm in mms.items():
+            if not mm.alive:
+                continue
+            huge = mm.pmd_huge
+            for pmd_idx, word in huge.items():
+                data = pfn_folio(pte_pfn(word)).data
+                base = pmd_idx * HPAGE_PMD_NR
+                for i in range(HPAGE_PMD_NR):
+                    if (data[i] and (mm_id, base + i) not in pages
+                            and find(mm_id, base + i) is not None):
+                        return False
+            for pmd_idx, pt in mm.pte_tables.items():
+                if pmd_idx in huge:
+                    continue                    # the walk reads the huge PMD: done above
+                base = pmd_idx * HPAGE_PMD_NR
+                for i in present_slots(pt.entries):
+                    vpn = base + i
+                    if (mm_id, vpn) in pages or find(mm_id, vpn) is None:
+                        continue
+                    if contents_at(("pte", pt, i), vpn):
+                        return False
+        return True
 
     def contents(self, mm, vpn: int) -> int:
         """What a load from page @vpn of @mm would return, without faulting: the

@@ -86,6 +86,14 @@ class TraceEntry:
             st = self._state = st.render()
         return st
 
+    def same_state(self, other: TraceEntry) -> bool:
+        """Whether :attr:`state` is the same in both entries; two snapshots that
+        copied the same words and fields answer without being flattened."""
+        a, b = self._state, other._state
+        if isinstance(a, Snapshot) and isinstance(b, Snapshot) and a.key() == b.key():
+            return True
+        return self.state == other.state
+
 
 @dataclass
 class Outcome:
@@ -120,6 +128,17 @@ class Outcome:
                 # A plugin engine's spec and source hash: a finding never replays on
                 # changed code under the same name (engine/kernels/plugins.py).
                 **({"plugin": p} if (p := plugins.identity(self.engine)) else {})}
+
+    def as_engine(self, engine: str) -> Outcome:
+        """This outcome, reported as @engine's: for a run that is, step for step,
+        also that engine's (:mod:`engine.diff.impact`).  Its containers are copies,
+        so that neither outcome's reader can change the other."""
+        return dataclasses.replace(
+            self, engine=engine, results=list(self.results), state=dict(self.state),
+            cost=dict(self.cost), warnings=list(self.warnings), events=list(self.events),
+            trace=None if self.trace is None else list(self.trace),
+            event_steps=list(self.event_steps), op_ends=list(self.op_ends),
+            places=list(self.places))
 
     def comparable(self) -> dict[str, Any]:
         """The fields differential runs compare: behaviour, not cost."""
@@ -177,6 +196,18 @@ class Snapshot:
     counters: tuple[int, ...]
     mthp: tuple[int, ...]
     swap_slots: int
+
+    def key(self) -> tuple:
+        """What :meth:`render` reads, with each folio named by its place in
+        :attr:`folios` instead of its identity: two snapshots with equal keys
+        render equal (the names are given in the same order), so snapshots of
+        two runs compare without flattening.  A folio on a list but not live
+        keys by identity (equal only to itself: such states are rendered)."""
+        place = {id(f): i for i, (f, _, _) in enumerate(self.folios)}
+        return (self.mms, [r[1:] for r in self.folios],
+                [place.get(id(f), f) for f in self.lru],
+                [place.get(id(f), f) for f in self.deferred],
+                self.counters, self.mthp, self.swap_slots)
 
     def render(self) -> dict[str, Any]:
         """Flatten into ``field -> value`` (see :func:`observe`); a state that

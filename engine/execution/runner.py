@@ -239,18 +239,20 @@ class Runner:
         nothing for them.
     @swap: False runs the kernel with no swap area (:meth:`Kernel.swapoff`),
         like the real kernels booted for conformance runs.
+    @kernel_cls: the class to run instead of the engine's own: a subclass of
+        it that behaves the same (:mod:`engine.diff.impact`'s watched class).
     """
 
     def __init__(self, program: Program, engine: str, *, trace: bool = False,
                  per_step_oracles: bool = True, chooser: Chooser | None = None,
-                 swap: bool = True) -> None:
+                 swap: bool = True, kernel_cls: type[Kernel] | None = None) -> None:
         self.program = program
         self.engine = resolve_engine(engine)
         self.trace = trace
         self.chooser = chooser
         self.schedule_taken: list[Preemption] | None = [] if chooser else None
         self.ran: list[tuple[str, int]] | None = [] if chooser else None
-        k = self.k = kernel_class(self.engine)()
+        k = self.k = (kernel_cls or kernel_class(self.engine))()
         if not swap:
             k.swapoff()
         k.oracle = self.oracle = Oracle(k, per_step=per_step_oracles)
@@ -469,11 +471,11 @@ class Runner:
 
 def run(program: Program, engine: str, *, trace: bool = False,
         per_step_oracles: bool = True, chooser: Chooser | None = None,
-        swap: bool = True) -> Outcome:
+        swap: bool = True, kernel_cls: type[Kernel] | None = None) -> Outcome:
     """Run ``program`` on kernel version ``engine`` and return its :class:`Outcome`.
 
     With ``chooser``, see :class:`Runner` (use a Runner to read the schedule taken);
-    ``swap=False`` runs without a swap area.
+    ``swap=False`` runs without a swap area; ``kernel_cls``: see :class:`Runner`.
     """
     return Runner(program, engine, trace=trace, per_step_oracles=per_step_oracles,
-                  chooser=chooser, swap=swap).run()
+                  chooser=chooser, swap=swap, kernel_cls=kernel_cls).run()
