@@ -103,6 +103,9 @@ class Report:
     a: Outcome
     b: Outcome
     divergences: list[Divergence]
+    #: B was not run: A's run looked up nothing B does differently, so it is B's
+    #: run too (:mod:`engine.diff.impact`).
+    b_from_a: bool = False
 
     @property
     def harness(self) -> list[Outcome]:
@@ -210,7 +213,10 @@ def differential(program: Program, engine_a: str, engine_b: str) -> Report:
     watched = watch(ea, eb)
     watched.touched.clear()
     a = run(program, ea, trace=True, kernel_cls=watched.cls)
-    b = run(program, eb, trace=True) if watched.touched else a.as_engine(eb)
+    if not watched.touched:
+        a.trace = None
+        return Report(program, a, a.as_engine(eb), [], b_from_a=True)
+    b = run(program, eb, trace=True)
     ta, tb = a.trace or [], b.trace or []
     a.trace = b.trace = None
     if a.verdict is Verdict.HARNESS or b.verdict is Verdict.HARNESS:

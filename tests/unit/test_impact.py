@@ -9,6 +9,7 @@ import random
 import pytest
 
 from engine import CORPUS_DIR, load_any, typical_program
+from engine.diff.differential import differential
 from engine.diff.impact import differing_attributes, watch, watched
 from engine.execution.outcome import Outcome
 from engine.execution.runner import run
@@ -101,3 +102,13 @@ def test_an_untouched_run_of_a_is_the_run_of_b(pair):
         assert untouched == len(_programs())
     elif pair == ("v6.14", "v6.15"):
         assert untouched > 10          # the test must see the skip happen
+
+
+def test_the_differential_runs_b_only_when_a_touched_what_b_changes():
+    straddle = load_any(CORPUS_DIR / "h12-mremap-straddle.json")
+    report = differential(straddle, "v6.14", "v6.15")
+    assert not report.b_from_a and report.divergences   # v6.15 reads past the PTE table
+    assert report.b.verdict.value == "crash"
+    same = differential(straddle, "v6.19.y", "v7.0")
+    assert same.b_from_a and same.equal and same.b.engine == "v7.0"
+    assert same.b.to_dict() == run(straddle, "v7.0").to_dict()
