@@ -87,7 +87,14 @@ from engine.diff.bisect import (
     defect_key,
     edge_rules,
 )
-from engine.diff.differential import Classification, Divergence, Kind, Report, differential
+from engine.diff.differential import (
+    CauseOf,
+    Classification,
+    Divergence,
+    Kind,
+    Report,
+    differential,
+)
 from engine.diff.rules import RULES, rules_between
 from engine.errors import (
     ChooserError,
@@ -106,7 +113,8 @@ from engine.errors import (
     WorkloadError,
 )
 from engine.execution.oracle import Verdict
-from engine.execution.outcome import COUNTERS, Outcome, Place
+from engine.execution.outcome import COUNTERS, Crash, Outcome, Place
+from engine.execution.provenance import Cause, cause_of
 from engine.execution.runner import YIELD_POINTS, Runner, run
 from engine.kernels.mutants import MUTANTS
 from engine.kernels.mutants import register as register_mutants
@@ -159,7 +167,8 @@ __all__ = [
     "Munmap", "Mremap", "Mprotect", "Fork", "Read", "Write", "Madvise", "Pin", "Unpin", "DmaWrite",
     "Reclaim", "DeferredSplitScan", "FolioTryGet", "FolioPut", "LruAddDrain", "check_schedule",
     # runs
-    "run", "Runner", "Outcome", "COUNTERS", "Place", "Verdict", "YieldPoint", "YIELD_POINTS",
+    "run", "Runner", "Outcome", "COUNTERS", "Place", "Crash", "Verdict", "YieldPoint", "YIELD_POINTS",
+    "Cause", "cause_of", "CauseOf",
     # differentials
     "differential", "Report", "Divergence", "Kind", "Classification", "RULES", "rules_between",
     # bisection

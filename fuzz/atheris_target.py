@@ -56,6 +56,7 @@ with atheris.instrument_imports(include=["engine"], exclude=[
         "engine.kernels.mutants"]):
     from engine import Program, Report, differential
 
+from fuzz.causes import OutOfProcessCauses
 from fuzz.codec import decode
 from fuzz.hints import HINT_RATE, HINT_TRIES, mutant_inputs
 from fuzz.sources import affordable, allowance, program_mutant
@@ -147,12 +148,15 @@ def fuzz(take: Take, engine_a: str, engine_b: str, argv: list[str] | None = None
     Context: does not return before libFuzzer stops (its time limit, or a
     @take that exits the process).
     """
+    # Causes are replayed in a process of its own: here the model is instrumented (fuzz/causes.py).
+    causes = OutOfProcessCauses([engine_a, engine_b])
+
     def test_one_input(data: bytes) -> None:
         program = decode(data)
         if (data == MUTANT[0] and not affordable(program)
                 and not affordable(program, allowance(decode(MUTANT[1])))):
             return
-        report = differential(program, engine_a, engine_b)
+        report = differential(program, engine_a, engine_b, causes=causes)
         _remember_hints(data, program, report)
         take(program, report)
 

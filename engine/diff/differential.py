@@ -16,6 +16,7 @@ import functools
 import hashlib
 import itertools
 import re
+from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 from engine.diff.impact import watch
 from engine.diff.rules import Rule, explain
 from engine.execution.oracle import Verdict
-from engine.execution.outcome import Outcome, TraceEntry
+from engine.execution.outcome import Crash, Outcome, TraceEntry
 from engine.execution.provenance import Cause, DataSource, cause_of
 from engine.execution.runner import entry_point, run
 from engine.kernels import resolve_engine
@@ -198,7 +199,12 @@ def _first_ops(ta: list[TraceEntry], tb: list[TraceEntry], fields: set[str]) -> 
     return first
 
 
-def differential(program: Program, engine_a: str, engine_b: str) -> Report:
+#: How a divergence's cause is found: :func:`~engine.execution.provenance.cause_of`'s signature.
+CauseOf = Callable[[Program, str, Crash], Cause | None]
+
+
+def differential(program: Program, engine_a: str, engine_b: str, *,
+                 causes: CauseOf = cause_of) -> Report:
     """Run ``program`` on two engines and classify every difference.
 
     Both runs are traced from the start: re-running a pair that differs, to
@@ -208,6 +214,10 @@ def differential(program: Program, engine_a: str, engine_b: str) -> Report:
     @engine_a runs first, watched (:mod:`engine.diff.impact`): when its run
     looked up nothing that @engine_b does differently, that run is
     @engine_b's too, and @engine_b is not run.
+    @causes: finds the kernel decision behind a run's data loss or broken
+        invariant, by replaying it (default :func:`cause_of`, in this
+        process; a process whose model is instrumented passes one that
+        replays elsewhere, see :mod:`fuzz.causes`).
     """
     ea, eb = resolve_engine(engine_a), resolve_engine(engine_b)
     watched = watch(ea, eb)
@@ -221,7 +231,9 @@ def differential(program: Program, engine_a: str, engine_b: str) -> Report:
     a.trace = b.trace = None
     if a.verdict is Verdict.HARNESS or b.verdict is Verdict.HARNESS:
         return Report(program, a, b, [])
-    ca, cb = a.comparable(), b.comparable()
+    # the end states compare as snapshots first: flattening two equal ones is wasted
+    same = a.same_state(b)
+    ca, cb = a.comparable(state=not same), b.comparable(state=not same)
     differing = sorted(f for f in set(ca) | set(cb) if ca.get(f) != cb.get(f))
     if not differing:
         return Report(program, a, b, [])
@@ -232,7 +244,7 @@ def differential(program: Program, engine_a: str, engine_b: str) -> Report:
     only_a, only_b = _places_one_run_lacks(a, b)
     window |= set(only_a) | set(only_b)
     return Report(program, a, b, [_classify(program, a, b, diffs, parted, window,
-                                            (only_a, only_b))])
+                                            (only_a, only_b), causes)])
 
 
 def rules_shown(program: Program, a: Outcome, b: Outcome) -> list[Rule]:
@@ -332,7 +344,8 @@ def _op_events(o: Outcome, ops: AbstractSet[int | None],
 
 def _classify(program: Program, a: Outcome, b: Outcome, diffs: list[FieldDiff],
               parted: int | None, window: AbstractSet[int | None],
-              places: tuple[dict[int, set[Event]], dict[int, set[Event]]]) -> Divergence:
+              places: tuple[dict[int, set[Event]], dict[int, set[Event]]],
+              causes: CauseOf) -> Divergence:
     pair = f"{a.engine}..{b.engine}"
     # A run that broke an oracle or crashed: never intended.
     for o, other in ((a, b), (b, a)):
@@ -341,7 +354,7 @@ def _classify(program: Program, a: Outcome, b: Outcome, diffs: list[FieldDiff],
         c = o.crash
         assert c is not None        # a run that is not OK says where it stopped
         if o.verdict != other.verdict or other.crash is None or c.field != other.crash.field:
-            return _defect(program, pair, o, diffs)
+            return _defect(program, pair, o, diffs, causes)
     if parted is None:
         known = [d.first_op for d in diffs if d.first_op is not None]
         parted = min(known) if known else None
@@ -366,7 +379,8 @@ def _classify(program: Program, a: Outcome, b: Outcome, diffs: list[FieldDiff],
                       else "runs parted")
 
 
-def _defect(program: Program, pair: str, o: Outcome, diffs: list[FieldDiff]) -> Divergence:
+def _defect(program: Program, pair: str, o: Outcome, diffs: list[FieldDiff],
+            causes: CauseOf) -> Divergence:
     """The divergence of run @o, which ended in a kernel report or an oracle
     violation the other run did not have.
 
@@ -381,7 +395,7 @@ def _defect(program: Program, pair: str, o: Outcome, diffs: list[FieldDiff]) -> 
     kind = _KIND_OF_VERDICT[o.verdict]
     fld = normalize_field(c.field)
     function, detail = c.function, f"{o.engine}: {c.message}"
-    cause = cause_of(program, o.engine, c)
+    cause = causes(program, o.engine, c)
     if cause is not None:
         # One kernel decision, one group, whatever it broke: a PMD put back
         # after a concurrent zap skipped it shows as data that should read

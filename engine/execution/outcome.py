@@ -102,7 +102,10 @@ class Outcome:
     engine: str
     verdict: Verdict
     results: list[Any]
-    state: dict[str, Any]
+    #: The state the run ended in: flattened (:func:`observe`), or its
+    #: :class:`Snapshot`, flattened when :attr:`state` is first read (a run
+    #: whose outcome nobody compares or stores is never flattened).
+    final: dict[str, Any] | Snapshot
     cost: dict[str, int]
     steps: int
     crash: Crash | None = None
@@ -117,6 +120,26 @@ class Outcome:
     op_ends: list[int | None] = field(default_factory=list)
     #: The place each step ended at (what a schedule names; see engine.program.format.Preemption).
     places: list[Place] = field(default_factory=list)
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """The state the run ended in, flattened (see :func:`observe`)."""
+        st = self.final
+        if isinstance(st, Snapshot):
+            st = self.final = st.render()
+        return st
+
+    def same_state(self, other: Outcome) -> bool:
+        """Whether both runs ended in the same :attr:`state`; two snapshots that
+        copied the same words and fields answer without being flattened."""
+        a, b = self.final, other.final
+        if isinstance(a, Snapshot) and isinstance(b, Snapshot) and a.key() == b.key():
+            return True
+        return self.state == other.state
+
+    def __getstate__(self) -> dict[str, Any]:
+        # pickled flattened: a snapshot holds the kernel's folios
+        return {**self.__dict__, "final": self.state}
 
     def to_dict(self) -> dict[str, Any]:
         from engine.kernels import plugins  # here: the kernels import this module
@@ -134,15 +157,17 @@ class Outcome:
         also that engine's (:mod:`engine.diff.impact`).  Its containers are copies,
         so that neither outcome's reader can change the other."""
         return dataclasses.replace(
-            self, engine=engine, results=list(self.results), state=dict(self.state),
+            self, engine=engine, results=list(self.results),
+            final=self.final if isinstance(self.final, Snapshot) else dict(self.final),
             cost=dict(self.cost), warnings=list(self.warnings), events=list(self.events),
             trace=None if self.trace is None else list(self.trace),
             event_steps=list(self.event_steps), op_ends=list(self.op_ends),
             places=list(self.places))
 
-    def comparable(self) -> dict[str, Any]:
-        """The fields differential runs compare: behaviour, not cost."""
-        out = dict(self.state)
+    def comparable(self, state: bool = True) -> dict[str, Any]:
+        """The fields differential runs compare: behaviour, not cost (without
+        the :attr:`state`'s unless @state)."""
+        out = dict(self.state) if state else {}
         out["verdict"] = self.verdict.value
         for i, r in enumerate(self.results):
             out[f"result[{i}]"] = r

@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from engine.errors import ChooserError, HarnessError, KernelBug
 from engine.execution.oracle import Oracle, Verdict, Violation
-from engine.execution.outcome import Crash, Outcome, Place, TraceEntry, observe, snapshot
+from engine.execution.outcome import Crash, Outcome, Place, Snapshot, TraceEntry, snapshot
 from engine.kernels import kernel_class, resolve_engine
 from engine.kernels.base import Kernel
 from engine.mm.mm_types import MmStruct
@@ -459,11 +459,12 @@ class Runner:
                         x.gen.close()
                     except Exception:  # noqa: BLE001 - the outcome is already decided
                         pass
+        final: dict[str, Any] | Snapshot
         try:
-            state = observe(k)
+            final = snapshot(k)         # flattened when read, as observe(k) would (Outcome.state)
         except Exception as exc:  # noqa: BLE001 - a state too broken to print is still an outcome
-            state = {"unobservable": f"{type(exc).__name__}: {exc}"}
-        return Outcome(engine=self.engine, verdict=verdict, results=self.results, state=state,
+            final = {"unobservable": f"{type(exc).__name__}: {exc}"}
+        return Outcome(engine=self.engine, verdict=verdict, results=self.results, final=final,
                        cost=dict(k.cost), steps=step, crash=crash, warnings=list(k.warnings),
                        events=list(k.events), trace=trace, event_steps=list(k.event_steps),
                        op_ends=op_ends, places=places)
