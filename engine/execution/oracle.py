@@ -37,6 +37,9 @@ from engine.mm.pgtable import (
     pte_swp_offset,
 )
 
+#: A page number's PMD entry is the page number shifted by this (pmd_index()).
+_PMD_PAGES_SHIFT = HPAGE_PMD_ORDER
+
 
 def _seq(folio: Folio) -> int:
     return folio.seq
@@ -189,8 +192,9 @@ class Oracle:
             if r is None:
                 return None
             # a page a DONTNEED in progress covers may lose a store to its zap
+            zapping = self.zapping
             shadow = self.pages[key] = PageShadow(
-                lazy=r[3], droppable=r[2], racing=self._covers(self.zapping, mm, vpn))
+                lazy=r[3], droppable=r[2], racing=bool(zapping) and self._covers(zapping, mm, vpn))
         return shadow
 
     def _keys(self, mm: int, start: int, end: int) -> list[tuple[int, int]]:
@@ -267,7 +271,7 @@ class Oracle:
         of the page still in progress may clear that dirty bit after the store (the
         free then comes last), and a MADV_DONTNEED may zap the page after it."""
         vpn = addr >> PAGE_SHIFT
-        shadow = self.shadow(mm, vpn)
+        shadow = self.pages.get((mm, vpn)) or self.shadow(mm, vpn)
         if shadow is not None:
             shadow.value = value
             freeing, zapping = self.freeing, self.zapping
@@ -542,16 +546,29 @@ class Oracle:
         run, to report the first violation in its order.
         """
         k = self.k
-        pages, find, contents = self.pages, self.mapped.find, self.contents
+        pages, find = self.pages, self.mapped.find
+        pfn_folio, contents_at = k.pfn_folio, self.contents_at
         mms = k.mms
         for (mm_id, vpn), shadow in pages.items():
             mm = mms.get(mm_id)
             if mm is None or not mm.alive:
                 continue
-            v = contents(mm, vpn)
+            # contents(mm, vpn), the walk inlined: the huge PMD, else the PTE
+            word = mm.pmd_huge.get(vpn >> _PMD_PAGES_SHIFT)
+            if word is not None:
+                v = pfn_folio(pte_pfn(word)).data[vpn & (HPAGE_PMD_NR - 1)]
+            else:
+                pt = mm.pte_tables.get(vpn >> _PMD_PAGES_SHIFT)
+                w = pt.entries[vpn & (HPAGE_PMD_NR - 1)] if pt is not None else 0
+                if not w:
+                    v = 0
+                elif pte_present(w) and (pfn := pte_pfn(w)) != ZERO_PFN:
+                    folio = pfn_folio(pfn)
+                    v = folio.data[pfn - folio.pfn]
+                else:
+                    v = contents_at(("pte", pt, vpn & (HPAGE_PMD_NR - 1)), vpn)
             if v != shadow.value and not (v == 0 and shadow.may_read_zero()):
                 return False
-        pfn_folio, contents_at = k.pfn_folio, self.contents_at
         for mm_id, mm in mms.items():
             if not mm.alive:
                 continue
