@@ -36,6 +36,7 @@ from engine.mm.pgtable import (
     PTE_DIRTY_YOUNG,
     PageTable,
     is_swap_pte,
+    maps_pfn_in,
     mk_pte,
     pmd_index,
     pmd_pfn,
@@ -320,16 +321,29 @@ class MemoryMixin(KernelMixin):
             vma.mm.rss[MM_ANONPAGES] += 1
 
     def mapped_only_in(self, folio: Folio, mm: MmStruct) -> bool:
-        n = 0
+        """Whether no PTE of another mm maps a page of @folio, where rmap would look:
+        the folio's pages' worth of entries from each of its other mms' rmap
+        addresses (a huge PMD there is no PTE mapping it).
+
+        Read table by table (a write fault on a large folio asks this once per
+        page it copies or reuses: page by page it was quadratic in the folio).
+        """
+        lo, hi = folio.pfn, folio.pfn + folio.nr
+        span = folio.nr * PAGE_SIZE
         for vma, address in self.rmap_targets(folio):
-            if vma.mm is not mm:
-                for i in range(folio.nr):
-                    hit = self.lookup_pte(vma.mm, address + i * PAGE_SIZE)
-                    if hit and hit[0] == "pte":
-                        w = hit[1].entries[hit[2]]
-                        if pte_present(w) and folio.pfn <= pte_pfn(w) < folio.pfn + folio.nr:
-                            n += 1
-        return n == 0
+            other = vma.mm
+            if other is mm:
+                continue
+            end = address + span
+            while address < end:
+                pmd_idx = pmd_index(address)
+                stop = min(end, (pmd_idx + 1) << PMD_SHIFT)
+                pt = other.pte_tables.get(pmd_idx) if pmd_idx not in other.pmd_huge else None
+                if pt is not None and maps_pfn_in(pt.entries, pte_index(address),
+                                                  (stop - address) >> PAGE_SHIFT, lo, hi):
+                    return False
+                address = stop
+        return True
 
     def do_swap_page(self, vma: VmArea, pt: PageTable, idx: int, addr: int) -> None:
         """Swap in one page into a new small folio and free the slot.  Context: PTL."""

@@ -199,3 +199,16 @@ def present_slots(entries: array[int]) -> list[int]:
             base = c >> 3
             out.extend(base + i for i in range(8) if entries[base + i])
     return out
+
+
+def maps_pfn_in(entries: array[int], first: int, count: int, lo: int, hi: int) -> bool:
+    """Whether a present entry of ``entries[first:first + count]`` maps a pfn in [@lo, @hi).
+
+    The encoding read in one loop, not an entry's worth of calls: a write
+    fault on a large folio asks it of every other mm's entries of the folio.
+    """
+    lo_w, hi_w = lo << _PFN_SHIFT, hi << _PFN_SHIFT
+    for w in entries[first:first + count]:
+        if w & _PAGE_PRESENT and lo_w <= w & _PFN_MASK < hi_w:
+            return True
+    return False
