@@ -221,9 +221,9 @@ def differential(program: Program, engine_a: str, engine_b: str, *,
     """
     ea, eb = resolve_engine(engine_a), resolve_engine(engine_b)
     watched = watch(ea, eb)
-    watched.touched.clear()
+    touched = watched.start()
     a = run(program, ea, trace=True, kernel_cls=watched.cls)
-    if not watched.touched:
+    if not touched:
         a.trace = None
         return Report(program, a, a.as_engine(eb), [], b_from_a=True)
     b = run(program, eb, trace=True)

@@ -29,7 +29,7 @@ tests/unit/test_impact.py and the equivalence snapshots.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import threading
 from typing import Any
 
 from engine.kernels import kernel_class
@@ -59,47 +59,49 @@ def differing_attributes(a: type, b: type) -> frozenset[str]:
     return frozenset(n for n in names if _resolve(a, n) is not _resolve(b, n))
 
 
-@dataclass(eq=False)
 class Watch:
     """A pair's watched class: version A, recording lookups of what B does differently.
 
-    ``touched`` lists the names looked up since it was last cleared (in the
-    order of first lookup, for a reader who wants to know why B ran).
+    Each thread records into its own dict (:meth:`start`): the API may run
+    differentials of one pair in several threads at once.
     """
 
-    cls: type[Kernel]
-    names: frozenset[str]
-    touched: dict[str, None] = field(default_factory=dict)
+    def __init__(self, a: type[Kernel], b: type[Kernel]) -> None:
+        self.names = differing_attributes(a, b)
+        self._local = threading.local()
+        spies = {n: _Spy(n, _resolve(a, n), self._local) for n in self.names}
+        #: The watched class: A itself, but for the spies.
+        self.cls: type[Kernel] = type(a.__name__, (a,), {
+            "__qualname__": a.__qualname__, "__module__": a.__module__, "__slots__": (), **spies})
+
+    def start(self) -> dict[str, None]:
+        """A new record for this thread: the names its runs of :attr:`cls` look up
+        from now on, in the order of first lookup (why B had to run)."""
+        touched: dict[str, None] = {}
+        self._local.touched = touched
+        return touched
 
 
 class _Spy:
     """A class attribute of the watched class: records the lookup, then answers
     as A's own attribute would (bound where A's would be, missing where A has none)."""
 
-    __slots__ = ("name", "value", "touched")
+    __slots__ = ("name", "value", "local")
 
-    def __init__(self, name: str, value: Any, touched: dict[str, None]) -> None:
+    def __init__(self, name: str, value: Any, local: threading.local) -> None:
         self.name = name
         self.value = value
-        self.touched = touched
+        self.local = local
 
     def __get__(self, obj: Any, owner: type | None = None) -> Any:
-        self.touched[self.name] = None
+        touched = getattr(self.local, "touched", None)
+        if touched is not None:
+            touched[self.name] = None
         value = self.value
         if value is _MISSING:
             raise AttributeError(self.name)
         get = getattr(type(value), "__get__", None)
         return value if get is None else get(value, obj, owner)
-
-
-def watched(a: type[Kernel], b: type[Kernel]) -> Watch:
-    """A new watched class of version class @a against @b."""
-    names = differing_attributes(a, b)
-    touched: dict[str, None] = {}
-    spies = {n: _Spy(n, _resolve(a, n), touched) for n in names}
-    cls = type(a.__name__, (a,), {"__qualname__": a.__qualname__, "__module__": a.__module__,
-                                  "__slots__": (), **spies})
-    return Watch(cls, names, touched)
 
 
 _WATCHES: dict[tuple[type, type], Watch] = {}
@@ -111,5 +113,5 @@ def watch(engine_a: str, engine_b: str) -> Watch:
     key = (kernel_class(engine_a), kernel_class(engine_b))
     w = _WATCHES.get(key)
     if w is None:
-        w = _WATCHES[key] = watched(*key)
+        w = _WATCHES[key] = Watch(*key)
     return w

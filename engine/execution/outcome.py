@@ -89,12 +89,8 @@ class TraceEntry:
         return st
 
     def same_state(self, other: TraceEntry) -> bool:
-        """Whether :attr:`state` is the same in both entries; two snapshots that
-        copied the same words and fields answer without being flattened."""
-        a, b = self._state, other._state
-        if isinstance(a, Snapshot) and isinstance(b, Snapshot) and a.key() == b.key():
-            return True
-        return self.state == other.state
+        """Whether :attr:`state` is the same in both entries (see :func:`_equal_snapshots`)."""
+        return _equal_snapshots(self._state, other._state) or self.state == other.state
 
 
 @dataclass
@@ -132,12 +128,8 @@ class Outcome:
         return st
 
     def same_state(self, other: Outcome) -> bool:
-        """Whether both runs ended in the same :attr:`state`; two snapshots that
-        copied the same words and fields answer without being flattened."""
-        a, b = self.final, other.final
-        if isinstance(a, Snapshot) and isinstance(b, Snapshot) and a.key() == b.key():
-            return True
-        return self.state == other.state
+        """Whether both runs ended in the same :attr:`state` (see :func:`_equal_snapshots`)."""
+        return _equal_snapshots(self.final, other.final) or self.state == other.state
 
     def __getstate__(self) -> dict[str, Any]:
         # pickled flattened: a snapshot holds the kernel's folios
@@ -244,6 +236,12 @@ class Snapshot:
             return _render(self)
         except Exception as exc:  # noqa: BLE001 - a state too broken to print is still an outcome
             return {"unobservable": f"{type(exc).__name__}: {exc}"}
+
+
+def _equal_snapshots(a: Any, b: Any) -> bool:
+    """Whether @a and @b are snapshots that copied the same words and fields:
+    then they render equal, and neither need be flattened to know it."""
+    return isinstance(a, Snapshot) and isinstance(b, Snapshot) and a.key() == b.key()
 
 
 def snapshot(k) -> Snapshot:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import itertools
 import random
+import threading
 
 import pytest
 
 from engine import CORPUS_DIR, load_any, typical_program
 from engine.diff.differential import differential
-from engine.diff.impact import differing_attributes, watch, watched
+from engine.diff.impact import Watch, differing_attributes, watch
 from engine.execution.outcome import Outcome
 from engine.execution.runner import run
 from engine.kernels import ORDER, kernel_class
@@ -58,19 +59,35 @@ def test_the_differing_attributes_are_what_a_version_overrides():
 
 
 def test_the_watched_class_answers_as_a_and_records_what_b_does_differently():
-    w = watched(Old, New)
+    w = Watch(Old, New)
+    touched = w.start()
     obj = w.cls()
     assert isinstance(obj, Old) and type(obj).__name__ == "Old"
     assert obj.same() == 1 and Old.helper() == 1 and w.cls.helper() == 1
-    assert not w.touched
+    assert not touched
     assert obj.batch() == 15
-    assert list(w.touched) == ["SIZE"]          # batch() is the same method on both
-    w.touched.clear()
-    assert obj.kind() == "old" and w.cls.kind() == "old" and list(w.touched) == ["kind"]
-    w.touched.clear()
+    assert list(touched) == ["SIZE"]          # batch() is the same method on both
+    touched = w.start()
+    assert obj.kind() == "old" and w.cls.kind() == "old" and list(touched) == ["kind"]
+    touched = w.start()
     # a name only B has: looked up (hasattr and getattr with a default too), and missing
     assert getattr(obj, "ONLY_NEW", None) is None and not hasattr(w.cls, "ONLY_NEW")
-    assert list(w.touched) == ["ONLY_NEW"]
+    assert list(touched) == ["ONLY_NEW"]
+
+
+def test_each_thread_records_its_own_lookups():
+    w = Watch(Old, New)
+    mine = w.start()
+    theirs: list[dict] = []
+
+    def look() -> None:
+        theirs.append(w.start())
+        w.cls().batch()
+
+    thread = threading.Thread(target=look)
+    thread.start()
+    thread.join()
+    assert list(theirs[0]) == ["SIZE"] and not mine
 
 
 def _programs() -> list:
@@ -92,10 +109,10 @@ def test_an_untouched_run_of_a_is_the_run_of_b(pair):
     w = watch(a, b)
     untouched = 0
     for program in _programs():
-        w.touched.clear()
+        touched = w.start()
         got = run(program, a, trace=True, kernel_cls=w.cls)
         _same(got, run(program, a, trace=True))
-        if not w.touched:
+        if not touched:
             untouched += 1
             _same(got.as_engine(b), run(program, b, trace=True))
     if differing_attributes(kernel_class(a), kernel_class(b)) <= METADATA:
