@@ -105,9 +105,7 @@ def bench_campaign_inputs(engine_a: str, engine_b: str, *, count: int = 300, rep
     """
     a, b = resolve_engine(engine_a), resolve_engine(engine_b)
     programs = campaign_inputs(a, b, count, seed=seed)
-    # getattr: a commit from before the impact analysis (tools/speed_side_by_side.py)
-    # runs this file too, and always runs B
-    b_runs = [not getattr(differential(p, a, b), "b_from_a", False) for p in programs]
+    b_runs = [not differential(p, a, b).b_from_a for p in programs]
 
     def both(trace: bool, per_step_oracles: bool = True) -> Callable[[int], object]:
         def one(i: int) -> object:

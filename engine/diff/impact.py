@@ -67,9 +67,8 @@ class Watch:
     """
 
     def __init__(self, a: type[Kernel], b: type[Kernel]) -> None:
-        self.names = differing_attributes(a, b)
         self._local = threading.local()
-        spies = {n: _Spy(n, _resolve(a, n), self._local) for n in self.names}
+        spies = {n: _Spy(n, _resolve(a, n), self._local) for n in differing_attributes(a, b)}
         #: The watched class: A itself, but for the spies.
         self.cls: type[Kernel] = type(a.__name__, (a,), {
             "__qualname__": a.__qualname__, "__module__": a.__module__, "__slots__": (), **spies})

@@ -37,9 +37,6 @@ from engine.mm.pgtable import (
     pte_swp_offset,
 )
 
-#: A page number's PMD entry is the page number shifted by this (pmd_index()).
-_PMD_PAGES_SHIFT = HPAGE_PMD_ORDER
-
 
 def _seq(folio: Folio) -> int:
     return folio.seq
@@ -546,27 +543,14 @@ class Oracle:
         run, to report the first violation in its order.
         """
         k = self.k
-        pages, find = self.pages, self.mapped.find
+        pages, find, contents = self.pages, self.mapped.find, self.contents
         pfn_folio, contents_at = k.pfn_folio, self.contents_at
         mms = k.mms
         for (mm_id, vpn), shadow in pages.items():
             mm = mms.get(mm_id)
             if mm is None or not mm.alive:
                 continue
-            # contents(mm, vpn), the walk inlined: the huge PMD, else the PTE
-            word = mm.pmd_huge.get(vpn >> _PMD_PAGES_SHIFT)
-            if word is not None:
-                v = pfn_folio(pte_pfn(word)).data[vpn & (HPAGE_PMD_NR - 1)]
-            else:
-                pt = mm.pte_tables.get(vpn >> _PMD_PAGES_SHIFT)
-                w = pt.entries[vpn & (HPAGE_PMD_NR - 1)] if pt is not None else 0
-                if not w:
-                    v = 0
-                elif pte_present(w) and (pfn := pte_pfn(w)) != ZERO_PFN:
-                    folio = pfn_folio(pfn)
-                    v = folio.data[pfn - folio.pfn]
-                else:
-                    v = contents_at(("pte", pt, vpn & (HPAGE_PMD_NR - 1)), vpn)
+            v = contents(mm, vpn)
             if v != shadow.value and not (v == 0 and shadow.may_read_zero()):
                 return False
         for mm_id, mm in mms.items():

@@ -20,7 +20,6 @@ from engine.mm.events import Event
 from engine.mm.folio import FOLIO_FLAGS, Folio
 from engine.mm.memory import ZERO_PFN
 from engine.mm.pgtable import (
-    HPAGE_PMD_NR,
     PAGE_SHIFT,
     PMD_SHIFT,
     PTE_BATCH_IGNORE,
@@ -318,11 +317,6 @@ def _render(snap: Snapshot) -> dict[str, Any]:
             assert raw is not None
             e = array("Q", raw)
             base = pmd_idx << PMD_SHIFT
-            # The folio the last entry mapped, when naturally aligned: the next
-            # pages of it are its own unless some folio starts at the page, or
-            # (for a PMD-sized one) at the page's 16-page block - where
-            # pfn_folio() would look first.
-            head, end, fname = -1, -1, ""
             for i in present_slots(e):
                 w = e[i]
                 key = f"{p}.pte[{base + (i << PAGE_SHIFT):#x}]"
@@ -331,13 +325,8 @@ def _render(snap: Snapshot) -> dict[str, Any]:
                     if pfn == ZERO_PFN:
                         st[key] = "zero"
                         continue
-                    if not (head < pfn < end and pfn not in by_pfn
-                            and ((block := pfn & ~15) == head or block not in by_pfn)):
-                        folio, head = pfn_folio(pfn)
-                        nr = by_pfn[head][1]
-                        end = head + nr if nr in (16, HPAGE_PMD_NR) and not head % nr else -1
-                        fname = name(folio)
-                    st[key] = f"{fname}+{pfn - head}:{_PTE_FLAGS[w & PTE_BATCH_IGNORE]}"
+                    folio, head = pfn_folio(pfn)
+                    st[key] = f"{name(folio)}+{pfn - head}:{_PTE_FLAGS[w & PTE_BATCH_IGNORE]}"
                 elif is_swap_pte(w):
                     st[key] = "swap"
     # folios nothing maps: in LRU order, then the rest by pfn

@@ -38,6 +38,7 @@ from engine.mm.pgtable import (
     is_swap_pte,
     maps_pfn_in,
     mk_pte,
+    pmd_addr_end,
     pmd_index,
     pmd_pfn,
     pmd_write,
@@ -337,7 +338,7 @@ class MemoryMixin(KernelMixin):
             end = address + span
             while address < end:
                 pmd_idx = pmd_index(address)
-                stop = min(end, (pmd_idx + 1) << PMD_SHIFT)
+                stop = pmd_addr_end(address, end)
                 pt = other.pte_tables.get(pmd_idx) if pmd_idx not in other.pmd_huge else None
                 if pt is not None and maps_pfn_in(pt.entries, pte_index(address),
                                                   (stop - address) >> PAGE_SHIFT, lo, hi):
