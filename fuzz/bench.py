@@ -45,6 +45,7 @@ from __future__ import annotations
 import enum
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -306,8 +307,8 @@ def _search_atheris(target: Target, seed: int, cap: float, seeds: Sequence[bytes
                               timeout=cap + 120)
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith(DETECTED)]
     if not lines:
-        trial.error = f"atheris exited {proc.returncode} without a bench line: " \
-                      + proc.stderr[-400:]
+        trial.error = (f"atheris exited {proc.returncode} without a bench line: "
+                       + _why_it_ended(proc.stdout, proc.stderr))
         return trial
     got = json.loads(lines[-1][len(DETECTED):])
     trial.found = got["found"]
@@ -316,6 +317,21 @@ def _search_atheris(target: Target, seed: int, cap: float, seeds: Sequence[bytes
     trial.startup = (time.monotonic() - launched) - got["seconds"]
     trial.program = got.get("program")
     return trial
+
+
+#: A line naming an exception: ``engine.errors.UnknownEngineError: engines: ...``.
+_EXCEPTION_LINE = re.compile(r"^[\w.]+(Error|Exception|Exit|Interrupt): .*$", re.M)
+
+
+def _why_it_ended(stdout: str, stderr: str) -> str:
+    """What ended a libFuzzer process of the atheris target: the Python
+    exception it did not catch (atheris prints it on @stdout), the first line
+    of it and the last (that of an exception it carries, from the cause
+    process), else the last 400 characters of libFuzzer's report on @stderr."""
+    lines = [m.group(0) for m in _EXCEPTION_LINE.finditer(stdout)]
+    if lines:
+        return " ... ".join(dict.fromkeys((lines[0], lines[-1])))
+    return stderr[-400:]
 
 
 def atheris_bench_hook(target_name: str, cap: float) -> Callable[[Program, Report], None]:
@@ -349,7 +365,9 @@ def atheris_bench_hook(target_name: str, cap: float) -> Callable[[Program, Repor
 
 
 def summarize(trials: Iterable[Trial], cap: float) -> dict[str, Any]:
-    """Median and spread of time to first detection per (target, fuzzer)."""
+    """Median and spread of time to first detection per (target, fuzzer), and
+    how many trials failed (an error of foliodiff's: neither a detection nor a
+    miss; counted as not found in the times)."""
     groups: dict[tuple[str, str], list[Trial]] = {}
     for t in trials:
         groups.setdefault((t.target, t.fuzzer), []).append(t)
@@ -362,7 +380,8 @@ def summarize(trials: Iterable[Trial], cap: float) -> dict[str, Any]:
                "median_s": round(med, 2) if med != float("inf") else f"> {cap:g}",
                "min_s": round(times[0], 2) if times[0] != float("inf") else None,
                "max_s": round(times[-1], 2) if times[-1] != float("inf") else f"> {cap:g}",
-               "execs_median": statistics.median(t.execs for t in ts)}
+               "execs_median": statistics.median(t.execs for t in ts),
+               "failed": sum(t.error is not None for t in ts)}
         mins = [t.ops_minimized for t in ts if t.ops_minimized is not None]
         if mins:
             row["minimized_ops_median"] = statistics.median(mins)

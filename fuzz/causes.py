@@ -32,7 +32,7 @@ import traceback
 from collections import OrderedDict
 from typing import IO, Any
 
-from engine import Cause, Crash, Program, cause_of
+from engine import MUTANTS, Cause, Crash, Program, cause_of, register_mutants
 from engine.kernels import identities, load_identities
 
 #: Causes kept per worker (a campaign meets the same few findings again and again).
@@ -62,11 +62,12 @@ class OutOfProcessCauses:
     engine.  Pass it as ``differential(..., causes=...)``.
 
     @engines: the engines whose runs it will be asked about (their plugins, if
-        any, are registered in the cause process).
+        any, are registered in the cause process, and the mutants if one of
+        them is a mutant).
     """
 
     def __init__(self, engines: list[str]) -> None:
-        self._plugins = identities(engines)
+        self._engines = (identities(engines), any(e in MUTANTS for e in engines))
         self._child: subprocess.Popen[bytes] | None = None
         self._known: OrderedDict[tuple[Any, ...], Cause | None] = OrderedDict()
 
@@ -88,7 +89,7 @@ class OutOfProcessCauses:
             child = self._child = subprocess.Popen([sys.executable, "-m", "fuzz.causes"],
                                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE)
             assert child.stdin is not None
-            _send(child.stdin, self._plugins)
+            _send(child.stdin, self._engines)
         assert child.stdin is not None and child.stdout is not None
         try:
             _send(child.stdin, (program, engine, crash))
@@ -109,9 +110,13 @@ class OutOfProcessCauses:
 
 
 def serve(inp: IO[bytes], out: IO[bytes]) -> None:
-    """The cause process: the plugins to register, then (program, engine, crash)
-    requests, each answered (True, cause) or (False, traceback), until EOF."""
-    load_identities(_recv(inp))
+    """The cause process: the plugins to register and whether to register the
+    mutants, then (program, engine, crash) requests, each answered
+    (True, cause) or (False, traceback), until EOF."""
+    plugins, mutants = _recv(inp)
+    load_identities(plugins)
+    if mutants:
+        register_mutants()
     while True:
         try:
             program, engine, crash = _recv(inp)

@@ -476,19 +476,25 @@ def bench_fuzz(
     t = Table(title=f"time to first detection, {seeds} seeds, one trial at a time, cap {cap:g} s, "
               f"seed corpus {seed_corpus}")
     for col in ("target", "fuzzer", "found", "median s", "min s", "max s", "execs (median)",
-                "minimized ops (median)", "replays"):
+                "minimized ops (median)", "replays", "failed"):
         t.add_column(col)
     for target, rows in res["summary"].items():
         for fuzzer, row in rows.items():
             t.add_row(target, fuzzer, row["found"], str(row["median_s"]), str(row["min_s"]),
                       str(row["max_s"]), f"{row['execs_median']:,.0f}",
                       str(row.get("minimized_ops_median", "-")),
-                      row.get("replays_same_signature", "-"))
+                      row.get("replays_same_signature", "-"), str(row["failed"]))
     console.print(t)
     console.print(f"median minimized reproducer over all detections: "
                   f"{res['minimized_ops_median_all']} ops; replays with the same signature: "
                   f"{res['replays_same_signature_all']}", highlight=False)
     _save(res, out)
+    failed = [tr for tr in res["trials"] if tr["error"] is not None]
+    if failed:
+        err.print(f"[bold red]error:[/] {len(failed)} of {len(res['trials'])} trials failed "
+                  f"(foliodiff's errors, neither detections nor misses; each says why above)",
+                  highlight=False)
+        raise typer.Exit(EXIT_FAILED)
 
 
 @app.command()

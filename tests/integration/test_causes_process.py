@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from engine import Crash, Verdict, differential
+from engine import Crash, Verdict, differential, register_mutants
 from fuzz.causes import CauseServerError, OutOfProcessCauses
 from fuzz.codec import decode
 
@@ -54,3 +54,24 @@ def test_a_cause_process_failure_is_an_error_with_its_traceback():
     with pytest.raises(CauseServerError, match="no-such-engine"):
         causes(decode(base64.b64decode(DIED_ON)), "no-such-engine", crash)
     causes.close()
+
+
+#: The input an atheris trial of the fuzz benchmark found its vma-bound target
+#: with (v6.16 without the VMA bound against v6.16's C twin), and died on: its
+#: cause process knew no mutant engine.
+FOUND_VMA_BOUND = "HwMAARM1AQARAQASAgADAQAAAQcAAAECAAAAAQcAAAABCgAACwITABgAKggAAQMAAAECAQAAAQ=="
+
+
+def test_the_cause_process_knows_the_mutants_of_the_pair_it_serves():
+    register_mutants()
+    program = decode(base64.b64decode(FOUND_VMA_BOUND))
+    pair = ("v6.16-no-vma-bound", "v6.16-c")
+    plain = differential(program, *pair)
+    causes = OutOfProcessCauses(list(pair))
+    try:
+        served = differential(program, *pair, causes=causes)
+    finally:
+        causes.close()
+    assert [d.signature for d in plain.divergences] == [
+        "v6.16-no-vma-bound..v6.16-c|cause|set_ptes<ttu_lazyfree<try_to_unmap_one"]
+    assert [d.to_dict() for d in served.divergences] == [d.to_dict() for d in plain.divergences]

@@ -10,7 +10,7 @@ import pytest
 from engine.corpus.entries import load_any
 from engine.diff.differential import differential
 from engine.program.format import Program, parse_program
-from fuzz.bench import TARGETS, Target, Trial
+from fuzz.bench import TARGETS, Target, Trial, _why_it_ended
 from service.bench import reduce_and_replay
 
 CORPUS = pathlib.Path(__file__).resolve().parents[2] / "corpus"
@@ -82,8 +82,36 @@ def test_summary_censors_trials_that_hit_the_cap() -> None:
     row = summarize(trials, 60.0)["t"]["pct"]
     assert row["found"] == "3/5"
     assert row["median_s"] == 5.0 and row["min_s"] == 1.0 and row["max_s"] == "> 60"
+    assert row["failed"] == 0
     trials[0] = Trial("pct", "t", 0, False, 60.0, 10)
     assert summarize(trials, 60.0)["t"]["pct"]["median_s"] == "> 60"
+    trials[1] = Trial("pct", "t", 1, False, 60.0, 0, error="atheris exited 77")
+    assert summarize(trials, 60.0)["t"]["pct"]["failed"] == 1
+
+
+def test_bench_fuzz_fails_when_a_trial_failed(monkeypatch, tmp_path) -> None:
+    """A trial that died is foliodiff's error: printed with why, and the command fails."""
+    from typer.testing import CliRunner
+
+    import service.bench
+    from fuzz.bench import summarize
+    from service.cli import app
+    trials = [Trial("random", "vma-bound", 0, True, 2.0, 9),
+              Trial("random", "vma-bound", 1, False, 30.0, 0, error="KeyError: 'x'")]
+
+    def fake(fuzzers, targets, seeds, cap, *, seed_corpus, reduce, on_trial):
+        for t in trials:
+            on_trial(t)
+        return {"summary": summarize(trials, cap), "minimized_ops_median_all": None,
+                "replays_same_signature_all": "-",
+                "trials": [{"error": t.error} for t in trials]}
+    monkeypatch.setattr(service.bench, "bench_fuzz", fake)
+    res = CliRunner().invoke(app, ["bench-fuzz", "--fuzzers", "random", "--targets", "vma-bound",
+                                   "--seeds", "2", "--seed-corpus", "none",
+                                   "--out", str(tmp_path / "r.json")])
+    assert res.exit_code == 4, res.output
+    assert "KeyError: 'x'" in res.output and "1 of 2 trials failed" in res.output
+    assert (tmp_path / "r.json").is_file()          # the figures are kept all the same
 
 
 def test_bench_fuzz_names_a_bad_fuzzer() -> None:
@@ -131,3 +159,17 @@ def test_the_vma_bound_mutant_is_v6_16_inside_one_vma() -> None:
         program = corpus(name)
         assert (run(program, "v6.16-no-vma-bound").comparable()
                 == run(program, "v6.16").comparable())
+
+
+def test_an_atheris_trial_that_dies_says_of_what():
+    """atheris prints the exception it did not catch on stdout; libFuzzer's report
+    on stderr ends with the input's bytes, which say nothing of why."""
+    stdout = ("=== Uncaught Python exception: ===\n"
+              "CauseServerError: cause_of('v6.16-no-vma-bound') failed in the cause process:\n"
+              "Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n"
+              "engine.errors.UnknownEngineError: engines: unknown engine 'v6.16-no-vma-bound'\n")
+    stderr = "==1== ERROR: libFuzzer: fuzz target exited\n\\001\\000\\000\\001\n"
+    assert _why_it_ended(stdout, stderr) == (
+        "CauseServerError: cause_of('v6.16-no-vma-bound') failed in the cause process: ... "
+        "engine.errors.UnknownEngineError: engines: unknown engine 'v6.16-no-vma-bound'")
+    assert _why_it_ended("", stderr) == stderr
