@@ -24,7 +24,7 @@ from typing import Any
 from engine.diff.impact import watch
 from engine.diff.rules import Rule, explain
 from engine.execution.oracle import Verdict
-from engine.execution.outcome import Crash, Outcome, TraceEntry
+from engine.execution.outcome import Crash, Fields, Outcome, TraceEntry
 from engine.execution.provenance import Cause, DataSource, cause_of
 from engine.execution.runner import entry_point, run
 from engine.kernels import resolve_engine
@@ -173,29 +173,37 @@ def _main_field(fields: list[str]) -> str:
 
 
 def _first_ops(ta: list[TraceEntry], tb: list[TraceEntry], fields: set[str]) -> dict[str, int]:
-    """For each field, the first op whose completion left the runs disagreeing on it."""
+    """For each field, the first op whose completion left the runs disagreeing on it.
+
+    Of each pair of states only the fields still looked for are flattened
+    (:meth:`TraceEntry.values`): a field found stays found, and the states of
+    two runs that parted early differ at nearly every op after.
+    """
     sb = {e.op: e for e in tb}
     first: dict[str, int] = {}
+    wanted = Fields({f for f in fields if not f.startswith("result[")})
     for entry in ta:
         op = entry.op
         other = sb.get(op)
         if other is None:
             continue
         ra, rb = entry.results, other.results
-        if ra == rb and entry.same_state(other):
+        if ra == rb and entry.same_snapshot(other):
             continue
-        st_a, st_b = entry.state, other.state
+        st_a, st_b = entry.values(wanted), other.values(wanted)
+        found = len(first)
         for f in fields:
             if f in first:
                 continue
-            if f.startswith("result["):
-                i = int(f[7:-1])
-                if i <= op and ra[i] != rb[i]:
+            if f in wanted.names:
+                if st_a.get(f) != st_b.get(f):
                     first[f] = op
-            elif st_a.get(f) != st_b.get(f):
+            elif (i := int(f[7:-1])) <= op and ra[i] != rb[i]:
                 first[f] = op
         if len(first) == len(fields):
             break
+        if len(first) > found:
+            wanted = Fields(wanted.names - first.keys())
     return first
 
 
@@ -314,17 +322,25 @@ def _parting_ops(ta: list[TraceEntry], tb: list[TraceEntry]) -> tuple[int | None
     """
     sa = {e.op: e for e in ta}
     sb = {e.op: e for e in tb}
-    differ = {op for op in sa.keys() | sb.keys()
-              if op not in sa or op not in sb or sa[op].results != sb[op].results
-              or not sa[op].same_state(sb[op])}
-    if not differ:
+    # Asked op by op, up to the first that differs in each order: comparing two
+    # states that differ flattens both, and after the parting nearly all do.
+    differ: dict[int, bool] = {}
+
+    def differs(op: int) -> bool:
+        d = differ.get(op)
+        if d is None:
+            d = differ[op] = (op not in sa or op not in sb or sa[op].results != sb[op].results
+                              or not sa[op].same_state(sb[op]))
+        return d
+
+    first = next((op for op in sorted(sa.keys() | sb.keys()) if differs(op)), None)
+    if first is None:
         return None, set()
-    first = min(differ)
     window = {first}
     for trace, snap in ((ta, sa), (tb, sb)):
         if first in snap:
             window.update(snap[first].inflight)
-        entry = next((e for e in trace if e.op in differ), None)
+        entry = next((e for e in trace if differs(e.op)), None)
         if entry is not None:
             window.add(entry.op)
             window.update(entry.inflight)

@@ -9,7 +9,9 @@ differently but map the same things look the same.
 from __future__ import annotations
 
 import dataclasses
+import re
 from array import array
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
@@ -89,7 +91,20 @@ class TraceEntry:
 
     def same_state(self, other: TraceEntry) -> bool:
         """Whether :attr:`state` is the same in both entries (see :func:`_equal_snapshots`)."""
-        return _equal_snapshots(self._state, other._state) or self.state == other.state
+        return self.same_snapshot(other) or self.state == other.state
+
+    def same_snapshot(self, other: TraceEntry) -> bool:
+        """Whether both entries copied the same state (then :attr:`state` is the
+        same; when not, it may still be: see :func:`_equal_snapshots`)."""
+        return _equal_snapshots(self._state, other._state)
+
+    def values(self, fields: Fields) -> dict[str, Any]:
+        """:attr:`state`'s items of @fields (a field it has not is left out),
+        flattening only those when not flattened yet (:meth:`Snapshot.render`)."""
+        st = self._state
+        if isinstance(st, Snapshot):
+            return st.render(only=fields)
+        return {f: st[f] for f in fields.names if f in st}
 
 
 @dataclass
@@ -227,12 +242,13 @@ class Snapshot:
                 [place.get(id(f), f) for f in self.deferred],
                 self.counters, self.mthp, self.swap_slots)
 
-    def render(self) -> dict[str, Any]:
-        """Flatten into ``field -> value`` (see :func:`observe`); a state that
-        cannot be flattened (an entry mapping no live folio) renders as
-        ``{"unobservable": why}``, as a run's final state does."""
+    def render(self, only: Fields | None = None) -> dict[str, Any]:
+        """Flatten into ``field -> value`` (see :func:`observe`), or only the
+        fields of @only (those the state has); a state that cannot be flattened
+        (an entry mapping no live folio) renders as ``{"unobservable": why}``,
+        as a run's final state does, whatever @only asks."""
         try:
-            return _render(self)
+            return _render(self, only)
         except Exception as exc:  # noqa: BLE001 - a state too broken to print is still an outcome
             return {"unobservable": f"{type(exc).__name__}: {exc}"}
 
@@ -280,7 +296,32 @@ def observe(k) -> dict[str, Any]:
     return _render(snapshot(k))
 
 
-def _render(snap: Snapshot) -> dict[str, Any]:
+#: A page-table entry's field: ``mm0.pte[0x200000]``, ``mm1.pmd[0x40000000]``.
+_ENTRY_FIELD = re.compile(r"^mm(\d+)\.(pte|pmd)\[(0x[0-9a-f]+)\]$")
+
+
+_NO_ADDRESSES: frozenset[int] = frozenset()
+
+
+class Fields:
+    """Fields of a state to flatten (:meth:`Snapshot.render`'s @only), read once:
+    the page-table entries they name and the folios."""
+
+    __slots__ = ("names", "entries", "folios")
+
+    def __init__(self, names: AbstractSet[str]) -> None:
+        self.names = names
+        #: (mm id, "pte" or "pmd") -> the entries' addresses
+        self.entries: dict[tuple[int, str], set[int]] = {}
+        for f in names:
+            m = _ENTRY_FIELD.match(f)
+            if m is not None:
+                self.entries.setdefault((int(m[1]), m[2]), set()).add(int(m[3], 16))
+        #: the folios' names (``f3``)
+        self.folios = {f.split(".", 2)[1] for f in names if f.startswith("folio.")}
+
+
+def _render(snap: Snapshot, only: Fields | None = None) -> dict[str, Any]:
     names: dict[int, str] = {}
 
     def name(folio: Folio) -> str:
@@ -301,34 +342,54 @@ def _render(snap: Snapshot) -> dict[str, Any]:
                 return hit[0], head
         raise UseAfterFree(f"pfn {pfn:#x} maps no live folio (page table points at freed memory)")
 
+    # Which entries and folios to print: all, or those @only names.  Every entry
+    # is read all the same: a folio's name is its place in the order of first
+    # mention, and an entry mapping freed memory makes the state unobservable.
+    entries = None if only is None else only.entries
+    folios = None if only is None else only.folios
     st: dict[str, Any] = {}
     for mm_id, vmas, anon, swapents, pmds in snap.mms:
         p = f"mm{mm_id}"
         st[f"{p}.vmas"] = tuple(f"{start:#x}-{end:#x}:{'w' if w else 'r'}" for start, end, w in vmas)
         st[f"{p}.MM_ANONPAGES"] = anon
         st[f"{p}.MM_SWAPENTS"] = swapents
+        want_pmd = None if entries is None else entries.get((mm_id, "pmd"), _NO_ADDRESSES)
+        want_pte = None if entries is None else entries.get((mm_id, "pte"), _NO_ADDRESSES)
+        last: Folio | None = None           # the folio the entry before mapped, and its name
+        last_name = ""
         for pmd_idx, word, raw in pmds:
             if word is not None:
                 folio, _ = pfn_folio(pte_pfn(word))
-                st[f"{p}.pmd[{pmd_idx << PMD_SHIFT:#x}]"] = (
-                    f"{name(folio)}:{'d' if pte_dirty(word) else ''}{'y' if pte_young(word) else ''}"
-                    f"{'w' if pte_write(word) else ''}")
+                n = name(folio)
+                addr = pmd_idx << PMD_SHIFT
+                if want_pmd is None or addr in want_pmd:
+                    st[f"{p}.pmd[{addr:#x}]"] = (
+                        f"{n}:{'d' if pte_dirty(word) else ''}{'y' if pte_young(word) else ''}"
+                        f"{'w' if pte_write(word) else ''}")
                 continue
             assert raw is not None
             e = array("Q", raw)
             base = pmd_idx << PMD_SHIFT
             for i in present_slots(e):
                 w = e[i]
-                key = f"{p}.pte[{base + (i << PAGE_SHIFT):#x}]"
+                addr = base + (i << PAGE_SHIFT)
                 if pte_present(w):
                     pfn = pte_pfn(w)
                     if pfn == ZERO_PFN:
-                        st[key] = "zero"
-                        continue
-                    folio, head = pfn_folio(pfn)
-                    st[key] = f"{name(folio)}+{pfn - head}:{_PTE_FLAGS[w & PTE_BATCH_IGNORE]}"
+                        value = "zero"
+                    else:
+                        folio, head = pfn_folio(pfn)
+                        if folio is not last:      # a large folio's entries name it once
+                            last, last_name = folio, name(folio)
+                        if want_pte is not None and addr not in want_pte:
+                            continue
+                        value = f"{last_name}+{pfn - head}:{_PTE_FLAGS[w & PTE_BATCH_IGNORE]}"
                 elif is_swap_pte(w):
-                    st[key] = "swap"
+                    value = "swap"
+                else:
+                    continue
+                if want_pte is None or addr in want_pte:
+                    st[f"{p}.pte[{addr:#x}]"] = value
     # folios nothing maps: in LRU order, then the rest by pfn
     for folio in snap.lru:
         name(folio)
@@ -336,6 +397,8 @@ def _render(snap: Snapshot) -> dict[str, Any]:
         name(folio)
     by_name = {name(folio): (fields, mapcount) for folio, fields, mapcount in snap.folios}
     for n in sorted(by_name, key=lambda s: int(s[1:])):
+        if folios is not None and n not in folios:
+            continue
         (_, _, order, ref, entire, pincount, lru_list, deferred, *flags), mapcount = by_name[n]
         p = f"folio.{n}"
         st[f"{p}.order"] = order
@@ -351,4 +414,4 @@ def _render(snap: Snapshot) -> dict[str, Any]:
     for key, v in zip(_MTHP_KEYS, snap.mthp, strict=True):
         st[f"mthp.{key}"] = v
     st["swap.slots"] = snap.swap_slots
-    return st
+    return st if only is None else {f: st[f] for f in only.names if f in st}
