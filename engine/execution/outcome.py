@@ -298,8 +298,7 @@ def observe(k) -> dict[str, Any]:
 
 #: A page-table entry's field: ``mm0.pte[0x200000]``, ``mm1.pmd[0x40000000]``.
 _ENTRY_FIELD = re.compile(r"^mm(\d+)\.(pte|pmd)\[(0x[0-9a-f]+)\]$")
-
-
+#: The entries of a table a partial render prints when it names none of them.
 _NO_ADDRESSES: frozenset[int] = frozenset()
 
 
@@ -390,25 +389,27 @@ def _render(snap: Snapshot, only: Fields | None = None) -> dict[str, Any]:
                     continue
                 if want_pte is None or addr in want_pte:
                     st[f"{p}.pte[{addr:#x}]"] = value
-    # folios nothing maps: in LRU order, then the rest by pfn
-    for folio in snap.lru:
-        name(folio)
-    for folio, _, _ in sorted(snap.folios, key=lambda r: r[1][0]):
-        name(folio)
-    by_name = {name(folio): (fields, mapcount) for folio, fields, mapcount in snap.folios}
-    for n in sorted(by_name, key=lambda s: int(s[1:])):
-        if folios is not None and n not in folios:
-            continue
-        (_, _, order, ref, entire, pincount, lru_list, deferred, *flags), mapcount = by_name[n]
-        p = f"folio.{n}"
-        st[f"{p}.order"] = order
-        st[f"{p}.flags"] = _flags(tuple(flags))
-        st[f"{p}.ref"] = ref
-        st[f"{p}.mapcount"] = mapcount + entire
-        st[f"{p}.pincount"] = pincount
-        st[f"{p}.lru"] = lru_list.name if lru_list is not None else None
-        st[f"{p}.deferred"] = deferred
-    st["deferred_split_queue"] = tuple(name(f) for f in snap.deferred)
+    # Folios nothing maps are named after all mapped ones: in LRU order, then the
+    # rest by pfn.  No field of @only but a folio's and the queue's reads them.
+    if only is None or folios or "deferred_split_queue" in only.names:
+        for folio in snap.lru:
+            name(folio)
+        for folio, _, _ in sorted(snap.folios, key=lambda r: r[1][0]):
+            name(folio)
+        by_name = {name(folio): (fields, mapcount) for folio, fields, mapcount in snap.folios}
+        for n in sorted(by_name, key=lambda s: int(s[1:])):
+            if folios is not None and n not in folios:
+                continue
+            (_, _, order, ref, entire, pincount, lru_list, deferred, *flags), mapcount = by_name[n]
+            p = f"folio.{n}"
+            st[f"{p}.order"] = order
+            st[f"{p}.flags"] = _flags(tuple(flags))
+            st[f"{p}.ref"] = ref
+            st[f"{p}.mapcount"] = mapcount + entire
+            st[f"{p}.pincount"] = pincount
+            st[f"{p}.lru"] = lru_list.name if lru_list is not None else None
+            st[f"{p}.deferred"] = deferred
+        st["deferred_split_queue"] = tuple(name(f) for f in snap.deferred)
     for c, v in zip(COUNTERS, snap.counters, strict=True):
         st[f"counter.{c}"] = v
     for key, v in zip(_MTHP_KEYS, snap.mthp, strict=True):
