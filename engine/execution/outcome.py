@@ -284,7 +284,8 @@ _MTHP_KEYS = tuple(f"{stat}[{o}]" for o in MTHP_ORDERS
                                 "split_failed"))
 
 
-#: An entry's dirty, young and write bits as outcomes print them ("dyw", in that order).
+#: An entry's (a PTE's or a huge PMD's) dirty, young and write bits as outcomes
+#: print them ("dyw", in that order).
 _PTE_FLAGS = {bits: f"{'d' if pte_dirty(bits) else ''}{'y' if pte_young(bits) else ''}"
                     f"{'w' if pte_write(bits) else ''}"
               for bits in range(PTE_BATCH_IGNORE + 1) if bits & ~PTE_BATCH_IGNORE == 0}
@@ -362,9 +363,7 @@ def _render(snap: Snapshot, only: Fields | None = None) -> dict[str, Any]:
                 n = name(folio)
                 addr = pmd_idx << PMD_SHIFT
                 if want_pmd is None or addr in want_pmd:
-                    st[f"{p}.pmd[{addr:#x}]"] = (
-                        f"{n}:{'d' if pte_dirty(word) else ''}{'y' if pte_young(word) else ''}"
-                        f"{'w' if pte_write(word) else ''}")
+                    st[f"{p}.pmd[{addr:#x}]"] = f"{n}:{_PTE_FLAGS[word & PTE_BATCH_IGNORE]}"
                 continue
             assert raw is not None
             e = array("Q", raw)
