@@ -172,6 +172,30 @@ class StatsSnapshot(Base):
         _enum(CoverageUnit, "coverage_unit"))
 
 
+class CorpusEntry(Base):
+    """One input of a campaign's shared corpus, as a worker kept it.
+
+    Workers of one campaign, on any machine, push the inputs they keep
+    here and pull the ones the others kept (docs/distributed.md).  An input
+    is stored once per campaign: ``sha1`` (of ``data``) is unique with the
+    campaign, and a push of an input already there changes nothing.
+    ``features`` are the behaviour features it showed when kept (atheris
+    inputs: none, libFuzzer keeps their coverage); ``worker`` names the
+    share that kept it first.
+    """
+
+    __tablename__ = "corpus_entry"
+    __table_args__ = (UniqueConstraint("campaign_id", "sha1"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
+    sha1: Mapped[str] = mapped_column(String(40))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    features: Mapped[list[str]] = mapped_column(JSON)
+    worker: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+
+
 class Program(Base):
     """A program, stored once per content (sha256 of its compact JSON)."""
 

@@ -68,6 +68,8 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import table as sql_table
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
@@ -92,6 +94,7 @@ from service.models import (
     CampaignStatus,
     ConformanceJob,
     ConformanceResult,
+    CorpusEntry,
     Divergence,
     HarnessError,
     JobStatus,
@@ -127,6 +130,9 @@ _DENSE = 2000
 _CHUNK = 500
 # Execution option that makes the "begin" hook take the write lock.
 _WRITE = "foliodiff_write"
+# A write whose statements are safe beside any other writer's (INSERT ... ON
+# CONFLICT): on PostgreSQL it skips the advisory lock.
+_LOCK_FREE = "foliodiff_lock_free"
 # Key of the PostgreSQL advisory lock every write transaction holds ("foliodif").
 # Advisory locks are per database, so stores in different databases never wait
 # on each other.
@@ -508,7 +514,8 @@ def _postgresql_hooks(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
-        if conn.get_execution_options().get(_WRITE):
+        options = conn.get_execution_options()
+        if options.get(_WRITE) and not options.get(_LOCK_FREE):
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_WRITE_LOCK})")
 
 
@@ -534,6 +541,8 @@ class Store:
         self._reader = sessionmaker(engine, expire_on_commit=False)
         self._writer = sessionmaker(engine.execution_options(**{_WRITE: True}),
                                     expire_on_commit=False)
+        self._lock_free_writer = sessionmaker(
+            engine.execution_options(**{_WRITE: True, _LOCK_FREE: True}), expire_on_commit=False)
 
     @classmethod
     def open(cls, url: str = DEFAULT_DB_URL, *, create: bool = True, clock: Clock = utc_now,
@@ -587,6 +596,14 @@ class Store:
     @contextmanager
     def _write(self) -> Iterator[Session]:
         with self._writer() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def _write_lock_free(self) -> Iterator[Session]:
+        """A write transaction for statements that are correct beside any other
+        writer's (``INSERT ... ON CONFLICT``): PostgreSQL writers do not queue
+        on the advisory lock for it; SQLite has one writer at a time anyway."""
+        with self._lock_free_writer() as session, session.begin():
             yield session
 
     @contextmanager
@@ -827,6 +844,70 @@ class Store:
             items = list(s.scalars(select(StatsSnapshot).where(StatsSnapshot.id.in_(kept))
                                    .order_by(StatsSnapshot.t, StatsSnapshot.id)))
         return items, total
+
+    # -- the shared corpus --------------------------------------------------------
+
+    def push_corpus(self, campaign_id: int, entries: Sequence[tuple[bytes, Sequence[str]]],
+                    worker: str) -> int:
+        """Add inputs a worker of campaign @campaign_id kept to the campaign's shared corpus.
+
+        @entries: (input bytes, the behaviour features it showed) each.
+        @worker: the share that kept them (at most 64 characters).
+        An input the corpus holds already, pushed by any worker, is left as it
+        is (``INSERT ... ON CONFLICT DO NOTHING``: concurrent pushes of one
+        input store it once, and take no store-wide lock on PostgreSQL).
+        Raises :class:`InvalidValueError` naming a malformed entry,
+        :class:`NotFoundError` for an unknown campaign.
+        Return: how many of @entries were new.
+        """
+        if not isinstance(worker, str) or not 0 < len(worker) <= 64:
+            raise InvalidValueError("worker", worker, "a name of 1 to 64 characters")
+        rows: dict[str, dict[str, Any]] = {}
+        now = self._clock()
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, tuple) or len(entry) != 2:
+                raise InvalidValueError(f"entries[{i}]", entry, "a pair (data, features)")
+            data, features = entry
+            if not isinstance(data, bytes) or not data:
+                raise InvalidValueError(f"entries[{i}].data", data, "non-empty bytes")
+            if (not isinstance(features, list | tuple | set | frozenset)
+                    or not all(isinstance(f, str) and "\x00" not in f for f in features)):
+                raise InvalidValueError(f"entries[{i}].features", features,
+                                        "a list of strings without NUL")
+            sha1 = hashlib.sha1(data).hexdigest()
+            rows.setdefault(sha1, {"campaign_id": campaign_id, "sha1": sha1, "data": data,
+                                   "features": sorted(features), "worker": worker,
+                                   "created_at": now})
+        if not rows:
+            return 0
+        table = _table(CorpusEntry)
+        dialect = self.engine.dialect.name
+        stmt = (pg_insert(table) if dialect == "postgresql" else sqlite_insert(table)
+                if dialect == "sqlite" else None)
+        if stmt is None:
+            raise InvalidValueError("url", dialect, "a shared corpus needs SQLite or PostgreSQL")
+        with self._write_lock_free() as s:
+            self._campaign(s, campaign_id)
+            inserted = s.execute(stmt.on_conflict_do_nothing(
+                index_elements=["campaign_id", "sha1"]).returning(table.c.id),
+                list(rows.values())).all()
+        return len(inserted)
+
+    def pull_corpus(self, campaign_id: int, after: int = 0,
+                    limit: int = 1000) -> list[CorpusEntry]:
+        """The entries of campaign @campaign_id's shared corpus with an id above
+        @after, oldest first, at most @limit: a worker asks again with the last
+        id it got until none come."""
+        if not isinstance(after, int) or after < 0:
+            raise InvalidValueError("after", after, "an entry id >= 0")
+        if not isinstance(limit, int) or not 0 < limit <= 10_000:
+            raise InvalidValueError("limit", limit, "1 to 10000")
+        with self._read() as s:
+            self._campaign(s, campaign_id)
+            return list(s.scalars(select(CorpusEntry)
+                                  .where(CorpusEntry.campaign_id == campaign_id,
+                                         CorpusEntry.id > after)
+                                  .order_by(CorpusEntry.id).limit(limit)))
 
     # -- divergences -------------------------------------------------------------
 
