@@ -25,7 +25,11 @@ from typing import Protocol
 
 from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings, target
 from hypothesis import strategies as st
-from hypothesis.database import DirectoryBasedExampleDatabase, InMemoryExampleDatabase
+from hypothesis.database import (
+    DirectoryBasedExampleDatabase,
+    ExampleDatabase,
+    InMemoryExampleDatabase,
+)
 
 from engine import Program, Report, differential
 from fuzz.codec import decode
@@ -64,17 +68,27 @@ class HypothesisConfig(Protocol):
 
 def fuzz_with_hypothesis(config: HypothesisConfig, worker: int, go_on: Callable[[], bool],
                          each: Callable[[Program, Report], None],
-                         seen: set[str] | None = None) -> None:
+                         seen: set[str] | None = None, *,
+                         database: ExampleDatabase | None = None, first_run: int = 0,
+                         seeds_first: bool = True) -> int:
     """Run Hypothesis over the pair of ``config`` until ``go_on()`` is false.
 
     @seen: the behaviour features (:func:`fuzz.sources.features`) this
         worker has seen, filled as it runs: a campaign reports their number
         as the worker's coverage.  Each program is handed to @each before
         its features join @seen.
+    @database: the example database (default: in the worker's corpus
+        directory, or in memory); a fleet shares one in its store.
+    @first_run: the number of this worker's first Hypothesis run (each run
+        draws from its own seed); one that goes on from earlier runs starts
+        after them.
+    @seeds_first: run each seed once first (not again when going on).
+    Return: the number of the run after the last.
     """
     directory = config.corpus_dir(worker)
-    db = (InMemoryExampleDatabase() if directory is None
-          else DirectoryBasedExampleDatabase(str(directory / "hypothesis")))
+    db = database if database is not None else (
+        InMemoryExampleDatabase() if directory is None
+        else DirectoryBasedExampleDatabase(str(directory / "hypothesis")))
     seen = set() if seen is None else seen
     conf = settings(max_examples=BATCH, database=db, deadline=None, verbosity=Verbosity.quiet,
                     suppress_health_check=list(HealthCheck), print_blob=False,
@@ -100,15 +114,15 @@ def fuzz_with_hypothesis(config: HypothesisConfig, worker: int, go_on: Callable[
     # Each seed once as it is, whatever it maps (libFuzzer's INITED pass); a
     # drawn program may map as much as the largest seed (Hypothesis does not
     # say which seed a mutant came from).
-    for program in seeds:
+    for program in seeds if seeds_first else ():
         if not go_on():
-            return
+            return first_run
         run_hints(program, take(program)[0])
     limit = max([MAX_FUZZ_PAGES] + [mapped_pages(p) for p in seeds])
     drawn = programs(max_ops=MAX_OPS)
     if seeds:
         drawn = st.one_of(drawn, seeded_programs(seeds))
-    run = 0
+    run = first_run
     while go_on():
         @seed(config.seed * 1_000_003 + worker * 7919 + run)
         @conf
@@ -123,3 +137,4 @@ def fuzz_with_hypothesis(config: HypothesisConfig, worker: int, go_on: Callable[
 
         explore()
         run += 1
+    return run

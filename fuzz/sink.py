@@ -23,7 +23,13 @@ counts it apart from the kernel findings.
 Writes are batched: the sink flushes when its batch is full, when
 ``flush_every`` seconds passed since the last flush, and when the worker
 stops.  Only a flush that committed reports anything as stored, so a
-campaign killed at any instant never claims a finding it did not keep.
+campaign killed at any instant never claims a finding it did not keep; and
+only a finding whose record its own batch inserted, so that of several
+workers (processes, machines) finding one signature at once, one says so.
+Each batch carries an idempotency key (the sink's token and the batch's
+number): a write that failed with the connection is sent again with the
+same key, and the store applies it once, whether or not the first try
+committed.
 
 The sink writes through :class:`FindingStore`, the two batch upserts of
 the records of :mod:`fuzz.records`; the service's store implements it, so
@@ -34,11 +40,12 @@ way round).
 from __future__ import annotations
 
 import dataclasses
+import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from engine import Classification, Program, Report, differential
 from fuzz.errors import NotInterestingError
@@ -51,20 +58,28 @@ from fuzz.records import (
     records_from_report,
 )
 
+#: Attempts at a batch whose write fails transiently, and the seconds before the
+#: first retry (doubling each time).
+RETRIES = 4
+RETRY_AFTER = 0.5
+
+_Result = TypeVar("_Result")
+
 
 class Upserted(Protocol):
-    """What a batch of divergence records did: the record id of each signature id."""
+    """What a batch of records did: the record id of each signature id, and the
+    signature ids this batch stored a record of (the others were stored already,
+    by this writer or another)."""
 
     @property
     def ids(self) -> Mapping[str, int]: ...
 
-
-class HarnessUpserted(Upserted, Protocol):
-    """What a batch of harness records did: the row id of each signature id, and
-    the signature ids stored for the first time."""
-
     @property
     def new(self) -> AbstractSet[str]: ...
+
+
+class HarnessUpserted(Upserted, Protocol):
+    """What a batch of harness records did (as :class:`Upserted`)."""
 
 
 class FindingStore(Protocol):
@@ -75,13 +90,14 @@ class FindingStore(Protocol):
     """
 
     def upsert_divergences(self, records: Iterable[DivergenceRecord], *,
-                           campaign_id: int | None = None) -> Upserted:
+                           campaign_id: int | None = None, key: str | None = None) -> Upserted:
         """Store the unexpected divergences of @records, count the intended ones
         on campaign @campaign_id."""
         ...
 
     def upsert_harness_errors(self, records: Iterable[HarnessRecord], *,
-                              campaign_id: int | None = None) -> HarnessUpserted:
+                              campaign_id: int | None = None,
+                              key: str | None = None) -> HarnessUpserted:
         """Store @records, one row per signature, found by campaign @campaign_id."""
         ...
 
@@ -174,6 +190,9 @@ class FindingSink:
         self._harness: list[HarnessRecord] = []
         self._fresh: dict[str, Stored] = {}          # signature id -> not yet committed
         self._last_flush = time.monotonic()
+        # Idempotency keys: this sink's token and its batch number.
+        self.token = secrets.token_hex(8)
+        self._batches = 0
 
     def add(self, program: Program, report: Report, minimized: Program | None = None) -> list[str]:
         """Take ``report`` of ``program``; return the signature ids new to this sink.
@@ -262,22 +281,46 @@ class FindingSink:
         self._flush_harness()
         if not self._pending:
             return []
-        result = self.store.upsert_divergences(self._pending, campaign_id=self.campaign_id)
+        pending = self._pending
+        result = self._write(lambda key: self.store.upsert_divergences(
+            pending, campaign_id=self.campaign_id, key=key))
         self._pending = []
         stored = []
         for sid, found in self._fresh.items():
-            found.divergence_id = result.ids[sid]
-            stored.append(found)
+            # Another worker (another process, another machine) may have stored
+            # it first: then this batch only counted a hit, and it is theirs to say.
+            if sid in result.new:
+                found.divergence_id = result.ids[sid]
+                stored.append(found)
         self._fresh = {}
         self.stats.stored += len(stored)
         if stored and self.on_stored is not None:
             self.on_stored(stored)
         return stored
 
+    def _write(self, write: Callable[[str], _Result]) -> _Result:
+        """Run @write with the next batch's idempotency key, again with the same
+        key while it fails transiently (an error whose ``transient`` is true: the
+        connection was lost, maybe after the commit), :data:`RETRIES` times at most.
+        The store applies a key once, so a batch that did commit is not counted
+        twice, and one that did not is not lost."""
+        self._batches += 1
+        key = f"{self.token}/{self._batches}"
+        for attempt in range(RETRIES):
+            try:
+                return write(key)
+            except Exception as exc:
+                if not getattr(exc, "transient", False) or attempt == RETRIES - 1:
+                    raise
+                time.sleep(RETRY_AFTER * 2 ** attempt)
+        raise AssertionError("unreachable")
+
     def _flush_harness(self) -> None:
         if not self._harness:
             return
-        result = self.store.upsert_harness_errors(self._harness, campaign_id=self.campaign_id)
+        harness = self._harness
+        result = self._write(lambda key: self.store.upsert_harness_errors(
+            harness, campaign_id=self.campaign_id, key=key))
         found = []
         for rec in self._harness:
             if rec.signature_id not in self.stats.harness_signatures:

@@ -368,6 +368,12 @@ class Source:
             if not self._affordable(base):
                 self.position = {"i": i + 1}
                 continue
+            # A state goes with the base it enumerates: the base at position i
+            # depends on the corpus, which may have grown since (a fleet's shared
+            # one).  A position saved before positions named their base is trusted.
+            digest = hashlib.sha1(base.to_json(indent=None).encode()).hexdigest()[:16]
+            if self.position.get("base", digest) != digest:
+                state = None
             search = None
             if state:
                 try:
@@ -378,7 +384,7 @@ class Source:
                 search = Exhaustive(base, self.engine, self.preemption_bound)
             cap = EXHAUSTIVE_CAP
             for n, program in enumerate(search):
-                self.position = {"i": i, "state": search.state()}
+                self.position = {"i": i, "state": search.state(), "base": digest}
                 yield program
                 if n == 0 and search.level == 0 and not state:
                     cap = self._energy(EXHAUSTIVE_CAP, EXHAUSTIVE_CAP_PLAIN)

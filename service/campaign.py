@@ -71,7 +71,7 @@ from engine.kernels import load_identities, resolve_engine
 from fuzz.sink import FindingSink, HarnessStored, Stored
 from fuzz.sources import Corpus, Fuzzer, Source, seed_inputs
 from fuzz.throughput import fuzzing_gc
-from service.errors import LeaseLostError, MissingDependencyError
+from service.errors import FleetError, LeaseLostError, MissingDependencyError
 from service.minimizer import minimizer
 from service.models import CampaignStatus
 from service.settings import Settings, env_name
@@ -135,6 +135,12 @@ class CampaignConfig(BaseModel):
     preemption_bound: int = Field(default=2, ge=0, le=8)
     minimize: bool = True
     max_minimize_runs: int = Field(default=500, ge=1)
+    #: A fleet campaign (service/fleet): run by ``foliodiff worker`` processes on
+    #: any machine, ``workers`` shares of ``slice_seconds`` each at a time, with
+    #: the model whose digest is ``model`` (engine.kernels.model_digest).
+    fleet: bool = False
+    slice_seconds: float = Field(default=60.0, gt=0)
+    model: str | None = None
 
     @field_validator("plugins")
     @classmethod
@@ -434,6 +440,9 @@ class Campaign:
         try:
             row = self.store.get_campaign(campaign_id)
             self.config = CampaignConfig.stored(row.config)
+            if self.config.fleet:
+                raise FleetError(f"campaign {campaign_id} is a fleet campaign: its workers "
+                                 f"run it (foliodiff worker --campaign {campaign_id})")
             require_fuzzer(self.config.fuzzer)
         except BaseException:
             self.store.close()

@@ -429,6 +429,55 @@ def bench_store(
     _save(res, out)
 
 
+@app.command("bench-fleet")
+def bench_fleet(
+    db: Annotated[str, typer.Option(help="a PostgreSQL store URL (campaigns are added to it)")],
+    workers: Annotated[str, typer.Option(help="worker counts to run")] = "1,2,4",
+    seconds: Annotated[float, typer.Option(help="seconds each share fuzzes")] = 20.0,
+    out: Annotated[str | None, typer.Option(help="write the figures as JSON here")] = None,
+) -> None:
+    """Fleet benchmark: executions/s with N local workers, store transactions/s per
+    worker, the store's capacity, and the ceiling that gives at 16 and 64 workers."""
+    from service.fleet.bench import bench_fleet as run
+    from service.fleet.queue import conninfo
+    try:
+        counts = [int(w) for w in workers.split(",") if w.strip()]
+        if not counts or min(counts) < 1 or max(counts) > 64:
+            raise ValueError(workers)
+    except ValueError:
+        _fail(f"--workers: worker counts from 1 to 64, comma-separated (got {workers!r})")
+    try:
+        conninfo(db)
+        open_store(db).close()
+        res = run(db, counts, seconds)
+    except FoliodiffError as exc:
+        _fail(str(exc))
+    t = Table(title=f"fleet: random v6.14,v6.15, {seconds:.0f} s per share, workers here")
+    for col in ("workers", "executions", "exec/s", "x one worker", "wall s",
+                "store tx/s per worker", "finished"):
+        t.add_column(col)
+    one = res["scaling"][0]["exec_per_s"] / res["scaling"][0]["workers"]
+    for r in res["scaling"]:
+        t.add_row(str(r["workers"]), f"{r['execs']:,}", f"{r['exec_per_s']:,.1f}",
+                  f"{r['exec_per_s'] / one:.2f}", f"{r['wall_s']:.1f}",
+                  f"{r['commits_per_s_per_worker']:,.1f}", str(r["finished"]))
+    console.print(t)
+    c = Table(title="store capacity: processes doing a worker's sync cycle flat out")
+    for col in ("processes", "tx/s"):
+        c.add_column(col)
+    for r in res["capacity"]:
+        c.add_row(str(r["processes"]), f"{r['ops_per_s']:,.0f}")
+    console.print(c)
+    for n, ceiling in res["ceiling"].items():
+        console.print(f"{n} workers: would load the store to {ceiling['store_load']:.0%} of what "
+                      f"it carried here; {ceiling['exec_per_s_if_cores']:,.0f} exec/s if each "
+                      f"had a core of its own", highlight=False)
+    _save(res, out)
+    if not all(r["finished"] and not any(r["worker_exits"]) for r in res["scaling"]):
+        err.print("error: a campaign did not finish, or a worker failed")
+        raise typer.Exit(EXIT_FAILED)
+
+
 def _enum_list(option: str, text: str, cls):
     """Comma-separated members of enum ``cls``, or a clean error naming ``option``."""
     try:
@@ -858,12 +907,19 @@ def fuzz(
     pct_depth: Annotated[int, typer.Option(help="PCT bug depth d")] = 3,
     preemption_bound: Annotated[int, typer.Option(help="exhaustive search preemption bound")] = 2,
     live: Annotated[bool, typer.Option(help="live progress table (else a line every 5 s)")] = True,
+    fleet: Annotated[bool, typer.Option(
+        help="queue the campaign for `foliodiff worker` processes on any machine (PostgreSQL "
+             "store): --workers shares, each run --time seconds, --slice seconds at a time")] = False,
+    slice_seconds: Annotated[float, typer.Option(
+        "--slice", help="with --fleet: seconds a worker runs a share before it goes back "
+                        "to the queue")] = 60.0,
 ) -> None:
     """Run a fuzzing campaign on an engine pair; findings go to the store (created if need be).
 
     One process runs a campaign at a time: ``--resume`` of a campaign another
     process is running is refused, naming it, unless that process stopped
-    renewing its lease (then it is taken over, saying so).
+    renewing its lease (then it is taken over, saying so).  With ``--fleet``
+    the campaign is only queued: ``foliodiff worker`` processes run it.
     """
 
     from rich.live import Live
@@ -884,6 +940,9 @@ def fuzz(
                                     seed=seed, pct_depth=pct_depth, minimize=minimize,
                                     preemption_bound=preemption_bound)
             require_fuzzer(config.fuzzer)        # before a campaign exists that could not run
+            if fleet:
+                _queue_fleet(url, config.model_copy(update={"slice_seconds": slice_seconds}))
+                return
             with open_store(url, create=True) as store:
                 campaign_id = create(store, config)
         else:
@@ -969,6 +1028,61 @@ def fuzz(
     if p.harness:
         # everything is stored; the exit code tells scripts the harness misbehaved
         raise typer.Exit(EXIT_HARNESS)
+
+
+def _queue_fleet(url: str, config) -> None:
+    """``fuzz --fleet``: queue the campaign and say how workers join it."""
+    from service.fleet.create import create_fleet_campaign
+    from service.fleet.queue import conninfo
+    conninfo(url)                                # PostgreSQL, or refused naming the URL
+    open_store(url, create=False).close()
+    campaign_id = create_fleet_campaign(url, config)
+    console.print(f"campaign {campaign_id} queued: {config.workers} shares of "
+                  f"{config.seconds:.0f} s, {config.slice_seconds:.0f} s a slice; start workers "
+                  f"on any machine with: foliodiff worker --db {shlex.quote(url)} "
+                  f"--campaign {campaign_id}", highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command()
+def worker(
+    db: Annotated[str | None, typer.Option(help=DB_HELP + "; a PostgreSQL URL")] = None,
+    campaign: Annotated[int | None, typer.Option(
+        help="take only this fleet campaign's jobs, and stop once it is finished")] = None,
+    name: Annotated[str | None, typer.Option(help="this worker's name (default host:pid)")] = None,
+) -> None:
+    """Run fleet campaigns' jobs (fuzz shares, minimizations) from the store's queue.
+
+    Start one per core on each machine; a worker killed, or cut off, has its
+    job taken over by another after a few seconds without its heartbeat.
+    Exits 0 when its campaign is finished or when stopped (SIGINT, SIGTERM),
+    2 when refused (not PostgreSQL, an unknown or non-fleet campaign,
+    another model), 4 when it failed or its campaign did (saying why).
+    """
+    from service.fleet.worker import run_worker
+    url = _store_url(db)
+
+    def stored(campaign_id: int, f) -> None:
+        console.print(f"campaign {campaign_id}: stored #{f.divergence_id} {f.kind}: "
+                      f"{f.signature}", highlight=False, markup=False)
+
+    def minimized(campaign_id: int, m: dict) -> None:
+        console.print(f"campaign {campaign_id}: minimized #{m['divergence_id']}: " + (
+            f"{m['ops_original']} -> {m['ops_minimized']} ops in {m['runs']} runs"
+            if m["ops_minimized"] is not None else m["error"]), highlight=False, markup=False)
+
+    try:
+        open_store(url, create=False).close()
+        status = run_worker(url, campaign, name=name, on_stored=stored, on_minimized=minimized)
+    except FoliodiffError as exc:
+        _fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - a lost database, a queue error: said, exit 4
+        err.print(f"[bold red]error:[/] worker failed: {escape(f'{type(exc).__name__}: {exc}')}")
+        raise typer.Exit(EXIT_FAILED) from None
+    if status is not None and status.value == "failed":
+        with open_store(url) as store:
+            why = store.get_campaign(campaign).config.get("progress", {}).get("failure")
+        err.print(Text(f"error: campaign {campaign} failed: {why}", style="bold red"))
+        raise typer.Exit(EXIT_FAILED)
 
 
 @app.command()

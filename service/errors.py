@@ -56,10 +56,16 @@ class IllegalTransitionError(StoreError):
 
 
 class BatchError(StoreError):
-    """A batched write failed as a whole; nothing of the batch was stored."""
+    """A batched write failed as a whole; nothing of the batch was stored.
 
-    def __init__(self, count: int, reason: str) -> None:
+    @transient: the connection failed (the server went away, a partition):
+    the same batch may succeed if sent again, with its idempotency key in
+    case it committed before the connection was lost.
+    """
+
+    def __init__(self, count: int, reason: str, *, transient: bool = False) -> None:
         self.count = count
+        self.transient = transient
         super().__init__(f"batch of {count} records rolled back, nothing stored: {reason}")
 
 
@@ -112,6 +118,22 @@ class LeaseLostError(StoreError):
         holder = f"pid {pid} on host {host!r}" if host is not None else "nobody"
         super().__init__(f"campaign {campaign_id}: this runner's lease was taken over "
                          f"(now held by {holder})")
+
+
+class ShareLostError(StoreError):
+    """A worker's share of a fleet campaign was taken by another worker (a newer
+    generation): it must stop writing the share."""
+
+    def __init__(self, campaign_id: int, share: int, generation: int, now: int,
+                 holder: str | None) -> None:
+        self.campaign_id = campaign_id
+        self.share = share
+        super().__init__(f"campaign {campaign_id} share {share}: taken over by {holder!r} "
+                         f"(generation {now}; this worker's is {generation})")
+
+
+class FleetError(FoliodiffError):
+    """A fleet worker cannot run a campaign's job: says which and why."""
 
 
 class MissingDependencyError(FoliodiffError):

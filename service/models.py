@@ -172,6 +172,67 @@ class StatsSnapshot(Base):
         _enum(CoverageUnit, "coverage_unit"))
 
 
+class WriteKey(Base):
+    """The idempotency key of a batch of findings the store has applied.
+
+    A worker that lost its connection while its batch committed cannot know
+    whether it did; it sends the batch again with the same key, and the
+    store, finding the key, applies nothing (docs/distributed.md).  The key
+    is written in the batch's own transaction, so it exists exactly when the
+    batch was applied.
+    """
+
+    __tablename__ = "write_key"
+
+    key: Mapped[str] = mapped_column(String(100), primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+
+
+class HypothesisExample(Base):
+    """One entry of a fleet campaign's Hypothesis example database: a value saved
+    under a key (Hypothesis' ``ExampleDatabase``), shared by the campaign's
+    hypothesis workers as HypoFuzz workers share theirs.  Stored once per
+    (campaign, key, value): ``digest`` is the sha1 of the two."""
+
+    __tablename__ = "hypothesis_example"
+    __table_args__ = (UniqueConstraint("campaign_id", "digest"), Index(None, "campaign_id", "key"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
+    key: Mapped[bytes] = mapped_column(LargeBinary)
+    value: Mapped[bytes] = mapped_column(LargeBinary)
+    digest: Mapped[str] = mapped_column(String(40))
+
+
+class CampaignShare(Base):
+    """One share of a fleet campaign: the part one worker runs at a time.
+
+    A fleet campaign (docs/distributed.md) is split into shares, each a
+    fuzzing stream of its own (the worker number of its source).  A worker
+    that takes a share's task raises ``generation`` and writes the share
+    only while the generation is still its own, so a worker that lost the
+    share (its task was taken over after its heartbeat stopped) cannot write
+    over the one that runs it now.  ``position`` is where the share's source
+    goes on from; ``elapsed`` the seconds it has fuzzed, over every worker
+    that ran it; ``execs`` and ``coverage`` its counts; ``holder`` the
+    worker that runs it now or ran it last.
+    """
+
+    __tablename__ = "campaign_share"
+    __table_args__ = (UniqueConstraint("campaign_id", "share"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaign.id", ondelete="CASCADE"))
+    share: Mapped[int]
+    generation: Mapped[int]
+    position: Mapped[dict[str, Any] | None]
+    elapsed: Mapped[float]
+    execs: Mapped[int]
+    coverage: Mapped[int]
+    holder: Mapped[str | None] = mapped_column(String(300))
+    updated_at: Mapped[datetime]
+
+
 class CorpusEntry(Base):
     """One input of a campaign's shared corpus, as a worker kept it.
 
@@ -181,7 +242,8 @@ class CorpusEntry(Base):
     campaign, and a push of an input already there changes nothing.
     ``features`` are the behaviour features it showed when kept (atheris
     inputs: none, libFuzzer keeps their coverage); ``worker`` names the
-    share that kept it first.
+    share that kept it first.  ``pruned``: a merge found every feature it
+    showed in smaller inputs; workers no longer pull it, and it stays stored.
     """
 
     __tablename__ = "corpus_entry"
@@ -194,6 +256,7 @@ class CorpusEntry(Base):
     features: Mapped[list[str]] = mapped_column(JSON)
     worker: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime]
+    pruned: Mapped[bool] = mapped_column(default=False)
 
 
 class Program(Base):

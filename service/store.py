@@ -53,7 +53,10 @@ from alembic import command
 from alembic.config import Config
 from alembic.util import CommandError
 from sqlalchemy import (
+    Boolean,
+    ColumnElement,
     Engine,
+    Insert,
     Row,
     Select,
     Table,
@@ -71,7 +74,7 @@ from sqlalchemy import table as sql_table
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from engine import Classification, Kind, UnknownEngineError
@@ -86,17 +89,20 @@ from service.errors import (
     LeaseHeldError,
     LeaseLostError,
     NotFoundError,
+    ShareLostError,
     StoreMissingError,
     StoreOpenError,
 )
 from service.models import (
     Campaign,
+    CampaignShare,
     CampaignStatus,
     ConformanceJob,
     ConformanceResult,
     CorpusEntry,
     Divergence,
     HarnessError,
+    HypothesisExample,
     JobStatus,
     Note,
     OutcomeBlob,
@@ -105,6 +111,7 @@ from service.models import (
     TriageEvent,
     TriageStatus,
     UTCDateTime,
+    WriteKey,
 )
 from service.settings import DEFAULT_DB_URL
 
@@ -237,6 +244,9 @@ class UpsertResult:
     reopened: int = 0
     intended: int = 0
     ids: dict[str, int] = field(default_factory=dict)   # signature_id -> current record id
+    #: The signatures this batch stored a record of (new, or reopened); the
+    #: others were stored already, by this writer or another.
+    new: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -471,6 +481,40 @@ def _table(model: type[Any]) -> Table:
 
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _batch_error(count: int, exc: Exception) -> BatchError:
+    """The :class:`BatchError` of a batch of @count records that failed with @exc:
+    transient when the connection failed (the batch may be sent again)."""
+    transient = isinstance(exc, OperationalError | DisconnectionError) or bool(
+        getattr(exc, "connection_invalidated", False))
+    return BatchError(count, str(getattr(exc, "orig", None) or exc), transient=transient)
+
+
+def _example_digest(key: bytes, value: bytes) -> str:
+    return hashlib.sha1(len(key).to_bytes(8, "little") + key + value).hexdigest()
+
+
+def _insert_or_count(s: Session, table: Table,
+                     key: list[str]) -> tuple[Insert, ColumnElement[bool]]:
+    """An insert of finding rows (``hit_count``, ``last_seen``) unique on @key,
+    and the expression that, returned, says whether the statement inserted a row.
+
+    On PostgreSQL nobody holds a store-wide lock: another writer may have
+    stored the same row since this transaction read which exist.  Then the
+    row is theirs and the insert counts its hits on it (``ON CONFLICT DO
+    UPDATE``; ``xmax = 0`` tells a row this statement inserted).  On SQLite
+    ``BEGIN IMMEDIATE`` kept every other writer out since the read: every
+    row is new.
+    """
+    if s.get_bind().dialect.name != "postgresql":
+        return insert(table), literal(True)
+    stmt = pg_insert(table)
+    return (stmt.on_conflict_do_update(
+                index_elements=key,
+                set_={"hit_count": table.c.hit_count + stmt.excluded.hit_count,
+                      "last_seen": func.greatest(table.c.last_seen, stmt.excluded.last_seen)}),
+            literal_column("xmax = 0", Boolean))
 
 
 def _sqlite_hooks(engine: Engine, busy_timeout_ms: int) -> None:
@@ -845,6 +889,98 @@ class Store:
                                    .order_by(StatsSnapshot.t, StatsSnapshot.id)))
         return items, total
 
+    # -- fleet campaigns: the shared Hypothesis example database -------------------
+
+    def save_example(self, campaign_id: int, key: bytes, value: bytes) -> None:
+        """Save @value under @key in campaign @campaign_id's example database (once)."""
+        for name, v in (("key", key), ("value", value)):
+            if not isinstance(v, bytes):
+                raise InvalidValueError(name, v, "bytes")
+        table = _table(HypothesisExample)
+        stmt = (pg_insert(table) if self.engine.dialect.name == "postgresql"
+                else sqlite_insert(table))
+        with self._write_lock_free() as s:
+            s.execute(stmt.on_conflict_do_nothing(index_elements=["campaign_id", "digest"]),
+                      {"campaign_id": campaign_id, "key": key, "value": value,
+                       "digest": _example_digest(key, value)})
+
+    def fetch_examples(self, campaign_id: int, key: bytes) -> list[bytes]:
+        """The values saved under @key in campaign @campaign_id's example database."""
+        with self._read() as s:
+            return list(s.scalars(select(HypothesisExample.value)
+                                  .where(HypothesisExample.campaign_id == campaign_id,
+                                         HypothesisExample.key == key)
+                                  .order_by(HypothesisExample.id)))
+
+    def delete_example(self, campaign_id: int, key: bytes, value: bytes) -> None:
+        """Remove @value from under @key (nothing if it is not there)."""
+        table = _table(HypothesisExample)
+        with self._write_lock_free() as s:
+            s.execute(table.delete().where(table.c.campaign_id == campaign_id,
+                                           table.c.digest == _example_digest(key, value)))
+
+    # -- fleet campaigns: shares --------------------------------------------------
+
+    def create_shares(self, campaign_id: int, count: int) -> list[CampaignShare]:
+        """Split campaign @campaign_id into shares 0 .. @count - 1, none started."""
+        if not isinstance(count, int) or not 1 <= count <= 64:
+            raise InvalidValueError("shares", count, "1 to 64")
+        now = self._clock()
+        with self._write() as s:
+            self._campaign(s, campaign_id)
+            rows = [CampaignShare(campaign_id=campaign_id, share=k, generation=0, position=None,
+                                  elapsed=0.0, execs=0, coverage=0, holder=None, updated_at=now)
+                    for k in range(count)]
+            s.add_all(rows)
+        return rows
+
+    def shares(self, campaign_id: int) -> list[CampaignShare]:
+        """The shares of campaign @campaign_id, by number (none: not a fleet campaign)."""
+        with self._read() as s:
+            self._campaign(s, campaign_id)
+            return list(s.scalars(select(CampaignShare)
+                                  .where(CampaignShare.campaign_id == campaign_id)
+                                  .order_by(CampaignShare.share)))
+
+    def take_share(self, campaign_id: int, share: int, holder: str) -> CampaignShare:
+        """Give share @share of campaign @campaign_id to worker @holder: a new
+        generation, whose writes (:meth:`save_share`) are the only ones kept from now.
+        Return: the share as @holder goes on from it."""
+        table = _table(CampaignShare)
+        with self._write_lock_free() as s:
+            row = s.execute(update(table)
+                            .where(table.c.campaign_id == campaign_id, table.c.share == share)
+                            .values(generation=table.c.generation + 1, holder=holder[:300],
+                                    updated_at=self._clock())
+                            .returning(table.c.id)).first()
+            if row is None:
+                raise NotFoundError("campaign share", f"{campaign_id}/{share}")
+            return s.get_one(CampaignShare, row.id)
+
+    def save_share(self, campaign_id: int, share: int, generation: int, *, position: Any,
+                   elapsed: float, execs: int, coverage: int) -> None:
+        """Record where share @share's source is and what it did, if generation
+        @generation still holds it.
+
+        Raises :class:`ShareLostError` when a newer generation took the share:
+        nothing is written, and the caller stops running it.
+        """
+        table = _table(CampaignShare)
+        with self._write_lock_free() as s:
+            done = s.execute(update(table)
+                             .where(table.c.campaign_id == campaign_id, table.c.share == share,
+                                    table.c.generation == generation)
+                             .values(position=position, elapsed=float(elapsed), execs=int(execs),
+                                     coverage=int(coverage), updated_at=self._clock())
+                             .returning(table.c.id)).first()
+            if done is None:
+                now = s.execute(select(table.c.generation, table.c.holder)
+                                .where(table.c.campaign_id == campaign_id,
+                                       table.c.share == share)).first()
+                if now is None:
+                    raise NotFoundError("campaign share", f"{campaign_id}/{share}")
+                raise ShareLostError(campaign_id, share, generation, now.generation, now.holder)
+
     # -- the shared corpus --------------------------------------------------------
 
     def push_corpus(self, campaign_id: int, entries: Sequence[tuple[bytes, Sequence[str]]],
@@ -877,7 +1013,7 @@ class Store:
             sha1 = hashlib.sha1(data).hexdigest()
             rows.setdefault(sha1, {"campaign_id": campaign_id, "sha1": sha1, "data": data,
                                    "features": sorted(features), "worker": worker,
-                                   "created_at": now})
+                                   "created_at": now, "pruned": False})
         if not rows:
             return 0
         table = _table(CorpusEntry)
@@ -886,33 +1022,56 @@ class Store:
                 if dialect == "sqlite" else None)
         if stmt is None:
             raise InvalidValueError("url", dialect, "a shared corpus needs SQLite or PostgreSQL")
-        with self._write_lock_free() as s:
-            self._campaign(s, campaign_id)
-            inserted = s.execute(stmt.on_conflict_do_nothing(
-                index_elements=["campaign_id", "sha1"]).returning(table.c.id),
-                list(rows.values())).all()
+        try:
+            with self._write_lock_free() as s:
+                self._campaign(s, campaign_id)
+                inserted = s.execute(stmt.on_conflict_do_nothing(
+                    index_elements=["campaign_id", "sha1"]).returning(table.c.id),
+                    list(rows.values())).all()
+        except SQLAlchemyError as exc:
+            raise _batch_error(len(rows), exc) from exc
         return len(inserted)
 
-    def pull_corpus(self, campaign_id: int, after: int = 0,
-                    limit: int = 1000) -> list[CorpusEntry]:
+    def pull_corpus(self, campaign_id: int, after: int = 0, limit: int = 1000, *,
+                    pruned: bool = False) -> list[CorpusEntry]:
         """The entries of campaign @campaign_id's shared corpus with an id above
         @after, oldest first, at most @limit: a worker asks again with the last
-        id it got until none come."""
+        id it got until none come.  @pruned: the entries a merge pruned too."""
         if not isinstance(after, int) or after < 0:
             raise InvalidValueError("after", after, "an entry id >= 0")
         if not isinstance(limit, int) or not 0 < limit <= 10_000:
             raise InvalidValueError("limit", limit, "1 to 10000")
+        query = select(CorpusEntry).where(CorpusEntry.campaign_id == campaign_id,
+                                          CorpusEntry.id > after)
+        if not pruned:
+            query = query.where(CorpusEntry.pruned.is_(False))
         with self._read() as s:
             self._campaign(s, campaign_id)
-            return list(s.scalars(select(CorpusEntry)
-                                  .where(CorpusEntry.campaign_id == campaign_id,
-                                         CorpusEntry.id > after)
-                                  .order_by(CorpusEntry.id).limit(limit)))
+            return list(s.scalars(query.order_by(CorpusEntry.id).limit(limit)))
+
+    def prune_corpus(self, campaign_id: int, ids: Iterable[int]) -> int:
+        """Mark entries @ids of campaign @campaign_id's corpus pruned (a merge
+        found them redundant): workers stop pulling them; they stay stored.
+        Return: how many were not pruned before."""
+        ids = list(ids)
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise InvalidValueError("ids", ids, "entry ids")
+        table = _table(CorpusEntry)
+        done = 0
+        with self._write_lock_free() as s:
+            self._campaign(s, campaign_id)
+            for chunk in _chunks(ids):
+                done += len(s.execute(update(table)
+                                      .where(table.c.campaign_id == campaign_id,
+                                             table.c.id.in_(chunk), table.c.pruned.is_(False))
+                                      .values(pruned=True).returning(table.c.id)).all())
+        return done
 
     # -- divergences -------------------------------------------------------------
 
     def upsert_divergences(self, records: Iterable[DivergenceRecord],
-                           campaign_id: int | None = None) -> UpsertResult:
+                           campaign_id: int | None = None, *,
+                           key: str | None = None) -> UpsertResult:
         """Store a batch of divergences in one transaction.
 
         An unexpected signature seen for the first time becomes a new record;
@@ -922,12 +1081,22 @@ class Store:
         divergences are not stored: each of their rules is counted on campaign
         ``campaign_id`` with up to :data:`INTENDED_SAMPLES` sample programs.
 
-        Context: one write transaction (``BEGIN IMMEDIATE`` on SQLite, the
-        write advisory lock on PostgreSQL); on any error nothing of the batch
-        is stored.
+        @key: the batch's idempotency key (a writer's token and batch number,
+            at most 100 characters): a batch whose key the store holds was
+            applied already, and is not applied again (its result has the
+            record ids, nothing inserted, counted or new).
+
+        Context: one write transaction; on any error nothing of the batch is
+        stored.  On SQLite it starts with ``BEGIN IMMEDIATE``; on PostgreSQL
+        it takes no store-wide lock: records go in with ``INSERT ... ON
+        CONFLICT (signature_id, seq) DO UPDATE`` (two writers storing one new
+        signature at once store one record with both hits), hits with
+        row-locked updates, intended counts under the campaign row's lock.
         Return: counts of what happened, and the record id of every signature.
         """
         records = list(records)
+        if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 100):
+            raise InvalidValueError("key", key, "an idempotency key of 1 to 100 characters")
         for i, r in enumerate(records):
             _check_record(i, r)
         intended = [r for r in records if r.classification is Classification.INTENDED]
@@ -939,12 +1108,16 @@ class Store:
         now = self._clock()
         result = UpsertResult(intended=len(intended))
         try:
-            with self._write() as s:
+            with self._write_lock_free() as s:
+                if key is not None and not self._first_use(s, key, now):
+                    for sid, row in self._newest(s, list(groups)).items():
+                        result.ids[sid] = row.id
+                    return result
                 self._upsert(s, groups, now, result)
                 if intended:
                     self._count_intended(s, campaign_id, intended, now)
         except (SQLAlchemyError, _UnstorableJSON) as exc:
-            raise BatchError(len(records), str(getattr(exc, "orig", None) or exc)) from exc
+            raise _batch_error(len(records), exc) from exc
         return result
 
     def _upsert(self, s: Session, groups: dict[str, tuple[DivergenceRecord, int]],
@@ -969,7 +1142,7 @@ class Store:
             s.execute(update(table).where(table.c.id == bindparam("b_id"))
                       .values(hit_count=table.c.hit_count + bindparam("b_hits"),
                               last_seen=bindparam("b_now", type_=UTCDateTime())), bumps)
-            result.updated = len(bumps)
+            result.updated += len(bumps)
         fresh = new + [(rec, hits) for rec, hits, _ in reopen]
         programs = self._programs(s, [p for rec, _ in fresh
                                       for p in (rec.original_program, rec.minimized_program)
@@ -978,24 +1151,31 @@ class Store:
                                       for o in (rec.outcome_a, rec.outcome_b)
                                       + ((rec.minimized.outcome_a, rec.minimized.outcome_b)
                                          if rec.minimized is not None else ())])
-        if new:
-            # Core, not ORM, bulk insert: no identity map to fill for rows nobody
-            # reads.  With RETURNING, SQLAlchemy sends multi-row VALUES batches
-            # ("insertmanyvalues"); rows come back keyed, so in any order.
-            rows = s.execute(insert(table).returning(table.c.id, table.c.signature_id),
-                             [self._row(rec, hits, now, programs, outcomes, 0, None)
-                              for rec, hits in new])
-            result.ids.update((sid, rid) for rid, sid in rows)
-            result.inserted = len(new)
-        for rec, hits, old in reopen:
-            d = Divergence(**self._row(rec, hits, now, programs, outcomes, old.seq + 1, old.id))
-            s.add(d)
-            s.flush()
-            s.add(TriageEvent(divergence_id=d.id, from_status=None, to_status=TriageStatus.NEW,
-                              note=f"reopened: seen again after #{old.id} was verified fixed",
-                              author="store", at=now))
-            result.ids[rec.signature_id] = d.id
-        result.reopened = len(reopen)
+        rows = ([self._row(rec, hits, now, programs, outcomes, 0, None) for rec, hits in new]
+                + [self._row(rec, hits, now, programs, outcomes, old.seq + 1, old.id)
+                   for rec, hits, old in reopen])
+        if not rows:
+            return
+        # Core, not ORM, bulk insert: no identity map to fill for rows nobody
+        # reads.  With RETURNING, SQLAlchemy sends multi-row VALUES batches
+        # ("insertmanyvalues"); rows come back keyed, so in any order.
+        stmt, inserted = _insert_or_count(s, table, ["signature_id", "seq"])
+        done = s.execute(stmt.returning(table.c.id, table.c.signature_id, inserted), rows).all()
+        reopened = {rec.signature_id: old for rec, _, old in reopen}
+        for rid, sid, was_inserted in done:
+            result.ids[sid] = rid
+            if not was_inserted:
+                result.updated += 1
+                continue
+            result.new.add(sid)
+            old = reopened.get(sid)
+            if old is None:
+                result.inserted += 1
+            else:
+                result.reopened += 1
+                s.add(TriageEvent(divergence_id=rid, from_status=None, to_status=TriageStatus.NEW,
+                                  note=f"reopened: seen again after #{old.id} was verified fixed",
+                                  author="store", at=now))
 
     @staticmethod
     def _row(rec: DivergenceRecord, hits: int, now: datetime, programs: dict[str, int],
@@ -1013,6 +1193,17 @@ class Store:
                 **_minimized_columns(rec.minimized, outcomes),
                 "status": TriageStatus.NEW, "duplicate_of": None,
                 "reopened_from": reopened_from}
+
+    @staticmethod
+    def _first_use(s: Session, key: str, now: datetime) -> bool:
+        """Record idempotency key @key in this transaction. Return: False when it
+        was recorded before (its batch was applied; on PostgreSQL a concurrent
+        transaction holding it is waited for)."""
+        table = _table(WriteKey)
+        stmt = (pg_insert(table) if s.get_bind().dialect.name == "postgresql"
+                else sqlite_insert(table))
+        return s.execute(stmt.on_conflict_do_nothing(index_elements=["key"])
+                         .returning(table.c.key), {"key": key, "at": now}).first() is not None
 
     @staticmethod
     def _newest(s: Session, signature_ids: list[str]) -> dict[str, Row[Any]]:
@@ -1042,10 +1233,22 @@ class Store:
             ids.update((sha, rid) for rid, sha in s.execute(
                 select(table.c.id, table.c.sha256).where(table.c.sha256.in_(chunk))))
         missing = [{"sha256": sha, payload: p} for sha, p in rows.items() if sha not in ids]
-        if missing:
-            # Under the write lock nobody else inserts: every missing one is new.
+        if not missing:
+            return ids
+        if s.get_bind().dialect.name != "postgresql":
+            # Under BEGIN IMMEDIATE nobody else inserts: every missing one is new.
             ids.update((sha, rid) for rid, sha in s.execute(
                 insert(table).returning(table.c.id, table.c.sha256), missing))
+            return ids
+        # Without a store-wide lock another writer may store one meanwhile:
+        # what this insert skipped is theirs, committed before the conflict.
+        ids.update((sha, rid) for rid, sha in s.execute(
+            pg_insert(table).on_conflict_do_nothing(index_elements=["sha256"])
+            .returning(table.c.id, table.c.sha256), missing))
+        late = [m["sha256"] for m in missing if m["sha256"] not in ids]
+        for chunk in _chunks(late):
+            ids.update((sha, rid) for rid, sha in s.execute(
+                select(table.c.id, table.c.sha256).where(table.c.sha256.in_(chunk))))
         return ids
 
     def _programs(self, s: Session, texts: list[str]) -> dict[str, int]:
@@ -1073,7 +1276,9 @@ class Store:
 
     def _count_intended(self, s: Session, campaign_id: int | None,
                         records: list[DivergenceRecord], now: datetime) -> None:
-        campaign = self._campaign(s, campaign_id)
+        # Read, count, write: under the campaign row's lock (FOR UPDATE; SQLite's
+        # BEGIN IMMEDIATE holds the whole file), so no writer's count is lost.
+        campaign = self._campaign(s, campaign_id, for_update=True)
         # A new dict, so that the JSON column is seen as changed.
         counts = copy.deepcopy(campaign.intended)
         need = [r for r in records for rule in r.rules
@@ -1250,18 +1455,24 @@ class Store:
     # -- harness errors ----------------------------------------------------------
 
     def upsert_harness_errors(self, records: Iterable[HarnessRecord],
-                              campaign_id: int | None = None) -> HarnessUpsertResult:
+                              campaign_id: int | None = None, *,
+                              key: str | None = None) -> HarnessUpsertResult:
         """Store a batch of harness errors in one transaction, one row per signature.
 
         A signature seen for the first time becomes a row, with its program
         (stored once, like every program) and ``campaign_id`` as the campaign
         that saw it first; one already stored gets its hit count raised by
         the number of times the batch holds it and its last_seen moved.
+        @key: the batch's idempotency key, as in :meth:`upsert_divergences`.
 
-        Context: one write transaction; on any error nothing of the batch is stored.
+        Context: one write transaction, without a store-wide lock on
+        PostgreSQL (as :meth:`upsert_divergences`); on any error nothing of
+        the batch is stored.
         Return: counts, the row id of every signature, and which ones are new.
         """
         records = list(records)
+        if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 100):
+            raise InvalidValueError("key", key, "an idempotency key of 1 to 100 characters")
         for i, r in enumerate(records):
             _check_harness_record(i, r)
         if campaign_id is not None and (not isinstance(campaign_id, int)
@@ -1272,7 +1483,7 @@ class Store:
         result = HarnessUpsertResult()
         table = _table(HarnessError)
         try:
-            with self._write() as s:
+            with self._write_lock_free() as s:
                 if campaign_id is not None:
                     self._campaign(s, campaign_id)
                 current: dict[str, Row[Any]] = {}
@@ -1280,6 +1491,9 @@ class Store:
                     current.update((row.signature_id, row) for row in s.execute(
                         select(table.c.id, table.c.signature_id, table.c.signature)
                         .where(table.c.signature_id.in_(chunk))))
+                if key is not None and not self._first_use(s, key, now):
+                    result.ids.update((sid, row.id) for sid, row in current.items())
+                    return result
                 bumps = []
                 for sid, (rec, hits) in groups.items():
                     cur = current.get(sid)
@@ -1293,11 +1507,12 @@ class Store:
                     s.execute(update(table).where(table.c.id == bindparam("b_id"))
                               .values(hit_count=table.c.hit_count + bindparam("b_hits"),
                                       last_seen=bindparam("b_now", type_=UTCDateTime())), bumps)
-                    result.updated = len(bumps)
+                    result.updated += len(bumps)
                 new = [(rec, hits) for sid, (rec, hits) in groups.items() if sid not in current]
                 if new:
                     programs = self._programs(s, [rec.program for rec, _ in new])
-                    rows = s.execute(insert(table).returning(table.c.id, table.c.signature_id), [
+                    stmt, inserted = _insert_or_count(s, table, ["signature_id"])
+                    rows = s.execute(stmt.returning(table.c.id, table.c.signature_id, inserted), [
                         {"signature": rec.signature, "signature_id": rec.signature_id,
                          "engine": rec.engine, "exception": rec.exception, "op": rec.op,
                          "op_index": rec.op_index, "function": rec.function,
@@ -1305,12 +1520,15 @@ class Store:
                          "program_id": programs[rec.program], "campaign_id": campaign_id,
                          "first_seen": now, "last_seen": now, "hit_count": hits}
                         for rec, hits in new])
-                    for rid, sid in rows:
+                    for rid, sid, was_inserted in rows:
                         result.ids[sid] = rid
-                        result.new.add(sid)
-                    result.inserted = len(new)
+                        if was_inserted:
+                            result.new.add(sid)
+                            result.inserted += 1
+                        else:
+                            result.updated += 1
         except (SQLAlchemyError, _UnstorableJSON) as exc:
-            raise BatchError(len(records), str(getattr(exc, "orig", None) or exc)) from exc
+            raise _batch_error(len(records), exc) from exc
         return result
 
     def list_harness_errors(self, *, engine: str | None = None,
@@ -1567,8 +1785,9 @@ class Store:
         _check_no_nul("author", author)
 
     @staticmethod
-    def _campaign(s: Session, campaign_id: Any) -> Campaign:
-        campaign = s.get(Campaign, campaign_id) if isinstance(campaign_id, int) else None
+    def _campaign(s: Session, campaign_id: Any, *, for_update: bool = False) -> Campaign:
+        campaign = (s.get(Campaign, campaign_id, with_for_update=for_update)
+                    if isinstance(campaign_id, int) else None)
         if campaign is None:
             raise NotFoundError("campaign", campaign_id)
         return campaign

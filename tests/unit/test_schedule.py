@@ -190,3 +190,33 @@ def test_a_state_for_another_program_is_refused_on_replay():
         next(it)
     with pytest.raises(ExhaustiveStateError, match="not runnable"):
         list(Exhaustive.from_state(H2, "v6.14", ex.state()))
+
+
+def test_an_exhaustive_source_resumed_on_a_grown_corpus_starts_its_new_base_afresh():
+    """A fleet share's corpus grows between slices, so the base at a saved position
+    may be another program: the saved enumeration state, made for the old base,
+    is dropped rather than replayed on the new one (which fails: a choice of the
+    old path is not runnable)."""
+    from fuzz.sources import Corpus, Fuzzer, Source, seed_inputs
+
+    seeds = seed_inputs(CORPUS, reading="v6.14")
+    source = Source(Fuzzer.EXHAUSTIVE, "v6.14", 3, 0, Corpus(None, seeds))
+    it = iter(source)
+    while "state" not in source.position or source.position["i"] < 2:
+        next(it)
+    position = json.loads(json.dumps(source.position))
+    base = position["base"]
+    for extra in range(64):
+        grown = Corpus(None, seeds)
+        grown.started = len(grown.inputs)          # a resumed share: no initial pass
+        grown.inputs += [bytes([extra, 7, 1, 1])] * 40
+        resumed = Source(Fuzzer.EXHAUSTIVE, "v6.14", 3, 0, grown, dict(position))
+        programs = iter(resumed)
+        next(programs)
+        if resumed.position.get("base") != base:
+            break
+    else:
+        pytest.fail("no grown corpus changed the base")
+    assert resumed.position["i"] == position["i"]
+    for _ in range(5):
+        next(programs)

@@ -4,8 +4,9 @@ Revision ID: 0011
 Revises: 0010
 
 ``corpus_entry``: one input per (campaign, sha1 of its bytes), with the
-behaviour features it showed and the worker share that kept it first.
-Workers push with ``INSERT … ON CONFLICT DO NOTHING`` and pull by id.
+behaviour features it showed and the worker share that kept it first, and
+whether a merge pruned it.  Workers push with ``INSERT … ON CONFLICT DO
+NOTHING`` and pull by id.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def upgrade() -> None:
         sa.Column("features", sa.JSON(), nullable=False),
         sa.Column("worker", sa.String(64), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("pruned", sa.Boolean(), nullable=False),
         sa.UniqueConstraint("campaign_id", "sha1", name="uq_corpus_entry_campaign_id_sha1"),
     )
 

@@ -1,0 +1,166 @@
+"""The fleet's task kinds, as procrastinate tasks (:func:`register`, which :func:`queue_app` calls).
+
+- ``fuzz_share``: one slice of one share of a campaign
+  (:func:`service.fleet.share.run_slice`); then the share's next slice is
+  queued, unless it has had its time; the last share to finish finishes
+  the campaign.
+- ``minimize``: one stored finding, once: a finding already minimized is
+  left alone, and its lock keeps two workers from minimizing it at once.
+
+A job reads the store URL, the worker's name and its stop event from the
+worker's context (:mod:`service.fleet.worker`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import procrastinate
+
+from fuzz.merge import MergeInput, redundant
+from service.campaign import CampaignConfig
+from service.errors import IllegalTransitionError, ShareLostError
+from service.fleet.queue import (
+    FUZZ_SHARE,
+    MERGE,
+    MINIMIZE,
+    SEEDS,
+    campaign_queue,
+    merge_lock,
+    minimize_lock,
+    share_lock,
+)
+from service.fleet.share import check_model, run_slice
+from service.minimizer import MINIMIZE_SECONDS, minimize_stored
+from service.models import CampaignStatus
+from service.store import Store
+
+log = logging.getLogger("foliodiff.fleet")
+
+def defer_share(app: Any, campaign_id: int, share: int) -> bool:
+    """Queue share @share's next slice, unless one is waiting already. Return: whether queued."""
+    lock = share_lock(campaign_id, share)
+    try:
+        app.configure_task(FUZZ_SHARE, queue=campaign_queue(campaign_id), lock=lock,
+                           queueing_lock=lock).defer(campaign_id=campaign_id, share=share)
+    except procrastinate.exceptions.AlreadyEnqueued:
+        return False
+    return True
+
+
+def defer_minimize(app: Any, campaign_id: int, divergence_id: int) -> bool:
+    """Queue the minimization of stored finding @divergence_id, unless one is waiting."""
+    lock = minimize_lock(divergence_id)
+    try:
+        app.configure_task(MINIMIZE, queue=campaign_queue(campaign_id), lock=lock,
+                           queueing_lock=lock).defer(campaign_id=campaign_id,
+                                                     divergence_id=divergence_id)
+    except procrastinate.exceptions.AlreadyEnqueued:
+        return False
+    return True
+
+
+def defer_merge(app: Any, campaign_id: int) -> bool:
+    """Queue the merge of campaign @campaign_id's corpus, unless one is waiting."""
+    lock = merge_lock(campaign_id)
+    try:
+        app.configure_task(MERGE, queue=campaign_queue(campaign_id), lock=lock,
+                           queueing_lock=lock).defer(campaign_id=campaign_id)
+    except procrastinate.exceptions.AlreadyEnqueued:
+        return False
+    return True
+
+
+def fuzz_share(context: procrastinate.JobContext, campaign_id: int, share: int) -> None:
+    ctx = context.additional_context
+    app = context.app
+    with Store.open(ctx["db_url"], create=False) as store:
+        config = CampaignConfig.stored(store.get_campaign(campaign_id).config)
+
+        def stored(found: list[Any]) -> None:
+            for f in found:
+                ctx["on_stored"](campaign_id, f)
+                if config.minimize:
+                    defer_minimize(app, campaign_id, f.divergence_id)
+
+        try:
+            res = run_slice(store, campaign_id, share, ctx["holder"], on_stored=stored,
+                            go_on=lambda: not ctx["stop"].is_set())
+        except ShareLostError as exc:
+            log.warning("%s", exc)           # the share is another worker's now
+            return
+        except Exception as exc:
+            # A defect of foliodiff, or a worker that cannot run the campaign: as
+            # a single-machine campaign whose worker dies, the campaign fails,
+            # saying why, rather than have the share queued and fail again.
+            fail(store, campaign_id, f"share {share} on {ctx['holder']}: "
+                                     f"{type(exc).__name__}: {exc}")
+            raise
+        if not res.done:
+            defer_share(app, campaign_id, share)
+            return
+        if finish_if_done(store, campaign_id, config):
+            defer_merge(app, campaign_id)
+
+
+def fail(store: Store, campaign_id: int, why: str) -> None:
+    """Fail campaign @campaign_id, keeping @why in its progress (``failure``)."""
+    campaign = store.get_campaign(campaign_id)
+    if campaign.status is CampaignStatus.RUNNING:
+        store.save_progress(campaign_id, {**campaign.config.get("progress", {}),
+                                          "failure": why[:2000]})
+        try:
+            store.set_campaign_status(campaign_id, CampaignStatus.FAILED)
+        except IllegalTransitionError:
+            pass
+
+
+def finish_if_done(store: Store, campaign_id: int, config: CampaignConfig) -> bool:
+    """Mark campaign @campaign_id finished, with its totals, once every share has had its time."""
+    shares = store.shares(campaign_id)
+    if not shares or any(s.elapsed < config.seconds - 0.5 for s in shares):
+        return False
+    if store.get_campaign(campaign_id).status is CampaignStatus.RUNNING:
+        store.save_progress(campaign_id, {
+            "elapsed": max(s.elapsed for s in shares), "execs": sum(s.execs for s in shares),
+            "coverage": max(s.coverage for s in shares)})
+        try:
+            store.set_campaign_status(campaign_id, CampaignStatus.FINISHED)
+        except IllegalTransitionError:
+            pass                             # the worker of another last share came first
+    return True
+
+
+def minimize(context: procrastinate.JobContext, campaign_id: int, divergence_id: int) -> None:
+    ctx = context.additional_context
+    with Store.open(ctx["db_url"], create=False) as store:
+        config = CampaignConfig.stored(store.get_campaign(campaign_id).config)
+        check_model(config)
+        if store.get_divergence(divergence_id).minimized_program_id is not None:
+            return                           # minimized once, by whoever came first
+        done = minimize_stored(store, divergence_id, config.max_minimize_runs,
+                               time.monotonic() + MINIMIZE_SECONDS)
+        ctx["on_minimized"](campaign_id, done)
+
+
+def merge(context: procrastinate.JobContext, campaign_id: int) -> None:
+    """Prune the campaign's shared corpus to the smallest inputs that show every
+    feature it shows (:func:`fuzz.merge.redundant`); seeds stay."""
+    with Store.open(context.additional_context["db_url"], create=False) as store:
+        entries, after = [], 0
+        while batch := store.pull_corpus(campaign_id, after=after, limit=10_000):
+            entries += batch
+            after = batch[-1].id
+        drop = redundant(MergeInput(e.id, len(e.data), frozenset(e.features),
+                                    pinned=e.worker == SEEDS) for e in entries)
+        pruned = store.prune_corpus(campaign_id, drop)
+        log.warning("campaign %s: merged its corpus, %d of %d inputs pruned",
+                    campaign_id, pruned, len(entries))
+
+
+def register(app: procrastinate.App) -> None:
+    """Register the task kinds on @app under their names (:data:`FUZZ_SHARE`, ...)."""
+    for name, fn in ((FUZZ_SHARE, fuzz_share), (MINIMIZE, minimize), (MERGE, merge)):
+        app.task(name=name, pass_context=True)(fn)
