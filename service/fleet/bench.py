@@ -12,6 +12,12 @@ nothing.
   database's committed transactions over the campaign's wall time
   (``pg_stat_database.xact_commit``: findings, corpus pushes and pulls,
   share saves, and procrastinate's polling and heartbeats), over N.
+- **Cores busy**: each share is a stream of its own (its worker number
+  seeds its source), streams differ in weight by several times, and a
+  share's stream changes with what the others share, so N workers'
+  executions over one worker's are no measure of speed-up.  What does
+  measure it is the CPU time the N worker processes got (``wait4``'s
+  rusage) over the campaign's wall time: the cores the fleet kept busy.
 - **Capacity**: K processes (one per worker count) each doing a worker's
   sync cycle as fast as the server answers: push a kept input, pull what is
   new, save the share, store a finding's hit with its idempotency key; the
@@ -65,7 +71,12 @@ def run_scaling(db_url: str, workers: int, seconds: float) -> dict[str, Any]:
                                "--name", f"bench-{k}"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
              for k in range(workers)]
-    codes = [p.wait() for p in procs]
+    cpu, codes = 0.0, []
+    for p in procs:
+        _, wait_status, usage = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(wait_status)
+        codes.append(p.returncode)
+        cpu += usage.ru_utime + usage.ru_stime
     wall = time.monotonic() - start
     commits = _commits(engine) - before
     engine.dispose()
@@ -74,8 +85,9 @@ def run_scaling(db_url: str, workers: int, seconds: float) -> dict[str, Any]:
         shares = store.shares(cid)
     execs = sum(s.execs for s in shares)
     return {"workers": workers, "campaign": cid, "finished": status is CampaignStatus.FINISHED,
-            "worker_exits": codes, "execs": execs, "exec_per_s": execs / seconds,
-            "wall_s": wall, "commits": commits, "commits_per_s_per_worker": commits / wall / workers}
+            "worker_exits": codes, "execs": execs, "share_execs": [s.execs for s in shares],
+            "exec_per_s": execs / seconds, "wall_s": wall, "cores_busy": cpu / wall,
+            "commits": commits, "commits_per_s_per_worker": commits / wall / workers}
 
 
 def _cycle(db_url: str, cid: int, k: int, seconds: float, out: Any) -> None:
@@ -115,13 +127,14 @@ def run_capacity(db_url: str, processes: int, seconds: float) -> dict[str, Any]:
 
 
 def bench_fleet(db_url: str, workers: list[int], seconds: float) -> dict[str, Any]:
-    """Scaling runs for each count in @workers, then the store's capacity with as many
-    processes, and the ceiling reasoned from both at 16 and 64 workers."""
-    scaling = [run_scaling(db_url, n, seconds) for n in workers]
+    """Scaling runs for each count in @workers (and one worker, the baseline),
+    then the store's capacity with as many processes, and the ceiling reasoned
+    from them at 16 and 64 workers."""
+    scaling = [run_scaling(db_url, n, seconds) for n in sorted({1, *workers})]
     capacity = [run_capacity(db_url, n, min(seconds, 10.0)) for n in workers]
     demand = max(r["commits_per_s_per_worker"] for r in scaling)
     best = max(c["ops_per_s"] for c in capacity)
-    one = scaling[0]["exec_per_s"] / scaling[0]["workers"]
+    one = scaling[0]["exec_per_s"]
     return {"scaling": scaling, "capacity": capacity,
             "store_tx_per_s_per_worker": demand, "store_capacity_tx_per_s": best,
             "ceiling": {str(n): {"store_load": n * demand / best,
