@@ -1047,6 +1047,44 @@ def _queue_fleet(url: str, config) -> None:
                   f"--campaign {campaign_id}", highlight=False, markup=False, soft_wrap=True)
 
 
+@app.command("queue-replay")
+def queue_replay(
+    db: Annotated[str | None, typer.Option(help=DB_HELP + "; a PostgreSQL URL")] = None,
+    engines: Annotated[str | None, typer.Option(help="only this engine pair's findings")] = None,
+) -> None:
+    """Queue a replay of every stored finding for fleet workers (ClusterFuzz's
+    progression): each runs its program again with the worker's model and notes
+    on the finding whether it still shows. Workers without --campaign take them."""
+    from service.fleet.queue import conninfo, ensure_schema, queue_app
+    from service.fleet.tasks import defer_replay
+    url = _store_url(db)
+    pair = None
+    if engines is not None:
+        names = _engines(engines)
+        if len(names) != 2:
+            _fail(f"--engines: two engines, comma-separated (got {engines!r})")
+        pair = (names[0], names[1])
+    try:
+        conninfo(url)
+        ids: list[int] = []
+        with open_store(url) as store:
+            while True:
+                page, total = store.list_divergences(engines=pair, sort="last_seen",
+                                                     limit=500, offset=len(ids))
+                ids += [d.id for d in page]
+                if not page or len(ids) >= total:
+                    break
+        ensure_schema(url)
+        app_ = queue_app(url)
+        with app_.open():
+            queued = sum(defer_replay(app_, i) for i in ids)
+    except FoliodiffError as exc:
+        _fail(str(exc))
+    console.print(f"{queued} replays queued ({len(ids) - queued} were waiting already); "
+                  f"workers without --campaign run them: foliodiff worker --db "
+                  f"{shlex.quote(url)}", highlight=False, markup=False, soft_wrap=True)
+
+
 @app.command()
 def worker(
     db: Annotated[str | None, typer.Option(help=DB_HELP + "; a PostgreSQL URL")] = None,

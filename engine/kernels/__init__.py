@@ -28,7 +28,7 @@ from engine.errors import UnknownEngineError
 from engine.kernels import plugins
 from engine.kernels.base import MAINLINE, Kernel
 from engine.kernels.c_twins import V6_14C, V6_15C, V6_16C
-from engine.kernels.identity import model_digest
+from engine.kernels.digest import model_digest
 from engine.kernels.plugins import (
     PLUGINS,
     Plugin,
@@ -117,7 +117,7 @@ __all__ = [
     # plugin engines (engine/kernels/plugins.py)
     "plugins", "PLUGINS", "Plugin", "identity", "identities", "check_identity", "load_identities",
     "load_entry_points", "rules_of",
-    # the built-in model's identity (engine/kernels/identity.py)
+    # the built-in model's identity (engine/kernels/digest.py)
     "model_digest",
     # the tree of versions
     "version_tree", "VersionTree", "TreeEdge", "MAINLINE",

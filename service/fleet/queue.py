@@ -27,6 +27,10 @@ STALLED_AFTER = 10.0
 FUZZ_SHARE = "foliodiff:fuzz_share"
 MINIMIZE = "foliodiff:minimize"
 MERGE = "foliodiff:merge"
+REPLAY = "foliodiff:replay"
+
+#: The queue of replays (no campaign's): workers without ``--campaign`` take them.
+REPLAY_QUEUE = "replay"
 
 #: Who pushed the seed inputs into a campaign's shared corpus (a merge keeps them).
 SEEDS = "seeds"
@@ -64,6 +68,10 @@ def minimize_lock(divergence_id: int) -> str:
 
 def merge_lock(campaign_id: int) -> str:
     return f"campaign-{campaign_id}/merge"
+
+
+def replay_lock(divergence_id: int) -> str:
+    return f"replay-{divergence_id}"
 
 
 def ensure_schema(db_url: str) -> None:

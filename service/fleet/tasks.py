@@ -6,6 +6,10 @@
   the campaign.
 - ``minimize``: one stored finding, once: a finding already minimized is
   left alone, and its lock keeps two workers from minimizing it at once.
+- ``merge``: a finished campaign's shared corpus, pruned (:mod:`fuzz.merge`).
+- ``replay``: one stored finding run again with this worker's model
+  (ClusterFuzz's progression task): whether it still shows, kept as a note
+  on the finding.  ``foliodiff queue-replay`` queues them.
 
 A job reads the store URL, the worker's name and its stop event from the
 worker's context (:mod:`service.fleet.worker`).
@@ -13,12 +17,15 @@ worker's context (:mod:`service.fleet.worker`).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
 
 import procrastinate
 
+from engine import differential, parse_program
+from engine.kernels import model_digest
 from fuzz.merge import MergeInput, redundant
 from service.campaign import CampaignConfig
 from service.errors import IllegalTransitionError, ShareLostError
@@ -26,10 +33,13 @@ from service.fleet.queue import (
     FUZZ_SHARE,
     MERGE,
     MINIMIZE,
+    REPLAY,
+    REPLAY_QUEUE,
     SEEDS,
     campaign_queue,
     merge_lock,
     minimize_lock,
+    replay_lock,
     share_lock,
 )
 from service.fleet.share import check_model, run_slice
@@ -38,6 +48,9 @@ from service.models import CampaignStatus
 from service.store import Store
 
 log = logging.getLogger("foliodiff.fleet")
+
+#: Who the notes of replays are by.
+REPLAY_AUTHOR = "fleet replay"
 
 def defer_share(app: Any, campaign_id: int, share: int) -> bool:
     """Queue share @share's next slice, unless one is waiting already. Return: whether queued."""
@@ -160,7 +173,41 @@ def merge(context: procrastinate.JobContext, campaign_id: int) -> None:
                     campaign_id, pruned, len(entries))
 
 
+def defer_replay(app: Any, divergence_id: int) -> bool:
+    """Queue a replay of stored finding @divergence_id, unless one is waiting."""
+    lock = replay_lock(divergence_id)
+    try:
+        app.configure_task(REPLAY, queue=REPLAY_QUEUE, lock=lock,
+                           queueing_lock=lock).defer(divergence_id=divergence_id)
+    except procrastinate.exceptions.AlreadyEnqueued:
+        return False
+    return True
+
+
+def replay(context: procrastinate.JobContext, divergence_id: int) -> None:
+    """Run stored finding @divergence_id's program (its minimized one, if any) on
+    its pair again, with this worker's model, and note whether it still shows."""
+    with Store.open(context.additional_context["db_url"], create=False) as store:
+        d = store.get_divergence(divergence_id)
+        pid = d.minimized_program_id or d.original_program_id
+        program = parse_program(json.loads(store.get_program(pid).json))
+        report = differential(program, d.engine_a, d.engine_b)
+        which = "minimized" if d.minimized_program_id else "original"
+        if report.harness:
+            said = (f"replay with model {model_digest()}: the {which} program ended in a "
+                    f"harness error (foliodiff's defect, not a kernel's), nothing said")
+        elif d.signature_id in {x.signature_id for x in report.divergences}:
+            said = f"replay with model {model_digest()}: the {which} program still shows it"
+        else:
+            shown = ", ".join(sorted(x.signature for x in report.divergences)) or "nothing"
+            said = (f"replay with model {model_digest()}: the {which} program no longer "
+                    f"shows it; it shows {shown}")
+        store.add_note(divergence_id, said, REPLAY_AUTHOR)
+        log.warning("divergence %s: %s", divergence_id, said)
+
+
 def register(app: procrastinate.App) -> None:
     """Register the task kinds on @app under their names (:data:`FUZZ_SHARE`, ...)."""
-    for name, fn in ((FUZZ_SHARE, fuzz_share), (MINIMIZE, minimize), (MERGE, merge)):
+    for name, fn in ((FUZZ_SHARE, fuzz_share), (MINIMIZE, minimize), (MERGE, merge),
+                     (REPLAY, replay)):
         app.task(name=name, pass_context=True)(fn)

@@ -23,12 +23,14 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from typer.testing import CliRunner
 
 import fuzz.sink as sink_module
 from engine import differential, load_any
 from fuzz.records import records_from_report
 from fuzz.sink import FindingSink
 from service.campaign import Campaign, CampaignConfig
+from service.cli import app as cli_app
 from service.errors import (
     BatchError,
     FleetError,
@@ -37,7 +39,7 @@ from service.errors import (
     ShareLostError,
 )
 from service.fleet.create import create_fleet_campaign
-from service.fleet.queue import campaign_queue, ensure_schema, queue_app
+from service.fleet.queue import REPLAY_QUEUE, campaign_queue, ensure_schema, queue_app
 from service.fleet.tasks import defer_merge
 from service.models import CampaignStatus
 from service.store import Store
@@ -295,6 +297,29 @@ def test_a_merge_prunes_inputs_whose_features_smaller_ones_show(pg_url: str) -> 
         stored = [e.data for e in store.pull_corpus(cid, pruned=True)]
     assert kept == [b"seed-with-x", b"xy", b"z"]
     assert len(stored) == 5
+
+
+def test_a_replay_notes_whether_a_finding_still_shows(pg_url: str) -> None:
+    """``foliodiff queue-replay`` queues every stored finding; a worker runs each
+    program again and notes on the finding whether its signature still shows."""
+    _, rec = _loss()
+    gone = dataclasses.replace(rec, signature=f"{rec.signature}|renamed",
+                               signature_id=hashlib.sha1(b"renamed").hexdigest()[:16])
+    with Store.open(pg_url) as store:
+        ids = store.upsert_divergences([rec, gone]).ids
+    result = CliRunner().invoke(cli_app, ["queue-replay", "--db", pg_url])
+    assert result.exit_code == 0 and "2 replays queued" in result.output, result.output
+    again = CliRunner().invoke(cli_app, ["queue-replay", "--db", pg_url])
+    assert "0 replays queued (2 were waiting already)" in again.output, again.output
+    app = queue_app(pg_url)
+    with app.open():
+        app.run_worker(queues=[REPLAY_QUEUE], wait=False, install_signal_handlers=False,
+                       additional_context={"db_url": pg_url})
+    with Store.open(pg_url, create=False) as store:
+        kept = [n.text for n in store.notes(ids[rec.signature_id])]
+        lost = [n.text for n in store.notes(ids[gone.signature_id])]
+    assert len(kept) == 1 and "the original program still shows it" in kept[0]
+    assert len(lost) == 1 and "no longer shows it; it shows " + rec.signature in lost[0]
 
 
 def test_a_worker_of_another_model_is_refused(pg_url: str, tmp_path: Path) -> None:
