@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import procrastinate
@@ -28,7 +29,7 @@ from engine import differential, parse_program
 from engine.kernels import model_digest
 from fuzz.merge import MergeInput, redundant
 from service.campaign import CampaignConfig
-from service.errors import IllegalTransitionError, ShareLostError
+from service.errors import FleetError, IllegalTransitionError, ShareLostError
 from service.fleet.queue import (
     FUZZ_SHARE,
     MERGE,
@@ -52,38 +53,47 @@ log = logging.getLogger("foliodiff.fleet")
 #: Who the notes of replays are by.
 REPLAY_AUTHOR = "fleet replay"
 
-def defer_share(app: Any, campaign_id: int, share: int) -> bool:
-    """Queue share @share's next slice, unless one is waiting already. Return: whether queued."""
-    lock = share_lock(campaign_id, share)
+
+def _defer(app: Any, task: str, queue: str, lock: str, **kwargs: Any) -> bool:
+    """Queue @task with @kwargs, one running and one waiting per @lock.
+    Return: whether queued (False: one was waiting already)."""
     try:
-        app.configure_task(FUZZ_SHARE, queue=campaign_queue(campaign_id), lock=lock,
-                           queueing_lock=lock).defer(campaign_id=campaign_id, share=share)
+        app.configure_task(task, queue=queue, lock=lock, queueing_lock=lock).defer(**kwargs)
     except procrastinate.exceptions.AlreadyEnqueued:
         return False
     return True
+
+
+def defer_share(app: Any, campaign_id: int, share: int) -> bool:
+    """Queue share @share's next slice."""
+    return _defer(app, FUZZ_SHARE, campaign_queue(campaign_id), share_lock(campaign_id, share),
+                  campaign_id=campaign_id, share=share)
 
 
 def defer_minimize(app: Any, campaign_id: int, divergence_id: int) -> bool:
-    """Queue the minimization of stored finding @divergence_id, unless one is waiting."""
-    lock = minimize_lock(divergence_id)
-    try:
-        app.configure_task(MINIMIZE, queue=campaign_queue(campaign_id), lock=lock,
-                           queueing_lock=lock).defer(campaign_id=campaign_id,
-                                                     divergence_id=divergence_id)
-    except procrastinate.exceptions.AlreadyEnqueued:
-        return False
-    return True
+    """Queue the minimization of stored finding @divergence_id."""
+    return _defer(app, MINIMIZE, campaign_queue(campaign_id), minimize_lock(divergence_id),
+                  campaign_id=campaign_id, divergence_id=divergence_id)
 
 
 def defer_merge(app: Any, campaign_id: int) -> bool:
-    """Queue the merge of campaign @campaign_id's corpus, unless one is waiting."""
-    lock = merge_lock(campaign_id)
-    try:
-        app.configure_task(MERGE, queue=campaign_queue(campaign_id), lock=lock,
-                           queueing_lock=lock).defer(campaign_id=campaign_id)
-    except procrastinate.exceptions.AlreadyEnqueued:
-        return False
-    return True
+    """Queue the merge of campaign @campaign_id's corpus."""
+    return _defer(app, MERGE, campaign_queue(campaign_id), merge_lock(campaign_id),
+                  campaign_id=campaign_id)
+
+
+def defer_replay(app: Any, divergence_id: int) -> bool:
+    """Queue a replay of stored finding @divergence_id."""
+    return _defer(app, REPLAY, REPLAY_QUEUE, replay_lock(divergence_id),
+                  divergence_id=divergence_id)
+
+
+def _refuse(ctx: dict[str, Any], exc: FleetError, requeue: Callable[[], Any]) -> None:
+    """This worker cannot run the job (another model): put the job back for the
+    others, and stop, saying why (``foliodiff worker`` exits 2)."""
+    requeue()
+    ctx["refused"].append(str(exc))
+    ctx["stop"].set()
 
 
 def fuzz_share(context: procrastinate.JobContext, campaign_id: int, share: int) -> None:
@@ -103,6 +113,9 @@ def fuzz_share(context: procrastinate.JobContext, campaign_id: int, share: int) 
                             go_on=lambda: not ctx["stop"].is_set())
         except ShareLostError as exc:
             log.warning("%s", exc)           # the share is another worker's now
+            return
+        except FleetError as exc:
+            _refuse(ctx, exc, lambda: defer_share(app, campaign_id, share))
             return
         except Exception as exc:
             # A defect of foliodiff, or a worker that cannot run the campaign: as
@@ -150,7 +163,11 @@ def minimize(context: procrastinate.JobContext, campaign_id: int, divergence_id:
     ctx = context.additional_context
     with Store.open(ctx["db_url"], create=False) as store:
         config = CampaignConfig.stored(store.get_campaign(campaign_id).config)
-        check_model(config)
+        try:
+            check_model(config)
+        except FleetError as exc:
+            _refuse(ctx, exc, lambda: defer_minimize(context.app, campaign_id, divergence_id))
+            return
         if store.get_divergence(divergence_id).minimized_program_id is not None:
             return                           # minimized once, by whoever came first
         done = minimize_stored(store, divergence_id, config.max_minimize_runs,
@@ -171,17 +188,6 @@ def merge(context: procrastinate.JobContext, campaign_id: int) -> None:
         pruned = store.prune_corpus(campaign_id, drop)
         log.warning("campaign %s: merged its corpus, %d of %d inputs pruned",
                     campaign_id, pruned, len(entries))
-
-
-def defer_replay(app: Any, divergence_id: int) -> bool:
-    """Queue a replay of stored finding @divergence_id, unless one is waiting."""
-    lock = replay_lock(divergence_id)
-    try:
-        app.configure_task(REPLAY, queue=REPLAY_QUEUE, lock=lock,
-                           queueing_lock=lock).defer(divergence_id=divergence_id)
-    except procrastinate.exceptions.AlreadyEnqueued:
-        return False
-    return True
 
 
 def replay(context: procrastinate.JobContext, divergence_id: int) -> None:

@@ -15,8 +15,11 @@ a slice of a campaign's share, or the minimization of a finding
 
 With ``--campaign`` the worker takes only that campaign's jobs and stops
 once the campaign is finished; without, it takes every campaign's, until
-stopped.  SIGINT or SIGTERM ends the running slice at its next program,
-storing what it did.
+stopped.  A worker that cannot run a campaign's jobs (another model than the
+campaign's) is refused before it joins when given the campaign, and
+otherwise at its first job of it: the job goes back to the queue for the
+others, and the worker stops, naming both models.  SIGINT or SIGTERM ends
+the running slice at its next program, storing what it did.
 """
 
 from __future__ import annotations
@@ -117,6 +120,7 @@ def run_worker(db_url: str, campaign_id: int | None = None, *, name: str | None 
     """
     ensure_schema(db_url)
     stop = threading.Event()
+    refused: list[str] = []
     holder = name or worker_name()
 
     async def main() -> None:
@@ -137,7 +141,8 @@ def run_worker(db_url: str, campaign_id: int | None = None, *, name: str | None 
                     **queues, concurrency=1, wait=True, install_signal_handlers=False,
                     update_heartbeat_interval=HEARTBEAT, stalled_worker_timeout=STALLED_AFTER,
                     additional_context={"db_url": db_url, "holder": holder, "stop": stop,
-                                        "on_stored": on_stored, "on_minimized": on_minimized}))
+                                        "refused": refused, "on_stored": on_stored,
+                                        "on_minimized": on_minimized}))
                 loop = asyncio.get_running_loop()
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     loop.add_signal_handler(sig, stop.set)
@@ -155,6 +160,8 @@ def run_worker(db_url: str, campaign_id: int | None = None, *, name: str | None 
                         pass
 
     asyncio.run(main())
+    if refused:
+        raise FleetError(f"worker {holder} stopped: {refused[0]}")
     if campaign_id is None:
         return None
     with Store.open(db_url, create=False) as store:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import re
 import signal
@@ -186,11 +187,13 @@ def test_writers_storing_the_same_findings_at_once(url: str) -> None:
 # -- workers, on PostgreSQL -----------------------------------------------------------
 
 
-def _worker(url: str, cid: int, name: str, log: Path) -> subprocess.Popen:
+def _worker(url: str, cid: int | None, name: str, log: Path) -> subprocess.Popen:
+    """A ``foliodiff worker`` process of campaign @cid (None: of every campaign)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    campaign = [] if cid is None else ["--campaign", str(cid)]
     return subprocess.Popen(
         [sys.executable, "-c", "from service.cli import main; main()", "worker", "--db", url,
-         "--campaign", str(cid), "--name", name],
+         *campaign, "--name", name],
         stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, cwd=ROOT)
 
 
@@ -322,7 +325,10 @@ def test_a_replay_notes_whether_a_finding_still_shows(pg_url: str) -> None:
     assert len(lost) == 1 and "no longer shows it; it shows " + rec.signature in lost[0]
 
 
-def test_a_worker_of_another_model_is_refused(pg_url: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("joins", ["the campaign", "every campaign"])
+def test_a_worker_of_another_model_is_refused(pg_url: str, tmp_path: Path, joins: str) -> None:
+    """Given the campaign, before it joins; serving every campaign, at its first job
+    of that one, which goes back to the queue for the others."""
     config = CampaignConfig(fuzzer="random", engine_a="v6.14", engine_b="v6.15", seconds=5,
                             workers=1)
     with Store.open(pg_url):
@@ -330,18 +336,22 @@ def test_a_worker_of_another_model_is_refused(pg_url: str, tmp_path: Path) -> No
     cid = create_fleet_campaign(pg_url, config)
     with Store.open(pg_url, create=False) as store:
         row = store.get_campaign(cid)
-        store.engine.dispose()
     engine = sa.create_engine(pg_url)
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE campaign SET config = :c WHERE id = :i"),
-                     {"c": __import__("json").dumps({**row.config, "model": "0123456789abcdef"}),
-                      "i": cid})
-    engine.dispose()
+                     {"c": json.dumps({**row.config, "model": "0123456789abcdef"}), "i": cid})
     log = tmp_path / "w.log"
-    w = _worker(pg_url, cid, "w", log)
+    w = _worker(pg_url, cid if joins == "the campaign" else None, "w", log)
     assert w.wait(timeout=60) == 2
     text = log.read_text()
     assert "the campaign's is 0123456789abcdef" in text and "this worker's model is" in text
+    with engine.connect() as conn:
+        waiting = conn.execute(sa.text("SELECT count(*) FROM procrastinate_jobs "
+                                       "WHERE status = 'todo'")).scalar_one()
+    engine.dispose()
+    assert waiting == 1                      # the share's slice, for a worker that can run it
+    with Store.open(pg_url, create=False) as store:
+        assert store.get_campaign(cid).status is CampaignStatus.RUNNING
 
 
 def test_a_fleet_campaign_is_not_resumed_on_one_machine(pg_url: str) -> None:
