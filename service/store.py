@@ -11,11 +11,17 @@ failing half-way with ``SQLITE_BUSY`` on lock upgrade.  Reads start with a
 plain ``BEGIN``: in WAL mode they see a consistent snapshot without taking
 the write lock, so listing never waits behind a fuzzer's batch.
 
-On PostgreSQL every write transaction first takes one transaction-level
-advisory lock (``pg_advisory_xact_lock``), released at commit or rollback:
-writers run one at a time, as on SQLite, so the same read-then-write upsert
-stays correct with many processes and machines writing; readers take no
-lock and see a committed snapshot per statement (READ COMMITTED).
+On PostgreSQL the writes a fleet makes all the time take no store-wide
+lock: finding and harness-error upserts (``INSERT ... ON CONFLICT DO
+UPDATE``, hit counts added on conflict; intended counts under the campaign
+row's lock), corpus pushes, share saves and example-database writes, so
+that many workers on many machines do not queue on one lock.  Every other
+write transaction (triage, campaign status and leases, migrations) first
+takes one transaction-level advisory lock (``pg_advisory_xact_lock``),
+released at commit or rollback, and such writers run one at a time, as on
+SQLite.  Readers take no lock and see a committed snapshot per statement
+(READ COMMITTED).  Finding batches may carry an idempotency key
+(``write_key``): a batch sent again after a lost connection is applied once.
 
 Every method runs in its own transaction and returns detached rows
 (``expire_on_commit=False``): they stay readable after the session closed.
