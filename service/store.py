@@ -1055,6 +1055,12 @@ class Store:
             self._campaign(s, campaign_id)
             return list(s.scalars(query.order_by(CorpusEntry.id).limit(limit)))
 
+    def corpus_size(self, campaign_id: int) -> int:
+        """How many inputs campaign @campaign_id's shared corpus holds, pruned ones apart."""
+        with self._read() as s:
+            return int(s.scalar(select(func.count()).select_from(CorpusEntry).where(
+                CorpusEntry.campaign_id == campaign_id, CorpusEntry.pruned.is_(False))) or 0)
+
     def prune_corpus(self, campaign_id: int, ids: Iterable[int]) -> int:
         """Mark entries @ids of campaign @campaign_id's corpus pruned (a merge
         found them redundant): workers stop pulling them; they stay stored.

@@ -46,7 +46,7 @@ from service.fleet.queue import (
 from service.fleet.share import check_model, run_slice
 from service.minimizer import MINIMIZE_SECONDS, minimize_stored
 from service.models import CampaignStatus
-from service.store import Store
+from service.store import Store, utc_now
 
 log = logging.getLogger("foliodiff.fleet")
 
@@ -124,11 +124,26 @@ def fuzz_share(context: procrastinate.JobContext, campaign_id: int, share: int) 
             fail(store, campaign_id, f"share {share} on {ctx['holder']}: "
                                      f"{type(exc).__name__}: {exc}")
             raise
+        snapshot(store, campaign_id, config)
         if not res.done:
             defer_share(app, campaign_id, share)
             return
         if finish_if_done(store, campaign_id, config):
             defer_merge(app, campaign_id)
+
+
+def snapshot(store: Store, campaign_id: int, config: CampaignConfig) -> None:
+    """A stats snapshot of the campaign as its shares stand (after each slice):
+    ``t`` is seconds since it was created, executions and the best share's
+    coverage over every share, the store's signatures of the pair."""
+    shares = store.shares(campaign_id)
+    campaign = store.get_campaign(campaign_id)
+    t = max(1e-3, (utc_now() - campaign.created_at).total_seconds())
+    execs = sum(s.execs for s in shares)
+    store.add_stats_snapshot(campaign_id, t, execs, execs / t, store.corpus_size(campaign_id),
+                             store.count_by_kind(config.engine_a, config.engine_b),
+                             coverage=max(s.coverage for s in shares),
+                             coverage_unit=config.fuzzer.coverage_unit)
 
 
 def fail(store: Store, campaign_id: int, why: str) -> None:

@@ -231,6 +231,7 @@ def test_campaign_survives_a_worker_killed_mid_run(pg_url: str, tmp_path: Path) 
             # A merge at the end may have pruned some: pruned entries stay stored.
             after = {e.sha1 for e in store.pull_corpus(cid, limit=10_000, pruned=True)}
             rows, total = store.list_divergences(limit=100)
+            snapshots = store.stats(cid)
     finally:
         for w in workers:
             if w.poll() is None:
@@ -238,6 +239,8 @@ def test_campaign_survives_a_worker_killed_mid_run(pg_url: str, tmp_path: Path) 
     texts = [log.read_text() for log in logs]
     assert campaign.status is CampaignStatus.FINISHED, texts
     assert all(s.elapsed >= config.seconds - 0.5 for s in shares)
+    # A stats snapshot after each slice; the last to see every share saved has their total.
+    assert max(snap.execs for snap in snapshots) == sum(s.execs for s in shares)
     # The share w0 held when killed was finished by someone else.
     for k in held:
         assert shares[k].holder != "w0" and shares[k].generation >= 2, shares[k]
