@@ -1055,8 +1055,8 @@ def queue_replay(
     """Queue a replay of every stored finding for fleet workers (ClusterFuzz's
     progression): each runs its program again with the worker's model and notes
     on the finding whether it still shows. Workers without --campaign take them."""
-    from service.fleet.queue import conninfo, ensure_schema, queue_app
-    from service.fleet.tasks import defer_replay
+    from service.fleet.queue import conninfo, ensure_schema
+    from service.fleet.tasks import defer_replay, queue_app
     url = _store_url(db)
     pair = None
     if engines is not None:

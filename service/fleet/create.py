@@ -10,8 +10,8 @@ import procrastinate
 
 from engine.kernels import model_digest
 from service.campaign import CampaignConfig, create
-from service.fleet.queue import SEEDS, ensure_schema, queue_app
-from service.fleet.tasks import defer_share
+from service.fleet.queue import SEEDS, ensure_schema
+from service.fleet.tasks import defer_share, queue_app
 from service.models import CampaignStatus
 from service.store import Store
 

@@ -10,7 +10,6 @@ share's jobs carry the share's lock (one runs at a time) and queueing lock
 
 from __future__ import annotations
 
-import procrastinate
 import psycopg
 from procrastinate.schema import SchemaManager
 from sqlalchemy.engine import make_url
@@ -84,11 +83,3 @@ def ensure_schema(db_url: str) -> None:
                 conn.execute(SchemaManager.get_schema())
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_SCHEMA_LOCK,))
-
-
-def queue_app(db_url: str) -> procrastinate.App:
-    """A procrastinate app on @db_url's database with foliodiff's tasks, not opened yet."""
-    from service.fleet.tasks import register
-    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo(db_url)))
-    register(app)
-    return app

@@ -1,4 +1,4 @@
-"""The fleet's task kinds, as procrastinate tasks (:func:`register`, which :func:`queue_app` calls).
+"""The fleet's task kinds, as procrastinate tasks, and the app that runs them (:func:`queue_app`).
 
 - ``fuzz_share``: one slice of one share of a campaign
   (:func:`service.fleet.share.run_slice`); then the share's next slice is
@@ -38,6 +38,7 @@ from service.fleet.queue import (
     REPLAY_QUEUE,
     SEEDS,
     campaign_queue,
+    conninfo,
     merge_lock,
     minimize_lock,
     replay_lock,
@@ -227,8 +228,11 @@ def replay(context: procrastinate.JobContext, divergence_id: int) -> None:
         log.warning("divergence %s: %s", divergence_id, said)
 
 
-def register(app: procrastinate.App) -> None:
-    """Register the task kinds on @app under their names (:data:`FUZZ_SHARE`, ...)."""
+def queue_app(db_url: str) -> procrastinate.App:
+    """A procrastinate app on @db_url's database with the task kinds registered
+    under their names (:data:`FUZZ_SHARE`, ...), not opened yet."""
+    app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=conninfo(db_url)))
     for name, fn in ((FUZZ_SHARE, fuzz_share), (MINIMIZE, minimize), (MERGE, merge),
                      (REPLAY, replay)):
         app.task(name=name, pass_context=True)(fn)
+    return app

@@ -43,11 +43,10 @@ from service.fleet.queue import (
     STALLED_AFTER,
     campaign_queue,
     ensure_schema,
-    queue_app,
     share_lock,
 )
 from service.fleet.share import check_model
-from service.fleet.tasks import defer_share
+from service.fleet.tasks import defer_share, queue_app
 from service.models import CampaignStatus
 from service.store import Store
 

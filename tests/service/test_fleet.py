@@ -40,8 +40,8 @@ from service.errors import (
     ShareLostError,
 )
 from service.fleet.create import create_fleet_campaign
-from service.fleet.queue import REPLAY_QUEUE, campaign_queue, ensure_schema, queue_app
-from service.fleet.tasks import defer_merge
+from service.fleet.queue import REPLAY_QUEUE, campaign_queue, ensure_schema
+from service.fleet.tasks import defer_merge, queue_app
 from service.models import CampaignStatus
 from service.store import Store
 
