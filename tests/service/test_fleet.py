@@ -216,11 +216,20 @@ def test_campaign_survives_a_worker_killed_mid_run(pg_url: str, tmp_path: Path) 
     workers = [_worker(pg_url, cid, f"w{k}", logs[k]) for k in range(4)]
     try:
         with Store.open(pg_url, create=False) as store:
-            # Every worker has run a share and pushed what it kept (or the seeds are all
-            # there is): then kill w0 in the middle of its slice.
-            _wait("w0 to hold a share", lambda: any(
-                s.holder == "w0" and s.execs for s in store.shares(cid)), 60)
-            held = [s.share for s in store.shares(cid) if s.holder == "w0"]
+            # Kill w0 in the middle of a slice: while it holds a share, has saved
+            # executions of it, and the slice's job is being done (so there is a
+            # lease to take over, not a share between two jobs).
+            def running() -> list[int]:
+                """The shares w0 runs now: it holds them, has saved executions, and
+                their slice's job is being done."""
+                held = [s.share for s in store.shares(cid) if s.holder == "w0" and s.execs]
+                with engine.connect() as conn:
+                    return [k for k in held if conn.execute(sa.text(
+                        "SELECT count(*) FROM procrastinate_jobs WHERE status = 'doing' "
+                        "AND lock = :lock"), {"lock": f"campaign-{cid}/share-{k}"}).scalar_one()]
+
+            _wait("w0 to run a share", lambda: bool(running()), 60)
+            held = running()
             before = {e.sha1 for e in store.pull_corpus(cid, limit=10_000)}
             workers[0].send_signal(signal.SIGKILL)
             workers[0].wait()
@@ -241,7 +250,9 @@ def test_campaign_survives_a_worker_killed_mid_run(pg_url: str, tmp_path: Path) 
     assert all(s.elapsed >= config.seconds - 0.5 for s in shares)
     # A stats snapshot after each slice; the last to see every share saved has their total.
     assert max(snap.execs for snap in snapshots) == sum(s.execs for s in shares)
-    # The share w0 held when killed was finished by someone else.
+    # The share w0 was running when killed: its job was taken over, and another
+    # worker finished the share.
+    assert held
     for k in held:
         assert shares[k].holder != "w0" and shares[k].generation >= 2, shares[k]
     assert "took over job" in "".join(texts[1:])
