@@ -501,6 +501,16 @@ def _example_digest(key: bytes, value: bytes) -> str:
     return hashlib.sha1(len(key).to_bytes(8, "little") + key + value).hexdigest()
 
 
+def _insert_unless_there(dialect: str, table: Table) -> Any:
+    """An insert into @table that can say ``on_conflict_do_nothing`` (PostgreSQL's or
+    SQLite's); other databases are refused, naming the dialect."""
+    if dialect == "postgresql":
+        return pg_insert(table)
+    if dialect == "sqlite":
+        return sqlite_insert(table)
+    raise InvalidValueError("url", dialect, "a store on SQLite or PostgreSQL")
+
+
 def _insert_or_count(s: Session, table: Table,
                      key: list[str]) -> tuple[Insert, ColumnElement[bool]]:
     """An insert of finding rows (``hit_count``, ``last_seen``) unique on @key,
@@ -903,8 +913,7 @@ class Store:
             if not isinstance(v, bytes):
                 raise InvalidValueError(name, v, "bytes")
         table = _table(HypothesisExample)
-        stmt = (pg_insert(table) if self.engine.dialect.name == "postgresql"
-                else sqlite_insert(table))
+        stmt = _insert_unless_there(self.engine.dialect.name, table)
         with self._write_lock_free() as s:
             s.execute(stmt.on_conflict_do_nothing(index_elements=["campaign_id", "digest"]),
                       {"campaign_id": campaign_id, "key": key, "value": value,
@@ -1023,11 +1032,7 @@ class Store:
         if not rows:
             return 0
         table = _table(CorpusEntry)
-        dialect = self.engine.dialect.name
-        stmt = (pg_insert(table) if dialect == "postgresql" else sqlite_insert(table)
-                if dialect == "sqlite" else None)
-        if stmt is None:
-            raise InvalidValueError("url", dialect, "a shared corpus needs SQLite or PostgreSQL")
+        stmt = _insert_unless_there(self.engine.dialect.name, table)
         try:
             with self._write_lock_free() as s:
                 self._campaign(s, campaign_id)
@@ -1212,8 +1217,7 @@ class Store:
         was recorded before (its batch was applied; on PostgreSQL a concurrent
         transaction holding it is waited for)."""
         table = _table(WriteKey)
-        stmt = (pg_insert(table) if s.get_bind().dialect.name == "postgresql"
-                else sqlite_insert(table))
+        stmt = _insert_unless_there(s.get_bind().dialect.name, table)
         return s.execute(stmt.on_conflict_do_nothing(index_elements=["key"])
                          .returning(table.c.key), {"key": key, "at": now}).first() is not None
 
