@@ -78,10 +78,6 @@ class Upserted(Protocol):
     def new(self) -> AbstractSet[str]: ...
 
 
-class HarnessUpserted(Upserted, Protocol):
-    """What a batch of harness records did (as :class:`Upserted`)."""
-
-
 class FindingStore(Protocol):
     """Where a sink writes: each batch in one transaction, all of it or nothing.
 
@@ -97,7 +93,7 @@ class FindingStore(Protocol):
 
     def upsert_harness_errors(self, records: Iterable[HarnessRecord], *,
                               campaign_id: int | None = None,
-                              key: str | None = None) -> HarnessUpserted:
+                              key: str | None = None) -> Upserted:
         """Store @records, one row per signature, found by campaign @campaign_id."""
         ...
 

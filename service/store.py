@@ -497,6 +497,12 @@ def _batch_error(count: int, exc: Exception) -> BatchError:
     return BatchError(count, str(getattr(exc, "orig", None) or exc), transient=transient)
 
 
+def _check_key(key: Any) -> None:
+    """A batch's idempotency key: None, or 1 to 100 characters."""
+    if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 100):
+        raise InvalidValueError("key", key, "an idempotency key of 1 to 100 characters")
+
+
 def _example_digest(key: bytes, value: bytes) -> str:
     return hashlib.sha1(len(key).to_bytes(8, "little") + key + value).hexdigest()
 
@@ -1112,8 +1118,7 @@ class Store:
         Return: counts of what happened, and the record id of every signature.
         """
         records = list(records)
-        if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 100):
-            raise InvalidValueError("key", key, "an idempotency key of 1 to 100 characters")
+        _check_key(key)
         for i, r in enumerate(records):
             _check_record(i, r)
         intended = [r for r in records if r.classification is Classification.INTENDED]
@@ -1245,26 +1250,23 @@ class Store:
         """
         table = _table(model)
         ids: dict[str, int] = {}
-        for chunk in _chunks(list(rows)):
-            ids.update((sha, rid) for rid, sha in s.execute(
-                select(table.c.id, table.c.sha256).where(table.c.sha256.in_(chunk))))
+
+        def look_up(shas: list[str]) -> None:
+            for chunk in _chunks(shas):
+                ids.update((sha, rid) for rid, sha in s.execute(
+                    select(table.c.id, table.c.sha256).where(table.c.sha256.in_(chunk))))
+
+        look_up(list(rows))
         missing = [{"sha256": sha, payload: p} for sha, p in rows.items() if sha not in ids]
-        if not missing:
-            return ids
-        if s.get_bind().dialect.name != "postgresql":
-            # Under BEGIN IMMEDIATE nobody else inserts: every missing one is new.
+        if missing:
+            # Without a store-wide lock (PostgreSQL) another writer may store one
+            # meanwhile: what this insert skips is theirs, committed before the
+            # conflict.  (Under SQLite's BEGIN IMMEDIATE nothing is skipped.)
             ids.update((sha, rid) for rid, sha in s.execute(
-                insert(table).returning(table.c.id, table.c.sha256), missing))
-            return ids
-        # Without a store-wide lock another writer may store one meanwhile:
-        # what this insert skipped is theirs, committed before the conflict.
-        ids.update((sha, rid) for rid, sha in s.execute(
-            pg_insert(table).on_conflict_do_nothing(index_elements=["sha256"])
-            .returning(table.c.id, table.c.sha256), missing))
-        late = [m["sha256"] for m in missing if m["sha256"] not in ids]
-        for chunk in _chunks(late):
-            ids.update((sha, rid) for rid, sha in s.execute(
-                select(table.c.id, table.c.sha256).where(table.c.sha256.in_(chunk))))
+                _insert_unless_there(s.get_bind().dialect.name, table)
+                .on_conflict_do_nothing(index_elements=["sha256"])
+                .returning(table.c.id, table.c.sha256), missing))
+            look_up([m["sha256"] for m in missing if m["sha256"] not in ids])
         return ids
 
     def _programs(self, s: Session, texts: list[str]) -> dict[str, int]:
@@ -1487,8 +1489,7 @@ class Store:
         Return: counts, the row id of every signature, and which ones are new.
         """
         records = list(records)
-        if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 100):
-            raise InvalidValueError("key", key, "an idempotency key of 1 to 100 characters")
+        _check_key(key)
         for i, r in enumerate(records):
             _check_harness_record(i, r)
         if campaign_id is not None and (not isinstance(campaign_id, int)

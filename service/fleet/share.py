@@ -51,7 +51,6 @@ class SharedCorpus(Corpus):
         self.name = name
         self.after = 0                      # the newest entry id pulled
         self.pending: list[tuple[bytes, list[str]]] = []
-        self.pulled = 0                     # inputs other workers kept, pulled in
         self._held: set[bytes] = set()
         super().__init__(None, [])
         self.inputs = self._pull()
@@ -80,21 +79,13 @@ class SharedCorpus(Corpus):
         if self.pending:
             self.store.push_corpus(self.campaign_id, self.pending, self.name)
             self.pending = []
-        new = self._pull()
-        self.pulled += len(new)
-        self.inputs.extend(new)
+        self.inputs.extend(self._pull())
 
 
-@dataclass
-class SliceResult:
-    """What one slice of a share did."""
-
-    share: int
-    generation: int
-    execs: int                  # this slice's executions
-    elapsed: float              # the share's fuzzing seconds, over every slice
-    done: bool                  # the share has had its time
-    stored: list[Stored]
+def share_done(config: CampaignConfig, elapsed: float) -> bool:
+    """Whether a share that has fuzzed @elapsed seconds has had its time (half a
+    second short counts: a slice ends between programs)."""
+    return elapsed >= config.seconds - 0.5
 
 
 def check_model(config: CampaignConfig) -> None:
@@ -112,7 +103,7 @@ def check_model(config: CampaignConfig) -> None:
 
 def run_slice(store: Store, campaign_id: int, share: int, holder: str, *,
               on_stored: Callable[[list[Stored]], None] = lambda found: None,
-              go_on: Callable[[], bool] = lambda: True) -> SliceResult:
+              go_on: Callable[[], bool] = lambda: True) -> bool:
     """Take share @share of campaign @campaign_id for worker @holder and fuzz one slice.
 
     @on_stored: told of the findings stored for the first time, after each commit.
@@ -120,6 +111,7 @@ def run_slice(store: Store, campaign_id: int, share: int, holder: str, *,
     Raises :class:`FleetError` when the campaign is no fleet campaign or runs
     another model, :class:`service.errors.ShareLostError` when a newer worker
     took the share meanwhile (nothing more is written).
+    Return: whether the share has had its time (:func:`share_done`).
     """
     config = CampaignConfig.stored(store.get_campaign(campaign_id).config)
     if not config.fleet:
@@ -130,7 +122,7 @@ def run_slice(store: Store, campaign_id: int, share: int, holder: str, *,
     row = store.take_share(campaign_id, share, holder)
     budget = min(config.slice_seconds, config.seconds - row.elapsed)
     if budget <= 0:
-        return SliceResult(share, row.generation, 0, row.elapsed, True, [])
+        return True
     run = _Slice(store, campaign_id, config, row, budget, on_stored, go_on)
     if config.fuzzer is Fuzzer.ATHERIS:
         run.atheris()
@@ -138,9 +130,7 @@ def run_slice(store: Store, campaign_id: int, share: int, holder: str, *,
         run.hypothesis()
     else:
         run.source()
-    total = row.elapsed + time.monotonic() - run.start
-    return SliceResult(share, row.generation, run.ran, total, total >= config.seconds - 0.5,
-                       run.stored)
+    return share_done(config, row.elapsed + time.monotonic() - run.start)
 
 
 class _Slice:
@@ -151,7 +141,6 @@ class _Slice:
                  on_stored: Callable[[list[Stored]], None], go_on: Callable[[], bool]) -> None:
         self.store, self.campaign_id, self.config, self.row = store, campaign_id, config, row
         self.budget, self.on_stored, self.go_on = budget, on_stored, go_on
-        self.stored: list[Stored] = []
         self.corpus = SharedCorpus(store, campaign_id, f"{config.fuzzer.value}-{row.share}")
         self.position: dict[str, Any] = dict(row.position or {})
         self.ran = 0
@@ -160,10 +149,6 @@ class _Slice:
         self.learn: Callable[[Program, Report], Any] | None = None
         fuzzing_gc()
         self.start = self.last = time.monotonic()
-
-    def found(self, batch: list[Stored]) -> None:
-        self.stored.extend(batch)
-        self.on_stored(batch)
 
     def in_time(self) -> bool:
         return time.monotonic() - self.start < self.budget and self.go_on()
@@ -194,7 +179,7 @@ class _Slice:
     def _sink(self) -> FindingSink:
         cfg = self.config
         self.sink = FindingSink(self.store, self.campaign_id, minimize=False,
-                                on_stored=self.found,
+                                on_stored=self.on_stored,
                                 known=self.store.known_signature_ids(cfg.engine_a, cfg.engine_b))
         return self.sink
 
@@ -238,7 +223,7 @@ class _Slice:
         """libFuzzer on the shared corpus as files (:mod:`atheris_slice`)."""
         self.ran, self.coverage, added = atheris_slice(
             self.store, self.campaign_id, self.config, self.row.share, self.row.generation,
-            self.budget, self.corpus.inputs, self.found, self.go_on)
+            self.budget, self.corpus.inputs, self.on_stored, self.go_on)
         self.corpus.pending = [(d, []) for d in added]
         self.position = {"slices": self.position.get("slices", 0) + 1}
         self.save()

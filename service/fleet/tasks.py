@@ -44,7 +44,7 @@ from service.fleet.queue import (
     replay_lock,
     share_lock,
 )
-from service.fleet.share import check_model, run_slice
+from service.fleet.share import check_model, run_slice, share_done
 from service.minimizer import MINIMIZE_SECONDS, minimize_stored
 from service.models import CampaignStatus
 from service.store import Store, utc_now
@@ -110,8 +110,8 @@ def fuzz_share(context: procrastinate.JobContext, campaign_id: int, share: int) 
                     defer_minimize(app, campaign_id, f.divergence_id)
 
         try:
-            res = run_slice(store, campaign_id, share, ctx["holder"], on_stored=stored,
-                            go_on=lambda: not ctx["stop"].is_set())
+            done = run_slice(store, campaign_id, share, ctx["holder"], on_stored=stored,
+                             go_on=lambda: not ctx["stop"].is_set())
         except ShareLostError as exc:
             log.warning("%s", exc)           # the share is another worker's now
             return
@@ -126,7 +126,7 @@ def fuzz_share(context: procrastinate.JobContext, campaign_id: int, share: int) 
                                      f"{type(exc).__name__}: {exc}")
             raise
         snapshot(store, campaign_id, config)
-        if not res.done:
+        if not done:
             defer_share(app, campaign_id, share)
             return
         if finish_if_done(store, campaign_id, config):
@@ -162,7 +162,7 @@ def fail(store: Store, campaign_id: int, why: str) -> None:
 def finish_if_done(store: Store, campaign_id: int, config: CampaignConfig) -> bool:
     """Mark campaign @campaign_id finished, with its totals, once every share has had its time."""
     shares = store.shares(campaign_id)
-    if not shares or any(s.elapsed < config.seconds - 0.5 for s in shares):
+    if not shares or not all(share_done(config, s.elapsed) for s in shares):
         return False
     if store.get_campaign(campaign_id).status is CampaignStatus.RUNNING:
         store.save_progress(campaign_id, {

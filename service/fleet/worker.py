@@ -45,7 +45,7 @@ from service.fleet.queue import (
     ensure_schema,
     share_lock,
 )
-from service.fleet.share import check_model
+from service.fleet.share import check_model, share_done
 from service.fleet.tasks import defer_share, queue_app
 from service.models import CampaignStatus
 from service.store import Store
@@ -78,7 +78,7 @@ def _fleet_campaigns(store: Store, campaign_id: int | None) -> list[tuple[int, C
 def _shares_left(store: Store, campaign_id: int | None) -> list[tuple[int, int]]:
     """(campaign, share) of every share with time left, of the campaigns served."""
     return [(cid, s.share) for cid, config in _fleet_campaigns(store, campaign_id)
-            for s in store.shares(cid) if s.elapsed < config.seconds - 0.5]
+            for s in store.shares(cid) if not share_done(config, s.elapsed)]
 
 
 async def _recover(app: procrastinate.App, store: Store, campaign_id: int | None) -> bool:
